@@ -1,1 +1,182 @@
-fn main() {}
+//! The `warden` command.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use warden::log::{LogLine, LogSource};
+use warden::{Config, EventInput, HookName, HookReport, Warden};
+
+/// A sandboxed WebAssembly plugin host for access-request workflows.
+#[derive(Parser)]
+#[command(name = "warden", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Validate the config, compile every flow's plugin, and print what each flow may do.
+    Check {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Run one hook of one flow for one event; print the decision as JSON.
+    ///
+    /// Exit status: 0 with a decision, 3 when the hook failed (the decision printed is then
+    /// `continue`: a human decides), 1 when the config or event is invalid.
+    Hook {
+        #[arg(long, short)]
+        config: PathBuf,
+        #[arg(long)]
+        flow: String,
+        /// e.g. on_request, after_approve.
+        #[arg(long, default_value = "on_request")]
+        hook: HookName,
+        /// The event as JSON; `-` reads it from standard input.
+        #[arg(long)]
+        event: PathBuf,
+    },
+}
+
+/// The hook failed and warden failed closed.
+const EXIT_HOOK_FAILED: u8 = 3;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Check { config } => check(&config).await,
+        Command::Hook {
+            config,
+            flow,
+            hook,
+            event,
+        } => run_hook(&config, &flow, hook, &event).await,
+    };
+    match result {
+        Ok(code) => code,
+        Err(message) => {
+            eprintln!("error: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn start(config: &Path) -> Result<Warden, String> {
+    let config = Config::load(config).map_err(|e| {
+        let n = e.0.len();
+        format!("{n} problem(s) in the config:\n{e}")
+    })?;
+    Warden::start(config).await.map_err(|e| e.to_string())
+}
+
+async fn check(config: &Path) -> Result<ExitCode, String> {
+    let warden = start(config).await?;
+    let summaries = warden.summaries();
+    println!(
+        "{}: {} flow(s), identity store {}",
+        config.display(),
+        summaries.len(),
+        warden.identity_store().path().display()
+    );
+    let list = |items: &[String]| {
+        if items.is_empty() {
+            "(none)".to_string()
+        } else {
+            items.join(", ")
+        }
+    };
+    for s in &summaries {
+        println!();
+        println!("flow {}", s.name);
+        let adapted = if s.adapted_from_core_module {
+            " (core module, adapted from wasm32-wasip1)"
+        } else {
+            ""
+        };
+        println!("  plugin            {}{adapted}", s.plugin.display());
+        println!("  hooks             {}", list(&s.hooks));
+        println!("  integrations      {}", list(&s.integrations));
+        println!(
+            "  secrets           {}{}",
+            list(&s.secrets),
+            if s.reveal_secrets {
+                ""
+            } else {
+                " (sealed only)"
+            }
+        );
+        println!("  identities        {}", list(&s.identity_services));
+        println!("  allowed hosts     {}", list(&s.allowed_hosts));
+        println!(
+            "  limits            memory {} MiB, timeout {} ms",
+            s.limits.memory_mib, s.limits.timeout_ms
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn read_event(path: &Path) -> Result<EventInput, String> {
+    let text = if path == Path::new("-") {
+        let mut text = String::new();
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .map_err(|e| format!("cannot read the event from standard input: {e}"))?;
+        text
+    } else {
+        std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read event file {}: {e}", path.display()))?
+    };
+    EventInput::from_json(&text).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+async fn run_hook(
+    config: &Path,
+    flow: &str,
+    hook: HookName,
+    event: &Path,
+) -> Result<ExitCode, String> {
+    let event = read_event(event)?;
+    let warden = start(config).await?;
+    let report = warden
+        .run_hook(flow, hook, &event)
+        .await
+        .map_err(|e| e.to_string())?;
+    print_logs(&report);
+    let (json, code) = match &report.outcome {
+        Ok(decision) => (
+            serde_json::to_value(decision).expect("decisions serialize"),
+            ExitCode::SUCCESS,
+        ),
+        Err(failure) => (
+            serde_json::json!({ "decision": "continue", "error": failure.to_string() }),
+            ExitCode::from(EXIT_HOOK_FAILED),
+        ),
+    };
+    println!("{json}");
+    Ok(code)
+}
+
+fn print_logs(report: &HookReport) {
+    let prefix = |line: &LogLine| {
+        let source = match line.source {
+            LogSource::Plugin => "plugin",
+            LogSource::Stdout => "plugin stdout",
+            LogSource::Stderr => "plugin stderr",
+            LogSource::Host => "warden",
+        };
+        format!("{:5} {source}", format!("{:?}", line.level).to_uppercase())
+    };
+    for line in &report.logs {
+        eprintln!("{}: {}", prefix(line), line.message);
+    }
+    for refusal in &report.refusals {
+        eprintln!("WARN  warden: {refusal}");
+    }
+    if let Err(failure) = &report.outcome {
+        eprintln!("ERROR warden: {failure} (failing closed: a human decides)");
+    }
+}

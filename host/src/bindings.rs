@@ -1,0 +1,17 @@
+//! Host-side bindings for the `warden:plugin` world (see `wit/`).
+
+wasmtime::component::bindgen!({
+    path: "../wit",
+    world: "plugin",
+    imports: {
+        "warden:plugin/http.send": async | trappable,
+        default: trappable,
+    },
+    exports: { default: async },
+    with: {
+        "warden:plugin/secrets.secret": crate::secrets::SecretHandle,
+    },
+});
+
+pub use exports::warden::plugin::hooks::{Decision, Event};
+pub use warden::plugin::types;

@@ -1,0 +1,73 @@
+//! The TOML file as written. Nothing here is trusted: `super::validate` turns it into the model.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawConfig {
+    #[serde(default)]
+    pub store: RawStore,
+    #[serde(default)]
+    pub secrets: BTreeMap<String, RawSecret>,
+    #[serde(default)]
+    pub integrations: BTreeMap<String, RawIntegration>,
+    #[serde(default)]
+    pub environments: BTreeMap<String, RawEnvironment>,
+    #[serde(default)]
+    pub flows: BTreeMap<String, RawFlow>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawStore {
+    pub path: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct RawSecret {
+    pub source: String,
+    /// For `env`: the variable's name.
+    pub name: Option<String>,
+    /// For `file`: the file, relative to the config file.
+    pub path: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct RawIntegration {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub external_id: String,
+    #[serde(default)]
+    pub secrets: Vec<String>,
+    #[serde(default)]
+    pub settings: BTreeMap<String, toml::Value>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct RawEnvironment {
+    /// Alias seen by plugins → integration name.
+    #[serde(default)]
+    pub integrations: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct RawFlow {
+    pub environment: String,
+    pub plugin: String,
+    #[serde(default)]
+    pub allowed_hosts: Vec<String>,
+    #[serde(default)]
+    pub vars: BTreeMap<String, toml::Value>,
+    #[serde(default)]
+    pub limits: RawLimits,
+    pub reveal_secrets: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawLimits {
+    pub memory_mib: Option<u64>,
+    pub timeout_ms: Option<u64>,
+    pub http_timeout_ms: Option<u64>,
+    pub response_max_bytes: Option<u64>,
+    pub log_max_bytes: Option<u64>,
+}

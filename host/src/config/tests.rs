@@ -1,0 +1,263 @@
+use std::path::{Path, PathBuf};
+
+use super::*;
+
+/// A folder with a plugin file and a secret file, so paths in configs resolve.
+struct Fixture {
+    dir: tempfile::TempDir,
+}
+
+impl Fixture {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("plugin.wasm"), b"\0asm").unwrap();
+        std::fs::write(dir.path().join("key.txt"), "file-secret\n").unwrap();
+        Self { dir }
+    }
+
+    fn path(&self) -> PathBuf {
+        self.dir.path().join("warden.toml")
+    }
+
+    fn parse(&self, text: &str) -> Result<Config, ConfigErrors> {
+        Config::parse(text, &self.path(), &|name| match name {
+            "VICTOROPS_API_KEY" => Some("env-secret".into()),
+            "EMPTY" => Some(String::new()),
+            _ => None,
+        })
+    }
+
+    fn errors(&self, text: &str) -> Vec<String> {
+        self.parse(text)
+            .expect_err("config should be rejected")
+            .0
+            .iter()
+            .map(ToString::to_string)
+            .collect()
+    }
+}
+
+const VALID: &str = r#"
+[store]
+path = "state/warden.db"
+
+[secrets.victorops_api_key]
+source = "env"
+name = "VICTOROPS_API_KEY"
+
+[secrets.from_file]
+source = "file"
+path = "key.txt"
+
+[integrations.victorops]
+type = "custom"
+external_id = "aaabbcccddee"
+secrets = ["victorops_api_key"]
+settings = { api_url = "https://api.victorops.com", retries = 2 }
+
+[integrations.other]
+type = "custom"
+external_id = "other-id"
+secrets = ["from_file"]
+
+[environments.main]
+integrations = { victorops = "victorops" }
+
+[flows.sensitive-access]
+environment = "main"
+plugin = "plugin.wasm"
+allowed_hosts = ["https://api.victorops.com"]
+vars = { victorops_teams = "", oncall_cache_seconds = 30 }
+limits = { memory_mib = 32, timeout_ms = 2000 }
+"#;
+
+#[test]
+fn the_documented_example_parses_into_the_model() {
+    let fx = Fixture::new();
+    let config = fx.parse(VALID).unwrap();
+    assert_eq!(config.store_path, fx.dir.path().join("state/warden.db"));
+    let flow = config.flow("sensitive-access").unwrap();
+    assert_eq!(flow.plugin, fx.dir.path().join("plugin.wasm"));
+    assert_eq!(flow.limits.memory_bytes, 32 << 20);
+    assert_eq!(flow.limits.timeout, Duration::from_millis(2000));
+    assert_eq!(flow.limits.response_max_bytes, 1 << 20);
+    assert_eq!(flow.vars["oncall_cache_seconds"], "30");
+    assert!(flow.grants.reveal_secrets);
+    let integration = &flow.grants.environment.integrations["victorops"];
+    assert_eq!(integration.external_id, "aaabbcccddee");
+    assert_eq!(integration.settings["retries"], "2");
+    assert_eq!(integration.secrets[0].value.expose(), "env-secret");
+    // Only the environment's integrations' secrets and services are granted.
+    assert_eq!(
+        flow.grants.secrets.keys().collect::<Vec<_>>(),
+        ["victorops_api_key"]
+    );
+    assert!(
+        flow.grants
+            .services
+            .contains(&("custom".into(), "aaabbcccddee".into()))
+    );
+    assert!(
+        !flow
+            .grants
+            .services
+            .contains(&("custom".into(), "other-id".into()))
+    );
+    assert_eq!(config.secrets["from_file"].value.expose(), "file-secret");
+}
+
+#[test]
+fn secret_values_never_print() {
+    let fx = Fixture::new();
+    let config = fx.parse(VALID).unwrap();
+    let debug = format!("{config:?}");
+    assert!(!debug.contains("env-secret"), "{debug}");
+    assert!(!debug.contains("file-secret"), "{debug}");
+    assert!(debug.contains("[REDACTED]"));
+}
+
+#[test]
+fn every_unknown_key_is_reported_with_line_and_column() {
+    let fx = Fixture::new();
+    let text = VALID.replace(
+        "limits = { memory_mib = 32, timeout_ms = 2000 }",
+        "limits = { memory_mb = 32, timeout_ms = 2000 }\nallowed_host = []",
+    ) + "\n[stores]\npath = \"x\"\n";
+    let errors = fx.errors(&text);
+    assert_eq!(errors.len(), 3, "{errors:#?}");
+    let file = fx.path().display().to_string();
+    assert!(
+        errors.contains(&format!(
+            "{file}:32:12: flows.sensitive-access.limits.memory_mb: unknown key"
+        )),
+        "{errors:#?}"
+    );
+    assert!(
+        errors.contains(&format!(
+            "{file}:33:1: flows.sensitive-access.allowed_host: unknown key"
+        )),
+        "{errors:#?}"
+    );
+    assert!(
+        errors.contains(&format!("{file}:35:2: stores: unknown key")),
+        "{errors:#?}"
+    );
+}
+
+#[test]
+fn dangling_references_name_both_ends() {
+    let fx = Fixture::new();
+    let text = VALID
+        .replace("environment = \"main\"", "environment = \"prod\"")
+        .replace(
+            "victorops = \"victorops\"",
+            "victorops = \"victorops-typo\"",
+        )
+        .replace(
+            "secrets = [\"from_file\"]",
+            "secrets = [\"missing_secret\"]",
+        );
+    let errors = fx.errors(&text).join("\n");
+    assert!(errors.contains("flow `sensitive-access` names environment `prod`, which is not declared under [environments] (declared: main)"), "{errors}");
+    assert!(errors.contains("environment `main` names integration `victorops-typo`, which is not declared under [integrations] (declared: other, victorops)"), "{errors}");
+    assert!(errors.contains("integration `other` names secret `missing_secret`, which is not declared under [secrets] (declared: from_file, victorops_api_key)"), "{errors}");
+}
+
+#[test]
+fn unreadable_secrets_are_errors_naming_the_source() {
+    let fx = Fixture::new();
+    let text = VALID
+        .replace(
+            "name = \"VICTOROPS_API_KEY\"",
+            "name = \"NOT_SET_ANYWHERE\"",
+        )
+        .replace("path = \"key.txt\"", "path = \"no-such-file.txt\"");
+    let errors = fx.errors(&text).join("\n");
+    assert!(
+        errors.contains(
+            "secrets.victorops_api_key.name: environment variable `NOT_SET_ANYWHERE` is not set"
+        ),
+        "{errors}"
+    );
+    assert!(
+        errors.contains("secrets.from_file.path: cannot read secret file"),
+        "{errors}"
+    );
+    assert!(errors.contains("no-such-file.txt"), "{errors}");
+
+    let text = VALID.replace("name = \"VICTOROPS_API_KEY\"", "name = \"EMPTY\"");
+    assert!(
+        fx.errors(&text)
+            .join("\n")
+            .contains("environment variable `EMPTY` is empty")
+    );
+
+    let text = VALID.replace("source = \"env\"", "source = \"vault\"");
+    assert!(
+        fx.errors(&text)
+            .join("\n")
+            .contains("unknown source `vault`; expected `env` or `file`")
+    );
+}
+
+#[test]
+fn a_missing_plugin_file_is_an_error() {
+    let fx = Fixture::new();
+    let text = VALID.replace("plugin.wasm", "plugins/nope.wasm");
+    let errors = fx.errors(&text).join("\n");
+    assert!(
+        errors.contains("flows.sensitive-access.plugin: plugin file"),
+        "{errors}"
+    );
+    assert!(errors.contains("nope.wasm does not exist"), "{errors}");
+}
+
+#[test]
+fn allowed_hosts_refuses_a_bare_star() {
+    let fx = Fixture::new();
+    let text = VALID.replace("[\"https://api.victorops.com\"]", "[\"*\"]");
+    let errors = fx.errors(&text).join("\n");
+    assert!(
+        errors.contains("flows.sensitive-access.allowed_hosts: `*` would allow every host"),
+        "{errors}"
+    );
+}
+
+#[test]
+fn limits_out_of_range_are_errors() {
+    let fx = Fixture::new();
+    let text = VALID.replace("memory_mib = 32", "memory_mib = 0");
+    let errors = fx.errors(&text).join("\n");
+    assert!(
+        errors.contains("limits.memory_mib: must be between 1 and 4096, not 0"),
+        "{errors}"
+    );
+}
+
+#[test]
+fn syntax_and_type_errors_carry_a_location() {
+    let fx = Fixture::new();
+    let errors = fx.errors("[flows.x]\nenvironment = \n");
+    assert_eq!(errors.len(), 1);
+    assert!(
+        errors[0].starts_with(&format!("{}:2:", fx.path().display())),
+        "{errors:?}"
+    );
+
+    let errors = fx.errors(&VALID.replace("timeout_ms = 2000", "timeout_ms = \"2s\""));
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(errors[0].contains(":32:42:"), "{errors:?}");
+}
+
+#[test]
+fn defaults_apply_when_optional_keys_are_absent() {
+    let fx = Fixture::new();
+    let text = "[environments.e]\n[flows.f]\nenvironment = \"e\"\nplugin = \"plugin.wasm\"\nreveal_secrets = false\n";
+    let config = fx.parse(text).unwrap();
+    assert_eq!(config.store_path, fx.dir.path().join("warden.db"));
+    let flow = config.flow("f").unwrap();
+    assert_eq!(flow.limits, Limits::default());
+    assert!(!flow.grants.reveal_secrets);
+    assert!(flow.grants.hosts.rules().is_empty());
+    let _: &Path = &config.source;
+}

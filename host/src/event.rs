@@ -1,0 +1,203 @@
+//! Events as operators and tests write them (JSON), turned into what a hook receives.
+
+use std::collections::BTreeMap;
+use std::time::SystemTime;
+
+use serde::Deserialize;
+
+use crate::bindings::types::{Event, Field, FieldValue, Flow as WitFlow, User};
+use crate::config::Flow;
+use crate::hooks::{HookName, step_name};
+
+pub const MAX_FIELDS: usize = 256;
+pub const MAX_FIELD_BYTES: usize = 64 << 10;
+
+/// `{"user":{"email":..},"fields":{"reason":"fix prod"}}`, with optional `id`, `name`
+/// (the step), `timestamp` (RFC 3339) and `requester` (defaults to `user`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventInput {
+    pub id: Option<String>,
+    pub name: Option<String>,
+    pub timestamp: Option<String>,
+    pub user: UserInput,
+    pub requester: Option<UserInput>,
+    #[serde(default)]
+    pub fields: BTreeMap<String, serde_json::Value>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserInput {
+    pub email: String,
+    pub username: Option<String>,
+    pub id: Option<String>,
+    pub first_name: Option<String>,
+    pub last_name: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid event: {0}")]
+pub struct EventError(pub String);
+
+impl EventInput {
+    pub fn from_json(text: &str) -> Result<Self, EventError> {
+        serde_json::from_str(text).map_err(|e| EventError(e.to_string()))
+    }
+
+    /// The event `hook` of `flow` receives.
+    pub fn to_wit(&self, flow: &Flow, hook: HookName) -> Result<Event, EventError> {
+        let step = hook.step();
+        if let Some(name) = &self.name {
+            if name != step_name(step) {
+                return Err(EventError(format!(
+                    "`name` is `{name}` but hook {hook} runs on `{}` events",
+                    step_name(step)
+                )));
+            }
+        }
+        let timestamp = match &self.timestamp {
+            Some(t) => {
+                humantime::parse_rfc3339_weak(t)
+                    .map_err(|e| EventError(format!("`timestamp` `{t}` is not RFC 3339: {e}")))?;
+                t.clone()
+            }
+            None => humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
+        };
+        if self.fields.len() > MAX_FIELDS {
+            return Err(EventError(format!("more than {MAX_FIELDS} fields")));
+        }
+        let fields = self
+            .fields
+            .iter()
+            .map(|(name, value)| {
+                Ok(Field {
+                    name: name.clone(),
+                    value: field_value(name, value)?,
+                })
+            })
+            .collect::<Result<_, EventError>>()?;
+        let user = self.user.to_wit("user")?;
+        let requester = match &self.requester {
+            Some(r) => r.to_wit("requester")?,
+            None => user.clone(),
+        };
+        Ok(Event {
+            id: self.id.clone().unwrap_or_else(new_event_id),
+            step,
+            flow: WitFlow {
+                name: flow.name.clone(),
+                vars: flow
+                    .vars
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
+            },
+            user,
+            requester,
+            fields,
+            timestamp,
+        })
+    }
+}
+
+impl UserInput {
+    fn to_wit(&self, which: &str) -> Result<User, EventError> {
+        let email = self.email.trim();
+        if email.is_empty() || !email.contains('@') {
+            return Err(EventError(format!(
+                "`{which}.email` `{email}` is not an email address"
+            )));
+        }
+        Ok(User {
+            email: email.to_string(),
+            username: self.username.clone().unwrap_or_else(|| email.to_string()),
+            id: self.id.clone(),
+            first_name: self.first_name.clone(),
+            last_name: self.last_name.clone(),
+        })
+    }
+}
+
+fn field_value(name: &str, value: &serde_json::Value) -> Result<FieldValue, EventError> {
+    use serde_json::Value;
+    let too_big = || EventError(format!("field `{name}` is over {MAX_FIELD_BYTES} bytes"));
+    match value {
+        Value::String(s) if s.len() > MAX_FIELD_BYTES => Err(too_big()),
+        Value::String(s) => Ok(FieldValue::Text(s.clone())),
+        Value::Bool(b) => Ok(FieldValue::Boolean(*b)),
+        Value::Number(n) => n
+            .as_i64()
+            .map(FieldValue::Integer)
+            .ok_or_else(|| EventError(format!("field `{name}`: {n} is not a whole number"))),
+        Value::Array(items) => {
+            let texts: Option<Vec<String>> = items
+                .iter()
+                .map(|i| i.as_str().map(str::to_string))
+                .collect();
+            let texts = texts.ok_or_else(|| {
+                EventError(format!("field `{name}`: a list must hold only strings"))
+            })?;
+            if texts.iter().map(String::len).sum::<usize>() > MAX_FIELD_BYTES {
+                return Err(too_big());
+            }
+            Ok(FieldValue::TextList(texts))
+        }
+        Value::Object(map) => match (map.len(), map.get("seconds").and_then(Value::as_u64)) {
+            (1, Some(seconds)) => Ok(FieldValue::DurationSeconds(seconds)),
+            _ => Err(EventError(format!(
+                "field `{name}`: an object must be a duration, `{{\"seconds\": N}}`"
+            ))),
+        },
+        Value::Null => Err(EventError(format!("field `{name}` is null"))),
+    }
+}
+
+fn new_event_id() -> String {
+    let nanos = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    format!("evt-{nanos:x}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_values_map_to_field_values() {
+        use serde_json::json;
+        let mapped = |v: serde_json::Value| format!("{:?}", field_value("f", &v).unwrap());
+        assert_eq!(
+            mapped(json!("x")),
+            format!("{:?}", FieldValue::Text("x".into()))
+        );
+        assert_eq!(mapped(json!(3)), format!("{:?}", FieldValue::Integer(3)));
+        assert_eq!(
+            mapped(json!(true)),
+            format!("{:?}", FieldValue::Boolean(true))
+        );
+        assert_eq!(
+            mapped(json!(["a", "b"])),
+            format!("{:?}", FieldValue::TextList(vec!["a".into(), "b".into()]))
+        );
+        assert_eq!(
+            mapped(json!({"seconds": 3600})),
+            format!("{:?}", FieldValue::DurationSeconds(3600))
+        );
+        for bad in [json!(1.5), json!([1]), json!({"x": 1}), json!(null)] {
+            let err = field_value("f", &bad).unwrap_err();
+            assert!(err.0.contains("field `f`"), "{err}");
+        }
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_emails_are_named() {
+        let err = EventInput::from_json(r#"{"user":{"email":"a@x.com"},"feilds":{}}"#).unwrap_err();
+        assert!(err.0.contains("feilds"), "{err}");
+        let input = EventInput::from_json(r#"{"user":{"email":"nobody"}}"#).unwrap();
+        let err = input.user.to_wit("user").unwrap_err();
+        assert!(err.0.contains("user.email"), "{err}");
+    }
+}

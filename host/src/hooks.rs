@@ -1,0 +1,275 @@
+//! Hook names and the decisions each hook may return.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::Serialize;
+
+use crate::bindings::types::{Decision as WitDecision, Hook, Step};
+
+/// One of the twelve hooks, named as operators write them: `on_request`, `after_approve`, ...
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum HookName {
+    OnPrompt,
+    OnRequest,
+    OnApprove,
+    OnDeny,
+    OnEscalate,
+    OnDeescalate,
+    AfterPrompt,
+    AfterRequest,
+    AfterApprove,
+    AfterDeny,
+    AfterEscalate,
+    AfterDeescalate,
+}
+
+impl HookName {
+    pub const ALL: [HookName; 12] = [
+        Self::OnPrompt,
+        Self::OnRequest,
+        Self::OnApprove,
+        Self::OnDeny,
+        Self::OnEscalate,
+        Self::OnDeescalate,
+        Self::AfterPrompt,
+        Self::AfterRequest,
+        Self::AfterApprove,
+        Self::AfterDeny,
+        Self::AfterEscalate,
+        Self::AfterDeescalate,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::OnPrompt => "on_prompt",
+            Self::OnRequest => "on_request",
+            Self::OnApprove => "on_approve",
+            Self::OnDeny => "on_deny",
+            Self::OnEscalate => "on_escalate",
+            Self::OnDeescalate => "on_deescalate",
+            Self::AfterPrompt => "after_prompt",
+            Self::AfterRequest => "after_request",
+            Self::AfterApprove => "after_approve",
+            Self::AfterDeny => "after_deny",
+            Self::AfterEscalate => "after_escalate",
+            Self::AfterDeescalate => "after_deescalate",
+        }
+    }
+
+    pub fn step(self) -> Step {
+        match self {
+            Self::OnPrompt | Self::AfterPrompt => Step::Prompt,
+            Self::OnRequest | Self::AfterRequest => Step::Request,
+            Self::OnApprove | Self::AfterApprove => Step::Approve,
+            Self::OnDeny | Self::AfterDeny => Step::Deny,
+            Self::OnEscalate | Self::AfterEscalate => Step::Escalate,
+            Self::OnDeescalate | Self::AfterDeescalate => Step::Deescalate,
+        }
+    }
+
+    /// `on_` hooks run before the step and may replace its default path; `after_` hooks
+    /// are recorded only.
+    pub fn is_before(self) -> bool {
+        self.as_str().starts_with("on_")
+    }
+
+    pub fn from_wit(hook: Hook) -> Self {
+        match hook {
+            Hook::OnPrompt => Self::OnPrompt,
+            Hook::OnRequest => Self::OnRequest,
+            Hook::OnApprove => Self::OnApprove,
+            Hook::OnDeny => Self::OnDeny,
+            Hook::OnEscalate => Self::OnEscalate,
+            Hook::OnDeescalate => Self::OnDeescalate,
+            Hook::AfterPrompt => Self::AfterPrompt,
+            Hook::AfterRequest => Self::AfterRequest,
+            Hook::AfterApprove => Self::AfterApprove,
+            Hook::AfterDeny => Self::AfterDeny,
+            Hook::AfterEscalate => Self::AfterEscalate,
+            Hook::AfterDeescalate => Self::AfterDeescalate,
+        }
+    }
+}
+
+impl fmt::Display for HookName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for HookName {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let wanted = s.replace('-', "_");
+        Self::ALL
+            .into_iter()
+            .find(|h| h.as_str() == wanted)
+            .ok_or_else(|| {
+                let names: Vec<&str> = Self::ALL.iter().map(|h| h.as_str()).collect();
+                format!("unknown hook `{s}`; hooks are {}", names.join(", "))
+            })
+    }
+}
+
+pub fn step_name(step: Step) -> &'static str {
+    match step {
+        Step::Prompt => "prompt",
+        Step::Request => "request",
+        Step::Approve => "approve",
+        Step::Deny => "deny",
+        Step::Escalate => "escalate",
+        Step::Deescalate => "deescalate",
+    }
+}
+
+/// Longest reason or message kept from a plugin's decision.
+pub const MAX_REASON_BYTES: usize = 4096;
+
+/// A hook's decision, as the host reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "decision", rename_all = "lowercase")]
+pub enum Decision {
+    Continue,
+    Approve {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
+    Deny {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
+    Ignore {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        message: Option<String>,
+    },
+}
+
+impl Decision {
+    pub fn from_wit(decision: WitDecision) -> Self {
+        let bounded = |text: Option<String>| text.map(|t| truncate(t, MAX_REASON_BYTES));
+        match decision {
+            WitDecision::Continue => Self::Continue,
+            WitDecision::Approve(reason) => Self::Approve {
+                reason: bounded(reason),
+            },
+            WitDecision::Deny(reason) => Self::Deny {
+                reason: bounded(reason),
+            },
+            WitDecision::Ignore(message) => Self::Ignore {
+                message: bounded(message),
+            },
+        }
+    }
+
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Continue => "continue",
+            Self::Approve { .. } => "approve",
+            Self::Deny { .. } => "deny",
+            Self::Ignore { .. } => "ignore",
+        }
+    }
+
+    /// Whether `hook` may return this decision: decisions only move a request forward
+    /// (`on_request` may approve or deny; no later `on_` hook may), and `after_` hooks'
+    /// decisions are recorded, never acted on.
+    pub fn allowed_for(&self, hook: HookName) -> bool {
+        match self {
+            Self::Continue | Self::Ignore { .. } => true,
+            Self::Approve { .. } | Self::Deny { .. } => {
+                !hook.is_before() || hook == HookName::OnRequest
+            }
+        }
+    }
+
+    pub fn map_text(self, f: impl Fn(String) -> String) -> Self {
+        match self {
+            Self::Continue => Self::Continue,
+            Self::Approve { reason } => Self::Approve {
+                reason: reason.map(&f),
+            },
+            Self::Deny { reason } => Self::Deny {
+                reason: reason.map(&f),
+            },
+            Self::Ignore { message } => Self::Ignore {
+                message: message.map(&f),
+            },
+        }
+    }
+}
+
+/// Cuts `text` to at most `max` bytes on a character boundary, marking the cut.
+pub fn truncate(mut text: String, max: usize) -> String {
+    if text.len() <= max {
+        return text;
+    }
+    let mut cut = max.saturating_sub(3);
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    text.truncate(cut);
+    text.push_str("...");
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hook_names_parse_both_spellings_and_reject_others() {
+        assert_eq!(
+            "on_request".parse::<HookName>().unwrap(),
+            HookName::OnRequest
+        );
+        assert_eq!(
+            "after-deny".parse::<HookName>().unwrap(),
+            HookName::AfterDeny
+        );
+        let err = "on_reqest".parse::<HookName>().unwrap_err();
+        assert!(err.contains("on_request"), "{err}");
+    }
+
+    #[test]
+    fn decisions_serialize_as_the_cli_prints_them() {
+        let json = |d: &Decision| serde_json::to_string(d).unwrap();
+        assert_eq!(json(&Decision::Continue), r#"{"decision":"continue"}"#);
+        assert_eq!(
+            json(&Decision::Approve {
+                reason: Some("ok".into())
+            }),
+            r#"{"decision":"approve","reason":"ok"}"#
+        );
+        assert_eq!(
+            json(&Decision::Deny { reason: None }),
+            r#"{"decision":"deny"}"#
+        );
+        assert_eq!(
+            json(&Decision::Ignore {
+                message: Some("m".into())
+            }),
+            r#"{"decision":"ignore","message":"m"}"#
+        );
+    }
+
+    #[test]
+    fn only_on_request_may_approve_or_deny_before_its_step() {
+        let deny = Decision::Deny { reason: None };
+        assert!(deny.allowed_for(HookName::OnRequest));
+        assert!(!deny.allowed_for(HookName::OnEscalate));
+        assert!(!Decision::Approve { reason: None }.allowed_for(HookName::OnApprove));
+        assert!(deny.allowed_for(HookName::AfterEscalate));
+        assert!(Decision::Continue.allowed_for(HookName::OnDeescalate));
+    }
+
+    #[test]
+    fn long_reasons_are_truncated_on_a_char_boundary() {
+        let d = Decision::from_wit(WitDecision::Approve(Some("é".repeat(5000))));
+        let Decision::Approve { reason: Some(r) } = d else {
+            panic!()
+        };
+        assert!(r.len() <= MAX_REASON_BYTES && r.ends_with("..."));
+    }
+}

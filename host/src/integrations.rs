@@ -1,0 +1,87 @@
+//! `warden:plugin/integrations`: the flow environment's integrations, by alias.
+
+use std::sync::Arc;
+
+use wasmtime::component::{HasData, Linker, ResourceTable};
+
+use crate::bindings::warden::plugin::integrations::{self as wit, Integration};
+use crate::config::Flow;
+use crate::refusal::{Refusal, RefusalKind};
+use crate::secrets;
+
+pub struct IntegrationsInstance {
+    flow: Arc<Flow>,
+    pub refusals: Vec<Refusal>,
+}
+
+impl IntegrationsInstance {
+    pub fn new(flow: Arc<Flow>) -> Self {
+        Self {
+            flow,
+            refusals: Vec::new(),
+        }
+    }
+}
+
+pub struct IntegrationsView<'a> {
+    pub instance: &'a mut IntegrationsInstance,
+    pub table: &'a mut ResourceTable,
+}
+
+impl wit::Host for IntegrationsView<'_> {
+    fn get(&mut self, alias: String) -> wasmtime::Result<Option<Integration>> {
+        let environment = &self.instance.flow.grants.environment;
+        let Some(integration) = environment.integrations.get(&alias) else {
+            let detail = format!(
+                "environment `{}` has no integration under alias `{alias}`",
+                environment.name
+            );
+            self.instance.refusals.push(Refusal {
+                kind: RefusalKind::Integration,
+                detail,
+            });
+            return Ok(None);
+        };
+        let secrets = integration
+            .secrets
+            .iter()
+            .map(|s| secrets::grant_handle(self.table, s.clone()))
+            .collect::<wasmtime::Result<_>>()?;
+        Ok(Some(Integration {
+            name: integration.name.clone(),
+            type_: integration.kind.clone(),
+            external_id: integration.external_id.clone(),
+            settings: integration
+                .settings
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            secrets,
+        }))
+    }
+
+    fn aliases(&mut self) -> wasmtime::Result<Vec<String>> {
+        Ok(self
+            .instance
+            .flow
+            .grants
+            .environment
+            .integrations
+            .keys()
+            .cloned()
+            .collect())
+    }
+}
+
+struct Integrations;
+
+impl HasData for Integrations {
+    type Data<'a> = IntegrationsView<'a>;
+}
+
+pub fn add_to_linker<T: 'static>(
+    linker: &mut Linker<T>,
+    get: fn(&mut T) -> IntegrationsView<'_>,
+) -> wasmtime::Result<()> {
+    wit::add_to_linker::<T, Integrations>(linker, get)
+}

@@ -1,0 +1,104 @@
+//! Reading a plugin file into a component: wasm32-wasip2 components as they are, older
+//! wasm32-wasip1 core modules through the WASI preview1 reactor adapter.
+
+use std::path::Path;
+
+use wasmtime::Engine;
+use wasmtime::component::Component;
+
+/// The WIT package this host implements.
+pub const WIT_PACKAGE: &str = "warden:plugin";
+pub const WIT_VERSION: &str = "0.1.0";
+
+/// What kind of file a plugin was, for the summary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PluginFormat {
+    Component,
+    /// A core module adapted at load time.
+    CoreModule,
+}
+
+pub fn compile(engine: &Engine, path: &Path) -> Result<(Component, PluginFormat), String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("cannot read: {e}"))?;
+    let (bytes, format) = if wasmparser::Parser::is_component(&bytes) {
+        (bytes, PluginFormat::Component)
+    } else if wasmparser::Parser::is_core_wasm(&bytes) {
+        (adapt_core_module(&bytes)?, PluginFormat::CoreModule)
+    } else {
+        return Err(format!(
+            "not a WebAssembly file ({} bytes, starting {:02x?}); build the plugin with `cargo build --target wasm32-wasip2`",
+            bytes.len(),
+            &bytes[..bytes.len().min(8)]
+        ));
+    };
+    let component = Component::from_binary(engine, &bytes)
+        .map_err(|e| format!("not a valid component: {}", root_message(&e)))?;
+    check_contract(engine, &component)?;
+    Ok((component, format))
+}
+
+fn adapt_core_module(bytes: &[u8]) -> Result<Vec<u8>, String> {
+    use wasi_preview1_component_adapter_provider::{
+        WASI_SNAPSHOT_PREVIEW1_ADAPTER_NAME, WASI_SNAPSHOT_PREVIEW1_REACTOR_ADAPTER,
+    };
+    let hint = "a core module must be built for wasm32-wasip1 with warden-sdk";
+    wit_component::ComponentEncoder::default()
+        .module(bytes)
+        .and_then(|e| {
+            e.adapter(
+                WASI_SNAPSHOT_PREVIEW1_ADAPTER_NAME,
+                WASI_SNAPSHOT_PREVIEW1_REACTOR_ADAPTER,
+            )
+        })
+        .map(|e| e.validate(true))
+        .and_then(|mut e| e.encode())
+        .map_err(|e| format!("a core module that cannot be made a component ({hint}): {e:#}"))
+}
+
+/// The plugin must export `warden:plugin/hooks` of this host's version, and import nothing of
+/// another version of the package.
+fn check_contract(engine: &Engine, component: &Component) -> Result<(), String> {
+    let ty = component.component_type();
+    let wanted_export = format!("{WIT_PACKAGE}/hooks@{WIT_VERSION}");
+    let mut other_versions = Vec::new();
+    let mut names = Vec::new();
+    for (name, _) in ty.imports(engine) {
+        names.push(name.to_string());
+    }
+    let mut exports_hooks = false;
+    for (name, _) in ty.exports(engine) {
+        if name == wanted_export {
+            exports_hooks = true;
+        }
+        names.push(name.to_string());
+    }
+    for name in &names {
+        if let Some(rest) = name.strip_prefix(&format!("{WIT_PACKAGE}/")) {
+            if let Some((_, version)) = rest.split_once('@') {
+                if version != WIT_VERSION {
+                    other_versions.push(version.to_string());
+                }
+            }
+        }
+    }
+    other_versions.sort();
+    other_versions.dedup();
+    if !other_versions.is_empty() {
+        return Err(format!(
+            "built against {WIT_PACKAGE}@{}, but this warden provides {WIT_PACKAGE}@{WIT_VERSION}; rebuild it with a matching warden-sdk",
+            other_versions.join(", ")
+        ));
+    }
+    if !exports_hooks {
+        return Err(format!(
+            "does not export `{wanted_export}`; is it a warden plugin? (a plugin implements warden_sdk::Plugin)"
+        ));
+    }
+    Ok(())
+}
+
+/// The error's own message without wasmtime's backtrace.
+pub fn root_message(error: &wasmtime::Error) -> String {
+    let text = format!("{error:#}");
+    text.lines().next().unwrap_or_default().to_string()
+}

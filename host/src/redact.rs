@@ -1,0 +1,72 @@
+//! Replacing secret values with `[REDACTED]` in whatever leaves the host.
+
+use crate::config::SecretValue;
+
+pub const REDACTED: &str = "[REDACTED]";
+
+#[derive(Debug, Clone, Default)]
+pub struct Redactor {
+    /// Longest first, so a secret containing another is replaced whole.
+    values: Vec<SecretValue>,
+}
+
+impl Redactor {
+    pub fn new(mut values: Vec<SecretValue>) -> Self {
+        values.retain(|v| !v.expose().is_empty());
+        values.sort_by_key(|v| std::cmp::Reverse(v.expose().len()));
+        values.dedup();
+        Self { values }
+    }
+
+    pub fn redact(&self, text: &str) -> String {
+        let mut out = text.to_string();
+        for v in &self.values {
+            if out.contains(v.expose()) {
+                out = out.replace(v.expose(), REDACTED);
+            }
+        }
+        out
+    }
+
+    pub fn redact_bytes(&self, bytes: Vec<u8>) -> Vec<u8> {
+        let mut out = bytes;
+        for v in &self.values {
+            let needle = v.expose().as_bytes();
+            if out.windows(needle.len()).any(|w| w == needle) {
+                out = replace_bytes(&out, needle, REDACTED.as_bytes());
+            }
+        }
+        out
+    }
+}
+
+fn replace_bytes(haystack: &[u8], needle: &[u8], with: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(haystack.len());
+    let mut i = 0;
+    while i < haystack.len() {
+        if haystack[i..].starts_with(needle) {
+            out.extend_from_slice(with);
+            i += needle.len();
+        } else {
+            out.push(haystack[i]);
+            i += 1;
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replaces_every_occurrence_longest_first() {
+        let r = Redactor::new(vec![SecretValue::new("abc"), SecretValue::new("abcdef")]);
+        assert_eq!(r.redact("x abcdef y abc"), "x [REDACTED] y [REDACTED]");
+        assert_eq!(
+            r.redact_bytes(b"abcdefabc!".to_vec()),
+            b"[REDACTED][REDACTED]!".to_vec()
+        );
+        assert_eq!(r.redact("nothing here"), "nothing here");
+    }
+}

@@ -1,0 +1,696 @@
+//! The sandbox: one compiled plugin per flow, a fresh store and instance for every event.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use wasmtime::component::{Linker, ResourceTable};
+use wasmtime::{Engine, ResourceLimiter, Store, Trap};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use crate::bindings::{Plugin, PluginPre};
+use crate::cache::{CacheInstance, CacheState};
+use crate::config::{Config, Flow, Limits};
+use crate::event::{EventError, EventInput};
+use crate::hooks::{Decision, HookName};
+use crate::http::{HttpCall, HttpInstance, HttpState, HttpView};
+use crate::identities::IdentitiesInstance;
+use crate::integrations::{IntegrationsInstance, IntegrationsView};
+use crate::log::{LogInstance, LogLine, LogSource};
+use crate::plugin::{self, PluginFormat, root_message};
+use crate::redact::Redactor;
+use crate::refusal::Refusal;
+use crate::secrets::{SecretsInstance, SecretsView};
+use crate::stdio::CapturedOutput;
+use crate::store::{Store as IdentityStore, StoreError};
+use crate::{cache, http, identities, integrations, log, secrets};
+
+/// How often the epoch advances; deadlines are counted in these ticks.
+const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// Everything one instance may touch, each capability's state in its own field.
+struct InstanceState {
+    table: ResourceTable,
+    wasi: WasiCtx,
+    memory: MemoryLimiter,
+    log: LogInstance,
+    secrets: SecretsInstance,
+    integrations: IntegrationsInstance,
+    identities: IdentitiesInstance,
+    http: HttpInstance,
+    cache: CacheInstance,
+}
+
+impl WasiView for InstanceState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+struct MemoryLimiter {
+    max_bytes: usize,
+    exceeded: bool,
+}
+
+impl ResourceLimiter for MemoryLimiter {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.max_bytes {
+            self.exceeded = true;
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= 100_000)
+    }
+}
+
+fn linker(engine: &Engine) -> wasmtime::Result<Linker<InstanceState>> {
+    let mut linker = Linker::new(engine);
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+    crate::bindings::warden::plugin::types::add_to_linker::<_, wasmtime::component::HasSelf<_>>(
+        &mut linker,
+        |s: &mut InstanceState| s,
+    )?;
+    log::add_to_linker(&mut linker, |s| &mut s.log)?;
+    secrets::add_to_linker(&mut linker, |s| SecretsView {
+        instance: &mut s.secrets,
+        table: &mut s.table,
+    })?;
+    integrations::add_to_linker(&mut linker, |s| IntegrationsView {
+        instance: &mut s.integrations,
+        table: &mut s.table,
+    })?;
+    identities::add_to_linker(&mut linker, |s| &mut s.identities)?;
+    http::add_to_linker(&mut linker, |s| HttpView {
+        instance: &mut s.http,
+        table: &mut s.table,
+    })?;
+    cache::add_to_linker(&mut linker, |s| &mut s.cache)?;
+    Ok(linker)
+}
+
+impl crate::bindings::warden::plugin::types::Host for InstanceState {}
+
+/// A flow ready to run: its plugin compiled and linked once.
+struct LoadedFlow {
+    flow: Arc<Flow>,
+    pre: PluginPre<InstanceState>,
+    implemented: BTreeSet<HookName>,
+    format: PluginFormat,
+}
+
+/// A problem loading one flow's plugin.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoadError {
+    pub flow: String,
+    pub plugin: PathBuf,
+    pub message: String,
+}
+
+impl fmt::Display for LoadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "flow `{}`: plugin {}: {}",
+            self.flow,
+            self.plugin.display(),
+            self.message
+        )
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+    Plugins(Vec<LoadError>),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("cannot start the engine: {0}")]
+    Engine(String),
+}
+
+/// Who is to blame for a failed hook.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Blame {
+    Plugin,
+    Host,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum FailureKind {
+    /// The hook ran past `limits.timeout_ms`.
+    Deadline {
+        timeout_ms: u128,
+    },
+    /// The plugin asked for more than `limits.memory_mib`.
+    Memory {
+        limit_mib: u64,
+    },
+    StackOverflow,
+    /// The plugin trapped (a panic, `unreachable`, a bad memory access, ...).
+    Trap {
+        message: String,
+    },
+    /// The hook returned an error.
+    PluginError {
+        message: String,
+    },
+    /// The decision is not one this hook may make.
+    InvalidDecision {
+        decision: String,
+    },
+    /// Something on the host's side failed.
+    Host {
+        message: String,
+    },
+}
+
+/// A hook that did not produce a usable decision. The request fails closed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HookFailure {
+    pub flow: String,
+    pub hook: String,
+    #[serde(flatten)]
+    pub kind: FailureKind,
+}
+
+impl HookFailure {
+    pub fn blame(&self) -> Blame {
+        match self.kind {
+            FailureKind::Host { .. } => Blame::Host,
+            _ => Blame::Plugin,
+        }
+    }
+}
+
+impl fmt::Display for HookFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "flow `{}`, hook {}: ", self.flow, self.hook)?;
+        match &self.kind {
+            FailureKind::Deadline { timeout_ms } => write!(
+                f,
+                "deadline exceeded: the hook ran longer than limits.timeout_ms = {timeout_ms}"
+            ),
+            FailureKind::Memory { limit_mib } => write!(
+                f,
+                "memory limit exceeded: the plugin asked for more than limits.memory_mib = {limit_mib}"
+            ),
+            FailureKind::StackOverflow => write!(f, "the plugin overflowed its stack"),
+            FailureKind::Trap { message } => write!(f, "the plugin trapped: {message}"),
+            FailureKind::PluginError { message } => {
+                write!(f, "the plugin returned an error: {message}")
+            }
+            FailureKind::InvalidDecision { decision } => write!(
+                f,
+                "the plugin returned `{decision}`, which {} may not decide",
+                self.hook
+            ),
+            FailureKind::Host { message } => write!(f, "host error: {message}"),
+        }
+    }
+}
+
+/// Everything one hook run produced, with secrets already redacted.
+#[derive(Debug, Clone)]
+pub struct HookReport {
+    pub flow: String,
+    pub hook: HookName,
+    /// False when the plugin does not implement the hook: nothing ran, the decision is
+    /// `continue`.
+    pub ran: bool,
+    pub outcome: Result<Decision, HookFailure>,
+    pub logs: Vec<LogLine>,
+    pub refusals: Vec<Refusal>,
+    pub http_calls: Vec<HttpCall>,
+    pub elapsed: Duration,
+}
+
+impl HookReport {
+    /// The decision to act on: a failure fails closed to `continue` (a human decides).
+    pub fn decision(&self) -> Decision {
+        self.outcome.clone().unwrap_or(Decision::Continue)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("unknown flow `{flow}` (flows: {known})")]
+    UnknownFlow { flow: String, known: String },
+    #[error(transparent)]
+    Event(#[from] EventError),
+}
+
+/// What `warden check` prints for one flow.
+#[derive(Debug, Clone, Serialize)]
+pub struct FlowSummary {
+    pub name: String,
+    pub plugin: PathBuf,
+    pub adapted_from_core_module: bool,
+    pub hooks: Vec<String>,
+    pub integrations: Vec<String>,
+    pub secrets: Vec<String>,
+    pub identity_services: Vec<String>,
+    pub allowed_hosts: Vec<String>,
+    pub reveal_secrets: bool,
+    pub limits: LimitsSummary,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LimitsSummary {
+    pub memory_mib: u64,
+    pub timeout_ms: u128,
+}
+
+/// Advances the engine's epoch so deadlines fire; stops with the `Warden`.
+struct EpochTicker {
+    stop: Arc<AtomicBool>,
+}
+
+impl EpochTicker {
+    fn start(engine: &Engine) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let weak = engine.weak();
+        let flag = stop.clone();
+        std::thread::Builder::new()
+            .name("warden-epoch".into())
+            .spawn(move || {
+                while !flag.load(Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    match weak.upgrade() {
+                        Some(engine) => engine.increment_epoch(),
+                        None => break,
+                    }
+                }
+            })
+            .expect("spawn the epoch thread");
+        Self { stop }
+    }
+}
+
+impl Drop for EpochTicker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// The plugin host: a validated config with every flow's plugin compiled.
+pub struct Warden {
+    engine: Engine,
+    config: Arc<Config>,
+    flows: BTreeMap<String, LoadedFlow>,
+    store: Arc<IdentityStore>,
+    http: HttpState,
+    cache: Arc<CacheState>,
+    redactor: Redactor,
+    _ticker: EpochTicker,
+}
+
+fn engine() -> Result<Engine, StartError> {
+    let mut config = wasmtime::Config::new();
+    config.wasm_component_model(true);
+    config.epoch_interruption(true);
+    Engine::new(&config).map_err(|e| StartError::Engine(root_message(&e)))
+}
+
+impl Warden {
+    /// Compiles every flow's plugin and opens the identity store; every plugin problem is
+    /// reported, not just the first.
+    pub async fn start(config: Config) -> Result<Self, StartError> {
+        let store = Arc::new(IdentityStore::open(&config.store_path)?);
+        Self::start_with_store(config, store).await
+    }
+
+    pub async fn start_with_store(
+        config: Config,
+        store: Arc<IdentityStore>,
+    ) -> Result<Self, StartError> {
+        let engine = engine()?;
+        let linker = linker(&engine).map_err(|e| StartError::Engine(root_message(&e)))?;
+        let http = HttpState::new().map_err(|e| StartError::Engine(e.to_string()))?;
+        let config = Arc::new(config);
+        let mut warden = Self {
+            _ticker: EpochTicker::start(&engine),
+            engine,
+            redactor: Redactor::new(config.secret_values()),
+            config: config.clone(),
+            flows: BTreeMap::new(),
+            store,
+            http,
+            cache: Arc::default(),
+        };
+        let mut errors = Vec::new();
+        let mut compiled = HashMap::new();
+        for flow in config.flows.values() {
+            match warden.load_flow(flow, &linker, &mut compiled).await {
+                Ok(loaded) => {
+                    warden.flows.insert(flow.name.clone(), loaded);
+                }
+                Err(message) => errors.push(LoadError {
+                    flow: flow.name.clone(),
+                    plugin: flow.plugin.clone(),
+                    message,
+                }),
+            }
+        }
+        if errors.is_empty() {
+            Ok(warden)
+        } else {
+            Err(StartError::Plugins(errors))
+        }
+    }
+
+    async fn load_flow(
+        &self,
+        flow: &Arc<Flow>,
+        linker: &Linker<InstanceState>,
+        compiled: &mut HashMap<PathBuf, (wasmtime::component::Component, PluginFormat)>,
+    ) -> Result<LoadedFlow, String> {
+        let (component, format) = match compiled.get(&flow.plugin) {
+            Some(c) => c.clone(),
+            None => {
+                let engine = self.engine.clone();
+                let path = flow.plugin.clone();
+                let c = tokio::task::spawn_blocking(move || plugin::compile(&engine, &path))
+                    .await
+                    .map_err(|e| format!("compilation panicked: {e}"))??;
+                compiled.insert(flow.plugin.clone(), c.clone());
+                c
+            }
+        };
+        let pre = linker.instantiate_pre(&component).map_err(|e| {
+            format!(
+                "cannot be linked: {} (a plugin may import only WASI 0.2 and {}@{})",
+                root_message(&e),
+                plugin::WIT_PACKAGE,
+                plugin::WIT_VERSION
+            )
+        })?;
+        let pre =
+            PluginPre::new(pre).map_err(|e| format!("cannot be linked: {}", root_message(&e)))?;
+        let mut loaded = LoadedFlow {
+            flow: flow.clone(),
+            pre,
+            implemented: BTreeSet::new(),
+            format,
+        };
+        loaded.implemented = self.implemented_hooks(&loaded).await?;
+        Ok(loaded)
+    }
+
+    /// Asks the plugin once, at load, which hooks it implements.
+    async fn implemented_hooks(&self, loaded: &LoadedFlow) -> Result<BTreeSet<HookName>, String> {
+        let deadline = Instant::now() + loaded.flow.limits.timeout;
+        let (mut store, _, _) = self.new_store(&loaded.flow, deadline);
+        let call = async {
+            let plugin = loaded.pre.instantiate_async(&mut store).await?;
+            plugin
+                .warden_plugin_hooks()
+                .call_implemented(&mut store)
+                .await
+        };
+        match tokio::time::timeout(loaded.flow.limits.timeout, call).await {
+            Ok(Ok(hooks)) => Ok(hooks.into_iter().map(HookName::from_wit).collect()),
+            Ok(Err(e)) => Err(format!(
+                "failed when asked which hooks it implements: {}",
+                root_message(&e)
+            )),
+            Err(_) => Err("did not say which hooks it implements within limits.timeout_ms".into()),
+        }
+    }
+
+    fn new_store(
+        &self,
+        flow: &Arc<Flow>,
+        deadline: Instant,
+    ) -> (Store<InstanceState>, CapturedOutput, CapturedOutput) {
+        let limits: &Limits = &flow.limits;
+        let stdout = CapturedOutput::new(limits.log_max_bytes);
+        let stderr = CapturedOutput::new(limits.log_max_bytes);
+        // Nothing is granted: no files, environment, arguments, sockets or name lookups.
+        let wasi = WasiCtx::builder()
+            .stdout(stdout.clone())
+            .stderr(stderr.clone())
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .build();
+        let state = InstanceState {
+            table: ResourceTable::new(),
+            wasi,
+            memory: MemoryLimiter {
+                max_bytes: usize::try_from(limits.memory_bytes).unwrap_or(usize::MAX),
+                exceeded: false,
+            },
+            log: LogInstance::new(limits.log_max_bytes),
+            secrets: SecretsInstance::new(flow.clone()),
+            integrations: IntegrationsInstance::new(flow.clone()),
+            identities: IdentitiesInstance::new(flow.clone(), self.store.clone()),
+            http: self.http.instance(flow.clone(), deadline),
+            cache: self.cache.instance(&flow.name),
+        };
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.memory);
+        let ticks = limits.timeout.as_millis().div_ceil(EPOCH_TICK.as_millis()) as u64 + 1;
+        store.set_epoch_deadline(ticks);
+        store.epoch_deadline_trap();
+        (store, stdout, stderr)
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn identity_store(&self) -> &Arc<IdentityStore> {
+        &self.store
+    }
+
+    /// The hooks `flow`'s plugin implements.
+    pub fn implemented(&self, flow: &str) -> Option<&BTreeSet<HookName>> {
+        self.flows.get(flow).map(|f| &f.implemented)
+    }
+
+    pub fn summaries(&self) -> Vec<FlowSummary> {
+        self.flows
+            .values()
+            .map(|loaded| {
+                let flow = &loaded.flow;
+                let grants = &flow.grants;
+                FlowSummary {
+                    name: flow.name.clone(),
+                    plugin: flow.plugin.clone(),
+                    adapted_from_core_module: loaded.format == PluginFormat::CoreModule,
+                    hooks: loaded.implemented.iter().map(|h| h.to_string()).collect(),
+                    integrations: grants
+                        .environment
+                        .integrations
+                        .iter()
+                        .map(|(alias, i)| {
+                            if *alias == i.name {
+                                alias.clone()
+                            } else {
+                                format!("{alias} = {}", i.name)
+                            }
+                        })
+                        .collect(),
+                    secrets: grants.secrets.keys().cloned().collect(),
+                    identity_services: grants
+                        .services
+                        .iter()
+                        .map(|(s, id)| format!("{s}:{id}"))
+                        .collect(),
+                    allowed_hosts: grants.hosts.rules().iter().map(|r| r.to_string()).collect(),
+                    reveal_secrets: grants.reveal_secrets,
+                    limits: LimitsSummary {
+                        memory_mib: flow.limits.memory_bytes >> 20,
+                        timeout_ms: flow.limits.timeout.as_millis(),
+                    },
+                }
+            })
+            .collect()
+    }
+
+    /// Runs one hook of `flow` for `event` in a fresh instance.
+    pub async fn run_hook(
+        &self,
+        flow: &str,
+        hook: HookName,
+        event: &EventInput,
+    ) -> Result<HookReport, RunError> {
+        let loaded = self.flows.get(flow).ok_or_else(|| RunError::UnknownFlow {
+            flow: flow.to_string(),
+            known: self.flows.keys().cloned().collect::<Vec<_>>().join(", "),
+        })?;
+        let wit_event = event.to_wit(&loaded.flow, hook)?;
+        let started = Instant::now();
+        if !loaded.implemented.contains(&hook) {
+            return Ok(HookReport {
+                flow: flow.to_string(),
+                hook,
+                ran: false,
+                outcome: Ok(Decision::Continue),
+                logs: Vec::new(),
+                refusals: Vec::new(),
+                http_calls: Vec::new(),
+                elapsed: started.elapsed(),
+            });
+        }
+        let limits = &loaded.flow.limits;
+        let (mut store, stdout, stderr) = self.new_store(&loaded.flow, started + limits.timeout);
+        let call = async {
+            let plugin = loaded.pre.instantiate_async(&mut store).await?;
+            call_hook(&plugin, &mut store, hook, &wit_event).await
+        };
+        let result = tokio::time::timeout(limits.timeout, call).await;
+        let failure = |kind| HookFailure {
+            flow: flow.to_string(),
+            hook: hook.to_string(),
+            kind,
+        };
+        let outcome = match result {
+            Err(_elapsed) => Err(failure(FailureKind::Deadline {
+                timeout_ms: limits.timeout.as_millis(),
+            })),
+            Ok(Err(error)) => Err(failure(self.classify_trap(
+                &error,
+                store.data(),
+                limits,
+                &stderr,
+            ))),
+            Ok(Ok(Err(message))) => Err(failure(FailureKind::PluginError { message })),
+            Ok(Ok(Ok(decision))) => {
+                let decision = Decision::from_wit(decision);
+                if decision.allowed_for(hook) {
+                    Ok(decision)
+                } else {
+                    Err(failure(FailureKind::InvalidDecision {
+                        decision: decision.kind().to_string(),
+                    }))
+                }
+            }
+        };
+        let state = store.into_data();
+        let mut logs = state.log.finish();
+        logs.extend(stdout.lines(LogSource::Stdout));
+        logs.extend(stderr.lines(LogSource::Stderr));
+        let mut refusals = state.integrations.refusals;
+        refusals.extend(state.secrets.refusals);
+        refusals.extend(state.identities.refusals);
+        refusals.extend(state.http.refusals);
+        Ok(self.redacted(HookReport {
+            flow: flow.to_string(),
+            hook,
+            ran: true,
+            outcome,
+            logs,
+            refusals,
+            http_calls: state.http.calls,
+            elapsed: started.elapsed(),
+        }))
+    }
+
+    fn classify_trap(
+        &self,
+        error: &wasmtime::Error,
+        state: &InstanceState,
+        limits: &Limits,
+        stderr: &CapturedOutput,
+    ) -> FailureKind {
+        if state.memory.exceeded {
+            return FailureKind::Memory {
+                limit_mib: limits.memory_bytes >> 20,
+            };
+        }
+        match error.downcast_ref::<Trap>() {
+            Some(Trap::Interrupt) => FailureKind::Deadline {
+                timeout_ms: limits.timeout.as_millis(),
+            },
+            Some(Trap::StackOverflow) => FailureKind::StackOverflow,
+            Some(trap) => {
+                // A Rust panic prints its message to stderr before trapping.
+                let panic = stderr
+                    .lines(LogSource::Stderr)
+                    .into_iter()
+                    .rev()
+                    .find(|l| l.message.contains("panicked"))
+                    .map(|l| format!(" ({})", l.message))
+                    .unwrap_or_default();
+                FailureKind::Trap {
+                    message: format!("{trap}{panic}"),
+                }
+            }
+            None => FailureKind::Host {
+                message: root_message(error),
+            },
+        }
+    }
+
+    fn redacted(&self, mut report: HookReport) -> HookReport {
+        let r = &self.redactor;
+        report.outcome = match report.outcome {
+            Ok(d) => Ok(d.map_text(|t| r.redact(&t))),
+            Err(mut f) => {
+                f.kind = match f.kind {
+                    FailureKind::Trap { message } => FailureKind::Trap {
+                        message: r.redact(&message),
+                    },
+                    FailureKind::PluginError { message } => FailureKind::PluginError {
+                        message: r.redact(&message),
+                    },
+                    FailureKind::Host { message } => FailureKind::Host {
+                        message: r.redact(&message),
+                    },
+                    other => other,
+                };
+                Err(f)
+            }
+        };
+        for line in &mut report.logs {
+            line.message = r.redact(&line.message);
+        }
+        report
+    }
+}
+
+async fn call_hook(
+    plugin: &Plugin,
+    store: &mut Store<InstanceState>,
+    hook: HookName,
+    event: &crate::bindings::Event,
+) -> wasmtime::Result<Result<crate::bindings::Decision, String>> {
+    let hooks = plugin.warden_plugin_hooks();
+    match hook {
+        HookName::OnPrompt => hooks.call_on_prompt(store, event).await,
+        HookName::OnRequest => hooks.call_on_request(store, event).await,
+        HookName::OnApprove => hooks.call_on_approve(store, event).await,
+        HookName::OnDeny => hooks.call_on_deny(store, event).await,
+        HookName::OnEscalate => hooks.call_on_escalate(store, event).await,
+        HookName::OnDeescalate => hooks.call_on_deescalate(store, event).await,
+        HookName::AfterPrompt => hooks.call_after_prompt(store, event).await,
+        HookName::AfterRequest => hooks.call_after_request(store, event).await,
+        HookName::AfterApprove => hooks.call_after_approve(store, event).await,
+        HookName::AfterDeny => hooks.call_after_deny(store, event).await,
+        HookName::AfterEscalate => hooks.call_after_escalate(store, event).await,
+        HookName::AfterDeescalate => hooks.call_after_deescalate(store, event).await,
+    }
+}

@@ -1,0 +1,151 @@
+//! The guest's stdout and stderr: captured per event, bounded, and turned into log lines.
+
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use tokio::io::AsyncWrite;
+use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
+use wasmtime_wasi::p2::{OutputStream, Pollable, StreamError};
+
+use crate::log::{LogLevel, LogLine, LogSource};
+
+#[derive(Debug, Default)]
+struct Captured {
+    bytes: Vec<u8>,
+    dropped: usize,
+}
+
+/// A bounded in-memory pipe: what does not fit is counted, never an error for the guest.
+#[derive(Debug, Clone)]
+pub struct CapturedOutput {
+    capacity: usize,
+    inner: Arc<Mutex<Captured>>,
+}
+
+impl CapturedOutput {
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            capacity,
+            inner: Arc::default(),
+        }
+    }
+
+    fn append(&self, bytes: &[u8]) {
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let room = self.capacity.saturating_sub(inner.bytes.len());
+        let kept = bytes.len().min(room);
+        inner.bytes.extend_from_slice(&bytes[..kept]);
+        inner.dropped += bytes.len() - kept;
+    }
+
+    /// One log line per line written, and one counting the bytes dropped.
+    pub fn lines(&self, source: LogSource) -> Vec<LogLine> {
+        let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let level = match source {
+            LogSource::Stderr => LogLevel::Warn,
+            _ => LogLevel::Info,
+        };
+        let mut lines: Vec<LogLine> = String::from_utf8_lossy(&inner.bytes)
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| LogLine {
+                level,
+                source,
+                message: l.to_string(),
+            })
+            .collect();
+        if inner.dropped > 0 {
+            lines.push(LogLine {
+                level: LogLevel::Warn,
+                source: LogSource::Host,
+                message: format!(
+                    "{} byte(s) of plugin {} dropped: over the flow's log_max_bytes",
+                    inner.dropped,
+                    if source == LogSource::Stderr {
+                        "stderr"
+                    } else {
+                        "stdout"
+                    }
+                ),
+            });
+        }
+        lines
+    }
+}
+
+impl IsTerminal for CapturedOutput {
+    fn is_terminal(&self) -> bool {
+        false
+    }
+}
+
+impl StdoutStream for CapturedOutput {
+    fn p2_stream(&self) -> Box<dyn OutputStream> {
+        Box::new(self.clone())
+    }
+
+    fn async_stream(&self) -> Box<dyn AsyncWrite + Send + Sync> {
+        Box::new(self.clone())
+    }
+}
+
+#[async_trait::async_trait]
+impl OutputStream for CapturedOutput {
+    fn write(&mut self, bytes: Bytes) -> Result<(), StreamError> {
+        self.append(&bytes);
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), StreamError> {
+        Ok(())
+    }
+
+    fn check_write(&mut self) -> Result<usize, StreamError> {
+        Ok(64 << 10)
+    }
+}
+
+#[async_trait::async_trait]
+impl Pollable for CapturedOutput {
+    async fn ready(&mut self) {}
+}
+
+impl AsyncWrite for CapturedOutput {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        self.append(buf);
+        Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn output_over_capacity_is_dropped_and_counted() {
+        let out = CapturedOutput::new(8);
+        out.append(b"hello\nworld\n");
+        let lines = out.lines(LogSource::Stdout);
+        assert_eq!(lines[0].message, "hello");
+        assert_eq!(lines[1].message, "wo");
+        assert!(
+            lines[2]
+                .message
+                .starts_with("4 byte(s) of plugin stdout dropped")
+        );
+    }
+}

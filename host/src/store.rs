@@ -1,0 +1,241 @@
+//! The SQLite store: users and their identities in other services.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+/// Schema migrations, applied in order; `PRAGMA user_version` counts those applied.
+const MIGRATIONS: &[&str] = &[
+    // 1: users and identities.
+    "CREATE TABLE users (
+        email      TEXT PRIMARY KEY COLLATE NOCASE,
+        created_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%SZ', 'now'))
+    );
+    CREATE TABLE identities (
+        email      TEXT NOT NULL COLLATE NOCASE REFERENCES users(email) ON DELETE CASCADE,
+        service    TEXT NOT NULL,
+        service_id TEXT NOT NULL,
+        user_id    TEXT NOT NULL,
+        updated_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%SZ', 'now')),
+        PRIMARY KEY (email, service, service_id)
+    );",
+];
+
+#[derive(Debug, thiserror::Error)]
+#[error("identity store {path}: {source}")]
+pub struct StoreError {
+    path: PathBuf,
+    #[source]
+    source: rusqlite::Error,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredIdentity {
+    pub email: String,
+    pub service: String,
+    pub service_id: String,
+    pub user_id: String,
+}
+
+pub struct Store {
+    path: PathBuf,
+    conn: Mutex<Connection>,
+}
+
+impl Store {
+    /// Opens the store at `path`, creating it and applying migrations as needed.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let wrap = |source| StoreError {
+            path: path.to_path_buf(),
+            source,
+        };
+        let conn = Connection::open(path).map_err(wrap)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(wrap)?;
+        Self::prepare(path.to_path_buf(), conn)
+    }
+
+    pub fn open_in_memory() -> Result<Self, StoreError> {
+        let path = PathBuf::from(":memory:");
+        let conn = Connection::open_in_memory().map_err(|source| StoreError {
+            path: path.clone(),
+            source,
+        })?;
+        Self::prepare(path, conn)
+    }
+
+    fn prepare(path: PathBuf, mut conn: Connection) -> Result<Self, StoreError> {
+        let wrap = |source| StoreError {
+            path: path.clone(),
+            source,
+        };
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(wrap)?;
+        conn.pragma_update(None, "foreign_keys", "ON")
+            .map_err(wrap)?;
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(wrap)?;
+        let applied: usize = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .map_err(wrap)?;
+        if applied > MIGRATIONS.len() {
+            return Err(wrap(rusqlite::Error::InvalidParameterName(format!(
+                "schema version {applied} is newer than this warden knows ({}); upgrade warden",
+                MIGRATIONS.len()
+            ))));
+        }
+        for (version, sql) in MIGRATIONS.iter().enumerate().skip(applied) {
+            let tx = conn.transaction().map_err(wrap)?;
+            tx.execute_batch(sql).map_err(wrap)?;
+            tx.pragma_update(None, "user_version", version + 1)
+                .map_err(wrap)?;
+            tx.commit().map_err(wrap)?;
+        }
+        Ok(Self {
+            path,
+            conn: Mutex::new(conn),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn schema_version(&self) -> usize {
+        MIGRATIONS.len()
+    }
+
+    fn with<R>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> rusqlite::Result<R>,
+    ) -> Result<R, StoreError> {
+        let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut conn).map_err(|source| StoreError {
+            path: self.path.clone(),
+            source,
+        })
+    }
+
+    pub fn lookup_identity(
+        &self,
+        email: &str,
+        service: &str,
+        service_id: &str,
+    ) -> Result<Option<StoredIdentity>, StoreError> {
+        self.with(|c| {
+            c.query_row(
+                "SELECT email, service, service_id, user_id FROM identities
+                 WHERE email = ?1 AND service = ?2 AND service_id = ?3",
+                params![email, service, service_id],
+                row_to_identity,
+            )
+            .optional()
+        })
+    }
+
+    /// Creates or updates the identity, creating the user if needed.
+    pub fn persist_identity(
+        &self,
+        email: &str,
+        service: &str,
+        service_id: &str,
+        user_id: &str,
+    ) -> Result<StoredIdentity, StoreError> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            tx.execute("INSERT OR IGNORE INTO users (email) VALUES (?1)", params![email])?;
+            tx.execute(
+                "INSERT INTO identities (email, service, service_id, user_id) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (email, service, service_id) DO UPDATE
+                 SET user_id = excluded.user_id,
+                     updated_at = strftime('%Y-%m-%dT%H:%M:%SZ', 'now')",
+                params![email, service, service_id, user_id],
+            )?;
+            let stored = tx.query_row(
+                "SELECT email, service, service_id, user_id FROM identities
+                 WHERE email = ?1 AND service = ?2 AND service_id = ?3",
+                params![email, service, service_id],
+                row_to_identity,
+            )?;
+            tx.commit()?;
+            Ok(stored)
+        })
+    }
+
+    /// Every identity of the user, ordered by service.
+    pub fn identities_of(&self, email: &str) -> Result<Vec<StoredIdentity>, StoreError> {
+        self.with(|c| {
+            let mut stmt = c.prepare(
+                "SELECT email, service, service_id, user_id FROM identities
+                 WHERE email = ?1 ORDER BY service, service_id",
+            )?;
+            stmt.query_map(params![email], row_to_identity)?.collect()
+        })
+    }
+}
+
+fn row_to_identity(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredIdentity> {
+    Ok(StoredIdentity {
+        email: row.get(0)?,
+        service: row.get(1)?,
+        service_id: row.get(2)?,
+        user_id: row.get(3)?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn persist_creates_then_updates_and_lookup_ignores_email_case() {
+        let store = Store::open_in_memory().unwrap();
+        assert_eq!(
+            store.lookup_identity("a@x.com", "custom", "id1").unwrap(),
+            None
+        );
+        store
+            .persist_identity("Alice@X.com", "custom", "id1", "alice")
+            .unwrap();
+        let again = store
+            .persist_identity("alice@x.com", "custom", "id1", "alice2")
+            .unwrap();
+        assert_eq!(again.user_id, "alice2");
+        let found = store
+            .lookup_identity("ALICE@x.com", "custom", "id1")
+            .unwrap()
+            .unwrap();
+        assert_eq!(found.user_id, "alice2");
+        assert_eq!(
+            store
+                .lookup_identity("alice@x.com", "custom", "other")
+                .unwrap(),
+            None
+        );
+        assert_eq!(store.identities_of("alice@x.com").unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_file_store_survives_reopening_and_is_in_wal_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("warden.db");
+        Store::open(&path)
+            .unwrap()
+            .persist_identity("a@x.com", "custom", "id1", "u")
+            .unwrap();
+        let store = Store::open(&path).unwrap();
+        assert_eq!(
+            store
+                .lookup_identity("a@x.com", "custom", "id1")
+                .unwrap()
+                .unwrap()
+                .user_id,
+            "u"
+        );
+        let mode: String = store
+            .with(|c| c.pragma_query_value(None, "journal_mode", |r| r.get(0)))
+            .unwrap();
+        assert_eq!(mode, "wal");
+    }
+}
