@@ -1,1 +1,57 @@
+//! Shared pieces of warden's end-to-end tests: the plugins built for them, and configs
+//! written to a scratch folder.
 
+use std::path::{Path, PathBuf};
+
+pub use victorops_standin;
+
+pub mod web;
+
+/// Paths of the plugins `build.rs` built: `ALLOWLIST`, `PROBE`, `VICTOROPS`, ... for
+/// wasm32-wasip2 and `ALLOWLIST_WASIP1` for wasm32-wasip1.
+pub mod artifacts {
+    include!(concat!(env!("OUT_DIR"), "/artifacts.rs"));
+}
+
+/// A scratch folder holding a `warden.toml` and whatever files it refers to.
+pub struct Scratch {
+    dir: tempfile::TempDir,
+}
+
+impl Scratch {
+    pub fn new() -> Self {
+        Self {
+            dir: tempfile::tempdir().expect("create a scratch folder"),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Writes `contents` to `name` inside the folder and returns its path.
+    pub fn write(&self, name: &str, contents: impl AsRef<[u8]>) -> PathBuf {
+        let path = self.dir.path().join(name);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).unwrap();
+        }
+        std::fs::write(&path, contents).unwrap();
+        path
+    }
+
+    /// Writes `warden.toml`.
+    pub fn config(&self, toml: &str) -> PathBuf {
+        self.write("warden.toml", toml)
+    }
+}
+
+impl Default for Scratch {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// `path` as a TOML string literal.
+pub fn toml_path(path: &str) -> String {
+    format!("{path:?}")
+}

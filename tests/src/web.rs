@@ -1,0 +1,134 @@
+//! A small HTTP server on loopback for the sandbox's HTTP tests: echoes, redirects, big and
+//! slow answers, and a count of what it received.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+
+#[derive(Default)]
+struct Counts {
+    requests: AtomicUsize,
+}
+
+/// A running server; it stops when dropped.
+pub struct TestServer {
+    addr: SocketAddr,
+    counts: Arc<Counts>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl TestServer {
+    /// Serves on 127.0.0.1 (or `ip`, any loopback address) on a free port.
+    pub async fn start_on(ip: &str) -> Self {
+        let listener = tokio::net::TcpListener::bind((ip, 0))
+            .await
+            .expect("bind a test server");
+        let addr = listener.local_addr().unwrap();
+        let counts = Arc::new(Counts::default());
+        let app = Router::new()
+            .route("/echo", get(echo))
+            .route("/redirect", get(redirect))
+            .route("/big", get(big))
+            .route("/slow", get(slow))
+            .with_state(counts.clone());
+        let task = tokio::spawn(async move {
+            axum::serve(listener, app).await.ok();
+        });
+        Self { addr, counts, task }
+    }
+
+    pub async fn start() -> Self {
+        Self::start_on("127.0.0.1").await
+    }
+
+    /// `http://127.0.0.1:PORT`
+    pub fn origin(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    pub fn requests(&self) -> usize {
+        self.counts.requests.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// The request's headers and query as JSON, and the `x-api-key` header echoed back as a
+/// response header: what a hostile or careless server could do with a sealed secret.
+async fn echo(
+    State(counts): State<Arc<Counts>>,
+    headers: HeaderMap,
+    Query(query): Query<BTreeMap<String, String>>,
+) -> Response {
+    counts.requests.fetch_add(1, Ordering::SeqCst);
+    let headers_json: BTreeMap<String, String> = headers
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.to_string(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect();
+    let key = headers
+        .get("x-api-key")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    let body = serde_json::json!({ "headers": headers_json, "query": query }).to_string();
+    (
+        [
+            ("x-echoed-key", key),
+            ("content-type", "application/json".to_string()),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+async fn redirect(
+    State(counts): State<Arc<Counts>>,
+    Query(query): Query<BTreeMap<String, String>>,
+) -> Response {
+    counts.requests.fetch_add(1, Ordering::SeqCst);
+    let to = query.get("to").cloned().unwrap_or_default();
+    (StatusCode::FOUND, [(header::LOCATION, to)]).into_response()
+}
+
+async fn big(
+    State(counts): State<Arc<Counts>>,
+    Query(query): Query<BTreeMap<String, String>>,
+) -> Response {
+    counts.requests.fetch_add(1, Ordering::SeqCst);
+    let bytes: usize = query
+        .get("bytes")
+        .and_then(|b| b.parse().ok())
+        .unwrap_or(2 << 20);
+    "b".repeat(bytes).into_response()
+}
+
+async fn slow(
+    State(counts): State<Arc<Counts>>,
+    Query(query): Query<BTreeMap<String, String>>,
+) -> Response {
+    counts.requests.fetch_add(1, Ordering::SeqCst);
+    let ms: u64 = query.get("ms").and_then(|b| b.parse().ok()).unwrap_or(3000);
+    tokio::time::sleep(Duration::from_millis(ms)).await;
+    "finally".into_response()
+}

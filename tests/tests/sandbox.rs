@@ -1,0 +1,625 @@
+//! The sandbox end to end: the probe plugin in the real host, each grant and limit.
+
+use std::time::{Duration, Instant};
+
+use warden::refusal::RefusalKind;
+use warden::{Config, Decision, EventInput, FailureKind, HookName, HookReport, StartError, Warden};
+use warden_tests::web::TestServer;
+use warden_tests::{Scratch, artifacts, toml_path};
+
+const VO_SECRET: &str = "vo-secret-value-0123";
+const BILLING_SECRET: &str = "billing-secret-4567";
+
+/// A config with two environments: `main` (the victorops integration) and `finance` (the
+/// billing integration); flow `probe` runs in `main`. `flow` adds lines to the flow's table.
+fn config_text(scratch: &Scratch, plugin: &str, flow: &str) -> String {
+    scratch.write("vo.key", format!("{VO_SECRET}\n"));
+    scratch.write("billing.key", BILLING_SECRET);
+    format!(
+        r#"
+[store]
+path = "warden.db"
+
+[secrets.vo_key]
+source = "file"
+path = "vo.key"
+
+[secrets.billing_key]
+source = "file"
+path = "billing.key"
+
+[integrations.victorops]
+type = "custom"
+external_id = "vo-ext"
+secrets = ["vo_key"]
+settings = {{ api_url = "http://127.0.0.1:1" }}
+
+[integrations.billing]
+type = "custom"
+external_id = "bill-ext"
+secrets = ["billing_key"]
+
+[environments.main]
+integrations = {{ victorops = "victorops" }}
+
+[environments.finance]
+integrations = {{ billing = "billing" }}
+
+[flows.probe]
+environment = "main"
+plugin = {plugin}
+{flow}
+"#,
+        plugin = toml_path(plugin)
+    )
+}
+
+async fn warden(scratch: &Scratch, plugin: &str, flow: &str) -> Warden {
+    let path = scratch.config(&config_text(scratch, plugin, flow));
+    let config = Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+    Warden::start(config)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn event() -> EventInput {
+    EventInput::from_json(
+        r#"{"user":{"email":"alice@example.com"},"fields":{"reason":"fix prod"}}"#,
+    )
+    .unwrap()
+}
+
+async fn probe(action: &str, extra: &str) -> (HookReport, Scratch) {
+    let scratch = Scratch::new();
+    let flow = format!("vars = {{ action = {action:?} }}\n{extra}");
+    let warden = warden(&scratch, artifacts::PROBE, &flow).await;
+    let report = warden
+        .run_hook("probe", HookName::OnRequest, &event())
+        .await
+        .unwrap();
+    (report, scratch)
+}
+
+fn approved(report: &HookReport) -> String {
+    match &report.outcome {
+        Ok(Decision::Approve { reason: Some(r) }) => r.clone(),
+        other => panic!("expected an approval, got {other:?}"),
+    }
+}
+
+fn denied(report: &HookReport) -> String {
+    match &report.outcome {
+        Ok(Decision::Deny { reason: Some(r) }) => r.clone(),
+        other => panic!("expected a denial, got {other:?}"),
+    }
+}
+
+fn failure(report: &HookReport) -> FailureKind {
+    match &report.outcome {
+        Err(f) => f.kind.clone(),
+        other => panic!("expected a failure, got {other:?}"),
+    }
+}
+
+fn refusal_kinds(report: &HookReport) -> Vec<RefusalKind> {
+    report.refusals.iter().map(|r| r.kind).collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_environments_integration_is_visible_with_its_settings() {
+    let (report, _s) = probe("integration:victorops", "").await;
+    assert_eq!(
+        approved(&report),
+        "victorops custom vo-ext secrets=1 settings=api_url=http://127.0.0.1:1"
+    );
+    assert!(report.refusals.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_integration_of_another_environment_is_refused() {
+    let (report, _s) = probe("integration:billing", "").await;
+    assert_eq!(denied(&report), "none");
+    assert_eq!(refusal_kinds(&report), [RefusalKind::Integration]);
+    let (report, _s) = probe("aliases", "").await;
+    assert_eq!(approved(&report), "victorops");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_secret_outside_the_environment_cannot_be_opened_or_guessed() {
+    let (granted, _s) = probe("secret-open:vo_key", "").await;
+    assert_eq!(approved(&granted), "opened vo_key at vo.key");
+
+    let (foreign, _s) = probe("secret-open:billing_key", "").await;
+    let (guessed, _s) = probe("secret-open:no_such_secret", "").await;
+    assert!(
+        denied(&foreign).contains(
+            "secret `billing_key` is not attached to any integration of environment `main`"
+        )
+    );
+    // Existing and made-up ids are refused alike, so guessing teaches nothing.
+    assert_eq!(
+        denied(&foreign).replace("billing_key", "ID"),
+        denied(&guessed).replace("no_such_secret", "ID")
+    );
+    assert_eq!(refusal_kinds(&guessed), [RefusalKind::Secret]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_revealed_secret_never_leaves_the_host_in_a_decision_or_log() {
+    // The plugin approves with the raw value as its reason; the host redacts it.
+    let (report, _s) = probe("secret-reveal:victorops", "").await;
+    assert_eq!(approved(&report), "[REDACTED]");
+
+    let (report, _s) = probe("log-secret:victorops", "").await;
+    assert_eq!(report.outcome, Ok(Decision::Continue));
+    let logs: Vec<&str> = report.logs.iter().map(|l| l.message.as_str()).collect();
+    assert!(logs.contains(&"the key is [REDACTED]"), "{logs:?}");
+    assert_eq!(
+        logs.iter().filter(|l| l.contains("[REDACTED]")).count(),
+        2,
+        "log and stderr: {logs:?}"
+    );
+    assert!(!format!("{report:?}").contains(VO_SECRET));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sealed_only_flow_refuses_retrieve_value_but_still_sends_sealed_headers() {
+    let server = TestServer::start().await;
+    let extra = format!(
+        "reveal_secrets = false\nallowed_hosts = [{:?}]",
+        server.origin()
+    );
+    let (report, _s) = probe("secret-reveal:victorops", &extra).await;
+    assert!(
+        denied(&report).contains("reveal_secrets = false"),
+        "{report:?}"
+    );
+    assert_eq!(refusal_kinds(&report), [RefusalKind::SealedOnly]);
+
+    let action = format!("http-sealed:victorops {}/echo", server.origin());
+    let (report, _s) = probe(&action, &extra).await;
+    let reason = approved(&report);
+    // The server got the real key (it echoes it back), but the plugin only sees it redacted,
+    // in the body and in the response headers alike.
+    assert!(reason.starts_with("status=200"), "{reason}");
+    assert!(reason.contains(r#""x-api-key":"[REDACTED]""#), "{reason}");
+    assert!(reason.contains("x-echoed-key=[REDACTED]"), "{reason}");
+    assert!(reason.contains(r#""x-api-id":"vo-ext""#), "{reason}");
+    assert!(!reason.contains(VO_SECRET));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn identities_are_granted_only_for_the_environments_services() {
+    let scratch = Scratch::new();
+    let flow = |action: &str| format!("vars = {{ action = {action:?} }}");
+    let persist = warden(
+        &scratch,
+        artifacts::PROBE,
+        &flow("persist:custom vo-ext alice-vo"),
+    )
+    .await;
+    let report = persist
+        .run_hook("probe", HookName::OnRequest, &event())
+        .await
+        .unwrap();
+    assert_eq!(approved(&report), "persisted alice-vo");
+    drop(persist);
+
+    let lookup = warden(&scratch, artifacts::PROBE, &flow("lookup:custom vo-ext")).await;
+    let report = lookup
+        .run_hook("probe", HookName::OnRequest, &event())
+        .await
+        .unwrap();
+    assert_eq!(
+        approved(&report),
+        "alice-vo",
+        "persisted identities survive a restart"
+    );
+    drop(lookup);
+
+    let foreign = warden(
+        &scratch,
+        artifacts::PROBE,
+        &flow("persist:custom bill-ext mallory"),
+    )
+    .await;
+    let report = foreign
+        .run_hook("probe", HookName::OnRequest, &event())
+        .await
+        .unwrap();
+    assert!(
+        denied(&report).contains("holds no `custom` integration with external_id `bill-ext`"),
+        "{report:?}"
+    );
+    assert_eq!(refusal_kinds(&report), [RefusalKind::Identity]);
+    let stored = foreign
+        .identity_store()
+        .identities_of("alice@example.com")
+        .unwrap();
+    assert_eq!(stored.len(), 1, "nothing written for the foreign service");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn http_to_a_host_not_allowed_is_refused_before_any_connection() {
+    let server = TestServer::start().await;
+    let other = TestServer::start().await;
+    let extra = format!("allowed_hosts = [{:?}]", other.origin());
+    let (report, _s) = probe(&format!("http:GET {}/echo", server.origin()), &extra).await;
+    let reason = denied(&report);
+    assert!(reason.starts_with("denied:"), "{reason}");
+    assert!(
+        reason.contains("is not in the flow's allowed_hosts"),
+        "{reason}"
+    );
+    assert_eq!(server.requests(), 0);
+    assert_eq!(refusal_kinds(&report), [RefusalKind::Host]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_redirect_to_a_host_not_allowed_is_refused() {
+    let allowed = TestServer::start().await;
+    let forbidden = TestServer::start().await;
+    let extra = format!("allowed_hosts = [{:?}]", allowed.origin());
+    let url = format!(
+        "{}/redirect?to={}/echo",
+        allowed.origin(),
+        forbidden.origin()
+    );
+    let (report, _s) = probe(&format!("http:GET {url}"), &extra).await;
+    let reason = denied(&report);
+    assert!(
+        reason.contains(&format!(
+            "{} is not in the flow's allowed_hosts",
+            forbidden.origin()
+        )),
+        "{reason}"
+    );
+    assert_eq!(allowed.requests(), 1);
+    assert_eq!(forbidden.requests(), 0);
+
+    // A redirect within the allowed origin is followed.
+    let url = format!("{}/redirect?to=/echo", allowed.origin());
+    let (report, _s) = probe(&format!("http:GET {url}"), &extra).await;
+    assert!(approved(&report).starts_with("status=200"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn loopback_is_reachable_only_when_named_exactly() {
+    let server = TestServer::start().await;
+    let port = server.port();
+    let extra = format!("allowed_hosts = [\"http://*.localhost:{port}\"]");
+    let (report, _s) = probe(
+        &format!("http:GET http://app.localhost:{port}/echo"),
+        &extra,
+    )
+    .await;
+    assert!(
+        denied(&report).contains("allowed_hosts must name it exactly"),
+        "{report:?}"
+    );
+    assert_eq!(server.requests(), 0);
+
+    let extra = format!("allowed_hosts = [{:?}]", server.origin());
+    let (report, _s) = probe(&format!("http:GET {}/echo", server.origin()), &extra).await;
+    assert!(approved(&report).starts_with("status=200"));
+    assert_eq!(report.http_calls.len(), 1);
+    assert_eq!(report.http_calls[0].outcome, "200");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn responses_over_the_cap_and_slow_servers_are_typed_errors() {
+    let server = TestServer::start().await;
+    let extra = format!(
+        "allowed_hosts = [{:?}]\nlimits = {{ response_max_bytes = 1000, http_timeout_ms = 300 }}",
+        server.origin()
+    );
+    let (report, _s) = probe(
+        &format!("http:GET {}/big?bytes=5000", server.origin()),
+        &extra,
+    )
+    .await;
+    assert!(denied(&report).starts_with("too-large:"), "{report:?}");
+
+    let (report, _s) = probe(
+        &format!("http:GET {}/slow?ms=3000", server.origin()),
+        &extra,
+    )
+    .await;
+    assert!(denied(&report).starts_with("timeout:"), "{report:?}");
+    assert!(
+        report.elapsed < Duration::from_millis(2000),
+        "{:?}",
+        report.elapsed
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_endless_loop_is_stopped_at_the_deadline_and_the_next_event_runs() {
+    let scratch = Scratch::new();
+    let warden = warden(
+        &scratch,
+        artifacts::PROBE,
+        "vars = { action = \"loop\" }\nlimits = { timeout_ms = 300 }",
+    )
+    .await;
+    let started = Instant::now();
+    let report = warden
+        .run_hook("probe", HookName::OnRequest, &event())
+        .await
+        .unwrap();
+    let took = started.elapsed();
+    assert_eq!(failure(&report), FailureKind::Deadline { timeout_ms: 300 });
+    assert!(
+        took >= Duration::from_millis(300) && took < Duration::from_millis(1500),
+        "{took:?}"
+    );
+    let message = report.outcome.as_ref().unwrap_err().to_string();
+    assert_eq!(
+        message,
+        "flow `probe`, hook on_request: deadline exceeded: the hook ran longer than limits.timeout_ms = 300"
+    );
+    assert_eq!(report.decision(), Decision::Continue, "fails closed");
+
+    // The engine is healthy: a hook the plugin does not loop in still runs.
+    let escalate = warden
+        .run_hook("probe", HookName::AfterRequest, &event())
+        .await
+        .unwrap();
+    assert!(matches!(failure(&escalate), FailureKind::Deadline { .. }));
+    let unimplemented = warden
+        .run_hook("probe", HookName::OnApprove, &event())
+        .await
+        .unwrap();
+    assert_eq!(unimplemented.outcome, Ok(Decision::Continue));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_memory_bomb_is_stopped_at_the_limit() {
+    let (report, _s) = probe("memory-bomb", "limits = { memory_mib = 16 }").await;
+    assert_eq!(failure(&report), FailureKind::Memory { limit_mib: 16 });
+    let message = report.outcome.as_ref().unwrap_err().to_string();
+    assert!(
+        message.contains("flow `probe`, hook on_request: memory limit exceeded"),
+        "{message}"
+    );
+    assert!(message.contains("limits.memory_mib = 16"), "{message}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn stack_overflow_panic_and_plugin_errors_fail_closed() {
+    // Rust's stack on wasm lives in linear memory: running off it is a bad memory access,
+    // unless wasmtime's own stack limit trips first.
+    let (report, _s) = probe("stack-overflow", "").await;
+    assert!(
+        matches!(
+            failure(&report),
+            FailureKind::StackOverflow | FailureKind::Trap { .. }
+        ),
+        "{report:?}"
+    );
+
+    let (report, _s) = probe("panic", "").await;
+    let FailureKind::Trap { message } = failure(&report) else {
+        panic!("{report:?}")
+    };
+    assert!(message.contains("probe panicked"), "{message}");
+    assert_eq!(report.decision(), Decision::Continue);
+
+    let (report, _s) = probe("error", "").await;
+    assert_eq!(
+        failure(&report),
+        FailureKind::PluginError {
+            message: "probe failed on purpose".into()
+        }
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_decision_the_hook_may_not_make_is_refused() {
+    let scratch = Scratch::new();
+    let warden = warden(&scratch, artifacts::PROBE, "").await;
+    let report = warden
+        .run_hook("probe", HookName::OnEscalate, &event())
+        .await
+        .unwrap();
+    assert_eq!(
+        failure(&report),
+        FailureKind::InvalidDecision {
+            decision: "deny".into()
+        }
+    );
+    assert_eq!(report.decision(), Decision::Continue);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hooks_the_plugin_does_not_implement_are_never_called() {
+    let scratch = Scratch::new();
+    let warden = warden(&scratch, artifacts::PROBE, "vars = { action = \"panic\" }").await;
+    let implemented: Vec<HookName> = warden
+        .implemented("probe")
+        .unwrap()
+        .iter()
+        .copied()
+        .collect();
+    assert_eq!(
+        implemented,
+        [
+            HookName::OnRequest,
+            HookName::OnEscalate,
+            HookName::AfterRequest
+        ]
+    );
+    let report = warden
+        .run_hook("probe", HookName::OnApprove, &event())
+        .await
+        .unwrap();
+    assert!(!report.ran);
+    assert_eq!(report.outcome, Ok(Decision::Continue));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn stdout_and_logs_are_bounded() {
+    let (report, _s) = probe("stdout:5000", "limits = { log_max_bytes = 1024 }").await;
+    let last = report.logs.last().unwrap();
+    assert!(
+        last.message
+            .starts_with("3976 byte(s) of plugin stdout dropped"),
+        "{last:?}"
+    );
+
+    let (report, _s) = probe("log-flood:10000", "limits = { log_max_bytes = 1024 }").await;
+    assert!(report.logs.len() < 200, "{}", report.logs.len());
+    assert!(
+        report
+            .logs
+            .last()
+            .unwrap()
+            .message
+            .contains("plugin log line(s) dropped")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_cache_keeps_values_across_events_of_one_flow() {
+    let scratch = Scratch::new();
+    let text = config_text(
+        &scratch,
+        artifacts::PROBE,
+        "vars = { action = \"cache-set:k v1 60\" }",
+    ) + &format!(
+        "\n[flows.reader]\nenvironment = \"main\"\nplugin = {}\nvars = {{ action = \"cache-get:k\" }}\n",
+        toml_path(artifacts::PROBE)
+    );
+    let config = Config::load(&scratch.config(&text)).unwrap();
+    let warden = Warden::start(config).await.unwrap();
+    let set = warden
+        .run_hook("probe", HookName::OnRequest, &event())
+        .await
+        .unwrap();
+    assert_eq!(approved(&set), "set");
+    let other_flow = warden
+        .run_hook("reader", HookName::OnRequest, &event())
+        .await
+        .unwrap();
+    assert_eq!(approved(&other_flow), "miss", "caches never cross flows");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn long_reasons_are_bounded() {
+    let (report, _s) = probe("big-reason:100000", "").await;
+    assert!(approved(&report).len() <= warden::hooks::MAX_REASON_BYTES);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_wasip1_core_module_is_adapted_and_runs() {
+    let scratch = Scratch::new();
+    let text = config_text(
+        &scratch,
+        artifacts::ALLOWLIST_WASIP1,
+        "vars = { auto_approve = \"Alice@example.com, bob@example.com\" }",
+    );
+    let warden = Warden::start(Config::load(&scratch.config(&text)).unwrap())
+        .await
+        .unwrap();
+    assert!(warden.summaries()[0].adapted_from_core_module);
+    let report = warden
+        .run_hook("probe", HookName::OnRequest, &event())
+        .await
+        .unwrap();
+    assert_eq!(
+        approved(&report),
+        "Auto-approved: alice@example.com is on the allowlist"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_allowlist_example_built_as_a_component_decides() {
+    let scratch = Scratch::new();
+    let text = config_text(
+        &scratch,
+        artifacts::ALLOWLIST,
+        "vars = { auto_approve = \"carol@example.com\", require_reason = true }",
+    );
+    let warden = Warden::start(Config::load(&scratch.config(&text)).unwrap())
+        .await
+        .unwrap();
+    assert!(!warden.summaries()[0].adapted_from_core_module);
+    let report = warden
+        .run_hook("probe", HookName::OnRequest, &event())
+        .await
+        .unwrap();
+    assert_eq!(report.outcome, Ok(Decision::Continue));
+    let no_reason =
+        EventInput::from_json(r#"{"user":{"email":"dave@example.com"},"fields":{"reason":"  "}}"#)
+            .unwrap();
+    let report = warden
+        .run_hook("probe", HookName::OnRequest, &no_reason)
+        .await
+        .unwrap();
+    assert_eq!(denied(&report), "A reason is required");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn files_that_are_not_warden_plugins_are_refused_with_a_reason() {
+    let scratch = Scratch::new();
+    let probe_bytes = std::fs::read(artifacts::PROBE).unwrap();
+    let cases: [(&str, Vec<u8>, &str); 4] = [
+        (
+            "random.wasm",
+            b"this is not wasm at all".to_vec(),
+            "not a WebAssembly file",
+        ),
+        (
+            "truncated.wasm",
+            probe_bytes[..probe_bytes.len() / 2].to_vec(),
+            "not a valid component",
+        ),
+        // An empty core module: valid wasm, but no warden plugin inside.
+        (
+            "empty-core.wasm",
+            b"\0asm\x01\0\0\0".to_vec(),
+            "does not export `warden:plugin/hooks@0.1.0`",
+        ),
+        (
+            "other-version.wasm",
+            other_wit_version(&probe_bytes),
+            "built against warden:plugin@0.2.0",
+        ),
+    ];
+    for (name, bytes, expected) in cases {
+        let path = scratch.write(name, bytes);
+        let text = config_text(&scratch, path.to_str().unwrap(), "");
+        let config = Config::load(&scratch.config(&text)).unwrap();
+        let Err(StartError::Plugins(errors)) = Warden::start(config).await else {
+            panic!("{name} should be refused");
+        };
+        assert_eq!(errors.len(), 1);
+        let message = errors[0].to_string();
+        assert!(message.starts_with("flow `probe`: plugin "), "{message}");
+        assert!(message.contains(expected), "{name}: {message}");
+    }
+}
+
+/// The probe with every `warden:plugin/...@0.1.0` name renamed to `@0.2.0` (same length, so
+/// the binary stays well-formed).
+fn other_wit_version(bytes: &[u8]) -> Vec<u8> {
+    let from = b"warden:plugin/";
+    let mut out = bytes.to_vec();
+    let mut i = 0;
+    while i + from.len() < out.len() {
+        if out[i..].starts_with(from) {
+            let rest = i + from.len();
+            if let Some(at) = out[rest..rest + 40.min(out.len() - rest)]
+                .iter()
+                .position(|b| *b == b'@')
+            {
+                let version = rest + at + 1;
+                if out[version..].starts_with(b"0.1.0") {
+                    out[version + 2] = b'2';
+                }
+            }
+        }
+        i += 1;
+    }
+    out
+}
