@@ -1,0 +1,221 @@
+//! A plugin for warden's tests. The flow var `action` (`verb` or `verb:argument`)
+//! picks what `on_request` and `after_request` do; `on_escalate` always denies (which
+//! the host must refuse). See the match in [`act`] for the verbs.
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use warden_sdk::integrations;
+use warden_sdk::log;
+use warden_sdk::prelude::*;
+
+struct Probe;
+
+#[warden_sdk::plugin]
+impl Plugin for Probe {
+    fn on_request(event: &Event) -> Result<Decision> {
+        act(event)
+    }
+
+    fn after_request(event: &Event) -> Result<Decision> {
+        act(event)
+    }
+
+    fn on_escalate(_event: &Event) -> Result<Decision> {
+        Ok(Decision::deny("probe denies escalation"))
+    }
+}
+
+fn act(event: &Event) -> Result<Decision> {
+    let action = event.var_or("action", "continue");
+    let (verb, arg) = action.split_once(':').unwrap_or((action, ""));
+    match verb {
+        "continue" => Ok(Decision::Continue),
+        "approve" => Ok(Decision::approve(arg)),
+        "deny" => Ok(Decision::deny(arg)),
+        "ignore" => Ok(Decision::ignore(arg)),
+        "integration" => Ok(describe_integration(arg)),
+        "aliases" => {
+            let mut aliases = integrations::aliases();
+            aliases.sort();
+            Ok(Decision::approve(aliases.join(",")))
+        }
+        "secret-open" => Ok(match open_secret(arg) {
+            Ok(secret) => Decision::approve(format!("opened {} at {}", secret.id(), secret.path())),
+            Err(error) => Decision::deny(error.to_string()),
+        }),
+        "secret-reveal" => Ok(match reveal(arg) {
+            Ok(value) => Decision::approve(value),
+            Err(error) => Decision::deny(error.to_string()),
+        }),
+        "log-secret" => Ok(match reveal(arg) {
+            Ok(value) => {
+                log::info(&format!("the key is {value}"));
+                eprintln!("the key is {value}");
+                Decision::Continue
+            }
+            Err(error) => Decision::deny(error.to_string()),
+        }),
+        "http" => Ok(to_decision(plain_http(arg))),
+        "http-sealed" => Ok(to_decision(sealed_http(arg))),
+        "lookup" => {
+            let (service, service_id) = two(arg)?;
+            Ok(match event.requester.identity(service, service_id) {
+                Ok(Some(identity)) => Decision::approve(identity.user_id),
+                Ok(None) => Decision::approve("none"),
+                Err(error) => Decision::deny(error.to_string()),
+            })
+        }
+        "persist" => {
+            let [service, service_id, user_id] = words(arg)?;
+            let email = &event.requester.email;
+            Ok(
+                match persist_user_identity(email, service, service_id, user_id) {
+                    Ok(identity) => Decision::approve(format!("persisted {}", identity.user_id)),
+                    Err(error) => Decision::deny(error.to_string()),
+                },
+            )
+        }
+        "cache-set" => {
+            let [key, value, ttl] = words(arg)?;
+            let ttl = Duration::from_secs(ttl.parse()?);
+            Ok(match cache::set(key, value.as_bytes(), ttl) {
+                Ok(()) => Decision::approve("set"),
+                Err(error) => Decision::deny(error.to_string()),
+            })
+        }
+        "cache-get" => Ok(match cache::get(arg) {
+            Some(value) => Decision::approve(String::from_utf8_lossy(&value)),
+            None => Decision::approve("miss"),
+        }),
+        "loop" => spin(),
+        "memory-bomb" => hoard(),
+        "stack-overflow" => Ok(Decision::approve(recurse(0).to_string())),
+        "panic" => panic!("probe panicked"),
+        "error" => bail!("probe failed on purpose"),
+        "stdout" => {
+            print!("{}", "x".repeat(arg.parse()?));
+            Ok(Decision::Continue)
+        }
+        "log-flood" => {
+            let n: u64 = arg.parse()?;
+            for i in 0..n {
+                log::info(&format!("flood {i}"));
+            }
+            Ok(Decision::Continue)
+        }
+        "big-reason" => Ok(Decision::approve("r".repeat(arg.parse()?))),
+        other => bail!("probe: unknown action `{other}`"),
+    }
+}
+
+fn to_decision(result: Result<String>) -> Decision {
+    match result {
+        Ok(reason) => Decision::approve(reason),
+        Err(error) => Decision::deny(error.to_string()),
+    }
+}
+
+fn describe_integration(alias: &str) -> Decision {
+    let Some(integration) = integrations::get(alias) else {
+        return Decision::deny("none");
+    };
+    let mut settings: Vec<String> = integration
+        .settings
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    settings.sort();
+    Decision::approve(format!(
+        "{} {} {} secrets={} settings={}",
+        integration.name,
+        integration.type_,
+        integration.external_id,
+        integration.secrets.len(),
+        settings.join(",")
+    ))
+}
+
+fn reveal(alias: &str) -> Result<String> {
+    let integration = integration(alias)?;
+    Ok(integration.secret(0)?.retrieve_value()?)
+}
+
+/// `<METHOD> <url>`, no headers.
+fn plain_http(arg: &str) -> Result<String> {
+    let (method, url) = two(arg)?;
+    let response = http::request(method.parse()?, url).send()?;
+    Ok(format!(
+        "status={} body={}",
+        response.status(),
+        first_500(&response)
+    ))
+}
+
+/// `<alias> <url>`: GET with the alias's first secret sealed in `X-Api-Key`.
+fn sealed_http(arg: &str) -> Result<String> {
+    let (alias, url) = two(arg)?;
+    let integration = integration(alias)?;
+    let response = http::get(url)
+        .header_secret("X-Api-Key", integration.secret(0)?)
+        .header("X-Api-Id", &integration.external_id)
+        .send()?;
+    let headers: Vec<String> = response
+        .headers
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    Ok(format!(
+        "status={} body={} headers={}",
+        response.status(),
+        first_500(&response),
+        headers.join(";")
+    ))
+}
+
+fn first_500(response: &Response) -> String {
+    response.text().chars().take(500).collect()
+}
+
+fn two(arg: &str) -> Result<(&str, &str)> {
+    let [a, b] = words(arg)?;
+    Ok((a, b))
+}
+
+fn words<const N: usize>(arg: &str) -> Result<[&str; N]> {
+    let words: Vec<&str> = arg.split_whitespace().collect();
+    words
+        .try_into()
+        .map_err(|_| Error::msg(format!("probe: expected {N} words in `{arg}`")))
+}
+
+fn spin() -> ! {
+    let mut n = 0u64;
+    loop {
+        n = black_box(n.wrapping_add(1));
+    }
+}
+
+fn hoard() -> ! {
+    let mut hoard: Vec<Vec<u8>> = Vec::new();
+    loop {
+        let mut chunk = vec![0u8; 1 << 20];
+        for byte in chunk.iter_mut().step_by(4096) {
+            *byte = 1;
+        }
+        hoard.push(black_box(chunk));
+        black_box(&hoard);
+    }
+}
+
+/// Recursion with work after the call (so it is no tail call) and a frame the
+/// optimiser can't see through.
+#[inline(never)]
+fn recurse(depth: u64) -> u64 {
+    let frame = black_box([depth; 32]);
+    if black_box(true) {
+        recurse(frame[0] + 1).wrapping_add(frame[31])
+    } else {
+        frame[1]
+    }
+}
