@@ -623,3 +623,35 @@ fn other_wit_version(bytes: &[u8]) -> Vec<u8> {
     }
     out
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_event_gets_a_fresh_instance() {
+    let scratch = Scratch::new();
+    let warden = warden(
+        &scratch,
+        artifacts::PROBE,
+        "vars = { action = \"counter\" }",
+    )
+    .await;
+    for _ in 0..3 {
+        let report = warden
+            .run_hook("probe", HookName::OnRequest, &event())
+            .await
+            .unwrap();
+        assert_eq!(approved(&report), "1", "state leaked between events");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn wasi_grants_no_files_environment_arguments_sockets_or_name_lookups() {
+    let server = TestServer::start().await;
+    // Even a host the flow may reach over `http` is out of reach of raw sockets.
+    let extra = format!("allowed_hosts = [{:?}]", server.origin());
+    let action = format!("wasi:127.0.0.1:{}", server.port());
+    let (report, _s) = probe(&action, &extra).await;
+    let reason = approved(&report);
+    assert!(reason.starts_with("env=0 args=0 fs=refused"), "{reason}");
+    assert!(reason.contains("tcp=refused"), "{reason}");
+    assert!(reason.contains("dns=refused"), "{reason}");
+    assert_eq!(server.requests(), 0);
+}

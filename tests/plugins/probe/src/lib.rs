@@ -3,6 +3,7 @@
 //! the host must refuse). See the match in [`act`] for the verbs.
 
 use std::hint::black_box;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use warden_sdk::integrations;
@@ -105,6 +106,14 @@ fn act(event: &Event) -> Result<Decision> {
             Ok(Decision::Continue)
         }
         "big-reason" => Ok(Decision::approve("r".repeat(arg.parse()?))),
+        "counter" => {
+            // Survives between events only if the host reuses instances; it must not.
+            static EVENTS_SEEN: AtomicU32 = AtomicU32::new(0);
+            Ok(Decision::approve(
+                (EVENTS_SEEN.fetch_add(1, Ordering::SeqCst) + 1).to_string(),
+            ))
+        }
+        "wasi" => Ok(Decision::approve(probe_wasi(arg))),
         other => bail!("probe: unknown action `{other}`"),
     }
 }
@@ -218,4 +227,23 @@ fn recurse(depth: u64) -> u64 {
     } else {
         frame[1]
     }
+}
+
+/// What WASI grants: `<addr>` is a TCP address to try to connect to.
+fn probe_wasi(addr: &str) -> String {
+    let env = std::env::vars().count();
+    let args = std::env::args().count();
+    let root = match std::fs::read_dir("/") {
+        Ok(_) => "readable".to_string(),
+        Err(e) => format!("refused ({})", e.kind()),
+    };
+    let tcp = match std::net::TcpStream::connect(addr) {
+        Ok(_) => "connected".to_string(),
+        Err(e) => format!("refused ({})", e.kind()),
+    };
+    let dns = match std::net::ToSocketAddrs::to_socket_addrs(&("localhost", 80)) {
+        Ok(_) => "resolved".to_string(),
+        Err(e) => format!("refused ({})", e.kind()),
+    };
+    format!("env={env} args={args} fs={root} tcp={tcp} dns={dns}")
 }
