@@ -9,6 +9,7 @@
 //! the generated `Host` trait implemented on it, and an `add_to_linker` that projects the
 //! store onto that state alone.
 
+pub mod bench;
 mod bindings;
 pub mod cache;
 pub mod config;

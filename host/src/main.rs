@@ -39,6 +39,22 @@ enum Command {
         #[arg(long)]
         event: PathBuf,
     },
+    /// Run one hook many times and print latency percentiles and throughput as JSON.
+    Bench {
+        #[arg(long, short)]
+        config: PathBuf,
+        #[arg(long)]
+        flow: String,
+        #[arg(long, default_value = "on_request")]
+        hook: HookName,
+        #[arg(long)]
+        event: PathBuf,
+        #[arg(long, default_value_t = 1000)]
+        iterations: usize,
+        /// Hooks in flight at once.
+        #[arg(long, default_value_t = 1)]
+        concurrency: usize,
+    },
 }
 
 /// The hook failed and warden failed closed.
@@ -55,6 +71,14 @@ async fn main() -> ExitCode {
             hook,
             event,
         } => run_hook(&config, &flow, hook, &event).await,
+        Command::Bench {
+            config,
+            flow,
+            hook,
+            event,
+            iterations,
+            concurrency,
+        } => bench(&config, &flow, hook, &event, iterations, concurrency).await,
     };
     match result {
         Ok(code) => code,
@@ -98,6 +122,7 @@ async fn check(config: &Path) -> Result<ExitCode, String> {
             ""
         };
         println!("  plugin            {}{adapted}", s.plugin.display());
+        println!("                    {}", s.compiled);
         println!("  hooks             {}", list(&s.hooks));
         println!("  integrations      {}", list(&s.integrations));
         println!(
@@ -158,6 +183,26 @@ async fn run_hook(
     };
     println!("{json}");
     Ok(code)
+}
+
+async fn bench(
+    config: &Path,
+    flow: &str,
+    hook: HookName,
+    event: &Path,
+    iterations: usize,
+    concurrency: usize,
+) -> Result<ExitCode, String> {
+    let event = read_event(event)?;
+    let warden = std::sync::Arc::new(start(config).await?);
+    let report = warden::bench::run(warden, flow, hook, &event, iterations, concurrency)
+        .await
+        .map_err(|e| e.to_string())?;
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&report).expect("reports serialize")
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 fn print_logs(report: &HookReport) {

@@ -21,7 +21,7 @@ use crate::http::{HttpCall, HttpInstance, HttpState, HttpView};
 use crate::identities::IdentitiesInstance;
 use crate::integrations::{IntegrationsInstance, IntegrationsView};
 use crate::log::{LogInstance, LogLine, LogSource};
-use crate::plugin::{self, PluginFormat, root_message};
+use crate::plugin::{self, CacheOutcome, PluginCache, PluginFormat, root_message};
 use crate::redact::Redactor;
 use crate::refusal::Refusal;
 use crate::secrets::{SecretsInstance, SecretsView};
@@ -116,6 +116,7 @@ struct LoadedFlow {
     pre: PluginPre<InstanceState>,
     implemented: BTreeSet<HookName>,
     format: PluginFormat,
+    cache: CacheOutcome,
 }
 
 /// A problem loading one flow's plugin.
@@ -267,6 +268,8 @@ pub struct FlowSummary {
     pub name: String,
     pub plugin: PathBuf,
     pub adapted_from_core_module: bool,
+    /// How the plugin was loaded: `cached`, `compiled`, or why the cache was not used.
+    pub compiled: String,
     pub hooks: Vec<String>,
     pub integrations: Vec<String>,
     pub secrets: Vec<String>,
@@ -323,14 +326,39 @@ pub struct Warden {
     http: HttpState,
     cache: Arc<CacheState>,
     redactor: Redactor,
+    plugin_cache: Arc<PluginCache>,
     _ticker: EpochTicker,
 }
 
-fn engine() -> Result<Engine, StartError> {
-    let mut config = wasmtime::Config::new();
-    config.wasm_component_model(true);
-    config.epoch_interruption(true);
-    Engine::new(&config).map_err(|e| StartError::Engine(root_message(&e)))
+/// Instances that may be alive at once across all flows; the pooling allocator reserves
+/// (virtual) room for this many up front.
+pub const MAX_LIVE_INSTANCES: u32 = 1000;
+
+/// An engine whose instances come from a pool with copy-on-write memory images, so a fresh
+/// instance per event costs microseconds. Its slots fit the largest memory any flow allows.
+fn engine(config: &Config) -> Result<Engine, StartError> {
+    let largest_memory = config
+        .flows
+        .values()
+        .map(|f| f.limits.memory_bytes)
+        .max()
+        .unwrap_or(Limits::default().memory_bytes);
+    let n = MAX_LIVE_INSTANCES;
+    let mut pool = wasmtime::PoolingAllocationConfig::new();
+    pool.total_component_instances(n)
+        // A wasm32-wasip2 component holds a few core instances (the plugin, the WASI adapter,
+        // shims), each with at most a couple of memories and tables.
+        .total_core_instances(n * 8)
+        .total_memories(n * 2)
+        .total_tables(n * 4)
+        .total_stacks(n)
+        .max_memory_size(usize::try_from(largest_memory).unwrap_or(usize::MAX));
+    let mut wasm = wasmtime::Config::new();
+    wasm.wasm_component_model(true)
+        .epoch_interruption(true)
+        .memory_init_cow(true)
+        .allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
+    Engine::new(&wasm).map_err(|e| StartError::Engine(root_message(&e)))
 }
 
 impl Warden {
@@ -345,14 +373,15 @@ impl Warden {
         config: Config,
         store: Arc<IdentityStore>,
     ) -> Result<Self, StartError> {
-        let engine = engine()?;
+        let engine = engine(&config)?;
         let linker = linker(&engine).map_err(|e| StartError::Engine(root_message(&e)))?;
         let http = HttpState::new().map_err(|e| StartError::Engine(e.to_string()))?;
         let config = Arc::new(config);
         let mut warden = Self {
             _ticker: EpochTicker::start(&engine),
-            engine,
             redactor: Redactor::new(config.secret_values()),
+            plugin_cache: Arc::new(PluginCache::new(config.cache_dir.clone(), &engine)),
+            engine,
             config: config.clone(),
             flows: BTreeMap::new(),
             store,
@@ -384,14 +413,18 @@ impl Warden {
         &self,
         flow: &Arc<Flow>,
         linker: &Linker<InstanceState>,
-        compiled: &mut HashMap<PathBuf, (wasmtime::component::Component, PluginFormat)>,
+        compiled: &mut HashMap<
+            PathBuf,
+            (wasmtime::component::Component, PluginFormat, CacheOutcome),
+        >,
     ) -> Result<LoadedFlow, String> {
-        let (component, format) = match compiled.get(&flow.plugin) {
+        let (component, format, cache) = match compiled.get(&flow.plugin) {
             Some(c) => c.clone(),
             None => {
                 let engine = self.engine.clone();
                 let path = flow.plugin.clone();
-                let c = tokio::task::spawn_blocking(move || plugin::compile(&engine, &path))
+                let cache = self.plugin_cache.clone();
+                let c = tokio::task::spawn_blocking(move || cache.load_or_compile(&engine, &path))
                     .await
                     .map_err(|e| format!("compilation panicked: {e}"))??;
                 compiled.insert(flow.plugin.clone(), c.clone());
@@ -413,6 +446,7 @@ impl Warden {
             pre,
             implemented: BTreeSet::new(),
             format,
+            cache,
         };
         loaded.implemented = self.implemented_hooks(&loaded).await?;
         Ok(loaded)
@@ -500,6 +534,12 @@ impl Warden {
                     name: flow.name.clone(),
                     plugin: flow.plugin.clone(),
                     adapted_from_core_module: loaded.format == PluginFormat::CoreModule,
+                    compiled: match &loaded.cache {
+                        CacheOutcome::Hit => "loaded from the plugin cache".into(),
+                        CacheOutcome::Compiled => "compiled (now cached)".into(),
+                        CacheOutcome::Rebuilt(why) => format!("compiled again: {why}"),
+                        CacheOutcome::Uncached(why) => format!("compiled, not cached: {why}"),
+                    },
                     hooks: loaded.implemented.iter().map(|h| h.to_string()).collect(),
                     integrations: grants
                         .environment

@@ -655,3 +655,51 @@ async fn wasi_grants_no_files_environment_arguments_sockets_or_name_lookups() {
     assert!(reason.contains("dns=refused"), "{reason}");
     assert_eq!(server.requests(), 0);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn compiled_plugins_are_cached_and_a_corrupt_entry_is_rebuilt() {
+    let scratch = Scratch::new();
+    let path = scratch.config(&config_text(
+        &scratch,
+        artifacts::PROBE,
+        "vars = { action = \"approve:ok\" }",
+    ));
+    let start = || async { Warden::start(Config::load(&path).unwrap()).await.unwrap() };
+
+    let first = start().await;
+    assert_eq!(first.summaries()[0].compiled, "compiled (now cached)");
+    drop(first);
+    let second = start().await;
+    assert_eq!(
+        second.summaries()[0].compiled,
+        "loaded from the plugin cache"
+    );
+    let report = second
+        .run_hook("probe", HookName::OnRequest, &event())
+        .await
+        .unwrap();
+    assert_eq!(approved(&report), "ok");
+    drop(second);
+
+    let cache_dir = scratch.path().join("warden-cache");
+    let artifact = std::fs::read_dir(&cache_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "cwasm"))
+        .expect("a cached artifact");
+    let mut bytes = std::fs::read(&artifact).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    std::fs::write(&artifact, bytes).unwrap();
+
+    let third = start().await;
+    assert_eq!(
+        third.summaries()[0].compiled,
+        "compiled again: cache entry does not match its checksum"
+    );
+    let report = third
+        .run_hook("probe", HookName::OnRequest, &event())
+        .await
+        .unwrap();
+    assert_eq!(approved(&report), "ok");
+}

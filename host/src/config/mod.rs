@@ -125,6 +125,8 @@ pub struct Config {
     /// The file this was read from; relative paths in it are relative to its folder.
     pub source: PathBuf,
     pub store_path: PathBuf,
+    /// Where compiled plugins are kept between runs.
+    pub cache_dir: PathBuf,
     pub secrets: BTreeMap<String, Arc<Secret>>,
     pub integrations: BTreeMap<String, Arc<Integration>>,
     pub environments: BTreeMap<String, Arc<Environment>>,
@@ -257,6 +259,10 @@ impl<'a> Validator<'a> {
         }
 
         let store_path = self.resolve(raw.store.path.as_deref().unwrap_or("warden.db"));
+        let cache_dir = match raw.cache.dir.as_deref() {
+            Some(dir) => self.resolve(dir),
+            None => store_path.with_file_name("warden-cache"),
+        };
         let secrets = self.secrets(&raw.secrets);
         let integrations = self.integrations(&raw, &secrets);
         let environments = self.environments(&raw, &integrations);
@@ -273,6 +279,7 @@ impl<'a> Validator<'a> {
             Ok(Config {
                 source: self.file,
                 store_path,
+                cache_dir,
                 secrets,
                 integrations,
                 environments,

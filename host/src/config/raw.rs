@@ -9,6 +9,8 @@ pub struct RawConfig {
     #[serde(default)]
     pub store: RawStore,
     #[serde(default)]
+    pub cache: RawCache,
+    #[serde(default)]
     pub secrets: BTreeMap<String, RawSecret>,
     #[serde(default)]
     pub integrations: BTreeMap<String, RawIntegration>,
@@ -21,6 +23,12 @@ pub struct RawConfig {
 #[derive(Debug, Default, Deserialize)]
 pub struct RawStore {
     pub path: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawCache {
+    /// Compiled plugins, relative to the config file.
+    pub dir: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

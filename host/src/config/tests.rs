@@ -76,6 +76,7 @@ fn the_documented_example_parses_into_the_model() {
     let fx = Fixture::new();
     let config = fx.parse(VALID).unwrap();
     assert_eq!(config.store_path, fx.dir.path().join("state/warden.db"));
+    assert_eq!(config.cache_dir, fx.dir.path().join("state/warden-cache"));
     let flow = config.flow("sensitive-access").unwrap();
     assert_eq!(flow.plugin, fx.dir.path().join("plugin.wasm"));
     assert_eq!(flow.limits.memory_bytes, 32 << 20);

@@ -1,0 +1,108 @@
+//! `warden bench`: whole-path latency of one hook (event in, decision out, fresh instance).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::{EventInput, HookName, Warden};
+
+#[derive(Debug, Serialize)]
+pub struct BenchReport {
+    pub flow: String,
+    pub hook: String,
+    pub iterations: usize,
+    pub concurrency: usize,
+    pub failures: usize,
+    /// The decisions seen, e.g. `{"approve": 1000}`.
+    pub decisions: std::collections::BTreeMap<String, usize>,
+    pub p50_us: f64,
+    pub p90_us: f64,
+    pub p99_us: f64,
+    pub max_us: f64,
+    pub mean_us: f64,
+    pub decisions_per_second: f64,
+    /// The process's peak resident set (Linux `VmHWM`), when known.
+    pub peak_rss_bytes: Option<u64>,
+}
+
+/// Runs the hook `iterations` times, `concurrency` at a time, after a short warm-up.
+pub async fn run(
+    warden: Arc<Warden>,
+    flow: &str,
+    hook: HookName,
+    event: &EventInput,
+    iterations: usize,
+    concurrency: usize,
+) -> Result<BenchReport, crate::RunError> {
+    let concurrency = concurrency.max(1);
+    for _ in 0..iterations.min(20) {
+        warden.run_hook(flow, hook, event).await?;
+    }
+    let started = Instant::now();
+    let mut workers = Vec::new();
+    for worker in 0..concurrency {
+        let share = iterations / concurrency + usize::from(worker < iterations % concurrency);
+        let warden = warden.clone();
+        let flow = flow.to_string();
+        let event = event.clone();
+        workers.push(tokio::spawn(async move {
+            let mut samples = Vec::with_capacity(share);
+            for _ in 0..share {
+                let t = Instant::now();
+                let report = warden.run_hook(&flow, hook, &event).await?;
+                samples.push((t.elapsed(), report.outcome.map(|d| d.kind())));
+            }
+            Ok::<_, crate::RunError>(samples)
+        }));
+    }
+    let mut samples = Vec::with_capacity(iterations);
+    for w in workers {
+        samples.extend(w.await.expect("a bench worker panicked")?);
+    }
+    let wall = started.elapsed();
+    let mut decisions = std::collections::BTreeMap::new();
+    let mut failures = 0;
+    for (_, outcome) in &samples {
+        match outcome {
+            Ok(kind) => *decisions.entry(kind.to_string()).or_insert(0) += 1,
+            Err(_) => failures += 1,
+        }
+    }
+    let mut latencies: Vec<Duration> = samples.iter().map(|(d, _)| *d).collect();
+    latencies.sort();
+    let micros = |d: Duration| d.as_secs_f64() * 1e6;
+    let at = |q: f64| {
+        latencies
+            .get(((latencies.len() as f64 * q).ceil() as usize).saturating_sub(1))
+            .copied()
+            .map_or(0.0, micros)
+    };
+    let total: Duration = latencies.iter().sum();
+    Ok(BenchReport {
+        flow: flow.to_string(),
+        hook: hook.to_string(),
+        iterations: latencies.len(),
+        concurrency,
+        failures,
+        decisions,
+        p50_us: at(0.50),
+        p90_us: at(0.90),
+        p99_us: at(0.99),
+        max_us: latencies.last().copied().map_or(0.0, micros),
+        mean_us: if latencies.is_empty() {
+            0.0
+        } else {
+            micros(total) / latencies.len() as f64
+        },
+        decisions_per_second: latencies.len() as f64 / wall.as_secs_f64(),
+        peak_rss_bytes: peak_rss_bytes(),
+    })
+}
+
+pub fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
