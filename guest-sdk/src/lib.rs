@@ -87,9 +87,16 @@
 //!         return Ok(Some(identity.user_id));
 //!     }
 //!     #[derive(Deserialize)]
-//!     struct Users { users: Vec<Username> }
+//!     struct Users { users: Vec<VictorOpsUser> }
+//!     #[derive(Deserialize)]
+//!     struct VictorOpsUser { username: String, email: String }
+//!     // Use the VictorOps API to find a matching user.
 //!     let users: Users = victorops_get(integration, "v2/user", &[("email", &user.email)])?;
-//!     let Some(found) = users.users.into_iter().next() else {
+//!     let Some(found) = users
+//!         .users
+//!         .into_iter()
+//!         .find(|u| u.email.eq_ignore_ascii_case(&user.email))
+//!     else {
 //!         return Ok(None);
 //!     };
 //!     info!("mapping {} to VictorOps user {}", user.email, found.username);
