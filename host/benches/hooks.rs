@@ -20,7 +20,10 @@ fn config(scratch: &Scratch, plugin: &str, cache_dir: &str) -> Config {
 }
 
 fn event() -> EventInput {
-    EventInput::from_json(r#"{"user":{"email":"alice@example.com"},"fields":{"reason":"fix prod"}}"#).unwrap()
+    EventInput::from_json(
+        r#"{"user":{"email":"alice@example.com"},"fields":{"reason":"fix prod"}}"#,
+    )
+    .unwrap()
 }
 
 /// The same decision as the trivial plugin, made natively: what warden's sandbox is
@@ -36,18 +39,27 @@ fn trivial_hook(c: &mut Criterion) {
     let scratch = Scratch::new();
     let cache = scratch.path().join("cache");
     let warden = Arc::new(
-        rt.block_on(Warden::start(config(&scratch, artifacts::TRIVIAL, cache.to_str().unwrap())))
-            .unwrap(),
+        rt.block_on(Warden::start(config(
+            &scratch,
+            artifacts::TRIVIAL,
+            cache.to_str().unwrap(),
+        )))
+        .unwrap(),
     );
     let event = event();
     let mut group = c.benchmark_group("trivial hook");
     group.bench_function("warden (event in, fresh instance, decision out)", |b| {
         b.to_async(&rt).iter(|| async {
-            let report = warden.run_hook("bench", HookName::OnRequest, &event).await.unwrap();
+            let report = warden
+                .run_hook("bench", HookName::OnRequest, &event)
+                .await
+                .unwrap();
             assert_eq!(report.outcome, Ok(Decision::Continue));
         })
     });
-    group.bench_function("native Rust function", |b| b.iter(|| native_on_request(&event)));
+    group.bench_function("native Rust function", |b| {
+        b.iter(|| native_on_request(&event))
+    });
     group.finish();
 }
 
@@ -65,14 +77,25 @@ fn plugin_load(c: &mut Criterion) {
         })
     });
     let cache = scratch.path().join("warm-cache");
-    rt.block_on(Warden::start(config(&scratch, artifacts::VICTOROPS, cache.to_str().unwrap())))
-        .unwrap();
+    rt.block_on(Warden::start(config(
+        &scratch,
+        artifacts::VICTOROPS,
+        cache.to_str().unwrap(),
+    )))
+    .unwrap();
     group.bench_function("load from the plugin cache", |b| {
         b.iter(|| {
             let warden = rt
-                .block_on(Warden::start(config(&scratch, artifacts::VICTOROPS, cache.to_str().unwrap())))
+                .block_on(Warden::start(config(
+                    &scratch,
+                    artifacts::VICTOROPS,
+                    cache.to_str().unwrap(),
+                )))
                 .unwrap();
-            assert_eq!(warden.summaries()[0].compiled, "loaded from the plugin cache");
+            assert_eq!(
+                warden.summaries()[0].compiled,
+                "loaded from the plugin cache"
+            );
             warden
         })
     });

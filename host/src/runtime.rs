@@ -334,8 +334,8 @@ pub struct Warden {
 /// (virtual) room for this many up front.
 pub const MAX_LIVE_INSTANCES: u32 = 1000;
 
-/// An engine whose instances come from a pool with copy-on-write memory images, so a fresh
-/// instance per event costs microseconds. Its slots fit the largest memory any flow allows.
+/// An engine whose instances come from a pool, so a fresh instance per event costs
+/// microseconds. Its slots fit the largest memory any flow allows.
 fn engine(config: &Config) -> Result<Engine, StartError> {
     let largest_memory = config
         .flows
@@ -352,11 +352,20 @@ fn engine(config: &Config) -> Result<Engine, StartError> {
         .total_memories(n * 2)
         .total_tables(n * 4)
         .total_stacks(n)
-        .max_memory_size(usize::try_from(largest_memory).unwrap_or(usize::MAX));
+        .max_memory_size(usize::try_from(largest_memory).unwrap_or(usize::MAX))
+        // Resetting a slot with memset instead of madvise keeps the pages a plugin touches on
+        // every event (its stack, its heap's start) resident: no page faults, no TLB shootdowns.
+        .linear_memory_keep_resident(2 << 20)
+        .table_keep_resident(64 << 10)
+        .async_stack_keep_resident(64 << 10)
+        .pagemap_scan(wasmtime::Enabled::Auto);
     let mut wasm = wasmtime::Config::new();
     wasm.wasm_component_model(true)
         .epoch_interruption(true)
-        .memory_init_cow(true)
+        // Measured (BENCHMARKS.md): for plugins this small, copying data segments into a
+        // slot kept resident beats copy-on-write images, whose reset is an madvise and a TLB
+        // shootdown per event.
+        .memory_init_cow(false)
         .allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
     Engine::new(&wasm).map_err(|e| StartError::Engine(root_message(&e)))
 }
