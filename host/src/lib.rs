@@ -25,6 +25,7 @@ mod runtime;
 pub mod secrets;
 mod stdio;
 pub mod store;
+pub mod users;
 
 pub use config::Config;
 pub use event::EventInput;

@@ -39,6 +39,13 @@ enum Command {
         #[arg(long)]
         event: PathBuf,
     },
+    /// Manage users and their identities in the store (like `symflow users`).
+    Users {
+        #[arg(long, short)]
+        config: PathBuf,
+        #[command(subcommand)]
+        command: warden::users::UsersCommand,
+    },
 }
 
 /// The hook failed and warden failed closed.
@@ -55,6 +62,10 @@ async fn main() -> ExitCode {
             hook,
             event,
         } => run_hook(&config, &flow, hook, &event).await,
+        Command::Users { config, command } => {
+            warden::users::run(&config, command, &mut std::io::stdout().lock())
+                .map(|()| ExitCode::SUCCESS)
+        }
     };
     match result {
         Ok(code) => code,
