@@ -22,6 +22,7 @@ pub mod plugin;
 pub mod redact;
 pub mod refusal;
 mod runtime;
+pub mod secret_store;
 pub mod secrets;
 mod stdio;
 pub mod store;
