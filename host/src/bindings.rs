@@ -5,6 +5,8 @@ wasmtime::component::bindgen!({
     world: "plugin",
     imports: {
         "warden:plugin/http.send": async | trappable,
+        // An AWS secret may have to be fetched again.
+        "warden:plugin/secrets.[method]secret.retrieve-value": async | trappable,
         default: trappable,
     },
     exports: { default: async },

@@ -20,6 +20,7 @@ use crate::bindings::warden::plugin::http::{
 use crate::config::{Flow, SecretValue, is_localhost_name, is_public, origin};
 use crate::redact::Redactor;
 use crate::refusal::{Refusal, RefusalKind};
+use crate::secret_store::SecretStore;
 
 pub const MAX_REDIRECTS: usize = 5;
 
@@ -27,10 +28,11 @@ pub const MAX_REDIRECTS: usize = 5;
 #[derive(Clone)]
 pub struct HttpState {
     client: reqwest::Client,
+    secrets: Arc<SecretStore>,
 }
 
 impl HttpState {
-    pub fn new() -> Result<Self, reqwest::Error> {
+    pub fn new(secrets: Arc<SecretStore>) -> Result<Self, reqwest::Error> {
         let client = reqwest::Client::builder()
             .use_rustls_tls()
             // Redirects are followed here, one checked hop at a time.
@@ -42,12 +44,13 @@ impl HttpState {
             .user_agent(concat!("warden/", env!("CARGO_PKG_VERSION")))
             .pool_idle_timeout(Duration::from_secs(60))
             .build()?;
-        Ok(Self { client })
+        Ok(Self { client, secrets })
     }
 
     pub fn instance(&self, flow: Arc<Flow>, deadline: Instant) -> HttpInstance {
         HttpInstance {
             client: self.client.clone(),
+            secrets: self.secrets.clone(),
             flow,
             deadline,
             refusals: Vec::new(),
@@ -68,6 +71,7 @@ pub struct HttpCall {
 
 pub struct HttpInstance {
     client: reqwest::Client,
+    secrets: Arc<SecretStore>,
     flow: Arc<Flow>,
     deadline: Instant,
     pub refusals: Vec<Refusal>,
@@ -97,8 +101,15 @@ impl wit::Host for HttpView<'_> {
                     sealed: false,
                 }),
                 HeaderValue::Sealed(handle) => {
-                    let secret = self.table.get(handle)?;
-                    let value: SecretValue = secret.sealed_value().clone();
+                    let secret = self.table.get(handle)?.secret().clone();
+                    let value: SecretValue = match self.instance.secrets.current(&secret).await {
+                        Ok(value) => value,
+                        Err(unavailable) => {
+                            return Ok(Err(HttpError::Connect(format!(
+                                "host error: cannot fill in sealed header `{name}`: {unavailable}"
+                            ))));
+                        }
+                    };
                     headers.push(OutgoingHeader {
                         name: name.clone(),
                         value: value.expose().to_string(),

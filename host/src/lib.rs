@@ -23,9 +23,11 @@ pub mod plugin;
 pub mod redact;
 pub mod refusal;
 mod runtime;
+pub mod secret_store;
 pub mod secrets;
 mod stdio;
 pub mod store;
+pub mod users;
 
 pub use config::Config;
 pub use event::EventInput;

@@ -55,6 +55,13 @@ enum Command {
         #[arg(long, default_value_t = 1)]
         concurrency: usize,
     },
+    /// Manage users and their identities in the store (like `symflow users`).
+    Users {
+        #[arg(long, short)]
+        config: PathBuf,
+        #[command(subcommand)]
+        command: warden::users::UsersCommand,
+    },
 }
 
 /// The hook failed and warden failed closed.
@@ -79,6 +86,10 @@ async fn main() -> ExitCode {
             iterations,
             concurrency,
         } => bench(&config, &flow, hook, &event, iterations, concurrency).await,
+        Command::Users { config, command } => {
+            warden::users::run(&config, command, &mut std::io::stdout().lock())
+                .map(|()| ExitCode::SUCCESS)
+        }
     };
     match result {
         Ok(code) => code,

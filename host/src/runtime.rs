@@ -22,8 +22,8 @@ use crate::identities::IdentitiesInstance;
 use crate::integrations::{IntegrationsInstance, IntegrationsView};
 use crate::log::{LogInstance, LogLine, LogSource};
 use crate::plugin::{self, CacheOutcome, PluginCache, PluginFormat, root_message};
-use crate::redact::Redactor;
 use crate::refusal::Refusal;
+use crate::secret_store::SecretStore;
 use crate::secrets::{SecretsInstance, SecretsView};
 use crate::stdio::CapturedOutput;
 use crate::store::{Store as IdentityStore, StoreError};
@@ -325,8 +325,9 @@ pub struct Warden {
     store: Arc<IdentityStore>,
     http: HttpState,
     cache: Arc<CacheState>,
-    redactor: Redactor,
     plugin_cache: Arc<PluginCache>,
+    /// Current secret values; also what to redact.
+    secrets: Arc<SecretStore>,
     _ticker: EpochTicker,
 }
 
@@ -382,15 +383,26 @@ impl Warden {
         config: Config,
         store: Arc<IdentityStore>,
     ) -> Result<Self, StartError> {
+        let secrets = Arc::new(SecretStore::new(&config));
+        Self::start_with_secrets(config, store, secrets).await
+    }
+
+    /// [`Warden::start_with_store`] with secret values from `secrets` (built for `config`).
+    pub async fn start_with_secrets(
+        config: Config,
+        store: Arc<IdentityStore>,
+        secrets: Arc<SecretStore>,
+    ) -> Result<Self, StartError> {
         let engine = engine(&config)?;
         let linker = linker(&engine).map_err(|e| StartError::Engine(root_message(&e)))?;
-        let http = HttpState::new().map_err(|e| StartError::Engine(e.to_string()))?;
+        let http =
+            HttpState::new(secrets.clone()).map_err(|e| StartError::Engine(e.to_string()))?;
         let config = Arc::new(config);
         let mut warden = Self {
             _ticker: EpochTicker::start(&engine),
-            redactor: Redactor::new(config.secret_values()),
             plugin_cache: Arc::new(PluginCache::new(config.cache_dir.clone(), &engine)),
             engine,
+            secrets,
             config: config.clone(),
             flows: BTreeMap::new(),
             store,
@@ -506,7 +518,7 @@ impl Warden {
                 exceeded: false,
             },
             log: LogInstance::new(limits.log_max_bytes),
-            secrets: SecretsInstance::new(flow.clone()),
+            secrets: SecretsInstance::new(flow.clone(), self.secrets.clone()),
             integrations: IntegrationsInstance::new(flow.clone()),
             identities: IdentitiesInstance::new(flow.clone(), self.store.clone()),
             http: self.http.instance(flow.clone(), deadline),
@@ -526,6 +538,10 @@ impl Warden {
 
     pub fn identity_store(&self) -> &Arc<IdentityStore> {
         &self.store
+    }
+
+    pub fn secret_store(&self) -> &Arc<SecretStore> {
+        &self.secrets
     }
 
     /// The hooks `flow`'s plugin implements.
@@ -695,7 +711,8 @@ impl Warden {
     }
 
     fn redacted(&self, mut report: HookReport) -> HookReport {
-        let r = &self.redactor;
+        // Built now, so it knows values fetched during this very hook.
+        let r = &self.secrets.redactor();
         report.outcome = match report.outcome {
             Ok(d) => Ok(d.map_text(|t| r.redact(&t))),
             Err(mut f) => {

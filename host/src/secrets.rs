@@ -1,15 +1,17 @@
 //! `warden:plugin/secrets`: handles to the secrets of the flow environment's integrations.
 //!
-//! A handle carries its value so that `http` can fill in a sealed header; whether the plugin
-//! may read the value itself is this module's decision alone.
+//! A handle names its secret so that `http` can fill in a sealed header; whether the plugin
+//! may read the value itself is this module's decision alone. Values come from the app-wide
+//! [`SecretStore`], which re-reads rotating secrets.
 
 use std::sync::Arc;
 
 use wasmtime::component::{HasData, Linker, Resource, ResourceTable};
 
 use crate::bindings::warden::plugin::secrets::{self as wit, SecretError};
-use crate::config::{Flow, Secret, SecretValue};
+use crate::config::{Flow, Secret};
 use crate::refusal::{Refusal, RefusalKind};
+use crate::secret_store::SecretStore;
 
 /// The guest's `secret` resource.
 #[derive(Debug)]
@@ -18,9 +20,9 @@ pub struct SecretHandle {
 }
 
 impl SecretHandle {
-    /// The value for a sealed header; never handed to the guest.
-    pub(crate) fn sealed_value(&self) -> &SecretValue {
-        &self.secret.value
+    /// The secret behind a sealed header; its value is never handed to the guest.
+    pub(crate) fn secret(&self) -> &Arc<Secret> {
+        &self.secret
     }
 }
 
@@ -34,13 +36,15 @@ pub(crate) fn grant_handle(
 
 pub struct SecretsInstance {
     flow: Arc<Flow>,
+    values: Arc<SecretStore>,
     pub refusals: Vec<Refusal>,
 }
 
 impl SecretsInstance {
-    pub fn new(flow: Arc<Flow>) -> Self {
+    pub fn new(flow: Arc<Flow>, values: Arc<SecretStore>) -> Self {
         Self {
             flow,
+            values,
             refusals: Vec::new(),
         }
     }
@@ -93,7 +97,7 @@ impl wit::HostSecret for SecretsView<'_> {
         Ok(self.table.get(&handle)?.secret.path.clone())
     }
 
-    fn retrieve_value(
+    async fn retrieve_value(
         &mut self,
         handle: Resource<SecretHandle>,
     ) -> wasmtime::Result<Result<String, SecretError>> {
@@ -105,7 +109,12 @@ impl wit::HostSecret for SecretsView<'_> {
             );
             return Ok(Err(self.refuse(RefusalKind::SealedOnly, detail)));
         }
-        Ok(Ok(secret.value.expose().to_string()))
+        match self.instance.values.current(&secret).await {
+            Ok(value) => Ok(Ok(value.expose().to_string())),
+            Err(unavailable) => Ok(Err(SecretError::Unavailable(format!(
+                "host error: {unavailable}"
+            )))),
+        }
     }
 
     fn drop(&mut self, handle: Resource<SecretHandle>) -> wasmtime::Result<()> {
@@ -120,7 +129,7 @@ impl HasData for Secrets {
     type Data<'a> = SecretsView<'a>;
 }
 
-pub fn add_to_linker<T: 'static>(
+pub fn add_to_linker<T: Send + 'static>(
     linker: &mut Linker<T>,
     get: fn(&mut T) -> SecretsView<'_>,
 ) -> wasmtime::Result<()> {

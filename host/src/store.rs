@@ -173,6 +173,130 @@ impl Store {
             stmt.query_map(params![email], row_to_identity)?.collect()
         })
     }
+
+    /// Every user, ordered by email, with their identities ordered by service.
+    pub fn users(&self) -> Result<Vec<UserRecord>, StoreError> {
+        self.with(|c| {
+            let mut users: Vec<UserRecord> = c
+                .prepare("SELECT email, created_at FROM users ORDER BY email COLLATE NOCASE")?
+                .query_map([], |row| {
+                    Ok(UserRecord {
+                        email: row.get(0)?,
+                        created_at: row.get(1)?,
+                        identities: Vec::new(),
+                    })
+                })?
+                .collect::<rusqlite::Result<_>>()?;
+            let mut stmt = c.prepare(
+                "SELECT email, service, service_id, user_id FROM identities
+                 ORDER BY email COLLATE NOCASE, service, service_id",
+            )?;
+            let identities = stmt
+                .query_map([], row_to_identity)?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            // Both lists are in the same email order, so one pass matches them up.
+            let mut next = identities.into_iter().peekable();
+            for user in &mut users {
+                while let Some(identity) =
+                    next.next_if(|i| i.email.eq_ignore_ascii_case(&user.email))
+                {
+                    user.identities.push(identity);
+                }
+            }
+            Ok(users)
+        })
+    }
+
+    /// The user as stored (its email spelled as first seen), if any.
+    pub fn user(&self, email: &str) -> Result<Option<UserRecord>, StoreError> {
+        let found = self.with(|c| {
+            c.query_row(
+                "SELECT email, created_at FROM users WHERE email = ?1",
+                params![email],
+                |row| Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?)),
+            )
+            .optional()
+        })?;
+        let Some((email, created_at)) = found else {
+            return Ok(None);
+        };
+        let identities = self.identities_of(&email)?;
+        Ok(Some(UserRecord {
+            email,
+            created_at,
+            identities,
+        }))
+    }
+
+    /// Deletes one identity; false when there was none.
+    pub fn delete_identity(
+        &self,
+        email: &str,
+        service: &str,
+        service_id: &str,
+    ) -> Result<bool, StoreError> {
+        self.with(|c| {
+            c.execute(
+                "DELETE FROM identities WHERE email = ?1 AND service = ?2 AND service_id = ?3",
+                params![email, service, service_id],
+            )
+            .map(|n| n > 0)
+        })
+    }
+
+    /// Deletes the user and every identity of theirs; false when there was no such user.
+    pub fn delete_user(&self, email: &str) -> Result<bool, StoreError> {
+        self.with(|c| {
+            c.execute("DELETE FROM users WHERE email = ?1", params![email])
+                .map(|n| n > 0)
+        })
+    }
+
+    /// Applies every change in one transaction: all of them or, on any error, none.
+    pub fn apply(&self, changes: &[StoreChange]) -> Result<(), StoreError> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            for change in changes {
+                match change {
+                    StoreChange::EnsureUser { email } => {
+                        tx.execute(
+                            "INSERT OR IGNORE INTO users (email) VALUES (?1)",
+                            params![email],
+                        )?;
+                    }
+                    StoreChange::SetIdentity(i) => {
+                        tx.execute(
+                            "INSERT OR IGNORE INTO users (email) VALUES (?1)",
+                            params![i.email],
+                        )?;
+                        tx.execute(
+                            "INSERT INTO identities (email, service, service_id, user_id)
+                             VALUES (?1, ?2, ?3, ?4)
+                             ON CONFLICT (email, service, service_id) DO UPDATE
+                             SET user_id = excluded.user_id,
+                                 updated_at = strftime('%Y-%m-%dT%H:%M:%SZ', 'now')",
+                            params![i.email, i.service, i.service_id, i.user_id],
+                        )?;
+                    }
+                }
+            }
+            tx.commit()
+        })
+    }
+}
+
+/// One change of [`Store::apply`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreChange {
+    EnsureUser { email: String },
+    SetIdentity(StoredIdentity),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserRecord {
+    pub email: String,
+    pub created_at: String,
+    pub identities: Vec<StoredIdentity>,
 }
 
 fn row_to_identity(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredIdentity> {
@@ -214,6 +338,113 @@ mod tests {
             None
         );
         assert_eq!(store.identities_of("alice@x.com").unwrap().len(), 1);
+    }
+
+    #[test]
+    fn users_lists_each_user_with_their_identities_whatever_the_email_case() {
+        let store = Store::open_in_memory().unwrap();
+        store
+            .persist_identity("Bob@x.com", "custom", "id1", "bob")
+            .unwrap();
+        store
+            .persist_identity("alice@x.com", "custom", "id2", "a2")
+            .unwrap();
+        store
+            .persist_identity("ALICE@x.com", "custom", "id1", "a1")
+            .unwrap();
+        store
+            .apply(&[StoreChange::EnsureUser {
+                email: "carol@x.com".into(),
+            }])
+            .unwrap();
+        let users = store.users().unwrap();
+        let summary: Vec<(String, Vec<(String, String)>)> = users
+            .iter()
+            .map(|u| {
+                (
+                    u.email.clone(),
+                    u.identities
+                        .iter()
+                        .map(|i| (i.service_id.clone(), i.user_id.clone()))
+                        .collect(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            summary,
+            vec![
+                (
+                    "alice@x.com".to_string(),
+                    vec![("id1".into(), "a1".into()), ("id2".into(), "a2".into())]
+                ),
+                ("Bob@x.com".to_string(), vec![("id1".into(), "bob".into())]),
+                ("carol@x.com".to_string(), vec![]),
+            ]
+        );
+        assert_eq!(store.user("BOB@X.COM").unwrap().unwrap().email, "Bob@x.com");
+        assert_eq!(store.user("nobody@x.com").unwrap(), None);
+    }
+
+    #[test]
+    fn deleting_an_identity_keeps_the_user_and_deleting_the_user_drops_its_identities() {
+        let store = Store::open_in_memory().unwrap();
+        store
+            .persist_identity("a@x.com", "custom", "id1", "u1")
+            .unwrap();
+        store
+            .persist_identity("a@x.com", "custom", "id2", "u2")
+            .unwrap();
+        assert!(store.delete_identity("A@X.com", "custom", "id1").unwrap());
+        assert!(!store.delete_identity("a@x.com", "custom", "id1").unwrap());
+        assert_eq!(store.identities_of("a@x.com").unwrap().len(), 1);
+        assert!(store.user("a@x.com").unwrap().is_some());
+        assert!(store.delete_user("A@x.COM").unwrap());
+        assert!(!store.delete_user("a@x.com").unwrap());
+        assert_eq!(
+            store.lookup_identity("a@x.com", "custom", "id2").unwrap(),
+            None
+        );
+        assert!(store.users().unwrap().is_empty());
+    }
+
+    #[test]
+    fn apply_is_all_or_nothing() {
+        let store = Store::open_in_memory().unwrap();
+        store
+            .persist_identity("a@x.com", "custom", "id1", "old")
+            .unwrap();
+        // SQLite has no NOT NULL violation to trip from valid Rust strings, so a trigger
+        // makes the second change fail the way a full disk or a constraint would.
+        store
+            .with(|c| {
+                c.execute_batch(
+                    "CREATE TRIGGER refuse_z BEFORE INSERT ON users WHEN NEW.email = 'z@x.com'
+                     BEGIN SELECT RAISE(ABORT, 'refused'); END;",
+                )
+            })
+            .unwrap();
+        let set = |email: &str, user_id: &str| {
+            StoreChange::SetIdentity(StoredIdentity {
+                email: email.into(),
+                service: "custom".into(),
+                service_id: "id1".into(),
+                user_id: user_id.into(),
+            })
+        };
+        let error = store.apply(&[set("a@x.com", "new"), set("z@x.com", "z")]);
+        assert!(error.is_err());
+        assert_eq!(
+            store
+                .lookup_identity("a@x.com", "custom", "id1")
+                .unwrap()
+                .unwrap()
+                .user_id,
+            "old"
+        );
+        store
+            .apply(&[set("a@x.com", "new"), set("b@x.com", "b")])
+            .unwrap();
+        assert_eq!(store.users().unwrap().len(), 2);
     }
 
     #[test]

@@ -3,8 +3,8 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
@@ -16,6 +16,8 @@ use axum::routing::get;
 #[derive(Default)]
 struct Counts {
     requests: AtomicUsize,
+    /// The `x-api-key` header of the last `/echo` request: what a sealed header carried.
+    last_api_key: Mutex<Option<String>>,
 }
 
 /// A running server; it stops when dropped.
@@ -61,6 +63,11 @@ impl TestServer {
     pub fn requests(&self) -> usize {
         self.counts.requests.load(Ordering::SeqCst)
     }
+
+    /// The `x-api-key` header `/echo` last received.
+    pub fn last_api_key(&self) -> Option<String> {
+        self.counts.last_api_key.lock().unwrap().clone()
+    }
 }
 
 impl Drop for TestServer {
@@ -91,6 +98,7 @@ async fn echo(
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .to_string();
+    *counts.last_api_key.lock().unwrap() = Some(key.clone());
     let body = serde_json::json!({ "headers": headers_json, "query": query }).to_string();
     (
         [

@@ -2,6 +2,7 @@
 
 mod hosts;
 mod locate;
+mod outline;
 mod raw;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -12,6 +13,7 @@ use std::time::Duration;
 
 pub use hosts::{AllowList, HostRule, is_localhost_name, is_public, origin};
 pub use locate::Location;
+pub use outline::Outline;
 
 use locate::SourceMap;
 use raw::{RawConfig, RawFlow, RawLimits, RawSecret};
@@ -47,7 +49,26 @@ impl fmt::Display for SecretValue {
 pub enum SecretSource {
     Env { name: String },
     File { path: PathBuf },
+    AwsSecretsManager(AwsSecret),
 }
+
+/// A secret kept in AWS Secrets Manager; re-read while warden runs (see `SecretStore`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AwsSecret {
+    /// The secret's name or ARN.
+    pub secret_id: String,
+    /// The secret is a JSON object; its value is this key's.
+    pub json_key: Option<String>,
+    /// None: from the standard AWS environment (`AWS_REGION`, profile, ...).
+    pub region: Option<String>,
+    /// None: AWS's own, or `AWS_ENDPOINT_URL[_SECRETS_MANAGER]`.
+    pub endpoint: Option<String>,
+    /// How long a fetched value may be used; it is refreshed after half of this.
+    pub cache_ttl: Duration,
+}
+
+pub const DEFAULT_SECRET_CACHE_SECONDS: u64 = 300;
+const MAX_SECRET_CACHE_SECONDS: u64 = 86_400;
 
 #[derive(Debug)]
 pub struct Secret {
@@ -55,7 +76,51 @@ pub struct Secret {
     pub source: SecretSource,
     /// Where the operator keeps it, as plugins see it (`path` in Sym's terms).
     pub path: String,
+    /// The value read at load. A secret from AWS Secrets Manager may since have rotated:
+    /// ask the `SecretStore` for the current one.
     pub value: SecretValue,
+    /// When `value` was read.
+    pub loaded_at: std::time::Instant,
+}
+
+/// Reads an AWS secret's raw string (before `json_key`); an error says why it cannot.
+pub type AwsFetch<'a> = &'a dyn Fn(&AwsSecret) -> Result<String, String>;
+
+/// The value under `key` of the JSON object `raw`. `what` names the secret in errors, which
+/// never quote the value.
+pub fn json_key_value(raw: &str, key: &str, what: &str) -> Result<String, String> {
+    let parsed: serde_json::Value = serde_json::from_str(raw).map_err(|e| {
+        format!(
+            "{what} is not valid JSON (line {}, column {}), so `json_key` cannot be applied",
+            e.line(),
+            e.column()
+        )
+    })?;
+    let serde_json::Value::Object(map) = parsed else {
+        return Err(format!(
+            "{what} is JSON but not an object, so `json_key` cannot be applied"
+        ));
+    };
+    match map.get(key) {
+        Some(serde_json::Value::String(s)) if !s.is_empty() => Ok(s.clone()),
+        Some(serde_json::Value::Number(n)) => Ok(n.to_string()),
+        Some(serde_json::Value::Bool(b)) => Ok(b.to_string()),
+        Some(serde_json::Value::String(_)) => Err(format!("{what}: key `{key}` is empty")),
+        Some(_) => Err(format!(
+            "{what}: key `{key}` holds an object, list or null, not a string"
+        )),
+        None => {
+            let keys: Vec<&str> = map.keys().map(String::as_str).collect();
+            Err(format!(
+                "{what} has no key `{key}` (its keys: {})",
+                if keys.is_empty() {
+                    "none".to_string()
+                } else {
+                    keys.join(", ")
+                }
+            ))
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -189,11 +254,22 @@ impl Config {
         Self::parse(&text, path, &|name| std::env::var(name).ok())
     }
 
-    /// Parses `text` as if read from `path`, reading `env` secrets through `env`.
+    /// Parses `text` as if read from `path`, reading `env` secrets through `env` and AWS
+    /// secrets from AWS Secrets Manager.
     pub fn parse(
         text: &str,
         path: &Path,
         env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigErrors> {
+        Self::parse_with(text, path, env, &crate::secret_store::fetch_blocking)
+    }
+
+    /// [`Config::parse`], reading AWS secrets through `aws`.
+    pub fn parse_with(
+        text: &str,
+        path: &Path,
+        env: &dyn Fn(&str) -> Option<String>,
+        aws: AwsFetch<'_>,
     ) -> Result<Config, ConfigErrors> {
         Validator {
             file: path.to_path_buf(),
@@ -201,6 +277,7 @@ impl Config {
             map: SourceMap::new(text),
             errors: Vec::new(),
             env,
+            aws,
         }
         .run(text)
     }
@@ -224,6 +301,7 @@ struct Validator<'a> {
     map: SourceMap<'a>,
     errors: Vec<ConfigError>,
     env: &'a dyn Fn(&str) -> Option<String>,
+    aws: AwsFetch<'a>,
 }
 
 impl<'a> Validator<'a> {
@@ -298,7 +376,23 @@ impl<'a> Validator<'a> {
         let mut out = BTreeMap::new();
         for (id, secret) in raw {
             let key = ["secrets", id.as_str()];
-            let (source, path, value) = match secret.source.as_str() {
+            let source = secret.source.as_str();
+            if source != "aws-secrets-manager" {
+                for (field, present) in [
+                    ("region", secret.region.is_some()),
+                    ("endpoint", secret.endpoint.is_some()),
+                    ("cache_seconds", secret.cache_seconds.is_some()),
+                ] {
+                    if present {
+                        self.error(
+                            &[key[0], key[1], field],
+                            format!("`{field}` is for `source = \"aws-secrets-manager\"`"),
+                        );
+                    }
+                }
+            }
+            let loaded_at = std::time::Instant::now();
+            let (source, path, value) = match source {
                 "env" => {
                     let Some(name) = secret.name.clone() else {
                         self.error(
@@ -366,13 +460,49 @@ impl<'a> Validator<'a> {
                         }
                     }
                 }
+                "aws-secrets-manager" => {
+                    let Some(aws) = self.aws_secret(id, secret) else {
+                        continue;
+                    };
+                    match (self.aws)(&aws) {
+                        Ok(v) => {
+                            let path = aws.secret_id.clone();
+                            (SecretSource::AwsSecretsManager(aws), path, v)
+                        }
+                        Err(e) => {
+                            self.error(&[key[0], key[1], "path"], format!("secret `{id}`: {e}"));
+                            continue;
+                        }
+                    }
+                }
                 other => {
                     self.error(
                         &[key[0], key[1], "source"],
-                        format!("unknown source `{other}`; expected `env` or `file`"),
+                        format!(
+                            "unknown source `{other}`; expected `env`, `file` or `aws-secrets-manager`"
+                        ),
                     );
                     continue;
                 }
+            };
+            let value = match &secret.json_key {
+                Some(json_key) => {
+                    let what = match &source {
+                        SecretSource::AwsSecretsManager(aws) => format!(
+                            "secret `{id}`: AWS Secrets Manager secret `{}`",
+                            aws.secret_id
+                        ),
+                        _ => format!("secret `{id}`"),
+                    };
+                    match json_key_value(&value, json_key, &what) {
+                        Ok(v) => v,
+                        Err(e) => {
+                            self.error(&[key[0], key[1], "json_key"], e);
+                            continue;
+                        }
+                    }
+                }
+                None => value,
             };
             out.insert(
                 id.clone(),
@@ -381,10 +511,67 @@ impl<'a> Validator<'a> {
                     source,
                     path,
                     value: SecretValue::new(value),
+                    loaded_at,
                 }),
             );
         }
         out
+    }
+
+    /// The AWS side of a `source = "aws-secrets-manager"` secret, or None after reporting
+    /// what is wrong with it.
+    fn aws_secret(&mut self, id: &str, secret: &RawSecret) -> Option<AwsSecret> {
+        let key = ["secrets", id];
+        let errors_before = self.errors.len();
+        if secret.name.is_some() {
+            self.error(
+                &[key[0], key[1], "name"],
+                "`name` is for `source = \"env\"`; AWS secrets are named by `path`",
+            );
+        }
+        let secret_id = match secret.path.as_deref().map(str::trim) {
+            Some(p) if !p.is_empty() => p.to_string(),
+            _ => {
+                self.error(
+                    &key,
+                    "`source = \"aws-secrets-manager\"` needs `path`, the secret's name or ARN",
+                );
+                String::new()
+            }
+        };
+        if let Some(endpoint) = &secret.endpoint {
+            match url::Url::parse(endpoint) {
+                Ok(u) if u.scheme() == "http" || u.scheme() == "https" => {}
+                _ => self.error(
+                    &[key[0], key[1], "endpoint"],
+                    format!("`{endpoint}` is not an http(s) URL"),
+                ),
+            }
+        }
+        if secret
+            .region
+            .as_deref()
+            .is_some_and(|r| r.trim().is_empty())
+        {
+            self.error(&[key[0], key[1], "region"], "must not be empty");
+        }
+        if secret.json_key.as_deref().is_some_and(str::is_empty) {
+            self.error(&[key[0], key[1], "json_key"], "must not be empty");
+        }
+        let cache_seconds = secret.cache_seconds.unwrap_or(DEFAULT_SECRET_CACHE_SECONDS);
+        if cache_seconds > MAX_SECRET_CACHE_SECONDS {
+            self.error(
+                &[key[0], key[1], "cache_seconds"],
+                format!("must be between 0 and {MAX_SECRET_CACHE_SECONDS}, not {cache_seconds}"),
+            );
+        }
+        (self.errors.len() == errors_before).then(|| AwsSecret {
+            secret_id,
+            json_key: secret.json_key.clone(),
+            region: secret.region.clone(),
+            endpoint: secret.endpoint.clone(),
+            cache_ttl: Duration::from_secs(cache_seconds),
+        })
     }
 
     fn integrations(

@@ -36,8 +36,15 @@ pub struct RawSecret {
     pub source: String,
     /// For `env`: the variable's name.
     pub name: Option<String>,
-    /// For `file`: the file, relative to the config file.
+    /// For `file`: the file, relative to the config file. For `aws-secrets-manager`: the
+    /// secret's name or ARN.
     pub path: Option<String>,
+    /// The value is a JSON object; use this key's value.
+    pub json_key: Option<String>,
+    /// For `aws-secrets-manager`; default from the standard AWS environment.
+    pub region: Option<String>,
+    pub endpoint: Option<String>,
+    pub cache_seconds: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]

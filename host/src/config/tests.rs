@@ -197,7 +197,7 @@ fn unreadable_secrets_are_errors_naming_the_source() {
     assert!(
         fx.errors(&text)
             .join("\n")
-            .contains("unknown source `vault`; expected `env` or `file`")
+            .contains("unknown source `vault`; expected `env`, `file` or `aws-secrets-manager`")
     );
 }
 
@@ -261,4 +261,148 @@ fn defaults_apply_when_optional_keys_are_absent() {
     assert!(!flow.grants.reveal_secrets);
     assert!(flow.grants.hosts.rules().is_empty());
     let _: &Path = &config.source;
+}
+
+/// A stand-in for AWS Secrets Manager holding `main/json` (a JSON object) and `main/plain`.
+fn fake_aws(secret: &AwsSecret) -> Result<String, String> {
+    match secret.secret_id.as_str() {
+        "main/json" => Ok(r#"{"api_key":"from-aws","n":7}"#.into()),
+        "main/plain" => Ok("plain-aws".into()),
+        other => Err(format!("AWS Secrets Manager has no secret `{other}`")),
+    }
+}
+
+fn parse_aws(fx: &Fixture, text: &str) -> Result<Config, ConfigErrors> {
+    Config::parse_with(
+        text,
+        &fx.path(),
+        &|_| Some("{\"k\":\"env-json\"}".into()),
+        &fake_aws,
+    )
+}
+
+#[test]
+fn aws_and_json_key_secrets_parse_into_the_model() {
+    let fx = Fixture::new();
+    std::fs::write(fx.dir.path().join("key.json"), r#"{"token": "file-json"}"#).unwrap();
+    let config = parse_aws(
+        &fx,
+        r#"
+[secrets.from_aws]
+source = "aws-secrets-manager"
+path = "main/json"
+json_key = "api_key"
+region = "eu-west-1"
+endpoint = "http://127.0.0.1:4566"
+cache_seconds = 60
+
+[secrets.plain_aws]
+source = "aws-secrets-manager"
+path = "main/plain"
+
+[secrets.file_json]
+source = "file"
+path = "key.json"
+json_key = "token"
+
+[secrets.env_json]
+source = "env"
+name = "ANY"
+json_key = "k"
+"#,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let aws = &config.secrets["from_aws"];
+    assert_eq!(aws.value.expose(), "from-aws");
+    assert_eq!(aws.path, "main/json");
+    assert_eq!(
+        aws.source,
+        SecretSource::AwsSecretsManager(AwsSecret {
+            secret_id: "main/json".into(),
+            json_key: Some("api_key".into()),
+            region: Some("eu-west-1".into()),
+            endpoint: Some("http://127.0.0.1:4566".into()),
+            cache_ttl: Duration::from_secs(60),
+        })
+    );
+    let SecretSource::AwsSecretsManager(plain) = &config.secrets["plain_aws"].source else {
+        panic!("not an AWS secret");
+    };
+    assert_eq!(plain.cache_ttl, Duration::from_secs(300));
+    assert_eq!(config.secrets["plain_aws"].value.expose(), "plain-aws");
+    assert_eq!(config.secrets["file_json"].value.expose(), "file-json");
+    assert_eq!(config.secrets["env_json"].value.expose(), "env-json");
+}
+
+#[test]
+fn aws_secret_problems_are_config_errors_naming_the_secret() {
+    let fx = Fixture::new();
+    std::fs::write(fx.dir.path().join("bad.json"), "{not json").unwrap();
+    let errors: Vec<String> = parse_aws(
+        &fx,
+        r#"
+[secrets.missing]
+source = "aws-secrets-manager"
+path = "main/gone"
+
+[secrets.wrong_key]
+source = "aws-secrets-manager"
+path = "main/json"
+json_key = "nope"
+
+[secrets.not_json]
+source = "aws-secrets-manager"
+path = "main/plain"
+json_key = "api_key"
+
+[secrets.no_path]
+source = "aws-secrets-manager"
+cache_seconds = 100000
+endpoint = "ftp://x"
+
+[secrets.misplaced]
+source = "env"
+name = "X"
+region = "eu-west-1"
+
+[secrets.bad_file]
+source = "file"
+path = "bad.json"
+json_key = "k"
+"#,
+    )
+    .unwrap_err()
+    .0
+    .iter()
+    .map(ToString::to_string)
+    .collect();
+    let file = fx.path().display().to_string();
+    let expected = [
+        format!(
+            "{file}:4:1: secrets.missing.path: secret `missing`: AWS Secrets Manager has no secret `main/gone`"
+        ),
+        format!(
+            "{file}:9:1: secrets.wrong_key.json_key: secret `wrong_key`: AWS Secrets Manager secret `main/json` has no key `nope` (its keys: api_key, n)"
+        ),
+        format!(
+            "{file}:14:1: secrets.not_json.json_key: secret `not_json`: AWS Secrets Manager secret `main/plain` is not valid JSON (line 1, column 1), so `json_key` cannot be applied"
+        ),
+        format!(
+            "{file}:16:10: secrets.no_path: `source = \"aws-secrets-manager\"` needs `path`, the secret's name or ARN"
+        ),
+        format!("{file}:19:1: secrets.no_path.endpoint: `ftp://x` is not an http(s) URL"),
+        format!(
+            "{file}:18:1: secrets.no_path.cache_seconds: must be between 0 and 86400, not 100000"
+        ),
+        format!(
+            "{file}:24:1: secrets.misplaced.region: `region` is for `source = \"aws-secrets-manager\"`"
+        ),
+        format!(
+            "{file}:29:1: secrets.bad_file.json_key: secret `bad_file` is not valid JSON (line 1, column 2), so `json_key` cannot be applied"
+        ),
+    ];
+    for e in &expected {
+        assert!(errors.contains(e), "missing {e}\nin {errors:#?}");
+    }
+    assert_eq!(errors.len(), expected.len(), "{errors:#?}");
 }

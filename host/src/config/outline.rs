@@ -1,0 +1,76 @@
+//! The part of a config that managing users needs: where the store is and which identity
+//! services the integrations declare. Secrets are not resolved and plugins not looked at, so
+//! an operator can manage users on a machine that holds neither.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use super::locate::SourceMap;
+use super::raw::RawConfig;
+use super::{ConfigError, ConfigErrors};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outline {
+    pub source: PathBuf,
+    pub store_path: PathBuf,
+    /// `(service type, external id)` → the integrations declaring it.
+    pub services: BTreeMap<(String, String), Vec<String>>,
+}
+
+impl Outline {
+    pub fn load(path: &Path) -> Result<Outline, ConfigErrors> {
+        let error = |location, key: &str, message: String| ConfigError {
+            file: path.to_path_buf(),
+            location,
+            key: key.to_string(),
+            message,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigErrors(vec![error(
+                None,
+                "",
+                format!("cannot read the config file: {e}"),
+            )])
+        })?;
+        let map = SourceMap::new(&text);
+        let raw: RawConfig = toml::from_str(&text).map_err(|e| {
+            let location = e.span().map(|s| map.location_of(s.start));
+            ConfigErrors(vec![error(location, "", e.message().trim().to_string())])
+        })?;
+        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let mut services: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
+        let mut errors = Vec::new();
+        for (name, integration) in &raw.integrations {
+            for (key, value) in [
+                ("type", &integration.kind),
+                ("external_id", &integration.external_id),
+            ] {
+                if value.trim().is_empty() {
+                    let segments = ["integrations", name.as_str(), key];
+                    errors.push(error(
+                        map.locate(&segments),
+                        &segments.join("."),
+                        "must not be empty".into(),
+                    ));
+                }
+            }
+            services
+                .entry((integration.kind.clone(), integration.external_id.clone()))
+                .or_default()
+                .push(name.clone());
+        }
+        if !errors.is_empty() {
+            return Err(ConfigErrors(errors));
+        }
+        Ok(Outline {
+            source: path.to_path_buf(),
+            store_path: base.join(raw.store.path.as_deref().unwrap_or("warden.db")),
+            services,
+        })
+    }
+
+    pub fn declares(&self, service: &str, service_id: &str) -> bool {
+        self.services
+            .contains_key(&(service.to_string(), service_id.to_string()))
+    }
+}

@@ -1,0 +1,292 @@
+//! Secret values while warden runs: env and file secrets as read at load, AWS Secrets Manager
+//! secrets re-read as they age, so a rotated secret is picked up without a restart.
+//!
+//! An AWS value is used for `cache_seconds`. Once it is older than half of that, the next use
+//! fetches it again; if that fetch fails the value in hand keeps being served until it is
+//! `cache_seconds` old, and after that the hook gets `unavailable` (and so fails closed).
+//! Every value ever served is remembered for redaction.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use aws_sdk_secretsmanager::error::DisplayErrorContext;
+use aws_sdk_secretsmanager::operation::get_secret_value::GetSecretValueError;
+
+use crate::config::{AwsSecret, Config, Secret, SecretSource, SecretValue, json_key_value};
+use crate::redact::Redactor;
+
+/// How long one call to AWS may take, retries included. A hook's own deadline may cut it
+/// shorter.
+const AWS_OPERATION_TIMEOUT: Duration = Duration::from_secs(5);
+const AWS_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Reads a secret's raw string from where the operator keeps it.
+#[async_trait::async_trait]
+pub trait SecretFetcher: Send + Sync {
+    async fn fetch(&self, secret: &AwsSecret) -> Result<String, String>;
+}
+
+/// The current time; injectable so that expiry can be tested without waiting.
+pub type Clock = Arc<dyn Fn() -> Instant + Send + Sync>;
+
+/// A secret's value could not be read and no usable value is cached.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct SecretUnavailable(pub String);
+
+struct Cached {
+    value: SecretValue,
+    fetched_at: Instant,
+}
+
+/// App-wide: shared by every flow and event of a `Warden`.
+pub struct SecretStore {
+    fetcher: Arc<dyn SecretFetcher>,
+    clock: Clock,
+    /// Per secret id, so one slow fetch holds up only users of that secret.
+    cached: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<Cached>>>>>,
+    served: RwLock<Vec<SecretValue>>,
+}
+
+impl SecretStore {
+    /// Fetches from AWS Secrets Manager with the standard AWS credentials and settings.
+    pub fn new(config: &Config) -> Self {
+        Self::with(
+            config,
+            Arc::new(AwsFetcher::default()),
+            Arc::new(Instant::now),
+        )
+    }
+
+    /// Starts from the values `config` read at load.
+    pub fn with(config: &Config, fetcher: Arc<dyn SecretFetcher>, clock: Clock) -> Self {
+        let mut cached = HashMap::new();
+        for secret in config.secrets.values() {
+            if let SecretSource::AwsSecretsManager(_) = secret.source {
+                cached.insert(
+                    secret.id.clone(),
+                    Arc::new(tokio::sync::Mutex::new(Some(Cached {
+                        value: secret.value.clone(),
+                        fetched_at: secret.loaded_at,
+                    }))),
+                );
+            }
+        }
+        Self {
+            fetcher,
+            clock,
+            cached: Mutex::new(cached),
+            served: RwLock::new(config.secret_values()),
+        }
+    }
+
+    /// The secret's value now.
+    pub async fn current(&self, secret: &Secret) -> Result<SecretValue, SecretUnavailable> {
+        let SecretSource::AwsSecretsManager(aws) = &secret.source else {
+            return Ok(secret.value.clone());
+        };
+        let slot = self
+            .cached
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(secret.id.clone())
+            .or_default()
+            .clone();
+        let mut cached = slot.lock().await;
+        let asked_at = (self.clock)();
+        let age = |c: &Cached| asked_at.saturating_duration_since(c.fetched_at);
+        if let Some(c) = cached.as_ref()
+            && age(c) < aws.cache_ttl / 2
+        {
+            return Ok(c.value.clone());
+        }
+        let fetched = self
+            .fetcher
+            .fetch(aws)
+            .await
+            .and_then(|raw| apply_json_key(aws, raw));
+        match fetched {
+            Ok(value) => {
+                let value = SecretValue::new(value);
+                self.remember(&value);
+                *cached = Some(Cached {
+                    value: value.clone(),
+                    fetched_at: asked_at,
+                });
+                Ok(value)
+            }
+            Err(error) => match cached.as_ref() {
+                Some(c) if age(c) < aws.cache_ttl => {
+                    tracing::warn!(
+                        secret = %secret.id,
+                        "cannot refresh secret `{}` from AWS Secrets Manager ({error}); using the value fetched {}s ago",
+                        secret.id,
+                        age(c).as_secs()
+                    );
+                    Ok(c.value.clone())
+                }
+                Some(c) => Err(SecretUnavailable(format!(
+                    "secret `{}` (AWS Secrets Manager `{}`): {error}; the value fetched {}s ago has expired (cache_seconds = {})",
+                    secret.id,
+                    aws.secret_id,
+                    age(c).as_secs(),
+                    aws.cache_ttl.as_secs()
+                ))),
+                None => Err(SecretUnavailable(format!(
+                    "secret `{}` (AWS Secrets Manager `{}`): {error}",
+                    secret.id, aws.secret_id
+                ))),
+            },
+        }
+    }
+
+    fn remember(&self, value: &SecretValue) {
+        let mut served = self.served.write().unwrap_or_else(|p| p.into_inner());
+        if !served.contains(value) {
+            served.push(value.clone());
+        }
+    }
+
+    /// Redacts every value ever served, rotated ones included.
+    pub fn redactor(&self) -> Redactor {
+        Redactor::new(
+            self.served
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
+        )
+    }
+}
+
+fn apply_json_key(aws: &AwsSecret, raw: String) -> Result<String, String> {
+    let value = match &aws.json_key {
+        Some(key) => json_key_value(
+            &raw,
+            key,
+            &format!("AWS Secrets Manager secret `{}`", aws.secret_id),
+        )?,
+        None => raw,
+    };
+    if value.is_empty() {
+        return Err(format!(
+            "AWS Secrets Manager secret `{}` is empty",
+            aws.secret_id
+        ));
+    }
+    Ok(value)
+}
+
+/// Fetches the raw string once, outside any async runtime the caller may be in; for
+/// validating a config (which applies `json_key` itself).
+pub fn fetch_blocking(secret: &AwsSecret) -> Result<String, String> {
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(|e| format!("host error: cannot start a runtime to fetch it: {e}"))?;
+                runtime.block_on(AwsFetcher::default().fetch(secret))
+            })
+            .join()
+            .unwrap_or_else(|_| Err("host error: fetching it panicked".into()))
+    })
+}
+
+/// AWS Secrets Manager through the official SDK: one client per region and endpoint.
+#[derive(Default)]
+pub struct AwsFetcher {
+    clients: tokio::sync::Mutex<HashMap<(Option<String>, Option<String>), ClientOrError>>,
+}
+
+type ClientOrError = Result<aws_sdk_secretsmanager::Client, String>;
+
+impl AwsFetcher {
+    async fn client(&self, secret: &AwsSecret) -> ClientOrError {
+        let key = (secret.region.clone(), secret.endpoint.clone());
+        let mut clients = self.clients.lock().await;
+        if let Some(client) = clients.get(&key) {
+            return client.clone();
+        }
+        let client = Self::build(secret).await;
+        clients.insert(key, client.clone());
+        client
+    }
+
+    async fn build(secret: &AwsSecret) -> ClientOrError {
+        use aws_smithy_http_client::tls;
+        // rustls on ring, as reqwest uses: the SDK's default would build aws-lc-rs.
+        let http = aws_smithy_http_client::Builder::new()
+            .tls_provider(tls::Provider::Rustls(
+                tls::rustls_provider::CryptoMode::Ring,
+            ))
+            .build_https();
+        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .http_client(http)
+            .timeout_config(
+                aws_config::timeout::TimeoutConfig::builder()
+                    .operation_timeout(AWS_OPERATION_TIMEOUT)
+                    .connect_timeout(AWS_CONNECT_TIMEOUT)
+                    .build(),
+            )
+            // The cache is the retry: a failed refresh keeps the value in hand.
+            .retry_config(aws_config::retry::RetryConfig::disabled());
+        if let Some(region) = &secret.region {
+            loader = loader.region(aws_config::Region::new(region.clone()));
+        }
+        if let Some(endpoint) = &secret.endpoint {
+            loader = loader.endpoint_url(endpoint.clone());
+        }
+        let sdk = loader.load().await;
+        if sdk.region().is_none() {
+            return Err(
+                "no AWS region: set `region` on the secret, or AWS_REGION in warden's environment"
+                    .into(),
+            );
+        }
+        Ok(aws_sdk_secretsmanager::Client::new(&sdk))
+    }
+}
+
+#[async_trait::async_trait]
+impl SecretFetcher for AwsFetcher {
+    async fn fetch(&self, secret: &AwsSecret) -> Result<String, String> {
+        let client = self.client(secret).await?;
+        let where_ = secret
+            .endpoint
+            .as_deref()
+            .map(|e| format!(" at {e}"))
+            .unwrap_or_default();
+        let output = client
+            .get_secret_value()
+            .secret_id(&secret.secret_id)
+            .send()
+            .await
+            .map_err(|e| match e.as_service_error() {
+                Some(GetSecretValueError::ResourceNotFoundException(_)) => format!(
+                    "AWS Secrets Manager{where_} has no secret `{}`",
+                    secret.secret_id
+                ),
+                Some(service) => format!(
+                    "AWS Secrets Manager{where_} refused to read `{}`: {}",
+                    secret.secret_id,
+                    DisplayErrorContext(service)
+                ),
+                None => format!(
+                    "cannot read `{}` from AWS Secrets Manager{where_}: {}",
+                    secret.secret_id,
+                    DisplayErrorContext(&e)
+                ),
+            })?;
+        output.secret_string().map(str::to_string).ok_or_else(|| {
+            format!(
+                "AWS Secrets Manager secret `{}` holds binary data; only text (SecretString) is supported",
+                secret.secret_id
+            )
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;

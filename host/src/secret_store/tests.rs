@@ -1,0 +1,181 @@
+//! The cache's timing, with a fake AWS and a hand-moved clock. The real API (moto) is
+//! exercised end to end in `tests/tests/aws_secrets.rs`.
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use super::*;
+
+/// Answers with whatever the test last put in it.
+struct FakeAws {
+    answer: Mutex<Result<String, String>>,
+    calls: Mutex<usize>,
+}
+
+impl FakeAws {
+    fn new(value: &str) -> Arc<Self> {
+        Arc::new(Self {
+            answer: Mutex::new(Ok(value.to_string())),
+            calls: Mutex::new(0),
+        })
+    }
+
+    fn set(&self, answer: Result<&str, &str>) {
+        *self.answer.lock().unwrap() = answer.map(str::to_string).map_err(str::to_string);
+    }
+
+    fn calls(&self) -> usize {
+        *self.calls.lock().unwrap()
+    }
+}
+
+#[async_trait::async_trait]
+impl SecretFetcher for FakeAws {
+    async fn fetch(&self, _secret: &AwsSecret) -> Result<String, String> {
+        *self.calls.lock().unwrap() += 1;
+        self.answer.lock().unwrap().clone()
+    }
+}
+
+struct ManualClock(Mutex<Instant>);
+
+impl ManualClock {
+    fn advance(&self, by: Duration) {
+        *self.0.lock().unwrap() += by;
+    }
+}
+
+fn config(aws: &FakeAws, extra: &str) -> Config {
+    let text = format!(
+        r#"
+[secrets.rotating]
+source = "aws-secrets-manager"
+path = "main/rotating"
+cache_seconds = 60
+{extra}
+
+[secrets.plain]
+source = "env"
+name = "PLAIN"
+"#
+    );
+    Config::parse_with(
+        &text,
+        Path::new("warden.toml"),
+        &|name| (name == "PLAIN").then(|| "plain-value".to_string()),
+        &|secret| futures_util::FutureExt::now_or_never(aws.fetch(secret)).unwrap(),
+    )
+    .unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn store(config: &Config, aws: Arc<FakeAws>) -> (SecretStore, Arc<ManualClock>) {
+    let loaded_at = config.secrets["rotating"].loaded_at;
+    let clock = Arc::new(ManualClock(Mutex::new(loaded_at)));
+    let reader = clock.clone();
+    let store = SecretStore::with(config, aws, Arc::new(move || *reader.0.lock().unwrap()));
+    (store, clock)
+}
+
+async fn value(store: &SecretStore, config: &Config, id: &str) -> Result<String, String> {
+    store
+        .current(&config.secrets[id])
+        .await
+        .map(|v| v.expose().to_string())
+        .map_err(|e| e.0)
+}
+
+#[tokio::test]
+async fn a_value_is_refreshed_after_half_its_ttl_and_every_one_served_is_redacted() {
+    let aws = FakeAws::new("v1");
+    let config = config(&aws, "");
+    let (store, clock) = store(&config, aws.clone());
+    assert_eq!(aws.calls(), 1, "fetched once at load");
+
+    aws.set(Ok("v2"));
+    clock.advance(Duration::from_secs(29));
+    assert_eq!(value(&store, &config, "rotating").await.unwrap(), "v1");
+    assert_eq!(aws.calls(), 1, "still fresh: no fetch");
+
+    clock.advance(Duration::from_secs(2));
+    assert_eq!(value(&store, &config, "rotating").await.unwrap(), "v2");
+    assert_eq!(aws.calls(), 2);
+    assert_eq!(value(&store, &config, "rotating").await.unwrap(), "v2");
+    assert_eq!(aws.calls(), 2, "the new value is fresh again");
+
+    assert_eq!(
+        value(&store, &config, "plain").await.unwrap(),
+        "plain-value"
+    );
+    assert_eq!(
+        store.redactor().redact("v1 v2 plain-value"),
+        "[REDACTED] [REDACTED] [REDACTED]"
+    );
+}
+
+#[tokio::test]
+async fn a_failed_refresh_serves_the_last_good_value_until_it_expires() {
+    let aws = FakeAws::new("good");
+    let config = config(&aws, "");
+    let (store, clock) = store(&config, aws.clone());
+
+    aws.set(Err("AWS is down"));
+    clock.advance(Duration::from_secs(45));
+    assert_eq!(value(&store, &config, "rotating").await.unwrap(), "good");
+    assert_eq!(aws.calls(), 2, "a refresh was tried");
+    clock.advance(Duration::from_secs(14));
+    assert_eq!(value(&store, &config, "rotating").await.unwrap(), "good");
+
+    clock.advance(Duration::from_secs(2));
+    let error = value(&store, &config, "rotating").await.unwrap_err();
+    assert_eq!(
+        error,
+        "secret `rotating` (AWS Secrets Manager `main/rotating`): AWS is down; the value fetched 61s ago has expired (cache_seconds = 60)"
+    );
+
+    // AWS back: served again, and fresh.
+    aws.set(Ok("better"));
+    assert_eq!(value(&store, &config, "rotating").await.unwrap(), "better");
+}
+
+#[tokio::test]
+async fn a_rotated_value_that_breaks_json_key_counts_as_a_failed_refresh() {
+    let aws = FakeAws::new(r#"{"api_key":"k1","other":"x"}"#);
+    let config = config(&aws, r#"json_key = "api_key""#);
+    let (store, clock) = store(&config, aws.clone());
+    assert_eq!(config.secrets["rotating"].value.expose(), "k1");
+
+    aws.set(Ok(r#"{"renamed":"k2"}"#));
+    clock.advance(Duration::from_secs(31));
+    assert_eq!(value(&store, &config, "rotating").await.unwrap(), "k1");
+    clock.advance(Duration::from_secs(30));
+    assert_eq!(
+        value(&store, &config, "rotating").await.unwrap_err(),
+        "secret `rotating` (AWS Secrets Manager `main/rotating`): AWS Secrets Manager secret `main/rotating` has no key `api_key` (its keys: renamed); the value fetched 61s ago has expired (cache_seconds = 60)"
+    );
+    // The whole JSON document was never served, so only the key's values are redacted.
+    assert_eq!(store.redactor().redact("k1 renamed"), "[REDACTED] renamed");
+}
+
+#[tokio::test]
+async fn cache_seconds_zero_fetches_on_every_use() {
+    let aws = FakeAws::new("a");
+    let text_config = {
+        let text = r#"
+[secrets.rotating]
+source = "aws-secrets-manager"
+path = "p"
+cache_seconds = 0
+"#;
+        let fake = aws.clone();
+        Config::parse_with(text, Path::new("w.toml"), &|_| None, &move |s| {
+            futures_util::FutureExt::now_or_never(fake.fetch(s)).unwrap()
+        })
+        .unwrap()
+    };
+    let (store, _clock) = store(&text_config, aws.clone());
+    value(&store, &text_config, "rotating").await.unwrap();
+    value(&store, &text_config, "rotating").await.unwrap();
+    assert_eq!(aws.calls(), 3);
+    aws.set(Err("down"));
+    assert!(value(&store, &text_config, "rotating").await.is_err());
+}

@@ -1,0 +1,233 @@
+//! Secrets kept in AWS Secrets Manager, against moto's implementation of its API on
+//! loopback: loading, json_key, rotation, failures and redaction.
+
+use std::sync::Once;
+use std::time::{Duration, Instant};
+
+use warden::{Config, Decision, EventInput, HookName, HookReport, Warden};
+use warden_tests::moto::{self, Moto};
+use warden_tests::web::TestServer;
+use warden_tests::{Scratch, artifacts, toml_path};
+
+/// Every test here starts with this, so the variables are set before any test reads the
+/// environment (the AWS SDK reads its credentials from it).
+fn aws_env() {
+    static SET: Once = Once::new();
+    SET.call_once(|| {
+        for (name, value) in moto::aws_env() {
+            // SAFETY: set once, before any thread of this binary reads the environment
+            // (each test calls this first).
+            unsafe { std::env::set_var(name, value) };
+        }
+    });
+}
+
+/// `vo_key` from AWS (`secret_lines` adds to its table), flow `reveal` returning the value
+/// and flow `sealed` sending it to `server` as a sealed header.
+fn config_text(moto: &Moto, server: &TestServer, secret_lines: &str) -> String {
+    format!(
+        r#"
+[secrets.vo_key]
+source = "aws-secrets-manager"
+path = "main/victorops"
+endpoint = "{endpoint}"
+region = "us-east-1"
+{secret_lines}
+
+[integrations.victorops]
+type = "custom"
+external_id = "vo-ext"
+secrets = ["vo_key"]
+
+[environments.main]
+integrations = {{ victorops = "victorops" }}
+
+[flows.reveal]
+environment = "main"
+plugin = {plugin}
+vars = {{ action = "secret-reveal:victorops" }}
+
+[flows.sealed]
+environment = "main"
+plugin = {plugin}
+allowed_hosts = [{origin:?}]
+vars = {{ action = "http-sealed:victorops {origin}/echo" }}
+"#,
+        endpoint = moto.endpoint(),
+        plugin = toml_path(artifacts::PROBE),
+        origin = server.origin(),
+    )
+}
+
+fn event() -> EventInput {
+    EventInput::from_json(r#"{"user":{"email":"alice@example.com"},"fields":{}}"#).unwrap()
+}
+
+async fn run(warden: &Warden, flow: &str) -> HookReport {
+    warden
+        .run_hook(flow, HookName::OnRequest, &event())
+        .await
+        .unwrap()
+}
+
+fn reason(report: &HookReport) -> String {
+    match &report.outcome {
+        Ok(Decision::Approve { reason: Some(r) } | Decision::Deny { reason: Some(r) }) => r.clone(),
+        other => panic!("expected a decision with a reason, got {other:?}"),
+    }
+}
+
+async fn start(scratch: &Scratch, text: &str) -> Warden {
+    let path = scratch.config(text);
+    let config = Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+    Warden::start(config)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rotated_secret_is_used_without_a_restart_and_every_value_is_redacted() {
+    aws_env();
+    let moto = Moto::start();
+    let server = TestServer::start().await;
+    moto.create_secret("main/victorops", r#"{"api_key":"vo-key-one","api_id":"x"}"#);
+    let scratch = Scratch::new();
+    let text = config_text(&moto, &server, "json_key = \"api_key\"\ncache_seconds = 1");
+    let warden = start(&scratch, &text).await;
+
+    let sealed = run(&warden, "sealed").await;
+    assert!(reason(&sealed).starts_with("status=200"), "{sealed:?}");
+    assert_eq!(server.last_api_key().as_deref(), Some("vo-key-one"));
+    assert_eq!(reason(&run(&warden, "reveal").await), "[REDACTED]");
+
+    moto.put_secret_value("main/victorops", r#"{"api_key":"vo-key-two"}"#);
+    // Past cache_seconds, the next use fetches the new version.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    run(&warden, "sealed").await;
+    assert_eq!(server.last_api_key().as_deref(), Some("vo-key-two"));
+    let revealed = run(&warden, "reveal").await;
+    assert_eq!(
+        reason(&revealed),
+        "[REDACTED]",
+        "the rotated value is redacted too"
+    );
+    let shown = format!("{revealed:?}");
+    assert!(!shown.contains("vo-key-two") && !shown.contains("vo-key-one"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn when_aws_fails_the_last_good_value_serves_until_it_expires_then_the_hook_sees_why() {
+    aws_env();
+    let mut moto = Moto::start();
+    let server = TestServer::start().await;
+    moto.create_secret("main/victorops", "vo-plain-key");
+    let scratch = Scratch::new();
+    let warden = start(&scratch, &config_text(&moto, &server, "cache_seconds = 2")).await;
+
+    // Let the value fetched at load expire, so that this hook fetches a fresh one at a time
+    // the test knows.
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    run(&warden, "sealed").await;
+    let fetched_by = Instant::now();
+    assert_eq!(server.last_api_key().as_deref(), Some("vo-plain-key"));
+
+    moto.stop();
+    // Older than half of cache_seconds: a refresh is tried, fails, and the value in hand
+    // is still served.
+    tokio::time::sleep_until((fetched_by + Duration::from_millis(1200)).into()).await;
+    let stale = run(&warden, "sealed").await;
+    assert!(reason(&stale).starts_with("status=200"), "{stale:?}");
+    assert!(
+        fetched_by.elapsed() < Duration::from_secs(2),
+        "the test ran too slowly"
+    );
+
+    tokio::time::sleep_until((fetched_by + Duration::from_millis(2300)).into()).await;
+    let expired = run(&warden, "sealed").await;
+    let error = reason(&expired);
+    assert!(
+        error.contains(
+            "host error: cannot fill in sealed header `X-Api-Key`: secret `vo_key` (AWS Secrets Manager `main/victorops`): cannot read `main/victorops` from AWS Secrets Manager at http://127.0.0.1:"
+        ),
+        "{error}"
+    );
+    assert!(error.contains("has expired (cache_seconds = 2)"), "{error}");
+    let revealed = run(&warden, "reveal").await;
+    assert!(
+        reason(&revealed).contains("host error: secret `vo_key`"),
+        "{revealed:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_missing_secret_a_wrong_key_bad_json_or_no_endpoint_is_a_config_error() {
+    aws_env();
+    let moto = Moto::start();
+    moto.create_secret("main/json", r#"{"api_key":"k"}"#);
+    moto.create_secret("main/not-json", "{oops");
+    let scratch = Scratch::new();
+    let secret = |id: &str, path: &str, extra: &str, endpoint: &str| {
+        format!(
+            "[secrets.{id}]\nsource = \"aws-secrets-manager\"\npath = \"{path}\"\nregion = \"us-east-1\"\nendpoint = \"{endpoint}\"\n{extra}\n"
+        )
+    };
+    // A port nothing listens on: bind one, then let it go.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let unreachable = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let text = [
+        secret("missing", "main/absent", "", &moto.endpoint()),
+        secret(
+            "wrong_key",
+            "main/json",
+            "json_key = \"token\"",
+            &moto.endpoint(),
+        ),
+        secret(
+            "malformed",
+            "main/not-json",
+            "json_key = \"api_key\"",
+            &moto.endpoint(),
+        ),
+        secret("unreachable", "main/json", "", &unreachable),
+        secret(
+            "fine",
+            "main/json",
+            "json_key = \"api_key\"",
+            &moto.endpoint(),
+        ),
+    ]
+    .concat();
+    let path = scratch.config(&text);
+    let errors: Vec<String> = Config::load(&path)
+        .unwrap_err()
+        .0
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    let expect = |needle: &str| {
+        assert!(
+            errors.iter().any(|e| e.contains(needle)),
+            "no error contains {needle:?}: {errors:#?}"
+        )
+    };
+    expect(&format!(
+        "secrets.missing.path: secret `missing`: AWS Secrets Manager at {} has no secret `main/absent`",
+        moto.endpoint()
+    ));
+    expect(
+        "secrets.wrong_key.json_key: secret `wrong_key`: AWS Secrets Manager secret `main/json` has no key `token` (its keys: api_key)",
+    );
+    expect(
+        "secrets.malformed.json_key: secret `malformed`: AWS Secrets Manager secret `main/not-json` is not valid JSON",
+    );
+    expect(&format!(
+        "secrets.unreachable.path: secret `unreachable`: cannot read `main/json` from AWS Secrets Manager at {unreachable}"
+    ));
+    assert_eq!(errors.len(), 4, "{errors:#?}");
+    assert!(
+        errors
+            .iter()
+            .all(|e| e.starts_with(&path.display().to_string()))
+    );
+}
