@@ -13,6 +13,7 @@ mod bindings;
 pub mod cache;
 pub mod config;
 pub mod event;
+pub mod harness;
 pub mod hooks;
 pub mod http;
 pub mod identities;
@@ -30,6 +31,6 @@ pub use config::Config;
 pub use event::EventInput;
 pub use hooks::{Decision, HookName};
 pub use runtime::{
-    Blame, FailureKind, FlowSummary, HookFailure, HookReport, LoadError, RunError, StartError,
-    Warden,
+    Blame, FailureKind, FlowSummary, HookFailure, HookReport, LoadError, RunError, SharedEngine,
+    StartError, StartOptions, Warden,
 };

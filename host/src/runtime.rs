@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
-use wasmtime::component::{Linker, ResourceTable};
+use wasmtime::component::{Component, Linker, ResourceTable};
 use wasmtime::{Engine, ResourceLimiter, Store, Trap};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
@@ -17,7 +17,7 @@ use crate::cache::{CacheInstance, CacheState};
 use crate::config::{Config, Flow, Limits};
 use crate::event::{EventError, EventInput};
 use crate::hooks::{Decision, HookName};
-use crate::http::{HttpCall, HttpInstance, HttpState, HttpView};
+use crate::http::{HttpCall, HttpInstance, HttpState, HttpView, Transport};
 use crate::identities::IdentitiesInstance;
 use crate::integrations::{IntegrationsInstance, IntegrationsView};
 use crate::log::{LogInstance, LogLine, LogSource};
@@ -314,8 +314,62 @@ impl Drop for EpochTicker {
     }
 }
 
+/// An engine and the plugins compiled for it, shareable by several [`Warden`]s: the test
+/// harness starts one `Warden` per case and compiles each plugin once.
+#[derive(Clone)]
+pub struct SharedEngine {
+    inner: Arc<EngineInner>,
+}
+
+struct EngineInner {
+    engine: Engine,
+    linker: Linker<InstanceState>,
+    /// Held while compiling, so concurrent starts compile a plugin once.
+    compiled: tokio::sync::Mutex<HashMap<PathBuf, (Component, PluginFormat)>>,
+    _ticker: EpochTicker,
+}
+
+impl SharedEngine {
+    pub fn new() -> Result<Self, StartError> {
+        let engine = engine()?;
+        let linker = linker(&engine).map_err(|e| StartError::Engine(root_message(&e)))?;
+        Ok(Self {
+            inner: Arc::new(EngineInner {
+                _ticker: EpochTicker::start(&engine),
+                engine,
+                linker,
+                compiled: Default::default(),
+            }),
+        })
+    }
+
+    async fn compile(&self, path: &PathBuf) -> Result<(Component, PluginFormat), String> {
+        let mut compiled = self.inner.compiled.lock().await;
+        if let Some(c) = compiled.get(path) {
+            return Ok(c.clone());
+        }
+        let engine = self.inner.engine.clone();
+        let owned = path.clone();
+        let c = tokio::task::spawn_blocking(move || plugin::compile(&engine, &owned))
+            .await
+            .map_err(|e| format!("compilation panicked: {e}"))??;
+        compiled.insert(path.clone(), c.clone());
+        Ok(c)
+    }
+}
+
+/// How to start a [`Warden`] other than with the defaults.
+#[derive(Default)]
+pub struct StartOptions {
+    /// Reuse compiled plugins; a new engine when `None`.
+    pub engine: Option<SharedEngine>,
+    /// Where plugins' HTTP requests go; the network when `None`.
+    pub transport: Option<Arc<dyn Transport>>,
+}
+
 /// The plugin host: a validated config with every flow's plugin compiled.
 pub struct Warden {
+    shared: SharedEngine,
     engine: Engine,
     config: Arc<Config>,
     flows: BTreeMap<String, LoadedFlow>,
@@ -323,7 +377,6 @@ pub struct Warden {
     http: HttpState,
     cache: Arc<CacheState>,
     redactor: Redactor,
-    _ticker: EpochTicker,
 }
 
 fn engine() -> Result<Engine, StartError> {
@@ -345,13 +398,26 @@ impl Warden {
         config: Config,
         store: Arc<IdentityStore>,
     ) -> Result<Self, StartError> {
-        let engine = engine()?;
-        let linker = linker(&engine).map_err(|e| StartError::Engine(root_message(&e)))?;
-        let http = HttpState::new().map_err(|e| StartError::Engine(e.to_string()))?;
+        Self::start_with(config, store, StartOptions::default()).await
+    }
+
+    pub async fn start_with(
+        config: Config,
+        store: Arc<IdentityStore>,
+        options: StartOptions,
+    ) -> Result<Self, StartError> {
+        let shared = match options.engine {
+            Some(shared) => shared,
+            None => SharedEngine::new()?,
+        };
+        let http = match options.transport {
+            Some(transport) => HttpState::with_transport(transport),
+            None => HttpState::new().map_err(|e| StartError::Engine(e.to_string()))?,
+        };
         let config = Arc::new(config);
         let mut warden = Self {
-            _ticker: EpochTicker::start(&engine),
-            engine,
+            engine: shared.inner.engine.clone(),
+            shared,
             redactor: Redactor::new(config.secret_values()),
             config: config.clone(),
             flows: BTreeMap::new(),
@@ -360,9 +426,8 @@ impl Warden {
             cache: Arc::default(),
         };
         let mut errors = Vec::new();
-        let mut compiled = HashMap::new();
         for flow in config.flows.values() {
-            match warden.load_flow(flow, &linker, &mut compiled).await {
+            match warden.load_flow(flow).await {
                 Ok(loaded) => {
                     warden.flows.insert(flow.name.clone(), loaded);
                 }
@@ -380,24 +445,9 @@ impl Warden {
         }
     }
 
-    async fn load_flow(
-        &self,
-        flow: &Arc<Flow>,
-        linker: &Linker<InstanceState>,
-        compiled: &mut HashMap<PathBuf, (wasmtime::component::Component, PluginFormat)>,
-    ) -> Result<LoadedFlow, String> {
-        let (component, format) = match compiled.get(&flow.plugin) {
-            Some(c) => c.clone(),
-            None => {
-                let engine = self.engine.clone();
-                let path = flow.plugin.clone();
-                let c = tokio::task::spawn_blocking(move || plugin::compile(&engine, &path))
-                    .await
-                    .map_err(|e| format!("compilation panicked: {e}"))??;
-                compiled.insert(flow.plugin.clone(), c.clone());
-                c
-            }
-        };
+    async fn load_flow(&self, flow: &Arc<Flow>) -> Result<LoadedFlow, String> {
+        let (component, format) = self.shared.compile(&flow.plugin).await?;
+        let linker = &self.shared.inner.linker;
         let pre = linker.instantiate_pre(&component).map_err(|e| {
             format!(
                 "cannot be linked: {} (a plugin may import only WASI 0.2 and {}@{})",

@@ -22,6 +22,11 @@ impl SecretHandle {
     pub(crate) fn sealed_value(&self) -> &SecretValue {
         &self.secret.value
     }
+
+    /// The secret's id, shown wherever a sealed value would be.
+    pub(crate) fn sealed_id(&self) -> &str {
+        &self.secret.id
+    }
 }
 
 /// Gives the guest a handle to `secret`, which the caller has already checked is granted.

@@ -173,6 +173,17 @@ impl Store {
             stmt.query_map(params![email], row_to_identity)?.collect()
         })
     }
+
+    /// Every identity in the store, ordered by email, service and service id.
+    pub fn all_identities(&self) -> Result<Vec<StoredIdentity>, StoreError> {
+        self.with(|c| {
+            let mut stmt = c.prepare(
+                "SELECT email, service, service_id, user_id FROM identities
+                 ORDER BY email, service, service_id",
+            )?;
+            stmt.query_map([], row_to_identity)?.collect()
+        })
+    }
 }
 
 fn row_to_identity(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredIdentity> {
@@ -214,6 +225,16 @@ mod tests {
             None
         );
         assert_eq!(store.identities_of("alice@x.com").unwrap().len(), 1);
+        store
+            .persist_identity("b@x.com", "custom", "id1", "b")
+            .unwrap();
+        let all: Vec<String> = store
+            .all_identities()
+            .unwrap()
+            .into_iter()
+            .map(|i| i.user_id)
+            .collect();
+        assert_eq!(all, ["alice2", "b"]);
     }
 
     #[test]
