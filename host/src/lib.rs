@@ -23,6 +23,7 @@ pub mod plugin;
 pub mod redact;
 pub mod refusal;
 mod runtime;
+pub mod scaffold;
 pub mod secrets;
 mod stdio;
 pub mod store;
