@@ -74,6 +74,14 @@ async fn the_allowlist_suite_passes() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn the_victorops_suite_passes() {
+    let summary =
+        run(&RunOptions::new([repo("plugins/victorops")]).plugin(artifacts::VICTOROPS)).await;
+    summary.assert_passed();
+    assert_eq!(summary.passed(), 22);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_wrong_decision_kind_shows_both() {
     let summary = run_probe(
         r#"
