@@ -15,5 +15,5 @@ wasmtime::component::bindgen!({
     },
 });
 
+pub use self::warden::plugin::types;
 pub use exports::warden::plugin::hooks::{Decision, Event};
-pub use warden::plugin::types;

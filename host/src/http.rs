@@ -3,12 +3,17 @@
 //! Every hop is checked: the URL against `allowed_hosts`, each redirect's target again, and
 //! the address actually connected to (a name that resolves to a loopback, private or
 //! link-local address is refused, so DNS cannot be used to reach the host's own network).
+//!
+//! Each hop goes through a [`Transport`]: the real client ([`ReqwestTransport`]) or, in the
+//! test harness, mocks. The checks above happen before the transport sees a request, so a
+//! mock never widens what a flow may reach.
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use async_trait::async_trait;
 use futures_util::StreamExt;
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use url::Url;
@@ -24,18 +29,70 @@ use crate::secret_store::SecretStore;
 
 pub const MAX_REDIRECTS: usize = 5;
 
-/// App-wide state: one client, so connections are pooled across events and flows.
-#[derive(Clone)]
-pub struct HttpState {
-    client: reqwest::Client,
-    secrets: Arc<SecretStore>,
+/// One hop of a request, as the host sends it after every check has passed.
+#[derive(Debug)]
+pub struct HopRequest<'a> {
+    pub method: &'a reqwest::Method,
+    pub url: &'a Url,
+    /// The headers to send on this hop: sealed ones only on the origin the plugin addressed.
+    pub headers: Vec<&'a OutgoingHeader>,
+    pub body: Option<&'a [u8]>,
+    pub timeout: Duration,
+    /// The flow's `response_max_bytes`: a longer body is [`TransportError::TooLarge`].
+    pub max_body: u64,
 }
 
-impl HttpState {
-    pub fn new(secrets: Arc<SecretStore>) -> Result<Self, reqwest::Error> {
+/// What came back for one hop; redirects are followed by the caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HopResponse {
+    pub status: u16,
+    pub headers: Vec<(String, Vec<u8>)>,
+    pub body: Vec<u8>,
+}
+
+/// Why a hop got no response.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TransportError {
+    #[error("{0}")]
+    Denied(String),
+    #[error("{0}")]
+    Timeout(String),
+    #[error("{0}")]
+    Connect(String),
+    #[error("{0}")]
+    TooLarge(String),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl From<TransportError> for HttpError {
+    fn from(error: TransportError) -> Self {
+        match error {
+            TransportError::Denied(m) => HttpError::Denied(m),
+            TransportError::Timeout(m) => HttpError::Timeout(m),
+            TransportError::Connect(m) => HttpError::Connect(m),
+            TransportError::TooLarge(m) => HttpError::TooLarge(m),
+            TransportError::Invalid(m) => HttpError::Invalid(m),
+        }
+    }
+}
+
+/// Sends one hop: the network, or the test harness's mocks.
+#[async_trait]
+pub trait Transport: Send + Sync {
+    async fn send(&self, hop: HopRequest<'_>) -> Result<HopResponse, TransportError>;
+}
+
+/// The real network, through one client so connections are pooled across events and flows.
+pub struct ReqwestTransport {
+    client: reqwest::Client,
+}
+
+impl ReqwestTransport {
+    pub fn new() -> Result<Self, reqwest::Error> {
         let client = reqwest::Client::builder()
             .use_rustls_tls()
-            // Redirects are followed here, one checked hop at a time.
+            // Redirects are followed by the host, one checked hop at a time.
             .redirect(reqwest::redirect::Policy::none())
             // A proxy from the environment would connect on the plugin's behalf, out of
             // reach of the address checks.
@@ -44,12 +101,78 @@ impl HttpState {
             .user_agent(concat!("warden/", env!("CARGO_PKG_VERSION")))
             .pool_idle_timeout(Duration::from_secs(60))
             .build()?;
-        Ok(Self { client, secrets })
+        Ok(Self { client })
+    }
+}
+
+#[async_trait]
+impl Transport for ReqwestTransport {
+    async fn send(&self, hop: HopRequest<'_>) -> Result<HopResponse, TransportError> {
+        let url = hop.url;
+        let mut builder = self
+            .client
+            .request(hop.method.clone(), url.clone())
+            .timeout(hop.timeout);
+        for h in &hop.headers {
+            builder = builder.header(h.name.as_str(), h.value.expose());
+        }
+        if let Some(b) = hop.body {
+            builder = builder.body(b.to_vec());
+        }
+        let response = builder.send().await.map_err(|e| classify(&e, url))?;
+        let status = response.status().as_u16();
+        let headers = response
+            .headers()
+            .iter()
+            .map(|(k, v)| (k.as_str().to_string(), v.as_bytes().to_vec()))
+            .collect();
+        if response
+            .content_length()
+            .is_some_and(|len| len > hop.max_body)
+        {
+            return Err(too_large(url, hop.max_body));
+        }
+        let mut collected = Vec::new();
+        let mut stream = response.bytes_stream();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| classify(&e, url))?;
+            if (collected.len() + chunk.len()) as u64 > hop.max_body {
+                return Err(too_large(url, hop.max_body));
+            }
+            collected.extend_from_slice(&chunk);
+        }
+        Ok(HopResponse {
+            status,
+            headers,
+            body: collected,
+        })
+    }
+}
+
+/// App-wide state: the transport every instance sends through, and where sealed headers'
+/// current values come from.
+#[derive(Clone)]
+pub struct HttpState {
+    transport: Arc<dyn Transport>,
+    secrets: Arc<SecretStore>,
+}
+
+impl HttpState {
+    /// The real network.
+    pub fn new(secrets: Arc<SecretStore>) -> Result<Self, reqwest::Error> {
+        Ok(Self::with_transport(
+            Arc::new(ReqwestTransport::new()?),
+            secrets,
+        ))
+    }
+
+    pub fn with_transport(transport: Arc<dyn Transport>, secrets: Arc<SecretStore>) -> Self {
+        Self { transport, secrets }
     }
 
     pub fn instance(&self, flow: Arc<Flow>, deadline: Instant) -> HttpInstance {
         HttpInstance {
-            client: self.client.clone(),
+            transport: self.transport.clone(),
             secrets: self.secrets.clone(),
             flow,
             deadline,
@@ -70,7 +193,7 @@ pub struct HttpCall {
 }
 
 pub struct HttpInstance {
-    client: reqwest::Client,
+    transport: Arc<dyn Transport>,
     secrets: Arc<SecretStore>,
     flow: Arc<Flow>,
     deadline: Instant,
@@ -83,10 +206,31 @@ pub struct HttpView<'a> {
     pub table: &'a mut ResourceTable,
 }
 
-struct OutgoingHeader {
-    name: String,
-    value: String,
-    sealed: bool,
+/// A header as the plugin asked for it, sealed values filled in.
+#[derive(Debug)]
+pub struct OutgoingHeader {
+    pub name: String,
+    pub value: OutgoingValue,
+}
+
+#[derive(Debug)]
+pub enum OutgoingValue {
+    Text(String),
+    /// Filled in from the secret `secret_id`; shown only as that id.
+    Sealed {
+        secret_id: String,
+        value: SecretValue,
+    },
+}
+
+impl OutgoingValue {
+    /// The value to put on the wire.
+    pub fn expose(&self) -> &str {
+        match self {
+            Self::Text(text) => text,
+            Self::Sealed { value, .. } => value.expose(),
+        }
+    }
 }
 
 impl wit::Host for HttpView<'_> {
@@ -97,8 +241,7 @@ impl wit::Host for HttpView<'_> {
             match value {
                 HeaderValue::Text(text) => headers.push(OutgoingHeader {
                     name: name.clone(),
-                    value: text.clone(),
-                    sealed: false,
+                    value: OutgoingValue::Text(text.clone()),
                 }),
                 HeaderValue::Sealed(handle) => {
                     let secret = self.table.get(handle)?.secret().clone();
@@ -112,8 +255,10 @@ impl wit::Host for HttpView<'_> {
                     };
                     headers.push(OutgoingHeader {
                         name: name.clone(),
-                        value: value.expose().to_string(),
-                        sealed: true,
+                        value: OutgoingValue::Sealed {
+                            secret_id: secret.id.clone(),
+                            value: value.clone(),
+                        },
                     });
                     sealed.push(value);
                 }
@@ -210,31 +355,44 @@ impl HttpInstance {
                     origin(&url)
                 )));
             }
-            let mut builder = self
-                .client
-                .request(method.clone(), url.clone())
-                .timeout(left);
-            for h in &headers {
-                // A sealed secret is only ever sent to the origin the plugin addressed.
-                if h.sealed && url.origin() != first_origin {
-                    continue;
-                }
-                builder = builder.header(h.name.as_str(), h.value.as_str());
-            }
-            if let Some(b) = &body {
-                builder = builder.body(b.clone());
-            }
-            let response = builder.send().await.map_err(|e| classify(&e, &url))?;
-            let status = response.status();
+            // A sealed secret is only ever sent to the origin the plugin addressed.
+            let hop_headers = headers
+                .iter()
+                .filter(|h| {
+                    !matches!(h.value, OutgoingValue::Sealed { .. }) || url.origin() == first_origin
+                })
+                .collect();
+            let response = self
+                .transport
+                .send(HopRequest {
+                    method: &method,
+                    url: &url,
+                    headers: hop_headers,
+                    body: body.as_deref(),
+                    timeout: left,
+                    max_body,
+                })
+                .await?;
+            let status = reqwest::StatusCode::from_u16(response.status).map_err(|_| {
+                HttpError::Invalid(format!(
+                    "{} answered with status {}, which is not valid",
+                    origin(&url),
+                    response.status
+                ))
+            })?;
             if status.is_redirection() {
-                if let Some(location) = response.headers().get(reqwest::header::LOCATION) {
+                let location = response
+                    .headers
+                    .iter()
+                    .find(|(k, _)| k.eq_ignore_ascii_case("location"));
+                if let Some((_, location)) = location {
                     if hop == MAX_REDIRECTS {
                         return Err(HttpError::Invalid(format!(
                             "more than {MAX_REDIRECTS} redirects, starting at {}",
                             origin(&url)
                         )));
                     }
-                    let location = location.to_str().map_err(|_| {
+                    let location = std::str::from_utf8(location).map_err(|_| {
                         HttpError::Invalid("a redirect's Location is not valid text".into())
                     })?;
                     url = url.join(location).map_err(|e| {
@@ -253,55 +411,38 @@ impl HttpInstance {
             }
             let redactor = Redactor::new(sealed.to_vec());
             let headers = response
-                .headers()
+                .headers
                 .iter()
-                .map(|(k, v)| {
-                    (
-                        k.as_str().to_string(),
-                        redactor.redact(&String::from_utf8_lossy(v.as_bytes())),
-                    )
-                })
+                .map(|(k, v)| (k.clone(), redactor.redact(&String::from_utf8_lossy(v))))
                 .collect();
-            if response.content_length().is_some_and(|len| len > max_body) {
-                return Err(too_large(&url, max_body));
-            }
-            let mut collected = Vec::new();
-            let mut stream = response.bytes_stream();
-            while let Some(chunk) = stream.next().await {
-                let chunk = chunk.map_err(|e| classify(&e, &url))?;
-                if (collected.len() + chunk.len()) as u64 > max_body {
-                    return Err(too_large(&url, max_body));
-                }
-                collected.extend_from_slice(&chunk);
-            }
             return Ok(Response {
                 status: status.as_u16(),
                 headers,
-                body: redactor.redact_bytes(collected),
+                body: redactor.redact_bytes(response.body),
             });
         }
         unreachable!("the loop returns on its last hop")
     }
 }
 
-fn too_large(url: &Url, max: u64) -> HttpError {
-    HttpError::TooLarge(format!(
+pub fn too_large(url: &Url, max: u64) -> TransportError {
+    TransportError::TooLarge(format!(
         "the response from {} is over the flow's response_max_bytes ({max})",
         origin(url)
     ))
 }
 
-fn classify(error: &reqwest::Error, url: &Url) -> HttpError {
+fn classify(error: &reqwest::Error, url: &Url) -> TransportError {
     let chain = error_chain(error);
     if let Some(refused) = find_source::<AddressRefused>(error) {
-        return HttpError::Denied(refused.to_string());
+        return TransportError::Denied(refused.to_string());
     }
     if error.is_timeout() {
-        HttpError::Timeout(format!("{} timed out: {chain}", origin(url)))
+        TransportError::Timeout(format!("{} timed out: {chain}", origin(url)))
     } else if error.is_builder() {
-        HttpError::Invalid(chain)
+        TransportError::Invalid(chain)
     } else {
-        HttpError::Connect(format!("{}: {chain}", origin(url)))
+        TransportError::Connect(format!("{}: {chain}", origin(url)))
     }
 }
 
@@ -341,7 +482,7 @@ pub fn error_kind(error: &HttpError) -> &'static str {
     }
 }
 
-fn method_name(method: Method) -> &'static str {
+pub(crate) fn method_name(method: Method) -> &'static str {
     match method {
         Method::Get => "GET",
         Method::Head => "HEAD",

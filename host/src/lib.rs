@@ -14,6 +14,7 @@ mod bindings;
 pub mod cache;
 pub mod config;
 pub mod event;
+pub mod harness;
 pub mod hooks;
 pub mod http;
 pub mod identities;
@@ -23,6 +24,7 @@ pub mod plugin;
 pub mod redact;
 pub mod refusal;
 mod runtime;
+pub mod scaffold;
 pub mod secret_store;
 pub mod secrets;
 mod stdio;
@@ -33,6 +35,6 @@ pub use config::Config;
 pub use event::EventInput;
 pub use hooks::{Decision, HookName};
 pub use runtime::{
-    Blame, FailureKind, FlowSummary, HookFailure, HookReport, LoadError, RunError, StartError,
-    Warden,
+    Blame, FailureKind, FlowSummary, HookFailure, HookReport, LoadError, RunError, SharedEngine,
+    StartError, StartOptions, Warden,
 };

@@ -62,6 +62,45 @@ enum Command {
         #[command(subcommand)]
         command: warden::users::UsersCommand,
     },
+    /// Run plugin test cases (`tests/*.toml` in a plugin crate) in the sandbox, HTTP mocked.
+    ///
+    /// Prints a line per case, the details of each failure, and `N passed, N failed`;
+    /// exits 1 when any case fails or no case is found.
+    Test {
+        /// Test files, plugin crates, or folders to search for plugin crates (default: .).
+        paths: Vec<PathBuf>,
+        /// Run only the cases whose name or file contains this text.
+        #[arg(long)]
+        filter: Option<String>,
+        /// Also write the results as JUnit XML to this file.
+        #[arg(long, value_name = "FILE")]
+        junit: Option<PathBuf>,
+        /// Test this plugin file instead of the crate's build output.
+        #[arg(long, value_name = "FILE")]
+        plugin: Option<PathBuf>,
+        /// Cases run at once (default: the number of CPUs).
+        #[arg(long, short, default_value_t = 0)]
+        jobs: usize,
+    },
+    /// Create something new.
+    New {
+        #[command(subcommand)]
+        what: NewCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum NewCommand {
+    /// A plugin crate with a hook and a test file, ready for `warden test`.
+    Plugin {
+        name: String,
+        /// Where to create the crate's folder (default: .).
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+        /// The warden-sdk crate to depend on (default: the SDK warden was built from).
+        #[arg(long)]
+        sdk_path: Option<PathBuf>,
+    },
 }
 
 /// The hook failed and warden failed closed.
@@ -90,6 +129,34 @@ async fn main() -> ExitCode {
             warden::users::run(&config, command, &mut std::io::stdout().lock())
                 .map(|()| ExitCode::SUCCESS)
         }
+        Command::Test {
+            paths,
+            filter,
+            junit,
+            plugin,
+            jobs,
+        } => {
+            let paths = if paths.is_empty() {
+                vec![PathBuf::from(".")]
+            } else {
+                paths
+            };
+            let options = warden::harness::RunOptions {
+                paths,
+                filter,
+                plugin,
+                jobs,
+            };
+            test(&options, junit.as_deref()).await
+        }
+        Command::New {
+            what:
+                NewCommand::Plugin {
+                    name,
+                    dir,
+                    sdk_path,
+                },
+        } => new_plugin(&name, &dir, sdk_path),
     };
     match result {
         Ok(code) => code,
@@ -235,4 +302,32 @@ fn print_logs(report: &HookReport) {
     if let Err(failure) = &report.outcome {
         eprintln!("ERROR warden: {failure} (failing closed: a human decides)");
     }
+}
+
+async fn test(
+    options: &warden::harness::RunOptions,
+    junit: Option<&Path>,
+) -> Result<ExitCode, String> {
+    let summary = warden::harness::run(options).await;
+    print!("{}", summary.render());
+    if let Some(path) = junit {
+        std::fs::write(path, summary.junit())
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    }
+    Ok(if summary.success() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn new_plugin(name: &str, dir: &Path, sdk: Option<PathBuf>) -> Result<ExitCode, String> {
+    let sdk = sdk.unwrap_or_else(warden::scaffold::bundled_sdk_path);
+    let created = warden::scaffold::new_plugin(name, dir, &sdk).map_err(|e| e.to_string())?;
+    println!("created {}", created.display());
+    println!("next:");
+    println!("  cd {}", created.display());
+    println!("  cargo build --release --target wasm32-wasip2");
+    println!("  warden test");
+    Ok(ExitCode::SUCCESS)
 }

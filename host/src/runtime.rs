@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
-use wasmtime::component::{Linker, ResourceTable};
+use wasmtime::component::{Component, Linker, ResourceTable};
 use wasmtime::{Engine, ResourceLimiter, Store, Trap};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
@@ -17,7 +17,7 @@ use crate::cache::{CacheInstance, CacheState};
 use crate::config::{Config, Flow, Limits};
 use crate::event::{EventError, EventInput};
 use crate::hooks::{Decision, HookName};
-use crate::http::{HttpCall, HttpInstance, HttpState, HttpView};
+use crate::http::{HttpCall, HttpInstance, HttpState, HttpView, Transport};
 use crate::identities::IdentitiesInstance;
 use crate::integrations::{IntegrationsInstance, IntegrationsView};
 use crate::log::{LogInstance, LogLine, LogSource};
@@ -317,8 +317,67 @@ impl Drop for EpochTicker {
     }
 }
 
+/// An engine and the plugins compiled for it, shareable by several [`Warden`]s: the test
+/// harness starts one `Warden` per case and compiles each plugin once.
+#[derive(Clone)]
+pub struct SharedEngine {
+    inner: Arc<EngineInner>,
+}
+
+struct EngineInner {
+    engine: Engine,
+    linker: Linker<InstanceState>,
+    /// Held while compiling, so concurrent starts compile a plugin once.
+    compiled: tokio::sync::Mutex<HashMap<PathBuf, (Component, PluginFormat, CacheOutcome)>>,
+    _ticker: EpochTicker,
+}
+
+impl SharedEngine {
+    pub fn new() -> Result<Self, StartError> {
+        let engine = engine()?;
+        let linker = linker(&engine).map_err(|e| StartError::Engine(root_message(&e)))?;
+        Ok(Self {
+            inner: Arc::new(EngineInner {
+                _ticker: EpochTicker::start(&engine),
+                engine,
+                linker,
+                compiled: Default::default(),
+            }),
+        })
+    }
+
+    async fn compile(
+        &self,
+        path: &PathBuf,
+        cache: &Arc<PluginCache>,
+    ) -> Result<(Component, PluginFormat, CacheOutcome), String> {
+        let mut compiled = self.inner.compiled.lock().await;
+        if let Some(c) = compiled.get(path) {
+            return Ok(c.clone());
+        }
+        let engine = self.inner.engine.clone();
+        let owned = path.clone();
+        let cache = cache.clone();
+        let c = tokio::task::spawn_blocking(move || cache.load_or_compile(&engine, &owned))
+            .await
+            .map_err(|e| format!("compilation panicked: {e}"))??;
+        compiled.insert(path.clone(), c.clone());
+        Ok(c)
+    }
+}
+
+/// How to start a [`Warden`] other than with the defaults.
+#[derive(Default)]
+pub struct StartOptions {
+    /// Reuse compiled plugins; a new engine when `None`.
+    pub engine: Option<SharedEngine>,
+    /// Where plugins' HTTP requests go; the network when `None`.
+    pub transport: Option<Arc<dyn Transport>>,
+}
+
 /// The plugin host: a validated config with every flow's plugin compiled.
 pub struct Warden {
+    shared: SharedEngine,
     engine: Engine,
     config: Arc<Config>,
     flows: BTreeMap<String, LoadedFlow>,
@@ -328,7 +387,6 @@ pub struct Warden {
     plugin_cache: Arc<PluginCache>,
     /// Current secret values; also what to redact.
     secrets: Arc<SecretStore>,
-    _ticker: EpochTicker,
 }
 
 /// Instances that may be alive at once across all flows; the pooling allocator reserves
@@ -336,14 +394,10 @@ pub struct Warden {
 pub const MAX_LIVE_INSTANCES: u32 = 1000;
 
 /// An engine whose instances come from a pool, so a fresh instance per event costs
-/// microseconds. Its slots fit the largest memory any flow allows.
-fn engine(config: &Config) -> Result<Engine, StartError> {
-    let largest_memory = config
-        .flows
-        .values()
-        .map(|f| f.limits.memory_bytes)
-        .max()
-        .unwrap_or(Limits::default().memory_bytes);
+/// microseconds. Slots are sized for the largest `memory_mib` a config may set (the address
+/// space is only reserved); each flow's own limit is enforced by its store's limiter.
+fn engine() -> Result<Engine, StartError> {
+    let largest_memory: u64 = crate::config::MAX_MEMORY_MIB << 20;
     let n = MAX_LIVE_INSTANCES;
     let mut pool = wasmtime::PoolingAllocationConfig::new();
     pool.total_component_instances(n)
@@ -384,24 +438,34 @@ impl Warden {
         store: Arc<IdentityStore>,
     ) -> Result<Self, StartError> {
         let secrets = Arc::new(SecretStore::new(&config));
-        Self::start_with_secrets(config, store, secrets).await
+        Self::start_with(config, store, secrets, StartOptions::default()).await
     }
 
-    /// [`Warden::start_with_store`] with secret values from `secrets` (built for `config`).
-    pub async fn start_with_secrets(
+    /// Starts with secret values from `secrets` (built for `config`), and `options`.
+    pub async fn start_with(
         config: Config,
         store: Arc<IdentityStore>,
         secrets: Arc<SecretStore>,
+        options: StartOptions,
     ) -> Result<Self, StartError> {
-        let engine = engine(&config)?;
-        let linker = linker(&engine).map_err(|e| StartError::Engine(root_message(&e)))?;
-        let http =
-            HttpState::new(secrets.clone()).map_err(|e| StartError::Engine(e.to_string()))?;
+        let shared = match options.engine {
+            Some(shared) => shared,
+            None => SharedEngine::new()?,
+        };
+        let http = match options.transport {
+            Some(transport) => HttpState::with_transport(transport, secrets.clone()),
+            None => {
+                HttpState::new(secrets.clone()).map_err(|e| StartError::Engine(e.to_string()))?
+            }
+        };
         let config = Arc::new(config);
         let mut warden = Self {
-            _ticker: EpochTicker::start(&engine),
-            plugin_cache: Arc::new(PluginCache::new(config.cache_dir.clone(), &engine)),
-            engine,
+            engine: shared.inner.engine.clone(),
+            plugin_cache: Arc::new(PluginCache::new(
+                config.cache_dir.clone(),
+                &shared.inner.engine,
+            )),
+            shared,
             secrets,
             config: config.clone(),
             flows: BTreeMap::new(),
@@ -410,9 +474,8 @@ impl Warden {
             cache: Arc::default(),
         };
         let mut errors = Vec::new();
-        let mut compiled = HashMap::new();
         for flow in config.flows.values() {
-            match warden.load_flow(flow, &linker, &mut compiled).await {
+            match warden.load_flow(flow).await {
                 Ok(loaded) => {
                     warden.flows.insert(flow.name.clone(), loaded);
                 }
@@ -430,28 +493,12 @@ impl Warden {
         }
     }
 
-    async fn load_flow(
-        &self,
-        flow: &Arc<Flow>,
-        linker: &Linker<InstanceState>,
-        compiled: &mut HashMap<
-            PathBuf,
-            (wasmtime::component::Component, PluginFormat, CacheOutcome),
-        >,
-    ) -> Result<LoadedFlow, String> {
-        let (component, format, cache) = match compiled.get(&flow.plugin) {
-            Some(c) => c.clone(),
-            None => {
-                let engine = self.engine.clone();
-                let path = flow.plugin.clone();
-                let cache = self.plugin_cache.clone();
-                let c = tokio::task::spawn_blocking(move || cache.load_or_compile(&engine, &path))
-                    .await
-                    .map_err(|e| format!("compilation panicked: {e}"))??;
-                compiled.insert(flow.plugin.clone(), c.clone());
-                c
-            }
-        };
+    async fn load_flow(&self, flow: &Arc<Flow>) -> Result<LoadedFlow, String> {
+        let (component, format, cache) = self
+            .shared
+            .compile(&flow.plugin, &self.plugin_cache)
+            .await?;
+        let linker = &self.shared.inner.linker;
         let pre = linker.instantiate_pre(&component).map_err(|e| {
             format!(
                 "cannot be linked: {} (a plugin may import only WASI 0.2 and {}@{})",

@@ -174,6 +174,17 @@ impl Store {
         })
     }
 
+    /// Every identity in the store, ordered by email, service and service id.
+    pub fn all_identities(&self) -> Result<Vec<StoredIdentity>, StoreError> {
+        self.with(|c| {
+            let mut stmt = c.prepare(
+                "SELECT email, service, service_id, user_id FROM identities
+                 ORDER BY email, service, service_id",
+            )?;
+            stmt.query_map([], row_to_identity)?.collect()
+        })
+    }
+
     /// Every user, ordered by email, with their identities ordered by service.
     pub fn users(&self) -> Result<Vec<UserRecord>, StoreError> {
         self.with(|c| {
@@ -338,6 +349,16 @@ mod tests {
             None
         );
         assert_eq!(store.identities_of("alice@x.com").unwrap().len(), 1);
+        store
+            .persist_identity("b@x.com", "custom", "id1", "b")
+            .unwrap();
+        let all: Vec<String> = store
+            .all_identities()
+            .unwrap()
+            .into_iter()
+            .map(|i| i.user_id)
+            .collect();
+        assert_eq!(all, ["alice2", "b"]);
     }
 
     #[test]

@@ -139,6 +139,9 @@ pub struct Environment {
     pub integrations: BTreeMap<String, Arc<Integration>>,
 }
 
+/// The most memory a flow may give its plugin (wasm32's address space).
+pub const MAX_MEMORY_MIB: u64 = 4096;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {
     pub memory_bytes: u64,
@@ -751,7 +754,7 @@ impl<'a> Validator<'a> {
             }
         };
         Limits {
-            memory_bytes: bounded("memory_mib", raw.memory_mib, 1, 4096)
+            memory_bytes: bounded("memory_mib", raw.memory_mib, 1, MAX_MEMORY_MIB)
                 .map_or(defaults.memory_bytes, |m| m << 20),
             timeout: bounded("timeout_ms", raw.timeout_ms, 1, 600_000)
                 .map_or(defaults.timeout, Duration::from_millis),

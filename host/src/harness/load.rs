@@ -1,0 +1,561 @@
+//! Finding test files and the plugins they test, and turning each `[[case]]` into a
+//! [`Case`] ready to run.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use regex::Regex;
+use url::Url;
+
+use super::mock::{BodyMatch, HeaderMatch, Mock, MockError, MockResponse};
+use super::spec::{
+    CaseSpec, ExpectSpec, FileSpec, FlowSpec, HeaderSpec, IdentitySpec, IntegrationSpec, LogSpec,
+    MockSpec, ResponseSpec,
+};
+use crate::config::origin;
+use crate::event::EventInput;
+use crate::hooks::HookName;
+use crate::log::LogLevel;
+
+/// One case, resolved: its plugin found, its mocks' bodies read, its patterns compiled.
+#[derive(Debug, Clone)]
+pub struct Case {
+    pub file: PathBuf,
+    pub name: String,
+    pub plugin: PathBuf,
+    pub hook: HookName,
+    pub flow: FlowSpec,
+    pub secrets: BTreeMap<String, String>,
+    pub integrations: BTreeMap<String, IntegrationSpec>,
+    pub identities: Vec<IdentitySpec>,
+    pub mocks: Vec<Mock>,
+    pub event: EventInput,
+    pub expect: Expect,
+}
+
+#[derive(Debug, Clone)]
+pub struct Expect {
+    pub decision: Option<String>,
+    pub reason: Option<String>,
+    pub reason_matches: Option<Regex>,
+    pub failure: Option<String>,
+    pub identities: Option<Vec<IdentitySpec>>,
+    pub logs: Vec<LogExpect>,
+    pub http_calls: Option<Vec<String>>,
+    pub refusals: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct LogExpect {
+    pub level: Option<LogLevel>,
+    pub contains: Option<String>,
+    pub matches: Option<Regex>,
+}
+
+impl LogExpect {
+    pub fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        if let Some(level) = self.level {
+            parts.push(format!("level {}", level_name(level)));
+        }
+        if let Some(text) = &self.contains {
+            parts.push(format!("containing `{text}`"));
+        }
+        if let Some(re) = &self.matches {
+            parts.push(format!("matching /{}/", re.as_str()));
+        }
+        parts.join(", ")
+    }
+}
+
+pub fn level_name(level: LogLevel) -> &'static str {
+    match level {
+        LogLevel::Trace => "trace",
+        LogLevel::Debug => "debug",
+        LogLevel::Info => "info",
+        LogLevel::Warn => "warn",
+        LogLevel::Error => "error",
+    }
+}
+
+/// A test file that could not be used; its cases do not run.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}: {message}", file.display())]
+pub struct LoadError {
+    pub file: PathBuf,
+    pub message: String,
+}
+
+/// The test files under `paths`: a file is taken as it is; a folder holding a crate
+/// (`Cargo.toml`) gives its `tests/*.toml`; any other folder gives the `*.toml` directly
+/// in it, and is searched for crates.
+pub fn find_test_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, LoadError> {
+    let mut files = Vec::new();
+    for path in paths {
+        if path.is_file() {
+            files.push(path.clone());
+        } else if path.is_dir() {
+            if !path.join("Cargo.toml").is_file() {
+                toml_files_in(path, &mut files);
+            }
+            collect(path, &mut files);
+        } else {
+            return Err(LoadError {
+                file: path.clone(),
+                message: "no such file or folder".into(),
+            });
+        }
+    }
+    files.sort();
+    files.dedup();
+    Ok(files)
+}
+
+fn toml_files_in(dir: &Path, files: &mut Vec<PathBuf>) {
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_file() && path.extension().is_some_and(|e| e == "toml") {
+                files.push(path);
+            }
+        }
+    }
+}
+
+fn collect(dir: &Path, files: &mut Vec<PathBuf>) {
+    if dir.join("Cargo.toml").is_file() {
+        toml_files_in(&dir.join("tests"), files);
+    }
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if path.is_dir() && !name.starts_with('.') && name != "target" && name != "node_modules" {
+            collect(&path, files);
+        }
+    }
+}
+
+/// Where `cargo build --release --target wasm32-wasip2` puts the plugin of the crate that
+/// holds `test_file` (the nearest folder above it with a `Cargo.toml`).
+pub fn default_plugin(test_file: &Path) -> Result<PathBuf, String> {
+    let absolute = absolute(test_file);
+    let crate_dir = absolute
+        .ancestors()
+        .skip(1)
+        .find(|dir| dir.join("Cargo.toml").is_file())
+        .ok_or_else(|| {
+            "no `plugin` is set and no Cargo.toml is above the test file; set `plugin = \"path/to/plugin.wasm\"`".to_string()
+        })?;
+    let manifest_path = crate_dir.join("Cargo.toml");
+    let manifest: toml::Table = std::fs::read_to_string(&manifest_path)
+        .map_err(|e| format!("cannot read {}: {e}", manifest_path.display()))?
+        .parse()
+        .map_err(|e| format!("{}: {e}", manifest_path.display()))?;
+    let lib = lib_name(&manifest).ok_or_else(|| {
+        format!(
+            "{} has no [package] name or [lib] name",
+            manifest_path.display()
+        )
+    })?;
+    let target = target_dir(crate_dir);
+    let wasm = target
+        .join("wasm32-wasip2/release")
+        .join(format!("{lib}.wasm"));
+    if wasm.is_file() {
+        Ok(wasm)
+    } else {
+        Err(format!(
+            "plugin not built: {} does not exist; run `cargo build --release --target wasm32-wasip2` in {}",
+            wasm.display(),
+            crate_dir.display()
+        ))
+    }
+}
+
+fn absolute(path: &Path) -> PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
+}
+
+fn lib_name(manifest: &toml::Table) -> Option<String> {
+    let lib = manifest
+        .get("lib")
+        .and_then(|l| l.get("name"))
+        .and_then(|n| n.as_str());
+    let package = manifest
+        .get("package")
+        .and_then(|p| p.get("name"))
+        .and_then(|n| n.as_str());
+    lib.or(package).map(|n| n.replace('-', "_"))
+}
+
+/// `CARGO_TARGET_DIR` when set, else `target/` beside the workspace's root manifest (the
+/// nearest manifest at or above the crate with a `[workspace]` table), else the crate's.
+fn target_dir(crate_dir: &Path) -> PathBuf {
+    if let Some(dir) = std::env::var_os("CARGO_TARGET_DIR").filter(|d| !d.is_empty()) {
+        return absolute(Path::new(&dir));
+    }
+    let root = crate_dir
+        .ancestors()
+        .find(|dir| {
+            std::fs::read_to_string(dir.join("Cargo.toml"))
+                .ok()
+                .and_then(|text| text.parse::<toml::Table>().ok())
+                .is_some_and(|m| m.contains_key("workspace"))
+        })
+        .unwrap_or(crate_dir);
+    root.join("target")
+}
+
+/// Reads one test file into its cases. `plugin` overrides every plugin the file would use.
+pub fn load_file(file: &Path, plugin: Option<&Path>) -> Result<Vec<Case>, LoadError> {
+    let fail = |message: String| LoadError {
+        file: file.to_path_buf(),
+        message,
+    };
+    let text =
+        std::fs::read_to_string(file).map_err(|e| fail(format!("cannot read the file: {e}")))?;
+    let spec: FileSpec = toml::from_str(&text).map_err(|e| fail(e.to_string()))?;
+    if spec.case.is_empty() {
+        return Err(fail(
+            "no test cases: a test file needs at least one [[case]]".into(),
+        ));
+    }
+    let base = file.parent().unwrap_or(Path::new("."));
+    let file_mocks = spec
+        .mock
+        .iter()
+        .enumerate()
+        .map(|(i, m)| mock(m, base).map_err(|e| fail(format!("mock[{i}]: {e}"))))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut seen = std::collections::BTreeSet::new();
+    let mut cases = Vec::new();
+    let mut default_plugin_result = None;
+    for (index, case) in spec.case.iter().enumerate() {
+        let named = |e: String| fail(format!("case `{}` (case[{index}]): {e}", case.name));
+        if !seen.insert(case.name.clone()) {
+            return Err(named("another case has the same name".into()));
+        }
+        let plugin = match (plugin, case.plugin.as_ref().or(spec.plugin.as_ref())) {
+            (Some(p), _) => p.to_path_buf(),
+            (None, Some(p)) => base.join(p),
+            (None, None) => default_plugin_result
+                .get_or_insert_with(|| default_plugin(file))
+                .clone()
+                .map_err(fail)?,
+        };
+        cases.push(resolve_case(file, base, &spec, case, plugin, &file_mocks).map_err(named)?);
+    }
+    Ok(cases)
+}
+
+fn resolve_case(
+    file: &Path,
+    base: &Path,
+    spec: &FileSpec,
+    case: &CaseSpec,
+    plugin: PathBuf,
+    file_mocks: &[Mock],
+) -> Result<Case, String> {
+    let hook = case
+        .hook
+        .as_ref()
+        .or(spec.hook.as_ref())
+        .map(|h| h.parse::<HookName>())
+        .transpose()?
+        .unwrap_or(HookName::OnRequest);
+    let mut flow = spec
+        .flow
+        .merged(case.flow.as_ref().unwrap_or(&FlowSpec::default()));
+    flow.vars.extend(case.vars.clone());
+    let mut secrets = spec.secrets.clone();
+    secrets.extend(case.secrets.clone());
+    let mut integrations = spec.integrations.clone();
+    integrations.extend(case.integrations.clone());
+    let identities = case
+        .identities
+        .clone()
+        .or_else(|| spec.identities.clone())
+        .unwrap_or_default();
+    let mut mocks = case
+        .mock
+        .iter()
+        .enumerate()
+        .map(|(i, m)| mock(m, base).map_err(|e| format!("mock[{i}]: {e}")))
+        .collect::<Result<Vec<_>, _>>()?;
+    mocks.extend(file_mocks.iter().cloned());
+    for m in &mocks {
+        for (_, header) in &m.headers {
+            if let HeaderMatch::Secret(id) = header {
+                if !secrets.contains_key(id) {
+                    return Err(format!(
+                        "mock `{}` expects secret `{id}`, which is not under [secrets]",
+                        m.label()
+                    ));
+                }
+            }
+        }
+    }
+    let event = case
+        .event
+        .as_ref()
+        .or(spec.event.as_ref())
+        .ok_or("no `event`: set one for the case or for the whole file")?;
+    let event: EventInput = event
+        .clone()
+        .try_into()
+        .map_err(|e: toml::de::Error| format!("event: {}", e.message()))?;
+    Ok(Case {
+        file: file.to_path_buf(),
+        name: case.name.clone(),
+        plugin,
+        hook,
+        flow,
+        secrets,
+        integrations,
+        identities,
+        mocks,
+        event,
+        expect: expect(&case.expect)?,
+    })
+}
+
+fn expect(spec: &ExpectSpec) -> Result<Expect, String> {
+    const DECISIONS: [&str; 4] = ["continue", "approve", "deny", "ignore"];
+    if spec.decision.is_none() && spec.failure.is_none() {
+        return Err("[case.expect] needs `decision` or `failure`".into());
+    }
+    if spec.decision.is_some() && spec.failure.is_some() {
+        return Err("[case.expect] takes `decision` or `failure`, not both".into());
+    }
+    if let Some(d) = &spec.decision {
+        if !DECISIONS.contains(&d.as_str()) {
+            return Err(format!(
+                "expect.decision `{d}` is not one of {}",
+                DECISIONS.join(", ")
+            ));
+        }
+    }
+    let regex = |key: &str, pattern: &str| {
+        Regex::new(pattern)
+            .map_err(|e| format!("{key} `{pattern}` is not a valid regular expression: {e}"))
+    };
+    let logs = spec
+        .logs
+        .iter()
+        .enumerate()
+        .map(|(i, l)| log_expect(l).map_err(|e| format!("expect.logs[{i}]: {e}")))
+        .collect::<Result<_, _>>()?;
+    let http_calls = spec
+        .http_calls
+        .as_ref()
+        .map(|calls| {
+            calls
+                .iter()
+                .map(|c| normalize_call(c).map_err(|e| format!("expect.http_calls: {e}")))
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .transpose()?;
+    Ok(Expect {
+        decision: spec.decision.clone(),
+        reason: spec.reason.clone(),
+        reason_matches: spec
+            .reason_matches
+            .as_deref()
+            .map(|p| regex("expect.reason_matches", p))
+            .transpose()?,
+        failure: spec.failure.clone(),
+        identities: spec.identities.clone(),
+        logs,
+        http_calls,
+        refusals: spec.refusals.clone(),
+    })
+}
+
+fn log_expect(spec: &LogSpec) -> Result<LogExpect, String> {
+    if spec.contains.is_none() && spec.matches.is_none() {
+        return Err("needs `contains` or `matches`".into());
+    }
+    let level = spec
+        .level
+        .as_deref()
+        .map(|l| match l {
+            "trace" => Ok(LogLevel::Trace),
+            "debug" => Ok(LogLevel::Debug),
+            "info" => Ok(LogLevel::Info),
+            "warn" => Ok(LogLevel::Warn),
+            "error" => Ok(LogLevel::Error),
+            other => Err(format!(
+                "level `{other}` is not one of trace, debug, info, warn, error"
+            )),
+        })
+        .transpose()?;
+    let matches = spec
+        .matches
+        .as_deref()
+        .map(|p| Regex::new(p).map_err(|e| format!("`{p}` is not a valid regular expression: {e}")))
+        .transpose()?;
+    Ok(LogExpect {
+        level,
+        contains: spec.contains.clone(),
+        matches,
+    })
+}
+
+/// `METHOD url` with the URL as the host would send it, so trivial spelling differences
+/// (a missing `/` after the host) do not fail a case.
+fn normalize_call(call: &str) -> Result<String, String> {
+    let (method, url) = call
+        .trim()
+        .split_once(char::is_whitespace)
+        .ok_or_else(|| format!("`{call}` is not `METHOD url`"))?;
+    let url = Url::parse(url.trim()).map_err(|e| format!("`{url}` is not a valid URL: {e}"))?;
+    Ok(format!("{} {url}", method.to_uppercase()))
+}
+
+fn mock(spec: &MockSpec, base: &Path) -> Result<Mock, String> {
+    let (origin, path, mut query) = if spec.url.starts_with('/') {
+        let url = Url::parse(&format!("http://mock.invalid{}", spec.url))
+            .map_err(|e| format!("url `{}` is not a valid path: {e}", spec.url))?;
+        (None, url.path().to_string(), query_of(&url))
+    } else {
+        let url = Url::parse(&spec.url).map_err(|e| {
+            format!(
+                "url `{}` is neither a URL (`https://host/path`) nor a path (`/path`): {e}",
+                spec.url
+            )
+        })?;
+        (Some(origin(&url)), url.path().to_string(), query_of(&url))
+    };
+    query.extend(spec.query.clone());
+    let method = spec
+        .method
+        .as_ref()
+        .map(|m| {
+            let upper = m.to_uppercase();
+            match upper.as_str() {
+                "GET" | "HEAD" | "POST" | "PUT" | "PATCH" | "DELETE" | "OPTIONS" => Ok(upper),
+                _ => Err(format!(
+                    "method `{m}` is not an HTTP method a plugin can send"
+                )),
+            }
+        })
+        .transpose()?;
+    let headers = spec
+        .headers
+        .iter()
+        .map(|(name, value)| {
+            let value = match value {
+                HeaderSpec::Text(text) => HeaderMatch::Text(text.clone()),
+                HeaderSpec::Secret { secret } => HeaderMatch::Secret(secret.clone()),
+            };
+            (name.clone(), value)
+        })
+        .collect();
+    let body = match (&spec.body, &spec.body_json) {
+        (Some(_), Some(_)) => return Err("set `body` or `body_json`, not both".into()),
+        (Some(text), None) => Some(BodyMatch::Text(text.clone())),
+        (None, Some(json)) => Some(BodyMatch::Json(to_json(json))),
+        (None, None) => None,
+    };
+    let responses = match (&spec.respond, &spec.responses) {
+        (Some(_), Some(_)) => return Err("set `respond` or `responses`, not both".into()),
+        (Some(one), None) => vec![response(one, base)?],
+        (None, Some(many)) if !many.is_empty() => many
+            .iter()
+            .enumerate()
+            .map(|(i, r)| response(r, base).map_err(|e| format!("responses[{i}]: {e}")))
+            .collect::<Result<_, _>>()?,
+        _ => {
+            return Err(format!(
+                "mock for {} has no `respond` (or `responses`)",
+                spec.url
+            ));
+        }
+    };
+    Ok(Mock {
+        method,
+        origin,
+        path,
+        query,
+        headers,
+        body,
+        times: spec.times,
+        responses,
+    })
+}
+
+fn query_of(url: &Url) -> BTreeMap<String, String> {
+    url.query_pairs().into_owned().collect()
+}
+
+fn response(spec: &ResponseSpec, base: &Path) -> Result<MockResponse, String> {
+    let set = [
+        spec.json.is_some(),
+        spec.body.is_some(),
+        spec.body_file.is_some(),
+    ];
+    if set.iter().filter(|s| **s).count() > 1 {
+        return Err("set one of `json`, `body` or `body_file`".into());
+    }
+    let mut headers: Vec<(String, String)> = spec
+        .headers
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let body = if let Some(json) = &spec.json {
+        if !headers
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case("content-type"))
+        {
+            headers.push(("content-type".into(), "application/json".into()));
+        }
+        serde_json::to_vec(&to_json(json)).expect("JSON values serialize")
+    } else if let Some(text) = &spec.body {
+        text.clone().into_bytes()
+    } else if let Some(path) = &spec.body_file {
+        let full = base.join(path);
+        std::fs::read(&full).map_err(|e| format!("body_file {}: {e}", full.display()))?
+    } else {
+        Vec::new()
+    };
+    let error = spec
+        .error
+        .as_deref()
+        .map(|e| match e {
+            "timeout" => Ok(MockError::Timeout),
+            "connect" => Ok(MockError::Connect),
+            other => Err(format!("error `{other}` is not one of timeout, connect")),
+        })
+        .transpose()?;
+    let status = spec.status.unwrap_or(200);
+    if !(100..=599).contains(&status) {
+        return Err(format!("status {status} is not an HTTP status"));
+    }
+    Ok(MockResponse {
+        status,
+        headers,
+        body,
+        error,
+        delay: spec.delay_ms.map(std::time::Duration::from_millis),
+    })
+}
+
+/// TOML as JSON: tables become objects, datetimes their text.
+pub fn to_json(value: &toml::Value) -> serde_json::Value {
+    use serde_json::Value as J;
+    match value {
+        toml::Value::String(s) => J::String(s.clone()),
+        toml::Value::Integer(i) => J::from(*i),
+        toml::Value::Float(f) => J::from(*f),
+        toml::Value::Boolean(b) => J::Bool(*b),
+        toml::Value::Datetime(d) => J::String(d.to_string()),
+        toml::Value::Array(items) => J::Array(items.iter().map(to_json).collect()),
+        toml::Value::Table(t) => {
+            J::Object(t.iter().map(|(k, v)| (k.clone(), to_json(v))).collect())
+        }
+    }
+}

@@ -1,0 +1,394 @@
+//! The mock transport: answers plugins' requests from a case's mocks and records each one.
+//! Nothing here touches the network.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use url::Url;
+
+use crate::config::{SecretValue, origin};
+use crate::http::{HopRequest, HopResponse, OutgoingValue, Transport, TransportError, too_large};
+use crate::redact::{REDACTED, Redactor};
+
+/// A mock, validated and with its bodies read.
+#[derive(Debug, Clone)]
+pub struct Mock {
+    pub method: Option<String>,
+    /// `None`: any origin.
+    pub origin: Option<String>,
+    pub path: String,
+    pub query: BTreeMap<String, String>,
+    pub headers: Vec<(String, HeaderMatch)>,
+    pub body: Option<BodyMatch>,
+    pub times: Option<usize>,
+    pub responses: Vec<MockResponse>,
+}
+
+#[derive(Debug, Clone)]
+pub enum HeaderMatch {
+    Text(String),
+    /// The value of this test secret.
+    Secret(String),
+}
+
+#[derive(Debug, Clone)]
+pub enum BodyMatch {
+    Text(String),
+    Json(serde_json::Value),
+}
+
+#[derive(Debug, Clone)]
+pub struct MockResponse {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+    pub error: Option<MockError>,
+    pub delay: Option<Duration>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MockError {
+    Timeout,
+    Connect,
+}
+
+impl Mock {
+    /// `GET https://host/path` or `any /path`, as failures name a mock.
+    pub fn label(&self) -> String {
+        let mut label = format!(
+            "{} {}{}",
+            self.method.as_deref().unwrap_or("any method"),
+            self.origin.as_deref().unwrap_or(""),
+            self.path
+        );
+        if !self.query.is_empty() {
+            let pairs: Vec<String> = self.query.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            let _ = write!(label, "?{}", pairs.join("&"));
+        }
+        label
+    }
+}
+
+/// One request a plugin sent, as it may be shown: secrets redacted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordedRequest {
+    pub method: String,
+    pub url: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Option<String>,
+    /// The index of the mock that answered.
+    pub matched: Option<usize>,
+    /// For an unmatched request: the closest mock and how it differs.
+    pub closest: Option<(usize, Vec<String>)>,
+}
+
+impl RecordedRequest {
+    /// `METHOD url`, as `expect.http_calls` lists calls.
+    pub fn line(&self) -> String {
+        format!("{} {}", self.method, self.url)
+    }
+
+    /// The request line, its headers and body, indented.
+    pub fn render(&self, indent: &str) -> String {
+        let mut out = format!("{indent}{}\n", self.line());
+        for (name, value) in &self.headers {
+            let _ = writeln!(out, "{indent}  {name}: {value}");
+        }
+        if let Some(body) = &self.body {
+            let _ = writeln!(out, "{indent}  body: {body}");
+        }
+        out
+    }
+}
+
+#[derive(Default)]
+struct Recorded {
+    calls: Vec<usize>,
+    requests: Vec<RecordedRequest>,
+}
+
+pub struct MockTransport {
+    mocks: Vec<Mock>,
+    /// Test secrets by id, for matching `{ secret = "id" }` headers.
+    secrets: BTreeMap<String, SecretValue>,
+    redactor: Redactor,
+    recorded: Mutex<Recorded>,
+}
+
+/// What the request looks like to the matcher.
+struct Seen<'a> {
+    method: &'a str,
+    url: &'a Url,
+    query: Vec<(String, String)>,
+    headers: Vec<(&'a str, &'a OutgoingValue)>,
+    body: Option<&'a [u8]>,
+}
+
+impl MockTransport {
+    pub fn new(mocks: Vec<Mock>, secrets: BTreeMap<String, SecretValue>) -> Self {
+        let redactor = Redactor::new(secrets.values().cloned().collect());
+        Self {
+            recorded: Mutex::new(Recorded {
+                calls: vec![0; mocks.len()],
+                requests: Vec::new(),
+            }),
+            mocks,
+            secrets,
+            redactor,
+        }
+    }
+
+    pub fn mocks(&self) -> &[Mock] {
+        &self.mocks
+    }
+
+    pub fn requests(&self) -> Vec<RecordedRequest> {
+        self.lock().requests.clone()
+    }
+
+    /// Calls per mock, by index.
+    pub fn calls(&self) -> Vec<usize> {
+        self.lock().calls.clone()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Recorded> {
+        self.recorded.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// What differs between `mock` and the request; empty when it matches.
+    fn differences(&self, mock: &Mock, seen: &Seen<'_>) -> (Vec<String>, usize) {
+        let mut diffs = Vec::new();
+        let mut agreed = 0;
+        let mut check = |ok: bool, diff: String| {
+            if ok {
+                agreed += 1;
+            } else {
+                diffs.push(diff);
+            }
+        };
+        if let Some(method) = &mock.method {
+            check(
+                method.eq_ignore_ascii_case(seen.method),
+                format!(
+                    "method: the mock expects {method}, the request is {}",
+                    seen.method
+                ),
+            );
+        }
+        if let Some(mock_origin) = &mock.origin {
+            let request_origin = origin(seen.url);
+            check(
+                *mock_origin == request_origin,
+                format!(
+                    "origin: the mock expects {mock_origin}, the request goes to {request_origin}"
+                ),
+            );
+        }
+        check(
+            mock.path == seen.url.path(),
+            format!(
+                "path: the mock expects {}, the request has {}",
+                mock.path,
+                self.redactor.redact(seen.url.path())
+            ),
+        );
+        for (name, wanted) in &mock.query {
+            let values: Vec<&str> = seen
+                .query
+                .iter()
+                .filter(|(k, _)| k == name)
+                .map(|(_, v)| v.as_str())
+                .collect();
+            let shown = |v: &str| format!("`{}`", self.redactor.redact(v));
+            check(
+                values.contains(&wanted.as_str()),
+                if values.is_empty() {
+                    format!("query `{name}`: the mock expects `{wanted}`, the request has none")
+                } else {
+                    format!(
+                        "query `{name}`: the mock expects `{wanted}`, the request has {}",
+                        values
+                            .iter()
+                            .map(|v| shown(v))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )
+                },
+            );
+        }
+        for (name, wanted) in &mock.headers {
+            let found: Vec<&OutgoingValue> = seen
+                .headers
+                .iter()
+                .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+                .map(|(_, v)| *v)
+                .collect();
+            let ok = found.iter().any(|v| self.header_matches(wanted, v));
+            let expected = match wanted {
+                HeaderMatch::Text(text) => format!("`{}`", self.redactor.redact(text)),
+                HeaderMatch::Secret(id) => format!("the value of secret `{id}`"),
+            };
+            let got = if found.is_empty() {
+                "no such header".to_string()
+            } else {
+                found
+                    .iter()
+                    .map(|v| self.show_header(v))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            check(
+                ok,
+                format!("header `{name}`: the mock expects {expected}, the request has {got}"),
+            );
+        }
+        if let Some(body) = &mock.body {
+            let (ok, expected) = match body {
+                BodyMatch::Text(text) => (
+                    seen.body == Some(text.as_bytes()),
+                    format!("`{}`", self.redactor.redact(text)),
+                ),
+                BodyMatch::Json(json) => (
+                    seen.body
+                        .and_then(|b| serde_json::from_slice::<serde_json::Value>(b).ok())
+                        .is_some_and(|b| b == *json),
+                    format!("JSON {json}"),
+                ),
+            };
+            let got = match seen.body {
+                None => "no body".to_string(),
+                Some(b) => format!("`{}`", self.redactor.redact(&String::from_utf8_lossy(b))),
+            };
+            check(
+                ok,
+                format!("body: the mock expects {expected}, the request has {got}"),
+            );
+        }
+        (diffs, agreed)
+    }
+
+    fn header_matches(&self, wanted: &HeaderMatch, value: &OutgoingValue) -> bool {
+        match wanted {
+            HeaderMatch::Text(text) => value.expose() == text,
+            HeaderMatch::Secret(id) => self
+                .secrets
+                .get(id)
+                .is_some_and(|secret| secret.expose() == value.expose()),
+        }
+    }
+
+    /// A header value fit to print: a sealed one only by its secret's id.
+    fn show_header(&self, value: &OutgoingValue) -> String {
+        match value {
+            OutgoingValue::Text(text) => format!("`{}`", self.redactor.redact(text)),
+            OutgoingValue::Sealed { secret_id, .. } => {
+                format!("{REDACTED} (sealed secret `{secret_id}`)")
+            }
+        }
+    }
+
+    fn record(&self, seen: &Seen<'_>) -> RecordedRequest {
+        RecordedRequest {
+            method: seen.method.to_string(),
+            url: self.redactor.redact(seen.url.as_str()),
+            headers: seen
+                .headers
+                .iter()
+                .map(|(name, value)| {
+                    let shown = match value {
+                        OutgoingValue::Text(text) => self.redactor.redact(text),
+                        sealed => self.show_header(sealed),
+                    };
+                    (name.to_string(), shown)
+                })
+                .collect(),
+            body: seen
+                .body
+                .map(|b| self.redactor.redact(&String::from_utf8_lossy(b))),
+            matched: None,
+            closest: None,
+        }
+    }
+}
+
+#[async_trait]
+impl Transport for MockTransport {
+    async fn send(&self, hop: HopRequest<'_>) -> Result<HopResponse, TransportError> {
+        let seen = Seen {
+            method: hop.method.as_str(),
+            url: hop.url,
+            query: hop.url.query_pairs().into_owned().collect(),
+            headers: hop
+                .headers
+                .iter()
+                .map(|h| (h.name.as_str(), &h.value))
+                .collect(),
+            body: hop.body,
+        };
+        let mut request = self.record(&seen);
+        let mut closest: Option<(usize, Vec<String>, usize)> = None;
+        let mut matched = None;
+        for (index, mock) in self.mocks.iter().enumerate() {
+            let (diffs, agreed) = self.differences(mock, &seen);
+            if diffs.is_empty() {
+                matched = Some(index);
+                break;
+            }
+            if closest.as_ref().is_none_or(|(_, _, best)| agreed > *best) {
+                closest = Some((index, diffs, agreed));
+            }
+        }
+        let Some(index) = matched else {
+            request.closest = closest.map(|(index, diffs, _)| (index, diffs));
+            let line = request.line();
+            self.lock().requests.push(request);
+            return Err(TransportError::Connect(format!(
+                "no mock matches {line} (the test harness answers only mocked requests)"
+            )));
+        };
+        request.matched = Some(index);
+        let response = {
+            let mut recorded = self.lock();
+            recorded.calls[index] += 1;
+            recorded.requests.push(request);
+            let responses = &self.mocks[index].responses;
+            responses[(recorded.calls[index] - 1).min(responses.len() - 1)].clone()
+        };
+        if let Some(delay) = response.delay {
+            if delay >= hop.timeout {
+                tokio::time::sleep(hop.timeout).await;
+                return Err(TransportError::Timeout(format!(
+                    "{} timed out after {:?} (mocked delay {delay:?})",
+                    origin(hop.url),
+                    hop.timeout
+                )));
+            }
+            tokio::time::sleep(delay).await;
+        }
+        match response.error {
+            Some(MockError::Timeout) => Err(TransportError::Timeout(format!(
+                "{} timed out (mocked)",
+                origin(hop.url)
+            ))),
+            Some(MockError::Connect) => Err(TransportError::Connect(format!(
+                "{}: connection refused (mocked)",
+                origin(hop.url)
+            ))),
+            None if response.body.len() as u64 > hop.max_body => {
+                Err(too_large(hop.url, hop.max_body))
+            }
+            None => Ok(HopResponse {
+                status: response.status,
+                headers: response
+                    .headers
+                    .into_iter()
+                    .map(|(k, v)| (k, v.into_bytes()))
+                    .collect(),
+                body: response.body,
+            }),
+        }
+    }
+}

@@ -1,0 +1,212 @@
+//! The plugin test harness behind `warden test`: declarative cases (TOML) run in the real
+//! sandbox, with HTTP answered by mocks.
+//!
+//! A test file sits in a plugin crate's `tests/` folder. Each `[[case]]` gives the flow's
+//! vars, integrations, secrets (literal test values) and the identities stored before the
+//! run; HTTP mocks; the event and hook; and what must happen. File-level keys are defaults
+//! for every case. See `docs/plugin-authors.md` for the format.
+//!
+//! Every case gets its own `Warden` (the same one operators run: the same limits and grant
+//! checks; `allowed_hosts` applies to mocked URLs too), an in-memory identity store and a
+//! [`MockTransport`] that records each request and answers only from the case's mocks.
+//!
+//! From Rust:
+//!
+//! ```no_run
+//! # async fn f() {
+//! use warden::harness::{RunOptions, run};
+//! let summary = run(&RunOptions::new(["plugins/allowlist"])).await;
+//! summary.assert_passed();
+//! # }
+//! ```
+
+mod junit;
+mod load;
+mod mock;
+mod run;
+pub mod spec;
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use load::{Case, LoadError, default_plugin, find_test_files, load_file};
+pub use mock::{MockTransport, RecordedRequest};
+pub use run::{CaseResult, case_config, run_case};
+
+use crate::runtime::SharedEngine;
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Test files, crates, or folders to search for crates.
+    pub paths: Vec<PathBuf>,
+    /// Run only cases whose file path or name contains this text.
+    pub filter: Option<String>,
+    /// Test this plugin file instead of what the test files name or the crate built.
+    pub plugin: Option<PathBuf>,
+    /// Cases run at once; the number of CPUs when 0.
+    pub jobs: usize,
+}
+
+impl RunOptions {
+    pub fn new<P: Into<PathBuf>>(paths: impl IntoIterator<Item = P>) -> Self {
+        Self {
+            paths: paths.into_iter().map(Into::into).collect(),
+            filter: None,
+            plugin: None,
+            jobs: 0,
+        }
+    }
+
+    pub fn plugin(mut self, plugin: impl Into<PathBuf>) -> Self {
+        self.plugin = Some(plugin.into());
+        self
+    }
+
+    pub fn filter(mut self, filter: impl Into<String>) -> Self {
+        self.filter = Some(filter.into());
+        self
+    }
+}
+
+/// Everything a run found: each case's result and each file that could not be used.
+#[derive(Debug, Clone, Default)]
+pub struct RunSummary {
+    pub results: Vec<CaseResult>,
+    pub load_errors: Vec<LoadError>,
+    pub elapsed: Duration,
+}
+
+impl RunSummary {
+    pub fn passed(&self) -> usize {
+        self.results.iter().filter(|r| r.passed()).count()
+    }
+
+    /// Failed cases, plus one for each file that could not be loaded.
+    pub fn failed(&self) -> usize {
+        self.results.len() - self.passed() + self.load_errors.len()
+    }
+
+    pub fn success(&self) -> bool {
+        self.failed() == 0 && !self.results.is_empty()
+    }
+
+    pub fn result(&self, name: &str) -> Option<&CaseResult> {
+        self.results.iter().find(|r| r.name == name)
+    }
+
+    /// A line per case, the details of each failure, and `N passed, N failed`.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        for e in &self.load_errors {
+            let _ = writeln!(out, "error {e}");
+        }
+        for r in &self.results {
+            let _ = writeln!(
+                out,
+                "{} {} › {} ({} ms)",
+                if r.passed() { "ok  " } else { "FAIL" },
+                r.file.display(),
+                r.name,
+                r.elapsed.as_millis()
+            );
+        }
+        for r in self.results.iter().filter(|r| !r.passed()) {
+            let _ = writeln!(out, "\n--- {} › {}", r.file.display(), r.name);
+            for failure in &r.failures {
+                let _ = writeln!(out, "{failure}");
+            }
+            if !r.logs.is_empty() {
+                let _ = writeln!(out, "the run's log:");
+                for line in &r.logs {
+                    let _ = writeln!(out, "  {line}");
+                }
+            }
+        }
+        if self.results.is_empty() && self.load_errors.is_empty() {
+            let _ = writeln!(
+                out,
+                "no test cases found (test files are `tests/*.toml` in a plugin crate)"
+            );
+        }
+        let _ = writeln!(out, "\n{} passed, {} failed", self.passed(), self.failed());
+        out
+    }
+
+    /// The results as JUnit XML, for CI.
+    pub fn junit(&self) -> String {
+        junit::render(self)
+    }
+
+    /// Panics with the report unless every case passed (and there was at least one).
+    #[track_caller]
+    pub fn assert_passed(&self) {
+        assert!(self.success(), "plugin tests failed:\n{}", self.render());
+    }
+}
+
+/// Finds the test files under `options.paths` and runs their cases, `options.jobs` at a
+/// time, each plugin compiled once.
+pub async fn run(options: &RunOptions) -> RunSummary {
+    let started = std::time::Instant::now();
+    let mut summary = RunSummary::default();
+    let files = match find_test_files(&options.paths) {
+        Ok(files) => files,
+        Err(e) => {
+            summary.load_errors.push(e);
+            return summary;
+        }
+    };
+    let mut cases = Vec::new();
+    for file in &files {
+        match load_file(file, options.plugin.as_deref()) {
+            Ok(found) => cases.extend(found.into_iter().filter(|c| {
+                options
+                    .filter
+                    .as_deref()
+                    .is_none_or(|f| c.name.contains(f) || c.file.display().to_string().contains(f))
+            })),
+            Err(e) => summary.load_errors.push(e),
+        }
+    }
+    let engine = match SharedEngine::new() {
+        Ok(engine) => engine,
+        Err(e) => {
+            summary.load_errors.push(LoadError {
+                file: PathBuf::new(),
+                message: format!("host error: {e}"),
+            });
+            return summary;
+        }
+    };
+    let jobs = if options.jobs == 0 {
+        std::thread::available_parallelism().map_or(2, |n| n.get())
+    } else {
+        options.jobs
+    };
+    let permits = Arc::new(tokio::sync::Semaphore::new(jobs));
+    let tasks: Vec<_> = cases
+        .into_iter()
+        .map(|case| {
+            let engine = engine.clone();
+            let permits = permits.clone();
+            tokio::spawn(async move {
+                let _permit = permits.acquire_owned().await.expect("never closed");
+                run_case(&case, &engine).await
+            })
+        })
+        .collect();
+    for task in futures_util::future::join_all(tasks).await {
+        match task {
+            Ok(result) => summary.results.push(result),
+            Err(e) => summary.load_errors.push(LoadError {
+                file: PathBuf::new(),
+                message: format!("host error: a case panicked: {e}"),
+            }),
+        }
+    }
+    summary.elapsed = started.elapsed();
+    summary
+}
