@@ -23,6 +23,7 @@ pub mod redact;
 pub mod refusal;
 mod runtime;
 pub mod secrets;
+pub mod serve;
 mod stdio;
 pub mod store;
 

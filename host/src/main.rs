@@ -39,6 +39,23 @@ enum Command {
         #[arg(long)]
         event: PathBuf,
     },
+    /// Serve the access-request lifecycle over HTTP until SIGTERM or Ctrl-C; SIGHUP reloads
+    /// the config.
+    Serve {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Overrides `serve.listen`, e.g. 127.0.0.1:0 for any free port.
+        #[arg(long)]
+        listen: Option<std::net::SocketAddr>,
+        #[arg(long, value_enum, default_value_t = LogFormat::Human)]
+        log_format: LogFormat,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Human,
+    Json,
 }
 
 /// The hook failed and warden failed closed.
@@ -55,6 +72,11 @@ async fn main() -> ExitCode {
             hook,
             event,
         } => run_hook(&config, &flow, hook, &event).await,
+        Command::Serve {
+            config,
+            listen,
+            log_format,
+        } => serve(&config, listen, log_format).await,
     };
     match result {
         Ok(code) => code,
@@ -179,4 +201,44 @@ fn print_logs(report: &HookReport) {
     if let Err(failure) = &report.outcome {
         eprintln!("ERROR warden: {failure} (failing closed: a human decides)");
     }
+}
+
+fn init_logs(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Human => logs.init(),
+        LogFormat::Json => logs.json().init(),
+    }
+}
+
+async fn serve(
+    config: &Path,
+    listen: Option<std::net::SocketAddr>,
+    log_format: LogFormat,
+) -> Result<ExitCode, String> {
+    use tokio::signal::unix::{SignalKind, signal};
+    init_logs(log_format);
+    let mut hangup = signal(SignalKind::hangup()).map_err(|e| e.to_string())?;
+    let mut terminate = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
+    let server = warden::serve::Server::start(config, listen)
+        .await
+        .map_err(|e| e.to_string())?;
+    // Scripts and tests read the address from here (the port may have been chosen by the OS).
+    println!("listening on http://{}", server.local_addr());
+    loop {
+        tokio::select! {
+            _ = hangup.recv() => {
+                // The outcome is logged and audited; a refused config keeps the old one.
+                let _ = server.reload("SIGHUP").await;
+            }
+            _ = terminate.recv() => break,
+            _ = tokio::signal::ctrl_c() => break,
+        }
+    }
+    server.shutdown().await.map_err(|e| e.to_string())?;
+    Ok(ExitCode::SUCCESS)
 }

@@ -3,6 +3,7 @@
 mod hosts;
 mod locate;
 mod raw;
+mod serve;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -12,6 +13,7 @@ use std::time::Duration;
 
 pub use hosts::{AllowList, HostRule, is_localhost_name, is_public, origin};
 pub use locate::Location;
+pub use serve::{ApiToken, DURATION_FIELD, FieldSpec, FieldType, Role, ServeSettings};
 
 use locate::SourceMap;
 use raw::{RawConfig, RawFlow, RawLimits, RawSecret};
@@ -118,6 +120,10 @@ pub struct Flow {
     pub vars: BTreeMap<String, String>,
     pub limits: Limits,
     pub grants: Grants,
+    /// Whether a requester may approve their own request (`warden serve`).
+    pub allow_self_approval: bool,
+    /// The request fields `warden serve` accepts; empty: any fields.
+    pub fields: BTreeMap<String, FieldSpec>,
 }
 
 #[derive(Debug)]
@@ -129,6 +135,7 @@ pub struct Config {
     pub integrations: BTreeMap<String, Arc<Integration>>,
     pub environments: BTreeMap<String, Arc<Environment>>,
     pub flows: BTreeMap<String, Arc<Flow>>,
+    pub serve: ServeSettings,
 }
 
 /// One problem in a config file.
@@ -260,6 +267,7 @@ impl<'a> Validator<'a> {
         let secrets = self.secrets(&raw.secrets);
         let integrations = self.integrations(&raw, &secrets);
         let environments = self.environments(&raw, &integrations);
+        let serve = self.serve(&raw.serve);
         let flows = raw
             .flows
             .iter()
@@ -277,6 +285,7 @@ impl<'a> Validator<'a> {
                 integrations,
                 environments,
                 flows,
+                serve,
             })
         } else {
             Err(ConfigErrors(self.errors))
@@ -512,6 +521,7 @@ impl<'a> Validator<'a> {
             }
         }
         let limits = self.limits(name, &raw.limits);
+        let fields = self.fields(name, &raw.fields);
         if self.errors.len() > errors_before {
             return None;
         }
@@ -539,6 +549,8 @@ impl<'a> Validator<'a> {
                 hosts: AllowList::new(rules),
                 reveal_secrets: raw.reveal_secrets.unwrap_or(true),
             },
+            allow_self_approval: raw.allow_self_approval.unwrap_or(false),
+            fields,
         })
     }
 
