@@ -285,3 +285,86 @@ impl Validator<'_> {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::super::{Config, ConfigErrors};
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigErrors> {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("plugin.wasm"), b"\0asm").unwrap();
+        std::fs::write(dir.path().join("admin.token"), "file-token\n").unwrap();
+        let path = dir.path().join("warden.toml");
+        Config::parse(text, Path::new(&path), &|name| match name {
+            "ALICE_TOKEN" => Some("env-token".into()),
+            "SAME_AS_FILE" => Some("file-token".into()),
+            _ => None,
+        })
+    }
+
+    fn errors(text: &str) -> String {
+        parse(text).expect_err("should be rejected").to_string()
+    }
+
+    const FLOW: &str =
+        "[environments.e]\n[flows.f]\nenvironment = \"e\"\nplugin = \"plugin.wasm\"\n";
+
+    #[test]
+    fn tokens_roles_and_limits_are_read() {
+        let config = parse(&format!(
+            "{FLOW}allow_self_approval = true\n[flows.f.fields.duration]\ntype = \"duration\"\nrequired = true\n\
+             [serve]\nlisten = \"127.0.0.1:9000\"\nmax_in_flight = 3\n\
+             [serve.tokens.alice]\ntoken_env = \"ALICE_TOKEN\"\nuser = \"alice@x.com\"\nrole = \"approver\"\n\
+             [serve.tokens.admin]\ntoken_file = \"admin.token\"\nuser = \"root@x.com\"\nrole = \"admin\"\n"
+        ))
+        .unwrap_or_else(|e| panic!("{e}"));
+        let serve = &config.serve;
+        assert_eq!(serve.listen.to_string(), "127.0.0.1:9000");
+        assert_eq!(serve.max_in_flight, 3);
+        assert_eq!(serve.max_body_bytes, DEFAULT_MAX_BODY_BYTES);
+        let admin = serve.tokens.iter().find(|t| t.name == "admin").unwrap();
+        assert_eq!(
+            (admin.role, admin.token.expose()),
+            (Role::Admin, "file-token")
+        );
+        assert_eq!(format!("{:?}", admin.token), "[REDACTED]");
+        let flow = config.flow("f").unwrap();
+        assert!(flow.allow_self_approval);
+        assert_eq!(
+            flow.fields["duration"],
+            FieldSpec {
+                kind: FieldType::Duration,
+                required: true
+            }
+        );
+    }
+
+    #[test]
+    fn bad_serve_settings_are_each_named() {
+        let text = errors(&format!(
+            "{FLOW}[flows.f.fields.duration]\ntype = \"string\"\n[flows.f.fields.n]\ntype = \"float\"\n\
+             [serve]\nlisten = \"localhost\"\nmax_in_flight = 0\n\
+             [serve.tokens.a]\nuser = \"a@x.com\"\nrole = \"boss\"\n\
+             [serve.tokens.b]\ntoken_env = \"UNSET\"\nuser = \"nobody\"\nrole = \"requester\"\n\
+             [serve.tokens.c]\ntoken_file = \"admin.token\"\nuser = \"c@x.com\"\nrole = \"admin\"\n\
+             [serve.tokens.d]\ntoken_env = \"SAME_AS_FILE\"\nuser = \"d@x.com\"\nrole = \"admin\"\n"
+        ));
+        for expected in [
+            "flows.f.fields.duration.type: field `duration` says how long access lasts",
+            "flows.f.fields.n.type: unknown type `float`",
+            "serve.listen: `localhost` is not an address",
+            "serve.max_in_flight: must be between 1 and 100000, not 0",
+            "serve.tokens.a.role: unknown role `boss`",
+            "serve.tokens.a: needs exactly one of `token_env` or `token_file`",
+            "serve.tokens.b.user: `nobody` is not an email address",
+            "serve.tokens.b.token_env: environment variable `UNSET` is not set",
+            "serve.tokens.d: has the same token as `c`",
+        ] {
+            assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
+        }
+        assert!(!text.contains("file-token"), "a token leaked: {text}");
+    }
+}
