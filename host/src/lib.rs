@@ -27,6 +27,7 @@ mod runtime;
 pub mod scaffold;
 pub mod secret_store;
 pub mod secrets;
+pub mod serve;
 mod stdio;
 pub mod store;
 pub mod users;

@@ -62,6 +62,17 @@ enum Command {
         #[command(subcommand)]
         command: warden::users::UsersCommand,
     },
+    /// Serve the access-request lifecycle over HTTP until SIGTERM or Ctrl-C; SIGHUP reloads
+    /// the config.
+    Serve {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Overrides `serve.listen`, e.g. 127.0.0.1:0 for any free port.
+        #[arg(long)]
+        listen: Option<std::net::SocketAddr>,
+        #[arg(long, value_enum, default_value_t = LogFormat::Human)]
+        log_format: LogFormat,
+    },
     /// Run plugin test cases (`tests/*.toml` in a plugin crate) in the sandbox, HTTP mocked.
     ///
     /// Prints a line per case, the details of each failure, and `N passed, N failed`;
@@ -103,6 +114,12 @@ enum NewCommand {
     },
 }
 
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Human,
+    Json,
+}
+
 /// The hook failed and warden failed closed.
 const EXIT_HOOK_FAILED: u8 = 3;
 
@@ -129,6 +146,11 @@ async fn main() -> ExitCode {
             warden::users::run(&config, command, &mut std::io::stdout().lock())
                 .map(|()| ExitCode::SUCCESS)
         }
+        Command::Serve {
+            config,
+            listen,
+            log_format,
+        } => serve(&config, listen, log_format).await,
         Command::Test {
             paths,
             filter,
@@ -329,5 +351,45 @@ fn new_plugin(name: &str, dir: &Path, sdk: Option<PathBuf>) -> Result<ExitCode, 
     println!("  cd {}", created.display());
     println!("  cargo build --release --target wasm32-wasip2");
     println!("  warden test");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn init_logs(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Human => logs.init(),
+        LogFormat::Json => logs.json().init(),
+    }
+}
+
+async fn serve(
+    config: &Path,
+    listen: Option<std::net::SocketAddr>,
+    log_format: LogFormat,
+) -> Result<ExitCode, String> {
+    use tokio::signal::unix::{SignalKind, signal};
+    init_logs(log_format);
+    let mut hangup = signal(SignalKind::hangup()).map_err(|e| e.to_string())?;
+    let mut terminate = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
+    let server = warden::serve::Server::start(config, listen)
+        .await
+        .map_err(|e| e.to_string())?;
+    // Scripts and tests read the address from here (the port may have been chosen by the OS).
+    println!("listening on http://{}", server.local_addr());
+    loop {
+        tokio::select! {
+            _ = hangup.recv() => {
+                // The outcome is logged and audited; a refused config keeps the old one.
+                let _ = server.reload("SIGHUP").await;
+            }
+            _ = terminate.recv() => break,
+            _ = tokio::signal::ctrl_c() => break,
+        }
+    }
+    server.shutdown().await.map_err(|e| e.to_string())?;
     Ok(ExitCode::SUCCESS)
 }

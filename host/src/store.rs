@@ -20,6 +20,44 @@ const MIGRATIONS: &[&str] = &[
         updated_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%SZ', 'now')),
         PRIMARY KEY (email, service, service_id)
     );",
+    // 2: `warden serve`: access requests, their history, and an append-only audit log.
+    // Times are Unix milliseconds.
+    "CREATE TABLE requests (
+        id               TEXT PRIMARY KEY,
+        flow             TEXT NOT NULL,
+        requester        TEXT NOT NULL COLLATE NOCASE,
+        fields           TEXT NOT NULL,
+        state            TEXT NOT NULL,
+        decision         TEXT NOT NULL,
+        reason           TEXT,
+        created_by       TEXT NOT NULL,
+        idempotency_key  TEXT,
+        duration_seconds INTEGER,
+        expires_at       INTEGER,
+        created_at       INTEGER NOT NULL,
+        updated_at       INTEGER NOT NULL
+    );
+    CREATE UNIQUE INDEX requests_by_idempotency_key
+        ON requests (created_by, idempotency_key) WHERE idempotency_key IS NOT NULL;
+    CREATE INDEX requests_by_state ON requests (state, expires_at);
+    CREATE TABLE request_history (
+        request_id TEXT NOT NULL REFERENCES requests(id),
+        seq        INTEGER NOT NULL,
+        entry      TEXT NOT NULL,
+        PRIMARY KEY (request_id, seq)
+    );
+    CREATE TABLE audit_log (
+        seq        INTEGER PRIMARY KEY AUTOINCREMENT,
+        at         INTEGER NOT NULL,
+        actor      TEXT NOT NULL,
+        action     TEXT NOT NULL,
+        request_id TEXT,
+        detail     TEXT NOT NULL
+    );
+    CREATE TRIGGER audit_log_is_append_only_update BEFORE UPDATE ON audit_log
+        BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+    CREATE TRIGGER audit_log_is_append_only_delete BEFORE DELETE ON audit_log
+        BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -106,7 +144,7 @@ impl Store {
         MIGRATIONS.len()
     }
 
-    fn with<R>(
+    pub(crate) fn with<R>(
         &self,
         f: impl FnOnce(&mut Connection) -> rusqlite::Result<R>,
     ) -> Result<R, StoreError> {

@@ -4,6 +4,7 @@ mod hosts;
 mod locate;
 mod outline;
 mod raw;
+mod serve;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -14,6 +15,7 @@ use std::time::Duration;
 pub use hosts::{AllowList, HostRule, is_localhost_name, is_public, origin};
 pub use locate::Location;
 pub use outline::Outline;
+pub use serve::{ApiToken, DURATION_FIELD, FieldSpec, FieldType, Role, ServeSettings};
 
 use locate::SourceMap;
 use raw::{RawConfig, RawFlow, RawLimits, RawSecret};
@@ -186,6 +188,10 @@ pub struct Flow {
     pub vars: BTreeMap<String, String>,
     pub limits: Limits,
     pub grants: Grants,
+    /// Whether a requester may approve their own request (`warden serve`).
+    pub allow_self_approval: bool,
+    /// The request fields `warden serve` accepts; empty: any fields.
+    pub fields: BTreeMap<String, FieldSpec>,
 }
 
 #[derive(Debug)]
@@ -199,6 +205,7 @@ pub struct Config {
     pub integrations: BTreeMap<String, Arc<Integration>>,
     pub environments: BTreeMap<String, Arc<Environment>>,
     pub flows: BTreeMap<String, Arc<Flow>>,
+    pub serve: ServeSettings,
 }
 
 /// One problem in a config file.
@@ -347,6 +354,7 @@ impl<'a> Validator<'a> {
         let secrets = self.secrets(&raw.secrets);
         let integrations = self.integrations(&raw, &secrets);
         let environments = self.environments(&raw, &integrations);
+        let serve = self.serve(&raw.serve);
         let flows = raw
             .flows
             .iter()
@@ -365,6 +373,7 @@ impl<'a> Validator<'a> {
                 integrations,
                 environments,
                 flows,
+                serve,
             })
         } else {
             Err(ConfigErrors(self.errors))
@@ -709,6 +718,7 @@ impl<'a> Validator<'a> {
             }
         }
         let limits = self.limits(name, &raw.limits);
+        let fields = self.fields(name, &raw.fields);
         if self.errors.len() > errors_before {
             return None;
         }
@@ -736,6 +746,8 @@ impl<'a> Validator<'a> {
                 hosts: AllowList::new(rules),
                 reveal_secrets: raw.reveal_secrets.unwrap_or(true),
             },
+            allow_self_approval: raw.allow_self_approval.unwrap_or(false),
+            fields,
         })
     }
 

@@ -18,6 +18,36 @@ pub struct RawConfig {
     pub environments: BTreeMap<String, RawEnvironment>,
     #[serde(default)]
     pub flows: BTreeMap<String, RawFlow>,
+    #[serde(default)]
+    pub serve: RawServe,
+}
+
+/// `[serve]`: the `warden serve` API.
+#[derive(Debug, Default, Deserialize)]
+pub struct RawServe {
+    pub listen: Option<String>,
+    pub max_body_bytes: Option<u64>,
+    pub max_in_flight: Option<u64>,
+    #[serde(default)]
+    pub tokens: BTreeMap<String, RawToken>,
+}
+
+/// `[serve.tokens.<name>]`: one API bearer token and who holds it.
+#[derive(Debug, Deserialize)]
+pub struct RawToken {
+    pub token_env: Option<String>,
+    pub token_file: Option<String>,
+    pub user: String,
+    pub role: String,
+}
+
+/// `[flows.<flow>.fields.<name>]`: one request field.
+#[derive(Debug, Deserialize)]
+pub struct RawField {
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(default)]
+    pub required: bool,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -76,6 +106,9 @@ pub struct RawFlow {
     #[serde(default)]
     pub limits: RawLimits,
     pub reveal_secrets: Option<bool>,
+    pub allow_self_approval: Option<bool>,
+    #[serde(default)]
+    pub fields: BTreeMap<String, RawField>,
 }
 
 #[derive(Debug, Default, Deserialize)]

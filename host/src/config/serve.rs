@@ -1,0 +1,370 @@
+//! `[serve]` (the API's listener, limits and bearer tokens) and the per-flow settings only
+//! `warden serve` reads: `allow_self_approval` and the request field schema.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::str::FromStr;
+
+use super::raw::{RawField, RawServe};
+use super::{SecretValue, Validator};
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+pub const DEFAULT_MAX_BODY_BYTES: usize = 64 << 10;
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 64;
+
+/// What a token's holder may do; each role includes the ones before it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Role {
+    Requester,
+    Approver,
+    Admin,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Requester => "requester",
+            Self::Approver => "approver",
+            Self::Admin => "admin",
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Role {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "requester" => Ok(Self::Requester),
+            "approver" => Ok(Self::Approver),
+            "admin" => Ok(Self::Admin),
+            other => Err(format!(
+                "unknown role `{other}`; expected requester, approver or admin"
+            )),
+        }
+    }
+}
+
+/// One API bearer token. The token itself never prints.
+#[derive(Debug, Clone)]
+pub struct ApiToken {
+    pub name: String,
+    pub user: String,
+    pub role: Role,
+    pub token: SecretValue,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServeSettings {
+    pub listen: SocketAddr,
+    pub max_body_bytes: usize,
+    /// API requests handled at once; more are refused with 503 rather than queued.
+    pub max_in_flight: usize,
+    pub tokens: Vec<ApiToken>,
+}
+
+impl Default for ServeSettings {
+    fn default() -> Self {
+        Self {
+            listen: DEFAULT_LISTEN.parse().expect("a valid default address"),
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+            tokens: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FieldType {
+    String,
+    Int,
+    Bool,
+    List,
+    Duration,
+}
+
+impl FieldType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::String => "string",
+            Self::Int => "int",
+            Self::Bool => "bool",
+            Self::List => "list",
+            Self::Duration => "duration",
+        }
+    }
+}
+
+/// One declared request field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldSpec {
+    pub kind: FieldType,
+    pub required: bool,
+}
+
+/// The request field whose value, once access is granted, says when it is removed.
+pub const DURATION_FIELD: &str = "duration";
+
+impl Validator<'_> {
+    pub(super) fn serve(&mut self, raw: &RawServe) -> ServeSettings {
+        let defaults = ServeSettings::default();
+        let listen = match &raw.listen {
+            None => defaults.listen,
+            Some(text) => match text.parse::<SocketAddr>() {
+                Ok(addr) => addr,
+                Err(_) => {
+                    self.error(
+                        &["serve", "listen"],
+                        format!("`{text}` is not an address like 127.0.0.1:8080"),
+                    );
+                    defaults.listen
+                }
+            },
+        };
+        let mut bounded =
+            |key: &str, value: Option<u64>, min: u64, max: u64, default: usize| match value {
+                None => default,
+                Some(v) if (min..=max).contains(&v) => v as usize,
+                Some(v) => {
+                    self.error(
+                        &["serve", key],
+                        format!("must be between {min} and {max}, not {v}"),
+                    );
+                    default
+                }
+            };
+        let max_body_bytes = bounded(
+            "max_body_bytes",
+            raw.max_body_bytes,
+            1024,
+            64 << 20,
+            defaults.max_body_bytes,
+        );
+        let max_in_flight = bounded(
+            "max_in_flight",
+            raw.max_in_flight,
+            1,
+            100_000,
+            defaults.max_in_flight,
+        );
+        let mut tokens: Vec<ApiToken> = Vec::new();
+        for (name, token) in &raw.tokens {
+            let key = |last: &'static str| ["serve", "tokens", name.as_str(), last];
+            let role = match token.role.parse::<Role>() {
+                Ok(role) => Some(role),
+                Err(e) => {
+                    self.error(&key("role"), e);
+                    None
+                }
+            };
+            let user = token.user.trim();
+            if !user.contains('@') {
+                self.error(&key("user"), format!("`{user}` is not an email address"));
+            }
+            let value = match (&token.token_env, &token.token_file) {
+                (Some(var), None) => match (self.env)(var) {
+                    Some(v) if !v.trim().is_empty() => Some(v.trim().to_string()),
+                    Some(_) => {
+                        self.error(
+                            &key("token_env"),
+                            format!("environment variable `{var}` is empty"),
+                        );
+                        None
+                    }
+                    None => {
+                        self.error(
+                            &key("token_env"),
+                            format!("environment variable `{var}` is not set"),
+                        );
+                        None
+                    }
+                },
+                (None, Some(file)) => {
+                    let full = self.resolve(file);
+                    match std::fs::read_to_string(&full) {
+                        Ok(v) if !v.trim().is_empty() => Some(v.trim().to_string()),
+                        Ok(_) => {
+                            self.error(
+                                &key("token_file"),
+                                format!("token file {} is empty", full.display()),
+                            );
+                            None
+                        }
+                        Err(e) => {
+                            self.error(
+                                &key("token_file"),
+                                format!("cannot read token file {}: {e}", full.display()),
+                            );
+                            None
+                        }
+                    }
+                }
+                _ => {
+                    self.error(
+                        &["serve", "tokens", name],
+                        "needs exactly one of `token_env` or `token_file`",
+                    );
+                    None
+                }
+            };
+            let (Some(role), Some(value)) = (role, value) else {
+                continue;
+            };
+            if let Some(other) = tokens.iter().find(|t| t.token.expose() == value) {
+                self.error(
+                    &["serve", "tokens", name],
+                    format!(
+                        "has the same token as `{}`; every token must be different",
+                        other.name
+                    ),
+                );
+                continue;
+            }
+            tokens.push(ApiToken {
+                name: name.clone(),
+                user: user.to_string(),
+                role,
+                token: SecretValue::new(value),
+            });
+        }
+        ServeSettings {
+            listen,
+            max_body_bytes,
+            max_in_flight,
+            tokens,
+        }
+    }
+
+    pub(super) fn fields(
+        &mut self,
+        flow: &str,
+        raw: &BTreeMap<String, RawField>,
+    ) -> BTreeMap<String, FieldSpec> {
+        let mut out = BTreeMap::new();
+        for (name, field) in raw {
+            let kind = match field.kind.as_str() {
+                "string" => FieldType::String,
+                "int" => FieldType::Int,
+                "bool" => FieldType::Bool,
+                "list" => FieldType::List,
+                "duration" => FieldType::Duration,
+                other => {
+                    self.error(
+                        &["flows", flow, "fields", name, "type"],
+                        format!(
+                            "unknown type `{other}`; expected string, int, bool, list or duration"
+                        ),
+                    );
+                    continue;
+                }
+            };
+            if name == DURATION_FIELD && kind != FieldType::Duration {
+                self.error(
+                    &["flows", flow, "fields", name, "type"],
+                    format!(
+                        "field `{DURATION_FIELD}` says how long access lasts and must have type = \"duration\""
+                    ),
+                );
+                continue;
+            }
+            out.insert(
+                name.clone(),
+                FieldSpec {
+                    kind,
+                    required: field.required,
+                },
+            );
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::super::{Config, ConfigErrors};
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigErrors> {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("plugin.wasm"), b"\0asm").unwrap();
+        std::fs::write(dir.path().join("admin.token"), "file-token\n").unwrap();
+        let path = dir.path().join("warden.toml");
+        Config::parse(text, Path::new(&path), &|name| match name {
+            "ALICE_TOKEN" => Some("env-token".into()),
+            "SAME_AS_FILE" => Some("file-token".into()),
+            _ => None,
+        })
+    }
+
+    fn errors(text: &str) -> String {
+        parse(text).expect_err("should be rejected").to_string()
+    }
+
+    const FLOW: &str =
+        "[environments.e]\n[flows.f]\nenvironment = \"e\"\nplugin = \"plugin.wasm\"\n";
+
+    #[test]
+    fn tokens_roles_and_limits_are_read() {
+        let config = parse(&format!(
+            "{FLOW}allow_self_approval = true\n[flows.f.fields.duration]\ntype = \"duration\"\nrequired = true\n\
+             [serve]\nlisten = \"127.0.0.1:9000\"\nmax_in_flight = 3\n\
+             [serve.tokens.alice]\ntoken_env = \"ALICE_TOKEN\"\nuser = \"alice@x.com\"\nrole = \"approver\"\n\
+             [serve.tokens.admin]\ntoken_file = \"admin.token\"\nuser = \"root@x.com\"\nrole = \"admin\"\n"
+        ))
+        .unwrap_or_else(|e| panic!("{e}"));
+        let serve = &config.serve;
+        assert_eq!(serve.listen.to_string(), "127.0.0.1:9000");
+        assert_eq!(serve.max_in_flight, 3);
+        assert_eq!(serve.max_body_bytes, DEFAULT_MAX_BODY_BYTES);
+        let admin = serve.tokens.iter().find(|t| t.name == "admin").unwrap();
+        assert_eq!(
+            (admin.role, admin.token.expose()),
+            (Role::Admin, "file-token")
+        );
+        assert_eq!(format!("{:?}", admin.token), "[REDACTED]");
+        let flow = config.flow("f").unwrap();
+        assert!(flow.allow_self_approval);
+        assert_eq!(
+            flow.fields["duration"],
+            FieldSpec {
+                kind: FieldType::Duration,
+                required: true
+            }
+        );
+    }
+
+    #[test]
+    fn bad_serve_settings_are_each_named() {
+        let text = errors(&format!(
+            "{FLOW}[flows.f.fields.duration]\ntype = \"string\"\n[flows.f.fields.n]\ntype = \"float\"\n\
+             [serve]\nlisten = \"localhost\"\nmax_in_flight = 0\n\
+             [serve.tokens.a]\nuser = \"a@x.com\"\nrole = \"boss\"\n\
+             [serve.tokens.b]\ntoken_env = \"UNSET\"\nuser = \"nobody\"\nrole = \"requester\"\n\
+             [serve.tokens.c]\ntoken_file = \"admin.token\"\nuser = \"c@x.com\"\nrole = \"admin\"\n\
+             [serve.tokens.d]\ntoken_env = \"SAME_AS_FILE\"\nuser = \"d@x.com\"\nrole = \"admin\"\n"
+        ));
+        for expected in [
+            "flows.f.fields.duration.type: field `duration` says how long access lasts",
+            "flows.f.fields.n.type: unknown type `float`",
+            "serve.listen: `localhost` is not an address",
+            "serve.max_in_flight: must be between 1 and 100000, not 0",
+            "serve.tokens.a.role: unknown role `boss`",
+            "serve.tokens.a: needs exactly one of `token_env` or `token_file`",
+            "serve.tokens.b.user: `nobody` is not an email address",
+            "serve.tokens.b.token_env: environment variable `UNSET` is not set",
+            "serve.tokens.d: has the same token as `c`",
+        ] {
+            assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
+        }
+        assert!(!text.contains("file-token"), "a token leaked: {text}");
+    }
+}

@@ -1,0 +1,462 @@
+//! The HTTP API: JSON in and out, bearer tokens, a body size cap, and a bound on requests
+//! in flight (503 with `Retry-After` beyond it, rather than a queue).
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, Query, Request, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::Deserialize;
+use tokio::sync::Semaphore;
+use tokio_util::task::TaskTracker;
+
+use crate::config::Role;
+use crate::event::UserInput;
+
+use super::Runtime;
+use super::lifecycle::{Lifecycle, LifecycleError, Submission};
+use super::metrics::Metrics;
+use super::requests::State as RequestState;
+
+/// Seconds a client is told to wait when warden is at `max_in_flight`.
+const RETRY_AFTER_SECONDS: &str = "1";
+const MAX_IDEMPOTENCY_KEY_BYTES: usize = 200;
+
+pub(crate) struct App {
+    pub lifecycle: Arc<Lifecycle>,
+    pub runtime: Arc<Runtime>,
+    pub metrics: Arc<Metrics>,
+    pub tasks: TaskTracker,
+    pub in_flight: Arc<Semaphore>,
+}
+
+pub(crate) fn router(app: Arc<App>, max_body_bytes: usize) -> Router {
+    let v1 = Router::new()
+        .route("/v1/flows/{flow}/requests", post(submit))
+        .route("/v1/requests", get(list))
+        .route("/v1/requests/{id}", get(show))
+        .route("/v1/requests/{id}/approve", post(approve))
+        .route("/v1/requests/{id}/deny", post(deny))
+        .route("/v1/admin/reload", post(reload))
+        .route("/v1/admin/audit", get(audit))
+        .layer(middleware::from_fn_with_state(app.clone(), limit_in_flight));
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/metrics", get(metrics))
+        .merge(v1)
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
+        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(middleware::from_fn_with_state(app.clone(), count_responses))
+        .with_state(app)
+}
+
+/// An error response: `{"error": "...", "field": "..."}`.
+#[derive(Debug)]
+pub(crate) struct ApiError {
+    status: StatusCode,
+    message: String,
+    field: Option<String>,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            message: message.into(),
+            field: None,
+        }
+    }
+
+    fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, message)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut body = serde_json::json!({ "error": self.message });
+        if let Some(field) = self.field {
+            body["field"] = field.into();
+        }
+        let mut response = (self.status, axum::Json(body)).into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}
+
+impl From<LifecycleError> for ApiError {
+    fn from(e: LifecycleError) -> Self {
+        let status = match &e {
+            LifecycleError::UnknownFlow { .. } | LifecycleError::NotFound(_) => {
+                StatusCode::NOT_FOUND
+            }
+            LifecycleError::InvalidField { .. } | LifecycleError::Invalid(_) => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
+            LifecycleError::WrongState { .. } | LifecycleError::Busy(_) => StatusCode::CONFLICT,
+            LifecycleError::SelfApproval { .. } => StatusCode::FORBIDDEN,
+            LifecycleError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        if status.is_server_error() {
+            tracing::error!("{e}");
+        }
+        let field = match &e {
+            LifecycleError::InvalidField { field, .. } => Some(field.clone()),
+            _ => None,
+        };
+        Self {
+            status,
+            message: e.to_string(),
+            field,
+        }
+    }
+}
+
+impl From<BytesRejection> for ApiError {
+    fn from(e: BytesRejection) -> Self {
+        let status = e.status();
+        let message = if status == StatusCode::PAYLOAD_TOO_LARGE {
+            "the request body is larger than serve.max_body_bytes".to_string()
+        } else {
+            e.body_text()
+        };
+        Self::new(status, message)
+    }
+}
+
+/// Who is calling, from their bearer token.
+pub(crate) struct Caller {
+    user: String,
+    role: Role,
+}
+
+impl Caller {
+    fn require(&self, role: Role) -> Result<(), ApiError> {
+        if self.role >= role {
+            Ok(())
+        } else {
+            Err(ApiError::forbidden(format!(
+                "{} has role {}; this needs {role}",
+                self.user, self.role
+            )))
+        }
+    }
+
+    /// `named` (who the body says acts) must be the caller, unless the caller is an admin.
+    fn acting_as(&self, named: Option<UserInput>, what: &str) -> Result<UserInput, ApiError> {
+        let named = named.unwrap_or_else(|| UserInput {
+            email: self.user.clone(),
+            username: None,
+            id: None,
+            first_name: None,
+            last_name: None,
+        });
+        if !named.email.trim().eq_ignore_ascii_case(&self.user) && self.role < Role::Admin {
+            return Err(ApiError::forbidden(format!(
+                "{} may not act as {what} {}; only admins act for others",
+                self.user,
+                named.email.trim()
+            )));
+        }
+        Ok(named)
+    }
+}
+
+/// Compares in time independent of where the first difference is.
+fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+impl FromRequestParts<Arc<App>> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, app: &Arc<App>) -> Result<Self, ApiError> {
+        let unauthorized = |m: &str| ApiError::new(StatusCode::UNAUTHORIZED, m);
+        let value = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .ok_or_else(|| unauthorized("missing `Authorization: Bearer <token>`"))?;
+        let token = value
+            .to_str()
+            .ok()
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim)
+            .ok_or_else(|| unauthorized("the Authorization header must be `Bearer <token>`"))?;
+        let warden = app.runtime.current();
+        let found = warden
+            .config()
+            .serve
+            .tokens
+            .iter()
+            .find(|t| same_secret(t.token.expose().as_bytes(), token.as_bytes()))
+            .ok_or_else(|| unauthorized("unknown token"))?;
+        Ok(Caller {
+            user: found.user.clone(),
+            role: found.role,
+        })
+    }
+}
+
+async fn limit_in_flight(State(app): State<Arc<App>>, request: Request, next: Next) -> Response {
+    let Ok(_permit) = app.in_flight.clone().try_acquire_owned() else {
+        let mut response = ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "warden is at serve.max_in_flight requests; retry shortly",
+        )
+        .into_response();
+        response.headers_mut().insert(
+            header::RETRY_AFTER,
+            HeaderValue::from_static(RETRY_AFTER_SECONDS),
+        );
+        return response;
+    };
+    next.run(request).await
+}
+
+async fn count_responses(State(app): State<Arc<App>>, request: Request, next: Next) -> Response {
+    let method = request.method().clone();
+    let path = request.uri().path().to_string();
+    let response = next.run(request).await;
+    let status = response.status();
+    app.metrics.observe_response(status.as_u16());
+    tracing::debug!(%method, %path, status = status.as_u16(), "api");
+    response
+}
+
+fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return serde_json::from_slice(b"{}").map_err(|e| {
+            ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!("invalid body: {e}"),
+            )
+        });
+    }
+    serde_json::from_slice(body).map_err(|e| {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("invalid JSON body: {e}"),
+        )
+    })
+}
+
+/// Runs a lifecycle operation as its own task, so a client that hangs up does not cut a
+/// request's hooks short, and shutdown can wait for it.
+async fn detached<T: Send + 'static>(
+    app: &App,
+    work: impl Future<Output = Result<T, LifecycleError>> + Send + 'static,
+) -> Result<T, ApiError> {
+    app.tasks
+        .spawn(work)
+        .await
+        .map_err(|e| {
+            tracing::error!("a lifecycle task failed: {e}");
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "warden failed while handling this request (a host problem); see its log",
+            )
+        })?
+        .map_err(ApiError::from)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewRequestBody {
+    requester: Option<UserInput>,
+    #[serde(default)]
+    fields: serde_json::Map<String, serde_json::Value>,
+}
+
+async fn submit(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    Path(flow): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    caller.require(Role::Requester)?;
+    let body: NewRequestBody = parse(&body?)?;
+    let requester = caller.acting_as(body.requester, "requester")?;
+    let idempotency_key = match headers.get("idempotency-key") {
+        None => None,
+        Some(v) => {
+            let key = v
+                .to_str()
+                .ok()
+                .filter(|k| !k.is_empty() && k.len() <= MAX_IDEMPOTENCY_KEY_BYTES);
+            Some(
+                key.ok_or_else(|| {
+                    ApiError::new(
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        format!(
+                            "Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY_BYTES} visible ASCII characters"
+                        ),
+                    )
+                })?
+                .to_string(),
+            )
+        }
+    };
+    let lifecycle = app.lifecycle.clone();
+    let submission = Submission {
+        flow,
+        requester,
+        fields: body.fields,
+        created_by: caller.user.clone(),
+        idempotency_key,
+    };
+    let submitted = detached(&app, async move { lifecycle.submit(submission).await }).await?;
+    let status = if submitted.replayed {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    let mut response = (status, axum::Json(&submitted.request)).into_response();
+    if submitted.replayed {
+        response
+            .headers_mut()
+            .insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
+    Ok(response)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DecisionBody {
+    approver: Option<UserInput>,
+    reason: Option<String>,
+}
+
+async fn approve(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    Path(id): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    decide(app, caller, id, body, true).await
+}
+
+async fn deny(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    Path(id): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    decide(app, caller, id, body, false).await
+}
+
+async fn decide(
+    app: Arc<App>,
+    caller: Caller,
+    id: String,
+    body: Result<Bytes, BytesRejection>,
+    approve: bool,
+) -> Result<Response, ApiError> {
+    caller.require(Role::Approver)?;
+    let body: DecisionBody = parse(&body?)?;
+    let approver = caller.acting_as(body.approver, "approver")?;
+    let lifecycle = app.lifecycle.clone();
+    let view = detached(&app, async move {
+        if approve {
+            lifecycle.approve(&id, approver, body.reason).await
+        } else {
+            lifecycle.deny(&id, approver, body.reason).await
+        }
+    })
+    .await?;
+    Ok(axum::Json(view).into_response())
+}
+
+async fn show(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let view = app.lifecycle.view(&id)?;
+    if caller.role == Role::Requester && !view.requester.eq_ignore_ascii_case(&caller.user) {
+        return Err(ApiError::forbidden(format!(
+            "{} may see only their own requests",
+            caller.user
+        )));
+    }
+    Ok(axum::Json(view).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    state: Option<String>,
+}
+
+async fn list(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(query) = query.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text()))?;
+    let state = query
+        .state
+        .map(|s| s.parse::<RequestState>())
+        .transpose()
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e))?;
+    let only = (caller.role == Role::Requester).then_some(caller.user.as_str());
+    let requests = app.lifecycle.list(state, only)?;
+    Ok(axum::Json(serde_json::json!({ "requests": requests })).into_response())
+}
+
+async fn reload(State(app): State<Arc<App>>, caller: Caller) -> Result<Response, ApiError> {
+    caller.require(Role::Admin)?;
+    match app.runtime.reload(&caller.user).await {
+        Ok(summary) => Ok(axum::Json(summary).into_response()),
+        Err(errors) => Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("the new config was refused; the old one keeps serving:\n{errors}"),
+        )),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuditQuery {
+    limit: Option<usize>,
+}
+
+async fn audit(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    Query(query): Query<AuditQuery>,
+) -> Result<Response, ApiError> {
+    caller.require(Role::Admin)?;
+    let entries = app
+        .lifecycle
+        .requests()
+        .audit_log(query.limit.unwrap_or(100).min(10_000))
+        .map_err(LifecycleError::from)?;
+    Ok(axum::Json(serde_json::json!({ "entries": entries })).into_response())
+}
+
+async fn metrics(State(app): State<Arc<App>>) -> Response {
+    let states = app
+        .lifecycle
+        .requests()
+        .count_by_state()
+        .unwrap_or_default();
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        app.metrics.render(&states),
+    )
+        .into_response()
+}

@@ -1,0 +1,253 @@
+//! `warden serve`: the access-request lifecycle as a long-running service.
+//!
+//! [`Server`] wires the pieces: the current [`Warden`] behind an atomic swap (so a reload
+//! replaces it while requests already running keep the one they started with), the
+//! [`lifecycle::Lifecycle`] state machine, its persistence in the SQLite store
+//! ([`requests`]), the expiry sleeper, [`metrics`], and the HTTP [`api`].
+
+mod api;
+pub mod lifecycle;
+pub mod metrics;
+pub mod requests;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use serde::Serialize;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::{Config, ConfigErrors};
+use crate::store::{Store, StoreError};
+use crate::{StartError, Warden};
+
+use lifecycle::{Lifecycle, LifecycleError};
+use metrics::Metrics;
+use requests::Requests;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("{}", config_problems(.0))]
+    Config(ConfigErrors),
+    #[error("{0}")]
+    Start(#[from] StartError),
+    #[error(
+        "{0}: no API tokens: add at least one [serve.tokens.<name>] with token_env or token_file, user and role"
+    )]
+    NoTokens(PathBuf),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("cannot resume stored requests: {0}")]
+    Recover(#[from] LifecycleError),
+    #[error("the HTTP server failed: {0}")]
+    Serve(std::io::Error),
+}
+
+fn config_problems(errors: &ConfigErrors) -> String {
+    format!("{} problem(s) in the config:\n{errors}", errors.0.len())
+}
+
+/// What a reload applied.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReloadSummary {
+    pub flows: Vec<String>,
+    /// Settings that changed but take effect only on restart.
+    pub restart_needed_for: Vec<String>,
+}
+
+/// The current `Warden`, swapped whole on reload.
+pub struct Runtime {
+    current: Arc<ArcSwap<Warden>>,
+    config_path: PathBuf,
+    reload_lock: tokio::sync::Mutex<()>,
+    requests: Requests,
+    metrics: Arc<Metrics>,
+}
+
+impl Runtime {
+    pub fn current(&self) -> Arc<Warden> {
+        self.current.load_full()
+    }
+
+    /// Loads and compiles the config file again, off to the side, and swaps it in only if
+    /// all of it is valid. On error the old config keeps serving and the errors come back.
+    pub async fn reload(&self, actor: &str) -> Result<ReloadSummary, String> {
+        let _one_at_a_time = self.reload_lock.lock().await;
+        let result = self.load_new().await;
+        self.metrics.observe_reload(result.is_ok());
+        let detail = match &result {
+            Ok(summary) => serde_json::json!({ "flows": summary.flows }),
+            Err(errors) => serde_json::json!({ "refused": errors }),
+        };
+        let action = if result.is_ok() {
+            "reload"
+        } else {
+            "reload-refused"
+        };
+        if let Err(e) = self.requests.audit(actor, action, None, &detail) {
+            tracing::error!("cannot write the audit log: {e}");
+        }
+        match &result {
+            Ok(summary) => tracing::info!(
+                flows = ?summary.flows,
+                restart_needed_for = ?summary.restart_needed_for,
+                "config reloaded"
+            ),
+            Err(errors) => {
+                tracing::error!("config reload refused; the old config keeps serving:\n{errors}")
+            }
+        }
+        result
+    }
+
+    async fn load_new(&self) -> Result<ReloadSummary, String> {
+        let config =
+            Config::load(&self.config_path).map_err(|e| ServeError::Config(e).to_string())?;
+        let old = self.current();
+        let before = old.config();
+        if config.store_path != before.store_path {
+            return Err(format!(
+                "store.path changed from {} to {}; the store cannot move while serving: restart warden",
+                before.store_path.display(),
+                config.store_path.display()
+            ));
+        }
+        if config.serve.tokens.is_empty() {
+            return Err(ServeError::NoTokens(self.config_path.clone()).to_string());
+        }
+        let mut restart_needed_for = Vec::new();
+        if config.serve.listen != before.serve.listen {
+            restart_needed_for.push("serve.listen".to_string());
+        }
+        if config.serve.max_in_flight != before.serve.max_in_flight {
+            restart_needed_for.push("serve.max_in_flight".to_string());
+        }
+        if config.serve.max_body_bytes != before.serve.max_body_bytes {
+            restart_needed_for.push("serve.max_body_bytes".to_string());
+        }
+        let flows = config.flows.keys().cloned().collect();
+        let warden = Warden::start_with_store(config, old.identity_store().clone())
+            .await
+            .map_err(|e| e.to_string())?;
+        self.current.store(Arc::new(warden));
+        Ok(ReloadSummary {
+            flows,
+            restart_needed_for,
+        })
+    }
+}
+
+/// A running `warden serve`.
+pub struct Server {
+    addr: SocketAddr,
+    stop: CancellationToken,
+    runtime: Arc<Runtime>,
+    requests: Requests,
+    tasks: TaskTracker,
+    http: tokio::task::JoinHandle<std::io::Result<()>>,
+    expiry: tokio::task::JoinHandle<()>,
+}
+
+impl Server {
+    /// Loads the config, compiles the plugins, opens the store, resumes stored requests
+    /// (expiry timers included) and starts listening on `listen` or `serve.listen`.
+    pub async fn start(config_path: &Path, listen: Option<SocketAddr>) -> Result<Self, ServeError> {
+        let config = Config::load(config_path).map_err(ServeError::Config)?;
+        if config.serve.tokens.is_empty() {
+            return Err(ServeError::NoTokens(config_path.to_path_buf()));
+        }
+        let settings = config.serve.clone();
+        let store = Arc::new(Store::open(&config.store_path)?);
+        let warden = Warden::start_with_store(config, store.clone()).await?;
+        let metrics = Arc::new(Metrics::default());
+        let requests = Requests::new(store);
+        let current = Arc::new(ArcSwap::from_pointee(warden));
+        let runtime = Arc::new(Runtime {
+            current: current.clone(),
+            config_path: config_path.to_path_buf(),
+            reload_lock: tokio::sync::Mutex::new(()),
+            requests: requests.clone(),
+            metrics: metrics.clone(),
+        });
+        let lifecycle = Arc::new(Lifecycle::new(current, requests.clone(), metrics.clone()));
+        let resumed = lifecycle.recover().await?;
+        if resumed > 0 {
+            tracing::info!(resumed, "resumed requests cut short by the last stop");
+        }
+
+        let addr = listen.unwrap_or(settings.listen);
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| ServeError::Bind { addr, source })?;
+        let addr = listener
+            .local_addr()
+            .map_err(|source| ServeError::Bind { addr, source })?;
+
+        let stop = CancellationToken::new();
+        let tasks = TaskTracker::new();
+        let expiry = tokio::spawn(lifecycle.clone().expire_loop(tasks.clone(), stop.clone()));
+        let app = Arc::new(api::App {
+            lifecycle,
+            runtime: runtime.clone(),
+            metrics,
+            tasks: tasks.clone(),
+            in_flight: Arc::new(Semaphore::new(settings.max_in_flight)),
+        });
+        let router = api::router(app, settings.max_body_bytes);
+        let http = tokio::spawn(
+            axum::serve(listener, router)
+                .with_graceful_shutdown(stop.clone().cancelled_owned())
+                .into_future(),
+        );
+        tracing::info!(%addr, "warden serving");
+        Ok(Self {
+            addr,
+            stop,
+            runtime,
+            requests,
+            tasks,
+            http,
+            expiry,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn runtime(&self) -> &Arc<Runtime> {
+        &self.runtime
+    }
+
+    pub async fn reload(&self, actor: &str) -> Result<ReloadSummary, String> {
+        self.runtime.reload(actor).await
+    }
+
+    /// Stops accepting, lets requests in flight and their hooks finish, then closes the
+    /// store.
+    pub async fn shutdown(self) -> Result<(), ServeError> {
+        tracing::info!("shutting down: finishing requests in flight");
+        self.stop.cancel();
+        let served = self.http.await;
+        let _ = self.expiry.await;
+        self.tasks.close();
+        self.tasks.wait().await;
+        if let Err(e) = self.requests.checkpoint() {
+            tracing::warn!("cannot checkpoint the store: {e}");
+        }
+        tracing::info!("stopped");
+        match served {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(ServeError::Serve(e)),
+            Err(e) => Err(ServeError::Serve(std::io::Error::other(e))),
+        }
+    }
+}

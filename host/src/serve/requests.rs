@@ -1,0 +1,615 @@
+//! Access requests, their history and the audit log, in the same SQLite store as identities.
+//! Every state change is one transaction: the new state, its history entry and its audit
+//! line commit together or not at all.
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rusqlite::{OptionalExtension, params};
+use serde::{Deserialize, Serialize};
+
+use crate::store::{Store, StoreError};
+
+/// Where a request is. `requested` and `approved` are passing states: a request rests in
+/// them only while its hooks run (or if warden stopped right then; see `Lifecycle::recover`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum State {
+    Requested,
+    Pending,
+    Approved,
+    Denied,
+    Escalated,
+    Deescalated,
+}
+
+impl State {
+    pub const ALL: [State; 6] = [
+        Self::Requested,
+        Self::Pending,
+        Self::Approved,
+        Self::Denied,
+        Self::Escalated,
+        Self::Deescalated,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Requested => "requested",
+            Self::Pending => "pending",
+            Self::Approved => "approved",
+            Self::Denied => "denied",
+            Self::Escalated => "escalated",
+            Self::Deescalated => "deescalated",
+        }
+    }
+}
+
+impl fmt::Display for State {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for State {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|state| state.as_str() == s)
+            .ok_or_else(|| {
+                let names: Vec<&str> = Self::ALL.iter().map(|s| s.as_str()).collect();
+                format!("unknown state `{s}`; states are {}", names.join(", "))
+            })
+    }
+}
+
+/// One step of a request's history, as stored and as `GET /v1/requests/{id}` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HistoryEntry {
+    /// Unix milliseconds.
+    pub at: i64,
+    pub step: String,
+    #[serde(flatten)]
+    pub event: HistoryEvent,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum HistoryEvent {
+    /// A hook ran (or was skipped because the plugin does not implement it).
+    Hook {
+        hook: String,
+        ran: bool,
+        /// `continue`, `approve`, `deny`, `ignore`, or `failed`.
+        outcome: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+        /// Why the hook failed, and who is to blame; the request then took the default path.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        blame: Option<String>,
+        elapsed_ms: f64,
+        #[serde(skip_serializing_if = "Vec::is_empty", default)]
+        refusals: Vec<String>,
+    },
+    /// The request changed state.
+    Transition {
+        from: Option<State>,
+        to: State,
+        actor: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
+}
+
+/// A request as stored, without its history.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RequestRecord {
+    pub id: String,
+    pub flow: String,
+    pub requester: String,
+    pub fields: serde_json::Map<String, serde_json::Value>,
+    pub state: State,
+    /// What decided the request so far: `continue` (a human decides), `approve` or `deny`.
+    pub decision: String,
+    pub reason: Option<String>,
+    pub created_by: String,
+    pub duration: Option<Duration>,
+    pub expires_at: Option<i64>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+pub struct NewRequest<'a> {
+    pub id: &'a str,
+    pub flow: &'a str,
+    pub requester: &'a str,
+    pub fields: &'a serde_json::Map<String, serde_json::Value>,
+    pub created_by: &'a str,
+    pub idempotency_key: Option<&'a str>,
+    pub duration: Option<Duration>,
+}
+
+/// A state change: applied only if the request is in one of `from`.
+pub struct Transition<'a> {
+    pub from: &'a [State],
+    pub to: State,
+    pub decision: &'a str,
+    pub reason: Option<&'a str>,
+    pub actor: &'a str,
+    pub step: &'a str,
+    pub expires_at: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AuditEntry {
+    pub seq: i64,
+    pub at: i64,
+    pub actor: String,
+    pub action: String,
+    pub request_id: Option<String>,
+    pub detail: serde_json::Value,
+}
+
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_default()
+}
+
+/// `at` (Unix milliseconds) as RFC 3339.
+pub fn rfc3339(at: i64) -> String {
+    let time = UNIX_EPOCH + Duration::from_millis(at.max(0) as u64);
+    humantime::format_rfc3339_millis(time).to_string()
+}
+
+#[derive(Clone)]
+pub struct Requests {
+    store: Arc<Store>,
+}
+
+const COLUMNS: &str = "id, flow, requester, fields, state, decision, reason, created_by,
+    duration_seconds, expires_at, created_at, updated_at";
+
+fn row_to_record(row: &rusqlite::Row<'_>) -> rusqlite::Result<RequestRecord> {
+    let fields: String = row.get(3)?;
+    let state: String = row.get(4)?;
+    let bad = |i, e: String| {
+        rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, e.into())
+    };
+    Ok(RequestRecord {
+        id: row.get(0)?,
+        flow: row.get(1)?,
+        requester: row.get(2)?,
+        fields: serde_json::from_str(&fields).map_err(|e| bad(3, e.to_string()))?,
+        state: state.parse().map_err(|e| bad(4, e))?,
+        decision: row.get(5)?,
+        reason: row.get(6)?,
+        created_by: row.get(7)?,
+        duration: row
+            .get::<_, Option<i64>>(8)?
+            .map(|s| Duration::from_secs(s as u64)),
+        expires_at: row.get(9)?,
+        created_at: row.get(10)?,
+        updated_at: row.get(11)?,
+    })
+}
+
+fn append_history(
+    tx: &rusqlite::Transaction<'_>,
+    id: &str,
+    entry: &HistoryEntry,
+) -> rusqlite::Result<()> {
+    let json = serde_json::to_string(entry).expect("history entries serialize");
+    tx.execute(
+        "INSERT INTO request_history (request_id, seq, entry)
+         VALUES (?1, (SELECT COALESCE(MAX(seq), 0) + 1 FROM request_history WHERE request_id = ?1), ?2)",
+        params![id, json],
+    )?;
+    Ok(())
+}
+
+fn append_audit(
+    tx: &rusqlite::Transaction<'_>,
+    actor: &str,
+    action: &str,
+    request_id: Option<&str>,
+    detail: &serde_json::Value,
+) -> rusqlite::Result<()> {
+    tx.execute(
+        "INSERT INTO audit_log (at, actor, action, request_id, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![now_ms(), actor, action, request_id, detail.to_string()],
+    )?;
+    Ok(())
+}
+
+impl Requests {
+    pub fn new(store: Arc<Store>) -> Self {
+        Self { store }
+    }
+
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    /// Stores a new request in state `requested`; with an idempotency key already used by
+    /// `created_by`, stores nothing and returns the earlier request's id.
+    pub fn insert(&self, new: &NewRequest<'_>) -> Result<Result<(), String>, StoreError> {
+        self.store.with(|c| {
+            let tx = c.transaction()?;
+            if let Some(key) = new.idempotency_key {
+                let existing: Option<String> = tx
+                    .query_row(
+                        "SELECT id FROM requests WHERE created_by = ?1 AND idempotency_key = ?2",
+                        params![new.created_by, key],
+                        |r| r.get(0),
+                    )
+                    .optional()?;
+                if let Some(id) = existing {
+                    return Ok(Err(id));
+                }
+            }
+            let now = now_ms();
+            tx.execute(
+                "INSERT INTO requests (id, flow, requester, fields, state, decision, created_by,
+                     idempotency_key, duration_seconds, created_at, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, 'continue', ?6, ?7, ?8, ?9, ?9)",
+                params![
+                    new.id,
+                    new.flow,
+                    new.requester,
+                    serde_json::Value::Object(new.fields.clone()).to_string(),
+                    State::Requested.as_str(),
+                    new.created_by,
+                    new.idempotency_key,
+                    new.duration.map(|d| d.as_secs() as i64),
+                    now,
+                ],
+            )?;
+            append_history(
+                &tx,
+                new.id,
+                &HistoryEntry {
+                    at: now,
+                    step: "request".into(),
+                    event: HistoryEvent::Transition {
+                        from: None,
+                        to: State::Requested,
+                        actor: new.created_by.to_string(),
+                        reason: None,
+                    },
+                },
+            )?;
+            append_audit(
+                &tx,
+                new.created_by,
+                "request",
+                Some(new.id),
+                &serde_json::json!({ "flow": new.flow, "requester": new.requester }),
+            )?;
+            tx.commit()?;
+            Ok(Ok(()))
+        })
+    }
+
+    pub fn get(&self, id: &str) -> Result<Option<RequestRecord>, StoreError> {
+        self.store.with(|c| {
+            c.query_row(
+                &format!("SELECT {COLUMNS} FROM requests WHERE id = ?1"),
+                params![id],
+                row_to_record,
+            )
+            .optional()
+        })
+    }
+
+    /// Requests, newest first, optionally only those in `state` and of `requester`.
+    pub fn list(
+        &self,
+        state: Option<State>,
+        requester: Option<&str>,
+    ) -> Result<Vec<RequestRecord>, StoreError> {
+        self.store.with(|c| {
+            let mut stmt = c.prepare(&format!(
+                "SELECT {COLUMNS} FROM requests
+                 WHERE (?1 IS NULL OR state = ?1) AND (?2 IS NULL OR requester = ?2)
+                 ORDER BY created_at DESC, id DESC LIMIT 1000"
+            ))?;
+            stmt.query_map(params![state.map(State::as_str), requester], row_to_record)?
+                .collect()
+        })
+    }
+
+    pub fn history(&self, id: &str) -> Result<Vec<HistoryEntry>, StoreError> {
+        self.store.with(|c| {
+            let mut stmt =
+                c.prepare("SELECT entry FROM request_history WHERE request_id = ?1 ORDER BY seq")?;
+            stmt.query_map(params![id], |r| {
+                let text: String = r.get(0)?;
+                serde_json::from_str(&text).map_err(|e| {
+                    rusqlite::Error::FromSqlConversionFailure(
+                        0,
+                        rusqlite::types::Type::Text,
+                        e.into(),
+                    )
+                })
+            })?
+            .collect()
+        })
+    }
+
+    pub fn record(&self, id: &str, entry: &HistoryEntry) -> Result<(), StoreError> {
+        self.store.with(|c| {
+            let tx = c.transaction()?;
+            append_history(&tx, id, entry)?;
+            tx.commit()
+        })
+    }
+
+    /// Applies `t` if the request is in one of `t.from`; returns whether it was.
+    pub fn transition(&self, id: &str, t: &Transition<'_>) -> Result<bool, StoreError> {
+        self.store.with(|c| {
+            let tx = c.transaction()?;
+            let current: Option<String> = tx
+                .query_row(
+                    "SELECT state FROM requests WHERE id = ?1",
+                    params![id],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            let Some(from) = current.and_then(|s| s.parse::<State>().ok()) else {
+                return Ok(false);
+            };
+            if !t.from.contains(&from) {
+                return Ok(false);
+            }
+            let now = now_ms();
+            tx.execute(
+                "UPDATE requests SET state = ?2, decision = ?3, reason = COALESCE(?4, reason),
+                     expires_at = COALESCE(?5, expires_at), updated_at = ?6
+                 WHERE id = ?1",
+                params![id, t.to.as_str(), t.decision, t.reason, t.expires_at, now],
+            )?;
+            append_history(
+                &tx,
+                id,
+                &HistoryEntry {
+                    at: now,
+                    step: t.step.to_string(),
+                    event: HistoryEvent::Transition {
+                        from: Some(from),
+                        to: t.to,
+                        actor: t.actor.to_string(),
+                        reason: t.reason.map(str::to_string),
+                    },
+                },
+            )?;
+            append_audit(
+                &tx,
+                t.actor,
+                t.step,
+                Some(id),
+                &serde_json::json!({
+                    "from": from.as_str(),
+                    "to": t.to.as_str(),
+                    "reason": t.reason,
+                }),
+            )?;
+            tx.commit()?;
+            Ok(true)
+        })
+    }
+
+    pub fn audit(
+        &self,
+        actor: &str,
+        action: &str,
+        request_id: Option<&str>,
+        detail: &serde_json::Value,
+    ) -> Result<(), StoreError> {
+        self.store.with(|c| {
+            let tx = c.transaction()?;
+            append_audit(&tx, actor, action, request_id, detail)?;
+            tx.commit()
+        })
+    }
+
+    /// The newest `limit` audit entries, oldest first.
+    pub fn audit_log(&self, limit: usize) -> Result<Vec<AuditEntry>, StoreError> {
+        self.store.with(|c| {
+            let mut stmt = c.prepare(
+                "SELECT seq, at, actor, action, request_id, detail FROM
+                 (SELECT * FROM audit_log ORDER BY seq DESC LIMIT ?1) ORDER BY seq",
+            )?;
+            stmt.query_map(params![limit as i64], |r| {
+                let detail: String = r.get(5)?;
+                Ok(AuditEntry {
+                    seq: r.get(0)?,
+                    at: r.get(1)?,
+                    actor: r.get(2)?,
+                    action: r.get(3)?,
+                    request_id: r.get(4)?,
+                    detail: serde_json::from_str(&detail).unwrap_or(serde_json::Value::Null),
+                })
+            })?
+            .collect()
+        })
+    }
+
+    pub fn ids_in(&self, state: State) -> Result<Vec<String>, StoreError> {
+        self.store.with(|c| {
+            let mut stmt =
+                c.prepare("SELECT id FROM requests WHERE state = ?1 ORDER BY created_at")?;
+            stmt.query_map(params![state.as_str()], |r| r.get(0))?
+                .collect()
+        })
+    }
+
+    /// Escalated requests whose access has run out by `now`.
+    pub fn expired(&self, now: i64) -> Result<Vec<String>, StoreError> {
+        self.store.with(|c| {
+            let mut stmt = c.prepare(
+                "SELECT id FROM requests WHERE state = 'escalated' AND expires_at <= ?1
+                 ORDER BY expires_at",
+            )?;
+            stmt.query_map(params![now], |r| r.get(0))?.collect()
+        })
+    }
+
+    /// The earliest expiry after `now`.
+    pub fn next_expiry(&self, now: i64) -> Result<Option<i64>, StoreError> {
+        self.store.with(|c| {
+            c.query_row(
+                "SELECT MIN(expires_at) FROM requests WHERE state = 'escalated' AND expires_at > ?1",
+                params![now],
+                |r| r.get(0),
+            )
+        })
+    }
+
+    pub fn count_by_state(&self) -> Result<Vec<(State, u64)>, StoreError> {
+        let counted: Vec<(String, i64)> = self.store.with(|c| {
+            let mut stmt = c.prepare("SELECT state, COUNT(*) FROM requests GROUP BY state")?;
+            stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect()
+        })?;
+        Ok(State::ALL
+            .into_iter()
+            .map(|state| {
+                let n = counted
+                    .iter()
+                    .find(|(s, _)| s == state.as_str())
+                    .map_or(0, |(_, n)| *n as u64);
+                (state, n)
+            })
+            .collect())
+    }
+
+    /// Folds the write-ahead log into the database file, for a clean shutdown.
+    pub fn checkpoint(&self) -> Result<(), StoreError> {
+        self.store.with(|c| {
+            c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+                .optional()
+                .map(|_| ())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn requests() -> Requests {
+        Requests::new(Arc::new(Store::open_in_memory().unwrap()))
+    }
+
+    fn new<'a>(
+        id: &'a str,
+        key: Option<&'a str>,
+        fields: &'a serde_json::Map<String, serde_json::Value>,
+    ) -> NewRequest<'a> {
+        NewRequest {
+            id,
+            flow: "f",
+            requester: "a@x.com",
+            fields,
+            created_by: "a@x.com",
+            idempotency_key: key,
+            duration: Some(Duration::from_secs(60)),
+        }
+    }
+
+    #[test]
+    fn an_idempotency_key_returns_the_first_request() {
+        let r = requests();
+        let fields = serde_json::Map::new();
+        assert_eq!(r.insert(&new("r1", Some("k"), &fields)).unwrap(), Ok(()));
+        assert_eq!(
+            r.insert(&new("r2", Some("k"), &fields)).unwrap(),
+            Err("r1".to_string())
+        );
+        assert_eq!(r.insert(&new("r3", None, &fields)).unwrap(), Ok(()));
+        assert!(r.get("r2").unwrap().is_none());
+        assert_eq!(r.get("r1").unwrap().unwrap().state, State::Requested);
+    }
+
+    #[test]
+    fn transitions_apply_only_from_the_named_states_and_are_recorded() {
+        let r = requests();
+        let fields = serde_json::Map::new();
+        r.insert(&new("r1", None, &fields)).unwrap().unwrap();
+        let to_pending = Transition {
+            from: &[State::Requested],
+            to: State::Pending,
+            decision: "continue",
+            reason: None,
+            actor: "warden",
+            step: "request",
+            expires_at: None,
+        };
+        assert!(r.transition("r1", &to_pending).unwrap());
+        assert!(!r.transition("r1", &to_pending).unwrap(), "already pending");
+        assert!(!r.transition("nope", &to_pending).unwrap());
+        let history = r.history("r1").unwrap();
+        assert_eq!(history.len(), 2);
+        assert!(matches!(
+            history[1].event,
+            HistoryEvent::Transition {
+                from: Some(State::Requested),
+                to: State::Pending,
+                ..
+            }
+        ));
+        let audit = r.audit_log(10).unwrap();
+        assert_eq!(
+            audit.iter().map(|a| a.action.as_str()).collect::<Vec<_>>(),
+            ["request", "request"]
+        );
+        assert_eq!(audit[1].detail["to"], "pending");
+    }
+
+    #[test]
+    fn the_audit_log_refuses_updates_and_deletes() {
+        let r = requests();
+        r.audit("admin@x.com", "reload", None, &serde_json::json!({}))
+            .unwrap();
+        for sql in ["UPDATE audit_log SET actor = 'x'", "DELETE FROM audit_log"] {
+            let err = r.store.with(|c| c.execute(sql, [])).unwrap_err();
+            assert!(err.to_string().contains("append-only"), "{err}");
+        }
+        assert_eq!(r.audit_log(10).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn expiries_are_found_by_time() {
+        let r = requests();
+        let fields = serde_json::Map::new();
+        for (id, expires) in [("a", 1_000), ("b", 5_000)] {
+            r.insert(&new(id, None, &fields)).unwrap().unwrap();
+            r.transition(
+                id,
+                &Transition {
+                    from: &[State::Requested],
+                    to: State::Escalated,
+                    decision: "approve",
+                    reason: None,
+                    actor: "t",
+                    step: "escalate",
+                    expires_at: Some(expires),
+                },
+            )
+            .unwrap();
+        }
+        assert_eq!(r.expired(2_000).unwrap(), ["a"]);
+        assert_eq!(r.next_expiry(2_000).unwrap(), Some(5_000));
+        assert_eq!(r.next_expiry(5_000).unwrap(), None);
+        let counts = r.count_by_state().unwrap();
+        assert!(counts.contains(&(State::Escalated, 2)));
+    }
+}

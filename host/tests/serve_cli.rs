@@ -1,0 +1,159 @@
+//! `warden serve` as a process: the address it prints, SIGHUP reloads, SIGTERM stops it
+//! cleanly, and `--log-format json` logs.
+
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use warden_tests::{Scratch, artifacts, toml_path};
+
+const ADMIN_TOKEN: &str = "admin-token-for-cli-tests";
+
+fn write_config(scratch: &Scratch, action: &str) {
+    scratch.write("admin.token", ADMIN_TOKEN);
+    scratch.config(&format!(
+        r#"
+[store]
+path = "warden.db"
+
+[serve.tokens.admin]
+token_file = "admin.token"
+user = "admin@example.com"
+role = "admin"
+
+[environments.main]
+
+[flows.access]
+environment = "main"
+plugin = {plugin}
+vars = {{ action = {action:?} }}
+"#,
+        plugin = toml_path(artifacts::PROBE)
+    ));
+}
+
+/// Starts `warden serve` on a free port; returns the child and its base URL.
+fn serve(scratch: &Scratch, log_format: &str) -> (Child, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_warden"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--log-format",
+            log_format,
+            "--config",
+        ])
+        .arg(scratch.path().join("warden.toml"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run warden serve");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let url = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .to_string();
+    (child, url)
+}
+
+fn signal(child: &Child, name: &str) {
+    let status = Command::new("kill")
+        .args([&format!("-{name}"), &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+async fn submit(url: &str) -> serde_json::Value {
+    let response = reqwest::Client::new()
+        .post(format!("{url}/v1/flows/access/requests"))
+        .bearer_auth(ADMIN_TOKEN)
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    serde_json::from_str(&response.text().await.unwrap()).unwrap()
+}
+
+fn stop(mut child: Child) -> String {
+    signal(&child, "TERM");
+    let status = child.wait().unwrap();
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert!(status.success(), "exit {status}: {stderr}");
+    stderr
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sighup_reloads_and_sigterm_stops_cleanly() {
+    let scratch = Scratch::new();
+    write_config(&scratch, "deny:before");
+    let (child, url) = serve(&scratch, "human");
+    assert_eq!(submit(&url).await["reason"], "before");
+
+    write_config(&scratch, "deny:after");
+    signal(&child, "HUP");
+    let mut reason = String::new();
+    for _ in 0..100 {
+        reason = submit(&url).await["reason"].as_str().unwrap().to_string();
+        if reason == "after" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(reason, "after");
+
+    let stderr = stop(child);
+    assert!(stderr.contains("config reloaded"), "{stderr}");
+    assert!(stderr.contains("stopped"), "{stderr}");
+    assert!(
+        !stderr.contains(ADMIN_TOKEN),
+        "the token leaked into the log"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn json_logs_are_one_object_a_line() {
+    let scratch = Scratch::new();
+    write_config(&scratch, "approve:ok");
+    let (child, url) = serve(&scratch, "json");
+    assert_eq!(submit(&url).await["state"], "escalated");
+    let stderr = stop(child);
+    let lines: Vec<serde_json::Value> = stderr
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["fields"]["message"] == "hook ran" && l["fields"]["hook"] == "on_request"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn serve_without_tokens_refuses_to_start() {
+    let scratch = Scratch::new();
+    scratch.config(&format!(
+        "[environments.main]\n[flows.access]\nenvironment = \"main\"\nplugin = {}\n",
+        toml_path(artifacts::PROBE)
+    ));
+    let output = Command::new(env!("CARGO_BIN_EXE_warden"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+        .arg(scratch.path().join("warden.toml"))
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("no API tokens"), "{stderr}");
+}

@@ -1,0 +1,947 @@
+//! `warden serve` end to end through its HTTP API: the probe and allowlist plugins in the
+//! real host, each transition and refusal, restarts, reloads, back-pressure and metrics.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use warden::serve::Server;
+use warden_tests::web::TestServer;
+use warden_tests::{Scratch, artifacts, toml_path};
+
+const ALICE: &str = "alice-token-1111";
+const BOB: &str = "bob-token-2222";
+const CAROL: &str = "carol-token-3333";
+const DAVE: &str = "dave-token-4444";
+
+/// Tokens: alice and dave request, bob approves, carol is an admin. `flows` is appended.
+fn config_text(scratch: &Scratch, serve: &str, flows: &str) -> String {
+    for (name, token) in [
+        ("alice", ALICE),
+        ("bob", BOB),
+        ("carol", CAROL),
+        ("dave", DAVE),
+    ] {
+        scratch.write(&format!("tokens/{name}"), format!("{token}\n"));
+    }
+    format!(
+        r#"
+[store]
+path = "warden.db"
+
+[serve]
+{serve}
+
+[serve.tokens.alice]
+token_file = "tokens/alice"
+user = "alice@example.com"
+role = "requester"
+
+[serve.tokens.dave]
+token_file = "tokens/dave"
+user = "dave@example.com"
+role = "requester"
+
+[serve.tokens.bob]
+token_file = "tokens/bob"
+user = "bob@example.com"
+role = "approver"
+
+[serve.tokens.carol]
+token_file = "tokens/carol"
+user = "carol@example.com"
+role = "admin"
+
+[environments.main]
+
+{flows}
+"#
+    )
+}
+
+fn probe_flow(name: &str, action: &str, extra: &str) -> String {
+    format!(
+        "[flows.{name}]\nenvironment = \"main\"\nplugin = {}\nvars = {{ action = {action:?} }}\n{extra}\n",
+        toml_path(artifacts::PROBE)
+    )
+}
+
+/// The flows most tests use.
+fn standard_flows() -> String {
+    [
+        probe_flow("auto", "approve:on call", ""),
+        probe_flow("human", "continue", ""),
+        probe_flow("strict", "continue", "[flows.strict.fields.reason]\ntype = \"string\"\nrequired = true\n[flows.strict.fields.duration]\ntype = \"duration\"\n[flows.strict.fields.tickets]\ntype = \"list\"\n"),
+        probe_flow("refuse", "deny:not today", ""),
+        probe_flow("broken", "panic", ""),
+        probe_flow("selfok", "continue", "allow_self_approval = true"),
+        probe_flow("nohost", "http:GET http://127.0.0.1:9/nope", ""),
+        format!(
+            "[flows.allow]\nenvironment = \"main\"\nplugin = {}\nvars = {{ auto_approve = \"alice@example.com\" }}\n",
+            toml_path(artifacts::ALLOWLIST)
+        ),
+    ]
+    .concat()
+}
+
+struct Harness {
+    scratch: Scratch,
+    server: Option<Server>,
+    http: reqwest::Client,
+}
+
+struct Reply {
+    status: u16,
+    headers: reqwest::header::HeaderMap,
+    body: Value,
+    text: String,
+}
+
+impl Harness {
+    async fn start(serve: &str, flows: &str) -> Self {
+        let scratch = Scratch::new();
+        scratch.config(&config_text(&scratch, serve, flows));
+        let mut harness = Self {
+            scratch,
+            server: None,
+            http: reqwest::Client::new(),
+        };
+        harness.restart().await;
+        harness
+    }
+
+    async fn standard() -> Self {
+        Self::start("", &standard_flows()).await
+    }
+
+    fn config_path(&self) -> PathBuf {
+        self.scratch.path().join("warden.toml")
+    }
+
+    /// Starts the server (again) on a fresh port, with the same config and store.
+    async fn restart(&mut self) {
+        if let Some(server) = self.server.take() {
+            server.shutdown().await.unwrap();
+        }
+        let listen = "127.0.0.1:0".parse().unwrap();
+        let server = Server::start(&self.config_path(), Some(listen))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        self.server = Some(server);
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!(
+            "http://{}{path}",
+            self.server.as_ref().unwrap().local_addr()
+        )
+    }
+
+    async fn send(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> Reply {
+        self.send_with(method, path, token, body, &[]).await
+    }
+
+    async fn send_with(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+        headers: &[(&str, &str)],
+    ) -> Reply {
+        let mut request = self.http.request(method.parse().unwrap(), self.url(path));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request
+                .header("content-type", "application/json")
+                .body(body.to_string());
+        }
+        for (k, v) in headers {
+            request = request.header(*k, *v);
+        }
+        reply(request.send().await.unwrap()).await
+    }
+
+    async fn submit(&self, flow: &str, token: &str, fields: Value) -> Reply {
+        self.send(
+            "POST",
+            &format!("/v1/flows/{flow}/requests"),
+            Some(token),
+            Some(json!({ "fields": fields })),
+        )
+        .await
+    }
+
+    async fn get(&self, id: &str) -> Value {
+        let reply = self
+            .send("GET", &format!("/v1/requests/{id}"), Some(CAROL), None)
+            .await;
+        assert_eq!(reply.status, 200, "{}", reply.text);
+        reply.body
+    }
+
+    async fn decide(&self, id: &str, verb: &str, token: &str, reason: &str) -> Reply {
+        self.send(
+            "POST",
+            &format!("/v1/requests/{id}/{verb}"),
+            Some(token),
+            Some(json!({ "reason": reason })),
+        )
+        .await
+    }
+
+    async fn metrics(&self) -> String {
+        let reply = self.send("GET", "/metrics", None, None).await;
+        assert_eq!(reply.status, 200);
+        reply.text
+    }
+
+    /// Polls until request `id` is in `state`, or panics after `within`.
+    async fn wait_for_state(&self, id: &str, state: &str, within: Duration) -> Value {
+        let deadline = Instant::now() + within;
+        loop {
+            let request = self.get(id).await;
+            if request["state"] == state {
+                return request;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "request {id} is {} after {within:?}, expected {state}",
+                request["state"]
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn stop(mut self) -> Scratch {
+        self.server.take().unwrap().shutdown().await.unwrap();
+        self.scratch
+    }
+}
+
+async fn reply(response: reqwest::Response) -> Reply {
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let text = response.text().await.unwrap();
+    let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+    Reply {
+        status,
+        headers,
+        body,
+        text,
+    }
+}
+
+fn hooks(request: &Value) -> Vec<(String, String)> {
+    request["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "hook")
+        .map(|e| {
+            (
+                e["hook"].as_str().unwrap().to_string(),
+                e["outcome"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+fn transitions(request: &Value) -> Vec<String> {
+    request["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "transition")
+        .map(|e| e["to"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn pairs(items: &[(&str, &str)]) -> Vec<(String, String)> {
+    items
+        .iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect()
+}
+
+/// The value of the metric line starting with `prefix` (name and labels), or 0.
+fn metric(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix(series)
+                .and_then(|rest| rest.trim().parse().ok())
+        })
+        .unwrap_or(0.0)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_plugin_approval_escalates_and_access_ends_when_the_duration_runs_out() {
+    let h = Harness::standard().await;
+    let reply = h
+        .submit("auto", ALICE, json!({ "duration": { "seconds": 1 } }))
+        .await;
+    assert_eq!(reply.status, 201, "{}", reply.text);
+    assert_eq!(reply.body["state"], "escalated");
+    assert_eq!(reply.body["decision"], "approve");
+    assert_eq!(reply.body["reason"], "on call");
+    assert!(reply.body["expires_at"].is_string());
+    let id = reply.body["id"].as_str().unwrap().to_string();
+
+    let done = h
+        .wait_for_state(&id, "deescalated", Duration::from_secs(5))
+        .await;
+    assert_eq!(
+        transitions(&done),
+        ["requested", "approved", "escalated", "deescalated"]
+    );
+    // The probe implements on_request, after_request and on_escalate (which denies: a
+    // decision on_escalate may not make, so it is recorded as a failure and access is
+    // granted as a human, here the plugin's approval, decided).
+    assert_eq!(
+        hooks(&done),
+        pairs(&[
+            ("on_request", "approve"),
+            ("after_request", "approve"),
+            ("on_approve", "skipped"),
+            ("after_approve", "skipped"),
+            ("on_escalate", "failed"),
+            ("after_escalate", "skipped"),
+            ("on_deescalate", "skipped"),
+            ("after_deescalate", "skipped"),
+        ])
+    );
+    let escalate = done["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["hook"] == "on_escalate")
+        .unwrap();
+    assert!(
+        escalate["error"]
+            .as_str()
+            .unwrap()
+            .contains("may not decide"),
+        "{escalate}"
+    );
+    assert_eq!(escalate["blame"], "plugin");
+    assert!(escalate["elapsed_ms"].as_f64().unwrap() > 0.0);
+
+    let m = h.metrics().await;
+    assert_eq!(
+        metric(
+            &m,
+            r#"warden_hook_calls_total{flow="auto",hook="on_request",outcome="approve"}"#
+        ),
+        1.0
+    );
+    assert_eq!(
+        metric(
+            &m,
+            r#"warden_hook_failures_total{flow="auto",hook="on_escalate",kind="invalid-decision"}"#
+        ),
+        1.0
+    );
+    assert_eq!(
+        metric(
+            &m,
+            r#"warden_hook_duration_seconds_count{flow="auto",hook="on_request"}"#
+        ),
+        1.0
+    );
+    assert_eq!(metric(&m, r#"warden_requests{state="deescalated"}"#), 1.0);
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_human_approves_a_pending_request_with_the_refusals_on_the_way() {
+    let h = Harness::standard().await;
+    let reply = h
+        .submit("human", ALICE, json!({ "reason": "deploy" }))
+        .await;
+    assert_eq!(reply.status, 201, "{}", reply.text);
+    assert_eq!(reply.body["state"], "pending");
+    assert_eq!(reply.body["decision"], "continue");
+    let id = reply.body["id"].as_str().unwrap().to_string();
+
+    // A requester may not approve.
+    let r = h.decide(&id, "approve", DAVE, "").await;
+    assert_eq!(r.status, 403, "{}", r.text);
+    assert!(
+        r.body["error"].as_str().unwrap().contains("approver"),
+        "{}",
+        r.text
+    );
+    // An approver may not approve as someone else.
+    let r = h
+        .send(
+            "POST",
+            &format!("/v1/requests/{id}/approve"),
+            Some(BOB),
+            Some(json!({ "approver": { "email": "eve@example.com" } })),
+        )
+        .await;
+    assert_eq!(r.status, 403, "{}", r.text);
+    // Unknown request.
+    assert_eq!(h.decide("req-nope", "approve", BOB, "").await.status, 404);
+
+    let r = h.decide(&id, "approve", BOB, "looks fine").await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body["state"], "escalated");
+    assert_eq!(r.body["reason"], "looks fine");
+    let approved = r.body["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["to"] == "approved")
+        .unwrap()
+        .clone();
+    assert_eq!(approved["actor"], "bob@example.com");
+    // No duration: access stays until removed.
+    assert!(r.body.get("expires_at").is_none());
+
+    // Wrong state.
+    let again = h.decide(&id, "approve", BOB, "").await;
+    assert_eq!(again.status, 409, "{}", again.text);
+    assert!(again.body["error"].as_str().unwrap().contains("escalated"));
+    assert_eq!(h.decide(&id, "deny", BOB, "").await.status, 409);
+
+    // The audit log holds every change, and only admins read it.
+    assert_eq!(
+        h.send("GET", "/v1/admin/audit", Some(BOB), None)
+            .await
+            .status,
+        403
+    );
+    let audit = h.send("GET", "/v1/admin/audit", Some(CAROL), None).await;
+    let actions: Vec<(&str, &str)> = audit.body["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["actor"].as_str().unwrap(), e["action"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            ("alice@example.com", "request"),
+            ("warden", "request"),
+            ("bob@example.com", "approve"),
+            ("warden", "escalate"),
+        ]
+    );
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn self_approval_is_refused_unless_the_flow_allows_it() {
+    let h = Harness::standard().await;
+    // carol is an admin, so she may both request and approve.
+    let id = h.submit("human", CAROL, json!({})).await.body["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let r = h.decide(&id, "approve", CAROL, "me").await;
+    assert_eq!(r.status, 403, "{}", r.text);
+    assert!(
+        r.body["error"]
+            .as_str()
+            .unwrap()
+            .contains("allow_self_approval")
+    );
+    assert_eq!(h.get(&id).await["state"], "pending");
+
+    let id = h.submit("selfok", CAROL, json!({})).await.body["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let r = h.decide(&id, "approve", CAROL, "me").await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body["state"], "escalated");
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn denials_by_a_plugin_and_by_a_human() {
+    let h = Harness::standard().await;
+    let r = h.submit("refuse", ALICE, json!({})).await;
+    assert_eq!(r.status, 201);
+    assert_eq!(r.body["state"], "denied");
+    assert_eq!(r.body["decision"], "deny");
+    assert_eq!(r.body["reason"], "not today");
+
+    let id = h.submit("human", ALICE, json!({})).await.body["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let r = h.decide(&id, "deny", BOB, "no").await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body["state"], "denied");
+    assert_eq!(r.body["reason"], "no");
+    assert_eq!(transitions(&r.body), ["requested", "pending", "denied"]);
+    assert_eq!(h.decide(&id, "approve", BOB, "").await.status, 409);
+
+    // The allowlist plugin: alice is on it, dave is not.
+    assert_eq!(
+        h.submit("allow", ALICE, json!({})).await.body["state"],
+        "escalated"
+    );
+    assert_eq!(
+        h.submit("allow", DAVE, json!({})).await.body["state"],
+        "pending"
+    );
+
+    let listed = h
+        .send("GET", "/v1/requests?state=pending", Some(BOB), None)
+        .await;
+    let pending: Vec<&str> = listed.body["requests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["requester"].as_str().unwrap())
+        .collect();
+    assert_eq!(pending, ["dave@example.com"]);
+    // A requester lists only their own.
+    let mine = h.send("GET", "/v1/requests", Some(DAVE), None).await;
+    assert_eq!(mine.body["requests"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        h.send("GET", "/v1/requests?state=bogus", Some(BOB), None)
+            .await
+            .status,
+        400
+    );
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failing_hook_falls_back_to_a_human_and_is_counted() {
+    let h = Harness::standard().await;
+    let r = h.submit("broken", ALICE, json!({})).await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    assert_eq!(r.body["state"], "pending");
+    assert!(
+        r.body["reason"]
+            .as_str()
+            .unwrap()
+            .contains("a human decides"),
+        "{}",
+        r.text
+    );
+    let on_request = &r.body["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["hook"] == "on_request")
+        .unwrap()
+        .clone();
+    assert_eq!(on_request["outcome"], "failed");
+    assert_eq!(on_request["blame"], "plugin");
+    assert!(
+        on_request["error"]
+            .as_str()
+            .unwrap()
+            .contains("probe panicked"),
+        "{on_request}"
+    );
+    let id = r.body["id"].as_str().unwrap();
+    assert_eq!(
+        h.decide(id, "approve", BOB, "ok").await.body["state"],
+        "escalated"
+    );
+
+    // A grant refusal is counted by kind; the probe turns it into a denial.
+    let r = h.submit("nohost", ALICE, json!({})).await;
+    assert_eq!(r.body["state"], "denied", "{}", r.text);
+
+    let m = h.metrics().await;
+    assert_eq!(
+        metric(
+            &m,
+            r#"warden_hook_failures_total{flow="broken",hook="on_request",kind="trap"}"#
+        ),
+        1.0
+    );
+    assert_eq!(
+        metric(
+            &m,
+            r#"warden_hook_calls_total{flow="broken",hook="on_request",outcome="failed"}"#
+        ),
+        1.0
+    );
+    // The probe runs the same action in on_request and after_request: two refusals.
+    assert_eq!(
+        metric(
+            &m,
+            r#"warden_grant_refusals_total{flow="nohost",kind="host"}"#
+        ),
+        2.0
+    );
+    assert_eq!(metric(&m, r#"warden_requests{state="escalated"}"#), 1.0);
+    assert_eq!(metric(&m, r#"warden_requests{state="denied"}"#), 1.0);
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_input_is_refused_naming_what_is_wrong() {
+    let h = Harness::standard().await;
+    let r = h.submit("nosuch", ALICE, json!({})).await;
+    assert_eq!(r.status, 404);
+    assert!(r.body["error"].as_str().unwrap().contains("nosuch"));
+
+    let r = h.submit("strict", ALICE, json!({})).await;
+    assert_eq!(
+        (r.status, r.body["field"].as_str()),
+        (422, Some("reason")),
+        "{}",
+        r.text
+    );
+    let r = h.submit("strict", ALICE, json!({ "reason": "  " })).await;
+    assert_eq!(r.body["field"], "reason", "{}", r.text);
+    let r = h
+        .submit(
+            "strict",
+            ALICE,
+            json!({ "reason": "x", "duration": "soon" }),
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.body["field"].as_str()),
+        (422, Some("duration")),
+        "{}",
+        r.text
+    );
+    let r = h
+        .submit("strict", ALICE, json!({ "reason": "x", "tickets": [1, 2] }))
+        .await;
+    assert_eq!(r.body["field"], "tickets", "{}", r.text);
+    let r = h
+        .submit("strict", ALICE, json!({ "reason": "x", "colour": "red" }))
+        .await;
+    assert_eq!(
+        (r.status, r.body["field"].as_str()),
+        (422, Some("colour")),
+        "{}",
+        r.text
+    );
+    // A duration written as text is stored as seconds.
+    let r = h
+        .submit("strict", ALICE, json!({ "reason": "x", "duration": "2h" }))
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    assert_eq!(r.body["fields"]["duration"], json!({ "seconds": 7200 }));
+
+    let r = h
+        .send(
+            "POST",
+            "/v1/flows/human/requests",
+            Some(ALICE),
+            Some(json!({ "feilds": {} })),
+        )
+        .await;
+    assert_eq!(r.status, 422);
+    assert!(
+        r.body["error"].as_str().unwrap().contains("feilds"),
+        "{}",
+        r.text
+    );
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tokens_roles_and_the_body_cap() {
+    let h = Harness::start("max_body_bytes = 2048", &standard_flows()).await;
+    let path = "/v1/flows/human/requests";
+    let r = h.send("POST", path, None, Some(json!({}))).await;
+    assert_eq!(r.status, 401);
+    assert_eq!(r.headers["www-authenticate"], "Bearer");
+    assert_eq!(
+        h.send("POST", path, Some("wrong"), Some(json!({})))
+            .await
+            .status,
+        401
+    );
+
+    // A requester asks only for themselves; an admin may ask for others.
+    let for_bob = json!({ "requester": { "email": "bob@example.com" } });
+    assert_eq!(
+        h.send("POST", path, Some(ALICE), Some(for_bob.clone()))
+            .await
+            .status,
+        403
+    );
+    let r = h.send("POST", path, Some(CAROL), Some(for_bob)).await;
+    assert_eq!(r.status, 201);
+    assert_eq!(r.body["requester"], "bob@example.com");
+    let id = r.body["id"].as_str().unwrap();
+    // Requesters read only their own requests.
+    assert_eq!(
+        h.send("GET", &format!("/v1/requests/{id}"), Some(ALICE), None)
+            .await
+            .status,
+        403
+    );
+    // Only admins reload.
+    assert_eq!(
+        h.send("POST", "/v1/admin/reload", Some(BOB), None)
+            .await
+            .status,
+        403
+    );
+
+    let big = json!({ "fields": { "reason": "x".repeat(4096) } });
+    let r = h.send("POST", path, Some(ALICE), Some(big)).await;
+    assert_eq!(r.status, 413, "{}", r.text);
+
+    assert_eq!(h.send("GET", "/healthz", None, None).await.status, 200);
+    let m = h.metrics().await;
+    assert_eq!(
+        metric(&m, r#"warden_api_responses_total{status="401"}"#),
+        2.0
+    );
+    assert_eq!(
+        metric(&m, r#"warden_api_responses_total{status="413"}"#),
+        1.0
+    );
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_idempotency_key_makes_a_retry_return_the_first_request() {
+    let h = Harness::standard().await;
+    let send = || {
+        h.send_with(
+            "POST",
+            "/v1/flows/human/requests",
+            Some(ALICE),
+            Some(json!({ "fields": { "reason": "r" } })),
+            &[("Idempotency-Key", "abc-1")],
+        )
+    };
+    let first = send().await;
+    assert_eq!(first.status, 201);
+    let second = send().await;
+    assert_eq!(second.status, 200, "{}", second.text);
+    assert_eq!(second.headers["idempotent-replayed"], "true");
+    assert_eq!(first.body["id"], second.body["id"]);
+    // The same key from another sender is another request.
+    let other = h
+        .send_with(
+            "POST",
+            "/v1/flows/human/requests",
+            Some(DAVE),
+            Some(json!({})),
+            &[("Idempotency-Key", "abc-1")],
+        )
+        .await;
+    assert_eq!(other.status, 201);
+    assert_ne!(other.body["id"], first.body["id"]);
+    let all = h.send("GET", "/v1/requests", Some(CAROL), None).await;
+    assert_eq!(all.body["requests"].as_array().unwrap().len(), 2);
+    let m = h.metrics().await;
+    assert_eq!(
+        metric(
+            &m,
+            r#"warden_hook_calls_total{flow="human",hook="on_request",outcome="continue"}"#
+        ),
+        2.0
+    );
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restart_keeps_pending_and_active_requests_and_their_timers() {
+    let mut h = Harness::standard().await;
+    let pending = h.submit("human", ALICE, json!({})).await.body["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // One whose access runs out while warden is down, one that outlives the restart.
+    let short = h
+        .submit("auto", ALICE, json!({ "duration": { "seconds": 1 } }))
+        .await
+        .body["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let long = h
+        .submit("auto", ALICE, json!({ "duration": { "seconds": 3 } }))
+        .await
+        .body["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let server = h.server.take().unwrap();
+    server.shutdown().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    h.restart().await;
+
+    // Overdue: removed at once on start.
+    h.wait_for_state(&short, "deescalated", Duration::from_secs(1))
+        .await;
+    assert_eq!(h.get(&long).await["state"], "escalated");
+    assert_eq!(h.get(&pending).await["state"], "pending");
+    let r = h.decide(&pending, "approve", BOB, "after restart").await;
+    assert_eq!(r.body["state"], "escalated", "{}", r.text);
+    let done = h
+        .wait_for_state(&long, "deescalated", Duration::from_secs(4))
+        .await;
+    // Exactly once.
+    assert_eq!(
+        transitions(&done)
+            .iter()
+            .filter(|t| *t == "deescalated")
+            .count(),
+        1
+    );
+    h.stop().await;
+}
+
+/// Waits until the plugin's slow HTTP call has reached the test server.
+async fn wait_for_hit(web: &TestServer) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while web.requests() == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the plugin never called the test server"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn slow_flows(web: &TestServer, action_path: &str) -> String {
+    probe_flow(
+        "slow",
+        &format!("http:GET {}{action_path}", web.origin()),
+        &format!("allowed_hosts = [{:?}]", web.origin()),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reload_swaps_plugins_while_running_hooks_finish_on_the_old_one() {
+    let web = TestServer::start().await;
+    let h = Harness::start("", &slow_flows(&web, "/slow?ms=1500")).await;
+    let url = h.url("/v1/flows/slow/requests");
+    let http = h.http.clone();
+    let in_flight = tokio::spawn(async move {
+        reply(
+            http.post(url)
+                .bearer_auth(ALICE)
+                .body("{}")
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await
+    });
+    wait_for_hit(&web).await;
+    let text = config_text(
+        &h.scratch,
+        "",
+        &probe_flow(
+            "slow",
+            "deny:reloaded",
+            "[flows.fresh]\nenvironment = \"main\"\nplugin = \"missing.wasm\"\n",
+        ),
+    );
+    // First an invalid config: refused, the old one keeps serving.
+    h.scratch.config(&text);
+    let r = h.send("POST", "/v1/admin/reload", Some(CAROL), None).await;
+    assert_eq!(r.status, 422, "{}", r.text);
+    assert!(
+        r.body["error"].as_str().unwrap().contains("missing.wasm"),
+        "{}",
+        r.text
+    );
+
+    h.scratch.config(&config_text(
+        &h.scratch,
+        "",
+        &probe_flow("slow", "deny:reloaded", ""),
+    ));
+    let r = h.send("POST", "/v1/admin/reload", Some(CAROL), None).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body["flows"], json!(["slow"]));
+
+    let after = h.submit("slow", ALICE, json!({})).await;
+    assert_eq!(after.body["state"], "denied");
+    assert_eq!(after.body["reason"], "reloaded");
+
+    let before = in_flight.await.unwrap();
+    assert_eq!(before.status, 201, "{}", before.text);
+    assert_eq!(before.body["state"], "escalated");
+    assert_eq!(before.body["reason"], "status=200 body=finally");
+
+    let m = h.metrics().await;
+    assert_eq!(metric(&m, r#"warden_reloads_total{result="ok"}"#), 1.0);
+    assert_eq!(metric(&m, r#"warden_reloads_total{result="refused"}"#), 1.0);
+    let egress = format!(
+        r#"warden_http_egress_total{{flow="slow",host="{}",status="200"}}"#,
+        web.origin()
+    );
+    // on_request and after_request each made the call.
+    assert_eq!(metric(&m, &egress), 2.0, "{m}");
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn beyond_max_in_flight_requests_are_refused_with_retry_after() {
+    let web = TestServer::start().await;
+    let h = Harness::start("max_in_flight = 1", &slow_flows(&web, "/slow?ms=1000")).await;
+    let url = h.url("/v1/flows/slow/requests");
+    let http = h.http.clone();
+    let first = tokio::spawn(async move {
+        reply(
+            http.post(url)
+                .bearer_auth(ALICE)
+                .body("{}")
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await
+    });
+    wait_for_hit(&web).await;
+    let r = h.submit("slow", ALICE, json!({})).await;
+    assert_eq!(r.status, 503, "{}", r.text);
+    assert_eq!(r.headers["retry-after"], "1");
+    // Health and metrics stay reachable.
+    assert_eq!(h.send("GET", "/healthz", None, None).await.status, 200);
+    assert_eq!(first.await.unwrap().status, 201);
+    assert_eq!(h.submit("slow", ALICE, json!({})).await.status, 201);
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn shutdown_finishes_hooks_in_flight_and_keeps_their_result() {
+    let web = TestServer::start().await;
+    let mut h = Harness::start("", &slow_flows(&web, "/slow?ms=800")).await;
+    let url = h.url("/v1/flows/slow/requests");
+    let http = h.http.clone();
+    let in_flight = tokio::spawn(async move {
+        reply(
+            http.post(url)
+                .bearer_auth(ALICE)
+                .body("{}")
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await
+    });
+    wait_for_hit(&web).await;
+    h.server.take().unwrap().shutdown().await.unwrap();
+    let done = in_flight.await.unwrap();
+    assert_eq!(done.status, 201, "{}", done.text);
+    assert_eq!(done.body["state"], "escalated");
+    let id = done.body["id"].as_str().unwrap().to_string();
+
+    h.restart().await;
+    assert_eq!(h.get(&id).await["state"], "escalated");
+    h.stop().await;
+}
