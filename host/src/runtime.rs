@@ -378,7 +378,6 @@ pub struct StartOptions {
 /// The plugin host: a validated config with every flow's plugin compiled.
 pub struct Warden {
     shared: SharedEngine,
-    engine: Engine,
     config: Arc<Config>,
     flows: BTreeMap<String, LoadedFlow>,
     store: Arc<IdentityStore>,
@@ -460,7 +459,6 @@ impl Warden {
         };
         let config = Arc::new(config);
         let mut warden = Self {
-            engine: shared.inner.engine.clone(),
             plugin_cache: Arc::new(PluginCache::new(
                 config.cache_dir.clone(),
                 &shared.inner.engine,
@@ -571,7 +569,7 @@ impl Warden {
             http: self.http.instance(flow.clone(), deadline),
             cache: self.cache.instance(&flow.name),
         };
-        let mut store = Store::new(&self.engine, state);
+        let mut store = Store::new(&self.shared.inner.engine, state);
         store.limiter(|s| &mut s.memory);
         let ticks = limits.timeout.as_millis().div_ceil(EPOCH_TICK.as_millis()) as u64 + 1;
         store.set_epoch_deadline(ticks);
