@@ -114,6 +114,8 @@ impl Store {
             .map_err(wrap)?;
         conn.pragma_update(None, "synchronous", "NORMAL")
             .map_err(wrap)?;
+        // Every statement on a request's path is prepared once and kept (`prepare_cached`).
+        conn.set_prepared_statement_cache_capacity(64);
         let applied: usize = conn
             .pragma_query_value(None, "user_version", |r| r.get(0))
             .map_err(wrap)?;
@@ -162,12 +164,11 @@ impl Store {
         service_id: &str,
     ) -> Result<Option<StoredIdentity>, StoreError> {
         self.with(|c| {
-            c.query_row(
+            c.prepare_cached(
                 "SELECT email, service, service_id, user_id FROM identities
                  WHERE email = ?1 AND service = ?2 AND service_id = ?3",
-                params![email, service, service_id],
-                row_to_identity,
-            )
+            )?
+            .query_row(params![email, service, service_id], row_to_identity)
             .optional()
         })
     }

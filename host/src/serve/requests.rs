@@ -207,9 +207,10 @@ fn append_history(
     entry: &HistoryEntry,
 ) -> rusqlite::Result<()> {
     let json = serde_json::to_string(entry).expect("history entries serialize");
-    tx.execute(
+    tx.prepare_cached(
         "INSERT INTO request_history (request_id, seq, entry)
          VALUES (?1, (SELECT COALESCE(MAX(seq), 0) + 1 FROM request_history WHERE request_id = ?1), ?2)",
+    )?.execute(
         params![id, json],
     )?;
     Ok(())
@@ -222,10 +223,16 @@ fn append_audit(
     request_id: Option<&str>,
     detail: &serde_json::Value,
 ) -> rusqlite::Result<()> {
-    tx.execute(
+    tx.prepare_cached(
         "INSERT INTO audit_log (at, actor, action, request_id, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
-        params![now_ms(), actor, action, request_id, detail.to_string()],
-    )?;
+    )?
+    .execute(params![
+        now_ms(),
+        actor,
+        action,
+        request_id,
+        detail.to_string()
+    ])?;
     Ok(())
 }
 
@@ -245,33 +252,32 @@ impl Requests {
             let tx = c.transaction()?;
             if let Some(key) = new.idempotency_key {
                 let existing: Option<String> = tx
-                    .query_row(
+                    .prepare_cached(
                         "SELECT id FROM requests WHERE created_by = ?1 AND idempotency_key = ?2",
-                        params![new.created_by, key],
-                        |r| r.get(0),
-                    )
+                    )?
+                    .query_row(params![new.created_by, key], |r| r.get(0))
                     .optional()?;
                 if let Some(id) = existing {
                     return Ok(Err(id));
                 }
             }
             let now = now_ms();
-            tx.execute(
+            tx.prepare_cached(
                 "INSERT INTO requests (id, flow, requester, fields, state, decision, created_by,
                      idempotency_key, duration_seconds, created_at, updated_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, 'continue', ?6, ?7, ?8, ?9, ?9)",
-                params![
-                    new.id,
-                    new.flow,
-                    new.requester,
-                    serde_json::Value::Object(new.fields.clone()).to_string(),
-                    State::Requested.as_str(),
-                    new.created_by,
-                    new.idempotency_key,
-                    new.duration.map(|d| d.as_secs() as i64),
-                    now,
-                ],
-            )?;
+            )?
+            .execute(params![
+                new.id,
+                new.flow,
+                new.requester,
+                serde_json::Value::Object(new.fields.clone()).to_string(),
+                State::Requested.as_str(),
+                new.created_by,
+                new.idempotency_key,
+                new.duration.map(|d| d.as_secs() as i64),
+                now,
+            ])?;
             append_history(
                 &tx,
                 new.id,
@@ -300,12 +306,9 @@ impl Requests {
 
     pub fn get(&self, id: &str) -> Result<Option<RequestRecord>, StoreError> {
         self.store.with(|c| {
-            c.query_row(
-                &format!("SELECT {COLUMNS} FROM requests WHERE id = ?1"),
-                params![id],
-                row_to_record,
-            )
-            .optional()
+            c.prepare_cached(&format!("SELECT {COLUMNS} FROM requests WHERE id = ?1"))?
+                .query_row(params![id], row_to_record)
+                .optional()
         })
     }
 
@@ -328,8 +331,9 @@ impl Requests {
 
     pub fn history(&self, id: &str) -> Result<Vec<HistoryEntry>, StoreError> {
         self.store.with(|c| {
-            let mut stmt =
-                c.prepare("SELECT entry FROM request_history WHERE request_id = ?1 ORDER BY seq")?;
+            let mut stmt = c.prepare_cached(
+                "SELECT entry FROM request_history WHERE request_id = ?1 ORDER BY seq",
+            )?;
             stmt.query_map(params![id], |r| {
                 let text: String = r.get(0)?;
                 serde_json::from_str(&text).map_err(|e| {
@@ -357,11 +361,8 @@ impl Requests {
         self.store.with(|c| {
             let tx = c.transaction()?;
             let current: Option<String> = tx
-                .query_row(
-                    "SELECT state FROM requests WHERE id = ?1",
-                    params![id],
-                    |r| r.get(0),
-                )
+                .prepare_cached("SELECT state FROM requests WHERE id = ?1")?
+                .query_row(params![id], |r| r.get(0))
                 .optional()?;
             let Some(from) = current.and_then(|s| s.parse::<State>().ok()) else {
                 return Ok(false);
@@ -370,12 +371,19 @@ impl Requests {
                 return Ok(false);
             }
             let now = now_ms();
-            tx.execute(
+            tx.prepare_cached(
                 "UPDATE requests SET state = ?2, decision = ?3, reason = COALESCE(?4, reason),
                      expires_at = COALESCE(?5, expires_at), updated_at = ?6
                  WHERE id = ?1",
-                params![id, t.to.as_str(), t.decision, t.reason, t.expires_at, now],
-            )?;
+            )?
+            .execute(params![
+                id,
+                t.to.as_str(),
+                t.decision,
+                t.reason,
+                t.expires_at,
+                now
+            ])?;
             append_history(
                 &tx,
                 id,
@@ -465,8 +473,7 @@ impl Requests {
     /// The earliest expiry after `now`.
     pub fn next_expiry(&self, now: i64) -> Result<Option<i64>, StoreError> {
         self.store.with(|c| {
-            c.query_row(
-                "SELECT MIN(expires_at) FROM requests WHERE state = 'escalated' AND expires_at > ?1",
+            c.prepare_cached("SELECT MIN(expires_at) FROM requests WHERE state = 'escalated' AND expires_at > ?1")?.query_row(
                 params![now],
                 |r| r.get(0),
             )
