@@ -170,12 +170,13 @@ impl HttpState {
         Self { transport, secrets }
     }
 
-    pub fn instance(&self, flow: Arc<Flow>, deadline: Instant) -> HttpInstance {
+    /// An instance with no time for requests until [`HttpInstance::set_deadline`].
+    pub fn instance(&self, flow: Arc<Flow>) -> HttpInstance {
         HttpInstance {
             transport: self.transport.clone(),
             secrets: self.secrets.clone(),
             flow,
-            deadline,
+            deadline: Instant::now(),
             refusals: Vec::new(),
             calls: Vec::new(),
         }
@@ -284,6 +285,11 @@ impl wit::Host for HttpView<'_> {
 }
 
 impl HttpInstance {
+    /// Requests made after `deadline` are refused; each one's timeout is the time left.
+    pub fn set_deadline(&mut self, deadline: Instant) {
+        self.deadline = deadline;
+    }
+
     fn refuse(&mut self, detail: String) -> HttpError {
         self.refusals.push(Refusal {
             kind: RefusalKind::Host,

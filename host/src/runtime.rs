@@ -3,8 +3,8 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -117,6 +117,25 @@ struct LoadedFlow {
     implemented: BTreeSet<HookName>,
     format: PluginFormat,
     cache: CacheOutcome,
+    /// A fresh instance made before the event that will use it, so instantiating is off the
+    /// request path. Each is used for one event only, like one made on demand.
+    ready: Mutex<Option<Prepared>>,
+    /// Set while a task is making the next `ready` instance.
+    preparing: AtomicBool,
+}
+
+impl LoadedFlow {
+    fn take_ready(&self) -> Option<Prepared> {
+        self.ready.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+}
+
+/// A store with the plugin instantiated in it and nothing run yet.
+struct Prepared {
+    store: Store<InstanceState>,
+    plugin: Plugin,
+    stdout: CapturedOutput,
+    stderr: CapturedOutput,
 }
 
 /// A problem loading one flow's plugin.
@@ -245,6 +264,8 @@ pub struct HookReport {
     pub refusals: Vec<Refusal>,
     pub http_calls: Vec<HttpCall>,
     pub elapsed: Duration,
+    /// True when the instance was made before the event arrived, off its path.
+    pub prepared_ahead: bool,
 }
 
 impl HookReport {
@@ -329,7 +350,33 @@ struct EngineInner {
     linker: Linker<InstanceState>,
     /// Held while compiling, so concurrent starts compile a plugin once.
     compiled: tokio::sync::Mutex<HashMap<PathBuf, (Component, PluginFormat, CacheOutcome)>>,
+    reaper: Reaper,
     _ticker: EpochTicker,
+}
+
+/// Drops finished stores on a thread of its own: giving an instance's memory back to the
+/// pool (resetting it) need not delay the answer.
+struct Reaper {
+    finished: mpsc::Sender<Store<InstanceState>>,
+}
+
+impl Reaper {
+    fn start() -> Self {
+        let (finished, stores) = mpsc::channel::<Store<InstanceState>>();
+        let spawned = std::thread::Builder::new()
+            .name("warden-reaper".into())
+            .spawn(move || stores.into_iter().for_each(drop));
+        if let Err(error) = spawned {
+            // Without the thread every send fails and the store is dropped where it was sent.
+            tracing::warn!(%error, "no reaper thread: finished instances are dropped inline");
+        }
+        Self { finished }
+    }
+
+    fn reap(&self, store: Store<InstanceState>) {
+        // On failure the store comes back inside the error and is dropped right here.
+        let _ = self.finished.send(store);
+    }
 }
 
 impl SharedEngine {
@@ -342,6 +389,7 @@ impl SharedEngine {
                 engine,
                 linker,
                 compiled: Default::default(),
+                reaper: Reaper::start(),
             }),
         })
     }
@@ -379,11 +427,17 @@ pub struct StartOptions {
 pub struct Warden {
     shared: SharedEngine,
     config: Arc<Config>,
-    flows: BTreeMap<String, LoadedFlow>,
-    store: Arc<IdentityStore>,
+    flows: BTreeMap<String, Arc<LoadedFlow>>,
+    plugin_cache: Arc<PluginCache>,
+    stores: Arc<StoreMaker>,
+}
+
+/// What every event's store is made from; shared with the tasks preparing instances ahead.
+struct StoreMaker {
+    engine: Engine,
+    identities: Arc<IdentityStore>,
     http: HttpState,
     cache: Arc<CacheState>,
-    plugin_cache: Arc<PluginCache>,
     /// Current secret values; also what to redact.
     secrets: Arc<SecretStore>,
 }
@@ -422,6 +476,71 @@ fn engine() -> Result<Engine, StartError> {
         .memory_init_cow(false)
         .allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
     Engine::new(&wasm).map_err(|e| StartError::Engine(root_message(&e)))
+}
+
+impl StoreMaker {
+    /// A store for one event of `flow`, disarmed: [`arm`] gives it its deadline.
+    fn new_store(
+        &self,
+        flow: &Arc<Flow>,
+    ) -> (Store<InstanceState>, CapturedOutput, CapturedOutput) {
+        let limits: &Limits = &flow.limits;
+        let stdout = CapturedOutput::new(limits.log_max_bytes);
+        let stderr = CapturedOutput::new(limits.log_max_bytes);
+        // Nothing is granted: no files, environment, arguments, sockets or name lookups.
+        let wasi = WasiCtx::builder()
+            .stdout(stdout.clone())
+            .stderr(stderr.clone())
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .build();
+        let state = InstanceState {
+            table: ResourceTable::new(),
+            wasi,
+            memory: MemoryLimiter {
+                max_bytes: usize::try_from(limits.memory_bytes).unwrap_or(usize::MAX),
+                exceeded: false,
+            },
+            log: LogInstance::new(limits.log_max_bytes),
+            secrets: SecretsInstance::new(flow.clone(), self.secrets.clone()),
+            integrations: IntegrationsInstance::new(flow.clone()),
+            identities: IdentitiesInstance::new(flow.clone(), self.identities.clone()),
+            http: self.http.instance(flow.clone()),
+            cache: self.cache.instance(&flow.name),
+        };
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.memory);
+        store.epoch_deadline_trap();
+        (store, stdout, stderr)
+    }
+
+    /// Instantiates `loaded`'s plugin in a fresh store, ahead of the event that will use it.
+    /// `None` when that fails: the event then instantiates on its own and reports why.
+    async fn prepare(&self, loaded: &LoadedFlow) -> Option<Prepared> {
+        let limits = &loaded.flow.limits;
+        let (mut store, stdout, stderr) = self.new_store(&loaded.flow);
+        arm(&mut store, limits, Instant::now());
+        let instantiate = loaded.pre.instantiate_async(&mut store);
+        let plugin = tokio::time::timeout(limits.timeout, instantiate)
+            .await
+            .ok()?
+            .ok()?;
+        Some(Prepared {
+            store,
+            plugin,
+            stdout,
+            stderr,
+        })
+    }
+}
+
+/// Gives `store` the deadline of an event starting at `started`: the epoch deadline that
+/// interrupts the plugin and the time left for its HTTP requests.
+fn arm(store: &mut Store<InstanceState>, limits: &Limits, started: Instant) {
+    store.data_mut().http.set_deadline(started + limits.timeout);
+    let ticks = limits.timeout.as_millis().div_ceil(EPOCH_TICK.as_millis()) as u64 + 1;
+    store.set_epoch_deadline(ticks);
 }
 
 impl Warden {
@@ -463,19 +582,22 @@ impl Warden {
                 config.cache_dir.clone(),
                 &shared.inner.engine,
             )),
+            stores: Arc::new(StoreMaker {
+                engine: shared.inner.engine.clone(),
+                identities: store,
+                http,
+                cache: Arc::default(),
+                secrets,
+            }),
             shared,
-            secrets,
             config: config.clone(),
             flows: BTreeMap::new(),
-            store,
-            http,
-            cache: Arc::default(),
         };
         let mut errors = Vec::new();
         for flow in config.flows.values() {
             match warden.load_flow(flow).await {
                 Ok(loaded) => {
-                    warden.flows.insert(flow.name.clone(), loaded);
+                    warden.flows.insert(flow.name.clone(), Arc::new(loaded));
                 }
                 Err(message) => errors.push(LoadError {
                     flow: flow.name.clone(),
@@ -513,6 +635,8 @@ impl Warden {
             implemented: BTreeSet::new(),
             format,
             cache,
+            ready: Mutex::new(None),
+            preparing: AtomicBool::new(false),
         };
         loaded.implemented = self.implemented_hooks(&loaded).await?;
         Ok(loaded)
@@ -520,8 +644,8 @@ impl Warden {
 
     /// Asks the plugin once, at load, which hooks it implements.
     async fn implemented_hooks(&self, loaded: &LoadedFlow) -> Result<BTreeSet<HookName>, String> {
-        let deadline = Instant::now() + loaded.flow.limits.timeout;
-        let (mut store, _, _) = self.new_store(&loaded.flow, deadline);
+        let (mut store, _, _) = self.stores.new_store(&loaded.flow);
+        arm(&mut store, &loaded.flow.limits, Instant::now());
         let call = async {
             let plugin = loaded.pre.instantiate_async(&mut store).await?;
             plugin
@@ -539,54 +663,16 @@ impl Warden {
         }
     }
 
-    fn new_store(
-        &self,
-        flow: &Arc<Flow>,
-        deadline: Instant,
-    ) -> (Store<InstanceState>, CapturedOutput, CapturedOutput) {
-        let limits: &Limits = &flow.limits;
-        let stdout = CapturedOutput::new(limits.log_max_bytes);
-        let stderr = CapturedOutput::new(limits.log_max_bytes);
-        // Nothing is granted: no files, environment, arguments, sockets or name lookups.
-        let wasi = WasiCtx::builder()
-            .stdout(stdout.clone())
-            .stderr(stderr.clone())
-            .allow_tcp(false)
-            .allow_udp(false)
-            .allow_ip_name_lookup(false)
-            .build();
-        let state = InstanceState {
-            table: ResourceTable::new(),
-            wasi,
-            memory: MemoryLimiter {
-                max_bytes: usize::try_from(limits.memory_bytes).unwrap_or(usize::MAX),
-                exceeded: false,
-            },
-            log: LogInstance::new(limits.log_max_bytes),
-            secrets: SecretsInstance::new(flow.clone(), self.secrets.clone()),
-            integrations: IntegrationsInstance::new(flow.clone()),
-            identities: IdentitiesInstance::new(flow.clone(), self.store.clone()),
-            http: self.http.instance(flow.clone(), deadline),
-            cache: self.cache.instance(&flow.name),
-        };
-        let mut store = Store::new(&self.shared.inner.engine, state);
-        store.limiter(|s| &mut s.memory);
-        let ticks = limits.timeout.as_millis().div_ceil(EPOCH_TICK.as_millis()) as u64 + 1;
-        store.set_epoch_deadline(ticks);
-        store.epoch_deadline_trap();
-        (store, stdout, stderr)
-    }
-
     pub fn config(&self) -> &Config {
         &self.config
     }
 
     pub fn identity_store(&self) -> &Arc<IdentityStore> {
-        &self.store
+        &self.stores.identities
     }
 
     pub fn secret_store(&self) -> &Arc<SecretStore> {
-        &self.secrets
+        &self.stores.secrets
     }
 
     /// The hooks `flow`'s plugin implements.
@@ -663,12 +749,26 @@ impl Warden {
                 refusals: Vec::new(),
                 http_calls: Vec::new(),
                 elapsed: started.elapsed(),
+                prepared_ahead: false,
             });
         }
         let limits = &loaded.flow.limits;
-        let (mut store, stdout, stderr) = self.new_store(&loaded.flow, started + limits.timeout);
+        let ready = loaded.take_ready();
+        let prepared_ahead = ready.is_some();
+        let (mut store, ready_plugin, stdout, stderr) = match ready {
+            Some(ready) => (ready.store, Some(ready.plugin), ready.stdout, ready.stderr),
+            None => {
+                let (store, stdout, stderr) = self.stores.new_store(&loaded.flow);
+                (store, None, stdout, stderr)
+            }
+        };
+        arm(&mut store, limits, started);
+        self.prepare_next(loaded);
         let call = async {
-            let plugin = loaded.pre.instantiate_async(&mut store).await?;
+            let plugin = match ready_plugin {
+                Some(plugin) => plugin,
+                None => loaded.pre.instantiate_async(&mut store).await?,
+            };
             call_hook(&plugin, &mut store, hook, &wit_event).await
         };
         let result = tokio::time::timeout(limits.timeout, call).await;
@@ -699,14 +799,16 @@ impl Warden {
                 }
             }
         };
-        let state = store.into_data();
-        let mut logs = state.log.finish();
+        let state = store.data_mut();
+        let mut logs = std::mem::replace(&mut state.log, LogInstance::new(0)).finish();
         logs.extend(stdout.lines(LogSource::Stdout));
         logs.extend(stderr.lines(LogSource::Stderr));
-        let mut refusals = state.integrations.refusals;
-        refusals.extend(state.secrets.refusals);
-        refusals.extend(state.identities.refusals);
-        refusals.extend(state.http.refusals);
+        let mut refusals = std::mem::take(&mut state.integrations.refusals);
+        refusals.append(&mut state.secrets.refusals);
+        refusals.append(&mut state.identities.refusals);
+        refusals.append(&mut state.http.refusals);
+        let http_calls = std::mem::take(&mut state.http.calls);
+        self.shared.inner.reaper.reap(store);
         Ok(self.redacted(HookReport {
             flow: flow.to_string(),
             hook,
@@ -714,9 +816,29 @@ impl Warden {
             outcome,
             logs,
             refusals,
-            http_calls: state.http.calls,
+            http_calls,
             elapsed: started.elapsed(),
+            prepared_ahead,
         }))
+    }
+
+    /// Starts making `loaded`'s next instance in the background, unless one is being made
+    /// or there is no async runtime to make it on.
+    fn prepare_next(&self, loaded: &Arc<LoadedFlow>) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        if loaded.preparing.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let stores = self.stores.clone();
+        let loaded = loaded.clone();
+        runtime.spawn(async move {
+            if let Some(prepared) = stores.prepare(&loaded).await {
+                *loaded.ready.lock().unwrap_or_else(|p| p.into_inner()) = Some(prepared);
+            }
+            loaded.preparing.store(false, Ordering::Release);
+        });
     }
 
     fn classify_trap(
@@ -757,7 +879,7 @@ impl Warden {
 
     fn redacted(&self, mut report: HookReport) -> HookReport {
         // Built now, so it knows values fetched during this very hook.
-        let r = &self.secrets.redactor();
+        let r = &self.stores.secrets.redactor();
         report.outcome = match report.outcome {
             Ok(d) => Ok(d.map_text(|t| r.redact(&t))),
             Err(mut f) => {

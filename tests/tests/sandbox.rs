@@ -633,13 +633,21 @@ async fn every_event_gets_a_fresh_instance() {
         "vars = { action = \"counter\" }",
     )
     .await;
-    for _ in 0..3 {
+    let mut prepared_ahead = 0;
+    for _ in 0..20 {
         let report = warden
             .run_hook("probe", HookName::OnRequest, &event())
             .await
             .unwrap();
         assert_eq!(approved(&report), "1", "state leaked between events");
+        prepared_ahead += usize::from(report.prepared_ahead);
+        // Time for the next instance to be made ahead, which must be just as fresh.
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
+    assert!(
+        prepared_ahead >= 10,
+        "only {prepared_ahead} of 20 events found an instance made ahead"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
