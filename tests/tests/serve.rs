@@ -910,9 +910,11 @@ async fn beyond_max_in_flight_requests_are_refused_with_retry_after() {
     let r = h.submit("slow", ALICE, json!({})).await;
     assert_eq!(r.status, 503, "{}", r.text);
     assert_eq!(r.headers["retry-after"], "1");
-    // Health and metrics stay reachable.
+    // Health and metrics stay reachable, and metrics count the request holding the slot.
     assert_eq!(h.send("GET", "/healthz", None, None).await.status, 200);
+    assert_eq!(metric(&h.metrics().await, "warden_api_in_flight"), 1.0);
     assert_eq!(first.await.unwrap().status, 201);
+    assert_eq!(metric(&h.metrics().await, "warden_api_in_flight"), 0.0);
     assert_eq!(h.submit("slow", ALICE, json!({})).await.status, 201);
     h.stop().await;
 }

@@ -34,6 +34,7 @@ pub(crate) struct App {
     pub metrics: Arc<Metrics>,
     pub tasks: TaskTracker,
     pub in_flight: Arc<Semaphore>,
+    pub max_in_flight: usize,
 }
 
 pub(crate) fn router(app: Arc<App>, max_body_bytes: usize) -> Router {
@@ -451,12 +452,16 @@ async fn metrics(State(app): State<Arc<App>>) -> Response {
         .requests()
         .count_by_state()
         .unwrap_or_default();
+    // `/metrics` is outside the in-flight limit, so this scrape holds no permit itself.
+    let in_flight = app
+        .max_in_flight
+        .saturating_sub(app.in_flight.available_permits());
     (
         [(
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        app.metrics.render(&states),
+        app.metrics.render(&states, in_flight),
     )
         .into_response()
 }

@@ -130,7 +130,7 @@ impl Metrics {
             .or_default() += 1;
     }
 
-    pub fn render(&self, requests_by_state: &[(State, u64)]) -> String {
+    pub fn render(&self, requests_by_state: &[(State, u64)], api_in_flight: usize) -> String {
         let inner = self.inner();
         let mut out = String::new();
 
@@ -253,6 +253,14 @@ impl Metrics {
             "gauge",
             "Stored access requests by state.",
             body,
+        );
+
+        section(
+            &mut out,
+            "warden_api_in_flight",
+            "gauge",
+            "API requests being answered now (bounded by serve.max_in_flight).",
+            vec![format!("warden_api_in_flight {api_in_flight}")],
         );
 
         let body = inner

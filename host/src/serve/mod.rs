@@ -200,6 +200,7 @@ impl Server {
             metrics,
             tasks: tasks.clone(),
             in_flight: Arc::new(Semaphore::new(settings.max_in_flight)),
+            max_in_flight: settings.max_in_flight,
         });
         let router = api::router(app, settings.max_body_bytes);
         let http = tokio::spawn(

@@ -36,6 +36,9 @@ struct Args {
     /// Do not print one line per request on stderr.
     #[arg(long)]
     quiet: bool,
+    /// Delay every answer by this many milliseconds (a slow API, for load tests).
+    #[arg(long, value_name = "MS", default_value_t = 0)]
+    latency_ms: u64,
 }
 
 #[tokio::main]
@@ -52,6 +55,7 @@ async fn main() -> anyhow::Result<()> {
     .await
     .context("binding 127.0.0.1")?;
     standin.set_log_to_stderr(!args.quiet);
+    standin.set_latency(std::time::Duration::from_millis(args.latency_ms));
 
     let mut stdout = std::io::stdout().lock();
     writeln!(stdout, "listening on {}", standin.url())?;
