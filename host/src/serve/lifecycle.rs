@@ -135,11 +135,17 @@ struct HookOutcome {
 /// Marks a request as being worked on; another step on it is refused until this drops.
 struct Claim {
     busy: Arc<Mutex<HashSet<String>>>,
+    requests: Requests,
     id: String,
 }
 
 impl Drop for Claim {
     fn drop(&mut self) {
+        // Operations flush their hook entries before answering; this catches those that
+        // stopped early on an error, so no hook run goes unrecorded.
+        if let Err(e) = self.requests.flush(&self.id) {
+            tracing::error!(request = %self.id, "cannot record hook runs: {e}");
+        }
         self.busy
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -177,6 +183,7 @@ impl Lifecycle {
         }
         Ok(Claim {
             busy: self.busy.clone(),
+            requests: self.requests.clone(),
             id: id.to_string(),
         })
     }
@@ -254,6 +261,7 @@ impl Lifecycle {
         }
         let rec = self.record(&id)?;
         self.request_step(&warden, &rec, &requester).await?;
+        self.requests.flush(&id)?;
         Ok(Submitted {
             request: self.view(&id)?,
             replayed: false,
@@ -355,6 +363,7 @@ impl Lifecycle {
         let actor = approver.email.trim().to_string();
         self.approve_step(&warden, &rec, &approver, &actor, &[State::Pending], reason)
             .await?;
+        self.requests.flush(id)?;
         self.view(id)
     }
 
@@ -371,6 +380,7 @@ impl Lifecycle {
         let actor = approver.email.trim().to_string();
         self.deny_step(&warden, &rec, &approver, &actor, &[State::Pending], reason)
             .await?;
+        self.requests.flush(id)?;
         self.view(id)
     }
 
@@ -516,6 +526,7 @@ impl Lifecycle {
         )?;
         self.hook(&warden, &rec, HookName::AfterDeescalate, &requester)
             .await?;
+        self.requests.flush(id)?;
         Ok(())
     }
 
@@ -548,6 +559,7 @@ impl Lifecycle {
             let rec = self.record(&id)?;
             let requester = user(&rec.requester);
             self.escalate_step(&warden, &rec, &requester).await?;
+            self.requests.flush(&id)?;
             touched += 1;
         }
         Ok(touched)
@@ -660,14 +672,14 @@ impl Lifecycle {
                 )
             }
         };
-        self.requests.record(
+        self.requests.note(
             &rec.id,
-            &HistoryEntry {
+            HistoryEntry {
                 at: now_ms(),
                 step,
                 event,
             },
-        )?;
+        );
         Ok(outcome)
     }
 }

@@ -2,9 +2,10 @@
 //! Every state change is one transaction: the new state, its history entry and its audit
 //! line commit together or not at all.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::str::FromStr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rusqlite::{OptionalExtension, params};
@@ -172,6 +173,11 @@ pub fn rfc3339(at: i64) -> String {
 #[derive(Clone)]
 pub struct Requests {
     store: Arc<Store>,
+    /// Hook entries not yet written, by request. Each goes into the next transaction on its
+    /// request (its next transition, or [`Requests::flush`] before the answer), so a step
+    /// costs one commit rather than one per hook. Only the operation holding a request's
+    /// claim touches its entries.
+    unwritten: Arc<Mutex<HashMap<String, Vec<HistoryEntry>>>>,
 }
 
 const COLUMNS: &str = "id, flow, requester, fields, state, decision, reason, created_by,
@@ -238,7 +244,30 @@ fn append_audit(
 
 impl Requests {
     pub fn new(store: Arc<Store>) -> Self {
-        Self { store }
+        Self {
+            store,
+            unwritten: Arc::default(),
+        }
+    }
+
+    fn unwritten(&self) -> std::sync::MutexGuard<'_, HashMap<String, Vec<HistoryEntry>>> {
+        self.unwritten.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The entries waiting for `id`'s next transaction (left in place until it commits).
+    fn waiting(&self, id: &str) -> Vec<HistoryEntry> {
+        self.unwritten().get(id).cloned().unwrap_or_default()
+    }
+
+    /// Forgets the first `n` waiting entries of `id`, once they are committed.
+    fn written(&self, id: &str, n: usize) {
+        let mut unwritten = self.unwritten();
+        if let Some(entries) = unwritten.get_mut(id) {
+            entries.drain(..n.min(entries.len()));
+            if entries.is_empty() {
+                unwritten.remove(id);
+            }
+        }
     }
 
     pub fn store(&self) -> &Arc<Store> {
@@ -348,18 +377,39 @@ impl Requests {
         })
     }
 
-    pub fn record(&self, id: &str, entry: &HistoryEntry) -> Result<(), StoreError> {
+    /// Adds `entry` to `id`'s history with the request's next transaction.
+    pub fn note(&self, id: &str, entry: HistoryEntry) {
+        self.unwritten()
+            .entry(id.to_string())
+            .or_default()
+            .push(entry);
+    }
+
+    /// Writes the entries still waiting for `id`.
+    pub fn flush(&self, id: &str) -> Result<(), StoreError> {
+        let waiting = self.waiting(id);
+        if waiting.is_empty() {
+            return Ok(());
+        }
         self.store.with(|c| {
             let tx = c.transaction()?;
-            append_history(&tx, id, entry)?;
+            for entry in &waiting {
+                append_history(&tx, id, entry)?;
+            }
             tx.commit()
-        })
+        })?;
+        self.written(id, waiting.len());
+        Ok(())
     }
 
     /// Applies `t` if the request is in one of `t.from`; returns whether it was.
     pub fn transition(&self, id: &str, t: &Transition<'_>) -> Result<bool, StoreError> {
-        self.store.with(|c| {
+        let waiting = self.waiting(id);
+        let applied = self.store.with(|c| {
             let tx = c.transaction()?;
+            for entry in &waiting {
+                append_history(&tx, id, entry)?;
+            }
             let current: Option<String> = tx
                 .prepare_cached("SELECT state FROM requests WHERE id = ?1")?
                 .query_row(params![id], |r| r.get(0))
@@ -411,7 +461,11 @@ impl Requests {
             )?;
             tx.commit()?;
             Ok(true)
-        })
+        })?;
+        if applied {
+            self.written(id, waiting.len());
+        }
+        Ok(applied)
     }
 
     pub fn audit(
@@ -579,6 +633,64 @@ mod tests {
             ["request", "request"]
         );
         assert_eq!(audit[1].detail["to"], "pending");
+    }
+
+    #[test]
+    fn hook_notes_are_written_with_the_next_transition_or_a_flush_in_order() {
+        let r = requests();
+        let fields = serde_json::Map::new();
+        r.insert(&new("r1", None, &fields)).unwrap().unwrap();
+        let note = |hook: &str| HistoryEntry {
+            at: now_ms(),
+            step: "request".into(),
+            event: HistoryEvent::Hook {
+                hook: hook.into(),
+                ran: true,
+                outcome: "continue".into(),
+                reason: None,
+                error: None,
+                blame: None,
+                elapsed_ms: 0.0,
+                refusals: Vec::new(),
+            },
+        };
+        let hooks = |r: &Requests| {
+            r.history("r1")
+                .unwrap()
+                .into_iter()
+                .map(|e| match e.event {
+                    HistoryEvent::Hook { hook, .. } => hook,
+                    HistoryEvent::Transition { to, .. } => format!("-> {to}"),
+                })
+                .collect::<Vec<_>>()
+        };
+        r.note("r1", note("on_request"));
+        assert_eq!(hooks(&r), ["-> requested"], "a note waits for a transaction");
+        let to_approved = Transition {
+            from: &[State::Pending],
+            to: State::Approved,
+            decision: "approve",
+            reason: None,
+            actor: "warden",
+            step: "approve",
+            expires_at: None,
+        };
+        // A refused transition writes nothing, and the note keeps waiting.
+        assert!(!r.transition("r1", &to_approved).unwrap());
+        assert_eq!(hooks(&r), ["-> requested"]);
+        let to_pending = Transition {
+            from: &[State::Requested],
+            to: State::Pending,
+            ..to_approved
+        };
+        assert!(r.transition("r1", &to_pending).unwrap());
+        r.note("r1", note("after_request"));
+        r.flush("r1").unwrap();
+        r.flush("r1").unwrap();
+        assert_eq!(
+            hooks(&r),
+            ["-> requested", "on_request", "-> pending", "after_request"]
+        );
     }
 
     #[test]
