@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use wasmtime::component::{Component, Linker, ResourceTable};
 use wasmtime::{Engine, ResourceLimiter, Store, Trap};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
@@ -34,6 +35,8 @@ const EPOCH_TICK: Duration = Duration::from_millis(10);
 
 /// Everything one instance may touch, each capability's state in its own field.
 struct InstanceState {
+    /// This instance's place in the pool, given back when the store is dropped.
+    _slot: OwnedSemaphorePermit,
     table: ResourceTable,
     wasi: WasiCtx,
     memory: MemoryLimiter,
@@ -256,8 +259,8 @@ impl fmt::Display for HookFailure {
 pub struct HookReport {
     pub flow: String,
     pub hook: HookName,
-    /// False when the plugin does not implement the hook: nothing ran, the decision is
-    /// `continue`.
+    /// False when nothing ran: the plugin does not implement the hook (the decision is
+    /// `continue`), or no instance slot was free in time (a failure).
     pub ran: bool,
     pub outcome: Result<Decision, HookFailure>,
     pub logs: Vec<LogLine>,
@@ -350,6 +353,9 @@ struct EngineInner {
     linker: Linker<InstanceState>,
     /// Held while compiling, so concurrent starts compile a plugin once.
     compiled: tokio::sync::Mutex<HashMap<PathBuf, (Component, PluginFormat, CacheOutcome)>>,
+    /// One permit per instance the pool can hold: a hook waits for a free one (within its
+    /// deadline) instead of failing when the pool is full.
+    slots: Arc<Semaphore>,
     reaper: Reaper,
     _ticker: EpochTicker,
 }
@@ -381,6 +387,12 @@ impl Reaper {
 
 impl SharedEngine {
     pub fn new() -> Result<Self, StartError> {
+        Self::with_max_instances(MAX_LIVE_INSTANCES)
+    }
+
+    /// An engine running at most `max` instances at once (capped at the pool's
+    /// [`MAX_LIVE_INSTANCES`]); further hooks wait for a free slot within their deadline.
+    pub fn with_max_instances(max: u32) -> Result<Self, StartError> {
         let engine = engine()?;
         let linker = linker(&engine).map_err(|e| StartError::Engine(root_message(&e)))?;
         Ok(Self {
@@ -389,6 +401,7 @@ impl SharedEngine {
                 engine,
                 linker,
                 compiled: Default::default(),
+                slots: Arc::new(Semaphore::new(max.min(MAX_LIVE_INSTANCES) as usize)),
                 reaper: Reaper::start(),
             }),
         })
@@ -435,6 +448,7 @@ pub struct Warden {
 /// What every event's store is made from; shared with the tasks preparing instances ahead.
 struct StoreMaker {
     engine: Engine,
+    slots: Arc<Semaphore>,
     identities: Arc<IdentityStore>,
     http: HttpState,
     cache: Arc<CacheState>,
@@ -479,10 +493,20 @@ fn engine() -> Result<Engine, StartError> {
 }
 
 impl StoreMaker {
+    /// A free place in the pool, waiting at most `timeout` for one.
+    async fn slot(&self, timeout: Duration) -> Option<OwnedSemaphorePermit> {
+        let slots = self.slots.clone();
+        tokio::time::timeout(timeout, slots.acquire_owned())
+            .await
+            .ok()?
+            .ok()
+    }
+
     /// A store for one event of `flow`, disarmed: [`arm`] gives it its deadline.
     fn new_store(
         &self,
         flow: &Arc<Flow>,
+        slot: OwnedSemaphorePermit,
     ) -> (Store<InstanceState>, CapturedOutput, CapturedOutput) {
         let limits: &Limits = &flow.limits;
         let stdout = CapturedOutput::new(limits.log_max_bytes);
@@ -496,6 +520,7 @@ impl StoreMaker {
             .allow_ip_name_lookup(false)
             .build();
         let state = InstanceState {
+            _slot: slot,
             table: ResourceTable::new(),
             wasi,
             memory: MemoryLimiter {
@@ -519,7 +544,9 @@ impl StoreMaker {
     /// `None` when that fails: the event then instantiates on its own and reports why.
     async fn prepare(&self, loaded: &LoadedFlow) -> Option<Prepared> {
         let limits = &loaded.flow.limits;
-        let (mut store, stdout, stderr) = self.new_store(&loaded.flow);
+        // Made ahead only from spare room: waiting events come first.
+        let slot = self.slots.clone().try_acquire_owned().ok()?;
+        let (mut store, stdout, stderr) = self.new_store(&loaded.flow, slot);
         arm(&mut store, limits, Instant::now());
         let instantiate = loaded.pre.instantiate_async(&mut store);
         let plugin = tokio::time::timeout(limits.timeout, instantiate)
@@ -584,6 +611,7 @@ impl Warden {
             )),
             stores: Arc::new(StoreMaker {
                 engine: shared.inner.engine.clone(),
+                slots: shared.inner.slots.clone(),
                 identities: store,
                 http,
                 cache: Arc::default(),
@@ -644,7 +672,10 @@ impl Warden {
 
     /// Asks the plugin once, at load, which hooks it implements.
     async fn implemented_hooks(&self, loaded: &LoadedFlow) -> Result<BTreeSet<HookName>, String> {
-        let (mut store, _, _) = self.stores.new_store(&loaded.flow);
+        let Some(slot) = self.stores.slot(loaded.flow.limits.timeout).await else {
+            return Err("no instance slot became free within limits.timeout_ms".into());
+        };
+        let (mut store, _, _) = self.stores.new_store(&loaded.flow, slot);
         arm(&mut store, &loaded.flow.limits, Instant::now());
         let call = async {
             let plugin = loaded.pre.instantiate_async(&mut store).await?;
@@ -753,12 +784,35 @@ impl Warden {
             });
         }
         let limits = &loaded.flow.limits;
+        let failure = |kind| HookFailure {
+            flow: flow.to_string(),
+            hook: hook.to_string(),
+            kind,
+        };
         let ready = loaded.take_ready();
         let prepared_ahead = ready.is_some();
         let (mut store, ready_plugin, stdout, stderr) = match ready {
             Some(ready) => (ready.store, Some(ready.plugin), ready.stdout, ready.stderr),
             None => {
-                let (store, stdout, stderr) = self.stores.new_store(&loaded.flow);
+                let Some(slot) = self.stores.slot(limits.timeout).await else {
+                    return Ok(HookReport {
+                        flow: flow.to_string(),
+                        hook,
+                        ran: false,
+                        outcome: Err(failure(FailureKind::Host {
+                            message: format!(
+                                "every instance slot stayed busy for limits.timeout_ms ({} ms)",
+                                limits.timeout.as_millis()
+                            ),
+                        })),
+                        logs: Vec::new(),
+                        refusals: Vec::new(),
+                        http_calls: Vec::new(),
+                        elapsed: started.elapsed(),
+                        prepared_ahead,
+                    });
+                };
+                let (store, stdout, stderr) = self.stores.new_store(&loaded.flow, slot);
                 (store, None, stdout, stderr)
             }
         };
@@ -772,11 +826,6 @@ impl Warden {
             call_hook(&plugin, &mut store, hook, &wit_event).await
         };
         let result = tokio::time::timeout(limits.timeout, call).await;
-        let failure = |kind| HookFailure {
-            flow: flow.to_string(),
-            hook: hook.to_string(),
-            kind,
-        };
         let outcome = match result {
             Err(_elapsed) => Err(failure(FailureKind::Deadline {
                 timeout_ms: limits.timeout.as_millis(),

@@ -3,7 +3,10 @@
 use std::time::{Duration, Instant};
 
 use warden::refusal::RefusalKind;
-use warden::{Config, Decision, EventInput, FailureKind, HookName, HookReport, StartError, Warden};
+use warden::{
+    Config, Decision, EventInput, FailureKind, HookName, HookReport, SharedEngine, StartError,
+    StartOptions, Warden,
+};
 use warden_tests::web::TestServer;
 use warden_tests::{Scratch, artifacts, toml_path};
 
@@ -330,6 +333,50 @@ async fn responses_over_the_cap_and_slow_servers_are_typed_errors() {
         report.elapsed < Duration::from_millis(2000),
         "{:?}",
         report.elapsed
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hooks_beyond_the_free_instance_slots_wait_for_one_within_their_deadline() {
+    let server = TestServer::start().await;
+    let scratch = Scratch::new();
+    let flow = format!(
+        "vars = {{ action = \"http:GET {}/slow?ms=400\" }}\nallowed_hosts = [{:?}]\nlimits = {{ timeout_ms = 1500 }}",
+        server.origin(),
+        server.origin()
+    );
+    let config = Config::load(&scratch.config(&config_text(&scratch, artifacts::PROBE, &flow)))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let store = std::sync::Arc::new(warden::store::Store::open_in_memory().unwrap());
+    let secrets = std::sync::Arc::new(warden::secret_store::SecretStore::new(&config));
+    let options = StartOptions {
+        engine: Some(SharedEngine::with_max_instances(1).unwrap()),
+        ..StartOptions::default()
+    };
+    let warden = Warden::start_with(config, store, secrets, options)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let event = event();
+    let run = || warden.run_hook("probe", HookName::OnRequest, &event);
+    // One slot: the second hook waits for the first instead of failing.
+    let (a, b) = tokio::join!(run(), run());
+    for report in [a.unwrap(), b.unwrap()] {
+        assert!(approved(&report).starts_with("status=200"), "{report:?}");
+    }
+    // Five hooks of 0.4 s through one slot: the first runs at once, the last would have to
+    // wait 1.6 s, past its 1.5 s deadline, and fails closed naming why.
+    let (a, b, c, d, e) = tokio::join!(run(), run(), run(), run(), run());
+    let reports = [a, b, c, d, e].map(Result::unwrap);
+    assert!(reports.iter().any(|r| r.outcome.is_ok()), "{reports:?}");
+    let busy: Vec<_> = reports
+        .iter()
+        .filter_map(|r| r.outcome.as_ref().err())
+        .filter(|f| f.to_string().contains("every instance slot stayed busy"))
+        .collect();
+    assert!(!busy.is_empty(), "{reports:?}");
+    assert!(
+        busy.iter().all(|f| f.to_string().contains("flow `probe`")),
+        "{busy:?}"
     );
 }
 

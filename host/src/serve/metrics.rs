@@ -47,9 +47,9 @@ pub struct Metrics {
 /// does not implement the hook.
 pub fn outcome_label(report: &HookReport) -> &'static str {
     match &report.outcome {
+        Err(_) => "failed",
         _ if !report.ran => "skipped",
         Ok(decision) => decision.kind(),
-        Err(_) => "failed",
     }
 }
 

@@ -665,7 +665,11 @@ mod tests {
                 .collect::<Vec<_>>()
         };
         r.note("r1", note("on_request"));
-        assert_eq!(hooks(&r), ["-> requested"], "a note waits for a transaction");
+        assert_eq!(
+            hooks(&r),
+            ["-> requested"],
+            "a note waits for a transaction"
+        );
         let to_approved = Transition {
             from: &[State::Pending],
             to: State::Approved,
