@@ -4,10 +4,12 @@
 //! `cargo bench -p warden --bench hooks`
 
 use std::hint::black_box;
+use std::path::Path;
 use std::sync::Arc;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use warden::{Config, Decision, EventInput, HookName, Warden};
+use warden::plugin::{CacheOutcome, PluginCache};
+use warden::{Config, Decision, EventInput, HookName, SharedEngine, Warden};
 use warden_tests::{Scratch, artifacts, toml_path};
 
 fn config(scratch: &Scratch, plugin: &str, cache_dir: &str) -> Config {
@@ -83,6 +85,18 @@ fn plugin_load(c: &mut Criterion) {
         cache.to_str().unwrap(),
     )))
     .unwrap();
+    // The plugin alone: read, checksum and deserialize the cached entry, check its contract.
+    let shared = SharedEngine::new().unwrap();
+    let plugin_cache = PluginCache::new(cache.clone(), shared.engine());
+    group.bench_function("one plugin from the plugin cache", |b| {
+        b.iter(|| {
+            let (_, _, outcome) = plugin_cache
+                .load_or_compile(shared.engine(), Path::new(artifacts::VICTOROPS))
+                .unwrap();
+            assert_eq!(outcome, CacheOutcome::Hit);
+        })
+    });
+    // Everything `warden serve` does before its first hook, with the plugin from the cache.
     group.bench_function("load from the plugin cache", |b| {
         b.iter(|| {
             let warden = rt

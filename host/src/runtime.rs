@@ -390,6 +390,11 @@ impl SharedEngine {
         Self::with_max_instances(MAX_LIVE_INSTANCES)
     }
 
+    /// The wasmtime engine plugins are compiled for.
+    pub fn engine(&self) -> &Engine {
+        &self.inner.engine
+    }
+
     /// An engine running at most `max` instances at once (capped at the pool's
     /// [`MAX_LIVE_INSTANCES`]); further hooks wait for a free slot within their deadline.
     pub fn with_max_instances(max: u32) -> Result<Self, StartError> {
