@@ -18,12 +18,26 @@ impl Redactor {
         Self { values }
     }
 
+    /// Replaces each value, matched ignoring ASCII case: a value put into a host name comes
+    /// back lowercased in URLs and errors.
     pub fn redact(&self, text: &str) -> String {
         let mut out = text.to_string();
+        let mut lowered = out.to_ascii_lowercase();
         for v in &self.values {
-            if out.contains(v.expose()) {
-                out = out.replace(v.expose(), REDACTED);
+            let needle = v.expose().to_ascii_lowercase();
+            if !lowered.contains(&needle) {
+                continue;
             }
+            let mut replaced = String::with_capacity(out.len());
+            let mut rest = 0;
+            while let Some(at) = lowered[rest..].find(&needle) {
+                replaced.push_str(&out[rest..rest + at]);
+                replaced.push_str(REDACTED);
+                rest += at + needle.len();
+            }
+            replaced.push_str(&out[rest..]);
+            out = replaced;
+            lowered = out.to_ascii_lowercase();
         }
         out
     }
@@ -68,5 +82,10 @@ mod tests {
             b"[REDACTED][REDACTED]!".to_vec()
         );
         assert_eq!(r.redact("nothing here"), "nothing here");
+        let mixed = Redactor::new(vec![SecretValue::new("s3cr3t-VALUE")]);
+        assert_eq!(
+            mixed.redact("http://s3cr3t-value.example/ and S3CR3T-VALUE"),
+            "http://[REDACTED].example/ and [REDACTED]"
+        );
     }
 }

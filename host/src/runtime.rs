@@ -703,10 +703,21 @@ impl Warden {
         let mut logs = state.log.finish();
         logs.extend(stdout.lines(LogSource::Stdout));
         logs.extend(stderr.lines(LogSource::Stderr));
-        let mut refusals = state.integrations.refusals;
-        refusals.extend(state.secrets.refusals);
-        refusals.extend(state.identities.refusals);
-        refusals.extend(state.http.refusals);
+        if state.http.calls_dropped > 0 {
+            logs.push(LogLine {
+                level: crate::log::LogLevel::Warn,
+                source: LogSource::Host,
+                message: format!(
+                    "{} more HTTP call(s) not recorded: at most {} are kept per event",
+                    state.http.calls_dropped,
+                    http::MAX_RECORDED_CALLS
+                ),
+            });
+        }
+        let mut refusals = state.integrations.refusals.finish();
+        refusals.extend(state.secrets.refusals.finish());
+        refusals.extend(state.identities.refusals.finish());
+        refusals.extend(state.http.refusals.finish());
         Ok(self.redacted(HookReport {
             flow: flow.to_string(),
             hook,
@@ -778,6 +789,15 @@ impl Warden {
         };
         for line in &mut report.logs {
             line.message = r.redact(&line.message);
+        }
+        // A plugin can put a value it was shown into a host name, a secret id or an alias;
+        // refusals and calls quote those back.
+        for refusal in &mut report.refusals {
+            refusal.detail = r.redact(&refusal.detail);
+        }
+        for call in &mut report.http_calls {
+            call.origin = r.redact(&call.origin);
+            call.path = r.redact(&call.path);
         }
         report
     }
