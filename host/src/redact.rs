@@ -4,6 +4,10 @@ use crate::config::SecretValue;
 
 pub const REDACTED: &str = "[REDACTED]";
 
+/// The shortest start of a value [`Redactor::redact_cut`] redacts at the end of cut text;
+/// shorter ones are too likely to be ordinary words.
+const MIN_CUT_PREFIX: usize = 6;
+
 #[derive(Debug, Clone, Default)]
 pub struct Redactor {
     /// Longest first, so a secret containing another is replaced whole.
@@ -38,6 +42,27 @@ impl Redactor {
             replaced.push_str(&out[rest..]);
             out = replaced;
             lowered = out.to_ascii_lowercase();
+        }
+        out
+    }
+
+    /// [`Self::redact`] for text that may have been cut short to a bound (a reason, captured
+    /// stdout): the first bytes of a value left at its end (before a closing `...`) are
+    /// redacted too.
+    pub fn redact_cut(&self, text: &str) -> String {
+        let mut out = self.redact(text);
+        let end = out.strip_suffix("...").map_or(out.len(), str::len);
+        let lowered = out[..end].to_ascii_lowercase();
+        for v in &self.values {
+            let needle = v.expose().to_ascii_lowercase();
+            let tail = (MIN_CUT_PREFIX..needle.len())
+                .rev()
+                .filter(|len| needle.is_char_boundary(*len))
+                .find(|len| lowered.ends_with(&needle[..*len]));
+            if let Some(len) = tail {
+                out.replace_range(end - len..end, REDACTED);
+                break;
+            }
         }
         out
     }
@@ -86,6 +111,13 @@ mod tests {
         assert_eq!(
             mixed.redact("http://s3cr3t-value.example/ and S3CR3T-VALUE"),
             "http://[REDACTED].example/ and [REDACTED]"
+        );
+        assert_eq!(mixed.redact_cut("rrr s3cr3t-VA..."), "rrr [REDACTED]...");
+        assert_eq!(mixed.redact_cut("xx s3cr3t"), "xx [REDACTED]");
+        assert_eq!(
+            mixed.redact_cut("short s3cr"),
+            "short s3cr",
+            "too short to tell"
         );
     }
 }

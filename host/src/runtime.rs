@@ -770,7 +770,8 @@ impl Warden {
         // Built now, so it knows values fetched during this very hook.
         let r = &self.secrets.redactor();
         report.outcome = match report.outcome {
-            Ok(d) => Ok(d.map_text(|t| r.redact(&t))),
+            // Reasons are cut to a bound before this, and captured output to its budget.
+            Ok(d) => Ok(d.map_text(|t| r.redact_cut(&t))),
             Err(mut f) => {
                 f.kind = match f.kind {
                     FailureKind::Trap { message } => FailureKind::Trap {
@@ -788,7 +789,7 @@ impl Warden {
             }
         };
         for line in &mut report.logs {
-            line.message = r.redact(&line.message);
+            line.message = r.redact_cut(&line.message);
         }
         // A plugin can put a value it was shown into a host name, a secret id or an alias;
         // refusals and calls quote those back.

@@ -552,3 +552,35 @@ async fn a_secret_smuggled_into_urls_ids_and_a_panic_is_redacted_everywhere() {
     );
     still_serving(&warden).await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_secret_cut_in_half_by_a_bound_leaves_no_start_behind() {
+    let scratch = Scratch::new();
+    // The reason is cut at 4093 bytes and stdout at 1024: ten bytes of the value fit.
+    let reason_pad = warden::hooks::MAX_REASON_BYTES - 3 - 10;
+    let cut = flow(
+        &format!("cut-secret:victorops {reason_pad} 1014"),
+        "limits = { log_max_bytes = 1024 }",
+    );
+    let warden = start(&scratch, &[("cut", cut.as_str())], None).await;
+    let report = run(&warden, "cut", HookName::OnRequest).await;
+    let Ok(Decision::Approve {
+        reason: Some(reason),
+    }) = &report.outcome
+    else {
+        panic!("{:?}", report.outcome)
+    };
+    assert!(
+        reason.ends_with("r[REDACTED]..."),
+        "{}",
+        &reason[reason.len() - 40..]
+    );
+    let stdout = &report.logs[0].message;
+    assert!(
+        stdout.ends_with("x[REDACTED]"),
+        "{}",
+        &stdout[stdout.len() - 40..]
+    );
+    let everything = format!("{report:?}").to_ascii_lowercase();
+    assert!(!everything.contains(&VO_SECRET[..6].to_ascii_lowercase()));
+}

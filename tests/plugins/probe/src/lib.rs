@@ -162,6 +162,19 @@ fn act_on(event: &Event, action: &str) -> Result<Decision> {
             }
             Ok(Decision::Continue)
         }
+        // `<alias> <reason_pad> <stdout_pad>`: the revealed value after padding, in the
+        // reason and on stdout, so the host's bounds cut through the middle of it.
+        "cut-secret" => {
+            let [alias, reason_pad, stdout_pad] = words(arg)?;
+            let value = reveal(alias)?;
+            // One write, so stdout's buffer does not hold the value back.
+            let out = format!("{}{value}", "x".repeat(stdout_pad.parse()?));
+            print!("{out}");
+            Ok(Decision::approve(format!(
+                "{}{value}",
+                "r".repeat(reason_pad.parse()?)
+            )))
+        }
         "big-reason" => Ok(Decision::approve("r".repeat(arg.parse()?))),
         "counter" => {
             // Survives between events only if the host reuses instances; it must not.
