@@ -756,8 +756,16 @@ impl Warden {
                     .find(|l| l.message.contains("panicked"))
                     .map(|l| format!(" ({})", l.message))
                     .unwrap_or_default();
+                // Rust keeps its stack in linear memory: running off it is not a wasm stack
+                // overflow but an access below address 0.
+                let hint = match trap {
+                    Trap::MemoryOutOfBounds if panic.is_empty() => {
+                        " (often a stack overflow: a Rust plugin's stack is in its linear memory)"
+                    }
+                    _ => "",
+                };
                 FailureKind::Trap {
-                    message: format!("{trap}{panic}"),
+                    message: format!("{trap}{hint}{panic}"),
                 }
             }
             None => FailureKind::Host {
