@@ -8,6 +8,8 @@ use crate::{Identity, Result};
 
 /// Create or update the identity of the user `email` in `service` / `service_id`
 /// (for a custom integration: `"custom"` and the integration's `external_id`).
+/// At most 16 per event, with `email` and `user_id` up to 320 bytes; past that the host
+/// answers with an `invalid` error.
 pub fn persist_user_identity(
     email: &str,
     service: &str,

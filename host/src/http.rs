@@ -24,10 +24,13 @@ use crate::bindings::warden::plugin::http::{
 };
 use crate::config::{Flow, SecretValue, is_localhost_name, is_public, origin};
 use crate::redact::Redactor;
-use crate::refusal::{Refusal, RefusalKind};
+use crate::refusal::{Refusal, RefusalKind, Refusals};
 use crate::secret_store::SecretStore;
 
 pub const MAX_REDIRECTS: usize = 5;
+
+/// HTTP calls recorded per event (for the report and metrics); past this they are counted.
+pub const MAX_RECORDED_CALLS: usize = 64;
 
 /// One hop of a request, as the host sends it after every check has passed.
 #[derive(Debug)]
@@ -90,6 +93,13 @@ pub struct ReqwestTransport {
 
 impl ReqwestTransport {
     pub fn new() -> Result<Self, reqwest::Error> {
+        Self::with_lookup(Arc::new(SystemLookup))
+    }
+
+    /// The real client with names resolved by `lookup` instead of the system resolver; the
+    /// address filter still applies to what it returns. For tests that need a name to
+    /// resolve to a chosen address (DNS rebinding); no config setting reaches it.
+    pub fn with_lookup(lookup: Arc<dyn Lookup>) -> Result<Self, reqwest::Error> {
         let client = reqwest::Client::builder()
             .use_rustls_tls()
             // Redirects are followed by the host, one checked hop at a time.
@@ -97,7 +107,9 @@ impl ReqwestTransport {
             // A proxy from the environment would connect on the plugin's behalf, out of
             // reach of the address checks.
             .no_proxy()
-            .dns_resolver(Arc::new(PublicOnlyResolver))
+            // The only resolver the connector uses: the addresses checked here are the ones
+            // connected to, so a name cannot pass a check and then resolve elsewhere.
+            .dns_resolver(Arc::new(PublicOnlyResolver { lookup }))
             .user_agent(concat!("warden/", env!("CARGO_PKG_VERSION")))
             .pool_idle_timeout(Duration::from_secs(60))
             .build()?;
@@ -177,8 +189,9 @@ impl HttpState {
             secrets: self.secrets.clone(),
             flow,
             deadline: Instant::now(),
-            refusals: Vec::new(),
+            refusals: Refusals::default(),
             calls: Vec::new(),
+            calls_dropped: 0,
         }
     }
 }
@@ -198,8 +211,10 @@ pub struct HttpInstance {
     secrets: Arc<SecretStore>,
     flow: Arc<Flow>,
     deadline: Instant,
-    pub refusals: Vec<Refusal>,
+    pub refusals: Refusals,
+    /// The first [`MAX_RECORDED_CALLS`] calls; `calls_dropped` counts the rest.
     pub calls: Vec<HttpCall>,
+    pub calls_dropped: usize,
 }
 
 pub struct HttpView<'a> {
@@ -268,9 +283,14 @@ impl wit::Host for HttpView<'_> {
         let method = method_name(request.method);
         let shown_url = request.url.clone();
         let result = self.instance.execute(request, headers, &sealed).await;
+        // Not the text itself: it is the plugin's, of any length, and becomes a metrics label.
         let (origin, path) = Url::parse(&shown_url)
             .map(|u| (origin(&u), u.path().to_string()))
-            .unwrap_or_else(|_| (shown_url.clone(), String::new()));
+            .unwrap_or_else(|_| ("(not a URL)".to_string(), String::new()));
+        if self.instance.calls.len() >= MAX_RECORDED_CALLS {
+            self.instance.calls_dropped += 1;
+            return Ok(result);
+        }
         self.instance.calls.push(HttpCall {
             method: method.to_string(),
             origin,
@@ -543,14 +563,32 @@ pub fn filter_addresses(
     }
 }
 
-struct PublicOnlyResolver;
+/// Turns a host name into addresses; [`PublicOnlyResolver`] filters what it returns.
+#[async_trait]
+pub trait Lookup: Send + Sync {
+    async fn lookup(&self, host: &str) -> std::io::Result<Vec<SocketAddr>>;
+}
+
+/// The system resolver.
+struct SystemLookup;
+
+#[async_trait]
+impl Lookup for SystemLookup {
+    async fn lookup(&self, host: &str) -> std::io::Result<Vec<SocketAddr>> {
+        Ok(tokio::net::lookup_host((host, 0)).await?.collect())
+    }
+}
+
+struct PublicOnlyResolver {
+    lookup: Arc<dyn Lookup>,
+}
 
 impl Resolve for PublicOnlyResolver {
     fn resolve(&self, name: Name) -> Resolving {
         let host = name.as_str().to_string();
+        let lookup = self.lookup.clone();
         Box::pin(async move {
-            let addrs: Vec<SocketAddr> =
-                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let addrs = lookup.lookup(&host).await?;
             let kept = filter_addresses(&host, addrs)?;
             Ok(Box::new(kept.into_iter()) as Addrs)
         })

@@ -7,7 +7,7 @@ use wasmtime::component::{HasData, Linker};
 use crate::bindings::warden::plugin::identities::{self as wit, IdentityError};
 use crate::bindings::warden::plugin::types::Identity;
 use crate::config::Flow;
-use crate::refusal::{Refusal, RefusalKind};
+use crate::refusal::{Refusal, RefusalKind, Refusals};
 use crate::store::{Store, StoredIdentity};
 
 /// Writes one event may make; a plugin cannot flood the store.
@@ -18,7 +18,7 @@ pub struct IdentitiesInstance {
     flow: Arc<Flow>,
     store: Arc<Store>,
     persisted: usize,
-    pub refusals: Vec<Refusal>,
+    pub refusals: Refusals,
 }
 
 impl IdentitiesInstance {
@@ -27,7 +27,7 @@ impl IdentitiesInstance {
             flow,
             store,
             persisted: 0,
-            refusals: Vec::new(),
+            refusals: Refusals::default(),
         }
     }
 

@@ -6,19 +6,19 @@ use wasmtime::component::{HasData, Linker, ResourceTable};
 
 use crate::bindings::warden::plugin::integrations::{self as wit, Integration};
 use crate::config::Flow;
-use crate::refusal::{Refusal, RefusalKind};
+use crate::refusal::{Refusal, RefusalKind, Refusals};
 use crate::secrets;
 
 pub struct IntegrationsInstance {
     flow: Arc<Flow>,
-    pub refusals: Vec<Refusal>,
+    pub refusals: Refusals,
 }
 
 impl IntegrationsInstance {
     pub fn new(flow: Arc<Flow>) -> Self {
         Self {
             flow,
-            refusals: Vec::new(),
+            refusals: Refusals::default(),
         }
     }
 }

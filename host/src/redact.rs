@@ -4,6 +4,10 @@ use crate::config::SecretValue;
 
 pub const REDACTED: &str = "[REDACTED]";
 
+/// The shortest start of a value [`Redactor::redact_cut`] redacts at the end of cut text;
+/// shorter ones are too likely to be ordinary words.
+const MIN_CUT_PREFIX: usize = 6;
+
 #[derive(Debug, Clone, Default)]
 pub struct Redactor {
     /// Longest first, so a secret containing another is replaced whole.
@@ -18,11 +22,46 @@ impl Redactor {
         Self { values }
     }
 
+    /// Replaces each value, matched ignoring ASCII case: a value put into a host name comes
+    /// back lowercased in URLs and errors.
     pub fn redact(&self, text: &str) -> String {
         let mut out = text.to_string();
+        let mut lowered = out.to_ascii_lowercase();
         for v in &self.values {
-            if out.contains(v.expose()) {
-                out = out.replace(v.expose(), REDACTED);
+            let needle = v.expose().to_ascii_lowercase();
+            if !lowered.contains(&needle) {
+                continue;
+            }
+            let mut replaced = String::with_capacity(out.len());
+            let mut rest = 0;
+            while let Some(at) = lowered[rest..].find(&needle) {
+                replaced.push_str(&out[rest..rest + at]);
+                replaced.push_str(REDACTED);
+                rest += at + needle.len();
+            }
+            replaced.push_str(&out[rest..]);
+            out = replaced;
+            lowered = out.to_ascii_lowercase();
+        }
+        out
+    }
+
+    /// [`Self::redact`] for text that may have been cut short to a bound (a reason, captured
+    /// stdout): the first bytes of a value left at its end (before a closing `...`) are
+    /// redacted too.
+    pub fn redact_cut(&self, text: &str) -> String {
+        let mut out = self.redact(text);
+        let end = out.strip_suffix("...").map_or(out.len(), str::len);
+        let lowered = out[..end].to_ascii_lowercase();
+        for v in &self.values {
+            let needle = v.expose().to_ascii_lowercase();
+            let tail = (MIN_CUT_PREFIX..needle.len())
+                .rev()
+                .filter(|len| needle.is_char_boundary(*len))
+                .find(|len| lowered.ends_with(&needle[..*len]));
+            if let Some(len) = tail {
+                out.replace_range(end - len..end, REDACTED);
+                break;
             }
         }
         out
@@ -68,5 +107,17 @@ mod tests {
             b"[REDACTED][REDACTED]!".to_vec()
         );
         assert_eq!(r.redact("nothing here"), "nothing here");
+        let mixed = Redactor::new(vec![SecretValue::new("s3cr3t-VALUE")]);
+        assert_eq!(
+            mixed.redact("http://s3cr3t-value.example/ and S3CR3T-VALUE"),
+            "http://[REDACTED].example/ and [REDACTED]"
+        );
+        assert_eq!(mixed.redact_cut("rrr s3cr3t-VA..."), "rrr [REDACTED]...");
+        assert_eq!(mixed.redact_cut("xx s3cr3t"), "xx [REDACTED]");
+        assert_eq!(
+            mixed.redact_cut("short s3cr"),
+            "short s3cr",
+            "too short to tell"
+        );
     }
 }

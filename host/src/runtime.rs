@@ -857,10 +857,21 @@ impl Warden {
         let mut logs = std::mem::replace(&mut state.log, LogInstance::new(0)).finish();
         logs.extend(stdout.lines(LogSource::Stdout));
         logs.extend(stderr.lines(LogSource::Stderr));
-        let mut refusals = std::mem::take(&mut state.integrations.refusals);
-        refusals.append(&mut state.secrets.refusals);
-        refusals.append(&mut state.identities.refusals);
-        refusals.append(&mut state.http.refusals);
+        if state.http.calls_dropped > 0 {
+            logs.push(LogLine {
+                level: crate::log::LogLevel::Warn,
+                source: LogSource::Host,
+                message: format!(
+                    "{} more HTTP call(s) not recorded: at most {} are kept per event",
+                    state.http.calls_dropped,
+                    http::MAX_RECORDED_CALLS
+                ),
+            });
+        }
+        let mut refusals = std::mem::take(&mut state.integrations.refusals).finish();
+        refusals.extend(std::mem::take(&mut state.secrets.refusals).finish());
+        refusals.extend(std::mem::take(&mut state.identities.refusals).finish());
+        refusals.extend(std::mem::take(&mut state.http.refusals).finish());
         let http_calls = std::mem::take(&mut state.http.calls);
         self.shared.inner.reaper.reap(store);
         Ok(self.redacted(HookReport {
@@ -921,8 +932,16 @@ impl Warden {
                     .find(|l| l.message.contains("panicked"))
                     .map(|l| format!(" ({})", l.message))
                     .unwrap_or_default();
+                // Rust keeps its stack in linear memory: running off it is not a wasm stack
+                // overflow but an access below address 0.
+                let hint = match trap {
+                    Trap::MemoryOutOfBounds if panic.is_empty() => {
+                        " (often a stack overflow: a Rust plugin's stack is in its linear memory)"
+                    }
+                    _ => "",
+                };
                 FailureKind::Trap {
-                    message: format!("{trap}{panic}"),
+                    message: format!("{trap}{hint}{panic}"),
                 }
             }
             None => FailureKind::Host {
@@ -935,7 +954,8 @@ impl Warden {
         // Built now, so it knows values fetched during this very hook.
         let r = &self.stores.secrets.redactor();
         report.outcome = match report.outcome {
-            Ok(d) => Ok(d.map_text(|t| r.redact(&t))),
+            // Reasons are cut to a bound before this, and captured output to its budget.
+            Ok(d) => Ok(d.map_text(|t| r.redact_cut(&t))),
             Err(mut f) => {
                 f.kind = match f.kind {
                     FailureKind::Trap { message } => FailureKind::Trap {
@@ -953,7 +973,16 @@ impl Warden {
             }
         };
         for line in &mut report.logs {
-            line.message = r.redact(&line.message);
+            line.message = r.redact_cut(&line.message);
+        }
+        // A plugin can put a value it was shown into a host name, a secret id or an alias;
+        // refusals and calls quote those back.
+        for refusal in &mut report.refusals {
+            refusal.detail = r.redact(&refusal.detail);
+        }
+        for call in &mut report.http_calls {
+            call.origin = r.redact(&call.origin);
+            call.path = r.redact(&call.path);
         }
         report
     }

@@ -10,7 +10,7 @@ use wasmtime::component::{HasData, Linker, Resource, ResourceTable};
 
 use crate::bindings::warden::plugin::secrets::{self as wit, SecretError};
 use crate::config::{Flow, Secret};
-use crate::refusal::{Refusal, RefusalKind};
+use crate::refusal::{Refusal, RefusalKind, Refusals};
 use crate::secret_store::SecretStore;
 
 /// The guest's `secret` resource.
@@ -37,7 +37,7 @@ pub(crate) fn grant_handle(
 pub struct SecretsInstance {
     flow: Arc<Flow>,
     values: Arc<SecretStore>,
-    pub refusals: Vec<Refusal>,
+    pub refusals: Refusals,
 }
 
 impl SecretsInstance {
@@ -45,7 +45,7 @@ impl SecretsInstance {
         Self {
             flow,
             values,
-            refusals: Vec::new(),
+            refusals: Refusals::default(),
         }
     }
 }

@@ -56,3 +56,27 @@ impl Default for Scratch {
 pub fn toml_path(path: &str) -> String {
     format!("{path:?}")
 }
+
+/// The probe with every `warden:plugin/...@0.1.0` name renamed to `@0.2.0` (same length, so
+/// the binary stays well-formed).
+pub fn other_wit_version(bytes: &[u8]) -> Vec<u8> {
+    let from = b"warden:plugin/";
+    let mut out = bytes.to_vec();
+    let mut i = 0;
+    while i + from.len() < out.len() {
+        if out[i..].starts_with(from) {
+            let rest = i + from.len();
+            if let Some(at) = out[rest..rest + 40.min(out.len() - rest)]
+                .iter()
+                .position(|b| *b == b'@')
+            {
+                let version = rest + at + 1;
+                if out[version..].starts_with(b"0.1.0") {
+                    out[version + 2] = b'2';
+                }
+            }
+        }
+        i += 1;
+    }
+    out
+}

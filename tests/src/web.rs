@@ -1,5 +1,5 @@
-//! A small HTTP server on loopback for the sandbox's HTTP tests: echoes, redirects, big and
-//! slow answers, and a count of what it received.
+//! A small HTTP server on loopback for the sandbox's HTTP tests: echoes, redirects, big,
+//! slow, endless and trickling answers, and a count of what it received.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -40,6 +40,8 @@ impl TestServer {
             .route("/redirect", get(redirect))
             .route("/big", get(big))
             .route("/slow", get(slow))
+            .route("/endless", get(endless))
+            .route("/trickle", get(trickle))
             .with_state(counts.clone());
         let task = tokio::spawn(async move {
             axum::serve(listener, app).await.ok();
@@ -139,4 +141,30 @@ async fn slow(
     let ms: u64 = query.get("ms").and_then(|b| b.parse().ok()).unwrap_or(3000);
     tokio::time::sleep(Duration::from_millis(ms)).await;
     "finally".into_response()
+}
+
+/// A body that never ends: 64 KiB chunks, as fast as the client reads them.
+async fn endless(State(counts): State<Arc<Counts>>) -> Response {
+    counts.requests.fetch_add(1, Ordering::SeqCst);
+    let chunk = axum::body::Bytes::from(vec![b'e'; 64 << 10]);
+    let chunks = futures_util::stream::repeat_with(move || Ok::<_, std::io::Error>(chunk.clone()));
+    axum::body::Body::from_stream(chunks).into_response()
+}
+
+/// Slow-loris: headers at once, then one byte every `ms` (default 50) milliseconds, forever,
+/// so no single read ever waits long.
+async fn trickle(
+    State(counts): State<Arc<Counts>>,
+    Query(query): Query<BTreeMap<String, String>>,
+) -> Response {
+    counts.requests.fetch_add(1, Ordering::SeqCst);
+    let every = Duration::from_millis(query.get("ms").and_then(|b| b.parse().ok()).unwrap_or(50));
+    let bytes = futures_util::stream::unfold((), move |()| async move {
+        tokio::time::sleep(every).await;
+        Some((
+            Ok::<_, std::io::Error>(axum::body::Bytes::from_static(b"t")),
+            (),
+        ))
+    });
+    axum::body::Body::from_stream(bytes).into_response()
 }

@@ -8,7 +8,7 @@ use warden::{
     StartOptions, Warden,
 };
 use warden_tests::web::TestServer;
-use warden_tests::{Scratch, artifacts, toml_path};
+use warden_tests::{Scratch, artifacts, other_wit_version, toml_path};
 
 const VO_SECRET: &str = "vo-secret-value-0123";
 const BILLING_SECRET: &str = "billing-secret-4567";
@@ -645,30 +645,6 @@ async fn files_that_are_not_warden_plugins_are_refused_with_a_reason() {
         assert!(message.starts_with("flow `probe`: plugin "), "{message}");
         assert!(message.contains(expected), "{name}: {message}");
     }
-}
-
-/// The probe with every `warden:plugin/...@0.1.0` name renamed to `@0.2.0` (same length, so
-/// the binary stays well-formed).
-fn other_wit_version(bytes: &[u8]) -> Vec<u8> {
-    let from = b"warden:plugin/";
-    let mut out = bytes.to_vec();
-    let mut i = 0;
-    while i + from.len() < out.len() {
-        if out[i..].starts_with(from) {
-            let rest = i + from.len();
-            if let Some(at) = out[rest..rest + 40.min(out.len() - rest)]
-                .iter()
-                .position(|b| *b == b'@')
-            {
-                let version = rest + at + 1;
-                if out[version..].starts_with(b"0.1.0") {
-                    out[version + 2] = b'2';
-                }
-            }
-        }
-        i += 1;
-    }
-    out
 }
 
 #[tokio::test(flavor = "multi_thread")]

