@@ -16,6 +16,8 @@ pub struct BenchReport {
     pub failures: usize,
     /// The decisions seen, e.g. `{"approve": 1000}`.
     pub decisions: std::collections::BTreeMap<String, usize>,
+    /// Events that found their instance already made (off the measured path).
+    pub prepared_ahead: usize,
     pub p50_us: f64,
     pub p90_us: f64,
     pub p99_us: f64,
@@ -51,7 +53,12 @@ pub async fn run(
             for _ in 0..share {
                 let t = Instant::now();
                 let report = warden.run_hook(&flow, hook, &event).await?;
-                samples.push((t.elapsed(), report.outcome.map(|d| d.kind())));
+                let elapsed = t.elapsed();
+                samples.push((
+                    elapsed,
+                    report.prepared_ahead,
+                    report.outcome.map(|d| d.kind()),
+                ));
             }
             Ok::<_, crate::RunError>(samples)
         }));
@@ -63,13 +70,14 @@ pub async fn run(
     let wall = started.elapsed();
     let mut decisions = std::collections::BTreeMap::new();
     let mut failures = 0;
-    for (_, outcome) in &samples {
+    let prepared_ahead = samples.iter().filter(|(_, ahead, _)| *ahead).count();
+    for (_, _, outcome) in &samples {
         match outcome {
             Ok(kind) => *decisions.entry(kind.to_string()).or_insert(0) += 1,
             Err(_) => failures += 1,
         }
     }
-    let mut latencies: Vec<Duration> = samples.iter().map(|(d, _)| *d).collect();
+    let mut latencies: Vec<Duration> = samples.iter().map(|(d, _, _)| *d).collect();
     latencies.sort();
     let micros = |d: Duration| d.as_secs_f64() * 1e6;
     let at = |q: f64| {
@@ -86,6 +94,7 @@ pub async fn run(
         concurrency,
         failures,
         decisions,
+        prepared_ahead,
         p50_us: at(0.50),
         p90_us: at(0.90),
         p99_us: at(0.99),
