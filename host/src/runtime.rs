@@ -868,9 +868,6 @@ impl Warden {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
-        if std::env::var_os("XX_NO_PREPARE").is_some() {
-            return;
-        }
         if loaded.preparing.swap(true, Ordering::AcqRel) {
             return;
         }
