@@ -31,13 +31,15 @@ fn new_request(body: &[u8]) {
             return;
         }
     };
-    let requester = parsed.requester.unwrap_or_else(|| warden::event::UserInput {
-        email: "caller@example.com".into(),
-        username: None,
-        id: None,
-        first_name: None,
-        last_name: None,
-    });
+    let requester = parsed
+        .requester
+        .unwrap_or_else(|| warden::event::UserInput {
+            email: "caller@example.com".into(),
+            username: None,
+            id: None,
+            first_name: None,
+            last_name: None,
+        });
     for flow in FIXTURE.config.flows.values() {
         let Ok(fields) = validate_fields(flow, parsed.fields.clone()) else {
             continue;

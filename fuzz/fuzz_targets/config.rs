@@ -20,7 +20,10 @@ fuzz_target!(|data: &[u8]| {
                 error.location.is_some(),
                 "an error without a line and column: {error}\n--- config ---\n{text}"
             );
-            assert!(!error.message.trim().is_empty(), "an empty message: {error:?}");
+            assert!(
+                !error.message.trim().is_empty(),
+                "an empty message: {error:?}"
+            );
         }
     }
 });
