@@ -42,6 +42,12 @@ pub struct EventError(pub String);
 
 impl EventInput {
     pub fn from_json(text: &str) -> Result<Self, EventError> {
+        // serde would take a list as the struct's fields in order; an event is an object.
+        if text.trim_start().starts_with('[') {
+            return Err(EventError(
+                "an event must be a JSON object, not a list".into(),
+            ));
+        }
         serde_json::from_str(text).map_err(|e| EventError(e.to_string()))
     }
 
@@ -102,13 +108,21 @@ impl EventInput {
 }
 
 impl UserInput {
-    fn to_wit(&self, which: &str) -> Result<User, EventError> {
+    /// Refuses what hooks could not be given as `which` (e.g. `approver`): an email address
+    /// that is not one.
+    pub fn check(&self, which: &str) -> Result<(), EventError> {
         let email = self.email.trim();
         if email.is_empty() || !email.contains('@') {
             return Err(EventError(format!(
                 "`{which}.email` `{email}` is not an email address"
             )));
         }
+        Ok(())
+    }
+
+    fn to_wit(&self, which: &str) -> Result<User, EventError> {
+        self.check(which)?;
+        let email = self.email.trim();
         Ok(User {
             email: email.to_string(),
             username: self.username.clone().unwrap_or_else(|| email.to_string()),

@@ -235,20 +235,19 @@ async fn count_responses(State(app): State<Arc<App>>, request: Request, next: Ne
 }
 
 fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return serde_json::from_slice(b"{}").map_err(|e| {
-            ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                format!("invalid body: {e}"),
-            )
-        });
+    parse_body(body).map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e))
+}
+
+/// A request body as the API reads it (an empty body is `{}`); the error is what the
+/// client is told with a 422. Public for the fuzz targets.
+pub fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, String> {
+    match body.iter().find(|b| !b.is_ascii_whitespace()) {
+        None => return serde_json::from_slice(b"{}").map_err(|e| format!("invalid body: {e}")),
+        // serde would take a list as a struct's fields in order; a body is an object.
+        Some(b'[') => return Err("invalid JSON body: it must be an object, not a list".into()),
+        Some(_) => {}
     }
-    serde_json::from_slice(body).map_err(|e| {
-        ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            format!("invalid JSON body: {e}"),
-        )
-    })
+    serde_json::from_slice(body).map_err(|e| format!("invalid JSON body: {e}"))
 }
 
 /// Runs a lifecycle operation as its own task, so a client that hangs up does not cut a
@@ -270,12 +269,13 @@ async fn detached<T: Send + 'static>(
         .map_err(ApiError::from)
 }
 
-#[derive(Deserialize)]
+/// The body of `POST /v1/flows/{flow}/requests`.
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct NewRequestBody {
-    requester: Option<UserInput>,
+pub struct NewRequestBody {
+    pub requester: Option<UserInput>,
     #[serde(default)]
-    fields: serde_json::Map<String, serde_json::Value>,
+    pub fields: serde_json::Map<String, serde_json::Value>,
 }
 
 async fn submit(
@@ -331,11 +331,12 @@ async fn submit(
     Ok(response)
 }
 
-#[derive(Deserialize)]
+/// The body of `POST /v1/requests/{id}/approve` and `.../deny`.
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct DecisionBody {
-    approver: Option<UserInput>,
-    reason: Option<String>,
+pub struct DecisionBody {
+    pub approver: Option<UserInput>,
+    pub reason: Option<String>,
 }
 
 async fn approve(

@@ -339,6 +339,10 @@ impl Lifecycle {
         approver: UserInput,
         reason: Option<String>,
     ) -> Result<RequestView, LifecycleError> {
+        // Hooks could not be told who decided; refused before anything is recorded.
+        approver
+            .check("approver")
+            .map_err(|e| LifecycleError::Invalid(e.0))?;
         let _claim = self.claim(id)?;
         let rec = self.pending(id)?;
         let warden = self.runtime.load_full();
@@ -374,6 +378,10 @@ impl Lifecycle {
         approver: UserInput,
         reason: Option<String>,
     ) -> Result<RequestView, LifecycleError> {
+        // Hooks could not be told who decided; refused before anything is recorded.
+        approver
+            .check("approver")
+            .map_err(|e| LifecycleError::Invalid(e.0))?;
         let _claim = self.claim(id)?;
         let rec = self.pending(id)?;
         let warden = self.runtime.load_full();

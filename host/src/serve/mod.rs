@@ -28,6 +28,8 @@ use lifecycle::{Lifecycle, LifecycleError};
 use metrics::Metrics;
 use requests::Requests;
 
+pub use api::{DecisionBody, NewRequestBody, parse_body};
+
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
     #[error("{}", config_problems(.0))]
