@@ -54,13 +54,13 @@ impl EventInput {
     /// The event `hook` of `flow` receives.
     pub fn to_wit(&self, flow: &Flow, hook: HookName) -> Result<Event, EventError> {
         let step = hook.step();
-        if let Some(name) = &self.name {
-            if name != step_name(step) {
-                return Err(EventError(format!(
-                    "`name` is `{name}` but hook {hook} runs on `{}` events",
-                    step_name(step)
-                )));
-            }
+        if let Some(name) = &self.name
+            && name != step_name(step)
+        {
+            return Err(EventError(format!(
+                "`name` is `{name}` but hook {hook} runs on `{}` events",
+                step_name(step)
+            )));
         }
         let timestamp = match &self.timestamp {
             Some(t) => {

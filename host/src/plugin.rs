@@ -80,12 +80,11 @@ fn check_contract(engine: &Engine, component: &Component) -> Result<(), String> 
         names.push(name.to_string());
     }
     for name in &names {
-        if let Some(rest) = name.strip_prefix(&format!("{WIT_PACKAGE}/")) {
-            if let Some((_, version)) = rest.split_once('@') {
-                if version != WIT_VERSION {
-                    other_versions.push(version.to_string());
-                }
-            }
+        if let Some(rest) = name.strip_prefix(&format!("{WIT_PACKAGE}/"))
+            && let Some((_, version)) = rest.split_once('@')
+            && version != WIT_VERSION
+        {
+            other_versions.push(version.to_string());
         }
     }
     other_versions.sort();

@@ -123,18 +123,6 @@ codegen-units = 1
     )
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn type_names_are_camel_case() {
-        assert_eq!(type_name("on-duty"), "OnDutyPlugin");
-        assert_eq!(type_name("a_b-c9"), "ABC9Plugin");
-        assert_eq!(type_name("event"), "EventPlugin");
-    }
-}
-
 const LIB_RS: &str = r#"//! {name}: a warden plugin.
 //!
 //! Approves a request when the status API says the requester is on duty; anything else
@@ -239,3 +227,15 @@ respond = { status = 503, body = "unavailable" }
 decision = "continue"
 logs = [{ level = "warn", contains = "answered 503" }]
 "#;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn type_names_are_camel_case() {
+        assert_eq!(type_name("on-duty"), "OnDutyPlugin");
+        assert_eq!(type_name("a_b-c9"), "ABC9Plugin");
+        assert_eq!(type_name("event"), "EventPlugin");
+    }
+}

@@ -194,10 +194,13 @@ pub fn fetch_blocking(secret: &AwsSecret) -> Result<String, String> {
     })
 }
 
+/// Where a client sends its requests: the secret's `region` and `endpoint`, when set.
+type RegionAndEndpoint = (Option<String>, Option<String>);
+
 /// AWS Secrets Manager through the official SDK: one client per region and endpoint.
 #[derive(Default)]
 pub struct AwsFetcher {
-    clients: tokio::sync::Mutex<HashMap<(Option<String>, Option<String>), ClientOrError>>,
+    clients: tokio::sync::Mutex<HashMap<RegionAndEndpoint, ClientOrError>>,
 }
 
 type ClientOrError = Result<aws_sdk_secretsmanager::Client, String>;

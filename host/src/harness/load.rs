@@ -289,13 +289,13 @@ fn resolve_case(
     mocks.extend(file_mocks.iter().cloned());
     for m in &mocks {
         for (_, header) in &m.headers {
-            if let HeaderMatch::Secret(id) = header {
-                if !secrets.contains_key(id) {
-                    return Err(format!(
-                        "mock `{}` expects secret `{id}`, which is not under [secrets]",
-                        m.label()
-                    ));
-                }
+            if let HeaderMatch::Secret(id) = header
+                && !secrets.contains_key(id)
+            {
+                return Err(format!(
+                    "mock `{}` expects secret `{id}`, which is not under [secrets]",
+                    m.label()
+                ));
             }
         }
     }
@@ -331,13 +331,13 @@ fn expect(spec: &ExpectSpec) -> Result<Expect, String> {
     if spec.decision.is_some() && spec.failure.is_some() {
         return Err("[case.expect] takes `decision` or `failure`, not both".into());
     }
-    if let Some(d) = &spec.decision {
-        if !DECISIONS.contains(&d.as_str()) {
-            return Err(format!(
-                "expect.decision `{d}` is not one of {}",
-                DECISIONS.join(", ")
-            ));
-        }
+    if let Some(d) = &spec.decision
+        && !DECISIONS.contains(&d.as_str())
+    {
+        return Err(format!(
+            "expect.decision `{d}` is not one of {}",
+            DECISIONS.join(", ")
+        ));
     }
     let regex = |key: &str, pattern: &str| {
         Regex::new(pattern)

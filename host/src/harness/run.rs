@@ -259,22 +259,22 @@ fn check_outcome(case: &Case, report: &HookReport, failures: &mut Vec<String>) {
                 return;
             }
             let reason = reason_of(decision);
-            if let Some(wanted) = &expect.reason {
-                if reason != Some(wanted.as_str()) {
-                    failures.push(format!(
-                        "reason:\n  - expected `{wanted}`\n  + got {}",
-                        reason.map_or("no reason".into(), |r| format!("`{r}`"))
-                    ));
-                }
+            if let Some(wanted) = &expect.reason
+                && reason != Some(wanted.as_str())
+            {
+                failures.push(format!(
+                    "reason:\n  - expected `{wanted}`\n  + got {}",
+                    reason.map_or("no reason".into(), |r| format!("`{r}`"))
+                ));
             }
-            if let Some(pattern) = &expect.reason_matches {
-                if !reason.is_some_and(|r| pattern.is_match(r)) {
-                    failures.push(format!(
-                        "reason:\n  - expected to match /{}/\n  + got {}",
-                        pattern.as_str(),
-                        reason.map_or("no reason".into(), |r| format!("`{r}`"))
-                    ));
-                }
+            if let Some(pattern) = &expect.reason_matches
+                && !reason.is_some_and(|r| pattern.is_match(r))
+            {
+                failures.push(format!(
+                    "reason:\n  - expected to match /{}/\n  + got {}",
+                    pattern.as_str(),
+                    reason.map_or("no reason".into(), |r| format!("`{r}`"))
+                ));
             }
         }
     }
@@ -374,14 +374,14 @@ fn check_http(case: &Case, transport: &MockTransport, failures: &mut Vec<String>
         failures.push(message);
     }
     for (index, (mock, calls)) in transport.mocks().iter().zip(transport.calls()).enumerate() {
-        if let Some(times) = mock.times {
-            if calls != times {
-                failures.push(format!(
-                    "mock #{} `{}`:\n  - expected {times} call(s)\n  + got {calls}",
-                    index + 1,
-                    mock.label()
-                ));
-            }
+        if let Some(times) = mock.times
+            && calls != times
+        {
+            failures.push(format!(
+                "mock #{} `{}`:\n  - expected {times} call(s)\n  + got {calls}",
+                index + 1,
+                mock.label()
+            ));
         }
     }
     if let Some(expected) = &case.expect.http_calls {
