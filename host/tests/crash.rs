@@ -4,14 +4,13 @@
 //! whose time ran out while warden was down ends once, not never and not twice.
 
 use std::fs::File;
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::{Value, json};
 use warden::store::Store;
-use warden_tests::{Scratch, artifacts, toml_path};
+use warden_tests::{Scratch, artifacts, start_serve, toml_path};
 
 const ADMIN_TOKEN: &str = "admin-token-for-crash-tests";
 const APPROVER: &str = "approver@example.com";
@@ -70,31 +69,23 @@ struct Serving {
 }
 
 fn start(scratch: &Scratch, round: usize) -> Serving {
-    let log = File::create(scratch.path().join(format!("serve-{round}.log"))).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_warden"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
-        .arg(scratch.path().join("warden.toml"))
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(log)
-        .spawn()
-        .expect("run warden serve");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let url = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| {
-            panic!(
-                "warden serve did not start ({line:?}): {}",
-                std::fs::read_to_string(scratch.path().join(format!("serve-{round}.log")))
-                    .unwrap_or_default()
-            )
-        })
-        .to_string();
-    Serving { child, url }
+    let log_path = scratch.path().join(format!("serve-{round}.log"));
+    let served = start_serve(
+        env!("CARGO_BIN_EXE_warden"),
+        &scratch.path().join("warden.toml"),
+        &[],
+        File::create(&log_path).unwrap().into(),
+    )
+    .unwrap_or_else(|e| {
+        panic!(
+            "{e}; its log: {}",
+            std::fs::read_to_string(&log_path).unwrap_or_default()
+        )
+    });
+    Serving {
+        child: served.child,
+        url: served.url,
+    }
 }
 
 fn kill(mut serving: Serving) {

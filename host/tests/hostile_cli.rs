@@ -4,13 +4,13 @@
 //! decision the case names), fall back to a human, leave the host serving, and no secret
 //! value may appear in anything either process printed or served.
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 use std::process::{Child, Command, Stdio};
 use std::thread::JoinHandle;
 
 use serde_json::{Value, json};
 use warden_tests::web::TestServer;
-use warden_tests::{Scratch, artifacts, other_wit_version, toml_path};
+use warden_tests::{Scratch, artifacts, other_wit_version, start_serve, toml_path};
 
 /// The secret of the integration every hostile flow's environment holds.
 const SECRET: &str = "s3cr3t-VALUE-7f3a9c";
@@ -304,29 +304,21 @@ fn drain(mut from: impl Read + Send + 'static) -> JoinHandle<String> {
 }
 
 fn serve(scratch: &Scratch) -> Served {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_warden"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
-        .arg(scratch.path().join("warden.toml"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run warden serve");
-    let stderr = drain(child.stderr.take().unwrap());
-    let mut stdout = BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    stdout.read_line(&mut line).unwrap();
-    let Some(url) = line.trim().strip_prefix("listening on ") else {
-        child.kill().ok();
-        panic!(
-            "unexpected first line {line:?}; stderr: {}",
-            stderr.join().unwrap()
-        );
+    let mut served = start_serve(
+        env!("CARGO_BIN_EXE_warden"),
+        &scratch.path().join("warden.toml"),
+        &[],
+        Stdio::piped(),
+    );
+    let stderr = match &mut served {
+        Ok(process) => drain(process.child.stderr.take().unwrap()),
+        Err(e) => panic!("{e}"),
     };
-    let url = url.to_string();
+    let process = served.unwrap();
     Served {
-        child,
-        url,
-        stdout: drain(stdout),
+        child: process.child,
+        url: process.url,
+        stdout: drain(process.stdout),
         stderr,
     }
 }

@@ -2,13 +2,13 @@
 //! the serve API. Each is refused with an error naming what is wrong and where, and nothing
 //! of it is applied: no request stored, no config swapped in.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
 use serde_json::{Value, json};
 use warden::Config;
-use warden_tests::{Scratch, artifacts, toml_path};
+use warden_tests::{Scratch, artifacts, start_serve, toml_path};
 
 /// A valid config; each case below breaks one thing in it. Line numbers matter: the
 /// expected errors name them.
@@ -658,22 +658,14 @@ fn a_broken_config_on_sighup_is_refused_and_the_old_one_keeps_serving() {
     };
     scratch.config(&config("deny:old", &toml_path(artifacts::PROBE)));
     let log = std::fs::File::create(scratch.path().join("serve.log")).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_warden"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
-        .arg(scratch.path().join("warden.toml"))
-        .stdout(Stdio::piped())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let url = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap()
-        .to_string();
+    let served = start_serve(
+        env!("CARGO_BIN_EXE_warden"),
+        &scratch.path().join("warden.toml"),
+        &[],
+        log.into(),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let (mut child, url) = (served.child, served.url);
     let submit = |url: &str| -> Value {
         let runtime = tokio::runtime::Runtime::new().unwrap();
         runtime.block_on(async {

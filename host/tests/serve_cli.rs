@@ -1,11 +1,11 @@
 //! `warden serve` as a process: the address it prints, SIGHUP reloads, SIGTERM stops it
 //! cleanly, and `--log-format json` logs.
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use warden_tests::{Scratch, artifacts, toml_path};
+use warden_tests::{Scratch, artifacts, start_serve, toml_path};
 
 const ADMIN_TOKEN: &str = "admin-token-for-cli-tests";
 
@@ -34,30 +34,14 @@ vars = {{ action = {action:?} }}
 
 /// Starts `warden serve` on a free port; returns the child and its base URL.
 fn serve(scratch: &Scratch, log_format: &str) -> (Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_warden"))
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--log-format",
-            log_format,
-            "--config",
-        ])
-        .arg(scratch.path().join("warden.toml"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run warden serve");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let url = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-        .to_string();
-    (child, url)
+    let served = start_serve(
+        env!("CARGO_BIN_EXE_warden"),
+        &scratch.path().join("warden.toml"),
+        &["--log-format", log_format],
+        Stdio::piped(),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    (served.child, served.url)
 }
 
 fn signal(child: &Child, name: &str) {

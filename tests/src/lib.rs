@@ -80,3 +80,53 @@ pub fn other_wit_version(bytes: &[u8]) -> Vec<u8> {
     }
     out
 }
+
+/// A `warden serve` process started by [`start_serve`].
+pub struct ServeProcess {
+    pub child: std::process::Child,
+    /// Its base URL, e.g. `http://127.0.0.1:41234`.
+    pub url: String,
+    /// The rest of its stdout, after the `listening on` line.
+    pub stdout: std::io::BufReader<std::process::ChildStdout>,
+}
+
+/// Starts `binary serve --listen 127.0.0.1:0 [extra] --config config` and waits for the
+/// address it prints. `binary` is a test's `env!("CARGO_BIN_EXE_warden")` (only the warden
+/// package's tests know it); its log goes to `stderr`. `Err` carries the first line it
+/// printed instead, for the caller to report with its log.
+pub fn start_serve(
+    binary: &str,
+    config: &Path,
+    extra: &[&str],
+    stderr: std::process::Stdio,
+) -> Result<ServeProcess, String> {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(binary)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(extra)
+        .arg("--config")
+        .arg(config)
+        .stdout(std::process::Stdio::piped())
+        .stderr(stderr)
+        .spawn()
+        .expect("run warden serve");
+    let mut stdout = std::io::BufReader::new(child.stdout.take().expect("piped stdout"));
+    let mut line = String::new();
+    stdout
+        .read_line(&mut line)
+        .expect("read warden serve's stdout");
+    match line.trim().strip_prefix("listening on ") {
+        Some(url) => Ok(ServeProcess {
+            url: url.to_string(),
+            child,
+            stdout,
+        }),
+        None => {
+            child.kill().ok();
+            child.wait().ok();
+            Err(format!(
+                "warden serve did not start: its first line was {line:?}"
+            ))
+        }
+    }
+}
