@@ -125,6 +125,49 @@ impl RequestView {
     }
 }
 
+/// Which way a request is decided, by its plugin or a human, and why.
+enum Verdict {
+    Approve(Option<String>),
+    Deny(Option<String>),
+}
+
+impl Verdict {
+    fn on_hook(&self) -> HookName {
+        match self {
+            Self::Approve(_) => HookName::OnApprove,
+            Self::Deny(_) => HookName::OnDeny,
+        }
+    }
+
+    fn after_hook(&self) -> HookName {
+        match self {
+            Self::Approve(_) => HookName::AfterApprove,
+            Self::Deny(_) => HookName::AfterDeny,
+        }
+    }
+
+    fn state(&self) -> State {
+        match self {
+            Self::Approve(_) => State::Approved,
+            Self::Deny(_) => State::Denied,
+        }
+    }
+
+    fn reason(&self) -> Option<&str> {
+        match self {
+            Self::Approve(reason) | Self::Deny(reason) => reason.as_deref(),
+        }
+    }
+
+    /// The decision stored, and the name of its step.
+    fn label(&self) -> &'static str {
+        match self {
+            Self::Approve(_) => "approve",
+            Self::Deny(_) => "deny",
+        }
+    }
+}
+
 /// What one hook run means for the request.
 struct HookOutcome {
     decision: Decision,
@@ -283,13 +326,13 @@ impl Lifecycle {
                 self.hook(warden, rec, HookName::AfterRequest, requester)
                     .await?;
                 let reason = reason.unwrap_or_else(|| "approved by the flow's plugin".into());
-                self.approve_step(
+                self.decide_step(
                     warden,
                     rec,
                     requester,
                     &plugin,
                     &[State::Requested],
-                    Some(reason),
+                    Verdict::Approve(Some(reason)),
                 )
                 .await
             }
@@ -297,13 +340,13 @@ impl Lifecycle {
                 self.hook(warden, rec, HookName::AfterRequest, requester)
                     .await?;
                 let reason = reason.unwrap_or_else(|| "denied by the flow's plugin".into());
-                self.deny_step(
+                self.decide_step(
                     warden,
                     rec,
                     requester,
                     &plugin,
                     &[State::Requested],
-                    Some(reason),
+                    Verdict::Deny(Some(reason)),
                 )
                 .await
             }
@@ -365,8 +408,15 @@ impl Lifecycle {
             });
         }
         let actor = approver.email.trim().to_string();
-        self.approve_step(&warden, &rec, &approver, &actor, &[State::Pending], reason)
-            .await?;
+        self.decide_step(
+            &warden,
+            &rec,
+            &approver,
+            &actor,
+            &[State::Pending],
+            Verdict::Approve(reason),
+        )
+        .await?;
         self.requests.flush(id)?;
         self.view(id)
     }
@@ -386,8 +436,15 @@ impl Lifecycle {
         let rec = self.pending(id)?;
         let warden = self.runtime.load_full();
         let actor = approver.email.trim().to_string();
-        self.deny_step(&warden, &rec, &approver, &actor, &[State::Pending], reason)
-            .await?;
+        self.decide_step(
+            &warden,
+            &rec,
+            &approver,
+            &actor,
+            &[State::Pending],
+            Verdict::Deny(reason),
+        )
+        .await?;
         self.requests.flush(id)?;
         self.view(id)
     }
@@ -414,35 +471,40 @@ impl Lifecycle {
         }
     }
 
-    async fn approve_step(
+    /// The approve or deny step: its `on_` hook, the transition, its `after_` hook; an
+    /// approval then escalates.
+    async fn decide_step(
         &self,
         warden: &Warden,
         rec: &RequestRecord,
         user: &UserInput,
         actor: &str,
         from: &[State],
-        reason: Option<String>,
+        verdict: Verdict,
     ) -> Result<(), LifecycleError> {
-        // on_approve may only continue or ignore; anything else is a failure, already
-        // recorded, and the approval stands.
-        self.hook(warden, rec, HookName::OnApprove, user).await?;
+        // on_approve and on_deny may only continue or ignore; anything else is a failure,
+        // already recorded, and the decision stands.
+        self.hook(warden, rec, verdict.on_hook(), user).await?;
         let applied = self.requests.transition(
             &rec.id,
             &Transition {
                 from,
-                to: State::Approved,
-                decision: "approve",
-                reason: reason.as_deref(),
+                to: verdict.state(),
+                decision: verdict.label(),
+                reason: verdict.reason(),
                 actor,
-                step: "approve",
+                step: verdict.label(),
                 expires_at: None,
             },
         )?;
         if !applied {
             return Err(self.moved(rec));
         }
-        self.hook(warden, rec, HookName::AfterApprove, user).await?;
-        self.escalate_step(warden, rec, user).await
+        self.hook(warden, rec, verdict.after_hook(), user).await?;
+        match verdict {
+            Verdict::Approve(_) => self.escalate_step(warden, rec, user).await,
+            Verdict::Deny(_) => Ok(()),
+        }
     }
 
     async fn escalate_step(
@@ -473,35 +535,6 @@ impl Lifecycle {
         }
         self.hook(warden, rec, HookName::AfterEscalate, user)
             .await?;
-        Ok(())
-    }
-
-    async fn deny_step(
-        &self,
-        warden: &Warden,
-        rec: &RequestRecord,
-        user: &UserInput,
-        actor: &str,
-        from: &[State],
-        reason: Option<String>,
-    ) -> Result<(), LifecycleError> {
-        self.hook(warden, rec, HookName::OnDeny, user).await?;
-        let applied = self.requests.transition(
-            &rec.id,
-            &Transition {
-                from,
-                to: State::Denied,
-                decision: "deny",
-                reason: reason.as_deref(),
-                actor,
-                step: "deny",
-                expires_at: None,
-            },
-        )?;
-        if !applied {
-            return Err(self.moved(rec));
-        }
-        self.hook(warden, rec, HookName::AfterDeny, user).await?;
         Ok(())
     }
 
