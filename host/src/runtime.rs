@@ -353,9 +353,12 @@ struct EngineInner {
     linker: Linker<InstanceState>,
     /// Held while compiling, so concurrent starts compile a plugin once.
     compiled: tokio::sync::Mutex<HashMap<PathBuf, (Component, PluginFormat, CacheOutcome)>>,
-    /// One permit per instance the pool can hold: a hook waits for a free one (within its
+    /// One permit per instance a hook may make: a hook waits for a free one (within its
     /// deadline) instead of failing when the pool is full.
     slots: Arc<Semaphore>,
+    /// Permits for instances made ahead, apart from `slots`, so an idle flow's ready
+    /// instance never keeps another flow's hook waiting.
+    prepared_slots: Arc<Semaphore>,
     _ticker: EpochTicker,
 }
 
@@ -369,9 +372,11 @@ impl SharedEngine {
         &self.inner.engine
     }
 
-    /// An engine running at most `max` instances at once (capped at the pool's
+    /// An engine whose hooks make at most `max` instances at once (capped at the pool's
     /// [`MAX_LIVE_INSTANCES`]); further hooks wait for a free slot within their deadline.
+    /// Instances made ahead have their own room, a sixteenth of `max`.
     pub fn with_max_instances(max: u32) -> Result<Self, StartError> {
+        let max = max.min(MAX_LIVE_INSTANCES);
         let engine = engine()?;
         let linker = linker(&engine).map_err(|e| StartError::Engine(root_message(&e)))?;
         Ok(Self {
@@ -380,7 +385,8 @@ impl SharedEngine {
                 engine,
                 linker,
                 compiled: Default::default(),
-                slots: Arc::new(Semaphore::new(max.min(MAX_LIVE_INSTANCES) as usize)),
+                slots: Arc::new(Semaphore::new(max as usize)),
+                prepared_slots: Arc::new(Semaphore::new(prepared_room(max) as usize)),
             }),
         })
     }
@@ -427,6 +433,7 @@ pub struct Warden {
 struct StoreMaker {
     engine: Engine,
     slots: Arc<Semaphore>,
+    prepared_slots: Arc<Semaphore>,
     identities: Arc<IdentityStore>,
     http: HttpState,
     cache: Arc<CacheState>,
@@ -434,16 +441,22 @@ struct StoreMaker {
     secrets: Arc<SecretStore>,
 }
 
-/// Instances that may be alive at once across all flows; the pooling allocator reserves
-/// (virtual) room for this many up front.
+/// Instances hooks may run at once across all flows.
 pub const MAX_LIVE_INSTANCES: u32 = 1000;
+
+/// Room for instances made ahead (and not yet taken by an event) beside `max` run by hooks:
+/// a sixteenth, so an engine bounded to a few instances makes none ahead.
+fn prepared_room(max: u32) -> u32 {
+    max / 16
+}
 
 /// An engine whose instances come from a pool, so a fresh instance per event costs
 /// microseconds. Slots are sized for the largest `memory_mib` a config may set (the address
 /// space is only reserved); each flow's own limit is enforced by its store's limiter.
 fn engine() -> Result<Engine, StartError> {
     let largest_memory: u64 = crate::config::MAX_MEMORY_MIB << 20;
-    let n = MAX_LIVE_INSTANCES;
+    // The pooling allocator reserves (virtual) room for both kinds up front.
+    let n = MAX_LIVE_INSTANCES + prepared_room(MAX_LIVE_INSTANCES);
     let mut pool = wasmtime::PoolingAllocationConfig::new();
     pool.total_component_instances(n)
         // A wasm32-wasip2 component holds a few core instances (the plugin, the WASI adapter,
@@ -471,10 +484,10 @@ fn engine() -> Result<Engine, StartError> {
 }
 
 impl StoreMaker {
-    /// A free place in the pool, waiting at most `timeout` for one.
-    async fn slot(&self, timeout: Duration) -> Option<OwnedSemaphorePermit> {
+    /// A free place in the pool, waiting for one until `deadline` at most.
+    async fn slot(&self, deadline: Instant) -> Option<OwnedSemaphorePermit> {
         let slots = self.slots.clone();
-        tokio::time::timeout(timeout, slots.acquire_owned())
+        tokio::time::timeout_at(deadline.into(), slots.acquire_owned())
             .await
             .ok()?
             .ok()
@@ -522,8 +535,7 @@ impl StoreMaker {
     /// `None` when that fails: the event then instantiates on its own and reports why.
     async fn prepare(&self, loaded: &LoadedFlow) -> Option<Prepared> {
         let limits = &loaded.flow.limits;
-        // Made ahead only from spare room: waiting events come first.
-        let slot = self.slots.clone().try_acquire_owned().ok()?;
+        let slot = self.prepared_slots.clone().try_acquire_owned().ok()?;
         let (mut store, stdout, stderr) = self.new_store(&loaded.flow, slot);
         arm(&mut store, limits, Instant::now());
         let instantiate = loaded.pre.instantiate_async(&mut store);
@@ -590,6 +602,7 @@ impl Warden {
             stores: Arc::new(StoreMaker {
                 engine: shared.inner.engine.clone(),
                 slots: shared.inner.slots.clone(),
+                prepared_slots: shared.inner.prepared_slots.clone(),
                 identities: store,
                 http,
                 cache: Arc::default(),
@@ -650,7 +663,11 @@ impl Warden {
 
     /// Asks the plugin once, at load, which hooks it implements.
     async fn implemented_hooks(&self, loaded: &LoadedFlow) -> Result<BTreeSet<HookName>, String> {
-        let Some(slot) = self.stores.slot(loaded.flow.limits.timeout).await else {
+        let Some(slot) = self
+            .stores
+            .slot(Instant::now() + loaded.flow.limits.timeout)
+            .await
+        else {
             return Err("no instance slot became free within limits.timeout_ms".into());
         };
         let (mut store, _, _) = self.stores.new_store(&loaded.flow, slot);
@@ -772,7 +789,7 @@ impl Warden {
         let (mut store, ready_plugin, stdout, stderr) = match ready {
             Some(ready) => (ready.store, Some(ready.plugin), ready.stdout, ready.stderr),
             None => {
-                let Some(slot) = self.stores.slot(limits.timeout).await else {
+                let Some(slot) = self.stores.slot(started + limits.timeout).await else {
                     return Ok(HookReport {
                         flow: flow.to_string(),
                         hook,

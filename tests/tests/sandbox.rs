@@ -339,45 +339,54 @@ async fn responses_over_the_cap_and_slow_servers_are_typed_errors() {
 #[tokio::test(flavor = "multi_thread")]
 async fn hooks_beyond_the_free_instance_slots_wait_for_one_within_their_deadline() {
     let server = TestServer::start().await;
-    let scratch = Scratch::new();
-    let flow = format!(
-        "vars = {{ action = \"http:GET {}/slow?ms=400\" }}\nallowed_hosts = [{:?}]\nlimits = {{ timeout_ms = 1500 }}",
-        server.origin(),
-        server.origin()
-    );
-    let config = Config::load(&scratch.config(&config_text(&scratch, artifacts::PROBE, &flow)))
-        .unwrap_or_else(|e| panic!("{e}"));
-    let store = std::sync::Arc::new(warden::store::Store::open_in_memory().unwrap());
-    let secrets = std::sync::Arc::new(warden::secret_store::SecretStore::new(&config));
-    let options = StartOptions {
-        engine: Some(SharedEngine::with_max_instances(1).unwrap()),
-        ..StartOptions::default()
+    // Two hosts sharing an engine with one instance slot: `slow` holds it for 1.5 s, `quick`
+    // gives up after 0.3 s.
+    let engine = SharedEngine::with_max_instances(1).unwrap();
+    let (slow_scratch, quick_scratch) = (Scratch::new(), Scratch::new());
+    let start = |scratch: &Scratch, ms: u64, timeout_ms: u64| {
+        let flow = format!(
+            "vars = {{ action = \"http:GET {origin}/slow?ms={ms}\" }}\nallowed_hosts = [{origin:?}]\nlimits = {{ timeout_ms = {timeout_ms} }}",
+            origin = server.origin()
+        );
+        let config = Config::load(&scratch.config(&config_text(scratch, artifacts::PROBE, &flow)))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let store = std::sync::Arc::new(warden::store::Store::open_in_memory().unwrap());
+        let secrets = std::sync::Arc::new(warden::secret_store::SecretStore::new(&config));
+        let options = StartOptions {
+            engine: Some(engine.clone()),
+            ..StartOptions::default()
+        };
+        Warden::start_with(config, store, secrets, options)
     };
-    let warden = Warden::start_with(config, store, secrets, options)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    let slow = start(&slow_scratch, 1500, 5000).await.unwrap();
+    let quick = start(&quick_scratch, 100, 300).await.unwrap();
     let event = event();
-    let run = || warden.run_hook("probe", HookName::OnRequest, &event);
-    // One slot: the second hook waits for the first instead of failing.
+
+    // One slot: a second hook waits for the first instead of failing.
+    let run = || quick.run_hook("probe", HookName::OnRequest, &event);
     let (a, b) = tokio::join!(run(), run());
     for report in [a.unwrap(), b.unwrap()] {
         assert!(approved(&report).starts_with("status=200"), "{report:?}");
     }
-    // Five hooks of 0.4 s through one slot: the first runs at once, the last would have to
-    // wait 1.6 s, past its 1.5 s deadline, and fails closed naming why.
-    let (a, b, c, d, e) = tokio::join!(run(), run(), run(), run(), run());
-    let reports = [a, b, c, d, e].map(Result::unwrap);
-    assert!(reports.iter().any(|r| r.outcome.is_ok()), "{reports:?}");
-    let busy: Vec<_> = reports
-        .iter()
-        .filter_map(|r| r.outcome.as_ref().err())
-        .filter(|f| f.to_string().contains("every instance slot stayed busy"))
-        .collect();
-    assert!(!busy.is_empty(), "{reports:?}");
+
+    // While `slow` holds the slot past `quick`'s deadline, `quick` fails closed naming why.
+    let holder = slow.run_hook("probe", HookName::OnRequest, &event);
+    let waiter = async {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        quick.run_hook("probe", HookName::OnRequest, &event).await
+    };
+    let (held, waited) = tokio::join!(holder, waiter);
+    assert!(approved(&held.unwrap()).starts_with("status=200"));
+    let waited = waited.unwrap();
+    let failure = waited.outcome.as_ref().expect_err("no slot was free");
     assert!(
-        busy.iter().all(|f| f.to_string().contains("flow `probe`")),
-        "{busy:?}"
+        failure
+            .to_string()
+            .contains("every instance slot stayed busy")
+            && failure.to_string().contains("flow `probe`"),
+        "{failure}"
     );
+    assert!(!waited.ran);
 }
 
 #[tokio::test(flavor = "multi_thread")]
