@@ -321,35 +321,13 @@ impl Lifecycle {
         let on = self
             .hook(warden, rec, HookName::OnRequest, requester)
             .await?;
-        match on.decision {
-            Decision::Approve { reason } => {
-                self.hook(warden, rec, HookName::AfterRequest, requester)
-                    .await?;
-                let reason = reason.unwrap_or_else(|| "approved by the flow's plugin".into());
-                self.decide_step(
-                    warden,
-                    rec,
-                    requester,
-                    &plugin,
-                    &[State::Requested],
-                    Verdict::Approve(Some(reason)),
-                )
-                .await
-            }
-            Decision::Deny { reason } => {
-                self.hook(warden, rec, HookName::AfterRequest, requester)
-                    .await?;
-                let reason = reason.unwrap_or_else(|| "denied by the flow's plugin".into());
-                self.decide_step(
-                    warden,
-                    rec,
-                    requester,
-                    &plugin,
-                    &[State::Requested],
-                    Verdict::Deny(Some(reason)),
-                )
-                .await
-            }
+        let verdict = match on.decision {
+            Decision::Approve { reason } => Verdict::Approve(Some(
+                reason.unwrap_or_else(|| "approved by the flow's plugin".into()),
+            )),
+            Decision::Deny { reason } => Verdict::Deny(Some(
+                reason.unwrap_or_else(|| "denied by the flow's plugin".into()),
+            )),
             Decision::Continue | Decision::Ignore { .. } => {
                 let reason = match (&on.failure, on.decision) {
                     (Some(failure), _) => format!("{failure}; failing closed: a human decides"),
@@ -370,9 +348,20 @@ impl Lifecycle {
                 )?;
                 self.hook(warden, rec, HookName::AfterRequest, requester)
                     .await?;
-                Ok(())
+                return Ok(());
             }
-        }
+        };
+        self.hook(warden, rec, HookName::AfterRequest, requester)
+            .await?;
+        self.decide_step(
+            warden,
+            rec,
+            requester,
+            &plugin,
+            &[State::Requested],
+            verdict,
+        )
+        .await
     }
 
     /// A human approves a pending request.
