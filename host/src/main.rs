@@ -8,6 +8,9 @@ use clap::{Parser, Subcommand};
 use warden::log::{LogLine, LogSource};
 use warden::{Config, EventInput, HookName, HookReport, Warden};
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// A sandboxed WebAssembly plugin host for access-request workflows.
 #[derive(Parser)]
 #[command(name = "warden", version, about)]

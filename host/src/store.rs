@@ -1,9 +1,14 @@
 //! The SQLite store: users and their identities in other services.
 
-use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+mod group_commit;
 
-use rusqlite::{Connection, OptionalExtension, params};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, TryLockError};
+
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+
+use group_commit::{Committer, Job, copy_error, failure, in_savepoint};
 
 /// Schema migrations, applied in order; `PRAGMA user_version` counts those applied.
 const MIGRATIONS: &[&str] = &[
@@ -58,6 +63,18 @@ const MIGRATIONS: &[&str] = &[
         BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
     CREATE TRIGGER audit_log_is_append_only_delete BEFORE DELETE ON audit_log
         BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;",
+    // 3: history rows kept in their request's order in the table itself, with no separate
+    // index to update on every insert.
+    "CREATE TABLE request_history_clustered (
+        request_id TEXT NOT NULL REFERENCES requests(id),
+        seq        INTEGER NOT NULL,
+        entry      TEXT NOT NULL,
+        PRIMARY KEY (request_id, seq)
+    ) WITHOUT ROWID;
+    INSERT INTO request_history_clustered (request_id, seq, entry)
+        SELECT request_id, seq, entry FROM request_history;
+    DROP TABLE request_history;
+    ALTER TABLE request_history_clustered RENAME TO request_history;",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -78,7 +95,15 @@ pub struct StoredIdentity {
 
 pub struct Store {
     path: PathBuf,
-    conn: Mutex<Connection>,
+    /// Runs [`Store::write`]s, several to a commit.
+    committer: Committer,
+    /// The one connection that writes; the commit thread locks it for each batch.
+    conn: Arc<Mutex<Connection>>,
+    /// Calls of [`Store::write`] not yet answered.
+    writing: AtomicUsize,
+    /// Reads of a file store take their own connection, so they never wait for a commit
+    /// (WAL readers see the last commit). An in-memory store has one connection only.
+    reader: Option<Mutex<Connection>>,
 }
 
 impl Store {
@@ -91,7 +116,18 @@ impl Store {
         let conn = Connection::open(path).map_err(wrap)?;
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(wrap)?;
-        Self::prepare(path.to_path_buf(), conn)
+        let mut store = Self::prepare(path.to_path_buf(), conn)?;
+        let reader = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(wrap)?;
+        reader
+            .busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(wrap)?;
+        reader.set_prepared_statement_cache_capacity(64);
+        store.reader = Some(Mutex::new(reader));
+        Ok(store)
     }
 
     pub fn open_in_memory() -> Result<Self, StoreError> {
@@ -114,6 +150,9 @@ impl Store {
             .map_err(wrap)?;
         conn.pragma_update(None, "synchronous", "NORMAL")
             .map_err(wrap)?;
+        // What a savepoint needs to roll back stays in memory (every write has one).
+        conn.pragma_update(None, "temp_store", "MEMORY")
+            .map_err(wrap)?;
         // Every statement on a request's path is prepared once and kept (`prepare_cached`).
         conn.set_prepared_statement_cache_capacity(64);
         let applied: usize = conn
@@ -132,9 +171,17 @@ impl Store {
                 .map_err(wrap)?;
             tx.commit().map_err(wrap)?;
         }
+        let conn = Arc::new(Mutex::new(conn));
+        let committer = Committer::start(conn.clone()).map_err(|e| StoreError {
+            path: path.clone(),
+            source: failure(&format!("cannot start the commit thread: {e}")),
+        })?;
         Ok(Self {
             path,
-            conn: Mutex::new(conn),
+            committer,
+            conn,
+            writing: AtomicUsize::new(0),
+            reader: None,
         })
     }
 
@@ -146,15 +193,87 @@ impl Store {
         MIGRATIONS.len()
     }
 
+    fn error(&self, source: rusqlite::Error) -> StoreError {
+        StoreError {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    /// Runs `f` on the write connection at once, between batches of [`Store::write`]s.
     pub(crate) fn with<R>(
         &self,
         f: impl FnOnce(&mut Connection) -> rusqlite::Result<R>,
     ) -> Result<R, StoreError> {
         let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
-        f(&mut conn).map_err(|source| StoreError {
-            path: self.path.clone(),
-            source,
-        })
+        f(&mut conn).map_err(|e| self.error(e))
+    }
+
+    /// Runs `f`, which only reads, on the read connection.
+    pub(crate) fn read<R>(
+        &self,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<R>,
+    ) -> Result<R, StoreError> {
+        match &self.reader {
+            Some(reader) => {
+                let conn = reader.lock().unwrap_or_else(|p| p.into_inner());
+                f(&conn).map_err(|e| self.error(e))
+            }
+            None => self.with(|c| f(c)),
+        }
+    }
+
+    /// Writes run through [`Store::write`] so far, and the commits they took.
+    pub fn write_counts(&self) -> (u64, u64) {
+        self.committer.counts()
+    }
+
+    /// Runs `work` as one all-or-nothing write, committed together with the other writes
+    /// waiting at that moment; returns once that commit is on disk (or has failed).
+    /// `work` runs on the commit thread and must not call back into the store.
+    pub(crate) async fn write<R: Send + 'static>(
+        &self,
+        work: impl FnOnce(&Connection) -> rusqlite::Result<R> + Send + 'static,
+    ) -> Result<R, StoreError> {
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        let job: Job = Box::new(move |conn| {
+            let outcome = in_savepoint(conn, work);
+            Box::new(move |commit_failed| {
+                let outcome = match (outcome, commit_failed) {
+                    (Ok(_), Some(e)) => Err(copy_error(e)),
+                    (outcome, _) => outcome,
+                };
+                let _ = answer.send(outcome);
+            })
+        });
+        let stopped = || failure("the store's commit thread has stopped");
+        // A write with no other in progress commits at once, on the caller's thread: waking
+        // the commit thread would only add latency. Writes that overlap queue to share one.
+        let writing = Writing::start(&self.writing);
+        let job = if writing.alone {
+            match self.conn.try_lock() {
+                Ok(conn) => {
+                    self.committer.run_alone(&conn, job);
+                    None
+                }
+                Err(TryLockError::Poisoned(poisoned)) => {
+                    self.committer.run_alone(&poisoned.into_inner(), job);
+                    None
+                }
+                Err(TryLockError::WouldBlock) => Some(job),
+            }
+        } else {
+            Some(job)
+        };
+        if let Some(job) = job
+            && self.committer.submit(job).is_err()
+        {
+            return Err(self.error(stopped()));
+        }
+        match answered.await {
+            Ok(outcome) => outcome.map_err(|e| self.error(e)),
+            Err(_) => Err(self.error(stopped())),
+        }
     }
 
     pub fn lookup_identity(
@@ -163,7 +282,7 @@ impl Store {
         service: &str,
         service_id: &str,
     ) -> Result<Option<StoredIdentity>, StoreError> {
-        self.with(|c| {
+        self.read(|c| {
             c.prepare_cached(
                 "SELECT email, service, service_id, user_id FROM identities
                  WHERE email = ?1 AND service = ?2 AND service_id = ?3",
@@ -204,7 +323,7 @@ impl Store {
 
     /// Every identity of the user, ordered by service.
     pub fn identities_of(&self, email: &str) -> Result<Vec<StoredIdentity>, StoreError> {
-        self.with(|c| {
+        self.read(|c| {
             let mut stmt = c.prepare(
                 "SELECT email, service, service_id, user_id FROM identities
                  WHERE email = ?1 ORDER BY service, service_id",
@@ -215,7 +334,7 @@ impl Store {
 
     /// Every identity in the store, ordered by email, service and service id.
     pub fn all_identities(&self) -> Result<Vec<StoredIdentity>, StoreError> {
-        self.with(|c| {
+        self.read(|c| {
             let mut stmt = c.prepare(
                 "SELECT email, service, service_id, user_id FROM identities
                  ORDER BY email, service, service_id",
@@ -226,7 +345,7 @@ impl Store {
 
     /// Every user, ordered by email, with their identities ordered by service.
     pub fn users(&self) -> Result<Vec<UserRecord>, StoreError> {
-        self.with(|c| {
+        self.read(|c| {
             let mut users: Vec<UserRecord> = c
                 .prepare("SELECT email, created_at FROM users ORDER BY email COLLATE NOCASE")?
                 .query_map([], |row| {
@@ -259,7 +378,7 @@ impl Store {
 
     /// The user as stored (its email spelled as first seen), if any.
     pub fn user(&self, email: &str) -> Result<Option<UserRecord>, StoreError> {
-        let found = self.with(|c| {
+        let found = self.read(|c| {
             c.query_row(
                 "SELECT email, created_at FROM users WHERE email = ?1",
                 params![email],
@@ -332,6 +451,28 @@ impl Store {
             }
             tx.commit()
         })
+    }
+}
+
+/// Counts one call of [`Store::write`] from its start until it is answered or dropped.
+struct Writing<'a> {
+    count: &'a AtomicUsize,
+    alone: bool,
+}
+
+impl<'a> Writing<'a> {
+    fn start(count: &'a AtomicUsize) -> Self {
+        let before = count.fetch_add(1, Ordering::AcqRel);
+        Self {
+            count,
+            alone: before == 0,
+        }
+    }
+}
+
+impl Drop for Writing<'_> {
+    fn drop(&mut self) {
+        self.count.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -505,6 +646,66 @@ mod tests {
             .apply(&[set("a@x.com", "new"), set("b@x.com", "b")])
             .unwrap();
         assert_eq!(store.users().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn opening_a_store_of_schema_two_keeps_its_history_in_the_clustered_table() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("warden.db");
+        let old = Connection::open(&path).unwrap();
+        old.execute_batch(MIGRATIONS[0]).unwrap();
+        old.execute_batch(MIGRATIONS[1]).unwrap();
+        old.execute_batch(
+            "PRAGMA user_version = 2;
+             INSERT INTO requests (id, flow, requester, fields, state, decision, created_by,
+                 created_at, updated_at)
+                 VALUES ('r1', 'f', 'a@x.com', '{}', 'pending', 'continue', 'a@x.com', 1, 1);
+             INSERT INTO request_history VALUES ('r1', 2, 'second'), ('r1', 1, 'first');",
+        )
+        .unwrap();
+        drop(old);
+
+        let store = Store::open(&path).unwrap();
+        let (entries, table): (Vec<String>, String) = store
+            .read(|c| {
+                let entries = c
+                    .prepare(
+                        "SELECT entry FROM request_history WHERE request_id = 'r1' ORDER BY seq",
+                    )?
+                    .query_map([], |r| r.get(0))?
+                    .collect::<rusqlite::Result<_>>()?;
+                let table = c.query_row(
+                    "SELECT sql FROM sqlite_master WHERE name = 'request_history'",
+                    [],
+                    |r| r.get(0),
+                )?;
+                Ok((entries, table))
+            })
+            .unwrap();
+        assert_eq!(entries, ["first", "second"]);
+        assert!(table.contains("WITHOUT ROWID"), "{table}");
+        let version: usize = store
+            .with(|c| c.pragma_query_value(None, "user_version", |r| r.get(0)))
+            .unwrap();
+        assert_eq!(version, MIGRATIONS.len());
+    }
+
+    #[tokio::test]
+    async fn a_write_is_read_back_by_the_read_connection_once_answered() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("warden.db")).unwrap();
+        store
+            .write(|c| c.execute("INSERT INTO users (email) VALUES ('w@x.com')", []))
+            .await
+            .unwrap();
+        assert!(store.user("w@x.com").unwrap().is_some());
+        let refused = store
+            .write(|c| c.execute("INSERT INTO users (email) VALUES ('w@x.com')", []))
+            .await
+            .unwrap_err();
+        assert!(refused.to_string().contains("UNIQUE"), "{refused}");
+        assert!(refused.to_string().contains("warden.db"), "{refused}");
+        assert_eq!(store.write_counts(), (2, 2));
     }
 
     #[test]

@@ -462,7 +462,11 @@ async fn metrics(State(app): State<Arc<App>>) -> Response {
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        app.metrics.render(&states, in_flight),
+        app.metrics.render(
+            &states,
+            in_flight,
+            app.lifecycle.requests().store().write_counts(),
+        ),
     )
         .into_response()
 }

@@ -186,7 +186,7 @@ impl Drop for Claim {
     fn drop(&mut self) {
         // Operations flush their hook entries before answering; this catches those that
         // stopped early on an error, so no hook run goes unrecorded.
-        if let Err(e) = self.requests.flush(&self.id) {
+        if let Err(e) = self.requests.flush_now(&self.id) {
             tracing::error!(request = %self.id, "cannot record hook runs: {e}");
         }
         self.busy
@@ -243,6 +243,16 @@ impl Lifecycle {
         Ok(RequestView::new(rec, Some(history)))
     }
 
+    /// Writes what the operation left waiting and returns the request as it now stands.
+    async fn finish(&self, id: &str) -> Result<RequestView, LifecycleError> {
+        let (rec, history) = self
+            .requests
+            .finish(id)
+            .await?
+            .ok_or_else(|| LifecycleError::NotFound(id.to_string()))?;
+        Ok(RequestView::new(rec, Some(history)))
+    }
+
     pub fn list(
         &self,
         state: Option<State>,
@@ -287,26 +297,30 @@ impl Lifecycle {
 
         let id = new_request_id();
         let _claim = self.claim(&id)?;
-        let inserted = self.requests.insert(&NewRequest {
-            id: &id,
-            flow: &flow.name,
-            requester: requester.email.trim(),
-            fields: &fields,
-            created_by: &submission.created_by,
-            idempotency_key: submission.idempotency_key.as_deref(),
-            duration,
-        })?;
-        if let Err(earlier) = inserted {
-            return Ok(Submitted {
-                request: self.view(&earlier)?,
-                replayed: true,
-            });
-        }
-        let rec = self.record(&id)?;
+        let inserted = self
+            .requests
+            .insert(&NewRequest {
+                id: &id,
+                flow: &flow.name,
+                requester: requester.email.trim(),
+                fields: &fields,
+                created_by: &submission.created_by,
+                idempotency_key: submission.idempotency_key.as_deref(),
+                duration,
+            })
+            .await?;
+        let rec = match inserted {
+            Ok(rec) => rec,
+            Err(earlier) => {
+                return Ok(Submitted {
+                    request: self.view(&earlier)?,
+                    replayed: true,
+                });
+            }
+        };
         self.request_step(&warden, &rec, &requester).await?;
-        self.requests.flush(&id)?;
         Ok(Submitted {
-            request: self.view(&id)?,
+            request: self.finish(&id).await?,
             replayed: false,
         })
     }
@@ -334,18 +348,20 @@ impl Lifecycle {
                     (None, Decision::Ignore { message: Some(m) }) => m,
                     _ => "awaiting a human".to_string(),
                 };
-                self.requests.transition(
-                    &rec.id,
-                    &Transition {
-                        from: &[State::Requested],
-                        to: State::Pending,
-                        decision: "continue",
-                        reason: Some(&reason),
-                        actor: WARDEN,
-                        step: "request",
-                        expires_at: None,
-                    },
-                )?;
+                self.requests
+                    .transition(
+                        &rec.id,
+                        &Transition {
+                            from: &[State::Requested],
+                            to: State::Pending,
+                            decision: "continue",
+                            reason: Some(&reason),
+                            actor: WARDEN,
+                            step: "request",
+                            expires_at: None,
+                        },
+                    )
+                    .await?;
                 self.hook(warden, rec, HookName::AfterRequest, requester)
                     .await?;
                 return Ok(());
@@ -406,8 +422,7 @@ impl Lifecycle {
             Verdict::Approve(reason),
         )
         .await?;
-        self.requests.flush(id)?;
-        self.view(id)
+        self.finish(id).await
     }
 
     /// A human denies a pending request.
@@ -434,8 +449,7 @@ impl Lifecycle {
             Verdict::Deny(reason),
         )
         .await?;
-        self.requests.flush(id)?;
-        self.view(id)
+        self.finish(id).await
     }
 
     fn pending(&self, id: &str) -> Result<RequestRecord, LifecycleError> {
@@ -474,18 +488,21 @@ impl Lifecycle {
         // on_approve and on_deny may only continue or ignore; anything else is a failure,
         // already recorded, and the decision stands.
         self.hook(warden, rec, verdict.on_hook(), user).await?;
-        let applied = self.requests.transition(
-            &rec.id,
-            &Transition {
-                from,
-                to: verdict.state(),
-                decision: verdict.label(),
-                reason: verdict.reason(),
-                actor,
-                step: verdict.label(),
-                expires_at: None,
-            },
-        )?;
+        let applied = self
+            .requests
+            .transition(
+                &rec.id,
+                &Transition {
+                    from,
+                    to: verdict.state(),
+                    decision: verdict.label(),
+                    reason: verdict.reason(),
+                    actor,
+                    step: verdict.label(),
+                    expires_at: None,
+                },
+            )
+            .await?;
         if !applied {
             return Err(self.moved(rec));
         }
@@ -504,18 +521,21 @@ impl Lifecycle {
     ) -> Result<(), LifecycleError> {
         self.hook(warden, rec, HookName::OnEscalate, user).await?;
         let expires_at = rec.duration.map(|d| now_ms() + d.as_millis() as i64);
-        let applied = self.requests.transition(
-            &rec.id,
-            &Transition {
-                from: &[State::Approved],
-                to: State::Escalated,
-                decision: "approve",
-                reason: None,
-                actor: WARDEN,
-                step: "escalate",
-                expires_at,
-            },
-        )?;
+        let applied = self
+            .requests
+            .transition(
+                &rec.id,
+                &Transition {
+                    from: &[State::Approved],
+                    to: State::Escalated,
+                    decision: "approve",
+                    reason: None,
+                    actor: WARDEN,
+                    step: "escalate",
+                    expires_at,
+                },
+            )
+            .await?;
         if !applied {
             return Err(self.moved(rec));
         }
@@ -542,21 +562,23 @@ impl Lifecycle {
         let requester = user(&rec.requester);
         self.hook(&warden, &rec, HookName::OnDeescalate, &requester)
             .await?;
-        self.requests.transition(
-            id,
-            &Transition {
-                from: &[State::Escalated],
-                to: State::Deescalated,
-                decision: &rec.decision,
-                reason: None,
-                actor: WARDEN,
-                step: "deescalate",
-                expires_at: None,
-            },
-        )?;
+        self.requests
+            .transition(
+                id,
+                &Transition {
+                    from: &[State::Escalated],
+                    to: State::Deescalated,
+                    decision: &rec.decision,
+                    reason: None,
+                    actor: WARDEN,
+                    step: "deescalate",
+                    expires_at: None,
+                },
+            )
+            .await?;
         self.hook(&warden, &rec, HookName::AfterDeescalate, &requester)
             .await?;
-        self.requests.flush(id)?;
+        self.requests.flush(id).await?;
         Ok(())
     }
 
@@ -580,7 +602,8 @@ impl Lifecycle {
                     step: "request",
                     expires_at: None,
                 },
-            )?;
+            )
+            .await?;
             touched += 1;
         }
         let warden = self.runtime.load_full();
@@ -589,7 +612,7 @@ impl Lifecycle {
             let rec = self.record(&id)?;
             let requester = user(&rec.requester);
             self.escalate_step(&warden, &rec, &requester).await?;
-            self.requests.flush(&id)?;
+            self.requests.flush(&id).await?;
             touched += 1;
         }
         Ok(touched)

@@ -136,7 +136,12 @@ impl Metrics {
             .or_default() += 1;
     }
 
-    pub fn render(&self, requests_by_state: &[(State, u64)], api_in_flight: usize) -> String {
+    pub fn render(
+        &self,
+        requests_by_state: &[(State, u64)],
+        api_in_flight: usize,
+        (store_writes, store_commits): (u64, u64),
+    ) -> String {
         let inner = self.inner();
         let mut out = String::new();
 
@@ -267,6 +272,21 @@ impl Metrics {
             "gauge",
             "API requests being answered now (bounded by serve.max_in_flight).",
             vec![format!("warden_api_in_flight {api_in_flight}")],
+        );
+
+        section(
+            &mut out,
+            "warden_store_writes_total",
+            "counter",
+            "Writes to the store (each request step is one).",
+            vec![format!("warden_store_writes_total {store_writes}")],
+        );
+        section(
+            &mut out,
+            "warden_store_commits_total",
+            "counter",
+            "Store transactions committed or tried; writes waiting together share one.",
+            vec![format!("warden_store_commits_total {store_commits}")],
         );
 
         let body = inner

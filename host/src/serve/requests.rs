@@ -8,7 +8,7 @@ use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use rusqlite::{OptionalExtension, params};
+use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 
 use crate::store::{Store, StoreError};
@@ -207,13 +207,9 @@ fn row_to_record(row: &rusqlite::Row<'_>) -> rusqlite::Result<RequestRecord> {
     })
 }
 
-fn append_history(
-    tx: &rusqlite::Transaction<'_>,
-    id: &str,
-    entry: &HistoryEntry,
-) -> rusqlite::Result<()> {
+fn append_history(conn: &Connection, id: &str, entry: &HistoryEntry) -> rusqlite::Result<()> {
     let json = serde_json::to_string(entry).expect("history entries serialize");
-    tx.prepare_cached(
+    conn.prepare_cached(
         "INSERT INTO request_history (request_id, seq, entry)
          VALUES (?1, (SELECT COALESCE(MAX(seq), 0) + 1 FROM request_history WHERE request_id = ?1), ?2)",
     )?.execute(
@@ -223,13 +219,13 @@ fn append_history(
 }
 
 fn append_audit(
-    tx: &rusqlite::Transaction<'_>,
+    conn: &Connection,
     actor: &str,
     action: &str,
     request_id: Option<&str>,
     detail: &serde_json::Value,
 ) -> rusqlite::Result<()> {
-    tx.prepare_cached(
+    conn.prepare_cached(
         "INSERT INTO audit_log (at, actor, action, request_id, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
     )?
     .execute(params![
@@ -240,6 +236,24 @@ fn append_audit(
         detail.to_string()
     ])?;
     Ok(())
+}
+
+fn read_record(conn: &Connection, id: &str) -> rusqlite::Result<Option<RequestRecord>> {
+    conn.prepare_cached(&format!("SELECT {COLUMNS} FROM requests WHERE id = ?1"))?
+        .query_row(params![id], row_to_record)
+        .optional()
+}
+
+fn read_history(conn: &Connection, id: &str) -> rusqlite::Result<Vec<HistoryEntry>> {
+    let mut stmt = conn
+        .prepare_cached("SELECT entry FROM request_history WHERE request_id = ?1 ORDER BY seq")?;
+    stmt.query_map(params![id], |r| {
+        let text: String = r.get(0)?;
+        serde_json::from_str(&text).map_err(|e| {
+            rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, e.into())
+        })
+    })?
+    .collect()
 }
 
 impl Requests {
@@ -274,71 +288,86 @@ impl Requests {
         &self.store
     }
 
-    /// Stores a new request in state `requested`; with an idempotency key already used by
-    /// `created_by`, stores nothing and returns the earlier request's id.
-    pub fn insert(&self, new: &NewRequest<'_>) -> Result<Result<(), String>, StoreError> {
-        self.store.with(|c| {
-            let tx = c.transaction()?;
-            if let Some(key) = new.idempotency_key {
-                let existing: Option<String> = tx
-                    .prepare_cached(
-                        "SELECT id FROM requests WHERE created_by = ?1 AND idempotency_key = ?2",
-                    )?
-                    .query_row(params![new.created_by, key], |r| r.get(0))
-                    .optional()?;
-                if let Some(id) = existing {
-                    return Ok(Err(id));
+    /// Stores a new request in state `requested` and returns it; with an idempotency key
+    /// already used by `created_by`, stores nothing and returns the earlier request's id.
+    pub async fn insert(
+        &self,
+        new: &NewRequest<'_>,
+    ) -> Result<Result<RequestRecord, String>, StoreError> {
+        let now = now_ms();
+        let record = RequestRecord {
+            id: new.id.to_string(),
+            flow: new.flow.to_string(),
+            requester: new.requester.to_string(),
+            fields: new.fields.clone(),
+            state: State::Requested,
+            decision: "continue".into(),
+            reason: None,
+            created_by: new.created_by.to_string(),
+            duration: new.duration,
+            expires_at: None,
+            created_at: now,
+            updated_at: now,
+        };
+        let idempotency_key = new.idempotency_key.map(str::to_string);
+        self.store
+            .write(move |c| {
+                if let Some(key) = &idempotency_key {
+                    let existing: Option<String> = c
+                        .prepare_cached(
+                            "SELECT id FROM requests WHERE created_by = ?1 AND idempotency_key = ?2",
+                        )?
+                        .query_row(params![record.created_by, key], |r| r.get(0))
+                        .optional()?;
+                    if let Some(id) = existing {
+                        return Ok(Err(id));
+                    }
                 }
-            }
-            let now = now_ms();
-            tx.prepare_cached(
-                "INSERT INTO requests (id, flow, requester, fields, state, decision, created_by,
-                     idempotency_key, duration_seconds, created_at, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, 'continue', ?6, ?7, ?8, ?9, ?9)",
-            )?
-            .execute(params![
-                new.id,
-                new.flow,
-                new.requester,
-                serde_json::Value::Object(new.fields.clone()).to_string(),
-                State::Requested.as_str(),
-                new.created_by,
-                new.idempotency_key,
-                new.duration.map(|d| d.as_secs() as i64),
-                now,
-            ])?;
-            append_history(
-                &tx,
-                new.id,
-                &HistoryEntry {
-                    at: now,
-                    step: "request".into(),
-                    event: HistoryEvent::Transition {
-                        from: None,
-                        to: State::Requested,
-                        actor: new.created_by.to_string(),
-                        reason: None,
+                c.prepare_cached(
+                    "INSERT INTO requests (id, flow, requester, fields, state, decision, created_by,
+                         idempotency_key, duration_seconds, created_at, updated_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10)",
+                )?
+                .execute(params![
+                    record.id,
+                    record.flow,
+                    record.requester,
+                    serde_json::Value::Object(record.fields.clone()).to_string(),
+                    record.state.as_str(),
+                    record.decision,
+                    record.created_by,
+                    idempotency_key,
+                    record.duration.map(|d| d.as_secs() as i64),
+                    now,
+                ])?;
+                append_history(
+                    c,
+                    &record.id,
+                    &HistoryEntry {
+                        at: now,
+                        step: "request".into(),
+                        event: HistoryEvent::Transition {
+                            from: None,
+                            to: State::Requested,
+                            actor: record.created_by.clone(),
+                            reason: None,
+                        },
                     },
-                },
-            )?;
-            append_audit(
-                &tx,
-                new.created_by,
-                "request",
-                Some(new.id),
-                &serde_json::json!({ "flow": new.flow, "requester": new.requester }),
-            )?;
-            tx.commit()?;
-            Ok(Ok(()))
-        })
+                )?;
+                append_audit(
+                    c,
+                    &record.created_by,
+                    "request",
+                    Some(&record.id),
+                    &serde_json::json!({ "flow": record.flow, "requester": record.requester }),
+                )?;
+                Ok(Ok(record))
+            })
+            .await
     }
 
     pub fn get(&self, id: &str) -> Result<Option<RequestRecord>, StoreError> {
-        self.store.with(|c| {
-            c.prepare_cached(&format!("SELECT {COLUMNS} FROM requests WHERE id = ?1"))?
-                .query_row(params![id], row_to_record)
-                .optional()
-        })
+        self.store.read(|c| read_record(c, id))
     }
 
     /// Requests, newest first, optionally only those in `state` and of `requester`.
@@ -347,7 +376,7 @@ impl Requests {
         state: Option<State>,
         requester: Option<&str>,
     ) -> Result<Vec<RequestRecord>, StoreError> {
-        self.store.with(|c| {
+        self.store.read(|c| {
             let mut stmt = c.prepare(&format!(
                 "SELECT {COLUMNS} FROM requests
                  WHERE (?1 IS NULL OR state = ?1) AND (?2 IS NULL OR requester = ?2)
@@ -359,22 +388,7 @@ impl Requests {
     }
 
     pub fn history(&self, id: &str) -> Result<Vec<HistoryEntry>, StoreError> {
-        self.store.with(|c| {
-            let mut stmt = c.prepare_cached(
-                "SELECT entry FROM request_history WHERE request_id = ?1 ORDER BY seq",
-            )?;
-            stmt.query_map(params![id], |r| {
-                let text: String = r.get(0)?;
-                serde_json::from_str(&text).map_err(|e| {
-                    rusqlite::Error::FromSqlConversionFailure(
-                        0,
-                        rusqlite::types::Type::Text,
-                        e.into(),
-                    )
-                })
-            })?
-            .collect()
-        })
+        self.store.read(|c| read_history(c, id))
     }
 
     /// Adds `entry` to `id`'s history with the request's next transaction.
@@ -386,7 +400,52 @@ impl Requests {
     }
 
     /// Writes the entries still waiting for `id`.
-    pub fn flush(&self, id: &str) -> Result<(), StoreError> {
+    pub async fn flush(&self, id: &str) -> Result<(), StoreError> {
+        let waiting = self.waiting(id);
+        if waiting.is_empty() {
+            return Ok(());
+        }
+        let n = waiting.len();
+        let owned_id = id.to_string();
+        self.store
+            .write(move |c| {
+                for entry in &waiting {
+                    append_history(c, &owned_id, entry)?;
+                }
+                Ok(())
+            })
+            .await?;
+        self.written(id, n);
+        Ok(())
+    }
+
+    /// [`Requests::flush`], then the request and its whole history as just committed
+    /// (read in the same write, where the pages are at hand), for the answer.
+    pub async fn finish(
+        &self,
+        id: &str,
+    ) -> Result<Option<(RequestRecord, Vec<HistoryEntry>)>, StoreError> {
+        let waiting = self.waiting(id);
+        let n = waiting.len();
+        let owned_id = id.to_string();
+        let finished = self
+            .store
+            .write(move |c| {
+                for entry in &waiting {
+                    append_history(c, &owned_id, entry)?;
+                }
+                let Some(record) = read_record(c, &owned_id)? else {
+                    return Ok(None);
+                };
+                Ok(Some((record, read_history(c, &owned_id)?)))
+            })
+            .await?;
+        self.written(id, n);
+        Ok(finished)
+    }
+
+    /// [`Requests::flush`] at once, for a request's last chance (its claim being dropped).
+    pub fn flush_now(&self, id: &str) -> Result<(), StoreError> {
         let waiting = self.waiting(id);
         if waiting.is_empty() {
             return Ok(());
@@ -403,67 +462,72 @@ impl Requests {
     }
 
     /// Applies `t` if the request is in one of `t.from`; returns whether it was.
-    pub fn transition(&self, id: &str, t: &Transition<'_>) -> Result<bool, StoreError> {
+    pub async fn transition(&self, id: &str, t: &Transition<'_>) -> Result<bool, StoreError> {
         let waiting = self.waiting(id);
-        let applied = self.store.with(|c| {
-            let tx = c.transaction()?;
-            for entry in &waiting {
-                append_history(&tx, id, entry)?;
-            }
-            let current: Option<String> = tx
-                .prepare_cached("SELECT state FROM requests WHERE id = ?1")?
-                .query_row(params![id], |r| r.get(0))
-                .optional()?;
-            let Some(from) = current.and_then(|s| s.parse::<State>().ok()) else {
-                return Ok(false);
-            };
-            if !t.from.contains(&from) {
-                return Ok(false);
-            }
-            let now = now_ms();
-            tx.prepare_cached(
-                "UPDATE requests SET state = ?2, decision = ?3, reason = COALESCE(?4, reason),
-                     expires_at = COALESCE(?5, expires_at), updated_at = ?6
-                 WHERE id = ?1",
-            )?
-            .execute(params![
-                id,
-                t.to.as_str(),
-                t.decision,
-                t.reason,
-                t.expires_at,
-                now
-            ])?;
-            append_history(
-                &tx,
-                id,
-                &HistoryEntry {
-                    at: now,
-                    step: t.step.to_string(),
-                    event: HistoryEvent::Transition {
-                        from: Some(from),
-                        to: t.to,
-                        actor: t.actor.to_string(),
-                        reason: t.reason.map(str::to_string),
-                    },
-                },
-            )?;
-            append_audit(
-                &tx,
-                t.actor,
-                t.step,
-                Some(id),
-                &serde_json::json!({
-                    "from": from.as_str(),
-                    "to": t.to.as_str(),
-                    "reason": t.reason,
-                }),
-            )?;
-            tx.commit()?;
-            Ok(true)
-        })?;
+        let n = waiting.len();
+        let owned_id = id.to_string();
+        let allowed = t.from.to_vec();
+        let to = t.to;
+        let decision = t.decision.to_string();
+        let reason = t.reason.map(str::to_string);
+        let actor = t.actor.to_string();
+        let step = t.step.to_string();
+        let expires_at = t.expires_at;
+        let applied =
+            self.store
+                .write(move |c| {
+                    let id = owned_id.as_str();
+                    let current: Option<String> = c
+                        .prepare_cached("SELECT state FROM requests WHERE id = ?1")?
+                        .query_row(params![id], |r| r.get(0))
+                        .optional()?;
+                    // Refused before anything is written, so the waiting entries keep waiting.
+                    let Some(from) = current.and_then(|s| s.parse::<State>().ok()) else {
+                        return Ok(false);
+                    };
+                    if !allowed.contains(&from) {
+                        return Ok(false);
+                    }
+                    for entry in &waiting {
+                        append_history(c, id, entry)?;
+                    }
+                    let now = now_ms();
+                    c.prepare_cached(
+                    "UPDATE requests SET state = ?2, decision = ?3, reason = COALESCE(?4, reason),
+                         expires_at = COALESCE(?5, expires_at), updated_at = ?6
+                     WHERE id = ?1",
+                )?
+                .execute(params![id, to.as_str(), decision, reason, expires_at, now])?;
+                    append_history(
+                        c,
+                        id,
+                        &HistoryEntry {
+                            at: now,
+                            step: step.clone(),
+                            event: HistoryEvent::Transition {
+                                from: Some(from),
+                                to,
+                                actor: actor.clone(),
+                                reason: reason.clone(),
+                            },
+                        },
+                    )?;
+                    append_audit(
+                        c,
+                        &actor,
+                        &step,
+                        Some(id),
+                        &serde_json::json!({
+                            "from": from.as_str(),
+                            "to": to.as_str(),
+                            "reason": reason,
+                        }),
+                    )?;
+                    Ok(true)
+                })
+                .await?;
         if applied {
-            self.written(id, waiting.len());
+            self.written(id, n);
         }
         Ok(applied)
     }
@@ -484,7 +548,7 @@ impl Requests {
 
     /// The newest `limit` audit entries, oldest first.
     pub fn audit_log(&self, limit: usize) -> Result<Vec<AuditEntry>, StoreError> {
-        self.store.with(|c| {
+        self.store.read(|c| {
             let mut stmt = c.prepare(
                 "SELECT seq, at, actor, action, request_id, detail FROM
                  (SELECT * FROM audit_log ORDER BY seq DESC LIMIT ?1) ORDER BY seq",
@@ -505,7 +569,7 @@ impl Requests {
     }
 
     pub fn ids_in(&self, state: State) -> Result<Vec<String>, StoreError> {
-        self.store.with(|c| {
+        self.store.read(|c| {
             let mut stmt =
                 c.prepare("SELECT id FROM requests WHERE state = ?1 ORDER BY created_at")?;
             stmt.query_map(params![state.as_str()], |r| r.get(0))?
@@ -515,7 +579,7 @@ impl Requests {
 
     /// Escalated requests whose access has run out by `now`.
     pub fn expired(&self, now: i64) -> Result<Vec<String>, StoreError> {
-        self.store.with(|c| {
+        self.store.read(|c| {
             let mut stmt = c.prepare(
                 "SELECT id FROM requests WHERE state = 'escalated' AND expires_at <= ?1
                  ORDER BY expires_at",
@@ -526,7 +590,7 @@ impl Requests {
 
     /// The earliest expiry after `now`.
     pub fn next_expiry(&self, now: i64) -> Result<Option<i64>, StoreError> {
-        self.store.with(|c| {
+        self.store.read(|c| {
             c.prepare_cached("SELECT MIN(expires_at) FROM requests WHERE state = 'escalated' AND expires_at > ?1")?.query_row(
                 params![now],
                 |r| r.get(0),
@@ -535,7 +599,7 @@ impl Requests {
     }
 
     pub fn count_by_state(&self) -> Result<Vec<(State, u64)>, StoreError> {
-        let counted: Vec<(String, i64)> = self.store.with(|c| {
+        let counted: Vec<(String, i64)> = self.store.read(|c| {
             let mut stmt = c.prepare("SELECT state, COUNT(*) FROM requests GROUP BY state")?;
             stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
                 .collect()
@@ -586,25 +650,35 @@ mod tests {
         }
     }
 
-    #[test]
-    fn an_idempotency_key_returns_the_first_request() {
+    #[tokio::test]
+    async fn an_idempotency_key_returns_the_first_request() {
         let r = requests();
         let fields = serde_json::Map::new();
-        assert_eq!(r.insert(&new("r1", Some("k"), &fields)).unwrap(), Ok(()));
         assert_eq!(
-            r.insert(&new("r2", Some("k"), &fields)).unwrap(),
+            r.insert(&new("r1", Some("k"), &fields))
+                .await
+                .unwrap()
+                .unwrap()
+                .id,
+            "r1"
+        );
+        assert_eq!(
+            r.insert(&new("r2", Some("k"), &fields))
+                .await
+                .unwrap()
+                .map(|rec| rec.id),
             Err("r1".to_string())
         );
-        assert_eq!(r.insert(&new("r3", None, &fields)).unwrap(), Ok(()));
+        assert!(r.insert(&new("r3", None, &fields)).await.unwrap().is_ok());
         assert!(r.get("r2").unwrap().is_none());
         assert_eq!(r.get("r1").unwrap().unwrap().state, State::Requested);
     }
 
-    #[test]
-    fn transitions_apply_only_from_the_named_states_and_are_recorded() {
+    #[tokio::test]
+    async fn transitions_apply_only_from_the_named_states_and_are_recorded() {
         let r = requests();
         let fields = serde_json::Map::new();
-        r.insert(&new("r1", None, &fields)).unwrap().unwrap();
+        r.insert(&new("r1", None, &fields)).await.unwrap().unwrap();
         let to_pending = Transition {
             from: &[State::Requested],
             to: State::Pending,
@@ -614,9 +688,12 @@ mod tests {
             step: "request",
             expires_at: None,
         };
-        assert!(r.transition("r1", &to_pending).unwrap());
-        assert!(!r.transition("r1", &to_pending).unwrap(), "already pending");
-        assert!(!r.transition("nope", &to_pending).unwrap());
+        assert!(r.transition("r1", &to_pending).await.unwrap());
+        assert!(
+            !r.transition("r1", &to_pending).await.unwrap(),
+            "already pending"
+        );
+        assert!(!r.transition("nope", &to_pending).await.unwrap());
         let history = r.history("r1").unwrap();
         assert_eq!(history.len(), 2);
         assert!(matches!(
@@ -635,11 +712,11 @@ mod tests {
         assert_eq!(audit[1].detail["to"], "pending");
     }
 
-    #[test]
-    fn hook_notes_are_written_with_the_next_transition_or_a_flush_in_order() {
+    #[tokio::test]
+    async fn hook_notes_are_written_with_the_next_transition_or_a_flush_in_order() {
         let r = requests();
         let fields = serde_json::Map::new();
-        r.insert(&new("r1", None, &fields)).unwrap().unwrap();
+        r.insert(&new("r1", None, &fields)).await.unwrap().unwrap();
         let note = |hook: &str| HistoryEntry {
             at: now_ms(),
             step: "request".into(),
@@ -680,25 +757,25 @@ mod tests {
             expires_at: None,
         };
         // A refused transition writes nothing, and the note keeps waiting.
-        assert!(!r.transition("r1", &to_approved).unwrap());
+        assert!(!r.transition("r1", &to_approved).await.unwrap());
         assert_eq!(hooks(&r), ["-> requested"]);
         let to_pending = Transition {
             from: &[State::Requested],
             to: State::Pending,
             ..to_approved
         };
-        assert!(r.transition("r1", &to_pending).unwrap());
+        assert!(r.transition("r1", &to_pending).await.unwrap());
         r.note("r1", note("after_request"));
-        r.flush("r1").unwrap();
-        r.flush("r1").unwrap();
+        r.flush("r1").await.unwrap();
+        r.flush("r1").await.unwrap();
         assert_eq!(
             hooks(&r),
             ["-> requested", "on_request", "-> pending", "after_request"]
         );
     }
 
-    #[test]
-    fn the_audit_log_refuses_updates_and_deletes() {
+    #[tokio::test]
+    async fn the_audit_log_refuses_updates_and_deletes() {
         let r = requests();
         r.audit("admin@x.com", "reload", None, &serde_json::json!({}))
             .unwrap();
@@ -709,12 +786,12 @@ mod tests {
         assert_eq!(r.audit_log(10).unwrap().len(), 1);
     }
 
-    #[test]
-    fn expiries_are_found_by_time() {
+    #[tokio::test]
+    async fn expiries_are_found_by_time() {
         let r = requests();
         let fields = serde_json::Map::new();
         for (id, expires) in [("a", 1_000), ("b", 5_000)] {
-            r.insert(&new(id, None, &fields)).unwrap().unwrap();
+            r.insert(&new(id, None, &fields)).await.unwrap().unwrap();
             r.transition(
                 id,
                 &Transition {
@@ -727,6 +804,7 @@ mod tests {
                     expires_at: Some(expires),
                 },
             )
+            .await
             .unwrap();
         }
         assert_eq!(r.expired(2_000).unwrap(), ["a"]);

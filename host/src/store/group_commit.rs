@@ -1,0 +1,297 @@
+//! Group commit: writes from concurrent requests share one SQLite transaction.
+//!
+//! Every commit writes each page it changed to the write-ahead log, and the requests that
+//! `warden serve` handles at once change the same few pages (the tail of each table). So one
+//! thread owns the writes: it takes every write waiting in its queue, runs each inside its
+//! own savepoint of one transaction, commits once, and only then answers each caller. A write
+//! that fails rolls back its savepoint alone; a failed commit fails every write in it.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, Sender, channel};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use rusqlite::{Connection, ffi};
+
+/// Told, once the batch a write ran in has committed or failed, which of the two happened.
+pub(super) type Reply = Box<dyn FnOnce(Option<&rusqlite::Error>) + Send>;
+/// One caller's write: runs on the commit thread and says how to answer the caller.
+pub(super) type Job = Box<dyn FnOnce(&Connection) -> Reply + Send>;
+
+/// More writes than this wait for the next commit, so no caller waits on an endless batch.
+const MAX_BATCH: usize = 128;
+
+pub(super) struct Committer {
+    jobs: Option<Sender<Job>>,
+    thread: Option<JoinHandle<()>>,
+    counts: Arc<Counts>,
+}
+
+/// How many writes have been run, and in how many transactions.
+#[derive(Default)]
+struct Counts {
+    writes: AtomicU64,
+    commits: AtomicU64,
+}
+
+impl Committer {
+    pub(super) fn start(conn: Arc<Mutex<Connection>>) -> std::io::Result<Self> {
+        let (jobs, queue) = channel();
+        let counts = Arc::new(Counts::default());
+        let thread_counts = counts.clone();
+        let thread = std::thread::Builder::new()
+            .name("warden-store-commit".into())
+            .spawn(move || commit_loop(&conn, &queue, &thread_counts))?;
+        Ok(Self {
+            jobs: Some(jobs),
+            thread: Some(thread),
+            counts,
+        })
+    }
+
+    /// Runs `job` as its own transaction on `conn`, which the caller holds; for a write that
+    /// found the connection free, so it need not wait for this thread to wake.
+    pub(super) fn run_alone(&self, conn: &Connection, job: Job) {
+        self.counts.writes.fetch_add(1, Ordering::Relaxed);
+        self.counts.commits.fetch_add(1, Ordering::Relaxed);
+        job(conn)(None);
+    }
+
+    /// Writes run so far, and the transactions they took.
+    pub(super) fn counts(&self) -> (u64, u64) {
+        (
+            self.counts.writes.load(Ordering::Relaxed),
+            self.counts.commits.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Queues `job`; gives it back if the commit thread has stopped.
+    pub(super) fn submit(&self, job: Job) -> Result<(), Job> {
+        match &self.jobs {
+            Some(jobs) => jobs.send(job).map_err(|e| e.0),
+            None => Err(job),
+        }
+    }
+}
+
+impl Drop for Committer {
+    fn drop(&mut self) {
+        // Closing the queue ends the loop after the writes already queued; joining means the
+        // connection is closed when the store is gone, so the file can be reopened at once.
+        drop(self.jobs.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn commit_loop(conn: &Mutex<Connection>, queue: &Receiver<Job>, counts: &Counts) {
+    while let Ok(first) = queue.recv() {
+        // Locked before the queue is drained: writes that arrive while another user of the
+        // connection holds it join this batch.
+        let conn = conn.lock().unwrap_or_else(|p| p.into_inner());
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match queue.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        counts
+            .writes
+            .fetch_add(batch.len() as u64, Ordering::Relaxed);
+        counts.commits.fetch_add(1, Ordering::Relaxed);
+        // One write alone, or a batch whose transaction cannot begin, runs as its own
+        // transaction: its savepoint is then the outermost one, and releasing it commits.
+        if batch.len() == 1 || conn.execute_batch("BEGIN IMMEDIATE").is_err() {
+            for job in batch {
+                job(&conn)(None);
+            }
+            continue;
+        }
+        let replies: Vec<Reply> = batch.into_iter().map(|job| job(&conn)).collect();
+        let committed = conn.execute_batch("COMMIT");
+        if committed.is_err() {
+            let _ = conn.execute_batch("ROLLBACK");
+        }
+        drop(conn);
+        for reply in replies {
+            reply(committed.as_ref().err());
+        }
+    }
+}
+
+/// Runs `work` inside a savepoint: kept if it succeeds, rolled back if it fails or panics.
+pub(super) fn in_savepoint<R>(
+    conn: &Connection,
+    work: impl FnOnce(&Connection) -> rusqlite::Result<R>,
+) -> rusqlite::Result<R> {
+    conn.execute_batch("SAVEPOINT write")?;
+    let outcome = match catch_unwind(AssertUnwindSafe(|| work(conn))) {
+        Ok(Ok(value)) => conn.execute_batch("RELEASE write").map(|()| value),
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err(failure("a store write panicked; it was rolled back")),
+    };
+    if outcome.is_err() {
+        let _ = conn.execute_batch("ROLLBACK TO write; RELEASE write");
+    }
+    outcome
+}
+
+/// The same failure again, for each write of a batch whose commit failed.
+pub(super) fn copy_error(error: &rusqlite::Error) -> rusqlite::Error {
+    match error {
+        rusqlite::Error::SqliteFailure(code, message) => {
+            rusqlite::Error::SqliteFailure(*code, message.clone())
+        }
+        other => failure(&other.to_string()),
+    }
+}
+
+pub(super) fn failure(message: &str) -> rusqlite::Error {
+    rusqlite::Error::SqliteFailure(
+        ffi::Error::new(ffi::SQLITE_ERROR),
+        Some(message.to_string()),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::mpsc;
+
+    use super::*;
+
+    fn table() -> Arc<Mutex<Connection>> {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(
+            "PRAGMA foreign_keys = ON;
+             CREATE TABLE parent (id INTEGER PRIMARY KEY);
+             CREATE TABLE item (id INTEGER PRIMARY KEY,
+                 parent INTEGER REFERENCES parent(id) DEFERRABLE INITIALLY DEFERRED);",
+        )
+        .unwrap();
+        Arc::new(Mutex::new(conn))
+    }
+
+    /// A job inserting item `id` (with `parent`, if any); its outcome arrives on `outcomes`.
+    fn insert(
+        id: i64,
+        parent: Option<i64>,
+        outcomes: &mpsc::Sender<(i64, Result<(), String>)>,
+    ) -> Job {
+        let outcomes = outcomes.clone();
+        Box::new(move |conn| {
+            let outcome = in_savepoint(conn, |c| {
+                if id == 13 {
+                    panic!("unlucky");
+                }
+                c.execute(
+                    "INSERT INTO item (id, parent) VALUES (?1, ?2)",
+                    (id, parent),
+                )
+                .map(drop)
+            });
+            Box::new(move |commit_failed| {
+                let outcome = match (outcome, commit_failed) {
+                    (Ok(()), Some(e)) => Err(copy_error(e)),
+                    (outcome, _) => outcome,
+                };
+                outcomes
+                    .send((id, outcome.map_err(|e| e.to_string())))
+                    .unwrap();
+            })
+        })
+    }
+
+    fn stored(conn: &Mutex<Connection>) -> Vec<i64> {
+        let conn = conn.lock().unwrap();
+        let mut stmt = conn.prepare("SELECT id FROM item ORDER BY id").unwrap();
+        stmt.query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    }
+
+    /// Queues `jobs` while the connection is held elsewhere, so they all wait for one batch.
+    fn run_together(conn: &Arc<Mutex<Connection>>, committer: &Committer, jobs: Vec<Job>) {
+        let held = conn.lock().unwrap();
+        for job in jobs {
+            assert!(committer.submit(job).is_ok());
+        }
+        drop(held);
+    }
+
+    #[test]
+    fn waiting_writes_share_one_commit_and_a_failing_one_rolls_back_alone() {
+        let conn = table();
+        let committer = Committer::start(conn.clone()).unwrap();
+        let (outcomes, arrived) = mpsc::channel();
+        let jobs = vec![
+            insert(1, None, &outcomes),
+            insert(2, None, &outcomes),
+            insert(1, None, &outcomes),  // the same key again: refused
+            insert(13, None, &outcomes), // panics
+            insert(4, None, &outcomes),
+        ];
+        run_together(&conn, &committer, jobs);
+        let mut answers: Vec<(i64, Result<(), String>)> = arrived.iter().take(5).collect();
+        answers.sort_by_key(|(id, outcome)| (*id, outcome.is_err()));
+        let failures: Vec<(i64, &str)> = answers
+            .iter()
+            .map(|(id, outcome)| match outcome {
+                Ok(()) => (*id, "ok"),
+                Err(e) if e.contains("UNIQUE") => (*id, "unique"),
+                Err(e) if e.contains("panicked") => (*id, "panicked"),
+                Err(_) => (*id, "other"),
+            })
+            .collect();
+        assert_eq!(
+            failures,
+            [
+                (1, "ok"),
+                (1, "unique"),
+                (2, "ok"),
+                (4, "ok"),
+                (13, "panicked")
+            ]
+        );
+        assert_eq!(stored(&conn), [1, 2, 4]);
+        assert_eq!(committer.counts(), (5, 1), "five writes, one commit");
+    }
+
+    #[test]
+    fn a_failed_commit_fails_every_write_in_it_and_keeps_none() {
+        let conn = table();
+        let committer = Committer::start(conn.clone()).unwrap();
+        let (outcomes, arrived) = mpsc::channel();
+        // Item 8's parent does not exist; a deferred foreign key is checked at commit.
+        let jobs = vec![insert(7, None, &outcomes), insert(8, Some(99), &outcomes)];
+        run_together(&conn, &committer, jobs);
+        let answers: Vec<(i64, Result<(), String>)> = arrived.iter().take(2).collect();
+        for (id, outcome) in &answers {
+            let error = outcome.as_ref().expect_err("the commit failed");
+            assert!(error.contains("FOREIGN KEY"), "{id}: {error}");
+        }
+        assert!(stored(&conn).is_empty());
+        // The connection is usable again: the next write commits.
+        assert!(committer.submit(insert(9, None, &outcomes)).is_ok());
+        assert_eq!(arrived.recv().unwrap(), (9, Ok(())));
+        assert_eq!(stored(&conn), [9]);
+    }
+
+    #[test]
+    fn writes_queued_before_the_store_closes_are_still_committed() {
+        let conn = table();
+        let committer = Committer::start(conn.clone()).unwrap();
+        let (outcomes, arrived) = mpsc::channel();
+        run_together(
+            &conn,
+            &committer,
+            (20..30).map(|id| insert(id, None, &outcomes)).collect(),
+        );
+        drop(committer);
+        assert_eq!(arrived.try_iter().count(), 10);
+        assert_eq!(stored(&conn), (20..30).collect::<Vec<_>>());
+    }
+}
