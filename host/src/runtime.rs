@@ -9,11 +9,11 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use wasmtime::component::{Component, Linker, ResourceTable};
+use wasmtime::component::{Component, ComponentExportIndex, Instance, Linker, ResourceTable};
 use wasmtime::{Engine, ResourceLimiter, Store, Trap};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-use crate::bindings::{Plugin, PluginPre};
+use crate::bindings::PluginPre;
 use crate::cache::{CacheInstance, CacheState};
 use crate::config::{Config, Flow, Limits};
 use crate::event::{EventError, EventInput};
@@ -117,6 +117,9 @@ impl crate::bindings::warden::plugin::types::Host for InstanceState {}
 struct LoadedFlow {
     flow: Arc<Flow>,
     pre: PluginPre<InstanceState>,
+    /// Each hook's export, found once: an event looks up and type-checks only the hook it
+    /// calls (the generated bindings would check all twelve on every instantiation).
+    hook_exports: BTreeMap<HookName, ComponentExportIndex>,
     implemented: BTreeSet<HookName>,
     format: PluginFormat,
     cache: CacheOutcome,
@@ -136,7 +139,7 @@ impl LoadedFlow {
 /// A store with the plugin instantiated in it and nothing run yet.
 struct Prepared {
     store: Store<InstanceState>,
-    plugin: Plugin,
+    instance: Instance,
     stdout: CapturedOutput,
     stderr: CapturedOutput,
 }
@@ -538,14 +541,14 @@ impl StoreMaker {
         let slot = self.prepared_slots.clone().try_acquire_owned().ok()?;
         let (mut store, stdout, stderr) = self.new_store(&loaded.flow, slot);
         arm(&mut store, limits, Instant::now());
-        let instantiate = loaded.pre.instantiate_async(&mut store);
-        let plugin = tokio::time::timeout(limits.timeout, instantiate)
+        let instantiate = loaded.pre.instance_pre().instantiate_async(&mut store);
+        let instance = tokio::time::timeout(limits.timeout, instantiate)
             .await
             .ok()?
             .ok()?;
         Some(Prepared {
             store,
-            plugin,
+            instance,
             stdout,
             stderr,
         })
@@ -648,9 +651,11 @@ impl Warden {
         })?;
         let pre =
             PluginPre::new(pre).map_err(|e| format!("cannot be linked: {}", root_message(&e)))?;
+        let hook_exports = hook_exports(&pre)?;
         let mut loaded = LoadedFlow {
             flow: flow.clone(),
             pre,
+            hook_exports,
             implemented: BTreeSet::new(),
             format,
             cache,
@@ -786,8 +791,13 @@ impl Warden {
         };
         let ready = loaded.take_ready();
         let prepared_ahead = ready.is_some();
-        let (mut store, ready_plugin, stdout, stderr) = match ready {
-            Some(ready) => (ready.store, Some(ready.plugin), ready.stdout, ready.stderr),
+        let (mut store, ready_instance, stdout, stderr) = match ready {
+            Some(ready) => (
+                ready.store,
+                Some(ready.instance),
+                ready.stdout,
+                ready.stderr,
+            ),
             None => {
                 let Some(slot) = self.stores.slot(started + limits.timeout).await else {
                     return Ok(HookReport {
@@ -814,11 +824,23 @@ impl Warden {
         arm(&mut store, limits, started);
         self.prepare_next(loaded);
         let call = async {
-            let plugin = match ready_plugin {
-                Some(plugin) => plugin,
-                None => loaded.pre.instantiate_async(&mut store).await?,
+            let instance = match ready_instance {
+                Some(instance) => instance,
+                None => {
+                    loaded
+                        .pre
+                        .instance_pre()
+                        .instantiate_async(&mut store)
+                        .await?
+                }
             };
-            call_hook(&plugin, &mut store, hook, &wit_event).await
+            call_hook(
+                instance,
+                &mut store,
+                &loaded.hook_exports[&hook],
+                &wit_event,
+            )
+            .await
         };
         let result = tokio::time::timeout(limits.timeout, call).await;
         let outcome = match result {
@@ -981,24 +1003,35 @@ impl Warden {
 }
 
 async fn call_hook(
-    plugin: &Plugin,
+    instance: Instance,
     store: &mut Store<InstanceState>,
-    hook: HookName,
+    export: &ComponentExportIndex,
     event: &crate::bindings::Event,
 ) -> wasmtime::Result<Result<crate::bindings::Decision, String>> {
-    let hooks = plugin.warden_plugin_hooks();
-    match hook {
-        HookName::OnPrompt => hooks.call_on_prompt(store, event).await,
-        HookName::OnRequest => hooks.call_on_request(store, event).await,
-        HookName::OnApprove => hooks.call_on_approve(store, event).await,
-        HookName::OnDeny => hooks.call_on_deny(store, event).await,
-        HookName::OnEscalate => hooks.call_on_escalate(store, event).await,
-        HookName::OnDeescalate => hooks.call_on_deescalate(store, event).await,
-        HookName::AfterPrompt => hooks.call_after_prompt(store, event).await,
-        HookName::AfterRequest => hooks.call_after_request(store, event).await,
-        HookName::AfterApprove => hooks.call_after_approve(store, event).await,
-        HookName::AfterDeny => hooks.call_after_deny(store, event).await,
-        HookName::AfterEscalate => hooks.call_after_escalate(store, event).await,
-        HookName::AfterDeescalate => hooks.call_after_deescalate(store, event).await,
-    }
+    type Hook<'a> = (&'a crate::bindings::Event,);
+    type Answer = (Result<crate::bindings::Decision, String>,);
+    let hook = instance.get_typed_func::<Hook<'_>, Answer>(&mut *store, export)?;
+    let (answer,) = hook.call_async(&mut *store, (event,)).await?;
+    Ok(answer)
+}
+
+/// Where each hook is among the plugin's exports (all present: `PluginPre::new` checked).
+fn hook_exports(
+    pre: &PluginPre<InstanceState>,
+) -> Result<BTreeMap<HookName, ComponentExportIndex>, String> {
+    let component = pre.instance_pre().component();
+    let interface = format!("{}/hooks@{}", plugin::WIT_PACKAGE, plugin::WIT_VERSION);
+    let hooks = component
+        .get_export_index(None, &interface)
+        .ok_or_else(|| format!("does not export {interface}"))?;
+    HookName::ALL
+        .into_iter()
+        .map(|hook| {
+            let name = hook.as_str().replace('_', "-");
+            component
+                .get_export_index(Some(&hooks), &name)
+                .map(|export| (hook, export))
+                .ok_or_else(|| format!("does not export {interface}#{name}"))
+        })
+        .collect()
 }
