@@ -126,9 +126,32 @@ enum LogFormat {
 /// The hook failed and warden failed closed.
 const EXIT_HOOK_FAILED: u8 = 3;
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     let cli = Cli::parse();
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    runtime.enable_all();
+    // A single event at a time needs a single worker thread: a second one only adds a
+    // cross-thread wake-up to each await (measured in BENCHMARKS.md).
+    match &cli.command {
+        Command::Hook { .. } => {
+            runtime.worker_threads(1);
+        }
+        Command::Bench { concurrency, .. } => {
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+            runtime.worker_threads((*concurrency).clamp(1, cores));
+        }
+        _ => {}
+    }
+    match runtime.build() {
+        Ok(runtime) => runtime.block_on(run(cli)),
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> ExitCode {
     let result = match cli.command {
         Command::Check { config } => check(&config).await,
         Command::Hook {
