@@ -41,7 +41,7 @@ struct Args {
     latency_ms: u64,
 }
 
-#[tokio::main]
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let roster = Roster::from_file(&args.roster)?;
