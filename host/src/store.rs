@@ -8,7 +8,8 @@ use std::sync::{Arc, Mutex, TryLockError};
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
-use group_commit::{Committer, Job, copy_error, failure, in_savepoint};
+pub(crate) use group_commit::failure;
+use group_commit::{Committer, Job, copy_error, in_savepoint};
 
 /// Schema migrations, applied in order; `PRAGMA user_version` counts those applied.
 const MIGRATIONS: &[&str] = &[

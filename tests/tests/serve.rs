@@ -802,6 +802,53 @@ async fn a_restart_keeps_pending_and_active_requests_and_their_timers() {
     h.stop().await;
 }
 
+/// A step's state change may wait to be written with the next one, but only while no hook
+/// runs: a hook that runs (here a slow `after_request`) finds the change already stored.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hook_that_runs_finds_the_state_change_before_it_stored() {
+    let web = TestServer::start().await;
+    let flow = format!(
+        "[flows.slowafter]\nenvironment = \"main\"\nplugin = {}\n\
+         vars = {{ action = \"continue\", after_action = \"http:GET {}/slow?ms=1500\" }}\n\
+         allowed_hosts = [{:?}]\n",
+        toml_path(artifacts::PROBE),
+        web.origin(),
+        web.origin()
+    );
+    let h = Harness::start("", &flow).await;
+    let url = h.url("/v1/flows/slowafter/requests");
+    let http = h.http.clone();
+    let in_flight = tokio::spawn(async move {
+        reply(
+            http.post(url)
+                .bearer_auth(ALICE)
+                .body("{}")
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await
+    });
+    wait_for_hit(&web).await;
+    let listed = h.send("GET", "/v1/requests", Some(CAROL), None).await;
+    let states: Vec<&str> = listed.body["requests"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{}", listed.text))
+        .iter()
+        .map(|r| r["state"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        states,
+        ["pending"],
+        "while after_request runs: {}",
+        listed.text
+    );
+    let done = in_flight.await.unwrap();
+    assert_eq!(done.status, 201, "{}", done.text);
+    assert_eq!(done.body["state"], "pending");
+    h.stop().await;
+}
+
 /// Waits until the plugin's slow HTTP call has reached the test server.
 async fn wait_for_hit(web: &TestServer) {
     let deadline = Instant::now() + Duration::from_secs(10);

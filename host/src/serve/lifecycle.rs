@@ -348,20 +348,18 @@ impl Lifecycle {
                     (None, Decision::Ignore { message: Some(m) }) => m,
                     _ => "awaiting a human".to_string(),
                 };
-                self.requests
-                    .transition(
-                        &rec.id,
-                        &Transition {
-                            from: &[State::Requested],
-                            to: State::Pending,
-                            decision: "continue",
-                            reason: Some(&reason),
-                            actor: WARDEN,
-                            step: "request",
-                            expires_at: None,
-                        },
-                    )
-                    .await?;
+                self.requests.defer(
+                    &rec.id,
+                    &Transition {
+                        from: &[State::Requested],
+                        to: State::Pending,
+                        decision: "continue",
+                        reason: Some(&reason),
+                        actor: WARDEN,
+                        step: "request",
+                        expires_at: None,
+                    },
+                );
                 self.hook(warden, rec, HookName::AfterRequest, requester)
                     .await?;
                 return Ok(());
@@ -488,24 +486,20 @@ impl Lifecycle {
         // on_approve and on_deny may only continue or ignore; anything else is a failure,
         // already recorded, and the decision stands.
         self.hook(warden, rec, verdict.on_hook(), user).await?;
-        let applied = self
-            .requests
-            .transition(
-                &rec.id,
-                &Transition {
-                    from,
-                    to: verdict.state(),
-                    decision: verdict.label(),
-                    reason: verdict.reason(),
-                    actor,
-                    step: verdict.label(),
-                    expires_at: None,
-                },
-            )
-            .await?;
-        if !applied {
-            return Err(self.moved(rec));
-        }
+        // Written before the next hook that runs, or with the answer. `from` is where the
+        // request stood when this operation claimed it, so it still applies.
+        self.requests.defer(
+            &rec.id,
+            &Transition {
+                from,
+                to: verdict.state(),
+                decision: verdict.label(),
+                reason: verdict.reason(),
+                actor,
+                step: verdict.label(),
+                expires_at: None,
+            },
+        );
         self.hook(warden, rec, verdict.after_hook(), user).await?;
         match verdict {
             Verdict::Approve(_) => self.escalate_step(warden, rec, user).await,
@@ -521,26 +515,23 @@ impl Lifecycle {
     ) -> Result<(), LifecycleError> {
         self.hook(warden, rec, HookName::OnEscalate, user).await?;
         let expires_at = rec.duration.map(|d| now_ms() + d.as_millis() as i64);
-        let applied = self
-            .requests
-            .transition(
-                &rec.id,
-                &Transition {
-                    from: &[State::Approved],
-                    to: State::Escalated,
-                    decision: "approve",
-                    reason: None,
-                    actor: WARDEN,
-                    step: "escalate",
-                    expires_at,
-                },
-            )
-            .await?;
-        if !applied {
-            return Err(self.moved(rec));
-        }
+        let escalated = Transition {
+            from: &[State::Approved],
+            to: State::Escalated,
+            decision: "approve",
+            reason: None,
+            actor: WARDEN,
+            step: "escalate",
+            expires_at,
+        };
         if expires_at.is_some() {
+            // Written now, so the expiry timer woken here finds it.
+            if !self.requests.transition(&rec.id, &escalated).await? {
+                return Err(self.moved(rec));
+            }
             self.expiry_changed.notify_one();
+        } else {
+            self.requests.defer(&rec.id, &escalated);
         }
         self.hook(warden, rec, HookName::AfterEscalate, user)
             .await?;
@@ -562,20 +553,18 @@ impl Lifecycle {
         let requester = user(&rec.requester);
         self.hook(&warden, &rec, HookName::OnDeescalate, &requester)
             .await?;
-        self.requests
-            .transition(
-                id,
-                &Transition {
-                    from: &[State::Escalated],
-                    to: State::Deescalated,
-                    decision: &rec.decision,
-                    reason: None,
-                    actor: WARDEN,
-                    step: "deescalate",
-                    expires_at: None,
-                },
-            )
-            .await?;
+        self.requests.defer(
+            id,
+            &Transition {
+                from: &[State::Escalated],
+                to: State::Deescalated,
+                decision: &rec.decision,
+                reason: None,
+                actor: WARDEN,
+                step: "deescalate",
+                expires_at: None,
+            },
+        );
         self.hook(&warden, &rec, HookName::AfterDeescalate, &requester)
             .await?;
         self.requests.flush(id).await?;
@@ -661,6 +650,14 @@ impl Lifecycle {
         hook: HookName,
         acting: &UserInput,
     ) -> Result<HookOutcome, LifecycleError> {
+        // A hook sees the request as stored: deferred transitions are written before one
+        // runs. Only a hook the plugin is known not to implement (it runs nothing) skips that.
+        let absent = warden
+            .implemented(&rec.flow)
+            .is_some_and(|hooks| !hooks.contains(&hook));
+        if !absent && self.requests.has_deferred(&rec.id) {
+            self.requests.flush(&rec.id).await?;
+        }
         let requester = user(&rec.requester);
         let input = event(acting, &requester, Some(&rec.id), &rec.fields, hook);
         let step = step_name(hook.step()).to_string();

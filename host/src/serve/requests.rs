@@ -173,11 +173,144 @@ pub fn rfc3339(at: i64) -> String {
 #[derive(Clone)]
 pub struct Requests {
     store: Arc<Store>,
-    /// Hook entries not yet written, by request. Each goes into the next transaction on its
-    /// request (its next transition, or [`Requests::flush`] before the answer), so a step
-    /// costs one commit rather than one per hook. Only the operation holding a request's
-    /// claim touches its entries.
-    unwritten: Arc<Mutex<HashMap<String, Vec<HistoryEntry>>>>,
+    /// Hook entries and deferred transitions not yet written, by request, in order. They go
+    /// into the next transaction on the request (its next transition, or a flush before a
+    /// hook runs or the answer is sent), so a step costs one commit rather than one per hook.
+    /// Only the operation holding a request's claim touches them.
+    unwritten: Arc<Mutex<HashMap<String, Vec<Unwritten>>>>,
+}
+
+#[derive(Clone)]
+enum Unwritten {
+    Entry(HistoryEntry),
+    Transition(OwnedTransition),
+}
+
+/// A [`Transition`] kept until its request's next write.
+#[derive(Clone)]
+struct OwnedTransition {
+    from: Vec<State>,
+    to: State,
+    decision: String,
+    reason: Option<String>,
+    actor: String,
+    step: String,
+    expires_at: Option<i64>,
+}
+
+impl From<&Transition<'_>> for OwnedTransition {
+    fn from(t: &Transition<'_>) -> Self {
+        Self {
+            from: t.from.to_vec(),
+            to: t.to,
+            decision: t.decision.to_string(),
+            reason: t.reason.map(str::to_string),
+            actor: t.actor.to_string(),
+            step: t.step.to_string(),
+            expires_at: t.expires_at,
+        }
+    }
+}
+
+/// Writes `unwritten` in order, then `then` if given. Every state is checked before anything
+/// is written: `Ok(false)` (nothing written) when `then` does not apply; an error (nothing
+/// written) when a deferred transition no longer does, which a request's claim rules out.
+fn write_unwritten(
+    conn: &Connection,
+    id: &str,
+    unwritten: &[Unwritten],
+    then: Option<&OwnedTransition>,
+) -> rusqlite::Result<bool> {
+    let transitions: Vec<&OwnedTransition> = unwritten
+        .iter()
+        .filter_map(|u| match u {
+            Unwritten::Transition(t) => Some(t),
+            Unwritten::Entry(_) => None,
+        })
+        .chain(then)
+        .collect();
+    let mut froms = Vec::with_capacity(transitions.len());
+    if !transitions.is_empty() {
+        let current: Option<String> = conn
+            .prepare_cached("SELECT state FROM requests WHERE id = ?1")?
+            .query_row(params![id], |r| r.get(0))
+            .optional()?;
+        let Some(mut state) = current.and_then(|s| s.parse::<State>().ok()) else {
+            return Ok(false);
+        };
+        let deferred = transitions.len() - usize::from(then.is_some());
+        for (i, t) in transitions.iter().enumerate() {
+            if !t.from.contains(&state) {
+                if i < deferred {
+                    return Err(crate::store::failure(&format!(
+                        "request {id}: its deferred step `{}` found it {state}",
+                        t.step
+                    )));
+                }
+                return Ok(false);
+            }
+            froms.push(state);
+            state = t.to;
+        }
+    }
+    let mut froms = froms.into_iter();
+    for u in unwritten {
+        match u {
+            Unwritten::Entry(entry) => append_history(conn, id, entry)?,
+            Unwritten::Transition(t) => write_transition(conn, id, t, froms.next().unwrap())?,
+        }
+    }
+    if let Some(t) = then {
+        write_transition(conn, id, t, froms.next().unwrap())?;
+    }
+    Ok(true)
+}
+
+fn write_transition(
+    conn: &Connection,
+    id: &str,
+    t: &OwnedTransition,
+    from: State,
+) -> rusqlite::Result<()> {
+    let now = now_ms();
+    conn.prepare_cached(
+        "UPDATE requests SET state = ?2, decision = ?3, reason = COALESCE(?4, reason),
+             expires_at = COALESCE(?5, expires_at), updated_at = ?6
+         WHERE id = ?1",
+    )?
+    .execute(params![
+        id,
+        t.to.as_str(),
+        t.decision,
+        t.reason,
+        t.expires_at,
+        now
+    ])?;
+    append_history(
+        conn,
+        id,
+        &HistoryEntry {
+            at: now,
+            step: t.step.clone(),
+            event: HistoryEvent::Transition {
+                from: Some(from),
+                to: t.to,
+                actor: t.actor.clone(),
+                reason: t.reason.clone(),
+            },
+        },
+    )?;
+    append_audit(
+        conn,
+        &t.actor,
+        &t.step,
+        Some(id),
+        &serde_json::json!({
+            "from": from.as_str(),
+            "to": t.to.as_str(),
+            "reason": t.reason,
+        }),
+    )
 }
 
 const COLUMNS: &str = "id, flow, requester, fields, state, decision, reason, created_by,
@@ -264,12 +397,12 @@ impl Requests {
         }
     }
 
-    fn unwritten(&self) -> std::sync::MutexGuard<'_, HashMap<String, Vec<HistoryEntry>>> {
+    fn unwritten(&self) -> std::sync::MutexGuard<'_, HashMap<String, Vec<Unwritten>>> {
         self.unwritten.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The entries waiting for `id`'s next transaction (left in place until it commits).
-    fn waiting(&self, id: &str) -> Vec<HistoryEntry> {
+    fn waiting(&self, id: &str) -> Vec<Unwritten> {
         self.unwritten().get(id).cloned().unwrap_or_default()
     }
 
@@ -396,10 +529,26 @@ impl Requests {
         self.unwritten()
             .entry(id.to_string())
             .or_default()
-            .push(entry);
+            .push(Unwritten::Entry(entry));
     }
 
-    /// Writes the entries still waiting for `id`.
+    /// Applies `t` with the request's next write instead of now. Only for a step after which
+    /// nothing runs before that write: whatever runs must first see the state committed.
+    pub fn defer(&self, id: &str, t: &Transition<'_>) {
+        self.unwritten()
+            .entry(id.to_string())
+            .or_default()
+            .push(Unwritten::Transition(t.into()));
+    }
+
+    /// Whether a deferred transition of `id` waits to be written.
+    pub fn has_deferred(&self, id: &str) -> bool {
+        self.unwritten()
+            .get(id)
+            .is_some_and(|w| w.iter().any(|u| matches!(u, Unwritten::Transition(_))))
+    }
+
+    /// Writes what still waits for `id`.
     pub async fn flush(&self, id: &str) -> Result<(), StoreError> {
         let waiting = self.waiting(id);
         if waiting.is_empty() {
@@ -408,12 +557,7 @@ impl Requests {
         let n = waiting.len();
         let owned_id = id.to_string();
         self.store
-            .write(move |c| {
-                for entry in &waiting {
-                    append_history(c, &owned_id, entry)?;
-                }
-                Ok(())
-            })
+            .write(move |c| write_unwritten(c, &owned_id, &waiting, None))
             .await?;
         self.written(id, n);
         Ok(())
@@ -431,9 +575,7 @@ impl Requests {
         let finished = self
             .store
             .write(move |c| {
-                for entry in &waiting {
-                    append_history(c, &owned_id, entry)?;
-                }
+                write_unwritten(c, &owned_id, &waiting, None)?;
                 let Some(record) = read_record(c, &owned_id)? else {
                     return Ok(None);
                 };
@@ -452,80 +594,25 @@ impl Requests {
         }
         self.store.with(|c| {
             let tx = c.transaction()?;
-            for entry in &waiting {
-                append_history(&tx, id, entry)?;
-            }
+            write_unwritten(&tx, id, &waiting, None)?;
             tx.commit()
         })?;
         self.written(id, waiting.len());
         Ok(())
     }
 
-    /// Applies `t` if the request is in one of `t.from`; returns whether it was.
+    /// Applies `t` now if the request is in one of `t.from` (after what waits to be written);
+    /// returns whether it was. A refused transition writes nothing, and what waits keeps
+    /// waiting.
     pub async fn transition(&self, id: &str, t: &Transition<'_>) -> Result<bool, StoreError> {
         let waiting = self.waiting(id);
         let n = waiting.len();
         let owned_id = id.to_string();
-        let allowed = t.from.to_vec();
-        let to = t.to;
-        let decision = t.decision.to_string();
-        let reason = t.reason.map(str::to_string);
-        let actor = t.actor.to_string();
-        let step = t.step.to_string();
-        let expires_at = t.expires_at;
-        let applied =
-            self.store
-                .write(move |c| {
-                    let id = owned_id.as_str();
-                    let current: Option<String> = c
-                        .prepare_cached("SELECT state FROM requests WHERE id = ?1")?
-                        .query_row(params![id], |r| r.get(0))
-                        .optional()?;
-                    // Refused before anything is written, so the waiting entries keep waiting.
-                    let Some(from) = current.and_then(|s| s.parse::<State>().ok()) else {
-                        return Ok(false);
-                    };
-                    if !allowed.contains(&from) {
-                        return Ok(false);
-                    }
-                    for entry in &waiting {
-                        append_history(c, id, entry)?;
-                    }
-                    let now = now_ms();
-                    c.prepare_cached(
-                    "UPDATE requests SET state = ?2, decision = ?3, reason = COALESCE(?4, reason),
-                         expires_at = COALESCE(?5, expires_at), updated_at = ?6
-                     WHERE id = ?1",
-                )?
-                .execute(params![id, to.as_str(), decision, reason, expires_at, now])?;
-                    append_history(
-                        c,
-                        id,
-                        &HistoryEntry {
-                            at: now,
-                            step: step.clone(),
-                            event: HistoryEvent::Transition {
-                                from: Some(from),
-                                to,
-                                actor: actor.clone(),
-                                reason: reason.clone(),
-                            },
-                        },
-                    )?;
-                    append_audit(
-                        c,
-                        &actor,
-                        &step,
-                        Some(id),
-                        &serde_json::json!({
-                            "from": from.as_str(),
-                            "to": to.as_str(),
-                            "reason": reason,
-                        }),
-                    )?;
-                    Ok(true)
-                })
-                .await?;
+        let then = OwnedTransition::from(t);
+        let applied = self
+            .store
+            .write(move |c| write_unwritten(c, &owned_id, &waiting, Some(&then)))
+            .await?;
         if applied {
             self.written(id, n);
         }
@@ -772,6 +859,77 @@ mod tests {
             hooks(&r),
             ["-> requested", "on_request", "-> pending", "after_request"]
         );
+    }
+
+    #[tokio::test]
+    async fn deferred_transitions_are_written_in_order_with_the_next_write_or_not_at_all() {
+        let r = requests();
+        let fields = serde_json::Map::new();
+        r.insert(&new("r1", None, &fields)).await.unwrap().unwrap();
+        let step = |from: &'static [State], to: State, step: &'static str| Transition {
+            from,
+            to,
+            decision: "approve",
+            reason: None,
+            actor: "warden",
+            step,
+            expires_at: None,
+        };
+        let skipped = |hook: &str| HistoryEntry {
+            at: now_ms(),
+            step: "approve".into(),
+            event: HistoryEvent::Hook {
+                hook: hook.into(),
+                ran: false,
+                outcome: "skipped".into(),
+                reason: None,
+                error: None,
+                blame: None,
+                elapsed_ms: 0.0,
+                refusals: Vec::new(),
+            },
+        };
+        r.defer("r1", &step(&[State::Requested], State::Approved, "approve"));
+        r.note("r1", skipped("after_approve"));
+        r.defer(
+            "r1",
+            &step(&[State::Approved], State::Escalated, "escalate"),
+        );
+        assert!(r.has_deferred("r1"));
+        assert_eq!(r.get("r1").unwrap().unwrap().state, State::Requested);
+
+        let (record, history) = r.finish("r1").await.unwrap().unwrap();
+        assert_eq!(record.state, State::Escalated);
+        let steps: Vec<String> = history
+            .iter()
+            .map(|e| match &e.event {
+                HistoryEvent::Hook { hook, .. } => hook.clone(),
+                HistoryEvent::Transition { from, to, .. } => format!("{from:?} -> {to}"),
+            })
+            .collect();
+        assert_eq!(
+            steps,
+            [
+                "None -> requested",
+                "Some(Requested) -> approved",
+                "after_approve",
+                "Some(Approved) -> escalated"
+            ]
+        );
+        assert!(!r.has_deferred("r1"));
+        let audit = r.audit_log(10).unwrap();
+        assert_eq!(
+            audit.iter().map(|a| a.action.as_str()).collect::<Vec<_>>(),
+            ["request", "approve", "escalate"]
+        );
+
+        // A deferred step that no longer applies fails the write, which writes nothing.
+        r.defer("r1", &step(&[State::Pending], State::Denied, "deny"));
+        r.note("r1", skipped("after_deny"));
+        let error = r.flush("r1").await.unwrap_err();
+        assert!(error.to_string().contains("found it escalated"), "{error}");
+        assert_eq!(r.history("r1").unwrap().len(), 4);
+        assert_eq!(r.get("r1").unwrap().unwrap().state, State::Escalated);
     }
 
     #[tokio::test]

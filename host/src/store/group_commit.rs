@@ -149,7 +149,7 @@ pub(super) fn copy_error(error: &rusqlite::Error) -> rusqlite::Error {
     }
 }
 
-pub(super) fn failure(message: &str) -> rusqlite::Error {
+pub(crate) fn failure(message: &str) -> rusqlite::Error {
     rusqlite::Error::SqliteFailure(
         ffi::Error::new(ffi::SQLITE_ERROR),
         Some(message.to_string()),
