@@ -204,6 +204,16 @@ impl Harness {
         reply.text
     }
 
+    /// Submits a request to `flow` as alice without waiting: for hooks still in flight.
+    fn submit_in_background(&self, flow: &str) -> tokio::task::JoinHandle<Reply> {
+        let request = self
+            .http
+            .post(self.url(&format!("/v1/flows/{flow}/requests")))
+            .bearer_auth(ALICE)
+            .body("{}");
+        tokio::spawn(async move { reply(request.send().await.unwrap()).await })
+    }
+
     /// Polls until request `id` is in `state`, or panics after `within`.
     async fn wait_for_state(&self, id: &str, state: &str, within: Duration) -> Value {
         let deadline = Instant::now() + within;
@@ -816,19 +826,7 @@ async fn a_hook_that_runs_finds_the_state_change_before_it_stored() {
         web.origin()
     );
     let h = Harness::start("", &flow).await;
-    let url = h.url("/v1/flows/slowafter/requests");
-    let http = h.http.clone();
-    let in_flight = tokio::spawn(async move {
-        reply(
-            http.post(url)
-                .bearer_auth(ALICE)
-                .body("{}")
-                .send()
-                .await
-                .unwrap(),
-        )
-        .await
-    });
+    let in_flight = h.submit_in_background("slowafter");
     wait_for_hit(&web).await;
     let listed = h.send("GET", "/v1/requests", Some(CAROL), None).await;
     let states: Vec<&str> = listed.body["requests"]
@@ -873,19 +871,7 @@ fn slow_flows(web: &TestServer, action_path: &str) -> String {
 async fn a_reload_swaps_plugins_while_running_hooks_finish_on_the_old_one() {
     let web = TestServer::start().await;
     let h = Harness::start("", &slow_flows(&web, "/slow?ms=1500")).await;
-    let url = h.url("/v1/flows/slow/requests");
-    let http = h.http.clone();
-    let in_flight = tokio::spawn(async move {
-        reply(
-            http.post(url)
-                .bearer_auth(ALICE)
-                .body("{}")
-                .send()
-                .await
-                .unwrap(),
-        )
-        .await
-    });
+    let in_flight = h.submit_in_background("slow");
     wait_for_hit(&web).await;
     let text = config_text(
         &h.scratch,
@@ -970,19 +956,7 @@ async fn beyond_max_in_flight_requests_are_refused_with_retry_after() {
 async fn shutdown_finishes_hooks_in_flight_and_keeps_their_result() {
     let web = TestServer::start().await;
     let mut h = Harness::start("", &slow_flows(&web, "/slow?ms=800")).await;
-    let url = h.url("/v1/flows/slow/requests");
-    let http = h.http.clone();
-    let in_flight = tokio::spawn(async move {
-        reply(
-            http.post(url)
-                .bearer_auth(ALICE)
-                .body("{}")
-                .send()
-                .await
-                .unwrap(),
-        )
-        .await
-    });
+    let in_flight = h.submit_in_background("slow");
     wait_for_hit(&web).await;
     h.server.take().unwrap().shutdown().await.unwrap();
     let done = in_flight.await.unwrap();
