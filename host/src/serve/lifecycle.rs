@@ -385,42 +385,8 @@ impl Lifecycle {
         approver: UserInput,
         reason: Option<String>,
     ) -> Result<RequestView, LifecycleError> {
-        // Hooks could not be told who decided; refused before anything is recorded.
-        approver
-            .check("approver")
-            .map_err(|e| LifecycleError::Invalid(e.0))?;
-        let _claim = self.claim(id)?;
-        let rec = self.pending(id)?;
-        let warden = self.runtime.load_full();
-        let self_approval = approver.email.trim().eq_ignore_ascii_case(&rec.requester);
-        let allowed = warden
-            .config()
-            .flow(&rec.flow)
-            .is_some_and(|f| f.allow_self_approval);
-        if self_approval && !allowed {
-            self.requests.audit(
-                approver.email.trim(),
-                "approve-refused",
-                Some(id),
-                &serde_json::json!({ "why": "self-approval" }),
-            )?;
-            return Err(LifecycleError::SelfApproval {
-                id: id.to_string(),
-                approver: approver.email.trim().to_string(),
-                flow: rec.flow,
-            });
-        }
-        let actor = approver.email.trim().to_string();
-        self.decide_step(
-            &warden,
-            &rec,
-            &approver,
-            &actor,
-            &[State::Pending],
-            Verdict::Approve(reason),
-        )
-        .await?;
-        self.finish(id).await
+        self.human_decides(id, approver, Verdict::Approve(reason))
+            .await
     }
 
     /// A human denies a pending request.
@@ -430,6 +396,16 @@ impl Lifecycle {
         approver: UserInput,
         reason: Option<String>,
     ) -> Result<RequestView, LifecycleError> {
+        self.human_decides(id, approver, Verdict::Deny(reason))
+            .await
+    }
+
+    async fn human_decides(
+        &self,
+        id: &str,
+        approver: UserInput,
+        verdict: Verdict,
+    ) -> Result<RequestView, LifecycleError> {
         // Hooks could not be told who decided; refused before anything is recorded.
         approver
             .check("approver")
@@ -437,14 +413,34 @@ impl Lifecycle {
         let _claim = self.claim(id)?;
         let rec = self.pending(id)?;
         let warden = self.runtime.load_full();
-        let actor = approver.email.trim().to_string();
+        let approver_email = approver.email.trim().to_string();
+        if matches!(verdict, Verdict::Approve(_)) {
+            let self_approval = approver_email.eq_ignore_ascii_case(&rec.requester);
+            let allowed = warden
+                .config()
+                .flow(&rec.flow)
+                .is_some_and(|f| f.allow_self_approval);
+            if self_approval && !allowed {
+                self.requests.audit(
+                    &approver_email,
+                    "approve-refused",
+                    Some(id),
+                    &serde_json::json!({ "why": "self-approval" }),
+                )?;
+                return Err(LifecycleError::SelfApproval {
+                    id: id.to_string(),
+                    approver: approver_email,
+                    flow: rec.flow,
+                });
+            }
+        }
         self.decide_step(
             &warden,
             &rec,
             &approver,
-            &actor,
+            &approver_email,
             &[State::Pending],
-            Verdict::Deny(reason),
+            verdict,
         )
         .await?;
         self.finish(id).await
