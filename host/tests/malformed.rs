@@ -92,6 +92,22 @@ fn every_malformed_config_is_refused_naming_file_line_column_and_key() {
             "3:1: secrets.key.path: cannot read secret file",
         ),
         (
+            "a secret file far too large to be a value",
+            broken(
+                "source = \"env\"\nname = \"WARDEN_TEST_KEY\"",
+                "source = \"file\"\npath = \"huge.txt\"",
+            ),
+            "3:1: secrets.key.path: cannot read secret file",
+        ),
+        (
+            "a token file far too large to be a token",
+            broken(
+                "",
+                "[serve.tokens.a]\ntoken_file = \"huge.txt\"\nuser = \"a@example.com\"\nrole = \"admin\"\n",
+            ),
+            "huge.txt: it holds more than 64 KiB; it should hold the value alone",
+        ),
+        (
             "a secret source that does not exist",
             broken("source = \"env\"", "source = \"vault\""),
             "2:1: secrets.key.source: unknown source `vault`",
@@ -200,6 +216,7 @@ fn every_malformed_config_is_refused_naming_file_line_column_and_key() {
         ),
     ];
     let scratch = Scratch::new();
+    scratch.write("huge.txt", vec![b'x'; 65 * 1024 + 1]);
     assert!(parse(&scratch, VALID).is_ok(), "the base config is valid");
     let file = scratch.path().join("warden.toml").display().to_string();
     let mut failures = Vec::new();

@@ -451,7 +451,7 @@ impl<'a> Validator<'a> {
                         );
                     }
                     let full = self.resolve(&written);
-                    match std::fs::read_to_string(&full) {
+                    match read_small_file(&full) {
                         Ok(v) => {
                             let v = v.trim_end_matches(['\n', '\r']).to_string();
                             if v.is_empty() {
@@ -817,6 +817,27 @@ fn segments(path: &serde_ignored::Path<'_>) -> Vec<String> {
         | Path::NewtypeStruct { parent }
         | Path::NewtypeVariant { parent } => segments(parent),
     }
+}
+
+/// The most a secret or token file may hold: these are single values, and a path pointed at
+/// a log, an archive or `/dev/zero` by mistake must not be read whole.
+pub const MAX_VALUE_FILE_BYTES: u64 = 64 * 1024;
+
+/// Reads a file that holds one value (a secret, a token), refusing one over
+/// [`MAX_VALUE_FILE_BYTES`] without reading past that.
+pub(crate) fn read_small_file(path: &Path) -> std::io::Result<String> {
+    use std::io::Read;
+    let mut text = String::new();
+    std::fs::File::open(path)?
+        .take(MAX_VALUE_FILE_BYTES + 1)
+        .read_to_string(&mut text)?;
+    if text.len() as u64 > MAX_VALUE_FILE_BYTES {
+        return Err(std::io::Error::other(format!(
+            "it holds more than {} KiB; it should hold the value alone",
+            MAX_VALUE_FILE_BYTES / 1024
+        )));
+    }
+    Ok(text)
 }
 
 #[cfg(test)]

@@ -188,7 +188,7 @@ impl Validator<'_> {
                 },
                 (None, Some(file)) => {
                     let full = self.resolve(file);
-                    match std::fs::read_to_string(&full) {
+                    match super::read_small_file(&full) {
                         Ok(v) if !v.trim().is_empty() => Some(v.trim().to_string()),
                         Ok(_) => {
                             self.error(
