@@ -108,6 +108,11 @@ fn every_malformed_config_is_refused_naming_file_line_column_and_key() {
             "huge.txt: it holds more than 64 KiB; it should hold the value alone",
         ),
         (
+            "a flow name that cannot be part of a URL",
+            broken("[flows.access]", "[flows.\"access/all\"]"),
+            "13:8: flows.access/all: flow name `access/all` may hold only ASCII letters, digits, `-` and `_`",
+        ),
+        (
             "a secret source that does not exist",
             broken("source = \"env\"", "source = \"vault\""),
             "2:1: secrets.key.source: unknown source `vault`",

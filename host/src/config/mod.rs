@@ -680,6 +680,19 @@ impl<'a> Validator<'a> {
         environments: &BTreeMap<String, Arc<Environment>>,
     ) -> Option<Flow> {
         let errors_before = self.errors.len();
+        // A flow is addressed by name in URLs (`/v1/flows/NAME/requests`) and metrics labels.
+        let addressable = !name.is_empty()
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        if !addressable {
+            self.error(
+                &["flows", name],
+                format!(
+                    "flow name `{name}` may hold only ASCII letters, digits, `-` and `_` (it is part of the API's URLs)"
+                ),
+            );
+        }
         let environment = environments.get(&raw.environment).cloned();
         if environment.is_none() {
             self.error(
