@@ -286,6 +286,12 @@ pub mod __private {
         hook: fn(&Event) -> Result<Decision>,
         event: Event,
     ) -> ::core::result::Result<Decision, String> {
-        hook(&event).map_err(|error| error.to_string())
+        let outcome = hook(&event).map_err(|error| error.to_string());
+        // Rust holds a last line without a newline until the program exits, and a plugin
+        // never exits: without this the host would never see it.
+        use std::io::Write;
+        let _ = std::io::stdout().flush();
+        let _ = std::io::stderr().flush();
+        outcome
     }
 }

@@ -2,6 +2,7 @@
 
 use std::time::{Duration, Instant};
 
+use warden::log::LogSource;
 use warden::refusal::RefusalKind;
 use warden::{
     Config, Decision, EventInput, FailureKind, HookName, HookReport, SharedEngine, StartError,
@@ -511,6 +512,19 @@ async fn hooks_the_plugin_does_not_implement_are_never_called() {
         .unwrap();
     assert!(!report.ran);
     assert_eq!(report.outcome, Ok(Decision::Continue));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_last_stdout_line_without_a_newline_reaches_the_logs() {
+    let (report, _s) = probe("stdout:5", "").await;
+    assert!(
+        report
+            .logs
+            .iter()
+            .any(|l| l.source == LogSource::Stdout && l.message == "xxxxx"),
+        "{:?}",
+        report.logs
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
