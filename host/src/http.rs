@@ -192,6 +192,7 @@ impl HttpState {
             refusals: Refusals::default(),
             calls: Vec::new(),
             calls_dropped: 0,
+            sent: 0,
         }
     }
 }
@@ -215,6 +216,8 @@ pub struct HttpInstance {
     /// The first [`MAX_RECORDED_CALLS`] calls; `calls_dropped` counts the rest.
     pub calls: Vec<HttpCall>,
     pub calls_dropped: usize,
+    /// Requests the plugin has sent in this event, against `limits.http_requests`.
+    sent: u32,
 }
 
 pub struct HttpView<'a> {
@@ -282,7 +285,15 @@ impl wit::Host for HttpView<'_> {
         }
         let method = method_name(request.method);
         let shown_url = request.url.clone();
-        let result = self.instance.execute(request, headers, &sealed).await;
+        let allowed = self.instance.flow.limits.http_requests;
+        let result = if self.instance.sent >= allowed {
+            Err(self.instance.refuse(format!(
+                "more than {allowed} HTTP requests in one event (limits.http_requests)"
+            )))
+        } else {
+            self.instance.sent += 1;
+            self.instance.execute(request, headers, &sealed).await
+        };
         // Not the text itself: it is the plugin's, of any length, and becomes a metrics label.
         let (origin, path) = Url::parse(&shown_url)
             .map(|u| (origin(&u), u.path().to_string()))

@@ -153,6 +153,11 @@ fn every_malformed_config_is_refused_naming_file_line_column_and_key() {
             "16:12: flows.access.limits.memory_mib: must be between 1 and 4096, not 0",
         ),
         (
+            "an HTTP request budget of zero",
+            broken("", "limits = { http_requests = 0 }\n"),
+            "16:12: flows.access.limits.http_requests: must be between 1 and 10000, not 0",
+        ),
+        (
             "a timeout beyond ten minutes",
             broken("", "limits = { timeout_ms = 600001 }\n"),
             "16:12: flows.access.limits.timeout_ms: must be between 1 and 600000, not 600001",

@@ -112,6 +112,43 @@ async fn still_serving(warden: &Warden) {
 const HEALTHY: (&str, &str) = ("healthy", "vars = { action = \"approve:ok\" }");
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_plugin_sends_at_most_limits_http_requests_per_event_to_an_allowed_host() {
+    let web = TestServer::start().await;
+    let scratch = Scratch::new();
+    // Every answer is over the response cap, so the plugin's retry loop never ends by itself.
+    let hammer = flow(
+        &format!("http-retry:GET {}/big?bytes=100", web.origin()),
+        &format!(
+            "limits = {{ timeout_ms = 400, response_max_bytes = 10, http_requests = 5 }}\n\
+             allowed_hosts = [{:?}]",
+            web.origin()
+        ),
+    );
+    let warden = start(&scratch, &[("hammer", hammer.as_str()), HEALTHY], None).await;
+    let report = run(&warden, "hammer", HookName::OnRequest).await;
+    assert_eq!(
+        failure(&report).0,
+        FailureKind::Deadline { timeout_ms: 400 }
+    );
+    assert_eq!(
+        web.requests(),
+        5,
+        "the server saw only the allowed requests"
+    );
+    assert!(
+        report.refusals.iter().any(|r| r
+            .to_string()
+            .contains("more than 5 HTTP requests in one event (limits.http_requests)")),
+        "{:?}",
+        report.refusals
+    );
+    // The count is per event: the next event may send again.
+    run(&warden, "hammer", HookName::OnRequest).await;
+    assert_eq!(web.requests(), 10);
+    still_serving(&warden).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn retrying_a_refused_or_failing_call_ends_at_the_deadline_with_bounded_records() {
     let scratch = Scratch::new();
     let limits = "limits = { timeout_ms = 400 }";

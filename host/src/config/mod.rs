@@ -154,6 +154,8 @@ pub struct Limits {
     pub response_max_bytes: u64,
     /// Captured stdout/stderr and log messages, per event.
     pub log_max_bytes: usize,
+    /// HTTP requests a plugin may send per event (to hosts it is allowed).
+    pub http_requests: u32,
 }
 
 impl Default for Limits {
@@ -164,6 +166,7 @@ impl Default for Limits {
             http_timeout: None,
             response_max_bytes: 1 << 20,
             log_max_bytes: 64 << 10,
+            http_requests: 100,
         }
     }
 }
@@ -789,6 +792,8 @@ impl<'a> Validator<'a> {
                 .unwrap_or(defaults.response_max_bytes),
             log_max_bytes: bounded("log_max_bytes", raw.log_max_bytes, 1024, 16 << 20)
                 .map_or(defaults.log_max_bytes, |b| b as usize),
+            http_requests: bounded("http_requests", raw.http_requests, 1, 10_000)
+                .map_or(defaults.http_requests, |n| n as u32),
         }
     }
 }

@@ -118,4 +118,5 @@ pub struct RawLimits {
     pub http_timeout_ms: Option<u64>,
     pub response_max_bytes: Option<u64>,
     pub log_max_bytes: Option<u64>,
+    pub http_requests: Option<u64>,
 }
