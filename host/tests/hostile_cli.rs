@@ -10,7 +10,9 @@ use std::thread::JoinHandle;
 
 use serde_json::{Value, json};
 use warden_tests::web::TestServer;
-use warden_tests::{Scratch, artifacts, other_wit_version, start_serve, toml_path};
+use warden_tests::{
+    Scratch, artifacts, other_wit_version, start_serve, toml_path, two_environments,
+};
 
 /// The secret of the integration every hostile flow's environment holds.
 const SECRET: &str = "s3cr3t-VALUE-7f3a9c";
@@ -91,14 +93,13 @@ fn cases(web: &TestServer, other: &TestServer) -> Vec<Case> {
 /// The config: every case's flow in environment `main` (its integration holds [`SECRET`]),
 /// a `finance` environment holding [`FOREIGN_SECRET`], and a well-behaved `healthy` flow.
 fn write_config(scratch: &Scratch, cases: &[Case]) {
-    scratch.write("vo.key", SECRET);
-    scratch.write("billing.key", FOREIGN_SECRET);
     scratch.write("admin.token", ADMIN_TOKEN);
     scratch.write("approver.token", APPROVER_TOKEN);
     scratch.write(
         "event.json",
         json!({ "user": { "email": REQUESTER }, "fields": {} }).to_string(),
     );
+    let environments = two_environments(scratch, SECRET, FOREIGN_SECRET, "");
     let mut text = format!(
         r#"
 [store]
@@ -114,30 +115,7 @@ token_file = "approver.token"
 user = "bob@example.com"
 role = "approver"
 
-[secrets.vo_key]
-source = "file"
-path = "vo.key"
-
-[secrets.billing_key]
-source = "file"
-path = "billing.key"
-
-[integrations.victorops]
-type = "custom"
-external_id = "vo-ext"
-secrets = ["vo_key"]
-
-[integrations.billing]
-type = "custom"
-external_id = "bill-ext"
-secrets = ["billing_key"]
-
-[environments.main]
-integrations = {{ victorops = "victorops" }}
-
-[environments.finance]
-integrations = {{ billing = "billing" }}
-
+{environments}
 [flows.healthy]
 environment = "main"
 plugin = {allowlist}

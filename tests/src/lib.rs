@@ -52,6 +52,48 @@ impl Default for Scratch {
     }
 }
 
+/// Config lines for tests of what one environment may reach of another's: `main` holds the
+/// `victorops` integration (secret `vo_key`, read from `vo.key`) and `finance` the `billing`
+/// integration (secret `billing_key`, from `billing.key`). Writes both files; `victorops`
+/// lines are added to the victorops integration's table.
+pub fn two_environments(
+    scratch: &Scratch,
+    vo_secret: &str,
+    billing_secret: &str,
+    victorops: &str,
+) -> String {
+    scratch.write("vo.key", vo_secret);
+    scratch.write("billing.key", billing_secret);
+    format!(
+        r#"
+[secrets.vo_key]
+source = "file"
+path = "vo.key"
+
+[secrets.billing_key]
+source = "file"
+path = "billing.key"
+
+[integrations.victorops]
+type = "custom"
+external_id = "vo-ext"
+secrets = ["vo_key"]
+{victorops}
+
+[integrations.billing]
+type = "custom"
+external_id = "bill-ext"
+secrets = ["billing_key"]
+
+[environments.main]
+integrations = {{ victorops = "victorops" }}
+
+[environments.finance]
+integrations = {{ billing = "billing" }}
+"#
+    )
+}
+
 /// `path` as a TOML string literal.
 pub fn toml_path(path: &str) -> String {
     format!("{path:?}")

@@ -9,7 +9,7 @@ use warden::{
     StartOptions, Warden,
 };
 use warden_tests::web::TestServer;
-use warden_tests::{Scratch, artifacts, other_wit_version, toml_path};
+use warden_tests::{Scratch, artifacts, other_wit_version, toml_path, two_environments};
 
 const VO_SECRET: &str = "vo-secret-value-0123";
 const BILLING_SECRET: &str = "billing-secret-4567";
@@ -17,38 +17,17 @@ const BILLING_SECRET: &str = "billing-secret-4567";
 /// A config with two environments: `main` (the victorops integration) and `finance` (the
 /// billing integration); flow `probe` runs in `main`. `flow` adds lines to the flow's table.
 fn config_text(scratch: &Scratch, plugin: &str, flow: &str) -> String {
-    scratch.write("vo.key", format!("{VO_SECRET}\n"));
-    scratch.write("billing.key", BILLING_SECRET);
+    let environments = two_environments(
+        scratch,
+        &format!("{VO_SECRET}\n"),
+        BILLING_SECRET,
+        "settings = { api_url = \"http://127.0.0.1:1\" }",
+    );
     format!(
         r#"
 [store]
 path = "warden.db"
-
-[secrets.vo_key]
-source = "file"
-path = "vo.key"
-
-[secrets.billing_key]
-source = "file"
-path = "billing.key"
-
-[integrations.victorops]
-type = "custom"
-external_id = "vo-ext"
-secrets = ["vo_key"]
-settings = {{ api_url = "http://127.0.0.1:1" }}
-
-[integrations.billing]
-type = "custom"
-external_id = "bill-ext"
-secrets = ["billing_key"]
-
-[environments.main]
-integrations = {{ victorops = "victorops" }}
-
-[environments.finance]
-integrations = {{ billing = "billing" }}
-
+{environments}
 [flows.probe]
 environment = "main"
 plugin = {plugin}
