@@ -231,7 +231,8 @@ impl Store {
 
     /// Runs `work` as one all-or-nothing write, committed together with the other writes
     /// waiting at that moment; returns once that commit is on disk (or has failed).
-    /// `work` runs on the commit thread and must not call back into the store.
+    /// `work` runs holding the write connection (on the commit thread, or on the caller's
+    /// when no other write is in progress) and must not call back into the store.
     pub(crate) async fn write<R: Send + 'static>(
         &self,
         work: impl FnOnce(&Connection) -> rusqlite::Result<R> + Send + 'static,

@@ -4,7 +4,8 @@
 //! `warden serve` handles at once change the same few pages (the tail of each table). So one
 //! thread owns the writes: it takes every write waiting in its queue, runs each inside its
 //! own savepoint of one transaction, commits once, and only then answers each caller. A write
-//! that fails rolls back its savepoint alone; a failed commit fails every write in it.
+//! that fails rolls back its savepoint alone; a failed commit fails every write in it. A write
+//! that finds no other in progress skips the queue ([`Committer::run_alone`]).
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicU64, Ordering};
