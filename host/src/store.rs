@@ -224,7 +224,7 @@ impl Store {
         }
     }
 
-    /// Writes run through [`Store::write`] so far, and the commits they took.
+    /// Writes run through `Store::write` so far, and the commits they took.
     pub fn write_counts(&self) -> (u64, u64) {
         self.committer.counts()
     }
