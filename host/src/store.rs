@@ -252,22 +252,12 @@ impl Store {
         // A write with no other in progress commits at once, on the caller's thread: waking
         // the commit thread would only add latency. Writes that overlap queue to share one.
         let writing = Writing::start(&self.writing);
-        let job = if writing.alone {
-            match self.conn.try_lock() {
-                Ok(conn) => {
-                    self.committer.run_alone(&conn, job);
-                    None
-                }
-                Err(TryLockError::Poisoned(poisoned)) => {
-                    self.committer.run_alone(&poisoned.into_inner(), job);
-                    None
-                }
-                Err(TryLockError::WouldBlock) => Some(job),
-            }
+        let queued = if writing.alone {
+            self.run_if_free(job)
         } else {
             Some(job)
         };
-        if let Some(job) = job
+        if let Some(job) = queued
             && self.committer.submit(job).is_err()
         {
             return Err(self.error(stopped()));
@@ -276,6 +266,17 @@ impl Store {
             Ok(outcome) => outcome.map_err(|e| self.error(e)),
             Err(_) => Err(self.error(stopped())),
         }
+    }
+
+    /// Runs `job` at once if the write connection is free; gives it back if not.
+    fn run_if_free(&self, job: Job) -> Option<Job> {
+        let conn = match self.conn.try_lock() {
+            Ok(conn) => conn,
+            Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+            Err(TryLockError::WouldBlock) => return Some(job),
+        };
+        self.committer.run_alone(&conn, job);
+        None
     }
 
     pub fn lookup_identity(

@@ -1,6 +1,6 @@
 //! Access requests, their history and the audit log, in the same SQLite store as identities.
-//! Every state change is one transaction: the new state, its history entry and its audit
-//! line commit together or not at all.
+//! Every state change is all or nothing: the new state, its history entry and its audit line
+//! commit together (with whatever else waited to be written for the request) or not at all.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -548,18 +548,38 @@ impl Requests {
             .is_some_and(|w| w.iter().any(|u| matches!(u, Unwritten::Transition(_))))
     }
 
-    /// Writes what still waits for `id`.
-    pub async fn flush(&self, id: &str) -> Result<(), StoreError> {
+    /// Writes what waits for `id`, then `then` if it applies, then runs `read` in the same
+    /// write; `None` (nothing written, what waits keeps waiting) when `then` does not apply.
+    async fn write_waiting<R: Send + 'static>(
+        &self,
+        id: &str,
+        then: Option<OwnedTransition>,
+        read: impl FnOnce(&Connection, &str) -> rusqlite::Result<R> + Send + 'static,
+    ) -> Result<Option<R>, StoreError> {
         let waiting = self.waiting(id);
-        if waiting.is_empty() {
-            return Ok(());
-        }
         let n = waiting.len();
         let owned_id = id.to_string();
-        self.store
-            .write(move |c| write_unwritten(c, &owned_id, &waiting, None))
+        let outcome = self
+            .store
+            .write(move |c| {
+                if !write_unwritten(c, &owned_id, &waiting, then.as_ref())? {
+                    return Ok(None);
+                }
+                read(c, &owned_id).map(Some)
+            })
             .await?;
-        self.written(id, n);
+        if outcome.is_some() {
+            self.written(id, n);
+        }
+        Ok(outcome)
+    }
+
+    /// Writes what still waits for `id`.
+    pub async fn flush(&self, id: &str) -> Result<(), StoreError> {
+        if !self.unwritten().contains_key(id) {
+            return Ok(());
+        }
+        self.write_waiting(id, None, |_, _| Ok(())).await?;
         Ok(())
     }
 
@@ -569,21 +589,15 @@ impl Requests {
         &self,
         id: &str,
     ) -> Result<Option<(RequestRecord, Vec<HistoryEntry>)>, StoreError> {
-        let waiting = self.waiting(id);
-        let n = waiting.len();
-        let owned_id = id.to_string();
         let finished = self
-            .store
-            .write(move |c| {
-                write_unwritten(c, &owned_id, &waiting, None)?;
-                let Some(record) = read_record(c, &owned_id)? else {
+            .write_waiting(id, None, |c, id| {
+                let Some(record) = read_record(c, id)? else {
                     return Ok(None);
                 };
-                Ok(Some((record, read_history(c, &owned_id)?)))
+                Ok(Some((record, read_history(c, id)?)))
             })
             .await?;
-        self.written(id, n);
-        Ok(finished)
+        Ok(finished.flatten())
     }
 
     /// [`Requests::flush`] at once, for a request's last chance (its claim being dropped).
@@ -605,18 +619,10 @@ impl Requests {
     /// returns whether it was. A refused transition writes nothing, and what waits keeps
     /// waiting.
     pub async fn transition(&self, id: &str, t: &Transition<'_>) -> Result<bool, StoreError> {
-        let waiting = self.waiting(id);
-        let n = waiting.len();
-        let owned_id = id.to_string();
-        let then = OwnedTransition::from(t);
         let applied = self
-            .store
-            .write(move |c| write_unwritten(c, &owned_id, &waiting, Some(&then)))
+            .write_waiting(id, Some(t.into()), |_, _| Ok(()))
             .await?;
-        if applied {
-            self.written(id, n);
-        }
-        Ok(applied)
+        Ok(applied.is_some())
     }
 
     pub fn audit(
