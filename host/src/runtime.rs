@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -126,13 +126,20 @@ struct LoadedFlow {
     /// A fresh instance made before the event that will use it, so instantiating is off the
     /// request path. Each is used for one event only, like one made on demand.
     ready: Mutex<Option<Prepared>>,
-    /// Set while a task is making the next `ready` instance.
+    /// Stores whose event has been answered, for the background task to free: freeing a
+    /// store (its pool slot reset, its WASI context and tables) is then off the request path.
+    finished: Mutex<Vec<Store<InstanceState>>>,
+    /// Set while a task is freeing `finished` stores or making the next `ready` instance.
     preparing: AtomicBool,
 }
 
 impl LoadedFlow {
     fn take_ready(&self) -> Option<Prepared> {
         self.ready.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+
+    fn take_finished(&self) -> Vec<Store<InstanceState>> {
+        std::mem::take(&mut *self.finished.lock().unwrap_or_else(|p| p.into_inner()))
     }
 }
 
@@ -442,6 +449,29 @@ struct StoreMaker {
     cache: Arc<CacheState>,
     /// Current secret values; also what to redact.
     secrets: Arc<SecretStore>,
+    /// Hooks running now, across flows: while others run, a finished store is freed at once.
+    running: AtomicUsize,
+}
+
+/// Counts a hook in [`StoreMaker::running`] until dropped.
+struct Running<'a>(&'a AtomicUsize);
+
+impl<'a> Running<'a> {
+    fn start(count: &'a AtomicUsize) -> Self {
+        count.fetch_add(1, Ordering::AcqRel);
+        Self(count)
+    }
+
+    /// Whether any hook other than this one is running.
+    fn others(&self) -> bool {
+        self.0.load(Ordering::Acquire) > 1
+    }
+}
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// Instances hooks may run at once across all flows.
@@ -610,6 +640,7 @@ impl Warden {
                 http,
                 cache: Arc::default(),
                 secrets,
+                running: AtomicUsize::new(0),
             }),
             shared,
             config: config.clone(),
@@ -660,6 +691,7 @@ impl Warden {
             format,
             cache,
             ready: Mutex::new(None),
+            finished: Mutex::new(Vec::new()),
             preparing: AtomicBool::new(false),
         };
         loaded.implemented = self.implemented_hooks(&loaded).await?;
@@ -822,6 +854,7 @@ impl Warden {
             }
         };
         arm(&mut store, limits, started);
+        let running = Running::start(&self.stores.running);
         self.prepare_next(loaded);
         let call = async {
             let instance = match ready_instance {
@@ -885,9 +918,14 @@ impl Warden {
         refusals.extend(std::mem::take(&mut state.identities.refusals).finish());
         refusals.extend(std::mem::take(&mut state.http.refusals).finish());
         let http_calls = std::mem::take(&mut state.http.calls);
-        // Dropped here, on the thread that used it: measured faster on two cores than handing
-        // it to another thread to free (BENCHMARKS.md).
-        drop(store);
+        // Freeing a store later saves the answer that time only when the host is otherwise
+        // idle; under load it is work like any other, and measured cheaper done at once.
+        if running.others() {
+            drop(store);
+        } else {
+            self.free_later(loaded, store);
+        }
+        drop(running);
         Ok(self.redacted(HookReport {
             flow: flow.to_string(),
             hook,
@@ -913,11 +951,43 @@ impl Warden {
         let stores = self.stores.clone();
         let loaded = loaded.clone();
         runtime.spawn(async move {
-            if let Some(prepared) = stores.prepare(&loaded).await {
-                *loaded.ready.lock().unwrap_or_else(|p| p.into_inner()) = Some(prepared);
+            loop {
+                drop(loaded.take_finished());
+                let empty = loaded
+                    .ready
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .is_none();
+                if empty && let Some(prepared) = stores.prepare(&loaded).await {
+                    *loaded.ready.lock().unwrap_or_else(|p| p.into_inner()) = Some(prepared);
+                }
+                loaded.preparing.store(false, Ordering::Release);
+                // A store finished after the drain above, whose event saw this task still
+                // running and so left it here: free it now rather than at the next event.
+                let unfreed = !loaded
+                    .finished
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .is_empty();
+                if !unfreed || loaded.preparing.swap(true, Ordering::AcqRel) {
+                    break;
+                }
             }
-            loaded.preparing.store(false, Ordering::Release);
         });
+    }
+
+    /// Hands a finished event's store to the background task to free after the answer.
+    /// Without an async runtime it is freed here.
+    fn free_later(&self, loaded: &Arc<LoadedFlow>, store: Store<InstanceState>) {
+        if tokio::runtime::Handle::try_current().is_err() {
+            return drop(store);
+        }
+        loaded
+            .finished
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(store);
+        self.prepare_next(loaded);
     }
 
     fn classify_trap(

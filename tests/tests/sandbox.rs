@@ -370,6 +370,41 @@ async fn hooks_beyond_the_free_instance_slots_wait_for_one_within_their_deadline
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_store_freed_after_its_answer_gives_its_slot_to_the_next_event() {
+    let server = TestServer::start().await;
+    // One instance slot and no room for instances made ahead: each event needs the slot the
+    // previous event's store held. That store is freed in the background after the answer,
+    // so an event waits for it rather than finding the pool full until its deadline.
+    let engine = SharedEngine::with_max_instances(1).unwrap();
+    let scratch = Scratch::new();
+    let flow = format!(
+        "vars = {{ action = \"http:GET {origin}/slow?ms=1\" }}\nallowed_hosts = [{origin:?}]\nlimits = {{ timeout_ms = 2000 }}",
+        origin = server.origin()
+    );
+    let config = Config::load(&scratch.config(&config_text(&scratch, artifacts::PROBE, &flow)))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let store = std::sync::Arc::new(warden::store::Store::open_in_memory().unwrap());
+    let secrets = std::sync::Arc::new(warden::secret_store::SecretStore::new(&config));
+    let options = StartOptions {
+        engine: Some(engine),
+        ..StartOptions::default()
+    };
+    let warden = Warden::start_with(config, store, secrets, options)
+        .await
+        .unwrap();
+    let event = event();
+    for _ in 0..5 {
+        let report = warden
+            .run_hook("probe", HookName::OnRequest, &event)
+            .await
+            .unwrap();
+        assert!(report.ran, "{report:?}");
+        assert!(approved(&report).starts_with("status=200"), "{report:?}");
+        assert!(report.elapsed < Duration::from_millis(1000), "{report:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn an_endless_loop_is_stopped_at_the_deadline_and_the_next_event_runs() {
     let scratch = Scratch::new();
     let warden = warden(
