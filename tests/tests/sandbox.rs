@@ -45,6 +45,21 @@ async fn warden(scratch: &Scratch, plugin: &str, flow: &str) -> Warden {
         .unwrap_or_else(|e| panic!("{e}"))
 }
 
+/// The probe plugin's flow on a host whose instances come from `engine`.
+async fn probe_on_engine(scratch: &Scratch, engine: &SharedEngine, flow: &str) -> Warden {
+    let config = Config::load(&scratch.config(&config_text(scratch, artifacts::PROBE, flow)))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let store = std::sync::Arc::new(warden::store::Store::open_in_memory().unwrap());
+    let secrets = std::sync::Arc::new(warden::secret_store::SecretStore::new(&config));
+    let options = StartOptions {
+        engine: Some(engine.clone()),
+        ..StartOptions::default()
+    };
+    Warden::start_with(config, store, secrets, options)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
 fn event() -> EventInput {
     EventInput::from_json(
         r#"{"user":{"email":"alice@example.com"},"fields":{"reason":"fix prod"}}"#,
@@ -323,23 +338,14 @@ async fn hooks_beyond_the_free_instance_slots_wait_for_one_within_their_deadline
     // gives up after 0.3 s.
     let engine = SharedEngine::with_max_instances(1).unwrap();
     let (slow_scratch, quick_scratch) = (Scratch::new(), Scratch::new());
-    let start = |scratch: &Scratch, ms: u64, timeout_ms: u64| {
-        let flow = format!(
+    let flow = |ms: u64, timeout_ms: u64| {
+        format!(
             "vars = {{ action = \"http:GET {origin}/slow?ms={ms}\" }}\nallowed_hosts = [{origin:?}]\nlimits = {{ timeout_ms = {timeout_ms} }}",
             origin = server.origin()
-        );
-        let config = Config::load(&scratch.config(&config_text(scratch, artifacts::PROBE, &flow)))
-            .unwrap_or_else(|e| panic!("{e}"));
-        let store = std::sync::Arc::new(warden::store::Store::open_in_memory().unwrap());
-        let secrets = std::sync::Arc::new(warden::secret_store::SecretStore::new(&config));
-        let options = StartOptions {
-            engine: Some(engine.clone()),
-            ..StartOptions::default()
-        };
-        Warden::start_with(config, store, secrets, options)
+        )
     };
-    let slow = start(&slow_scratch, 1500, 5000).await.unwrap();
-    let quick = start(&quick_scratch, 100, 300).await.unwrap();
+    let slow = probe_on_engine(&slow_scratch, &engine, &flow(1500, 5000)).await;
+    let quick = probe_on_engine(&quick_scratch, &engine, &flow(100, 300)).await;
     let event = event();
 
     // One slot: a second hook waits for the first instead of failing.
@@ -381,17 +387,7 @@ async fn a_store_freed_after_its_answer_gives_its_slot_to_the_next_event() {
         "vars = {{ action = \"http:GET {origin}/slow?ms=1\" }}\nallowed_hosts = [{origin:?}]\nlimits = {{ timeout_ms = 2000 }}",
         origin = server.origin()
     );
-    let config = Config::load(&scratch.config(&config_text(&scratch, artifacts::PROBE, &flow)))
-        .unwrap_or_else(|e| panic!("{e}"));
-    let store = std::sync::Arc::new(warden::store::Store::open_in_memory().unwrap());
-    let secrets = std::sync::Arc::new(warden::secret_store::SecretStore::new(&config));
-    let options = StartOptions {
-        engine: Some(engine),
-        ..StartOptions::default()
-    };
-    let warden = Warden::start_with(config, store, secrets, options)
-        .await
-        .unwrap();
+    let warden = probe_on_engine(&scratch, &engine, &flow).await;
     let event = event();
     for _ in 0..5 {
         let report = warden
