@@ -138,8 +138,23 @@ impl LoadedFlow {
         self.ready.lock().unwrap_or_else(|p| p.into_inner()).take()
     }
 
+    fn has_ready(&self) -> bool {
+        self.ready
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some()
+    }
+
     fn take_finished(&self) -> Vec<Store<InstanceState>> {
         std::mem::take(&mut *self.finished.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    fn has_finished(&self) -> bool {
+        !self
+            .finished
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_empty()
     }
 }
 
@@ -919,7 +934,7 @@ impl Warden {
         refusals.extend(std::mem::take(&mut state.http.refusals).finish());
         let http_calls = std::mem::take(&mut state.http.calls);
         // Freeing a store later saves the answer that time only when the host is otherwise
-        // idle; under load it is work like any other, and measured cheaper done at once.
+        // idle; under load it is work like any other, so it is done at once.
         if running.others() {
             drop(store);
         } else {
@@ -953,23 +968,15 @@ impl Warden {
         runtime.spawn(async move {
             loop {
                 drop(loaded.take_finished());
-                let empty = loaded
-                    .ready
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .is_none();
-                if empty && let Some(prepared) = stores.prepare(&loaded).await {
+                if !loaded.has_ready()
+                    && let Some(prepared) = stores.prepare(&loaded).await
+                {
                     *loaded.ready.lock().unwrap_or_else(|p| p.into_inner()) = Some(prepared);
                 }
                 loaded.preparing.store(false, Ordering::Release);
                 // A store finished after the drain above, whose event saw this task still
                 // running and so left it here: free it now rather than at the next event.
-                let unfreed = !loaded
-                    .finished
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .is_empty();
-                if !unfreed || loaded.preparing.swap(true, Ordering::AcqRel) {
+                if !loaded.has_finished() || loaded.preparing.swap(true, Ordering::AcqRel) {
                     break;
                 }
             }
