@@ -146,6 +146,10 @@ pub mod bindings {
     });
 }
 
+#[cfg(feature = "event-arena")]
+#[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
+// the allocator only on wasm32; tested anywhere
+mod arena;
 pub mod cache;
 mod error;
 pub mod http;
