@@ -1,6 +1,8 @@
 //! The SQLite store: users and their identities in other services.
 
 mod group_commit;
+mod identity_cache;
+mod wal_index;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -10,6 +12,8 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
 pub(crate) use group_commit::failure;
 use group_commit::{Committer, Job, copy_error, in_savepoint};
+use identity_cache::IdentityCache;
+use wal_index::WalIndex;
 
 /// Schema migrations, applied in order; `PRAGMA user_version` counts those applied.
 const MIGRATIONS: &[&str] = &[
@@ -76,6 +80,16 @@ const MIGRATIONS: &[&str] = &[
         SELECT request_id, seq, entry FROM request_history;
     DROP TABLE request_history;
     ALTER TABLE request_history_clustered RENAME TO request_history;",
+    // 4: a count of identity changes, from any connection, so a commit can tell that it
+    // left identities alone (the identity cache keeps its answers across such commits).
+    "CREATE TABLE identity_changes (n INTEGER NOT NULL);
+    INSERT INTO identity_changes (n) VALUES (0);
+    CREATE TRIGGER identity_inserted AFTER INSERT ON identities
+        BEGIN UPDATE identity_changes SET n = n + 1; END;
+    CREATE TRIGGER identity_updated AFTER UPDATE ON identities
+        BEGIN UPDATE identity_changes SET n = n + 1; END;
+    CREATE TRIGGER identity_deleted AFTER DELETE ON identities
+        BEGIN UPDATE identity_changes SET n = n + 1; END;",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -105,6 +119,9 @@ pub struct Store {
     /// Reads of a file store take their own connection, so they never wait for a commit
     /// (WAL readers see the last commit). An in-memory store has one connection only.
     reader: Option<Mutex<Connection>>,
+    /// Identity lookups answered from memory while the file is unchanged; reads SQLite's
+    /// mapping of the reader's WAL index, so it is declared (and dropped) after `reader`.
+    identities: Option<Arc<IdentityCache>>,
 }
 
 impl Store {
@@ -117,7 +134,6 @@ impl Store {
         let conn = Connection::open(path).map_err(wrap)?;
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(wrap)?;
-        let mut store = Self::prepare(path.to_path_buf(), conn)?;
         let reader = Connection::open_with_flags(
             path,
             OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
@@ -127,8 +143,7 @@ impl Store {
             .busy_timeout(std::time::Duration::from_secs(5))
             .map_err(wrap)?;
         reader.set_prepared_statement_cache_capacity(64);
-        store.reader = Some(Mutex::new(reader));
-        Ok(store)
+        Self::prepare(path.to_path_buf(), conn, Some(reader))
     }
 
     pub fn open_in_memory() -> Result<Self, StoreError> {
@@ -137,10 +152,16 @@ impl Store {
             path: path.clone(),
             source,
         })?;
-        Self::prepare(path, conn)
+        Self::prepare(path, conn, None)
     }
 
-    fn prepare(path: PathBuf, mut conn: Connection) -> Result<Self, StoreError> {
+    /// Applies migrations on `conn` and starts the commit thread; `reader`, of a file store,
+    /// then serves reads.
+    fn prepare(
+        path: PathBuf,
+        mut conn: Connection,
+        reader: Option<Connection>,
+    ) -> Result<Self, StoreError> {
         let wrap = |source| StoreError {
             path: path.clone(),
             source,
@@ -172,17 +193,31 @@ impl Store {
                 .map_err(wrap)?;
             tx.commit().map_err(wrap)?;
         }
+        let identities = match &reader {
+            // The reader maps the WAL index once it has read in WAL mode.
+            Some(reader) => {
+                reader
+                    .query_row("SELECT count(*) FROM sqlite_schema", [], |_| Ok(()))
+                    .map_err(wrap)?;
+                // SAFETY: the index is kept in `identities`, which is dropped after `reader`
+                // is closed and never used then (see the field).
+                unsafe { WalIndex::of(reader) }.map(|wal| Arc::new(IdentityCache::new(wal)))
+            }
+            None => None,
+        };
         let conn = Arc::new(Mutex::new(conn));
-        let committer = Committer::start(conn.clone()).map_err(|e| StoreError {
-            path: path.clone(),
-            source: failure(&format!("cannot start the commit thread: {e}")),
-        })?;
+        let committer =
+            Committer::start(conn.clone(), identities.clone()).map_err(|e| StoreError {
+                path: path.clone(),
+                source: failure(&format!("cannot start the commit thread: {e}")),
+            })?;
         Ok(Self {
             path,
             committer,
             conn,
             writing: AtomicUsize::new(0),
-            reader: None,
+            reader: reader.map(Mutex::new),
+            identities,
         })
     }
 
@@ -222,6 +257,11 @@ impl Store {
             }
             None => self.with(|c| f(c)),
         }
+    }
+
+    /// Identity lookups answered from memory so far (0 for a store in memory).
+    pub fn identity_lookups_from_memory(&self) -> u64 {
+        self.identities.as_ref().map_or(0, |cache| cache.hits())
     }
 
     /// Writes run through `Store::write` so far, and the commits they took.
@@ -285,14 +325,20 @@ impl Store {
         service: &str,
         service_id: &str,
     ) -> Result<Option<StoredIdentity>, StoreError> {
-        self.read(|c| {
-            c.prepare_cached(
-                "SELECT email, service, service_id, user_id FROM identities
-                 WHERE email = ?1 AND service = ?2 AND service_id = ?3",
-            )?
-            .query_row(params![email, service, service_id], row_to_identity)
-            .optional()
-        })
+        let read = || {
+            self.read(|c| {
+                c.prepare_cached(
+                    "SELECT email, service, service_id, user_id FROM identities
+                     WHERE email = ?1 AND service = ?2 AND service_id = ?3",
+                )?
+                .query_row(params![email, service, service_id], row_to_identity)
+                .optional()
+            })
+        };
+        match &self.identities {
+            Some(cache) => cache.lookup(email, service, service_id, read),
+            None => read(),
+        }
     }
 
     /// Creates or updates the identity, creating the user if needed.
@@ -732,5 +778,80 @@ mod tests {
             .with(|c| c.pragma_query_value(None, "journal_mode", |r| r.get(0)))
             .unwrap();
         assert_eq!(mode, "wal");
+    }
+
+    fn user_id(store: &Store) -> String {
+        store
+            .lookup_identity("alice@example.com", "custom", "vo")
+            .unwrap()
+            .expect("alice's identity")
+            .user_id
+    }
+
+    #[test]
+    fn an_identity_changed_by_another_connection_is_seen_by_the_next_lookup() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("warden.db");
+        let store = Store::open(&path).unwrap();
+        store
+            .persist_identity("alice@example.com", "custom", "vo", "alice")
+            .unwrap();
+        assert_eq!(user_id(&store), "alice");
+        assert_eq!(store.identity_lookups_from_memory(), 0, "the first is read");
+        assert_eq!(user_id(&store), "alice");
+        assert_eq!(
+            store.identity_lookups_from_memory(),
+            1,
+            "the second is remembered"
+        );
+
+        // What `warden users` does from its own process: its own connection and commit.
+        let other = Connection::open(&path).unwrap();
+        other
+            .execute("UPDATE identities SET user_id = 'alice-2'", [])
+            .unwrap();
+        assert_eq!(user_id(&store), "alice-2");
+        // A commit that changes anything else is noticed the same way.
+        other
+            .execute("INSERT INTO users (email) VALUES ('bob@example.com')", [])
+            .unwrap();
+        assert_eq!(user_id(&store), "alice-2");
+        assert_eq!(store.identity_lookups_from_memory(), 1);
+        assert_eq!(user_id(&store), "alice-2");
+        assert_eq!(store.identity_lookups_from_memory(), 2);
+    }
+
+    #[tokio::test]
+    async fn the_stores_own_writes_keep_remembered_identities_unless_they_change_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("warden.db")).unwrap();
+        store
+            .persist_identity("alice@example.com", "custom", "vo", "alice")
+            .unwrap();
+        assert_eq!(user_id(&store), "alice");
+
+        store
+            .write(|c| c.execute("INSERT INTO users (email) VALUES ('bob@example.com')", []))
+            .await
+            .unwrap();
+        assert_eq!(user_id(&store), "alice");
+        assert_eq!(
+            store.identity_lookups_from_memory(),
+            1,
+            "kept across the write"
+        );
+
+        store
+            .write(|c| c.execute("UPDATE identities SET user_id = 'alice-2'", []))
+            .await
+            .unwrap();
+        assert_eq!(user_id(&store), "alice-2");
+        // A write that fails changes nothing: the answer read after it is still right.
+        store
+            .write(|c| c.execute("INSERT INTO users (email) VALUES ('bob@example.com')", []))
+            .await
+            .unwrap_err();
+        assert_eq!(user_id(&store), "alice-2");
+        assert_eq!(store.identity_lookups_from_memory(), 2);
     }
 }

@@ -326,3 +326,41 @@ plugin = {plugin}
     moto.create_secret("main/absent", "now-here");
     ok(&run());
 }
+
+#[test]
+fn an_open_store_sees_the_identity_warden_users_changes_from_another_process() {
+    let scratch = Scratch::new();
+    let config = scratch.config(CONFIG);
+    let set = |user_id: &str| {
+        ok(&users(
+            &config,
+            &[
+                "set-identity",
+                "alice@example.com",
+                "--service",
+                "custom",
+                "--service-id",
+                "aaabbcccddee",
+                "--user-id",
+                user_id,
+            ],
+        ))
+    };
+    set("alice");
+    // As `warden serve` holds it: open, answering lookups from memory while nothing changes.
+    let store = warden::store::Store::open(&scratch.path().join("state.db")).unwrap();
+    let lookup = || {
+        store
+            .lookup_identity("alice@example.com", "custom", "aaabbcccddee")
+            .unwrap()
+            .expect("alice's identity")
+            .user_id
+    };
+    assert_eq!(lookup(), "alice");
+    assert_eq!(lookup(), "alice");
+    assert_eq!(store.identity_lookups_from_memory(), 1);
+
+    set("alice.vo");
+    assert_eq!(lookup(), "alice.vo");
+    assert_eq!(store.identity_lookups_from_memory(), 1);
+}

@@ -462,11 +462,8 @@ async fn metrics(State(app): State<Arc<App>>) -> Response {
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        app.metrics.render(
-            &states,
-            in_flight,
-            app.lifecycle.requests().store().write_counts(),
-        ),
+        app.metrics
+            .render(&states, in_flight, app.lifecycle.requests().store()),
     )
         .into_response()
 }

@@ -5,6 +5,7 @@ use std::fmt::Write;
 use std::sync::Mutex;
 
 use crate::runtime::HookReport;
+use crate::store::Store;
 
 use super::requests::State;
 
@@ -140,8 +141,9 @@ impl Metrics {
         &self,
         requests_by_state: &[(State, u64)],
         api_in_flight: usize,
-        (store_writes, store_commits): (u64, u64),
+        store: &Store,
     ) -> String {
+        let (store_writes, store_commits) = store.write_counts();
         let inner = self.inner();
         let mut out = String::new();
 
@@ -287,6 +289,16 @@ impl Metrics {
             "counter",
             "Store transactions committed or tried; writes waiting together share one.",
             vec![format!("warden_store_commits_total {store_commits}")],
+        );
+        section(
+            &mut out,
+            "warden_identity_lookups_from_memory_total",
+            "counter",
+            "Identity lookups answered from memory: the store had not changed since they were read.",
+            vec![format!(
+                "warden_identity_lookups_from_memory_total {}",
+                store.identity_lookups_from_memory()
+            )],
         );
 
         let body = inner

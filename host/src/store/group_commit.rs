@@ -6,6 +6,9 @@
 //! own savepoint of one transaction, commits once, and only then answers each caller. A write
 //! that fails rolls back its savepoint alone; a failed commit fails every write in it. A write
 //! that finds no other in progress skips the queue ([`Committer::run_alone`]).
+//!
+//! A commit that leaves identities alone tells the identity cache, so its answers outlive
+//! warden's own writes ([`IdentityCache::adopt`]).
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -14,6 +17,8 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use rusqlite::{Connection, ffi};
+
+use super::identity_cache::IdentityCache;
 
 /// Told, once the batch a write ran in has committed or failed, which of the two happened.
 pub(super) type Reply = Box<dyn FnOnce(Option<&rusqlite::Error>) + Send>;
@@ -27,6 +32,7 @@ pub(super) struct Committer {
     jobs: Option<Sender<Job>>,
     thread: Option<JoinHandle<()>>,
     counts: Arc<Counts>,
+    identities: Option<Arc<IdentityCache>>,
 }
 
 /// How many writes have been run, and in how many transactions.
@@ -37,17 +43,24 @@ struct Counts {
 }
 
 impl Committer {
-    pub(super) fn start(conn: Arc<Mutex<Connection>>) -> std::io::Result<Self> {
+    pub(super) fn start(
+        conn: Arc<Mutex<Connection>>,
+        identities: Option<Arc<IdentityCache>>,
+    ) -> std::io::Result<Self> {
         let (jobs, queue) = channel();
         let counts = Arc::new(Counts::default());
         let thread_counts = counts.clone();
+        let thread_identities = identities.clone();
         let thread = std::thread::Builder::new()
             .name("warden-store-commit".into())
-            .spawn(move || commit_loop(&conn, &queue, &thread_counts))?;
+            .spawn(move || {
+                commit_loop(&conn, &queue, &thread_counts, thread_identities.as_deref())
+            })?;
         Ok(Self {
             jobs: Some(jobs),
             thread: Some(thread),
             counts,
+            identities,
         })
     }
 
@@ -56,7 +69,10 @@ impl Committer {
     pub(super) fn run_alone(&self, conn: &Connection, job: Job) {
         self.counts.writes.fetch_add(1, Ordering::Relaxed);
         self.counts.commits.fetch_add(1, Ordering::Relaxed);
-        job(conn)(None);
+        let (replies, committed) = run_batch(conn, vec![job], self.identities.as_deref());
+        for reply in replies {
+            reply(committed.as_ref().err());
+        }
     }
 
     /// Writes run so far, and the transactions they took.
@@ -87,7 +103,12 @@ impl Drop for Committer {
     }
 }
 
-fn commit_loop(conn: &Mutex<Connection>, queue: &Receiver<Job>, counts: &Counts) {
+fn commit_loop(
+    conn: &Mutex<Connection>,
+    queue: &Receiver<Job>,
+    counts: &Counts,
+    identities: Option<&IdentityCache>,
+) {
     while let Ok(first) = queue.recv() {
         // Locked before the queue is drained: writes that arrive while another user of the
         // connection holds it join this batch.
@@ -103,24 +124,55 @@ fn commit_loop(conn: &Mutex<Connection>, queue: &Receiver<Job>, counts: &Counts)
             .writes
             .fetch_add(batch.len() as u64, Ordering::Relaxed);
         counts.commits.fetch_add(1, Ordering::Relaxed);
-        // One write alone, or a batch whose transaction cannot begin, runs as its own
-        // transaction: its savepoint is then the outermost one, and releasing it commits.
-        if batch.len() == 1 || conn.execute_batch("BEGIN IMMEDIATE").is_err() {
-            for job in batch {
-                job(&conn)(None);
-            }
-            continue;
-        }
-        let replies: Vec<Reply> = batch.into_iter().map(|job| job(&conn)).collect();
-        let committed = conn.execute_batch("COMMIT");
-        if committed.is_err() {
-            let _ = conn.execute_batch("ROLLBACK");
-        }
+        let (replies, committed) = run_batch(&conn, batch, identities);
         drop(conn);
         for reply in replies {
             reply(committed.as_ref().err());
         }
     }
+}
+
+/// Runs `batch` in one transaction on `conn` and commits it; the replies wait for the
+/// caller to answer them, after it lets go of the connection.
+fn run_batch(
+    conn: &Connection,
+    batch: Vec<Job>,
+    identities: Option<&IdentityCache>,
+) -> (Vec<Reply>, rusqlite::Result<()>) {
+    if conn.execute_batch("BEGIN IMMEDIATE").is_err() {
+        // Each write then runs as its own transaction: its savepoint is the outermost one,
+        // and releasing it commits.
+        let replies = batch.into_iter().map(|job| job(conn)).collect();
+        return (replies, Ok(()));
+    }
+    // Holding the write lock from here to the commit: no other commit can land between.
+    let before =
+        identities.map(|cache| (cache.mark(), identity_changes(conn), conn.total_changes()));
+    let replies = batch.into_iter().map(|job| job(conn)).collect();
+    // Whether this transaction wrote (so its commit writes the WAL index once) and left
+    // identities alone; read before the commit, inside the transaction.
+    let adoptable = before
+        .as_ref()
+        .is_some_and(|(_, identities_before, changes)| {
+            identities_before.is_some()
+                && identity_changes(conn) == *identities_before
+                && conn.total_changes() > *changes
+        });
+    let committed = conn.execute_batch("COMMIT");
+    if committed.is_err() {
+        let _ = conn.execute_batch("ROLLBACK");
+    } else if let (Some(cache), Some((mark, _, _)), true) = (identities, before, adoptable) {
+        cache.adopt(mark);
+    }
+    (replies, committed)
+}
+
+/// How many times identities were changed, counted by the schema's triggers (`None` on a
+/// connection without them).
+fn identity_changes(conn: &Connection) -> Option<i64> {
+    conn.prepare_cached("SELECT n FROM identity_changes")
+        .and_then(|mut statement| statement.query_row([], |row| row.get(0)))
+        .ok()
 }
 
 /// Runs `work` inside a savepoint: kept if it succeeds, rolled back if it fails or panics.
@@ -226,7 +278,7 @@ mod tests {
     #[test]
     fn waiting_writes_share_one_commit_and_a_failing_one_rolls_back_alone() {
         let conn = table();
-        let committer = Committer::start(conn.clone()).unwrap();
+        let committer = Committer::start(conn.clone(), None).unwrap();
         let (outcomes, arrived) = mpsc::channel();
         let jobs = vec![
             insert(1, None, &outcomes),
@@ -264,7 +316,7 @@ mod tests {
     #[test]
     fn a_failed_commit_fails_every_write_in_it_and_keeps_none() {
         let conn = table();
-        let committer = Committer::start(conn.clone()).unwrap();
+        let committer = Committer::start(conn.clone(), None).unwrap();
         let (outcomes, arrived) = mpsc::channel();
         // Item 8's parent does not exist; a deferred foreign key is checked at commit.
         let jobs = vec![insert(7, None, &outcomes), insert(8, Some(99), &outcomes)];
@@ -284,7 +336,7 @@ mod tests {
     #[test]
     fn writes_queued_before_the_store_closes_are_still_committed() {
         let conn = table();
-        let committer = Committer::start(conn.clone()).unwrap();
+        let committer = Committer::start(conn.clone(), None).unwrap();
         let (outcomes, arrived) = mpsc::channel();
         run_together(
             &conn,
