@@ -830,8 +830,8 @@ mod tests {
             .unwrap();
         assert_eq!(user_id(&store), "alice");
 
-        store
-            .write(|c| c.execute("INSERT INTO users (email) VALUES ('bob@example.com')", []))
+        let write = |sql: &'static str| store.write(move |c| c.execute(sql, []));
+        write("INSERT INTO users (email) VALUES ('bob@example.com')")
             .await
             .unwrap();
         assert_eq!(user_id(&store), "alice");
@@ -841,14 +841,12 @@ mod tests {
             "kept across the write"
         );
 
-        store
-            .write(|c| c.execute("UPDATE identities SET user_id = 'alice-2'", []))
+        write("UPDATE identities SET user_id = 'alice-2'")
             .await
             .unwrap();
         assert_eq!(user_id(&store), "alice-2");
         // A write that fails changes nothing: the answer read after it is still right.
-        store
-            .write(|c| c.execute("INSERT INTO users (email) VALUES ('bob@example.com')", []))
+        write("INSERT INTO users (email) VALUES ('bob@example.com')")
             .await
             .unwrap_err();
         assert_eq!(user_id(&store), "alice-2");
