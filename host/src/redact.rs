@@ -45,11 +45,6 @@ impl Redactor {
         Self { values, matcher }
     }
 
-    /// Whether any value would be redacted at all.
-    pub fn is_empty(&self) -> bool {
-        self.values.is_empty()
-    }
-
     /// The byte ranges of `haystack` covered by occurrences of any value, in order, merged
     /// where they overlap (adjacent occurrences stay apart).
     fn spans(&self, haystack: &[u8]) -> Vec<Range<usize>> {

@@ -54,9 +54,12 @@ pub struct SecretStore {
 struct Served {
     /// Per secret id, oldest first.
     by_id: HashMap<String, Vec<SecretValue>>,
-    /// All of them; rebuilt only when a new value is served, since every hook's report is
-    /// redacted with it.
+    /// All of them. Redactors are kept until a new value is served: building one costs
+    /// far more than a hook (BENCHMARKS.md), and every hook's report and every response
+    /// is redacted.
     all: Arc<Redactor>,
+    /// Per set of secret ids asked for (a flow's: as many as the config has flows).
+    for_ids: HashMap<Vec<String>, Arc<Redactor>>,
 }
 
 impl SecretStore {
@@ -95,6 +98,7 @@ impl SecretStore {
             served: RwLock::new(Served {
                 by_id,
                 all: Arc::new(Redactor::new(config.secret_values())),
+                for_ids: HashMap::new(),
             }),
         }
     }
@@ -168,6 +172,7 @@ impl SecretStore {
         values.push(value.clone());
         let all = served.by_id.values().flatten().cloned().collect();
         served.all = Arc::new(Redactor::new(all));
+        served.for_ids.clear();
     }
 
     fn served(&self) -> std::sync::RwLockReadGuard<'_, Served> {
@@ -181,15 +186,21 @@ impl SecretStore {
 
     /// Redacts every value ever served for the secrets `ids`: what a flow that can send
     /// those secrets sealed must never be shown.
-    pub fn redactor_for<'a>(&self, ids: impl IntoIterator<Item = &'a str>) -> Redactor {
-        let served = self.served();
-        Redactor::new(
-            ids.into_iter()
-                .filter_map(|id| served.by_id.get(id))
-                .flatten()
-                .cloned()
-                .collect(),
-        )
+    pub fn redactor_for<'a>(&self, ids: impl IntoIterator<Item = &'a str>) -> Arc<Redactor> {
+        let key: Vec<String> = ids.into_iter().map(str::to_string).collect();
+        if let Some(kept) = self.served().for_ids.get(&key) {
+            return kept.clone();
+        }
+        let mut served = self.served.write().unwrap_or_else(|p| p.into_inner());
+        let values = key
+            .iter()
+            .filter_map(|id| served.by_id.get(id))
+            .flatten()
+            .cloned()
+            .collect();
+        let redactor = Arc::new(Redactor::new(values));
+        served.for_ids.insert(key, redactor.clone());
+        redactor
     }
 }
 

@@ -186,6 +186,12 @@ async fn a_secrets_redactor_covers_every_value_it_served_and_no_other_secrets() 
     let config = config(&aws, "");
     let (store, clock) = store(&config, aws.clone());
     for next in ["second-value", "third-value"] {
+        // Asked for before each rotation: the one kept must not outlive it.
+        assert_eq!(
+            store.redactor_for(["rotating"]).redact(next),
+            next,
+            "not served yet"
+        );
         aws.set(Ok(next));
         clock.advance(Duration::from_secs(31));
         assert_eq!(value(&store, &config, "rotating").await.unwrap(), next);
