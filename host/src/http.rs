@@ -5,7 +5,7 @@
 //! link-local address is refused, so DNS cannot be used to reach the host's own network).
 //!
 //! The plugin chooses headers but not those that route or frame a request (`Host`,
-//! `Content-Length`, `X-Forwarded-*`, ... see [`headers`]): a request with one is refused.
+//! `Content-Length`, `X-Forwarded-*`, ...: `http/headers.rs`): a request with one is refused.
 //!
 //! Every response the flow receives, whatever it sent, has every value that any secret the
 //! flow can seal has ever had (rotated ones too) replaced by `[REDACTED]`, ignoring ASCII
@@ -29,9 +29,7 @@ use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use url::Url;
 use wasmtime::component::{HasData, Linker, ResourceTable};
 
-use crate::bindings::warden::plugin::http::{
-    self as wit, HeaderValue, HttpError, Method, Request, Response,
-};
+use crate::bindings::warden::plugin::http::{self as wit, HttpError, Method, Request, Response};
 use crate::config::{Flow, SecretValue, is_localhost_name, is_public, origin};
 use crate::redact::{REDACTED, Redactor};
 use crate::refusal::{Refusal, RefusalKind, Refusals};
@@ -308,47 +306,6 @@ impl wit::Host for HttpView<'_> {
             },
         });
         Ok(result)
-    }
-}
-
-impl HttpView<'_> {
-    /// The request's headers with sealed values filled in, or the refusal of the first one
-    /// the plugin may not send ([`headers`]). Names are checked before any secret is read.
-    async fn outgoing_headers(
-        &mut self,
-        asked: &[(String, HeaderValue)],
-    ) -> wasmtime::Result<Result<Vec<OutgoingHeader>, HttpError>> {
-        let mut out = Vec::with_capacity(asked.len());
-        for (name, value) in asked {
-            if let Err(detail) = headers::check_name(name) {
-                return Ok(Err(self.instance.refuse_header(detail)));
-            }
-            let value = match value {
-                HeaderValue::Text(text) => OutgoingValue::Text(text.clone()),
-                HeaderValue::Sealed(handle) => {
-                    let secret = self.table.get(handle)?.secret().clone();
-                    match self.instance.secrets.current(&secret).await {
-                        Ok(value) => OutgoingValue::Sealed {
-                            secret_id: secret.id.clone(),
-                            value,
-                        },
-                        Err(unavailable) => {
-                            return Ok(Err(HttpError::Connect(format!(
-                                "host error: cannot fill in sealed header `{name}`: {unavailable}"
-                            ))));
-                        }
-                    }
-                }
-            };
-            if let Err(detail) = headers::check_value(name, value.expose()) {
-                return Ok(Err(self.instance.refuse_header(detail)));
-            }
-            out.push(OutgoingHeader {
-                name: name.clone(),
-                value,
-            });
-        }
-        Ok(Ok(out))
     }
 }
 

@@ -1,4 +1,4 @@
-//! The headers a plugin may not put on a request.
+//! The headers a request is sent with, and those a plugin may not put on it.
 //!
 //! The host sends `Host` from the checked URL and frames the request itself
 //! (`Content-Length`, `Transfer-Encoding` and connection management, from the body). A plugin
@@ -11,6 +11,50 @@
 //! sending it without the header would send a request the plugin did not write. The check
 //! runs on every header, text and sealed alike, before any [`Transport`](super::Transport)
 //! sees the request, so the test harness's mocks are held to it too.
+
+use super::{HttpView, OutgoingHeader, OutgoingValue};
+use crate::bindings::warden::plugin::http::{HeaderValue, HttpError};
+
+impl HttpView<'_> {
+    /// The request's headers with sealed values filled in, or the refusal of the first one
+    /// the plugin may not send. Names are checked before any secret is read.
+    pub(super) async fn outgoing_headers(
+        &mut self,
+        asked: &[(String, HeaderValue)],
+    ) -> wasmtime::Result<Result<Vec<OutgoingHeader>, HttpError>> {
+        let mut out = Vec::with_capacity(asked.len());
+        for (name, value) in asked {
+            if let Err(detail) = check_name(name) {
+                return Ok(Err(self.instance.refuse_header(detail)));
+            }
+            let value = match value {
+                HeaderValue::Text(text) => OutgoingValue::Text(text.clone()),
+                HeaderValue::Sealed(handle) => {
+                    let secret = self.table.get(handle)?.secret().clone();
+                    match self.instance.secrets.current(&secret).await {
+                        Ok(value) => OutgoingValue::Sealed {
+                            secret_id: secret.id.clone(),
+                            value,
+                        },
+                        Err(unavailable) => {
+                            return Ok(Err(HttpError::Connect(format!(
+                                "host error: cannot fill in sealed header `{name}`: {unavailable}"
+                            ))));
+                        }
+                    }
+                }
+            };
+            if let Err(detail) = check_value(name, value.expose()) {
+                return Ok(Err(self.instance.refuse_header(detail)));
+            }
+            out.push(OutgoingHeader {
+                name: name.clone(),
+                value,
+            });
+        }
+        Ok(Ok(out))
+    }
+}
 
 /// Names the host sets itself, or that frame the request or manage its connection
 /// (lowercase).
