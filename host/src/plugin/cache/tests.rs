@@ -207,6 +207,42 @@ fn an_entry_others_can_write_or_a_link_is_compiled_again() {
 }
 
 #[test]
+fn a_link_planted_at_a_predictable_temporary_name_is_not_written_through() {
+    let engine = Engine::default();
+    let scratch = tempfile::tempdir().unwrap();
+    let made = scratch.path().join("made");
+    assert_eq!(load(&made, &engine), CacheOutcome::Compiled);
+    let victim = scratch.path().join("victim");
+    std::fs::write(&victim, "the user's own file").unwrap();
+    // Links at the names a writer using the entry's name and its process id would pick.
+    let dir = scratch.path().join("cache");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+    for (name, _) in contents(&made) {
+        let stem = Path::new(&name)
+            .file_stem()
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        for planted in [
+            format!("{stem}.tmp{}", std::process::id()),
+            format!(".{name}.tmp"),
+        ] {
+            let _ = symlink(&victim, dir.join(planted));
+        }
+    }
+
+    assert_eq!(load(&dir, &engine), CacheOutcome::Compiled);
+    let victim_now = std::fs::read(&victim).unwrap();
+    assert!(
+        victim_now == b"the user's own file",
+        "the victim was written through a link: now {} bytes",
+        victim_now.len()
+    );
+    assert_eq!(load(&dir, &engine), CacheOutcome::Hit);
+}
+
+#[test]
 fn writers_racing_on_one_entry_each_write_their_own_file() {
     let engine = Engine::default();
     let scratch = tempfile::tempdir().unwrap();
