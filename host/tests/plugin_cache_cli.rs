@@ -50,7 +50,8 @@ fn files(dir: &Path) -> Vec<PathBuf> {
 }
 
 fn mode(path: &Path) -> u32 {
-    std::fs::metadata(path).unwrap().permissions().mode() & 0o7777
+    let metadata = std::fs::metadata(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    metadata.permissions().mode() & 0o7777
 }
 
 #[test]
