@@ -66,9 +66,9 @@ fn user_cache_dir_from(xdg_cache_home: Option<OsString>, home: Option<PathBuf>) 
 }
 
 /// Compiled plugins in one folder, keyed by the plugin file's sha256 and the engine's
-/// compatibility hash. An entry is used only if the folder and the entry pass
-/// [`PrivateDir`]'s checks and its own checksum still matches: anything else is compiled
-/// again, never deserialized.
+/// compatibility hash. An entry is used only if this user owns the folder and the entry, no
+/// one else can write either, and the entry's own checksum still matches: anything else is
+/// compiled again, never deserialized.
 pub struct PluginCache {
     /// The folder, or why there is none.
     dir: Result<PathBuf, String>,
