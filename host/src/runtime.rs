@@ -416,6 +416,15 @@ impl SharedEngine {
         })
     }
 
+    /// Each plugin compiled so far, and how it was obtained.
+    pub async fn cache_outcomes(&self) -> Vec<(PathBuf, CacheOutcome)> {
+        let compiled = self.inner.compiled.lock().await;
+        compiled
+            .iter()
+            .map(|(path, (_, _, outcome))| (path.clone(), outcome.clone()))
+            .collect()
+    }
+
     async fn compile(
         &self,
         path: &PathBuf,
@@ -643,10 +652,12 @@ impl Warden {
         };
         let config = Arc::new(config);
         let mut warden = Self {
-            plugin_cache: Arc::new(PluginCache::new(
-                config.cache_dir.clone(),
-                &shared.inner.engine,
-            )),
+            plugin_cache: Arc::new(match &config.cache_dir {
+                Some(dir) => PluginCache::new(dir.clone(), &shared.inner.engine),
+                None => PluginCache::without_folder(
+                    "no cache folder: set [cache] dir, or XDG_CACHE_HOME or HOME",
+                ),
+            }),
             stores: Arc::new(StoreMaker {
                 engine: shared.inner.engine.clone(),
                 slots: shared.inner.slots.clone(),
@@ -768,12 +779,7 @@ impl Warden {
                     name: flow.name.clone(),
                     plugin: flow.plugin.clone(),
                     adapted_from_core_module: loaded.format == PluginFormat::CoreModule,
-                    compiled: match &loaded.cache {
-                        CacheOutcome::Hit => "loaded from the plugin cache".into(),
-                        CacheOutcome::Compiled => "compiled (now cached)".into(),
-                        CacheOutcome::Rebuilt(why) => format!("compiled again: {why}"),
-                        CacheOutcome::Uncached(why) => format!("compiled, not cached: {why}"),
-                    },
+                    compiled: loaded.cache.to_string(),
                     hooks: loaded.implemented.iter().map(|h| h.to_string()).collect(),
                     integrations: grants
                         .environment

@@ -104,11 +104,8 @@ pub fn case_config(case: &Case) -> (String, BTreeMap<String, String>) {
     let mut flows = Table::new();
     flows.insert(flow_name(case).into(), flow.into());
 
-    // Compiled plugins go to a shared scratch folder, never beside the author's test files.
-    let mut cache = Table::new();
-    let cache_dir = std::env::temp_dir().join("warden-plugin-cache");
-    cache.insert("dir".into(), cache_dir.display().to_string().into());
-    root.insert("cache".into(), cache.into());
+    // No `[cache]`: compiled plugins go to the author's own cache folder, never beside
+    // their test files nor to a folder other users can reach (such as the temp folder).
     root.insert("secrets".into(), secrets.into());
     root.insert("integrations".into(), integrations.into());
     root.insert("environments".into(), environments.into());
