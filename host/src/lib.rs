@@ -14,6 +14,7 @@ mod bindings;
 pub mod cache;
 pub mod config;
 pub mod event;
+pub mod fault;
 pub mod harness;
 pub mod hooks;
 pub mod http;
