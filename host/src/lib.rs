@@ -13,6 +13,7 @@ pub mod bench;
 mod bindings;
 pub mod cache;
 pub mod config;
+pub mod escape;
 pub mod event;
 pub mod fault;
 pub mod harness;

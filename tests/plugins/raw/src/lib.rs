@@ -13,8 +13,9 @@
 //!   `decision` discriminant past `ignore`, a reason that is not UTF-8, a reason pointer
 //!   outside linear memory.
 //! - `forge:<text>`: puts `text` everywhere a plugin's text reaches the host's output: a log
-//!   line, stdout, stderr, a secret id and an integration alias (both refused), and the error
-//!   it returns.
+//!   line, stdout, stderr, a secret id and an integration alias (both refused), a query
+//!   value, header and body sent to `https://api.example.com/forge`, and the error it
+//!   returns.
 //!
 //! The hooks' exports are written by hand (around the generated lifting and lowering) so a
 //! hook's return value can be corrupted after it is lowered.
@@ -26,9 +27,9 @@ wit_bindgen::generate!({
     world: "plugin",
 });
 
-use exports::warden::plugin::hooks::{self, Guest};
+use exports::warden::plugin::hooks::Guest;
 use warden::plugin::types::{Decision, Event, Hook};
-use warden::plugin::{integrations, log, secrets};
+use warden::plugin::{http, integrations, log, secrets};
 
 struct Raw;
 
@@ -97,6 +98,14 @@ impl Guest for Raw {
                 eprintln!("{arg}");
                 let _ = secrets::open(arg);
                 let _ = integrations::get(arg);
+                let _ = http::send(&http::Request {
+                    method: http::Method::Post,
+                    url: "https://api.example.com/forge".into(),
+                    query: vec![("q".into(), arg.into())],
+                    headers: vec![("x-forged".into(), http::HeaderValue::Text(arg.into()))],
+                    body: Some(arg.as_bytes().to_vec()),
+                    timeout_ms: None,
+                });
                 Err(arg.to_string())
             }
             other => Err(format!("raw: unknown action `{other}`")),
@@ -138,40 +147,42 @@ impl Guest for Raw {
     }
 }
 
-/// Corrupts a lowered `result<decision, string>` holding `ok(approve(some(reason)))`. Its
-/// layout (wasm32): the result's discriminant at 0, the decision's at 4, the option's at 8,
-/// the reason's pointer at 12 and length at 16.
-///
-/// # Safety
-/// `ret` is the return area the generated lowering just filled.
-unsafe fn corrupt(ret: *mut u8) {
-    let how = CORRUPT.swap(CORRUPT_NOTHING, Ordering::SeqCst);
-    if how == CORRUPT_NOTHING {
-        return;
-    }
-    unsafe {
-        assert!(
-            *ret == 0 && *ret.add(4) == 1 && *ret.add(8) == 1,
-            "raw: the return area is not laid out as expected"
-        );
-        match how {
-            CORRUPT_RESULT => *ret = 7,
-            CORRUPT_DECISION => *ret.add(4) = 9,
-            CORRUPT_UTF8 => {
-                let reason = *(ret.add(12) as *const usize) as *mut u8;
-                *reason = 0xff;
-                *reason.add(1) = 0xfe;
-            }
-            _ => *(ret.add(12) as *mut usize) = 0xffff_0000,
-        }
-    }
-}
-
 /// The hooks' exports, as `export!` would write them, but corrupting what `on_request`
 /// returns when asked to. No post-return functions: an instance serves one event.
 #[cfg(target_arch = "wasm32")]
 mod exports_by_hand {
-    use super::{Raw, corrupt, hooks};
+    use super::{CORRUPT, CORRUPT_DECISION, CORRUPT_NOTHING, CORRUPT_RESULT, CORRUPT_UTF8, Raw};
+    use crate::exports::warden::plugin::hooks;
+    use std::sync::atomic::Ordering;
+
+    /// Corrupts a lowered `result<decision, string>` holding `ok(approve(some(reason)))`. Its
+    /// layout (wasm32): the result's discriminant at 0, the decision's at 4, the option's at 8,
+    /// the reason's pointer at 12 and length at 16.
+    ///
+    /// # Safety
+    /// `ret` is the return area the generated lowering just filled.
+    unsafe fn corrupt(ret: *mut u8) {
+        let how = CORRUPT.swap(CORRUPT_NOTHING, Ordering::SeqCst);
+        if how == CORRUPT_NOTHING {
+            return;
+        }
+        unsafe {
+            assert!(
+                *ret == 0 && *ret.add(4) == 1 && *ret.add(8) == 1,
+                "raw: the return area is not laid out as expected"
+            );
+            match how {
+                CORRUPT_RESULT => *ret = 7,
+                CORRUPT_DECISION => *ret.add(4) = 9,
+                CORRUPT_UTF8 => {
+                    let reason = *(ret.add(12) as *const usize) as *mut u8;
+                    *reason = 0xff;
+                    *reason.add(1) = 0xfe;
+                }
+                _ => *(ret.add(12) as *mut usize) = 0xffff_0000,
+            }
+        }
+    }
 
     #[unsafe(export_name = "warden:plugin/hooks@0.1.0#implemented")]
     unsafe extern "C" fn implemented() -> *mut u8 {
