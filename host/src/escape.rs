@@ -4,8 +4,9 @@
 //! and the names it asks for that refusals quote back. Printed as it is, a newline in it
 //! starts a line that looks like the host's own (a forged log entry), and an escape sequence
 //! rewrites the operator's terminal. Wherever such text enters a line of human-format output
-//! (`warden serve --log-format human`, `warden hook`'s log on stderr, `warden test`'s report)
-//! it goes through [`escape_control`]. JSON output needs nothing more: serde escapes control
+//! (`warden serve --log-format human`, `warden hook`'s log on stderr, `warden test`'s report,
+//! the identities plugins persisted in `warden users`' tables) it goes through
+//! [`escape_control`]. JSON output needs nothing more: serde escapes control
 //! characters, and each record stays one line.
 
 use std::borrow::Cow;
