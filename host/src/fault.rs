@@ -1,14 +1,15 @@
 //! Who is to blame for an error wasmtime reports while a hook runs, and the message it keeps.
 //!
 //! Blame follows a mark, never the text of a message. The host marks its own failures with
-//! [`HostFault`] where they happen: a capability that cannot go on because of the host
-//! returns one (as its `wasmtime::Error`), and so does running a hook when the host cannot
-//! make the plugin's instance or find its export. Everything else wasmtime reports is about
-//! what the plugin did, so it is the plugin's: a trap; a resource handle it dropped or was
-//! never given (`unknown handle index`, or a `ResourceTableError` from a capability's table);
-//! a string that is not UTF-8, a case past an enum's or variant's last, a pointer outside its
-//! memory, too much data, in what it passes the host or returns (the canonical ABI's lifting
-//! and lowering).
+//! [`HostFault`] where they happen: running a hook when the host cannot make the plugin's
+//! instance or find its export, and any capability call that has to stop because of the host
+//! (it returns [`HostFault::error`]; today's capabilities need none: they answer the plugin
+//! with a typed error instead, such as `unavailable` or `store`). Everything else wasmtime
+//! reports is about what the plugin did, so it is the plugin's: a trap; a resource handle it
+//! dropped or was never given (`unknown handle index`, or a `ResourceTableError` from a
+//! capability's table); a string that is not UTF-8, a case past an enum's or variant's last,
+//! a pointer outside its memory, too much data, in what it passes the host or returns (the
+//! canonical ABI's lifting and lowering).
 
 use wasmtime::{Trap, WasmBacktrace};
 
