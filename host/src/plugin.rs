@@ -107,8 +107,22 @@ fn check_contract(engine: &Engine, component: &Component) -> Result<(), String> 
     Ok(())
 }
 
-/// The error's own message without wasmtime's backtrace.
+/// The error's messages, outermost first, on one line: the cause is kept, wasmtime's
+/// backtrace (a context of its own, many lines long, first when a call failed) is not.
 pub fn root_message(error: &wasmtime::Error) -> String {
-    let text = format!("{error:#}");
-    text.lines().next().unwrap_or_default().to_string()
+    let backtrace = error
+        .downcast_ref::<wasmtime::WasmBacktrace>()
+        .map(ToString::to_string);
+    let mut parts: Vec<String> = Vec::new();
+    for link in error.chain() {
+        let text = link.to_string();
+        if backtrace.as_ref() == Some(&text) {
+            continue;
+        }
+        let line = text.lines().next().unwrap_or_default().trim();
+        if !line.is_empty() {
+            parts.push(line.to_string());
+        }
+    }
+    parts.join(": ")
 }
