@@ -1,0 +1,86 @@
+//! Plugin text made fit for one line of human-readable output.
+//!
+//! A plugin chooses the text of its log lines, its stdout and stderr, its errors and panics,
+//! and the names it asks for that refusals quote back. Printed as it is, a newline in it
+//! starts a line that looks like the host's own (a forged log entry), and an escape sequence
+//! rewrites the operator's terminal. Wherever such text enters a line of human-format output
+//! (`warden serve --log-format human`, `warden hook`'s log on stderr, `warden test`'s report,
+//! the identities plugins persisted in `warden users`' tables) it goes through
+//! [`escape_control`]. JSON output needs nothing more: serde escapes control
+//! characters, and each record stays one line.
+
+use std::borrow::Cow;
+use std::fmt::Write as _;
+
+/// `text` with every control character written out as an escape: `\n`, `\r` and `\t` as
+/// such, the other C0 controls and DEL as `\x1b`-style hex, C1 controls and the Unicode line
+/// and paragraph separators as `\u{85}`-style. Everything else (printable ASCII, other
+/// Unicode, backslashes) is kept as it is; text with nothing to escape is not copied.
+pub fn escape_control(text: &str) -> Cow<'_, str> {
+    if !text.chars().any(needs_escape) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_ascii_control() => {
+                let _ = write!(out, "\\x{:02x}", c as u32);
+            }
+            c if needs_escape(c) => {
+                let _ = write!(out, "\\u{{{:x}}}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// C0 controls, DEL, C1 controls (`char::is_control`), and the separators some viewers
+/// break lines at.
+fn needs_escape(c: char) -> bool {
+    c.is_control() || c == '\u{2028}' || c == '\u{2029}'
+}
+
+/// Field formatting for the human log format of `warden serve`: like tracing-subscriber's
+/// default (the message bare, other fields `name=value`, separated by spaces), with every
+/// value escaped, so no event, whatever text it carries, spans more than one line.
+pub fn human_log_fields() -> impl for<'w> tracing_subscriber::fmt::FormatFields<'w> + 'static {
+    use tracing_subscriber::field::MakeExt;
+    tracing_subscriber::fmt::format::debug_fn(|writer, field, value| {
+        let text = format!("{value:?}");
+        let text = escape_control(&text);
+        if field.name() == "message" {
+            write!(writer, "{text}")
+        } else {
+            write!(writer, "{}={text}", field.name())
+        }
+    })
+    .delimited(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn line_breaks_and_terminal_escapes_are_written_out() {
+        assert_eq!(
+            escape_control("line1\n2026-01-01 INFO forged\x1b[31m red\r\tend\x07\x7f"),
+            "line1\\n2026-01-01 INFO forged\\x1b[31m red\\r\\tend\\x07\\x7f"
+        );
+        assert_eq!(
+            escape_control("c1\u{85}\u{9b}31m sep\u{2028}\u{2029}"),
+            "c1\\u{85}\\u{9b}31m sep\\u{2028}\\u{2029}"
+        );
+        assert_eq!(escape_control("\0"), "\\x00");
+    }
+
+    #[test]
+    fn ordinary_text_is_kept_and_not_copied() {
+        let text = "approved: ünïcødé ✓ 日本語 C:\\path \"quoted\"";
+        assert!(matches!(escape_control(text), Cow::Borrowed(t) if t == text));
+    }
+}

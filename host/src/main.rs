@@ -1,10 +1,11 @@
 //! The `warden` command.
 
-use std::io::Read;
+use std::io::{IsTerminal, Read};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use warden::escape::escape_control;
 use warden::log::{LogLine, LogSource};
 use warden::{Config, EventInput, HookName, HookReport, Warden};
 
@@ -341,14 +342,19 @@ fn print_logs(report: &HookReport) {
         };
         format!("{:5} {source}", format!("{:?}", line.level).to_uppercase())
     };
+    // The plugin's text (its lines, the names refusals quote, its errors) is escaped: one
+    // line each, whatever it holds.
     for line in &report.logs {
-        eprintln!("{}: {}", prefix(line), line.message);
+        eprintln!("{}: {}", prefix(line), escape_control(&line.message));
     }
     for refusal in &report.refusals {
-        eprintln!("WARN  warden: {refusal}");
+        eprintln!("WARN  warden: {}", escape_control(&refusal.to_string()));
     }
     if let Err(failure) = &report.outcome {
-        eprintln!("ERROR warden: {failure} (failing closed: a human decides)");
+        eprintln!(
+            "ERROR warden: {} (failing closed: a human decides)",
+            escape_control(&failure.to_string())
+        );
     }
 }
 
@@ -387,7 +393,12 @@ fn init_logs(format: LogFormat) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
     match format {
-        LogFormat::Human => logs.init(),
+        // Colour only on a terminal: a log file or pipe gets no escape sequences at all.
+        // Field values (plugin text among them) are escaped onto one line.
+        LogFormat::Human => logs
+            .with_ansi(std::io::stderr().is_terminal())
+            .fmt_fields(warden::escape::human_log_fields())
+            .init(),
         LogFormat::Json => logs.json().init(),
     }
 }

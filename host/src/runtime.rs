@@ -10,13 +10,14 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use wasmtime::component::{Component, ComponentExportIndex, Instance, Linker, ResourceTable};
-use wasmtime::{Engine, ResourceLimiter, Store, Trap};
+use wasmtime::{Engine, ResourceLimiter, Store};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::bindings::PluginPre;
 use crate::cache::{CacheInstance, CacheState};
 use crate::config::{Config, Flow, Limits};
 use crate::event::{EventError, EventInput};
+use crate::fault::{self, HostFault};
 use crate::hooks::{Decision, HookName};
 use crate::http::{HttpCall, HttpInstance, HttpState, HttpView, Transport};
 use crate::identities::IdentitiesInstance;
@@ -228,7 +229,13 @@ pub enum FailureKind {
     InvalidDecision {
         decision: String,
     },
-    /// Something on the host's side failed.
+    /// The plugin broke the interface's contract in what it passed the host or returned: a
+    /// resource handle it dropped or was never given, a string that is not UTF-8, a case that
+    /// does not exist, a pointer outside its memory ([`crate::fault`]).
+    Misuse {
+        message: String,
+    },
+    /// Something on the host's side failed (marked [`crate::fault::HostFault`]).
     Host {
         message: String,
     },
@@ -247,7 +254,13 @@ impl HookFailure {
     pub fn blame(&self) -> Blame {
         match self.kind {
             FailureKind::Host { .. } => Blame::Host,
-            _ => Blame::Plugin,
+            FailureKind::Deadline { .. }
+            | FailureKind::Memory { .. }
+            | FailureKind::StackOverflow
+            | FailureKind::Trap { .. }
+            | FailureKind::PluginError { .. }
+            | FailureKind::InvalidDecision { .. }
+            | FailureKind::Misuse { .. } => Blame::Plugin,
         }
     }
 }
@@ -274,6 +287,9 @@ impl fmt::Display for HookFailure {
                 "the plugin returned `{decision}`, which {} may not decide",
                 self.hook
             ),
+            FailureKind::Misuse { message } => {
+                write!(f, "the plugin misused the interface: {message}")
+            }
             FailureKind::Host { message } => write!(f, "host error: {message}"),
         }
     }
@@ -414,6 +430,15 @@ impl SharedEngine {
                 prepared_slots: Arc::new(Semaphore::new(prepared_room(max) as usize)),
             }),
         })
+    }
+
+    /// Each plugin compiled so far, and how it was obtained.
+    pub async fn cache_outcomes(&self) -> Vec<(PathBuf, CacheOutcome)> {
+        let compiled = self.inner.compiled.lock().await;
+        compiled
+            .iter()
+            .map(|(path, (_, _, outcome))| (path.clone(), outcome.clone()))
+            .collect()
     }
 
     async fn compile(
@@ -643,10 +668,12 @@ impl Warden {
         };
         let config = Arc::new(config);
         let mut warden = Self {
-            plugin_cache: Arc::new(PluginCache::new(
-                config.cache_dir.clone(),
-                &shared.inner.engine,
-            )),
+            plugin_cache: Arc::new(match &config.cache_dir {
+                Some(dir) => PluginCache::new(dir.clone(), &shared.inner.engine),
+                None => PluginCache::without_folder(
+                    "no cache folder: set [cache] dir, or XDG_CACHE_HOME or HOME",
+                ),
+            }),
             stores: Arc::new(StoreMaker {
                 engine: shared.inner.engine.clone(),
                 slots: shared.inner.slots.clone(),
@@ -768,12 +795,7 @@ impl Warden {
                     name: flow.name.clone(),
                     plugin: flow.plugin.clone(),
                     adapted_from_core_module: loaded.format == PluginFormat::CoreModule,
-                    compiled: match &loaded.cache {
-                        CacheOutcome::Hit => "loaded from the plugin cache".into(),
-                        CacheOutcome::Compiled => "compiled (now cached)".into(),
-                        CacheOutcome::Rebuilt(why) => format!("compiled again: {why}"),
-                        CacheOutcome::Uncached(why) => format!("compiled, not cached: {why}"),
-                    },
+                    compiled: loaded.cache.to_string(),
                     hooks: loaded.implemented.iter().map(|h| h.to_string()).collect(),
                     integrations: grants
                         .environment
@@ -874,13 +896,12 @@ impl Warden {
         let call = async {
             let instance = match ready_instance {
                 Some(instance) => instance,
-                None => {
-                    loaded
-                        .pre
-                        .instance_pre()
-                        .instantiate_async(&mut store)
-                        .await?
-                }
+                None => loaded
+                    .pre
+                    .instance_pre()
+                    .instantiate_async(&mut store)
+                    .await
+                    .map_err(fault::at_instantiation)?,
             };
             call_hook(
                 instance,
@@ -895,9 +916,9 @@ impl Warden {
             Err(_elapsed) => Err(failure(FailureKind::Deadline {
                 timeout_ms: limits.timeout.as_millis(),
             })),
-            Ok(Err(error)) => Err(failure(self.classify_trap(
+            Ok(Err(error)) => Err(failure(fault::classify(
                 &error,
-                store.data(),
+                store.data().memory.exceeded,
                 limits,
                 &stderr,
             ))),
@@ -997,50 +1018,6 @@ impl Warden {
         self.prepare_next(loaded);
     }
 
-    fn classify_trap(
-        &self,
-        error: &wasmtime::Error,
-        state: &InstanceState,
-        limits: &Limits,
-        stderr: &CapturedOutput,
-    ) -> FailureKind {
-        if state.memory.exceeded {
-            return FailureKind::Memory {
-                limit_mib: limits.memory_bytes >> 20,
-            };
-        }
-        match error.downcast_ref::<Trap>() {
-            Some(Trap::Interrupt) => FailureKind::Deadline {
-                timeout_ms: limits.timeout.as_millis(),
-            },
-            Some(Trap::StackOverflow) => FailureKind::StackOverflow,
-            Some(trap) => {
-                // A Rust panic prints its message to stderr before trapping.
-                let panic = stderr
-                    .lines(LogSource::Stderr)
-                    .into_iter()
-                    .rev()
-                    .find(|l| l.message.contains("panicked"))
-                    .map(|l| format!(" ({})", l.message))
-                    .unwrap_or_default();
-                // Rust keeps its stack in linear memory: running off it is not a wasm stack
-                // overflow but an access below address 0.
-                let hint = match trap {
-                    Trap::MemoryOutOfBounds if panic.is_empty() => {
-                        " (often a stack overflow: a Rust plugin's stack is in its linear memory)"
-                    }
-                    _ => "",
-                };
-                FailureKind::Trap {
-                    message: format!("{trap}{hint}{panic}"),
-                }
-            }
-            None => FailureKind::Host {
-                message: root_message(error),
-            },
-        }
-    }
-
     fn redacted(&self, mut report: HookReport) -> HookReport {
         // Built now, so it knows values fetched during this very hook.
         let r = &self.stores.secrets.redactor();
@@ -1053,6 +1030,9 @@ impl Warden {
                         message: r.redact(&message),
                     },
                     FailureKind::PluginError { message } => FailureKind::PluginError {
+                        message: r.redact(&message),
+                    },
+                    FailureKind::Misuse { message } => FailureKind::Misuse {
                         message: r.redact(&message),
                     },
                     FailureKind::Host { message } => FailureKind::Host {
@@ -1087,7 +1067,10 @@ async fn call_hook(
 ) -> wasmtime::Result<Result<crate::bindings::Decision, String>> {
     type Hook<'a> = (&'a crate::bindings::Event,);
     type Answer = (Result<crate::bindings::Decision, String>,);
-    let hook = instance.get_typed_func::<Hook<'_>, Answer>(&mut *store, export)?;
+    // The export's type was checked when the plugin was loaded: not finding it is the host's.
+    let hook = instance
+        .get_typed_func::<Hook<'_>, Answer>(&mut *store, export)
+        .map_err(|e| e.context(HostFault("cannot find the hook's export".into())))?;
     let (answer,) = hook.call_async(&mut *store, (event,)).await?;
     Ok(answer)
 }

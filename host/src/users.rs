@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use clap::Subcommand;
 
 use crate::config::Outline;
+use crate::escape::escape_control;
 use crate::store::{Store, StoreChange, StoredIdentity};
 
 /// The email column's header, as symflow writes it.
@@ -707,10 +708,15 @@ fn write_identities(out: &mut dyn Write, identities: &[StoredIdentity]) -> std::
 }
 
 fn write_table(out: &mut dyn Write, rows: &[Vec<String>]) -> std::io::Result<()> {
+    // Plugins persist identities with text of their choosing: a cell stays on its line.
+    let rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| r.iter().map(|c| escape_control(c).into_owned()).collect())
+        .collect();
     let widths: Vec<usize> = (0..rows[0].len())
         .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
         .collect();
-    for row in rows {
+    for row in &rows {
         let line: Vec<String> = row
             .iter()
             .zip(&widths)

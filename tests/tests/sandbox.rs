@@ -723,11 +723,13 @@ async fn wasi_grants_no_files_environment_arguments_sockets_or_name_lookups() {
 #[tokio::test(flavor = "multi_thread")]
 async fn compiled_plugins_are_cached_and_a_corrupt_entry_is_rebuilt() {
     let scratch = Scratch::new();
-    let path = scratch.config(&config_text(
+    let text = config_text(
         &scratch,
         artifacts::PROBE,
         "vars = { action = \"approve:ok\" }",
-    ));
+    );
+    // A folder of this test's own: the default, the user's cache folder, is shared.
+    let path = scratch.config(&format!("{text}\n[cache]\ndir = \"warden-cache\"\n"));
     let start = || async { Warden::start(Config::load(&path).unwrap()).await.unwrap() };
 
     let first = start().await;

@@ -202,8 +202,10 @@ pub struct Config {
     /// The file this was read from; relative paths in it are relative to its folder.
     pub source: PathBuf,
     pub store_path: PathBuf,
-    /// Where compiled plugins are kept between runs.
-    pub cache_dir: PathBuf,
+    /// Where compiled plugins are kept between runs: `[cache] dir`, else the user's own
+    /// cache folder ([`crate::plugin::user_cache_dir`]); `None` when neither is known, and
+    /// plugins are compiled every time.
+    pub cache_dir: Option<PathBuf>,
     pub secrets: BTreeMap<String, Arc<Secret>>,
     pub integrations: BTreeMap<String, Arc<Integration>>,
     pub environments: BTreeMap<String, Arc<Environment>>,
@@ -350,9 +352,11 @@ impl<'a> Validator<'a> {
         }
 
         let store_path = self.resolve(raw.store.path.as_deref().unwrap_or("warden.db"));
+        // Not beside the store by default: the cache must be a folder only this user can
+        // change, and the store's folder need not be one.
         let cache_dir = match raw.cache.dir.as_deref() {
-            Some(dir) => self.resolve(dir),
-            None => store_path.with_file_name("warden-cache"),
+            Some(dir) => Some(self.resolve(dir)),
+            None => crate::plugin::user_cache_dir(),
         };
         let secrets = self.secrets(&raw.secrets);
         let integrations = self.integrations(&raw, &secrets);

@@ -10,6 +10,7 @@ use async_trait::async_trait;
 use url::Url;
 
 use crate::config::{SecretValue, origin};
+use crate::escape::escape_control;
 use crate::http::{HopRequest, HopResponse, OutgoingValue, Transport, TransportError, too_large};
 use crate::redact::{REDACTED, Redactor};
 
@@ -72,7 +73,7 @@ impl Mock {
     }
 }
 
-/// One request a plugin sent, as it may be shown: secrets redacted.
+/// One request a plugin sent, as it may be shown: secrets redacted, control characters escaped.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RecordedRequest {
     pub method: String,
@@ -192,7 +193,7 @@ impl MockTransport {
             format!(
                 "path: the mock expects {}, the request has {}",
                 mock.path,
-                self.redactor.redact(seen.url.path())
+                self.shown(seen.url.path())
             ),
         );
         for (name, wanted) in &mock.query {
@@ -202,7 +203,7 @@ impl MockTransport {
                 .filter(|(k, _)| k == name)
                 .map(|(_, v)| v.as_str())
                 .collect();
-            let shown = |v: &str| format!("`{}`", self.redactor.redact(v));
+            let shown = |v: &str| format!("`{}`", self.shown(v));
             check(
                 values.contains(&wanted.as_str()),
                 if values.is_empty() {
@@ -228,7 +229,7 @@ impl MockTransport {
                 .collect();
             let ok = found.iter().any(|v| self.header_matches(wanted, v));
             let expected = match wanted {
-                HeaderMatch::Text(text) => format!("`{}`", self.redactor.redact(text)),
+                HeaderMatch::Text(text) => format!("`{}`", self.shown(text)),
                 HeaderMatch::Secret(id) => format!("the value of secret `{id}`"),
             };
             let got = if found.is_empty() {
@@ -249,7 +250,7 @@ impl MockTransport {
             let (ok, expected) = match body {
                 BodyMatch::Text(text) => (
                     seen.body == Some(text.as_bytes()),
-                    format!("`{}`", self.redactor.redact(text)),
+                    format!("`{}`", self.shown(text)),
                 ),
                 BodyMatch::Json(json) => (
                     seen.body
@@ -260,7 +261,7 @@ impl MockTransport {
             };
             let got = match seen.body {
                 None => "no body".to_string(),
-                Some(b) => format!("`{}`", self.redactor.redact(&String::from_utf8_lossy(b))),
+                Some(b) => format!("`{}`", self.shown(&String::from_utf8_lossy(b))),
             };
             check(
                 ok,
@@ -280,10 +281,16 @@ impl MockTransport {
         }
     }
 
+    /// Text fit to print in the report: secrets redacted, control characters escaped (the
+    /// plugin chose it; it cannot add lines).
+    fn shown(&self, text: &str) -> String {
+        escape_control(&self.redactor.redact(text)).into_owned()
+    }
+
     /// A header value fit to print: a sealed one only by its secret's id.
     fn show_header(&self, value: &OutgoingValue) -> String {
         match value {
-            OutgoingValue::Text(text) => format!("`{}`", self.redactor.redact(text)),
+            OutgoingValue::Text(text) => format!("`{}`", self.shown(text)),
             OutgoingValue::Sealed { secret_id, .. } => {
                 format!("{REDACTED} (sealed secret `{secret_id}`)")
             }
@@ -293,21 +300,19 @@ impl MockTransport {
     fn record(&self, seen: &Seen<'_>) -> RecordedRequest {
         RecordedRequest {
             method: seen.method.to_string(),
-            url: self.redactor.redact(seen.url.as_str()),
+            url: self.shown(seen.url.as_str()),
             headers: seen
                 .headers
                 .iter()
                 .map(|(name, value)| {
                     let shown = match value {
-                        OutgoingValue::Text(text) => self.redactor.redact(text),
+                        OutgoingValue::Text(text) => self.shown(text),
                         sealed => self.show_header(sealed),
                     };
-                    (name.to_string(), shown)
+                    (escape_control(name).into_owned(), shown)
                 })
                 .collect(),
-            body: seen
-                .body
-                .map(|b| self.redactor.redact(&String::from_utf8_lossy(b))),
+            body: seen.body.map(|b| self.shown(&String::from_utf8_lossy(b))),
             matched: None,
             closest: None,
         }

@@ -35,6 +35,7 @@ pub use load::{Case, LoadError, default_plugin, find_test_files, load_file};
 pub use mock::{MockTransport, RecordedRequest};
 pub use run::{CaseResult, case_config, run_case};
 
+use crate::plugin::CacheOutcome;
 use crate::runtime::SharedEngine;
 
 /// What to run.
@@ -76,6 +77,8 @@ impl RunOptions {
 pub struct RunSummary {
     pub results: Vec<CaseResult>,
     pub load_errors: Vec<LoadError>,
+    /// Plugins the compiled-plugin cache did not serve, and why (`PLUGIN: compiled ...`).
+    pub cache_notes: Vec<String>,
     pub elapsed: Duration,
 }
 
@@ -102,6 +105,9 @@ impl RunSummary {
         let mut out = String::new();
         for e in &self.load_errors {
             let _ = writeln!(out, "error {e}");
+        }
+        for note in &self.cache_notes {
+            let _ = writeln!(out, "note {note}");
         }
         for r in &self.results {
             let _ = writeln!(
@@ -207,6 +213,18 @@ pub async fn run(options: &RunOptions) -> RunSummary {
             }),
         }
     }
+    // A cache refused (another user's folder, say) is worth knowing: it may be an attack.
+    for (plugin, outcome) in engine.cache_outcomes().await {
+        if matches!(
+            outcome,
+            CacheOutcome::Rebuilt(_) | CacheOutcome::Uncached(_)
+        ) {
+            summary
+                .cache_notes
+                .push(format!("{}: {outcome}", plugin.display()));
+        }
+    }
+    summary.cache_notes.sort();
     summary.elapsed = started.elapsed();
     summary
 }

@@ -10,6 +10,7 @@ use super::load::{Case, level_name};
 use super::mock::MockTransport;
 use super::spec::IdentitySpec;
 use crate::config::{Config, SecretValue};
+use crate::escape::escape_control;
 use crate::hooks::Decision;
 use crate::log::{LogLine, LogSource};
 use crate::runtime::{HookReport, SharedEngine, StartOptions, Warden};
@@ -104,11 +105,8 @@ pub fn case_config(case: &Case) -> (String, BTreeMap<String, String>) {
     let mut flows = Table::new();
     flows.insert(flow_name(case).into(), flow.into());
 
-    // Compiled plugins go to a shared scratch folder, never beside the author's test files.
-    let mut cache = Table::new();
-    let cache_dir = std::env::temp_dir().join("warden-plugin-cache");
-    cache.insert("dir".into(), cache_dir.display().to_string().into());
-    root.insert("cache".into(), cache.into());
+    // No `[cache]`: compiled plugins go to the author's own cache folder, never beside
+    // their test files nor to a folder other users can reach (such as the temp folder).
     root.insert("secrets".into(), secrets.into());
     root.insert("integrations".into(), integrations.into());
     root.insert("environments".into(), environments.into());
@@ -207,7 +205,7 @@ pub fn show_log(line: &LogLine) -> String {
     format!(
         "{:5} {source}: {}",
         level_name(line.level).to_uppercase(),
-        line.message
+        escape_control(&line.message)
     )
 }
 
@@ -221,7 +219,7 @@ fn reason_of(decision: &Decision) -> Option<&str> {
 
 fn show_decision(decision: &Decision) -> String {
     match reason_of(decision) {
-        Some(reason) => format!("{} `{reason}`", decision.kind()),
+        Some(reason) => format!("{} `{}`", decision.kind(), escape_control(reason)),
         None => decision.kind().to_string(),
     }
 }
@@ -233,9 +231,15 @@ fn check_outcome(case: &Case, report: &HookReport, failures: &mut Vec<String>) {
     } else {
         format!(" (the plugin does not implement {})", case.hook)
     };
+    // What the plugin chose (its reason, its error) is escaped: it cannot add lines to the
+    // report.
+    let shown_reason = |reason: Option<&str>| {
+        reason.map_or("no reason".into(), |r| format!("`{}`", escape_control(r)))
+    };
     match (&expect.decision, &report.outcome) {
         (Some(kind), Err(failure)) => failures.push(format!(
-            "decision:\n  - expected {kind}\n  + the hook failed: {failure}"
+            "decision:\n  - expected {kind}\n  + the hook failed: {}",
+            escape_control(&failure.to_string())
         )),
         (None, Ok(decision)) => failures.push(format!(
             "failure:\n  - expected the hook to fail with `{}`\n  + it decided {}{not_run}",
@@ -244,9 +248,11 @@ fn check_outcome(case: &Case, report: &HookReport, failures: &mut Vec<String>) {
         )),
         (None, Err(failure)) => {
             let wanted = expect.failure.as_deref().unwrap_or_default();
-            if !failure.to_string().contains(wanted) {
+            let failure = failure.to_string();
+            if !failure.contains(wanted) {
                 failures.push(format!(
-                    "failure:\n  - expected a failure containing `{wanted}`\n  + {failure}"
+                    "failure:\n  - expected a failure containing `{wanted}`\n  + {}",
+                    escape_control(&failure)
                 ));
             }
         }
@@ -264,7 +270,7 @@ fn check_outcome(case: &Case, report: &HookReport, failures: &mut Vec<String>) {
             {
                 failures.push(format!(
                     "reason:\n  - expected `{wanted}`\n  + got {}",
-                    reason.map_or("no reason".into(), |r| format!("`{r}`"))
+                    shown_reason(reason)
                 ));
             }
             if let Some(pattern) = &expect.reason_matches
@@ -273,15 +279,20 @@ fn check_outcome(case: &Case, report: &HookReport, failures: &mut Vec<String>) {
                 failures.push(format!(
                     "reason:\n  - expected to match /{}/\n  + got {}",
                     pattern.as_str(),
-                    reason.map_or("no reason".into(), |r| format!("`{r}`"))
+                    shown_reason(reason)
                 ));
             }
         }
     }
 }
 
+/// An identity on one line: the plugin may have stored any text.
 fn show_identity(i: &IdentitySpec) -> String {
-    format!("{} {}/{} = {}", i.email, i.service, i.service_id, i.user_id)
+    escape_control(&format!(
+        "{} {}/{} = {}",
+        i.email, i.service, i.service_id, i.user_id
+    ))
+    .into_owned()
 }
 
 fn check_identities(case: &Case, stored: &[IdentitySpec], failures: &mut Vec<String>) {
@@ -400,6 +411,12 @@ fn check_http(case: &Case, transport: &MockTransport, failures: &mut Vec<String>
 }
 
 fn check_refusals(case: &Case, report: &HookReport, failures: &mut Vec<String>) {
+    // A refusal quotes the names the plugin asked for.
+    let shown: Vec<String> = report
+        .refusals
+        .iter()
+        .map(|r| escape_control(&r.to_string()).into_owned())
+        .collect();
     let mut left: Vec<String> = report.refusals.iter().map(|r| r.to_string()).collect();
     for wanted in &case.expect.refusals {
         match left.iter().position(|r| r.contains(wanted.as_str())) {
@@ -408,22 +425,18 @@ fn check_refusals(case: &Case, report: &HookReport, failures: &mut Vec<String>) 
             }
             None => failures.push(format!(
                 "refusals:\n  - expected a refusal containing `{wanted}`\n  + {}",
-                if report.refusals.is_empty() {
+                if shown.is_empty() {
                     "there was none".to_string()
                 } else {
-                    report
-                        .refusals
-                        .iter()
-                        .map(|r| r.to_string())
-                        .collect::<Vec<_>>()
-                        .join("\n  + ")
+                    shown.join("\n  + ")
                 }
             )),
         }
     }
     for refusal in left {
         failures.push(format!(
-            "unexpected refusal (list it under expect.refusals if it is meant):\n  + {refusal}"
+            "unexpected refusal (list it under expect.refusals if it is meant):\n  + {}",
+            escape_control(&refusal)
         ));
     }
 }

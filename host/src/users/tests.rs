@@ -319,3 +319,30 @@ fn import_checks_the_header() {
     assert_eq!(plan.created[0].service, "slack");
     assert_eq!(plan.created[0].user_id, "U1");
 }
+
+#[test]
+fn identities_a_plugin_persisted_with_control_characters_list_on_one_line() {
+    let (outline, store) = (outline(), Store::open_in_memory().unwrap());
+    // As a plugin's `persist` stores it: no `warden users` validation on the way in.
+    store
+        .persist_identity(
+            "alice@example.com",
+            "custom",
+            "aaabbcccddee",
+            "alice\nmallory@example.com  admin\x1b[2J",
+        )
+        .unwrap();
+    let users = Users {
+        outline: &outline,
+        store: &store,
+    };
+    let mut out = Vec::new();
+    users.list(&mut out).unwrap();
+    let listed = String::from_utf8(out).unwrap();
+    assert_eq!(listed.lines().count(), 3, "{listed}");
+    assert!(
+        listed.contains("alice@example.com  alice\\nmallory@example.com  admin\\x1b[2J"),
+        "{listed}"
+    );
+    assert!(!listed.contains('\x1b'), "{listed}");
+}

@@ -1,0 +1,289 @@
+//! The compiled-plugin cache against folders and files planted by another user (tests run
+//! as root, so "another user" is uid 65534 given the files with chown), folders others can
+//! write, links, and writers racing each other.
+
+use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
+use std::path::{Path, PathBuf};
+
+use wasmtime::Engine;
+
+use super::user_cache_dir_from;
+use crate::plugin::{CacheOutcome, PluginCache};
+
+/// Not the user running the tests (nobody).
+const OTHER_UID: u32 = 65534;
+
+fn plugin() -> &'static Path {
+    Path::new(warden_tests::artifacts::TRIVIAL)
+}
+
+fn load(dir: &Path, engine: &Engine) -> CacheOutcome {
+    PluginCache::new(dir.to_owned(), engine)
+        .load_or_compile(engine, plugin())
+        .expect("the plugin compiles")
+        .2
+}
+
+/// The files in `dir` with their contents, sorted by name.
+fn contents(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            let bytes = std::fs::read(e.path()).unwrap_or_default();
+            (e.file_name().to_string_lossy().into_owned(), bytes)
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+/// A folder holding a valid entry for the plugin, as this user's cache wrote it.
+fn valid_entry_in(dir: &Path, engine: &Engine) {
+    let made = dir.with_extension("made");
+    assert_eq!(load(&made, engine), CacheOutcome::Compiled);
+    std::fs::create_dir_all(dir).unwrap();
+    for (name, bytes) in contents(&made) {
+        std::fs::write(dir.join(name), bytes).unwrap();
+    }
+}
+
+/// Gives `path` to [`OTHER_UID`]; false (the test has nothing to show) when not root.
+fn give_away(path: &Path) -> bool {
+    match std::os::unix::fs::chown(path, Some(OTHER_UID), Some(OTHER_UID)) {
+        Ok(()) => true,
+        Err(e) if rustix::process::geteuid().as_raw() != 0 => {
+            eprintln!("skipped: only root can give {} away: {e}", path.display());
+            false
+        }
+        Err(e) => panic!("chown {}: {e}", path.display()),
+    }
+}
+
+fn entries(dir: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect()
+}
+
+fn mode(path: &Path) -> u32 {
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o7777
+}
+
+fn assert_uncached(outcome: &CacheOutcome, reason: &str) {
+    match outcome {
+        CacheOutcome::Uncached(why) => assert!(why.contains(reason), "{why}"),
+        other => panic!("expected compiled, not cached ({reason}); got {other:?}"),
+    }
+}
+
+fn assert_rebuilt(outcome: &CacheOutcome, reason: &str) {
+    match outcome {
+        CacheOutcome::Rebuilt(why) => assert!(why.contains(reason), "{why}"),
+        other => panic!("expected compiled again ({reason}); got {other:?}"),
+    }
+}
+
+#[test]
+fn a_new_cache_folder_is_owner_only_and_its_entries_are_too() {
+    let engine = Engine::default();
+    let scratch = tempfile::tempdir().unwrap();
+    let parent = scratch.path().join("cache");
+    let dir = parent.join("warden");
+
+    assert_eq!(load(&dir, &engine), CacheOutcome::Compiled);
+    assert_eq!(mode(&dir), 0o700);
+    assert_eq!(
+        mode(&parent),
+        0o700,
+        "folders made on the way are private too"
+    );
+    let files = entries(&dir);
+    assert_eq!(
+        files.len(),
+        1,
+        "one file per entry, no temporary left: {files:?}"
+    );
+    assert_eq!(mode(&files[0]), 0o600);
+    assert_eq!(load(&dir, &engine), CacheOutcome::Hit);
+}
+
+#[test]
+fn a_planted_folder_of_another_user_is_neither_loaded_nor_written() {
+    let engine = Engine::default();
+    let scratch = tempfile::tempdir().unwrap();
+    let planted = scratch.path().join("planted");
+    valid_entry_in(&planted, &engine);
+    for file in entries(&planted) {
+        if !give_away(&file) {
+            return;
+        }
+    }
+    assert!(give_away(&planted));
+    let before = contents(&planted);
+
+    let outcome = load(&planted, &engine);
+    assert_uncached(
+        &outcome,
+        &format!(
+            "the cache folder {} is owned by uid {OTHER_UID}, not by this user",
+            planted.display()
+        ),
+    );
+    assert_eq!(
+        contents(&planted),
+        before,
+        "nothing written to the planted folder"
+    );
+}
+
+#[test]
+fn a_folder_other_users_can_write_is_refused_even_if_this_user_owns_it() {
+    let engine = Engine::default();
+    let scratch = tempfile::tempdir().unwrap();
+    for (name, mode) in [("world", 0o777), ("group", 0o770), ("sticky", 0o1777)] {
+        let dir = scratch.path().join(name);
+        valid_entry_in(&dir, &engine);
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(mode)).unwrap();
+        let before = contents(&dir);
+
+        let outcome = load(&dir, &engine);
+        assert_uncached(
+            &outcome,
+            &format!("can be written by other users (mode {mode:04o})"),
+        );
+        assert_eq!(contents(&dir), before, "{name}: nothing written");
+    }
+}
+
+#[test]
+fn an_entry_of_another_user_in_a_good_folder_is_compiled_again_and_replaced() {
+    let engine = Engine::default();
+    let scratch = tempfile::tempdir().unwrap();
+    let dir = scratch.path().join("cache");
+    assert_eq!(load(&dir, &engine), CacheOutcome::Compiled);
+    let entry = entries(&dir).remove(0);
+    if !give_away(&entry) {
+        return;
+    }
+
+    let outcome = load(&dir, &engine);
+    assert_rebuilt(
+        &outcome,
+        &format!(
+            "the cache entry {} is owned by uid {OTHER_UID}",
+            entry.display()
+        ),
+    );
+    let replaced = std::fs::symlink_metadata(&entry).unwrap();
+    assert_eq!(replaced.uid(), rustix::process::geteuid().as_raw());
+    assert_eq!(replaced.mode() & 0o7777, 0o600);
+    assert_eq!(load(&dir, &engine), CacheOutcome::Hit);
+}
+
+#[test]
+fn an_entry_others_can_write_or_a_link_is_compiled_again() {
+    let engine = Engine::default();
+    let scratch = tempfile::tempdir().unwrap();
+    let dir = scratch.path().join("cache");
+    assert_eq!(load(&dir, &engine), CacheOutcome::Compiled);
+    let entry = entries(&dir).remove(0);
+
+    std::fs::set_permissions(&entry, std::fs::Permissions::from_mode(0o666)).unwrap();
+    assert_rebuilt(
+        &load(&dir, &engine),
+        "can be written by other users (mode 0666)",
+    );
+    assert_eq!(mode(&entry), 0o600);
+
+    // A link to a valid entry elsewhere: whoever made the link chose what it points to.
+    let elsewhere = scratch.path().join("elsewhere.cwasm");
+    std::fs::rename(&entry, &elsewhere).unwrap();
+    symlink(&elsewhere, &entry).unwrap();
+    assert_rebuilt(&load(&dir, &engine), "is a symbolic link");
+    assert!(!std::fs::symlink_metadata(&entry).unwrap().is_symlink());
+    assert_eq!(load(&dir, &engine), CacheOutcome::Hit);
+}
+
+#[test]
+fn a_link_planted_at_a_predictable_temporary_name_is_not_written_through() {
+    let engine = Engine::default();
+    let scratch = tempfile::tempdir().unwrap();
+    let made = scratch.path().join("made");
+    assert_eq!(load(&made, &engine), CacheOutcome::Compiled);
+    let victim = scratch.path().join("victim");
+    std::fs::write(&victim, "the user's own file").unwrap();
+    // Links at the names a writer using the entry's name and its process id would pick.
+    let dir = scratch.path().join("cache");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+    for (name, _) in contents(&made) {
+        let stem = Path::new(&name)
+            .file_stem()
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        for planted in [
+            format!("{stem}.tmp{}", std::process::id()),
+            format!(".{name}.tmp"),
+        ] {
+            let _ = symlink(&victim, dir.join(planted));
+        }
+    }
+
+    assert_eq!(load(&dir, &engine), CacheOutcome::Compiled);
+    let victim_now = std::fs::read(&victim).unwrap();
+    assert!(
+        victim_now == b"the user's own file",
+        "the victim was written through a link: now {} bytes",
+        victim_now.len()
+    );
+    assert_eq!(load(&dir, &engine), CacheOutcome::Hit);
+}
+
+#[test]
+fn writers_racing_on_one_entry_each_write_their_own_file() {
+    let engine = Engine::default();
+    let scratch = tempfile::tempdir().unwrap();
+    let dir = scratch.path().join("cache");
+    let outcomes: Vec<CacheOutcome> = std::thread::scope(|s| {
+        let workers: Vec<_> = (0..4).map(|_| s.spawn(|| load(&dir, &engine))).collect();
+        workers.into_iter().map(|w| w.join().unwrap()).collect()
+    });
+    for outcome in &outcomes {
+        assert!(
+            matches!(outcome, CacheOutcome::Compiled | CacheOutcome::Hit),
+            "{outcomes:?}"
+        );
+    }
+    let files = entries(&dir);
+    assert_eq!(files.len(), 1, "no temporary left: {files:?}");
+    assert_eq!(load(&dir, &engine), CacheOutcome::Hit);
+}
+
+#[test]
+fn the_default_folder_is_the_users_own_cache_folder() {
+    let home = Some(PathBuf::from("/home/alice"));
+    assert_eq!(
+        user_cache_dir_from(Some("/xdg/cache".into()), home.clone()),
+        Some(PathBuf::from(if cfg!(target_os = "macos") {
+            "/home/alice/Library/Caches/warden"
+        } else {
+            "/xdg/cache/warden"
+        }))
+    );
+    let home_cache = Some(PathBuf::from(if cfg!(target_os = "macos") {
+        "/home/alice/Library/Caches/warden"
+    } else {
+        "/home/alice/.cache/warden"
+    }));
+    assert_eq!(user_cache_dir_from(None, home.clone()), home_cache);
+    // Relative values are ignored, as the XDG spec says: never a folder under the current one.
+    assert_eq!(
+        user_cache_dir_from(Some("cache".into()), home.clone()),
+        home_cache
+    );
+    assert_eq!(user_cache_dir_from(None, Some("alice".into())), None);
+    assert_eq!(user_cache_dir_from(None, None), None);
+}
