@@ -84,7 +84,11 @@ pub struct RequestBuilder<'a> {
 }
 
 impl<'a> RequestBuilder<'a> {
-    /// Add a header.
+    /// Add a header. warden sends the URL's host as `Host` and frames the request itself:
+    /// a request setting `Host`, `Content-Length`, `Transfer-Encoding`, `Connection`,
+    /// `Keep-Alive`, `Upgrade`, `TE`, `Trailer`, `Forwarded`, `X-Forwarded-*` or `Proxy-*`,
+    /// or a header with a control character, is refused (`denied`), whether the value is
+    /// text or sealed.
     pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
         self.headers
             .push((name.into(), wit::HeaderValue::Text(value.into())));

@@ -4,9 +4,19 @@
 //! the address actually connected to (a name that resolves to a loopback, private or
 //! link-local address is refused, so DNS cannot be used to reach the host's own network).
 //!
+//! The plugin chooses headers but not those that route or frame a request (`Host`,
+//! `Content-Length`, `X-Forwarded-*`, ...: `http/headers.rs`): a request with one is refused.
+//!
+//! Every response the flow receives, whatever it sent, has every value that any secret the
+//! flow can seal has ever had (rotated ones too) replaced by `[REDACTED]`, ignoring ASCII
+//! case, in headers, body and errors: a server that kept a sealed header from an earlier
+//! request, or changes its case, hands back nothing the plugin may not read.
+//!
 //! Each hop goes through a [`Transport`]: the real client ([`ReqwestTransport`]) or, in the
 //! test harness, mocks. The checks above happen before the transport sees a request, so a
 //! mock never widens what a flow may reach.
+
+mod headers;
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
@@ -19,11 +29,9 @@ use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use url::Url;
 use wasmtime::component::{HasData, Linker, ResourceTable};
 
-use crate::bindings::warden::plugin::http::{
-    self as wit, HeaderValue, HttpError, Method, Request, Response,
-};
+use crate::bindings::warden::plugin::http::{self as wit, HttpError, Method, Request, Response};
 use crate::config::{Flow, SecretValue, is_localhost_name, is_public, origin};
-use crate::redact::Redactor;
+use crate::redact::{REDACTED, Redactor};
 use crate::refusal::{Refusal, RefusalKind, Refusals};
 use crate::secret_store::SecretStore;
 
@@ -201,8 +209,12 @@ impl HttpState {
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct HttpCall {
     pub method: String,
+    /// The origin of the URL the plugin asked for: the plugin's to choose.
     pub origin: String,
     pub path: String,
+    /// The `allowed_hosts` entry that URL matched, as the config writes it: the operator's,
+    /// so metrics are labelled by it.
+    pub rule: Option<String>,
     /// The final status, or the error kind.
     pub outcome: String,
 }
@@ -254,58 +266,40 @@ impl OutgoingValue {
 
 impl wit::Host for HttpView<'_> {
     async fn send(&mut self, request: Request) -> wasmtime::Result<Result<Response, HttpError>> {
-        let mut headers = Vec::with_capacity(request.headers.len());
-        let mut sealed = Vec::new();
-        for (name, value) in &request.headers {
-            match value {
-                HeaderValue::Text(text) => headers.push(OutgoingHeader {
-                    name: name.clone(),
-                    value: OutgoingValue::Text(text.clone()),
-                }),
-                HeaderValue::Sealed(handle) => {
-                    let secret = self.table.get(handle)?.secret().clone();
-                    let value: SecretValue = match self.instance.secrets.current(&secret).await {
-                        Ok(value) => value,
-                        Err(unavailable) => {
-                            return Ok(Err(HttpError::Connect(format!(
-                                "host error: cannot fill in sealed header `{name}`: {unavailable}"
-                            ))));
-                        }
-                    };
-                    headers.push(OutgoingHeader {
-                        name: name.clone(),
-                        value: OutgoingValue::Sealed {
-                            secret_id: secret.id.clone(),
-                            value: value.clone(),
-                        },
-                    });
-                    sealed.push(value);
-                }
-            }
-        }
         let method = method_name(request.method);
         let shown_url = request.url.clone();
         let allowed = self.instance.flow.limits.http_requests;
-        let result = if self.instance.sent >= allowed {
-            Err(self.instance.refuse(format!(
+        let result = match self.outgoing_headers(&request.headers).await? {
+            Err(refused) => Err(refused),
+            Ok(_) if self.instance.sent >= allowed => Err(self.instance.refuse(format!(
                 "more than {allowed} HTTP requests in one event (limits.http_requests)"
-            )))
-        } else {
-            self.instance.sent += 1;
-            self.instance.execute(request, headers, &sealed).await
+            ))),
+            Ok(headers) => {
+                self.instance.sent += 1;
+                self.instance.execute(request, headers).await
+            }
         };
-        // Not the text itself: it is the plugin's, of any length, and becomes a metrics label.
-        let (origin, path) = Url::parse(&shown_url)
-            .map(|u| (origin(&u), u.path().to_string()))
-            .unwrap_or_else(|_| ("(not a URL)".to_string(), String::new()));
+        // Errors quote URLs and addresses a server chose (a redirect's target).
+        let result = result.map_err(|e| redact_error(&self.instance.redactor(), e));
+        // Not the text itself: it is the plugin's, of any length.
+        let parsed = Url::parse(&shown_url).ok();
+        let (origin, path) = parsed
+            .as_ref()
+            .map(|u| (origin(u), u.path().to_string()))
+            .unwrap_or_else(|| ("(not a URL)".to_string(), String::new()));
         if self.instance.calls.len() >= MAX_RECORDED_CALLS {
             self.instance.calls_dropped += 1;
             return Ok(result);
         }
+        let rule = parsed
+            .as_ref()
+            .and_then(|u| self.instance.flow.grants.hosts.matching(u))
+            .map(|rule| rule.entry().to_string());
         self.instance.calls.push(HttpCall {
             method: method.to_string(),
             origin,
             path,
+            rule,
             outcome: match &result {
                 Ok(r) => r.status.to_string(),
                 Err(e) => error_kind(e).to_string(),
@@ -327,6 +321,22 @@ impl HttpInstance {
             detail: detail.clone(),
         });
         HttpError::Denied(detail)
+    }
+
+    fn refuse_header(&mut self, detail: String) -> HttpError {
+        self.refusals.push(Refusal {
+            kind: RefusalKind::Header,
+            detail: detail.clone(),
+        });
+        HttpError::Denied(detail)
+    }
+
+    /// Every value ever served of every secret this flow can seal: what no response it
+    /// receives may show. Asked for per response, so it knows values fetched during the
+    /// hook.
+    fn redactor(&self) -> Arc<Redactor> {
+        self.secrets
+            .redactor_for(self.flow.grants.secrets.keys().map(String::as_str))
     }
 
     fn check(&mut self, url: &Url) -> Result<(), HttpError> {
@@ -365,7 +375,6 @@ impl HttpInstance {
         &mut self,
         request: Request,
         headers: Vec<OutgoingHeader>,
-        sealed: &[SecretValue],
     ) -> Result<Response, HttpError> {
         let mut url = Url::parse(&request.url).map_err(|e| {
             HttpError::Invalid(format!("`{}` is not a valid URL: {e}", request.url))
@@ -446,19 +455,44 @@ impl HttpInstance {
                     continue;
                 }
             }
-            let redactor = Redactor::new(sealed.to_vec());
+            // The whole body at once, so no value escapes by being split across chunks.
+            let redactor = self.redactor();
             let headers = response
                 .headers
                 .iter()
-                .map(|(k, v)| (k.clone(), redactor.redact(&String::from_utf8_lossy(v))))
+                .map(|(k, v)| {
+                    (
+                        redactor.redact(k),
+                        redactor.redact(&String::from_utf8_lossy(v)),
+                    )
+                })
                 .collect();
+            let body = redactor.redact_bytes(response.body);
+            // A value shorter than the marker grows the body: the cap holds for what the
+            // plugin is given, not only for what the server sent.
+            if body.len() as u64 > max_body {
+                return Err(HttpError::TooLarge(format!(
+                    "the response from {} is over the flow's response_max_bytes ({max_body}) once secret values in it are replaced by {REDACTED}",
+                    origin(&url)
+                )));
+            }
             return Ok(Response {
                 status: status.as_u16(),
                 headers,
-                body: redactor.redact_bytes(response.body),
+                body,
             });
         }
         unreachable!("the loop returns on its last hop")
+    }
+}
+
+fn redact_error(redactor: &Redactor, error: HttpError) -> HttpError {
+    match error {
+        HttpError::Denied(m) => HttpError::Denied(redactor.redact(&m)),
+        HttpError::Timeout(m) => HttpError::Timeout(redactor.redact(&m)),
+        HttpError::Connect(m) => HttpError::Connect(redactor.redact(&m)),
+        HttpError::TooLarge(m) => HttpError::TooLarge(redactor.redact(&m)),
+        HttpError::Invalid(m) => HttpError::Invalid(redactor.redact(&m)),
     }
 }
 

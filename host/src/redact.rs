@@ -1,4 +1,15 @@
 //! Replacing secret values with `[REDACTED]` in whatever leaves the host.
+//!
+//! Values are matched ignoring ASCII case (a value put into a host name comes back
+//! lowercased; a server may upper-case what it echoes), all of them in one pass over the
+//! text (an Aho-Corasick automaton: linear in the text, however many values), so a 1 MiB
+//! response costs one scan. Every byte that belongs to an occurrence of any value is
+//! covered: occurrences that overlap (of one value, or of two) become one `[REDACTED]`, so
+//! no part of either is left showing. The output is not scanned again.
+
+use std::ops::Range;
+
+use aho_corasick::{AhoCorasick, MatchKind};
 
 use crate::config::SecretValue;
 
@@ -10,40 +21,64 @@ const MIN_CUT_PREFIX: usize = 6;
 
 #[derive(Debug, Clone, Default)]
 pub struct Redactor {
-    /// Longest first, so a secret containing another is replaced whole.
+    /// Longest first, so the longest start left at a cut is found first.
     values: Vec<SecretValue>,
+    /// Every value, ASCII case ignored; `None` when there is none.
+    matcher: Option<AhoCorasick>,
 }
 
 impl Redactor {
     pub fn new(mut values: Vec<SecretValue>) -> Self {
         values.retain(|v| !v.expose().is_empty());
-        values.sort_by_key(|v| std::cmp::Reverse(v.expose().len()));
+        values.sort_by(|a, b| (b.expose().len(), a.expose()).cmp(&(a.expose().len(), b.expose())));
         values.dedup();
-        Self { values }
+        let matcher = (!values.is_empty()).then(|| {
+            AhoCorasick::builder()
+                .ascii_case_insensitive(true)
+                // Overlapping search, so every occurrence is seen, not just the leftmost.
+                .match_kind(MatchKind::Standard)
+                .build(values.iter().map(|v| v.expose()))
+                // Its limits are billions of states; a config's secrets are a few hundred
+                // bytes each.
+                .expect("secret values fit an Aho-Corasick automaton")
+        });
+        Self { values, matcher }
     }
 
-    /// Replaces each value, matched ignoring ASCII case: a value put into a host name comes
-    /// back lowercased in URLs and errors.
-    pub fn redact(&self, text: &str) -> String {
-        let mut out = text.to_string();
-        let mut lowered = out.to_ascii_lowercase();
-        for v in &self.values {
-            let needle = v.expose().to_ascii_lowercase();
-            if !lowered.contains(&needle) {
-                continue;
+    /// The byte ranges of `haystack` covered by occurrences of any value, in order, merged
+    /// where they overlap (adjacent occurrences stay apart).
+    fn spans(&self, haystack: &[u8]) -> Vec<Range<usize>> {
+        let Some(matcher) = &self.matcher else {
+            return Vec::new();
+        };
+        let mut spans: Vec<Range<usize>> = Vec::new();
+        // Overlapping matches come in order of their end: a new one can only reach back over
+        // the last spans kept.
+        for found in matcher.find_overlapping_iter(haystack) {
+            let mut start = found.start();
+            while let Some(last) = spans.last()
+                && last.end > start
+            {
+                start = start.min(last.start);
+                spans.pop();
             }
-            let mut replaced = String::with_capacity(out.len());
-            let mut rest = 0;
-            while let Some(at) = lowered[rest..].find(&needle) {
-                replaced.push_str(&out[rest..rest + at]);
-                replaced.push_str(REDACTED);
-                rest += at + needle.len();
-            }
-            replaced.push_str(&out[rest..]);
-            out = replaced;
-            lowered = out.to_ascii_lowercase();
+            spans.push(start..found.end());
         }
-        out
+        spans
+    }
+
+    /// Replaces each value, matched ignoring ASCII case.
+    pub fn redact(&self, text: &str) -> String {
+        let spans = self.spans(text.as_bytes());
+        if spans.is_empty() {
+            return text.to_string();
+        }
+        // A value is whole characters and ASCII case folding leaves other bytes alone, so an
+        // occurrence starts and ends on character boundaries: the result is still UTF-8.
+        match String::from_utf8(splice(text.as_bytes(), &spans)) {
+            Ok(out) => out,
+            Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
+        }
     }
 
     /// [`Self::redact`] for text that may have been cut short to a bound (a reason, captured
@@ -67,30 +102,26 @@ impl Redactor {
         out
     }
 
+    /// [`Self::redact`] for bytes that need not be text (a response body).
     pub fn redact_bytes(&self, bytes: Vec<u8>) -> Vec<u8> {
-        let mut out = bytes;
-        for v in &self.values {
-            let needle = v.expose().as_bytes();
-            if out.windows(needle.len()).any(|w| w == needle) {
-                out = replace_bytes(&out, needle, REDACTED.as_bytes());
-            }
+        let spans = self.spans(&bytes);
+        if spans.is_empty() {
+            return bytes;
         }
-        out
+        splice(&bytes, &spans)
     }
 }
 
-fn replace_bytes(haystack: &[u8], needle: &[u8], with: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(haystack.len());
-    let mut i = 0;
-    while i < haystack.len() {
-        if haystack[i..].starts_with(needle) {
-            out.extend_from_slice(with);
-            i += needle.len();
-        } else {
-            out.push(haystack[i]);
-            i += 1;
-        }
+/// `bytes` with each of `spans` (in order, apart) replaced by [`REDACTED`].
+fn splice(bytes: &[u8], spans: &[Range<usize>]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(bytes.len() + spans.len() * REDACTED.len());
+    let mut rest = 0;
+    for span in spans {
+        out.extend_from_slice(&bytes[rest..span.start]);
+        out.extend_from_slice(REDACTED.as_bytes());
+        rest = span.end;
     }
+    out.extend_from_slice(&bytes[rest..]);
     out
 }
 
@@ -119,5 +150,43 @@ mod tests {
             "short s3cr",
             "too short to tell"
         );
+    }
+
+    #[test]
+    fn bytes_are_matched_ignoring_ascii_case() {
+        let r = Redactor::new(vec![SecretValue::new("s3cr3t-VALUE")]);
+        assert_eq!(
+            r.redact_bytes(b"a S3CR3T-value b s3cr3t-value c s3cr3t-VALUE".to_vec()),
+            b"a [REDACTED] b [REDACTED] c [REDACTED]".to_vec()
+        );
+        // Not UTF-8 around it: still found.
+        assert_eq!(
+            r.redact_bytes(b"\xff\xfeS3cr3t-Value\xff".to_vec()),
+            b"\xff\xfe[REDACTED]\xff".to_vec()
+        );
+    }
+
+    #[test]
+    fn overlapping_occurrences_leave_no_part_of_either_value() {
+        // Leftmost-first replacement would leave "xyz" (the end of the second value) and,
+        // within one value, "ba" (the end of an overlapping second occurrence).
+        let r = Redactor::new(vec![SecretValue::new("abcdef"), SecretValue::new("defxyz")]);
+        assert_eq!(r.redact("<abcdefxyz>"), "<[REDACTED]>");
+        assert_eq!(
+            r.redact_bytes(b"<ABCDEFxyz>".to_vec()),
+            b"<[REDACTED]>".to_vec()
+        );
+        let r = Redactor::new(vec![SecretValue::new("aba")]);
+        assert_eq!(r.redact("ababa aba"), "[REDACTED] [REDACTED]");
+        // Redacting a value out of the middle cannot join its neighbours into another.
+        let r = Redactor::new(vec![SecretValue::new("secret"), SecretValue::new("key")]);
+        assert_eq!(r.redact("secKEYret"), "sec[REDACTED]ret");
+    }
+
+    #[test]
+    fn text_around_a_value_keeps_its_characters() {
+        let r = Redactor::new(vec![SecretValue::new("clé-Secrète")]);
+        assert_eq!(r.redact("é CLé-secrète ü"), "é [REDACTED] ü");
+        assert_eq!(Redactor::default().redact("nothing to do"), "nothing to do");
     }
 }

@@ -12,6 +12,8 @@ pub enum RefusalKind {
     SealedOnly,
     Identity,
     Host,
+    /// An HTTP header the host sets itself or that would change where a request goes.
+    Header,
 }
 
 impl RefusalKind {
@@ -22,6 +24,7 @@ impl RefusalKind {
             Self::SealedOnly => "sealed-only",
             Self::Identity => "identity",
             Self::Host => "host",
+            Self::Header => "header",
         }
     }
 }

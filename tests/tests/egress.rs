@@ -1,0 +1,423 @@
+//! What a plugin's HTTP requests can and cannot do beyond reaching an allowed host: choose
+//! headers that route or frame the request (refused before any connection), get a sealed
+//! secret back from a server that kept it or changed its case (redacted from every response
+//! of the flow), and add metric label values of its choosing (labels come from the config).
+//! Each runs the probe in the real host against a local server or a stand-in transport.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use warden::config::AwsSecret;
+use warden::http::{HopRequest, HopResponse, Transport, TransportError};
+use warden::refusal::RefusalKind;
+use warden::secret_store::{SecretFetcher, SecretStore};
+use warden::serve::metrics::Metrics;
+use warden::store::Store;
+use warden::{Config, Decision, EventInput, HookName, HookReport, StartOptions, Warden};
+use warden_tests::web::TestServer;
+use warden_tests::{Scratch, artifacts, toml_path};
+
+/// Mixed case on purpose: servers below return it upper- and lowercased.
+const VO_SECRET: &str = "vo-SECRET-value-0123";
+
+const ENVIRONMENT: &str = r#"
+[integrations.victorops]
+type = "custom"
+external_id = "vo-ext"
+secrets = ["vo_key"]
+
+[environments.main]
+integrations = { victorops = "victorops" }
+"#;
+
+/// A TOML basic string holding `s` exactly, control characters included.
+fn toml_string(s: &str) -> String {
+    let mut out = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if c.is_control() => out.push_str(&format!("\\u{:04X}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// Flows running the probe in `main` with `reveal_secrets = false`: `(name, action)`.
+fn flows(flows: &[(String, String)], allowed: &str) -> String {
+    flows
+        .iter()
+        .map(|(name, action)| {
+            format!(
+                "\n[flows.{name}]\nenvironment = \"main\"\nplugin = {}\nreveal_secrets = false\n\
+                 allowed_hosts = [{allowed:?}]\nvars = {{ action = {} }}\n",
+                toml_path(artifacts::PROBE),
+                toml_string(action)
+            )
+        })
+        .collect()
+}
+
+/// `vo_key` (`VO_SECRET`) read from a file.
+async fn start(
+    scratch: &Scratch,
+    flow_text: &str,
+    transport: Option<Arc<dyn Transport>>,
+) -> Warden {
+    start_with_secret(scratch, VO_SECRET, flow_text, transport).await
+}
+
+async fn start_with_secret(
+    scratch: &Scratch,
+    secret: &str,
+    flow_text: &str,
+    transport: Option<Arc<dyn Transport>>,
+) -> Warden {
+    scratch.write("vo.key", secret);
+    let text = format!(
+        "[store]\npath = \"warden.db\"\n\n[secrets.vo_key]\nsource = \"file\"\npath = \"vo.key\"\n{ENVIRONMENT}{flow_text}"
+    );
+    let config = Config::load(&scratch.config(&text)).unwrap_or_else(|e| panic!("{e}"));
+    let store = Arc::new(Store::open(&config.store_path).unwrap());
+    let secrets = Arc::new(SecretStore::new(&config));
+    let options = StartOptions {
+        engine: None,
+        transport,
+    };
+    Warden::start_with(config, store, secrets, options)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+async fn run(warden: &Warden, flow: &str) -> HookReport {
+    let event =
+        EventInput::from_json(r#"{"user":{"email":"alice@example.com"},"fields":{}}"#).unwrap();
+    warden
+        .run_hook(flow, HookName::OnRequest, &event)
+        .await
+        .unwrap()
+}
+
+fn approved(report: &HookReport) -> String {
+    match &report.outcome {
+        Ok(Decision::Approve { reason: Some(r) }) => r.clone(),
+        other => panic!("expected an approval, got {other:?}"),
+    }
+}
+
+fn denied(report: &HookReport) -> String {
+    match &report.outcome {
+        Ok(Decision::Deny { reason: Some(r) }) => r.clone(),
+        other => panic!("expected a denial, got {other:?}"),
+    }
+}
+
+/// What the plugin was given, from the probe's hex-encoded `http-hex` answer.
+fn seen_by_plugin(report: &HookReport) -> String {
+    let hex = approved(report);
+    let bytes: Vec<u8> = (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+        .collect();
+    String::from_utf8(bytes).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_plugin_cannot_set_headers_that_route_or_frame_a_request() {
+    let server = TestServer::start().await;
+    let url = format!("{}/headers", server.origin());
+    let long_name = format!("X-Forwarded-{}\n", "n".repeat(5000));
+    let refused: Vec<(&str, &str)> = vec![
+        ("Host", "internal.example"),
+        ("host", "internal.example"),
+        ("Content-Length", "0"),
+        ("Transfer-Encoding", "chunked"),
+        ("Connection", "close"),
+        ("Upgrade", "websocket"),
+        ("TE", "trailers"),
+        ("Trailer", "X-Note"),
+        ("Keep-Alive", "timeout=5"),
+        ("Proxy-Authorization", "Basic eDp5"),
+        ("Proxy-Connection", "keep-alive"),
+        ("Forwarded", "for=10.0.0.1;host=internal.example"),
+        ("X-Forwarded-For", "10.0.0.1"),
+        ("x-forwarded-host", "internal.example"),
+        ("X-Note", "a\r\nHost: internal.example"),
+        ("X-Note", "a\nX-Injected: 1"),
+        ("X-Note", "nul\0byte"),
+        ("X-Note", "tab\tand del\x7f"),
+        ("X-Note\r\nHost", "internal.example"),
+        ("X Note", "a space in the name"),
+        ("", "no name"),
+        (&long_name, "long"),
+    ];
+    let mut cases: Vec<(String, String)> = refused
+        .iter()
+        .enumerate()
+        .map(|(i, (name, value))| {
+            (
+                format!("text{i}"),
+                format!("http-header:{url}|{name}|{value}"),
+            )
+        })
+        .collect();
+    for (i, name) in ["Host", "X-Forwarded-For", "X-Key\r\nX-Injected"]
+        .iter()
+        .enumerate()
+    {
+        cases.push((
+            format!("sealed{i}"),
+            format!("http-sealed-as:victorops|{url}|{name}"),
+        ));
+    }
+    cases.push((
+        "fine".into(),
+        format!("http-header:{url}|X-Note|fine, thanks"),
+    ));
+    let scratch = Scratch::new();
+    let warden = start(&scratch, &flows(&cases, &server.origin()), None).await;
+
+    for (flow, action) in &cases[..cases.len() - 1] {
+        let report = run(&warden, flow).await;
+        assert!(
+            matches!(report.outcome, Ok(Decision::Deny { .. })),
+            "{action:?}: {:?}",
+            report.outcome
+        );
+        let reason = denied(&report);
+        assert!(
+            reason.starts_with("denied: header "),
+            "{action:?}: {reason}"
+        );
+        assert_eq!(
+            report.refusals.len(),
+            1,
+            "{action:?}: {:?}",
+            report.refusals
+        );
+        let refusal = &report.refusals[0];
+        assert_eq!(refusal.kind, RefusalKind::Header, "{action:?}");
+        // The plugin chose the name: it is quoted escaped and cut short.
+        assert!(refusal.detail.len() < 400, "{action:?}: {}", refusal.detail);
+        assert!(
+            !refusal.detail.contains(['\r', '\n', '\0']),
+            "{:?}",
+            refusal.detail
+        );
+        assert!(!reason.contains(VO_SECRET), "{reason}");
+        assert_eq!(report.http_calls.len(), 1, "{action:?}");
+        assert_eq!(report.http_calls[0].outcome, "denied", "{action:?}");
+    }
+    assert_eq!(
+        server.requests(),
+        0,
+        "no refused request reached the server"
+    );
+
+    assert_eq!(approved(&run(&warden, "fine").await), "status=200");
+    let received = server.received_headers();
+    assert_eq!(received.len(), 1);
+    let header = |name: &str| {
+        received[0]
+            .iter()
+            .filter(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(header("host"), [format!("127.0.0.1:{}", server.port())]);
+    assert_eq!(header("x-note"), ["fine, thanks"]);
+    for (name, _) in &received[0] {
+        assert!(
+            !(name.starts_with("x-forwarded") || name.starts_with("proxy-") || name == "forwarded"),
+            "{received:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sealed_value_a_server_kept_or_changed_in_case_is_redacted_from_every_later_response() {
+    let server = TestServer::start().await;
+    let origin = server.origin();
+    let cases: Vec<(String, String)> = [
+        ("keep", format!("http-sealed:victorops {origin}/keep")),
+        // Later requests send nothing sealed; the server answers with what it kept.
+        ("recall", format!("http-hex:{origin}/recall")),
+        (
+            "upper",
+            format!("http-hex:{origin}/recall?case=upper&chunk=3"),
+        ),
+        (
+            "lower",
+            format!("http-hex:{origin}/recall?case=lower&chunk=1"),
+        ),
+        // A redirect to a host named after the kept value: the refusal quotes it back.
+        ("redirect", format!("http-hex:{origin}/recall?redirect=1")),
+    ]
+    .into_iter()
+    .map(|(name, action)| (name.to_string(), action))
+    .collect();
+    let scratch = Scratch::new();
+    let warden = start(&scratch, &flows(&cases, &origin), None).await;
+
+    run(&warden, "keep").await;
+    assert_eq!(server.kept(), [VO_SECRET], "the server got the real value");
+    for flow in ["recall", "upper", "lower"] {
+        let seen = seen_by_plugin(&run(&warden, flow).await);
+        assert!(
+            !seen
+                .to_ascii_lowercase()
+                .contains(&VO_SECRET.to_ascii_lowercase()),
+            "{flow}: {seen}"
+        );
+        assert!(
+            seen.contains("x-recalled-0: [REDACTED]\n"),
+            "{flow}: {seen}"
+        );
+        assert!(seen.ends_with("\n\nrecalled [REDACTED]"), "{flow}: {seen}");
+    }
+    let seen = seen_by_plugin(&run(&warden, "redirect").await);
+    assert!(seen.starts_with("error denied: "), "{seen}");
+    assert!(seen.contains("http://[REDACTED].exfil.example"), "{seen}");
+    assert!(
+        !seen
+            .to_ascii_lowercase()
+            .contains(&VO_SECRET.to_ascii_lowercase())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_body_that_redaction_makes_longer_than_the_cap_is_too_large() {
+    // A value shorter than `[REDACTED]`: the server's 12 bytes become 19.
+    let server = TestServer::start().await;
+    let origin = server.origin();
+    let cases: Vec<(String, String)> = vec![
+        (
+            "keep".into(),
+            format!("http-sealed:victorops {origin}/keep"),
+        ),
+        ("recall".into(), format!("http-hex:{origin}/recall")),
+    ];
+    let text = flows(&cases, &origin).replace(
+        "reveal_secrets = false",
+        "reveal_secrets = false\nlimits = { response_max_bytes = 15 }",
+    );
+    let scratch = Scratch::new();
+    let warden = start_with_secret(&scratch, "k3y", &text, None).await;
+    run(&warden, "keep").await;
+    assert_eq!(server.kept(), ["k3y"]);
+    let seen = seen_by_plugin(&run(&warden, "recall").await);
+    assert_eq!(
+        seen,
+        format!(
+            "error too-large: the response from {origin} is over the flow's response_max_bytes (15) once secret values in it are replaced by [REDACTED]"
+        )
+    );
+}
+
+/// Answers every fetch with the value the test last set.
+struct Rotating(Mutex<String>);
+
+#[async_trait]
+impl SecretFetcher for Rotating {
+    async fn fetch(&self, _secret: &AwsSecret) -> Result<String, String> {
+        Ok(self.0.lock().unwrap().clone())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_value_a_rotated_secret_had_is_redacted_from_responses() {
+    let server = TestServer::start().await;
+    let origin = server.origin();
+    let cases = vec![
+        (
+            "keep".to_string(),
+            format!("http-sealed:victorops {origin}/keep"),
+        ),
+        (
+            "recall".to_string(),
+            format!("http-hex:{origin}/recall?case=upper"),
+        ),
+    ];
+    let text = format!(
+        "[store]\npath = \"warden.db\"\n\n[secrets.vo_key]\nsource = \"aws-secrets-manager\"\n\
+         path = \"main/vo\"\ncache_seconds = 60\n{ENVIRONMENT}{}",
+        flows(&cases, &origin)
+    );
+    let scratch = Scratch::new();
+    let path = scratch.config(&text);
+    let config = Config::parse_with(&text, &path, &|_| None, &|_| Ok("rotated-value-one".into()))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let aws = Arc::new(Rotating(Mutex::new("rotated-value-one".into())));
+    let now = Arc::new(Mutex::new(config.secrets["vo_key"].loaded_at));
+    let clock = now.clone();
+    let secrets = Arc::new(SecretStore::with(
+        &config,
+        aws.clone(),
+        Arc::new(move || *clock.lock().unwrap()),
+    ));
+    let store = Arc::new(Store::open(&config.store_path).unwrap());
+    let warden = Warden::start_with(config, store, secrets, StartOptions::default())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+
+    // Two rotations, each picked up by a sealed request the server keeps: the first kept
+    // value is neither the one read at load nor the current one.
+    for value in ["rotated-value-two", "rotated-value-three"] {
+        *aws.0.lock().unwrap() = value.into();
+        *now.lock().unwrap() += Duration::from_secs(31);
+        run(&warden, "keep").await;
+    }
+    assert_eq!(server.kept(), ["rotated-value-two", "rotated-value-three"]);
+    let seen = seen_by_plugin(&run(&warden, "recall").await);
+    assert!(!seen.contains("ROTATED-VALUE"), "{seen}");
+    assert!(seen.ends_with("recalled [REDACTED] [REDACTED]"), "{seen}");
+}
+
+/// Answers 200 to any hop, without a network.
+struct AnswersAll;
+
+#[async_trait]
+impl Transport for AnswersAll {
+    async fn send(&self, _hop: HopRequest<'_>) -> Result<HopResponse, TransportError> {
+        Ok(HopResponse {
+            status: 200,
+            headers: Vec::new(),
+            body: b"ok".to_vec(),
+        })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn egress_is_labelled_by_the_allowed_hosts_entry_never_by_the_host_asked_for() {
+    let urls = "https://a1.example.com/x https://a2.example.com/y https://A3.EXAMPLE.COM/ \
+                https://evil.test/ https://also-evil.test/";
+    let cases = vec![("wild".to_string(), format!("http-each:{urls}"))];
+    let scratch = Scratch::new();
+    let warden = start(
+        &scratch,
+        &flows(&cases, "https://*.Example.com"),
+        Some(Arc::new(AnswersAll)),
+    )
+    .await;
+    let report = run(&warden, "wild").await;
+    assert_eq!(approved(&report), "200 200 200 denied denied");
+    let metrics = Metrics::default();
+    metrics.observe_hook(&report);
+    let store = Store::open_in_memory().unwrap();
+    let rendered = metrics.render(&[], 0, &store);
+    let egress: Vec<&str> = rendered
+        .lines()
+        .filter(|l| l.starts_with("warden_http_egress_total{"))
+        .collect();
+    assert_eq!(
+        egress,
+        [
+            r#"warden_http_egress_total{flow="wild",host="(not allowed)",status="denied"} 2"#,
+            r#"warden_http_egress_total{flow="wild",host="https://*.Example.com",status="200"} 3"#,
+        ],
+        "{rendered}"
+    );
+}
