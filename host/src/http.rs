@@ -22,6 +22,7 @@ use wasmtime::component::{HasData, Linker, ResourceTable};
 use crate::bindings::warden::plugin::http::{
     self as wit, HeaderValue, HttpError, Method, Request, Response,
 };
+use crate::budget::{self, EventBudget, MAX_URL_PART_BYTES, quote};
 use crate::config::{Flow, SecretValue, is_localhost_name, is_public, origin};
 use crate::redact::Redactor;
 use crate::refusal::{Refusal, RefusalKind, Refusals};
@@ -29,8 +30,18 @@ use crate::secret_store::SecretStore;
 
 pub const MAX_REDIRECTS: usize = 5;
 
-/// HTTP calls recorded per event (for the report and metrics); past this they are counted.
+/// HTTP calls recorded per event (for the report and metrics); past this, or past the
+/// event's budget for calls, they are counted.
 pub const MAX_RECORDED_CALLS: usize = 64;
+
+/// The longest URL a plugin may send, its query included (servers commonly refuse longer).
+pub const MAX_URL_BYTES: usize = 8 << 10;
+
+/// The most a request's header names and values may take together.
+pub const MAX_HEADER_BYTES: usize = 16 << 10;
+
+/// The largest request body a plugin may send.
+pub const MAX_BODY_BYTES: usize = 1 << 20;
 
 /// One hop of a request, as the host sends it after every check has passed.
 #[derive(Debug)]
@@ -183,13 +194,14 @@ impl HttpState {
     }
 
     /// An instance with no time for requests until [`HttpInstance::set_deadline`].
-    pub fn instance(&self, flow: Arc<Flow>) -> HttpInstance {
+    pub fn instance(&self, flow: Arc<Flow>, budget: EventBudget) -> HttpInstance {
         HttpInstance {
             transport: self.transport.clone(),
             secrets: self.secrets.clone(),
             flow,
             deadline: Instant::now(),
-            refusals: Refusals::default(),
+            refusals: Refusals::new(budget.clone()),
+            budget,
             calls: Vec::new(),
             calls_dropped: 0,
             sent: 0,
@@ -197,7 +209,8 @@ impl HttpState {
     }
 }
 
-/// One request a plugin made, for the report and metrics.
+/// One request a plugin made, for the report and metrics; its origin and path cut to
+/// [`MAX_URL_PART_BYTES`].
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct HttpCall {
     pub method: String,
@@ -205,6 +218,19 @@ pub struct HttpCall {
     pub path: String,
     /// The final status, or the error kind.
     pub outcome: String,
+    /// Whether the flow's `allowed_hosts` allow the origin: only those become metrics labels,
+    /// so made-up destinations cannot add series, whatever their outcome.
+    #[serde(skip)]
+    pub allowed: bool,
+}
+
+impl HttpCall {
+    fn shown_len(&self) -> usize {
+        [&self.method, &self.origin, &self.path, &self.outcome]
+            .into_iter()
+            .map(|text| budget::shown_len(text))
+            .sum()
+    }
 }
 
 pub struct HttpInstance {
@@ -212,6 +238,7 @@ pub struct HttpInstance {
     secrets: Arc<SecretStore>,
     flow: Arc<Flow>,
     deadline: Instant,
+    budget: EventBudget,
     pub refusals: Refusals,
     /// The first [`MAX_RECORDED_CALLS`] calls; `calls_dropped` counts the rest.
     pub calls: Vec<HttpCall>,
@@ -254,6 +281,14 @@ impl OutgoingValue {
 
 impl wit::Host for HttpView<'_> {
     async fn send(&mut self, request: Request) -> wasmtime::Result<Result<Response, HttpError>> {
+        let method = method_name(request.method);
+        let shown = self.instance.describe(&request.url);
+        // Checked before the host copies or parses any of it.
+        if let Some(why) = oversized(&request) {
+            return Ok(self
+                .instance
+                .record(method, shown, Err(HttpError::Invalid(why))));
+        }
         let mut headers = Vec::with_capacity(request.headers.len());
         let mut sealed = Vec::new();
         for (name, value) in &request.headers {
@@ -268,7 +303,8 @@ impl wit::Host for HttpView<'_> {
                         Ok(value) => value,
                         Err(unavailable) => {
                             return Ok(Err(HttpError::Connect(format!(
-                                "host error: cannot fill in sealed header `{name}`: {unavailable}"
+                                "host error: cannot fill in sealed header `{}`: {unavailable}",
+                                quote(name)
                             ))));
                         }
                     };
@@ -283,8 +319,6 @@ impl wit::Host for HttpView<'_> {
                 }
             }
         }
-        let method = method_name(request.method);
-        let shown_url = request.url.clone();
         let allowed = self.instance.flow.limits.http_requests;
         let result = if self.instance.sent >= allowed {
             Err(self.instance.refuse(format!(
@@ -294,15 +328,82 @@ impl wit::Host for HttpView<'_> {
             self.instance.sent += 1;
             self.instance.execute(request, headers, &sealed).await
         };
-        // Not the text itself: it is the plugin's, of any length, and becomes a metrics label.
-        let (origin, path) = Url::parse(&shown_url)
-            .map(|u| (origin(&u), u.path().to_string()))
-            .unwrap_or_else(|_| ("(not a URL)".to_string(), String::new()));
-        if self.instance.calls.len() >= MAX_RECORDED_CALLS {
-            self.instance.calls_dropped += 1;
-            return Ok(result);
+        Ok(self.instance.record(method, shown, result))
+    }
+}
+
+/// Why a request is too large to send, if it is: the host would otherwise copy and parse
+/// whatever the plugin's memory holds.
+fn oversized(request: &Request) -> Option<String> {
+    let query: usize = request
+        .query
+        .iter()
+        .map(|(k, v)| k.len() + v.len() + 2)
+        .sum();
+    let url = request.url.len() + query;
+    let headers: usize = request
+        .headers
+        .iter()
+        .map(|(name, value)| {
+            name.len()
+                + match value {
+                    HeaderValue::Text(text) => text.len(),
+                    HeaderValue::Sealed(_) => 0,
+                }
+        })
+        .sum();
+    let body = request.body.as_ref().map_or(0, Vec::len);
+    if url > MAX_URL_BYTES {
+        Some(format!(
+            "the URL is {url} bytes with its query; at most {MAX_URL_BYTES} are sent"
+        ))
+    } else if headers > MAX_HEADER_BYTES {
+        Some(format!(
+            "the headers are {headers} bytes; at most {MAX_HEADER_BYTES} are sent"
+        ))
+    } else if body > MAX_BODY_BYTES {
+        Some(format!(
+            "the body is {body} bytes; at most {MAX_BODY_BYTES} are sent"
+        ))
+    } else {
+        None
+    }
+}
+
+/// The origin and path of a URL to record, each cut to [`MAX_URL_PART_BYTES`], and whether
+/// the flow allows the origin.
+type Shown = (String, String, bool);
+
+impl HttpInstance {
+    /// What to record of `url`: not the text itself, which is the plugin's, of any length,
+    /// and whose origin may become a metrics label.
+    fn describe(&self, url: &str) -> Shown {
+        if url.len() > MAX_URL_BYTES {
+            return (
+                format!("(a URL over {MAX_URL_BYTES} bytes)"),
+                String::new(),
+                false,
+            );
         }
-        self.instance.calls.push(HttpCall {
+        match Url::parse(url) {
+            Ok(u) => (
+                budget::cut(&origin(&u), MAX_URL_PART_BYTES).into_owned(),
+                budget::cut(u.path(), MAX_URL_PART_BYTES).into_owned(),
+                self.flow.grants.hosts.check(&u).is_ok(),
+            ),
+            Err(_) => ("(not a URL)".to_string(), String::new(), false),
+        }
+    }
+
+    /// Records a call, within [`MAX_RECORDED_CALLS`] and the event's budget, and passes its
+    /// result on.
+    fn record(
+        &mut self,
+        method: &str,
+        (origin, path, allowed): Shown,
+        result: Result<Response, HttpError>,
+    ) -> Result<Response, HttpError> {
+        let call = HttpCall {
             method: method.to_string(),
             origin,
             path,
@@ -310,12 +411,16 @@ impl wit::Host for HttpView<'_> {
                 Ok(r) => r.status.to_string(),
                 Err(e) => error_kind(e).to_string(),
             },
-        });
-        Ok(result)
+            allowed,
+        };
+        if self.calls.len() < MAX_RECORDED_CALLS && self.budget.call(call.shown_len()) {
+            self.calls.push(call);
+        } else {
+            self.calls_dropped += 1;
+        }
+        result
     }
-}
 
-impl HttpInstance {
     /// Requests made after `deadline` are refused; each one's timeout is the time left.
     pub fn set_deadline(&mut self, deadline: Instant) {
         self.deadline = deadline;
@@ -332,7 +437,8 @@ impl HttpInstance {
     fn check(&mut self, url: &Url) -> Result<(), HttpError> {
         if url.scheme() != "http" && url.scheme() != "https" {
             return Err(HttpError::Invalid(format!(
-                "`{url}`: only http and https are supported"
+                "`{}`: only http and https are supported",
+                quote(url.as_str())
             )));
         }
         let flow = self.flow.clone();
@@ -368,7 +474,7 @@ impl HttpInstance {
         sealed: &[SecretValue],
     ) -> Result<Response, HttpError> {
         let mut url = Url::parse(&request.url).map_err(|e| {
-            HttpError::Invalid(format!("`{}` is not a valid URL: {e}", request.url))
+            HttpError::Invalid(format!("`{}` is not a valid URL: {e}", quote(&request.url)))
         })?;
         if !request.query.is_empty() {
             let mut pairs = url.query_pairs_mut();
@@ -434,7 +540,8 @@ impl HttpInstance {
                     })?;
                     url = url.join(location).map_err(|e| {
                         HttpError::Invalid(format!(
-                            "redirect to `{location}` is not a valid URL: {e}"
+                            "redirect to `{}` is not a valid URL: {e}",
+                            quote(location)
                         ))
                     })?;
                     if status == reqwest::StatusCode::SEE_OTHER
