@@ -88,6 +88,13 @@ impl wit::Host for IdentitiesInstance {
         if let Err(e) = self.check_granted(&service, &service_id) {
             return Ok(Err(e));
         }
+        // Plugins persist emails of at most this; a longer one the store would only copy
+        // again, to find nothing.
+        if email.len() > MAX_FIELD_LEN {
+            return Ok(Err(IdentityError::Invalid(format!(
+                "email is longer than {MAX_FIELD_LEN} bytes"
+            ))));
+        }
         Ok(self
             .store
             .lookup_identity(&email, &service, &service_id)

@@ -255,7 +255,7 @@ fn escaped_longest(bytes: usize) -> String {
 /// Hands `text` to the host as `what`: an integration `alias`, a `secret` id, a `service`
 /// id or an `email` to look up (in the `custom`/`vo-ext` service), a `url` path or a `host`
 /// name (as many quotes or letters) to send to, a `log` line, the hook's `error`, a `panic` message
-/// or the decision's `reason`.
+/// or the decision's `reason`. A lookup that fails denies with the error.
 fn hand_over(what: &str, text: &str) -> Result<Decision> {
     match what {
         "alias" => drop(integrations::get(text)),
@@ -265,7 +265,11 @@ fn hand_over(what: &str, text: &str) -> Result<Decision> {
             "custom",
             text,
         )),
-        "email" => drop(warden_sdk::identities::lookup(text, "custom", "vo-ext")),
+        "email" => {
+            if let Err(error) = warden_sdk::identities::lookup(text, "custom", "vo-ext") {
+                return Ok(Decision::deny(error.to_string()));
+            }
+        }
         // URL parsers strip control characters at the ends: quotes, which become `%22`.
         "url" => {
             let path = "\"".repeat(text.len());
