@@ -87,28 +87,39 @@ pub(crate) fn classify(
                 _ => "",
             };
             FailureKind::Trap {
-                message: format!("{trap}{hint}{panic}"),
+                message: cut_message(&format!("{trap}{hint}{panic}")),
             }
         }
         None if is_host_fault(error) => FailureKind::Host {
-            message: root_message(error),
+            message: cut_message(&root_message(error)),
         },
         None => FailureKind::Misuse {
-            message: root_message(error),
+            message: cut_message(&root_message(error)),
         },
     }
+}
+
+/// A failure's message as kept: its causes may quote what the plugin passed, of any length.
+fn cut_message(text: &str) -> String {
+    crate::budget::cut(text, crate::budget::MAX_MESSAGE_BYTES).into_owned()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::budget::EventBudget;
 
     fn limits() -> Limits {
         crate::config::Limits::default()
     }
 
     fn kind(error: &wasmtime::Error) -> FailureKind {
-        classify(error, false, &limits(), &CapturedOutput::new(0))
+        classify(
+            error,
+            false,
+            &limits(),
+            &CapturedOutput::new(EventBudget::new(0)),
+        )
     }
 
     #[test]
@@ -182,7 +193,12 @@ mod tests {
         let trap = wasmtime::Error::new(Trap::UnreachableCodeReached);
         let limits = limits();
         assert_eq!(
-            classify(&trap, true, &limits, &CapturedOutput::new(0)),
+            classify(
+                &trap,
+                true,
+                &limits,
+                &CapturedOutput::new(EventBudget::new(0))
+            ),
             FailureKind::Memory {
                 limit_mib: limits.memory_bytes >> 20
             }

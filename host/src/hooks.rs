@@ -124,8 +124,8 @@ pub fn step_name(step: Step) -> &'static str {
     }
 }
 
-/// Longest reason or message kept from a plugin's decision.
-pub const MAX_REASON_BYTES: usize = 4096;
+/// Longest reason or message kept from a plugin's decision, as JSON shows it.
+pub const MAX_REASON_BYTES: usize = crate::budget::MAX_MESSAGE_BYTES;
 
 /// A hook's decision, as the host reports it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -200,18 +200,13 @@ impl Decision {
     }
 }
 
-/// Cuts `text` to at most `max` bytes on a character boundary, marking the cut.
-pub fn truncate(mut text: String, max: usize) -> String {
-    if text.len() <= max {
-        return text;
+/// Cuts `text` to at most `max` bytes (as JSON shows them) on a character boundary, with a
+/// marker saying how many bytes were dropped.
+pub fn truncate(text: String, max: usize) -> String {
+    match crate::budget::cut(&text, max) {
+        std::borrow::Cow::Borrowed(_) => text,
+        std::borrow::Cow::Owned(cut) => cut,
     }
-    let mut cut = max.saturating_sub(3);
-    while !text.is_char_boundary(cut) {
-        cut -= 1;
-    }
-    text.truncate(cut);
-    text.push_str("...");
-    text
 }
 
 #[cfg(test)]
@@ -270,6 +265,9 @@ mod tests {
         let Decision::Approve { reason: Some(r) } = d else {
             panic!()
         };
-        assert!(r.len() <= MAX_REASON_BYTES && r.ends_with("..."));
+        assert!(
+            r.len() <= MAX_REASON_BYTES && r.ends_with("more bytes)"),
+            "{r}"
+        );
     }
 }

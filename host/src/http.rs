@@ -29,7 +29,10 @@ use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use url::Url;
 use wasmtime::component::{HasData, Linker, ResourceTable};
 
-use crate::bindings::warden::plugin::http::{self as wit, HttpError, Method, Request, Response};
+use crate::bindings::warden::plugin::http::{
+    self as wit, HeaderValue, HttpError, Method, Request, Response,
+};
+use crate::budget::{self, EventBudget, MAX_URL_PART_BYTES, quote};
 use crate::config::{Flow, SecretValue, is_localhost_name, is_public, origin};
 use crate::redact::{REDACTED, Redactor};
 use crate::refusal::{Refusal, RefusalKind, Refusals};
@@ -37,8 +40,18 @@ use crate::secret_store::SecretStore;
 
 pub const MAX_REDIRECTS: usize = 5;
 
-/// HTTP calls recorded per event (for the report and metrics); past this they are counted.
+/// HTTP calls recorded per event (for the report and metrics); past this, or past the
+/// event's budget for calls, they are counted.
 pub const MAX_RECORDED_CALLS: usize = 64;
+
+/// The longest URL a plugin may send, its query included (servers commonly refuse longer).
+pub const MAX_URL_BYTES: usize = 8 << 10;
+
+/// The most a request's header names and values may take together.
+pub const MAX_HEADER_BYTES: usize = 16 << 10;
+
+/// The largest request body a plugin may send.
+pub const MAX_BODY_BYTES: usize = 1 << 20;
 
 /// One hop of a request, as the host sends it after every check has passed.
 #[derive(Debug)]
@@ -191,13 +204,14 @@ impl HttpState {
     }
 
     /// An instance with no time for requests until [`HttpInstance::set_deadline`].
-    pub fn instance(&self, flow: Arc<Flow>) -> HttpInstance {
+    pub fn instance(&self, flow: Arc<Flow>, budget: EventBudget) -> HttpInstance {
         HttpInstance {
             transport: self.transport.clone(),
             secrets: self.secrets.clone(),
             flow,
             deadline: Instant::now(),
-            refusals: Refusals::default(),
+            refusals: Refusals::new(budget.clone()),
+            budget,
             calls: Vec::new(),
             calls_dropped: 0,
             sent: 0,
@@ -205,7 +219,8 @@ impl HttpState {
     }
 }
 
-/// One request a plugin made, for the report and metrics.
+/// One request a plugin made, for the report and metrics; its origin and path cut to
+/// [`MAX_URL_PART_BYTES`].
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct HttpCall {
     pub method: String,
@@ -219,11 +234,21 @@ pub struct HttpCall {
     pub outcome: String,
 }
 
+impl HttpCall {
+    fn shown_len(&self) -> usize {
+        [&self.method, &self.origin, &self.path, &self.outcome]
+            .into_iter()
+            .map(|text| budget::shown_len(text))
+            .sum()
+    }
+}
+
 pub struct HttpInstance {
     transport: Arc<dyn Transport>,
     secrets: Arc<SecretStore>,
     flow: Arc<Flow>,
     deadline: Instant,
+    budget: EventBudget,
     pub refusals: Refusals,
     /// The first [`MAX_RECORDED_CALLS`] calls; `calls_dropped` counts the rest.
     pub calls: Vec<HttpCall>,
@@ -267,7 +292,13 @@ impl OutgoingValue {
 impl wit::Host for HttpView<'_> {
     async fn send(&mut self, request: Request) -> wasmtime::Result<Result<Response, HttpError>> {
         let method = method_name(request.method);
-        let shown_url = request.url.clone();
+        let shown = self.instance.describe(&request.url);
+        // Checked before the host copies or parses any of it.
+        if let Some(why) = oversized(&request) {
+            return Ok(self
+                .instance
+                .record(method, shown, Err(HttpError::Invalid(why))));
+        }
         let allowed = self.instance.flow.limits.http_requests;
         let result = match self.outgoing_headers(&request.headers).await? {
             Err(refused) => Err(refused),
@@ -281,21 +312,87 @@ impl wit::Host for HttpView<'_> {
         };
         // Errors quote URLs and addresses a server chose (a redirect's target).
         let result = result.map_err(|e| redact_error(&self.instance.redactor(), e));
-        // Not the text itself: it is the plugin's, of any length.
-        let parsed = Url::parse(&shown_url).ok();
-        let (origin, path) = parsed
-            .as_ref()
-            .map(|u| (origin(u), u.path().to_string()))
-            .unwrap_or_else(|| ("(not a URL)".to_string(), String::new()));
-        if self.instance.calls.len() >= MAX_RECORDED_CALLS {
-            self.instance.calls_dropped += 1;
-            return Ok(result);
+        Ok(self.instance.record(method, shown, result))
+    }
+}
+
+/// Why a request is too large to send, if it is: the host would otherwise copy and parse
+/// whatever the plugin's memory holds.
+fn oversized(request: &Request) -> Option<String> {
+    let query: usize = request
+        .query
+        .iter()
+        .map(|(k, v)| k.len() + v.len() + 2)
+        .sum();
+    let url = request.url.len() + query;
+    let headers: usize = request
+        .headers
+        .iter()
+        .map(|(name, value)| {
+            name.len()
+                + match value {
+                    HeaderValue::Text(text) => text.len(),
+                    HeaderValue::Sealed(_) => 0,
+                }
+        })
+        .sum();
+    let body = request.body.as_ref().map_or(0, Vec::len);
+    if url > MAX_URL_BYTES {
+        Some(format!(
+            "the URL is {url} bytes with its query; at most {MAX_URL_BYTES} are sent"
+        ))
+    } else if headers > MAX_HEADER_BYTES {
+        Some(format!(
+            "the headers are {headers} bytes; at most {MAX_HEADER_BYTES} are sent"
+        ))
+    } else if body > MAX_BODY_BYTES {
+        Some(format!(
+            "the body is {body} bytes; at most {MAX_BODY_BYTES} are sent"
+        ))
+    } else {
+        None
+    }
+}
+
+/// The origin and path of a URL to record, each cut to [`MAX_URL_PART_BYTES`], and the
+/// `allowed_hosts` entry it matched, as the config writes it (the operator's, so metrics are
+/// labelled by it).
+type Shown = (String, String, Option<String>);
+
+impl HttpInstance {
+    /// What to record of `url`: not the text itself, which is the plugin's, of any length,
+    /// and whose origin may become a metrics label.
+    fn describe(&self, url: &str) -> Shown {
+        if url.len() > MAX_URL_BYTES {
+            return (
+                format!("(a URL over {MAX_URL_BYTES} bytes)"),
+                String::new(),
+                None,
+            );
         }
-        let rule = parsed
-            .as_ref()
-            .and_then(|u| self.instance.flow.grants.hosts.matching(u))
-            .map(|rule| rule.entry().to_string());
-        self.instance.calls.push(HttpCall {
+        match Url::parse(url) {
+            Ok(u) => (
+                budget::cut(&origin(&u), MAX_URL_PART_BYTES).into_owned(),
+                budget::cut(u.path(), MAX_URL_PART_BYTES).into_owned(),
+                self.flow
+                    .grants
+                    .hosts
+                    .matching(&u)
+                    .map(|rule| rule.entry().to_string()),
+            ),
+            Err(_) => ("(not a URL)".to_string(), String::new(), None),
+        }
+    }
+
+    /// Records a call, within [`MAX_RECORDED_CALLS`] and the event's budget, and passes its
+    /// result on.
+    fn record(
+        &mut self,
+        method: &str,
+        (origin, path, rule): Shown,
+        result: Result<Response, HttpError>,
+    ) -> Result<Response, HttpError> {
+        let call = HttpCall {
             method: method.to_string(),
             origin,
             path,
@@ -304,12 +401,15 @@ impl wit::Host for HttpView<'_> {
                 Ok(r) => r.status.to_string(),
                 Err(e) => error_kind(e).to_string(),
             },
-        });
-        Ok(result)
+        };
+        if self.calls.len() < MAX_RECORDED_CALLS && self.budget.call(call.shown_len()) {
+            self.calls.push(call);
+        } else {
+            self.calls_dropped += 1;
+        }
+        result
     }
-}
 
-impl HttpInstance {
     /// Requests made after `deadline` are refused; each one's timeout is the time left.
     pub fn set_deadline(&mut self, deadline: Instant) {
         self.deadline = deadline;
@@ -342,7 +442,8 @@ impl HttpInstance {
     fn check(&mut self, url: &Url) -> Result<(), HttpError> {
         if url.scheme() != "http" && url.scheme() != "https" {
             return Err(HttpError::Invalid(format!(
-                "`{url}`: only http and https are supported"
+                "`{}`: only http and https are supported",
+                quote(url.as_str())
             )));
         }
         let flow = self.flow.clone();
@@ -377,7 +478,7 @@ impl HttpInstance {
         headers: Vec<OutgoingHeader>,
     ) -> Result<Response, HttpError> {
         let mut url = Url::parse(&request.url).map_err(|e| {
-            HttpError::Invalid(format!("`{}` is not a valid URL: {e}", request.url))
+            HttpError::Invalid(format!("`{}` is not a valid URL: {e}", quote(&request.url)))
         })?;
         if !request.query.is_empty() {
             let mut pairs = url.query_pairs_mut();
@@ -443,7 +544,8 @@ impl HttpInstance {
                     })?;
                     url = url.join(location).map_err(|e| {
                         HttpError::Invalid(format!(
-                            "redirect to `{location}` is not a valid URL: {e}"
+                            "redirect to `{}` is not a valid URL: {e}",
+                            quote(location)
                         ))
                     })?;
                     if status == reqwest::StatusCode::SEE_OTHER

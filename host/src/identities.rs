@@ -6,6 +6,7 @@ use wasmtime::component::{HasData, Linker};
 
 use crate::bindings::warden::plugin::identities::{self as wit, IdentityError};
 use crate::bindings::warden::plugin::types::Identity;
+use crate::budget::{EventBudget, quote};
 use crate::config::Flow;
 use crate::refusal::{Refusal, RefusalKind, Refusals};
 use crate::store::{Store, StoredIdentity};
@@ -22,26 +23,30 @@ pub struct IdentitiesInstance {
 }
 
 impl IdentitiesInstance {
-    pub fn new(flow: Arc<Flow>, store: Arc<Store>) -> Self {
+    pub fn new(flow: Arc<Flow>, store: Arc<Store>, budget: EventBudget) -> Self {
         Self {
             flow,
             store,
             persisted: 0,
-            refusals: Refusals::default(),
+            refusals: Refusals::new(budget),
         }
     }
 
     fn check_granted(&mut self, service: &str, service_id: &str) -> Result<(), IdentityError> {
         let grants = &self.flow.grants;
+        // Compared in place: the names are the plugin's, of any length.
         if grants
             .services
-            .contains(&(service.to_string(), service_id.to_string()))
+            .iter()
+            .any(|(s, id)| s == service && id == service_id)
         {
             return Ok(());
         }
         let detail = format!(
-            "environment `{}` holds no `{service}` integration with external_id `{service_id}`",
-            grants.environment.name
+            "environment `{}` holds no `{}` integration with external_id `{}`",
+            grants.environment.name,
+            quote(service),
+            quote(service_id)
         );
         self.refusals.push(Refusal {
             kind: RefusalKind::Identity,
@@ -82,6 +87,13 @@ impl wit::Host for IdentitiesInstance {
     ) -> wasmtime::Result<Result<Option<Identity>, IdentityError>> {
         if let Err(e) = self.check_granted(&service, &service_id) {
             return Ok(Err(e));
+        }
+        // Plugins persist emails of at most this; a longer one the store would only copy
+        // again, to find nothing.
+        if email.len() > MAX_FIELD_LEN {
+            return Ok(Err(IdentityError::Invalid(format!(
+                "email is longer than {MAX_FIELD_LEN} bytes"
+            ))));
         }
         Ok(self
             .store

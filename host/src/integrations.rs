@@ -5,6 +5,7 @@ use std::sync::Arc;
 use wasmtime::component::{HasData, Linker, ResourceTable};
 
 use crate::bindings::warden::plugin::integrations::{self as wit, Integration};
+use crate::budget::{EventBudget, quote};
 use crate::config::Flow;
 use crate::refusal::{Refusal, RefusalKind, Refusals};
 use crate::secrets;
@@ -15,10 +16,10 @@ pub struct IntegrationsInstance {
 }
 
 impl IntegrationsInstance {
-    pub fn new(flow: Arc<Flow>) -> Self {
+    pub fn new(flow: Arc<Flow>, budget: EventBudget) -> Self {
         Self {
             flow,
-            refusals: Refusals::default(),
+            refusals: Refusals::new(budget),
         }
     }
 }
@@ -33,8 +34,9 @@ impl wit::Host for IntegrationsView<'_> {
         let environment = &self.instance.flow.grants.environment;
         let Some(integration) = environment.integrations.get(&alias) else {
             let detail = format!(
-                "environment `{}` has no integration under alias `{alias}`",
-                environment.name
+                "environment `{}` has no integration under alias `{}`",
+                environment.name,
+                quote(&alias)
             );
             self.instance.refusals.push(Refusal {
                 kind: RefusalKind::Integration,

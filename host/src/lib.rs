@@ -11,6 +11,7 @@
 
 pub mod bench;
 mod bindings;
+pub mod budget;
 pub mod cache;
 pub mod config;
 pub mod escape;

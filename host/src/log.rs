@@ -1,9 +1,11 @@
-//! `warden:plugin/log`: plugin log lines, kept per event within the flow's byte budget.
+//! `warden:plugin/log`: plugin log lines, kept per event within the flow's byte budget
+//! (`log_max_bytes`, shared with stdout and stderr; see [`crate::budget`]).
 
 use serde::Serialize;
 use wasmtime::component::{HasData, Linker};
 
 use crate::bindings::warden::plugin::log::{self as wit, Level};
+use crate::budget::EventBudget;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -48,43 +50,47 @@ pub struct LogLine {
 #[derive(Debug)]
 pub struct LogInstance {
     lines: Vec<LogLine>,
-    budget: usize,
+    budget: EventBudget,
     dropped: usize,
+    dropped_bytes: usize,
 }
 
 impl LogInstance {
-    pub fn new(budget: usize) -> Self {
+    pub fn new(budget: EventBudget) -> Self {
         Self {
             lines: Vec::new(),
             budget,
             dropped: 0,
+            dropped_bytes: 0,
         }
     }
 
-    /// The lines, with a closing line counting those dropped over the budget.
-    pub fn finish(mut self) -> Vec<LogLine> {
+    /// The lines, with a closing line counting those dropped over the budget; none are left.
+    pub fn finish(&mut self) -> Vec<LogLine> {
+        let mut lines = std::mem::take(&mut self.lines);
         if self.dropped > 0 {
-            self.lines.push(LogLine {
+            lines.push(LogLine {
                 level: LogLevel::Warn,
                 source: LogSource::Host,
                 message: format!(
-                    "{} plugin log line(s) dropped: over the flow's log_max_bytes",
-                    self.dropped
+                    "{} plugin log line(s) dropped ({} bytes): over the flow's log_max_bytes",
+                    self.dropped, self.dropped_bytes
                 ),
             });
+            self.dropped = 0;
+            self.dropped_bytes = 0;
         }
-        self.lines
+        lines
     }
 }
 
 impl wit::Host for LogInstance {
     fn write(&mut self, level: Level, message: String) -> wasmtime::Result<()> {
-        if message.len() > self.budget {
+        if !self.budget.log_line(message.len()) {
             self.dropped += 1;
-            self.budget = 0;
+            self.dropped_bytes = self.dropped_bytes.saturating_add(message.len());
             return Ok(());
         }
-        self.budget -= message.len();
         self.lines.push(LogLine {
             level: level.into(),
             source: LogSource::Plugin,
@@ -114,7 +120,8 @@ mod tests {
 
     #[test]
     fn lines_over_the_budget_are_dropped_and_counted() {
-        let mut log = LogInstance::new(10);
+        use crate::budget::LINE_OVERHEAD;
+        let mut log = LogInstance::new(EventBudget::new(2 * LINE_OVERHEAD + 10));
         log.write(Level::Info, "12345".into()).unwrap();
         log.write(Level::Warn, "67890".into()).unwrap();
         log.write(Level::Error, "x".into()).unwrap();
@@ -123,6 +130,32 @@ mod tests {
         assert_eq!(lines.len(), 3);
         assert_eq!(lines[1].level, LogLevel::Warn);
         assert_eq!(lines[2].source, LogSource::Host);
-        assert!(lines[2].message.starts_with("2 plugin log line(s) dropped"));
+        assert!(
+            lines[2]
+                .message
+                .starts_with("2 plugin log line(s) dropped (2 bytes)"),
+            "{lines:?}"
+        );
+    }
+
+    #[test]
+    fn a_million_empty_lines_keep_a_bounded_number_of_lines() {
+        let budget = EventBudget::new(64 << 10);
+        let mut log = LogInstance::new(budget.clone());
+        for _ in 0..1_000_000 {
+            log.write(Level::Info, String::new()).unwrap();
+        }
+        let lines = log.finish();
+        assert_eq!(lines.len(), (64 << 10) / crate::budget::LINE_OVERHEAD + 1);
+        assert!(
+            lines
+                .last()
+                .unwrap()
+                .message
+                .starts_with("998976 plugin log line(s) dropped"),
+            "{:?}",
+            lines.last()
+        );
+        assert!(budget.kept() <= 64 << 10);
     }
 }

@@ -11,6 +11,7 @@ use std::ops::Range;
 
 use aho_corasick::{AhoCorasick, MatchKind};
 
+use crate::budget;
 use crate::config::SecretValue;
 
 pub const REDACTED: &str = "[REDACTED]";
@@ -82,22 +83,41 @@ impl Redactor {
     }
 
     /// [`Self::redact`] for text that may have been cut short to a bound (a reason, captured
-    /// stdout): the first bytes of a value left at its end (before a closing `...`) are
-    /// redacted too.
+    /// stdout, a name quoted in a refusal): the first bytes of a value left where the text
+    /// was cut — before each cut marker, and at its end — are redacted too.
     pub fn redact_cut(&self, text: &str) -> String {
         let mut out = self.redact(text);
-        let end = out.strip_suffix("...").map_or(out.len(), str::len);
-        let lowered = out[..end].to_ascii_lowercase();
-        for v in &self.values {
-            let needle = v.expose().to_ascii_lowercase();
-            let tail = (MIN_CUT_PREFIX..needle.len())
-                .rev()
-                .filter(|len| needle.is_char_boundary(*len))
-                .find(|len| lowered.ends_with(&needle[..*len]));
-            if let Some(len) = tail {
-                out.replace_range(end - len..end, REDACTED);
-                break;
+        let lowered = out.to_ascii_lowercase();
+        // From the last cut to the first, so replacing one leaves earlier offsets valid.
+        let mut floor = out.len();
+        for end in budget::cut_points(&out).into_iter().rev() {
+            if end > floor {
+                continue;
             }
+            for v in &self.values {
+                let needle = v.expose().to_ascii_lowercase();
+                let tail = (MIN_CUT_PREFIX..needle.len())
+                    .rev()
+                    .filter(|len| needle.is_char_boundary(*len) && *len <= end)
+                    .find(|len| lowered[..end].ends_with(&needle[..*len]));
+                if let Some(len) = tail {
+                    out.replace_range(end - len..end, REDACTED);
+                    floor = end - len;
+                    break;
+                }
+            }
+        }
+        out
+    }
+
+    /// [`Self::redact_cut`], then cut again to `max` (as JSON shows it) if `[REDACTED]` made
+    /// the text longer than a value it replaced.
+    pub fn redact_within(&self, text: &str, max: usize) -> String {
+        let mut out = self.redact_cut(text);
+        let mut room = max;
+        while budget::shown_len(&out) > max && room > 0 {
+            out = self.redact_cut(&budget::cut(&out, room));
+            room = room.saturating_sub(budget::shown_len(&out).saturating_sub(max));
         }
         out
     }
@@ -143,7 +163,10 @@ mod tests {
             mixed.redact("http://s3cr3t-value.example/ and S3CR3T-VALUE"),
             "http://[REDACTED].example/ and [REDACTED]"
         );
-        assert_eq!(mixed.redact_cut("rrr s3cr3t-VA..."), "rrr [REDACTED]...");
+        assert_eq!(
+            mixed.redact_cut("rrr s3cr3t-VA...(3 more bytes)"),
+            "rrr [REDACTED]...(3 more bytes)"
+        );
         assert_eq!(mixed.redact_cut("xx s3cr3t"), "xx [REDACTED]");
         assert_eq!(
             mixed.redact_cut("short s3cr"),
@@ -188,5 +211,31 @@ mod tests {
         let r = Redactor::new(vec![SecretValue::new("clé-Secrète")]);
         assert_eq!(r.redact("é CLé-secrète ü"), "é [REDACTED] ü");
         assert_eq!(Redactor::default().redact("nothing to do"), "nothing to do");
+    }
+
+    #[test]
+    fn a_start_left_at_any_cut_is_redacted() {
+        let r = Redactor::new(vec![SecretValue::new("s3cr3t-VALUE")]);
+        // The name is cut eight bytes into the value.
+        // (A marker for a four-digit count takes 20 bytes.)
+        let pad = budget::MAX_NAME_BYTES - 20 - 8;
+        let name = format!("{}s3cr3t-VALUE{}", "a".repeat(pad), "z".repeat(1000));
+        let alias = budget::quote(&name).into_owned();
+        assert!(alias.contains("as3cr3t-V..."), "{alias}");
+        let detail = format!("no integration under alias `{alias}` in `main`");
+        let shown = r.redact_cut(&detail);
+        assert!(!shown.to_ascii_lowercase().contains("s3cr3t"), "{shown}");
+        assert!(shown.contains("a[REDACTED]...("), "{shown}");
+        assert!(shown.ends_with("` in `main`"), "{shown}");
+    }
+
+    #[test]
+    fn redaction_longer_than_a_short_value_is_cut_back_to_the_bound() {
+        let r = Redactor::new(vec![SecretValue::new("ab")]);
+        let text = "ab".repeat(2000);
+        let shown = r.redact_within(&text, 1000);
+        assert!(budget::shown_len(&shown) <= 1000, "{}", shown.len());
+        assert!(!shown.contains("ab"), "{shown}");
+        assert!(budget::split_marker(&shown).is_some(), "{shown}");
     }
 }

@@ -14,6 +14,7 @@ use wasmtime::{Engine, ResourceLimiter, Store};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::bindings::PluginPre;
+use crate::budget::{self, EventBudget, MAX_MESSAGE_BYTES, MAX_REFUSAL_BYTES, MAX_URL_PART_BYTES};
 use crate::cache::{CacheInstance, CacheState};
 use crate::config::{Config, Flow, Limits};
 use crate::event::{EventError, EventInput};
@@ -573,8 +574,10 @@ impl StoreMaker {
         slot: OwnedSemaphorePermit,
     ) -> (Store<InstanceState>, CapturedOutput, CapturedOutput) {
         let limits: &Limits = &flow.limits;
-        let stdout = CapturedOutput::new(limits.log_max_bytes);
-        let stderr = CapturedOutput::new(limits.log_max_bytes);
+        // Everything the instance keeps of the plugin's is charged here (see `budget`).
+        let budget = EventBudget::new(limits.log_max_bytes);
+        let stdout = CapturedOutput::new(budget.clone());
+        let stderr = CapturedOutput::new(budget.clone());
         // Nothing is granted: no files, environment, arguments, sockets or name lookups.
         let wasi = WasiCtx::builder()
             .stdout(stdout.clone())
@@ -583,23 +586,31 @@ impl StoreMaker {
             .allow_udp(false)
             .allow_ip_name_lookup(false)
             .build();
+        // Each resource the plugin holds (a secret handle, a WASI stream) is host memory.
+        let mut table = ResourceTable::new();
+        table.set_max_capacity(budget::MAX_HANDLES);
         let state = InstanceState {
             _slot: slot,
-            table: ResourceTable::new(),
+            table,
             wasi,
             memory: MemoryLimiter {
                 max_bytes: usize::try_from(limits.memory_bytes).unwrap_or(usize::MAX),
                 exceeded: false,
             },
-            log: LogInstance::new(limits.log_max_bytes),
-            secrets: SecretsInstance::new(flow.clone(), self.secrets.clone()),
-            integrations: IntegrationsInstance::new(flow.clone()),
-            identities: IdentitiesInstance::new(flow.clone(), self.identities.clone()),
-            http: self.http.instance(flow.clone()),
+            log: LogInstance::new(budget.clone()),
+            secrets: SecretsInstance::new(flow.clone(), self.secrets.clone(), budget.clone()),
+            integrations: IntegrationsInstance::new(flow.clone(), budget.clone()),
+            identities: IdentitiesInstance::new(
+                flow.clone(),
+                self.identities.clone(),
+                budget.clone(),
+            ),
+            http: self.http.instance(flow.clone(), budget),
             cache: self.cache.instance(&flow.name),
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.memory);
+        store.set_max_component_handles(budget::MAX_HANDLES);
         store.epoch_deadline_trap();
         (store, stdout, stderr)
     }
@@ -922,7 +933,9 @@ impl Warden {
                 limits,
                 &stderr,
             ))),
-            Ok(Ok(Err(message))) => Err(failure(FailureKind::PluginError { message })),
+            Ok(Ok(Err(message))) => Err(failure(FailureKind::PluginError {
+                message: budget::cut(&message, MAX_MESSAGE_BYTES).into_owned(),
+            })),
             Ok(Ok(Ok(decision))) => {
                 let decision = Decision::from_wit(decision);
                 if decision.allowed_for(hook) {
@@ -935,7 +948,7 @@ impl Warden {
             }
         };
         let state = store.data_mut();
-        let mut logs = std::mem::replace(&mut state.log, LogInstance::new(0)).finish();
+        let mut logs = state.log.finish();
         logs.extend(stdout.lines(LogSource::Stdout));
         logs.extend(stderr.lines(LogSource::Stderr));
         if state.http.calls_dropped > 0 {
@@ -943,16 +956,17 @@ impl Warden {
                 level: crate::log::LogLevel::Warn,
                 source: LogSource::Host,
                 message: format!(
-                    "{} more HTTP call(s) not recorded: at most {} are kept per event",
+                    "{} more HTTP call(s) not recorded: at most {} are kept per event, within {} KiB",
                     state.http.calls_dropped,
-                    http::MAX_RECORDED_CALLS
+                    http::MAX_RECORDED_CALLS,
+                    budget::CALL_BYTES >> 10
                 ),
             });
         }
-        let mut refusals = std::mem::take(&mut state.integrations.refusals).finish();
-        refusals.extend(std::mem::take(&mut state.secrets.refusals).finish());
-        refusals.extend(std::mem::take(&mut state.identities.refusals).finish());
-        refusals.extend(std::mem::take(&mut state.http.refusals).finish());
+        let mut refusals = state.integrations.refusals.finish();
+        refusals.extend(state.secrets.refusals.finish());
+        refusals.extend(state.identities.refusals.finish());
+        refusals.extend(state.http.refusals.finish());
         let http_calls = std::mem::take(&mut state.http.calls);
         // Freeing a store later saves the answer that time only when the host is otherwise
         // idle; under load it is work like any other, so it is done at once.
@@ -1021,22 +1035,24 @@ impl Warden {
     fn redacted(&self, mut report: HookReport) -> HookReport {
         // Built now, so it knows values fetched during this very hook.
         let r = &self.stores.secrets.redactor();
+        // Everything here was cut to its bound when kept (see `budget`): a value's start left
+        // at a cut is redacted too, and text `[REDACTED]` made longer is cut back.
+        let message = |text: String| r.redact_within(&text, MAX_MESSAGE_BYTES);
         report.outcome = match report.outcome {
-            // Reasons are cut to a bound before this, and captured output to its budget.
-            Ok(d) => Ok(d.map_text(|t| r.redact_cut(&t))),
+            Ok(d) => Ok(d.map_text(message)),
             Err(mut f) => {
                 f.kind = match f.kind {
-                    FailureKind::Trap { message } => FailureKind::Trap {
-                        message: r.redact(&message),
+                    FailureKind::Trap { message: m } => FailureKind::Trap {
+                        message: message(m),
                     },
-                    FailureKind::PluginError { message } => FailureKind::PluginError {
-                        message: r.redact(&message),
+                    FailureKind::PluginError { message: m } => FailureKind::PluginError {
+                        message: message(m),
                     },
-                    FailureKind::Misuse { message } => FailureKind::Misuse {
-                        message: r.redact(&message),
+                    FailureKind::Misuse { message: m } => FailureKind::Misuse {
+                        message: message(m),
                     },
-                    FailureKind::Host { message } => FailureKind::Host {
-                        message: r.redact(&message),
+                    FailureKind::Host { message: m } => FailureKind::Host {
+                        message: message(m),
                     },
                     other => other,
                 };
@@ -1049,11 +1065,11 @@ impl Warden {
         // A plugin can put a value it was shown into a host name, a secret id or an alias;
         // refusals and calls quote those back.
         for refusal in &mut report.refusals {
-            refusal.detail = r.redact(&refusal.detail);
+            refusal.detail = r.redact_within(&refusal.detail, MAX_REFUSAL_BYTES);
         }
         for call in &mut report.http_calls {
-            call.origin = r.redact(&call.origin);
-            call.path = r.redact(&call.path);
+            call.origin = r.redact_within(&call.origin, MAX_URL_PART_BYTES);
+            call.path = r.redact_within(&call.path, MAX_URL_PART_BYTES);
         }
         report
     }

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use wasmtime::component::{HasData, Linker, Resource, ResourceTable};
 
 use crate::bindings::warden::plugin::secrets::{self as wit, SecretError};
+use crate::budget::{EventBudget, quote};
 use crate::config::{Flow, Secret};
 use crate::refusal::{Refusal, RefusalKind, Refusals};
 use crate::secret_store::SecretStore;
@@ -31,7 +32,12 @@ pub(crate) fn grant_handle(
     table: &mut ResourceTable,
     secret: Arc<Secret>,
 ) -> wasmtime::Result<Resource<SecretHandle>> {
-    Ok(table.push(SecretHandle { secret })?)
+    table.push(SecretHandle { secret }).map_err(|e| {
+        wasmtime::Error::msg(format!(
+            "the plugin holds {} resources, the most an instance may ({e})",
+            crate::budget::MAX_HANDLES
+        ))
+    })
 }
 
 pub struct SecretsInstance {
@@ -41,11 +47,11 @@ pub struct SecretsInstance {
 }
 
 impl SecretsInstance {
-    pub fn new(flow: Arc<Flow>, values: Arc<SecretStore>) -> Self {
+    pub fn new(flow: Arc<Flow>, values: Arc<SecretStore>, budget: EventBudget) -> Self {
         Self {
             flow,
             values,
-            refusals: Refusals::default(),
+            refusals: Refusals::new(budget),
         }
     }
 }
@@ -79,7 +85,8 @@ impl wit::Host for SecretsView<'_> {
             // must teach the plugin nothing.
             None => {
                 let detail = format!(
-                    "secret `{id}` is not attached to any integration of environment `{}`",
+                    "secret `{}` is not attached to any integration of environment `{}`",
+                    quote(&id),
                     self.instance.flow.grants.environment.name
                 );
                 Ok(Err(self.refuse(RefusalKind::Secret, detail)))

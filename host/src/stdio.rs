@@ -1,4 +1,5 @@
-//! The guest's stdout and stderr: captured per event, bounded, and turned into log lines.
+//! The guest's stdout and stderr: captured per event, charged to the event's log budget
+//! (each line its bytes plus [`crate::budget::LINE_OVERHEAD`]), and turned into log lines.
 
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -9,6 +10,7 @@ use tokio::io::AsyncWrite;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamError};
 
+use crate::budget::EventBudget;
 use crate::log::{LogLevel, LogLine, LogSource};
 
 #[derive(Debug, Default)]
@@ -20,24 +22,23 @@ struct Captured {
 /// A bounded in-memory pipe: what does not fit is counted, never an error for the guest.
 #[derive(Debug, Clone)]
 pub struct CapturedOutput {
-    capacity: usize,
+    budget: EventBudget,
     inner: Arc<Mutex<Captured>>,
 }
 
 impl CapturedOutput {
-    pub fn new(capacity: usize) -> Self {
+    pub fn new(budget: EventBudget) -> Self {
         Self {
-            capacity,
+            budget,
             inner: Arc::default(),
         }
     }
 
     fn append(&self, bytes: &[u8]) {
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        let room = self.capacity.saturating_sub(inner.bytes.len());
-        let kept = bytes.len().min(room);
+        let kept = self.budget.log_bytes(bytes);
         inner.bytes.extend_from_slice(&bytes[..kept]);
-        inner.dropped += bytes.len() - kept;
+        inner.dropped = inner.dropped.saturating_add(bytes.len() - kept);
     }
 
     /// One log line per line written, and one counting the bytes dropped.
@@ -137,7 +138,8 @@ mod tests {
 
     #[test]
     fn output_over_capacity_is_dropped_and_counted() {
-        let out = CapturedOutput::new(8);
+        use crate::budget::LINE_OVERHEAD;
+        let out = CapturedOutput::new(EventBudget::new(LINE_OVERHEAD + 8));
         out.append(b"hello\nworld\n");
         let lines = out.lines(LogSource::Stdout);
         assert_eq!(lines[0].message, "hello");
@@ -145,7 +147,36 @@ mod tests {
         assert!(
             lines[2]
                 .message
-                .starts_with("4 byte(s) of plugin stdout dropped")
+                .starts_with("4 byte(s) of plugin stdout dropped"),
+            "{lines:?}"
+        );
+    }
+
+    #[test]
+    fn newlines_are_charged_so_a_flood_of_short_lines_stays_small() {
+        let budget = EventBudget::new(64 << 10);
+        let out = CapturedOutput::new(budget.clone());
+        let err = CapturedOutput::new(budget.clone());
+        for _ in 0..100_000 {
+            out.append(b"a\n");
+            err.append(b"\n");
+        }
+        let lines = out.lines(LogSource::Stdout);
+        // Stdout and stderr share the account: each line cost its bytes and the overhead.
+        assert!(
+            lines.len() < (64 << 10) / crate::budget::LINE_OVERHEAD,
+            "{}",
+            lines.len()
+        );
+        assert!(budget.kept() <= 64 << 10);
+        assert!(
+            lines
+                .last()
+                .unwrap()
+                .message
+                .contains("of plugin stdout dropped"),
+            "{:?}",
+            lines.last()
         );
     }
 }

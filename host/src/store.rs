@@ -789,6 +789,24 @@ mod tests {
     }
 
     #[test]
+    fn lookups_of_huge_emails_are_not_remembered() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("warden.db")).unwrap();
+        let huge = format!("{}@example.com", "a".repeat(4 << 20));
+        for _ in 0..2 {
+            assert_eq!(store.lookup_identity(&huge, "custom", "vo").unwrap(), None);
+        }
+        assert_eq!(store.identity_lookups_from_memory(), 0);
+        store
+            .lookup_identity("b@example.com", "custom", "vo")
+            .unwrap();
+        store
+            .lookup_identity("b@example.com", "custom", "vo")
+            .unwrap();
+        assert_eq!(store.identity_lookups_from_memory(), 1, "short ones are");
+    }
+
+    #[test]
     fn an_identity_changed_by_another_connection_is_seen_by_the_next_lookup() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("warden.db");

@@ -153,7 +153,8 @@ impl AllowList {
     /// link-local address (or `localhost`) is reachable only through an entry that names it
     /// exactly, never through `*.`.
     pub fn check(&self, url: &Url) -> Result<(), String> {
-        let shown = origin(url);
+        // The plugin's, of any length: quoted back in refusals and errors.
+        let shown = crate::budget::quote(&origin(url)).into_owned();
         let (_, best) = self
             .best(url)
             .ok_or_else(|| format!("{shown} is not in the flow's allowed_hosts"))?;

@@ -1,5 +1,6 @@
 //! The mock transport: answers plugins' requests from a case's mocks and records each one.
-//! Nothing here touches the network.
+//! Nothing here touches the network. What is recorded and shown of a request is the
+//! plugin's, of any size: it is cut to the bounds below (see [`crate::budget`]).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -9,10 +10,18 @@ use std::time::Duration;
 use async_trait::async_trait;
 use url::Url;
 
+use crate::budget::{self, quote};
 use crate::config::{SecretValue, origin};
 use crate::escape::escape_control;
 use crate::http::{HopRequest, HopResponse, OutgoingValue, Transport, TransportError, too_large};
 use crate::redact::{REDACTED, Redactor};
+
+/// Requests recorded per case; past this they are counted.
+pub const MAX_RECORDED_REQUESTS: usize = 256;
+/// The longest URL or body recorded of a request.
+const MAX_SHOWN_BYTES: usize = 1024;
+/// Headers recorded of a request; past this they are counted.
+const MAX_SHOWN_HEADERS: usize = 32;
 
 /// A mock, validated and with its bodies read.
 #[derive(Debug, Clone)]
@@ -109,6 +118,18 @@ impl RecordedRequest {
 struct Recorded {
     calls: Vec<usize>,
     requests: Vec<RecordedRequest>,
+    /// Requests past [`MAX_RECORDED_REQUESTS`], counted only.
+    dropped: usize,
+}
+
+impl Recorded {
+    fn push(&mut self, request: RecordedRequest) {
+        if self.requests.len() < MAX_RECORDED_REQUESTS {
+            self.requests.push(request);
+        } else {
+            self.dropped += 1;
+        }
+    }
 }
 
 pub struct MockTransport {
@@ -134,7 +155,7 @@ impl MockTransport {
         Self {
             recorded: Mutex::new(Recorded {
                 calls: vec![0; mocks.len()],
-                requests: Vec::new(),
+                ..Recorded::default()
             }),
             mocks,
             secrets,
@@ -148,6 +169,11 @@ impl MockTransport {
 
     pub fn requests(&self) -> Vec<RecordedRequest> {
         self.lock().requests.clone()
+    }
+
+    /// Requests made past [`MAX_RECORDED_REQUESTS`], not recorded.
+    pub fn requests_dropped(&self) -> usize {
+        self.lock().dropped
     }
 
     /// Calls per mock, by index.
@@ -226,6 +252,7 @@ impl MockTransport {
                 .iter()
                 .filter(|(n, _)| n.eq_ignore_ascii_case(name))
                 .map(|(_, v)| *v)
+                .take(MAX_SHOWN_HEADERS)
                 .collect();
             let ok = found.iter().any(|v| self.header_matches(wanted, v));
             let expected = match wanted {
@@ -281,10 +308,10 @@ impl MockTransport {
         }
     }
 
-    /// Text fit to print in the report: secrets redacted, control characters escaped (the
-    /// plugin chose it; it cannot add lines).
+    /// The plugin's text fit to print: redacted, cut to a name's length, control characters
+    /// escaped (the plugin chose it; it cannot add lines).
     fn shown(&self, text: &str) -> String {
-        escape_control(&self.redactor.redact(text)).into_owned()
+        escape_control(&self.redactor.redact_cut(&quote(text))).into_owned()
     }
 
     /// A header value fit to print: a sealed one only by its secret's id.
@@ -298,21 +325,35 @@ impl MockTransport {
     }
 
     fn record(&self, seen: &Seen<'_>) -> RecordedRequest {
+        let cut = |text: &str| {
+            let cut = self
+                .redactor
+                .redact_cut(&budget::cut(text, MAX_SHOWN_BYTES));
+            escape_control(&cut).into_owned()
+        };
+        let mut headers: Vec<(String, String)> = seen
+            .headers
+            .iter()
+            .take(MAX_SHOWN_HEADERS)
+            .map(|(name, value)| {
+                let shown = match value {
+                    OutgoingValue::Text(text) => self.shown(text),
+                    sealed => self.show_header(sealed),
+                };
+                (self.shown(name), shown)
+            })
+            .collect();
+        if seen.headers.len() > MAX_SHOWN_HEADERS {
+            headers.push((
+                "(not shown)".into(),
+                format!("{} more header(s)", seen.headers.len() - MAX_SHOWN_HEADERS),
+            ));
+        }
         RecordedRequest {
             method: seen.method.to_string(),
-            url: self.shown(seen.url.as_str()),
-            headers: seen
-                .headers
-                .iter()
-                .map(|(name, value)| {
-                    let shown = match value {
-                        OutgoingValue::Text(text) => self.shown(text),
-                        sealed => self.show_header(sealed),
-                    };
-                    (escape_control(name).into_owned(), shown)
-                })
-                .collect(),
-            body: seen.body.map(|b| self.shown(&String::from_utf8_lossy(b))),
+            url: cut(seen.url.as_str()),
+            headers,
+            body: seen.body.map(|b| cut(&String::from_utf8_lossy(b))),
             matched: None,
             closest: None,
         }
@@ -349,7 +390,7 @@ impl Transport for MockTransport {
         let Some(index) = matched else {
             request.closest = closest.map(|(index, diffs, _)| (index, diffs));
             let line = request.line();
-            self.lock().requests.push(request);
+            self.lock().push(request);
             return Err(TransportError::Connect(format!(
                 "no mock matches {line} (the test harness answers only mocked requests)"
             )));
@@ -358,7 +399,7 @@ impl Transport for MockTransport {
         let response = {
             let mut recorded = self.lock();
             recorded.calls[index] += 1;
-            recorded.requests.push(request);
+            recorded.push(request);
             let responses = &self.mocks[index].responses;
             responses[(recorded.calls[index] - 1).min(responses.len() - 1)].clone()
         };
@@ -395,5 +436,65 @@ impl Transport for MockTransport {
                 body: response.body,
             }),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::OutgoingHeader;
+
+    async fn send(transport: &MockTransport, url: &Url, headers: &[OutgoingHeader], body: &[u8]) {
+        let method = reqwest::Method::POST;
+        let hop = HopRequest {
+            method: &method,
+            url,
+            headers: headers.iter().collect(),
+            body: Some(body),
+            timeout: Duration::from_secs(1),
+            max_body: 1 << 20,
+        };
+        transport.send(hop).await.unwrap_err();
+    }
+
+    #[tokio::test]
+    async fn what_is_recorded_of_a_huge_request_is_bounded() {
+        let transport = MockTransport::new(Vec::new(), BTreeMap::new());
+        let url = Url::parse(&format!("http://x.example/{}", "p".repeat(1 << 20))).unwrap();
+        let headers: Vec<OutgoingHeader> = (0..1000)
+            .map(|i| OutgoingHeader {
+                name: format!("x-{i}-{}", "n".repeat(10_000)),
+                value: OutgoingValue::Text("v".repeat(10_000)),
+            })
+            .collect();
+        send(&transport, &url, &headers, &vec![b'b'; 4 << 20]).await;
+        let recorded = &transport.requests()[0];
+        assert!(
+            recorded.url.len() <= MAX_SHOWN_BYTES,
+            "{}",
+            recorded.url.len()
+        );
+        assert!(recorded.url.ends_with("more bytes)"));
+        assert_eq!(recorded.headers.len(), MAX_SHOWN_HEADERS + 1);
+        assert_eq!(recorded.headers[MAX_SHOWN_HEADERS].1, "968 more header(s)");
+        let shown: usize = recorded
+            .headers
+            .iter()
+            .map(|(n, v)| n.len() + v.len())
+            .sum();
+        assert!(shown <= (MAX_SHOWN_HEADERS + 1) * 2 * budget::MAX_NAME_BYTES);
+        assert!(recorded.body.as_ref().unwrap().len() <= MAX_SHOWN_BYTES);
+        assert!(recorded.render("").len() < 32 << 10);
+    }
+
+    #[tokio::test]
+    async fn requests_past_the_cap_are_counted_not_recorded() {
+        let transport = MockTransport::new(Vec::new(), BTreeMap::new());
+        let url = Url::parse("http://x.example/").unwrap();
+        for _ in 0..MAX_RECORDED_REQUESTS + 44 {
+            send(&transport, &url, &[], b"").await;
+        }
+        assert_eq!(transport.requests().len(), MAX_RECORDED_REQUESTS);
+        assert_eq!(transport.requests_dropped(), 44);
     }
 }

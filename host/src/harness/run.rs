@@ -363,9 +363,16 @@ fn check_logs(case: &Case, logs: &[LogLine], failures: &mut Vec<String>) {
     }
 }
 
+/// Unmatched requests shown one by one; the rest are counted.
+const MAX_UNMATCHED_SHOWN: usize = 8;
+
 fn check_http(case: &Case, transport: &MockTransport, failures: &mut Vec<String>) {
     let requests = transport.requests();
-    for request in requests.iter().filter(|r| r.matched.is_none()) {
+    for request in requests
+        .iter()
+        .filter(|r| r.matched.is_none())
+        .take(MAX_UNMATCHED_SHOWN)
+    {
         let mut message = String::from("a request matched no mock:\n");
         message.push_str(&request.render("  "));
         match &request.closest {
@@ -383,6 +390,20 @@ fn check_http(case: &Case, transport: &MockTransport, failures: &mut Vec<String>
             None => message.push_str("  (the case has no mocks)"),
         }
         failures.push(message);
+    }
+    let unmatched = requests.iter().filter(|r| r.matched.is_none()).count();
+    if unmatched > MAX_UNMATCHED_SHOWN {
+        failures.push(format!(
+            "{} more request(s) matched no mock (the first {MAX_UNMATCHED_SHOWN} are shown)",
+            unmatched - MAX_UNMATCHED_SHOWN
+        ));
+    }
+    let dropped = transport.requests_dropped();
+    if dropped > 0 {
+        failures.push(format!(
+            "{dropped} more request(s) made, not recorded: at most {} are kept per case",
+            super::mock::MAX_RECORDED_REQUESTS
+        ));
     }
     for (index, (mock, calls)) in transport.mocks().iter().zip(transport.calls()).enumerate() {
         if let Some(times) = mock.times

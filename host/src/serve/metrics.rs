@@ -350,3 +350,55 @@ fn esc(value: &str) -> String {
         .replace('"', "\\\"")
         .replace('\n', "\\n")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::HookName;
+    use crate::http::HttpCall;
+
+    #[test]
+    fn only_allowed_origins_become_labels() {
+        let call = |origin: &str, outcome: &str, allowed: bool| HttpCall {
+            method: "GET".into(),
+            origin: origin.into(),
+            path: "/".into(),
+            rule: allowed.then(|| origin.to_string()),
+            outcome: outcome.into(),
+        };
+        let report = HookReport {
+            flow: "f".into(),
+            hook: HookName::OnRequest,
+            ran: true,
+            outcome: Ok(crate::Decision::Continue),
+            logs: Vec::new(),
+            refusals: Vec::new(),
+            http_calls: vec![
+                call("https://api.example.com", "200", true),
+                // Timed out before the allowlist was checked, or not http at all.
+                call("http://made-up-1.example", "timeout", false),
+                call("null", "invalid", false),
+                call("http://made-up-2.example", "denied", false),
+            ],
+            elapsed: std::time::Duration::ZERO,
+            prepared_ahead: false,
+        };
+        let metrics = Metrics::default();
+        metrics.observe_hook(&report);
+        let hosts: Vec<String> = metrics
+            .inner()
+            .http_egress
+            .keys()
+            .map(|(_, host, _)| host.clone())
+            .collect();
+        assert_eq!(
+            hosts,
+            [
+                "(not allowed)",
+                "(not allowed)",
+                "(not allowed)",
+                "https://api.example.com"
+            ]
+        );
+    }
+}

@@ -5,6 +5,10 @@
 //! stays valid until something is committed — by this process or another (`warden users`,
 //! the `sqlite3` shell) — which the WAL index tells without a transaction. warden's own
 //! commits that leave identities alone keep the answers (see [`IdentityCache::adopt`]).
+//!
+//! The email is whatever a plugin asks for, so what is remembered is bounded in bytes, not
+//! only in entries: a long lookup is never remembered, and answers past [`MAX_BYTES`] start
+//! the cache afresh.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -15,6 +19,18 @@ use super::wal_index::{Mark, WalIndex};
 
 /// More distinct lookups than this between two changes start the cache afresh.
 const MAX_ENTRIES: usize = 10_000;
+
+/// The longest lookup (email, service and service id together) answered from memory; a
+/// longer one is read from the store each time. Stored emails and user ids are at most 320
+/// bytes, so no real lookup is this long.
+const MAX_KEY_BYTES: usize = 1024;
+
+/// What remembered answers may take, keys and identities, each entry counted with
+/// [`ENTRY_OVERHEAD`] more; past it the cache starts afresh.
+const MAX_BYTES: usize = 4 << 20;
+
+/// Charged per remembered answer, on top of its text: the map's slot and the allocations.
+const ENTRY_OVERHEAD: usize = 128;
 
 type Key = (String, String, String);
 
@@ -30,6 +46,35 @@ pub(crate) struct IdentityCache {
 struct Answers {
     mark: Option<Mark>,
     found: HashMap<Key, Option<StoredIdentity>>,
+    /// What `found` takes, counted as [`entry_bytes`] does.
+    bytes: usize,
+}
+
+fn entry_bytes(key: &Key, found: &Option<StoredIdentity>) -> usize {
+    let identity = found.as_ref().map_or(0, |i| {
+        i.email.len() + i.service.len() + i.service_id.len() + i.user_id.len()
+    });
+    key.0.len() + key.1.len() + key.2.len() + identity + ENTRY_OVERHEAD
+}
+
+impl Answers {
+    fn clear(&mut self) {
+        self.found.clear();
+        self.bytes = 0;
+    }
+
+    /// Remembers an answer, starting afresh first when it would not fit.
+    fn remember(&mut self, key: Key, found: Option<StoredIdentity>) {
+        let bytes = entry_bytes(&key, &found);
+        if self.found.len() >= MAX_ENTRIES || self.bytes + bytes > MAX_BYTES {
+            self.clear();
+        }
+        if let Some(old) = self.found.get(&key) {
+            self.bytes -= entry_bytes(&key, old);
+        }
+        self.bytes += bytes;
+        self.found.insert(key, found);
+    }
 }
 
 impl IdentityCache {
@@ -54,6 +99,9 @@ impl IdentityCache {
         service_id: &str,
         read: impl FnOnce() -> Result<Option<StoredIdentity>, E>,
     ) -> Result<Option<StoredIdentity>, E> {
+        if email.len() + service.len() + service_id.len() > MAX_KEY_BYTES {
+            return read();
+        }
         // Taken before reading: a commit after this moment makes the next mark differ, so
         // an answer newer than its mark is only ever thrown away early.
         let Some(mark) = self.wal.mark() else {
@@ -71,11 +119,11 @@ impl IdentityCache {
         }
         let found = read()?;
         let mut answers = self.answers.lock().unwrap_or_else(|p| p.into_inner());
-        if answers.mark != Some(mark) || answers.found.len() >= MAX_ENTRIES {
-            answers.found.clear();
+        if answers.mark != Some(mark) {
+            answers.clear();
             answers.mark = Some(mark);
         }
-        answers.found.insert(key, found.clone());
+        answers.remember(key, found.clone());
         Ok(found)
     }
 
@@ -97,5 +145,42 @@ impl IdentityCache {
         if answers.mark == Some(before) && after.changes() == before.changes().wrapping_add(1) {
             answers.mark = Some(after);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn identity(user_id: &str) -> Option<StoredIdentity> {
+        Some(StoredIdentity {
+            email: "a@example.com".into(),
+            service: "custom".into(),
+            service_id: "vo".into(),
+            user_id: user_id.into(),
+        })
+    }
+
+    #[test]
+    fn remembered_answers_stay_within_their_bytes_whatever_the_keys() {
+        let mut answers = Answers::default();
+        for i in 0..20_000 {
+            let email = format!("{i}{}", "e".repeat(MAX_KEY_BYTES - 20));
+            answers.remember((email, "custom".into(), "vo".into()), None);
+            assert!(answers.bytes <= MAX_BYTES, "{} after {i}", answers.bytes);
+        }
+        let counted: usize = answers.found.iter().map(|(k, v)| entry_bytes(k, v)).sum();
+        assert_eq!(counted, answers.bytes);
+        assert!(answers.found.len() < MAX_BYTES / MAX_KEY_BYTES);
+    }
+
+    #[test]
+    fn an_answer_remembered_again_is_counted_once() {
+        let mut answers = Answers::default();
+        let key = || ("a@example.com".to_string(), "custom".into(), "vo".into());
+        answers.remember(key(), identity("alice"));
+        answers.remember(key(), identity("alice-2"));
+        assert_eq!(answers.found.len(), 1);
+        assert_eq!(answers.bytes, entry_bytes(&key(), &identity("alice-2")));
     }
 }

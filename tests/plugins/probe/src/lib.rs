@@ -163,7 +163,8 @@ fn act_on(event: &Event, action: &str) -> Result<Decision> {
             Ok(Decision::Continue)
         }
         // `<alias> <reason_pad> <stdout_pad>`: the revealed value after padding, in the
-        // reason and on stdout, so the host's bounds cut through the middle of it.
+        // reason and on stdout, so the host's bounds cut through the middle of it. The reason
+        // goes on for 100 bytes after the value: the cut's marker is longer than the value.
         "cut-secret" => {
             let [alias, reason_pad, stdout_pad] = words(arg)?;
             let value = reveal(alias)?;
@@ -171,8 +172,9 @@ fn act_on(event: &Event, action: &str) -> Result<Decision> {
             let out = format!("{}{value}", "x".repeat(stdout_pad.parse()?));
             print!("{out}");
             Ok(Decision::approve(format!(
-                "{}{value}",
-                "r".repeat(reason_pad.parse()?)
+                "{}{value}{}",
+                "r".repeat(reason_pad.parse()?),
+                "t".repeat(100)
             )))
         }
         "big-reason" => Ok(Decision::approve("r".repeat(arg.parse()?))),
@@ -238,8 +240,106 @@ fn act_on(event: &Event, action: &str) -> Result<Decision> {
                 .collect();
             Ok(Decision::approve(outcomes.join(" ")))
         }
+        // ---- Sizes (issue 14, class 2): what the plugin hands the host, of any size. ----
+        // `<lines>`: that many empty log lines, then as many empty lines on stdout and stderr.
+        "flood-empty-lines" => {
+            let lines: usize = arg.parse()?;
+            for _ in 0..lines {
+                log::info("");
+            }
+            let newlines = "\n".repeat(lines);
+            print!("{newlines}");
+            eprint!("{newlines}");
+            Ok(Decision::Continue)
+        }
+        // `<what> <bytes>`: `bytes` of the character JSON escapes longest, handed over as
+        // `what` (see [`hand_over`]).
+        "huge" => {
+            let [what, bytes] = words(arg)?;
+            hand_over(what, &escaped_longest(bytes.parse()?))
+        }
+        // `<bytes> <rounds>`: every name a refusal or a recorded call quotes, a log line and
+        // stdout and stderr, `rounds` times each with `bytes` of text; then an error of it.
+        "hoard-host" => {
+            let [bytes, rounds] = words(arg)?;
+            let text = escaped_longest(bytes.parse()?);
+            for _ in 0..rounds.parse::<u32>()? {
+                for what in ["alias", "secret", "service", "email", "url", "host", "log"] {
+                    hand_over(what, &text)?;
+                }
+                println!("{text}");
+                eprintln!("{text}");
+            }
+            bail!("{text}")
+        }
+        // `<alias> <pad>`: the alias's revealed value after `pad` bytes, and a long tail, as
+        // an integration alias and a secret id: a bound on quoted names cuts through it.
+        "secret-at-cut" => {
+            let [alias, pad] = words(arg)?;
+            let value = reveal(alias)?;
+            let name = format!("{}{value}{}", "a".repeat(pad.parse()?), "z".repeat(4096));
+            let _ = integrations::get(&name);
+            let _ = open_secret(&name);
+            Ok(Decision::Continue)
+        }
+        // `<count>`: that many integration handles (one secret each), never dropped; a line
+        // every 256 says how many are held.
+        "hoard-handles" => {
+            for held in 0..arg.parse::<u32>()? {
+                if held % 256 == 0 {
+                    log::info(&format!("holding {held}"));
+                }
+                let Some(integration) = integrations::get("victorops") else {
+                    bail!("probe: no integration `victorops`");
+                };
+                std::mem::forget(integration);
+            }
+            Ok(Decision::Continue)
+        }
+        // ---- end of sizes ----
         other => bail!("probe: unknown action `{other}`"),
     }
+}
+
+/// `bytes` control characters: each takes six bytes in JSON (`\u0001`).
+fn escaped_longest(bytes: usize) -> String {
+    "\u{1}".repeat(bytes)
+}
+
+/// Hands `text` to the host as `what`: an integration `alias`, a `secret` id, a `service`
+/// id or an `email` to look up (in the `custom`/`vo-ext` service), a `url` path or a `host`
+/// name (as many quotes or letters) to send to, a `log` line, the hook's `error`, a `panic` message
+/// or the decision's `reason`. A lookup that fails denies with the error.
+fn hand_over(what: &str, text: &str) -> Result<Decision> {
+    match what {
+        "alias" => drop(integrations::get(text)),
+        "secret" => drop(open_secret(text)),
+        "service" => drop(warden_sdk::identities::lookup(
+            "a@example.com",
+            "custom",
+            text,
+        )),
+        "email" => {
+            if let Err(error) = warden_sdk::identities::lookup(text, "custom", "vo-ext") {
+                return Ok(Decision::deny(error.to_string()));
+            }
+        }
+        // URL parsers strip control characters at the ends: quotes, which become `%22`.
+        "url" => {
+            let path = "\"".repeat(text.len());
+            drop(http::get(format!("http://127.0.0.1:9/{path}")).send())
+        }
+        "host" => {
+            let host = "h".repeat(text.len());
+            drop(http::get(format!("http://{host}.example/")).send())
+        }
+        "log" => log::info(text),
+        "error" => bail!("{text}"),
+        "panic" => panic!("{text}"),
+        "reason" => return Ok(Decision::approve(text)),
+        other => bail!("probe: nothing to hand over as `{other}`"),
+    }
+    Ok(Decision::Continue)
 }
 
 fn to_decision(event: &Event, result: Result<String>) -> Result<Decision> {
