@@ -25,6 +25,7 @@ pub mod redact;
 pub mod refusal;
 mod runtime;
 pub mod scaffold;
+mod sched;
 pub mod secret_store;
 pub mod secrets;
 pub mod serve;
