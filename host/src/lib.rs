@@ -28,6 +28,7 @@ pub mod redact;
 pub mod refusal;
 mod runtime;
 pub mod scaffold;
+mod sched;
 pub mod secret_store;
 pub mod secrets;
 pub mod serve;

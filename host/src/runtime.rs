@@ -26,19 +26,25 @@ use crate::integrations::{IntegrationsInstance, IntegrationsView};
 use crate::log::{LogInstance, LogLine, LogSource};
 use crate::plugin::{self, CacheOutcome, PluginCache, PluginFormat, root_message};
 use crate::refusal::Refusal;
+use crate::sched::{self, EPOCH_TICK, FlowShare, Schedule};
 use crate::secret_store::SecretStore;
 use crate::secrets::{SecretsInstance, SecretsView};
 use crate::stdio::CapturedOutput;
 use crate::store::{Store as IdentityStore, StoreError};
 use crate::{cache, http, identities, integrations, log, secrets};
 
-/// How often the epoch advances; deadlines are counted in these ticks.
-const EPOCH_TICK: Duration = Duration::from_millis(10);
+/// The longest the calls warden makes while loading a plugin (instantiating it and asking
+/// which hooks it implements) may take, whatever the flow's `timeout_ms`: they do no work a
+/// plugin needs time for, and a plugin that spins there must not hold up start-up or a reload
+/// for minutes.
+pub const LOAD_CALL_LIMIT: Duration = Duration::from_secs(2);
 
 /// Everything one instance may touch, each capability's state in its own field.
 struct InstanceState {
     /// This instance's place in the pool, given back when the store is dropped.
     _slot: OwnedSemaphorePermit,
+    /// Its deadline and its flow's share of the wasm pool, for the epoch callback.
+    schedule: Schedule,
     table: ResourceTable,
     wasi: WasiCtx,
     memory: MemoryLimiter,
@@ -118,6 +124,8 @@ impl crate::bindings::warden::plugin::types::Host for InstanceState {}
 /// A flow ready to run: its plugin compiled and linked once.
 struct LoadedFlow {
     flow: Arc<Flow>,
+    /// Its hooks' use of the wasm pool (`sched`).
+    share: Arc<FlowShare>,
     pre: PluginPre<InstanceState>,
     /// Each hook's export, found once: an event looks up and type-checks only the hook it
     /// calls (the generated bindings would check all twelve on every instantiation).
@@ -174,6 +182,9 @@ pub struct LoadError {
     pub flow: String,
     pub plugin: PathBuf,
     pub message: String,
+    /// Host when warden could not do its part (no instance slot, a compiler panic); plugin
+    /// otherwise (not a plugin, the wrong contract, a trap or hang while loading).
+    pub blame: Blame,
 }
 
 impl fmt::Display for LoadError {
@@ -240,6 +251,20 @@ pub enum FailureKind {
     Host {
         message: String,
     },
+    /// The flow's plugin did not load when warden started, so no hook of it can run.
+    NotLoaded {
+        message: String,
+        blame: Blame,
+    },
+}
+
+impl fmt::Display for Blame {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Blame::Plugin => "plugin",
+            Blame::Host => "host",
+        })
+    }
 }
 
 /// A hook that did not produce a usable decision. The request fails closed.
@@ -255,6 +280,7 @@ impl HookFailure {
     pub fn blame(&self) -> Blame {
         match self.kind {
             FailureKind::Host { .. } => Blame::Host,
+            FailureKind::NotLoaded { blame, .. } => blame,
             FailureKind::Deadline { .. }
             | FailureKind::Memory { .. }
             | FailureKind::StackOverflow
@@ -268,30 +294,41 @@ impl HookFailure {
 
 impl fmt::Display for HookFailure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "flow `{}`, hook {}: ", self.flow, self.hook)?;
-        match &self.kind {
-            FailureKind::Deadline { timeout_ms } => write!(
-                f,
+        write!(
+            f,
+            "flow `{}`, hook {}: {}",
+            self.flow,
+            self.hook,
+            self.kind.describe(&self.hook)
+        )
+    }
+}
+
+impl FailureKind {
+    /// What went wrong in `hook`, without naming the flow.
+    fn describe(&self, hook: &str) -> String {
+        match self {
+            FailureKind::Deadline { timeout_ms } => format!(
                 "deadline exceeded: the hook ran longer than limits.timeout_ms = {timeout_ms}"
             ),
-            FailureKind::Memory { limit_mib } => write!(
-                f,
+            FailureKind::Memory { limit_mib } => format!(
                 "memory limit exceeded: the plugin asked for more than limits.memory_mib = {limit_mib}"
             ),
-            FailureKind::StackOverflow => write!(f, "the plugin overflowed its stack"),
-            FailureKind::Trap { message } => write!(f, "the plugin trapped: {message}"),
+            FailureKind::StackOverflow => "the plugin overflowed its stack".into(),
+            FailureKind::Trap { message } => format!("the plugin trapped: {message}"),
             FailureKind::PluginError { message } => {
-                write!(f, "the plugin returned an error: {message}")
+                format!("the plugin returned an error: {message}")
             }
-            FailureKind::InvalidDecision { decision } => write!(
-                f,
-                "the plugin returned `{decision}`, which {} may not decide",
-                self.hook
-            ),
+            FailureKind::InvalidDecision { decision } => {
+                format!("the plugin returned `{decision}`, which {hook} may not decide")
+            }
+            FailureKind::Host { message } => format!("host error: {message}"),
+            FailureKind::NotLoaded { message, .. } => {
+                format!("the flow's plugin did not load: {message}")
+            }
             FailureKind::Misuse { message } => {
-                write!(f, "the plugin misused the interface: {message}")
+                format!("the plugin misused the interface: {message}")
             }
-            FailureKind::Host { message } => write!(f, "host error: {message}"),
         }
     }
 }
@@ -446,7 +483,7 @@ impl SharedEngine {
         &self,
         path: &PathBuf,
         cache: &Arc<PluginCache>,
-    ) -> Result<(Component, PluginFormat, CacheOutcome), String> {
+    ) -> Result<(Component, PluginFormat, CacheOutcome), (String, Blame)> {
         let mut compiled = self.inner.compiled.lock().await;
         if let Some(c) = compiled.get(path) {
             return Ok(c.clone());
@@ -456,7 +493,8 @@ impl SharedEngine {
         let cache = cache.clone();
         let c = tokio::task::spawn_blocking(move || cache.load_or_compile(&engine, &owned))
             .await
-            .map_err(|e| format!("compilation panicked: {e}"))??;
+            .map_err(|e| (format!("compilation panicked: {e}"), Blame::Host))?
+            .map_err(|message| (message, Blame::Plugin))?;
         compiled.insert(path.clone(), c.clone());
         Ok(c)
     }
@@ -476,6 +514,8 @@ pub struct Warden {
     shared: SharedEngine,
     config: Arc<Config>,
     flows: BTreeMap<String, Arc<LoadedFlow>>,
+    /// Flows whose plugin did not load (only with [`Warden::start_with_failed_flows`]).
+    failed: BTreeMap<String, LoadError>,
     plugin_cache: Arc<PluginCache>,
     stores: Arc<StoreMaker>,
 }
@@ -571,6 +611,7 @@ impl StoreMaker {
     fn new_store(
         &self,
         flow: &Arc<Flow>,
+        share: &Arc<FlowShare>,
         slot: OwnedSemaphorePermit,
     ) -> (Store<InstanceState>, CapturedOutput, CapturedOutput) {
         let limits: &Limits = &flow.limits;
@@ -591,6 +632,7 @@ impl StoreMaker {
         table.set_max_capacity(budget::MAX_HANDLES);
         let state = InstanceState {
             _slot: slot,
+            schedule: Schedule::new(share.clone()),
             table,
             wasi,
             memory: MemoryLimiter {
@@ -611,22 +653,25 @@ impl StoreMaker {
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.memory);
         store.set_max_component_handles(budget::MAX_HANDLES);
-        store.epoch_deadline_trap();
+        store.epoch_deadline_callback(|store| sched::on_epoch(&store.data().schedule));
         (store, stdout, stderr)
     }
 
     /// Instantiates `loaded`'s plugin in a fresh store, ahead of the event that will use it.
     /// `None` when that fails: the event then instantiates on its own and reports why.
     async fn prepare(&self, loaded: &LoadedFlow) -> Option<Prepared> {
-        let limits = &loaded.flow.limits;
+        let timeout = loaded.flow.limits.timeout;
         let slot = self.prepared_slots.clone().try_acquire_owned().ok()?;
-        let (mut store, stdout, stderr) = self.new_store(&loaded.flow, slot);
-        arm(&mut store, limits, Instant::now());
-        let instantiate = loaded.pre.instance_pre().instantiate_async(&mut store);
-        let instance = tokio::time::timeout(limits.timeout, instantiate)
-            .await
-            .ok()?
-            .ok()?;
+        let (mut store, stdout, stderr) = self.new_store(&loaded.flow, &loaded.share, slot);
+        arm(&mut store, timeout, Instant::now());
+        let pre = loaded.pre.instance_pre().clone();
+        // Instantiating runs the plugin's start functions: wasm like any other.
+        let instantiate = async move {
+            let made = tokio::time::timeout(timeout, pre.instantiate_async(&mut store)).await;
+            (store, made)
+        };
+        let (store, made) = sched::run(&loaded.share, instantiate).await;
+        let instance = made.ok()?.ok()?;
         Some(Prepared {
             store,
             instance,
@@ -636,12 +681,15 @@ impl StoreMaker {
     }
 }
 
-/// Gives `store` the deadline of an event starting at `started`: the epoch deadline that
-/// interrupts the plugin and the time left for its HTTP requests.
-fn arm(store: &mut Store<InstanceState>, limits: &Limits, started: Instant) {
-    store.data_mut().http.set_deadline(started + limits.timeout);
-    let ticks = limits.timeout.as_millis().div_ceil(EPOCH_TICK.as_millis()) as u64 + 1;
-    store.set_epoch_deadline(ticks);
+/// Gives `store` the deadline of a call starting at `started` and allowed `timeout`: the
+/// time left for its HTTP requests, and the epoch callback's, which interrupts the plugin.
+fn arm(store: &mut Store<InstanceState>, timeout: Duration, started: Instant) {
+    let state = store.data_mut();
+    state.http.set_deadline(started + timeout);
+    state.schedule.set_deadline(started + timeout);
+    // The callback looks at the hook every tick: to interrupt it at the deadline, and to
+    // keep it from holding the caller's thread (`sched`).
+    store.set_epoch_deadline(1);
 }
 
 impl Warden {
@@ -662,6 +710,23 @@ impl Warden {
 
     /// Starts with secret values from `secrets` (built for `config`), and `options`.
     pub async fn start_with(
+        config: Config,
+        store: Arc<IdentityStore>,
+        secrets: Arc<SecretStore>,
+        options: StartOptions,
+    ) -> Result<Self, StartError> {
+        let warden = Self::start_with_failed_flows(config, store, secrets, options).await?;
+        if warden.failed.is_empty() {
+            Ok(warden)
+        } else {
+            Err(StartError::Plugins(warden.failed.into_values().collect()))
+        }
+    }
+
+    /// Like [`start_with`](Self::start_with), but a flow whose plugin fails to load does not
+    /// stop the others: it is listed by [`load_failures`](Self::load_failures), and each of
+    /// its hooks fails closed naming why. What `warden serve` starts with.
+    pub async fn start_with_failed_flows(
         config: Config,
         store: Arc<IdentityStore>,
         secrets: Arc<SecretStore>,
@@ -698,46 +763,58 @@ impl Warden {
             shared,
             config: config.clone(),
             flows: BTreeMap::new(),
+            failed: BTreeMap::new(),
         };
-        let mut errors = Vec::new();
-        for flow in config.flows.values() {
-            match warden.load_flow(flow).await {
+        // All at once, so a plugin that is slow to load delays start-up by its own load only.
+        let loads = config.flows.values().map(|flow| warden.load_flow(flow));
+        let loaded = futures_util::future::join_all(loads).await;
+        for (flow, result) in config.flows.values().zip(loaded) {
+            match result {
                 Ok(loaded) => {
                     warden.flows.insert(flow.name.clone(), Arc::new(loaded));
                 }
-                Err(message) => errors.push(LoadError {
-                    flow: flow.name.clone(),
-                    plugin: flow.plugin.clone(),
-                    message,
-                }),
+                Err((message, blame)) => {
+                    let error = LoadError {
+                        flow: flow.name.clone(),
+                        plugin: flow.plugin.clone(),
+                        message: warden.stores.secrets.redactor().redact(&message),
+                        blame,
+                    };
+                    warden.failed.insert(flow.name.clone(), error);
+                }
             }
         }
-        if errors.is_empty() {
-            Ok(warden)
-        } else {
-            Err(StartError::Plugins(errors))
-        }
+        Ok(warden)
     }
 
-    async fn load_flow(&self, flow: &Arc<Flow>) -> Result<LoadedFlow, String> {
+    /// Flows whose plugin did not load, each with why.
+    pub fn load_failures(&self) -> impl Iterator<Item = &LoadError> {
+        self.failed.values()
+    }
+
+    async fn load_flow(&self, flow: &Arc<Flow>) -> Result<LoadedFlow, (String, Blame)> {
         let (component, format, cache) = self
             .shared
             .compile(&flow.plugin, &self.plugin_cache)
             .await?;
         let linker = &self.shared.inner.linker;
         let pre = linker.instantiate_pre(&component).map_err(|e| {
-            format!(
+            let message = format!(
                 "cannot be linked: {} (a plugin may import only WASI 0.2 and {}@{})",
                 root_message(&e),
                 plugin::WIT_PACKAGE,
                 plugin::WIT_VERSION
-            )
+            );
+            (message, Blame::Plugin)
         })?;
-        let pre =
-            PluginPre::new(pre).map_err(|e| format!("cannot be linked: {}", root_message(&e)))?;
-        let hook_exports = hook_exports(&pre)?;
+        let pre = PluginPre::new(pre).map_err(|e| {
+            let message = format!("cannot be linked: {}", root_message(&e));
+            (message, Blame::Plugin)
+        })?;
+        let hook_exports = hook_exports(&pre).map_err(|message| (message, Blame::Plugin))?;
         let mut loaded = LoadedFlow {
             flow: flow.clone(),
+            share: Arc::default(),
             pre,
             hook_exports,
             implemented: BTreeSet::new(),
@@ -751,31 +828,65 @@ impl Warden {
         Ok(loaded)
     }
 
-    /// Asks the plugin once, at load, which hooks it implements.
-    async fn implemented_hooks(&self, loaded: &LoadedFlow) -> Result<BTreeSet<HookName>, String> {
-        let Some(slot) = self
-            .stores
-            .slot(Instant::now() + loaded.flow.limits.timeout)
-            .await
-        else {
-            return Err("no instance slot became free within limits.timeout_ms".into());
+    /// Asks the plugin once, at load, which hooks it implements, within
+    /// [`LOAD_CALL_LIMIT`] at most.
+    async fn implemented_hooks(
+        &self,
+        loaded: &LoadedFlow,
+    ) -> Result<BTreeSet<HookName>, (String, Blame)> {
+        let limits = &loaded.flow.limits;
+        let limit = limits.timeout.min(LOAD_CALL_LIMIT);
+        let within = format!(
+            "within {} ms (limits.timeout_ms, and at most {} ms while loading)",
+            limit.as_millis(),
+            LOAD_CALL_LIMIT.as_millis()
+        );
+        let started = Instant::now();
+        let Some(slot) = self.stores.slot(started + limit).await else {
+            let message = format!("no instance slot became free {within}");
+            return Err((message, Blame::Host));
         };
-        let (mut store, _, _) = self.stores.new_store(&loaded.flow, slot);
-        arm(&mut store, &loaded.flow.limits, Instant::now());
-        let call = async {
-            let plugin = loaded.pre.instantiate_async(&mut store).await?;
-            plugin
-                .warden_plugin_hooks()
-                .call_implemented(&mut store)
-                .await
+        let (mut store, _, stderr) = self.stores.new_store(&loaded.flow, &loaded.share, slot);
+        arm(&mut store, limit, started);
+        let pre = loaded.pre.clone();
+        let ask = async move {
+            let answer = tokio::time::timeout(limit, async {
+                let plugin = pre
+                    .instantiate_async(&mut store)
+                    .await
+                    .map_err(fault::at_instantiation)?;
+                plugin
+                    .warden_plugin_hooks()
+                    .call_implemented(&mut store)
+                    .await
+            })
+            .await;
+            (store, answer)
         };
-        match tokio::time::timeout(loaded.flow.limits.timeout, call).await {
+        let (store, answer) = sched::run(&loaded.share, ask).await;
+        let asked = "when asked which hooks it implements";
+        match answer {
             Ok(Ok(hooks)) => Ok(hooks.into_iter().map(HookName::from_wit).collect()),
-            Ok(Err(e)) => Err(format!(
-                "failed when asked which hooks it implements: {}",
-                root_message(&e)
+            Err(_) => Err((
+                format!("did not say which hooks it implements {within}"),
+                Blame::Plugin,
             )),
-            Err(_) => Err("did not say which hooks it implements within limits.timeout_ms".into()),
+            Ok(Err(e)) => Err(
+                match fault::classify(&e, store.data().memory.exceeded, limits, &stderr) {
+                    FailureKind::Deadline { .. } => (
+                        format!("did not say which hooks it implements {within}"),
+                        Blame::Plugin,
+                    ),
+                    FailureKind::Host { message } => (
+                        format!("failed {asked}: host error: {message}"),
+                        Blame::Host,
+                    ),
+                    kind => (
+                        format!("failed {asked}: {}", kind.describe("implemented")),
+                        Blame::Plugin,
+                    ),
+                },
+            ),
         }
     }
 
@@ -844,10 +955,9 @@ impl Warden {
         hook: HookName,
         event: &EventInput,
     ) -> Result<HookReport, RunError> {
-        let loaded = self.flows.get(flow).ok_or_else(|| RunError::UnknownFlow {
-            flow: flow.to_string(),
-            known: self.flows.keys().cloned().collect::<Vec<_>>().join(", "),
-        })?;
+        let Some(loaded) = self.flows.get(flow) else {
+            return self.run_unloaded(flow, hook, event);
+        };
         let wit_event = event.to_wit(&loaded.flow, hook)?;
         let started = Instant::now();
         if !loaded.implemented.contains(&hook) {
@@ -897,32 +1007,40 @@ impl Warden {
                         prepared_ahead,
                     });
                 };
-                let (store, stdout, stderr) = self.stores.new_store(&loaded.flow, slot);
+                let (store, stdout, stderr) =
+                    self.stores.new_store(&loaded.flow, &loaded.share, slot);
                 (store, None, stdout, stderr)
             }
         };
-        arm(&mut store, limits, started);
+        arm(&mut store, limits.timeout, started);
         let running = Running::start(&self.stores.running);
         self.prepare_next(loaded);
-        let call = async {
-            let instance = match ready_instance {
-                Some(instance) => instance,
-                None => loaded
-                    .pre
-                    .instance_pre()
-                    .instantiate_async(&mut store)
-                    .await
-                    .map_err(fault::at_instantiation)?,
-            };
-            call_hook(
-                instance,
-                &mut store,
-                &loaded.hook_exports[&hook],
-                &wit_event,
-            )
-            .await
+        let timeout = limits.timeout;
+        let plugin = loaded.clone();
+        // Owns the store while it runs, so `sched` can finish it on the wasm pool.
+        let call = async move {
+            let result = tokio::time::timeout(timeout, async {
+                let instance = match ready_instance {
+                    Some(instance) => instance,
+                    None => plugin
+                        .pre
+                        .instance_pre()
+                        .instantiate_async(&mut store)
+                        .await
+                        .map_err(fault::at_instantiation)?,
+                };
+                call_hook(
+                    instance,
+                    &mut store,
+                    &plugin.hook_exports[&hook],
+                    &wit_event,
+                )
+                .await
+            })
+            .await;
+            (store, result)
         };
-        let result = tokio::time::timeout(limits.timeout, call).await;
+        let (mut store, result) = sched::run(&loaded.share, call).await;
         let outcome = match result {
             Err(_elapsed) => Err(failure(FailureKind::Deadline {
                 timeout_ms: limits.timeout.as_millis(),
@@ -987,6 +1105,47 @@ impl Warden {
             elapsed: started.elapsed(),
             prepared_ahead,
         }))
+    }
+
+    /// The report of a hook of `flow` when its plugin did not load: a failure, nothing run.
+    fn run_unloaded(
+        &self,
+        flow: &str,
+        hook: HookName,
+        event: &EventInput,
+    ) -> Result<HookReport, RunError> {
+        let (Some(failed), Some(config)) = (self.failed.get(flow), self.config.flow(flow)) else {
+            return Err(RunError::UnknownFlow {
+                flow: flow.to_string(),
+                known: self
+                    .config
+                    .flows
+                    .keys()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            });
+        };
+        // The same checks as a loaded flow's, so a bad event is refused the same way.
+        event.to_wit(config, hook)?;
+        Ok(HookReport {
+            flow: flow.to_string(),
+            hook,
+            ran: false,
+            outcome: Err(HookFailure {
+                flow: flow.to_string(),
+                hook: hook.to_string(),
+                kind: FailureKind::NotLoaded {
+                    message: failed.message.clone(),
+                    blame: failed.blame,
+                },
+            }),
+            logs: Vec::new(),
+            refusals: Vec::new(),
+            http_calls: Vec::new(),
+            elapsed: Duration::ZERO,
+            prepared_ahead: false,
+        })
     }
 
     /// Starts making `loaded`'s next instance in the background, unless one is being made

@@ -516,10 +516,10 @@ async fn every_hostile_plugin_fails_closed_through_warden_serve() {
     seen.assert_no_secret();
 }
 
-/// Files that are not warden plugins: `warden hook` and `warden serve` both refuse the config,
-/// naming the flow, the file and why.
-#[test]
-fn files_that_are_not_plugins_stop_warden_hook_and_warden_serve() {
+/// Files that are not warden plugins: `warden hook` refuses the config; `warden serve` serves
+/// without the flow, sending its requests to a human. Both name the flow, the file and why.
+#[tokio::test(flavor = "multi_thread")]
+async fn files_that_are_not_plugins_stop_warden_hook_and_their_flow_in_warden_serve() {
     let probe = std::fs::read(artifacts::PROBE).unwrap();
     let files: [(&str, Vec<u8>, &str); 4] = [
         (
@@ -565,13 +565,31 @@ fn files_that_are_not_plugins_stop_warden_hook_and_warden_serve() {
             run.stderr
         );
 
-        let output = Command::new(env!("CARGO_BIN_EXE_warden"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--config"])
-            .arg(scratch.path().join("warden.toml"))
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert_eq!(output.status.code(), Some(1), "{name}: {stderr}");
+        let served = serve(&scratch);
+        let api = Api {
+            url: served.url.clone(),
+            http: reqwest::Client::new(),
+        };
+        let (status, text) = api
+            .call(
+                reqwest::Method::POST,
+                "/v1/flows/bad/requests",
+                ADMIN_TOKEN,
+                Some(json!({})),
+            )
+            .await;
+        let request: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
+        assert_eq!(status, 201, "{name}: {request:#}");
+        assert_eq!(request["state"], "pending", "{name}: {request:#}");
+        let entry = history_entry(&request, "on_request");
+        assert_eq!(entry["blame"], "plugin", "{name}: {request:#}");
+        let error = entry["error"].as_str().unwrap_or_default();
+        assert!(
+            error.starts_with("flow `bad`, hook on_request: the flow's plugin did not load: ")
+                && error.contains(cause),
+            "{name}: {request:#}"
+        );
+        let (_, stderr) = served.stop();
         assert!(
             stderr.contains(&named) && stderr.contains(cause),
             "{name}: {stderr}"

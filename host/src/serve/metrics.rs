@@ -70,6 +70,18 @@ impl Metrics {
             .hook_calls
             .entry((flow.clone(), hook.clone(), outcome_label(report).into()))
             .or_default() += 1;
+        // Counted whether or not anything ran: a hook that found no free instance, or whose
+        // plugin did not load, failed all the same.
+        if let Err(failure) = &report.outcome {
+            let kind = serde_json::to_value(&failure.kind)
+                .ok()
+                .and_then(|v| v["kind"].as_str().map(str::to_string))
+                .unwrap_or_else(|| "unknown".into());
+            *inner
+                .hook_failures
+                .entry((flow.clone(), hook.clone(), kind))
+                .or_default() += 1;
+        }
         if !report.ran {
             return;
         }
@@ -84,16 +96,6 @@ impl Metrics {
             if seconds <= *bound {
                 histogram.buckets[i] += 1;
             }
-        }
-        if let Err(failure) = &report.outcome {
-            let kind = serde_json::to_value(&failure.kind)
-                .ok()
-                .and_then(|v| v["kind"].as_str().map(str::to_string))
-                .unwrap_or_else(|| "unknown".into());
-            *inner
-                .hook_failures
-                .entry((flow.clone(), hook.clone(), kind))
-                .or_default() += 1;
         }
         for call in &report.http_calls {
             // The operator's allowed_hosts entry, never the host the plugin asked for (a

@@ -21,8 +21,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::{Config, ConfigErrors};
+use crate::secret_store::SecretStore;
 use crate::store::{Store, StoreError};
-use crate::{StartError, Warden};
+use crate::{StartError, StartOptions, Warden};
 
 use lifecycle::{Lifecycle, LifecycleError};
 use metrics::Metrics;
@@ -160,7 +161,8 @@ pub struct Server {
 
 impl Server {
     /// Loads the config, compiles the plugins, opens the store, resumes stored requests
-    /// (expiry timers included) and starts listening on `listen` or `serve.listen`.
+    /// (expiry timers included) and starts listening on `listen` or `serve.listen`. A flow
+    /// whose plugin does not load is logged and served without it: its hooks fail closed.
     pub async fn start(config_path: &Path, listen: Option<SocketAddr>) -> Result<Self, ServeError> {
         let config = Config::load(config_path).map_err(ServeError::Config)?;
         if config.serve.tokens.is_empty() {
@@ -168,7 +170,22 @@ impl Server {
         }
         let settings = config.serve.clone();
         let store = Arc::new(Store::open(&config.store_path)?);
-        let warden = Warden::start_with_store(config, store.clone()).await?;
+        let secrets = Arc::new(SecretStore::new(&config));
+        // One flow's broken plugin must not keep the others from serving.
+        let warden = Warden::start_with_failed_flows(
+            config,
+            store.clone(),
+            secrets,
+            StartOptions::default(),
+        )
+        .await?;
+        for failed in warden.load_failures() {
+            tracing::error!(
+                flow = %failed.flow,
+                blame = %failed.blame,
+                "{failed}; the flow's requests go to a human until a reload loads it"
+            );
+        }
         let metrics = Arc::new(Metrics::default());
         let requests = Requests::new(store);
         let current = Arc::new(ArcSwap::from_pointee(warden));

@@ -297,6 +297,16 @@ fn act_on(event: &Event, action: &str) -> Result<Decision> {
             Ok(Decision::Continue)
         }
         // ---- end of sizes ----
+        // Scheduling (one plugin must not freeze the host): a fixed amount of CPU work,
+        // `<iterations>` of a loop, then an approval. Unlike `loop` it ends, but only if the
+        // host gives it CPU.
+        "burn" => {
+            let mut n = 0u64;
+            for _ in 0..arg.parse::<u64>()? {
+                n = black_box(n.wrapping_add(1));
+            }
+            Ok(Decision::approve(format!("burned {n}")))
+        }
         other => bail!("probe: unknown action `{other}`"),
     }
 }

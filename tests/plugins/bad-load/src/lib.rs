@@ -1,0 +1,81 @@
+//! A plugin for warden's tests that misbehaves while warden loads it. `implemented`, the
+//! export warden calls once at load (the SDK's macro always writes a well-behaved one, so
+//! this plugin implements the hooks interface by hand), picks what to do from the aliases of
+//! its flow's environment, the only grant a plugin can read before any event:
+//!
+//! - `spin-in-implemented`: spins forever;
+//! - `trap-in-implemented`: panics (a trap);
+//! - neither: implements `on_request`, which approves with the reason `loaded`.
+
+use std::hint::black_box;
+
+use warden_sdk::__private::Guest;
+use warden_sdk::{Decision, Event, Hook};
+
+struct BadLoad;
+
+type Answer = Result<Decision, String>;
+
+fn not_implemented() -> Answer {
+    Err("bad-load implements only on_request".into())
+}
+
+impl Guest for BadLoad {
+    fn implemented() -> Vec<Hook> {
+        let aliases = warden_sdk::integrations::aliases();
+        if aliases.iter().any(|a| a == "spin-in-implemented") {
+            let mut n = 0u64;
+            loop {
+                n = black_box(n.wrapping_add(1));
+            }
+        }
+        if aliases.iter().any(|a| a == "trap-in-implemented") {
+            panic!("bad-load traps in implemented on purpose");
+        }
+        vec![Hook::OnRequest]
+    }
+
+    fn on_request(_event: Event) -> Answer {
+        Ok(Decision::Approve(Some("loaded".into())))
+    }
+
+    fn on_prompt(_event: Event) -> Answer {
+        not_implemented()
+    }
+    fn on_approve(_event: Event) -> Answer {
+        not_implemented()
+    }
+    fn on_deny(_event: Event) -> Answer {
+        not_implemented()
+    }
+    fn on_escalate(_event: Event) -> Answer {
+        not_implemented()
+    }
+    fn on_deescalate(_event: Event) -> Answer {
+        not_implemented()
+    }
+    fn after_prompt(_event: Event) -> Answer {
+        not_implemented()
+    }
+    fn after_request(_event: Event) -> Answer {
+        not_implemented()
+    }
+    fn after_approve(_event: Event) -> Answer {
+        not_implemented()
+    }
+    fn after_deny(_event: Event) -> Answer {
+        not_implemented()
+    }
+    fn after_escalate(_event: Event) -> Answer {
+        not_implemented()
+    }
+    fn after_deescalate(_event: Event) -> Answer {
+        not_implemented()
+    }
+}
+
+// Marks the type used on targets without the exports.
+const _: () = warden_sdk::__private::plugin_type::<BadLoad>();
+
+#[cfg(target_arch = "wasm32")]
+warden_sdk::bindings::export!(BadLoad with_types_in warden_sdk::bindings);
