@@ -4,6 +4,10 @@
 //! the address actually connected to (a name that resolves to a loopback, private or
 //! link-local address is refused, so DNS cannot be used to reach the host's own network).
 //!
+//! A request over [`MAX_URL_BYTES`], [`MAX_HEADER_BYTES`] or [`MAX_BODY_BYTES`] is refused
+//! before any of it is parsed or copied, and what is recorded of a call is cut to the
+//! event's budget (see [`crate::budget`]).
+//!
 //! Each hop goes through a [`Transport`]: the real client ([`ReqwestTransport`]) or, in the
 //! test harness, mocks. The checks above happen before the transport sees a request, so a
 //! mock never widens what a flow may reach.

@@ -280,7 +280,8 @@ impl fmt::Display for HookFailure {
     }
 }
 
-/// Everything one hook run produced, with secrets already redacted.
+/// Everything one hook run produced, with secrets already redacted, within the event's
+/// budget (see [`crate::budget`]).
 #[derive(Debug, Clone)]
 pub struct HookReport {
     pub flow: String,
