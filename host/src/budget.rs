@@ -124,14 +124,15 @@ pub fn cut_points(text: &str) -> Vec<usize> {
 
 /// `text` if it shows in at most `max` bytes; else its start and a marker saying how many
 /// bytes were dropped, `max` bytes in all. Text already ending in a marker keeps one marker,
-/// counting both cuts. `max` must leave room for a marker (32 bytes).
+/// counting both cuts. `max` must leave room for a marker (at most 36 bytes).
 pub fn cut(text: &str, max: usize) -> Cow<'_, str> {
     if text.len() <= max && shown_len(text) <= max {
         return Cow::Borrowed(text);
     }
+    // A marker already there may be the plugin's own, counting anything: saturate.
     let (body, before) = split_marker(text).unwrap_or((text, 0));
     // The count is at most this, so the marker is at most this long.
-    let room = max.saturating_sub(marker(text.len() + before).len());
+    let room = max.saturating_sub(marker(text.len().saturating_add(before)).len());
     let mut shown = 0;
     let mut end = 0;
     for (at, c) in body.char_indices() {
@@ -141,7 +142,7 @@ pub fn cut(text: &str, max: usize) -> Cow<'_, str> {
         }
         end = at + c.len_utf8();
     }
-    let dropped = before + (body.len() - end);
+    let dropped = before.saturating_add(body.len() - end);
     Cow::Owned(format!("{}{}", &body[..end], marker(dropped)))
 }
 
@@ -207,14 +208,10 @@ impl EventBudget {
         }
     }
 
-    /// Takes a log line of `bytes` bytes if it fits; once one does not, none is taken after
-    /// it, so the lines kept are the first ones written.
+    /// Takes a log line of `bytes` bytes if it fits. One that does not leaves the rest for
+    /// shorter lines after it: a panic's message on stderr, say, after a huge log line.
     pub fn log_line(&self, bytes: usize) -> bool {
-        let taken = self.accounts.logs.take(bytes.saturating_add(LINE_OVERHEAD));
-        if !taken {
-            self.accounts.logs.left.store(0, Ordering::Release);
-        }
-        taken
+        self.accounts.logs.take(bytes.saturating_add(LINE_OVERHEAD))
     }
 
     /// Takes the longest start of `bytes` that fits, each line in it charged
@@ -278,6 +275,9 @@ mod tests {
         let (body, dropped) = split_marker(&again).unwrap();
         assert_eq!(body.len() + dropped, 1000, "{again}");
         assert_eq!(again.matches(MARKER_START).count(), 1);
+        // A marker the plugin wrote itself, counting the most there is, is no overflow.
+        let forged = format!("{long}...({} more bytes)", usize::MAX);
+        assert!(cut(&forged, 100).len() <= 100);
     }
 
     #[test]

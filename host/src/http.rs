@@ -12,6 +12,10 @@
 //! case, in headers, body and errors: a server that kept a sealed header from an earlier
 //! request, or changes its case, hands back nothing the plugin may not read.
 //!
+//! A request over [`MAX_URL_BYTES`], [`MAX_HEADER_BYTES`] or [`MAX_BODY_BYTES`] is refused
+//! before any of it is parsed or copied, and what is recorded of a call is cut to the
+//! event's budget (see [`crate::budget`]).
+//!
 //! Each hop goes through a [`Transport`]: the real client ([`ReqwestTransport`]) or, in the
 //! test harness, mocks. The checks above happen before the transport sees a request, so a
 //! mock never widens what a flow may reach.
@@ -29,10 +33,8 @@ use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use url::Url;
 use wasmtime::component::{HasData, Linker, ResourceTable};
 
-use crate::bindings::warden::plugin::http::{
-    self as wit, HeaderValue, HttpError, Method, Request, Response,
-};
-use crate::budget::{self, EventBudget, MAX_URL_PART_BYTES, quote};
+use crate::bindings::warden::plugin::http::{self as wit, HttpError, Method, Request, Response};
+use crate::budget::{EventBudget, quote};
 use crate::config::{Flow, SecretValue, is_localhost_name, is_public, origin};
 use crate::redact::{REDACTED, Redactor};
 use crate::refusal::{Refusal, RefusalKind, Refusals};
@@ -40,18 +42,10 @@ use crate::secret_store::SecretStore;
 
 pub const MAX_REDIRECTS: usize = 5;
 
-/// HTTP calls recorded per event (for the report and metrics); past this, or past the
-/// event's budget for calls, they are counted.
-pub const MAX_RECORDED_CALLS: usize = 64;
+mod record;
 
-/// The longest URL a plugin may send, its query included (servers commonly refuse longer).
-pub const MAX_URL_BYTES: usize = 8 << 10;
-
-/// The most a request's header names and values may take together.
-pub const MAX_HEADER_BYTES: usize = 16 << 10;
-
-/// The largest request body a plugin may send.
-pub const MAX_BODY_BYTES: usize = 1 << 20;
+use record::oversized;
+pub use record::{HttpCall, MAX_BODY_BYTES, MAX_HEADER_BYTES, MAX_RECORDED_CALLS, MAX_URL_BYTES};
 
 /// One hop of a request, as the host sends it after every check has passed.
 #[derive(Debug)]
@@ -219,30 +213,6 @@ impl HttpState {
     }
 }
 
-/// One request a plugin made, for the report and metrics; its origin and path cut to
-/// [`MAX_URL_PART_BYTES`].
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct HttpCall {
-    pub method: String,
-    /// The origin of the URL the plugin asked for: the plugin's to choose.
-    pub origin: String,
-    pub path: String,
-    /// The `allowed_hosts` entry that URL matched, as the config writes it: the operator's,
-    /// so metrics are labelled by it.
-    pub rule: Option<String>,
-    /// The final status, or the error kind.
-    pub outcome: String,
-}
-
-impl HttpCall {
-    fn shown_len(&self) -> usize {
-        [&self.method, &self.origin, &self.path, &self.outcome]
-            .into_iter()
-            .map(|text| budget::shown_len(text))
-            .sum()
-    }
-}
-
 pub struct HttpInstance {
     transport: Arc<dyn Transport>,
     secrets: Arc<SecretStore>,
@@ -316,100 +286,7 @@ impl wit::Host for HttpView<'_> {
     }
 }
 
-/// Why a request is too large to send, if it is: the host would otherwise copy and parse
-/// whatever the plugin's memory holds.
-fn oversized(request: &Request) -> Option<String> {
-    let query: usize = request
-        .query
-        .iter()
-        .map(|(k, v)| k.len() + v.len() + 2)
-        .sum();
-    let url = request.url.len() + query;
-    let headers: usize = request
-        .headers
-        .iter()
-        .map(|(name, value)| {
-            name.len()
-                + match value {
-                    HeaderValue::Text(text) => text.len(),
-                    HeaderValue::Sealed(_) => 0,
-                }
-        })
-        .sum();
-    let body = request.body.as_ref().map_or(0, Vec::len);
-    if url > MAX_URL_BYTES {
-        Some(format!(
-            "the URL is {url} bytes with its query; at most {MAX_URL_BYTES} are sent"
-        ))
-    } else if headers > MAX_HEADER_BYTES {
-        Some(format!(
-            "the headers are {headers} bytes; at most {MAX_HEADER_BYTES} are sent"
-        ))
-    } else if body > MAX_BODY_BYTES {
-        Some(format!(
-            "the body is {body} bytes; at most {MAX_BODY_BYTES} are sent"
-        ))
-    } else {
-        None
-    }
-}
-
-/// The origin and path of a URL to record, each cut to [`MAX_URL_PART_BYTES`], and the
-/// `allowed_hosts` entry it matched, as the config writes it (the operator's, so metrics are
-/// labelled by it).
-type Shown = (String, String, Option<String>);
-
 impl HttpInstance {
-    /// What to record of `url`: not the text itself, which is the plugin's, of any length,
-    /// and whose origin may become a metrics label.
-    fn describe(&self, url: &str) -> Shown {
-        if url.len() > MAX_URL_BYTES {
-            return (
-                format!("(a URL over {MAX_URL_BYTES} bytes)"),
-                String::new(),
-                None,
-            );
-        }
-        match Url::parse(url) {
-            Ok(u) => (
-                budget::cut(&origin(&u), MAX_URL_PART_BYTES).into_owned(),
-                budget::cut(u.path(), MAX_URL_PART_BYTES).into_owned(),
-                self.flow
-                    .grants
-                    .hosts
-                    .matching(&u)
-                    .map(|rule| rule.entry().to_string()),
-            ),
-            Err(_) => ("(not a URL)".to_string(), String::new(), None),
-        }
-    }
-
-    /// Records a call, within [`MAX_RECORDED_CALLS`] and the event's budget, and passes its
-    /// result on.
-    fn record(
-        &mut self,
-        method: &str,
-        (origin, path, rule): Shown,
-        result: Result<Response, HttpError>,
-    ) -> Result<Response, HttpError> {
-        let call = HttpCall {
-            method: method.to_string(),
-            origin,
-            path,
-            rule,
-            outcome: match &result {
-                Ok(r) => r.status.to_string(),
-                Err(e) => error_kind(e).to_string(),
-            },
-        };
-        if self.calls.len() < MAX_RECORDED_CALLS && self.budget.call(call.shown_len()) {
-            self.calls.push(call);
-        } else {
-            self.calls_dropped += 1;
-        }
-        result
-    }
-
     /// Requests made after `deadline` are refused; each one's timeout is the time left.
     pub fn set_deadline(&mut self, deadline: Instant) {
         self.deadline = deadline;

@@ -139,6 +139,23 @@ mod tests {
     }
 
     #[test]
+    fn a_line_too_long_leaves_room_for_shorter_ones_after_it() {
+        let budget = EventBudget::new(1024);
+        let mut log = LogInstance::new(budget.clone());
+        log.write(Level::Info, "x".repeat(4 << 20)).unwrap();
+        log.write(Level::Error, "panicked at the end".into())
+            .unwrap();
+        let lines = log.finish();
+        assert_eq!(lines[0].message, "panicked at the end");
+        assert!(
+            lines[1]
+                .message
+                .starts_with("1 plugin log line(s) dropped (4194304 bytes)"),
+            "{lines:?}"
+        );
+    }
+
+    #[test]
     fn a_million_empty_lines_keep_a_bounded_number_of_lines() {
         let budget = EventBudget::new(64 << 10);
         let mut log = LogInstance::new(budget.clone());

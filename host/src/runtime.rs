@@ -333,7 +333,8 @@ impl FailureKind {
     }
 }
 
-/// Everything one hook run produced, with secrets already redacted.
+/// Everything one hook run produced, with secrets already redacted, within the event's
+/// budget (see [`crate::budget`]).
 #[derive(Debug, Clone)]
 pub struct HookReport {
     pub flow: String,
