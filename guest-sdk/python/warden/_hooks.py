@@ -5,7 +5,6 @@ built: a misspelled hook name or a hook that does not take the event is a build 
 
 import difflib
 import inspect
-import random
 import re
 import sys
 import traceback
@@ -107,9 +106,6 @@ def run(name, wit_event):
     if fn is None:
         # The host only calls what `implemented` lists; this is a host bug if it happens.
         raise HookFailed(f"hook `{name}` is not implemented by this plugin")
-    # `random` was seeded while the component was built, and every instance starts from
-    # that snapshot: without a fresh seed every event would draw the same numbers.
-    random.seed()
     try:
         try:
             result = fn(Event(wit_event))
@@ -156,7 +152,13 @@ def _display_path(path):
 def _traceback_text(name, error):
     # The dispatch frame is ours, not the author's: start at the hook.
     tb = error.__traceback__.tb_next if error.__traceback__ is not None else None
-    lines = traceback.format_exception(type(error), error, tb)
-    text = "".join(lines).rstrip()
+    summary = traceback.TracebackException(type(error), error, tb)
+    # Below the author's last frame, the SDK's own frames (/0/) only say how it raised what
+    # the last line says: the author needs the line of theirs that called it.
+    frames = list(summary.stack)
+    while len(frames) > 1 and frames[-1].filename.startswith("/0/"):
+        frames.pop()
+    summary.stack = traceback.StackSummary.from_list(frames)
+    text = "".join(summary.format()).rstrip()
     text = _MOUNT_IN_TRACEBACK.sub('File "', text)
     return f"hook `{name}` raised {type(error).__name__}: {error}\n{text}"
