@@ -3,10 +3,12 @@
 //! built with `scripts/build-python-plugin` (componentize-py) and run by the real host
 //! against the VictorOps stand-in. Also the build's own errors.
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use serde_json::{Value, json};
+use warden::harness::RunOptions;
 use warden::log::{LogLevel, LogSource};
 use warden::refusal::RefusalKind;
 use warden::{Config, Decision, EventInput, FailureKind, HookName, HookReport, Warden};
@@ -239,6 +241,20 @@ async fn the_seed_approves_an_engineer_on_call_with_its_reason_sending_the_key_s
     }
     assert!(report.refusals.is_empty(), "{:?}", report.refusals);
     assert_eq!(s.identity("alice@example.com").as_deref(), Some("alice"));
+    // The only hook the port defines is the only one it reports.
+    assert_eq!(
+        s.warden.implemented(FLOW),
+        Some(&BTreeSet::from([HookName::OnRequest]))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn warden_test_runs_the_ports_test_file() {
+    let plugin = plugin("plugins/victorops-python").await;
+    let file = python::repo_root().join("plugins/victorops-python/tests/victorops.toml");
+    let summary = warden::harness::run(&RunOptions::new([file]).plugin(plugin)).await;
+    summary.assert_passed();
+    assert_eq!(summary.results.len(), 9);
 }
 
 #[tokio::test(flavor = "multi_thread")]
