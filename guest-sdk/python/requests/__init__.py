@@ -20,7 +20,7 @@ import time
 import urllib.parse
 from collections.abc import Mapping
 
-from componentize_py_types import Err
+from warden._host import call
 from warden.secrets import SecretValue, plain, refuse_placeholders
 from wit_world.imports import http as _wit
 
@@ -118,10 +118,9 @@ def request(method, url, params=None, data=None, headers=None, json=None, timeou
         timeout_ms=_timeout_ms(timeout),
     )
     started = time.monotonic()
-    try:
-        answer = _wit.send(wit_request)
-    except Err as error:
-        raise _error(error.value, method, shown_url) from None
+    answer, error = call(_wit.send, wit_request)
+    if error is not None:
+        raise _error(error, method, shown_url)
     return Response(answer, shown_url, datetime.timedelta(seconds=time.monotonic() - started))
 
 

@@ -10,9 +10,9 @@ be evicted at any time.
 import json
 import math
 
-from componentize_py_types import Err
 from wit_world.imports import cache as _wit
 
+from ._host import call
 from .errors import CacheError
 from .secrets import plain, refuse_placeholders
 
@@ -38,10 +38,9 @@ def set(key, value, ttl_seconds):  # noqa: A001 - the name the host's interface 
     value = bytes(value)
     refuse_placeholders(value, "a cached value")
     ttl = max(0, min(2**32 - 1, math.ceil(ttl_seconds)))
-    try:
-        _wit.set(_key(key), value, ttl)
-    except Err as error:
-        raise CacheError(str(error.value)) from None
+    _, error = call(_wit.set, _key(key), value, ttl)
+    if error is not None:
+        raise CacheError(str(error))
 
 
 def delete(key):

@@ -2,9 +2,9 @@
 
 from dataclasses import dataclass
 
-from componentize_py_types import Err
 from wit_world.imports import identities as _wit
 
+from ._host import call
 from .errors import IdentityError
 from .secrets import plain, refuse_placeholders
 
@@ -29,8 +29,8 @@ def _identity(wit):
 
 
 def _error(error):
-    variant = _VARIANTS.get(type(error.value), "error")
-    return IdentityError(f"{variant}: {error.value.value}")
+    variant = _VARIANTS.get(type(error), "error")
+    return IdentityError(f"{variant}: {error.value}")
 
 
 def _args(*values):
@@ -46,17 +46,16 @@ def _args(*values):
 
 def lookup(email, service, service_id):
     """The identity stored for `email` in `service` / `service_id`, or None."""
-    try:
-        found = _wit.lookup(*_args(email, service, service_id))
-    except Err as error:
-        raise _error(error) from None
+    found, error = call(_wit.lookup, *_args(email, service, service_id))
+    if error is not None:
+        raise _error(error)
     return None if found is None else _identity(found)
 
 
 def persist_user_identity(email, service, service_id, user_id):
     """Create or update the identity of the user `email` in `service` / `service_id`
     (for a custom integration: `"custom"` and its `external_id`). Returns the `Identity`."""
-    try:
-        return _identity(_wit.persist(*_args(email, service, service_id, user_id)))
-    except Err as error:
-        raise _error(error) from None
+    stored, error = call(_wit.persist, *_args(email, service, service_id, user_id))
+    if error is not None:
+        raise _error(error)
+    return _identity(stored)

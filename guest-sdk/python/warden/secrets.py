@@ -14,9 +14,9 @@ encode it (the copy can never be sent or hashed by mistake), and `requests`, the
 decisions, the cache and identities refuse any string that carries it, naming the secret.
 """
 
-from componentize_py_types import Err
 from wit_world.imports import secrets as _wit
 
+from ._host import call
 from .errors import SecretError, SecretNotRevealed
 
 _TAG = "warden-sealed-secret["
@@ -53,18 +53,17 @@ class Secret:
 
     def _value(self, use):
         if self._raw is None:
-            try:
-                self._raw = self._handle.retrieve_value()
-            except Err as error:
-                detail = getattr(error.value, "value", str(error.value))
-                if isinstance(error.value, _wit.SecretError_SealedOnly):
+            raw, error = call(self._handle.retrieve_value)
+            if error is not None:
+                if isinstance(error, _wit.SecretError_SealedOnly):
                     raise SecretNotRevealed(
-                        f"cannot {use}: {detail}. A secret put as it is into a request "
+                        f"cannot {use}: {error.value}. A secret put as it is into a request "
                         "header is sent sealed; any other use needs reveal_secrets = true"
-                    ) from None
-                if isinstance(error.value, _wit.SecretError_NotGranted):
-                    raise SecretError(f"not-granted: {detail}") from None
-                raise SecretError(f"unavailable: {detail}") from None
+                    )
+                if isinstance(error, _wit.SecretError_NotGranted):
+                    raise SecretError(f"not-granted: {error.value}")
+                raise SecretError(f"unavailable: {error.value}")
+            self._raw = raw
         return self._raw
 
     def __repr__(self):
@@ -73,11 +72,10 @@ class Secret:
 
 def open_secret(secret_id):
     """A secret by id; only secrets attached to one of the environment's integrations."""
-    try:
-        return Secret(_wit.open(secret_id))
-    except Err as error:
-        detail = getattr(error.value, "value", str(error.value))
-        raise SecretError(f"not-granted: {detail}") from None
+    handle, error = call(_wit.open, secret_id)
+    if error is not None:
+        raise SecretError(f"not-granted: {error.value}")
+    return Secret(handle)
 
 
 class SecretValue(str):
