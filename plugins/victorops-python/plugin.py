@@ -11,11 +11,14 @@ The API key is sent sealed: `retrieve_value()` gives a value that, put as it is 
 with `reveal_secrets = false`.
 """
 
-# warden: was `from sym.sdk.annotations import hook` and `from sym.sdk.templates import
-# ApprovalTemplate`; `requests` is warden's, sent through the sandbox's http capability.
+# Completed: for find_user_by_email, which the guide does not show.
 import urllib.parse
 
+# warden: `requests` is warden's, sent through the sandbox's http capability.
 import requests
+
+# warden: was `from sym.sdk.annotations import hook` and `from sym.sdk.templates import
+# ApprovalTemplate`.
 from warden import ApprovalTemplate, hook
 
 # Fix: the seed calls persist_user_identity without importing it.
@@ -26,7 +29,8 @@ from warden import persist_user_identity
 DEFAULT_API_URL = "https://api.victorops.com"
 
 
-# Completed: the guide shows this function's body only, with `api_path` and `params` free.
+# Completed: the guide shows this function's body only, with `event`, `api_path` and
+# `params` free.
 def call_victorops_api(integration, api_path, params=None):
     # Get the custom integration we set up for VictorOps
     # (Completed: the integration is passed in, found by `is_requester_on_call` below.)
