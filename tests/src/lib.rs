@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 pub use victorops_standin;
 
 pub mod moto;
+pub mod python;
 pub mod web;
 
 /// Paths of the plugins `build.rs` built: `ALLOWLIST`, `PROBE`, `VICTOROPS`, ... for
