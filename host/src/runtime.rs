@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -371,21 +371,26 @@ pub struct LimitsSummary {
     pub timeout_ms: u128,
 }
 
-/// Advances the engine's epoch so deadlines fire; stops with the `Warden`.
+/// Advances the engine's epoch so deadlines fire, and counts the ticks for `sched`; stops
+/// with the `Warden`.
 struct EpochTicker {
     stop: Arc<AtomicBool>,
+    ticks: Arc<AtomicU64>,
 }
 
 impl EpochTicker {
     fn start(engine: &Engine) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
+        let ticks = Arc::new(AtomicU64::new(0));
         let weak = engine.weak();
-        let flag = stop.clone();
+        let (flag, counted) = (stop.clone(), ticks.clone());
         std::thread::Builder::new()
             .name("warden-epoch".into())
             .spawn(move || {
                 while !flag.load(Ordering::Relaxed) {
                     std::thread::sleep(EPOCH_TICK);
+                    // Counted first: a callback this tick fires sees it.
+                    counted.fetch_add(1, Ordering::Relaxed);
                     match weak.upgrade() {
                         Some(engine) => engine.increment_epoch(),
                         None => break,
@@ -393,7 +398,7 @@ impl EpochTicker {
                 }
             })
             .expect("spawn the epoch thread");
-        Self { stop }
+        Self { stop, ticks }
     }
 }
 
@@ -421,7 +426,7 @@ struct EngineInner {
     /// Permits for instances made ahead, apart from `slots`, so an idle flow's ready
     /// instance never keeps another flow's hook waiting.
     prepared_slots: Arc<Semaphore>,
-    _ticker: EpochTicker,
+    ticker: EpochTicker,
 }
 
 impl SharedEngine {
@@ -443,7 +448,7 @@ impl SharedEngine {
         let linker = linker(&engine).map_err(|e| StartError::Engine(root_message(&e)))?;
         Ok(Self {
             inner: Arc::new(EngineInner {
-                _ticker: EpochTicker::start(&engine),
+                ticker: EpochTicker::start(&engine),
                 engine,
                 linker,
                 compiled: Default::default(),
@@ -630,10 +635,10 @@ impl StoreMaker {
         arm(&mut store, timeout, Instant::now());
         let pre = loaded.pre.instance_pre().clone();
         // Instantiating runs the plugin's start functions: wasm like any other.
-        let instantiate = async move {
+        let instantiate: sched::Work<_> = Box::pin(async move {
             let made = tokio::time::timeout(timeout, pre.instantiate_async(&mut store)).await;
             (store, made)
-        };
+        });
         let (store, made) = sched::run(&loaded.share, instantiate).await;
         let instance = made.ok()?.ok()?;
         Some(Prepared {
@@ -776,7 +781,7 @@ impl Warden {
         let hook_exports = hook_exports(&pre).map_err(|message| (message, Blame::Plugin))?;
         let mut loaded = LoadedFlow {
             flow: flow.clone(),
-            share: Arc::default(),
+            share: Arc::new(FlowShare::new(self.shared.inner.ticker.ticks.clone())),
             pre,
             hook_exports,
             implemented: BTreeSet::new(),
@@ -799,7 +804,7 @@ impl Warden {
         let limits = &loaded.flow.limits;
         let limit = limits.timeout.min(LOAD_CALL_LIMIT);
         let within = format!(
-            "within {} ms (limits.timeout_ms, and at most {} ms while loading)",
+            "within {} ms (limits.timeout_ms, capped at {} ms while loading)",
             limit.as_millis(),
             LOAD_CALL_LIMIT.as_millis()
         );
@@ -811,7 +816,7 @@ impl Warden {
         let (mut store, _, stderr) = self.stores.new_store(&loaded.flow, &loaded.share, slot);
         arm(&mut store, limit, started);
         let pre = loaded.pre.clone();
-        let ask = async move {
+        let ask: sched::Work<_> = Box::pin(async move {
             let answer = tokio::time::timeout(limit, async {
                 let plugin = pre.instantiate_async(&mut store).await?;
                 plugin
@@ -821,7 +826,7 @@ impl Warden {
             })
             .await;
             (store, answer)
-        };
+        });
         let (store, answer) = sched::run(&loaded.share, ask).await;
         let asked = "when asked which hooks it implements";
         match answer {
@@ -982,7 +987,7 @@ impl Warden {
         let timeout = limits.timeout;
         let plugin = loaded.clone();
         // Owns the store while it runs, so `sched` can finish it on the wasm pool.
-        let call = async move {
+        let call: sched::Work<_> = Box::pin(async move {
             let result = tokio::time::timeout(timeout, async {
                 let instance = match ready_instance {
                     Some(instance) => instance,
@@ -1004,7 +1009,7 @@ impl Warden {
             })
             .await;
             (store, result)
-        };
+        });
         let (mut store, result) = sched::run(&loaded.share, call).await;
         let outcome = match result {
             Err(_elapsed) => Err(failure(FailureKind::Deadline {
