@@ -985,27 +985,20 @@ impl Warden {
         let running = Running::start(&self.stores.running);
         self.prepare_next(loaded);
         let timeout = limits.timeout;
-        let plugin = loaded.clone();
+        let export = loaded.hook_exports[&hook];
+        // Made here only when no instance was made ahead (rare): cloning it costs atomics.
+        let instance = match ready_instance {
+            Some(instance) => Ok(instance),
+            None => Err(loaded.pre.instance_pre().clone()),
+        };
         // Owns the store while it runs, so `sched` can finish it on the wasm pool.
         let call: sched::Work<_> = Box::pin(async move {
             let result = tokio::time::timeout(timeout, async {
-                let instance = match ready_instance {
-                    Some(instance) => instance,
-                    None => {
-                        plugin
-                            .pre
-                            .instance_pre()
-                            .instantiate_async(&mut store)
-                            .await?
-                    }
+                let instance = match instance {
+                    Ok(instance) => instance,
+                    Err(pre) => pre.instantiate_async(&mut store).await?,
                 };
-                call_hook(
-                    instance,
-                    &mut store,
-                    &plugin.hook_exports[&hook],
-                    &wit_event,
-                )
-                .await
+                call_hook(instance, &mut store, &export, &wit_event).await
             })
             .await;
             (store, result)
