@@ -35,7 +35,7 @@ use crate::{cache, http, identities, integrations, log, secrets};
 /// which hooks it implements) may take, whatever the flow's `timeout_ms`: they do no work a
 /// plugin needs time for, and a plugin that spins there must not hold up start-up or a reload
 /// for minutes.
-pub const LOAD_CALL_LIMIT: Duration = Duration::from_secs(2);
+const LOAD_CALL_LIMIT: Duration = Duration::from_secs(2);
 
 /// Everything one instance may touch, each capability's state in its own field.
 struct InstanceState {

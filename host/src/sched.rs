@@ -91,7 +91,8 @@ pub(crate) struct FlowShare {
     ticks: Arc<AtomicU64>,
     /// This flow's hooks on the pool now; while there are any, its new hooks start there.
     on_pool: AtomicUsize,
-    /// Slices given out in the current tick.
+    /// Slices given out in the current tick of the clock ([`EPOCH_TICK`] long; a waiting hook
+    /// sleeps until the next).
     slices: Mutex<Slices>,
 }
 
@@ -246,8 +247,8 @@ impl Drop for Run {
 pub(crate) type Work<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
 /// Runs `work` (a future that runs wasm in a store whose epoch callback is [`on_epoch`]) for
-/// a hook of the flow whose share is `share`: inline until a run outlasts [`INLINE_BUDGET`],
-/// then on the pool. A flow with hooks on the pool starts there.
+/// a hook of the flow whose share is `share`: inline until a run sees [`INLINE_TICKS`] ticks
+/// pass, then on the pool. A hook of a flow with hooks on the pool starts there.
 pub(crate) fn run<T: Send + 'static>(share: &Arc<FlowShare>, work: Work<T>) -> Scheduled<'_, T> {
     let stage = if share.on_pool.load(Ordering::Acquire) == 0 || ON_POOL.get() {
         Stage::Inline(work)
