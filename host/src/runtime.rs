@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -37,7 +37,7 @@ use crate::{cache, http, identities, integrations, log, secrets};
 /// which hooks it implements) may take, whatever the flow's `timeout_ms`: they do no work a
 /// plugin needs time for, and a plugin that spins there must not hold up start-up or a reload
 /// for minutes.
-pub const LOAD_CALL_LIMIT: Duration = Duration::from_secs(2);
+const LOAD_CALL_LIMIT: Duration = Duration::from_secs(2);
 
 /// Everything one instance may touch, each capability's state in its own field.
 struct InstanceState {
@@ -389,21 +389,26 @@ pub struct LimitsSummary {
     pub timeout_ms: u128,
 }
 
-/// Advances the engine's epoch so deadlines fire; stops with the `Warden`.
+/// Advances the engine's epoch so deadlines fire, and counts the ticks for `sched`; stops
+/// with the `Warden`.
 struct EpochTicker {
     stop: Arc<AtomicBool>,
+    ticks: Arc<AtomicU64>,
 }
 
 impl EpochTicker {
     fn start(engine: &Engine) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
+        let ticks = Arc::new(AtomicU64::new(0));
         let weak = engine.weak();
-        let flag = stop.clone();
+        let (flag, counted) = (stop.clone(), ticks.clone());
         std::thread::Builder::new()
             .name("warden-epoch".into())
             .spawn(move || {
                 while !flag.load(Ordering::Relaxed) {
                     std::thread::sleep(EPOCH_TICK);
+                    // Counted first: a callback this tick fires sees it.
+                    counted.fetch_add(1, Ordering::Relaxed);
                     match weak.upgrade() {
                         Some(engine) => engine.increment_epoch(),
                         None => break,
@@ -411,7 +416,7 @@ impl EpochTicker {
                 }
             })
             .expect("spawn the epoch thread");
-        Self { stop }
+        Self { stop, ticks }
     }
 }
 
@@ -439,7 +444,7 @@ struct EngineInner {
     /// Permits for instances made ahead, apart from `slots`, so an idle flow's ready
     /// instance never keeps another flow's hook waiting.
     prepared_slots: Arc<Semaphore>,
-    _ticker: EpochTicker,
+    ticker: EpochTicker,
 }
 
 impl SharedEngine {
@@ -461,7 +466,7 @@ impl SharedEngine {
         let linker = linker(&engine).map_err(|e| StartError::Engine(root_message(&e)))?;
         Ok(Self {
             inner: Arc::new(EngineInner {
-                _ticker: EpochTicker::start(&engine),
+                ticker: EpochTicker::start(&engine),
                 engine,
                 linker,
                 compiled: Default::default(),
@@ -667,10 +672,10 @@ impl StoreMaker {
         arm(&mut store, timeout, Instant::now());
         let pre = loaded.pre.instance_pre().clone();
         // Instantiating runs the plugin's start functions: wasm like any other.
-        let instantiate = async move {
+        let instantiate: sched::Work<_> = Box::pin(async move {
             let made = tokio::time::timeout(timeout, pre.instantiate_async(&mut store)).await;
             (store, made)
-        };
+        });
         let (store, made) = sched::run(&loaded.share, instantiate).await;
         let instance = made.ok()?.ok()?;
         Some(Prepared {
@@ -815,7 +820,7 @@ impl Warden {
         let hook_exports = hook_exports(&pre).map_err(|message| (message, Blame::Plugin))?;
         let mut loaded = LoadedFlow {
             flow: flow.clone(),
-            share: Arc::default(),
+            share: Arc::new(FlowShare::new(self.shared.inner.ticker.ticks.clone())),
             pre,
             hook_exports,
             implemented: BTreeSet::new(),
@@ -838,7 +843,7 @@ impl Warden {
         let limits = &loaded.flow.limits;
         let limit = limits.timeout.min(LOAD_CALL_LIMIT);
         let within = format!(
-            "within {} ms (limits.timeout_ms, and at most {} ms while loading)",
+            "within {} ms (limits.timeout_ms, capped at {} ms while loading)",
             limit.as_millis(),
             LOAD_CALL_LIMIT.as_millis()
         );
@@ -850,7 +855,7 @@ impl Warden {
         let (mut store, _, stderr) = self.stores.new_store(&loaded.flow, &loaded.share, slot);
         arm(&mut store, limit, started);
         let pre = loaded.pre.clone();
-        let ask = async move {
+        let ask: sched::Work<_> = Box::pin(async move {
             let answer = tokio::time::timeout(limit, async {
                 let plugin = pre
                     .instantiate_async(&mut store)
@@ -863,7 +868,7 @@ impl Warden {
             })
             .await;
             (store, answer)
-        };
+        });
         let (store, answer) = sched::run(&loaded.share, ask).await;
         let asked = "when asked which hooks it implements";
         match answer {
@@ -1017,30 +1022,27 @@ impl Warden {
         let running = Running::start(&self.stores.running);
         self.prepare_next(loaded);
         let timeout = limits.timeout;
-        let plugin = loaded.clone();
+        let export = loaded.hook_exports[&hook];
+        // Made here only when no instance was made ahead (rare): cloning it costs atomics.
+        let instance = match ready_instance {
+            Some(instance) => Ok(instance),
+            None => Err(loaded.pre.instance_pre().clone()),
+        };
         // Owns the store while it runs, so `sched` can finish it on the wasm pool.
-        let call = async move {
+        let call: sched::Work<_> = Box::pin(async move {
             let result = tokio::time::timeout(timeout, async {
-                let instance = match ready_instance {
-                    Some(instance) => instance,
-                    None => plugin
-                        .pre
-                        .instance_pre()
+                let instance = match instance {
+                    Ok(instance) => instance,
+                    Err(pre) => pre
                         .instantiate_async(&mut store)
                         .await
                         .map_err(fault::at_instantiation)?,
                 };
-                call_hook(
-                    instance,
-                    &mut store,
-                    &plugin.hook_exports[&hook],
-                    &wit_event,
-                )
-                .await
+                call_hook(instance, &mut store, &export, &wit_event).await
             })
             .await;
             (store, result)
-        };
+        });
         let (mut store, result) = sched::run(&loaded.share, call).await;
         let outcome = match result {
             Err(_elapsed) => Err(failure(FailureKind::Deadline {

@@ -1,35 +1,39 @@
 //! Where wasm runs, so that no plugin freezes the host.
 //!
 //! A hook starts on the task that called it ("inline"): a normal hook (microseconds to a few
-//! milliseconds) costs nothing extra. Wasm checks the engine's epoch, which advances every
-//! [`EPOCH_TICK`]; at each tick a running hook's store calls [`on_epoch`], which:
+//! milliseconds) costs an allocation and a few atomic loads more than calling it directly.
+//! Wasm checks the engine's epoch, which advances every [`EPOCH_TICK`]; at each tick a
+//! running hook's store calls [`on_epoch`], which:
 //!
 //! - past the hook's deadline, interrupts it (`Trap::Interrupt`, reported as a deadline);
-//! - inline, when the current run has held the caller's thread for less than
-//!   [`INLINE_BUDGET`], lets it go on;
+//! - inline, when the current run has seen fewer than [`INLINE_TICKS`] ticks pass, lets it go
+//!   on;
 //! - inline, past that, moves the rest of the hook to the **wasm pool**, a multi-threaded
-//!   runtime of its own: the caller's worker thread is back serving the API, `/healthz`,
-//!   `/metrics` and other flows' hooks after one budget;
-//! - on the pool, yields to the pool's other hooks and, when the hook has been running without
-//!   a break, waits for a slice of its flow's share: at most [`Pool::share`] of one flow's
-//!   hooks go on running per tick, so one flow takes at most about half the pool's threads
-//!   however many of its hooks spin.
+//!   runtime of its own (one thread per core): the caller's worker thread is back serving the
+//!   API, `/healthz`, `/metrics` and other flows' hooks within 20 ms;
+//! - on the pool, yields to the pool's other hooks and, when the run began before this tick,
+//!   waits for a slice of its flow's share: at most [`Pool::share`] (half the pool's threads)
+//!   of one flow's hooks go on per tick, however many of them spin.
 //!
 //! A flow with hooks on the pool starts its next hooks there, so a flood of spinning requests
-//! costs the caller's threads one budget per thread, not one per request. Hooks that wait on
-//! host calls (HTTP) do not run while they wait and are never moved for it: a "run" is one
-//! poll of the hook's future, measured from when the poll began.
+//! costs each of the caller's threads one budget, not one per request. A "run" is one poll of
+//! the hook's future: a hook waiting on a host call (HTTP) is not running, so a slow reply
+//! never moves a hook, and a run caught by a tick is a sample of CPU use, so the share counts
+//! a flow's hooks in proportion to the CPU they take.
 //!
-//! Why a pool of its own rather than only yielding on the caller's runtime (measured in
-//! BENCHMARKS.md, "A spinning plugin and the rest of the host"): a tokio worker busy with
-//! tasks that yield every tick looks at its network events only every 61 tasks, so spinners
-//! that yield still delayed `/healthz` by hundreds of milliseconds; on threads of their own
-//! they compete with the API only for CPU, which the OS shares at a far finer grain.
+//! Why a pool of its own rather than yielding on the caller's runtime: measured with
+//! `scripts/bench-starve` (BENCHMARKS.md, "A spinning plugin and the rest of the host"), four
+//! spinning hooks on two cores. Yielding with wasmtime's own `UpdateDeadline::Yield` (the task
+//! wakes itself, so tokio runs it again at once) left `/healthz` at p50 412 ms; yielding
+//! through tokio's `yield_now` at p50 20 ms, p99 40-60 ms, and both grow with the spinners (a
+//! busy tokio worker looks at its network events only between tasks, 10 ms each here). On the
+//! pool, `/healthz` stayed at p99 2-13 ms with 4 to 16 spinners: the API's threads compete
+//! with the pool's only for CPU, which the OS shares at a far finer grain.
 
 use std::cell::Cell;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -39,18 +43,15 @@ use wasmtime::UpdateDeadline;
 /// How often the epoch advances: how often a running hook is looked at.
 pub(crate) const EPOCH_TICK: Duration = Duration::from_millis(10);
 
-/// How long one run of a hook may hold the caller's thread before the hook moves to the pool.
-pub(crate) const INLINE_BUDGET: Duration = EPOCH_TICK;
-
-/// A run on the pool at least this long when a tick comes counts as using its flow's share;
-/// shorter ones (a hook back from a host call) only yield.
-const SHARE_AFTER: Duration = Duration::from_millis(1);
+/// Ticks one run of a hook may see pass on the caller's thread before the hook moves to the
+/// pool: the run has then held the thread for between one and two ticks (10 to 20 ms).
+const INLINE_TICKS: u64 = 2;
 
 thread_local! {
     /// Set on the pool's threads.
     static ON_POOL: Cell<bool> = const { Cell::new(false) };
-    /// When the hook being polled on this thread began its current run.
-    static RUN_STARTED: Cell<Option<Instant>> = const { Cell::new(None) };
+    /// The tick in which the hook being polled on this thread began its current run.
+    static RUN_STARTED: Cell<Option<u64>> = const { Cell::new(None) };
     /// Set by [`on_epoch`] when the hook being polled inline should move to the pool.
     static MOVE_ASKED: Cell<bool> = const { Cell::new(false) };
 }
@@ -70,6 +71,9 @@ fn pool() -> &'static Pool {
             .worker_threads(threads)
             .thread_name("warden-wasm")
             .on_thread_start(|| ON_POOL.set(true))
+            // A hook here may wait on HTTP between runs of its own; its reply must not wait for
+            // dozens of other hooks' 10 ms runs (tokio's default, 61) before it is noticed.
+            .event_interval(1)
             .enable_all()
             .build()
             .expect("start the wasm pool's threads");
@@ -81,11 +85,14 @@ fn pool() -> &'static Pool {
 }
 
 /// One flow's use of the pool.
-#[derive(Default)]
 pub(crate) struct FlowShare {
+    /// Its engine's ticks, counted by the thread that advances the epoch: reading them costs
+    /// an atomic load where a clock would cost tens of nanoseconds on every poll of every hook.
+    ticks: Arc<AtomicU64>,
     /// This flow's hooks on the pool now; while there are any, its new hooks start there.
     on_pool: AtomicUsize,
-    /// Slices given out in the current tick.
+    /// Slices given out in the current tick of the clock ([`EPOCH_TICK`] long; a waiting hook
+    /// sleeps until the next).
     slices: Mutex<Slices>,
 }
 
@@ -96,6 +103,18 @@ struct Slices {
 }
 
 impl FlowShare {
+    pub(crate) fn new(ticks: Arc<AtomicU64>) -> Self {
+        Self {
+            ticks,
+            on_pool: AtomicUsize::new(0),
+            slices: Mutex::default(),
+        }
+    }
+
+    fn tick(&self) -> u64 {
+        self.ticks.load(Ordering::Relaxed)
+    }
+
     /// Waits until this flow may run one more hook for the rest of the current tick.
     async fn slice(&self) {
         loop {
@@ -139,33 +158,36 @@ fn start_of(tick: u64) -> Instant {
 /// What [`on_epoch`] needs of one store: its flow's share and its hook's deadline.
 pub(crate) struct Schedule {
     share: Arc<FlowShare>,
-    deadline: Instant,
+    /// None until the store is armed; wasm never runs before.
+    deadline: Option<Instant>,
 }
 
 impl Schedule {
     pub(crate) fn new(share: Arc<FlowShare>) -> Self {
         Self {
             share,
-            deadline: Instant::now(),
+            deadline: None,
         }
     }
 
     pub(crate) fn set_deadline(&mut self, deadline: Instant) {
-        self.deadline = deadline;
+        self.deadline = Some(deadline);
     }
 }
 
 /// The store's epoch callback: see the module's documentation.
 pub(crate) fn on_epoch(schedule: &Schedule) -> wasmtime::Result<UpdateDeadline> {
     let now = Instant::now();
-    if now >= schedule.deadline {
+    if schedule.deadline.is_none_or(|deadline| now >= deadline) {
         return Ok(UpdateDeadline::Interrupt);
     }
-    let running = RUN_STARTED.get().map_or(Duration::ZERO, |started| {
-        now.saturating_duration_since(started)
-    });
+    // Ticks seen pass since the current run began: with none, the hook only came back from a
+    // host call (an HTTP reply, say) since the last tick.
+    let running = RUN_STARTED
+        .get()
+        .map_or(0, |started| schedule.share.tick().saturating_sub(started));
     if ON_POOL.get() {
-        let share = (running >= SHARE_AFTER).then(|| schedule.share.clone());
+        let share = (running >= 1).then(|| schedule.share.clone());
         return Ok(UpdateDeadline::YieldCustom(
             1,
             Box::pin(async move {
@@ -176,7 +198,7 @@ pub(crate) fn on_epoch(schedule: &Schedule) -> wasmtime::Result<UpdateDeadline> 
             }),
         ));
     }
-    if running < INLINE_BUDGET {
+    if running < INLINE_TICKS {
         return Ok(UpdateDeadline::Continue(1));
     }
     MOVE_ASKED.set(true);
@@ -199,17 +221,17 @@ impl Future for YieldOnce {
     }
 }
 
-/// Notes on this thread when the current poll began, for [`on_epoch`]; restores the
-/// previous value when dropped.
+/// Notes on this thread the tick in which the current poll began, for [`on_epoch`]; restores
+/// the previous value when dropped.
 struct Run {
-    outer: Option<Instant>,
+    outer: Option<u64>,
 }
 
 impl Run {
-    fn start() -> Self {
+    fn start(share: &FlowShare) -> Self {
         MOVE_ASKED.set(false);
         Self {
-            outer: RUN_STARTED.replace(Some(Instant::now())),
+            outer: RUN_STARTED.replace(Some(share.tick())),
         }
     }
 }
@@ -220,63 +242,109 @@ impl Drop for Run {
     }
 }
 
+/// Wasm work for [`run`]: boxed by the caller where it is made, so the future (a few KiB)
+/// is not copied again on its way to the pool or inside every hook's own future.
+pub(crate) type Work<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
 /// Runs `work` (a future that runs wasm in a store whose epoch callback is [`on_epoch`]) for
-/// a hook of the flow whose share is `share`: inline until a run outlasts [`INLINE_BUDGET`],
-/// then on the pool.
-pub(crate) async fn run<F>(share: &Arc<FlowShare>, work: F) -> F::Output
-where
-    F: Future + Send + 'static,
-    F::Output: Send + 'static,
-{
-    let mut work = Box::pin(work);
-    if share.on_pool.load(Ordering::Acquire) == 0 || ON_POOL.get() {
-        let done = std::future::poll_fn(|cx| {
-            let _run = Run::start();
+/// a hook of the flow whose share is `share`: inline until a run sees [`INLINE_TICKS`] ticks
+/// pass, then on the pool. A hook of a flow with hooks on the pool starts there.
+pub(crate) fn run<T: Send + 'static>(share: &Arc<FlowShare>, work: Work<T>) -> Scheduled<'_, T> {
+    let stage = if share.on_pool.load(Ordering::Acquire) == 0 || ON_POOL.get() {
+        Stage::Inline(work)
+    } else {
+        Stage::Pool(on_pool(share, work))
+    };
+    Scheduled { share, stage }
+}
+
+/// The future [`run`] returns.
+pub(crate) struct Scheduled<'a, T> {
+    share: &'a Arc<FlowShare>,
+    stage: Stage<T>,
+}
+
+enum Stage<T> {
+    Inline(Work<T>),
+    Pool(OnPoolTask<T>),
+    Done,
+}
+
+impl<T: Send + 'static> Future for Scheduled<'_, T> {
+    type Output = T;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<T> {
+        let this = &mut *self;
+        if let Stage::Inline(work) = &mut this.stage {
+            let _run = Run::start(this.share);
             match work.as_mut().poll(cx) {
-                Poll::Ready(out) => Poll::Ready(Some(out)),
-                Poll::Pending if MOVE_ASKED.get() => Poll::Ready(None),
-                Poll::Pending => Poll::Pending,
+                Poll::Ready(out) => {
+                    this.stage = Stage::Done;
+                    return Poll::Ready(out);
+                }
+                Poll::Pending if !MOVE_ASKED.get() => return Poll::Pending,
+                Poll::Pending => {}
             }
-        })
-        .await;
-        if let Some(out) = done {
-            return out;
+            let Stage::Inline(work) = std::mem::replace(&mut this.stage, Stage::Done) else {
+                unreachable!("the stage was inline just above");
+            };
+            this.stage = Stage::Pool(on_pool(this.share, work));
+        }
+        match &mut this.stage {
+            Stage::Pool(task) => match Pin::new(&mut task.handle).poll(cx) {
+                Poll::Pending => Poll::Pending,
+                Poll::Ready(joined) => {
+                    this.stage = Stage::Done;
+                    Poll::Ready(match joined {
+                        Ok(out) => out,
+                        Err(e) => match e.try_into_panic() {
+                            Ok(panic) => std::panic::resume_unwind(panic),
+                            Err(e) => {
+                                panic!("a hook on the wasm pool was cancelled while awaited: {e}")
+                            }
+                        },
+                    })
+                }
+            },
+            _ => panic!("a hook's future was polled after it finished"),
         }
     }
-    on_pool(share, work).await
 }
 
-/// Finishes `work` on the pool.
-async fn on_pool<T: Send + 'static>(
-    share: &Arc<FlowShare>,
-    work: Pin<Box<dyn Future<Output = T> + Send>>,
-) -> T {
-    let counted = OnPool::enter(share);
-    let task = pool().runtime.spawn(async move {
-        let _counted = counted;
-        Timed(work).await
-    });
-    // A caller that stops waiting (its own timeout, a dropped request) stops the hook too,
-    // at its next tick.
-    let _abort = AbortOnDrop(task.abort_handle());
-    match task.await {
-        Ok(out) => out,
-        Err(e) => match e.try_into_panic() {
-            Ok(panic) => std::panic::resume_unwind(panic),
-            Err(e) => panic!("a hook on the wasm pool was cancelled while awaited: {e}"),
-        },
+/// A hook finishing on the pool. Dropped unfinished (the caller stopped waiting: its own
+/// timeout, a dropped request), it stops the hook too, at the hook's next tick.
+struct OnPoolTask<T> {
+    handle: tokio::task::JoinHandle<T>,
+}
+
+impl<T> Drop for OnPoolTask<T> {
+    fn drop(&mut self) {
+        self.handle.abort();
     }
 }
 
-/// Polls a future on the pool, noting each run's start for [`on_epoch`].
-struct Timed<T>(Pin<Box<dyn Future<Output = T> + Send>>);
+fn on_pool<T: Send + 'static>(share: &Arc<FlowShare>, work: Work<T>) -> OnPoolTask<T> {
+    let counted = OnPool::enter(share);
+    let handle = pool().runtime.spawn(Timed {
+        work,
+        share: counted,
+    });
+    OnPoolTask { handle }
+}
+
+/// Polls a hook on the pool, noting each run's start for [`on_epoch`].
+struct Timed<T> {
+    work: Work<T>,
+    share: OnPool,
+}
 
 impl<T> Future for Timed<T> {
     type Output = T;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<T> {
-        let _run = Run::start();
-        self.0.as_mut().poll(cx)
+        let this = &mut *self;
+        let _run = Run::start(&this.share.0);
+        this.work.as_mut().poll(cx)
     }
 }
 
@@ -296,21 +364,13 @@ impl Drop for OnPool {
     }
 }
 
-struct AbortOnDrop(tokio::task::AbortHandle);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn a_flow_gets_at_most_its_share_of_slices_per_tick() {
-        let flow = FlowShare::default();
+        let flow = FlowShare::new(Arc::default());
         assert!(flow.take(7, 2));
         assert!(flow.take(7, 2));
         assert!(
@@ -318,7 +378,7 @@ mod tests {
             "a third slice in one tick with a share of 2"
         );
         assert!(flow.take(8, 2), "the next tick gives slices again");
-        let other = FlowShare::default();
+        let other = FlowShare::new(Arc::default());
         assert!(other.take(8, 2), "shares are per flow");
     }
 }

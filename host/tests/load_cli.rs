@@ -1,0 +1,160 @@
+//! Plugins that misbehave while warden loads them, through the binary: `warden check` and
+//! `warden hook` refuse the config naming each such flow; `warden serve` logs them and serves
+//! the other flows.
+
+use std::io::Read;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use warden_tests::{Scratch, artifacts, start_serve, toml_path};
+
+const TOKEN: &str = "admin-token-load-cli";
+
+/// `spin_load` spins when asked which hooks it implements (with a ten-minute `timeout_ms`),
+/// `trap_load` traps there; `good` approves.
+fn config(scratch: &Scratch) -> std::path::PathBuf {
+    scratch.write("admin.token", TOKEN);
+    scratch.write(
+        "event.json",
+        r#"{"user":{"email":"a@example.com"},"fields":{}}"#,
+    );
+    let bad_load = toml_path(artifacts::BAD_LOAD);
+    scratch.config(&format!(
+        r#"
+[serve.tokens.admin]
+token_file = "admin.token"
+user = "a@example.com"
+role = "admin"
+
+[integrations.dummy]
+type = "custom"
+external_id = "dummy"
+
+[environments.main]
+
+[environments.spinning]
+integrations = {{ spin-in-implemented = "dummy" }}
+
+[environments.trapping]
+integrations = {{ trap-in-implemented = "dummy" }}
+
+[flows.spin_load]
+environment = "spinning"
+plugin = {bad_load}
+limits = {{ timeout_ms = 600000 }}
+
+[flows.trap_load]
+environment = "trapping"
+plugin = {bad_load}
+
+[flows.good]
+environment = "main"
+plugin = {probe}
+vars = {{ action = "approve:fine" }}
+"#,
+        probe = toml_path(artifacts::PROBE)
+    ))
+}
+
+fn warden(scratch: &Scratch, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_warden"))
+        .args(args)
+        .arg("--config")
+        .arg(scratch.path().join("warden.toml"))
+        .output()
+        .expect("run warden")
+}
+
+/// What both flows' load errors must say, after `flow `NAME`: plugin PATH: `.
+fn assert_names_both(text: &str) {
+    let plugin = artifacts::BAD_LOAD;
+    for (flow, cause) in [
+        (
+            "spin_load",
+            "did not say which hooks it implements within 2000 ms",
+        ),
+        (
+            "trap_load",
+            "failed when asked which hooks it implements: the plugin trapped: ",
+        ),
+    ] {
+        assert!(
+            text.contains(&format!("flow `{flow}`: plugin {plugin}: {cause}")),
+            "{flow}: {text}"
+        );
+    }
+}
+
+#[test]
+fn check_and_hook_refuse_a_config_whose_plugin_spins_or_traps_while_loading() {
+    let scratch = Scratch::new();
+    config(&scratch);
+    let started = Instant::now();
+    let check = warden(&scratch, &["check"]);
+    let stderr = String::from_utf8_lossy(&check.stderr);
+    assert_eq!(check.status.code(), Some(1), "{stderr}");
+    assert_names_both(&stderr);
+    // Bounded by the 2 s load limit, not spin_load's ten minutes.
+    assert!(started.elapsed() < Duration::from_secs(120));
+
+    let event = scratch.path().join("event.json");
+    let hook = warden(
+        &scratch,
+        &[
+            "hook",
+            "--flow",
+            "spin_load",
+            "--event",
+            event.to_str().unwrap(),
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&hook.stderr);
+    assert_eq!(hook.status.code(), Some(1), "{stderr}");
+    assert!(hook.stdout.is_empty(), "no decision is printed");
+    assert_names_both(&stderr);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn serve_logs_a_flow_whose_plugin_spins_or_traps_while_loading_and_serves_the_others() {
+    let scratch = Scratch::new();
+    let path = config(&scratch);
+    let mut served = start_serve(env!("CARGO_BIN_EXE_warden"), &path, &[], Stdio::piped())
+        .unwrap_or_else(|e| panic!("warden serve should start without the two flows: {e}"));
+    let mut log = served.child.stderr.take().unwrap();
+    let log = std::thread::spawn(move || {
+        let mut text = String::new();
+        log.read_to_string(&mut text).ok();
+        text
+    });
+    let http = reqwest::Client::new();
+    for (flow, state) in [
+        ("good", "escalated"),
+        ("trap_load", "pending"),
+        ("spin_load", "pending"),
+    ] {
+        let response = http
+            .post(format!("{}/v1/flows/{flow}/requests", served.url))
+            .bearer_auth(TOKEN)
+            .body("{}")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 201, "{flow}");
+        let text = response.text().await.unwrap();
+        let request: serde_json::Value =
+            serde_json::from_str(&text).unwrap_or_else(|e| panic!("{flow}: {e}: {text}"));
+        assert_eq!(request["state"], state, "{flow}: {request:#}");
+    }
+    let stopped = Command::new("kill")
+        .args(["-TERM", &served.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(stopped.success());
+    assert!(served.child.wait().unwrap().success());
+    let log = log.join().unwrap();
+    assert_names_both(&log);
+    assert!(
+        log.contains("the flow's requests go to a human until a reload loads it"),
+        "{log}"
+    );
+}
