@@ -33,7 +33,7 @@ fn new_request(body: &[u8]) {
     };
     let requester = parsed
         .requester
-        .unwrap_or_else(|| warden::event::UserInput {
+        .unwrap_or_else(|| warden::runtime::event::UserInput {
             email: "caller@example.com".into(),
             username: None,
             id: None,

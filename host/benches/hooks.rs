@@ -8,7 +8,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use warden::plugin::{CacheOutcome, PluginCache};
+use warden::runtime::plugin::{CacheOutcome, PluginCache};
 use warden::{Config, Decision, EventInput, HookName, SharedEngine, Warden};
 use warden_tests::{Scratch, artifacts, toml_path};
 

@@ -9,36 +9,18 @@
 //! the generated `Host` trait implemented on it, and an `add_to_linker` that projects the
 //! store onto that state alone.
 
-pub mod bench;
-mod bindings;
-pub mod budget;
-pub mod cache;
+pub mod capabilities;
+pub mod cli;
 pub mod config;
-pub mod escape;
-pub mod event;
-pub mod fault;
 pub mod harness;
-pub mod hooks;
-pub mod http;
-pub mod identities;
-pub mod integrations;
-pub mod log;
-pub mod plugin;
-pub mod redact;
-pub mod refusal;
-mod runtime;
-pub mod scaffold;
-mod sched;
-pub mod secret_store;
+pub mod runtime;
 pub mod secrets;
 pub mod serve;
-mod stdio;
 pub mod store;
-pub mod users;
 
 pub use config::Config;
-pub use event::EventInput;
-pub use hooks::{Decision, HookName};
+pub use runtime::event::EventInput;
+pub use runtime::hooks::{Decision, HookName};
 pub use runtime::{
     Blame, FailureKind, FlowSummary, HookFailure, HookReport, LoadError, RunError, SharedEngine,
     StartError, StartOptions, Warden,

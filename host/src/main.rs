@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use warden::escape::escape_control;
-use warden::log::{LogLine, LogSource};
+use warden::capabilities::log::{LogLine, LogSource};
+use warden::cli::escape::escape_control;
 use warden::{Config, EventInput, HookName, HookReport, Warden};
 
 #[global_allocator]
@@ -64,7 +64,7 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
         #[command(subcommand)]
-        command: warden::users::UsersCommand,
+        command: warden::cli::users::UsersCommand,
     },
     /// Serve the access-request lifecycle over HTTP until SIGTERM or Ctrl-C; SIGHUP reloads
     /// the config.
@@ -170,7 +170,7 @@ async fn run(cli: Cli) -> ExitCode {
             concurrency,
         } => bench(&config, &flow, hook, &event, iterations, concurrency).await,
         Command::Users { config, command } => {
-            warden::users::run(&config, command, &mut std::io::stdout().lock())
+            warden::cli::users::run(&config, command, &mut std::io::stdout().lock())
                 .map(|()| ExitCode::SUCCESS)
         }
         Command::Serve {
@@ -322,7 +322,7 @@ async fn bench(
 ) -> Result<ExitCode, String> {
     let event = read_event(event)?;
     let warden = std::sync::Arc::new(start(config).await?);
-    let report = warden::bench::run(warden, flow, hook, &event, iterations, concurrency)
+    let report = warden::cli::bench::run(warden, flow, hook, &event, iterations, concurrency)
         .await
         .map_err(|e| e.to_string())?;
     println!(
@@ -376,8 +376,8 @@ async fn test(
 }
 
 fn new_plugin(name: &str, dir: &Path, sdk: Option<PathBuf>) -> Result<ExitCode, String> {
-    let sdk = sdk.unwrap_or_else(warden::scaffold::bundled_sdk_path);
-    let created = warden::scaffold::new_plugin(name, dir, &sdk).map_err(|e| e.to_string())?;
+    let sdk = sdk.unwrap_or_else(warden::cli::scaffold::bundled_sdk_path);
+    let created = warden::cli::scaffold::new_plugin(name, dir, &sdk).map_err(|e| e.to_string())?;
     println!("created {}", created.display());
     println!("next:");
     println!("  cd {}", created.display());
@@ -397,7 +397,7 @@ fn init_logs(format: LogFormat) {
         // Field values (plugin text among them) are escaped onto one line.
         LogFormat::Human => logs
             .with_ansi(std::io::stderr().is_terminal())
-            .fmt_fields(warden::escape::human_log_fields())
+            .fmt_fields(warden::cli::escape::human_log_fields())
             .init(),
         LogFormat::Json => logs.json().init(),
     }

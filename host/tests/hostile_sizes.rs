@@ -1,11 +1,11 @@
-//! Every byte a plugin can make the host keep is bounded (`warden::budget`; SECURITY.md,
+//! Every byte a plugin can make the host keep is bounded (`warden::runtime::budget`; SECURITY.md,
 //! "Limits"). The probe hands the host floods of empty lines and names, URLs, errors and
 //! reasons of megabytes; what the host keeps of one event — the report, the request's history
 //! and audit lines in the store, the API's answer — stays within the documented bytes, and
 //! whatever was cut carries a marker saying how much was dropped.
 
 use serde_json::Value;
-use warden::budget::{
+use warden::runtime::budget::{
     self, CALL_BYTES, HOOK_ENTRY_BYTES, HOOK_RUN_BYTES, LINE_OVERHEAD, MAX_MESSAGE_BYTES,
     MAX_REFUSAL_BYTES, MAX_URL_PART_BYTES, RECORD_OVERHEAD, REFUSAL_BYTES,
 };
@@ -135,7 +135,7 @@ fn host_lines(report: &HookReport) -> Vec<&str> {
     report
         .logs
         .iter()
-        .filter(|l| l.source == warden::log::LogSource::Host)
+        .filter(|l| l.source == warden::capabilities::log::LogSource::Host)
         .map(|l| l.message.as_str())
         .collect()
 }

@@ -8,10 +8,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use warden::capabilities::http::{HopRequest, HopResponse, Transport, TransportError};
+use warden::capabilities::refusal::RefusalKind;
 use warden::config::AwsSecret;
-use warden::http::{HopRequest, HopResponse, Transport, TransportError};
-use warden::refusal::RefusalKind;
-use warden::secret_store::{SecretFetcher, SecretStore};
+use warden::secrets::{SecretFetcher, SecretStore};
 use warden::serve::metrics::Metrics;
 use warden::store::Store;
 use warden::{Config, Decision, EventInput, HookName, HookReport, StartOptions, Warden};

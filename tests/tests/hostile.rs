@@ -10,9 +10,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use warden::http::{HopRequest, HopResponse, Lookup, ReqwestTransport, Transport, TransportError};
-use warden::refusal::MAX_REFUSALS_PER_EVENT;
-use warden::secret_store::SecretStore;
+use warden::capabilities::http::{
+    HopRequest, HopResponse, Lookup, ReqwestTransport, Transport, TransportError,
+};
+use warden::capabilities::refusal::MAX_REFUSALS_PER_EVENT;
+use warden::secrets::SecretStore;
 use warden::store::Store;
 use warden::{
     Config, Decision, EventInput, FailureKind, HookName, HookReport, StartOptions, Warden,
@@ -185,7 +187,7 @@ async fn retrying_a_refused_or_failing_call_ends_at_the_deadline_with_bounded_re
         // Thousands of calls, but the report keeps a bounded record of them.
         assert_eq!(
             report.http_calls.len(),
-            warden::http::MAX_RECORDED_CALLS,
+            warden::capabilities::http::MAX_RECORDED_CALLS,
             "{name}"
         );
         assert!(
@@ -517,7 +519,7 @@ async fn flooding_the_identity_store_is_bounded_per_event_and_per_value() {
     )
     .await;
     let reason = denied(&run(&warden, "flood", HookName::OnRequest).await);
-    let cap = warden::identities::MAX_PERSISTS_PER_EVENT;
+    let cap = warden::capabilities::identities::MAX_PERSISTS_PER_EVENT;
     assert_eq!(
         reason,
         format!("persist #{cap}: invalid: at most {cap} identities may be persisted per event")
@@ -595,7 +597,7 @@ async fn a_secret_cut_in_half_by_a_bound_leaves_no_start_behind() {
     let scratch = Scratch::new();
     // The reason is cut 20 bytes short of 4096 (room for a marker counting four digits'
     // worth), stdout at 1024: ten bytes of the value fit.
-    let reason_pad = warden::hooks::MAX_REASON_BYTES - 20 - 10;
+    let reason_pad = warden::runtime::hooks::MAX_REASON_BYTES - 20 - 10;
     let cut = flow(
         &format!("cut-secret:victorops {reason_pad} 1014"),
         "limits = { log_max_bytes = 1024 }",

@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 
-use warden::secret_store::SecretStore;
+use warden::secrets::SecretStore;
 use warden::store::Store;
 use warden::{Blame, Config, Decision, EventInput, HookName, StartOptions, Warden};
 use warden_tests::{Scratch, artifacts, toml_path};

@@ -8,9 +8,9 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use serde_json::{Value, json};
+use warden::capabilities::log::{LogLevel, LogSource};
+use warden::capabilities::refusal::RefusalKind;
 use warden::harness::RunOptions;
-use warden::log::{LogLevel, LogSource};
-use warden::refusal::RefusalKind;
 use warden::{Config, Decision, EventInput, FailureKind, HookName, HookReport, Warden};
 use warden_tests::victorops_standin::{
     ErrorStyle, ONCALL_CURRENT_PATH, Roster, StandIn, StandInConfig, TEAMS_PATH, USERS_V2_PATH,

@@ -2,8 +2,8 @@
 
 use std::time::{Duration, Instant};
 
-use warden::log::LogSource;
-use warden::refusal::RefusalKind;
+use warden::capabilities::log::LogSource;
+use warden::capabilities::refusal::RefusalKind;
 use warden::{
     Config, Decision, EventInput, FailureKind, HookName, HookReport, SharedEngine, StartError,
     StartOptions, Warden,
@@ -50,7 +50,7 @@ async fn probe_on_engine(scratch: &Scratch, engine: &SharedEngine, flow: &str) -
     let config = Config::load(&scratch.config(&config_text(scratch, artifacts::PROBE, flow)))
         .unwrap_or_else(|e| panic!("{e}"));
     let store = std::sync::Arc::new(warden::store::Store::open_in_memory().unwrap());
-    let secrets = std::sync::Arc::new(warden::secret_store::SecretStore::new(&config));
+    let secrets = std::sync::Arc::new(warden::secrets::SecretStore::new(&config));
     let options = StartOptions {
         engine: Some(engine.clone()),
         ..StartOptions::default()
@@ -587,7 +587,7 @@ async fn the_cache_keeps_values_across_events_of_one_flow() {
 #[tokio::test(flavor = "multi_thread")]
 async fn long_reasons_are_bounded() {
     let (report, _s) = probe("big-reason:100000", "").await;
-    assert!(approved(&report).len() <= warden::hooks::MAX_REASON_BYTES);
+    assert!(approved(&report).len() <= warden::runtime::hooks::MAX_REASON_BYTES);
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use serde_json::json;
-use warden::log::LogLevel;
+use warden::capabilities::log::LogLevel;
 use warden::{Config, Decision, EventInput, FailureKind, HookName, HookReport, Warden};
 use warden_tests::victorops_standin::{
     Casing, ErrorStyle, ONCALL_CURRENT_PATH, Roster, StandIn, StandInConfig, USERS_V2_PATH,

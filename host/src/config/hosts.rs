@@ -154,7 +154,7 @@ impl AllowList {
     /// exactly, never through `*.`.
     pub fn check(&self, url: &Url) -> Result<(), String> {
         // The plugin's, of any length: quoted back in refusals and errors.
-        let shown = crate::budget::quote(&origin(url)).into_owned();
+        let shown = crate::runtime::budget::quote(&origin(url)).into_owned();
         let (_, best) = self
             .best(url)
             .ok_or_else(|| format!("{shown} is not in the flow's allowed_hosts"))?;

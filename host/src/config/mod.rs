@@ -203,7 +203,7 @@ pub struct Config {
     pub source: PathBuf,
     pub store_path: PathBuf,
     /// Where compiled plugins are kept between runs: `[cache] dir`, else the user's own
-    /// cache folder ([`crate::plugin::user_cache_dir`]); `None` when neither is known, and
+    /// cache folder ([`crate::runtime::plugin::user_cache_dir`]); `None` when neither is known, and
     /// plugins are compiled every time.
     pub cache_dir: Option<PathBuf>,
     pub secrets: BTreeMap<String, Arc<Secret>>,
@@ -276,7 +276,7 @@ impl Config {
         path: &Path,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Config, ConfigErrors> {
-        Self::parse_with(text, path, env, &crate::secret_store::fetch_blocking)
+        Self::parse_with(text, path, env, &crate::secrets::fetch_blocking)
     }
 
     /// [`Config::parse`], reading AWS secrets through `aws`.
@@ -356,7 +356,7 @@ impl<'a> Validator<'a> {
         // change, and the store's folder need not be one.
         let cache_dir = match raw.cache.dir.as_deref() {
             Some(dir) => Some(self.resolve(dir)),
-            None => crate::plugin::user_cache_dir(),
+            None => crate::runtime::plugin::user_cache_dir(),
         };
         let secrets = self.secrets(&raw.secrets);
         let integrations = self.integrations(&raw, &secrets);

@@ -77,7 +77,7 @@ fn the_documented_example_parses_into_the_model() {
     let config = fx.parse(VALID).unwrap();
     assert_eq!(config.store_path, fx.dir.path().join("state/warden.db"));
     // Not beside the store: compiled plugins go to the user's own cache folder.
-    assert_eq!(config.cache_dir, crate::plugin::user_cache_dir());
+    assert_eq!(config.cache_dir, crate::runtime::plugin::user_cache_dir());
     let flow = config.flow("sensitive-access").unwrap();
     assert_eq!(flow.plugin, fx.dir.path().join("plugin.wasm"));
     assert_eq!(flow.limits.memory_bytes, 32 << 20);
@@ -257,7 +257,7 @@ fn defaults_apply_when_optional_keys_are_absent() {
     let text = "[environments.e]\n[flows.f]\nenvironment = \"e\"\nplugin = \"plugin.wasm\"\nreveal_secrets = false\n";
     let config = fx.parse(text).unwrap();
     assert_eq!(config.store_path, fx.dir.path().join("warden.db"));
-    assert_eq!(config.cache_dir, crate::plugin::user_cache_dir());
+    assert_eq!(config.cache_dir, crate::runtime::plugin::user_cache_dir());
     let with_cache = fx
         .parse(&format!("[cache]\ndir = \"compiled\"\n{text}"))
         .unwrap();

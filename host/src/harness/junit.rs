@@ -45,7 +45,7 @@ pub fn render(summary: &RunSummary) -> String {
                 out.push_str("/>\n");
                 continue;
             }
-            let first = crate::hooks::truncate(
+            let first = crate::runtime::hooks::truncate(
                 r.failures[0]
                     .lines()
                     .map(str::trim)

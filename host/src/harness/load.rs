@@ -12,10 +12,10 @@ use super::spec::{
     CaseSpec, ExpectSpec, FileSpec, FlowSpec, HeaderSpec, IdentitySpec, IntegrationSpec, LogSpec,
     MockSpec, ResponseSpec,
 };
+use crate::capabilities::log::LogLevel;
 use crate::config::origin;
-use crate::event::EventInput;
-use crate::hooks::HookName;
-use crate::log::LogLevel;
+use crate::runtime::event::EventInput;
+use crate::runtime::hooks::HookName;
 
 /// One case, resolved: its plugin found, its mocks' bodies read, its patterns compiled.
 #[derive(Debug, Clone)]

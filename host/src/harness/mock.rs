@@ -1,6 +1,6 @@
 //! The mock transport: answers plugins' requests from a case's mocks and records each one.
 //! Nothing here touches the network. What is recorded and shown of a request is the
-//! plugin's, of any size: it is cut to the bounds below (see [`crate::budget`]).
+//! plugin's, of any size: it is cut to the bounds below (see [`crate::runtime::budget`]).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -10,11 +10,13 @@ use std::time::Duration;
 use async_trait::async_trait;
 use url::Url;
 
-use crate::budget::{self, quote};
+use crate::capabilities::http::{
+    HopRequest, HopResponse, OutgoingValue, Transport, TransportError, too_large,
+};
+use crate::cli::escape::escape_control;
 use crate::config::{SecretValue, origin};
-use crate::escape::escape_control;
-use crate::http::{HopRequest, HopResponse, OutgoingValue, Transport, TransportError, too_large};
-use crate::redact::{REDACTED, Redactor};
+use crate::runtime::budget::{self, quote};
+use crate::secrets::redact::{REDACTED, Redactor};
 
 /// Requests recorded per case; past this they are counted.
 pub const MAX_RECORDED_REQUESTS: usize = 256;
@@ -442,7 +444,7 @@ impl Transport for MockTransport {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::http::OutgoingHeader;
+    use crate::capabilities::http::OutgoingHeader;
 
     async fn send(transport: &MockTransport, url: &Url, headers: &[OutgoingHeader], body: &[u8]) {
         let method = reqwest::Method::POST;

@@ -35,8 +35,8 @@ pub use load::{Case, LoadError, default_plugin, find_test_files, load_file};
 pub use mock::{MockTransport, RecordedRequest};
 pub use run::{CaseResult, case_config, run_case};
 
-use crate::plugin::CacheOutcome;
 use crate::runtime::SharedEngine;
+use crate::runtime::plugin::CacheOutcome;
 
 /// What to run.
 #[derive(Debug, Clone)]

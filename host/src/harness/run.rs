@@ -9,10 +9,10 @@ use std::time::{Duration, Instant};
 use super::load::{Case, level_name};
 use super::mock::MockTransport;
 use super::spec::IdentitySpec;
+use crate::capabilities::log::{LogLine, LogSource};
+use crate::cli::escape::escape_control;
 use crate::config::{Config, SecretValue};
-use crate::escape::escape_control;
-use crate::hooks::Decision;
-use crate::log::{LogLine, LogSource};
+use crate::runtime::hooks::Decision;
 use crate::runtime::{HookReport, SharedEngine, StartOptions, Warden};
 use crate::store::Store;
 
@@ -155,7 +155,7 @@ pub async fn run_case(case: &Case, engine: &SharedEngine) -> CaseResult {
         engine: Some(engine.clone()),
         transport: Some(transport.clone()),
     };
-    let secret_store = Arc::new(crate::secret_store::SecretStore::new(&config));
+    let secret_store = Arc::new(crate::secrets::SecretStore::new(&config));
     let warden = match Warden::start_with(config, store.clone(), secret_store, options).await {
         Ok(w) => w,
         Err(e) => return CaseResult::failed(case, started, format!("cannot start: {e}")),

@@ -17,12 +17,12 @@ use tokio::sync::Semaphore;
 use tokio_util::task::TaskTracker;
 
 use crate::config::Role;
-use crate::event::UserInput;
+use crate::runtime::event::UserInput;
 
 use super::Runtime;
 use super::lifecycle::{Lifecycle, LifecycleError, Submission};
 use super::metrics::Metrics;
-use super::requests::State as RequestState;
+use crate::store::requests::State as RequestState;
 
 /// Seconds a client is told to wait when warden is at `max_in_flight`.
 const RETRY_AFTER_SECONDS: &str = "1";

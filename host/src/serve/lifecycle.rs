@@ -19,12 +19,12 @@ use tokio_util::task::TaskTracker;
 
 use crate::Warden;
 use crate::config::{DURATION_FIELD, FieldType, Flow};
-use crate::event::{EventInput, UserInput};
-use crate::hooks::{Decision, HookName, step_name};
+use crate::runtime::event::{EventInput, UserInput};
+use crate::runtime::hooks::{Decision, HookName, step_name};
 use crate::store::StoreError;
 
 use super::metrics::{Metrics, outcome_label};
-use super::requests::{
+use crate::store::requests::{
     HistoryEntry, HistoryEvent, NewRequest, RequestRecord, Requests, State, Transition, now_ms,
     rfc3339,
 };

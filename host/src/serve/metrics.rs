@@ -7,7 +7,7 @@ use std::sync::Mutex;
 use crate::runtime::HookReport;
 use crate::store::Store;
 
-use super::requests::State;
+use crate::store::requests::State;
 
 /// The `host` label of HTTP calls refused, or whose URL matched no `allowed_hosts` entry.
 pub const NOT_ALLOWED: &str = "(not allowed)";
@@ -357,7 +357,7 @@ fn esc(value: &str) -> String {
 mod tests {
     use super::*;
     use crate::HookName;
-    use crate::http::HttpCall;
+    use crate::capabilities::http::HttpCall;
 
     #[test]
     fn only_allowed_origins_become_labels() {

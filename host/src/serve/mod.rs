@@ -8,7 +8,6 @@
 mod api;
 pub mod lifecycle;
 pub mod metrics;
-pub mod requests;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -21,13 +20,13 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::{Config, ConfigErrors};
-use crate::secret_store::SecretStore;
+use crate::secrets::SecretStore;
 use crate::store::{Store, StoreError};
 use crate::{StartError, StartOptions, Warden};
 
+use crate::store::requests::Requests;
 use lifecycle::{Lifecycle, LifecycleError};
 use metrics::Metrics;
-use requests::Requests;
 
 pub use api::{DecisionBody, NewRequestBody, parse_body};
 

@@ -11,7 +11,7 @@ wasmtime::component::bindgen!({
     },
     exports: { default: async },
     with: {
-        "warden:plugin/secrets.secret": crate::secrets::SecretHandle,
+        "warden:plugin/secrets.secret": crate::capabilities::secrets::SecretHandle,
     },
 });
 

@@ -8,11 +8,11 @@ use std::sync::Arc;
 
 use wasmtime::component::{HasData, Linker, Resource, ResourceTable};
 
-use crate::bindings::warden::plugin::secrets::{self as wit, SecretError};
-use crate::budget::{EventBudget, quote};
+use crate::capabilities::refusal::{Refusal, RefusalKind, Refusals};
 use crate::config::{Flow, Secret};
-use crate::refusal::{Refusal, RefusalKind, Refusals};
-use crate::secret_store::SecretStore;
+use crate::runtime::bindings::warden::plugin::secrets::{self as wit, SecretError};
+use crate::runtime::budget::{EventBudget, quote};
+use crate::secrets::SecretStore;
 
 /// The guest's `secret` resource.
 #[derive(Debug)]
@@ -35,7 +35,7 @@ pub(crate) fn grant_handle(
     table.push(SecretHandle { secret }).map_err(|e| {
         wasmtime::Error::msg(format!(
             "the plugin holds {} resources, the most an instance may ({e})",
-            crate::budget::MAX_HANDLES
+            crate::runtime::budget::MAX_HANDLES
         ))
     })
 }

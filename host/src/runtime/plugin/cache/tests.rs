@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use wasmtime::Engine;
 
 use super::user_cache_dir_from;
-use crate::plugin::{CacheOutcome, PluginCache};
+use crate::runtime::plugin::{CacheOutcome, PluginCache};
 
 /// Not the user running the tests (nobody).
 const OTHER_UID: u32 = 65534;

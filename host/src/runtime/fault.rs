@@ -13,11 +13,11 @@
 
 use wasmtime::{Trap, WasmBacktrace};
 
+use crate::capabilities::log::LogSource;
 use crate::config::Limits;
-use crate::log::LogSource;
-use crate::plugin::root_message;
 use crate::runtime::FailureKind;
-use crate::stdio::CapturedOutput;
+use crate::runtime::plugin::root_message;
+use crate::runtime::stdio::CapturedOutput;
 
 /// A failure on the host's side: blamed on the host, whatever else the error holds.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -101,13 +101,13 @@ pub(crate) fn classify(
 
 /// A failure's message as kept: its causes may quote what the plugin passed, of any length.
 fn cut_message(text: &str) -> String {
-    crate::budget::cut(text, crate::budget::MAX_MESSAGE_BYTES).into_owned()
+    crate::runtime::budget::cut(text, crate::runtime::budget::MAX_MESSAGE_BYTES).into_owned()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::budget::EventBudget;
+    use crate::runtime::budget::EventBudget;
 
     fn limits() -> Limits {
         crate::config::Limits::default()

@@ -50,10 +50,10 @@ pub const MAX_URL_PART_BYTES: usize = 256;
 pub const MAX_MESSAGE_BYTES: usize = 4096;
 
 /// Refusals one event keeps, all capabilities together (each also at most
-/// [`crate::refusal::MAX_REFUSALS_PER_EVENT`] per capability).
+/// [`crate::capabilities::refusal::MAX_REFUSALS_PER_EVENT`] per capability).
 pub const REFUSAL_BYTES: usize = 8 << 10;
 
-/// HTTP calls one event records (also at most [`crate::http::MAX_RECORDED_CALLS`]).
+/// HTTP calls one event records (also at most [`crate::capabilities::http::MAX_RECORDED_CALLS`]).
 pub const CALL_BYTES: usize = 16 << 10;
 
 /// The most one hook run's entry in a request's history takes as JSON: its refusals, a

@@ -2,6 +2,7 @@
 
 mod group_commit;
 mod identity_cache;
+pub mod requests;
 mod wal_index;
 
 use std::path::{Path, PathBuf};

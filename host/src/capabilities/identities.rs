@@ -4,11 +4,11 @@ use std::sync::Arc;
 
 use wasmtime::component::{HasData, Linker};
 
-use crate::bindings::warden::plugin::identities::{self as wit, IdentityError};
-use crate::bindings::warden::plugin::types::Identity;
-use crate::budget::{EventBudget, quote};
+use crate::capabilities::refusal::{Refusal, RefusalKind, Refusals};
 use crate::config::Flow;
-use crate::refusal::{Refusal, RefusalKind, Refusals};
+use crate::runtime::bindings::warden::plugin::identities::{self as wit, IdentityError};
+use crate::runtime::bindings::warden::plugin::types::Identity;
+use crate::runtime::budget::{EventBudget, quote};
 use crate::store::{Store, StoredIdentity};
 
 /// Writes one event may make; a plugin cannot flood the store.

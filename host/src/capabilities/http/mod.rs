@@ -14,7 +14,7 @@
 //!
 //! A request over [`MAX_URL_BYTES`], [`MAX_HEADER_BYTES`] or [`MAX_BODY_BYTES`] is refused
 //! before any of it is parsed or copied, and what is recorded of a call is cut to the
-//! event's budget (see [`crate::budget`]).
+//! event's budget (see [`crate::runtime::budget`]).
 //!
 //! Each hop goes through a [`Transport`]: the real client ([`ReqwestTransport`]) or, in the
 //! test harness, mocks. The checks above happen before the transport sees a request, so a
@@ -33,12 +33,14 @@ use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use url::Url;
 use wasmtime::component::{HasData, Linker, ResourceTable};
 
-use crate::bindings::warden::plugin::http::{self as wit, HttpError, Method, Request, Response};
-use crate::budget::{EventBudget, quote};
+use crate::capabilities::refusal::{Refusal, RefusalKind, Refusals};
 use crate::config::{Flow, SecretValue, is_localhost_name, is_public, origin};
-use crate::redact::{REDACTED, Redactor};
-use crate::refusal::{Refusal, RefusalKind, Refusals};
-use crate::secret_store::SecretStore;
+use crate::runtime::bindings::warden::plugin::http::{
+    self as wit, HttpError, Method, Request, Response,
+};
+use crate::runtime::budget::{EventBudget, quote};
+use crate::secrets::SecretStore;
+use crate::secrets::redact::{REDACTED, Redactor};
 
 pub const MAX_REDIRECTS: usize = 5;
 

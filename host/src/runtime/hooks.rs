@@ -5,7 +5,7 @@ use std::str::FromStr;
 
 use serde::Serialize;
 
-use crate::bindings::types::{Decision as WitDecision, Hook, Step};
+use crate::runtime::bindings::types::{Decision as WitDecision, Hook, Step};
 
 /// One of the twelve hooks, named as operators write them: `on_request`, `after_approve`, ...
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -125,7 +125,7 @@ pub fn step_name(step: Step) -> &'static str {
 }
 
 /// Longest reason or message kept from a plugin's decision, as JSON shows it.
-pub const MAX_REASON_BYTES: usize = crate::budget::MAX_MESSAGE_BYTES;
+pub const MAX_REASON_BYTES: usize = crate::runtime::budget::MAX_MESSAGE_BYTES;
 
 /// A hook's decision, as the host reports it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -203,7 +203,7 @@ impl Decision {
 /// Cuts `text` to at most `max` bytes (as JSON shows them) on a character boundary, with a
 /// marker saying how many bytes were dropped.
 pub fn truncate(text: String, max: usize) -> String {
-    match crate::budget::cut(&text, max) {
+    match crate::runtime::budget::cut(&text, max) {
         std::borrow::Cow::Borrowed(_) => text,
         std::borrow::Cow::Owned(cut) => cut,
     }

@@ -1,12 +1,12 @@
 //! What a plugin may send, and what is recorded of each request it made: cut to the
-//! event's budget (see [`crate::budget`]), for the report and the metrics.
+//! event's budget (see [`crate::runtime::budget`]), for the report and the metrics.
 
 use url::Url;
 
 use super::{HttpInstance, error_kind};
-use crate::bindings::warden::plugin::http::{HeaderValue, HttpError, Request, Response};
-use crate::budget::{self, MAX_URL_PART_BYTES};
 use crate::config::origin;
+use crate::runtime::bindings::warden::plugin::http::{HeaderValue, HttpError, Request, Response};
+use crate::runtime::budget::{self, MAX_URL_PART_BYTES};
 
 /// HTTP calls recorded per event (for the report and metrics); past this, or past the
 /// event's budget for calls, they are counted.

@@ -7,6 +7,8 @@
 //! Every value ever served is remembered for redaction, by secret, so a flow's responses can
 //! be cleaned of every value its own secrets ever had.
 
+pub mod redact;
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -15,7 +17,7 @@ use aws_sdk_secretsmanager::error::DisplayErrorContext;
 use aws_sdk_secretsmanager::operation::get_secret_value::GetSecretValueError;
 
 use crate::config::{AwsSecret, Config, Secret, SecretSource, SecretValue, json_key_value};
-use crate::redact::Redactor;
+use crate::secrets::redact::Redactor;
 
 /// How long one call to AWS may take, retries included. A hook's own deadline may cut it
 /// shorter.

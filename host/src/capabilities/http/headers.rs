@@ -13,7 +13,7 @@
 //! sees the request, so the test harness's mocks are held to it too.
 
 use super::{HttpView, OutgoingHeader, OutgoingValue};
-use crate::bindings::warden::plugin::http::{HeaderValue, HttpError};
+use crate::runtime::bindings::warden::plugin::http::{HeaderValue, HttpError};
 
 impl HttpView<'_> {
     /// The request's headers with sealed values filled in, or the refusal of the first one

@@ -11,8 +11,8 @@ use std::ops::Range;
 
 use aho_corasick::{AhoCorasick, MatchKind};
 
-use crate::budget;
 use crate::config::SecretValue;
+use crate::runtime::budget;
 
 pub const REDACTED: &str = "[REDACTED]";
 

@@ -1,5 +1,5 @@
 //! The guest's stdout and stderr: captured per event, charged to the event's log budget
-//! (each line its bytes plus [`crate::budget::LINE_OVERHEAD`]), and turned into log lines.
+//! (each line its bytes plus [`crate::runtime::budget::LINE_OVERHEAD`]), and turned into log lines.
 
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -10,8 +10,8 @@ use tokio::io::AsyncWrite;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamError};
 
-use crate::budget::EventBudget;
-use crate::log::{LogLevel, LogLine, LogSource};
+use crate::capabilities::log::{LogLevel, LogLine, LogSource};
+use crate::runtime::budget::EventBudget;
 
 #[derive(Debug, Default)]
 struct Captured {
@@ -138,7 +138,7 @@ mod tests {
 
     #[test]
     fn output_over_capacity_is_dropped_and_counted() {
-        use crate::budget::LINE_OVERHEAD;
+        use crate::runtime::budget::LINE_OVERHEAD;
         let out = CapturedOutput::new(EventBudget::new(LINE_OVERHEAD + 8));
         out.append(b"hello\nworld\n");
         let lines = out.lines(LogSource::Stdout);
@@ -164,7 +164,7 @@ mod tests {
         let lines = out.lines(LogSource::Stdout);
         // Stdout and stderr share the account: each line cost its bytes and the overhead.
         assert!(
-            lines.len() < (64 << 10) / crate::budget::LINE_OVERHEAD,
+            lines.len() < (64 << 10) / crate::runtime::budget::LINE_OVERHEAD,
             "{}",
             lines.len()
         );

@@ -1,11 +1,11 @@
 //! `warden:plugin/log`: plugin log lines, kept per event within the flow's byte budget
-//! (`log_max_bytes`, shared with stdout and stderr; see [`crate::budget`]).
+//! (`log_max_bytes`, shared with stdout and stderr; see [`crate::runtime::budget`]).
 
 use serde::Serialize;
 use wasmtime::component::{HasData, Linker};
 
-use crate::bindings::warden::plugin::log::{self as wit, Level};
-use crate::budget::EventBudget;
+use crate::runtime::bindings::warden::plugin::log::{self as wit, Level};
+use crate::runtime::budget::EventBudget;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -120,7 +120,7 @@ mod tests {
 
     #[test]
     fn lines_over_the_budget_are_dropped_and_counted() {
-        use crate::budget::LINE_OVERHEAD;
+        use crate::runtime::budget::LINE_OVERHEAD;
         let mut log = LogInstance::new(EventBudget::new(2 * LINE_OVERHEAD + 10));
         log.write(Level::Info, "12345".into()).unwrap();
         log.write(Level::Warn, "67890".into()).unwrap();
@@ -163,7 +163,10 @@ mod tests {
             log.write(Level::Info, String::new()).unwrap();
         }
         let lines = log.finish();
-        assert_eq!(lines.len(), (64 << 10) / crate::budget::LINE_OVERHEAD + 1);
+        assert_eq!(
+            lines.len(),
+            (64 << 10) / crate::runtime::budget::LINE_OVERHEAD + 1
+        );
         assert!(
             lines
                 .last()

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use wasmtime::component::{HasData, Linker};
 
-use crate::bindings::warden::plugin::cache as wit;
+use crate::runtime::bindings::warden::plugin::cache as wit;
 
 pub const MAX_KEY_BYTES: usize = 256;
 pub const MAX_VALUE_BYTES: usize = 256 << 10;

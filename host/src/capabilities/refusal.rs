@@ -4,7 +4,7 @@ use std::fmt;
 
 use serde::Serialize;
 
-use crate::budget::{self, EventBudget, MAX_REFUSAL_BYTES};
+use crate::runtime::budget::{self, EventBudget, MAX_REFUSAL_BYTES};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "kebab-case")]

@@ -5,9 +5,9 @@ use std::time::SystemTime;
 
 use serde::Deserialize;
 
-use crate::bindings::types::{Event, Field, FieldValue, Flow as WitFlow, User};
 use crate::config::Flow;
-use crate::hooks::{HookName, step_name};
+use crate::runtime::bindings::types::{Event, Field, FieldValue, Flow as WitFlow, User};
+use crate::runtime::hooks::{HookName, step_name};
 
 pub const MAX_FIELDS: usize = 256;
 pub const MAX_FIELD_BYTES: usize = 64 << 10;

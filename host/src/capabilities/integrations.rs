@@ -4,11 +4,11 @@ use std::sync::Arc;
 
 use wasmtime::component::{HasData, Linker, ResourceTable};
 
-use crate::bindings::warden::plugin::integrations::{self as wit, Integration};
-use crate::budget::{EventBudget, quote};
+use crate::capabilities::refusal::{Refusal, RefusalKind, Refusals};
+use crate::capabilities::secrets;
 use crate::config::Flow;
-use crate::refusal::{Refusal, RefusalKind, Refusals};
-use crate::secrets;
+use crate::runtime::bindings::warden::plugin::integrations::{self as wit, Integration};
+use crate::runtime::budget::{EventBudget, quote};
 
 pub struct IntegrationsInstance {
     flow: Arc<Flow>,

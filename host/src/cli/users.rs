@@ -14,8 +14,8 @@ use std::path::{Path, PathBuf};
 
 use clap::Subcommand;
 
+use crate::cli::escape::escape_control;
 use crate::config::Outline;
-use crate::escape::escape_control;
 use crate::store::{Store, StoreChange, StoredIdentity};
 
 /// The email column's header, as symflow writes it.

@@ -1,0 +1,269 @@
+//! One event's store: every capability's per-instance state, the memory limiter, and the
+//! flows' instances made ahead of their events and freed after them.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use wasmtime::component::{ComponentExportIndex, Instance, ResourceTable};
+use wasmtime::{Engine, ResourceLimiter, Store};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use super::{budget, sched};
+use crate::capabilities::cache::{CacheInstance, CacheState};
+use crate::capabilities::http::{HttpInstance, HttpState};
+use crate::capabilities::identities::IdentitiesInstance;
+use crate::capabilities::integrations::IntegrationsInstance;
+use crate::capabilities::log::LogInstance;
+use crate::capabilities::secrets::SecretsInstance;
+use crate::config::{Flow, Limits};
+use crate::runtime::bindings::PluginPre;
+use crate::runtime::budget::EventBudget;
+use crate::runtime::hooks::HookName;
+use crate::runtime::plugin::{CacheOutcome, PluginFormat};
+use crate::runtime::sched::{FlowShare, Schedule};
+use crate::runtime::stdio::CapturedOutput;
+use crate::secrets::SecretStore;
+use crate::store::Store as IdentityStore;
+
+/// Everything one instance may touch, each capability's state in its own field.
+pub(crate) struct InstanceState {
+    /// This instance's place in the pool, given back when the store is dropped.
+    pub(crate) _slot: OwnedSemaphorePermit,
+    /// Its deadline and its flow's share of the wasm pool, for the epoch callback.
+    pub(crate) schedule: Schedule,
+    pub(crate) table: ResourceTable,
+    pub(crate) wasi: WasiCtx,
+    pub(crate) memory: MemoryLimiter,
+    pub(crate) log: LogInstance,
+    pub(crate) secrets: SecretsInstance,
+    pub(crate) integrations: IntegrationsInstance,
+    pub(crate) identities: IdentitiesInstance,
+    pub(crate) http: HttpInstance,
+    pub(crate) cache: CacheInstance,
+}
+
+impl WasiView for InstanceState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+pub(crate) struct MemoryLimiter {
+    pub(crate) max_bytes: usize,
+    pub(crate) exceeded: bool,
+}
+
+impl ResourceLimiter for MemoryLimiter {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.max_bytes {
+            self.exceeded = true;
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= 100_000)
+    }
+}
+
+/// A flow ready to run: its plugin compiled and linked once.
+pub(crate) struct LoadedFlow {
+    pub(crate) flow: Arc<Flow>,
+    /// Its hooks' use of the wasm pool (`sched`).
+    pub(crate) share: Arc<FlowShare>,
+    pub(crate) pre: PluginPre<InstanceState>,
+    /// Each hook's export, found once: an event looks up and type-checks only the hook it
+    /// calls (the generated bindings would check all twelve on every instantiation).
+    pub(crate) hook_exports: BTreeMap<HookName, ComponentExportIndex>,
+    pub(crate) implemented: BTreeSet<HookName>,
+    pub(crate) format: PluginFormat,
+    pub(crate) cache: CacheOutcome,
+    /// A fresh instance made before the event that will use it, so instantiating is off the
+    /// request path. Each is used for one event only, like one made on demand.
+    pub(crate) ready: Mutex<Option<Prepared>>,
+    /// Stores whose event has been answered, for the background task to free: freeing a
+    /// store (its pool slot reset, its WASI context and tables) is then off the request path.
+    pub(crate) finished: Mutex<Vec<Store<InstanceState>>>,
+    /// Set while a task is freeing `finished` stores or making the next `ready` instance.
+    pub(crate) preparing: AtomicBool,
+}
+
+impl LoadedFlow {
+    pub(crate) fn take_ready(&self) -> Option<Prepared> {
+        self.ready.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+
+    pub(crate) fn has_ready(&self) -> bool {
+        self.ready
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some()
+    }
+
+    pub(crate) fn take_finished(&self) -> Vec<Store<InstanceState>> {
+        std::mem::take(&mut *self.finished.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    pub(crate) fn has_finished(&self) -> bool {
+        !self
+            .finished
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_empty()
+    }
+}
+
+/// A store with the plugin instantiated in it and nothing run yet.
+pub(crate) struct Prepared {
+    pub(crate) store: Store<InstanceState>,
+    pub(crate) instance: Instance,
+    pub(crate) stdout: CapturedOutput,
+    pub(crate) stderr: CapturedOutput,
+}
+
+/// What every event's store is made from; shared with the tasks preparing instances ahead.
+pub(crate) struct StoreMaker {
+    pub(crate) engine: Engine,
+    pub(crate) slots: Arc<Semaphore>,
+    pub(crate) prepared_slots: Arc<Semaphore>,
+    pub(crate) identities: Arc<IdentityStore>,
+    pub(crate) http: HttpState,
+    pub(crate) cache: Arc<CacheState>,
+    /// Current secret values; also what to redact.
+    pub(crate) secrets: Arc<SecretStore>,
+    /// Hooks running now, across flows: while others run, a finished store is freed at once.
+    pub(crate) running: AtomicUsize,
+}
+
+/// Counts a hook in [`StoreMaker::running`] until dropped.
+pub(crate) struct Running<'a>(&'a AtomicUsize);
+
+impl<'a> Running<'a> {
+    pub(crate) fn start(count: &'a AtomicUsize) -> Self {
+        count.fetch_add(1, Ordering::AcqRel);
+        Self(count)
+    }
+
+    /// Whether any hook other than this one is running.
+    pub(crate) fn others(&self) -> bool {
+        self.0.load(Ordering::Acquire) > 1
+    }
+}
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl StoreMaker {
+    /// A free place in the pool, waiting for one until `deadline` at most.
+    pub(crate) async fn slot(&self, deadline: Instant) -> Option<OwnedSemaphorePermit> {
+        let slots = self.slots.clone();
+        tokio::time::timeout_at(deadline.into(), slots.acquire_owned())
+            .await
+            .ok()?
+            .ok()
+    }
+
+    /// A store for one event of `flow`, disarmed: [`arm`] gives it its deadline.
+    pub(crate) fn new_store(
+        &self,
+        flow: &Arc<Flow>,
+        share: &Arc<FlowShare>,
+        slot: OwnedSemaphorePermit,
+    ) -> (Store<InstanceState>, CapturedOutput, CapturedOutput) {
+        let limits: &Limits = &flow.limits;
+        // Everything the instance keeps of the plugin's is charged here (see `budget`).
+        let budget = EventBudget::new(limits.log_max_bytes);
+        let stdout = CapturedOutput::new(budget.clone());
+        let stderr = CapturedOutput::new(budget.clone());
+        // Nothing is granted: no files, environment, arguments, sockets or name lookups.
+        let wasi = WasiCtx::builder()
+            .stdout(stdout.clone())
+            .stderr(stderr.clone())
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .build();
+        // Each resource the plugin holds (a secret handle, a WASI stream) is host memory.
+        let mut table = ResourceTable::new();
+        table.set_max_capacity(budget::MAX_HANDLES);
+        let state = InstanceState {
+            _slot: slot,
+            schedule: Schedule::new(share.clone()),
+            table,
+            wasi,
+            memory: MemoryLimiter {
+                max_bytes: usize::try_from(limits.memory_bytes).unwrap_or(usize::MAX),
+                exceeded: false,
+            },
+            log: LogInstance::new(budget.clone()),
+            secrets: SecretsInstance::new(flow.clone(), self.secrets.clone(), budget.clone()),
+            integrations: IntegrationsInstance::new(flow.clone(), budget.clone()),
+            identities: IdentitiesInstance::new(
+                flow.clone(),
+                self.identities.clone(),
+                budget.clone(),
+            ),
+            http: self.http.instance(flow.clone(), budget),
+            cache: self.cache.instance(&flow.name),
+        };
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.memory);
+        store.set_max_component_handles(budget::MAX_HANDLES);
+        store.epoch_deadline_callback(|store| sched::on_epoch(&store.data().schedule));
+        (store, stdout, stderr)
+    }
+
+    /// Instantiates `loaded`'s plugin in a fresh store, ahead of the event that will use it.
+    /// `None` when that fails: the event then instantiates on its own and reports why.
+    pub(crate) async fn prepare(&self, loaded: &LoadedFlow) -> Option<Prepared> {
+        let timeout = loaded.flow.limits.timeout;
+        let slot = self.prepared_slots.clone().try_acquire_owned().ok()?;
+        let (mut store, stdout, stderr) = self.new_store(&loaded.flow, &loaded.share, slot);
+        arm(&mut store, timeout, Instant::now());
+        let pre = loaded.pre.instance_pre().clone();
+        // Instantiating runs the plugin's start functions: wasm like any other.
+        let instantiate: sched::Work<_> = Box::pin(async move {
+            let made = tokio::time::timeout(timeout, pre.instantiate_async(&mut store)).await;
+            (store, made)
+        });
+        let (store, made) = sched::run(&loaded.share, instantiate).await;
+        let instance = made.ok()?.ok()?;
+        Some(Prepared {
+            store,
+            instance,
+            stdout,
+            stderr,
+        })
+    }
+}
+
+/// Gives `store` the deadline of a call starting at `started` and allowed `timeout`: the
+/// time left for its HTTP requests, and the epoch callback's, which interrupts the plugin.
+pub(crate) fn arm(store: &mut Store<InstanceState>, timeout: Duration, started: Instant) {
+    let state = store.data_mut();
+    state.http.set_deadline(started + timeout);
+    state.schedule.set_deadline(started + timeout);
+    // The callback looks at the hook every tick: to interrupt it at the deadline, and to
+    // keep it from holding the caller's thread (`sched`).
+    store.set_epoch_deadline(1);
+}

@@ -1,0 +1,581 @@
+//! The sandbox: one compiled plugin per flow, a fresh store and instance for every event.
+
+pub(crate) mod bindings;
+pub mod budget;
+pub(crate) mod engine;
+pub mod event;
+pub mod fault;
+pub mod hooks;
+pub(crate) mod instance;
+pub mod plugin;
+pub mod report;
+pub(crate) mod sched;
+pub(crate) mod stdio;
+
+pub use engine::{MAX_LIVE_INSTANCES, SharedEngine};
+pub use report::{
+    Blame, FailureKind, FlowSummary, HookFailure, HookReport, LimitsSummary, LoadError, RunError,
+    StartError,
+};
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use wasmtime::Store;
+use wasmtime::component::{ComponentExportIndex, Instance};
+
+use crate::capabilities::http;
+use crate::capabilities::http::{HttpState, Transport};
+use crate::capabilities::log::{LogLine, LogSource};
+use crate::config::{Config, Flow};
+use crate::runtime::bindings::PluginPre;
+use crate::runtime::budget::MAX_MESSAGE_BYTES;
+use crate::runtime::event::EventInput;
+use crate::runtime::fault::HostFault;
+use crate::runtime::hooks::{Decision, HookName};
+use crate::runtime::plugin::{PluginCache, PluginFormat, root_message};
+use crate::runtime::sched::FlowShare;
+use crate::secrets::SecretStore;
+use crate::store::Store as IdentityStore;
+use instance::*;
+
+/// The longest the calls warden makes while loading a plugin (instantiating it and asking
+/// which hooks it implements) may take, whatever the flow's `timeout_ms`: they do no work a
+/// plugin needs time for, and a plugin that spins there must not hold up start-up or a reload
+/// for minutes.
+pub(crate) const LOAD_CALL_LIMIT: Duration = Duration::from_secs(2);
+
+/// How to start a [`Warden`] other than with the defaults.
+#[derive(Default)]
+pub struct StartOptions {
+    /// Reuse compiled plugins; a new engine when `None`.
+    pub engine: Option<SharedEngine>,
+    /// Where plugins' HTTP requests go; the network when `None`.
+    pub transport: Option<Arc<dyn Transport>>,
+}
+
+/// The plugin host: a validated config with every flow's plugin compiled.
+pub struct Warden {
+    shared: SharedEngine,
+    config: Arc<Config>,
+    flows: BTreeMap<String, Arc<LoadedFlow>>,
+    /// Flows whose plugin did not load (only with [`Warden::start_with_failed_flows`]).
+    failed: BTreeMap<String, LoadError>,
+    plugin_cache: Arc<PluginCache>,
+    stores: Arc<StoreMaker>,
+}
+
+impl Warden {
+    /// Compiles every flow's plugin and opens the identity store; every plugin problem is
+    /// reported, not just the first.
+    pub async fn start(config: Config) -> Result<Self, StartError> {
+        let store = Arc::new(IdentityStore::open(&config.store_path)?);
+        Self::start_with_store(config, store).await
+    }
+
+    pub async fn start_with_store(
+        config: Config,
+        store: Arc<IdentityStore>,
+    ) -> Result<Self, StartError> {
+        let secrets = Arc::new(SecretStore::new(&config));
+        Self::start_with(config, store, secrets, StartOptions::default()).await
+    }
+
+    /// Starts with secret values from `secrets` (built for `config`), and `options`.
+    pub async fn start_with(
+        config: Config,
+        store: Arc<IdentityStore>,
+        secrets: Arc<SecretStore>,
+        options: StartOptions,
+    ) -> Result<Self, StartError> {
+        let warden = Self::start_with_failed_flows(config, store, secrets, options).await?;
+        if warden.failed.is_empty() {
+            Ok(warden)
+        } else {
+            Err(StartError::Plugins(warden.failed.into_values().collect()))
+        }
+    }
+
+    /// Like [`start_with`](Self::start_with), but a flow whose plugin fails to load does not
+    /// stop the others: it is listed by [`load_failures`](Self::load_failures), and each of
+    /// its hooks fails closed naming why. What `warden serve` starts with.
+    pub async fn start_with_failed_flows(
+        config: Config,
+        store: Arc<IdentityStore>,
+        secrets: Arc<SecretStore>,
+        options: StartOptions,
+    ) -> Result<Self, StartError> {
+        let shared = match options.engine {
+            Some(shared) => shared,
+            None => SharedEngine::new()?,
+        };
+        let http = match options.transport {
+            Some(transport) => HttpState::with_transport(transport, secrets.clone()),
+            None => {
+                HttpState::new(secrets.clone()).map_err(|e| StartError::Engine(e.to_string()))?
+            }
+        };
+        let config = Arc::new(config);
+        let mut warden = Self {
+            plugin_cache: Arc::new(match &config.cache_dir {
+                Some(dir) => PluginCache::new(dir.clone(), &shared.inner.engine),
+                None => PluginCache::without_folder(
+                    "no cache folder: set [cache] dir, or XDG_CACHE_HOME or HOME",
+                ),
+            }),
+            stores: Arc::new(StoreMaker {
+                engine: shared.inner.engine.clone(),
+                slots: shared.inner.slots.clone(),
+                prepared_slots: shared.inner.prepared_slots.clone(),
+                identities: store,
+                http,
+                cache: Arc::default(),
+                secrets,
+                running: AtomicUsize::new(0),
+            }),
+            shared,
+            config: config.clone(),
+            flows: BTreeMap::new(),
+            failed: BTreeMap::new(),
+        };
+        // All at once, so a plugin that is slow to load delays start-up by its own load only.
+        let loads = config.flows.values().map(|flow| warden.load_flow(flow));
+        let loaded = futures_util::future::join_all(loads).await;
+        for (flow, result) in config.flows.values().zip(loaded) {
+            match result {
+                Ok(loaded) => {
+                    warden.flows.insert(flow.name.clone(), Arc::new(loaded));
+                }
+                Err((message, blame)) => {
+                    let error = LoadError {
+                        flow: flow.name.clone(),
+                        plugin: flow.plugin.clone(),
+                        message: warden.stores.secrets.redactor().redact(&message),
+                        blame,
+                    };
+                    warden.failed.insert(flow.name.clone(), error);
+                }
+            }
+        }
+        Ok(warden)
+    }
+
+    /// Flows whose plugin did not load, each with why.
+    pub fn load_failures(&self) -> impl Iterator<Item = &LoadError> {
+        self.failed.values()
+    }
+
+    async fn load_flow(&self, flow: &Arc<Flow>) -> Result<LoadedFlow, (String, Blame)> {
+        let (component, format, cache) = self
+            .shared
+            .compile(&flow.plugin, &self.plugin_cache)
+            .await?;
+        let linker = &self.shared.inner.linker;
+        let pre = linker.instantiate_pre(&component).map_err(|e| {
+            let message = format!(
+                "cannot be linked: {} (a plugin may import only WASI 0.2 and {}@{})",
+                root_message(&e),
+                plugin::WIT_PACKAGE,
+                plugin::WIT_VERSION
+            );
+            (message, Blame::Plugin)
+        })?;
+        let pre = PluginPre::new(pre).map_err(|e| {
+            let message = format!("cannot be linked: {}", root_message(&e));
+            (message, Blame::Plugin)
+        })?;
+        let hook_exports = hook_exports(&pre).map_err(|message| (message, Blame::Plugin))?;
+        let mut loaded = LoadedFlow {
+            flow: flow.clone(),
+            share: Arc::new(FlowShare::new(self.shared.inner.ticker.ticks.clone())),
+            pre,
+            hook_exports,
+            implemented: BTreeSet::new(),
+            format,
+            cache,
+            ready: Mutex::new(None),
+            finished: Mutex::new(Vec::new()),
+            preparing: AtomicBool::new(false),
+        };
+        loaded.implemented = self.implemented_hooks(&loaded).await?;
+        Ok(loaded)
+    }
+
+    /// Asks the plugin once, at load, which hooks it implements, within
+    /// [`LOAD_CALL_LIMIT`] at most.
+    async fn implemented_hooks(
+        &self,
+        loaded: &LoadedFlow,
+    ) -> Result<BTreeSet<HookName>, (String, Blame)> {
+        let limits = &loaded.flow.limits;
+        let limit = limits.timeout.min(LOAD_CALL_LIMIT);
+        let within = format!(
+            "within {} ms (limits.timeout_ms, capped at {} ms while loading)",
+            limit.as_millis(),
+            LOAD_CALL_LIMIT.as_millis()
+        );
+        let started = Instant::now();
+        let Some(slot) = self.stores.slot(started + limit).await else {
+            let message = format!("no instance slot became free {within}");
+            return Err((message, Blame::Host));
+        };
+        let (mut store, _, stderr) = self.stores.new_store(&loaded.flow, &loaded.share, slot);
+        arm(&mut store, limit, started);
+        let pre = loaded.pre.clone();
+        let ask: sched::Work<_> = Box::pin(async move {
+            let answer = tokio::time::timeout(limit, async {
+                let plugin = pre
+                    .instantiate_async(&mut store)
+                    .await
+                    .map_err(fault::at_instantiation)?;
+                plugin
+                    .warden_plugin_hooks()
+                    .call_implemented(&mut store)
+                    .await
+            })
+            .await;
+            (store, answer)
+        });
+        let (store, answer) = sched::run(&loaded.share, ask).await;
+        let asked = "when asked which hooks it implements";
+        match answer {
+            Ok(Ok(hooks)) => Ok(hooks.into_iter().map(HookName::from_wit).collect()),
+            Err(_) => Err((
+                format!("did not say which hooks it implements {within}"),
+                Blame::Plugin,
+            )),
+            Ok(Err(e)) => Err(
+                match fault::classify(&e, store.data().memory.exceeded, limits, &stderr) {
+                    FailureKind::Deadline { .. } => (
+                        format!("did not say which hooks it implements {within}"),
+                        Blame::Plugin,
+                    ),
+                    FailureKind::Host { message } => (
+                        format!("failed {asked}: host error: {message}"),
+                        Blame::Host,
+                    ),
+                    kind => (
+                        format!("failed {asked}: {}", kind.describe("implemented")),
+                        Blame::Plugin,
+                    ),
+                },
+            ),
+        }
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn identity_store(&self) -> &Arc<IdentityStore> {
+        &self.stores.identities
+    }
+
+    pub fn secret_store(&self) -> &Arc<SecretStore> {
+        &self.stores.secrets
+    }
+
+    /// The hooks `flow`'s plugin implements.
+    pub fn implemented(&self, flow: &str) -> Option<&BTreeSet<HookName>> {
+        self.flows.get(flow).map(|f| &f.implemented)
+    }
+
+    pub fn summaries(&self) -> Vec<FlowSummary> {
+        self.flows
+            .values()
+            .map(|loaded| {
+                let flow = &loaded.flow;
+                let grants = &flow.grants;
+                FlowSummary {
+                    name: flow.name.clone(),
+                    plugin: flow.plugin.clone(),
+                    adapted_from_core_module: loaded.format == PluginFormat::CoreModule,
+                    compiled: loaded.cache.to_string(),
+                    hooks: loaded.implemented.iter().map(|h| h.to_string()).collect(),
+                    integrations: grants
+                        .environment
+                        .integrations
+                        .iter()
+                        .map(|(alias, i)| {
+                            if *alias == i.name {
+                                alias.clone()
+                            } else {
+                                format!("{alias} = {}", i.name)
+                            }
+                        })
+                        .collect(),
+                    secrets: grants.secrets.keys().cloned().collect(),
+                    identity_services: grants
+                        .services
+                        .iter()
+                        .map(|(s, id)| format!("{s}:{id}"))
+                        .collect(),
+                    allowed_hosts: grants.hosts.rules().iter().map(|r| r.to_string()).collect(),
+                    reveal_secrets: grants.reveal_secrets,
+                    limits: LimitsSummary {
+                        memory_mib: flow.limits.memory_bytes >> 20,
+                        timeout_ms: flow.limits.timeout.as_millis(),
+                    },
+                }
+            })
+            .collect()
+    }
+
+    /// Runs one hook of `flow` for `event` in a fresh instance.
+    pub async fn run_hook(
+        &self,
+        flow: &str,
+        hook: HookName,
+        event: &EventInput,
+    ) -> Result<HookReport, RunError> {
+        let Some(loaded) = self.flows.get(flow) else {
+            return self.run_unloaded(flow, hook, event);
+        };
+        let wit_event = event.to_wit(&loaded.flow, hook)?;
+        let started = Instant::now();
+        if !loaded.implemented.contains(&hook) {
+            return Ok(HookReport::not_run(flow, hook, Ok(Decision::Continue)));
+        }
+        let limits = &loaded.flow.limits;
+        let failure = |kind| HookFailure {
+            flow: flow.to_string(),
+            hook: hook.to_string(),
+            kind,
+        };
+        let ready = loaded.take_ready();
+        let prepared_ahead = ready.is_some();
+        let (mut store, ready_instance, stdout, stderr) = match ready {
+            Some(ready) => (
+                ready.store,
+                Some(ready.instance),
+                ready.stdout,
+                ready.stderr,
+            ),
+            None => {
+                let Some(slot) = self.stores.slot(started + limits.timeout).await else {
+                    let busy = FailureKind::Host {
+                        message: format!(
+                            "every instance slot stayed busy for limits.timeout_ms ({} ms)",
+                            limits.timeout.as_millis()
+                        ),
+                    };
+                    let report = HookReport::not_run(flow, hook, Err(failure(busy)));
+                    return Ok(HookReport {
+                        elapsed: started.elapsed(),
+                        ..report
+                    });
+                };
+                let (store, stdout, stderr) =
+                    self.stores.new_store(&loaded.flow, &loaded.share, slot);
+                (store, None, stdout, stderr)
+            }
+        };
+        arm(&mut store, limits.timeout, started);
+        let running = Running::start(&self.stores.running);
+        self.prepare_next(loaded);
+        let timeout = limits.timeout;
+        let export = loaded.hook_exports[&hook];
+        // Made here only when no instance was made ahead (rare): cloning it costs atomics.
+        let instance = match ready_instance {
+            Some(instance) => Ok(instance),
+            None => Err(loaded.pre.instance_pre().clone()),
+        };
+        // Owns the store while it runs, so `sched` can finish it on the wasm pool.
+        let call: sched::Work<_> = Box::pin(async move {
+            let result = tokio::time::timeout(timeout, async {
+                let instance = match instance {
+                    Ok(instance) => instance,
+                    Err(pre) => pre
+                        .instantiate_async(&mut store)
+                        .await
+                        .map_err(fault::at_instantiation)?,
+                };
+                call_hook(instance, &mut store, &export, &wit_event).await
+            })
+            .await;
+            (store, result)
+        });
+        let (mut store, result) = sched::run(&loaded.share, call).await;
+        let outcome = match result {
+            Err(_elapsed) => Err(failure(FailureKind::Deadline {
+                timeout_ms: limits.timeout.as_millis(),
+            })),
+            Ok(Err(error)) => Err(failure(fault::classify(
+                &error,
+                store.data().memory.exceeded,
+                limits,
+                &stderr,
+            ))),
+            Ok(Ok(Err(message))) => Err(failure(FailureKind::PluginError {
+                message: budget::cut(&message, MAX_MESSAGE_BYTES).into_owned(),
+            })),
+            Ok(Ok(Ok(decision))) => {
+                let decision = Decision::from_wit(decision);
+                if decision.allowed_for(hook) {
+                    Ok(decision)
+                } else {
+                    Err(failure(FailureKind::InvalidDecision {
+                        decision: decision.kind().to_string(),
+                    }))
+                }
+            }
+        };
+        let state = store.data_mut();
+        let mut logs = state.log.finish();
+        logs.extend(stdout.lines(LogSource::Stdout));
+        logs.extend(stderr.lines(LogSource::Stderr));
+        if state.http.calls_dropped > 0 {
+            logs.push(LogLine {
+                level: crate::capabilities::log::LogLevel::Warn,
+                source: LogSource::Host,
+                message: format!(
+                    "{} more HTTP call(s) not recorded: at most {} are kept per event, within {} KiB",
+                    state.http.calls_dropped,
+                    http::MAX_RECORDED_CALLS,
+                    budget::CALL_BYTES >> 10
+                ),
+            });
+        }
+        let mut refusals = state.integrations.refusals.finish();
+        refusals.extend(state.secrets.refusals.finish());
+        refusals.extend(state.identities.refusals.finish());
+        refusals.extend(state.http.refusals.finish());
+        let http_calls = std::mem::take(&mut state.http.calls);
+        // Freeing a store later saves the answer that time only when the host is otherwise
+        // idle; under load it is work like any other, so it is done at once.
+        if running.others() {
+            drop(store);
+        } else {
+            self.free_later(loaded, store);
+        }
+        drop(running);
+        let redactor = self.stores.secrets.redactor();
+        Ok(HookReport {
+            flow: flow.to_string(),
+            hook,
+            ran: true,
+            outcome,
+            logs,
+            refusals,
+            http_calls,
+            elapsed: started.elapsed(),
+            prepared_ahead,
+        }
+        .redacted(&redactor))
+    }
+
+    /// The report of a hook of `flow` when its plugin did not load: a failure, nothing run.
+    fn run_unloaded(
+        &self,
+        flow: &str,
+        hook: HookName,
+        event: &EventInput,
+    ) -> Result<HookReport, RunError> {
+        let (Some(failed), Some(config)) = (self.failed.get(flow), self.config.flow(flow)) else {
+            return Err(RunError::UnknownFlow {
+                flow: flow.to_string(),
+                known: self
+                    .config
+                    .flows
+                    .keys()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            });
+        };
+        // The same checks as a loaded flow's, so a bad event is refused the same way.
+        event.to_wit(config, hook)?;
+        let not_loaded = FailureKind::NotLoaded {
+            message: failed.message.clone(),
+            blame: failed.blame,
+        };
+        let failure = HookFailure {
+            flow: flow.to_string(),
+            hook: hook.to_string(),
+            kind: not_loaded,
+        };
+        Ok(HookReport::not_run(flow, hook, Err(failure)))
+    }
+
+    /// Starts making `loaded`'s next instance in the background, unless one is being made
+    /// or there is no async runtime to make it on.
+    fn prepare_next(&self, loaded: &Arc<LoadedFlow>) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        if loaded.preparing.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let stores = self.stores.clone();
+        let loaded = loaded.clone();
+        runtime.spawn(async move {
+            loop {
+                drop(loaded.take_finished());
+                if !loaded.has_ready()
+                    && let Some(prepared) = stores.prepare(&loaded).await
+                {
+                    *loaded.ready.lock().unwrap_or_else(|p| p.into_inner()) = Some(prepared);
+                }
+                loaded.preparing.store(false, Ordering::Release);
+                // A store finished after the drain above, whose event saw this task still
+                // running and so left it here: free it now rather than at the next event.
+                if !loaded.has_finished() || loaded.preparing.swap(true, Ordering::AcqRel) {
+                    break;
+                }
+            }
+        });
+    }
+
+    /// Hands a finished event's store to the background task to free after the answer.
+    /// Without an async runtime it is freed here.
+    fn free_later(&self, loaded: &Arc<LoadedFlow>, store: Store<InstanceState>) {
+        if tokio::runtime::Handle::try_current().is_err() {
+            return drop(store);
+        }
+        loaded
+            .finished
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(store);
+        self.prepare_next(loaded);
+    }
+}
+
+pub(crate) async fn call_hook(
+    instance: Instance,
+    store: &mut Store<InstanceState>,
+    export: &ComponentExportIndex,
+    event: &crate::runtime::bindings::Event,
+) -> wasmtime::Result<Result<crate::runtime::bindings::Decision, String>> {
+    type Hook<'a> = (&'a crate::runtime::bindings::Event,);
+    type Answer = (Result<crate::runtime::bindings::Decision, String>,);
+    // The export's type was checked when the plugin was loaded: not finding it is the host's.
+    let hook = instance
+        .get_typed_func::<Hook<'_>, Answer>(&mut *store, export)
+        .map_err(|e| e.context(HostFault("cannot find the hook's export".into())))?;
+    let (answer,) = hook.call_async(&mut *store, (event,)).await?;
+    Ok(answer)
+}
+
+/// Where each hook is among the plugin's exports (all present: `PluginPre::new` checked).
+pub(crate) fn hook_exports(
+    pre: &PluginPre<InstanceState>,
+) -> Result<BTreeMap<HookName, ComponentExportIndex>, String> {
+    let component = pre.instance_pre().component();
+    let interface = format!("{}/hooks@{}", plugin::WIT_PACKAGE, plugin::WIT_VERSION);
+    let hooks = component
+        .get_export_index(None, &interface)
+        .ok_or_else(|| format!("does not export {interface}"))?;
+    HookName::ALL
+        .into_iter()
+        .map(|hook| {
+            let name = hook.as_str().replace('_', "-");
+            component
+                .get_export_index(Some(&hooks), &name)
+                .map(|export| (hook, export))
+                .ok_or_else(|| format!("does not export {interface}#{name}"))
+        })
+        .collect()
+}
