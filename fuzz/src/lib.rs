@@ -5,7 +5,7 @@ use std::path::Path;
 use std::sync::LazyLock;
 
 use warden::Config;
-use warden::config::AwsSecret;
+use warden::secrets::AwsSecret;
 
 pub struct Fixture {
     /// Holds the placeholder plugin file the config names.

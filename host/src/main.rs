@@ -217,10 +217,7 @@ async fn run(cli: Cli) -> ExitCode {
 }
 
 async fn start(config: &Path) -> Result<Warden, String> {
-    let config = Config::load(config).map_err(|e| {
-        let n = e.0.len();
-        format!("{n} problem(s) in the config:\n{e}")
-    })?;
+    let config = Config::load(config).map_err(|e| e.summary())?;
     Warden::start(config).await.map_err(|e| e.to_string())
 }
 

@@ -10,7 +10,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use warden::capabilities::http::{HopRequest, HopResponse, Transport, TransportError};
 use warden::capabilities::refusal::RefusalKind;
-use warden::config::AwsSecret;
+use warden::secrets::AwsSecret;
 use warden::secrets::{SecretFetcher, SecretStore};
 use warden::serve::metrics::Metrics;
 use warden::store::Store;
@@ -82,7 +82,7 @@ async fn start_with_secret(
     );
     let config = Config::load(&scratch.config(&text)).unwrap_or_else(|e| panic!("{e}"));
     let store = Arc::new(Store::open(&config.store_path).unwrap());
-    let secrets = Arc::new(SecretStore::new(&config));
+    let secrets = Arc::new(SecretStore::new(&config.secrets));
     let options = StartOptions {
         engine: None,
         transport,
@@ -354,7 +354,7 @@ async fn every_value_a_rotated_secret_had_is_redacted_from_responses() {
     let now = Arc::new(Mutex::new(config.secrets["vo_key"].loaded_at));
     let clock = now.clone();
     let secrets = Arc::new(SecretStore::with(
-        &config,
+        &config.secrets,
         aws.clone(),
         Arc::new(move || *clock.lock().unwrap()),
     ));

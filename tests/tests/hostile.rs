@@ -63,7 +63,7 @@ async fn start(
     let config = Config::load(&scratch.config(&config_text(scratch, flows)))
         .unwrap_or_else(|e| panic!("{e}"));
     let store = Arc::new(Store::open(&config.store_path).unwrap());
-    let secrets = Arc::new(SecretStore::new(&config));
+    let secrets = Arc::new(SecretStore::new(&config.secrets));
     let options = StartOptions {
         engine: None,
         transport,

@@ -42,7 +42,7 @@ integrations = { victorops = "victorops" }
     }
     let config = Config::load(&scratch.config(&text)).unwrap_or_else(|e| panic!("{e}"));
     let store = Arc::new(Store::open_in_memory().unwrap());
-    let secrets = Arc::new(SecretStore::new(&config));
+    let secrets = Arc::new(SecretStore::new(&config.secrets));
     Warden::start_with(config, store, secrets, StartOptions::default())
         .await
         .unwrap_or_else(|e| panic!("{e}"))

@@ -50,7 +50,7 @@ async fn probe_on_engine(scratch: &Scratch, engine: &SharedEngine, flow: &str) -
     let config = Config::load(&scratch.config(&config_text(scratch, artifacts::PROBE, flow)))
         .unwrap_or_else(|e| panic!("{e}"));
     let store = std::sync::Arc::new(warden::store::Store::open_in_memory().unwrap());
-    let secrets = std::sync::Arc::new(warden::secrets::SecretStore::new(&config));
+    let secrets = std::sync::Arc::new(warden::secrets::SecretStore::new(&config.secrets));
     let options = StartOptions {
         engine: Some(engine.clone()),
         ..StartOptions::default()

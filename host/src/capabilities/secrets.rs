@@ -9,9 +9,10 @@ use std::sync::Arc;
 use wasmtime::component::{HasData, Linker, Resource, ResourceTable};
 
 use crate::capabilities::refusal::{Refusal, RefusalKind, Refusals};
-use crate::config::{Flow, Secret};
+use crate::config::Flow;
 use crate::runtime::bindings::warden::plugin::secrets::{self as wit, SecretError};
 use crate::runtime::budget::{EventBudget, quote};
+use crate::secrets::Secret;
 use crate::secrets::SecretStore;
 
 /// The guest's `secret` resource.

@@ -16,7 +16,7 @@ use clap::Subcommand;
 
 use crate::cli::escape::escape_control;
 use crate::config::Outline;
-use crate::store::{Store, StoreChange, StoredIdentity};
+use crate::store::{Store, StoredIdentity};
 
 /// The email column's header, as symflow writes it.
 pub const EMAIL_COLUMN: &str = "sym:cloud";
@@ -107,10 +107,7 @@ impl fmt::Display for Service {
 
 /// Runs one `warden users` command, writing its report to `out`.
 pub fn run(config: &Path, command: UsersCommand, out: &mut dyn Write) -> Result<(), String> {
-    let outline = Outline::load(config).map_err(|e| {
-        let n = e.0.len();
-        format!("{n} problem(s) in the config:\n{e}")
-    })?;
+    let outline = Outline::load(config).map_err(|e| e.summary())?;
     let store = Store::open(&outline.store_path).map_err(|e| e.to_string())?;
     let users = Users {
         outline: &outline,
@@ -596,106 +593,6 @@ fn identity(email: &str, service: &Service, user_id: &str) -> StoredIdentity {
     }
 }
 
-/// The line a record starts on. The csv reader counts a record from the end of the one
-/// before, so blank lines in between would be blamed; skip them.
-fn line_of(text: &str, position: &csv::Position) -> u64 {
-    let start = (position.byte() as usize).min(text.len());
-    let blank = text.as_bytes()[start..]
-        .iter()
-        .take_while(|b| matches!(b, b'\n' | b'\r'))
-        .filter(|b| **b == b'\n')
-        .count();
-    position.line() + blank as u64
-}
-
-fn csv_error(text: &str, e: &csv::Error) -> ImportError {
-    let line = e.position().map_or(0, |p| line_of(text, p));
-    let message = match e.kind() {
-        csv::ErrorKind::Utf8 { err, .. } => format!("not valid UTF-8 (field {})", err.field() + 1),
-        _ => format!("not valid CSV: {e}"),
-    };
-    ImportError { line, message }
-}
-
-/// One bad row (or heading) of an import file.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ImportError {
-    pub line: u64,
-    pub message: String,
-}
-
-impl fmt::Display for ImportError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.line, self.message)
-    }
-}
-
-/// What an import changes, worked out before anything is written.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ImportPlan {
-    pub new_users: Vec<String>,
-    pub created: Vec<StoredIdentity>,
-    /// The identity as it will be, and the user id it replaces.
-    pub updated: Vec<(StoredIdentity, String)>,
-    pub unchanged: Vec<StoredIdentity>,
-    /// Existing identities under an empty cell: an import never deletes.
-    pub kept: Vec<StoredIdentity>,
-}
-
-impl ImportPlan {
-    pub fn changes(&self) -> Vec<StoreChange> {
-        self.new_users
-            .iter()
-            .map(|email| StoreChange::EnsureUser {
-                email: email.clone(),
-            })
-            .chain(
-                self.created
-                    .iter()
-                    .chain(self.updated.iter().map(|(i, _)| i))
-                    .cloned()
-                    .map(StoreChange::SetIdentity),
-            )
-            .collect()
-    }
-
-    pub fn write(&self, out: &mut dyn Write) -> std::io::Result<()> {
-        for email in &self.new_users {
-            writeln!(out, "create user   {email}")?;
-        }
-        for i in &self.created {
-            writeln!(
-                out,
-                "create        {} {}:{} = {}",
-                i.email, i.service, i.service_id, i.user_id
-            )?;
-        }
-        for (i, previous) in &self.updated {
-            writeln!(
-                out,
-                "update        {} {}:{} = {} (was {previous})",
-                i.email, i.service, i.service_id, i.user_id
-            )?;
-        }
-        for i in &self.kept {
-            writeln!(
-                out,
-                "keep          {} {}:{} = {} (empty cell; delete with `warden users delete-identity`)",
-                i.email, i.service, i.service_id, i.user_id
-            )?;
-        }
-        writeln!(
-            out,
-            "{} user(s) to create, {} identity(ies) to create, {} to update, {} unchanged, {} kept under empty cells",
-            self.new_users.len(),
-            self.created.len(),
-            self.updated.len(),
-            self.unchanged.len(),
-            self.kept.len()
-        )
-    }
-}
-
 fn write_identities(out: &mut dyn Write, identities: &[StoredIdentity]) -> std::io::Result<()> {
     let mut rows = vec![vec!["service".to_string(), "user_id".to_string()]];
     rows.extend(
@@ -757,6 +654,11 @@ fn valid_value<'v>(what: &str, value: &'v str) -> Result<&'v str, String> {
     }
     Ok(value)
 }
+
+mod import;
+
+pub use import::{ImportError, ImportPlan};
+use import::{csv_error, line_of};
 
 #[cfg(test)]
 mod tests;

@@ -14,8 +14,9 @@ use crate::capabilities::http::{
     HopRequest, HopResponse, OutgoingValue, Transport, TransportError, too_large,
 };
 use crate::cli::escape::escape_control;
-use crate::config::{SecretValue, origin};
+use crate::config::origin;
 use crate::runtime::budget::{self, quote};
+use crate::secrets::SecretValue;
 use crate::secrets::redact::{REDACTED, Redactor};
 
 /// Requests recorded per case; past this they are counted.

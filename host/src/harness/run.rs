@@ -11,9 +11,10 @@ use super::mock::MockTransport;
 use super::spec::IdentitySpec;
 use crate::capabilities::log::{LogLine, LogSource};
 use crate::cli::escape::escape_control;
-use crate::config::{Config, SecretValue};
+use crate::config::Config;
 use crate::runtime::hooks::Decision;
 use crate::runtime::{HookReport, SharedEngine, StartOptions, Warden};
+use crate::secrets::SecretValue;
 use crate::store::Store;
 
 /// The flow and environment every case's config declares.
@@ -155,7 +156,7 @@ pub async fn run_case(case: &Case, engine: &SharedEngine) -> CaseResult {
         engine: Some(engine.clone()),
         transport: Some(transport.clone()),
     };
-    let secret_store = Arc::new(crate::secrets::SecretStore::new(&config));
+    let secret_store = Arc::new(crate::secrets::SecretStore::new(&config.secrets));
     let warden = match Warden::start_with(config, store.clone(), secret_store, options).await {
         Ok(w) => w,
         Err(e) => return CaseResult::failed(case, started, format!("cannot start: {e}")),

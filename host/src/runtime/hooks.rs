@@ -7,88 +7,62 @@ use serde::Serialize;
 
 use crate::runtime::bindings::types::{Decision as WitDecision, Hook, Step};
 
-/// One of the twelve hooks, named as operators write them: `on_request`, `after_approve`, ...
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum HookName {
-    OnPrompt,
-    OnRequest,
-    OnApprove,
-    OnDeny,
-    OnEscalate,
-    OnDeescalate,
-    AfterPrompt,
-    AfterRequest,
-    AfterApprove,
-    AfterDeny,
-    AfterEscalate,
-    AfterDeescalate,
+/// Declares [`HookName`] from one list: each hook's variant (the WIT `hook` case of the same
+/// name, so [`HookName::from_wit`] is checked exhaustively by the compiler), the name operators
+/// write, and the lifecycle step it belongs to.
+macro_rules! hooks {
+    ($($variant:ident = $name:literal, $step:ident;)*) => {
+        /// One of the twelve hooks, named as operators write them: `on_request`,
+        /// `after_approve`, ...
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum HookName {
+            $($variant,)*
+        }
+
+        impl HookName {
+            pub const ALL: [HookName; 12] = [$(Self::$variant,)*];
+
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(Self::$variant => $name,)*
+                }
+            }
+
+            pub fn step(self) -> Step {
+                match self {
+                    $(Self::$variant => Step::$step,)*
+                }
+            }
+
+            pub fn from_wit(hook: Hook) -> Self {
+                match hook {
+                    $(Hook::$variant => Self::$variant,)*
+                }
+            }
+        }
+    };
+}
+
+hooks! {
+    OnPrompt = "on_prompt", Prompt;
+    OnRequest = "on_request", Request;
+    OnApprove = "on_approve", Approve;
+    OnDeny = "on_deny", Deny;
+    OnEscalate = "on_escalate", Escalate;
+    OnDeescalate = "on_deescalate", Deescalate;
+    AfterPrompt = "after_prompt", Prompt;
+    AfterRequest = "after_request", Request;
+    AfterApprove = "after_approve", Approve;
+    AfterDeny = "after_deny", Deny;
+    AfterEscalate = "after_escalate", Escalate;
+    AfterDeescalate = "after_deescalate", Deescalate;
 }
 
 impl HookName {
-    pub const ALL: [HookName; 12] = [
-        Self::OnPrompt,
-        Self::OnRequest,
-        Self::OnApprove,
-        Self::OnDeny,
-        Self::OnEscalate,
-        Self::OnDeescalate,
-        Self::AfterPrompt,
-        Self::AfterRequest,
-        Self::AfterApprove,
-        Self::AfterDeny,
-        Self::AfterEscalate,
-        Self::AfterDeescalate,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::OnPrompt => "on_prompt",
-            Self::OnRequest => "on_request",
-            Self::OnApprove => "on_approve",
-            Self::OnDeny => "on_deny",
-            Self::OnEscalate => "on_escalate",
-            Self::OnDeescalate => "on_deescalate",
-            Self::AfterPrompt => "after_prompt",
-            Self::AfterRequest => "after_request",
-            Self::AfterApprove => "after_approve",
-            Self::AfterDeny => "after_deny",
-            Self::AfterEscalate => "after_escalate",
-            Self::AfterDeescalate => "after_deescalate",
-        }
-    }
-
-    pub fn step(self) -> Step {
-        match self {
-            Self::OnPrompt | Self::AfterPrompt => Step::Prompt,
-            Self::OnRequest | Self::AfterRequest => Step::Request,
-            Self::OnApprove | Self::AfterApprove => Step::Approve,
-            Self::OnDeny | Self::AfterDeny => Step::Deny,
-            Self::OnEscalate | Self::AfterEscalate => Step::Escalate,
-            Self::OnDeescalate | Self::AfterDeescalate => Step::Deescalate,
-        }
-    }
-
     /// `on_` hooks run before the step and may replace its default path; `after_` hooks
     /// are recorded only.
     pub fn is_before(self) -> bool {
         self.as_str().starts_with("on_")
-    }
-
-    pub fn from_wit(hook: Hook) -> Self {
-        match hook {
-            Hook::OnPrompt => Self::OnPrompt,
-            Hook::OnRequest => Self::OnRequest,
-            Hook::OnApprove => Self::OnApprove,
-            Hook::OnDeny => Self::OnDeny,
-            Hook::OnEscalate => Self::OnEscalate,
-            Hook::OnDeescalate => Self::OnDeescalate,
-            Hook::AfterPrompt => Self::AfterPrompt,
-            Hook::AfterRequest => Self::AfterRequest,
-            Hook::AfterApprove => Self::AfterApprove,
-            Hook::AfterDeny => Self::AfterDeny,
-            Hook::AfterEscalate => Self::AfterEscalate,
-            Hook::AfterDeescalate => Self::AfterDeescalate,
-        }
     }
 }
 

@@ -79,7 +79,7 @@ impl Warden {
         config: Config,
         store: Arc<IdentityStore>,
     ) -> Result<Self, StartError> {
-        let secrets = Arc::new(SecretStore::new(&config));
+        let secrets = Arc::new(SecretStore::new(&config.secrets));
         Self::start_with(config, store, secrets, StartOptions::default()).await
     }
 

@@ -8,15 +8,20 @@
 //! be cleaned of every value its own secrets ever had.
 
 pub mod redact;
+mod types;
 
-use std::collections::HashMap;
+pub use types::{
+    AwsFetch, AwsSecret, DEFAULT_SECRET_CACHE_SECONDS, Secret, SecretSource, SecretValue,
+    json_key_value,
+};
+
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use aws_sdk_secretsmanager::error::DisplayErrorContext;
 use aws_sdk_secretsmanager::operation::get_secret_value::GetSecretValueError;
 
-use crate::config::{AwsSecret, Config, Secret, SecretSource, SecretValue, json_key_value};
 use crate::secrets::redact::Redactor;
 
 /// How long one call to AWS may take, retries included. A hook's own deadline may cut it
@@ -66,18 +71,22 @@ struct Served {
 
 impl SecretStore {
     /// Fetches from AWS Secrets Manager with the standard AWS credentials and settings.
-    pub fn new(config: &Config) -> Self {
+    pub fn new(secrets: &BTreeMap<String, Arc<Secret>>) -> Self {
         Self::with(
-            config,
+            secrets,
             Arc::new(AwsFetcher::default()),
             Arc::new(Instant::now),
         )
     }
 
-    /// Starts from the values `config` read at load.
-    pub fn with(config: &Config, fetcher: Arc<dyn SecretFetcher>, clock: Clock) -> Self {
+    /// Starts from the values the config read at load (`Config::secrets`).
+    pub fn with(
+        secrets: &BTreeMap<String, Arc<Secret>>,
+        fetcher: Arc<dyn SecretFetcher>,
+        clock: Clock,
+    ) -> Self {
         let mut cached = HashMap::new();
-        for secret in config.secrets.values() {
+        for secret in secrets.values() {
             if let SecretSource::AwsSecretsManager(_) = secret.source {
                 cached.insert(
                     secret.id.clone(),
@@ -88,8 +97,7 @@ impl SecretStore {
                 );
             }
         }
-        let by_id = config
-            .secrets
+        let by_id = secrets
             .values()
             .map(|s| (s.id.clone(), vec![s.value.clone()]))
             .collect();
@@ -99,7 +107,9 @@ impl SecretStore {
             cached: Mutex::new(cached),
             served: RwLock::new(Served {
                 by_id,
-                all: Arc::new(Redactor::new(config.secret_values())),
+                all: Arc::new(Redactor::new(
+                    secrets.values().map(|s| s.value.clone()).collect(),
+                )),
                 for_ids: HashMap::new(),
             }),
         }

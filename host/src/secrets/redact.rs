@@ -11,8 +11,8 @@ use std::ops::Range;
 
 use aho_corasick::{AhoCorasick, MatchKind};
 
-use crate::config::SecretValue;
 use crate::runtime::budget;
+use crate::secrets::SecretValue;
 
 pub const REDACTED: &str = "[REDACTED]";
 

@@ -5,6 +5,7 @@ use std::path::Path;
 use std::sync::Mutex;
 
 use super::*;
+use crate::config::Config;
 
 /// Answers with whatever the test last put in it.
 struct FakeAws {
@@ -72,7 +73,11 @@ fn store(config: &Config, aws: Arc<FakeAws>) -> (SecretStore, Arc<ManualClock>) 
     let loaded_at = config.secrets["rotating"].loaded_at;
     let clock = Arc::new(ManualClock(Mutex::new(loaded_at)));
     let reader = clock.clone();
-    let store = SecretStore::with(config, aws, Arc::new(move || *reader.0.lock().unwrap()));
+    let store = SecretStore::with(
+        &config.secrets,
+        aws,
+        Arc::new(move || *reader.0.lock().unwrap()),
+    );
     (store, clock)
 }
 

@@ -32,7 +32,7 @@ pub use api::{DecisionBody, NewRequestBody, parse_body};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
-    #[error("{}", config_problems(.0))]
+    #[error("{}", ConfigErrors::summary(.0))]
     Config(ConfigErrors),
     #[error("{0}")]
     Start(#[from] StartError),
@@ -51,10 +51,6 @@ pub enum ServeError {
     Recover(#[from] LifecycleError),
     #[error("the HTTP server failed: {0}")]
     Serve(std::io::Error),
-}
-
-fn config_problems(errors: &ConfigErrors) -> String {
-    format!("{} problem(s) in the config:\n{errors}", errors.0.len())
 }
 
 /// What a reload applied.
@@ -169,7 +165,7 @@ impl Server {
         }
         let settings = config.serve.clone();
         let store = Arc::new(Store::open(&config.store_path)?);
-        let secrets = Arc::new(SecretStore::new(&config));
+        let secrets = Arc::new(SecretStore::new(&config.secrets));
         // One flow's broken plugin must not keep the others from serving.
         let warden = Warden::start_with_failed_flows(
             config,

@@ -34,12 +34,13 @@ use url::Url;
 use wasmtime::component::{HasData, Linker, ResourceTable};
 
 use crate::capabilities::refusal::{Refusal, RefusalKind, Refusals};
-use crate::config::{Flow, SecretValue, is_localhost_name, is_public, origin};
+use crate::config::{Flow, is_localhost_name, is_public, origin};
 use crate::runtime::bindings::warden::plugin::http::{
     self as wit, HttpError, Method, Request, Response,
 };
 use crate::runtime::budget::{EventBudget, quote};
 use crate::secrets::SecretStore;
+use crate::secrets::SecretValue;
 use crate::secrets::redact::{REDACTED, Redactor};
 
 pub const MAX_REDIRECTS: usize = 5;

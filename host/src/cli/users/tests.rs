@@ -2,6 +2,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use super::*;
+use crate::store::StoreChange;
 
 const VO: &str = "custom:aaabbcccddee";
 
