@@ -3,7 +3,7 @@
 //! [`Server`] wires the pieces: the current [`Warden`] behind an atomic swap (so a reload
 //! replaces it while requests already running keep the one they started with), the
 //! [`lifecycle::Lifecycle`] state machine, its persistence in the SQLite store
-//! ([`requests`]), the expiry sleeper, [`metrics`], and the HTTP [`api`].
+//! ([`crate::store::requests`]), the expiry sleeper, [`metrics`], and the HTTP [`api`].
 
 mod api;
 pub mod lifecycle;
