@@ -6,6 +6,7 @@
 //! ([`requests`]), the expiry sleeper, [`metrics`], and the HTTP [`api`].
 
 mod api;
+mod console;
 pub mod lifecycle;
 pub mod metrics;
 pub mod requests;
@@ -223,9 +224,13 @@ impl Server {
         });
         let router = api::router(app, settings.max_body_bytes);
         let http = tokio::spawn(
-            axum::serve(listener, router)
-                .with_graceful_shutdown(stop.clone().cancelled_owned())
-                .into_future(),
+            // The console rate-limits sign-in attempts by client address.
+            axum::serve(
+                listener,
+                router.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(stop.clone().cancelled_owned())
+            .into_future(),
         );
         tracing::info!(%addr, "warden serving");
         Ok(Self {
