@@ -10,6 +10,7 @@
 mod webdriver;
 
 use std::future::Future;
+use std::io::Write;
 use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -32,6 +33,8 @@ const CAROL: &str = "carol-token-3333";
 const ERIN: &str = "erin-token-5555";
 const DAVE: &str = "dave-token-4444";
 const ON_CALL_REASON: &str = "Auto-approved On-call engineer: fix prod";
+/// What the `markup` flow's plugin denies with.
+const PLUGIN_MARKUP: &str = "<script>window.__xss = 3</script><b id=plugin-injected>x</b>";
 
 /// A `warden serve` whose flow `oncall` runs the VictorOps plugin against the stand-in,
 /// with declared fields, and a flow `open` that declares none.
@@ -103,8 +106,16 @@ environment = "main"
 plugin = {plugin}
 allowed_hosts = ["{url}"]
 vars = {{ oncall_cache_seconds = 0 }}
+
+# A plugin whose reason is markup.
+[flows.markup]
+environment = "main"
+plugin = {probe}
+vars = {{ action = {markup:?} }}
 "#,
             plugin = toml_path(artifacts::VICTOROPS),
+            probe = toml_path(artifacts::PROBE),
+            markup = format!("deny:{PLUGIN_MARKUP}"),
         );
         let path = scratch.config(&text);
         let server = Server::start(&path, Some("127.0.0.1:0".parse().unwrap()))
@@ -136,6 +147,20 @@ vars = {{ oncall_cache_seconds = 0 }}
             .bearer_auth(token)
             .header("content-type", "application/json")
             .body(json!({ "fields": { "reason": reason } }).to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(reply.status(), 201);
+        let body: Value = serde_json::from_str(&reply.text().await.unwrap()).unwrap();
+        body["id"].as_str().unwrap().to_string()
+    }
+
+    /// Files a request in flow `flow` with no fields through the JSON API; its id.
+    async fn file_in(&self, flow: &str, token: &str) -> String {
+        let reply = self
+            .http
+            .post(self.url(&format!("/v1/flows/{flow}/requests")))
+            .bearer_auth(token)
             .send()
             .await
             .unwrap();
@@ -208,7 +233,11 @@ where
     let (chromium, driver) = match webdriver::find() {
         Ok(found) => found,
         Err(missing) if std::env::var_os("WARDEN_REQUIRE_BROWSER").is_none() => {
-            eprintln!("SKIPPED {name}: {missing}; set WARDEN_REQUIRE_BROWSER=1 to fail instead");
+            // Written past the test harness's capture, so a passing run still shows it.
+            let _ = writeln!(
+                std::io::stderr(),
+                "SKIPPED {name}: {missing}; set WARDEN_REQUIRE_BROWSER=1 to fail instead"
+            );
             return;
         }
         Err(missing) => panic!("{name} needs a browser (WARDEN_REQUIRE_BROWSER is set): {missing}"),
@@ -471,6 +500,16 @@ async fn html_in_a_reason_or_field_is_shown_as_text() {
             "undefined",
             "no script ran"
         );
+        // A plugin's reason is text too.
+        let denied = c.file_in("markup", BOB).await;
+        b.goto(&c.url(&format!("/requests/{denied}"))).await;
+        assert_eq!(b.text("#reason").await, PLUGIN_MARKUP);
+        assert!(b.text("#history").await.contains(PLUGIN_MARKUP));
+        assert_eq!(b.count("#plugin-injected").await, 0);
+        assert_eq!(
+            b.script("return typeof window.__xss", json!([])).await,
+            "undefined"
+        );
     })
     .await;
 }
@@ -665,4 +704,29 @@ async fn forms_from_another_site_and_oversized_forms_are_refused() {
         .unwrap();
     assert_eq!(plain.status(), 413);
     assert_eq!(c.get(&id).await["state"], "pending");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reload_that_rotates_a_token_ends_its_sessions_and_a_forged_cookie_is_signed_out() {
+    let c = Console::start().await;
+    let carol = c.session(CAROL).await;
+    let bob = c.session(BOB).await;
+    let status = |cookie: String| {
+        let request = c.http.get(c.url("/")).header("cookie", cookie).send();
+        async move { request.await.unwrap().status() }
+    };
+    assert_eq!(status(carol.clone()).await, 200);
+    c._scratch.write("tokens/carol", "carol-rotated-9999\n");
+    c.server.as_ref().unwrap().reload("test").await.unwrap();
+    assert_eq!(
+        status(carol).await,
+        303,
+        "the rotated token's session ended"
+    );
+    assert_eq!(status(bob).await, 200, "other tokens' sessions go on");
+    assert_eq!(
+        status(format!("warden_session={}", "a".repeat(64))).await,
+        303
+    );
+    assert_eq!(status("warden_session=<script>".into()).await, 303);
 }
