@@ -374,8 +374,12 @@ async fn an_on_call_requester_is_fast_tracked_at_once() {
             json!([]),
         )
         .await;
+        b.find("[name='f.duration']").await.type_text("90m").await;
         b.find("#submit").await.click().await;
         assert_eq!(b.text("#error").await, "field `reason`: is required");
+        // What was typed comes back with the error.
+        let duration = b.find("[name='f.duration']").await;
+        assert_eq!(duration.attribute("value").await.as_deref(), Some("90m"));
     })
     .await;
 }

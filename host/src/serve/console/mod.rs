@@ -213,11 +213,17 @@ fn to_sign_in(path: &str, query: Option<&str>) -> Response {
 fn same_origin(headers: &HeaderMap) -> bool {
     let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     if let Some(origin) = text("origin") {
-        let host = text("host").unwrap_or_default();
         let named = origin
             .strip_prefix("http://")
             .or_else(|| origin.strip_prefix("https://"));
-        return named.is_some_and(|o| !host.is_empty() && o.eq_ignore_ascii_case(host));
+        // Behind a proxy that rewrites `Host`, the name the browser used is in
+        // `X-Forwarded-Host`; a page on another site cannot set either header.
+        let ours = [text("host"), text("x-forwarded-host")];
+        return named.is_some_and(|o| {
+            ours.iter()
+                .flatten()
+                .any(|h| !h.is_empty() && o.eq_ignore_ascii_case(h.trim()))
+        });
     }
     !matches!(text("sec-fetch-site"), Some("cross-site" | "same-site"))
 }
@@ -542,7 +548,14 @@ async fn new_index(State(c): State<Console>, headers: HeaderMap) -> Response {
     )
 }
 
-fn new_form_page(c: &Console, who: &SignedIn, flow: &str, error: Option<&ApiError>) -> Response {
+/// A flow's form; after a refused submission, with the error and what was sent.
+fn new_form_page(
+    c: &Console,
+    who: &SignedIn,
+    flow: &str,
+    refused: Option<(&ApiError, &Form)>,
+) -> Response {
+    let error = refused.map(|(e, _)| e);
     let warden = c.app.runtime.current();
     let Some(spec) = warden.config().flow(flow) else {
         let e = ApiError::new(StatusCode::NOT_FOUND, format!("no flow `{flow}`"));
@@ -556,7 +569,7 @@ fn new_form_page(c: &Console, who: &SignedIn, flow: &str, error: Option<&ApiErro
             Some(&who.who()),
             &format!("New request: {flow}"),
             error.map(|e| Notice::Error(e.message())),
-            pages::new_form(flow, &declared, &who.who(), &key),
+            pages::new_form(flow, &declared, &who.who(), &key, refused.map(|(_, f)| f)),
         ),
     )
 }
@@ -619,7 +632,7 @@ async fn submit(
     .await;
     match submitted {
         Ok(submitted) => redirect(&format!("/requests/{}?filed", submitted.request.id)),
-        Err(e) => new_form_page(&c, &who, &flow, Some(&e)),
+        Err(e) => new_form_page(&c, &who, &flow, Some((&e, &form))),
     }
 }
 
@@ -659,4 +672,47 @@ async fn audit(
             pages::audit(&entries, older),
         ),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (k, v) in pairs {
+            map.insert(*k, HeaderValue::from_static(v));
+        }
+        map
+    }
+
+    #[test]
+    fn only_forms_from_this_servers_own_pages_are_read() {
+        let host = ("host", "warden.test:8080");
+        for ok in [
+            vec![host, ("origin", "http://warden.test:8080")],
+            vec![host, ("origin", "https://WARDEN.test:8080")],
+            // A proxy that rewrites Host names the browser's host here.
+            vec![
+                ("host", "127.0.0.1:8080"),
+                ("x-forwarded-host", "warden.example.com"),
+                ("origin", "https://warden.example.com"),
+            ],
+            // Not a browser: the CSRF token alone decides.
+            vec![host],
+            vec![host, ("sec-fetch-site", "same-origin")],
+        ] {
+            assert!(same_origin(&headers(&ok)), "{ok:?}");
+        }
+        for refused in [
+            vec![host, ("origin", "http://evil.example")],
+            vec![host, ("origin", "http://warden.test:8080.evil.example")],
+            vec![host, ("origin", "null")],
+            vec![("origin", "http://warden.test:8080")],
+            vec![host, ("sec-fetch-site", "cross-site")],
+            vec![host, ("sec-fetch-site", "same-site")],
+        ] {
+            assert!(!same_origin(&headers(&refused)), "{refused:?}");
+        }
+    }
 }

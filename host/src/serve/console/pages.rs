@@ -6,6 +6,7 @@ use std::time::SystemTime;
 use maud::{DOCTYPE, Markup, html};
 use serde_json::Value;
 
+use super::forms::Form;
 use crate::config::{FieldSpec, FieldType, Role};
 use crate::serve::lifecycle::RequestView;
 use crate::serve::requests::{AuditEntry, State, rfc3339};
@@ -278,34 +279,39 @@ pub fn new_index(flows: &[String]) -> Markup {
     }
 }
 
-/// A flow's request form: one input per declared field, or a reason when it declares none.
+/// A flow's request form: one input per declared field, or a reason when it declares none;
+/// filled in with `sent` when it comes back with an error.
 pub fn new_form(
     flow: &str,
     declared: &[(&String, &FieldSpec)],
     who: &Who,
     idempotency_key: &str,
+    sent: Option<&Form>,
 ) -> Markup {
+    let sent = |id: &str| sent.and_then(|f| f.get(id)).unwrap_or_default().to_string();
     html! {
         form.card #new-request method="post" action={ "/new/" (flow) } {
             input type="hidden" name="csrf" value=(who.csrf);
             input type="hidden" name="idem" value=(idempotency_key);
             @if declared.is_empty() {
                 label for="f.reason" { "Reason" }
-                textarea id="f.reason" name="f.reason" rows="3" maxlength="2000" {}
+                textarea id="f.reason" name="f.reason" rows="3" maxlength="2000" { (sent("f.reason")) }
             }
             @for (name, spec) in declared {
                 @let id = format!("f.{name}");
                 @match spec.kind {
-                    FieldType::Bool => label.check { input type="checkbox" id=(id) name=(id); " " (name) },
+                    FieldType::Bool => label.check {
+                        input type="checkbox" id=(id) name=(id) checked[!sent(&id).is_empty()]; " " (name)
+                    },
                     FieldType::List => {
                         label for=(id) { (name) @if spec.required { " *" } span.hint { " one per line" } }
-                        textarea id=(id) name=(id) rows="3" required[spec.required] {}
+                        textarea id=(id) name=(id) rows="3" required[spec.required] { (sent(&id)) }
                     }
                     kind => {
                         label for=(id) { (name) @if spec.required { " *" }
                             @if kind == FieldType::Duration { span.hint { " e.g. 30m, 2h" } } }
                         input id=(id) name=(id) type=(if kind == FieldType::Int { "number" } else { "text" })
-                            required[spec.required];
+                            value=(sent(&id)) required[spec.required];
                     }
                 }
             }
