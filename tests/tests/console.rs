@@ -13,7 +13,7 @@ use std::future::Future;
 use std::io::Write;
 use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use futures_util::FutureExt;
 use serde_json::{Value, json};
@@ -217,7 +217,7 @@ vars = {{ action = {markup:?} }}
 }
 
 /// One browser test at a time: two cores are shared by the whole suite.
-static ONE_BROWSER: Mutex<()> = Mutex::new(());
+static ONE_BROWSER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 fn screenshot_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("console-screenshots")
@@ -242,7 +242,7 @@ where
         }
         Err(missing) => panic!("{name} needs a browser (WARDEN_REQUIRE_BROWSER is set): {missing}"),
     };
-    let _one = ONE_BROWSER.lock().unwrap_or_else(|p| p.into_inner());
+    let _one = ONE_BROWSER.lock().await;
     let console = Console::start().await;
     let browser = Arc::new(Browser::start(&chromium, &driver).await);
     let outcome = AssertUnwindSafe(test(console, browser.clone()))
@@ -533,11 +533,20 @@ async fn signing_out_ends_the_session_and_the_old_cookie_no_longer_works() {
         // The admin's audit page: newest first.
         c.file(BOB, "for the audit").await;
         b.goto(&c.url("/audit")).await;
-        assert_eq!(
-            b.text("#audit tbody tr:first-child td[data-label=Action]")
-                .await,
-            "request"
+        let rows = b
+            .script(
+                "return [...document.querySelectorAll('#audit tbody tr')]\
+                 .map(r => [Number(r.cells[0].textContent), r.cells[3].textContent])",
+                json!([]),
+            )
+            .await;
+        let rows: Vec<(i64, String)> = serde_json::from_value(rows).unwrap();
+        assert!(
+            rows.windows(2).all(|w| w[0].0 > w[1].0),
+            "newest first: {rows:?}"
         );
+        assert_eq!(rows.last().unwrap().1, "console-sign-in", "{rows:?}");
+        assert_eq!(rows[0].1, "request", "{rows:?}");
         sign_out(&b).await;
 
         b.add_cookie(json!({ "name": "warden_session", "value": cookie["value"], "path": "/" }))

@@ -151,6 +151,15 @@ impl Console {
             })
     }
 
+    /// Records a sign-in or sign-out in the audit log (refused sign-ins are only logged: they
+    /// would let anyone grow the append-only log).
+    fn audit(&self, user: &str, action: &str) {
+        let requests = self.app.lifecycle.requests();
+        if let Err(e) = requests.audit(user, action, None, &serde_json::json!({})) {
+            tracing::error!("cannot write the audit log: {e}");
+        }
+    }
+
     /// `Secure` cookies: the operator says warden is behind TLS, or the proxy says this
     /// request came over it. (A client that lies gets a cookie its own browser won't send
     /// back over plain HTTP: no harm to anyone else.)
@@ -327,6 +336,7 @@ async fn sign_in(State(c): State<Console>, headers: HeaderMap, request: Request)
         }
     };
     tracing::info!(user = %caller.user, role = %caller.role, "console sign-in");
+    c.audit(&caller.user, "console-sign-in");
     let mut response = redirect(next);
     set_cookie(&mut response, Some(&id), c.secure(&headers));
     response
@@ -351,6 +361,7 @@ async fn logout(
     }
     c.sessions.close(&who.id);
     tracing::info!(user = %who.caller.user, "console sign-out");
+    c.audit(&who.caller.user, "console-sign-out");
     let mut response = redirect("/signin");
     set_cookie(&mut response, None, c.secure(&headers));
     response
@@ -441,7 +452,7 @@ fn request_page(
     };
     let status = error.map_or(StatusCode::OK, ApiError::status);
     // Just filed: say at once whether the flow's plugin decided it.
-    let news = filed.then(|| match view.state {
+    let news = filed.then_some(match view.state {
         RequestState::Pending | RequestState::Requested => "Filed: it waits for an approver.",
         RequestState::Denied => "Filed: the flow's plugin denied it at once.",
         _ => "Filed and fast-tracked: the flow's plugin approved it at once.",
