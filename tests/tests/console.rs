@@ -720,7 +720,7 @@ async fn forms_from_another_site_and_oversized_forms_are_refused() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_reload_that_rotates_a_token_ends_its_sessions_and_a_forged_cookie_is_signed_out() {
+async fn a_reload_rotating_a_token_or_a_restart_ends_sessions_and_a_forged_cookie_is_refused() {
     let c = Console::start().await;
     let carol = c.session(CAROL).await;
     let bob = c.session(BOB).await;
@@ -736,10 +736,25 @@ async fn a_reload_that_rotates_a_token_ends_its_sessions_and_a_forged_cookie_is_
         303,
         "the rotated token's session ended"
     );
-    assert_eq!(status(bob).await, 200, "other tokens' sessions go on");
+    assert_eq!(
+        status(bob.clone()).await,
+        200,
+        "other tokens' sessions go on"
+    );
     assert_eq!(
         status(format!("warden_session={}", "a".repeat(64))).await,
         303
     );
     assert_eq!(status("warden_session=<script>".into()).await, 303);
+
+    // Sessions live in memory: a restart signs everyone out.
+    let mut c = c;
+    c.server.take().unwrap().shutdown().await.unwrap();
+    let config = c._scratch.path().join("warden.toml");
+    let again = Server::start(&config, Some("127.0.0.1:0".parse().unwrap()))
+        .await
+        .unwrap();
+    c.server = Some(again);
+    let reply = c.http.get(c.url("/")).header("cookie", bob).send().await;
+    assert_eq!(reply.unwrap().status(), 303, "signed out by the restart");
 }
