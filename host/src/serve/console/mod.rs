@@ -1,23 +1,24 @@
 //! The approvers' console: server-rendered pages at `/` beside the JSON API under `/v1`.
 //!
 //! Every action is a plain form. Signing in exchanges an API token of `[serve.tokens.*]`
-//! for a session cookie ([`session`]); each state-changing form carries the session's CSRF
-//! token. Listing, submitting and deciding call the same [`Caller`] checks and lifecycle
-//! functions as the API's handlers, so the console adds no way around the API's roles, and
-//! what it does is audited the same way.
+//! for a session cookie ([`session`], [`auth`]); each state-changing form carries the
+//! session's CSRF token and must come from this server's own pages. [`pages`] holds the
+//! templates, [`forms`] what is read from a browser. Listing, submitting and deciding call
+//! the same [`Caller`] checks and lifecycle functions as the API's handlers, so the console
+//! adds no way around the API's roles, and what it does is audited the same way.
 
+mod auth;
 mod forms;
 mod pages;
 mod session;
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Instant;
 
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{ConnectInfo, Path, RawQuery, Request, State};
+use axum::extract::{Path, RawQuery, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -29,9 +30,10 @@ use crate::config::Role;
 use super::api::{self, ApiError, App, Caller, detached};
 use super::lifecycle::Submission;
 use super::requests::State as RequestState;
+use auth::{check_csrf, read_form};
 use forms::Form;
 use pages::{Decide, Notice, Who};
-use session::{Session, SignInRefused};
+use session::Session;
 
 pub(crate) use api::same_secret;
 
@@ -40,8 +42,6 @@ const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self'; form-ac
 const STYLESHEET: &str = include_str!("console.css");
 /// Audit entries per page.
 const AUDIT_PAGE: usize = 50;
-/// Longest API token the sign-in form compares.
-const MAX_TOKEN_BYTES: usize = 1024;
 
 #[derive(Clone)]
 struct Console {
@@ -58,8 +58,8 @@ pub(crate) fn router(app: Arc<App>) -> Router<Arc<App>> {
     Router::new()
         .route("/", get(list))
         .route("/console.css", get(stylesheet))
-        .route("/signin", get(sign_in_page).post(sign_in))
-        .route("/logout", post(logout))
+        .route("/signin", get(auth::sign_in_page).post(auth::sign_in))
+        .route("/logout", post(auth::logout))
         .route("/requests/{id}", get(show))
         .route("/requests/{id}/decide", post(decide))
         .route("/new", get(new_index))
@@ -215,156 +215,6 @@ fn to_sign_in(path: &str, query: Option<&str>) -> Response {
     }
     let next: String = url::form_urlencoded::byte_serialize(back.as_bytes()).collect();
     redirect(&format!("/signin?next={next}"))
-}
-
-/// A state-changing request must come from a page of this server: a browser's `Origin`
-/// (or `Sec-Fetch-Site`) that names another site is refused before any form is read.
-fn same_origin(headers: &HeaderMap) -> bool {
-    let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    if let Some(origin) = text("origin") {
-        let named = origin
-            .strip_prefix("http://")
-            .or_else(|| origin.strip_prefix("https://"));
-        // Behind a proxy that rewrites `Host`, the name the browser used is in
-        // `X-Forwarded-Host`; a page on another site cannot set either header.
-        let ours = [text("host"), text("x-forwarded-host")];
-        return named.is_some_and(|o| {
-            ours.iter()
-                .flatten()
-                .any(|h| !h.is_empty() && o.eq_ignore_ascii_case(h.trim()))
-        });
-    }
-    !matches!(text("sec-fetch-site"), Some("cross-site" | "same-site"))
-}
-
-/// Reads a form body: bounded, and only from this server's pages.
-fn read_form(headers: &HeaderMap, body: Result<Bytes, BytesRejection>) -> Result<Form, ApiError> {
-    if !same_origin(headers) {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "this form was sent from another site; refused",
-        ));
-    }
-    let body = body.map_err(|e| ApiError::new(e.status(), "the form could not be read"))?;
-    if body.len() > forms::MAX_FORM_BYTES {
-        return Err(ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!(
-                "the form is larger than {} KiB",
-                forms::MAX_FORM_BYTES >> 10
-            ),
-        ));
-    }
-    Form::parse(&body).map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e))
-}
-
-/// The form's CSRF token must be this session's.
-fn check_csrf(who: &SignedIn, form: &Form) -> Result<(), ApiError> {
-    if session::csrf_matches(&who.session, form.get("csrf")) {
-        Ok(())
-    } else {
-        Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "this form's CSRF token is missing or is not this session's; reload the page and try again",
-        ))
-    }
-}
-
-async fn sign_in_page(RawQuery(query): RawQuery) -> Response {
-    let query = Form::parse(query.unwrap_or_default().as_bytes()).unwrap_or_default();
-    let next = forms::return_path(query.get("next"));
-    html(
-        StatusCode::OK,
-        pages::layout(None, "Sign in", None, pages::sign_in(next)),
-    )
-}
-
-/// Sign-in never shows which part of a token was wrong, and counts attempts per address.
-async fn sign_in(State(c): State<Console>, headers: HeaderMap, request: Request) -> Response {
-    let addr = request
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |ConnectInfo(a)| a.ip());
-    let limit = c.app.runtime.current().config().serve.max_body_bytes;
-    let body = axum::body::to_bytes(request.into_body(), limit.min(forms::MAX_FORM_BYTES))
-        .await
-        .map_err(|_| ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "the form is too large"));
-    let page = |status, next: &str, message: &str| {
-        html(
-            status,
-            pages::layout(
-                None,
-                "Sign in",
-                Some(Notice::Error(message)),
-                pages::sign_in(next),
-            ),
-        )
-    };
-    let form = match body.and_then(|b| read_form(&headers, Ok(b))) {
-        Ok(form) => form,
-        Err(e) => return page(e.status(), "/", e.message()),
-    };
-    let next = forms::return_path(form.get("next"));
-    let now = Instant::now();
-    if c.sessions.attempt(addr, now).is_err() {
-        return page(
-            StatusCode::TOO_MANY_REQUESTS,
-            next,
-            "Too many sign-in attempts from your address; wait a minute and try again.",
-        );
-    }
-    let token = form.get("token").map(str::trim).unwrap_or_default();
-    let caller = (!token.is_empty() && token.len() <= MAX_TOKEN_BYTES)
-        .then(|| Caller::for_token(&c.app, token))
-        .flatten();
-    let Some(caller) = caller else {
-        tracing::info!(%addr, "console sign-in refused");
-        return page(StatusCode::UNAUTHORIZED, next, "That token is not valid.");
-    };
-    // Whatever session this browser had ends: a sign-in always gets a new id.
-    if let Some(old) = c.signed_in(&headers) {
-        c.sessions.close(&old.id);
-    }
-    let (id, _) = match c.sessions.open(token, now) {
-        Ok(opened) => opened,
-        Err(SignInRefused::Full | SignInRefused::RateLimited) => {
-            return page(
-                StatusCode::SERVICE_UNAVAILABLE,
-                next,
-                "warden holds as many console sessions as it may; try again later.",
-            );
-        }
-    };
-    tracing::info!(user = %caller.user, role = %caller.role, "console sign-in");
-    c.audit(&caller.user, "console-sign-in");
-    let mut response = redirect(next);
-    set_cookie(&mut response, Some(&id), c.secure(&headers));
-    response
-}
-
-fn set_cookie(response: &mut Response, id: Option<&str>, secure: bool) {
-    if let Ok(value) = HeaderValue::from_str(&session::set_cookie(id, secure)) {
-        response.headers_mut().append(header::SET_COOKIE, value);
-    }
-}
-
-async fn logout(
-    State(c): State<Console>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
-    let Some(who) = c.signed_in(&headers) else {
-        return redirect("/signin");
-    };
-    if let Err(e) = read_form(&headers, body).and_then(|form| check_csrf(&who, &form)) {
-        return error_page(&who, &e);
-    }
-    c.sessions.close(&who.id);
-    tracing::info!(user = %who.caller.user, "console sign-out");
-    c.audit(&who.caller.user, "console-sign-out");
-    let mut response = redirect("/signin");
-    set_cookie(&mut response, None, c.secure(&headers));
-    response
 }
 
 async fn list(State(c): State<Console>, headers: HeaderMap, RawQuery(query): RawQuery) -> Response {
@@ -683,47 +533,4 @@ async fn audit(
             pages::audit(&entries, older),
         ),
     )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
-        let mut map = HeaderMap::new();
-        for (k, v) in pairs {
-            map.insert(*k, HeaderValue::from_static(v));
-        }
-        map
-    }
-
-    #[test]
-    fn only_forms_from_this_servers_own_pages_are_read() {
-        let host = ("host", "warden.test:8080");
-        for ok in [
-            vec![host, ("origin", "http://warden.test:8080")],
-            vec![host, ("origin", "https://WARDEN.test:8080")],
-            // A proxy that rewrites Host names the browser's host here.
-            vec![
-                ("host", "127.0.0.1:8080"),
-                ("x-forwarded-host", "warden.example.com"),
-                ("origin", "https://warden.example.com"),
-            ],
-            // Not a browser: the CSRF token alone decides.
-            vec![host],
-            vec![host, ("sec-fetch-site", "same-origin")],
-        ] {
-            assert!(same_origin(&headers(&ok)), "{ok:?}");
-        }
-        for refused in [
-            vec![host, ("origin", "http://evil.example")],
-            vec![host, ("origin", "http://warden.test:8080.evil.example")],
-            vec![host, ("origin", "null")],
-            vec![("origin", "http://warden.test:8080")],
-            vec![host, ("sec-fetch-site", "cross-site")],
-            vec![host, ("sec-fetch-site", "same-site")],
-        ] {
-            assert!(!same_origin(&headers(&refused)), "{refused:?}");
-        }
-    }
 }
