@@ -3,7 +3,8 @@
 //! [`Server`] wires the pieces: the current [`Warden`] behind an atomic swap (so a reload
 //! replaces it while requests already running keep the one they started with), the
 //! [`lifecycle::Lifecycle`] state machine, its persistence in the SQLite store
-//! ([`requests`]), the expiry sleeper, [`metrics`], and the HTTP [`api`].
+//! ([`requests`]), the expiry sleeper, [`metrics`], the HTTP [`api`], and beside it the
+//! approvers' web [`console`].
 
 mod api;
 mod console;

@@ -534,3 +534,32 @@ async fn audit(
         ),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use crate::serve::requests::Requests;
+    use crate::store::Store;
+
+    #[test]
+    fn the_audit_log_pages_newest_first_without_gaps_or_repeats() {
+        let requests = Requests::new(Arc::new(Store::open_in_memory().unwrap()));
+        for i in 0..(2 * super::AUDIT_PAGE + 7) {
+            let detail = serde_json::json!({ "i": i });
+            requests.audit("a@x.com", "reload", None, &detail).unwrap();
+        }
+        let mut seen = Vec::new();
+        let mut before = None;
+        loop {
+            let page = requests.audit_page(before, super::AUDIT_PAGE).unwrap();
+            seen.extend(page.iter().map(|e| e.detail["i"].as_u64().unwrap()));
+            if page.len() < super::AUDIT_PAGE {
+                break;
+            }
+            before = page.last().map(|e| e.seq);
+        }
+        let expected: Vec<u64> = (0..(2 * super::AUDIT_PAGE as u64 + 7)).rev().collect();
+        assert_eq!(seen, expected);
+    }
+}
