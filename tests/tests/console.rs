@@ -199,6 +199,9 @@ async fn the_buttons_are_missing_with_the_reason_and_forged_posts_change_nothing
         let carols = c.file(CAROL, "my own").await;
 
         sign_in(&c, &b, BOB).await;
+        // A requester's list holds their own requests only.
+        assert_eq!(b.count("#requests tbody tr").await, 1);
+        b.find(&format!("tr[data-id='{bobs}']")).await;
         b.goto(&c.url(&format!("/requests/{bobs}"))).await;
         assert!(b.text("#no-actions").await.contains("You are a requester"));
         assert!(b.find_now("#approve").await.is_none());
@@ -387,6 +390,23 @@ async fn the_list_fits_a_phone() {
         let fits = "return [document.documentElement.scrollWidth, window.innerWidth]";
         let widths = b.script(fits, json!([])).await;
         assert!(widths[0].as_u64() <= widths[1].as_u64(), "{widths}");
+        // Filters by state and by flow, also chosen through the filter form.
+        b.goto(&c.url("/?state=escalated")).await;
+        assert_eq!(b.count("#requests tbody tr").await, 1);
+        assert!(b.text("#requests").await.contains("alice@example.com"));
+        b.goto(&c.url("/?flow=open")).await;
+        assert_eq!(b.text("#empty").await, "No requests.");
+        b.goto(&c.url("/")).await;
+        b.script(
+            "document.querySelector('select[name=state]').value = 'pending'",
+            json!([]),
+        )
+        .await;
+        b.find(".filters button").await.click().await;
+        b.find("#requests").await;
+        assert!(b.url().await.contains("state=pending"));
+        assert_eq!(b.count("#requests tbody tr").await, 1);
+        assert_eq!(b.text("#requests .state").await, "pending");
         let id = c.file(BOB, "phone").await;
         b.goto(&c.url(&format!("/requests/{id}"))).await;
         b.find("#approve").await;
