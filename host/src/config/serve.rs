@@ -68,6 +68,9 @@ pub struct ServeSettings {
     /// API requests handled at once; more are refused with 503 rather than queued.
     pub max_in_flight: usize,
     pub tokens: Vec<ApiToken>,
+    /// `behind_tls`: warden is reached only through a TLS-terminating proxy, so the
+    /// console's session cookie is always marked `Secure`.
+    pub behind_tls: bool,
 }
 
 impl Default for ServeSettings {
@@ -77,6 +80,7 @@ impl Default for ServeSettings {
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
             tokens: Vec::new(),
+            behind_tls: false,
         }
     }
 }
@@ -239,6 +243,7 @@ impl Validator<'_> {
             max_body_bytes,
             max_in_flight,
             tokens,
+            behind_tls: raw.behind_tls,
         }
     }
 

@@ -490,6 +490,31 @@ mod tests {
         assert!(recorded.render("").len() < 32 << 10);
     }
 
+    /// The http capability refuses header values with control characters before any
+    /// transport, but a body, a URL's decoded parts and header names it lets through are
+    /// the plugin's text: `warden test` prints them escaped, so they cannot forge lines.
+    #[tokio::test]
+    async fn a_recorded_requests_control_characters_are_shown_escaped() {
+        let forged = "line1\n2026-01-01T00:00:00Z  INFO warden: forged\x1b[31m\u{9b}2J\x07\r\x7f";
+        let transport = MockTransport::new(Vec::new(), BTreeMap::new());
+        let url = Url::parse("http://x.example/path").unwrap();
+        let headers = [OutgoingHeader {
+            name: format!("x-{forged}"),
+            value: OutgoingValue::Text(forged.to_string()),
+        }];
+        send(&transport, &url, &headers, forged.as_bytes()).await;
+        let rendered = transport.requests()[0].render("");
+        assert!(
+            rendered.contains("body: line1\\n2026-01-01T00:00:00Z  INFO warden: forged\\x1b[31m"),
+            "{rendered}"
+        );
+        for line in rendered.lines() {
+            assert!(!line.starts_with("2026-01-01"), "a forged line: {rendered}");
+        }
+        let raw = rendered.chars().find(|c| *c != '\n' && c.is_control());
+        assert_eq!(raw, None, "a control character printed raw: {rendered:?}");
+    }
+
     #[tokio::test]
     async fn requests_past_the_cap_are_counted_not_recorded() {
         let transport = MockTransport::new(Vec::new(), BTreeMap::new());

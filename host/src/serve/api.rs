@@ -51,6 +51,7 @@ pub(crate) fn router(app: Arc<App>, max_body_bytes: usize) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics))
         .merge(v1)
+        .merge(super::console::router(app.clone()))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .layer(middleware::from_fn_with_state(app.clone(), count_responses))
@@ -66,7 +67,7 @@ pub(crate) struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+    pub(crate) fn new(status: StatusCode, message: impl Into<String>) -> Self {
         Self {
             status,
             message: message.into(),
@@ -76,6 +77,14 @@ impl ApiError {
 
     fn forbidden(message: impl Into<String>) -> Self {
         Self::new(StatusCode::FORBIDDEN, message)
+    }
+
+    pub(crate) fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    pub(crate) fn message(&self) -> &str {
+        &self.message
     }
 }
 
@@ -137,12 +146,43 @@ impl From<BytesRejection> for ApiError {
 
 /// Who is calling, from their bearer token.
 pub(crate) struct Caller {
-    user: String,
-    role: Role,
+    pub(crate) user: String,
+    pub(crate) role: Role,
 }
 
 impl Caller {
-    fn require(&self, role: Role) -> Result<(), ApiError> {
+    /// The caller whose API token `token` is, in the config now serving.
+    pub(crate) fn for_token(app: &App, token: &str) -> Option<Self> {
+        let warden = app.runtime.current();
+        let found = warden
+            .config()
+            .serve
+            .tokens
+            .iter()
+            .find(|t| same_secret(t.token.expose().as_bytes(), token.as_bytes()))?;
+        Some(Caller {
+            user: found.user.clone(),
+            role: found.role,
+        })
+    }
+
+    /// Requesters see only their own requests; approvers and admins see all.
+    pub(crate) fn may_see(&self, requester: &str) -> Result<(), ApiError> {
+        if self.role == Role::Requester && !requester.eq_ignore_ascii_case(&self.user) {
+            return Err(ApiError::forbidden(format!(
+                "{} may see only their own requests",
+                self.user
+            )));
+        }
+        Ok(())
+    }
+
+    /// Whose requests a listing shows: `None` for all.
+    pub(crate) fn list_scope(&self) -> Option<&str> {
+        (self.role == Role::Requester).then_some(self.user.as_str())
+    }
+
+    pub(crate) fn require(&self, role: Role) -> Result<(), ApiError> {
         if self.role >= role {
             Ok(())
         } else {
@@ -154,7 +194,11 @@ impl Caller {
     }
 
     /// `named` (who the body says acts) must be the caller, unless the caller is an admin.
-    fn acting_as(&self, named: Option<UserInput>, what: &str) -> Result<UserInput, ApiError> {
+    pub(crate) fn acting_as(
+        &self,
+        named: Option<UserInput>,
+        what: &str,
+    ) -> Result<UserInput, ApiError> {
         let named = named.unwrap_or_else(|| UserInput {
             email: self.user.clone(),
             username: None,
@@ -174,7 +218,7 @@ impl Caller {
 }
 
 /// Compares in time independent of where the first difference is.
-fn same_secret(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn same_secret(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
@@ -193,22 +237,15 @@ impl FromRequestParts<Arc<App>> for Caller {
             .and_then(|v| v.strip_prefix("Bearer "))
             .map(str::trim)
             .ok_or_else(|| unauthorized("the Authorization header must be `Bearer <token>`"))?;
-        let warden = app.runtime.current();
-        let found = warden
-            .config()
-            .serve
-            .tokens
-            .iter()
-            .find(|t| same_secret(t.token.expose().as_bytes(), token.as_bytes()))
-            .ok_or_else(|| unauthorized("unknown token"))?;
-        Ok(Caller {
-            user: found.user.clone(),
-            role: found.role,
-        })
+        Caller::for_token(app, token).ok_or_else(|| unauthorized("unknown token"))
     }
 }
 
-async fn limit_in_flight(State(app): State<Arc<App>>, request: Request, next: Next) -> Response {
+pub(crate) async fn limit_in_flight(
+    State(app): State<Arc<App>>,
+    request: Request,
+    next: Next,
+) -> Response {
     let Ok(_permit) = app.in_flight.clone().try_acquire_owned() else {
         let mut response = ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -252,7 +289,7 @@ pub fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Stri
 
 /// Runs a lifecycle operation as its own task, so a client that hangs up does not cut a
 /// request's hooks short, and shutdown can wait for it.
-async fn detached<T: Send + 'static>(
+pub(crate) async fn detached<T: Send + 'static>(
     app: &App,
     work: impl Future<Output = Result<T, LifecycleError>> + Send + 'static,
 ) -> Result<T, ApiError> {
@@ -385,12 +422,7 @@ async fn show(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let view = app.lifecycle.view(&id)?;
-    if caller.role == Role::Requester && !view.requester.eq_ignore_ascii_case(&caller.user) {
-        return Err(ApiError::forbidden(format!(
-            "{} may see only their own requests",
-            caller.user
-        )));
-    }
+    caller.may_see(&view.requester)?;
     Ok(axum::Json(view).into_response())
 }
 
@@ -411,8 +443,7 @@ async fn list(
         .map(|s| s.parse::<RequestState>())
         .transpose()
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e))?;
-    let only = (caller.role == Role::Requester).then_some(caller.user.as_str());
-    let requests = app.lifecycle.list(state, only)?;
+    let requests = app.lifecycle.list(state, caller.list_scope())?;
     Ok(axum::Json(serde_json::json!({ "requests": requests })).into_response())
 }
 

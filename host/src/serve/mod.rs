@@ -3,9 +3,11 @@
 //! [`Server`] wires the pieces: the current [`Warden`] behind an atomic swap (so a reload
 //! replaces it while requests already running keep the one they started with), the
 //! [`lifecycle::Lifecycle`] state machine, its persistence in the SQLite store
-//! ([`crate::store::requests`]), the expiry sleeper, [`metrics`], and the HTTP [`api`].
+//! ([`crate::store::requests`]), the expiry sleeper, [`metrics`], the HTTP [`api`], and beside
+//! it the approvers' web [`console`].
 
 mod api;
+mod console;
 pub mod lifecycle;
 pub mod metrics;
 
@@ -218,9 +220,13 @@ impl Server {
         });
         let router = api::router(app, settings.max_body_bytes);
         let http = tokio::spawn(
-            axum::serve(listener, router)
-                .with_graceful_shutdown(stop.clone().cancelled_owned())
-                .into_future(),
+            // The console rate-limits sign-in attempts by client address.
+            axum::serve(
+                listener,
+                router.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(stop.clone().cancelled_owned())
+            .into_future(),
         );
         tracing::info!(%addr, "warden serving");
         Ok(Self {

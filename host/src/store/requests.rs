@@ -661,6 +661,33 @@ impl Requests {
         })
     }
 
+    /// Up to `limit` audit entries older than `before` (a `seq`; all when `None`), newest
+    /// first: one page of the console's audit view.
+    pub(crate) fn audit_page(
+        &self,
+        before: Option<i64>,
+        limit: usize,
+    ) -> Result<Vec<AuditEntry>, StoreError> {
+        self.store.read(|c| {
+            let mut stmt = c.prepare(
+                "SELECT seq, at, actor, action, request_id, detail FROM audit_log
+                 WHERE ?1 IS NULL OR seq < ?1 ORDER BY seq DESC LIMIT ?2",
+            )?;
+            stmt.query_map(params![before, limit as i64], |r| {
+                let detail: String = r.get(5)?;
+                Ok(AuditEntry {
+                    seq: r.get(0)?,
+                    at: r.get(1)?,
+                    actor: r.get(2)?,
+                    action: r.get(3)?,
+                    request_id: r.get(4)?,
+                    detail: serde_json::from_str(&detail).unwrap_or(serde_json::Value::Null),
+                })
+            })?
+            .collect()
+        })
+    }
+
     pub fn ids_in(&self, state: State) -> Result<Vec<String>, StoreError> {
         self.store.read(|c| {
             let mut stmt =

@@ -1,0 +1,565 @@
+//! The approvers' console: server-rendered pages at `/` beside the JSON API under `/v1`.
+//!
+//! Every action is a plain form. Signing in exchanges an API token of `[serve.tokens.*]`
+//! for a session cookie ([`session`], [`auth`]); each state-changing form carries the
+//! session's CSRF token and must come from this server's own pages. [`pages`] holds the
+//! templates, [`forms`] what is read from a browser. Listing, submitting and deciding call
+//! the same [`Caller`] checks and lifecycle functions as the API's handlers, so the console
+//! adds no way around the API's roles, and what it does is audited the same way.
+
+mod auth;
+mod forms;
+mod pages;
+mod session;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, RawQuery, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use maud::Markup;
+
+use crate::config::Role;
+
+use super::api::{self, ApiError, App, Caller, detached};
+use super::lifecycle::Submission;
+use crate::store::requests::State as RequestState;
+use auth::{check_csrf, read_form};
+use forms::Form;
+use pages::{Decide, Notice, Who};
+use session::Session;
+
+pub(crate) use api::same_secret;
+
+const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; \
+                   frame-ancestors 'none'; base-uri 'none'";
+const STYLESHEET: &str = include_str!("console.css");
+/// Audit entries per page.
+const AUDIT_PAGE: usize = 50;
+
+#[derive(Clone)]
+struct Console {
+    app: Arc<App>,
+    sessions: Arc<session::Sessions>,
+}
+
+/// The console's routes, with the API's in-flight bound and the pages' security headers.
+pub(crate) fn router(app: Arc<App>) -> Router<Arc<App>> {
+    let console = Console {
+        app: app.clone(),
+        sessions: Arc::default(),
+    };
+    Router::new()
+        .route("/", get(list))
+        .route("/console.css", get(stylesheet))
+        .route("/signin", get(auth::sign_in_page).post(auth::sign_in))
+        .route("/logout", post(auth::logout))
+        .route("/requests/{id}", get(show))
+        .route("/requests/{id}/decide", post(decide))
+        .route("/new", get(new_index))
+        .route("/new/{flow}", get(new_form).post(submit))
+        .route("/audit", get(audit))
+        .layer(middleware::from_fn(security_headers))
+        .layer(middleware::from_fn_with_state(app, api::limit_in_flight))
+        .with_state(console)
+}
+
+async fn security_headers(request: Request, next: Next) -> Response {
+    let mut response = next.run(request).await;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CSP),
+    );
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    // Not `no-referrer`: with it a browser sends `Origin: null` on the console's own forms,
+    // which `same_origin` refuses. Request ids still never reach another site.
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("same-origin"),
+    );
+    if !headers.contains_key(header::CACHE_CONTROL) {
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+    response
+}
+
+async fn stylesheet() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/css; charset=utf-8"),
+            (header::CACHE_CONTROL, "max-age=300"),
+        ],
+        STYLESHEET,
+    )
+        .into_response()
+}
+
+/// A signed-in browser: its session and who its token names in the config now serving.
+struct SignedIn {
+    id: String,
+    session: Session,
+    caller: Caller,
+}
+
+impl SignedIn {
+    fn who(&self) -> Who<'_> {
+        Who {
+            user: &self.caller.user,
+            role: self.caller.role,
+            csrf: &self.session.csrf,
+        }
+    }
+}
+
+impl Console {
+    fn signed_in(&self, headers: &HeaderMap) -> Option<SignedIn> {
+        let now = Instant::now();
+        let warden = self.app.runtime.current();
+        let tokens = &warden.config().serve.tokens;
+        headers
+            .get_all(header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(session::session_ids)
+            .find_map(|id| {
+                let session = self.sessions.get(id, now)?;
+                let Some(token) = session.token(tokens) else {
+                    // Its token was removed or rotated by a reload: signed out.
+                    self.sessions.close(id);
+                    return None;
+                };
+                let caller = Caller {
+                    user: token.user.clone(),
+                    role: token.role,
+                };
+                Some(SignedIn {
+                    id: id.to_string(),
+                    session,
+                    caller,
+                })
+            })
+    }
+
+    /// Records a sign-in or sign-out in the audit log (refused sign-ins are only logged: they
+    /// would let anyone grow the append-only log).
+    fn audit(&self, user: &str, action: &str) {
+        let requests = self.app.lifecycle.requests();
+        if let Err(e) = requests.audit(user, action, None, &serde_json::json!({})) {
+            tracing::error!("cannot write the audit log: {e}");
+        }
+    }
+
+    /// `Secure` cookies: the operator says warden is behind TLS, or the proxy says this
+    /// request came over it. (A client that lies gets a cookie its own browser won't send
+    /// back over plain HTTP: no harm to anyone else.)
+    fn secure(&self, headers: &HeaderMap) -> bool {
+        let forwarded_https = headers
+            .get("x-forwarded-proto")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("https"));
+        self.app.runtime.current().config().serve.behind_tls || forwarded_https
+    }
+}
+
+fn html(status: StatusCode, markup: Markup) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        markup.into_string(),
+    )
+        .into_response()
+}
+
+fn redirect(to: &str) -> Response {
+    let mut response = StatusCode::SEE_OTHER.into_response();
+    if let Ok(location) = HeaderValue::from_str(to) {
+        response.headers_mut().insert(header::LOCATION, location);
+    }
+    response
+}
+
+/// An error shown as a page of its own, for the signed-in user.
+fn error_page(who: &SignedIn, error: &ApiError) -> Response {
+    let title = match error.status() {
+        StatusCode::NOT_FOUND => "Not found",
+        StatusCode::FORBIDDEN => "Not allowed",
+        _ => "Cannot do that",
+    };
+    html(
+        error.status(),
+        pages::layout(
+            Some(&who.who()),
+            title,
+            Some(Notice::Error(error.message())),
+            maud::html! { p { a href="/" { "Back to the requests" } } },
+        ),
+    )
+}
+
+/// To the sign-in page, coming back to `path` afterwards.
+fn to_sign_in(path: &str, query: Option<&str>) -> Response {
+    let mut back = path.to_string();
+    if let Some(q) = query.filter(|q| !q.is_empty()) {
+        back = format!("{back}?{q}");
+    }
+    let next: String = url::form_urlencoded::byte_serialize(back.as_bytes()).collect();
+    redirect(&format!("/signin?next={next}"))
+}
+
+async fn list(State(c): State<Console>, headers: HeaderMap, RawQuery(query): RawQuery) -> Response {
+    let Some(who) = c.signed_in(&headers) else {
+        return to_sign_in("/", query.as_deref());
+    };
+    let query = match Form::parse(query.unwrap_or_default().as_bytes()) {
+        Ok(q) => q,
+        Err(e) => return error_page(&who, &ApiError::new(StatusCode::BAD_REQUEST, e)),
+    };
+    let state = match query.get("state").filter(|s| !s.is_empty()).map(str::parse) {
+        None => None,
+        Some(Ok(state)) => Some(state),
+        Some(Err(e)) => return error_page(&who, &ApiError::new(StatusCode::BAD_REQUEST, e)),
+    };
+    let flow = query.get("flow").filter(|f| !f.is_empty());
+    let mut requests = match c.app.lifecycle.list(state, who.caller.list_scope()) {
+        Ok(requests) => requests,
+        Err(e) => return error_page(&who, &e.into()),
+    };
+    if let Some(flow) = flow {
+        requests.retain(|r| r.flow == flow);
+    }
+    // Pending first; otherwise newest first, as listed.
+    requests.sort_by_key(|r| r.state != RequestState::Pending);
+    let flows: Vec<String> = c
+        .app
+        .runtime
+        .current()
+        .config()
+        .flows
+        .keys()
+        .cloned()
+        .collect();
+    let title = if who.caller.role == Role::Requester {
+        "Your requests"
+    } else {
+        "Requests"
+    };
+    html(
+        StatusCode::OK,
+        pages::layout(
+            Some(&who.who()),
+            title,
+            None,
+            pages::list(&requests, &flows, state, flow),
+        ),
+    )
+}
+
+/// A request's page, with `error` at the top when an action on it was refused.
+fn request_page(
+    c: &Console,
+    who: &SignedIn,
+    id: &str,
+    error: Option<&ApiError>,
+    filed: bool,
+) -> Response {
+    let view = match c.app.lifecycle.view(id) {
+        Ok(view) => view,
+        Err(e) => return error_page(who, &e.into()),
+    };
+    if let Err(e) = who.caller.may_see(&view.requester) {
+        return error_page(who, &e);
+    }
+    let self_approval_allowed = c
+        .app
+        .runtime
+        .current()
+        .config()
+        .flow(&view.flow)
+        .is_some_and(|f| f.allow_self_approval);
+    let decide = if who.caller.role < Role::Approver {
+        Decide::Missing(format!(
+            "You are a {}: only approvers and admins approve or deny requests.",
+            who.caller.role
+        ))
+    } else if view.requester.eq_ignore_ascii_case(&who.caller.user) && !self_approval_allowed {
+        Decide::Missing(format!(
+            "You requested this, and flow `{}` does not allow self-approval: another approver decides.",
+            view.flow
+        ))
+    } else {
+        Decide::Allowed
+    };
+    let status = error.map_or(StatusCode::OK, ApiError::status);
+    // Just filed: say at once whether the flow's plugin decided it.
+    let news = filed.then_some(match view.state {
+        RequestState::Pending | RequestState::Requested => "Filed: it waits for an approver.",
+        RequestState::Denied => "Filed: the flow's plugin denied it at once.",
+        _ => "Filed and fast-tracked: the flow's plugin approved it at once.",
+    });
+    let notice = match (error, news) {
+        (Some(e), _) => Some(Notice::Error(e.message())),
+        (None, Some(news)) => Some(Notice::Info(news)),
+        (None, None) => None,
+    };
+    html(
+        status,
+        pages::layout(
+            Some(&who.who()),
+            &format!("Request {}", view.id),
+            notice,
+            pages::request(&view, &who.who(), &decide),
+        ),
+    )
+}
+
+async fn show(
+    State(c): State<Console>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let Some(who) = c.signed_in(&headers) else {
+        let path: String = url::form_urlencoded::byte_serialize(id.as_bytes()).collect();
+        return to_sign_in(&format!("/requests/{path}"), None);
+    };
+    request_page(&c, &who, &id, None, query.as_deref() == Some("filed"))
+}
+
+async fn decide(
+    State(c): State<Console>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let Some(who) = c.signed_in(&headers) else {
+        return redirect("/signin");
+    };
+    let form = match read_form(&headers, body).and_then(|f| check_csrf(&who, &f).map(|()| f)) {
+        Ok(form) => form,
+        Err(e) => return error_page(&who, &e),
+    };
+    let decided = async {
+        who.caller.require(Role::Approver)?;
+        let approver = who.caller.acting_as(None, "approver")?;
+        let approve = match form.get("verdict") {
+            Some("approve") => true,
+            Some("deny") => false,
+            _ => {
+                return Err(ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "choose Approve or Deny",
+                ));
+            }
+        };
+        let reason = form
+            .get("reason")
+            .map(str::trim)
+            .filter(|r| !r.is_empty())
+            .map(str::to_string);
+        let lifecycle = c.app.lifecycle.clone();
+        let id = id.clone();
+        detached(&c.app, async move {
+            if approve {
+                lifecycle.approve(&id, approver, reason).await
+            } else {
+                lifecycle.deny(&id, approver, reason).await
+            }
+        })
+        .await
+    }
+    .await;
+    match decided {
+        Ok(_) => redirect(&format!("/requests/{id}")),
+        Err(e) => request_page(&c, &who, &id, Some(&e), false),
+    }
+}
+
+async fn new_index(State(c): State<Console>, headers: HeaderMap) -> Response {
+    let Some(who) = c.signed_in(&headers) else {
+        return to_sign_in("/new", None);
+    };
+    let flows: Vec<String> = c
+        .app
+        .runtime
+        .current()
+        .config()
+        .flows
+        .keys()
+        .cloned()
+        .collect();
+    html(
+        StatusCode::OK,
+        pages::layout(
+            Some(&who.who()),
+            "New request",
+            None,
+            pages::new_index(&flows),
+        ),
+    )
+}
+
+/// A flow's form; after a refused submission, with the error and what was sent.
+fn new_form_page(
+    c: &Console,
+    who: &SignedIn,
+    flow: &str,
+    refused: Option<(&ApiError, &Form)>,
+) -> Response {
+    let error = refused.map(|(e, _)| e);
+    let warden = c.app.runtime.current();
+    let Some(spec) = warden.config().flow(flow) else {
+        let e = ApiError::new(StatusCode::NOT_FOUND, format!("no flow `{flow}`"));
+        return error_page(who, &e);
+    };
+    let declared: Vec<_> = spec.fields.iter().collect();
+    let key = format!("console-{}", session::random_hex(16));
+    html(
+        error.map_or(StatusCode::OK, ApiError::status),
+        pages::layout(
+            Some(&who.who()),
+            &format!("New request: {flow}"),
+            error.map(|e| Notice::Error(e.message())),
+            pages::new_form(flow, &declared, &who.who(), &key, refused.map(|(_, f)| f)),
+        ),
+    )
+}
+
+async fn new_form(
+    State(c): State<Console>,
+    headers: HeaderMap,
+    Path(flow): Path<String>,
+) -> Response {
+    let Some(who) = c.signed_in(&headers) else {
+        let path: String = url::form_urlencoded::byte_serialize(flow.as_bytes()).collect();
+        return to_sign_in(&format!("/new/{path}"), None);
+    };
+    new_form_page(&c, &who, &flow, None)
+}
+
+async fn submit(
+    State(c): State<Console>,
+    headers: HeaderMap,
+    Path(flow): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let Some(who) = c.signed_in(&headers) else {
+        return redirect("/signin");
+    };
+    let form = match read_form(&headers, body).and_then(|f| check_csrf(&who, &f).map(|()| f)) {
+        Ok(form) => form,
+        Err(e) => return error_page(&who, &e),
+    };
+    let submitted = async {
+        who.caller.require(Role::Requester)?;
+        let requester = who.caller.acting_as(None, "requester")?;
+        let warden = c.app.runtime.current();
+        let declared = warden
+            .config()
+            .flow(&flow)
+            .map(|f| f.fields.clone())
+            .unwrap_or_default();
+        let fields = forms::request_fields(&declared, &form).map_err(|(field, message)| {
+            ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!("field `{field}`: {message}"),
+            )
+        })?;
+        // A random key from the form: sending it twice (a reload) files one request.
+        let idempotency_key = form
+            .get("idem")
+            .filter(|k| k.len() <= 100 && k.bytes().all(|b| b.is_ascii_graphic()))
+            .map(str::to_string);
+        let lifecycle = c.app.lifecycle.clone();
+        let submission = Submission {
+            flow: flow.clone(),
+            requester,
+            fields,
+            created_by: who.caller.user.clone(),
+            idempotency_key,
+        };
+        detached(&c.app, async move { lifecycle.submit(submission).await }).await
+    }
+    .await;
+    match submitted {
+        Ok(submitted) => redirect(&format!("/requests/{}?filed", submitted.request.id)),
+        Err(e) => new_form_page(&c, &who, &flow, Some((&e, &form))),
+    }
+}
+
+async fn audit(
+    State(c): State<Console>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let Some(who) = c.signed_in(&headers) else {
+        return to_sign_in("/audit", query.as_deref());
+    };
+    if let Err(e) = who.caller.require(Role::Admin) {
+        return error_page(&who, &e);
+    }
+    let query = Form::parse(query.unwrap_or_default().as_bytes()).unwrap_or_default();
+    let before = match query.get("before").map(str::parse::<i64>) {
+        None => None,
+        Some(Ok(seq)) => Some(seq),
+        Some(Err(_)) => {
+            let e = ApiError::new(StatusCode::BAD_REQUEST, "`before` must be a whole number");
+            return error_page(&who, &e);
+        }
+    };
+    let entries = match c.app.lifecycle.requests().audit_page(before, AUDIT_PAGE) {
+        Ok(entries) => entries,
+        Err(e) => return error_page(&who, &super::lifecycle::LifecycleError::from(e).into()),
+    };
+    let older = (entries.len() == AUDIT_PAGE)
+        .then(|| entries.last().map(|e| e.seq))
+        .flatten();
+    html(
+        StatusCode::OK,
+        pages::layout(
+            Some(&who.who()),
+            "Audit log",
+            None,
+            pages::audit(&entries, older),
+        ),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use crate::store::Store;
+    use crate::store::requests::Requests;
+
+    #[test]
+    fn the_audit_log_pages_newest_first_without_gaps_or_repeats() {
+        let requests = Requests::new(Arc::new(Store::open_in_memory().unwrap()));
+        for i in 0..(2 * super::AUDIT_PAGE + 7) {
+            let detail = serde_json::json!({ "i": i });
+            requests.audit("a@x.com", "reload", None, &detail).unwrap();
+        }
+        let mut seen = Vec::new();
+        let mut before = None;
+        loop {
+            let page = requests.audit_page(before, super::AUDIT_PAGE).unwrap();
+            seen.extend(page.iter().map(|e| e.detail["i"].as_u64().unwrap()));
+            if page.len() < super::AUDIT_PAGE {
+                break;
+            }
+            before = page.last().map(|e| e.seq);
+        }
+        let expected: Vec<u64> = (0..(2 * super::AUDIT_PAGE as u64 + 7)).rev().collect();
+        assert_eq!(seen, expected);
+    }
+}
