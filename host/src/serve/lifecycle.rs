@@ -557,7 +557,7 @@ impl Lifecycle {
                         });
                     }
                 }
-                Err(e) => tracing::error!("cannot read expiring requests: {e}"),
+                Err(e) => tracing::error!("expiry sleeper: {e}"),
             }
             let next = self
                 .store
@@ -566,7 +566,7 @@ impl Lifecycle {
                 Ok(Some(at)) => Duration::from_millis((at - now).max(0) as u64).min(EXPIRY_POLL),
                 Ok(None) => EXPIRY_POLL,
                 Err(e) => {
-                    tracing::error!("cannot read the next expiry: {e}");
+                    tracing::error!("expiry sleeper: {e}");
                     EXPIRY_POLL
                 }
             };

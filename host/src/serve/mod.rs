@@ -107,7 +107,7 @@ impl Runtime {
             requests::audit(c, actor, action, None, &detail)
         });
         if let Err(e) = audited {
-            tracing::error!("cannot write the audit log: {e}");
+            tracing::error!("reload not audited: {e}");
         }
         match &result {
             Ok(summary) => tracing::info!(
@@ -271,7 +271,7 @@ impl Server {
         self.tasks.close();
         self.tasks.wait().await;
         if let Err(e) = self.store.checkpoint() {
-            tracing::warn!("cannot checkpoint the store: {e}");
+            tracing::warn!("{e}");
         }
         tracing::info!("stopped");
         match served {
