@@ -30,22 +30,29 @@ use crate::{HookReport, RunError, Warden};
 /// What a claim's failed write names ("cannot ...").
 const WRITE: &str = "record a request's step";
 
-/// The requests claimed right now.
-#[derive(Default)]
+/// The requests claimed right now, in one store.
 pub(super) struct Claims {
+    store: Arc<Store>,
     busy: Mutex<HashSet<String>>,
 }
 
 impl Claims {
-    /// Claims request `id`, whose writes go to `store`; `None` while another claim holds it.
-    pub(super) fn claim(self: &Arc<Self>, store: &Arc<Store>, id: &str) -> Option<Claim> {
+    pub(super) fn new(store: Arc<Store>) -> Arc<Self> {
+        Arc::new(Self {
+            store,
+            busy: Mutex::default(),
+        })
+    }
+
+    /// Claims request `id`; `None` while another claim holds it.
+    pub(super) fn claim(self: &Arc<Self>, id: &str) -> Option<Claim> {
         let mut busy = self.busy.lock().unwrap_or_else(|p| p.into_inner());
         if !busy.insert(id.to_string()) {
             return None;
         }
         Some(Claim {
             id: id.to_string(),
-            store: store.clone(),
+            store: self.store.clone(),
             claims: self.clone(),
             waiting: Vec::new(),
         })

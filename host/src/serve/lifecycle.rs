@@ -127,9 +127,9 @@ impl Lifecycle {
     pub fn new(runtime: Arc<ArcSwap<Warden>>, store: Arc<Store>, metrics: Arc<Metrics>) -> Self {
         Self {
             runtime,
+            claims: Claims::new(store.clone()),
             store,
             metrics,
-            claims: Arc::default(),
             expiry_changed: Notify::new(),
         }
     }
@@ -140,7 +140,7 @@ impl Lifecycle {
 
     fn claim(&self, id: &str) -> Result<Claim, LifecycleError> {
         self.claims
-            .claim(&self.store, id)
+            .claim(id)
             .ok_or_else(|| LifecycleError::Busy(id.to_string()))
     }
 

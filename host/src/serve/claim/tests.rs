@@ -4,11 +4,12 @@ use super::*;
 use crate::store::requests::{HistoryEvent, State, now_ms};
 
 fn setup() -> (Arc<Store>, Arc<Claims>) {
-    (Arc::new(Store::open_in_memory().unwrap()), Arc::default())
+    let store = Arc::new(Store::open_in_memory().unwrap());
+    (store.clone(), Claims::new(store))
 }
 
-async fn claim_new(store: &Arc<Store>, claims: &Arc<Claims>, id: &str) -> Claim {
-    let mut claim = claims.claim(store, id).unwrap();
+async fn claim_new(claims: &Arc<Claims>, id: &str) -> Claim {
+    let mut claim = claims.claim(id).unwrap();
     claim
         .insert(NewRequest {
             id: id.into(),
@@ -69,21 +70,18 @@ fn stored(store: &Store, id: &str) -> Vec<String> {
 
 #[tokio::test]
 async fn a_request_is_claimed_by_one_operation_at_a_time() {
-    let (store, claims) = setup();
-    let claim = claims.claim(&store, "r1").unwrap();
-    assert!(claims.claim(&store, "r1").is_none(), "claimed twice");
-    assert!(
-        claims.claim(&store, "r2").is_some(),
-        "another request is free"
-    );
+    let (_, claims) = setup();
+    let claim = claims.claim("r1").unwrap();
+    assert!(claims.claim("r1").is_none(), "claimed twice");
+    assert!(claims.claim("r2").is_some(), "another request is free");
     drop(claim);
-    assert!(claims.claim(&store, "r1").is_some(), "released on drop");
+    assert!(claims.claim("r1").is_some(), "released on drop");
 }
 
 #[tokio::test]
 async fn notes_wait_for_the_next_write_and_go_in_order() {
     let (store, claims) = setup();
-    let mut claim = claim_new(&store, &claims, "r1").await;
+    let mut claim = claim_new(&claims, "r1").await;
     claim.note(note("on_request"));
     assert_eq!(stored(&store, "r1"), ["-> requested"], "a note waits");
     // A refused transition writes nothing, and the note keeps waiting.
@@ -115,7 +113,7 @@ async fn notes_wait_for_the_next_write_and_go_in_order() {
 #[tokio::test]
 async fn finish_commits_deferred_steps_with_the_answer_in_one_write() {
     let (store, claims) = setup();
-    let mut claim = claim_new(&store, &claims, "r1").await;
+    let mut claim = claim_new(&claims, "r1").await;
     claim.defer(step(&[State::Requested], State::Approved, "approve"));
     claim.note(note("after_approve"));
     claim.defer(step(&[State::Approved], State::Escalated, "escalate"));
@@ -141,13 +139,13 @@ async fn finish_commits_deferred_steps_with_the_answer_in_one_write() {
             "-> escalated"
         ]
     );
-    assert!(claims.claim(&store, "r1").is_some(), "finish releases it");
+    assert!(claims.claim("r1").is_some(), "finish releases it");
 }
 
 #[tokio::test]
 async fn a_deferred_step_that_no_longer_applies_writes_nothing() {
     let (store, claims) = setup();
-    let mut claim = claim_new(&store, &claims, "r1").await;
+    let mut claim = claim_new(&claims, "r1").await;
     claim.defer(step(&[State::Pending], State::Denied, "deny"));
     claim.note(note("after_deny"));
     let error = claim.flush().await.unwrap_err();
@@ -163,7 +161,7 @@ async fn a_deferred_step_that_no_longer_applies_writes_nothing() {
 #[tokio::test]
 async fn a_claim_dropped_early_still_records_what_it_noted() {
     let (store, claims) = setup();
-    let mut claim = claim_new(&store, &claims, "r1").await;
+    let mut claim = claim_new(&claims, "r1").await;
     claim.note(note("on_request"));
     claim.defer(step(&[State::Requested], State::Pending, "request"));
     drop(claim);
@@ -171,5 +169,5 @@ async fn a_claim_dropped_early_still_records_what_it_noted() {
         stored(&store, "r1"),
         ["-> requested", "on_request", "-> pending"]
     );
-    assert!(claims.claim(&store, "r1").is_some());
+    assert!(claims.claim("r1").is_some());
 }
