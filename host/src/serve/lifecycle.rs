@@ -10,7 +10,6 @@
 //! the operation's writes until they can share one commit), run the step's hooks and
 //! transitions, finish (write what waits, and answer with the request as committed).
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -22,7 +21,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::Warden;
 use crate::config::DURATION_FIELD;
-use crate::runtime::event::{EventInput, UserInput};
+use crate::runtime::event::UserInput;
 use crate::runtime::hooks::{Decision, HookName, step_name};
 use crate::store::requests::{
     self, HistoryEntry, HistoryEvent, NewRequest, RequestRecord, State, Transition, now_ms,
@@ -33,6 +32,7 @@ use super::claim::{Claim, Claims};
 pub use super::fields::{MAX_DURATION, validate_fields};
 use super::metrics::{Metrics, outcome_label};
 pub use super::view::{RequestView, Submission, Submitted};
+use super::view::{event, user};
 
 /// Longest the expiry sleeper waits before looking at the store again.
 const EXPIRY_POLL: Duration = Duration::from_secs(30);
@@ -658,36 +658,6 @@ impl Lifecycle {
             event,
         });
         Ok(outcome)
-    }
-}
-
-fn user(email: &str) -> UserInput {
-    UserInput {
-        email: email.to_string(),
-        username: None,
-        id: None,
-        first_name: None,
-        last_name: None,
-    }
-}
-
-fn event(
-    acting: &UserInput,
-    requester: &UserInput,
-    id: Option<&str>,
-    fields: &serde_json::Map<String, serde_json::Value>,
-    hook: HookName,
-) -> EventInput {
-    EventInput {
-        id: id.map(str::to_string),
-        name: Some(step_name(hook.step()).to_string()),
-        timestamp: None,
-        user: acting.clone(),
-        requester: Some(requester.clone()),
-        fields: fields
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect::<BTreeMap<_, _>>(),
     }
 }
 

@@ -1,9 +1,12 @@
-//! What the lifecycle takes in and answers with: a new request as submitted, and a request
-//! as the API shows it.
+//! What the lifecycle takes in and shows: a new request as submitted, a request as the API
+//! shows it, and as a hook sees it (its event).
+
+use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use crate::runtime::event::UserInput;
+use crate::runtime::event::{EventInput, UserInput};
+use crate::runtime::hooks::{HookName, step_name};
 use crate::store::requests::{HistoryEntry, RequestRecord, State, rfc3339};
 
 pub struct Submission {
@@ -66,5 +69,37 @@ impl RequestView {
                     .collect()
             }),
         }
+    }
+}
+
+/// A user known by email only (a request's requester as stored).
+pub(super) fn user(email: &str) -> UserInput {
+    UserInput {
+        email: email.to_string(),
+        username: None,
+        id: None,
+        first_name: None,
+        last_name: None,
+    }
+}
+
+/// What `hook` is told: who acts, for whom, and the request's fields.
+pub(super) fn event(
+    acting: &UserInput,
+    requester: &UserInput,
+    id: Option<&str>,
+    fields: &serde_json::Map<String, serde_json::Value>,
+    hook: HookName,
+) -> EventInput {
+    EventInput {
+        id: id.map(str::to_string),
+        name: Some(step_name(hook.step()).to_string()),
+        timestamp: None,
+        user: acting.clone(),
+        requester: Some(requester.clone()),
+        fields: fields
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect::<BTreeMap<_, _>>(),
     }
 }
