@@ -408,10 +408,12 @@ async fn egress_is_labelled_by_the_allowed_hosts_entry_never_by_the_host_asked_f
     metrics.observe_hook(&report);
     let store = Store::open_in_memory().unwrap();
     let rendered = metrics.render(&[], 0, &store);
-    let egress: Vec<&str> = rendered
+    // A metric family keeps its series in no set order.
+    let mut egress: Vec<&str> = rendered
         .lines()
         .filter(|l| l.starts_with("warden_http_egress_total{"))
         .collect();
+    egress.sort();
     assert_eq!(
         egress,
         [

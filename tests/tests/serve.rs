@@ -968,3 +968,36 @@ async fn shutdown_finishes_hooks_in_flight_and_keeps_their_result() {
     assert_eq!(h.get(&id).await["state"], "escalated");
     h.stop().await;
 }
+
+/// Store writes (`warden_store_writes_total`) that `step` costs.
+async fn writes_of<F: Future<Output = Reply>>(h: &Harness, step: F) -> (f64, Reply) {
+    let before = metric(&h.metrics().await, "warden_store_writes_total");
+    let reply = step.await;
+    let after = metric(&h.metrics().await, "warden_store_writes_total");
+    (after - before, reply)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn each_step_costs_the_same_few_store_writes() {
+    // A step's hook entries and deferred transitions wait in its claim and share its writes:
+    // what a step costs is the store's main load (scripts/bench-serve), so it is pinned here.
+    let h = Harness::standard().await;
+    let (to_human, pending) = writes_of(&h, h.submit("human", ALICE, json!({}))).await;
+    assert_eq!(pending.body["state"], "pending", "{}", pending.text);
+    let id = pending.body["id"].as_str().unwrap().to_string();
+    let (approved, escalated) = writes_of(&h, h.decide(&id, "approve", BOB, "ok")).await;
+    assert_eq!(escalated.body["state"], "escalated", "{}", escalated.text);
+    let (by_plugin, auto) = writes_of(&h, h.submit("auto", ALICE, json!({}))).await;
+    assert_eq!(auto.body["state"], "escalated", "{}", auto.text);
+    let (timed, _) = writes_of(
+        &h,
+        h.submit("auto", ALICE, json!({ "duration": { "seconds": 3600 } })),
+    )
+    .await;
+    assert_eq!(
+        (to_human, approved, by_plugin, timed),
+        (3.0, 2.0, 3.0, 4.0),
+        "writes: to a human, approved by a human, by the plugin, by the plugin with a duration"
+    );
+    h.stop().await;
+}

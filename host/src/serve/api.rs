@@ -21,8 +21,8 @@ use crate::runtime::event::UserInput;
 
 use super::Runtime;
 use super::lifecycle::{Lifecycle, LifecycleError, Submission};
-use super::metrics::Metrics;
-use crate::store::requests::State as RequestState;
+use super::metrics::{self, Metrics};
+use crate::store::requests::{self, State as RequestState};
 
 /// Seconds a client is told to wait when warden is at `max_in_flight`.
 const RETRY_AFTER_SECONDS: &str = "1";
@@ -470,31 +470,27 @@ async fn audit(
     Query(query): Query<AuditQuery>,
 ) -> Result<Response, ApiError> {
     caller.require(Role::Admin)?;
+    let limit = query.limit.unwrap_or(100).min(10_000);
     let entries = app
         .lifecycle
-        .requests()
-        .audit_log(query.limit.unwrap_or(100).min(10_000))
+        .store()
+        .read("read the audit log", |c| requests::audit_log(c, limit))
         .map_err(LifecycleError::from)?;
     Ok(axum::Json(serde_json::json!({ "entries": entries })).into_response())
 }
 
 async fn metrics(State(app): State<Arc<App>>) -> Response {
-    let states = app
-        .lifecycle
-        .requests()
-        .count_by_state()
+    let store = app.lifecycle.store();
+    let states = store
+        .read("count requests by state", requests::count_by_state)
         .unwrap_or_default();
     // `/metrics` is outside the in-flight limit, so this scrape holds no permit itself.
     let in_flight = app
         .max_in_flight
         .saturating_sub(app.in_flight.available_permits());
     (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        app.metrics
-            .render(&states, in_flight, app.lifecycle.requests().store()),
+        [(header::CONTENT_TYPE, metrics::CONTENT_TYPE)],
+        app.metrics.render(&states, in_flight, store),
     )
         .into_response()
 }

@@ -1,50 +1,164 @@
-//! Counters and a latency histogram, rendered in the Prometheus text format.
+//! `/metrics`: counters and a hook latency histogram kept with the Prometheus project's own
+//! client (`prometheus-client`), rendered in the OpenMetrics text format.
+//!
+//! Each metric is a family of atomic series keyed by a typed label set, so the hook path
+//! bumps a counter without a lock shared by every metric. Label values come only from the
+//! config and warden's own fixed names (flow names, `allowed_hosts` entries as written, hook
+//! names, outcomes, failure and refusal kinds, statuses), never from what a plugin or a client
+//! sends, so neither can mint series.
 
-use std::collections::BTreeMap;
-use std::fmt::Write;
-use std::sync::Mutex;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::text::{encode_eof, encode_registry};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
 
 use crate::runtime::HookReport;
+use crate::runtime::hooks::HookName;
 use crate::store::Store;
-
 use crate::store::requests::State;
+use crate::{FailureKind, HookFailure};
 
 /// The `host` label of HTTP calls refused, or whose URL matched no `allowed_hosts` entry.
 pub const NOT_ALLOWED: &str = "(not allowed)";
+
+/// What `/metrics` answers in.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// Upper bounds of the hook latency histogram, in seconds.
 const LATENCY_BUCKETS: [f64; 12] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
 ];
 
-#[derive(Default)]
-struct Histogram {
-    buckets: [u64; LATENCY_BUCKETS.len()],
-    count: u64,
-    sum: f64,
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HookLabels {
+    flow: String,
+    hook: &'static str,
 }
 
-#[derive(Default)]
-struct Inner {
-    /// (flow, hook, outcome)
-    hook_calls: BTreeMap<(String, String, String), u64>,
-    /// (flow, hook)
-    hook_latency: BTreeMap<(String, String), Histogram>,
-    /// (flow, hook, kind)
-    hook_failures: BTreeMap<(String, String, String), u64>,
-    /// (flow, host, status)
-    http_egress: BTreeMap<(String, String, String), u64>,
-    /// (flow, kind)
-    grant_refusals: BTreeMap<(String, String), u64>,
-    /// status
-    api_responses: BTreeMap<u16, u64>,
-    /// result
-    reloads: BTreeMap<&'static str, u64>,
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HookCallLabels {
+    flow: String,
+    hook: &'static str,
+    /// A decision, `failed`, or `skipped` ([`outcome_label`]).
+    outcome: &'static str,
 }
 
-#[derive(Default)]
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HookFailureLabels {
+    flow: String,
+    hook: &'static str,
+    kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EgressLabels {
+    flow: String,
+    /// The `allowed_hosts` entry the URL matched, or [`NOT_ALLOWED`].
+    host: String,
+    /// A server's status (100 to 999) or an http-error kind.
+    status: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RefusalLabels {
+    flow: String,
+    kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabels {
+    state: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StatusLabels {
+    status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReloadLabels {
+    result: &'static str,
+}
+
+fn latency_histogram() -> Histogram {
+    Histogram::new(LATENCY_BUCKETS)
+}
+
+/// The metrics warden counts as it goes; those read from elsewhere at scrape time (requests
+/// by state, the API's requests in flight, the store's counts) are passed to [`Metrics::render`].
 pub struct Metrics {
-    inner: Mutex<Inner>,
+    /// Holds a handle to each family below, in the order they are rendered.
+    registry: Registry,
+    hook_calls: Family<HookCallLabels, Counter>,
+    hook_latency: Family<HookLabels, Histogram, fn() -> Histogram>,
+    hook_failures: Family<HookFailureLabels, Counter>,
+    http_egress: Family<EgressLabels, Counter>,
+    grant_refusals: Family<RefusalLabels, Counter>,
+    api_responses: Family<StatusLabels, Counter>,
+    reloads: Family<ReloadLabels, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let hook_calls = Family::default();
+        let hook_latency = Family::new_with_constructor(latency_histogram as fn() -> Histogram);
+        let hook_failures = Family::default();
+        let http_egress = Family::default();
+        let grant_refusals = Family::default();
+        let api_responses = Family::default();
+        let reloads = Family::default();
+        let mut registry = Registry::default();
+        // Counters are registered without `_total`, and help texts without a closing full
+        // stop: the encoder adds both.
+        registry.register(
+            "warden_hook_calls",
+            "Hook calls by flow, hook and outcome (a decision, failed, or skipped when not implemented)",
+            hook_calls.clone(),
+        );
+        registry.register(
+            "warden_hook_duration_seconds",
+            "Wall-clock time of hooks that ran, host calls included",
+            hook_latency.clone(),
+        );
+        registry.register(
+            "warden_hook_failures",
+            "Hooks that failed (and failed closed) by kind",
+            hook_failures.clone(),
+        );
+        registry.register(
+            "warden_http_egress",
+            "HTTP requests plugins made, by the allowed_hosts entry their URL matched and final status or error",
+            http_egress.clone(),
+        );
+        registry.register(
+            "warden_grant_refusals",
+            "Things plugins asked for that their flow does not grant",
+            grant_refusals.clone(),
+        );
+        registry.register(
+            "warden_api_responses",
+            "API responses by status",
+            api_responses.clone(),
+        );
+        registry.register(
+            "warden_reloads",
+            "Config reloads, applied or refused",
+            reloads.clone(),
+        );
+        Self {
+            registry,
+            hook_calls,
+            hook_latency,
+            hook_failures,
+            http_egress,
+            grant_refusals,
+            api_responses,
+            reloads,
+        }
+    }
 }
 
 /// The outcome label of a hook run: its decision, `failed`, or `skipped` when the plugin
@@ -57,46 +171,52 @@ pub fn outcome_label(report: &HookReport) -> &'static str {
     }
 }
 
-impl Metrics {
-    fn inner(&self) -> std::sync::MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+/// The `kind` label of a failure: its kind's name as reports spell it.
+fn failure_kind(failure: &HookFailure) -> &'static str {
+    match failure.kind {
+        FailureKind::Deadline { .. } => "deadline",
+        FailureKind::Memory { .. } => "memory",
+        FailureKind::StackOverflow => "stack-overflow",
+        FailureKind::Trap { .. } => "trap",
+        FailureKind::PluginError { .. } => "plugin-error",
+        FailureKind::InvalidDecision { .. } => "invalid-decision",
+        FailureKind::Misuse { .. } => "misuse",
+        FailureKind::Host { .. } => "host",
+        FailureKind::NotLoaded { .. } => "not-loaded",
     }
+}
 
+impl Metrics {
     pub fn observe_hook(&self, report: &HookReport) {
-        let flow = report.flow.clone();
-        let hook = report.hook.to_string();
-        let mut inner = self.inner();
-        *inner
-            .hook_calls
-            .entry((flow.clone(), hook.clone(), outcome_label(report).into()))
-            .or_default() += 1;
+        let flow = &report.flow;
+        let hook = report.hook.as_str();
+        self.hook_calls
+            .get_or_create(&HookCallLabels {
+                flow: flow.clone(),
+                hook,
+                outcome: outcome_label(report),
+            })
+            .inc();
         // Counted whether or not anything ran: a hook that found no free instance, or whose
         // plugin did not load, failed all the same.
         if let Err(failure) = &report.outcome {
-            let kind = serde_json::to_value(&failure.kind)
-                .ok()
-                .and_then(|v| v["kind"].as_str().map(str::to_string))
-                .unwrap_or_else(|| "unknown".into());
-            *inner
-                .hook_failures
-                .entry((flow.clone(), hook.clone(), kind))
-                .or_default() += 1;
+            self.hook_failures
+                .get_or_create(&HookFailureLabels {
+                    flow: flow.clone(),
+                    hook,
+                    kind: failure_kind(failure),
+                })
+                .inc();
         }
         if !report.ran {
             return;
         }
-        let seconds = report.elapsed.as_secs_f64();
-        let histogram = inner
-            .hook_latency
-            .entry((flow.clone(), hook.clone()))
-            .or_default();
-        histogram.count += 1;
-        histogram.sum += seconds;
-        for (i, bound) in LATENCY_BUCKETS.iter().enumerate() {
-            if seconds <= *bound {
-                histogram.buckets[i] += 1;
-            }
-        }
+        self.hook_latency
+            .get_or_create(&HookLabels {
+                flow: flow.clone(),
+                hook,
+            })
+            .observe(report.elapsed.as_secs_f64());
         for call in &report.http_calls {
             // The operator's allowed_hosts entry, never the host the plugin asked for (a
             // `*.` entry would let it mint a series per subdomain); refused and unmatched
@@ -106,44 +226,56 @@ impl Metrics {
                 Some(rule) if call.outcome != "denied" => rule.clone(),
                 _ => NOT_ALLOWED.to_string(),
             };
-            *inner
-                .http_egress
-                .entry((flow.clone(), host, call.outcome.clone()))
-                .or_default() += 1;
+            self.http_egress
+                .get_or_create(&EgressLabels {
+                    flow: flow.clone(),
+                    host,
+                    status: call.outcome.clone(),
+                })
+                .inc();
         }
         for refusal in &report.refusals {
-            *inner
-                .grant_refusals
-                .entry((flow.clone(), refusal.kind.as_str().into()))
-                .or_default() += 1;
+            self.grant_refusals
+                .get_or_create(&RefusalLabels {
+                    flow: flow.clone(),
+                    kind: refusal.kind.as_str(),
+                })
+                .inc();
         }
     }
 
     /// A hook that could not even be started (its flow is gone after a reload, say).
-    pub fn observe_unrunnable(&self, flow: &str, hook: &str) {
-        let mut inner = self.inner();
-        *inner
-            .hook_calls
-            .entry((flow.into(), hook.into(), "failed".into()))
-            .or_default() += 1;
-        *inner
-            .hook_failures
-            .entry((flow.into(), hook.into(), "host".into()))
-            .or_default() += 1;
+    pub fn observe_unrunnable(&self, flow: &str, hook: HookName) {
+        let hook = hook.as_str();
+        self.hook_calls
+            .get_or_create(&HookCallLabels {
+                flow: flow.to_string(),
+                hook,
+                outcome: "failed",
+            })
+            .inc();
+        self.hook_failures
+            .get_or_create(&HookFailureLabels {
+                flow: flow.to_string(),
+                hook,
+                kind: "host",
+            })
+            .inc();
     }
 
     pub fn observe_response(&self, status: u16) {
-        *self.inner().api_responses.entry(status).or_default() += 1;
+        self.api_responses
+            .get_or_create(&StatusLabels { status })
+            .inc();
     }
 
     pub fn observe_reload(&self, ok: bool) {
-        *self
-            .inner()
-            .reloads
-            .entry(if ok { "ok" } else { "refused" })
-            .or_default() += 1;
+        let result = if ok { "ok" } else { "refused" };
+        self.reloads.get_or_create(&ReloadLabels { result }).inc();
     }
 
+    /// Every metric in the OpenMetrics text format ([`CONTENT_TYPE`]), with those read at
+    /// scrape time: requests by state, the API's requests in flight, the store's counts.
     pub fn render(
         &self,
         requests_by_state: &[(State, u64)],
@@ -151,256 +283,49 @@ impl Metrics {
         store: &Store,
     ) -> String {
         let (store_writes, store_commits) = store.write_counts();
-        let inner = self.inner();
-        let mut out = String::new();
-
-        let body = inner
-            .hook_calls
-            .iter()
-            .map(|((flow, hook, outcome), n)| {
-                format!(
-                    "warden_hook_calls_total{{flow=\"{}\",hook=\"{}\",outcome=\"{}\"}} {n}",
-                    esc(flow),
-                    esc(hook),
-                    esc(outcome)
-                )
-            })
-            .collect();
-        section(
-            &mut out,
-            "warden_hook_calls_total",
-            "counter",
-            "Hook calls by flow, hook and outcome (a decision, failed, or skipped when not implemented).",
-            body,
-        );
-
-        let mut body = Vec::new();
-        for ((flow, hook), h) in &inner.hook_latency {
-            let labels = format!("flow=\"{}\",hook=\"{}\"", esc(flow), esc(hook));
-            for (i, bound) in LATENCY_BUCKETS.iter().enumerate() {
-                body.push(format!(
-                    "warden_hook_duration_seconds_bucket{{{labels},le=\"{bound}\"}} {}",
-                    h.buckets[i]
-                ));
-            }
-            body.push(format!(
-                "warden_hook_duration_seconds_bucket{{{labels},le=\"+Inf\"}} {}",
-                h.count
-            ));
-            body.push(format!(
-                "warden_hook_duration_seconds_sum{{{labels}}} {}",
-                h.sum
-            ));
-            body.push(format!(
-                "warden_hook_duration_seconds_count{{{labels}}} {}",
-                h.count
-            ));
+        let mut now = Registry::default();
+        let requests = Family::<StateLabels, Gauge>::default();
+        for (state, n) in requests_by_state {
+            requests
+                .get_or_create(&StateLabels {
+                    state: state.as_str(),
+                })
+                .set(i64::try_from(*n).unwrap_or(i64::MAX));
         }
-        section(
-            &mut out,
-            "warden_hook_duration_seconds",
-            "histogram",
-            "Wall-clock time of hooks that ran, host calls included.",
-            body,
-        );
-
-        let body = inner
-            .hook_failures
-            .iter()
-            .map(|((flow, hook, kind), n)| {
-                format!(
-                    "warden_hook_failures_total{{flow=\"{}\",hook=\"{}\",kind=\"{}\"}} {n}",
-                    esc(flow),
-                    esc(hook),
-                    esc(kind)
-                )
-            })
-            .collect();
-        section(
-            &mut out,
-            "warden_hook_failures_total",
-            "counter",
-            "Hooks that failed (and failed closed) by kind.",
-            body,
-        );
-
-        let body = inner
-            .http_egress
-            .iter()
-            .map(|((flow, host, status), n)| {
-                format!(
-                    "warden_http_egress_total{{flow=\"{}\",host=\"{}\",status=\"{}\"}} {n}",
-                    esc(flow),
-                    esc(host),
-                    esc(status)
-                )
-            })
-            .collect();
-        section(
-            &mut out,
-            "warden_http_egress_total",
-            "counter",
-            "HTTP requests plugins made, by the allowed_hosts entry their URL matched and final status or error.",
-            body,
-        );
-
-        let body = inner
-            .grant_refusals
-            .iter()
-            .map(|((flow, kind), n)| {
-                format!(
-                    "warden_grant_refusals_total{{flow=\"{}\",kind=\"{}\"}} {n}",
-                    esc(flow),
-                    esc(kind)
-                )
-            })
-            .collect();
-        section(
-            &mut out,
-            "warden_grant_refusals_total",
-            "counter",
-            "Things plugins asked for that their flow does not grant.",
-            body,
-        );
-
-        let body = requests_by_state
-            .iter()
-            .map(|(state, n)| format!("warden_requests{{state=\"{state}\"}} {n}"))
-            .collect();
-        section(
-            &mut out,
+        now.register(
             "warden_requests",
-            "gauge",
-            "Stored access requests by state.",
-            body,
+            "Stored access requests by state",
+            requests,
         );
-
-        section(
-            &mut out,
+        now.register(
             "warden_api_in_flight",
-            "gauge",
-            "API requests being answered now (bounded by serve.max_in_flight).",
-            vec![format!("warden_api_in_flight {api_in_flight}")],
+            "API requests being answered now (bounded by serve.max_in_flight)",
+            ConstGauge::new(i64::try_from(api_in_flight).unwrap_or(i64::MAX)),
         );
-
-        section(
-            &mut out,
-            "warden_store_writes_total",
-            "counter",
-            "Writes to the store (each request step is one).",
-            vec![format!("warden_store_writes_total {store_writes}")],
+        now.register(
+            "warden_store_writes",
+            "Writes to the store (each request step is one)",
+            ConstCounter::new(store_writes),
         );
-        section(
-            &mut out,
-            "warden_store_commits_total",
-            "counter",
-            "Store transactions committed or tried; writes waiting together share one.",
-            vec![format!("warden_store_commits_total {store_commits}")],
+        now.register(
+            "warden_store_commits",
+            "Store transactions committed or tried; writes waiting together share one",
+            ConstCounter::new(store_commits),
         );
-        section(
-            &mut out,
-            "warden_identity_lookups_from_memory_total",
-            "counter",
-            "Identity lookups answered from memory: the store had not changed since they were read.",
-            vec![format!(
-                "warden_identity_lookups_from_memory_total {}",
-                store.identity_lookups_from_memory()
-            )],
+        now.register(
+            "warden_identity_lookups_from_memory",
+            "Identity lookups answered from memory: the store had not changed since they were read",
+            ConstCounter::new(store.identity_lookups_from_memory()),
         );
-
-        let body = inner
-            .api_responses
-            .iter()
-            .map(|(status, n)| format!("warden_api_responses_total{{status=\"{status}\"}} {n}"))
-            .collect();
-        section(
-            &mut out,
-            "warden_api_responses_total",
-            "counter",
-            "API responses by status.",
-            body,
-        );
-
-        let body = inner
-            .reloads
-            .iter()
-            .map(|(result, n)| format!("warden_reloads_total{{result=\"{result}\"}} {n}"))
-            .collect();
-        section(
-            &mut out,
-            "warden_reloads_total",
-            "counter",
-            "Config reloads, applied or refused.",
-            body,
-        );
+        let mut out = String::new();
+        // Writing to a String cannot fail, and every label value is encodable.
+        encode_registry(&mut out, &self.registry)
+            .and_then(|()| encode_registry(&mut out, &now))
+            .and_then(|()| encode_eof(&mut out))
+            .expect("metrics encode into a String");
         out
     }
 }
 
-fn section(out: &mut String, name: &str, kind: &str, help: &str, body: Vec<String>) {
-    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-    for line in body {
-        out.push_str(&line);
-        out.push('\n');
-    }
-}
-
-/// Escapes a label value for the Prometheus text format.
-fn esc(value: &str) -> String {
-    value
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::HookName;
-    use crate::capabilities::http::HttpCall;
-
-    #[test]
-    fn only_allowed_origins_become_labels() {
-        let call = |origin: &str, outcome: &str, allowed: bool| HttpCall {
-            method: "GET".into(),
-            origin: origin.into(),
-            path: "/".into(),
-            rule: allowed.then(|| origin.to_string()),
-            outcome: outcome.into(),
-        };
-        let report = HookReport {
-            flow: "f".into(),
-            hook: HookName::OnRequest,
-            ran: true,
-            outcome: Ok(crate::Decision::Continue),
-            logs: Vec::new(),
-            refusals: Vec::new(),
-            http_calls: vec![
-                call("https://api.example.com", "200", true),
-                // Timed out before the allowlist was checked, or not http at all.
-                call("http://made-up-1.example", "timeout", false),
-                call("null", "invalid", false),
-                call("http://made-up-2.example", "denied", false),
-            ],
-            elapsed: std::time::Duration::ZERO,
-            prepared_ahead: false,
-        };
-        let metrics = Metrics::default();
-        metrics.observe_hook(&report);
-        let hosts: Vec<String> = metrics
-            .inner()
-            .http_egress
-            .keys()
-            .map(|(_, host, _)| host.clone())
-            .collect();
-        assert_eq!(
-            hosts,
-            [
-                "(not allowed)",
-                "(not allowed)",
-                "(not allowed)",
-                "https://api.example.com"
-            ]
-        );
-    }
-}
+mod tests;

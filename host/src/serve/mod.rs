@@ -1,15 +1,24 @@
 //! `warden serve`: the access-request lifecycle as a long-running service.
 //!
-//! [`Server`] wires the pieces: the current [`Warden`] behind an atomic swap (so a reload
-//! replaces it while requests already running keep the one they started with), the
-//! [`lifecycle::Lifecycle`] state machine, its persistence in the SQLite store
-//! ([`crate::store::requests`]), the expiry sleeper, [`metrics`], the HTTP [`api`], and beside
-//! it the approvers' web [`console`].
+//! [`Server`] wires the pieces:
+//! - the current [`Warden`] behind an atomic swap, so a reload replaces it while requests
+//!   already running keep the one they started with ([`Runtime`]);
+//! - the [`lifecycle::Lifecycle`] state machine: each operation claims its request, runs its
+//!   step's hooks and transitions, and finishes. The [`claim`] holds the operation's writes
+//!   until they can share one commit; [`fields`] checks a new request's fields; [`view`] is
+//!   what it answers with;
+//! - the SQLite store ([`crate::store`]; the requests' SQL is [`crate::store::requests`]);
+//! - the expiry sleeper ([`lifecycle::Lifecycle::expire_loop`]);
+//! - [`metrics`], and the HTTP [`api`] in front of it all, with the approvers' web
+//!   [`console`] beside it.
 
 mod api;
+mod claim;
 mod console;
+mod fields;
 pub mod lifecycle;
 pub mod metrics;
+mod view;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -26,7 +35,7 @@ use crate::secrets::SecretStore;
 use crate::store::{Store, StoreError};
 use crate::{StartError, StartOptions, Warden};
 
-use crate::store::requests::Requests;
+use crate::store::requests;
 use lifecycle::{Lifecycle, LifecycleError};
 use metrics::Metrics;
 
@@ -68,7 +77,7 @@ pub struct Runtime {
     current: Arc<ArcSwap<Warden>>,
     config_path: PathBuf,
     reload_lock: tokio::sync::Mutex<()>,
-    requests: Requests,
+    store: Arc<Store>,
     metrics: Arc<Metrics>,
 }
 
@@ -92,8 +101,11 @@ impl Runtime {
         } else {
             "reload-refused"
         };
-        if let Err(e) = self.requests.audit(actor, action, None, &detail) {
-            tracing::error!("cannot write the audit log: {e}");
+        let audited = self.store.with("write the audit log", |c| {
+            requests::audit(c, actor, action, None, &detail)
+        });
+        if let Err(e) = audited {
+            tracing::error!("reload not audited: {e}");
         }
         match &result {
             Ok(summary) => tracing::info!(
@@ -150,7 +162,7 @@ pub struct Server {
     addr: SocketAddr,
     stop: CancellationToken,
     runtime: Arc<Runtime>,
-    requests: Requests,
+    store: Arc<Store>,
     tasks: TaskTracker,
     http: tokio::task::JoinHandle<std::io::Result<()>>,
     expiry: tokio::task::JoinHandle<()>,
@@ -184,16 +196,15 @@ impl Server {
             );
         }
         let metrics = Arc::new(Metrics::default());
-        let requests = Requests::new(store);
         let current = Arc::new(ArcSwap::from_pointee(warden));
         let runtime = Arc::new(Runtime {
             current: current.clone(),
             config_path: config_path.to_path_buf(),
             reload_lock: tokio::sync::Mutex::new(()),
-            requests: requests.clone(),
+            store: store.clone(),
             metrics: metrics.clone(),
         });
-        let lifecycle = Arc::new(Lifecycle::new(current, requests.clone(), metrics.clone()));
+        let lifecycle = Arc::new(Lifecycle::new(current, store.clone(), metrics.clone()));
         let resumed = lifecycle.recover().await?;
         if resumed > 0 {
             tracing::info!(resumed, "resumed requests cut short by the last stop");
@@ -233,7 +244,7 @@ impl Server {
             addr,
             stop,
             runtime,
-            requests,
+            store,
             tasks,
             http,
             expiry,
@@ -261,8 +272,8 @@ impl Server {
         let _ = self.expiry.await;
         self.tasks.close();
         self.tasks.wait().await;
-        if let Err(e) = self.requests.checkpoint() {
-            tracing::warn!("cannot checkpoint the store: {e}");
+        if let Err(e) = self.store.checkpoint() {
+            tracing::warn!("{e}");
         }
         tracing::info!("stopped");
         match served {

@@ -1,4 +1,8 @@
-//! The SQLite store: users and their identities in other services.
+//! The SQLite store: users and their identities in other services, and `warden serve`'s
+//! access requests, their history and the audit log ([`requests`]). One connection writes
+//! (its writes share commits: [`group_commit`]); a file store reads on a second one, and
+//! answers repeated identity lookups from memory while the file is unchanged
+//! ([`identity_cache`], [`wal_index`]).
 
 mod group_commit;
 mod identity_cache;
@@ -93,12 +97,25 @@ const MIGRATIONS: &[&str] = &[
         BEGIN UPDATE identity_changes SET n = n + 1; END;",
 ];
 
+/// A failure of the store: which database file, what warden was doing, and SQLite's error.
 #[derive(Debug, thiserror::Error)]
-#[error("identity store {path}: {source}")]
+#[error("the store {path}: cannot {operation}: {source}")]
 pub struct StoreError {
     path: PathBuf,
+    /// What failed, as "cannot ..." completes it: `open it`, `write request req-1`, ...
+    operation: String,
     #[source]
     source: rusqlite::Error,
+}
+
+impl StoreError {
+    fn new(path: &Path, operation: impl Into<String>, source: rusqlite::Error) -> Self {
+        Self {
+            path: path.to_path_buf(),
+            operation: operation.into(),
+            source,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -128,10 +145,7 @@ pub struct Store {
 impl Store {
     /// Opens the store at `path`, creating it and applying migrations as needed.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let wrap = |source| StoreError {
-            path: path.to_path_buf(),
-            source,
-        };
+        let wrap = |source| StoreError::new(path, "open it", source);
         let conn = Connection::open(path).map_err(wrap)?;
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(wrap)?;
@@ -149,10 +163,8 @@ impl Store {
 
     pub fn open_in_memory() -> Result<Self, StoreError> {
         let path = PathBuf::from(":memory:");
-        let conn = Connection::open_in_memory().map_err(|source| StoreError {
-            path: path.clone(),
-            source,
-        })?;
+        let conn = Connection::open_in_memory()
+            .map_err(|source| StoreError::new(&path, "open it", source))?;
         Self::prepare(path, conn, None)
     }
 
@@ -163,10 +175,7 @@ impl Store {
         mut conn: Connection,
         reader: Option<Connection>,
     ) -> Result<Self, StoreError> {
-        let wrap = |source| StoreError {
-            path: path.clone(),
-            source,
-        };
+        let wrap = |source| StoreError::new(&path, "prepare it (settings, migrations)", source);
         conn.busy_timeout(std::time::Duration::from_secs(5))
             .map_err(wrap)?;
         conn.pragma_update(None, "foreign_keys", "ON")
@@ -207,11 +216,9 @@ impl Store {
             None => None,
         };
         let conn = Arc::new(Mutex::new(conn));
-        let committer =
-            Committer::start(conn.clone(), identities.clone()).map_err(|e| StoreError {
-                path: path.clone(),
-                source: failure(&format!("cannot start the commit thread: {e}")),
-            })?;
+        let committer = Committer::start(conn.clone(), identities.clone()).map_err(|e| {
+            StoreError::new(&path, "start its commit thread", failure(&e.to_string()))
+        })?;
         Ok(Self {
             path,
             committer,
@@ -230,34 +237,44 @@ impl Store {
         MIGRATIONS.len()
     }
 
-    fn error(&self, source: rusqlite::Error) -> StoreError {
-        StoreError {
-            path: self.path.clone(),
-            source,
-        }
+    /// `source` as a failure to do `operation` ("cannot {operation}") in this store.
+    fn error(&self, operation: impl Into<String>, source: rusqlite::Error) -> StoreError {
+        StoreError::new(&self.path, operation, source)
     }
 
-    /// Runs `f` on the write connection at once, between batches of [`Store::write`]s.
+    /// Runs `f` on the write connection at once, between batches of [`Store::write`]s;
+    /// `operation` names it in an error ("cannot {operation}").
     pub(crate) fn with<R>(
         &self,
+        operation: &str,
         f: impl FnOnce(&mut Connection) -> rusqlite::Result<R>,
     ) -> Result<R, StoreError> {
         let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
-        f(&mut conn).map_err(|e| self.error(e))
+        f(&mut conn).map_err(|e| self.error(operation, e))
     }
 
-    /// Runs `f`, which only reads, on the read connection.
+    /// Runs `f`, which only reads, on the read connection; `operation` names it in an error.
     pub(crate) fn read<R>(
         &self,
+        operation: &str,
         f: impl FnOnce(&Connection) -> rusqlite::Result<R>,
     ) -> Result<R, StoreError> {
         match &self.reader {
             Some(reader) => {
                 let conn = reader.lock().unwrap_or_else(|p| p.into_inner());
-                f(&conn).map_err(|e| self.error(e))
+                f(&conn).map_err(|e| self.error(operation, e))
             }
-            None => self.with(|c| f(c)),
+            None => self.with(operation, |c| f(c)),
         }
+    }
+
+    /// Folds the write-ahead log into the database file, for a clean shutdown.
+    pub fn checkpoint(&self) -> Result<(), StoreError> {
+        self.with("checkpoint the write-ahead log", |c| {
+            c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+                .optional()
+                .map(|_| ())
+        })
     }
 
     /// Identity lookups answered from memory so far (0 for a store in memory).
@@ -274,8 +291,10 @@ impl Store {
     /// waiting at that moment; returns once that commit is on disk (or has failed).
     /// `work` runs holding the write connection (on the commit thread, or on the caller's
     /// when no other write is in progress) and must not call back into the store.
+    /// `operation` names it in an error ("cannot {operation}").
     pub(crate) async fn write<R: Send + 'static>(
         &self,
+        operation: &str,
         work: impl FnOnce(&Connection) -> rusqlite::Result<R> + Send + 'static,
     ) -> Result<R, StoreError> {
         let (answer, answered) = tokio::sync::oneshot::channel();
@@ -301,11 +320,11 @@ impl Store {
         if let Some(job) = queued
             && self.committer.submit(job).is_err()
         {
-            return Err(self.error(stopped()));
+            return Err(self.error(operation, stopped()));
         }
         match answered.await {
-            Ok(outcome) => outcome.map_err(|e| self.error(e)),
-            Err(_) => Err(self.error(stopped())),
+            Ok(outcome) => outcome.map_err(|e| self.error(operation, e)),
+            Err(_) => Err(self.error(operation, stopped())),
         }
     }
 
@@ -327,7 +346,7 @@ impl Store {
         service_id: &str,
     ) -> Result<Option<StoredIdentity>, StoreError> {
         let read = || {
-            self.read(|c| {
+            self.read("look up an identity", |c| {
                 c.prepare_cached(
                     "SELECT email, service, service_id, user_id FROM identities
                      WHERE email = ?1 AND service = ?2 AND service_id = ?3",
@@ -350,7 +369,7 @@ impl Store {
         service_id: &str,
         user_id: &str,
     ) -> Result<StoredIdentity, StoreError> {
-        self.with(|c| {
+        self.with("persist an identity", |c| {
             let tx = c.transaction()?;
             tx.execute("INSERT OR IGNORE INTO users (email) VALUES (?1)", params![email])?;
             tx.execute(
@@ -373,7 +392,7 @@ impl Store {
 
     /// Every identity of the user, ordered by service.
     pub fn identities_of(&self, email: &str) -> Result<Vec<StoredIdentity>, StoreError> {
-        self.read(|c| {
+        self.read("list a user's identities", |c| {
             let mut stmt = c.prepare(
                 "SELECT email, service, service_id, user_id FROM identities
                  WHERE email = ?1 ORDER BY service, service_id",
@@ -384,7 +403,7 @@ impl Store {
 
     /// Every identity in the store, ordered by email, service and service id.
     pub fn all_identities(&self) -> Result<Vec<StoredIdentity>, StoreError> {
-        self.read(|c| {
+        self.read("list identities", |c| {
             let mut stmt = c.prepare(
                 "SELECT email, service, service_id, user_id FROM identities
                  ORDER BY email, service, service_id",
@@ -395,7 +414,7 @@ impl Store {
 
     /// Every user, ordered by email, with their identities ordered by service.
     pub fn users(&self) -> Result<Vec<UserRecord>, StoreError> {
-        self.read(|c| {
+        self.read("list users", |c| {
             let mut users: Vec<UserRecord> = c
                 .prepare("SELECT email, created_at FROM users ORDER BY email COLLATE NOCASE")?
                 .query_map([], |row| {
@@ -428,7 +447,7 @@ impl Store {
 
     /// The user as stored (its email spelled as first seen), if any.
     pub fn user(&self, email: &str) -> Result<Option<UserRecord>, StoreError> {
-        let found = self.read(|c| {
+        let found = self.read("look up a user", |c| {
             c.query_row(
                 "SELECT email, created_at FROM users WHERE email = ?1",
                 params![email],
@@ -454,7 +473,7 @@ impl Store {
         service: &str,
         service_id: &str,
     ) -> Result<bool, StoreError> {
-        self.with(|c| {
+        self.with("delete an identity", |c| {
             c.execute(
                 "DELETE FROM identities WHERE email = ?1 AND service = ?2 AND service_id = ?3",
                 params![email, service, service_id],
@@ -465,7 +484,7 @@ impl Store {
 
     /// Deletes the user and every identity of theirs; false when there was no such user.
     pub fn delete_user(&self, email: &str) -> Result<bool, StoreError> {
-        self.with(|c| {
+        self.with("delete a user", |c| {
             c.execute("DELETE FROM users WHERE email = ?1", params![email])
                 .map(|n| n > 0)
         })
@@ -473,7 +492,7 @@ impl Store {
 
     /// Applies every change in one transaction: all of them or, on any error, none.
     pub fn apply(&self, changes: &[StoreChange]) -> Result<(), StoreError> {
-        self.with(|c| {
+        self.with("apply identity changes", |c| {
             let tx = c.transaction()?;
             for change in changes {
                 match change {
@@ -550,325 +569,4 @@ fn row_to_identity(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredIdentity> 
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn persist_creates_then_updates_and_lookup_ignores_email_case() {
-        let store = Store::open_in_memory().unwrap();
-        assert_eq!(
-            store.lookup_identity("a@x.com", "custom", "id1").unwrap(),
-            None
-        );
-        store
-            .persist_identity("Alice@X.com", "custom", "id1", "alice")
-            .unwrap();
-        let again = store
-            .persist_identity("alice@x.com", "custom", "id1", "alice2")
-            .unwrap();
-        assert_eq!(again.user_id, "alice2");
-        let found = store
-            .lookup_identity("ALICE@x.com", "custom", "id1")
-            .unwrap()
-            .unwrap();
-        assert_eq!(found.user_id, "alice2");
-        assert_eq!(
-            store
-                .lookup_identity("alice@x.com", "custom", "other")
-                .unwrap(),
-            None
-        );
-        assert_eq!(store.identities_of("alice@x.com").unwrap().len(), 1);
-        store
-            .persist_identity("b@x.com", "custom", "id1", "b")
-            .unwrap();
-        let all: Vec<String> = store
-            .all_identities()
-            .unwrap()
-            .into_iter()
-            .map(|i| i.user_id)
-            .collect();
-        assert_eq!(all, ["alice2", "b"]);
-    }
-
-    #[test]
-    fn users_lists_each_user_with_their_identities_whatever_the_email_case() {
-        let store = Store::open_in_memory().unwrap();
-        store
-            .persist_identity("Bob@x.com", "custom", "id1", "bob")
-            .unwrap();
-        store
-            .persist_identity("alice@x.com", "custom", "id2", "a2")
-            .unwrap();
-        store
-            .persist_identity("ALICE@x.com", "custom", "id1", "a1")
-            .unwrap();
-        store
-            .apply(&[StoreChange::EnsureUser {
-                email: "carol@x.com".into(),
-            }])
-            .unwrap();
-        let users = store.users().unwrap();
-        let summary: Vec<(String, Vec<(String, String)>)> = users
-            .iter()
-            .map(|u| {
-                (
-                    u.email.clone(),
-                    u.identities
-                        .iter()
-                        .map(|i| (i.service_id.clone(), i.user_id.clone()))
-                        .collect(),
-                )
-            })
-            .collect();
-        assert_eq!(
-            summary,
-            vec![
-                (
-                    "alice@x.com".to_string(),
-                    vec![("id1".into(), "a1".into()), ("id2".into(), "a2".into())]
-                ),
-                ("Bob@x.com".to_string(), vec![("id1".into(), "bob".into())]),
-                ("carol@x.com".to_string(), vec![]),
-            ]
-        );
-        assert_eq!(store.user("BOB@X.COM").unwrap().unwrap().email, "Bob@x.com");
-        assert_eq!(store.user("nobody@x.com").unwrap(), None);
-    }
-
-    #[test]
-    fn deleting_an_identity_keeps_the_user_and_deleting_the_user_drops_its_identities() {
-        let store = Store::open_in_memory().unwrap();
-        store
-            .persist_identity("a@x.com", "custom", "id1", "u1")
-            .unwrap();
-        store
-            .persist_identity("a@x.com", "custom", "id2", "u2")
-            .unwrap();
-        assert!(store.delete_identity("A@X.com", "custom", "id1").unwrap());
-        assert!(!store.delete_identity("a@x.com", "custom", "id1").unwrap());
-        assert_eq!(store.identities_of("a@x.com").unwrap().len(), 1);
-        assert!(store.user("a@x.com").unwrap().is_some());
-        assert!(store.delete_user("A@x.COM").unwrap());
-        assert!(!store.delete_user("a@x.com").unwrap());
-        assert_eq!(
-            store.lookup_identity("a@x.com", "custom", "id2").unwrap(),
-            None
-        );
-        assert!(store.users().unwrap().is_empty());
-    }
-
-    #[test]
-    fn apply_is_all_or_nothing() {
-        let store = Store::open_in_memory().unwrap();
-        store
-            .persist_identity("a@x.com", "custom", "id1", "old")
-            .unwrap();
-        // SQLite has no NOT NULL violation to trip from valid Rust strings, so a trigger
-        // makes the second change fail the way a full disk or a constraint would.
-        store
-            .with(|c| {
-                c.execute_batch(
-                    "CREATE TRIGGER refuse_z BEFORE INSERT ON users WHEN NEW.email = 'z@x.com'
-                     BEGIN SELECT RAISE(ABORT, 'refused'); END;",
-                )
-            })
-            .unwrap();
-        let set = |email: &str, user_id: &str| {
-            StoreChange::SetIdentity(StoredIdentity {
-                email: email.into(),
-                service: "custom".into(),
-                service_id: "id1".into(),
-                user_id: user_id.into(),
-            })
-        };
-        let error = store.apply(&[set("a@x.com", "new"), set("z@x.com", "z")]);
-        assert!(error.is_err());
-        assert_eq!(
-            store
-                .lookup_identity("a@x.com", "custom", "id1")
-                .unwrap()
-                .unwrap()
-                .user_id,
-            "old"
-        );
-        store
-            .apply(&[set("a@x.com", "new"), set("b@x.com", "b")])
-            .unwrap();
-        assert_eq!(store.users().unwrap().len(), 2);
-    }
-
-    #[test]
-    fn opening_a_store_of_schema_two_keeps_its_history_in_the_clustered_table() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("warden.db");
-        let old = Connection::open(&path).unwrap();
-        old.execute_batch(MIGRATIONS[0]).unwrap();
-        old.execute_batch(MIGRATIONS[1]).unwrap();
-        old.execute_batch(
-            "PRAGMA user_version = 2;
-             INSERT INTO requests (id, flow, requester, fields, state, decision, created_by,
-                 created_at, updated_at)
-                 VALUES ('r1', 'f', 'a@x.com', '{}', 'pending', 'continue', 'a@x.com', 1, 1);
-             INSERT INTO request_history VALUES ('r1', 2, 'second'), ('r1', 1, 'first');",
-        )
-        .unwrap();
-        drop(old);
-
-        let store = Store::open(&path).unwrap();
-        let (entries, table): (Vec<String>, String) = store
-            .read(|c| {
-                let entries = c
-                    .prepare(
-                        "SELECT entry FROM request_history WHERE request_id = 'r1' ORDER BY seq",
-                    )?
-                    .query_map([], |r| r.get(0))?
-                    .collect::<rusqlite::Result<_>>()?;
-                let table = c.query_row(
-                    "SELECT sql FROM sqlite_master WHERE name = 'request_history'",
-                    [],
-                    |r| r.get(0),
-                )?;
-                Ok((entries, table))
-            })
-            .unwrap();
-        assert_eq!(entries, ["first", "second"]);
-        assert!(table.contains("WITHOUT ROWID"), "{table}");
-        let version: usize = store
-            .with(|c| c.pragma_query_value(None, "user_version", |r| r.get(0)))
-            .unwrap();
-        assert_eq!(version, MIGRATIONS.len());
-    }
-
-    #[tokio::test]
-    async fn a_write_is_read_back_by_the_read_connection_once_answered() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("warden.db")).unwrap();
-        store
-            .write(|c| c.execute("INSERT INTO users (email) VALUES ('w@x.com')", []))
-            .await
-            .unwrap();
-        assert!(store.user("w@x.com").unwrap().is_some());
-        let refused = store
-            .write(|c| c.execute("INSERT INTO users (email) VALUES ('w@x.com')", []))
-            .await
-            .unwrap_err();
-        assert!(refused.to_string().contains("UNIQUE"), "{refused}");
-        assert!(refused.to_string().contains("warden.db"), "{refused}");
-        assert_eq!(store.write_counts(), (2, 2));
-    }
-
-    #[test]
-    fn a_file_store_survives_reopening_and_is_in_wal_mode() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("warden.db");
-        Store::open(&path)
-            .unwrap()
-            .persist_identity("a@x.com", "custom", "id1", "u")
-            .unwrap();
-        let store = Store::open(&path).unwrap();
-        assert_eq!(
-            store
-                .lookup_identity("a@x.com", "custom", "id1")
-                .unwrap()
-                .unwrap()
-                .user_id,
-            "u"
-        );
-        let mode: String = store
-            .with(|c| c.pragma_query_value(None, "journal_mode", |r| r.get(0)))
-            .unwrap();
-        assert_eq!(mode, "wal");
-    }
-
-    fn user_id(store: &Store) -> String {
-        store
-            .lookup_identity("alice@example.com", "custom", "vo")
-            .unwrap()
-            .expect("alice's identity")
-            .user_id
-    }
-
-    #[test]
-    fn lookups_of_huge_emails_are_not_remembered() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("warden.db")).unwrap();
-        let huge = format!("{}@example.com", "a".repeat(4 << 20));
-        for _ in 0..2 {
-            assert_eq!(store.lookup_identity(&huge, "custom", "vo").unwrap(), None);
-        }
-        assert_eq!(store.identity_lookups_from_memory(), 0);
-        store
-            .lookup_identity("b@example.com", "custom", "vo")
-            .unwrap();
-        store
-            .lookup_identity("b@example.com", "custom", "vo")
-            .unwrap();
-        assert_eq!(store.identity_lookups_from_memory(), 1, "short ones are");
-    }
-
-    #[test]
-    fn an_identity_changed_by_another_connection_is_seen_by_the_next_lookup() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("warden.db");
-        let store = Store::open(&path).unwrap();
-        store
-            .persist_identity("alice@example.com", "custom", "vo", "alice")
-            .unwrap();
-        assert_eq!(user_id(&store), "alice");
-        assert_eq!(store.identity_lookups_from_memory(), 0, "the first is read");
-        assert_eq!(user_id(&store), "alice");
-        assert_eq!(
-            store.identity_lookups_from_memory(),
-            1,
-            "the second is remembered"
-        );
-
-        // What `warden users` does from its own process: its own connection and commit.
-        let other = Connection::open(&path).unwrap();
-        other
-            .execute("UPDATE identities SET user_id = 'alice-2'", [])
-            .unwrap();
-        assert_eq!(user_id(&store), "alice-2");
-        // A commit that changes anything else is noticed the same way.
-        other
-            .execute("INSERT INTO users (email) VALUES ('bob@example.com')", [])
-            .unwrap();
-        assert_eq!(user_id(&store), "alice-2");
-        assert_eq!(store.identity_lookups_from_memory(), 1);
-        assert_eq!(user_id(&store), "alice-2");
-        assert_eq!(store.identity_lookups_from_memory(), 2);
-    }
-
-    #[tokio::test]
-    async fn the_stores_own_writes_keep_remembered_identities_unless_they_change_one() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("warden.db")).unwrap();
-        store
-            .persist_identity("alice@example.com", "custom", "vo", "alice")
-            .unwrap();
-        assert_eq!(user_id(&store), "alice");
-
-        let write = |sql: &'static str| store.write(move |c| c.execute(sql, []));
-        write("INSERT INTO users (email) VALUES ('bob@example.com')")
-            .await
-            .unwrap();
-        assert_eq!(user_id(&store), "alice");
-        assert_eq!(
-            store.identity_lookups_from_memory(),
-            1,
-            "kept across the write"
-        );
-
-        write("UPDATE identities SET user_id = 'alice-2'")
-            .await
-            .unwrap();
-        assert_eq!(user_id(&store), "alice-2");
-        // A write that fails changes nothing: the answer read after it is still right.
-        write("INSERT INTO users (email) VALUES ('bob@example.com')")
-            .await
-            .unwrap_err();
-        assert_eq!(user_id(&store), "alice-2");
-        assert_eq!(store.identity_lookups_from_memory(), 2);
-    }
-}
+mod tests;

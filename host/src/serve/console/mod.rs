@@ -29,7 +29,7 @@ use crate::config::Role;
 
 use super::api::{self, ApiError, App, Caller, detached};
 use super::lifecycle::Submission;
-use crate::store::requests::State as RequestState;
+use crate::store::requests::{self, State as RequestState};
 use auth::{check_csrf, read_form};
 use forms::Form;
 use pages::{Decide, Notice, Who};
@@ -154,8 +154,11 @@ impl Console {
     /// Records a sign-in or sign-out in the audit log (refused sign-ins are only logged: they
     /// would let anyone grow the append-only log).
     fn audit(&self, user: &str, action: &str) {
-        let requests = self.app.lifecycle.requests();
-        if let Err(e) = requests.audit(user, action, None, &serde_json::json!({})) {
+        let store = self.app.lifecycle.store();
+        let audited = store.with("write the audit log", |c| {
+            requests::audit(c, user, action, None, &serde_json::json!({}))
+        });
+        if let Err(e) = audited {
             tracing::error!("cannot write the audit log: {e}");
         }
     }
@@ -517,7 +520,9 @@ async fn audit(
             return error_page(&who, &e);
         }
     };
-    let entries = match c.app.lifecycle.requests().audit_page(before, AUDIT_PAGE) {
+    let entries = match c.app.lifecycle.store().read("read the audit log", |conn| {
+        requests::audit_page(conn, before, AUDIT_PAGE)
+    }) {
         Ok(entries) => entries,
         Err(e) => return error_page(&who, &super::lifecycle::LifecycleError::from(e).into()),
     };
@@ -540,19 +545,27 @@ mod tests {
     use std::sync::Arc;
 
     use crate::store::Store;
-    use crate::store::requests::Requests;
+    use crate::store::requests;
 
     #[test]
     fn the_audit_log_pages_newest_first_without_gaps_or_repeats() {
-        let requests = Requests::new(Arc::new(Store::open_in_memory().unwrap()));
+        let store = Arc::new(Store::open_in_memory().unwrap());
         for i in 0..(2 * super::AUDIT_PAGE + 7) {
             let detail = serde_json::json!({ "i": i });
-            requests.audit("a@x.com", "reload", None, &detail).unwrap();
+            store
+                .with("audit", |c| {
+                    requests::audit(c, "a@x.com", "reload", None, &detail)
+                })
+                .unwrap();
         }
         let mut seen = Vec::new();
         let mut before = None;
         loop {
-            let page = requests.audit_page(before, super::AUDIT_PAGE).unwrap();
+            let page = store
+                .read("audit page", |c| {
+                    requests::audit_page(c, before, super::AUDIT_PAGE)
+                })
+                .unwrap();
             seen.extend(page.iter().map(|e| e.detail["i"].as_u64().unwrap()));
             if page.len() < super::AUDIT_PAGE {
                 break;

@@ -1,0 +1,173 @@
+use std::time::Duration;
+
+use super::*;
+use crate::store::requests::{HistoryEvent, State, now_ms};
+
+fn setup() -> (Arc<Store>, Arc<Claims>) {
+    let store = Arc::new(Store::open_in_memory().unwrap());
+    (store.clone(), Claims::new(store))
+}
+
+async fn claim_new(claims: &Arc<Claims>, id: &str) -> Claim {
+    let mut claim = claims.claim(id).unwrap();
+    claim
+        .insert(NewRequest {
+            id: id.into(),
+            flow: "f".into(),
+            requester: "a@x.com".into(),
+            fields: serde_json::Map::new(),
+            created_by: "a@x.com".into(),
+            idempotency_key: None,
+            duration: Some(Duration::from_secs(60)),
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    claim
+}
+
+fn note(hook: &str) -> HistoryEntry {
+    HistoryEntry {
+        at: now_ms(),
+        step: "request".into(),
+        event: HistoryEvent::Hook {
+            hook: hook.into(),
+            ran: true,
+            outcome: "continue".into(),
+            reason: None,
+            error: None,
+            blame: None,
+            elapsed_ms: 0.0,
+            refusals: Vec::new(),
+        },
+    }
+}
+
+fn step(from: &'static [State], to: State, step: &'static str) -> Transition {
+    Transition {
+        from,
+        to,
+        decision: "approve".into(),
+        reason: None,
+        actor: "warden".into(),
+        step,
+        expires_at: None,
+    }
+}
+
+/// `id`'s stored history, each entry as its hook's name or `-> to`.
+fn stored(store: &Store, id: &str) -> Vec<String> {
+    store
+        .read("read", |c| requests::history(c, id))
+        .unwrap()
+        .into_iter()
+        .map(|e| match e.event {
+            HistoryEvent::Hook { hook, .. } => hook,
+            HistoryEvent::Transition { to, .. } => format!("-> {to}"),
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_request_is_claimed_by_one_operation_at_a_time() {
+    let (_, claims) = setup();
+    let claim = claims.claim("r1").unwrap();
+    assert!(claims.claim("r1").is_none(), "claimed twice");
+    assert!(claims.claim("r2").is_some(), "another request is free");
+    drop(claim);
+    assert!(claims.claim("r1").is_some(), "released on drop");
+}
+
+#[tokio::test]
+async fn notes_wait_for_the_next_write_and_go_in_order() {
+    let (store, claims) = setup();
+    let mut claim = claim_new(&claims, "r1").await;
+    claim.note(note("on_request"));
+    assert_eq!(stored(&store, "r1"), ["-> requested"], "a note waits");
+    // A refused transition writes nothing, and the note keeps waiting.
+    assert!(
+        !claim
+            .transition(step(&[State::Pending], State::Approved, "approve"))
+            .await
+            .unwrap()
+    );
+    assert_eq!(stored(&store, "r1"), ["-> requested"]);
+    assert!(
+        claim
+            .transition(step(&[State::Requested], State::Pending, "request"))
+            .await
+            .unwrap()
+    );
+    claim.note(note("after_request"));
+    claim.flush().await.unwrap();
+    claim.flush().await.unwrap();
+    assert_eq!(
+        stored(&store, "r1"),
+        ["-> requested", "on_request", "-> pending", "after_request"]
+    );
+    let commits = store.write_counts().1;
+    claim.flush().await.unwrap();
+    assert_eq!(store.write_counts().1, commits, "nothing waits: no write");
+}
+
+#[tokio::test]
+async fn finish_commits_deferred_steps_with_the_answer_in_one_write() {
+    let (store, claims) = setup();
+    let mut claim = claim_new(&claims, "r1").await;
+    claim.defer(step(&[State::Requested], State::Approved, "approve"));
+    claim.note(note("after_approve"));
+    claim.defer(step(&[State::Approved], State::Escalated, "escalate"));
+    let state = |store: &Store| {
+        store
+            .read("read", |c| requests::get(c, "r1"))
+            .unwrap()
+            .unwrap()
+            .state
+    };
+    assert_eq!(state(&store), State::Requested, "deferred, not written");
+    let (writes, _) = store.write_counts();
+    let (record, history) = claim.finish().await.unwrap().unwrap();
+    assert_eq!(store.write_counts().0, writes + 1, "one write");
+    assert_eq!(record.state, State::Escalated);
+    assert_eq!(history.len(), 4);
+    assert_eq!(
+        stored(&store, "r1"),
+        [
+            "-> requested",
+            "-> approved",
+            "after_approve",
+            "-> escalated"
+        ]
+    );
+    assert!(claims.claim("r1").is_some(), "finish releases it");
+}
+
+#[tokio::test]
+async fn a_deferred_step_that_no_longer_applies_writes_nothing() {
+    let (store, claims) = setup();
+    let mut claim = claim_new(&claims, "r1").await;
+    claim.defer(step(&[State::Pending], State::Denied, "deny"));
+    claim.note(note("after_deny"));
+    let error = claim.flush().await.unwrap_err();
+    assert!(error.to_string().contains("found it requested"), "{error}");
+    assert!(
+        error.to_string().contains("cannot record a request's step"),
+        "{error}"
+    );
+    drop(claim);
+    assert_eq!(stored(&store, "r1"), ["-> requested"]);
+}
+
+#[tokio::test]
+async fn a_claim_dropped_early_still_records_what_it_noted() {
+    let (store, claims) = setup();
+    let mut claim = claim_new(&claims, "r1").await;
+    claim.note(note("on_request"));
+    claim.defer(step(&[State::Requested], State::Pending, "request"));
+    drop(claim);
+    assert_eq!(
+        stored(&store, "r1"),
+        ["-> requested", "on_request", "-> pending"]
+    );
+    assert!(claims.claim("r1").is_some());
+}

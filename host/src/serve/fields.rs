@@ -1,0 +1,106 @@
+//! A request's fields, checked against its flow's schema as they arrive.
+
+use std::time::Duration;
+
+use crate::config::{DURATION_FIELD, FieldType, Flow};
+
+use super::lifecycle::LifecycleError;
+
+/// Longest access a request may ask for.
+pub const MAX_DURATION: Duration = Duration::from_secs(366 * 24 * 3600);
+
+/// Checks `fields` against the flow's schema (when it declares one) and turns the
+/// `duration` field into `{"seconds": N}`.
+pub fn validate_fields(
+    flow: &Flow,
+    mut fields: serde_json::Map<String, serde_json::Value>,
+) -> Result<serde_json::Map<String, serde_json::Value>, LifecycleError> {
+    let invalid = |field: &str, message: String| LifecycleError::InvalidField {
+        field: field.to_string(),
+        message,
+    };
+    if !flow.fields.is_empty() {
+        if let Some(name) = fields.keys().find(|k| !flow.fields.contains_key(*k)) {
+            let known: Vec<&str> = flow.fields.keys().map(String::as_str).collect();
+            return Err(invalid(
+                name,
+                format!(
+                    "flow `{}` has no such field (fields: {})",
+                    flow.name,
+                    known.join(", ")
+                ),
+            ));
+        }
+        for (name, spec) in &flow.fields {
+            let value = fields.get(name).filter(|v| !v.is_null());
+            let blank = value
+                .and_then(|v| v.as_str())
+                .is_some_and(|s| s.trim().is_empty());
+            match value {
+                None if spec.required => return Err(invalid(name, "is required".into())),
+                Some(_) if blank && spec.required => {
+                    return Err(invalid(name, "is required and must not be blank".into()));
+                }
+                None => {
+                    fields.remove(name);
+                }
+                Some(v) => {
+                    let checked = check_type(spec.kind, v).map_err(|m| invalid(name, m))?;
+                    fields.insert(name.clone(), checked);
+                }
+            }
+        }
+    }
+    if let Some(v) = fields.get(DURATION_FIELD) {
+        let checked = check_type(FieldType::Duration, v).map_err(|m| invalid(DURATION_FIELD, m))?;
+        fields.insert(DURATION_FIELD.to_string(), checked);
+    }
+    Ok(fields)
+}
+
+fn check_type(kind: FieldType, value: &serde_json::Value) -> Result<serde_json::Value, String> {
+    use serde_json::Value;
+    let ok = match kind {
+        FieldType::String => value.is_string(),
+        FieldType::Int => value.as_i64().is_some(),
+        FieldType::Bool => value.is_boolean(),
+        FieldType::List => value
+            .as_array()
+            .is_some_and(|items| items.iter().all(Value::is_string)),
+        FieldType::Duration => {
+            let seconds = match value {
+                Value::String(text) => humantime::parse_duration(text.trim())
+                    .map_err(|e| format!("`{text}` is not a duration like \"30m\" or \"2h\": {e}"))?
+                    .as_secs(),
+                Value::Object(map) if map.len() == 1 && map.contains_key("seconds") => {
+                    map["seconds"]
+                        .as_u64()
+                        .ok_or("`seconds` must be a whole number")?
+                }
+                _ => {
+                    return Err(
+                        "must be a duration: {\"seconds\": N} or a string like \"2h\"".into(),
+                    );
+                }
+            };
+            if seconds == 0 || seconds > MAX_DURATION.as_secs() {
+                return Err(format!(
+                    "must be between 1 second and {} days",
+                    MAX_DURATION.as_secs() / 86400
+                ));
+            }
+            return Ok(serde_json::json!({ "seconds": seconds }));
+        }
+    };
+    if ok {
+        Ok(value.clone())
+    } else {
+        let article = match kind {
+            FieldType::Int => "an int (a whole number)",
+            FieldType::Bool => "a bool",
+            FieldType::List => "a list of strings",
+            _ => "a string",
+        };
+        Err(format!("must be {article}"))
+    }
+}

@@ -1,0 +1,105 @@
+//! What the lifecycle takes in and shows: a new request as submitted, a request as the API
+//! shows it, and as a hook sees it (its event).
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use crate::runtime::event::{EventInput, UserInput};
+use crate::runtime::hooks::{HookName, step_name};
+use crate::store::requests::{HistoryEntry, RequestRecord, State, rfc3339};
+
+pub struct Submission {
+    pub flow: String,
+    pub requester: UserInput,
+    pub fields: serde_json::Map<String, serde_json::Value>,
+    /// The API user who sent it; idempotency keys are per sender.
+    pub created_by: String,
+    pub idempotency_key: Option<String>,
+}
+
+pub struct Submitted {
+    pub request: RequestView,
+    /// The idempotency key was seen before: this is the earlier request, nothing new ran.
+    pub replayed: bool,
+}
+
+/// A request as the API shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct RequestView {
+    pub id: String,
+    pub flow: String,
+    pub state: State,
+    pub decision: String,
+    pub reason: Option<String>,
+    pub requester: String,
+    pub fields: serde_json::Map<String, serde_json::Value>,
+    pub created_at: String,
+    pub updated_at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub duration_seconds: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub history: Option<Vec<serde_json::Value>>,
+}
+
+impl RequestView {
+    pub(super) fn new(rec: RequestRecord, history: Option<Vec<HistoryEntry>>) -> Self {
+        Self {
+            id: rec.id,
+            flow: rec.flow,
+            state: rec.state,
+            decision: rec.decision,
+            reason: rec.reason,
+            requester: rec.requester,
+            fields: rec.fields,
+            created_at: rfc3339(rec.created_at),
+            updated_at: rfc3339(rec.updated_at),
+            duration_seconds: rec.duration.map(|d| d.as_secs()),
+            expires_at: rec.expires_at.map(rfc3339),
+            history: history.map(|entries| {
+                entries
+                    .into_iter()
+                    .map(|entry| {
+                        let mut json = serde_json::to_value(&entry).expect("entries serialize");
+                        json["at"] = rfc3339(entry.at).into();
+                        json
+                    })
+                    .collect()
+            }),
+        }
+    }
+}
+
+/// A user known by email only (a request's requester as stored).
+pub(super) fn user(email: &str) -> UserInput {
+    UserInput {
+        email: email.to_string(),
+        username: None,
+        id: None,
+        first_name: None,
+        last_name: None,
+    }
+}
+
+/// What `hook` is told: who acts, for whom, and the request's fields.
+pub(super) fn event(
+    acting: &UserInput,
+    requester: &UserInput,
+    id: Option<&str>,
+    fields: &serde_json::Map<String, serde_json::Value>,
+    hook: HookName,
+) -> EventInput {
+    EventInput {
+        id: id.map(str::to_string),
+        name: Some(step_name(hook.step()).to_string()),
+        timestamp: None,
+        user: acting.clone(),
+        requester: Some(requester.clone()),
+        fields: fields
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect::<BTreeMap<_, _>>(),
+    }
+}
