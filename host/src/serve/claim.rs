@@ -1,8 +1,9 @@
 //! The claim: the unit of work on one request.
 //!
 //! Every operation on a request (submit, approve, deny, deescalate, recovery) first claims
-//! it; a second claim on the same request is refused ([`Claims::claim`] says who holds it)
-//! until the first is dropped, so one operation at a time changes a request.
+//! it; a second claim on the same request is refused ([`Claims::claim`] gives `None`, which
+//! the API answers with 409 "being processed") until the first is dropped, so one operation
+//! at a time changes a request.
 //!
 //! The operation's writes wait in its claim: each hook's history entry ([`Claim::note`]) and
 //! each state change after which nothing runs before the request's next write
