@@ -364,3 +364,31 @@ fn an_open_store_sees_the_identity_warden_users_changes_from_another_process() {
     assert_eq!(lookup(), "alice.vo");
     assert_eq!(store.identity_lookups_from_memory(), 1);
 }
+
+#[test]
+fn check_names_a_flow_whose_approvers_name_an_unknown_group() {
+    let scratch = Scratch::new();
+    let config = scratch.config(&format!(
+        r#"
+[groups.oncall]
+members = ["bob@example.com"]
+
+[environments.main]
+
+[flows.access]
+environment = "main"
+plugin = {plugin}
+approvers = ["group:on-call", "lead@example.com"]
+"#,
+        plugin = toml_path(artifacts::PROBE)
+    ));
+    let error = failed(&warden(&["check", "--config", config.to_str().unwrap()]));
+    assert!(error.contains("1 problem(s) in the config"), "{error}");
+    assert!(
+        error.contains(&format!(
+            "{}:10:1: flows.access.approvers: flow `access` names group `on-call`, which is not declared under [groups] (declared: oncall)",
+            config.display()
+        )),
+        "{error}"
+    );
+}

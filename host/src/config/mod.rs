@@ -3,6 +3,7 @@
 mod hosts;
 mod locate;
 mod outline;
+mod policy;
 mod raw;
 mod serve;
 mod validate;
@@ -16,6 +17,7 @@ use std::time::Duration;
 pub use hosts::{AllowList, HostRule, is_localhost_name, is_public, origin};
 pub use locate::Location;
 pub use outline::Outline;
+pub use policy::{ApprovalPolicy, GROUP_PREFIX, MAX_APPROVALS_REQUIRED};
 pub use serve::{ApiToken, DURATION_FIELD, FieldSpec, FieldType, Role, ServeSettings};
 
 use locate::SourceMap;
@@ -97,6 +99,8 @@ pub struct Flow {
     pub grants: Grants,
     /// Whether a requester may approve their own request (`warden serve`).
     pub allow_self_approval: bool,
+    /// Who may approve or deny its requests, and how many must approve (`warden serve`).
+    pub policy: ApprovalPolicy,
     /// The request fields `warden serve` accepts; empty: any fields.
     pub fields: BTreeMap<String, FieldSpec>,
 }
@@ -115,6 +119,8 @@ pub struct Config {
     pub environments: BTreeMap<String, Arc<Environment>>,
     pub flows: BTreeMap<String, Arc<Flow>>,
     pub serve: ServeSettings,
+    /// `[groups.*]`: each group's members (lowercase emails), for flows' `approvers`.
+    pub groups: BTreeMap<String, BTreeSet<String>>,
 }
 
 /// One problem in a config file.

@@ -20,6 +20,8 @@ pub struct RawConfig {
     pub flows: BTreeMap<String, RawFlow>,
     #[serde(default)]
     pub serve: RawServe,
+    #[serde(default)]
+    pub groups: BTreeMap<String, super::policy::RawGroup>,
 }
 
 /// `[serve]`: the `warden serve` API.
@@ -110,6 +112,9 @@ pub struct RawFlow {
     pub limits: RawLimits,
     pub reveal_secrets: Option<bool>,
     pub allow_self_approval: Option<bool>,
+    /// Who may decide: emails and `group:NAME`; absent: any approver.
+    pub approvers: Option<Vec<String>>,
+    pub approvals_required: Option<u64>,
     #[serde(default)]
     pub fields: BTreeMap<String, RawField>,
 }

@@ -56,11 +56,12 @@ impl<'a> Validator<'a> {
         let integrations = self.integrations(&raw, &secrets);
         let environments = self.environments(&raw, &integrations);
         let serve = self.serve(&raw.serve);
+        let groups = self.groups(&raw.groups);
         let flows = raw
             .flows
             .iter()
             .filter_map(|(name, flow)| {
-                let built = self.flow(name, flow, &environments)?;
+                let built = self.flow(name, flow, &environments, &groups)?;
                 Some((name.clone(), Arc::new(built)))
             })
             .collect();
@@ -75,6 +76,7 @@ impl<'a> Validator<'a> {
                 environments,
                 flows,
                 serve,
+                groups,
             })
         } else {
             Err(ConfigErrors(self.errors))
@@ -382,6 +384,7 @@ impl<'a> Validator<'a> {
         name: &str,
         raw: &RawFlow,
         environments: &BTreeMap<String, Arc<Environment>>,
+        groups: &BTreeMap<String, BTreeSet<String>>,
     ) -> Option<Flow> {
         let errors_before = self.errors.len();
         // A flow is addressed by name in URLs (`/v1/flows/NAME/requests`) and metrics labels.
@@ -436,6 +439,12 @@ impl<'a> Validator<'a> {
         }
         let limits = self.limits(name, &raw.limits);
         let fields = self.fields(name, &raw.fields);
+        let policy = self.approval_policy(
+            name,
+            raw.approvers.as_deref(),
+            raw.approvals_required,
+            groups,
+        );
         if self.errors.len() > errors_before {
             return None;
         }
@@ -464,6 +473,7 @@ impl<'a> Validator<'a> {
                 reveal_secrets: raw.reveal_secrets.unwrap_or(true),
             },
             allow_self_approval: raw.allow_self_approval.unwrap_or(false),
+            policy,
             fields,
         })
     }

@@ -44,6 +44,7 @@ pub(crate) fn router(app: Arc<App>, max_body_bytes: usize) -> Router {
         .route("/v1/requests/{id}", get(show))
         .route("/v1/requests/{id}/approve", post(approve))
         .route("/v1/requests/{id}/deny", post(deny))
+        .route("/v1/requests/{id}/revoke", post(revoke))
         .route("/v1/admin/reload", post(reload))
         .route("/v1/admin/audit", get(audit))
         .layer(middleware::from_fn_with_state(app.clone(), limit_in_flight));
@@ -75,7 +76,7 @@ impl ApiError {
         }
     }
 
-    fn forbidden(message: impl Into<String>) -> Self {
+    pub(crate) fn forbidden(message: impl Into<String>) -> Self {
         Self::new(StatusCode::FORBIDDEN, message)
     }
 
@@ -113,8 +114,13 @@ impl From<LifecycleError> for ApiError {
             LifecycleError::InvalidField { .. } | LifecycleError::Invalid(_) => {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
-            LifecycleError::WrongState { .. } | LifecycleError::Busy(_) => StatusCode::CONFLICT,
-            LifecycleError::SelfApproval { .. } => StatusCode::FORBIDDEN,
+            LifecycleError::WrongState { .. }
+            | LifecycleError::Busy(_)
+            | LifecycleError::AlreadyApproved { .. }
+            | LifecycleError::NotRevocable { .. } => StatusCode::CONFLICT,
+            LifecycleError::SelfApproval { .. } | LifecycleError::NotApprover(_) => {
+                StatusCode::FORBIDDEN
+            }
             LifecycleError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         if status.is_server_error() {
@@ -416,13 +422,56 @@ async fn decide(
     Ok(axum::Json(view).into_response())
 }
 
+/// The body of `POST /v1/requests/{id}/revoke`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RevokeBody {
+    reason: Option<String>,
+}
+
+/// Longest reason a revoke keeps (it goes into the history and the audit log).
+const MAX_REVOKE_REASON_BYTES: usize = 2000;
+
+async fn revoke(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    Path(id): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let body: RevokeBody = parse(&body?)?;
+    let reason = body
+        .reason
+        .map(|r| r.trim().to_string())
+        .filter(|r| !r.is_empty());
+    if reason
+        .as_ref()
+        .is_some_and(|r| r.len() > MAX_REVOKE_REASON_BYTES)
+    {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("`reason` is longer than {MAX_REVOKE_REASON_BYTES} bytes"),
+        ));
+    }
+    let view = app.lifecycle.view(&id)?;
+    caller.may_see(&view.requester)?;
+    caller.may_revoke(app.runtime.current().config(), &view)?;
+    let revoker = caller.acting_as(None, "revoker")?;
+    let lifecycle = app.lifecycle.clone();
+    let view = detached(
+        &app,
+        async move { lifecycle.revoke(&id, revoker, reason).await },
+    )
+    .await?;
+    Ok(axum::Json(view).into_response())
+}
+
 async fn show(
     State(app): State<Arc<App>>,
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let view = app.lifecycle.view(&id)?;
-    caller.may_see(&view.requester)?;
+    caller.may_see_request(app.runtime.current().config(), &view)?;
     Ok(axum::Json(view).into_response())
 }
 
@@ -443,7 +492,8 @@ async fn list(
         .map(|s| s.parse::<RequestState>())
         .transpose()
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e))?;
-    let requests = app.lifecycle.list(state, caller.list_scope())?;
+    let mut requests = app.lifecycle.list(state, caller.list_scope())?;
+    caller.retain_visible(app.runtime.current().config(), &mut requests);
     Ok(axum::Json(serde_json::json!({ "requests": requests })).into_response())
 }
 

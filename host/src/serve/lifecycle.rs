@@ -1,10 +1,17 @@
-//! The access-request lifecycle, independent of HTTP: request → (approve | deny) → escalate
-//! → deescalate when the request's `duration` runs out.
+//! The access-request lifecycle, independent of HTTP: request → (approve | deny | ignored)
+//! → escalate → deescalate when the request's `duration` runs out or someone revokes it.
 //!
 //! Each step runs the plugin's `on_<step>` hook first (a decision it may make replaces the
-//! step's default; `continue` and `ignore` keep it), then the default transition, then
-//! `after_<step>` (recorded, never acted on). A hook that fails is recorded and counted,
-//! and the request takes the default path, which for a new request is to a human.
+//! step's default; `continue` keeps it), then the default transition, then `after_<step>`
+//! (recorded, never acted on). `ignore` from `on_request` closes the request as `ignored`
+//! (Sym's "take no action on this request": no human is asked); from a later `on_` hook it
+//! is recorded and the step goes on, so a human's decision stands and removing access is
+//! never skipped. A hook that fails is recorded and counted, and the request takes the
+//! default path, which for a new request is to a human.
+//!
+//! Humans decide by the flow's approval policy ([`super::policy`]): only its `approvers`,
+//! and with `approvals_required` of 2 or more, each approval is recorded and the request
+//! stays pending until that many different people approved; one deny ends it.
 //!
 //! Every operation reads the same way: claim the request ([`super::claim`]: the claim holds
 //! the operation's writes until they can share one commit), run the step's hooks and
@@ -31,8 +38,9 @@ use crate::store::{Store, StoreError};
 use super::claim::{Claim, Claims};
 pub use super::fields::{MAX_DURATION, validate_fields};
 use super::metrics::{Metrics, outcome_label};
+use super::policy::{approvals_so_far, not_an_approver, policy_of};
 pub use super::view::{RequestView, Submission, Submitted};
-use super::view::{event, user};
+use super::view::{event, profile, requester_of};
 
 /// Longest the expiry sleeper waits before looking at the store again.
 const EXPIRY_POLL: Duration = Duration::from_secs(30);
@@ -61,6 +69,19 @@ pub enum LifecycleError {
         approver: String,
         flow: String,
     },
+    #[error("{0}")]
+    NotApprover(String),
+    #[error(
+        "{approver} already approved `{id}`; it needs {required} approvals from different people ({count} so far)"
+    )]
+    AlreadyApproved {
+        id: String,
+        approver: String,
+        count: usize,
+        required: u32,
+    },
+    #[error("request `{id}` is {state}; only escalated requests can be revoked")]
+    NotRevocable { id: String, state: State },
     #[error("warden's store failed (a host problem): {0}")]
     Store(#[from] StoreError),
 }
@@ -106,6 +127,17 @@ impl Verdict {
             Self::Deny(_) => "deny",
         }
     }
+}
+
+/// Who removes access, and how the history and the audit log say it.
+struct Removal<'a> {
+    /// Who the hooks are told acts.
+    acting: &'a UserInput,
+    /// Who the history names.
+    actor: &'a str,
+    /// `deescalate` when time ran out, `revoke` when someone ended it early.
+    step: &'static str,
+    reason: Option<String>,
 }
 
 /// What one hook run means for the request.
@@ -219,6 +251,7 @@ impl Lifecycle {
                 created_by: submission.created_by,
                 idempotency_key: submission.idempotency_key,
                 duration,
+                requester_profile: Some(profile(&requester)),
             })
             .await?;
         let rec = match inserted {
@@ -257,15 +290,24 @@ impl Lifecycle {
                 reason.unwrap_or_else(|| "denied by the flow's plugin".into()),
             )),
             Decision::Continue | Decision::Ignore { .. } => {
+                // A failed hook's decision is `continue`, so an ignore here is the plugin's.
+                let ignored = matches!(on.decision, Decision::Ignore { .. });
                 let reason = match (&on.failure, on.decision) {
                     (Some(failure), _) => format!("{failure}; failing closed: a human decides"),
-                    (None, Decision::Ignore { message: Some(m) }) => m,
+                    (None, Decision::Ignore { message }) => {
+                        message.unwrap_or_else(|| "ignored by the flow's plugin".into())
+                    }
                     _ => "awaiting a human".to_string(),
+                };
+                let (to, decision) = if ignored {
+                    (State::Ignored, "ignore")
+                } else {
+                    (State::Pending, "continue")
                 };
                 claim.defer(Transition {
                     from: &[State::Requested],
-                    to: State::Pending,
-                    decision: "continue".into(),
+                    to,
+                    decision: decision.into(),
                     reason: Some(reason),
                     actor: WARDEN.into(),
                     step: "request",
@@ -326,6 +368,16 @@ impl Lifecycle {
         let rec = self.pending(id)?;
         let warden = self.runtime.load_full();
         let approver_email = approver.email.trim().to_string();
+        let policy = policy_of(warden.config(), &rec.flow);
+        if let Some(why) = not_an_approver(&policy, &rec.flow, &approver_email) {
+            self.refused(
+                &approver_email,
+                id,
+                "decide-refused",
+                "not an approver of the flow",
+            )?;
+            return Err(LifecycleError::NotApprover(why));
+        }
         if matches!(verdict, Verdict::Approve(_)) {
             let self_approval = approver_email.eq_ignore_ascii_case(&rec.requester);
             let allowed = warden
@@ -333,20 +385,43 @@ impl Lifecycle {
                 .flow(&rec.flow)
                 .is_some_and(|f| f.allow_self_approval);
             if self_approval && !allowed {
-                self.store.with("write the audit log", |c| {
-                    requests::audit(
-                        c,
-                        &approver_email,
-                        "approve-refused",
-                        Some(id),
-                        &serde_json::json!({ "why": "self-approval" }),
-                    )
-                })?;
+                self.refused(&approver_email, id, "approve-refused", "self-approval")?;
                 return Err(LifecycleError::SelfApproval {
                     id: id.to_string(),
                     approver: approver_email,
                     flow: rec.flow,
                 });
+            }
+        }
+        if let Verdict::Approve(reason) = &verdict
+            && policy.approvals_required > 1
+        {
+            let required = policy.approvals_required;
+            let history = self
+                .store
+                .read("read a request's approvals", |c| requests::history(c, id))?;
+            let so_far = approvals_so_far(&history);
+            if so_far.contains(&approver_email.to_ascii_lowercase()) {
+                return Err(LifecycleError::AlreadyApproved {
+                    id: id.to_string(),
+                    approver: approver_email,
+                    count: so_far.len(),
+                    required,
+                });
+            }
+            let count = so_far.len() as u32 + 1;
+            claim.note(HistoryEntry {
+                at: now_ms(),
+                step: "approve".into(),
+                event: HistoryEvent::Approval {
+                    approver: approver_email.clone(),
+                    reason: reason.clone(),
+                    count,
+                    required,
+                },
+            });
+            if count < required {
+                return self.finish(claim).await;
             }
         }
         self.decide_step(
@@ -360,6 +435,14 @@ impl Lifecycle {
         )
         .await?;
         self.finish(claim).await
+    }
+
+    /// Audits a refused decision (the refusal itself changes nothing).
+    fn refused(&self, who: &str, id: &str, action: &str, why: &str) -> Result<(), LifecycleError> {
+        self.store.with("write the audit log", |c| {
+            requests::audit(c, who, action, Some(id), &serde_json::json!({ "why": why }))
+        })?;
+        Ok(())
     }
 
     fn pending(&self, id: &str) -> Result<RequestRecord, LifecycleError> {
@@ -468,33 +551,83 @@ impl Lifecycle {
             return Ok(());
         }
         let warden = self.runtime.load_full();
-        let requester = user(&rec.requester);
-        self.hook(
-            &warden,
-            &mut claim,
-            &rec,
-            HookName::OnDeescalate,
-            &requester,
-        )
-        .await?;
+        let requester = requester_of(&rec);
+        let removal = Removal {
+            acting: &requester,
+            actor: WARDEN,
+            step: "deescalate",
+            reason: None,
+        };
+        self.deescalate_step(&warden, &mut claim, &rec, removal)
+            .await?;
+        claim.flush().await?;
+        Ok(())
+    }
+
+    /// Ends escalated access early (`POST /v1/requests/{id}/revoke`): the deescalate step
+    /// runs with its hooks, told that `revoker` acts; the history and the audit log name
+    /// them and `reason`. Who may revoke is the caller's check ([`super::policy`]).
+    pub async fn revoke(
+        &self,
+        id: &str,
+        revoker: UserInput,
+        reason: Option<String>,
+    ) -> Result<RequestView, LifecycleError> {
+        revoker
+            .check("revoker")
+            .map_err(|e| LifecycleError::Invalid(e.0))?;
+        let mut claim = self.claim(id)?;
+        let rec = self.record(id)?;
+        if rec.state != State::Escalated {
+            return Err(LifecycleError::NotRevocable {
+                id: id.to_string(),
+                state: rec.state,
+            });
+        }
+        let warden = self.runtime.load_full();
+        let who = revoker.email.trim().to_string();
+        let reason = match reason {
+            Some(why) => format!("revoked by {who}: {why}"),
+            None => format!("revoked by {who}"),
+        };
+        let removal = Removal {
+            acting: &revoker,
+            actor: &who,
+            step: "revoke",
+            reason: Some(reason),
+        };
+        self.deescalate_step(&warden, &mut claim, &rec, removal)
+            .await?;
+        self.finish(claim).await
+    }
+
+    /// The deescalate step: `on_deescalate`, the transition, `after_deescalate`.
+    async fn deescalate_step(
+        &self,
+        warden: &Warden,
+        claim: &mut Claim,
+        rec: &RequestRecord,
+        removal: Removal<'_>,
+    ) -> Result<(), LifecycleError> {
+        self.hook(warden, claim, rec, HookName::OnDeescalate, removal.acting)
+            .await?;
         claim.defer(Transition {
             from: &[State::Escalated],
             to: State::Deescalated,
             decision: rec.decision.clone(),
-            reason: None,
-            actor: WARDEN.into(),
-            step: "deescalate",
+            reason: removal.reason,
+            actor: removal.actor.into(),
+            step: removal.step,
             expires_at: None,
         });
         self.hook(
-            &warden,
-            &mut claim,
-            &rec,
+            warden,
+            claim,
+            rec,
             HookName::AfterDeescalate,
-            &requester,
+            removal.acting,
         )
         .await?;
-        claim.flush().await?;
         Ok(())
     }
 
@@ -529,7 +662,7 @@ impl Lifecycle {
         for id in ids_in(State::Approved)? {
             let mut claim = self.claim(&id)?;
             let rec = self.record(&id)?;
-            let requester = user(&rec.requester);
+            let requester = requester_of(&rec);
             self.escalate_step(&warden, &mut claim, &rec, &requester)
                 .await?;
             claim.flush().await?;
@@ -588,7 +721,7 @@ impl Lifecycle {
         hook: HookName,
         acting: &UserInput,
     ) -> Result<HookOutcome, LifecycleError> {
-        let requester = user(&rec.requester);
+        let requester = requester_of(rec);
         let input = event(acting, &requester, Some(&rec.id), &rec.fields, hook);
         let step = step_name(hook.step()).to_string();
         let (outcome, event) = match claim.run_hook(warden, &rec.flow, hook, &input).await? {

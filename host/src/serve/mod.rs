@@ -9,6 +9,8 @@
 //!   what it answers with;
 //! - the SQLite store ([`crate::store`]; the requests' SQL is [`crate::store::requests`]);
 //! - the expiry sleeper ([`lifecycle::Lifecycle::expire_loop`]);
+//! - [`policy`]: who may decide, see and revoke a request (the flows' `approvers` and
+//!   `approvals_required`, beside the API roles);
 //! - [`metrics`], and the HTTP [`api`] in front of it all, with the approvers' web
 //!   [`console`] beside it.
 
@@ -18,6 +20,7 @@ mod console;
 mod fields;
 pub mod lifecycle;
 pub mod metrics;
+mod policy;
 mod view;
 
 use std::net::SocketAddr;

@@ -72,7 +72,30 @@ impl RequestView {
     }
 }
 
-/// A user known by email only (a request's requester as stored).
+/// The requester as stored with the request, as a JSON user, so the hooks after the request
+/// step see the user the request step saw.
+pub(super) fn profile(user: &UserInput) -> String {
+    serde_json::json!({
+        "email": user.email.trim(),
+        "username": user.username,
+        "id": user.id,
+        "first_name": user.first_name,
+        "last_name": user.last_name,
+    })
+    .to_string()
+}
+
+/// A request's requester: as submitted, or by email alone for a request stored before
+/// warden kept the whole user (or whose stored user no longer reads).
+pub(super) fn requester_of(rec: &RequestRecord) -> UserInput {
+    rec.requester_profile
+        .as_deref()
+        .and_then(|text| serde_json::from_str::<UserInput>(text).ok())
+        .filter(|u| u.email.trim().eq_ignore_ascii_case(&rec.requester))
+        .unwrap_or_else(|| user(&rec.requester))
+}
+
+/// A user known by email only.
 pub(super) fn user(email: &str) -> UserInput {
     UserInput {
         email: email.to_string(),

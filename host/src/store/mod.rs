@@ -95,6 +95,9 @@ const MIGRATIONS: &[&str] = &[
         BEGIN UPDATE identity_changes SET n = n + 1; END;
     CREATE TRIGGER identity_deleted AFTER DELETE ON identities
         BEGIN UPDATE identity_changes SET n = n + 1; END;",
+    // 5: the requester as submitted (a JSON user), so hooks after the request step see the
+    // whole user, not only an email.
+    "ALTER TABLE requests ADD COLUMN requester_profile TEXT;",
 ];
 
 /// A failure of the store: which database file, what warden was doing, and SQLite's error.

@@ -27,16 +27,20 @@ pub enum State {
     Denied,
     Escalated,
     Deescalated,
+    /// The flow's plugin ignored it (`ignore` from `on_request`): closed, never routed to
+    /// a human.
+    Ignored,
 }
 
 impl State {
-    pub const ALL: [State; 6] = [
+    pub const ALL: [State; 7] = [
         Self::Requested,
         Self::Pending,
         Self::Approved,
         Self::Denied,
         Self::Escalated,
         Self::Deescalated,
+        Self::Ignored,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -47,6 +51,7 @@ impl State {
             Self::Denied => "denied",
             Self::Escalated => "escalated",
             Self::Deescalated => "deescalated",
+            Self::Ignored => "ignored",
         }
     }
 }
@@ -101,6 +106,15 @@ pub enum HistoryEvent {
         #[serde(skip_serializing_if = "Vec::is_empty", default)]
         refusals: Vec<String>,
     },
+    /// One of the approvals a flow with `approvals_required` of 2 or more needs.
+    Approval {
+        approver: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+        /// Distinct approvals so far, this one included, and how many the flow needs.
+        count: u32,
+        required: u32,
+    },
     /// The request changed state.
     Transition {
         from: Option<State>,
@@ -127,6 +141,9 @@ pub struct RequestRecord {
     pub expires_at: Option<i64>,
     pub created_at: i64,
     pub updated_at: i64,
+    /// The requester as submitted (a JSON user: email, username, id, names), for the hooks
+    /// after the request step; `None` for requests stored before warden kept it.
+    pub requester_profile: Option<String>,
 }
 
 /// A request to store, in state `requested`. Owned: it is written on the commit thread.
@@ -138,6 +155,7 @@ pub struct NewRequest {
     pub created_by: String,
     pub idempotency_key: Option<String>,
     pub duration: Option<Duration>,
+    pub requester_profile: Option<String>,
 }
 
 /// A state change: applied only if the request is in one of `from`.
@@ -216,11 +234,12 @@ pub fn insert(
         expires_at: None,
         created_at: now,
         updated_at: now,
+        requester_profile: new.requester_profile,
     };
     conn.prepare_cached(
         "INSERT INTO requests (id, flow, requester, fields, state, decision, created_by,
-             idempotency_key, duration_seconds, created_at, updated_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10)",
+             idempotency_key, duration_seconds, created_at, updated_at, requester_profile)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10, ?11)",
     )?
     .execute(params![
         record.id,
@@ -233,6 +252,7 @@ pub fn insert(
         new.idempotency_key,
         record.duration.map(|d| d.as_secs() as i64),
         now,
+        record.requester_profile,
     ])?;
     append_history(
         conn,
@@ -305,7 +325,23 @@ pub fn write(
     let mut froms = froms.into_iter();
     for w in writes {
         match w {
-            RequestWrite::Entry(entry) => append_history(conn, id, entry)?,
+            RequestWrite::Entry(entry) => {
+                append_history(conn, id, entry)?;
+                // An approval that does not yet approve changes no state, so no transition
+                // audits it: its own line does, in the same commit.
+                if let HistoryEvent::Approval {
+                    approver,
+                    reason,
+                    count,
+                    required,
+                } = &entry.event
+                {
+                    let detail = serde_json::json!({
+                        "count": count, "required": required, "reason": reason,
+                    });
+                    audit(conn, approver, "approval", Some(id), &detail)?;
+                }
+            }
             RequestWrite::Transition(t) => write_transition(conn, id, t, froms.next().unwrap())?,
         }
     }
@@ -363,7 +399,7 @@ fn write_transition(
 }
 
 const COLUMNS: &str = "id, flow, requester, fields, state, decision, reason, created_by,
-    duration_seconds, expires_at, created_at, updated_at";
+    duration_seconds, expires_at, created_at, updated_at, requester_profile";
 
 fn row_to_record(row: &rusqlite::Row<'_>) -> rusqlite::Result<RequestRecord> {
     let fields: String = row.get(3)?;
@@ -386,6 +422,7 @@ fn row_to_record(row: &rusqlite::Row<'_>) -> rusqlite::Result<RequestRecord> {
         expires_at: row.get(9)?,
         created_at: row.get(10)?,
         updated_at: row.get(11)?,
+        requester_profile: row.get(12)?,
     })
 }
 

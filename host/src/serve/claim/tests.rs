@@ -19,6 +19,7 @@ async fn claim_new(claims: &Arc<Claims>, id: &str) -> Claim {
             created_by: "a@x.com".into(),
             idempotency_key: None,
             duration: Some(Duration::from_secs(60)),
+            requester_profile: None,
         })
         .await
         .unwrap()

@@ -4,8 +4,9 @@
 //! for a session cookie ([`session`], [`auth`]); each state-changing form carries the
 //! session's CSRF token and must come from this server's own pages. [`pages`] holds the
 //! templates, [`forms`] what is read from a browser. Listing, submitting and deciding call
-//! the same [`Caller`] checks and lifecycle functions as the API's handlers, so the console
-//! adds no way around the API's roles, and what it does is audited the same way.
+//! the same [`Caller`] checks (the roles, and the flows' approval policies) and lifecycle
+//! functions as the API's handlers, so the console adds no way around the API's rules, and
+//! what it does is audited the same way.
 
 mod auth;
 mod forms;
@@ -28,7 +29,7 @@ use maud::Markup;
 use crate::config::Role;
 
 use super::api::{self, ApiError, App, Caller, detached};
-use super::lifecycle::Submission;
+use super::lifecycle::{RequestView, Submission};
 use crate::store::requests::{self, State as RequestState};
 use auth::{check_csrf, read_form};
 use forms::Form;
@@ -62,6 +63,7 @@ pub(crate) fn router(app: Arc<App>) -> Router<Arc<App>> {
         .route("/logout", post(auth::logout))
         .route("/requests/{id}", get(show))
         .route("/requests/{id}/decide", post(decide))
+        .route("/requests/{id}/revoke", post(revoke))
         .route("/new", get(new_index))
         .route("/new/{flow}", get(new_form).post(submit))
         .route("/audit", get(audit))
@@ -241,6 +243,8 @@ async fn list(State(c): State<Console>, headers: HeaderMap, RawQuery(query): Raw
     if let Some(flow) = flow {
         requests.retain(|r| r.flow == flow);
     }
+    who.caller
+        .retain_visible(c.app.runtime.current().config(), &mut requests);
     // Pending first; otherwise newest first, as listed.
     requests.sort_by_key(|r| r.state != RequestState::Pending);
     let flows: Vec<String> = c
@@ -280,34 +284,22 @@ fn request_page(
         Ok(view) => view,
         Err(e) => return error_page(who, &e.into()),
     };
-    if let Err(e) = who.caller.may_see(&view.requester) {
+    let warden = c.app.runtime.current();
+    let config = warden.config();
+    if let Err(e) = who.caller.may_see_request(config, &view) {
         return error_page(who, &e);
     }
-    let self_approval_allowed = c
-        .app
-        .runtime
-        .current()
-        .config()
-        .flow(&view.flow)
-        .is_some_and(|f| f.allow_self_approval);
-    let decide = if who.caller.role < Role::Approver {
-        Decide::Missing(format!(
-            "You are a {}: only approvers and admins approve or deny requests.",
-            who.caller.role
-        ))
-    } else if view.requester.eq_ignore_ascii_case(&who.caller.user) && !self_approval_allowed {
-        Decide::Missing(format!(
-            "You requested this, and flow `{}` does not allow self-approval: another approver decides.",
-            view.flow
-        ))
-    } else {
-        Decide::Allowed
+    let decide = decide_on(config, who, &view);
+    let revoke = match view.state {
+        RequestState::Escalated => who.caller.may_revoke(config, &view).is_ok(),
+        _ => false,
     };
     let status = error.map_or(StatusCode::OK, ApiError::status);
     // Just filed: say at once whether the flow's plugin decided it.
     let news = filed.then_some(match view.state {
         RequestState::Pending | RequestState::Requested => "Filed: it waits for an approver.",
         RequestState::Denied => "Filed: the flow's plugin denied it at once.",
+        RequestState::Ignored => "Filed: the flow's plugin ignored it; no one is asked to decide.",
         _ => "Filed and fast-tracked: the flow's plugin approved it at once.",
     });
     let notice = match (error, news) {
@@ -321,9 +313,44 @@ fn request_page(
             Some(&who.who()),
             &format!("Request {}", view.id),
             notice,
-            pages::request(&view, &who.who(), &decide),
+            pages::request(&view, &who.who(), &decide, revoke),
         ),
     )
+}
+
+/// Whether the signed-in user may approve or deny `view`, and if not, why: the page says so
+/// in place of the buttons.
+fn decide_on(config: &crate::config::Config, who: &SignedIn, view: &RequestView) -> Decide {
+    if who.caller.role < Role::Approver {
+        return Decide::Missing(format!(
+            "You are a {}: only approvers and admins approve or deny requests.",
+            who.caller.role
+        ));
+    }
+    if let Err(e) = who.caller.may_decide(config, &view.flow) {
+        return Decide::Missing(format!("{} Ask one of them to decide.", e.message()));
+    }
+    let self_approval_allowed = config
+        .flow(&view.flow)
+        .is_some_and(|f| f.allow_self_approval);
+    if view.requester.eq_ignore_ascii_case(&who.caller.user) && !self_approval_allowed {
+        return Decide::Missing(format!(
+            "You requested this, and flow `{}` does not allow self-approval: another approver decides.",
+            view.flow
+        ));
+    }
+    let approvals = pages::approvals(view);
+    if approvals
+        .iter()
+        .any(|a| a.eq_ignore_ascii_case(&who.caller.user))
+    {
+        let required = super::policy::policy_of(config, &view.flow).approvals_required;
+        return Decide::Missing(format!(
+            "You approved this already; it needs {required} approvals from different people ({} so far): another approver decides.",
+            approvals.len()
+        ));
+    }
+    Decide::Allowed
 }
 
 async fn show(
@@ -383,6 +410,44 @@ async fn decide(
     }
     .await;
     match decided {
+        Ok(_) => redirect(&format!("/requests/{id}")),
+        Err(e) => request_page(&c, &who, &id, Some(&e), false),
+    }
+}
+
+async fn revoke(
+    State(c): State<Console>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let Some(who) = c.signed_in(&headers) else {
+        return redirect("/signin");
+    };
+    let form = match read_form(&headers, body).and_then(|f| check_csrf(&who, &f).map(|()| f)) {
+        Ok(form) => form,
+        Err(e) => return error_page(&who, &e),
+    };
+    let revoked = async {
+        let view = c.app.lifecycle.view(&id)?;
+        who.caller.may_see(&view.requester)?;
+        who.caller
+            .may_revoke(c.app.runtime.current().config(), &view)?;
+        let revoker = who.caller.acting_as(None, "revoker")?;
+        let reason = form
+            .get("reason")
+            .map(str::trim)
+            .filter(|r| !r.is_empty())
+            .map(|r| r.chars().take(2000).collect::<String>());
+        let lifecycle = c.app.lifecycle.clone();
+        let id = id.clone();
+        detached(&c.app, async move {
+            lifecycle.revoke(&id, revoker, reason).await
+        })
+        .await
+    }
+    .await;
+    match revoked {
         Ok(_) => redirect(&format!("/requests/{id}")),
         Err(e) => request_page(&c, &who, &id, Some(&e), false),
     }

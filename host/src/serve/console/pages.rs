@@ -194,8 +194,23 @@ fn decided_by(view: &RequestView) -> Option<(String, bool)> {
     })
 }
 
-pub fn request(view: &RequestView, who: &Who, decide: &Decide) -> Markup {
+/// Who approved so far (each once), from the approvals a flow needing several records.
+pub fn approvals(view: &RequestView) -> Vec<String> {
+    let mut seen: Vec<String> = Vec::new();
+    for e in view.history.iter().flatten() {
+        if e["kind"] == "approval" {
+            let who = text(e, "approver");
+            if !seen.iter().any(|s| s.eq_ignore_ascii_case(&who)) {
+                seen.push(who);
+            }
+        }
+    }
+    seen
+}
+
+pub fn request(view: &RequestView, who: &Who, decide: &Decide, revoke: bool) -> Markup {
     let decided_by = decided_by(view);
+    let approvals = approvals(view);
     html! {
         section.card {
             p.summary {
@@ -209,6 +224,9 @@ pub fn request(view: &RequestView, who: &Who, decide: &Decide) -> Markup {
                 @if let Some((by, fast_track)) = &decided_by {
                     dt { "Decided by" }
                     dd #decided-by { (by) @if *fast_track { " (fast-tracked)" } }
+                }
+                @if !approvals.is_empty() {
+                    dt { "Approved by" } dd #approvals { (approvals.join(", ")) }
                 }
                 @if let Some(expires) = &view.expires_at { dt { "Access ends" } dd { (expires) } }
             }
@@ -237,6 +255,18 @@ pub fn request(view: &RequestView, who: &Who, decide: &Decide) -> Markup {
                 }
             }
         }
+        @if revoke {
+            section.card #revoke-access {
+                form method="post" action={ "/requests/" (view.id) "/revoke" } {
+                    input type="hidden" name="csrf" value=(who.csrf);
+                    label for="revoke-reason" { "Why end this access now?" }
+                    textarea #revoke-reason name="reason" rows="2" maxlength="2000" {}
+                    div.buttons {
+                        button #revoke.deny type="submit" { "Revoke access" }
+                    }
+                }
+            }
+        }
         h2 { "History" }
         div.scroll {
             table #history {
@@ -254,6 +284,12 @@ pub fn request(view: &RequestView, who: &Who, decide: &Decide) -> Markup {
                                     @if let Some(err) = e["error"].as_str() {
                                         span.error { " · error (" (text(e, "blame")) "): " (err) }
                                     }
+                                }
+                            } @else if e["kind"] == "approval" {
+                                td data-label="What" { "approval " (text(e, "count")) " of " (text(e, "required")) }
+                                td data-label="Detail" {
+                                    "by " (text(e, "approver"))
+                                    @if let Some(r) = e["reason"].as_str() { " · " (r) }
                                 }
                             } @else {
                                 td data-label="What" { (text(e, "from")) " → " (text(e, "to")) }

@@ -14,6 +14,7 @@ fn new(id: &str, key: Option<&str>) -> NewRequest {
         created_by: "a@x.com".into(),
         idempotency_key: key.map(str::to_string),
         duration: Some(Duration::from_secs(60)),
+        requester_profile: None,
     }
 }
 

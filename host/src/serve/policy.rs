@@ -1,0 +1,159 @@
+//! Who may decide, see and revoke a request, by the flow's approval policy
+//! ([`crate::config::ApprovalPolicy`]: `approvers`, `approvals_required`) beside the API
+//! roles. The API and the console ask the same functions, so neither is a way around the
+//! other.
+//!
+//! - Deciding (approve or deny): the acting approver must be one of the flow's `approvers`
+//!   (any approver when it names none); checked by [`super::lifecycle::Lifecycle`].
+//! - Seeing: a pending request is shown to those who may decide it, its requester and admins;
+//!   other approvers do not see it (requests in other states stay visible to every approver).
+//! - Revoking escalated access: its requester, the flow's approvers, and admins.
+
+use crate::config::{ApprovalPolicy, Config, Role};
+use crate::store::requests::{HistoryEntry, HistoryEvent, State};
+
+use super::api::{ApiError, Caller};
+use super::view::RequestView;
+
+/// The flow's policy; a flow gone after a reload has the default one (any approver, one
+/// approval), as its requests did before the flow named approvers.
+pub(crate) fn policy_of(config: &Config, flow: &str) -> ApprovalPolicy {
+    config
+        .flow(flow)
+        .map(|f| f.policy.clone())
+        .unwrap_or_default()
+}
+
+/// Why `email` may not decide requests of `flow`, if it may not.
+pub(crate) fn not_an_approver(policy: &ApprovalPolicy, flow: &str, email: &str) -> Option<String> {
+    (!policy.allows(email)).then(|| {
+        format!(
+            "{} may not decide requests of flow `{flow}`: only its approvers may ({})",
+            email.trim(),
+            policy.describe()
+        )
+    })
+}
+
+/// The distinct people (lowercase emails) who approved so far, from the request's history.
+pub(crate) fn approvals_so_far(history: &[HistoryEntry]) -> Vec<String> {
+    let mut seen: Vec<String> = Vec::new();
+    for entry in history {
+        if let HistoryEvent::Approval { approver, .. } = &entry.event {
+            let approver = approver.trim().to_ascii_lowercase();
+            if !seen.contains(&approver) {
+                seen.push(approver);
+            }
+        }
+    }
+    seen
+}
+
+impl Caller {
+    /// Whether the caller may decide requests of `flow` as themselves: an approver (or
+    /// admin) whom the flow's policy names.
+    pub(crate) fn may_decide(&self, config: &Config, flow: &str) -> Result<(), ApiError> {
+        self.require(Role::Approver)?;
+        match not_an_approver(&policy_of(config, flow), flow, &self.user) {
+            Some(why) => Err(ApiError::forbidden(why)),
+            None => Ok(()),
+        }
+    }
+
+    /// [`Caller::may_see`], and a pending request only for those who may decide it.
+    pub(crate) fn may_see_request(
+        &self,
+        config: &Config,
+        view: &RequestView,
+    ) -> Result<(), ApiError> {
+        self.may_see(&view.requester)?;
+        let own = view.requester.eq_ignore_ascii_case(&self.user);
+        if self.role == Role::Approver && view.state == State::Pending && !own {
+            if let Some(why) =
+                not_an_approver(&policy_of(config, &view.flow), &view.flow, &self.user)
+            {
+                return Err(ApiError::forbidden(format!(
+                    "pending request `{}` is shown only to those who may decide it: {why}",
+                    view.id
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Leaves the requests of `views` the caller may see.
+    pub(crate) fn retain_visible(&self, config: &Config, views: &mut Vec<RequestView>) {
+        views.retain(|v| self.may_see_request(config, v).is_ok());
+    }
+
+    /// Whether the caller may end request `view`'s access early: its requester, an approver
+    /// the flow's policy names, or an admin.
+    pub(crate) fn may_revoke(&self, config: &Config, view: &RequestView) -> Result<(), ApiError> {
+        if self.role >= Role::Admin || view.requester.eq_ignore_ascii_case(&self.user) {
+            return Ok(());
+        }
+        if self.role < Role::Approver {
+            return Err(ApiError::forbidden(format!(
+                "{} may revoke only their own requests' access",
+                self.user
+            )));
+        }
+        match not_an_approver(&policy_of(config, &view.flow), &view.flow, &self.user) {
+            Some(why) => Err(ApiError::forbidden(format!(
+                "{why}, the requester, or an admin may revoke its access"
+            ))),
+            None => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn approval(approver: &str) -> HistoryEntry {
+        HistoryEntry {
+            at: 0,
+            step: "approve".into(),
+            event: HistoryEvent::Approval {
+                approver: approver.into(),
+                reason: None,
+                count: 1,
+                required: 2,
+            },
+        }
+    }
+
+    #[test]
+    fn approvals_count_each_person_once_whatever_the_case() {
+        let history = [
+            approval("Bob@example.com"),
+            approval("bob@example.com "),
+            approval("erin@example.com"),
+        ];
+        assert_eq!(
+            approvals_so_far(&history),
+            ["bob@example.com", "erin@example.com"]
+        );
+    }
+
+    #[test]
+    fn only_named_approvers_may_decide() {
+        let policy = ApprovalPolicy {
+            approvers: Some(["bob@example.com".to_string()].into()),
+            approvers_as_written: vec!["group:oncall".into()],
+            approvals_required: 1,
+        };
+        assert_eq!(not_an_approver(&policy, "f", "BOB@example.com"), None);
+        assert_eq!(
+            not_an_approver(&policy, "f", "eve@example.com").as_deref(),
+            Some(
+                "eve@example.com may not decide requests of flow `f`: only its approvers may (group:oncall)"
+            )
+        );
+        assert_eq!(
+            not_an_approver(&ApprovalPolicy::default(), "f", "eve@example.com"),
+            None
+        );
+    }
+}

@@ -1,0 +1,469 @@
+//! `warden serve`'s approval policies end to end through its HTTP API: per-flow approvers
+//! and groups, several approvals from different people, revoking escalated access, what
+//! `ignore` from `on_request` does, and the whole requester in the hooks after the request
+//! step (told by the witness plugin, whose reasons say who each hook saw).
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use warden::serve::Server;
+use warden_tests::{Scratch, artifacts, toml_path};
+
+const ALICE: &str = "alice-token-1111"; // requester
+const DAVE: &str = "dave-token-4444"; // requester
+const BOB: &str = "bob-token-2222"; // approver, in group oncall
+const ERIN: &str = "erin-token-5555"; // approver, in group oncall
+const FRANK: &str = "frank-token-6666"; // approver, in no group
+const CAROL: &str = "carol-token-3333"; // admin
+
+fn config_text(scratch: &Scratch) -> String {
+    let mut tokens = String::new();
+    for (name, token, role) in [
+        ("alice", ALICE, "requester"),
+        ("dave", DAVE, "requester"),
+        ("bob", BOB, "approver"),
+        ("erin", ERIN, "approver"),
+        ("frank", FRANK, "approver"),
+        ("carol", CAROL, "admin"),
+    ] {
+        scratch.write(&format!("tokens/{name}"), format!("{token}\n"));
+        tokens.push_str(&format!(
+            "[serve.tokens.{name}]\ntoken_file = \"tokens/{name}\"\nuser = \"{name}@example.com\"\nrole = \"{role}\"\n"
+        ));
+    }
+    let flow = |name: &str, extra: &str| {
+        format!(
+            "[flows.{name}]\nenvironment = \"main\"\nplugin = {}\n{extra}\n[flows.{name}.fields.duration]\ntype = \"duration\"\n",
+            toml_path(artifacts::WITNESS)
+        )
+    };
+    format!(
+        "[store]\npath = \"warden.db\"\n[serve]\n{tokens}\n[environments.main]\n\
+         [groups.oncall]\nmembers = [\"Bob@example.com\", \"erin@example.com\"]\n{}{}{}{}",
+        flow("gated", "approvers = [\"group:oncall\"]"),
+        flow(
+            "four",
+            "approvers = [\"group:oncall\", \"frank@example.com\"]\napprovals_required = 2"
+        ),
+        flow("open", ""),
+        flow("quiet", "vars = { action = \"ignore:not for humans\" }"),
+    )
+}
+
+struct Harness {
+    _scratch: Scratch,
+    server: Server,
+    http: reqwest::Client,
+}
+
+struct Reply {
+    status: u16,
+    body: Value,
+    text: String,
+}
+
+impl Harness {
+    async fn start() -> Self {
+        let scratch = Scratch::new();
+        let path = scratch.config(&config_text(&scratch));
+        let server = Server::start(&path, Some("127.0.0.1:0".parse().unwrap()))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        Self {
+            _scratch: scratch,
+            server,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    async fn send(&self, method: &str, path: &str, token: &str, body: Option<Value>) -> Reply {
+        let url = format!("http://{}{path}", self.server.local_addr());
+        let mut request = self
+            .http
+            .request(method.parse().unwrap(), url)
+            .bearer_auth(token);
+        if let Some(body) = body {
+            request = request
+                .header("content-type", "application/json")
+                .body(body.to_string());
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap();
+        Reply {
+            status,
+            body: serde_json::from_str(&text).unwrap_or(Value::Null),
+            text,
+        }
+    }
+
+    /// Files a request to `flow` as alice (with `requester`, when given) and returns its id.
+    async fn submit(&self, flow: &str, requester: Option<Value>, expect: &str) -> String {
+        let mut body = json!({ "fields": { "duration": "1h" } });
+        if let Some(requester) = requester {
+            body["requester"] = requester;
+        }
+        let r = self
+            .send(
+                "POST",
+                &format!("/v1/flows/{flow}/requests"),
+                ALICE,
+                Some(body),
+            )
+            .await;
+        assert_eq!(r.status, 201, "{}", r.text);
+        assert_eq!(r.body["state"], expect, "{}", r.text);
+        r.body["id"].as_str().unwrap().to_string()
+    }
+
+    async fn act(&self, id: &str, verb: &str, token: &str, reason: &str) -> Reply {
+        self.send(
+            "POST",
+            &format!("/v1/requests/{id}/{verb}"),
+            token,
+            Some(json!({ "reason": reason })),
+        )
+        .await
+    }
+
+    async fn get(&self, id: &str) -> Value {
+        let r = self
+            .send("GET", &format!("/v1/requests/{id}"), CAROL, None)
+            .await;
+        assert_eq!(r.status, 200, "{}", r.text);
+        r.body
+    }
+
+    async fn listed(&self, token: &str) -> Vec<String> {
+        let r = self.send("GET", "/v1/requests", token, None).await;
+        assert_eq!(r.status, 200, "{}", r.text);
+        r.body["requests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["id"].as_str().unwrap().to_string())
+            .collect()
+    }
+
+    async fn audit(&self) -> Vec<Value> {
+        let r = self.send("GET", "/v1/admin/audit", CAROL, None).await;
+        assert_eq!(r.status, 200, "{}", r.text);
+        r.body["entries"].as_array().unwrap().clone()
+    }
+
+    async fn wait_for_state(&self, id: &str, state: &str) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let request = self.get(id).await;
+            if request["state"] == state {
+                return request;
+            }
+            assert!(Instant::now() < deadline, "{id} is {}", request["state"]);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+fn entries<'a>(request: &'a Value, kind: &str) -> Vec<&'a Value> {
+    request["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == kind)
+        .collect()
+}
+
+/// The reason the hook `hook` recorded (the witness says who it saw).
+fn hook_reason(request: &Value, hook: &str) -> String {
+    entries(request, "hook")
+        .into_iter()
+        .find(|e| e["hook"] == hook)
+        .unwrap_or_else(|| panic!("no {hook} in {request:#}"))["reason"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn only_the_flows_approvers_decide_and_see_its_pending_requests() {
+    let h = Harness::start().await;
+    let id = h.submit("gated", None, "pending").await;
+    for verb in ["approve", "deny"] {
+        let r = h.act(&id, verb, FRANK, "me").await;
+        assert_eq!(r.status, 403, "{}", r.text);
+        assert_eq!(
+            r.body["error"],
+            "frank@example.com may not decide requests of flow `gated`: only its approvers may (group:oncall)"
+        );
+    }
+    // Frank may not decide it, so he does not see it while it waits; bob and alice do.
+    assert!(!h.listed(FRANK).await.contains(&id));
+    let r = h
+        .send("GET", &format!("/v1/requests/{id}"), FRANK, None)
+        .await;
+    assert_eq!(r.status, 403);
+    assert!(
+        r.text.contains("shown only to those who may decide it"),
+        "{}",
+        r.text
+    );
+    assert!(h.listed(BOB).await.contains(&id));
+    assert!(h.listed(ALICE).await.contains(&id));
+    assert_eq!(
+        h.get(&id).await["state"],
+        "pending",
+        "refusals change nothing"
+    );
+    let refused = h.audit().await;
+    assert!(refused.iter().any(|e| e["action"] == "decide-refused"
+        && e["actor"] == "frank@example.com"
+        && e["request_id"] == id.as_str()));
+
+    // Any one of the group's members decides: erin's deny ends it.
+    let r = h.act(&id, "deny", ERIN, "not now").await;
+    assert_eq!(
+        (r.status, r.body["state"].as_str()),
+        (200, Some("denied")),
+        "{}",
+        r.text
+    );
+    // Decided, it is visible to every approver again.
+    assert!(h.listed(FRANK).await.contains(&id));
+
+    // bob is in the group by email, whatever its case in the config.
+    let id = h.submit("gated", None, "pending").await;
+    let r = h.act(&id, "approve", BOB, "ok").await;
+    assert_eq!(r.body["state"], "escalated", "{}", r.text);
+    // A flow without `approvers` is open to any approver, frank too.
+    let id = h.submit("open", None, "pending").await;
+    let r = h.act(&id, "approve", FRANK, "ok").await;
+    assert_eq!(r.body["state"], "escalated", "{}", r.text);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_approvals_from_different_people_approve_and_one_deny_ends_it() {
+    let h = Harness::start().await;
+    let id = h.submit("four", None, "pending").await;
+    let r = h.act(&id, "approve", BOB, "looks fine").await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(
+        r.body["state"], "pending",
+        "one approval of two: still pending"
+    );
+    // The same person again is refused, and not counted.
+    let r = h.act(&id, "approve", BOB, "really").await;
+    assert_eq!(r.status, 409, "{}", r.text);
+    assert_eq!(
+        r.body["error"],
+        format!(
+            "bob@example.com already approved `{id}`; it needs 2 approvals from different people (1 so far)"
+        )
+    );
+    // An admin is not one of the flow's approvers either.
+    assert_eq!(h.act(&id, "approve", CAROL, "x").await.status, 403);
+    assert_eq!(h.get(&id).await["state"], "pending");
+
+    let r = h.act(&id, "approve", FRANK, "second pair of eyes").await;
+    assert_eq!(r.body["state"], "escalated", "{}", r.text);
+    let approvals: Vec<(String, u64)> = entries(&r.body, "approval")
+        .iter()
+        .map(|e| {
+            assert_eq!(e["required"], 2);
+            (
+                e["approver"].as_str().unwrap().to_string(),
+                e["count"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        approvals,
+        [
+            ("bob@example.com".to_string(), 1),
+            ("frank@example.com".to_string(), 2)
+        ]
+    );
+    let approved = entries(&r.body, "transition")
+        .into_iter()
+        .find(|e| e["to"] == "approved")
+        .unwrap()
+        .clone();
+    assert_eq!(approved["actor"], "frank@example.com");
+    let audit = h.audit().await;
+    let partial: Vec<&Value> = audit
+        .iter()
+        .filter(|e| e["action"] == "approval" && e["request_id"] == id.as_str())
+        .collect();
+    assert_eq!(partial.len(), 2, "each approval is audited: {audit:#?}");
+    assert_eq!(partial[0]["actor"], "bob@example.com");
+    assert_eq!(partial[0]["detail"]["reason"], "looks fine");
+
+    // One approval, then a deny by another allowed approver: denied.
+    let id = h.submit("four", None, "pending").await;
+    assert_eq!(
+        h.act(&id, "approve", ERIN, "ok").await.body["state"],
+        "pending"
+    );
+    let r = h.act(&id, "deny", BOB, "no").await;
+    assert_eq!(r.body["state"], "denied", "{}", r.text);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn revoke_ends_access_early_running_the_deescalate_hooks() {
+    let h = Harness::start().await;
+    let mut escalated = Vec::new();
+    for flow in ["open", "open", "gated"] {
+        let id = h.submit(flow, None, "pending").await;
+        assert_eq!(
+            h.act(&id, "approve", BOB, "ok").await.body["state"],
+            "escalated"
+        );
+        escalated.push(id);
+    }
+    let [own, approvers, gated] = [&escalated[0], &escalated[1], &escalated[2]];
+
+    // Another requester, and an approver the gated flow does not name, may not.
+    let r = h.act(own, "revoke", DAVE, "mine now").await;
+    assert_eq!(r.status, 403, "{}", r.text);
+    let r = h.act(gated, "revoke", FRANK, "x").await;
+    assert_eq!(r.status, 403, "{}", r.text);
+    assert!(
+        r.text
+            .contains("only its approvers may (group:oncall), the requester, or an admin"),
+        "{}",
+        r.text
+    );
+    assert_eq!(h.get(gated).await["state"], "escalated");
+
+    // The requester ends their own access, saying why.
+    let r = h.act(own, "revoke", ALICE, "done early").await;
+    assert_eq!(
+        (r.status, r.body["state"].as_str()),
+        (200, Some("deescalated")),
+        "{}",
+        r.text
+    );
+    let revoked = entries(&r.body, "transition")
+        .into_iter()
+        .find(|e| e["to"] == "deescalated")
+        .unwrap()
+        .clone();
+    assert_eq!(revoked["step"], "revoke");
+    assert_eq!(revoked["actor"], "alice@example.com");
+    assert_eq!(
+        revoked["reason"],
+        "revoked by alice@example.com: done early"
+    );
+    // Both deescalate hooks ran, told alice acts; on_deescalate's `ignore` did not keep the
+    // access.
+    assert!(hook_reason(&r.body, "on_deescalate").starts_with("acting=alice@example.com "));
+    assert!(hook_reason(&r.body, "after_deescalate").starts_with("acting=alice@example.com "));
+    let ran: Vec<(&str, &str)> = entries(&r.body, "hook")
+        .iter()
+        .filter(|e| e["hook"].as_str().unwrap().ends_with("deescalate"))
+        .map(|e| (e["hook"].as_str().unwrap(), e["outcome"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        ran,
+        [("on_deescalate", "ignore"), ("after_deescalate", "approve")]
+    );
+    let audit = h.audit().await;
+    let line = audit
+        .iter()
+        .find(|e| e["action"] == "revoke" && e["request_id"] == own.as_str())
+        .unwrap_or_else(|| panic!("no revoke in {audit:#?}"));
+    assert_eq!(line["actor"], "alice@example.com");
+    assert_eq!(
+        line["detail"]["reason"],
+        "revoked by alice@example.com: done early"
+    );
+
+    // An approver of the flow, and an admin of any flow.
+    let r = h.act(approvers, "revoke", FRANK, "").await;
+    assert_eq!(r.body["state"], "deescalated", "{}", r.text);
+    assert_eq!(
+        entries(&r.body, "transition").last().unwrap()["reason"],
+        "revoked by frank@example.com"
+    );
+    let r = h.act(gated, "revoke", CAROL, "incident over").await;
+    assert_eq!(r.body["state"], "deescalated", "{}", r.text);
+
+    // Only escalated access can be revoked.
+    let r = h.act(gated, "revoke", CAROL, "again").await;
+    assert_eq!(r.status, 409, "{}", r.text);
+    assert!(
+        r.text
+            .contains("is deescalated; only escalated requests can be revoked")
+    );
+    let pending = h.submit("open", None, "pending").await;
+    assert_eq!(h.act(&pending, "revoke", ALICE, "x").await.status, 409);
+    let long = "x".repeat(2001);
+    assert_eq!(h.act(&pending, "revoke", ALICE, &long).await.status, 422);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ignore_from_on_request_closes_the_request_without_asking_a_human() {
+    let h = Harness::start().await;
+    let id = h.submit("quiet", None, "ignored").await;
+    let request = h.get(&id).await;
+    assert_eq!(request["decision"], "ignore");
+    assert_eq!(request["reason"], "not for humans");
+    let last = *entries(&request, "transition").last().unwrap();
+    assert_eq!(
+        (&last["from"], &last["to"], &last["actor"], &last["reason"]),
+        (
+            &json!("requested"),
+            &json!("ignored"),
+            &json!("warden"),
+            &json!("not for humans")
+        )
+    );
+    // No human is asked, and none can decide it.
+    let r = h.act(&id, "approve", BOB, "anyway").await;
+    assert_eq!(r.status, 409, "{}", r.text);
+    let r = h.send("GET", "/v1/requests?state=ignored", BOB, None).await;
+    assert_eq!(r.body["requests"][0]["id"], id.as_str());
+    let r = h.send("GET", "/v1/requests?state=pending", BOB, None).await;
+    assert_eq!(r.body["requests"], json!([]));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hooks_after_the_request_step_see_the_whole_requester() {
+    let h = Harness::start().await;
+    let alice = json!({
+        "email": "alice@example.com", "username": "alice", "id": "U123",
+        "first_name": "Alice", "last_name": "Liddell",
+    });
+    let whole = "requester=alice@example.com|alice|U123|Alice|Liddell";
+    let id = h.submit("open", Some(alice), "pending").await;
+    let r = h.act(&id, "approve", BOB, "ok").await;
+    assert_eq!(r.body["state"], "escalated", "{}", r.text);
+    for hook in ["after_approve", "after_escalate"] {
+        assert_eq!(
+            hook_reason(&r.body, hook),
+            format!("acting=bob@example.com {whole}"),
+            "{hook}"
+        );
+    }
+    let r = h.act(&id, "revoke", CAROL, "").await;
+    assert_eq!(
+        hook_reason(&r.body, "after_deescalate"),
+        format!("acting=carol@example.com {whole}")
+    );
+
+    // Access that runs out: the expiry's hooks see the whole requester too, acting for
+    // themselves.
+    let body = json!({
+        "requester": { "email": "alice@example.com", "username": "al", "first_name": "A" },
+        "fields": { "duration": { "seconds": 1 } },
+    });
+    let r = h
+        .send("POST", "/v1/flows/open/requests", ALICE, Some(body))
+        .await;
+    let id = r.body["id"].as_str().unwrap().to_string();
+    h.act(&id, "approve", BOB, "ok").await;
+    let request = h.wait_for_state(&id, "deescalated").await;
+    assert_eq!(
+        hook_reason(&request, "on_deescalate"),
+        "acting=alice@example.com requester=alice@example.com|al|-|A|-"
+    );
+}
