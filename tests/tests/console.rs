@@ -586,3 +586,119 @@ async fn a_reload_rotating_a_token_or_a_restart_ends_sessions_and_a_forged_cooki
     let reply = c.http.get(c.url("/")).header("cookie", bob).send().await;
     assert_eq!(reply.unwrap().status(), 303, "signed out by the restart");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn only_the_flows_approvers_see_and_decide_and_access_is_revoked_from_the_page() {
+    with_browser("policy", |c, b| async move {
+        let id = c.file_in("gated", BOB).await;
+        // carol approves, but not this flow: its pending request is neither listed nor shown.
+        sign_in(&c, &b, CAROL).await;
+        assert!(b.find_now(&format!("tr[data-id='{id}']")).await.is_none());
+        b.goto(&c.url(&format!("/requests/{id}"))).await;
+        let error = b.text("#error").await;
+        assert!(
+            error.contains("shown only to those who may decide it")
+                && error.contains("only its approvers may (erin@example.com)"),
+            "{error}"
+        );
+        sign_out(&b).await;
+
+        sign_in(&c, &b, ERIN).await;
+        b.find(&format!("tr[data-id='{id}'] a")).await.click().await;
+        b.find("#approve").await.click().await;
+        b.find(".summary .state.escalated").await;
+        b.find("#revoke-reason").await.type_text("done early").await;
+        b.find("#revoke").await.click().await;
+        b.find(".summary .state.deescalated").await;
+        let history = b.text("#history").await;
+        for step in [
+            "escalated → deescalated",
+            "by erin@example.com · revoked by erin@example.com: done early",
+            "hook on_deescalate",
+        ] {
+            assert!(history.contains(step), "{step:?} in {history}");
+        }
+        assert!(b.find_now("#revoke").await.is_none(), "nothing left to revoke");
+        sign_out(&b).await;
+
+        // An admin sees a pending request of any flow, and is told why the buttons are
+        // missing when the flow's approvers do not name them.
+        let other = c.file_in("gated", BOB).await;
+        sign_in(&c, &b, DAVE).await;
+        b.goto(&c.url(&format!("/requests/{other}"))).await;
+        assert_eq!(
+            b.text("#no-actions").await,
+            "dave@example.com may not decide requests of flow `gated`: only its approvers may (erin@example.com). Ask one of them to decide."
+        );
+        assert!(b.find_now("#approve").await.is_none());
+        sign_out(&b).await;
+
+        // Once escalated, carol sees it, but may not revoke it: no button.
+        sign_in(&c, &b, CAROL).await;
+        c.http
+            .post(c.url(&format!("/v1/requests/{other}/approve")))
+            .bearer_auth(ERIN)
+            .send()
+            .await
+            .unwrap();
+        b.goto(&c.url(&format!("/requests/{other}"))).await;
+        b.find(".summary .state.escalated").await;
+        assert!(b.find_now("#revoke").await.is_none());
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_revoke_form_without_the_sessions_csrf_token_changes_nothing() {
+    let c = Console::start().await;
+    let id = c.file_in("gated", BOB).await;
+    let approved = c
+        .http
+        .post(c.url(&format!("/v1/requests/{id}/approve")))
+        .bearer_auth(ERIN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(approved.status(), 200);
+    let cookie = c.session(ERIN).await;
+    let csrf = c.csrf_of(&cookie).await;
+    let revoke = |body: String| {
+        c.http
+            .post(c.url(&format!("/requests/{id}/revoke")))
+            .header("cookie", &cookie)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body)
+            .send()
+    };
+    let forged = revoke("reason=forged".into()).await.unwrap();
+    assert_eq!(forged.status(), 403);
+    assert_eq!(c.get(&id).await["state"], "escalated");
+    // carol's session, with her own token, may not revoke in a flow she does not decide.
+    let carols = c.session(CAROL).await;
+    let carols_csrf = c.csrf_of(&carols).await;
+    let refused = c
+        .http
+        .post(c.url(&format!("/requests/{id}/revoke")))
+        .header("cookie", &carols)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("csrf={carols_csrf}&reason=x"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 403);
+    assert_eq!(c.get(&id).await["state"], "escalated");
+    let done = revoke(format!("csrf={csrf}&reason=over")).await.unwrap();
+    assert_eq!(done.status(), 303);
+    let request = c.get(&id).await;
+    assert_eq!(request["state"], "deescalated");
+    assert_eq!(
+        request["history"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .rev()
+            .find(|e| e["kind"] == "transition")
+            .unwrap()["reason"],
+        "revoked by erin@example.com: over"
+    );
+}

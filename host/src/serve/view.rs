@@ -126,3 +126,58 @@ pub(super) fn event(
             .collect::<BTreeMap<_, _>>(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::requests::State;
+
+    fn record(profile: Option<&str>) -> RequestRecord {
+        RequestRecord {
+            id: "r1".into(),
+            flow: "f".into(),
+            requester: "alice@example.com".into(),
+            fields: serde_json::Map::new(),
+            state: State::Pending,
+            decision: "continue".into(),
+            reason: None,
+            created_by: "alice@example.com".into(),
+            duration: None,
+            expires_at: None,
+            created_at: 0,
+            updated_at: 0,
+            requester_profile: profile.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn the_requester_is_the_user_submitted_or_else_the_email_alone() {
+        let submitted = UserInput {
+            email: " Alice@example.com ".into(),
+            username: Some("alice".into()),
+            id: Some("U1".into()),
+            first_name: Some("Alice".into()),
+            last_name: None,
+        };
+        let back = requester_of(&record(Some(&profile(&submitted))));
+        assert_eq!(
+            (
+                back.email.as_str(),
+                back.username.as_deref(),
+                back.id.as_deref()
+            ),
+            ("Alice@example.com", Some("alice"), Some("U1"))
+        );
+        assert_eq!(back.first_name.as_deref(), Some("Alice"));
+        // Stored before warden kept the user, unreadable, or someone else's: email only.
+        for stored in [
+            None,
+            Some("not json"),
+            Some(r#"{"email":"mallory@example.com","username":"m"}"#),
+        ] {
+            let only = requester_of(&record(stored));
+            assert_eq!(only.email, "alice@example.com");
+            assert_eq!(only.username, None, "{stored:?}");
+        }
+    }
+}

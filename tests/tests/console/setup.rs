@@ -21,7 +21,8 @@ pub const ON_CALL_REASON: &str = "Auto-approved On-call engineer: fix prod";
 pub const PLUGIN_MARKUP: &str = "<script>window.__xss = 3</script><b id=plugin-injected>x</b>";
 
 /// A `warden serve` whose flow `oncall` runs the VictorOps plugin against the stand-in,
-/// with declared fields, and a flow `open` that declares none.
+/// with declared fields, a flow `open` that declares none, and a flow `gated` that only
+/// erin may decide.
 pub struct Console {
     pub server: Option<Server>,
     _standin: StandIn,
@@ -90,6 +91,12 @@ environment = "main"
 plugin = {plugin}
 allowed_hosts = ["{url}"]
 vars = {{ oncall_cache_seconds = 0 }}
+
+# Only erin decides (and only she, bob for his own, and admins revoke).
+[flows.gated]
+environment = "main"
+plugin = {probe}
+approvers = ["erin@example.com"]
 
 # A plugin whose reason is markup.
 [flows.markup]

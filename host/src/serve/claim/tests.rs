@@ -65,6 +65,7 @@ fn stored(store: &Store, id: &str) -> Vec<String> {
         .map(|e| match e.event {
             HistoryEvent::Hook { hook, .. } => hook,
             HistoryEvent::Transition { to, .. } => format!("-> {to}"),
+            HistoryEvent::Approval { approver, .. } => format!("approval by {approver}"),
         })
         .collect()
 }

@@ -328,7 +328,7 @@ fn decide_on(config: &crate::config::Config, who: &SignedIn, view: &RequestView)
         ));
     }
     if let Err(e) = who.caller.may_decide(config, &view.flow) {
-        return Decide::Missing(format!("{} Ask one of them to decide.", e.message()));
+        return Decide::Missing(format!("{}. Ask one of them to decide.", e.message()));
     }
     let self_approval_allowed = config
         .flow(&view.flow)

@@ -63,6 +63,7 @@ fn steps(store: &Store, id: &str) -> Vec<String> {
         .map(|e| match e.event {
             HistoryEvent::Hook { hook, .. } => hook,
             HistoryEvent::Transition { from, to, .. } => format!("{from:?} -> {to}"),
+            HistoryEvent::Approval { approver, .. } => format!("approval by {approver}"),
         })
         .collect()
 }
@@ -163,6 +164,59 @@ async fn a_batch_is_written_in_order_or_not_at_all() {
     assert!(error.to_string().contains("found it escalated"), "{error}");
     assert_eq!(steps(&s, "r1").len(), 4);
     assert_eq!(state(&s, "r1"), State::Escalated);
+}
+
+#[tokio::test]
+async fn an_approval_is_recorded_and_audited_in_its_batch_and_the_requester_kept() {
+    let s = store();
+    let mut first = new("r1", None);
+    first.requester_profile = Some(r#"{"email":"a@x.com","username":"al"}"#.into());
+    insert(&s, first).await.unwrap();
+    let approval = RequestWrite::Entry(HistoryEntry {
+        at: 1,
+        step: "approve".into(),
+        event: HistoryEvent::Approval {
+            approver: "b@x.com".into(),
+            reason: Some("fine".into()),
+            count: 1,
+            required: 2,
+        },
+    });
+    // A batch that does not apply leaves no audit line behind either.
+    let (writes, then) = (
+        vec![approval.clone()],
+        step(&[State::Denied], State::Escalated, "x"),
+    );
+    assert!(
+        !s.write("write", move |c| write(c, "r1", &writes, Some(&then)))
+            .await
+            .unwrap()
+    );
+    assert!(
+        s.write("write", move |c| write(c, "r1", &[approval], None))
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        steps(&s, "r1"),
+        ["None -> requested", "approval by b@x.com"]
+    );
+    let audit = s.read("read", |c| audit_log(c, 10)).unwrap();
+    let line = audit.last().unwrap();
+    assert_eq!(
+        (line.actor.as_str(), line.action.as_str(), &line.detail),
+        (
+            "b@x.com",
+            "approval",
+            &serde_json::json!({ "count": 1, "required": 2, "reason": "fine" })
+        )
+    );
+    assert_eq!(audit.len(), 2);
+    let stored = s.read("read", |c| get(c, "r1")).unwrap().unwrap();
+    assert_eq!(
+        stored.requester_profile.as_deref(),
+        Some(r#"{"email":"a@x.com","username":"al"}"#)
+    );
 }
 
 #[tokio::test]
