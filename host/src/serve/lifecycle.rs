@@ -42,6 +42,8 @@ use super::policy::{approvals_so_far, not_an_approver, policy_of};
 pub use super::view::{RequestView, Submission, Submitted};
 use super::view::{event, profile, requester_of};
 
+mod revoke;
+
 /// Longest the expiry sleeper waits before looking at the store again.
 const EXPIRY_POLL: Duration = Duration::from_secs(30);
 /// Who the history names when warden itself moved a request.
@@ -127,17 +129,6 @@ impl Verdict {
             Self::Deny(_) => "deny",
         }
     }
-}
-
-/// Who removes access, and how the history and the audit log say it.
-struct Removal<'a> {
-    /// Who the hooks are told acts.
-    acting: &'a UserInput,
-    /// Who the history names.
-    actor: &'a str,
-    /// `deescalate` when time ran out, `revoke` when someone ended it early.
-    step: &'static str,
-    reason: Option<String>,
 }
 
 /// What one hook run means for the request.
@@ -536,98 +527,6 @@ impl Lifecycle {
         }
         self.hook(warden, claim, rec, HookName::AfterEscalate, user)
             .await?;
-        Ok(())
-    }
-
-    /// Removes access whose time has run out. Doing it twice does nothing the second time.
-    pub async fn deescalate(&self, id: &str) -> Result<(), LifecycleError> {
-        let mut claim = match self.claim(id) {
-            Ok(claim) => claim,
-            Err(LifecycleError::Busy(_)) => return Ok(()),
-            Err(e) => return Err(e),
-        };
-        let rec = self.record(id)?;
-        if rec.state != State::Escalated {
-            return Ok(());
-        }
-        let warden = self.runtime.load_full();
-        let requester = requester_of(&rec);
-        let removal = Removal {
-            acting: &requester,
-            actor: WARDEN,
-            step: "deescalate",
-            reason: None,
-        };
-        self.deescalate_step(&warden, &mut claim, &rec, removal)
-            .await?;
-        claim.flush().await?;
-        Ok(())
-    }
-
-    /// Ends escalated access early (`POST /v1/requests/{id}/revoke`): the deescalate step
-    /// runs with its hooks, told that `revoker` acts; the history and the audit log name
-    /// them and `reason`. Who may revoke is the caller's check ([`super::policy`]).
-    pub async fn revoke(
-        &self,
-        id: &str,
-        revoker: UserInput,
-        reason: Option<String>,
-    ) -> Result<RequestView, LifecycleError> {
-        revoker
-            .check("revoker")
-            .map_err(|e| LifecycleError::Invalid(e.0))?;
-        let mut claim = self.claim(id)?;
-        let rec = self.record(id)?;
-        if rec.state != State::Escalated {
-            return Err(LifecycleError::NotRevocable {
-                id: id.to_string(),
-                state: rec.state,
-            });
-        }
-        let warden = self.runtime.load_full();
-        let who = revoker.email.trim().to_string();
-        let reason = match reason {
-            Some(why) => format!("revoked by {who}: {why}"),
-            None => format!("revoked by {who}"),
-        };
-        let removal = Removal {
-            acting: &revoker,
-            actor: &who,
-            step: "revoke",
-            reason: Some(reason),
-        };
-        self.deescalate_step(&warden, &mut claim, &rec, removal)
-            .await?;
-        self.finish(claim).await
-    }
-
-    /// The deescalate step: `on_deescalate`, the transition, `after_deescalate`.
-    async fn deescalate_step(
-        &self,
-        warden: &Warden,
-        claim: &mut Claim,
-        rec: &RequestRecord,
-        removal: Removal<'_>,
-    ) -> Result<(), LifecycleError> {
-        self.hook(warden, claim, rec, HookName::OnDeescalate, removal.acting)
-            .await?;
-        claim.defer(Transition {
-            from: &[State::Escalated],
-            to: State::Deescalated,
-            decision: rec.decision.clone(),
-            reason: removal.reason,
-            actor: removal.actor.into(),
-            step: removal.step,
-            expires_at: None,
-        });
-        self.hook(
-            warden,
-            claim,
-            rec,
-            HookName::AfterDeescalate,
-            removal.acting,
-        )
-        .await?;
         Ok(())
     }
 

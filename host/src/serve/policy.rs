@@ -68,15 +68,16 @@ impl Caller {
     ) -> Result<(), ApiError> {
         self.may_see(&view.requester)?;
         let own = view.requester.eq_ignore_ascii_case(&self.user);
-        if self.role == Role::Approver && view.state == State::Pending && !own {
-            if let Some(why) =
+        if self.role == Role::Approver
+            && view.state == State::Pending
+            && !own
+            && let Some(why) =
                 not_an_approver(&policy_of(config, &view.flow), &view.flow, &self.user)
-            {
-                return Err(ApiError::forbidden(format!(
-                    "pending request `{}` is shown only to those who may decide it: {why}",
-                    view.id
-                )));
-            }
+        {
+            return Err(ApiError::forbidden(format!(
+                "pending request `{}` is shown only to those who may decide it: {why}",
+                view.id
+            )));
         }
         Ok(())
     }
