@@ -225,7 +225,7 @@ async fn check(config: &Path) -> Result<ExitCode, String> {
     let warden = start(config).await?;
     let summaries = warden.summaries();
     println!(
-        "{}: {} flow(s), identity store {}",
+        "{}: {} flow(s), store {}",
         config.display(),
         summaries.len(),
         warden.identity_store().path().display()

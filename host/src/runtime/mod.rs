@@ -68,7 +68,7 @@ pub struct Warden {
 }
 
 impl Warden {
-    /// Compiles every flow's plugin and opens the identity store; every plugin problem is
+    /// Compiles every flow's plugin and opens the store; every plugin problem is
     /// reported, not just the first.
     pub async fn start(config: Config) -> Result<Self, StartError> {
         let store = Arc::new(IdentityStore::open(&config.store_path)?);

@@ -502,24 +502,27 @@ pub fn list(
         .collect()
 }
 
+/// An audit entry from a row of `seq, at, actor, action, request_id, detail`.
+fn row_to_audit(r: &rusqlite::Row<'_>) -> rusqlite::Result<AuditEntry> {
+    let detail: String = r.get(5)?;
+    Ok(AuditEntry {
+        seq: r.get(0)?,
+        at: r.get(1)?,
+        actor: r.get(2)?,
+        action: r.get(3)?,
+        request_id: r.get(4)?,
+        detail: serde_json::from_str(&detail).unwrap_or(serde_json::Value::Null),
+    })
+}
+
 /// The newest `limit` audit entries, oldest first.
 pub fn audit_log(conn: &Connection, limit: usize) -> rusqlite::Result<Vec<AuditEntry>> {
     let mut stmt = conn.prepare(
         "SELECT seq, at, actor, action, request_id, detail FROM
          (SELECT * FROM audit_log ORDER BY seq DESC LIMIT ?1) ORDER BY seq",
     )?;
-    stmt.query_map(params![limit as i64], |r| {
-        let detail: String = r.get(5)?;
-        Ok(AuditEntry {
-            seq: r.get(0)?,
-            at: r.get(1)?,
-            actor: r.get(2)?,
-            action: r.get(3)?,
-            request_id: r.get(4)?,
-            detail: serde_json::from_str(&detail).unwrap_or(serde_json::Value::Null),
-        })
-    })?
-    .collect()
+    stmt.query_map(params![limit as i64], row_to_audit)?
+        .collect()
 }
 
 /// Up to `limit` audit entries older than `before` (a `seq`; all when `None`), newest first:
@@ -533,18 +536,8 @@ pub fn audit_page(
         "SELECT seq, at, actor, action, request_id, detail FROM audit_log
          WHERE ?1 IS NULL OR seq < ?1 ORDER BY seq DESC LIMIT ?2",
     )?;
-    stmt.query_map(params![before, limit as i64], |r| {
-        let detail: String = r.get(5)?;
-        Ok(AuditEntry {
-            seq: r.get(0)?,
-            at: r.get(1)?,
-            actor: r.get(2)?,
-            action: r.get(3)?,
-            request_id: r.get(4)?,
-            detail: serde_json::from_str(&detail).unwrap_or(serde_json::Value::Null),
-        })
-    })?
-    .collect()
+    stmt.query_map(params![before, limit as i64], row_to_audit)?
+        .collect()
 }
 
 pub fn ids_in(conn: &Connection, state: State) -> rusqlite::Result<Vec<String>> {
