@@ -1,5 +1,6 @@
 //! The operator's TOML file, parsed once into a validated model that the runtime only reads.
 
+mod channels;
 mod hosts;
 mod locate;
 mod outline;
@@ -13,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use channels::{Channel, ChannelKind, NotifyEvent};
 pub use hosts::{AllowList, HostRule, is_localhost_name, is_public, origin};
 pub use locate::Location;
 pub use outline::Outline;
@@ -99,6 +101,8 @@ pub struct Flow {
     pub allow_self_approval: bool,
     /// The request fields `warden serve` accepts; empty: any fields.
     pub fields: BTreeMap<String, FieldSpec>,
+    /// `[flows.<flow>.notify]`: the channels each kind of event goes to.
+    pub notify: BTreeMap<NotifyEvent, Vec<String>>,
 }
 
 #[derive(Debug)]
@@ -115,6 +119,8 @@ pub struct Config {
     pub environments: BTreeMap<String, Arc<Environment>>,
     pub flows: BTreeMap<String, Arc<Flow>>,
     pub serve: ServeSettings,
+    /// `[channels.<name>]`: where notifications go.
+    pub channels: BTreeMap<String, Arc<Channel>>,
 }
 
 /// One problem in a config file.

@@ -20,6 +20,8 @@ pub struct RawConfig {
     pub flows: BTreeMap<String, RawFlow>,
     #[serde(default)]
     pub serve: RawServe,
+    #[serde(default)]
+    pub channels: BTreeMap<String, super::channels::RawChannel>,
 }
 
 /// `[serve]`: the `warden serve` API.
@@ -31,6 +33,8 @@ pub struct RawServe {
     /// The console's session cookie is marked `Secure` on every response.
     #[serde(default)]
     pub behind_tls: bool,
+    /// Where people reach the console; notifications link to `{public_url}/requests/{id}`.
+    pub public_url: Option<String>,
     #[serde(default)]
     pub tokens: BTreeMap<String, RawToken>,
 }
@@ -112,6 +116,8 @@ pub struct RawFlow {
     pub allow_self_approval: Option<bool>,
     #[serde(default)]
     pub fields: BTreeMap<String, RawField>,
+    #[serde(default)]
+    pub notify: super::channels::RawNotify,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -56,11 +56,13 @@ impl<'a> Validator<'a> {
         let integrations = self.integrations(&raw, &secrets);
         let environments = self.environments(&raw, &integrations);
         let serve = self.serve(&raw.serve);
+        let channels = self.channels(&raw, &secrets);
         let flows = raw
             .flows
             .iter()
             .filter_map(|(name, flow)| {
-                let built = self.flow(name, flow, &environments)?;
+                let mut built = self.flow(name, flow, &environments)?;
+                built.notify = self.notify(name, &flow.notify, &raw.channels)?;
                 Some((name.clone(), Arc::new(built)))
             })
             .collect();
@@ -75,6 +77,7 @@ impl<'a> Validator<'a> {
                 environments,
                 flows,
                 serve,
+                channels,
             })
         } else {
             Err(ConfigErrors(self.errors))
@@ -465,6 +468,7 @@ impl<'a> Validator<'a> {
             },
             allow_self_approval: raw.allow_self_approval.unwrap_or(false),
             fields,
+            notify: BTreeMap::new(),
         })
     }
 
@@ -509,7 +513,7 @@ fn scalar(value: &toml::Value) -> Option<String> {
     }
 }
 
-fn declared<'k>(names: impl Iterator<Item = &'k String>) -> String {
+pub(super) fn declared<'k>(names: impl Iterator<Item = &'k String>) -> String {
     let names: Vec<&str> = names.map(String::as_str).collect();
     if names.is_empty() {
         " (none are declared)".to_string()

@@ -9,6 +9,7 @@
 //!   what it answers with;
 //! - the SQLite store ([`crate::store`]; the requests' SQL is [`crate::store::requests`]);
 //! - the expiry sleeper ([`lifecycle::Lifecycle::expire_loop`]);
+//! - the notifications' delivery tasks ([`notify`]), fed by the outbox the claims write;
 //! - [`metrics`], and the HTTP [`api`] in front of it all, with the approvers' web
 //!   [`console`] beside it.
 
@@ -18,6 +19,7 @@ mod console;
 mod fields;
 pub mod lifecycle;
 pub mod metrics;
+pub mod notify;
 mod view;
 
 use std::net::SocketAddr;
@@ -166,6 +168,7 @@ pub struct Server {
     tasks: TaskTracker,
     http: tokio::task::JoinHandle<std::io::Result<()>>,
     expiry: tokio::task::JoinHandle<()>,
+    notify: tokio::task::JoinHandle<()>,
 }
 
 impl Server {
@@ -221,6 +224,12 @@ impl Server {
         let stop = CancellationToken::new();
         let tasks = TaskTracker::new();
         let expiry = tokio::spawn(lifecycle.clone().expire_loop(tasks.clone(), stop.clone()));
+        let notify = tokio::spawn(notify::run(
+            lifecycle.outbox().clone(),
+            store.clone(),
+            metrics.clone(),
+            stop.clone(),
+        ));
         let app = Arc::new(api::App {
             lifecycle,
             runtime: runtime.clone(),
@@ -248,6 +257,7 @@ impl Server {
             tasks,
             http,
             expiry,
+            notify,
         })
     }
 
@@ -270,6 +280,7 @@ impl Server {
         self.stop.cancel();
         let served = self.http.await;
         let _ = self.expiry.await;
+        let _ = self.notify.await;
         self.tasks.close();
         self.tasks.wait().await;
         if let Err(e) = self.store.checkpoint() {

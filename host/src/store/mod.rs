@@ -6,6 +6,7 @@
 
 mod group_commit;
 mod identity_cache;
+pub mod outbox;
 pub mod requests;
 mod wal_index;
 
@@ -95,6 +96,9 @@ const MIGRATIONS: &[&str] = &[
         BEGIN UPDATE identity_changes SET n = n + 1; END;
     CREATE TRIGGER identity_deleted AFTER DELETE ON identities
         BEGIN UPDATE identity_changes SET n = n + 1; END;",
+    // 5: notifications waiting to be delivered ([`outbox`]), written in the commit of the
+    // state change they tell of. Times are Unix milliseconds.
+    outbox::MIGRATION,
 ];
 
 /// A failure of the store: which database file, what warden was doing, and SQLite's error.

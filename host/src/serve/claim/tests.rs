@@ -64,6 +64,7 @@ fn stored(store: &Store, id: &str) -> Vec<String> {
         .map(|e| match e.event {
             HistoryEvent::Hook { hook, .. } => hook,
             HistoryEvent::Transition { to, .. } => format!("-> {to}"),
+            HistoryEvent::Notification { channel, .. } => format!("notify {channel}"),
         })
         .collect()
 }

@@ -62,6 +62,7 @@ fn steps(store: &Store, id: &str) -> Vec<String> {
         .map(|e| match e.event {
             HistoryEvent::Hook { hook, .. } => hook,
             HistoryEvent::Transition { from, to, .. } => format!("{from:?} -> {to}"),
+            HistoryEvent::Notification { channel, .. } => format!("notify {channel}"),
         })
         .collect()
 }
