@@ -115,6 +115,17 @@ impl Channel {
     }
 }
 
+/// Whether `u` names this machine: the one place a Slack URL may be plain http (a local
+/// stand-in while testing).
+fn is_loopback(u: &url::Url) -> bool {
+    match u.host() {
+        Some(url::Host::Domain(name)) => super::is_localhost_name(name),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    }
+}
+
 impl Validator<'_> {
     pub(super) fn public_url(&mut self, raw: Option<&str>) -> Option<String> {
         let text = raw?.trim();
@@ -229,13 +240,16 @@ impl Validator<'_> {
                     );
                     if let Some(secret) = &url {
                         // The value is never printed: it is the credential.
-                        let ok = url::Url::parse(secret.value.expose().trim())
-                            .is_ok_and(|u| u.scheme() == "https" && u.host_str().is_some());
+                        let ok = url::Url::parse(secret.value.expose().trim()).is_ok_and(|u| {
+                            u.host_str().is_some()
+                                && (u.scheme() == "https"
+                                    || (u.scheme() == "http" && is_loopback(&u)))
+                        });
                         if !ok {
                             self.error(
                                 &["channels", name, "url_secret"],
                                 format!(
-                                    "the value of secret `{}` is not an https URL (a Slack incoming webhook looks like https://hooks.slack.com/services/...)",
+                                    "the value of secret `{}` is not an https URL (a Slack incoming webhook looks like https://hooks.slack.com/services/...; plain http only to a loopback address, for testing)",
                                     secret.id
                                 ),
                             );
