@@ -129,7 +129,7 @@ pub async fn run(
             _ = tokio::time::sleep(POLL) => {}
         }
     }
-    // Each stops after its attempt in progress, bounded by its channel's timeout.
+    // Each stops at once, leaving an attempt in progress undone.
     for (_, task) in running {
         let _ = task.await;
     }
@@ -206,13 +206,12 @@ async fn channel_loop(
                 Redactor::new(config.secrets.values().map(|s| s.value.clone()).collect());
             let public_url = config.serve.public_url.as_deref();
             for n in due {
-                if stop.is_cancelled() {
-                    return;
+                // A stop does not wait for a receiver: the row stays, to be delivered
+                // after the restart.
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = attempt(&client, &channel, &store, &metrics, n, public_url, &redactor) => {}
                 }
-                attempt(
-                    &client, &channel, &store, &metrics, n, public_url, &redactor,
-                )
-                .await;
             }
         }
         let wait = if full {
