@@ -13,7 +13,9 @@
 //! one commit rather than one per hook, and a state change, its history entry and its audit
 //! line commit together. Because the claim owns them, no other operation can see, write or
 //! lose them; dropping a claim writes what is left, so an operation cut short by an error
-//! still records the hooks it ran.
+//! still records the hooks it ran. The notifications those writes call for (a request
+//! waiting, decided, its access removed, a hook failed) go into the same commit, in the
+//! outbox `super::notify` delivers from.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -174,7 +176,7 @@ impl Claim {
             .claims
             .outbox
             .clone()
-            .filter(|_| outbox::notable(&waiting, then.as_ref()));
+            .filter(|o| outbox::notable(&waiting, then.as_ref()) && o.active());
         let queue = notify.clone();
         let outcome = self
             .store
@@ -205,7 +207,7 @@ impl Drop for Claim {
             let written = self.store.with(WRITE, |c| {
                 let tx = c.transaction()?;
                 requests::write(&tx, &self.id, &self.waiting, None)?;
-                if let Some(o) = &self.claims.outbox {
+                if let Some(o) = self.claims.outbox.as_ref().filter(|o| o.active()) {
                     outbox::enqueue(&tx, &self.id, &self.waiting, None, &|f, e| o.route(f, e))?;
                 }
                 tx.commit()

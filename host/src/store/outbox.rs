@@ -46,17 +46,37 @@ pub struct Notification {
 /// Which channels a flow's event goes to (read from the config current at the commit).
 pub type Route<'a> = &'a dyn Fn(&str, NotifyEvent) -> Vec<String>;
 
+/// The event a state change tells of, if any.
+fn event_of(t: &Transition) -> Option<NotifyEvent> {
+    match t.to {
+        State::Pending => Some(NotifyEvent::Waiting),
+        State::Approved | State::Denied => Some(NotifyEvent::Decided),
+        State::Deescalated => Some(NotifyEvent::Removed),
+        State::Requested | State::Escalated => None,
+    }
+}
+
+fn failed_hook(w: &RequestWrite) -> Option<(&str, Option<&str>)> {
+    match w {
+        RequestWrite::Entry(HistoryEntry {
+            event:
+                HistoryEvent::Hook {
+                    hook,
+                    outcome,
+                    error,
+                    ..
+                },
+            ..
+        }) if outcome == "failed" => Some((hook, error.as_deref())),
+        _ => None,
+    }
+}
+
 /// The events `writes` (then `then`) tell of, each with what a notification says of it.
 fn events(writes: &[RequestWrite], then: Option<&Transition>) -> Vec<(NotifyEvent, Value)> {
     let transition = |t: &Transition| {
-        let event = match t.to {
-            State::Pending => NotifyEvent::Waiting,
-            State::Approved | State::Denied => NotifyEvent::Decided,
-            State::Deescalated => NotifyEvent::Removed,
-            State::Requested | State::Escalated => return None,
-        };
         Some((
-            event,
+            event_of(t)?,
             json!({
                 "state": t.to.as_str(),
                 "decision": t.decision,
@@ -69,29 +89,24 @@ fn events(writes: &[RequestWrite], then: Option<&Transition>) -> Vec<(NotifyEven
         .iter()
         .filter_map(|w| match w {
             RequestWrite::Transition(t) => transition(t),
-            RequestWrite::Entry(HistoryEntry {
-                event:
-                    HistoryEvent::Hook {
-                        hook,
-                        outcome,
-                        error,
-                        ..
-                    },
-                ..
-            }) if outcome == "failed" => Some((
-                NotifyEvent::HookFailed,
-                json!({ "hook": hook, "error": error }),
-            )),
-            RequestWrite::Entry(_) => None,
+            RequestWrite::Entry(_) => failed_hook(w).map(|(hook, error)| {
+                (
+                    NotifyEvent::HookFailed,
+                    json!({ "hook": hook, "error": error }),
+                )
+            }),
         })
         .chain(then.and_then(transition))
         .collect()
 }
 
 /// Whether `writes` (then `then`) tell of anything a flow could notify about: when not,
-/// the claim's commit need not look the request up.
+/// the claim's commit need not look the request up. Allocates nothing.
 pub fn notable(writes: &[RequestWrite], then: Option<&Transition>) -> bool {
-    !events(writes, then).is_empty()
+    writes.iter().any(|w| match w {
+        RequestWrite::Transition(t) => event_of(t).is_some(),
+        RequestWrite::Entry(_) => failed_hook(w).is_some(),
+    }) || then.is_some_and(|t| event_of(t).is_some())
 }
 
 /// Writes a row per channel `route` names for each event in `writes` (then `then`) of

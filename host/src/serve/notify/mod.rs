@@ -61,6 +61,17 @@ impl Outbox {
             .unwrap_or_default()
     }
 
+    /// Whether any flow of the current config sends any event anywhere: when none does, a
+    /// claim's commit does not look for notifications at all.
+    pub fn active(&self) -> bool {
+        self.runtime
+            .load()
+            .config()
+            .flows
+            .values()
+            .any(|f| !f.notify.is_empty())
+    }
+
     /// Tells the delivery tasks that a commit left rows.
     pub fn wake(&self) {
         self.wake.send_modify(|n| *n = n.wrapping_add(1));
