@@ -1,5 +1,6 @@
 //! The SQLite store: users and their identities in other services, and `warden serve`'s
-//! access requests, their history and the audit log ([`requests`]). One connection writes
+//! access requests, their history and the audit log ([`requests`]), and the notifications
+//! waiting to be delivered ([`outbox`]). One connection writes
 //! (its writes share commits: [`group_commit`]); a file store reads on a second one, and
 //! answers repeated identity lookups from memory while the file is unchanged
 //! ([`identity_cache`], [`wal_index`]).

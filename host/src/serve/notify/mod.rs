@@ -105,8 +105,10 @@ pub async fn run(
     stop: CancellationToken,
 ) {
     let client = match reqwest::Client::builder()
-        // Only the configured URL: a receiver cannot send warden elsewhere.
+        // Only the configured URL: a receiver cannot send warden elsewhere, and no proxy
+        // named by the environment sees a Slack URL (the credential).
         .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
         .user_agent(concat!("warden/", env!("CARGO_PKG_VERSION")))
         .build()
     {
