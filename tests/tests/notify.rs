@@ -121,6 +121,38 @@ impl Harness {
         response.text().await.unwrap()
     }
 
+    /// The console's page at `path`, signed in as carol.
+    async fn console_page(&self, path: &str) -> String {
+        // The session cookie comes with the redirect after sign-in.
+        let no_redirects = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        let signed_in = no_redirects
+            .post(self.url("/signin"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(format!("token={CAROL}"))
+            .send()
+            .await
+            .unwrap();
+        let cookie = signed_in
+            .headers()
+            .get("set-cookie")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .unwrap_or_else(|| panic!("no session cookie: {signed_in:?}"))
+            .to_string();
+        let page = self
+            .http
+            .get(self.url(path))
+            .header("cookie", cookie)
+            .send()
+            .await
+            .unwrap();
+        assert!(page.status().is_success(), "{page:?}");
+        page.text().await.unwrap()
+    }
+
     async fn stop(self) {
         self.server.shutdown().await.unwrap();
     }
@@ -386,6 +418,13 @@ async fn a_failing_receiver_is_retried_then_given_up_while_others_are_not_held_u
     let error = entry["error"].as_str().unwrap();
     assert!(error.contains("500"), "{error}");
     assert!(!error.contains("127.0.0.1"), "the URL leaked: {error}");
+
+    // The console's page of the request shows it too.
+    let page = h.console_page(&format!("/requests/{id}")).await;
+    assert!(
+        page.contains("notification waiting to down: given up"),
+        "{page}"
+    );
 
     let audit = h.call("/v1/admin/audit", CAROL, None).await.to_string();
     assert!(audit.contains("notify-failed"), "{audit}");
