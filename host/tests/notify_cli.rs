@@ -75,6 +75,22 @@ fn check_reports_a_missing_channel_secret_and_an_unknown_channel() {
     }
     assert!(!text.contains("s3cr3t"), "the Slack URL leaked:\n{text}");
 
+    // All declared: check passes and lists where each event goes.
+    scratch.write("signing.key", "k");
+    let declared = scratch.path().join("warden.toml");
+    let text = std::fs::read_to_string(&declared).unwrap().replace(
+        "[environments.main]",
+        "[secrets.signing]\nsource = \"file\"\npath = \"signing.key\"\n\n[environments.main]",
+    );
+    std::fs::write(&declared, text.replace("\"pager\"", "\"audit\"")).unwrap();
+    let (ok, text) = check(&scratch, &[slack]);
+    assert!(ok, "{text}");
+    assert!(
+        text.contains("  notify            waiting → ops audit\n"),
+        "{text}"
+    );
+    assert!(!text.contains("s3cr3t"), "the Slack URL leaked:\n{text}");
+
     // The Slack URL's variable unset: reported at the secret, and still never a value.
     config(&scratch, "waiting = [\"ops\"]");
     let (ok, text) = check(&scratch, &[]);
