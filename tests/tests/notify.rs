@@ -18,7 +18,7 @@ const PUBLIC_URL: &str = "https://warden.example.com";
 const WITHIN: Duration = Duration::from_secs(10);
 
 struct Harness {
-    _scratch: Scratch,
+    scratch: Scratch,
     server: Server,
     http: reqwest::Client,
 }
@@ -75,7 +75,7 @@ path = "secrets/slack"
     .await
     .unwrap_or_else(|e| panic!("{e}"));
     Harness {
-        _scratch: scratch,
+        scratch,
         server,
         http: reqwest::Client::new(),
     }
@@ -447,5 +447,59 @@ async fn a_failing_receiver_is_retried_then_given_up_while_others_are_not_held_u
         "{metrics}"
     );
     assert_eq!(about(&receiver.got(), "/hang/stuck", &id).len(), 1);
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reload_that_removes_a_channel_gives_up_what_waits_for_it() {
+    let receiver = Receiver::start(SIGNING_KEY, 0).await;
+    let config = format!(
+        "[channels.down]\ntype = \"webhook\"\nurl = {:?}\nsigning_secret = \"signing\"\n{}",
+        receiver.url("/fail/down"),
+        probe_flow("human", "continue", "waiting = [\"down\"]"),
+    );
+    let h = start(&receiver.url("/ok/slack"), &config).await;
+    let request = h.submit("human", json!({})).await;
+    let id = request["id"].as_str().unwrap().to_string();
+    receiver
+        .wait_until(WITHIN, "a first attempt", |got| {
+            !about(got, "/fail/down", &id).is_empty()
+        })
+        .await;
+
+    // The channel and its route go; what waited for it is given up, and said so.
+    let path = h.scratch.path().join("warden.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let start_of_channel = text.find("[channels.down]").unwrap();
+    let end_of_channel = text.find("[flows.human]").unwrap();
+    let text = format!("{}{}", &text[..start_of_channel], &text[end_of_channel..])
+        .replace("waiting = [\"down\"]", "");
+    std::fs::write(&path, text).unwrap();
+    h.call("/v1/admin/reload", CAROL, Some(json!({}))).await;
+    let deadline = tokio::time::Instant::now() + WITHIN;
+    let entry = loop {
+        let request = h.call(&format!("/v1/requests/{id}"), CAROL, None).await;
+        let found = request["history"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["kind"] == "notification")
+            .cloned();
+        if let Some(entry) = found {
+            break entry;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not given up: {request:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(entry["channel"], "down");
+    assert_eq!(
+        entry["error"], "channel `down` is no longer in the config",
+        "{entry}"
+    );
+    let metrics = h.metrics().await;
+    assert!(!metrics.contains("warden_outbox_depth{"), "{metrics}");
     h.stop().await;
 }
