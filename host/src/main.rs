@@ -260,6 +260,14 @@ async fn check(config: &Path) -> Result<ExitCode, String> {
         );
         println!("  identities        {}", list(&s.identity_services));
         println!("  allowed hosts     {}", list(&s.allowed_hosts));
+        if let Some(flow) = warden.config().flow(&s.name) {
+            let routes: Vec<String> = flow
+                .notify
+                .iter()
+                .map(|(event, channels)| format!("{event} → {}", channels.join(" ")))
+                .collect();
+            println!("  notify            {}", list(&routes));
+        }
         println!(
             "  limits            memory {} MiB, timeout {} ms",
             s.limits.memory_mib, s.limits.timeout_ms

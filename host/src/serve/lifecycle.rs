@@ -38,6 +38,7 @@ use crate::store::{Store, StoreError};
 use super::claim::{Claim, Claims};
 pub use super::fields::{MAX_DURATION, validate_fields};
 use super::metrics::{Metrics, outcome_label};
+use super::notify::Outbox;
 use super::policy::{approvals_so_far, not_an_approver, policy_of};
 pub use super::view::{RequestView, Submission, Submitted};
 use super::view::{event, profile, requester_of};
@@ -144,17 +145,25 @@ pub struct Lifecycle {
     metrics: Arc<Metrics>,
     claims: Arc<Claims>,
     expiry_changed: Notify,
+    outbox: Arc<Outbox>,
 }
 
 impl Lifecycle {
     pub fn new(runtime: Arc<ArcSwap<Warden>>, store: Arc<Store>, metrics: Arc<Metrics>) -> Self {
+        let outbox = Outbox::new(runtime.clone());
         Self {
             runtime,
-            claims: Claims::new(store.clone()),
+            claims: Claims::with_outbox(store.clone(), Some(outbox.clone())),
             store,
             metrics,
             expiry_changed: Notify::new(),
+            outbox,
         }
+    }
+
+    /// Where the claims' commits leave notifications for `serve::notify` to deliver.
+    pub fn outbox(&self) -> &Arc<Outbox> {
+        &self.outbox
     }
 
     pub fn store(&self) -> &Arc<Store> {

@@ -11,6 +11,7 @@
 //! - the expiry sleeper ([`lifecycle::Lifecycle::expire_loop`]);
 //! - [`policy`]: who may decide, see and revoke a request (the flows' `approvers` and
 //!   `approvals_required`, beside the API roles);
+//! - the notifications' delivery tasks ([`notify`]), fed by the outbox the claims write;
 //! - [`metrics`], and the HTTP [`api`] in front of it all, with the approvers' web
 //!   [`console`] beside it.
 
@@ -20,6 +21,7 @@ mod console;
 mod fields;
 pub mod lifecycle;
 pub mod metrics;
+pub mod notify;
 mod policy;
 mod view;
 
@@ -169,6 +171,7 @@ pub struct Server {
     tasks: TaskTracker,
     http: tokio::task::JoinHandle<std::io::Result<()>>,
     expiry: tokio::task::JoinHandle<()>,
+    notify: tokio::task::JoinHandle<()>,
 }
 
 impl Server {
@@ -224,6 +227,12 @@ impl Server {
         let stop = CancellationToken::new();
         let tasks = TaskTracker::new();
         let expiry = tokio::spawn(lifecycle.clone().expire_loop(tasks.clone(), stop.clone()));
+        let notify = tokio::spawn(notify::run(
+            lifecycle.outbox().clone(),
+            store.clone(),
+            metrics.clone(),
+            stop.clone(),
+        ));
         let app = Arc::new(api::App {
             lifecycle,
             runtime: runtime.clone(),
@@ -251,6 +260,7 @@ impl Server {
             tasks,
             http,
             expiry,
+            notify,
         })
     }
 
@@ -273,6 +283,7 @@ impl Server {
         self.stop.cancel();
         let served = self.http.await;
         let _ = self.expiry.await;
+        let _ = self.notify.await;
         self.tasks.close();
         self.tasks.wait().await;
         if let Err(e) = self.store.checkpoint() {

@@ -1,11 +1,13 @@
 //! The SQLite store: users and their identities in other services, and `warden serve`'s
-//! access requests, their history and the audit log ([`requests`]). One connection writes
+//! access requests, their history and the audit log ([`requests`]), and the notifications
+//! waiting to be delivered ([`outbox`]). One connection writes
 //! (its writes share commits: [`group_commit`]); a file store reads on a second one, and
 //! answers repeated identity lookups from memory while the file is unchanged
 //! ([`identity_cache`], [`wal_index`]).
 
 mod group_commit;
 mod identity_cache;
+pub mod outbox;
 pub mod requests;
 mod wal_index;
 
@@ -98,6 +100,9 @@ const MIGRATIONS: &[&str] = &[
     // 5: the requester as submitted (a JSON user), so hooks after the request step see the
     // whole user, not only an email.
     "ALTER TABLE requests ADD COLUMN requester_profile TEXT;",
+    // 6: notifications waiting to be delivered ([`outbox`]), written in the commit of the
+    // state change they tell of. Times are Unix milliseconds.
+    outbox::MIGRATION,
 ];
 
 /// A failure of the store: which database file, what warden was doing, and SQLite's error.
