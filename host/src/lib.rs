@@ -12,6 +12,7 @@
 pub mod bench;
 mod bindings;
 pub mod budget;
+pub mod build;
 pub mod cache;
 pub mod config;
 pub mod escape;

@@ -97,6 +97,16 @@ enum Command {
         #[arg(long, short, default_value_t = 0)]
         jobs: usize,
     },
+    /// Build a plugin into a component: a Python plugin's folder (its hooks in plugin.py)
+    /// with componentize-py, a Rust plugin crate with cargo.
+    Build {
+        /// The plugin's folder (default: .).
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+        /// Where a Python plugin's component goes (default: DIR/build/plugin.wasm).
+        #[arg(long, short, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
     /// Create something new.
     New {
         #[command(subcommand)]
@@ -106,9 +116,12 @@ enum Command {
 
 #[derive(Subcommand)]
 enum NewCommand {
-    /// A plugin crate with a hook and a test file, ready for `warden test`.
+    /// A plugin (a Rust crate, or a Python folder) with a hook and a test file, ready for
+    /// `warden build` and `warden test`.
     Plugin {
         name: String,
+        #[arg(long, value_enum, default_value_t = Lang::Rust)]
+        lang: Lang,
         /// Where to create the crate's folder (default: .).
         #[arg(long, default_value = ".")]
         dir: PathBuf,
@@ -116,6 +129,12 @@ enum NewCommand {
         #[arg(long)]
         sdk_path: Option<PathBuf>,
     },
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Lang {
+    Rust,
+    Python,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -198,12 +217,37 @@ async fn run(cli: Cli) -> ExitCode {
             };
             test(&options, junit.as_deref()).await
         }
+        Command::Build { dir, out } => warden::build::build(&dir, out.as_deref())
+            .map(|built| {
+                println!("{}", built.describe());
+                ExitCode::SUCCESS
+            })
+            .map_err(|e| e.to_string()),
+        Command::New {
+            what:
+                NewCommand::Plugin {
+                    name,
+                    lang: Lang::Python,
+                    dir,
+                    ..
+                },
+        } => warden::scaffold::new_python_plugin(&name, &dir)
+            .map(|created| {
+                println!("created {}", created.display());
+                println!(
+                    "next:\n  cd {}\n  warden build\n  warden test",
+                    created.display()
+                );
+                ExitCode::SUCCESS
+            })
+            .map_err(|e| e.to_string()),
         Command::New {
             what:
                 NewCommand::Plugin {
                     name,
                     dir,
                     sdk_path,
+                    ..
                 },
         } => new_plugin(&name, &dir, sdk_path),
     };

@@ -61,3 +61,28 @@ pub fn plugin(dir: &str) -> PathBuf {
     built.insert(source, out.clone());
     out
 }
+
+/// Whether a test that builds a Python plugin can run: true when componentize-py runs. When
+/// it does not, the test is skipped (this prints why) unless `WARDEN_REQUIRE_PYTHON` is set,
+/// when it fails: CI sets it, so a broken install cannot pass unnoticed.
+pub fn componentize_py_or_skip(test: &str) -> bool {
+    let runs = Command::new("componentize-py")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if runs {
+        return true;
+    }
+    if std::env::var_os("WARDEN_REQUIRE_PYTHON").is_some() {
+        panic!(
+            "{test}: componentize-py does not run, and WARDEN_REQUIRE_PYTHON is set; install it with `pip install componentize-py=={}`",
+            std::fs::read_to_string(repo_root().join("guest-sdk/python/componentize-py.version"))
+                .unwrap_or_default()
+                .trim()
+        );
+    }
+    eprintln!(
+        "SKIPPED {test}: componentize-py is not installed (set WARDEN_REQUIRE_PYTHON to make this a failure)"
+    );
+    false
+}
