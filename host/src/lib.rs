@@ -41,6 +41,6 @@ pub use config::Config;
 pub use event::EventInput;
 pub use hooks::{Decision, HookName};
 pub use runtime::{
-    Blame, FailureKind, FlowSummary, HookFailure, HookReport, LoadError, RunError, SharedEngine,
-    StartError, StartOptions, Warden,
+    Blame, CORE_INSTANCES_PER_COMPONENT, FailureKind, FlowSummary, HookFailure, HookReport,
+    LARGE_PLUGIN_BYTES, LoadError, RunError, SharedEngine, StartError, StartOptions, Warden,
 };

@@ -397,10 +397,10 @@ struct EpochTicker {
 }
 
 impl EpochTicker {
-    fn start(engine: &Engine) -> Self {
+    fn start(engines: &[&Engine]) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let ticks = Arc::new(AtomicU64::new(0));
-        let weak = engine.weak();
+        let weak: Vec<_> = engines.iter().map(|e| e.weak()).collect();
         let (flag, counted) = (stop.clone(), ticks.clone());
         std::thread::Builder::new()
             .name("warden-epoch".into())
@@ -409,9 +409,13 @@ impl EpochTicker {
                     std::thread::sleep(EPOCH_TICK);
                     // Counted first: a callback this tick fires sees it.
                     counted.fetch_add(1, Ordering::Relaxed);
-                    match weak.upgrade() {
-                        Some(engine) => engine.increment_epoch(),
-                        None => break,
+                    let mut alive = false;
+                    for engine in weak.iter().filter_map(|w| w.upgrade()) {
+                        engine.increment_epoch();
+                        alive = true;
+                    }
+                    if !alive {
+                        break;
                     }
                 }
             })
@@ -434,8 +438,12 @@ pub struct SharedEngine {
 }
 
 struct EngineInner {
+    /// For plugins smaller than [`LARGE_PLUGIN_BYTES`]: memory initialised by copying.
     engine: Engine,
     linker: Linker<InstanceState>,
+    /// For larger plugins (Python's interpreter): memory images mapped copy-on-write.
+    large: Engine,
+    large_linker: Linker<InstanceState>,
     /// Held while compiling, so concurrent starts compile a plugin once.
     compiled: tokio::sync::Mutex<HashMap<PathBuf, (Component, PluginFormat, CacheOutcome)>>,
     /// One permit per instance a hook may make: a hook waits for a free one (within its
@@ -462,13 +470,17 @@ impl SharedEngine {
     /// Instances made ahead have their own room, a sixteenth of `max`.
     pub fn with_max_instances(max: u32) -> Result<Self, StartError> {
         let max = max.min(MAX_LIVE_INSTANCES);
-        let engine = engine()?;
+        let large = engine(true)?;
+        let engine = engine(false)?;
+        let large_linker = linker(&large).map_err(|e| StartError::Engine(root_message(&e)))?;
         let linker = linker(&engine).map_err(|e| StartError::Engine(root_message(&e)))?;
         Ok(Self {
             inner: Arc::new(EngineInner {
-                ticker: EpochTicker::start(&engine),
+                ticker: EpochTicker::start(&[&engine, &large]),
                 engine,
                 linker,
+                large,
+                large_linker,
                 compiled: Default::default(),
                 slots: Arc::new(Semaphore::new(max as usize)),
                 prepared_slots: Arc::new(Semaphore::new(prepared_room(max) as usize)),
@@ -494,7 +506,12 @@ impl SharedEngine {
         if let Some(c) = compiled.get(path) {
             return Ok(c.clone());
         }
-        let engine = self.inner.engine.clone();
+        let large = std::fs::metadata(path).is_ok_and(|m| m.len() >= LARGE_PLUGIN_BYTES);
+        let engine = if large {
+            self.inner.large.clone()
+        } else {
+            self.inner.engine.clone()
+        };
         let owned = path.clone();
         let cache = cache.clone();
         let c = tokio::task::spawn_blocking(move || cache.load_or_compile(&engine, &owned))
@@ -528,7 +545,6 @@ pub struct Warden {
 
 /// What every event's store is made from; shared with the tasks preparing instances ahead.
 struct StoreMaker {
-    engine: Engine,
     slots: Arc<Semaphore>,
     prepared_slots: Arc<Semaphore>,
     identities: Arc<IdentityStore>,
@@ -570,18 +586,31 @@ fn prepared_room(max: u32) -> u32 {
     max / 16
 }
 
+/// Plugin files from this size up are compiled for the engine that maps memory images
+/// copy-on-write. Measured (BENCHMARKS.md, "Python plugins"): copying a Python plugin's
+/// ~14 MiB initial heap into every instance made a Python instance 4× slower than mapping
+/// it, while mapping made instances of a small Rust plugin 3× slower than copying its few
+/// pages (an madvise and a page fault per page touched on every reset). Rust plugins are
+/// 0.2–3.4 MB, Python ones about 20 MB.
+pub const LARGE_PLUGIN_BYTES: u64 = 8 << 20;
+
+/// Core instances the pool budgets per component instance: a Python component instantiates
+/// 14 core modules (the interpreter, its libraries, the WASI shims), a Rust one 3.
+pub const CORE_INSTANCES_PER_COMPONENT: u32 = 16;
+
 /// An engine whose instances come from a pool, so a fresh instance per event costs
-/// microseconds. Slots are sized for the largest `memory_mib` a config may set (the address
-/// space is only reserved); each flow's own limit is enforced by its store's limiter.
-fn engine() -> Result<Engine, StartError> {
+/// microseconds; `copy_on_write` for large plugins ([`LARGE_PLUGIN_BYTES`]). Slots are sized
+/// for the largest `memory_mib` a config may set (the address space is only reserved); each
+/// flow's own limit is enforced by its store's limiter.
+fn engine(copy_on_write: bool) -> Result<Engine, StartError> {
     let largest_memory: u64 = crate::config::MAX_MEMORY_MIB << 20;
     // The pooling allocator reserves (virtual) room for both kinds up front.
     let n = MAX_LIVE_INSTANCES + prepared_room(MAX_LIVE_INSTANCES);
     let mut pool = wasmtime::PoolingAllocationConfig::new();
     pool.total_component_instances(n)
         // A wasm32-wasip2 component holds a few core instances (the plugin, the WASI adapter,
-        // shims), each with at most a couple of memories and tables.
-        .total_core_instances(n * 8)
+        // shims; Python's many libraries), each with at most a couple of memories and tables.
+        .total_core_instances(n * CORE_INSTANCES_PER_COMPONENT)
         .total_memories(n * 2)
         .total_tables(n * 4)
         .total_stacks(n)
@@ -595,10 +624,10 @@ fn engine() -> Result<Engine, StartError> {
     let mut wasm = wasmtime::Config::new();
     wasm.wasm_component_model(true)
         .epoch_interruption(true)
-        // Measured (BENCHMARKS.md): for plugins this small, copying data segments into a
-        // slot kept resident beats copy-on-write images, whose reset is an madvise and a TLB
-        // shootdown per event.
-        .memory_init_cow(false)
+        // Measured (BENCHMARKS.md): for small plugins, copying data segments into a slot
+        // kept resident beats copy-on-write images, whose reset is an madvise and a TLB
+        // shootdown per event; for Python's interpreter heap, mapping the image wins.
+        .memory_init_cow(copy_on_write)
         .allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
     Engine::new(&wasm).map_err(|e| StartError::Engine(root_message(&e)))
 }
@@ -616,10 +645,10 @@ impl StoreMaker {
     /// A store for one event of `flow`, disarmed: [`arm`] gives it its deadline.
     fn new_store(
         &self,
-        flow: &Arc<Flow>,
-        share: &Arc<FlowShare>,
+        loaded: &LoadedFlow,
         slot: OwnedSemaphorePermit,
     ) -> (Store<InstanceState>, CapturedOutput, CapturedOutput) {
+        let (flow, share) = (&loaded.flow, &loaded.share);
         let limits: &Limits = &flow.limits;
         // Everything the instance keeps of the plugin's is charged here (see `budget`).
         let budget = EventBudget::new(limits.log_max_bytes);
@@ -656,7 +685,8 @@ impl StoreMaker {
             http: self.http.instance(flow.clone(), budget),
             cache: self.cache.instance(&flow.name),
         };
-        let mut store = Store::new(&self.engine, state);
+        // The engine the flow's plugin was compiled for (see LARGE_PLUGIN_BYTES).
+        let mut store = Store::new(loaded.pre.instance_pre().engine(), state);
         store.limiter(|s| &mut s.memory);
         store.set_max_component_handles(budget::MAX_HANDLES);
         store.epoch_deadline_callback(|store| sched::on_epoch(&store.data().schedule));
@@ -668,7 +698,7 @@ impl StoreMaker {
     async fn prepare(&self, loaded: &LoadedFlow) -> Option<Prepared> {
         let timeout = loaded.flow.limits.timeout;
         let slot = self.prepared_slots.clone().try_acquire_owned().ok()?;
-        let (mut store, stdout, stderr) = self.new_store(&loaded.flow, &loaded.share, slot);
+        let (mut store, stdout, stderr) = self.new_store(loaded, slot);
         arm(&mut store, timeout, Instant::now());
         let pre = loaded.pre.instance_pre().clone();
         // Instantiating runs the plugin's start functions: wasm like any other.
@@ -751,13 +781,12 @@ impl Warden {
         let config = Arc::new(config);
         let mut warden = Self {
             plugin_cache: Arc::new(match &config.cache_dir {
-                Some(dir) => PluginCache::new(dir.clone(), &shared.inner.engine),
+                Some(dir) => PluginCache::new(dir.clone()),
                 None => PluginCache::without_folder(
                     "no cache folder: set [cache] dir, or XDG_CACHE_HOME or HOME",
                 ),
             }),
             stores: Arc::new(StoreMaker {
-                engine: shared.inner.engine.clone(),
                 slots: shared.inner.slots.clone(),
                 prepared_slots: shared.inner.prepared_slots.clone(),
                 identities: store,
@@ -803,7 +832,12 @@ impl Warden {
             .shared
             .compile(&flow.plugin, &self.plugin_cache)
             .await?;
-        let linker = &self.shared.inner.linker;
+        let inner = &self.shared.inner;
+        let linker = if Engine::same(component.engine(), &inner.large) {
+            &inner.large_linker
+        } else {
+            &inner.linker
+        };
         let pre = linker.instantiate_pre(&component).map_err(|e| {
             let message = format!(
                 "cannot be linked: {} (a plugin may import only WASI 0.2 and {}@{})",
@@ -852,7 +886,7 @@ impl Warden {
             let message = format!("no instance slot became free {within}");
             return Err((message, Blame::Host));
         };
-        let (mut store, _, stderr) = self.stores.new_store(&loaded.flow, &loaded.share, slot);
+        let (mut store, _, stderr) = self.stores.new_store(loaded, slot);
         arm(&mut store, limit, started);
         let pre = loaded.pre.clone();
         let ask: sched::Work<_> = Box::pin(async move {
@@ -1013,8 +1047,7 @@ impl Warden {
                         prepared_ahead,
                     });
                 };
-                let (store, stdout, stderr) =
-                    self.stores.new_store(&loaded.flow, &loaded.share, slot);
+                let (store, stdout, stderr) = self.stores.new_store(loaded, slot);
                 (store, None, stdout, stderr)
             }
         };

@@ -654,3 +654,30 @@ fn an_import_of_what_this_machine_has_but_the_plugin_does_not_is_a_build_error()
     );
     assert_contains(&stderr, "ModuleNotFoundError: No module named 'pip'");
 }
+
+/// The pool budgets core instances per component instance: a Python component (the
+/// interpreter, its libraries, the WASI shims: 14 core modules) must fit, or fewer Python
+/// hooks than the pool's instances could be in flight at once.
+#[test]
+fn the_pool_budgets_a_python_components_core_instances() {
+    let wasm = std::fs::read(python::plugin("plugins/victorops-python")).unwrap();
+    let mut instantiations = 0;
+    for payload in wasmparser::Parser::new(0).parse_all(&wasm) {
+        if let wasmparser::Payload::InstanceSection(section) = payload.unwrap() {
+            for instance in section {
+                if matches!(instance.unwrap(), wasmparser::Instance::Instantiate { .. }) {
+                    instantiations += 1;
+                }
+            }
+        }
+    }
+    assert!(
+        instantiations >= 10,
+        "{instantiations}: not a Python component?"
+    );
+    assert!(
+        instantiations <= warden::CORE_INSTANCES_PER_COMPONENT,
+        "a Python component makes {instantiations} core instances; the pool budgets {} per component",
+        warden::CORE_INSTANCES_PER_COMPONENT
+    );
+}
