@@ -77,12 +77,13 @@ enum Command {
         #[arg(long, value_enum, default_value_t = LogFormat::Human)]
         log_format: LogFormat,
     },
-    /// Run plugin test cases (`tests/*.toml` in a plugin crate) in the sandbox, HTTP mocked.
+    /// Run plugin test cases (`tests/*.toml` in a plugin crate or a Python plugin's folder)
+    /// in the sandbox, HTTP mocked.
     ///
     /// Prints a line per case, the details of each failure, and `N passed, N failed`;
     /// exits 1 when any case fails or no case is found.
     Test {
-        /// Test files, plugin crates, or folders to search for plugin crates (default: .).
+        /// Test files, plugins' folders, or folders to search for them (default: .).
         paths: Vec<PathBuf>,
         /// Run only the cases whose name or file contains this text.
         #[arg(long)]
@@ -125,7 +126,7 @@ enum NewCommand {
         /// Where to create the crate's folder (default: .).
         #[arg(long, default_value = ".")]
         dir: PathBuf,
-        /// The warden-sdk crate to depend on (default: the SDK warden was built from).
+        /// The warden-sdk crate to depend on (default: the SDK warden was built from); Rust only.
         #[arg(long)]
         sdk_path: Option<PathBuf>,
     },
@@ -229,18 +230,9 @@ async fn run(cli: Cli) -> ExitCode {
                     name,
                     lang: Lang::Python,
                     dir,
-                    ..
+                    sdk_path,
                 },
-        } => warden::scaffold::new_python_plugin(&name, &dir)
-            .map(|created| {
-                println!("created {}", created.display());
-                println!(
-                    "next:\n  cd {}\n  warden build\n  warden test",
-                    created.display()
-                );
-                ExitCode::SUCCESS
-            })
-            .map_err(|e| e.to_string()),
+        } => new_python_plugin(&name, &dir, sdk_path.is_some()),
         Command::New {
             what:
                 NewCommand::Plugin {
@@ -427,6 +419,19 @@ fn new_plugin(name: &str, dir: &Path, sdk: Option<PathBuf>) -> Result<ExitCode, 
     println!("  cd {}", created.display());
     println!("  cargo build --release --target wasm32-wasip2");
     println!("  warden test");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn new_python_plugin(name: &str, dir: &Path, sdk_path: bool) -> Result<ExitCode, String> {
+    if sdk_path {
+        return Err("--sdk-path is for Rust plugins: a Python plugin is built with the SDK compiled into warden".into());
+    }
+    let created = warden::scaffold::new_python_plugin(name, dir).map_err(|e| e.to_string())?;
+    println!("created {}", created.display());
+    println!(
+        "next:\n  cd {}\n  warden build\n  warden test",
+        created.display()
+    );
     Ok(ExitCode::SUCCESS)
 }
 

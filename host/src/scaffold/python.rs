@@ -140,3 +140,38 @@ respond = { status = 503, body = "unavailable" }
 decision = "continue"
 logs = [{ level = "warn", contains = "answered 503" }]
 "#;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_python_plugin_folder_has_its_hook_tests_and_gitignore_and_is_made_once() {
+        let parent = tempfile::tempdir().unwrap();
+        let dir = new_python_plugin("on-duty", parent.path()).unwrap();
+        assert_eq!(dir, parent.path().join("on-duty"));
+        let plugin = std::fs::read_to_string(dir.join("plugin.py")).unwrap();
+        assert!(
+            plugin.starts_with("\"\"\"on-duty: a warden plugin."),
+            "{plugin}"
+        );
+        assert!(plugin.contains("@hook\ndef on_request(event):"), "{plugin}");
+        let tests = std::fs::read_to_string(dir.join("tests/on_duty.toml")).unwrap();
+        // No `plugin = ...`: warden test finds build/plugin.wasm from the folder.
+        assert!(!tests.contains("\nplugin ="), "{tests}");
+        assert!(tests.contains("Tests for on-duty"), "{tests}");
+        assert!(
+            std::fs::read_to_string(dir.join(".gitignore"))
+                .unwrap()
+                .contains("/build/")
+        );
+        assert!(matches!(
+            new_python_plugin("on-duty", parent.path()),
+            Err(ScaffoldError::Exists(_))
+        ));
+        assert!(matches!(
+            new_python_plugin("On Duty", parent.path()),
+            Err(ScaffoldError::Name(_))
+        ));
+    }
+}
