@@ -183,7 +183,7 @@ fn python_source_given_as_a_plugin_is_refused_with_a_hint_to_build_it() {
     scratch.write("event.json", r#"{"user": {"email": "a@example.com"}}"#);
     let py = scratch.path().join("on-duty/plugin.py");
 
-    scratch.write("py.toml", &CONFIG.replace("PLUGIN", "on-duty/plugin.py"));
+    scratch.write("py.toml", CONFIG.replace("PLUGIN", "on-duty/plugin.py"));
     for args in [
         vec!["check", "-c", "py.toml"],
         vec![
@@ -208,7 +208,7 @@ fn python_source_given_as_a_plugin_is_refused_with_a_hint_to_build_it() {
         );
     }
 
-    scratch.write("dir.toml", &CONFIG.replace("PLUGIN", "on-duty"));
+    scratch.write("dir.toml", CONFIG.replace("PLUGIN", "on-duty"));
     let out = warden(&["check", "-c", "dir.toml"], scratch.path());
     let output = text(&out);
     assert_eq!(out.status.code(), Some(1), "{output}");
@@ -244,7 +244,7 @@ fn warden_test_resolves_relative_plugin_paths_once() {
     let suite = "[event]\nuser = { email = \"a@example.com\" }\n[[case]]\nname = \"approves\"\nvars = { action = \"approve:fine\" }\nexpect = { decision = \"approve\", reason = \"fine\" }\n";
     scratch.write(
         "plugins/suite/tests/t.toml",
-        &format!("plugin = \"../../../probe.wasm\"\n{suite}"),
+        format!("plugin = \"../../../probe.wasm\"\n{suite}"),
     );
     scratch.write("other/t.toml", suite);
     let out = warden(&["test", "plugins/suite/tests"], scratch.path());
