@@ -1,6 +1,8 @@
 //! Python plugins for the tests, built by `scripts/build-python-plugin` (componentize-py)
-//! into the target dir, each once per test binary. There is no fallback: without
-//! componentize-py (`scripts/test` installs it) the tests that need one fail, saying so.
+//! into the target dir, each once per test binary. Without componentize-py the tests that
+//! need it are skipped, each saying so ([`componentize_py_or_skip`]), unless
+//! `WARDEN_REQUIRE_PYTHON` is set: `scripts/test` installs componentize-py and sets it, so
+//! there they fail instead.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
