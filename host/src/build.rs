@@ -257,8 +257,13 @@ fn build_python(dir: &Path, out: &Path) -> Result<Built, BuildError> {
     let out_dir = out.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(out_dir).map_err(io(format!("cannot make {}", out_dir.display())))?;
     // Written beside the output and renamed when complete: a failed build leaves the last
-    // good component as it was, never half a file.
-    let partial = out_dir.join(format!(".warden-build-{}.wasm", std::process::id()));
+    // good component as it was, never half a file. A new file of a random name, so nothing
+    // planted in the folder beforehand is written through.
+    let partial = tempfile::Builder::new()
+        .prefix(".warden-build-")
+        .suffix(".wasm")
+        .tempfile_in(out_dir)
+        .map_err(io(format!("cannot write in {}", out_dir.display())))?;
     // componentize-py adds a virtualenv's site-packages, else those of the Python running
     // it, and searches the folder it runs in: an empty one of each keeps the build to the
     // SDK, the plugin's folder and the standard library, whatever this machine has installed.
@@ -270,7 +275,7 @@ fn build_python(dir: &Path, out: &Path) -> Result<Built, BuildError> {
         .arg("-p")
         .arg(dir)
         .arg("-o")
-        .arg(&partial)
+        .arg(partial.path())
         .current_dir(&cwd)
         .env("VIRTUAL_ENV", &venv)
         .env("RUST_BACKTRACE", "0")
@@ -279,7 +284,6 @@ fn build_python(dir: &Path, out: &Path) -> Result<Built, BuildError> {
         .output()
         .map_err(io(format!("cannot run {}", exe.display())))?;
     if !output.status.success() {
-        let _ = std::fs::remove_file(&partial);
         let mut text = String::from_utf8_lossy(&output.stdout).into_owned();
         text.push_str(&String::from_utf8_lossy(&output.stderr));
         return Err(BuildError::Python {
@@ -287,12 +291,14 @@ fn build_python(dir: &Path, out: &Path) -> Result<Built, BuildError> {
             failure: python_error(&text, dir),
         });
     }
-    std::fs::rename(&partial, out).map_err(|source| {
-        let _ = std::fs::remove_file(&partial);
-        BuildError::Io {
-            what: format!("cannot write {}", out.display()),
-            source,
-        }
+    // Readable like any file the author writes (a temporary file is the owner's alone): the
+    // component is deployed to where warden runs, maybe as another user.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(partial.path(), std::fs::Permissions::from_mode(0o644))
+        .map_err(io(format!("cannot write {}", partial.path().display())))?;
+    partial.persist(out).map_err(|e| BuildError::Io {
+        what: format!("cannot write {}", out.display()),
+        source: e.error,
     })?;
     Ok(Built {
         language: Language::Python,

@@ -55,6 +55,16 @@ fn a_new_python_plugin_builds_with_warden_build_and_passes_warden_test() {
         "{output}"
     );
     assert_eq!(&std::fs::read(&component).unwrap()[..4], b"\0asm");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&component).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o644, "{mode:o}");
+    // Nothing left beside it.
+    let left: Vec<_> = std::fs::read_dir(dir.join("build"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert_eq!(left, ["plugin.wasm"], "{left:?}");
 
     // Found from the parent folder too, as a Rust crate would be; cases run from its tests/.
     let out = warden(&["test", "on-duty"], scratch.path());
@@ -102,6 +112,7 @@ fn a_python_syntax_error_is_reported_with_its_file_and_line() {
         std::fs::read_to_string(dir.join("build/plugin.wasm")).unwrap(),
         "the last good build"
     );
+    assert_eq!(std::fs::read_dir(dir.join("build")).unwrap().count(), 1);
 }
 
 /// Without componentize-py on PATH, the error says how to install the pinned version.
