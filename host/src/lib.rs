@@ -22,6 +22,6 @@ pub use config::Config;
 pub use runtime::event::EventInput;
 pub use runtime::hooks::{Decision, HookName};
 pub use runtime::{
-    Blame, FailureKind, FlowSummary, HookFailure, HookReport, LoadError, RunError, SharedEngine,
-    StartError, StartOptions, Warden,
+    Blame, CORE_INSTANCES_PER_COMPONENT, FailureKind, FlowSummary, HookFailure, HookReport,
+    LARGE_PLUGIN_BYTES, LoadError, RunError, SharedEngine, StartError, StartOptions, Warden,
 };

@@ -415,7 +415,9 @@ impl<'a> Validator<'a> {
             );
         }
         let plugin = self.resolve(&raw.plugin);
-        if !plugin.is_file() {
+        if let Some(hint) = crate::cli::build::not_a_component(&plugin) {
+            self.error(&["flows", name, "plugin"], hint);
+        } else if !plugin.is_file() {
             self.error(
                 &["flows", name, "plugin"],
                 format!("plugin file {} does not exist", plugin.display()),

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use wasmtime::component::{ComponentExportIndex, Instance, ResourceTable};
-use wasmtime::{Engine, ResourceLimiter, Store};
+use wasmtime::{ResourceLimiter, Store};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::{budget, sched};
@@ -140,7 +140,6 @@ pub(crate) struct Prepared {
 
 /// What every event's store is made from; shared with the tasks preparing instances ahead.
 pub(crate) struct StoreMaker {
-    pub(crate) engine: Engine,
     pub(crate) slots: Arc<Semaphore>,
     pub(crate) prepared_slots: Arc<Semaphore>,
     pub(crate) identities: Arc<IdentityStore>,
@@ -186,10 +185,10 @@ impl StoreMaker {
     /// A store for one event of `flow`, disarmed: [`arm`] gives it its deadline.
     pub(crate) fn new_store(
         &self,
-        flow: &Arc<Flow>,
-        share: &Arc<FlowShare>,
+        loaded: &LoadedFlow,
         slot: OwnedSemaphorePermit,
     ) -> (Store<InstanceState>, CapturedOutput, CapturedOutput) {
+        let (flow, share) = (&loaded.flow, &loaded.share);
         let limits: &Limits = &flow.limits;
         // Everything the instance keeps of the plugin's is charged here (see `budget`).
         let budget = EventBudget::new(limits.log_max_bytes);
@@ -226,7 +225,8 @@ impl StoreMaker {
             http: self.http.instance(flow.clone(), budget),
             cache: self.cache.instance(&flow.name),
         };
-        let mut store = Store::new(&self.engine, state);
+        // The engine the flow's plugin was compiled for (see LARGE_PLUGIN_BYTES).
+        let mut store = Store::new(loaded.pre.instance_pre().engine(), state);
         store.limiter(|s| &mut s.memory);
         store.set_max_component_handles(budget::MAX_HANDLES);
         store.epoch_deadline_callback(|store| sched::on_epoch(&store.data().schedule));
@@ -238,7 +238,7 @@ impl StoreMaker {
     pub(crate) async fn prepare(&self, loaded: &LoadedFlow) -> Option<Prepared> {
         let timeout = loaded.flow.limits.timeout;
         let slot = self.prepared_slots.clone().try_acquire_owned().ok()?;
-        let (mut store, stdout, stderr) = self.new_store(&loaded.flow, &loaded.share, slot);
+        let (mut store, stdout, stderr) = self.new_store(loaded, slot);
         arm(&mut store, timeout, Instant::now());
         let pre = loaded.pre.instance_pre().clone();
         // Instantiating runs the plugin's start functions: wasm like any other.

@@ -12,7 +12,9 @@ pub mod report;
 pub(crate) mod sched;
 pub(crate) mod stdio;
 
-pub use engine::{MAX_LIVE_INSTANCES, SharedEngine};
+pub use engine::{
+    CORE_INSTANCES_PER_COMPONENT, LARGE_PLUGIN_BYTES, MAX_LIVE_INSTANCES, SharedEngine,
+};
 pub use report::{
     Blame, FailureKind, FlowSummary, HookFailure, HookReport, LimitsSummary, LoadError, RunError,
     StartError,
@@ -120,13 +122,12 @@ impl Warden {
         let config = Arc::new(config);
         let mut warden = Self {
             plugin_cache: Arc::new(match &config.cache_dir {
-                Some(dir) => PluginCache::new(dir.clone(), &shared.inner.engine),
+                Some(dir) => PluginCache::new(dir.clone()),
                 None => PluginCache::without_folder(
                     "no cache folder: set [cache] dir, or XDG_CACHE_HOME or HOME",
                 ),
             }),
             stores: Arc::new(StoreMaker {
-                engine: shared.inner.engine.clone(),
                 slots: shared.inner.slots.clone(),
                 prepared_slots: shared.inner.prepared_slots.clone(),
                 identities: store,
@@ -172,7 +173,12 @@ impl Warden {
             .shared
             .compile(&flow.plugin, &self.plugin_cache)
             .await?;
-        let linker = &self.shared.inner.linker;
+        let inner = &self.shared.inner;
+        let linker = if wasmtime::Engine::same(component.engine(), &inner.large) {
+            &inner.large_linker
+        } else {
+            &inner.linker
+        };
         let pre = linker.instantiate_pre(&component).map_err(|e| {
             let message = format!(
                 "cannot be linked: {} (a plugin may import only WASI 0.2 and {}@{})",
@@ -221,7 +227,7 @@ impl Warden {
             let message = format!("no instance slot became free {within}");
             return Err((message, Blame::Host));
         };
-        let (mut store, _, stderr) = self.stores.new_store(&loaded.flow, &loaded.share, slot);
+        let (mut store, _, stderr) = self.stores.new_store(loaded, slot);
         arm(&mut store, limit, started);
         let pre = loaded.pre.clone();
         let ask: sched::Work<_> = Box::pin(async move {
@@ -367,8 +373,7 @@ impl Warden {
                         ..report
                     });
                 };
-                let (store, stdout, stderr) =
-                    self.stores.new_store(&loaded.flow, &loaded.share, slot);
+                let (store, stdout, stderr) = self.stores.new_store(loaded, slot);
                 (store, None, stdout, stderr)
             }
         };
