@@ -16,4 +16,4 @@ wasmtime::component::bindgen!({
 });
 
 pub use self::warden::plugin::types;
-pub use exports::warden::plugin::hooks::{Decision, Event};
+pub use exports::warden::plugin::hooks::Event;

@@ -7,6 +7,7 @@ pub mod event;
 pub mod fault;
 pub mod hooks;
 pub(crate) mod instance;
+pub mod lift;
 pub mod plugin;
 pub mod report;
 pub(crate) mod sched;
@@ -26,12 +27,10 @@ use std::time::{Duration, Instant};
 use wasmtime::Store;
 use wasmtime::component::{ComponentExportIndex, Instance};
 
-use crate::capabilities::http;
 use crate::capabilities::http::{HttpState, Transport};
-use crate::capabilities::log::{LogLine, LogSource};
+use crate::capabilities::{AppState, Outcome};
 use crate::config::{Config, Flow};
 use crate::runtime::bindings::PluginPre;
-use crate::runtime::budget::MAX_MESSAGE_BYTES;
 use crate::runtime::event::EventInput;
 use crate::runtime::fault::HostFault;
 use crate::runtime::hooks::{Decision, HookName};
@@ -129,10 +128,12 @@ impl Warden {
                 engine: shared.inner.engine.clone(),
                 slots: shared.inner.slots.clone(),
                 prepared_slots: shared.inner.prepared_slots.clone(),
-                identities: store,
-                http,
-                cache: Arc::default(),
-                secrets,
+                app: AppState {
+                    identities: store,
+                    http,
+                    cache: Arc::default(),
+                    secrets,
+                },
                 running: AtomicUsize::new(0),
             }),
             shared,
@@ -152,7 +153,7 @@ impl Warden {
                     let error = LoadError {
                         flow: flow.name.clone(),
                         plugin: flow.plugin.clone(),
-                        message: warden.stores.secrets.redactor().redact(&message),
+                        message: warden.stores.app.secrets.redactor().redact(&message),
                         blame,
                     };
                     warden.failed.insert(flow.name.clone(), error);
@@ -270,11 +271,11 @@ impl Warden {
     }
 
     pub fn identity_store(&self) -> &Arc<IdentityStore> {
-        &self.stores.identities
+        &self.stores.app.identities
     }
 
     pub fn secret_store(&self) -> &Arc<SecretStore> {
-        &self.stores.secrets
+        &self.stores.app.secrets
     }
 
     /// The hooks `flow`'s plugin implements.
@@ -409,10 +410,10 @@ impl Warden {
                 &stderr,
             ))),
             Ok(Ok(Err(message))) => Err(failure(FailureKind::PluginError {
-                message: budget::cut(&message, MAX_MESSAGE_BYTES).into_owned(),
+                message: lift::message(&message),
             })),
-            Ok(Ok(Ok(decision))) => {
-                let decision = Decision::from_wit(decision);
+            Ok(Ok(Ok(answer))) => {
+                let decision = answer.into_decision();
                 if decision.allowed_for(hook) {
                     Ok(decision)
                 } else {
@@ -422,27 +423,11 @@ impl Warden {
                 }
             }
         };
-        let state = store.data_mut();
-        let mut logs = state.log.finish();
-        logs.extend(stdout.lines(LogSource::Stdout));
-        logs.extend(stderr.lines(LogSource::Stderr));
-        if state.http.calls_dropped > 0 {
-            logs.push(LogLine {
-                level: crate::capabilities::log::LogLevel::Warn,
-                source: LogSource::Host,
-                message: format!(
-                    "{} more HTTP call(s) not recorded: at most {} are kept per event, within {} KiB",
-                    state.http.calls_dropped,
-                    http::MAX_RECORDED_CALLS,
-                    budget::CALL_BYTES >> 10
-                ),
-            });
-        }
-        let mut refusals = state.integrations.refusals.finish();
-        refusals.extend(state.secrets.refusals.finish());
-        refusals.extend(state.identities.refusals.finish());
-        refusals.extend(state.http.refusals.finish());
-        let http_calls = std::mem::take(&mut state.http.calls);
+        let Outcome {
+            logs,
+            refusals,
+            http_calls,
+        } = store.data_mut().finish(&stdout, &stderr);
         // Freeing a store later saves the answer that time only when the host is otherwise
         // idle; under load it is work like any other, so it is done at once.
         if running.others() {
@@ -451,7 +436,7 @@ impl Warden {
             self.free_later(loaded, store);
         }
         drop(running);
-        let redactor = self.stores.secrets.redactor();
+        let redactor = self.stores.app.secrets.redactor();
         Ok(HookReport {
             flow: flow.to_string(),
             hook,
@@ -543,14 +528,16 @@ impl Warden {
     }
 }
 
+/// Calls the hook at `export`. Its answer is lifted as [`lift::Answer`]: a reason or an error
+/// of any length is copied only as far as the report keeps it.
 pub(crate) async fn call_hook(
     instance: Instance,
     store: &mut Store<InstanceState>,
     export: &ComponentExportIndex,
     event: &crate::runtime::bindings::Event,
-) -> wasmtime::Result<Result<crate::runtime::bindings::Decision, String>> {
+) -> wasmtime::Result<Result<lift::Answer, lift::Message>> {
     type Hook<'a> = (&'a crate::runtime::bindings::Event,);
-    type Answer = (Result<crate::runtime::bindings::Decision, String>,);
+    type Answer = (Result<lift::Answer, lift::Message>,);
     // The export's type was checked when the plugin was loaded: not finding it is the host's.
     let hook = instance
         .get_typed_func::<Hook<'_>, Answer>(&mut *store, export)

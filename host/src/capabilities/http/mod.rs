@@ -12,8 +12,9 @@
 //! case, in headers, body and errors: a server that kept a sealed header from an earlier
 //! request, or changes its case, hands back nothing the plugin may not read.
 //!
-//! A request over [`MAX_URL_BYTES`], [`MAX_HEADER_BYTES`] or [`MAX_BODY_BYTES`] is refused
-//! before any of it is parsed or copied, and what is recorded of a call is cut to the
+//! A request over [`MAX_URL_BYTES`], [`MAX_HEADERS`], [`MAX_HEADER_BYTES`] or
+//! [`MAX_BODY_BYTES`] is refused before any of it is parsed or copied (it is measured where
+//! the plugin holds it: `http/lifted.rs`), and what is recorded of a call is cut to the
 //! event's budget (see [`crate::runtime::budget`]).
 //!
 //! Each hop goes through a [`Transport`]: the real client ([`ReqwestTransport`]) or, in the
@@ -21,6 +22,7 @@
 //! mock never widens what a flow may reach.
 
 mod headers;
+mod lifted;
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
@@ -31,14 +33,16 @@ use async_trait::async_trait;
 use futures_util::StreamExt;
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use url::Url;
-use wasmtime::component::{HasData, Linker, ResourceTable};
+use wasmtime::StoreContextMut;
+use wasmtime::component::{LinkerInstance, ResourceTable};
 
+use super::log::{LogLevel, LogLine, LogSource};
+use super::{AppState, Capability, Outcome};
 use crate::capabilities::refusal::{Refusal, RefusalKind, Refusals};
 use crate::config::{Flow, SecretValue, is_localhost_name, is_public, origin};
-use crate::runtime::bindings::warden::plugin::http::{
-    self as wit, HttpError, Method, Request, Response,
-};
-use crate::runtime::budget::{EventBudget, quote};
+use crate::runtime::bindings::warden::plugin::http::{HttpError, Method, Request, Response};
+use crate::runtime::budget::{self, EventBudget, quote};
+use crate::runtime::instance::InstanceState;
 use crate::secrets::SecretStore;
 use crate::secrets::redact::{REDACTED, Redactor};
 
@@ -46,8 +50,10 @@ pub const MAX_REDIRECTS: usize = 5;
 
 mod record;
 
-use record::oversized;
-pub use record::{HttpCall, MAX_BODY_BYTES, MAX_HEADER_BYTES, MAX_RECORDED_CALLS, MAX_URL_BYTES};
+use lifted::{Asked, RequestView};
+pub use record::{
+    HttpCall, MAX_BODY_BYTES, MAX_HEADER_BYTES, MAX_HEADERS, MAX_RECORDED_CALLS, MAX_URL_BYTES,
+};
 
 /// One hop of a request, as the host sends it after every check has passed.
 #[derive(Debug)]
@@ -221,10 +227,10 @@ pub struct HttpInstance {
     flow: Arc<Flow>,
     deadline: Instant,
     budget: EventBudget,
-    pub refusals: Refusals,
+    refusals: Refusals,
     /// The first [`MAX_RECORDED_CALLS`] calls; `calls_dropped` counts the rest.
-    pub calls: Vec<HttpCall>,
-    pub calls_dropped: usize,
+    calls: Vec<HttpCall>,
+    calls_dropped: usize,
     /// Requests the plugin has sent in this event, against `limits.http_requests`.
     sent: u32,
 }
@@ -261,16 +267,20 @@ impl OutgoingValue {
     }
 }
 
-impl wit::Host for HttpView<'_> {
-    async fn send(&mut self, request: Request) -> wasmtime::Result<Result<Response, HttpError>> {
-        let method = method_name(request.method);
-        let shown = self.instance.describe(&request.url);
-        // Checked before the host copies or parses any of it.
-        if let Some(why) = oversized(&request) {
-            return Ok(self
-                .instance
-                .record(method, shown, Err(HttpError::Invalid(why))));
-        }
+impl HttpView<'_> {
+    /// Sends what the plugin asked for, if its flow allows it, and records the call.
+    pub async fn send(&mut self, asked: Asked) -> wasmtime::Result<Result<Response, HttpError>> {
+        let method = method_name(asked.method);
+        let shown = self.instance.describe(&asked.url);
+        // Measured before the host copied or parsed any of it.
+        let request = match asked.request {
+            Ok(request) => request,
+            Err(why) => {
+                return Ok(self
+                    .instance
+                    .record(method, shown, Err(HttpError::Invalid(why))));
+            }
+        };
         let allowed = self.instance.flow.limits.http_requests;
         let result = match self.outgoing_headers(&request.headers).await? {
             Err(refused) => Err(refused),
@@ -288,6 +298,54 @@ impl wit::Host for HttpView<'_> {
     }
 }
 
+impl Capability for HttpInstance {
+    const INTERFACE: &'static str = "http";
+
+    /// An instance with no time for requests until [`HttpInstance::set_deadline`].
+    fn instance(flow: &Arc<Flow>, app: &AppState, budget: &EventBudget) -> Self {
+        app.http.instance(flow.clone(), budget.clone())
+    }
+
+    fn link(functions: &mut LinkerInstance<'_, InstanceState>) -> wasmtime::Result<()> {
+        functions.func_wrap_async(
+            "send",
+            |mut store: StoreContextMut<'_, InstanceState>, (request,): (RequestView,)| {
+                Box::new(async move {
+                    let asked = lifted::take(&mut store, request)?;
+                    let state = store.data_mut();
+                    let mut view = HttpView {
+                        instance: &mut state.http,
+                        table: &mut state.table,
+                    };
+                    Ok((view.send(asked).await?,))
+                })
+            },
+        )
+    }
+
+    /// The calls recorded, a line counting those that were not, and the refusals.
+    fn finish(&mut self) -> Outcome {
+        let mut logs = Vec::new();
+        if self.calls_dropped > 0 {
+            logs.push(LogLine {
+                level: LogLevel::Warn,
+                source: LogSource::Host,
+                message: format!(
+                    "{} more HTTP call(s) not recorded: at most {MAX_RECORDED_CALLS} are kept per event, within {} KiB",
+                    self.calls_dropped,
+                    budget::CALL_BYTES >> 10
+                ),
+            });
+            self.calls_dropped = 0;
+        }
+        Outcome {
+            logs,
+            refusals: self.refusals.finish(),
+            http_calls: std::mem::take(&mut self.calls),
+        }
+    }
+}
+
 impl HttpInstance {
     /// Requests made after `deadline` are refused; each one's timeout is the time left.
     pub fn set_deadline(&mut self, deadline: Instant) {
@@ -296,7 +354,7 @@ impl HttpInstance {
 
     fn refuse(&mut self, detail: String) -> HttpError {
         self.refusals.push(Refusal {
-            kind: RefusalKind::Host,
+            kind: RefusalKind::Destination,
             detail: detail.clone(),
         });
         HttpError::Denied(detail)
@@ -619,19 +677,6 @@ impl Resolve for PublicOnlyResolver {
             Ok(Box::new(kept.into_iter()) as Addrs)
         })
     }
-}
-
-struct Http;
-
-impl HasData for Http {
-    type Data<'a> = HttpView<'a>;
-}
-
-pub fn add_to_linker<T: Send + 'static>(
-    linker: &mut Linker<T>,
-    get: fn(&mut T) -> HttpView<'_>,
-) -> wasmtime::Result<()> {
-    wit::add_to_linker::<T, Http>(linker, get)
 }
 
 #[cfg(test)]
