@@ -3,7 +3,7 @@
 
 use url::Url;
 
-use super::{HttpInstance, error_kind};
+use super::{CallError, HttpInstance};
 use crate::config::origin;
 use crate::runtime::bindings::warden::plugin::http::{HttpError, Response};
 use crate::runtime::budget::{self, MAX_URL_PART_BYTES};
@@ -79,12 +79,12 @@ impl HttpInstance {
     }
 
     /// Records a call, within [`MAX_RECORDED_CALLS`] and the event's budget, and passes its
-    /// result on.
+    /// result on as the plugin receives it.
     pub(super) fn record(
         &mut self,
         method: &str,
         (origin, path, rule): Shown,
-        result: Result<Response, HttpError>,
+        result: Result<Response, CallError>,
     ) -> Result<Response, HttpError> {
         let call = HttpCall {
             method: method.to_string(),
@@ -93,7 +93,7 @@ impl HttpInstance {
             rule,
             outcome: match &result {
                 Ok(r) => r.status.to_string(),
-                Err(e) => error_kind(e).to_string(),
+                Err(e) => e.kind().to_string(),
             },
         };
         if self.calls.len() < MAX_RECORDED_CALLS && self.budget.call(call.shown_len()) {
@@ -101,6 +101,6 @@ impl HttpInstance {
         } else {
             self.calls_dropped += 1;
         }
-        result
+        result.map_err(CallError::into_wit)
     }
 }
