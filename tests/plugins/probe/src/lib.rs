@@ -275,6 +275,17 @@ fn act_on(event: &Event, action: &str) -> Result<Decision> {
                     drop(http::get(url).send());
                     Ok(Decision::Continue)
                 }
+                // `bytes` empty headers on one request; denies with the error.
+                "headers" => {
+                    let mut request = http::get("http://127.0.0.1:9/");
+                    for _ in 0..bytes {
+                        request = request.header("", "");
+                    }
+                    match request.send() {
+                        Ok(_) => Ok(Decision::Continue),
+                        Err(error) => Ok(Decision::deny(error.to_string())),
+                    }
+                }
                 other => hand_over(other, &escaped_longest(bytes)),
             }
         }
