@@ -107,6 +107,8 @@ pub(crate) struct LoadedFlow {
     /// Each hook's export, found once: an event looks up and type-checks only the hook it
     /// calls (the generated bindings would check all twelve on every instantiation).
     pub(crate) hook_exports: BTreeMap<HookName, ComponentExportIndex>,
+    /// `implemented`, asked once at load.
+    pub(crate) implemented_export: ComponentExportIndex,
     pub(crate) implemented: BTreeSet<HookName>,
     pub(crate) format: PluginFormat,
     pub(crate) cache: CacheOutcome,

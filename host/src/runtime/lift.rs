@@ -25,10 +25,11 @@ use std::borrow::Cow;
 use wasmtime::AsContext;
 use wasmtime::component::__internal::wasmtime_environ::component::StringEncoding;
 use wasmtime::component::__internal::{CanonicalAbiInfo, InstanceType, InterfaceType, LiftContext};
-use wasmtime::component::{ComponentType, Lift, WasmStr};
+use wasmtime::component::{ComponentType, Lift, WasmList, WasmStr};
 
+use crate::runtime::bindings::types::Hook;
 use crate::runtime::budget;
-use crate::runtime::hooks::Decision;
+use crate::runtime::hooks::{Decision, HookName};
 
 /// A string the plugin passed, as the host keeps it: at most its first bytes, and its whole
 /// length.
@@ -238,6 +239,66 @@ pub fn message(text: &Message) -> String {
     text.0.cut(budget::MAX_MESSAGE_BYTES).into_owned()
 }
 
+/// The hooks a plugin says it implements (`list<hook>`), read in place while lifting: each
+/// entry is one byte, checked there, and repeats collapse, so a list of any length costs the
+/// host twelve entries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Implemented(pub std::collections::BTreeSet<HookName>);
+
+// SAFETY: the representation of `list<hook>`, delegated to `WasmList<Hook>`, which checks the
+// type, the bounds and the alignment.
+unsafe impl ComponentType for Implemented {
+    type Lower = <WasmList<Hook> as ComponentType>::Lower;
+
+    const ABI: CanonicalAbiInfo = <WasmList<Hook> as ComponentType>::ABI;
+
+    fn typecheck(ty: &InterfaceType, types: &InstanceType<'_>) -> wasmtime::Result<()> {
+        <WasmList<Hook> as ComponentType>::typecheck(ty, types)
+    }
+}
+
+// SAFETY: reads the bytes `WasmList<Hook>` checked are in bounds; `hook` has twelve cases, so
+// each entry is one byte.
+unsafe impl Lift for Implemented {
+    fn linear_lift_from_flat(
+        cx: &mut LiftContext<'_>,
+        ty: InterfaceType,
+        src: &Self::Lower,
+    ) -> wasmtime::Result<Self> {
+        WasmList::<Hook>::linear_lift_from_flat(cx, ty, src)?;
+        let (ptr, len) = (src[0].get_u32(), src[1].get_u32());
+        hooks(cx.memory(), ptr as usize, len as usize)
+    }
+
+    fn linear_lift_from_memory(
+        cx: &mut LiftContext<'_>,
+        ty: InterfaceType,
+        bytes: &[u8],
+    ) -> wasmtime::Result<Self> {
+        WasmList::<Hook>::linear_lift_from_memory(cx, ty, bytes)?;
+        let word = |at: usize| -> usize {
+            u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]]) as usize
+        };
+        hooks(cx.memory(), word(0), word(4))
+    }
+}
+
+fn hooks(memory: &[u8], ptr: usize, len: usize) -> wasmtime::Result<Implemented> {
+    let entries = ptr
+        .checked_add(len)
+        .and_then(|end| memory.get(ptr..end))
+        .ok_or_else(|| wasmtime::format_err!("list pointer/length out of bounds of memory"))?;
+    let mut found = std::collections::BTreeSet::new();
+    for &case in entries {
+        // `HookName::ALL` is in the WIT enum's order (tested below).
+        let hook = HookName::ALL
+            .get(usize::from(case))
+            .ok_or_else(|| wasmtime::format_err!("unexpected discriminant: {case}"))?;
+        found.insert(*hook);
+    }
+    Ok(Implemented(found))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -276,5 +337,46 @@ mod tests {
         let mut bad = units.clone();
         bad.extend(0xd800u16.to_le_bytes());
         assert!(utf16(&bad, 1).is_err());
+    }
+
+    #[test]
+    fn hook_names_are_in_the_wit_enums_order() {
+        let wit = [
+            Hook::OnPrompt,
+            Hook::OnRequest,
+            Hook::OnApprove,
+            Hook::OnDeny,
+            Hook::OnEscalate,
+            Hook::OnDeescalate,
+            Hook::AfterPrompt,
+            Hook::AfterRequest,
+            Hook::AfterApprove,
+            Hook::AfterDeny,
+            Hook::AfterEscalate,
+            Hook::AfterDeescalate,
+        ];
+        let named: Vec<HookName> = wit.into_iter().map(HookName::from_wit).collect();
+        assert_eq!(named, HookName::ALL);
+    }
+
+    #[test]
+    fn a_list_of_hooks_collapses_and_refuses_a_case_past_the_last() {
+        let memory = [1, 1, 0, 7, 1, 11, 12];
+        let found = hooks(&memory, 0, 6).unwrap();
+        assert_eq!(
+            found.0.into_iter().collect::<Vec<_>>(),
+            [
+                HookName::OnPrompt,
+                HookName::OnRequest,
+                HookName::AfterRequest,
+                HookName::AfterDeescalate
+            ]
+        );
+        let error = hooks(&memory, 0, 7).unwrap_err();
+        assert!(
+            error.to_string().contains("unexpected discriminant: 12"),
+            "{error}"
+        );
+        assert!(hooks(&memory, 5, 3).is_err(), "out of bounds");
     }
 }

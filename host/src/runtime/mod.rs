@@ -188,11 +188,14 @@ impl Warden {
             (message, Blame::Plugin)
         })?;
         let hook_exports = hook_exports(&pre).map_err(|message| (message, Blame::Plugin))?;
+        let implemented_export =
+            hooks_export(&pre, "implemented").map_err(|message| (message, Blame::Plugin))?;
         let mut loaded = LoadedFlow {
             flow: flow.clone(),
             share: Arc::new(FlowShare::new(self.shared.inner.ticker.ticks.clone())),
             pre,
             hook_exports,
+            implemented_export,
             implemented: BTreeSet::new(),
             format,
             cache,
@@ -224,17 +227,20 @@ impl Warden {
         };
         let (mut store, _, stderr) = self.stores.new_store(&loaded.flow, &loaded.share, slot);
         arm(&mut store, limit, started);
-        let pre = loaded.pre.clone();
+        let pre = loaded.pre.instance_pre().clone();
+        let export = loaded.implemented_export;
         let ask: sched::Work<_> = Box::pin(async move {
             let answer = tokio::time::timeout(limit, async {
-                let plugin = pre
+                let instance = pre
                     .instantiate_async(&mut store)
                     .await
                     .map_err(fault::at_instantiation)?;
-                plugin
-                    .warden_plugin_hooks()
-                    .call_implemented(&mut store)
-                    .await
+                // Lifted in place: a list of any length costs the host a set of twelve.
+                let implemented = instance
+                    .get_typed_func::<(), (lift::Implemented,)>(&mut store, &export)
+                    .map_err(|e| e.context(HostFault("cannot find `implemented`".into())))?;
+                let (hooks,) = implemented.call_async(&mut store, ()).await?;
+                wasmtime::Result::Ok(hooks)
             })
             .await;
             (store, answer)
@@ -242,7 +248,7 @@ impl Warden {
         let (store, answer) = sched::run(&loaded.share, ask).await;
         let asked = "when asked which hooks it implements";
         match answer {
-            Ok(Ok(hooks)) => Ok(hooks.into_iter().map(HookName::from_wit).collect()),
+            Ok(Ok(hooks)) => Ok(hooks.0),
             Err(_) => Err((
                 format!("did not say which hooks it implements {within}"),
                 Blame::Plugin,
@@ -547,22 +553,26 @@ pub(crate) async fn call_hook(
 }
 
 /// Where each hook is among the plugin's exports (all present: `PluginPre::new` checked).
-pub(crate) fn hook_exports(
+/// Where `name` is among the functions of the plugin's `hooks` export.
+fn hooks_export(
     pre: &PluginPre<InstanceState>,
-) -> Result<BTreeMap<HookName, ComponentExportIndex>, String> {
+    name: &str,
+) -> Result<ComponentExportIndex, String> {
     let component = pre.instance_pre().component();
     let interface = format!("{}/hooks@{}", plugin::WIT_PACKAGE, plugin::WIT_VERSION);
     let hooks = component
         .get_export_index(None, &interface)
         .ok_or_else(|| format!("does not export {interface}"))?;
+    component
+        .get_export_index(Some(&hooks), name)
+        .ok_or_else(|| format!("does not export {interface}#{name}"))
+}
+
+pub(crate) fn hook_exports(
+    pre: &PluginPre<InstanceState>,
+) -> Result<BTreeMap<HookName, ComponentExportIndex>, String> {
     HookName::ALL
         .into_iter()
-        .map(|hook| {
-            let name = hook.as_str().replace('_', "-");
-            component
-                .get_export_index(Some(&hooks), &name)
-                .map(|export| (hook, export))
-                .ok_or_else(|| format!("does not export {interface}#{name}"))
-        })
+        .map(|hook| Ok((hook, hooks_export(pre, &hook.as_str().replace('_', "-"))?)))
         .collect()
 }
