@@ -1,24 +1,25 @@
 //! Strings and lists crossing from the plugin into the host without being copied whole.
 //!
 //! The canonical ABI's ordinary lifting (a `String` or `Vec` in bindgen's signatures) copies
-//! whatever length the plugin passes before warden sees it: one 60 MiB log line from a plugin
-//! limited to 64 MiB made the host hold 60 MiB more, however little of it the event's budget
-//! then kept. So no capability takes a `String` or a list from the plugin: its linker
-//! functions take [`WasmStr`] and [`wasmtime::component::WasmList`], views of the plugin's
+//! whatever length the plugin passes before warden sees it: one 48 MiB log line from a plugin
+//! limited to 64 MiB grew the host by 130 MiB, however little of it the event's budget then
+//! kept (`host/tests/hostile_rss.rs`). So no capability takes a `String` or a list from the
+//! plugin: its linker functions take [`WasmStr`] and [`WasmList`], views of the plugin's
 //! memory, measure and check them there, and copy only what they keep: [`Passed::new`] keeps
 //! the start a bound allows, with the whole length, so a message quoting it can say how much
 //! was dropped ([`Passed::cut`]).
 //!
-//! A hook's answer is lifted after the call returns and before the plugin's post-return
-//! function frees it, with no view left open in between, so its strings are lifted as
-//! [`Returned`]: a [`Lift`] that copies at most `MAX` bytes while lifting. That uses the
-//! interface wasmtime's own `#[derive(Lift)]` expands to (`__internal`), of the wasmtime
+//! What a plugin's export returns is lifted after the call and before the plugin's
+//! post-return function frees it, with no view left open in between, so it is read while
+//! lifting: a hook's reason or error as [`Returned`] (at most `MAX` bytes copied, inside
+//! [`Answer`]), the hooks it implements as [`Implemented`]. These implement [`Lift`] through
+//! the interface wasmtime's own `#[derive(Lift)]` expands to (`__internal`), of the wasmtime
 //! version the workspace pins.
 //!
 //! Validation is unchanged: a string that is not valid in its encoding is refused whole,
 //! wherever the invalid byte is, with the error the ordinary lifting gives (blamed on the
-//! plugin by `fault`). Strings are read in place when the plugin encodes them as UTF-8 (as
-//! Rust, C, Go and Python plugins do); a UTF-16 string is transcoded by wasmtime first.
+//! plugin by `fault`). Strings are read in place in UTF-8, the canonical ABI's default; a
+//! plugin declaring UTF-16 has what it passes to host calls transcoded by wasmtime first.
 
 use std::borrow::Cow;
 
