@@ -5,9 +5,10 @@
 //! `warden-sdk`) whose hooks decide access requests. [`Warden`] compiles the plugins once and
 //! runs every event in a fresh, sandboxed instance that reaches only what its flow grants.
 //!
-//! Each imported WIT interface has its own module of the same shape: per-instance state,
-//! the generated `Host` trait implemented on it, and an `add_to_linker` that projects the
-//! store onto that state alone.
+//! Each imported WIT interface has its own module in [`capabilities`], all of one shape
+//! (`capabilities::Capability`): per-event state, hand-linked functions that read what the
+//! plugin passes in its memory ([`runtime::lift`]), and one `finish` that hands back what the
+//! event left.
 
 pub mod capabilities;
 pub mod cli;

@@ -12,10 +12,13 @@ use wasmtime::component::{Component, Linker};
 
 use super::instance::InstanceState;
 use super::report::{Blame, StartError};
-use crate::capabilities::http::HttpView;
-use crate::capabilities::integrations::IntegrationsView;
-use crate::capabilities::secrets::SecretsView;
-use crate::capabilities::{cache, http, identities, integrations, log, secrets};
+use crate::capabilities::cache::CacheInstance;
+use crate::capabilities::http::HttpInstance;
+use crate::capabilities::identities::IdentitiesInstance;
+use crate::capabilities::integrations::IntegrationsInstance;
+use crate::capabilities::link;
+use crate::capabilities::log::LogInstance;
+use crate::capabilities::secrets::SecretsInstance;
 use crate::runtime::plugin::{CacheOutcome, PluginCache, PluginFormat, root_message};
 use crate::runtime::sched::EPOCH_TICK;
 
@@ -81,21 +84,12 @@ pub(crate) fn linker(engine: &Engine) -> wasmtime::Result<Linker<InstanceState>>
         _,
         wasmtime::component::HasSelf<_>,
     >(&mut linker, |s: &mut InstanceState| s)?;
-    log::add_to_linker(&mut linker, |s| &mut s.log)?;
-    secrets::add_to_linker(&mut linker, |s| SecretsView {
-        instance: &mut s.secrets,
-        table: &mut s.table,
-    })?;
-    integrations::add_to_linker(&mut linker, |s| IntegrationsView {
-        instance: &mut s.integrations,
-        table: &mut s.table,
-    })?;
-    identities::add_to_linker(&mut linker, |s| &mut s.identities)?;
-    http::add_to_linker(&mut linker, |s| HttpView {
-        instance: &mut s.http,
-        table: &mut s.table,
-    })?;
-    cache::add_to_linker(&mut linker, |s| &mut s.cache)?;
+    link::<LogInstance>(&mut linker)?;
+    link::<SecretsInstance>(&mut linker)?;
+    link::<IntegrationsInstance>(&mut linker)?;
+    link::<IdentitiesInstance>(&mut linker)?;
+    link::<HttpInstance>(&mut linker)?;
+    link::<CacheInstance>(&mut linker)?;
     Ok(linker)
 }
 
