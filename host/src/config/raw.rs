@@ -22,6 +22,7 @@ pub struct RawConfig {
     pub serve: RawServe,
     #[serde(default)]
     pub groups: BTreeMap<String, super::policy::RawGroup>,
+    #[serde(default)]
     pub channels: BTreeMap<String, super::channels::RawChannel>,
 }
 
