@@ -26,3 +26,16 @@ pub use runtime::{
     Blame, CORE_INSTANCES_PER_COMPONENT, FailureKind, FlowSummary, HookFailure, HookReport,
     LARGE_PLUGIN_BYTES, LoadError, RunError, SharedEngine, StartError, StartOptions, Warden,
 };
+
+/// A lock taken whether or not a thread panicked while holding it. Everything warden keeps
+/// behind a lock is whole between statements (no invariant spans a panic point), so a panic
+/// on one request must not make every later request that needs the lock panic too.
+pub(crate) trait Unpoisoned<G> {
+    fn unpoisoned(self) -> G;
+}
+
+impl<G> Unpoisoned<G> for std::sync::LockResult<G> {
+    fn unpoisoned(self) -> G {
+        self.unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}

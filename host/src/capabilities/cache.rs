@@ -11,6 +11,7 @@ use wasmtime::StoreContextMut;
 use wasmtime::component::{LinkerInstance, WasmList, WasmStr};
 
 use super::{AppState, Capability, Outcome};
+use crate::Unpoisoned;
 use crate::config::Flow;
 use crate::runtime::budget::EventBudget;
 use crate::runtime::instance::InstanceState;
@@ -126,7 +127,7 @@ pub struct CacheState {
 
 impl CacheState {
     pub fn instance(&self, flow: &str) -> CacheInstance {
-        let mut flows = self.flows.lock().unwrap_or_else(|p| p.into_inner());
+        let mut flows = self.flows.lock().unpoisoned();
         CacheInstance {
             cache: flows.entry(flow.to_string()).or_default().clone(),
         }
@@ -140,7 +141,7 @@ pub struct CacheInstance {
 
 impl CacheInstance {
     fn lock(&self) -> std::sync::MutexGuard<'_, FlowCache> {
-        self.cache.lock().unwrap_or_else(|p| p.into_inner())
+        self.cache.lock().unpoisoned()
     }
 }
 

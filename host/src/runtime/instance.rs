@@ -12,6 +12,7 @@ use wasmtime::{ResourceLimiter, Store};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::{budget, sched};
+use crate::Unpoisoned;
 use crate::capabilities::cache::CacheInstance;
 use crate::capabilities::http::HttpInstance;
 use crate::capabilities::identities::IdentitiesInstance;
@@ -124,26 +125,19 @@ pub(crate) struct LoadedFlow {
 
 impl LoadedFlow {
     pub(crate) fn take_ready(&self) -> Option<Prepared> {
-        self.ready.lock().unwrap_or_else(|p| p.into_inner()).take()
+        self.ready.lock().unpoisoned().take()
     }
 
     pub(crate) fn has_ready(&self) -> bool {
-        self.ready
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .is_some()
+        self.ready.lock().unpoisoned().is_some()
     }
 
     pub(crate) fn take_finished(&self) -> Vec<Store<InstanceState>> {
-        std::mem::take(&mut *self.finished.lock().unwrap_or_else(|p| p.into_inner()))
+        std::mem::take(&mut *self.finished.lock().unpoisoned())
     }
 
     pub(crate) fn has_finished(&self) -> bool {
-        !self
-            .finished
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .is_empty()
+        !self.finished.lock().unpoisoned().is_empty()
     }
 }
 

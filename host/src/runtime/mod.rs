@@ -29,6 +29,7 @@ use std::time::{Duration, Instant};
 use wasmtime::Store;
 use wasmtime::component::{ComponentExportIndex, Instance};
 
+use crate::Unpoisoned;
 use crate::capabilities::http::{HttpState, Transport};
 use crate::capabilities::{AppState, Outcome};
 use crate::config::{Config, Flow};
@@ -512,7 +513,7 @@ impl Warden {
                 if !loaded.has_ready()
                     && let Some(prepared) = stores.prepare(&loaded).await
                 {
-                    *loaded.ready.lock().unwrap_or_else(|p| p.into_inner()) = Some(prepared);
+                    *loaded.ready.lock().unpoisoned() = Some(prepared);
                 }
                 loaded.preparing.store(false, Ordering::Release);
                 // A store finished after the drain above, whose event saw this task still
@@ -530,11 +531,7 @@ impl Warden {
         if tokio::runtime::Handle::try_current().is_err() {
             return drop(store);
         }
-        loaded
-            .finished
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(store);
+        loaded.finished.lock().unpoisoned().push(store);
         self.prepare_next(loaded);
     }
 }

@@ -31,6 +31,7 @@ use crate::store::{Store, StoreError, outbox};
 use crate::{HookReport, RunError, Warden};
 
 use super::notify::Outbox;
+use crate::Unpoisoned;
 
 /// What a claim's failed write names ("cannot ...").
 const WRITE: &str = "record a request's step";
@@ -59,7 +60,7 @@ impl Claims {
 
     /// Claims request `id`; `None` while another claim holds it.
     pub(super) fn claim(self: &Arc<Self>, id: &str) -> Option<Claim> {
-        let mut busy = self.busy.lock().unwrap_or_else(|p| p.into_inner());
+        let mut busy = self.busy.lock().unpoisoned();
         if !busy.insert(id.to_string()) {
             return None;
         }
@@ -219,11 +220,7 @@ impl Drop for Claim {
                 tracing::error!(request = %self.id, "cannot record hook runs: {e}");
             }
         }
-        self.claims
-            .busy
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&self.id);
+        self.claims.busy.lock().unpoisoned().remove(&self.id);
     }
 }
 

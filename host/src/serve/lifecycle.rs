@@ -140,7 +140,7 @@ struct HookOutcome {
 }
 
 pub struct Lifecycle {
-    runtime: Arc<ArcSwap<Warden>>,
+    warden: Arc<ArcSwap<Warden>>,
     store: Arc<Store>,
     metrics: Arc<Metrics>,
     claims: Arc<Claims>,
@@ -149,10 +149,10 @@ pub struct Lifecycle {
 }
 
 impl Lifecycle {
-    pub fn new(runtime: Arc<ArcSwap<Warden>>, store: Arc<Store>, metrics: Arc<Metrics>) -> Self {
-        let outbox = Outbox::new(runtime.clone());
+    pub fn new(warden: Arc<ArcSwap<Warden>>, store: Arc<Store>, metrics: Arc<Metrics>) -> Self {
+        let outbox = Outbox::new(warden.clone());
         Self {
-            runtime,
+            warden,
             claims: Claims::with_outbox(store.clone(), Some(outbox.clone())),
             store,
             metrics,
@@ -214,7 +214,7 @@ impl Lifecycle {
     /// Stores a new request and runs its request step (and, when the plugin approves or
     /// denies it, the steps that follow).
     pub async fn submit(&self, submission: Submission) -> Result<Submitted, LifecycleError> {
-        let warden = self.runtime.load_full();
+        let warden = self.warden.load_full();
         let flow = warden
             .config()
             .flow(&submission.flow)
@@ -366,7 +366,7 @@ impl Lifecycle {
             .map_err(|e| LifecycleError::Invalid(e.0))?;
         let mut claim = self.claim(id)?;
         let rec = self.pending(id)?;
-        let warden = self.runtime.load_full();
+        let warden = self.warden.load_full();
         let approver_email = approver.email.trim().to_string();
         let policy = policy_of(warden.config(), &rec.flow);
         if let Some(why) = not_an_approver(&policy, &rec.flow, &approver_email) {
@@ -566,7 +566,7 @@ impl Lifecycle {
                 .await?;
             touched += 1;
         }
-        let warden = self.runtime.load_full();
+        let warden = self.warden.load_full();
         for id in ids_in(State::Approved)? {
             let mut claim = self.claim(&id)?;
             let rec = self.record(&id)?;

@@ -2,7 +2,7 @@
 //!
 //! [`Server`] wires the pieces:
 //! - the current [`Warden`] behind an atomic swap, so a reload replaces it while requests
-//!   already running keep the one they started with ([`Runtime`]);
+//!   already running keep the one they started with ([`CurrentWarden`]);
 //! - the [`lifecycle::Lifecycle`] state machine: each operation claims its request, runs its
 //!   step's hooks and transitions, and finishes. The [`claim`] holds the operation's writes
 //!   until they can share one commit; [`fields`] checks a new request's fields; [`view`] is
@@ -78,7 +78,7 @@ pub struct ReloadSummary {
 }
 
 /// The current `Warden`, swapped whole on reload.
-pub struct Runtime {
+pub struct CurrentWarden {
     current: Arc<ArcSwap<Warden>>,
     config_path: PathBuf,
     reload_lock: tokio::sync::Mutex<()>,
@@ -86,7 +86,7 @@ pub struct Runtime {
     metrics: Arc<Metrics>,
 }
 
-impl Runtime {
+impl CurrentWarden {
     pub fn current(&self) -> Arc<Warden> {
         self.current.load_full()
     }
@@ -166,7 +166,7 @@ impl Runtime {
 pub struct Server {
     addr: SocketAddr,
     stop: CancellationToken,
-    runtime: Arc<Runtime>,
+    warden: Arc<CurrentWarden>,
     store: Arc<Store>,
     tasks: TaskTracker,
     http: tokio::task::JoinHandle<std::io::Result<()>>,
@@ -203,7 +203,7 @@ impl Server {
         }
         let metrics = Arc::new(Metrics::default());
         let current = Arc::new(ArcSwap::from_pointee(warden));
-        let runtime = Arc::new(Runtime {
+        let warden = Arc::new(CurrentWarden {
             current: current.clone(),
             config_path: config_path.to_path_buf(),
             reload_lock: tokio::sync::Mutex::new(()),
@@ -235,7 +235,7 @@ impl Server {
         ));
         let app = Arc::new(api::App {
             lifecycle,
-            runtime: runtime.clone(),
+            warden: warden.clone(),
             metrics,
             tasks: tasks.clone(),
             in_flight: Arc::new(Semaphore::new(settings.max_in_flight)),
@@ -255,7 +255,7 @@ impl Server {
         Ok(Self {
             addr,
             stop,
-            runtime,
+            warden,
             store,
             tasks,
             http,
@@ -268,12 +268,12 @@ impl Server {
         self.addr
     }
 
-    pub fn runtime(&self) -> &Arc<Runtime> {
-        &self.runtime
+    pub fn warden(&self) -> &Arc<CurrentWarden> {
+        &self.warden
     }
 
     pub async fn reload(&self, actor: &str) -> Result<ReloadSummary, String> {
-        self.runtime.reload(actor).await
+        self.warden.reload(actor).await
     }
 
     /// Stops accepting, lets requests in flight and their hooks finish, then closes the

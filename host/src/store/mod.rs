@@ -17,6 +17,7 @@ use std::sync::{Arc, Mutex, TryLockError};
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
+use crate::Unpoisoned;
 pub(crate) use group_commit::failure;
 use group_commit::{Committer, Job, copy_error, in_savepoint};
 use identity_cache::IdentityCache;
@@ -257,7 +258,7 @@ impl Store {
         operation: &str,
         f: impl FnOnce(&mut Connection) -> rusqlite::Result<R>,
     ) -> Result<R, StoreError> {
-        let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        let mut conn = self.conn.lock().unpoisoned();
         f(&mut conn).map_err(|e| self.error(operation, e))
     }
 
@@ -269,7 +270,7 @@ impl Store {
     ) -> Result<R, StoreError> {
         match &self.reader {
             Some(reader) => {
-                let conn = reader.lock().unwrap_or_else(|p| p.into_inner());
+                let conn = reader.lock().unpoisoned();
                 f(&conn).map_err(|e| self.error(operation, e))
             }
             None => self.with(operation, |c| f(c)),

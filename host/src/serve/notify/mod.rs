@@ -39,21 +39,21 @@ const MAX_BACKOFF: Duration = Duration::from_secs(60);
 /// The claims' side of the outbox: which channels a flow's event goes to, and a wake for
 /// the delivery tasks after a commit that left rows.
 pub struct Outbox {
-    runtime: Arc<ArcSwap<Warden>>,
+    warden: Arc<ArcSwap<Warden>>,
     wake: watch::Sender<u64>,
 }
 
 impl Outbox {
-    pub fn new(runtime: Arc<ArcSwap<Warden>>) -> Arc<Self> {
+    pub fn new(warden: Arc<ArcSwap<Warden>>) -> Arc<Self> {
         Arc::new(Self {
-            runtime,
+            warden,
             wake: watch::Sender::new(0),
         })
     }
 
     /// The channels flow `flow` sends `event` to, in the config current now.
     pub fn route(&self, flow: &str, event: NotifyEvent) -> Vec<String> {
-        self.runtime
+        self.warden
             .load()
             .config()
             .flow(flow)
@@ -64,7 +64,7 @@ impl Outbox {
     /// Whether any flow of the current config sends any event anywhere: when none does, a
     /// claim's commit does not look for notifications at all.
     pub fn active(&self) -> bool {
-        self.runtime
+        self.warden
             .load()
             .config()
             .flows
@@ -120,7 +120,7 @@ pub async fn run(
     };
     let mut running: BTreeMap<String, tokio::task::JoinHandle<()>> = BTreeMap::new();
     loop {
-        let warden = outbox.runtime.load_full();
+        let warden = outbox.warden.load_full();
         let channels = &warden.config().channels;
         running.retain(|_, task| !task.is_finished());
         for name in channels.keys() {
@@ -199,7 +199,7 @@ async fn channel_loop(
     let mut wake = outbox.wake.subscribe();
     loop {
         wake.mark_unchanged();
-        let warden = outbox.runtime.load_full();
+        let warden = outbox.warden.load_full();
         let config = warden.config();
         // Removed by a reload: the manager gives its rows up.
         let Some(channel) = config.channels.get(&name).cloned() else {
