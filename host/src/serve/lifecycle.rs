@@ -33,7 +33,7 @@ use crate::runtime::hooks::{Decision, HookName, step_name};
 use crate::store::requests::{
     self, HistoryEntry, HistoryEvent, NewRequest, RequestRecord, State, Transition, now_ms,
 };
-use crate::store::{Store, StoreError};
+use crate::store::Store;
 
 use super::claim::{Claim, Claims};
 pub use super::fields::{MAX_DURATION, validate_fields};
@@ -43,51 +43,15 @@ use super::policy::{approvals_so_far, not_an_approver, policy_of};
 pub use super::view::{RequestView, Submission, Submitted};
 use super::view::{event, profile, requester_of};
 
+mod error;
 mod revoke;
+
+pub use error::LifecycleError;
 
 /// Longest the expiry sleeper waits before looking at the store again.
 const EXPIRY_POLL: Duration = Duration::from_secs(30);
 /// Who the history names when warden itself moved a request.
 const WARDEN: &str = "warden";
-
-#[derive(Debug, thiserror::Error)]
-pub enum LifecycleError {
-    #[error("unknown flow `{flow}` (flows: {known})")]
-    UnknownFlow { flow: String, known: String },
-    #[error("field `{field}`: {message}")]
-    InvalidField { field: String, message: String },
-    #[error("{0}")]
-    Invalid(String),
-    #[error("no request `{0}`")]
-    NotFound(String),
-    #[error("request `{id}` is {state}; only pending requests can be approved or denied")]
-    WrongState { id: String, state: State },
-    #[error("request `{0}` is being processed right now; try again")]
-    Busy(String),
-    #[error(
-        "{approver} requested `{id}` and may not approve it: flow `{flow}` does not set allow_self_approval = true"
-    )]
-    SelfApproval {
-        id: String,
-        approver: String,
-        flow: String,
-    },
-    #[error("{0}")]
-    NotApprover(String),
-    #[error(
-        "{approver} already approved `{id}`; it needs {required} approvals from different people ({count} so far)"
-    )]
-    AlreadyApproved {
-        id: String,
-        approver: String,
-        count: usize,
-        required: u32,
-    },
-    #[error("request `{id}` is {state}; only escalated requests can be revoked")]
-    NotRevocable { id: String, state: State },
-    #[error("warden's store failed (a host problem): {0}")]
-    Store(#[from] StoreError),
-}
 
 /// Which way a request is decided, by its plugin or a human, and why.
 enum Verdict {
