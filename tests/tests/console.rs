@@ -292,7 +292,7 @@ async fn a_deep_link_lands_on_the_request_after_sign_in_and_nowhere_else() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn html_in_a_reason_or_field_is_shown_as_text() {
+async fn html_in_a_reason_a_field_or_a_plugins_error_is_shown_as_text() {
     with_browser("xss", |c, b| async move {
         let attack =
             "<script>window.__xss = 1</script><img id=injected src=x onerror=\"window.__xss = 2\">";
@@ -319,6 +319,16 @@ async fn html_in_a_reason_or_field_is_shown_as_text() {
         let denied = c.file_in("markup", BOB).await;
         b.goto(&c.url(&format!("/requests/{denied}"))).await;
         assert_eq!(b.text("#reason").await, PLUGIN_MARKUP);
+        assert!(b.text("#history").await.contains(PLUGIN_MARKUP));
+        assert_eq!(b.count("#plugin-injected").await, 0);
+        assert_eq!(
+            b.script("return typeof window.__xss", json!([])).await,
+            "undefined"
+        );
+        // And a plugin's error, shown in the reason and the history's hook row.
+        let failed = c.file_in("markup-error", BOB).await;
+        b.goto(&c.url(&format!("/requests/{failed}"))).await;
+        assert!(b.text("#reason").await.contains(PLUGIN_MARKUP));
         assert!(b.text("#history").await.contains(PLUGIN_MARKUP));
         assert_eq!(b.count("#plugin-injected").await, 0);
         assert_eq!(

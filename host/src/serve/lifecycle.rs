@@ -30,10 +30,10 @@ use crate::Warden;
 use crate::config::DURATION_FIELD;
 use crate::runtime::event::UserInput;
 use crate::runtime::hooks::{Decision, HookName, step_name};
+use crate::store::Store;
 use crate::store::requests::{
     self, HistoryEntry, HistoryEvent, NewRequest, RequestRecord, State, Transition, now_ms,
 };
-use crate::store::Store;
 
 use super::claim::{Claim, Claims};
 pub use super::fields::{MAX_DURATION, validate_fields};

@@ -103,10 +103,18 @@ approvers = ["erin@example.com"]
 environment = "main"
 plugin = {probe}
 vars = {{ action = {markup:?} }}
+
+# A plugin whose error is markup (it fails closed: a human decides).
+[flows.markup-error]
+environment = "main"
+plugin = {raw}
+vars = {{ action = {markup_error:?} }}
 "#,
             plugin = toml_path(artifacts::VICTOROPS),
             probe = toml_path(artifacts::PROBE),
             markup = format!("deny:{PLUGIN_MARKUP}"),
+            raw = toml_path(artifacts::RAW),
+            markup_error = format!("forge:{PLUGIN_MARKUP}"),
         );
         let path = scratch.config(&text);
         let server = Server::start(&path, Some("127.0.0.1:0".parse().unwrap()))
