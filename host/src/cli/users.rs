@@ -108,7 +108,8 @@ impl fmt::Display for Service {
 /// Runs one `warden users` command, writing its report to `out`.
 pub fn run(config: &Path, command: UsersCommand, out: &mut dyn Write) -> Result<(), String> {
     let outline = Outline::load(config).map_err(|e| e.summary())?;
-    let store = Store::open(&outline.store_path).map_err(|e| e.to_string())?;
+    let store = Store::open_configured(&outline.store_path, outline.store_url.as_deref())
+        .map_err(|e| e.to_string())?;
     let users = Users {
         outline: &outline,
         store: &store,

@@ -13,6 +13,8 @@ use super::{ConfigError, ConfigErrors};
 pub struct Outline {
     pub source: PathBuf,
     pub store_path: PathBuf,
+    /// `[store] url`, as written (checked by `Config::load`, not here).
+    pub store_url: Option<String>,
     /// `(service type, external id)` → the integrations declaring it.
     pub services: BTreeMap<(String, String), Vec<String>>,
 }
@@ -65,6 +67,7 @@ impl Outline {
         Ok(Outline {
             source: path.to_path_buf(),
             store_path: base.join(raw.store.path.as_deref().unwrap_or("warden.db")),
+            store_url: raw.store.url.clone(),
             services,
         })
     }

@@ -4,9 +4,13 @@
 //! answers repeated identity lookups from memory while the file is unchanged
 //! ([`identity_cache`], [`wal_index`]).
 
+pub mod backend;
 mod group_commit;
 mod identity_cache;
+pub mod postgres;
 pub mod requests;
+#[cfg(test)]
+pub(crate) mod test_cluster;
 mod wal_index;
 
 use std::path::{Path, PathBuf};
@@ -100,7 +104,8 @@ const MIGRATIONS: &[&str] = &[
     "ALTER TABLE requests ADD COLUMN requester_profile TEXT;",
 ];
 
-/// A failure of the store: which database file, what warden was doing, and SQLite's error.
+/// A failure of the store: which database (a SQLite file, or a PostgreSQL URL, which never
+/// holds a password), what warden was doing, and the database's error.
 #[derive(Debug, thiserror::Error)]
 #[error("the store {path}: cannot {operation}: {source}")]
 pub struct StoreError {
@@ -108,15 +113,23 @@ pub struct StoreError {
     /// What failed, as "cannot ..." completes it: `open it`, `write request req-1`, ...
     operation: String,
     #[source]
-    source: rusqlite::Error,
+    source: Box<dyn std::error::Error + Send + Sync>,
 }
 
 impl StoreError {
     fn new(path: &Path, operation: impl Into<String>, source: rusqlite::Error) -> Self {
+        Self::other(path, operation, source)
+    }
+
+    fn other(
+        path: &Path,
+        operation: impl Into<String>,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
         Self {
             path: path.to_path_buf(),
             operation: operation.into(),
-            source,
+            source: source.into(),
         }
     }
 }
@@ -162,6 +175,21 @@ impl Store {
             .map_err(wrap)?;
         reader.set_prepared_statement_cache_capacity(64);
         Self::prepare(path.to_path_buf(), conn, Some(reader))
+    }
+
+    /// Opens the store a config names: the SQLite file at `path`. A PostgreSQL `[store] url`
+    /// is refused until the commands run on [`backend::Backend`] (issue 19): opening a
+    /// SQLite file in its place would split one deployment's state in two.
+    pub fn open_configured(path: &Path, url: Option<&str>) -> Result<Self, StoreError> {
+        match url {
+            Some(url) => Err(StoreError::other(
+                Path::new(url),
+                "open it",
+                "warden serve and warden users do not run on PostgreSQL yet; \
+                 set `[store] path` (SQLite) instead of `url`",
+            )),
+            None => Self::open(path),
+        }
     }
 
     pub fn open_in_memory() -> Result<Self, StoreError> {

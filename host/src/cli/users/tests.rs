@@ -19,6 +19,7 @@ fn outline() -> Outline {
     Outline {
         source: PathBuf::from("warden.toml"),
         store_path: PathBuf::from(":memory:"),
+        store_url: None,
         services,
     }
 }
