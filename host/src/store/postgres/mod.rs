@@ -21,6 +21,7 @@
 //! emails (SQLite's `COLLATE NOCASE`) are unique indexes on `lower(email)`, and orderings use
 //! the `"C"` collation (SQLite's binary order), not the database's locale.
 
+mod expiry;
 mod migrations;
 mod requests;
 #[cfg(test)]
@@ -35,6 +36,7 @@ use tokio_postgres::NoTls;
 
 use super::{StoreChange, StoreError, StoredIdentity, UserRecord};
 use crate::config::StoreUrl;
+pub use expiry::ExpirySweep;
 
 pub(crate) type Fallible<T> = Result<T, Box<dyn Error + Send + Sync>>;
 

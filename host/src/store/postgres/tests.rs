@@ -618,3 +618,106 @@ fn commands_not_yet_on_postgres_refuse_a_url_rather_than_open_sqlite() {
     assert!(!path.exists(), "no SQLite file made in its place");
     assert!(Store::open_configured(&path, None).is_ok());
 }
+
+/// `n` requests escalated with access that ran out at 1000.
+async fn expired_requests(store: &PgStore, n: usize) -> Vec<String> {
+    let mut ids = Vec::new();
+    for i in 0..n {
+        let id = format!("e{i}");
+        store
+            .insert_request(new(&id, "a@x.com", None))
+            .await
+            .unwrap()
+            .unwrap();
+        let mut escalate = step(&[State::Requested], State::Escalated, "escalate");
+        escalate.expires_at = Some(1_000);
+        store
+            .write_request(&id, vec![], Some(escalate), false)
+            .await
+            .unwrap()
+            .unwrap();
+        ids.push(id);
+    }
+    ids
+}
+
+/// One replica's expiry sleeper, as many times as it takes: lease, deescalate, release.
+/// Returns the requests it deescalated.
+async fn sweep_until_done(store: &PgStore) -> Vec<String> {
+    let mut done = Vec::new();
+    loop {
+        let sweep = store.lease_expired(2_000).await.unwrap();
+        if sweep.ids().is_empty() && store.expired(2_000).await.unwrap().is_empty() {
+            sweep.release().await.unwrap();
+            return done;
+        }
+        for id in sweep.ids() {
+            let end = step(&[State::Escalated], State::Deescalated, "deescalate");
+            let written = store.write_request(id, vec![hook("on_deescalate")], Some(end), false);
+            assert!(
+                written.await.unwrap().is_some(),
+                "{id}: leased, so still escalated"
+            );
+            done.push(id.clone());
+        }
+        sweep.release().await.unwrap();
+        tokio::task::yield_now().await;
+    }
+}
+
+#[tokio::test]
+async fn an_expiry_fires_once_across_replicas() {
+    let Some((a, b)) = replicas().await else {
+        return;
+    };
+    let ids = expired_requests(&a, 40).await;
+    let (by_a, by_b) = tokio::join!(sweep_until_done(&a), sweep_until_done(&b));
+    let mut all: Vec<String> = by_a.iter().chain(&by_b).cloned().collect();
+    all.sort();
+    let mut expected = ids.clone();
+    expected.sort();
+    assert_eq!(
+        all,
+        expected,
+        "each exactly once (a: {}, b: {})",
+        by_a.len(),
+        by_b.len()
+    );
+    for id in &ids {
+        let hooks = steps(&a.history(id).await.unwrap());
+        assert_eq!(
+            hooks.iter().filter(|h| *h == "on_deescalate").count(),
+            1,
+            "{id}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_lease_held_is_skipped_and_one_lost_with_its_replica_is_taken_over() {
+    let Some((a, b)) = replicas().await else {
+        return;
+    };
+    let ids = expired_requests(&a, 2).await;
+    let held = a.lease_expired(2_000).await.unwrap();
+    assert_eq!(held.ids(), ids, "a leases both");
+    let skipped = b.lease_expired(2_000).await.unwrap();
+    assert!(
+        skipped.ids().is_empty(),
+        "b skips what a holds: {:?}",
+        skipped.ids()
+    );
+    skipped.release().await.unwrap();
+    // a dies before deescalating: its connection, and the leases, go with it.
+    drop(held);
+    let taken = b.lease_expired(2_000).await.unwrap();
+    assert_eq!(taken.ids(), ids, "b takes them over");
+    taken.release().await.unwrap();
+    // A request deescalated meanwhile is not leased again.
+    let end = step(&[State::Escalated], State::Deescalated, "deescalate");
+    a.write_request(&ids[0], vec![], Some(end), false)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(b.lease_expired(2_000).await.unwrap().ids(), &ids[1..]);
+}
