@@ -450,3 +450,28 @@ fn store_url_selects_postgres_and_refuses_path_beside_it_or_a_password() {
     );
     assert!(!secret[0].contains("hunter2"), "{secret:?}");
 }
+
+#[test]
+fn the_outline_for_warden_users_takes_the_store_url_and_refuses_path_beside_it() {
+    let fx = Fixture::new();
+    let url = "postgres://warden@127.0.0.1:5432/warden";
+    std::fs::write(fx.path(), format!("[store]\nurl = \"{url}\"\n")).unwrap();
+    let outline = Outline::load(&fx.path()).unwrap();
+    assert_eq!(outline.store_url.as_ref().map(StoreUrl::as_str), Some(url));
+    std::fs::write(
+        fx.path(),
+        format!("[store]\npath = \"w.db\"\nurl = \"{url}\"\n"),
+    )
+    .unwrap();
+    let errors = Outline::load(&fx.path()).unwrap_err().summary();
+    assert!(
+        errors.contains("store.url: `url` (PostgreSQL) and `path` (SQLite) are both set"),
+        "{errors}"
+    );
+    std::fs::write(fx.path(), "[store]\nurl = \"postgres://w:pw@db/w\"\n").unwrap();
+    let errors = Outline::load(&fx.path()).unwrap_err().summary();
+    assert!(
+        errors.contains("must not hold a password") && !errors.contains(":pw@"),
+        "{errors}"
+    );
+}

@@ -5,6 +5,7 @@
 //! ([`identity_cache`], [`wal_index`]).
 
 pub mod backend;
+pub mod blocking;
 mod group_commit;
 mod identity_cache;
 pub mod postgres;
@@ -178,14 +179,14 @@ impl Store {
     }
 
     /// Opens the store a config names: the SQLite file at `path`. A PostgreSQL `[store] url`
-    /// is refused until the commands run on [`backend::Backend`] (issue 19): opening a
+    /// is refused until `warden serve` runs on [`backend::Backend`] (issue 19): opening a
     /// SQLite file in its place would split one deployment's state in two.
     pub fn open_configured(path: &Path, url: Option<&str>) -> Result<Self, StoreError> {
         match url {
             Some(url) => Err(StoreError::other(
                 Path::new(url),
                 "open it",
-                "warden serve and warden users do not run on PostgreSQL yet; \
+                "warden serve does not run on PostgreSQL yet (only `warden users` does); \
                  set `[store] path` (SQLite) instead of `url`",
             )),
             None => Self::open(path),

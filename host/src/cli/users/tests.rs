@@ -2,7 +2,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use super::*;
-use crate::store::StoreChange;
+use crate::store::{Store, StoreChange};
 
 const VO: &str = "custom:aaabbcccddee";
 

@@ -612,7 +612,7 @@ fn commands_not_yet_on_postgres_refuse_a_url_rather_than_open_sqlite() {
         .expect("refused");
     let text = err.to_string();
     assert!(
-        text.contains(url) && text.contains("do not run on PostgreSQL yet"),
+        text.contains(url) && text.contains("does not run on PostgreSQL yet"),
         "{text}"
     );
     assert!(!path.exists(), "no SQLite file made in its place");
@@ -710,7 +710,16 @@ async fn a_lease_held_is_skipped_and_one_lost_with_its_replica_is_taken_over() {
     skipped.release().await.unwrap();
     // a dies before deescalating: its connection, and the leases, go with it.
     drop(held);
-    let taken = b.lease_expired(2_000).await.unwrap();
+    // The server ends the session (and its locks) once it sees the connection close.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let taken = loop {
+        let sweep = b.lease_expired(2_000).await.unwrap();
+        if !sweep.ids().is_empty() || std::time::Instant::now() > deadline {
+            break sweep;
+        }
+        sweep.release().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     assert_eq!(taken.ids(), ids, "b takes them over");
     taken.release().await.unwrap();
     // A request deescalated meanwhile is not leased again.
@@ -720,4 +729,109 @@ async fn a_lease_held_is_skipped_and_one_lost_with_its_replica_is_taken_over() {
         .unwrap()
         .unwrap();
     assert_eq!(b.lease_expired(2_000).await.unwrap().ids(), &ids[1..]);
+}
+
+/// `warden users` on PostgreSQL: each command, and an import all or nothing.
+#[tokio::test]
+async fn warden_users_runs_on_postgres() {
+    use crate::cli::users::{UsersCommand, run};
+    let Some(url) = test_cluster::database().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("warden.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[store]\nurl = \"{url}\"\n\n[integrations.pd]\ntype = \"custom\"\nexternal_id = \"pd-1\"\n"
+        ),
+    )
+    .unwrap();
+    let users = |command| {
+        let mut out = Vec::new();
+        run(&config, command, &mut out).map(|()| String::from_utf8(out).unwrap())
+    };
+    let set = |email: &str, user_id: &str| UsersCommand::SetIdentity {
+        email: email.into(),
+        service: "custom".into(),
+        service_id: "pd-1".into(),
+        user_id: user_id.into(),
+        force: false,
+    };
+    assert!(
+        users(set("Ann@x.com", "U1"))
+            .unwrap()
+            .starts_with("created")
+    );
+    let updated = users(set("ann@x.com", "U2")).unwrap();
+    assert_eq!(updated.trim(), "updated custom:pd-1 of Ann@x.com: U1 -> U2");
+    let listed = users(UsersCommand::ListIdentities {
+        email: "ANN@x.com".into(),
+    })
+    .unwrap();
+    assert!(listed.contains("U2"), "{listed}");
+
+    // An import with one bad row changes nothing; a good one adds every row.
+    let csv = dir.path().join("users.csv");
+    std::fs::write(&csv, "email,custom:pd-1\nbob@x.com,B1\nnot-an-email,C1\n").unwrap();
+    let import = |dry_run| UsersCommand::Import {
+        file: csv.clone(),
+        dry_run,
+        force: false,
+    };
+    assert!(users(import(false)).is_err());
+    let store = PgStore::open(&url).await.unwrap();
+    assert_eq!(
+        store.user("bob@x.com").await.unwrap(),
+        None,
+        "nothing imported"
+    );
+    std::fs::write(&csv, "email,custom:pd-1\nbob@x.com,B1\ncid@x.com,C1\n").unwrap();
+    assert!(
+        users(import(true))
+            .unwrap()
+            .contains("dry run: nothing was changed")
+    );
+    assert_eq!(
+        store.user("bob@x.com").await.unwrap(),
+        None,
+        "a dry run imports nothing"
+    );
+    users(import(false)).unwrap();
+    let emails: Vec<String> = store
+        .users()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|u| u.email)
+        .collect();
+    assert_eq!(emails, ["Ann@x.com", "bob@x.com", "cid@x.com"]);
+    let exported = users(UsersCommand::Export { file: "-".into() }).unwrap();
+    assert!(
+        exported.contains("bob@x.com,B1") && exported.contains("Ann@x.com,U2"),
+        "{exported}"
+    );
+    let deleted = users(UsersCommand::Delete {
+        email: "bob@x.com".into(),
+    })
+    .unwrap();
+    assert_eq!(deleted.trim(), "deleted user bob@x.com and 1 identity(ies)");
+    users(UsersCommand::DeleteIdentity {
+        email: "ann@x.com".into(),
+        service: "custom".into(),
+        service_id: "pd-1".into(),
+    })
+    .unwrap();
+    assert_eq!(
+        store
+            .lookup_identity("ann@x.com", "custom", "pd-1")
+            .await
+            .unwrap(),
+        None
+    );
+    let listed = users(UsersCommand::List).unwrap();
+    assert!(
+        listed.contains("cid@x.com") && !listed.contains("bob@x.com"),
+        "{listed}"
+    );
 }
