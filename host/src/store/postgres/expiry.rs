@@ -107,6 +107,7 @@ impl ExpirySweep {
             Ok(_) => Ok(()),
             Err(e) => {
                 drop(Object::take(conn));
+                let e = super::flatten(e.into());
                 Err(StoreError::other(&self.label, "release expiry leases", e))
             }
         }

@@ -23,6 +23,8 @@
 
 mod expiry;
 mod migrations;
+#[cfg(test)]
+mod replica_tests;
 mod requests;
 #[cfg(test)]
 mod tests;
@@ -88,7 +90,7 @@ impl PgStore {
         operation: impl Into<String>,
         source: impl Into<Box<dyn Error + Send + Sync>>,
     ) -> StoreError {
-        StoreError::other(&self.label, operation, source)
+        StoreError::other(&self.label, operation, flatten(source.into()))
     }
 
     async fn client(&self, operation: &str) -> Result<deadpool_postgres::Object, StoreError> {
@@ -299,6 +301,21 @@ async fn set_identity(
     )
     .await?;
     Ok(())
+}
+
+/// The error with its causes: tokio-postgres's own says only `db error`, and the server's
+/// message (`ERROR: ...`) is its cause.
+pub(crate) fn flatten(error: Box<dyn Error + Send + Sync>) -> String {
+    let mut text = error.to_string();
+    let mut next = error.source();
+    while let Some(cause) = next {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text = format!("{text}: {cause_text}");
+        }
+        next = cause.source();
+    }
+    text
 }
 
 fn to_identity(row: &tokio_postgres::Row) -> StoredIdentity {

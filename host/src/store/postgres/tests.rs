@@ -28,7 +28,7 @@ async fn backends() -> Vec<(&'static str, Arc<dyn Backend>, Option<tempfile::Tem
     all
 }
 
-fn new(id: &str, requester: &str, key: Option<&str>) -> NewRequest {
+pub(super) fn new(id: &str, requester: &str, key: Option<&str>) -> NewRequest {
     let mut fields = serde_json::Map::new();
     fields.insert("reason".into(), "incident 42".into());
     NewRequest {
@@ -43,7 +43,7 @@ fn new(id: &str, requester: &str, key: Option<&str>) -> NewRequest {
     }
 }
 
-fn step(from: &'static [State], to: State, step: &'static str) -> Transition {
+pub(super) fn step(from: &'static [State], to: State, step: &'static str) -> Transition {
     Transition {
         from,
         to,
@@ -55,7 +55,7 @@ fn step(from: &'static [State], to: State, step: &'static str) -> Transition {
     }
 }
 
-fn hook(name: &str) -> RequestWrite {
+pub(super) fn hook(name: &str) -> RequestWrite {
     RequestWrite::Entry(HistoryEntry {
         at: now_ms(),
         step: "approve".into(),
@@ -73,7 +73,7 @@ fn hook(name: &str) -> RequestWrite {
 }
 
 /// A history as its hooks' names and `from -> to`.
-fn steps(history: &[HistoryEntry]) -> Vec<String> {
+pub(super) fn steps(history: &[HistoryEntry]) -> Vec<String> {
     history
         .iter()
         .map(|e| match &e.event {
@@ -501,107 +501,6 @@ async fn the_audit_log_is_append_only_on_postgres() {
     }
 }
 
-/// Two replicas: two stores, each with its own pool, over one database.
-async fn replicas() -> Option<(PgStore, PgStore)> {
-    let url = test_cluster::database().await?;
-    Some((
-        PgStore::open(&url).await.unwrap(),
-        PgStore::open(&url).await.unwrap(),
-    ))
-}
-
-#[tokio::test]
-async fn an_approval_racing_on_two_replicas_is_written_once() {
-    let Some((a, b)) = replicas().await else {
-        return;
-    };
-    for round in 0..20 {
-        let id = format!("r{round}");
-        a.insert_request(new(&id, "a@x.com", None))
-            .await
-            .unwrap()
-            .unwrap();
-        let pending = step(&[State::Requested], State::Pending, "request");
-        a.write_request(&id, vec![], Some(pending), false)
-            .await
-            .unwrap()
-            .unwrap();
-        let approve = || step(&[State::Pending], State::Approved, "approve");
-        let (x, y) = tokio::join!(
-            a.write_request(&id, vec![hook("on_approve")], Some(approve()), false),
-            b.write_request(&id, vec![hook("on_approve")], Some(approve()), false),
-        );
-        let won = [x.unwrap().is_some(), y.unwrap().is_some()];
-        assert_eq!(
-            won.iter().filter(|w| **w).count(),
-            1,
-            "round {round}: {won:?}"
-        );
-        assert_eq!(
-            steps(&b.history(&id).await.unwrap()),
-            [
-                "None -> requested",
-                "Some(Requested) -> pending",
-                "on_approve",
-                "Some(Pending) -> approved"
-            ],
-            "round {round}: the loser wrote nothing"
-        );
-    }
-}
-
-#[tokio::test]
-async fn an_idempotency_key_retried_on_another_replica_returns_the_first_request() {
-    let Some((a, b)) = replicas().await else {
-        return;
-    };
-    let first = a
-        .insert_request(new("r1", "a@x.com", Some("k")))
-        .await
-        .unwrap();
-    assert!(first.is_ok());
-    let retried = b
-        .insert_request(new("r2", "a@x.com", Some("k")))
-        .await
-        .unwrap();
-    assert_eq!(retried.map(|r| r.id), Err("r1".into()));
-    // Sent to both at once: one request, and both answers name it.
-    for round in 0..20 {
-        let key = format!("race-{round}");
-        let (x, y) = tokio::join!(
-            a.insert_request(new(&format!("x{round}"), "a@x.com", Some(&key))),
-            b.insert_request(new(&format!("y{round}"), "a@x.com", Some(&key))),
-        );
-        let id = |r: Result<crate::store::requests::RequestRecord, String>| match r {
-            Ok(record) => record.id,
-            Err(id) => id,
-        };
-        let (x, y) = (id(x.unwrap()), id(y.unwrap()));
-        assert_eq!(x, y, "round {round}");
-        assert_eq!(a.history(&x).await.unwrap().len(), 1, "round {round}");
-    }
-}
-
-#[tokio::test]
-async fn an_identity_changed_on_one_replica_is_seen_by_the_next_lookup_on_another() {
-    let Some((a, b)) = replicas().await else {
-        return;
-    };
-    assert_eq!(b.lookup_identity("a@x.com", "pd", "P").await.unwrap(), None);
-    a.persist_identity("a@x.com", "pd", "P", "U1")
-        .await
-        .unwrap();
-    let seen = b.lookup_identity("a@x.com", "pd", "P").await.unwrap();
-    assert_eq!(seen.map(|i| i.user_id), Some("U1".into()));
-    a.persist_identity("a@x.com", "pd", "P", "U2")
-        .await
-        .unwrap();
-    let seen = b.lookup_identity("a@x.com", "pd", "P").await.unwrap();
-    assert_eq!(seen.map(|i| i.user_id), Some("U2".into()));
-    a.delete_user("a@x.com").await.unwrap();
-    assert_eq!(b.lookup_identity("a@x.com", "pd", "P").await.unwrap(), None);
-}
-
 #[test]
 fn commands_not_yet_on_postgres_refuse_a_url_rather_than_open_sqlite() {
     let dir = tempfile::tempdir().unwrap();
@@ -619,219 +518,127 @@ fn commands_not_yet_on_postgres_refuse_a_url_rather_than_open_sqlite() {
     assert!(Store::open_configured(&path, None).is_ok());
 }
 
-/// `n` requests escalated with access that ran out at 1000.
-async fn expired_requests(store: &PgStore, n: usize) -> Vec<String> {
-    let mut ids = Vec::new();
-    for i in 0..n {
-        let id = format!("e{i}");
-        store
-            .insert_request(new(&id, "a@x.com", None))
-            .await
-            .unwrap()
-            .unwrap();
-        let mut escalate = step(&[State::Requested], State::Escalated, "escalate");
-        escalate.expires_at = Some(1_000);
-        store
-            .write_request(&id, vec![], Some(escalate), false)
-            .await
-            .unwrap()
-            .unwrap();
-        ids.push(id);
-    }
-    ids
-}
-
-/// One replica's expiry sleeper, as many times as it takes: lease, deescalate, release.
-/// Returns the requests it deescalated.
-async fn sweep_until_done(store: &PgStore) -> Vec<String> {
-    let mut done = Vec::new();
-    loop {
-        let sweep = store.lease_expired(2_000).await.unwrap();
-        if sweep.ids().is_empty() && store.expired(2_000).await.unwrap().is_empty() {
-            sweep.release().await.unwrap();
-            return done;
-        }
-        for id in sweep.ids() {
-            let end = step(&[State::Escalated], State::Deescalated, "deescalate");
-            let written = store.write_request(id, vec![hook("on_deescalate")], Some(end), false);
-            assert!(
-                written.await.unwrap().is_some(),
-                "{id}: leased, so still escalated"
-            );
-            done.push(id.clone());
-        }
-        sweep.release().await.unwrap();
-        tokio::task::yield_now().await;
-    }
-}
-
 #[tokio::test]
-async fn an_expiry_fires_once_across_replicas() {
-    let Some((a, b)) = replicas().await else {
-        return;
-    };
-    let ids = expired_requests(&a, 40).await;
-    let (by_a, by_b) = tokio::join!(sweep_until_done(&a), sweep_until_done(&b));
-    let mut all: Vec<String> = by_a.iter().chain(&by_b).cloned().collect();
-    all.sort();
-    let mut expected = ids.clone();
-    expected.sort();
-    assert_eq!(
-        all,
-        expected,
-        "each exactly once (a: {}, b: {})",
-        by_a.len(),
-        by_b.len()
-    );
-    for id in &ids {
-        let hooks = steps(&a.history(id).await.unwrap());
+async fn an_approval_short_of_the_count_is_audited_in_its_batch_on_both_backends() {
+    for (name, store, _dir) in backends().await {
+        store
+            .insert_request(new("r1", "a@x.com", None))
+            .await
+            .unwrap()
+            .unwrap();
+        let approval = RequestWrite::Entry(HistoryEntry {
+            at: 1,
+            step: "approve".into(),
+            event: HistoryEvent::Approval {
+                approver: "b@x.com".into(),
+                reason: Some("fine".into()),
+                count: 1,
+                required: 2,
+            },
+        });
+        let refused = step(&[State::Denied], State::Escalated, "x");
+        let written = store.write_request("r1", vec![approval.clone()], Some(refused), false);
+        assert!(written.await.unwrap().is_none(), "{name}");
         assert_eq!(
-            hooks.iter().filter(|h| *h == "on_deescalate").count(),
+            store.audit_log(10).await.unwrap().len(),
             1,
-            "{id}"
+            "{name}: no line left behind"
+        );
+        let written = store.write_request("r1", vec![approval], None, false);
+        assert!(written.await.unwrap().is_some(), "{name}");
+        let history = store.history("r1").await.unwrap();
+        assert_eq!(
+            steps(&history),
+            ["None -> requested", "approval by b@x.com"],
+            "{name}"
+        );
+        let audit = store.audit_log(10).await.unwrap();
+        let line = audit.last().unwrap();
+        assert_eq!(
+            (line.actor.as_str(), line.action.as_str(), &line.detail),
+            (
+                "b@x.com",
+                "approval",
+                &serde_json::json!({ "count": 1, "required": 2, "reason": "fine" })
+            ),
+            "{name}"
         );
     }
 }
 
 #[tokio::test]
-async fn a_lease_held_is_skipped_and_one_lost_with_its_replica_is_taken_over() {
-    let Some((a, b)) = replicas().await else {
-        return;
-    };
-    let ids = expired_requests(&a, 2).await;
-    let held = a.lease_expired(2_000).await.unwrap();
-    assert_eq!(held.ids(), ids, "a leases both");
-    let skipped = b.lease_expired(2_000).await.unwrap();
-    assert!(
-        skipped.ids().is_empty(),
-        "b skips what a holds: {:?}",
-        skipped.ids()
-    );
-    skipped.release().await.unwrap();
-    // a dies before deescalating: its connection, and the leases, go with it.
-    drop(held);
-    // The server ends the session (and its locks) once it sees the connection close.
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    let taken = loop {
-        let sweep = b.lease_expired(2_000).await.unwrap();
-        if !sweep.ids().is_empty() || std::time::Instant::now() > deadline {
-            break sweep;
-        }
-        sweep.release().await.unwrap();
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
-    assert_eq!(taken.ids(), ids, "b takes them over");
-    taken.release().await.unwrap();
-    // A request deescalated meanwhile is not leased again.
-    let end = step(&[State::Escalated], State::Deescalated, "deescalate");
-    a.write_request(&ids[0], vec![], Some(end), false)
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(b.lease_expired(2_000).await.unwrap().ids(), &ids[1..]);
-}
-
-/// `warden users` on PostgreSQL: each command, and an import all or nothing.
-#[tokio::test]
-async fn warden_users_runs_on_postgres() {
-    use crate::cli::users::{UsersCommand, run};
+async fn apply_is_all_or_nothing_on_postgres() {
     let Some(url) = test_cluster::database().await else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("warden.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[store]\nurl = \"{url}\"\n\n[integrations.pd]\ntype = \"custom\"\nexternal_id = \"pd-1\"\n"
-        ),
-    )
-    .unwrap();
-    let users = |command| {
-        let mut out = Vec::new();
-        run(&config, command, &mut out).map(|()| String::from_utf8(out).unwrap())
-    };
-    let set = |email: &str, user_id: &str| UsersCommand::SetIdentity {
-        email: email.into(),
-        service: "custom".into(),
-        service_id: "pd-1".into(),
-        user_id: user_id.into(),
-        force: false,
-    };
-    assert!(
-        users(set("Ann@x.com", "U1"))
-            .unwrap()
-            .starts_with("created")
-    );
-    let updated = users(set("ann@x.com", "U2")).unwrap();
-    assert_eq!(updated.trim(), "updated custom:pd-1 of Ann@x.com: U1 -> U2");
-    let listed = users(UsersCommand::ListIdentities {
-        email: "ANN@x.com".into(),
-    })
-    .unwrap();
-    assert!(listed.contains("U2"), "{listed}");
-
-    // An import with one bad row changes nothing; a good one adds every row.
-    let csv = dir.path().join("users.csv");
-    std::fs::write(&csv, "email,custom:pd-1\nbob@x.com,B1\nnot-an-email,C1\n").unwrap();
-    let import = |dry_run| UsersCommand::Import {
-        file: csv.clone(),
-        dry_run,
-        force: false,
-    };
-    assert!(users(import(false)).is_err());
     let store = PgStore::open(&url).await.unwrap();
-    assert_eq!(
-        store.user("bob@x.com").await.unwrap(),
-        None,
-        "nothing imported"
-    );
-    std::fs::write(&csv, "email,custom:pd-1\nbob@x.com,B1\ncid@x.com,C1\n").unwrap();
-    assert!(
-        users(import(true))
-            .unwrap()
-            .contains("dry run: nothing was changed")
-    );
-    assert_eq!(
-        store.user("bob@x.com").await.unwrap(),
-        None,
-        "a dry run imports nothing"
-    );
-    users(import(false)).unwrap();
-    let emails: Vec<String> = store
-        .users()
+    store
+        .persist_identity("a@x.com", "custom", "id1", "old")
+        .await
+        .unwrap();
+    // A trigger fails the second change as a full disk or a constraint would.
+    store
+        .client("test")
         .await
         .unwrap()
-        .into_iter()
-        .map(|u| u.email)
-        .collect();
-    assert_eq!(emails, ["Ann@x.com", "bob@x.com", "cid@x.com"]);
-    let exported = users(UsersCommand::Export { file: "-".into() }).unwrap();
+        .batch_execute(
+            "CREATE FUNCTION refuse_z() RETURNS trigger LANGUAGE plpgsql AS $$
+             BEGIN IF NEW.email = 'z@x.com' THEN RAISE EXCEPTION 'refused'; END IF;
+             RETURN NEW; END $$;
+             CREATE TRIGGER refuse_z BEFORE INSERT ON users
+                 FOR EACH ROW EXECUTE FUNCTION refuse_z();",
+        )
+        .await
+        .unwrap();
+    let set = |email: &str, user_id: &str| {
+        StoreChange::SetIdentity(StoredIdentity {
+            email: email.into(),
+            service: "custom".into(),
+            service_id: "id1".into(),
+            user_id: user_id.into(),
+        })
+    };
+    let err = store
+        .apply(&[set("a@x.com", "new"), set("z@x.com", "z")])
+        .await;
+    let text = err.unwrap_err().to_string();
     assert!(
-        exported.contains("bob@x.com,B1") && exported.contains("Ann@x.com,U2"),
-        "{exported}"
+        text.contains("apply identity changes") && text.contains("ERROR: refused"),
+        "{text}"
     );
-    let deleted = users(UsersCommand::Delete {
-        email: "bob@x.com".into(),
-    })
-    .unwrap();
-    assert_eq!(deleted.trim(), "deleted user bob@x.com and 1 identity(ies)");
-    users(UsersCommand::DeleteIdentity {
-        email: "ann@x.com".into(),
-        service: "custom".into(),
-        service_id: "pd-1".into(),
-    })
-    .unwrap();
+    let kept = store
+        .lookup_identity("a@x.com", "custom", "id1")
+        .await
+        .unwrap();
     assert_eq!(
-        store
-            .lookup_identity("ann@x.com", "custom", "pd-1")
-            .await
-            .unwrap(),
-        None
+        kept.unwrap().user_id,
+        "old",
+        "the first change was taken back"
     );
-    let listed = users(UsersCommand::List).unwrap();
+    store
+        .apply(&[set("a@x.com", "new"), set("b@x.com", "b")])
+        .await
+        .unwrap();
+    assert_eq!(store.users().await.unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn a_database_not_there_is_an_error_naming_the_store_and_the_cause() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url =
+        crate::config::StoreUrl::parse(&format!("postgres://warden@127.0.0.1:{port}/w")).unwrap();
+    let text = PgStore::open(&url)
+        .await
+        .err()
+        .expect("nothing listens")
+        .to_string();
     assert!(
-        listed.contains("cid@x.com") && !listed.contains("bob@x.com"),
-        "{listed}"
+        text.starts_with(&format!("the store {url}: cannot connect: ")),
+        "{text}"
     );
+    assert!(text.to_lowercase().contains("refused"), "the cause: {text}");
 }
