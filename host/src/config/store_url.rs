@@ -57,6 +57,13 @@ impl StoreUrl {
         if config.get_application_name().is_none() {
             config.application_name("warden");
         }
+        // A database that stops answering fails operations (and is noticed by the pool)
+        // rather than holding them until the operating system gives up on the connection.
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(std::time::Duration::from_secs(5));
+        }
+        config.keepalives(true);
+        config.keepalives_idle(std::time::Duration::from_secs(30));
         config
     }
 }

@@ -367,9 +367,6 @@ async fn write(
             &[&id],
         )
         .await?;
-    let Some(mut state) = locked.and_then(|r| r.get::<_, String>(0).parse::<State>().ok()) else {
-        return Ok(false);
-    };
     let transitions: Vec<&Transition> = writes
         .iter()
         .filter_map(|w| match w {
@@ -378,6 +375,15 @@ async fn write(
         })
         .chain(then)
         .collect();
+    let Some(mut state) = locked.and_then(|r| r.get::<_, String>(0).parse::<State>().ok()) else {
+        // As on SQLite: a step finds nothing to apply to; history alone cannot be written
+        // for a request that does not exist (SQLite's foreign key refuses it).
+        return match (transitions.is_empty(), writes.is_empty()) {
+            (false, _) => Ok(false),
+            (true, true) => Ok(true),
+            (true, false) => Err(format!("request {id} does not exist").into()),
+        };
+    };
     let deferred = transitions.len() - usize::from(then.is_some());
     let mut froms = Vec::with_capacity(transitions.len());
     for (i, t) in transitions.iter().enumerate() {

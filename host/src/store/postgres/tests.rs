@@ -287,6 +287,18 @@ async fn a_step_that_no_longer_applies_writes_nothing_at_all() {
                 .is_none(),
             "{name}: no such request"
         );
+        let orphan = store
+            .write_request("nope", vec![hook("on_request")], None, false)
+            .await;
+        assert!(
+            orphan.is_err(),
+            "{name}: no history for a request not there"
+        );
+        let nothing = store
+            .write_request("nope", vec![], None, false)
+            .await
+            .unwrap();
+        assert_eq!(nothing, Some(None), "{name}: nothing to write");
     }
 }
 
