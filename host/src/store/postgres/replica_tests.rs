@@ -326,3 +326,57 @@ async fn warden_users_runs_on_postgres() {
         "{listed}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_store_fails_while_the_database_is_down_and_recovers_by_itself() {
+    let started = tokio::task::spawn_blocking(test_cluster::dedicated);
+    let Some(mut server) = started.await.unwrap() else {
+        return;
+    };
+    let url = format!("postgres://warden@127.0.0.1:{}/warden", server.port);
+    let url = crate::config::StoreUrl::parse(&url).unwrap();
+    let store = PgStore::open(&url).await.unwrap();
+    // Several connections in the pool, all to be lost.
+    let inserts = (0..4).map(|i| store.insert_request(new(&format!("r{i}"), "a@x.com", None)));
+    for inserted in futures_util::future::join_all(inserts).await {
+        inserted.unwrap().unwrap();
+    }
+    let mut server = tokio::task::spawn_blocking(move || {
+        server.stop();
+        server
+    })
+    .await
+    .unwrap();
+    let down = tokio::time::timeout(
+        Duration::from_secs(20),
+        store.insert_request(new("lost", "a@x.com", None)),
+    )
+    .await
+    .expect("an error, not a wait without end");
+    let text = down.expect_err("nothing stored while down").to_string();
+    assert!(
+        text.starts_with(&format!("the store {url}: cannot ")),
+        "{text}"
+    );
+    let server = tokio::task::spawn_blocking(move || {
+        server.run().unwrap();
+        server
+    })
+    .await
+    .unwrap();
+    // Back: the next operations work on new connections, and nothing was half-written.
+    for i in 0..4 {
+        let id = format!("after{i}");
+        store
+            .insert_request(new(&id, "a@x.com", None))
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    assert_eq!(store.request("lost").await.unwrap(), None);
+    assert_eq!(store.list(None, None).await.unwrap().len(), 8);
+    drop(store);
+    tokio::task::spawn_blocking(move || drop(server))
+        .await
+        .unwrap();
+}
