@@ -87,7 +87,7 @@ fn plugin_load(c: &mut Criterion) {
     .unwrap();
     // The plugin alone: read, checksum and deserialize the cached entry, check its contract.
     let shared = SharedEngine::new().unwrap();
-    let plugin_cache = PluginCache::new(cache.clone(), shared.engine());
+    let plugin_cache = PluginCache::new(cache.clone());
     group.bench_function("one plugin from the plugin cache", |b| {
         b.iter(|| {
             let (_, _, outcome) = plugin_cache

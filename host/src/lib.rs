@@ -5,9 +5,10 @@
 //! `warden-sdk`) whose hooks decide access requests. [`Warden`] compiles the plugins once and
 //! runs every event in a fresh, sandboxed instance that reaches only what its flow grants.
 //!
-//! Each imported WIT interface has its own module of the same shape: per-instance state,
-//! the generated `Host` trait implemented on it, and an `add_to_linker` that projects the
-//! store onto that state alone.
+//! Each imported WIT interface has its own module in [`capabilities`], all of one shape
+//! (`capabilities::Capability`): per-event state, hand-linked functions that read what the
+//! plugin passes in its memory ([`runtime::lift`]), and one `finish` that hands back what the
+//! event left.
 
 pub mod capabilities;
 pub mod cli;
@@ -22,6 +23,19 @@ pub use config::Config;
 pub use runtime::event::EventInput;
 pub use runtime::hooks::{Decision, HookName};
 pub use runtime::{
-    Blame, FailureKind, FlowSummary, HookFailure, HookReport, LoadError, RunError, SharedEngine,
-    StartError, StartOptions, Warden,
+    Blame, CORE_INSTANCES_PER_COMPONENT, FailureKind, FlowSummary, HookFailure, HookReport,
+    LARGE_PLUGIN_BYTES, LoadError, RunError, SharedEngine, StartError, StartOptions, Warden,
 };
+
+/// A lock taken whether or not a thread panicked while holding it. Everything warden keeps
+/// behind a lock is whole between statements (no invariant spans a panic point), so a panic
+/// on one request must not make every later request that needs the lock panic too.
+pub(crate) trait Unpoisoned<G> {
+    fn unpoisoned(self) -> G;
+}
+
+impl<G> Unpoisoned<G> for std::sync::LockResult<G> {
+    fn unpoisoned(self) -> G {
+        self.unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}

@@ -77,12 +77,13 @@ enum Command {
         #[arg(long, value_enum, default_value_t = LogFormat::Human)]
         log_format: LogFormat,
     },
-    /// Run plugin test cases (`tests/*.toml` in a plugin crate) in the sandbox, HTTP mocked.
+    /// Run plugin test cases (`tests/*.toml` in a plugin crate or a Python plugin's folder)
+    /// in the sandbox, HTTP mocked.
     ///
     /// Prints a line per case, the details of each failure, and `N passed, N failed`;
     /// exits 1 when any case fails or no case is found.
     Test {
-        /// Test files, plugin crates, or folders to search for plugin crates (default: .).
+        /// Test files, plugins' folders, or folders to search for them (default: .).
         paths: Vec<PathBuf>,
         /// Run only the cases whose name or file contains this text.
         #[arg(long)]
@@ -97,6 +98,16 @@ enum Command {
         #[arg(long, short, default_value_t = 0)]
         jobs: usize,
     },
+    /// Build a plugin into a component: a Python plugin's folder (its hooks in plugin.py)
+    /// with componentize-py, a Rust plugin crate with cargo.
+    Build {
+        /// The plugin's folder (default: .).
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+        /// Where a Python plugin's component goes (default: DIR/build/plugin.wasm).
+        #[arg(long, short, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
     /// Create something new.
     New {
         #[command(subcommand)]
@@ -106,16 +117,25 @@ enum Command {
 
 #[derive(Subcommand)]
 enum NewCommand {
-    /// A plugin crate with a hook and a test file, ready for `warden test`.
+    /// A plugin (a Rust crate, or a Python folder) with a hook and a test file, ready for
+    /// `warden build` and `warden test`.
     Plugin {
         name: String,
+        #[arg(long, value_enum, default_value_t = Lang::Rust)]
+        lang: Lang,
         /// Where to create the crate's folder (default: .).
         #[arg(long, default_value = ".")]
         dir: PathBuf,
-        /// The warden-sdk crate to depend on (default: the SDK warden was built from).
+        /// The warden-sdk crate to depend on (default: the SDK warden was built from); Rust only.
         #[arg(long)]
         sdk_path: Option<PathBuf>,
     },
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Lang {
+    Rust,
+    Python,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -198,12 +218,28 @@ async fn run(cli: Cli) -> ExitCode {
             };
             test(&options, junit.as_deref()).await
         }
+        Command::Build { dir, out } => warden::cli::build::build(&dir, out.as_deref())
+            .map(|built| {
+                println!("{}", built.describe());
+                ExitCode::SUCCESS
+            })
+            .map_err(|e| e.to_string()),
+        Command::New {
+            what:
+                NewCommand::Plugin {
+                    name,
+                    lang: Lang::Python,
+                    dir,
+                    sdk_path,
+                },
+        } => new_python_plugin(&name, &dir, sdk_path.is_some()),
         Command::New {
             what:
                 NewCommand::Plugin {
                     name,
                     dir,
                     sdk_path,
+                    ..
                 },
         } => new_plugin(&name, &dir, sdk_path),
     };
@@ -260,6 +296,14 @@ async fn check(config: &Path) -> Result<ExitCode, String> {
         );
         println!("  identities        {}", list(&s.identity_services));
         println!("  allowed hosts     {}", list(&s.allowed_hosts));
+        if let Some(flow) = warden.config().flow(&s.name) {
+            let routes: Vec<String> = flow
+                .notify
+                .iter()
+                .map(|(event, channels)| format!("{event} → {}", channels.join(" ")))
+                .collect();
+            println!("  notify            {}", list(&routes));
+        }
         println!(
             "  limits            memory {} MiB, timeout {} ms",
             s.limits.memory_mib, s.limits.timeout_ms
@@ -380,6 +424,19 @@ fn new_plugin(name: &str, dir: &Path, sdk: Option<PathBuf>) -> Result<ExitCode, 
     println!("  cd {}", created.display());
     println!("  cargo build --release --target wasm32-wasip2");
     println!("  warden test");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn new_python_plugin(name: &str, dir: &Path, sdk_path: bool) -> Result<ExitCode, String> {
+    if sdk_path {
+        return Err("--sdk-path is for Rust plugins: a Python plugin is built with the SDK compiled into warden".into());
+    }
+    let created = warden::cli::scaffold::new_python_plugin(name, dir).map_err(|e| e.to_string())?;
+    println!("created {}", created.display());
+    println!(
+        "next:\n  cd {}\n  warden build\n  warden test",
+        created.display()
+    );
     Ok(ExitCode::SUCCESS)
 }
 

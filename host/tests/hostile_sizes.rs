@@ -309,6 +309,26 @@ async fn a_huge_error_reason_or_log_line_is_cut_with_a_marker() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_flood_of_empty_headers_is_refused_by_its_count_before_any_is_read() {
+    let scratch = Scratch::new();
+    let warden = start(&scratch, &[("headers", "huge-once:headers 100000")]).await;
+    let report = run(&warden, "headers").await;
+    let context = shown(&report);
+    let reason = message(&report).expect(&context);
+    assert!(
+        reason.contains("the request has 100000 headers; at most 256 are sent"),
+        "{context}"
+    );
+    let outcomes: Vec<&str> = report
+        .http_calls
+        .iter()
+        .map(|c| c.outcome.as_str())
+        .collect();
+    assert_eq!(outcomes, ["invalid"], "{context}");
+    assert!(report.refusals.is_empty(), "{context}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_secret_start_left_where_a_quoted_name_is_cut_is_redacted() {
     let scratch = Scratch::new();
     // A marker for a four-digit count takes 20 bytes: the quoted name keeps eight bytes of

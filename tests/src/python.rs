@@ -1,6 +1,8 @@
 //! Python plugins for the tests, built by `scripts/build-python-plugin` (componentize-py)
-//! into the target dir, each once per test binary. There is no fallback: without
-//! componentize-py (`scripts/test` installs it) the tests that need one fail, saying so.
+//! into the target dir, each once per test binary. Without componentize-py the tests that
+//! need it are skipped, each saying so ([`componentize_py_or_skip`]), unless
+//! `WARDEN_REQUIRE_PYTHON` is set: `scripts/test` installs componentize-py and sets it, so
+//! there they fail instead.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -60,4 +62,29 @@ pub fn plugin(dir: &str) -> PathBuf {
     assert!(out.is_file(), "the build said it wrote {}", out.display());
     built.insert(source, out.clone());
     out
+}
+
+/// Whether a test that builds a Python plugin can run: true when componentize-py runs. When
+/// it does not, the test is skipped (this prints why) unless `WARDEN_REQUIRE_PYTHON` is set,
+/// when it fails: CI sets it, so a broken install cannot pass unnoticed.
+pub fn componentize_py_or_skip(test: &str) -> bool {
+    let runs = Command::new("componentize-py")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if runs {
+        return true;
+    }
+    if std::env::var_os("WARDEN_REQUIRE_PYTHON").is_some() {
+        panic!(
+            "{test}: componentize-py does not run, and WARDEN_REQUIRE_PYTHON is set; install it with `pip install componentize-py=={}`",
+            std::fs::read_to_string(repo_root().join("guest-sdk/python/componentize-py.version"))
+                .unwrap_or_default()
+                .trim()
+        );
+    }
+    eprintln!(
+        "SKIPPED {test}: componentize-py is not installed (set WARDEN_REQUIRE_PYTHON to make this a failure)"
+    );
+    false
 }

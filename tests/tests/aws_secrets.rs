@@ -152,6 +152,13 @@ async fn when_aws_fails_the_last_good_value_serves_until_it_expires_then_the_hoo
         "{error}"
     );
     assert!(error.contains("has expired (cache_seconds = 2)"), "{error}");
+    // Recorded (and counted in metrics) as the secret's failure, not the network's.
+    let outcomes: Vec<&str> = expired
+        .http_calls
+        .iter()
+        .map(|c| c.outcome.as_str())
+        .collect();
+    assert_eq!(outcomes, ["secret"], "{expired:?}");
     let revealed = run(&warden, "reveal").await;
     assert!(
         reason(&revealed).contains("host error: secret `vo_key`"),

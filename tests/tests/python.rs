@@ -218,6 +218,11 @@ fn assert_contains(text: &str, wanted: &str) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_seed_approves_an_engineer_on_call_with_its_reason_sending_the_key_sealed() {
+    if !python::componentize_py_or_skip(
+        "the_seed_approves_an_engineer_on_call_with_its_reason_sending_the_key_sealed",
+    ) {
+        return;
+    }
     let s = seed(API_KEY).await;
     let report = s.request("alice@example.com").await;
     assert_eq!(approved(&report), REASON);
@@ -250,6 +255,9 @@ async fn the_seed_approves_an_engineer_on_call_with_its_reason_sending_the_key_s
 
 #[tokio::test(flavor = "multi_thread")]
 async fn warden_test_runs_the_ports_test_file() {
+    if !python::componentize_py_or_skip("warden_test_runs_the_ports_test_file") {
+        return;
+    }
     let plugin = plugin("plugins/victorops-python").await;
     let file = python::repo_root().join("plugins/victorops-python/tests/victorops.toml");
     let summary = warden::harness::run(&RunOptions::new([file]).plugin(plugin)).await;
@@ -259,6 +267,11 @@ async fn warden_test_runs_the_ports_test_file() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_seed_sends_engineers_off_call_and_unknown_users_to_a_human() {
+    if !python::componentize_py_or_skip(
+        "the_seed_sends_engineers_off_call_and_unknown_users_to_a_human",
+    ) {
+        return;
+    }
     let s = seed(API_KEY).await;
     let report = s.request("bob@example.com").await;
     assert_eq!(report.outcome, Ok(Decision::Continue), "{:#?}", report.logs);
@@ -281,6 +294,9 @@ async fn the_seed_sends_engineers_off_call_and_unknown_users_to_a_human() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_seed_persists_the_identity_once_and_reuses_it() {
+    if !python::componentize_py_or_skip("the_seed_persists_the_identity_once_and_reuses_it") {
+        return;
+    }
     let s = seed(API_KEY).await;
     assert_eq!(approved(&s.request("alice@example.com").await), REASON);
     assert_eq!(approved(&s.request("alice@example.com").await), REASON);
@@ -300,6 +316,11 @@ async fn the_seed_persists_the_identity_once_and_reuses_it() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_victorops_error_fails_closed_with_the_python_error_and_nothing_secret() {
+    if !python::componentize_py_or_skip(
+        "a_victorops_error_fails_closed_with_the_python_error_and_nothing_secret",
+    ) {
+        return;
+    }
     let s = seed(API_KEY).await;
     s.persist("alice@example.com", "alice");
     s.standin
@@ -334,6 +355,9 @@ async fn a_victorops_error_fails_closed_with_the_python_error_and_nothing_secret
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_wrong_key_fails_closed_without_the_key_in_the_error() {
+    if !python::componentize_py_or_skip("a_wrong_key_fails_closed_without_the_key_in_the_error") {
+        return;
+    }
     let wrong = "not-the-key-4e1d";
     let s = seed(wrong).await;
     let report = s.request("alice@example.com").await;
@@ -395,6 +419,9 @@ fn sealed_only_refusals(report: &HookReport) -> usize {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_secret_used_as_text_needs_a_flow_that_reveals_it() {
+    if !python::componentize_py_or_skip("a_secret_used_as_text_needs_a_flow_that_reveals_it") {
+        return;
+    }
     let mut probes: Vec<String> = USES.iter().map(|(u, _)| format!("use:{u}")).collect();
     probes.push("sealed".into());
     probes.push("header-text".into());
@@ -450,6 +477,11 @@ async fn a_secret_used_as_text_needs_a_flow_that_reveals_it() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_copy_of_a_secrets_placeholder_is_refused_before_anything_is_sent() {
+    if !python::componentize_py_or_skip(
+        "a_copy_of_a_secrets_placeholder_is_refused_before_anything_is_sent",
+    ) {
+        return;
+    }
     let s = probe(&["joined"]).await;
     for flow in ["s-joined", "r-joined"] {
         let report = s.run(flow, "alice@example.com").await;
@@ -467,6 +499,11 @@ async fn a_copy_of_a_secrets_placeholder_is_refused_before_anything_is_sent() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn python_failures_fail_closed_naming_the_hook_and_the_python_cause() {
+    if !python::componentize_py_or_skip(
+        "python_failures_fail_closed_naming_the_hook_and_the_python_cause",
+    ) {
+        return;
+    }
     let s = probe(&["raise", "not-a-decision", "missing-integration"]).await;
     let report = s.run("s-raise", "alice@example.com").await;
     let message = plugin_error(&report);
@@ -500,6 +537,11 @@ async fn python_failures_fail_closed_naming_the_hook_and_the_python_cause() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_python_hook_that_loops_allocates_or_recurses_without_end_fails_closed() {
+    if !python::componentize_py_or_skip(
+        "a_python_hook_that_loops_allocates_or_recurses_without_end_fails_closed",
+    ) {
+        return;
+    }
     let s = probe_with(&["loop"], "limits = { timeout_ms = 1500 }").await;
     let report = s.run("s-loop", "alice@example.com").await;
     assert_eq!(report.decision(), Decision::Continue);
@@ -542,6 +584,9 @@ async fn a_python_hook_that_loops_allocates_or_recurses_without_end_fails_closed
 
 #[tokio::test(flavor = "multi_thread")]
 async fn print_warden_log_and_logging_reach_the_log() {
+    if !python::componentize_py_or_skip("print_warden_log_and_logging_reach_the_log") {
+        return;
+    }
     let s = probe(&["logs"]).await;
     let report = s.run("s-logs", "alice@example.com").await;
     assert_eq!(report.outcome, Ok(Decision::Continue));
@@ -565,6 +610,10 @@ async fn print_warden_log_and_logging_reach_the_log() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_event_identities_and_standard_library_read_as_in_sym() {
+    if !python::componentize_py_or_skip("the_event_identities_and_standard_library_read_as_in_sym")
+    {
+        return;
+    }
     let s = probe(&["event", "identity", "imports", "random"]).await;
     let report = s.run("s-event", "alice@example.com").await;
     let summary: Value = serde_json::from_str(approved(&report)).unwrap();
@@ -630,6 +679,11 @@ fn failed_build(source: &str) -> (String, PathBuf) {
 
 #[test]
 fn a_misspelled_hook_is_a_build_error_naming_the_file_and_line() {
+    if !python::componentize_py_or_skip(
+        "a_misspelled_hook_is_a_build_error_naming_the_file_and_line",
+    ) {
+        return;
+    }
     let (stderr, dir) = failed_build(
         "from warden import hook\n\n\n@hook\ndef on_requst(event):\n    return None\n",
     );
@@ -645,6 +699,11 @@ fn a_misspelled_hook_is_a_build_error_naming_the_file_and_line() {
 
 #[test]
 fn an_import_of_what_this_machine_has_but_the_plugin_does_not_is_a_build_error() {
+    if !python::componentize_py_or_skip(
+        "an_import_of_what_this_machine_has_but_the_plugin_does_not_is_a_build_error",
+    ) {
+        return;
+    }
     // pip is installed beside the Python that runs componentize-py, but is no part of a
     // plugin: the build only sees the SDK, the plugin's folder and the standard library.
     let (stderr, dir) = failed_build("import pip\nfrom warden import hook\n");
@@ -653,4 +712,34 @@ fn an_import_of_what_this_machine_has_but_the_plugin_does_not_is_a_build_error()
         &format!("File \"{}/plugin.py\", line 1, in <module>", dir.display()),
     );
     assert_contains(&stderr, "ModuleNotFoundError: No module named 'pip'");
+}
+
+/// The pool budgets core instances per component instance: a Python component (the
+/// interpreter, its libraries, the WASI shims: 14 core modules) must fit, or fewer Python
+/// hooks than the pool's instances could be in flight at once.
+#[test]
+fn the_pool_budgets_a_python_components_core_instances() {
+    if !python::componentize_py_or_skip("the_pool_budgets_a_python_components_core_instances") {
+        return;
+    }
+    let wasm = std::fs::read(python::plugin("plugins/victorops-python")).unwrap();
+    let mut instantiations = 0;
+    for payload in wasmparser::Parser::new(0).parse_all(&wasm) {
+        if let wasmparser::Payload::InstanceSection(section) = payload.unwrap() {
+            for instance in section {
+                if matches!(instance.unwrap(), wasmparser::Instance::Instantiate { .. }) {
+                    instantiations += 1;
+                }
+            }
+        }
+    }
+    assert!(
+        instantiations >= 10,
+        "{instantiations}: not a Python component?"
+    );
+    assert!(
+        instantiations <= warden::CORE_INSTANCES_PER_COMPONENT,
+        "a Python component makes {instantiations} core instances; the pool budgets {} per component",
+        warden::CORE_INSTANCES_PER_COMPONENT
+    );
 }

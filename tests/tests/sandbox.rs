@@ -250,7 +250,7 @@ async fn http_to_a_host_not_allowed_is_refused_before_any_connection() {
         "{reason}"
     );
     assert_eq!(server.requests(), 0);
-    assert_eq!(refusal_kinds(&report), [RefusalKind::Host]);
+    assert_eq!(refusal_kinds(&report), [RefusalKind::Destination]);
 }
 
 #[tokio::test(flavor = "multi_thread")]

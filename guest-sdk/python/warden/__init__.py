@@ -9,7 +9,7 @@ sandbox, with the names of Sym's SDK.
             return ApprovalTemplate.approve(reason="on the auto-approve list")
         # None: a human decides
 
-Build with `scripts/build-python-plugin DIR OUT.wasm` (componentize-py). See
+Build with `warden build DIR` (componentize-py). See
 docs/plugin-authors.md, "Python".
 """
 

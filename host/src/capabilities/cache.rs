@@ -7,9 +7,15 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use wasmtime::component::{HasData, Linker};
+use wasmtime::StoreContextMut;
+use wasmtime::component::{LinkerInstance, WasmList, WasmStr};
 
-use crate::runtime::bindings::warden::plugin::cache as wit;
+use super::{AppState, Capability, Outcome};
+use crate::Unpoisoned;
+use crate::config::Flow;
+use crate::runtime::budget::EventBudget;
+use crate::runtime::instance::InstanceState;
+use crate::runtime::lift::Passed;
 
 pub const MAX_KEY_BYTES: usize = 256;
 pub const MAX_VALUE_BYTES: usize = 256 << 10;
@@ -121,7 +127,7 @@ pub struct CacheState {
 
 impl CacheState {
     pub fn instance(&self, flow: &str) -> CacheInstance {
-        let mut flows = self.flows.lock().unwrap_or_else(|p| p.into_inner());
+        let mut flows = self.flows.lock().unpoisoned();
         CacheInstance {
             cache: flows.entry(flow.to_string()).or_default().clone(),
         }
@@ -135,46 +141,86 @@ pub struct CacheInstance {
 
 impl CacheInstance {
     fn lock(&self) -> std::sync::MutexGuard<'_, FlowCache> {
-        self.cache.lock().unwrap_or_else(|p| p.into_inner())
+        self.cache.lock().unpoisoned()
     }
 }
 
-impl wit::Host for CacheInstance {
-    fn get(&mut self, key: String) -> wasmtime::Result<Option<Vec<u8>>> {
-        Ok(self.lock().get(&key, Instant::now()))
+impl CacheInstance {
+    /// The value under `key`, if it has not expired. A key over [`MAX_KEY_BYTES`] is never
+    /// stored, so it is not looked for.
+    pub fn get(&self, key: &Passed) -> Option<Vec<u8>> {
+        let key = key.whole().filter(|k| k.len() <= MAX_KEY_BYTES)?;
+        self.lock().get(key, Instant::now())
     }
 
-    fn set(
-        &mut self,
-        key: String,
-        value: Vec<u8>,
-        ttl_seconds: u32,
-    ) -> wasmtime::Result<Result<(), String>> {
-        Ok(self.lock().set(
-            key,
-            value,
+    /// Keeps `value` under `key` for `ttl_seconds`; the key and the value are copied only
+    /// once they are known to fit.
+    pub fn set(&self, key: &Passed, value: &[u8], ttl_seconds: u32) -> Result<(), String> {
+        let key = match key.whole() {
+            Some(key) if key.len() <= MAX_KEY_BYTES => key,
+            _ => return Err(format!("cache key is over {MAX_KEY_BYTES} bytes")),
+        };
+        if value.len() > MAX_VALUE_BYTES {
+            return Err(format!("cache value is over {MAX_VALUE_BYTES} bytes"));
+        }
+        self.lock().set(
+            key.to_string(),
+            value.to_vec(),
             Duration::from_secs(ttl_seconds.into()),
             Instant::now(),
-        ))
+        )
     }
 
-    fn delete(&mut self, key: String) -> wasmtime::Result<()> {
-        self.lock().remove(&key);
-        Ok(())
+    pub fn delete(&self, key: &Passed) {
+        if let Some(key) = key.whole() {
+            self.lock().remove(key);
+        }
     }
 }
 
-struct Cache;
+/// A key the plugin passes is copied up to one byte over the longest kept: a longer one is
+/// refused by its length.
+const KEY_COPY: usize = MAX_KEY_BYTES + 1;
 
-impl HasData for Cache {
-    type Data<'a> = &'a mut CacheInstance;
-}
+impl Capability for CacheInstance {
+    const INTERFACE: &'static str = "cache";
 
-pub fn add_to_linker<T: 'static>(
-    linker: &mut Linker<T>,
-    get: fn(&mut T) -> &mut CacheInstance,
-) -> wasmtime::Result<()> {
-    wit::add_to_linker::<T, Cache>(linker, get)
+    fn instance(flow: &Arc<Flow>, app: &AppState, _: &EventBudget) -> Self {
+        app.cache.instance(&flow.name)
+    }
+
+    fn link(functions: &mut LinkerInstance<'_, InstanceState>) -> wasmtime::Result<()> {
+        functions.func_wrap(
+            "get",
+            |store: StoreContextMut<'_, InstanceState>, (key,): (WasmStr,)| {
+                let key = Passed::read(&store, &key, KEY_COPY)?;
+                Ok((store.data().cache.get(&key),))
+            },
+        )?;
+        functions.func_wrap(
+            "set",
+            |store: StoreContextMut<'_, InstanceState>,
+             (key, value, ttl): (WasmStr, WasmList<u8>, u32)| {
+                let key = Passed::read(&store, &key, KEY_COPY)?;
+                // Read in place: a value over the cap is refused without a copy.
+                let value = value.as_le_slice(&store);
+                Ok((store.data().cache.set(&key, value, ttl),))
+            },
+        )?;
+        functions.func_wrap(
+            "delete",
+            |store: StoreContextMut<'_, InstanceState>, (key,): (WasmStr,)| {
+                let key = Passed::read(&store, &key, KEY_COPY)?;
+                store.data().cache.delete(&key);
+                Ok(())
+            },
+        )
+    }
+
+    /// The cache outlives the event: it leaves nothing to report.
+    fn finish(&mut self) -> Outcome {
+        Outcome::default()
+    }
 }
 
 #[cfg(test)]
@@ -248,14 +294,10 @@ mod tests {
     #[test]
     fn flows_do_not_share_entries() {
         let state = CacheState::default();
-        let mut a = state.instance("a");
-        let mut b = state.instance("b");
-        use wit::Host as _;
-        a.set("k".into(), b"a".to_vec(), 60).unwrap().unwrap();
-        assert_eq!(b.get("k".into()).unwrap(), None);
-        assert_eq!(
-            state.instance("a").get("k".into()).unwrap(),
-            Some(b"a".to_vec())
-        );
+        let a = state.instance("a");
+        let b = state.instance("b");
+        a.set(&"k".into(), b"a", 60).unwrap();
+        assert_eq!(b.get(&"k".into()), None);
+        assert_eq!(state.instance("a").get(&"k".into()), Some(b"a".to_vec()));
     }
 }

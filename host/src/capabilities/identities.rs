@@ -2,13 +2,17 @@
 
 use std::sync::Arc;
 
-use wasmtime::component::{HasData, Linker};
+use wasmtime::StoreContextMut;
+use wasmtime::component::{LinkerInstance, WasmStr};
 
+use super::{AppState, Capability, Outcome};
 use crate::capabilities::refusal::{Refusal, RefusalKind, Refusals};
 use crate::config::Flow;
-use crate::runtime::bindings::warden::plugin::identities::{self as wit, IdentityError};
+use crate::runtime::bindings::warden::plugin::identities::IdentityError;
 use crate::runtime::bindings::warden::plugin::types::Identity;
-use crate::runtime::budget::{EventBudget, quote};
+use crate::runtime::budget::{EventBudget, MAX_NAME_BYTES};
+use crate::runtime::instance::InstanceState;
+use crate::runtime::lift::Passed;
 use crate::store::{Store, StoredIdentity};
 
 /// Writes one event may make; a plugin cannot flood the store.
@@ -19,7 +23,7 @@ pub struct IdentitiesInstance {
     flow: Arc<Flow>,
     store: Arc<Store>,
     persisted: usize,
-    pub refusals: Refusals,
+    refusals: Refusals,
 }
 
 impl IdentitiesInstance {
@@ -32,21 +36,33 @@ impl IdentitiesInstance {
         }
     }
 
-    fn check_granted(&mut self, service: &str, service_id: &str) -> Result<(), IdentityError> {
+    /// How much of a service or service id the plugin passes is copied: enough to match
+    /// the longest granted one and to quote it in a refusal. A longer one matches nothing.
+    fn name_bytes(&self) -> usize {
+        let names = self.flow.grants.services.iter();
+        let longest = names.map(|(s, id)| s.len().max(id.len())).max();
+        longest.unwrap_or(0).max(MAX_NAME_BYTES)
+    }
+
+    fn check_granted(
+        &mut self,
+        service: &Passed,
+        service_id: &Passed,
+    ) -> Result<(), IdentityError> {
         let grants = &self.flow.grants;
-        // Compared in place: the names are the plugin's, of any length.
-        if grants
-            .services
-            .iter()
-            .any(|(s, id)| s == service && id == service_id)
+        if let (Some(service), Some(service_id)) = (service.whole(), service_id.whole())
+            && grants
+                .services
+                .iter()
+                .any(|(s, id)| s == service && id == service_id)
         {
             return Ok(());
         }
         let detail = format!(
             "environment `{}` holds no `{}` integration with external_id `{}`",
             grants.environment.name,
-            quote(service),
-            quote(service_id)
+            service.quote(),
+            service_id.quote()
         );
         self.refusals.push(Refusal {
             kind: RefusalKind::Identity,
@@ -54,20 +70,71 @@ impl IdentitiesInstance {
         });
         Err(IdentityError::NotGranted(detail))
     }
-}
 
-fn check_fields(fields: &[(&str, &str)]) -> Result<(), IdentityError> {
-    for (name, value) in fields {
-        if value.trim().is_empty() {
-            return Err(IdentityError::Invalid(format!("{name} is empty")));
-        }
-        if value.len() > MAX_FIELD_LEN {
+    /// The identity of `email` in `service`/`service_id`, if one is stored.
+    pub fn lookup(
+        &mut self,
+        email: &Passed,
+        service: &Passed,
+        service_id: &Passed,
+    ) -> Result<Option<Identity>, IdentityError> {
+        self.check_granted(service, service_id)?;
+        // Plugins persist emails of at most this; a longer one the store would only copy
+        // again, to find nothing.
+        let Some(email) = email.whole().filter(|e| e.len() <= MAX_FIELD_LEN) else {
             return Err(IdentityError::Invalid(format!(
-                "{name} is longer than {MAX_FIELD_LEN} bytes"
+                "email is longer than {MAX_FIELD_LEN} bytes"
+            )));
+        };
+        let (service, service_id) = (service.kept(), service_id.kept());
+        self.store
+            .lookup_identity(email, service, service_id)
+            .map(|found| found.map(to_wit))
+            .map_err(|e| IdentityError::Store(e.to_string()))
+    }
+
+    /// Creates or updates the user's identity in `service`/`service_id`.
+    pub fn persist(
+        &mut self,
+        email: &Passed,
+        service: &Passed,
+        service_id: &Passed,
+        user_id: &Passed,
+    ) -> Result<Identity, IdentityError> {
+        self.check_granted(service, service_id)?;
+        let (email, user_id) = (
+            checked_field("email", email)?,
+            checked_field("user-id", user_id)?,
+        );
+        if !email.contains('@') {
+            return Err(IdentityError::Invalid(format!(
+                "`{email}` is not an email address"
             )));
         }
+        if self.persisted >= MAX_PERSISTS_PER_EVENT {
+            return Err(IdentityError::Invalid(format!(
+                "at most {MAX_PERSISTS_PER_EVENT} identities may be persisted per event"
+            )));
+        }
+        self.persisted += 1;
+        self.store
+            .persist_identity(email, service.kept(), service_id.kept(), user_id)
+            .map(to_wit)
+            .map_err(|e| IdentityError::Store(e.to_string()))
     }
-    Ok(())
+}
+
+/// `value` if it is neither blank nor longer than [`MAX_FIELD_LEN`].
+fn checked_field<'a>(name: &str, value: &'a Passed) -> Result<&'a str, IdentityError> {
+    if value.is_blank() {
+        return Err(IdentityError::Invalid(format!("{name} is empty")));
+    }
+    match value.whole() {
+        Some(text) if text.len() <= MAX_FIELD_LEN => Ok(text),
+        _ => Err(IdentityError::Invalid(format!(
+            "{name} is longer than {MAX_FIELD_LEN} bytes"
+        ))),
+    }
 }
 
 fn to_wit(stored: StoredIdentity) -> Identity {
@@ -78,71 +145,148 @@ fn to_wit(stored: StoredIdentity) -> Identity {
     }
 }
 
-impl wit::Host for IdentitiesInstance {
-    fn lookup(
-        &mut self,
-        email: String,
-        service: String,
-        service_id: String,
-    ) -> wasmtime::Result<Result<Option<Identity>, IdentityError>> {
-        if let Err(e) = self.check_granted(&service, &service_id) {
-            return Ok(Err(e));
-        }
-        // Plugins persist emails of at most this; a longer one the store would only copy
-        // again, to find nothing.
-        if email.len() > MAX_FIELD_LEN {
-            return Ok(Err(IdentityError::Invalid(format!(
-                "email is longer than {MAX_FIELD_LEN} bytes"
-            ))));
-        }
-        Ok(self
-            .store
-            .lookup_identity(&email, &service, &service_id)
-            .map(|found| found.map(to_wit))
-            .map_err(|e| IdentityError::Store(e.to_string())))
+/// A field the plugin passes (an email, a user id): copied only as far as it can be valid.
+const FIELD_BYTES: usize = MAX_FIELD_LEN + 1;
+
+impl Capability for IdentitiesInstance {
+    const INTERFACE: &'static str = "identities";
+
+    fn instance(flow: &Arc<Flow>, app: &AppState, budget: &EventBudget) -> Self {
+        Self::new(flow.clone(), app.identities.clone(), budget.clone())
     }
 
-    fn persist(
-        &mut self,
-        email: String,
-        service: String,
-        service_id: String,
-        user_id: String,
-    ) -> wasmtime::Result<Result<Identity, IdentityError>> {
-        if let Err(e) = self.check_granted(&service, &service_id) {
-            return Ok(Err(e));
+    fn link(functions: &mut LinkerInstance<'_, InstanceState>) -> wasmtime::Result<()> {
+        functions.func_wrap(
+            "lookup",
+            |mut store: StoreContextMut<'_, InstanceState>,
+             (email, service, service_id): (WasmStr, WasmStr, WasmStr)| {
+                let names = store.data().identities.name_bytes();
+                let email = Passed::read(&store, &email, FIELD_BYTES)?;
+                let service = Passed::read(&store, &service, names)?;
+                let service_id = Passed::read(&store, &service_id, names)?;
+                let identities = &mut store.data_mut().identities;
+                Ok((identities.lookup(&email, &service, &service_id),))
+            },
+        )?;
+        functions.func_wrap(
+            "persist",
+            |mut store: StoreContextMut<'_, InstanceState>,
+             (email, service, service_id, user_id): (WasmStr, WasmStr, WasmStr, WasmStr)| {
+                let names = store.data().identities.name_bytes();
+                let email = Passed::read(&store, &email, FIELD_BYTES)?;
+                let service = Passed::read(&store, &service, names)?;
+                let service_id = Passed::read(&store, &service_id, names)?;
+                let user_id = Passed::read(&store, &user_id, FIELD_BYTES)?;
+                let identities = &mut store.data_mut().identities;
+                Ok((identities.persist(&email, &service, &service_id, &user_id),))
+            },
+        )
+    }
+
+    fn finish(&mut self) -> Outcome {
+        Outcome {
+            refusals: self.refusals.finish(),
+            ..Outcome::default()
         }
-        if let Err(e) = check_fields(&[("email", &email), ("user-id", &user_id)]) {
-            return Ok(Err(e));
-        }
-        if !email.contains('@') {
-            return Ok(Err(IdentityError::Invalid(format!(
-                "`{email}` is not an email address"
-            ))));
-        }
-        if self.persisted >= MAX_PERSISTS_PER_EVENT {
-            return Ok(Err(IdentityError::Invalid(format!(
-                "at most {MAX_PERSISTS_PER_EVENT} identities may be persisted per event"
-            ))));
-        }
-        self.persisted += 1;
-        Ok(self
-            .store
-            .persist_identity(&email, &service, &service_id, &user_id)
-            .map(to_wit)
-            .map_err(|e| IdentityError::Store(e.to_string())))
     }
 }
 
-struct Identities;
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::capabilities::testing::Event;
 
-impl HasData for Identities {
-    type Data<'a> = &'a mut IdentitiesInstance;
-}
+    fn identities() -> (Event, IdentitiesInstance) {
+        let event = Event::new("");
+        let identities = event.instance();
+        (event, identities)
+    }
 
-pub fn add_to_linker<T: 'static>(
-    linker: &mut Linker<T>,
-    get: fn(&mut T) -> &mut IdentitiesInstance,
-) -> wasmtime::Result<()> {
-    wit::add_to_linker::<T, Identities>(linker, get)
+    #[test]
+    fn a_granted_service_persists_and_finds_identities() {
+        let (_event, mut ids) = identities();
+        let (email, service, id) = (&"a@example.com".into(), &"custom".into(), &"vo-ext".into());
+        assert!(matches!(ids.lookup(email, service, id), Ok(None)));
+        let stored = ids.persist(email, service, id, &"jdoe".into()).unwrap();
+        assert_eq!(stored.user_id, "jdoe");
+        let found = ids.lookup(email, service, id).unwrap().expect("persisted");
+        assert_eq!(
+            (found.service, found.service_id, found.user_id),
+            ("custom".into(), "vo-ext".into(), "jdoe".into())
+        );
+        assert!(ids.finish().refusals.is_empty());
+    }
+
+    #[test]
+    fn a_service_outside_the_environment_is_refused_and_recorded() {
+        let (_event, mut ids) = identities();
+        let email = &"a@example.com".into();
+        let Err(IdentityError::NotGranted(detail)) =
+            ids.lookup(email, &"custom".into(), &"pager-ext".into())
+        else {
+            panic!("pager-ext is not in the environment");
+        };
+        assert_eq!(
+            detail,
+            "environment `main` holds no `custom` integration with external_id `pager-ext`"
+        );
+        assert!(matches!(
+            ids.persist(email, &"other".into(), &"vo-ext".into(), &"u".into()),
+            Err(IdentityError::NotGranted(_))
+        ));
+        let refusals = ids.finish().refusals;
+        assert_eq!(refusals.len(), 2);
+        assert!(refusals.iter().all(|r| r.kind == RefusalKind::Identity));
+        assert_eq!(refusals[0].detail, detail);
+    }
+
+    #[test]
+    fn fields_are_checked_without_copying_more_than_can_be_valid() {
+        let (_event, mut ids) = identities();
+        let (service, id) = (&"custom".into(), &"vo-ext".into());
+        let long = format!("{}@example.com", "a".repeat(1 << 20));
+        let email = Passed::new(&long, FIELD_BYTES);
+        assert!(email.kept().len() <= FIELD_BYTES);
+        let invalid = |result: Result<_, IdentityError>| match result {
+            Err(IdentityError::Invalid(message)) => message,
+            other => panic!("{:?}", other.map(|_: Identity| ())),
+        };
+        assert_eq!(
+            invalid(ids.lookup(&email, service, id).map(|_| Identity {
+                service: String::new(),
+                service_id: String::new(),
+                user_id: String::new(),
+            })),
+            "email is longer than 320 bytes"
+        );
+        let ok_email = &"a@example.com".into();
+        let blank = Passed::new(&" ".repeat(1000), FIELD_BYTES);
+        assert_eq!(
+            invalid(ids.persist(ok_email, service, id, &blank)),
+            "user-id is empty"
+        );
+        assert_eq!(
+            invalid(ids.persist(&"no-at-sign".into(), service, id, &"u".into())),
+            "`no-at-sign` is not an email address"
+        );
+        // Invalid fields are no refusals: the flow grants the service.
+        assert!(ids.finish().refusals.is_empty());
+    }
+
+    #[test]
+    fn an_event_persists_at_most_its_share() {
+        let (_event, mut ids) = identities();
+        let (service, id) = (&"custom".into(), &"vo-ext".into());
+        for i in 0..MAX_PERSISTS_PER_EVENT {
+            let email = format!("u{i}@example.com");
+            ids.persist(&email.as_str().into(), service, id, &"u".into())
+                .unwrap();
+        }
+        let Err(IdentityError::Invalid(message)) =
+            ids.persist(&"late@example.com".into(), service, id, &"u".into())
+        else {
+            panic!("one persist too many");
+        };
+        assert!(message.starts_with("at most 16 identities"), "{message}");
+    }
 }

@@ -1,11 +1,18 @@
 //! `warden:plugin/log`: plugin log lines, kept per event within the flow's byte budget
 //! (`log_max_bytes`, shared with stdout and stderr; see [`crate::runtime::budget`]).
 
-use serde::Serialize;
-use wasmtime::component::{HasData, Linker};
+use std::sync::Arc;
 
-use crate::runtime::bindings::warden::plugin::log::{self as wit, Level};
+use serde::Serialize;
+use wasmtime::StoreContextMut;
+use wasmtime::component::{LinkerInstance, WasmStr};
+
+use super::{AppState, Capability, Outcome};
+use crate::config::Flow;
+use crate::runtime::bindings::warden::plugin::log::Level;
 use crate::runtime::budget::EventBudget;
+use crate::runtime::instance::InstanceState;
+use crate::runtime::lift;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -65,8 +72,58 @@ impl LogInstance {
         }
     }
 
-    /// The lines, with a closing line counting those dropped over the budget; none are left.
-    pub fn finish(&mut self) -> Vec<LogLine> {
+    /// Charges a line of `len` bytes to the event's budget: whether to keep it. One that
+    /// does not fit is counted as dropped.
+    pub fn admit(&mut self, len: usize) -> bool {
+        if self.budget.log_line(len) {
+            return true;
+        }
+        self.dropped += 1;
+        self.dropped_bytes = self.dropped_bytes.saturating_add(len);
+        false
+    }
+
+    /// Keeps a line [`admit`](Self::admit) let in.
+    pub fn keep(&mut self, level: Level, message: String) {
+        self.lines.push(LogLine {
+            level: level.into(),
+            source: LogSource::Plugin,
+            message,
+        });
+    }
+
+    /// A line the plugin wrote, kept if it fits.
+    pub fn write(&mut self, level: Level, message: &str) {
+        if self.admit(message.len()) {
+            self.keep(level, message.to_string());
+        }
+    }
+}
+
+impl Capability for LogInstance {
+    const INTERFACE: &'static str = "log";
+
+    fn instance(_: &Arc<Flow>, _: &AppState, budget: &EventBudget) -> Self {
+        Self::new(budget.clone())
+    }
+
+    fn link(functions: &mut LinkerInstance<'_, InstanceState>) -> wasmtime::Result<()> {
+        functions.func_wrap(
+            "write",
+            |mut store: StoreContextMut<'_, InstanceState>, (level, message): (Level, WasmStr)| {
+                // Measured in place: a line the budget drops is never copied.
+                let len = lift::len(&store, &message)?;
+                if store.data_mut().log.admit(len) {
+                    let text = message.to_str(&store)?.into_owned();
+                    store.data_mut().log.keep(level, text);
+                }
+                Ok(())
+            },
+        )
+    }
+
+    /// The lines, with a closing line counting those dropped over the budget.
+    fn finish(&mut self) -> Outcome {
         let mut lines = std::mem::take(&mut self.lines);
         if self.dropped > 0 {
             lines.push(LogLine {
@@ -80,53 +137,26 @@ impl LogInstance {
             self.dropped = 0;
             self.dropped_bytes = 0;
         }
-        lines
-    }
-}
-
-impl wit::Host for LogInstance {
-    fn write(&mut self, level: Level, message: String) -> wasmtime::Result<()> {
-        if !self.budget.log_line(message.len()) {
-            self.dropped += 1;
-            self.dropped_bytes = self.dropped_bytes.saturating_add(message.len());
-            return Ok(());
+        Outcome {
+            logs: lines,
+            ..Outcome::default()
         }
-        self.lines.push(LogLine {
-            level: level.into(),
-            source: LogSource::Plugin,
-            message,
-        });
-        Ok(())
     }
-}
-
-struct Log;
-
-impl HasData for Log {
-    type Data<'a> = &'a mut LogInstance;
-}
-
-pub fn add_to_linker<T: 'static>(
-    linker: &mut Linker<T>,
-    get: fn(&mut T) -> &mut LogInstance,
-) -> wasmtime::Result<()> {
-    wit::add_to_linker::<T, Log>(linker, get)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use wit::Host as _;
 
     #[test]
     fn lines_over_the_budget_are_dropped_and_counted() {
         use crate::runtime::budget::LINE_OVERHEAD;
         let mut log = LogInstance::new(EventBudget::new(2 * LINE_OVERHEAD + 10));
-        log.write(Level::Info, "12345".into()).unwrap();
-        log.write(Level::Warn, "67890".into()).unwrap();
-        log.write(Level::Error, "x".into()).unwrap();
-        log.write(Level::Error, "y".into()).unwrap();
-        let lines = log.finish();
+        log.write(Level::Info, "12345");
+        log.write(Level::Warn, "67890");
+        log.write(Level::Error, "x");
+        log.write(Level::Error, "y");
+        let lines = log.finish().logs;
         assert_eq!(lines.len(), 3);
         assert_eq!(lines[1].level, LogLevel::Warn);
         assert_eq!(lines[2].source, LogSource::Host);
@@ -142,10 +172,9 @@ mod tests {
     fn a_line_too_long_leaves_room_for_shorter_ones_after_it() {
         let budget = EventBudget::new(1024);
         let mut log = LogInstance::new(budget.clone());
-        log.write(Level::Info, "x".repeat(4 << 20)).unwrap();
-        log.write(Level::Error, "panicked at the end".into())
-            .unwrap();
-        let lines = log.finish();
+        log.write(Level::Info, &"x".repeat(4 << 20));
+        log.write(Level::Error, "panicked at the end");
+        let lines = log.finish().logs;
         assert_eq!(lines[0].message, "panicked at the end");
         assert!(
             lines[1]
@@ -160,9 +189,9 @@ mod tests {
         let budget = EventBudget::new(64 << 10);
         let mut log = LogInstance::new(budget.clone());
         for _ in 0..1_000_000 {
-            log.write(Level::Info, String::new()).unwrap();
+            log.write(Level::Info, "");
         }
-        let lines = log.finish();
+        let lines = log.finish().logs;
         assert_eq!(
             lines.len(),
             (64 << 10) / crate::runtime::budget::LINE_OVERHEAD + 1

@@ -1,9 +1,18 @@
 //! What a plugin can reach: one module per imported WIT interface of `warden:plugin`.
 //!
-//! Each has the same shape: per-instance state built for one event of one flow, the
-//! generated `Host` trait implemented on it, and an `add_to_linker` that projects the
-//! store onto that state alone, so no capability sees another's. A plugin asking for more
-//! than its flow grants gets a [`refusal::Refusal`], recorded in the hook's report.
+//! Each is one [`Capability`]: per-event state built the same way for every capability
+//! ([`Capability::instance`]), the interface's functions linked by hand
+//! ([`Capability::link`], through [`link`]), and everything the event leaves behind handed
+//! back through [`Capability::finish`]. A capability's functions touch its own state and the
+//! instance's resource table, nothing of another capability's.
+//!
+//! The functions are written by hand, not generated, because they never take a `String` or
+//! a list from the plugin: they read what it passes in place and copy only what the event's
+//! budgets keep (see [`crate::runtime::lift`]). The generated bindings still give the WIT's
+//! records, variants and enums.
+//!
+//! A plugin asking for more than its flow grants gets a [`refusal::Refusal`], recorded in the
+//! hook's report.
 
 pub mod cache;
 pub mod http;
@@ -12,3 +21,69 @@ pub mod integrations;
 pub mod log;
 pub mod refusal;
 pub mod secrets;
+
+#[cfg(test)]
+pub(crate) mod testing;
+
+use std::sync::Arc;
+
+use wasmtime::component::{Linker, LinkerInstance};
+
+use crate::config::Flow;
+use crate::runtime::budget::EventBudget;
+use crate::runtime::instance::InstanceState;
+use crate::runtime::plugin::{WIT_PACKAGE, WIT_VERSION};
+use crate::secrets::SecretStore;
+use crate::store::Store as IdentityStore;
+use http::HttpCall;
+use log::LogLine;
+use refusal::Refusal;
+
+/// What every event's capabilities share across events and flows.
+#[derive(Clone)]
+pub struct AppState {
+    pub identities: Arc<IdentityStore>,
+    pub http: http::HttpState,
+    pub cache: Arc<cache::CacheState>,
+    /// Current secret values; also what to redact.
+    pub secrets: Arc<SecretStore>,
+}
+
+/// What a capability leaves of one event, for the hook's report.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    pub logs: Vec<LogLine>,
+    pub refusals: Vec<Refusal>,
+    pub http_calls: Vec<HttpCall>,
+}
+
+impl Outcome {
+    /// Everything `other` holds, after what this holds.
+    pub fn extend(&mut self, other: Outcome) {
+        self.logs.extend(other.logs);
+        self.refusals.extend(other.refusals);
+        self.http_calls.extend(other.http_calls);
+    }
+}
+
+/// One imported WIT interface's per-event state.
+pub(crate) trait Capability: Sized {
+    /// The interface's name in the `warden:plugin` package (`log`, `http`, ...).
+    const INTERFACE: &'static str;
+
+    /// The state for one event of `flow`, charging what it keeps to `budget`.
+    fn instance(flow: &Arc<Flow>, app: &AppState, budget: &EventBudget) -> Self;
+
+    /// Defines the interface's functions in `functions`, the linker's instance for it.
+    fn link(functions: &mut LinkerInstance<'_, InstanceState>) -> wasmtime::Result<()>;
+
+    /// What the event left (lines, refusals, calls, counts of what was dropped); nothing is
+    /// left behind.
+    fn finish(&mut self) -> Outcome;
+}
+
+/// Links `C`'s functions under its interface's versioned name.
+pub(crate) fn link<C: Capability>(linker: &mut Linker<InstanceState>) -> wasmtime::Result<()> {
+    let name = format!("{WIT_PACKAGE}/{}@{WIT_VERSION}", C::INTERFACE);
+    C::link(&mut linker.instance(&name)?)
+}

@@ -13,7 +13,10 @@ pub enum RefusalKind {
     Secret,
     SealedOnly,
     Identity,
-    Host,
+    /// An HTTP destination the flow's `allowed_hosts` does not allow, or a request over
+    /// `limits.http_requests`. Shown as `host`, as the JSON output and metrics always have.
+    #[serde(rename = "host")]
+    Destination,
     /// An HTTP header the host sets itself or that would change where a request goes.
     Header,
 }
@@ -25,7 +28,7 @@ impl RefusalKind {
             Self::Secret => "secret",
             Self::SealedOnly => "sealed-only",
             Self::Identity => "identity",
-            Self::Host => "host",
+            Self::Destination => "host",
             Self::Header => "header",
         }
     }
@@ -117,7 +120,7 @@ mod tests {
         let mut refusals = Refusals::new(EventBudget::new(1024));
         for i in 0..MAX_REFUSALS_PER_EVENT + 5 {
             refusals.push(Refusal {
-                kind: RefusalKind::Host,
+                kind: RefusalKind::Destination,
                 detail: format!("#{i}"),
             });
         }

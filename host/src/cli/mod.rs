@@ -2,6 +2,7 @@
 //! `warden users`, `warden new plugin`, `warden bench`, and how plugin text is printed.
 
 pub mod bench;
+pub mod build;
 pub mod escape;
 pub mod scaffold;
 pub mod users;

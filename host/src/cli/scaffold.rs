@@ -1,6 +1,10 @@
-//! `warden new plugin NAME`: a plugin crate that builds and passes `warden test` as created.
+//! `warden new plugin NAME`: a plugin crate that builds and passes `warden test` as created;
+//! with `--lang python`, a Python plugin's folder ([`new_python_plugin`]).
 
 use std::path::{Path, PathBuf};
+
+mod python;
+pub use python::new_python_plugin;
 
 /// This repository's guest SDK, the new crate's default `warden-sdk` (the SDK is not
 /// published yet).
@@ -29,15 +33,21 @@ pub enum ScaffoldError {
     },
 }
 
-/// Creates the crate `name` inside `parent`; returns its folder.
-pub fn new_plugin(name: &str, parent: &Path, sdk: &Path) -> Result<PathBuf, ScaffoldError> {
+fn check_name(name: &str) -> Result<(), ScaffoldError> {
     let valid = name.chars().next().is_some_and(|c| c.is_ascii_lowercase())
         && name
             .chars()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
-    if !valid {
-        return Err(ScaffoldError::Name(name.to_string()));
+    if valid {
+        Ok(())
+    } else {
+        Err(ScaffoldError::Name(name.to_string()))
     }
+}
+
+/// Creates the crate `name` inside `parent`; returns its folder.
+pub fn new_plugin(name: &str, parent: &Path, sdk: &Path) -> Result<PathBuf, ScaffoldError> {
+    check_name(name)?;
     let sdk = std::path::absolute(sdk).unwrap_or_else(|_| sdk.to_path_buf());
     let sdk = sdk.canonicalize().unwrap_or(sdk);
     if !sdk.join("Cargo.toml").is_file() {

@@ -1,5 +1,6 @@
 //! The operator's TOML file, parsed once into a validated model that the runtime only reads.
 
+mod channels;
 mod hosts;
 mod locate;
 mod outline;
@@ -15,6 +16,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use channels::{Channel, ChannelKind, NotifyEvent};
 pub use hosts::{AllowList, HostRule, is_localhost_name, is_public, origin};
 pub use locate::Location;
 pub use outline::Outline;
@@ -105,6 +107,8 @@ pub struct Flow {
     pub policy: ApprovalPolicy,
     /// The request fields `warden serve` accepts; empty: any fields.
     pub fields: BTreeMap<String, FieldSpec>,
+    /// `[flows.<flow>.notify]`: the channels each kind of event goes to.
+    pub notify: BTreeMap<NotifyEvent, Vec<String>>,
 }
 
 #[derive(Debug)]
@@ -125,6 +129,8 @@ pub struct Config {
     pub serve: ServeSettings,
     /// `[groups.*]`: each group's members (lowercase emails), for flows' `approvers`.
     pub groups: BTreeMap<String, BTreeSet<String>>,
+    /// `[channels.<name>]`: where notifications go.
+    pub channels: BTreeMap<String, Arc<Channel>>,
 }
 
 /// One problem in a config file.

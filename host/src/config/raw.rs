@@ -22,6 +22,8 @@ pub struct RawConfig {
     pub serve: RawServe,
     #[serde(default)]
     pub groups: BTreeMap<String, super::policy::RawGroup>,
+    #[serde(default)]
+    pub channels: BTreeMap<String, super::channels::RawChannel>,
 }
 
 /// `[serve]`: the `warden serve` API.
@@ -33,6 +35,8 @@ pub struct RawServe {
     /// The console's session cookie is marked `Secure` on every response.
     #[serde(default)]
     pub behind_tls: bool,
+    /// Where people reach the console; notifications link to `{public_url}/requests/{id}`.
+    pub public_url: Option<String>,
     #[serde(default)]
     pub tokens: BTreeMap<String, RawToken>,
 }
@@ -119,6 +123,8 @@ pub struct RawFlow {
     pub approvals_required: Option<u64>,
     #[serde(default)]
     pub fields: BTreeMap<String, RawField>,
+    #[serde(default)]
+    pub notify: super::channels::RawNotify,
 }
 
 #[derive(Debug, Default, Deserialize)]

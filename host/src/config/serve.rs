@@ -71,6 +71,8 @@ pub struct ServeSettings {
     /// `behind_tls`: warden is reached only through a TLS-terminating proxy, so the
     /// console's session cookie is always marked `Secure`.
     pub behind_tls: bool,
+    /// `public_url`, without a trailing `/`: the console's address as people reach it.
+    pub public_url: Option<String>,
 }
 
 impl Default for ServeSettings {
@@ -81,6 +83,7 @@ impl Default for ServeSettings {
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
             tokens: Vec::new(),
             behind_tls: false,
+            public_url: None,
         }
     }
 }
@@ -244,6 +247,7 @@ impl Validator<'_> {
             max_in_flight,
             tokens,
             behind_tls: raw.behind_tls,
+            public_url: self.public_url(raw.public_url.as_deref()),
         }
     }
 

@@ -58,11 +58,13 @@ impl<'a> Validator<'a> {
         let environments = self.environments(&raw, &integrations);
         let serve = self.serve(&raw.serve);
         let groups = self.groups(&raw.groups);
+        let channels = self.channels(&raw, &secrets);
         let flows = raw
             .flows
             .iter()
             .filter_map(|(name, flow)| {
-                let built = self.flow(name, flow, &environments, &groups)?;
+                let mut built = self.flow(name, flow, &environments, &groups)?;
+                built.notify = self.notify(name, &flow.notify, &raw.channels)?;
                 Some((name.clone(), Arc::new(built)))
             })
             .collect();
@@ -79,6 +81,7 @@ impl<'a> Validator<'a> {
                 flows,
                 serve,
                 groups,
+                channels,
             })
         } else {
             Err(ConfigErrors(self.errors))
@@ -429,7 +432,9 @@ impl<'a> Validator<'a> {
             );
         }
         let plugin = self.resolve(&raw.plugin);
-        if !plugin.is_file() {
+        if let Some(hint) = crate::cli::build::not_a_component(&plugin) {
+            self.error(&["flows", name, "plugin"], hint);
+        } else if !plugin.is_file() {
             self.error(
                 &["flows", name, "plugin"],
                 format!("plugin file {} does not exist", plugin.display()),
@@ -492,6 +497,7 @@ impl<'a> Validator<'a> {
             allow_self_approval: raw.allow_self_approval.unwrap_or(false),
             policy,
             fields,
+            notify: BTreeMap::new(),
         })
     }
 
@@ -536,7 +542,7 @@ fn scalar(value: &toml::Value) -> Option<String> {
     }
 }
 
-fn declared<'k>(names: impl Iterator<Item = &'k String>) -> String {
+pub(super) fn declared<'k>(names: impl Iterator<Item = &'k String>) -> String {
     let names: Vec<&str> = names.map(String::as_str).collect();
     if names.is_empty() {
         " (none are declared)".to_string()

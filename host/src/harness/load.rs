@@ -86,16 +86,16 @@ pub struct LoadError {
     pub message: String,
 }
 
-/// The test files under `paths`: a file is taken as it is; a folder holding a crate
-/// (`Cargo.toml`) gives its `tests/*.toml`; any other folder gives the `*.toml` directly
-/// in it, and is searched for crates.
+/// The test files under `paths`: a file is taken as it is; a plugin's folder (a crate with
+/// `Cargo.toml`, or a Python plugin with `plugin.py`) gives its `tests/*.toml`; any other
+/// folder gives the `*.toml` directly in it, and is searched for plugins' folders.
 pub fn find_test_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, LoadError> {
     let mut files = Vec::new();
     for path in paths {
         if path.is_file() {
             files.push(path.clone());
         } else if path.is_dir() {
-            if !path.join("Cargo.toml").is_file() {
+            if !is_plugin_dir(path) {
                 toml_files_in(path, &mut files);
             }
             collect(path, &mut files);
@@ -122,8 +122,12 @@ fn toml_files_in(dir: &Path, files: &mut Vec<PathBuf>) {
     }
 }
 
+fn is_plugin_dir(dir: &Path) -> bool {
+    dir.join("Cargo.toml").is_file() || dir.join(crate::cli::build::PYTHON_ENTRY).is_file()
+}
+
 fn collect(dir: &Path, files: &mut Vec<PathBuf>) {
-    if dir.join("Cargo.toml").is_file() {
+    if is_plugin_dir(dir) {
         toml_files_in(&dir.join("tests"), files);
     }
     let Ok(entries) = std::fs::read_dir(dir) else {
@@ -133,22 +137,38 @@ fn collect(dir: &Path, files: &mut Vec<PathBuf>) {
         let path = entry.path();
         let name = entry.file_name();
         let name = name.to_string_lossy();
-        if path.is_dir() && !name.starts_with('.') && name != "target" && name != "node_modules" {
+        let skipped = ["target", "node_modules", "__pycache__"];
+        if path.is_dir() && !name.starts_with('.') && !skipped.contains(&name.as_ref()) {
             collect(&path, files);
         }
     }
 }
 
-/// Where `cargo build --release --target wasm32-wasip2` puts the plugin of the crate that
-/// holds `test_file` (the nearest folder above it with a `Cargo.toml`).
+/// The component of the plugin whose folder holds `test_file` (the nearest folder above it
+/// that is a plugin's): where `warden build` puts a Python plugin's, or where
+/// `cargo build --release --target wasm32-wasip2` puts a crate's.
 pub fn default_plugin(test_file: &Path) -> Result<PathBuf, String> {
     let absolute = absolute(test_file);
+    if let Some(dir) = absolute.ancestors().skip(1).find(|dir| is_plugin_dir(dir))
+        && dir.join(crate::cli::build::PYTHON_ENTRY).is_file()
+    {
+        let wasm = dir.join(crate::cli::build::PYTHON_OUTPUT);
+        return if wasm.is_file() {
+            Ok(wasm)
+        } else {
+            Err(format!(
+                "plugin not built: {} does not exist; run `warden build {}`",
+                wasm.display(),
+                dir.display()
+            ))
+        };
+    }
     let crate_dir = absolute
         .ancestors()
         .skip(1)
         .find(|dir| dir.join("Cargo.toml").is_file())
         .ok_or_else(|| {
-            "no `plugin` is set and no Cargo.toml is above the test file; set `plugin = \"path/to/plugin.wasm\"`".to_string()
+            "no `plugin` is set and no plugin's folder (with Cargo.toml or plugin.py) is above the test file; set `plugin = \"path/to/plugin.wasm\"`".to_string()
         })?;
     let manifest_path = crate_dir.join("Cargo.toml");
     let manifest: toml::Table = std::fs::read_to_string(&manifest_path)
@@ -239,9 +259,11 @@ pub fn load_file(file: &Path, plugin: Option<&Path>) -> Result<Vec<Case>, LoadEr
         if !seen.insert(case.name.clone()) {
             return Err(named("another case has the same name".into()));
         }
+        // Absolute here, once: the case's config would otherwise resolve a relative path
+        // against the test file's folder a second time.
         let plugin = match (plugin, case.plugin.as_ref().or(spec.plugin.as_ref())) {
-            (Some(p), _) => p.to_path_buf(),
-            (None, Some(p)) => base.join(p),
+            (Some(p), _) => absolute(p),
+            (None, Some(p)) => absolute(&base.join(p)),
             (None, None) => default_plugin_result
                 .get_or_insert_with(|| default_plugin(file))
                 .clone()

@@ -10,6 +10,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use url::Url;
 
+use crate::Unpoisoned;
 use crate::capabilities::http::{
     HopRequest, HopResponse, OutgoingValue, Transport, TransportError, too_large,
 };
@@ -185,7 +186,7 @@ impl MockTransport {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Recorded> {
-        self.recorded.lock().unwrap_or_else(|p| p.into_inner())
+        self.recorded.lock().unpoisoned()
     }
 
     /// What differs between `mock` and the request; empty when it matches.

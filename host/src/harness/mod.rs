@@ -1,7 +1,8 @@
 //! The plugin test harness behind `warden test`: declarative cases (TOML) run in the real
 //! sandbox, with HTTP answered by mocks.
 //!
-//! A test file sits in a plugin crate's `tests/` folder. Each `[[case]]` gives the flow's
+//! A test file sits in the `tests/` folder of a plugin crate or of a Python plugin's folder
+//! (one holding `plugin.py`). Each `[[case]]` gives the flow's
 //! vars, integrations, secrets (literal test values) and the identities stored before the
 //! run; HTTP mocks; the event and hook; and what must happen. File-level keys are defaults
 //! for every case. See `docs/plugin-authors.md` for the format.
@@ -134,7 +135,7 @@ impl RunSummary {
         if self.results.is_empty() && self.load_errors.is_empty() {
             let _ = writeln!(
                 out,
-                "no test cases found (test files are `tests/*.toml` in a plugin crate)"
+                "no test cases found (test files are `tests/*.toml` in a plugin crate or a Python plugin's folder)"
             );
         }
         let _ = writeln!(out, "\n{} passed, {} failed", self.passed(), self.failed());

@@ -1,14 +1,12 @@
-//! Host-side bindings for the `warden:plugin` world (see `wit/`).
+//! Host-side bindings for the `warden:plugin` world (see `wit/`): the WIT's records, variants
+//! and enums, and the `hooks` export. The imports' functions are linked by hand, one
+//! [`crate::capabilities::Capability`] each, so the `Host` traits generated here are not
+//! implemented.
 
 wasmtime::component::bindgen!({
     path: "../wit",
     world: "plugin",
-    imports: {
-        "warden:plugin/http.send": async | trappable,
-        // An AWS secret may have to be fetched again.
-        "warden:plugin/secrets.[method]secret.retrieve-value": async | trappable,
-        default: trappable,
-    },
+    imports: { default: trappable },
     exports: { default: async },
     with: {
         "warden:plugin/secrets.secret": crate::capabilities::secrets::SecretHandle,
@@ -16,4 +14,4 @@ wasmtime::component::bindgen!({
 });
 
 pub use self::warden::plugin::types;
-pub use exports::warden::plugin::hooks::{Decision, Event};
+pub use exports::warden::plugin::hooks::Event;

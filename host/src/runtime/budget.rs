@@ -146,6 +146,26 @@ pub fn cut(text: &str, max: usize) -> Cow<'_, str> {
     Cow::Owned(format!("{}{}", &body[..end], marker(dropped)))
 }
 
+/// [`cut`] of a text of which only `start` was copied (its first `max` bytes or more, or all
+/// of it), `len` being the whole text's length: the same start and marker, without the host
+/// ever holding the rest.
+pub fn cut_start(start: &str, len: usize, max: usize) -> Cow<'_, str> {
+    if start.len() >= len {
+        return cut(start, max);
+    }
+    let room = max.saturating_sub(marker(len).len());
+    let mut shown = 0;
+    let mut end = 0;
+    for (at, c) in start.char_indices() {
+        shown += shown_char_len(c);
+        if shown > room {
+            break;
+        }
+        end = at + c.len_utf8();
+    }
+    Cow::Owned(format!("{}{}", &start[..end], marker(len - end)))
+}
+
 /// A name the plugin passed, as a message quotes it: at most [`MAX_NAME_BYTES`].
 pub fn quote(name: &str) -> Cow<'_, str> {
     cut(name, MAX_NAME_BYTES)

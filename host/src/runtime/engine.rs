@@ -12,10 +12,13 @@ use wasmtime::component::{Component, Linker};
 
 use super::instance::InstanceState;
 use super::report::{Blame, StartError};
-use crate::capabilities::http::HttpView;
-use crate::capabilities::integrations::IntegrationsView;
-use crate::capabilities::secrets::SecretsView;
-use crate::capabilities::{cache, http, identities, integrations, log, secrets};
+use crate::capabilities::cache::CacheInstance;
+use crate::capabilities::http::HttpInstance;
+use crate::capabilities::identities::IdentitiesInstance;
+use crate::capabilities::integrations::IntegrationsInstance;
+use crate::capabilities::link;
+use crate::capabilities::log::LogInstance;
+use crate::capabilities::secrets::SecretsInstance;
 use crate::runtime::plugin::{CacheOutcome, PluginCache, PluginFormat, root_message};
 use crate::runtime::sched::EPOCH_TICK;
 
@@ -28,18 +31,31 @@ pub(crate) fn prepared_room(max: u32) -> u32 {
     max / 16
 }
 
+/// Plugin files from this size up are compiled for the engine that maps memory images
+/// copy-on-write. Measured (BENCHMARKS.md, "Python plugins"): copying a Python plugin's
+/// ~14 MiB initial heap into every instance made a Python instance 4× slower than mapping
+/// it, while mapping made instances of a small Rust plugin 3× slower than copying its few
+/// pages (an madvise and a page fault per page touched on every reset). Rust plugins are
+/// 0.2–3.4 MB, Python ones about 20 MB.
+pub const LARGE_PLUGIN_BYTES: u64 = 8 << 20;
+
+/// Core instances the pool budgets per component instance: a Python component instantiates
+/// 14 core modules (the interpreter, its libraries, the WASI shims), a Rust one 3.
+pub const CORE_INSTANCES_PER_COMPONENT: u32 = 16;
+
 /// An engine whose instances come from a pool, so a fresh instance per event costs
-/// microseconds. Slots are sized for the largest `memory_mib` a config may set (the address
-/// space is only reserved); each flow's own limit is enforced by its store's limiter.
-pub(crate) fn engine() -> Result<Engine, StartError> {
+/// microseconds; `copy_on_write` for large plugins ([`LARGE_PLUGIN_BYTES`]). Slots are sized
+/// for the largest `memory_mib` a config may set (the address space is only reserved); each
+/// flow's own limit is enforced by its store's limiter.
+pub(crate) fn engine(copy_on_write: bool) -> Result<Engine, StartError> {
     let largest_memory: u64 = crate::config::MAX_MEMORY_MIB << 20;
     // The pooling allocator reserves (virtual) room for both kinds up front.
     let n = MAX_LIVE_INSTANCES + prepared_room(MAX_LIVE_INSTANCES);
     let mut pool = wasmtime::PoolingAllocationConfig::new();
     pool.total_component_instances(n)
         // A wasm32-wasip2 component holds a few core instances (the plugin, the WASI adapter,
-        // shims), each with at most a couple of memories and tables.
-        .total_core_instances(n * 8)
+        // shims; Python's many libraries), each with at most a couple of memories and tables.
+        .total_core_instances(n * CORE_INSTANCES_PER_COMPONENT)
         .total_memories(n * 2)
         .total_tables(n * 4)
         .total_stacks(n)
@@ -53,10 +69,10 @@ pub(crate) fn engine() -> Result<Engine, StartError> {
     let mut wasm = wasmtime::Config::new();
     wasm.wasm_component_model(true)
         .epoch_interruption(true)
-        // Measured (BENCHMARKS.md): for plugins this small, copying data segments into a
-        // slot kept resident beats copy-on-write images, whose reset is an madvise and a TLB
-        // shootdown per event.
-        .memory_init_cow(false)
+        // Measured (BENCHMARKS.md): for small plugins, copying data segments into a slot
+        // kept resident beats copy-on-write images, whose reset is an madvise and a TLB
+        // shootdown per event; for Python's interpreter heap, mapping the image wins.
+        .memory_init_cow(copy_on_write)
         .allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
     Engine::new(&wasm).map_err(|e| StartError::Engine(root_message(&e)))
 }
@@ -68,21 +84,12 @@ pub(crate) fn linker(engine: &Engine) -> wasmtime::Result<Linker<InstanceState>>
         _,
         wasmtime::component::HasSelf<_>,
     >(&mut linker, |s: &mut InstanceState| s)?;
-    log::add_to_linker(&mut linker, |s| &mut s.log)?;
-    secrets::add_to_linker(&mut linker, |s| SecretsView {
-        instance: &mut s.secrets,
-        table: &mut s.table,
-    })?;
-    integrations::add_to_linker(&mut linker, |s| IntegrationsView {
-        instance: &mut s.integrations,
-        table: &mut s.table,
-    })?;
-    identities::add_to_linker(&mut linker, |s| &mut s.identities)?;
-    http::add_to_linker(&mut linker, |s| HttpView {
-        instance: &mut s.http,
-        table: &mut s.table,
-    })?;
-    cache::add_to_linker(&mut linker, |s| &mut s.cache)?;
+    link::<LogInstance>(&mut linker)?;
+    link::<SecretsInstance>(&mut linker)?;
+    link::<IntegrationsInstance>(&mut linker)?;
+    link::<IdentitiesInstance>(&mut linker)?;
+    link::<HttpInstance>(&mut linker)?;
+    link::<CacheInstance>(&mut linker)?;
     Ok(linker)
 }
 
@@ -96,10 +103,10 @@ pub(crate) struct EpochTicker {
 }
 
 impl EpochTicker {
-    pub(crate) fn start(engine: &Engine) -> Self {
+    pub(crate) fn start(engines: &[&Engine]) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let ticks = Arc::new(AtomicU64::new(0));
-        let weak = engine.weak();
+        let weak: Vec<_> = engines.iter().map(|e| e.weak()).collect();
         let (flag, counted) = (stop.clone(), ticks.clone());
         std::thread::Builder::new()
             .name("warden-epoch".into())
@@ -108,9 +115,13 @@ impl EpochTicker {
                     std::thread::sleep(EPOCH_TICK);
                     // Counted first: a callback this tick fires sees it.
                     counted.fetch_add(1, Ordering::Relaxed);
-                    match weak.upgrade() {
-                        Some(engine) => engine.increment_epoch(),
-                        None => break,
+                    let mut alive = false;
+                    for engine in weak.iter().filter_map(|w| w.upgrade()) {
+                        engine.increment_epoch();
+                        alive = true;
+                    }
+                    if !alive {
+                        break;
                     }
                 }
             })
@@ -133,8 +144,12 @@ pub struct SharedEngine {
 }
 
 pub(crate) struct EngineInner {
+    /// For plugins smaller than [`LARGE_PLUGIN_BYTES`]: memory initialised by copying.
     pub(crate) engine: Engine,
     pub(crate) linker: Linker<InstanceState>,
+    /// For larger plugins (Python's interpreter): memory images mapped copy-on-write.
+    pub(crate) large: Engine,
+    pub(crate) large_linker: Linker<InstanceState>,
     /// Held while compiling, so concurrent starts compile a plugin once.
     pub(crate) compiled:
         tokio::sync::Mutex<HashMap<PathBuf, (Component, PluginFormat, CacheOutcome)>>,
@@ -162,13 +177,17 @@ impl SharedEngine {
     /// Instances made ahead have their own room, a sixteenth of `max`.
     pub fn with_max_instances(max: u32) -> Result<Self, StartError> {
         let max = max.min(MAX_LIVE_INSTANCES);
-        let engine = engine()?;
+        let large = engine(true)?;
+        let engine = engine(false)?;
+        let large_linker = linker(&large).map_err(|e| StartError::Engine(root_message(&e)))?;
         let linker = linker(&engine).map_err(|e| StartError::Engine(root_message(&e)))?;
         Ok(Self {
             inner: Arc::new(EngineInner {
-                ticker: EpochTicker::start(&engine),
+                ticker: EpochTicker::start(&[&engine, &large]),
                 engine,
                 linker,
+                large,
+                large_linker,
                 compiled: Default::default(),
                 slots: Arc::new(Semaphore::new(max as usize)),
                 prepared_slots: Arc::new(Semaphore::new(prepared_room(max) as usize)),
@@ -194,7 +213,12 @@ impl SharedEngine {
         if let Some(c) = compiled.get(path) {
             return Ok(c.clone());
         }
-        let engine = self.inner.engine.clone();
+        let large = std::fs::metadata(path).is_ok_and(|m| m.len() >= LARGE_PLUGIN_BYTES);
+        let engine = if large {
+            self.inner.large.clone()
+        } else {
+            self.inner.engine.clone()
+        };
         let owned = path.clone();
         let cache = cache.clone();
         let c = tokio::task::spawn_blocking(move || cache.load_or_compile(&engine, &owned))

@@ -8,16 +8,18 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use wasmtime::component::{ComponentExportIndex, Instance, ResourceTable};
-use wasmtime::{Engine, ResourceLimiter, Store};
+use wasmtime::{ResourceLimiter, Store};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::{budget, sched};
-use crate::capabilities::cache::{CacheInstance, CacheState};
-use crate::capabilities::http::{HttpInstance, HttpState};
+use crate::Unpoisoned;
+use crate::capabilities::cache::CacheInstance;
+use crate::capabilities::http::HttpInstance;
 use crate::capabilities::identities::IdentitiesInstance;
 use crate::capabilities::integrations::IntegrationsInstance;
-use crate::capabilities::log::LogInstance;
+use crate::capabilities::log::{LogInstance, LogSource};
 use crate::capabilities::secrets::SecretsInstance;
+use crate::capabilities::{AppState, Capability, Outcome};
 use crate::config::{Flow, Limits};
 use crate::runtime::bindings::PluginPre;
 use crate::runtime::budget::EventBudget;
@@ -25,8 +27,6 @@ use crate::runtime::hooks::HookName;
 use crate::runtime::plugin::{CacheOutcome, PluginFormat};
 use crate::runtime::sched::{FlowShare, Schedule};
 use crate::runtime::stdio::CapturedOutput;
-use crate::secrets::SecretStore;
-use crate::store::Store as IdentityStore;
 
 /// Everything one instance may touch, each capability's state in its own field.
 pub(crate) struct InstanceState {
@@ -43,6 +43,22 @@ pub(crate) struct InstanceState {
     pub(crate) identities: IdentitiesInstance,
     pub(crate) http: HttpInstance,
     pub(crate) cache: CacheInstance,
+}
+
+impl InstanceState {
+    /// What the event left: the plugin's log lines, then its stdout and stderr, then what
+    /// each capability recorded.
+    pub(crate) fn finish(&mut self, stdout: &CapturedOutput, stderr: &CapturedOutput) -> Outcome {
+        let mut outcome = self.log.finish();
+        outcome.logs.extend(stdout.lines(LogSource::Stdout));
+        outcome.logs.extend(stderr.lines(LogSource::Stderr));
+        outcome.extend(self.integrations.finish());
+        outcome.extend(self.secrets.finish());
+        outcome.extend(self.identities.finish());
+        outcome.extend(self.http.finish());
+        outcome.extend(self.cache.finish());
+        outcome
+    }
 }
 
 impl WasiView for InstanceState {
@@ -92,6 +108,8 @@ pub(crate) struct LoadedFlow {
     /// Each hook's export, found once: an event looks up and type-checks only the hook it
     /// calls (the generated bindings would check all twelve on every instantiation).
     pub(crate) hook_exports: BTreeMap<HookName, ComponentExportIndex>,
+    /// `implemented`, asked once at load.
+    pub(crate) implemented_export: ComponentExportIndex,
     pub(crate) implemented: BTreeSet<HookName>,
     pub(crate) format: PluginFormat,
     pub(crate) cache: CacheOutcome,
@@ -107,26 +125,19 @@ pub(crate) struct LoadedFlow {
 
 impl LoadedFlow {
     pub(crate) fn take_ready(&self) -> Option<Prepared> {
-        self.ready.lock().unwrap_or_else(|p| p.into_inner()).take()
+        self.ready.lock().unpoisoned().take()
     }
 
     pub(crate) fn has_ready(&self) -> bool {
-        self.ready
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .is_some()
+        self.ready.lock().unpoisoned().is_some()
     }
 
     pub(crate) fn take_finished(&self) -> Vec<Store<InstanceState>> {
-        std::mem::take(&mut *self.finished.lock().unwrap_or_else(|p| p.into_inner()))
+        std::mem::take(&mut *self.finished.lock().unpoisoned())
     }
 
     pub(crate) fn has_finished(&self) -> bool {
-        !self
-            .finished
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .is_empty()
+        !self.finished.lock().unpoisoned().is_empty()
     }
 }
 
@@ -140,14 +151,10 @@ pub(crate) struct Prepared {
 
 /// What every event's store is made from; shared with the tasks preparing instances ahead.
 pub(crate) struct StoreMaker {
-    pub(crate) engine: Engine,
     pub(crate) slots: Arc<Semaphore>,
     pub(crate) prepared_slots: Arc<Semaphore>,
-    pub(crate) identities: Arc<IdentityStore>,
-    pub(crate) http: HttpState,
-    pub(crate) cache: Arc<CacheState>,
-    /// Current secret values; also what to redact.
-    pub(crate) secrets: Arc<SecretStore>,
+    /// What every event's capabilities share.
+    pub(crate) app: AppState,
     /// Hooks running now, across flows: while others run, a finished store is freed at once.
     pub(crate) running: AtomicUsize,
 }
@@ -186,10 +193,10 @@ impl StoreMaker {
     /// A store for one event of `flow`, disarmed: [`arm`] gives it its deadline.
     pub(crate) fn new_store(
         &self,
-        flow: &Arc<Flow>,
-        share: &Arc<FlowShare>,
+        loaded: &LoadedFlow,
         slot: OwnedSemaphorePermit,
     ) -> (Store<InstanceState>, CapturedOutput, CapturedOutput) {
+        let (flow, share) = (&loaded.flow, &loaded.share);
         let limits: &Limits = &flow.limits;
         // Everything the instance keeps of the plugin's is charged here (see `budget`).
         let budget = EventBudget::new(limits.log_max_bytes);
@@ -215,18 +222,15 @@ impl StoreMaker {
                 max_bytes: usize::try_from(limits.memory_bytes).unwrap_or(usize::MAX),
                 exceeded: false,
             },
-            log: LogInstance::new(budget.clone()),
-            secrets: SecretsInstance::new(flow.clone(), self.secrets.clone(), budget.clone()),
-            integrations: IntegrationsInstance::new(flow.clone(), budget.clone()),
-            identities: IdentitiesInstance::new(
-                flow.clone(),
-                self.identities.clone(),
-                budget.clone(),
-            ),
-            http: self.http.instance(flow.clone(), budget),
-            cache: self.cache.instance(&flow.name),
+            log: Capability::instance(flow, &self.app, &budget),
+            secrets: Capability::instance(flow, &self.app, &budget),
+            integrations: Capability::instance(flow, &self.app, &budget),
+            identities: Capability::instance(flow, &self.app, &budget),
+            http: Capability::instance(flow, &self.app, &budget),
+            cache: Capability::instance(flow, &self.app, &budget),
         };
-        let mut store = Store::new(&self.engine, state);
+        // The engine the flow's plugin was compiled for (see LARGE_PLUGIN_BYTES).
+        let mut store = Store::new(loaded.pre.instance_pre().engine(), state);
         store.limiter(|s| &mut s.memory);
         store.set_max_component_handles(budget::MAX_HANDLES);
         store.epoch_deadline_callback(|store| sched::on_epoch(&store.data().schedule));
@@ -238,7 +242,7 @@ impl StoreMaker {
     pub(crate) async fn prepare(&self, loaded: &LoadedFlow) -> Option<Prepared> {
         let timeout = loaded.flow.limits.timeout;
         let slot = self.prepared_slots.clone().try_acquire_owned().ok()?;
-        let (mut store, stdout, stderr) = self.new_store(&loaded.flow, &loaded.share, slot);
+        let (mut store, stdout, stderr) = self.new_store(loaded, slot);
         arm(&mut store, timeout, Instant::now());
         let pre = loaded.pre.instance_pre().clone();
         // Instantiating runs the plugin's start functions: wasm like any other.

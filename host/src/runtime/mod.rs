@@ -7,12 +7,15 @@ pub mod event;
 pub mod fault;
 pub mod hooks;
 pub(crate) mod instance;
+pub mod lift;
 pub mod plugin;
 pub mod report;
 pub(crate) mod sched;
 pub(crate) mod stdio;
 
-pub use engine::{MAX_LIVE_INSTANCES, SharedEngine};
+pub use engine::{
+    CORE_INSTANCES_PER_COMPONENT, LARGE_PLUGIN_BYTES, MAX_LIVE_INSTANCES, SharedEngine,
+};
 pub use report::{
     Blame, FailureKind, FlowSummary, HookFailure, HookReport, LimitsSummary, LoadError, RunError,
     StartError,
@@ -26,12 +29,11 @@ use std::time::{Duration, Instant};
 use wasmtime::Store;
 use wasmtime::component::{ComponentExportIndex, Instance};
 
-use crate::capabilities::http;
+use crate::Unpoisoned;
 use crate::capabilities::http::{HttpState, Transport};
-use crate::capabilities::log::{LogLine, LogSource};
+use crate::capabilities::{AppState, Outcome};
 use crate::config::{Config, Flow};
 use crate::runtime::bindings::PluginPre;
-use crate::runtime::budget::MAX_MESSAGE_BYTES;
 use crate::runtime::event::EventInput;
 use crate::runtime::fault::HostFault;
 use crate::runtime::hooks::{Decision, HookName};
@@ -121,19 +123,20 @@ impl Warden {
         let config = Arc::new(config);
         let mut warden = Self {
             plugin_cache: Arc::new(match &config.cache_dir {
-                Some(dir) => PluginCache::new(dir.clone(), &shared.inner.engine),
+                Some(dir) => PluginCache::new(dir.clone()),
                 None => PluginCache::without_folder(
                     "no cache folder: set [cache] dir, or XDG_CACHE_HOME or HOME",
                 ),
             }),
             stores: Arc::new(StoreMaker {
-                engine: shared.inner.engine.clone(),
                 slots: shared.inner.slots.clone(),
                 prepared_slots: shared.inner.prepared_slots.clone(),
-                identities: store,
-                http,
-                cache: Arc::default(),
-                secrets,
+                app: AppState {
+                    identities: store,
+                    http,
+                    cache: Arc::default(),
+                    secrets,
+                },
                 running: AtomicUsize::new(0),
             }),
             shared,
@@ -153,7 +156,7 @@ impl Warden {
                     let error = LoadError {
                         flow: flow.name.clone(),
                         plugin: flow.plugin.clone(),
-                        message: warden.stores.secrets.redactor().redact(&message),
+                        message: warden.stores.app.secrets.redactor().redact(&message),
                         blame,
                     };
                     warden.failed.insert(flow.name.clone(), error);
@@ -173,7 +176,12 @@ impl Warden {
             .shared
             .compile(&flow.plugin, &self.plugin_cache)
             .await?;
-        let linker = &self.shared.inner.linker;
+        let inner = &self.shared.inner;
+        let linker = if wasmtime::Engine::same(component.engine(), &inner.large) {
+            &inner.large_linker
+        } else {
+            &inner.linker
+        };
         let pre = linker.instantiate_pre(&component).map_err(|e| {
             let message = format!(
                 "cannot be linked: {} (a plugin may import only WASI 0.2 and {}@{})",
@@ -188,11 +196,14 @@ impl Warden {
             (message, Blame::Plugin)
         })?;
         let hook_exports = hook_exports(&pre).map_err(|message| (message, Blame::Plugin))?;
+        let implemented_export =
+            hooks_export(&pre, "implemented").map_err(|message| (message, Blame::Plugin))?;
         let mut loaded = LoadedFlow {
             flow: flow.clone(),
             share: Arc::new(FlowShare::new(self.shared.inner.ticker.ticks.clone())),
             pre,
             hook_exports,
+            implemented_export,
             implemented: BTreeSet::new(),
             format,
             cache,
@@ -222,19 +233,22 @@ impl Warden {
             let message = format!("no instance slot became free {within}");
             return Err((message, Blame::Host));
         };
-        let (mut store, _, stderr) = self.stores.new_store(&loaded.flow, &loaded.share, slot);
+        let (mut store, _, stderr) = self.stores.new_store(loaded, slot);
         arm(&mut store, limit, started);
-        let pre = loaded.pre.clone();
+        let pre = loaded.pre.instance_pre().clone();
+        let export = loaded.implemented_export;
         let ask: sched::Work<_> = Box::pin(async move {
             let answer = tokio::time::timeout(limit, async {
-                let plugin = pre
+                let instance = pre
                     .instantiate_async(&mut store)
                     .await
                     .map_err(fault::at_instantiation)?;
-                plugin
-                    .warden_plugin_hooks()
-                    .call_implemented(&mut store)
-                    .await
+                // Lifted in place: a list of any length costs the host a set of twelve.
+                let implemented = instance
+                    .get_typed_func::<(), (lift::Implemented,)>(&mut store, &export)
+                    .map_err(|e| e.context(HostFault("cannot find `implemented`".into())))?;
+                let (hooks,) = implemented.call_async(&mut store, ()).await?;
+                wasmtime::Result::Ok(hooks)
             })
             .await;
             (store, answer)
@@ -242,7 +256,7 @@ impl Warden {
         let (store, answer) = sched::run(&loaded.share, ask).await;
         let asked = "when asked which hooks it implements";
         match answer {
-            Ok(Ok(hooks)) => Ok(hooks.into_iter().map(HookName::from_wit).collect()),
+            Ok(Ok(hooks)) => Ok(hooks.0),
             Err(_) => Err((
                 format!("did not say which hooks it implements {within}"),
                 Blame::Plugin,
@@ -271,11 +285,11 @@ impl Warden {
     }
 
     pub fn identity_store(&self) -> &Arc<IdentityStore> {
-        &self.stores.identities
+        &self.stores.app.identities
     }
 
     pub fn secret_store(&self) -> &Arc<SecretStore> {
-        &self.stores.secrets
+        &self.stores.app.secrets
     }
 
     /// The hooks `flow`'s plugin implements.
@@ -368,8 +382,7 @@ impl Warden {
                         ..report
                     });
                 };
-                let (store, stdout, stderr) =
-                    self.stores.new_store(&loaded.flow, &loaded.share, slot);
+                let (store, stdout, stderr) = self.stores.new_store(loaded, slot);
                 (store, None, stdout, stderr)
             }
         };
@@ -410,10 +423,10 @@ impl Warden {
                 &stderr,
             ))),
             Ok(Ok(Err(message))) => Err(failure(FailureKind::PluginError {
-                message: budget::cut(&message, MAX_MESSAGE_BYTES).into_owned(),
+                message: lift::message(&message),
             })),
-            Ok(Ok(Ok(decision))) => {
-                let decision = Decision::from_wit(decision);
+            Ok(Ok(Ok(answer))) => {
+                let decision = answer.into_decision();
                 if decision.allowed_for(hook) {
                     Ok(decision)
                 } else {
@@ -423,27 +436,11 @@ impl Warden {
                 }
             }
         };
-        let state = store.data_mut();
-        let mut logs = state.log.finish();
-        logs.extend(stdout.lines(LogSource::Stdout));
-        logs.extend(stderr.lines(LogSource::Stderr));
-        if state.http.calls_dropped > 0 {
-            logs.push(LogLine {
-                level: crate::capabilities::log::LogLevel::Warn,
-                source: LogSource::Host,
-                message: format!(
-                    "{} more HTTP call(s) not recorded: at most {} are kept per event, within {} KiB",
-                    state.http.calls_dropped,
-                    http::MAX_RECORDED_CALLS,
-                    budget::CALL_BYTES >> 10
-                ),
-            });
-        }
-        let mut refusals = state.integrations.refusals.finish();
-        refusals.extend(state.secrets.refusals.finish());
-        refusals.extend(state.identities.refusals.finish());
-        refusals.extend(state.http.refusals.finish());
-        let http_calls = std::mem::take(&mut state.http.calls);
+        let Outcome {
+            logs,
+            refusals,
+            http_calls,
+        } = store.data_mut().finish(&stdout, &stderr);
         // Freeing a store later saves the answer that time only when the host is otherwise
         // idle; under load it is work like any other, so it is done at once.
         if running.others() {
@@ -452,7 +449,7 @@ impl Warden {
             self.free_later(loaded, store);
         }
         drop(running);
-        let redactor = self.stores.secrets.redactor();
+        let redactor = self.stores.app.secrets.redactor();
         Ok(HookReport {
             flow: flow.to_string(),
             hook,
@@ -517,7 +514,7 @@ impl Warden {
                 if !loaded.has_ready()
                     && let Some(prepared) = stores.prepare(&loaded).await
                 {
-                    *loaded.ready.lock().unwrap_or_else(|p| p.into_inner()) = Some(prepared);
+                    *loaded.ready.lock().unpoisoned() = Some(prepared);
                 }
                 loaded.preparing.store(false, Ordering::Release);
                 // A store finished after the drain above, whose event saw this task still
@@ -535,23 +532,21 @@ impl Warden {
         if tokio::runtime::Handle::try_current().is_err() {
             return drop(store);
         }
-        loaded
-            .finished
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(store);
+        loaded.finished.lock().unpoisoned().push(store);
         self.prepare_next(loaded);
     }
 }
 
+/// Calls the hook at `export`. Its answer is lifted as [`lift::Answer`]: a reason or an error
+/// of any length is copied only as far as the report keeps it.
 pub(crate) async fn call_hook(
     instance: Instance,
     store: &mut Store<InstanceState>,
     export: &ComponentExportIndex,
     event: &crate::runtime::bindings::Event,
-) -> wasmtime::Result<Result<crate::runtime::bindings::Decision, String>> {
+) -> wasmtime::Result<Result<lift::Answer, lift::Message>> {
     type Hook<'a> = (&'a crate::runtime::bindings::Event,);
-    type Answer = (Result<crate::runtime::bindings::Decision, String>,);
+    type Answer = (Result<lift::Answer, lift::Message>,);
     // The export's type was checked when the plugin was loaded: not finding it is the host's.
     let hook = instance
         .get_typed_func::<Hook<'_>, Answer>(&mut *store, export)
@@ -561,22 +556,26 @@ pub(crate) async fn call_hook(
 }
 
 /// Where each hook is among the plugin's exports (all present: `PluginPre::new` checked).
-pub(crate) fn hook_exports(
+/// Where `name` is among the functions of the plugin's `hooks` export.
+fn hooks_export(
     pre: &PluginPre<InstanceState>,
-) -> Result<BTreeMap<HookName, ComponentExportIndex>, String> {
+    name: &str,
+) -> Result<ComponentExportIndex, String> {
     let component = pre.instance_pre().component();
     let interface = format!("{}/hooks@{}", plugin::WIT_PACKAGE, plugin::WIT_VERSION);
     let hooks = component
         .get_export_index(None, &interface)
         .ok_or_else(|| format!("does not export {interface}"))?;
+    component
+        .get_export_index(Some(&hooks), name)
+        .ok_or_else(|| format!("does not export {interface}#{name}"))
+}
+
+pub(crate) fn hook_exports(
+    pre: &PluginPre<InstanceState>,
+) -> Result<BTreeMap<HookName, ComponentExportIndex>, String> {
     HookName::ALL
         .into_iter()
-        .map(|hook| {
-            let name = hook.as_str().replace('_', "-");
-            component
-                .get_export_index(Some(&hooks), &name)
-                .map(|export| (hook, export))
-                .ok_or_else(|| format!("does not export {interface}#{name}"))
-        })
+        .map(|hook| Ok((hook, hooks_export(pre, &hook.as_str().replace('_', "-"))?)))
         .collect()
 }

@@ -38,6 +38,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use crate::Unpoisoned;
 use wasmtime::UpdateDeadline;
 
 /// How often the epoch advances: how often a running hook is looked at.
@@ -129,7 +130,7 @@ impl FlowShare {
 
     /// Takes one of `share` slices of `tick`, if one is left.
     fn take(&self, tick: u64, share: u32) -> bool {
-        let mut slices = self.slices.lock().unwrap_or_else(|p| p.into_inner());
+        let mut slices = self.slices.lock().unpoisoned();
         if slices.tick != tick {
             *slices = Slices { tick, given: 0 };
         }

@@ -10,6 +10,7 @@ use tokio::io::AsyncWrite;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamError};
 
+use crate::Unpoisoned;
 use crate::capabilities::log::{LogLevel, LogLine, LogSource};
 use crate::runtime::budget::EventBudget;
 
@@ -35,7 +36,7 @@ impl CapturedOutput {
     }
 
     fn append(&self, bytes: &[u8]) {
-        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let mut inner = self.inner.lock().unpoisoned();
         let kept = self.budget.log_bytes(bytes);
         inner.bytes.extend_from_slice(&bytes[..kept]);
         inner.dropped = inner.dropped.saturating_add(bytes.len() - kept);
@@ -43,7 +44,7 @@ impl CapturedOutput {
 
     /// One log line per line written, and one counting the bytes dropped.
     pub fn lines(&self, source: LogSource) -> Vec<LogLine> {
-        let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let inner = self.inner.lock().unpoisoned();
         let level = match source {
             LogSource::Stderr => LogLevel::Warn,
             _ => LogLevel::Info,

@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 use aws_sdk_secretsmanager::error::DisplayErrorContext;
 use aws_sdk_secretsmanager::operation::get_secret_value::GetSecretValueError;
 
+use crate::Unpoisoned;
 use crate::secrets::redact::Redactor;
 
 /// How long one call to AWS may take, retries included. A hook's own deadline may cut it
@@ -123,7 +124,7 @@ impl SecretStore {
         let slot = self
             .cached
             .lock()
-            .unwrap_or_else(|p| p.into_inner())
+            .unpoisoned()
             .entry(secret.id.clone())
             .or_default()
             .clone();
@@ -176,7 +177,7 @@ impl SecretStore {
     }
 
     fn remember(&self, id: &str, value: &SecretValue) {
-        let mut served = self.served.write().unwrap_or_else(|p| p.into_inner());
+        let mut served = self.served.write().unpoisoned();
         let values = served.by_id.entry(id.to_string()).or_default();
         if values.contains(value) {
             return;
@@ -188,7 +189,7 @@ impl SecretStore {
     }
 
     fn served(&self) -> std::sync::RwLockReadGuard<'_, Served> {
-        self.served.read().unwrap_or_else(|p| p.into_inner())
+        self.served.read().unpoisoned()
     }
 
     /// Redacts every value ever served, rotated ones included.
@@ -203,7 +204,7 @@ impl SecretStore {
         if let Some(kept) = self.served().for_ids.get(&key) {
             return kept.clone();
         }
-        let mut served = self.served.write().unwrap_or_else(|p| p.into_inner());
+        let mut served = self.served.write().unpoisoned();
         let values = key
             .iter()
             .filter_map(|id| served.by_id.get(id))

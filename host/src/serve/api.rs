@@ -19,7 +19,7 @@ use tokio_util::task::TaskTracker;
 use crate::config::Role;
 use crate::runtime::event::UserInput;
 
-use super::Runtime;
+use super::CurrentWarden;
 use super::lifecycle::{Lifecycle, LifecycleError, Submission};
 use super::metrics::{self, Metrics};
 use crate::store::requests::{self, State as RequestState};
@@ -30,7 +30,7 @@ const MAX_IDEMPOTENCY_KEY_BYTES: usize = 200;
 
 pub(crate) struct App {
     pub lifecycle: Arc<Lifecycle>,
-    pub runtime: Arc<Runtime>,
+    pub warden: Arc<CurrentWarden>,
     pub metrics: Arc<Metrics>,
     pub tasks: TaskTracker,
     pub in_flight: Arc<Semaphore>,
@@ -159,7 +159,7 @@ pub(crate) struct Caller {
 impl Caller {
     /// The caller whose API token `token` is, in the config now serving.
     pub(crate) fn for_token(app: &App, token: &str) -> Option<Self> {
-        let warden = app.runtime.current();
+        let warden = app.warden.current();
         let found = warden
             .config()
             .serve
@@ -454,7 +454,7 @@ async fn revoke(
     }
     let view = app.lifecycle.view(&id)?;
     caller.may_see(&view.requester)?;
-    caller.may_revoke(app.runtime.current().config(), &view)?;
+    caller.may_revoke(app.warden.current().config(), &view)?;
     let revoker = caller.acting_as(None, "revoker")?;
     let lifecycle = app.lifecycle.clone();
     let view = detached(
@@ -471,7 +471,7 @@ async fn show(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let view = app.lifecycle.view(&id)?;
-    caller.may_see_request(app.runtime.current().config(), &view)?;
+    caller.may_see_request(app.warden.current().config(), &view)?;
     Ok(axum::Json(view).into_response())
 }
 
@@ -493,13 +493,13 @@ async fn list(
         .transpose()
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e))?;
     let mut requests = app.lifecycle.list(state, caller.list_scope())?;
-    caller.retain_visible(app.runtime.current().config(), &mut requests);
+    caller.retain_visible(app.warden.current().config(), &mut requests);
     Ok(axum::Json(serde_json::json!({ "requests": requests })).into_response())
 }
 
 async fn reload(State(app): State<Arc<App>>, caller: Caller) -> Result<Response, ApiError> {
     caller.require(Role::Admin)?;
-    match app.runtime.reload(&caller.user).await {
+    match app.warden.reload(&caller.user).await {
         Ok(summary) => Ok(axum::Json(summary).into_response()),
         Err(errors) => Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,

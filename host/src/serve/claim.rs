@@ -13,7 +13,9 @@
 //! one commit rather than one per hook, and a state change, its history entry and its audit
 //! line commit together. Because the claim owns them, no other operation can see, write or
 //! lose them; dropping a claim writes what is left, so an operation cut short by an error
-//! still records the hooks it ran.
+//! still records the hooks it ran. The notifications those writes call for (a request
+//! waiting, decided, its access removed, a hook failed) go into the same commit, in the
+//! outbox `super::notify` delivers from.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -25,8 +27,11 @@ use crate::runtime::hooks::HookName;
 use crate::store::requests::{
     self, HistoryEntry, NewRequest, RequestRecord, RequestWrite, Transition,
 };
-use crate::store::{Store, StoreError};
+use crate::store::{Store, StoreError, outbox};
 use crate::{HookReport, RunError, Warden};
+
+use super::notify::Outbox;
+use crate::Unpoisoned;
 
 /// What a claim's failed write names ("cannot ...").
 const WRITE: &str = "record a request's step";
@@ -35,19 +40,27 @@ const WRITE: &str = "record a request's step";
 pub(super) struct Claims {
     store: Arc<Store>,
     busy: Mutex<HashSet<String>>,
+    /// Notifications of what a claim's writes change go into the same commit.
+    outbox: Option<Arc<Outbox>>,
 }
 
 impl Claims {
+    #[cfg(test)]
     pub(super) fn new(store: Arc<Store>) -> Arc<Self> {
+        Self::with_outbox(store, None)
+    }
+
+    pub(super) fn with_outbox(store: Arc<Store>, outbox: Option<Arc<Outbox>>) -> Arc<Self> {
         Arc::new(Self {
             store,
             busy: Mutex::default(),
+            outbox,
         })
     }
 
     /// Claims request `id`; `None` while another claim holds it.
     pub(super) fn claim(self: &Arc<Self>, id: &str) -> Option<Claim> {
-        let mut busy = self.busy.lock().unwrap_or_else(|p| p.into_inner());
+        let mut busy = self.busy.lock().unpoisoned();
         if !busy.insert(id.to_string()) {
             return None;
         }
@@ -160,17 +173,28 @@ impl Claim {
         let waiting = Arc::new(std::mem::take(&mut self.waiting));
         let writes = waiting.clone();
         let id = self.id.clone();
+        let notify = self
+            .claims
+            .outbox
+            .clone()
+            .filter(|o| outbox::notable(&waiting, then.as_ref()) && o.active());
+        let queue = notify.clone();
         let outcome = self
             .store
             .write(WRITE, move |c| {
                 if !requests::write(c, &id, &writes, then.as_ref())? {
                     return Ok(None);
                 }
+                if let Some(o) = &queue {
+                    outbox::enqueue(c, &id, &writes, then.as_ref(), &|f, e| o.route(f, e))?;
+                }
                 read(c, &id).map(Some)
             })
             .await;
         if !matches!(outcome, Ok(Some(_))) {
             self.waiting = Arc::try_unwrap(waiting).unwrap_or_else(|shared| shared.to_vec());
+        } else if let Some(o) = notify {
+            o.wake();
         }
         outcome
     }
@@ -184,17 +208,19 @@ impl Drop for Claim {
             let written = self.store.with(WRITE, |c| {
                 let tx = c.transaction()?;
                 requests::write(&tx, &self.id, &self.waiting, None)?;
+                if let Some(o) = self.claims.outbox.as_ref().filter(|o| o.active()) {
+                    outbox::enqueue(&tx, &self.id, &self.waiting, None, &|f, e| o.route(f, e))?;
+                }
                 tx.commit()
             });
+            if let (Ok(()), Some(o)) = (&written, &self.claims.outbox) {
+                o.wake();
+            }
             if let Err(e) = written {
                 tracing::error!(request = %self.id, "cannot record hook runs: {e}");
             }
         }
-        self.claims
-            .busy
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&self.id);
+        self.claims.busy.lock().unpoisoned().remove(&self.id);
     }
 }
 

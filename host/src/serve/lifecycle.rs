@@ -30,63 +30,28 @@ use crate::Warden;
 use crate::config::DURATION_FIELD;
 use crate::runtime::event::UserInput;
 use crate::runtime::hooks::{Decision, HookName, step_name};
+use crate::store::Store;
 use crate::store::requests::{
     self, HistoryEntry, HistoryEvent, NewRequest, RequestRecord, State, Transition, now_ms,
 };
-use crate::store::{Store, StoreError};
 
 use super::claim::{Claim, Claims};
 pub use super::fields::{MAX_DURATION, validate_fields};
 use super::metrics::{Metrics, outcome_label};
+use super::notify::Outbox;
 use super::policy::{approvals_so_far, not_an_approver, policy_of};
 pub use super::view::{RequestView, Submission, Submitted};
 use super::view::{event, profile, requester_of};
 
+mod error;
 mod revoke;
+
+pub use error::LifecycleError;
 
 /// Longest the expiry sleeper waits before looking at the store again.
 const EXPIRY_POLL: Duration = Duration::from_secs(30);
 /// Who the history names when warden itself moved a request.
 const WARDEN: &str = "warden";
-
-#[derive(Debug, thiserror::Error)]
-pub enum LifecycleError {
-    #[error("unknown flow `{flow}` (flows: {known})")]
-    UnknownFlow { flow: String, known: String },
-    #[error("field `{field}`: {message}")]
-    InvalidField { field: String, message: String },
-    #[error("{0}")]
-    Invalid(String),
-    #[error("no request `{0}`")]
-    NotFound(String),
-    #[error("request `{id}` is {state}; only pending requests can be approved or denied")]
-    WrongState { id: String, state: State },
-    #[error("request `{0}` is being processed right now; try again")]
-    Busy(String),
-    #[error(
-        "{approver} requested `{id}` and may not approve it: flow `{flow}` does not set allow_self_approval = true"
-    )]
-    SelfApproval {
-        id: String,
-        approver: String,
-        flow: String,
-    },
-    #[error("{0}")]
-    NotApprover(String),
-    #[error(
-        "{approver} already approved `{id}`; it needs {required} approvals from different people ({count} so far)"
-    )]
-    AlreadyApproved {
-        id: String,
-        approver: String,
-        count: usize,
-        required: u32,
-    },
-    #[error("request `{id}` is {state}; only escalated requests can be revoked")]
-    NotRevocable { id: String, state: State },
-    #[error("warden's store failed (a host problem): {0}")]
-    Store(#[from] StoreError),
-}
 
 /// Which way a request is decided, by its plugin or a human, and why.
 enum Verdict {
@@ -139,22 +104,30 @@ struct HookOutcome {
 }
 
 pub struct Lifecycle {
-    runtime: Arc<ArcSwap<Warden>>,
+    warden: Arc<ArcSwap<Warden>>,
     store: Arc<Store>,
     metrics: Arc<Metrics>,
     claims: Arc<Claims>,
     expiry_changed: Notify,
+    outbox: Arc<Outbox>,
 }
 
 impl Lifecycle {
-    pub fn new(runtime: Arc<ArcSwap<Warden>>, store: Arc<Store>, metrics: Arc<Metrics>) -> Self {
+    pub fn new(warden: Arc<ArcSwap<Warden>>, store: Arc<Store>, metrics: Arc<Metrics>) -> Self {
+        let outbox = Outbox::new(warden.clone());
         Self {
-            runtime,
-            claims: Claims::new(store.clone()),
+            warden,
+            claims: Claims::with_outbox(store.clone(), Some(outbox.clone())),
             store,
             metrics,
             expiry_changed: Notify::new(),
+            outbox,
         }
+    }
+
+    /// Where the claims' commits leave notifications for `serve::notify` to deliver.
+    pub fn outbox(&self) -> &Arc<Outbox> {
+        &self.outbox
     }
 
     pub fn store(&self) -> &Arc<Store> {
@@ -205,7 +178,7 @@ impl Lifecycle {
     /// Stores a new request and runs its request step (and, when the plugin approves or
     /// denies it, the steps that follow).
     pub async fn submit(&self, submission: Submission) -> Result<Submitted, LifecycleError> {
-        let warden = self.runtime.load_full();
+        let warden = self.warden.load_full();
         let flow = warden
             .config()
             .flow(&submission.flow)
@@ -357,7 +330,7 @@ impl Lifecycle {
             .map_err(|e| LifecycleError::Invalid(e.0))?;
         let mut claim = self.claim(id)?;
         let rec = self.pending(id)?;
-        let warden = self.runtime.load_full();
+        let warden = self.warden.load_full();
         let approver_email = approver.email.trim().to_string();
         let policy = policy_of(warden.config(), &rec.flow);
         if let Some(why) = not_an_approver(&policy, &rec.flow, &approver_email) {
@@ -557,7 +530,7 @@ impl Lifecycle {
                 .await?;
             touched += 1;
         }
-        let warden = self.runtime.load_full();
+        let warden = self.warden.load_full();
         for id in ids_in(State::Approved)? {
             let mut claim = self.claim(&id)?;
             let rec = self.record(&id)?;

@@ -79,6 +79,18 @@ struct StatusLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DeliveryLabels {
+    channel: String,
+    /// `delivered`, `retried` or `failed` (given up).
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ChannelLabels {
+    channel: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReloadLabels {
     result: &'static str,
 }
@@ -99,6 +111,7 @@ pub struct Metrics {
     grant_refusals: Family<RefusalLabels, Counter>,
     api_responses: Family<StatusLabels, Counter>,
     reloads: Family<ReloadLabels, Counter>,
+    deliveries: Family<DeliveryLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -110,6 +123,7 @@ impl Default for Metrics {
         let grant_refusals = Family::default();
         let api_responses = Family::default();
         let reloads = Family::default();
+        let deliveries = Family::default();
         let mut registry = Registry::default();
         // Counters are registered without `_total`, and help texts without a closing full
         // stop: the encoder adds both.
@@ -148,6 +162,11 @@ impl Default for Metrics {
             "Config reloads, applied or refused",
             reloads.clone(),
         );
+        registry.register(
+            "warden_notification_deliveries",
+            "Notification delivery attempts by channel and result (delivered, retried, or failed: given up)",
+            deliveries.clone(),
+        );
         Self {
             registry,
             hook_calls,
@@ -157,6 +176,7 @@ impl Default for Metrics {
             grant_refusals,
             api_responses,
             reloads,
+            deliveries,
         }
     }
 }
@@ -274,6 +294,16 @@ impl Metrics {
         self.reloads.get_or_create(&ReloadLabels { result }).inc();
     }
 
+    /// One attempt to deliver a notification to `channel` (a name from the config).
+    pub fn observe_delivery(&self, channel: &str, result: &'static str) {
+        self.deliveries
+            .get_or_create(&DeliveryLabels {
+                channel: channel.to_string(),
+                result,
+            })
+            .inc();
+    }
+
     /// Every metric in the OpenMetrics text format ([`CONTENT_TYPE`]), with those read at
     /// scrape time: requests by state, the API's requests in flight, the store's counts.
     pub fn render(
@@ -316,6 +346,21 @@ impl Metrics {
             "warden_identity_lookups_from_memory",
             "Identity lookups answered from memory: the store had not changed since they were read",
             ConstCounter::new(store.identity_lookups_from_memory()),
+        );
+        let outbox = Family::<ChannelLabels, Gauge>::default();
+        // Channels come from the config the rows were routed by; a failed read shows none.
+        let depth = store
+            .read("read the outbox", crate::store::outbox::depth)
+            .unwrap_or_default();
+        for (channel, n) in depth {
+            outbox
+                .get_or_create(&ChannelLabels { channel })
+                .set(i64::try_from(n).unwrap_or(i64::MAX));
+        }
+        now.register(
+            "warden_outbox_depth",
+            "Notifications waiting to be delivered, by channel",
+            outbox,
         );
         let mut out = String::new();
         // Writing to a String cannot fail, and every label value is encodable.

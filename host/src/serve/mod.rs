@@ -2,7 +2,7 @@
 //!
 //! [`Server`] wires the pieces:
 //! - the current [`Warden`] behind an atomic swap, so a reload replaces it while requests
-//!   already running keep the one they started with ([`Runtime`]);
+//!   already running keep the one they started with ([`CurrentWarden`]);
 //! - the [`lifecycle::Lifecycle`] state machine: each operation claims its request, runs its
 //!   step's hooks and transitions, and finishes. The [`claim`] holds the operation's writes
 //!   until they can share one commit; [`fields`] checks a new request's fields; [`view`] is
@@ -11,6 +11,7 @@
 //! - the expiry sleeper ([`lifecycle::Lifecycle::expire_loop`]);
 //! - [`policy`]: who may decide, see and revoke a request (the flows' `approvers` and
 //!   `approvals_required`, beside the API roles);
+//! - the notifications' delivery tasks ([`notify`]), fed by the outbox the claims write;
 //! - [`metrics`], and the HTTP [`api`] in front of it all, with the approvers' web
 //!   [`console`] beside it.
 
@@ -20,6 +21,7 @@ mod console;
 mod fields;
 pub mod lifecycle;
 pub mod metrics;
+pub mod notify;
 mod policy;
 mod view;
 
@@ -76,7 +78,7 @@ pub struct ReloadSummary {
 }
 
 /// The current `Warden`, swapped whole on reload.
-pub struct Runtime {
+pub struct CurrentWarden {
     current: Arc<ArcSwap<Warden>>,
     config_path: PathBuf,
     reload_lock: tokio::sync::Mutex<()>,
@@ -84,7 +86,7 @@ pub struct Runtime {
     metrics: Arc<Metrics>,
 }
 
-impl Runtime {
+impl CurrentWarden {
     pub fn current(&self) -> Arc<Warden> {
         self.current.load_full()
     }
@@ -164,11 +166,12 @@ impl Runtime {
 pub struct Server {
     addr: SocketAddr,
     stop: CancellationToken,
-    runtime: Arc<Runtime>,
+    warden: Arc<CurrentWarden>,
     store: Arc<Store>,
     tasks: TaskTracker,
     http: tokio::task::JoinHandle<std::io::Result<()>>,
     expiry: tokio::task::JoinHandle<()>,
+    notify: tokio::task::JoinHandle<()>,
 }
 
 impl Server {
@@ -201,7 +204,7 @@ impl Server {
         }
         let metrics = Arc::new(Metrics::default());
         let current = Arc::new(ArcSwap::from_pointee(warden));
-        let runtime = Arc::new(Runtime {
+        let warden = Arc::new(CurrentWarden {
             current: current.clone(),
             config_path: config_path.to_path_buf(),
             reload_lock: tokio::sync::Mutex::new(()),
@@ -225,9 +228,15 @@ impl Server {
         let stop = CancellationToken::new();
         let tasks = TaskTracker::new();
         let expiry = tokio::spawn(lifecycle.clone().expire_loop(tasks.clone(), stop.clone()));
+        let notify = tokio::spawn(notify::run(
+            lifecycle.outbox().clone(),
+            store.clone(),
+            metrics.clone(),
+            stop.clone(),
+        ));
         let app = Arc::new(api::App {
             lifecycle,
-            runtime: runtime.clone(),
+            warden: warden.clone(),
             metrics,
             tasks: tasks.clone(),
             in_flight: Arc::new(Semaphore::new(settings.max_in_flight)),
@@ -247,11 +256,12 @@ impl Server {
         Ok(Self {
             addr,
             stop,
-            runtime,
+            warden,
             store,
             tasks,
             http,
             expiry,
+            notify,
         })
     }
 
@@ -259,12 +269,12 @@ impl Server {
         self.addr
     }
 
-    pub fn runtime(&self) -> &Arc<Runtime> {
-        &self.runtime
+    pub fn warden(&self) -> &Arc<CurrentWarden> {
+        &self.warden
     }
 
     pub async fn reload(&self, actor: &str) -> Result<ReloadSummary, String> {
-        self.runtime.reload(actor).await
+        self.warden.reload(actor).await
     }
 
     /// Stops accepting, lets requests in flight and their hooks finish, then closes the
@@ -274,6 +284,7 @@ impl Server {
         self.stop.cancel();
         let served = self.http.await;
         let _ = self.expiry.await;
+        let _ = self.notify.await;
         self.tasks.close();
         self.tasks.wait().await;
         if let Err(e) = self.store.checkpoint() {

@@ -19,6 +19,7 @@ use std::thread::JoinHandle;
 use rusqlite::{Connection, ffi};
 
 use super::identity_cache::IdentityCache;
+use crate::Unpoisoned;
 
 /// Told, once the batch a write ran in has committed or failed, which of the two happened.
 pub(super) type Reply = Box<dyn FnOnce(Option<&rusqlite::Error>) + Send>;
@@ -112,7 +113,7 @@ fn commit_loop(
     while let Ok(first) = queue.recv() {
         // Locked before the queue is drained: writes that arrive while another user of the
         // connection holds it join this batch.
-        let conn = conn.lock().unwrap_or_else(|p| p.into_inner());
+        let conn = conn.lock().unpoisoned();
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
             match queue.try_recv() {

@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::StoredIdentity;
 use super::wal_index::{Mark, WalIndex};
+use crate::Unpoisoned;
 
 /// More distinct lookups than this between two changes start the cache afresh.
 const MAX_ENTRIES: usize = 10_000;
@@ -109,7 +110,7 @@ impl IdentityCache {
         };
         let key = (email.to_owned(), service.to_owned(), service_id.to_owned());
         {
-            let answers = self.answers.lock().unwrap_or_else(|p| p.into_inner());
+            let answers = self.answers.lock().unpoisoned();
             if answers.mark == Some(mark)
                 && let Some(found) = answers.found.get(&key)
             {
@@ -118,7 +119,7 @@ impl IdentityCache {
             }
         }
         let found = read()?;
-        let mut answers = self.answers.lock().unwrap_or_else(|p| p.into_inner());
+        let mut answers = self.answers.lock().unpoisoned();
         if answers.mark != Some(mark) {
             answers.clear();
             answers.mark = Some(mark);
@@ -141,7 +142,7 @@ impl IdentityCache {
         let (Some(before), Some(after)) = (before, self.wal.mark()) else {
             return;
         };
-        let mut answers = self.answers.lock().unwrap_or_else(|p| p.into_inner());
+        let mut answers = self.answers.lock().unpoisoned();
         if answers.mark == Some(before) && after.changes() == before.changes().wrapping_add(1) {
             answers.mark = Some(after);
         }

@@ -1,5 +1,7 @@
 //! The SQLite store: users and their identities in other services, and `warden serve`'s
-//! access requests, their history and the audit log ([`requests`]). One connection writes
+//! access requests, their history and the audit log ([`requests`]), and the notifications
+//! waiting to be delivered ([`outbox`]); the same on PostgreSQL ([`postgres`], behind the
+//! interface of [`backend`]; the outbox not yet). One connection writes
 //! (its writes share commits: [`group_commit`]); a file store reads on a second one, and
 //! answers repeated identity lookups from memory while the file is unchanged
 //! ([`identity_cache`], [`wal_index`]).
@@ -8,6 +10,7 @@ pub mod backend;
 pub mod blocking;
 mod group_commit;
 mod identity_cache;
+pub mod outbox;
 pub mod postgres;
 pub mod requests;
 #[cfg(test)]
@@ -20,6 +23,7 @@ use std::sync::{Arc, Mutex, TryLockError};
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
+use crate::Unpoisoned;
 pub(crate) use group_commit::failure;
 use group_commit::{Committer, Job, copy_error, in_savepoint};
 use identity_cache::IdentityCache;
@@ -103,6 +107,9 @@ const MIGRATIONS: &[&str] = &[
     // 5: the requester as submitted (a JSON user), so hooks after the request step see the
     // whole user, not only an email.
     "ALTER TABLE requests ADD COLUMN requester_profile TEXT;",
+    // 6: notifications waiting to be delivered ([`outbox`]), written in the commit of the
+    // state change they tell of. Times are Unix milliseconds.
+    outbox::MIGRATION,
 ];
 
 /// A failure of the store: which database (a SQLite file, or a PostgreSQL URL, which never
@@ -281,7 +288,7 @@ impl Store {
         operation: &str,
         f: impl FnOnce(&mut Connection) -> rusqlite::Result<R>,
     ) -> Result<R, StoreError> {
-        let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        let mut conn = self.conn.lock().unpoisoned();
         f(&mut conn).map_err(|e| self.error(operation, e))
     }
 
@@ -293,7 +300,7 @@ impl Store {
     ) -> Result<R, StoreError> {
         match &self.reader {
             Some(reader) => {
-                let conn = reader.lock().unwrap_or_else(|p| p.into_inner());
+                let conn = reader.lock().unpoisoned();
                 f(&conn).map_err(|e| self.error(operation, e))
             }
             None => self.with(operation, |c| f(c)),

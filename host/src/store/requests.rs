@@ -123,6 +123,16 @@ pub enum HistoryEvent {
         #[serde(skip_serializing_if = "Option::is_none")]
         reason: Option<String>,
     },
+    /// A notification about the request could not be delivered in its channel's
+    /// `retry_for_seconds` and was given up ([`super::outbox`]).
+    Notification {
+        channel: String,
+        /// `waiting`, `decided`, `removed` or `hook_failed`.
+        event: String,
+        delivery: String,
+        attempts: u32,
+        error: String,
+    },
 }
 
 /// A request as stored, without its history.

@@ -38,7 +38,10 @@ pub(crate) async fn database() -> Option<StoreUrl> {
         }
     };
     let name = format!("test_{}", DATABASES.fetch_add(1, Ordering::Relaxed));
-    let admin = format!("postgres://warden@127.0.0.1:{}/postgres", cluster.server.port);
+    let admin = format!(
+        "postgres://warden@127.0.0.1:{}/postgres",
+        cluster.server.port
+    );
     let (client, connection) = tokio_postgres::connect(&admin, tokio_postgres::NoTls)
         .await
         .expect("connect to the test cluster");

@@ -12,8 +12,8 @@
 //! runs on every header, text and sealed alike, before any [`Transport`](super::Transport)
 //! sees the request, so the test harness's mocks are held to it too.
 
-use super::{HttpView, OutgoingHeader, OutgoingValue};
-use crate::runtime::bindings::warden::plugin::http::{HeaderValue, HttpError};
+use super::{CallError, HttpView, OutgoingHeader, OutgoingValue};
+use crate::runtime::bindings::warden::plugin::http::HeaderValue;
 
 impl HttpView<'_> {
     /// The request's headers with sealed values filled in, or the refusal of the first one
@@ -21,11 +21,11 @@ impl HttpView<'_> {
     pub(super) async fn outgoing_headers(
         &mut self,
         asked: &[(String, HeaderValue)],
-    ) -> wasmtime::Result<Result<Vec<OutgoingHeader>, HttpError>> {
+    ) -> wasmtime::Result<Result<Vec<OutgoingHeader>, CallError>> {
         let mut out = Vec::with_capacity(asked.len());
         for (name, value) in asked {
             if let Err(detail) = check_name(name) {
-                return Ok(Err(self.instance.refuse_header(detail)));
+                return Ok(Err(CallError::Http(self.instance.refuse_header(detail))));
             }
             let value = match value {
                 HeaderValue::Text(text) => OutgoingValue::Text(text.clone()),
@@ -36,16 +36,17 @@ impl HttpView<'_> {
                             secret_id: secret.id.clone(),
                             value,
                         },
-                        Err(unavailable) => {
-                            return Ok(Err(HttpError::Connect(format!(
-                                "host error: cannot fill in sealed header `{name}`: {unavailable}"
-                            ))));
+                        Err(cause) => {
+                            return Ok(Err(CallError::Secret {
+                                header: name.clone(),
+                                cause,
+                            }));
                         }
                     }
                 }
             };
             if let Err(detail) = check_value(name, value.expose()) {
-                return Ok(Err(self.instance.refuse_header(detail)));
+                return Ok(Err(CallError::Http(self.instance.refuse_header(detail))));
             }
             out.push(OutgoingHeader {
                 name: name.clone(),

@@ -12,8 +12,9 @@
 //! case, in headers, body and errors: a server that kept a sealed header from an earlier
 //! request, or changes its case, hands back nothing the plugin may not read.
 //!
-//! A request over [`MAX_URL_BYTES`], [`MAX_HEADER_BYTES`] or [`MAX_BODY_BYTES`] is refused
-//! before any of it is parsed or copied, and what is recorded of a call is cut to the
+//! A request over [`MAX_URL_BYTES`], [`MAX_HEADERS`], [`MAX_HEADER_BYTES`] or
+//! [`MAX_BODY_BYTES`] is refused before any of it is parsed or copied (it is measured where
+//! the plugin holds it: `http/lifted.rs`), and what is recorded of a call is cut to the
 //! event's budget (see [`crate::runtime::budget`]).
 //!
 //! Each hop goes through a [`Transport`]: the real client ([`ReqwestTransport`]) or, in the
@@ -21,34 +22,37 @@
 //! mock never widens what a flow may reach.
 
 mod headers;
+mod lifted;
+mod transport;
 
-use std::fmt;
-use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use futures_util::StreamExt;
-use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use url::Url;
-use wasmtime::component::{HasData, Linker, ResourceTable};
+use wasmtime::StoreContextMut;
+use wasmtime::component::{LinkerInstance, ResourceTable};
 
+use super::log::{LogLevel, LogLine, LogSource};
+use super::{AppState, Capability, Outcome};
 use crate::capabilities::refusal::{Refusal, RefusalKind, Refusals};
-use crate::config::{Flow, is_localhost_name, is_public, origin};
-use crate::runtime::bindings::warden::plugin::http::{
-    self as wit, HttpError, Method, Request, Response,
-};
-use crate::runtime::budget::{EventBudget, quote};
-use crate::secrets::SecretStore;
+use crate::config::{Flow, origin};
+use crate::runtime::bindings::warden::plugin::http::{HttpError, Method, Request, Response};
+use crate::runtime::budget::{self, EventBudget, quote};
+use crate::runtime::instance::InstanceState;
 use crate::secrets::SecretValue;
 use crate::secrets::redact::{REDACTED, Redactor};
+use crate::secrets::{SecretStore, SecretUnavailable};
 
 pub const MAX_REDIRECTS: usize = 5;
 
 mod record;
 
-use record::oversized;
-pub use record::{HttpCall, MAX_BODY_BYTES, MAX_HEADER_BYTES, MAX_RECORDED_CALLS, MAX_URL_BYTES};
+use lifted::{Asked, RequestView};
+pub use record::{
+    HttpCall, MAX_BODY_BYTES, MAX_HEADER_BYTES, MAX_HEADERS, MAX_RECORDED_CALLS, MAX_URL_BYTES,
+};
+pub use transport::{AddressRefused, Lookup, ReqwestTransport, filter_addresses, too_large};
 
 /// One hop of a request, as the host sends it after every check has passed.
 #[derive(Debug)]
@@ -98,85 +102,54 @@ impl From<TransportError> for HttpError {
     }
 }
 
+/// Why a call got no response.
+#[derive(Debug)]
+pub enum CallError {
+    /// What the plugin is told as it is: refused, timed out, unreachable, too large, invalid.
+    Http(HttpError),
+    /// A sealed header's secret could not be read: the host's failure, not the network's,
+    /// recorded (and counted in metrics) as `secret`. `http-error` has no case for it, so the
+    /// plugin is told `connect`, with the cause.
+    Secret {
+        header: String,
+        cause: SecretUnavailable,
+    },
+}
+
+impl CallError {
+    /// The call's outcome as it is recorded: the error's kind.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Http(error) => error_kind(error),
+            Self::Secret { .. } => "secret",
+        }
+    }
+
+    /// The error as the plugin receives it.
+    pub fn into_wit(self) -> HttpError {
+        match self {
+            Self::Http(error) => error,
+            Self::Secret { header, cause } => HttpError::Connect(format!(
+                "host error: cannot fill in sealed header `{header}`: {cause}"
+            )),
+        }
+    }
+
+    fn redacted(self, redactor: &Redactor) -> Self {
+        match self {
+            Self::Http(error) => Self::Http(redact_error(redactor, error)),
+            Self::Secret { header, cause } => Self::Secret {
+                header: redactor.redact(&header),
+                cause: SecretUnavailable(redactor.redact(&cause.0)),
+            },
+        }
+    }
+}
+
 /// Sends one hop: the network, or the test harness's mocks.
 #[async_trait]
 pub trait Transport: Send + Sync {
     async fn send(&self, hop: HopRequest<'_>) -> Result<HopResponse, TransportError>;
-}
-
-/// The real network, through one client so connections are pooled across events and flows.
-pub struct ReqwestTransport {
-    client: reqwest::Client,
-}
-
-impl ReqwestTransport {
-    pub fn new() -> Result<Self, reqwest::Error> {
-        Self::with_lookup(Arc::new(SystemLookup))
-    }
-
-    /// The real client with names resolved by `lookup` instead of the system resolver; the
-    /// address filter still applies to what it returns. For tests that need a name to
-    /// resolve to a chosen address (DNS rebinding); no config setting reaches it.
-    pub fn with_lookup(lookup: Arc<dyn Lookup>) -> Result<Self, reqwest::Error> {
-        let client = reqwest::Client::builder()
-            .use_rustls_tls()
-            // Redirects are followed by the host, one checked hop at a time.
-            .redirect(reqwest::redirect::Policy::none())
-            // A proxy from the environment would connect on the plugin's behalf, out of
-            // reach of the address checks.
-            .no_proxy()
-            // The only resolver the connector uses: the addresses checked here are the ones
-            // connected to, so a name cannot pass a check and then resolve elsewhere.
-            .dns_resolver(Arc::new(PublicOnlyResolver { lookup }))
-            .user_agent(concat!("warden/", env!("CARGO_PKG_VERSION")))
-            .pool_idle_timeout(Duration::from_secs(60))
-            .build()?;
-        Ok(Self { client })
-    }
-}
-
-#[async_trait]
-impl Transport for ReqwestTransport {
-    async fn send(&self, hop: HopRequest<'_>) -> Result<HopResponse, TransportError> {
-        let url = hop.url;
-        let mut builder = self
-            .client
-            .request(hop.method.clone(), url.clone())
-            .timeout(hop.timeout);
-        for h in &hop.headers {
-            builder = builder.header(h.name.as_str(), h.value.expose());
-        }
-        if let Some(b) = hop.body {
-            builder = builder.body(b.to_vec());
-        }
-        let response = builder.send().await.map_err(|e| classify(&e, url))?;
-        let status = response.status().as_u16();
-        let headers = response
-            .headers()
-            .iter()
-            .map(|(k, v)| (k.as_str().to_string(), v.as_bytes().to_vec()))
-            .collect();
-        if response
-            .content_length()
-            .is_some_and(|len| len > hop.max_body)
-        {
-            return Err(too_large(url, hop.max_body));
-        }
-        let mut collected = Vec::new();
-        let mut stream = response.bytes_stream();
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|e| classify(&e, url))?;
-            if (collected.len() + chunk.len()) as u64 > hop.max_body {
-                return Err(too_large(url, hop.max_body));
-            }
-            collected.extend_from_slice(&chunk);
-        }
-        Ok(HopResponse {
-            status,
-            headers,
-            body: collected,
-        })
-    }
 }
 
 /// App-wide state: the transport every instance sends through, and where sealed headers'
@@ -222,10 +195,10 @@ pub struct HttpInstance {
     flow: Arc<Flow>,
     deadline: Instant,
     budget: EventBudget,
-    pub refusals: Refusals,
+    refusals: Refusals,
     /// The first [`MAX_RECORDED_CALLS`] calls; `calls_dropped` counts the rest.
-    pub calls: Vec<HttpCall>,
-    pub calls_dropped: usize,
+    calls: Vec<HttpCall>,
+    calls_dropped: usize,
     /// Requests the plugin has sent in this event, against `limits.http_requests`.
     sent: u32,
 }
@@ -262,30 +235,82 @@ impl OutgoingValue {
     }
 }
 
-impl wit::Host for HttpView<'_> {
-    async fn send(&mut self, request: Request) -> wasmtime::Result<Result<Response, HttpError>> {
-        let method = method_name(request.method);
-        let shown = self.instance.describe(&request.url);
-        // Checked before the host copies or parses any of it.
-        if let Some(why) = oversized(&request) {
-            return Ok(self
-                .instance
-                .record(method, shown, Err(HttpError::Invalid(why))));
-        }
+impl HttpView<'_> {
+    /// Sends what the plugin asked for, if its flow allows it, and records the call.
+    pub async fn send(&mut self, asked: Asked) -> wasmtime::Result<Result<Response, HttpError>> {
+        let method = method_name(asked.method);
+        let shown = self.instance.describe(&asked.url);
+        // Measured before the host copied or parsed any of it.
+        let request = match asked.request {
+            Ok(request) => request,
+            Err(why) => {
+                let invalid = CallError::Http(HttpError::Invalid(why));
+                return Ok(self.instance.record(method, shown, Err(invalid)));
+            }
+        };
         let allowed = self.instance.flow.limits.http_requests;
         let result = match self.outgoing_headers(&request.headers).await? {
             Err(refused) => Err(refused),
-            Ok(_) if self.instance.sent >= allowed => Err(self.instance.refuse(format!(
-                "more than {allowed} HTTP requests in one event (limits.http_requests)"
+            Ok(_) if self.instance.sent >= allowed => Err(CallError::Http(self.instance.refuse(
+                format!("more than {allowed} HTTP requests in one event (limits.http_requests)"),
             ))),
             Ok(headers) => {
                 self.instance.sent += 1;
-                self.instance.execute(request, headers).await
+                let answer = self.instance.execute(request, headers).await;
+                answer.map_err(CallError::Http)
             }
         };
         // Errors quote URLs and addresses a server chose (a redirect's target).
-        let result = result.map_err(|e| redact_error(&self.instance.redactor(), e));
+        let result = result.map_err(|e| e.redacted(&self.instance.redactor()));
         Ok(self.instance.record(method, shown, result))
+    }
+}
+
+impl Capability for HttpInstance {
+    const INTERFACE: &'static str = "http";
+
+    /// An instance with no time for requests until [`HttpInstance::set_deadline`].
+    fn instance(flow: &Arc<Flow>, app: &AppState, budget: &EventBudget) -> Self {
+        app.http.instance(flow.clone(), budget.clone())
+    }
+
+    fn link(functions: &mut LinkerInstance<'_, InstanceState>) -> wasmtime::Result<()> {
+        functions.func_wrap_async(
+            "send",
+            |mut store: StoreContextMut<'_, InstanceState>, (request,): (RequestView,)| {
+                Box::new(async move {
+                    let asked = lifted::take(&mut store, request)?;
+                    let state = store.data_mut();
+                    let mut view = HttpView {
+                        instance: &mut state.http,
+                        table: &mut state.table,
+                    };
+                    Ok((view.send(asked).await?,))
+                })
+            },
+        )
+    }
+
+    /// The calls recorded, a line counting those that were not, and the refusals.
+    fn finish(&mut self) -> Outcome {
+        let mut logs = Vec::new();
+        if self.calls_dropped > 0 {
+            logs.push(LogLine {
+                level: LogLevel::Warn,
+                source: LogSource::Host,
+                message: format!(
+                    "{} more HTTP call(s) not recorded: at most {MAX_RECORDED_CALLS} are kept per event, within {} KiB",
+                    self.calls_dropped,
+                    budget::CALL_BYTES >> 10
+                ),
+            });
+            self.calls_dropped = 0;
+        }
+        Outcome {
+            logs,
+            refusals: self.refusals.finish(),
+            http_calls: std::mem::take(&mut self.calls),
+        }
     }
 }
 
@@ -297,7 +322,7 @@ impl HttpInstance {
 
     fn refuse(&mut self, detail: String) -> HttpError {
         self.refusals.push(Refusal {
-            kind: RefusalKind::Host,
+            kind: RefusalKind::Destination,
             detail: detail.clone(),
         });
         HttpError::Denied(detail)
@@ -478,53 +503,6 @@ fn redact_error(redactor: &Redactor, error: HttpError) -> HttpError {
     }
 }
 
-pub fn too_large(url: &Url, max: u64) -> TransportError {
-    TransportError::TooLarge(format!(
-        "the response from {} is over the flow's response_max_bytes ({max})",
-        origin(url)
-    ))
-}
-
-fn classify(error: &reqwest::Error, url: &Url) -> TransportError {
-    let chain = error_chain(error);
-    if let Some(refused) = find_source::<AddressRefused>(error) {
-        return TransportError::Denied(refused.to_string());
-    }
-    if error.is_timeout() {
-        TransportError::Timeout(format!("{} timed out: {chain}", origin(url)))
-    } else if error.is_builder() {
-        TransportError::Invalid(chain)
-    } else {
-        TransportError::Connect(format!("{}: {chain}", origin(url)))
-    }
-}
-
-fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut parts = vec![error.to_string()];
-    let mut source = error.source();
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !parts.iter().any(|p| p.contains(&text)) {
-            parts.push(text);
-        }
-        source = s.source();
-    }
-    parts.join(": ")
-}
-
-fn find_source<'e, E: std::error::Error + 'static>(
-    error: &'e (dyn std::error::Error + 'static),
-) -> Option<&'e E> {
-    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(error);
-    while let Some(e) = current {
-        if let Some(found) = e.downcast_ref::<E>() {
-            return Some(found);
-        }
-        current = e.source();
-    }
-    None
-}
-
 pub fn error_kind(error: &HttpError) -> &'static str {
     match error {
         HttpError::Denied(_) => "denied",
@@ -549,117 +527,4 @@ pub(crate) fn method_name(method: Method) -> &'static str {
 
 fn to_reqwest(method: Method) -> reqwest::Method {
     reqwest::Method::from_bytes(method_name(method).as_bytes()).expect("standard method")
-}
-
-/// A name resolved only to addresses a plugin may not reach.
-#[derive(Debug)]
-pub struct AddressRefused {
-    host: String,
-    ip: IpAddr,
-}
-
-impl fmt::Display for AddressRefused {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "`{}` resolves to {}, a loopback, private or link-local address; only an allowed_hosts entry naming that address itself reaches it",
-            self.host, self.ip
-        )
-    }
-}
-
-impl std::error::Error for AddressRefused {}
-
-/// Keeps the public addresses of `host`; `localhost` names keep theirs, since the allowlist
-/// only lets them through when named exactly.
-pub fn filter_addresses(
-    host: &str,
-    addrs: Vec<SocketAddr>,
-) -> Result<Vec<SocketAddr>, AddressRefused> {
-    if is_localhost_name(host) {
-        return Ok(addrs);
-    }
-    let first = addrs.first().copied();
-    let public: Vec<SocketAddr> = addrs.into_iter().filter(|a| is_public(a.ip())).collect();
-    match (public.is_empty(), first) {
-        (true, Some(refused)) => Err(AddressRefused {
-            host: host.to_string(),
-            ip: refused.ip(),
-        }),
-        _ => Ok(public),
-    }
-}
-
-/// Turns a host name into addresses; [`PublicOnlyResolver`] filters what it returns.
-#[async_trait]
-pub trait Lookup: Send + Sync {
-    async fn lookup(&self, host: &str) -> std::io::Result<Vec<SocketAddr>>;
-}
-
-/// The system resolver.
-struct SystemLookup;
-
-#[async_trait]
-impl Lookup for SystemLookup {
-    async fn lookup(&self, host: &str) -> std::io::Result<Vec<SocketAddr>> {
-        Ok(tokio::net::lookup_host((host, 0)).await?.collect())
-    }
-}
-
-struct PublicOnlyResolver {
-    lookup: Arc<dyn Lookup>,
-}
-
-impl Resolve for PublicOnlyResolver {
-    fn resolve(&self, name: Name) -> Resolving {
-        let host = name.as_str().to_string();
-        let lookup = self.lookup.clone();
-        Box::pin(async move {
-            let addrs = lookup.lookup(&host).await?;
-            let kept = filter_addresses(&host, addrs)?;
-            Ok(Box::new(kept.into_iter()) as Addrs)
-        })
-    }
-}
-
-struct Http;
-
-impl HasData for Http {
-    type Data<'a> = HttpView<'a>;
-}
-
-pub fn add_to_linker<T: Send + 'static>(
-    linker: &mut Linker<T>,
-    get: fn(&mut T) -> HttpView<'_>,
-) -> wasmtime::Result<()> {
-    wit::add_to_linker::<T, Http>(linker, get)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn addr(s: &str) -> SocketAddr {
-        SocketAddr::new(s.parse().unwrap(), 0)
-    }
-
-    #[test]
-    fn names_resolving_only_to_internal_addresses_are_refused() {
-        let err = filter_addresses("rebind.example", vec![addr("127.0.0.1")]).unwrap_err();
-        assert!(err.to_string().contains("rebind.example"));
-        let err = filter_addresses("meta.example", vec![addr("169.254.169.254")]).unwrap_err();
-        assert!(err.to_string().contains("169.254.169.254"));
-        let kept = filter_addresses(
-            "mixed.example",
-            vec![addr("10.0.0.1"), addr("93.184.216.34")],
-        )
-        .unwrap();
-        assert_eq!(kept, vec![addr("93.184.216.34")]);
-        assert_eq!(
-            filter_addresses("localhost", vec![addr("127.0.0.1")])
-                .unwrap()
-                .len(),
-            1
-        );
-    }
 }

@@ -72,7 +72,6 @@ fn user_cache_dir_from(xdg_cache_home: Option<OsString>, home: Option<PathBuf>) 
 pub struct PluginCache {
     /// The folder, or why there is none.
     dir: Result<PathBuf, String>,
-    engine_key: String,
 }
 
 /// An entry is one file, so that its description and its artifact are replaced together by
@@ -81,21 +80,14 @@ const MAGIC: &[u8; 8] = b"wardenC1";
 const HEADER_LEN: usize = MAGIC.len() + 1 + 32;
 
 impl PluginCache {
-    pub fn new(dir: PathBuf, engine: &Engine) -> Self {
-        let mut hasher = Sha256Hasher(Sha256::new());
-        engine.precompile_compatibility_hash().hash(&mut hasher);
-        let engine_key = hex(&hasher.0.finalize())[..16].to_string();
-        Self {
-            dir: Ok(dir),
-            engine_key,
-        }
+    pub fn new(dir: PathBuf) -> Self {
+        Self { dir: Ok(dir) }
     }
 
     /// A cache with no folder: every plugin is compiled, the outcome saying `why`.
     pub fn without_folder(why: impl Into<String>) -> Self {
         Self {
             dir: Err(why.into()),
-            engine_key: String::new(),
         }
     }
 
@@ -121,7 +113,12 @@ impl PluginCache {
                 return Ok((component, format, CacheOutcome::Uncached(why)));
             }
         };
-        let name = format!("{}-{}.cwasm", hex(&Sha256::digest(&bytes)), self.engine_key);
+        // Keyed by the engine too: warden compiles small and large plugins for engines
+        // with different settings, and an entry is only valid for its own.
+        let mut hasher = Sha256Hasher(Sha256::new());
+        engine.precompile_compatibility_hash().hash(&mut hasher);
+        let engine_key = &hex(&hasher.0.finalize())[..16];
+        let name = format!("{}-{engine_key}.cwasm", hex(&Sha256::digest(&bytes)));
         let rebuilt = match load(engine, &dir, &name) {
             Ok(Some((component, format))) => {
                 check_contract(engine, &component)?;

@@ -66,6 +66,7 @@ fn stored(store: &Store, id: &str) -> Vec<String> {
             HistoryEvent::Hook { hook, .. } => hook,
             HistoryEvent::Transition { to, .. } => format!("-> {to}"),
             HistoryEvent::Approval { approver, .. } => format!("approval by {approver}"),
+            HistoryEvent::Notification { channel, .. } => format!("notify {channel}"),
         })
         .collect()
 }

@@ -94,7 +94,7 @@ pub(super) async fn sign_in(
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |ConnectInfo(a)| a.ip());
-    let limit = c.app.runtime.current().config().serve.max_body_bytes;
+    let limit = c.app.warden.current().config().serve.max_body_bytes;
     let body = axum::body::to_bytes(request.into_body(), limit.min(forms::MAX_FORM_BYTES))
         .await
         .map_err(|_| ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "the form is too large"));

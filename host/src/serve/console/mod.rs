@@ -127,7 +127,7 @@ impl SignedIn {
 impl Console {
     fn signed_in(&self, headers: &HeaderMap) -> Option<SignedIn> {
         let now = Instant::now();
-        let warden = self.app.runtime.current();
+        let warden = self.app.warden.current();
         let tokens = &warden.config().serve.tokens;
         headers
             .get_all(header::COOKIE)
@@ -173,7 +173,7 @@ impl Console {
             .get("x-forwarded-proto")
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.trim().eq_ignore_ascii_case("https"));
-        self.app.runtime.current().config().serve.behind_tls || forwarded_https
+        self.app.warden.current().config().serve.behind_tls || forwarded_https
     }
 }
 
@@ -244,12 +244,12 @@ async fn list(State(c): State<Console>, headers: HeaderMap, RawQuery(query): Raw
         requests.retain(|r| r.flow == flow);
     }
     who.caller
-        .retain_visible(c.app.runtime.current().config(), &mut requests);
+        .retain_visible(c.app.warden.current().config(), &mut requests);
     // Pending first; otherwise newest first, as listed.
     requests.sort_by_key(|r| r.state != RequestState::Pending);
     let flows: Vec<String> = c
         .app
-        .runtime
+        .warden
         .current()
         .config()
         .flows
@@ -284,7 +284,7 @@ fn request_page(
         Ok(view) => view,
         Err(e) => return error_page(who, &e.into()),
     };
-    let warden = c.app.runtime.current();
+    let warden = c.app.warden.current();
     let config = warden.config();
     if let Err(e) = who.caller.may_see_request(config, &view) {
         return error_page(who, &e);
@@ -432,7 +432,7 @@ async fn revoke(
         let view = c.app.lifecycle.view(&id)?;
         who.caller.may_see(&view.requester)?;
         who.caller
-            .may_revoke(c.app.runtime.current().config(), &view)?;
+            .may_revoke(c.app.warden.current().config(), &view)?;
         let revoker = who.caller.acting_as(None, "revoker")?;
         let reason = form
             .get("reason")
@@ -459,7 +459,7 @@ async fn new_index(State(c): State<Console>, headers: HeaderMap) -> Response {
     };
     let flows: Vec<String> = c
         .app
-        .runtime
+        .warden
         .current()
         .config()
         .flows
@@ -485,7 +485,7 @@ fn new_form_page(
     refused: Option<(&ApiError, &Form)>,
 ) -> Response {
     let error = refused.map(|(e, _)| e);
-    let warden = c.app.runtime.current();
+    let warden = c.app.warden.current();
     let Some(spec) = warden.config().flow(flow) else {
         let e = ApiError::new(StatusCode::NOT_FOUND, format!("no flow `{flow}`"));
         return error_page(who, &e);
@@ -531,7 +531,7 @@ async fn submit(
     let submitted = async {
         who.caller.require(Role::Requester)?;
         let requester = who.caller.acting_as(None, "requester")?;
-        let warden = c.app.runtime.current();
+        let warden = c.app.warden.current();
         let declared = warden
             .config()
             .flow(&flow)

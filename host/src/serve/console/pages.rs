@@ -291,6 +291,11 @@ pub fn request(view: &RequestView, who: &Who, decide: &Decide, revoke: bool) -> 
                                     "by " (text(e, "approver"))
                                     @if let Some(r) = e["reason"].as_str() { " · " (r) }
                                 }
+                            } @else if e["kind"] == "notification" {
+                                td data-label="What" { "notification " (text(e, "event")) " to " (text(e, "channel")) ": given up" }
+                                td data-label="Detail" {
+                                    span.error { (text(e, "attempts")) " attempts · " (text(e, "error")) }
+                                }
                             } @else {
                                 td data-label="What" { (text(e, "from")) " → " (text(e, "to")) }
                                 td data-label="Detail" {

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
+use crate::Unpoisoned;
 use crate::config::ApiToken;
 
 /// How long a session lasts from sign-in, used or not.
@@ -82,7 +83,7 @@ pub struct Sessions {
 impl Sessions {
     /// Counts one sign-in attempt from `addr`; refused beyond [`SIGN_IN_ATTEMPTS`] per window.
     pub fn attempt(&self, addr: IpAddr, now: Instant) -> Result<(), SignInRefused> {
-        let mut attempts = self.attempts.lock().unwrap_or_else(|p| p.into_inner());
+        let mut attempts = self.attempts.lock().unpoisoned();
         if !attempts.contains_key(&addr) && attempts.len() >= MAX_TRACKED_ADDRESSES {
             attempts.retain(|_, (start, _)| now.duration_since(*start) < SIGN_IN_WINDOW);
             if attempts.len() >= MAX_TRACKED_ADDRESSES {
@@ -105,7 +106,7 @@ impl Sessions {
     /// id, which is returned with the session. Never reuses an id a browser sent: a fresh
     /// id at every sign-in is what defeats session fixation.
     pub fn open(&self, token: &str, now: Instant) -> Result<(String, Session), SignInRefused> {
-        let mut sessions = self.by_id.lock().unwrap_or_else(|p| p.into_inner());
+        let mut sessions = self.by_id.lock().unpoisoned();
         let token_digest = digest(token);
         let mut own: Vec<(Instant, String)> = sessions
             .iter()
@@ -137,7 +138,7 @@ impl Sessions {
 
     /// The live session `id` names, marked used; an expired one is dropped.
     pub fn get(&self, id: &str, now: Instant) -> Option<Session> {
-        let mut sessions = self.by_id.lock().unwrap_or_else(|p| p.into_inner());
+        let mut sessions = self.by_id.lock().unpoisoned();
         let session = sessions.get_mut(id)?;
         if session.expired(now) {
             sessions.remove(id);
@@ -148,10 +149,7 @@ impl Sessions {
     }
 
     pub fn close(&self, id: &str) {
-        self.by_id
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(id);
+        self.by_id.lock().unpoisoned().remove(id);
     }
 }
 

@@ -34,7 +34,7 @@ impl Lifecycle {
         if rec.state != State::Escalated {
             return Ok(());
         }
-        let warden = self.runtime.load_full();
+        let warden = self.warden.load_full();
         let requester = requester_of(&rec);
         let removal = Removal {
             acting: &requester,
@@ -68,7 +68,7 @@ impl Lifecycle {
                 state: rec.state,
             });
         }
-        let warden = self.runtime.load_full();
+        let warden = self.warden.load_full();
         let who = revoker.email.trim().to_string();
         let reason = match reason {
             Some(why) => format!("revoked by {who}: {why}"),

@@ -73,6 +73,21 @@ pub(super) const MIGRATIONS: &[&str] = &[
         FOR EACH STATEMENT EXECUTE FUNCTION identity_changed();"#,
     // 5: the requester as submitted (a JSON user).
     "ALTER TABLE requests ADD COLUMN requester_profile TEXT;",
+    // 6: notifications waiting to be delivered (SQLite's `store::outbox`). The table only:
+    // the PostgreSQL store does not enqueue or deliver them yet.
+    r#"CREATE TABLE outbox (
+        seq         BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        delivery_id TEXT NOT NULL UNIQUE,
+        request_id  TEXT NOT NULL,
+        channel     TEXT NOT NULL,
+        event       TEXT NOT NULL,
+        body        TEXT NOT NULL,
+        attempts    BIGINT NOT NULL DEFAULT 0,
+        next_at     BIGINT NOT NULL,
+        last_error  TEXT,
+        created_at  BIGINT NOT NULL
+    );
+    CREATE INDEX outbox_due ON outbox (channel, next_at);"#,
 ];
 
 /// Any number, the same in every warden: the advisory lock replicas take to migrate.

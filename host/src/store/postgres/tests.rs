@@ -80,6 +80,7 @@ pub(super) fn steps(history: &[HistoryEntry]) -> Vec<String> {
             HistoryEvent::Hook { hook, .. } => hook.clone(),
             HistoryEvent::Transition { from, to, .. } => format!("{from:?} -> {to}"),
             HistoryEvent::Approval { approver, .. } => format!("approval by {approver}"),
+            HistoryEvent::Notification { channel, .. } => format!("notify {channel}"),
         })
         .collect()
 }

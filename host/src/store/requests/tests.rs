@@ -64,6 +64,7 @@ fn steps(store: &Store, id: &str) -> Vec<String> {
             HistoryEvent::Hook { hook, .. } => hook,
             HistoryEvent::Transition { from, to, .. } => format!("{from:?} -> {to}"),
             HistoryEvent::Approval { approver, .. } => format!("approval by {approver}"),
+            HistoryEvent::Notification { channel, .. } => format!("notify {channel}"),
         })
         .collect()
 }

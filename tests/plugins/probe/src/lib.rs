@@ -258,6 +258,37 @@ fn act_on(event: &Event, action: &str) -> Result<Decision> {
             let [what, bytes] = words(arg)?;
             hand_over(what, &escaped_longest(bytes.parse()?))
         }
+        // `<what> <bytes>`: as `huge`, with the plugin holding the text once where `huge`
+        // copies it: a `reason` or an `error` moved into the answer (the SDK copies an error
+        // once more, into the string it returns), a `url` built in place. So the largest text
+        // fits in a small `memory_mib`, and what the host's memory grows by is its own.
+        "huge-once" => {
+            let [what, bytes] = words(arg)?;
+            let bytes: usize = bytes.parse()?;
+            match what {
+                "reason" => Ok(Decision::approve(escaped_longest(bytes))),
+                "error" => Err(warden_sdk::Error::msg(escaped_longest(bytes))),
+                "url" => {
+                    let mut url = String::with_capacity(bytes + 32);
+                    url.push_str("http://127.0.0.1:9/");
+                    url.extend(std::iter::repeat_n('"', bytes));
+                    drop(http::get(url).send());
+                    Ok(Decision::Continue)
+                }
+                // `bytes` empty headers on one request; denies with the error.
+                "headers" => {
+                    let mut request = http::get("http://127.0.0.1:9/");
+                    for _ in 0..bytes {
+                        request = request.header("", "");
+                    }
+                    match request.send() {
+                        Ok(_) => Ok(Decision::Continue),
+                        Err(error) => Ok(Decision::deny(error.to_string())),
+                    }
+                }
+                other => hand_over(other, &escaped_longest(bytes)),
+            }
+        }
         // `<bytes> <rounds>`: every name a refusal or a recorded call quotes, a log line and
         // stdout and stderr, `rounds` times each with `bytes` of text; then an error of it.
         "hoard-host" => {

@@ -18,7 +18,7 @@ fn plugin() -> &'static Path {
 }
 
 fn load(dir: &Path, engine: &Engine) -> CacheOutcome {
-    PluginCache::new(dir.to_owned(), engine)
+    PluginCache::new(dir.to_owned())
         .load_or_compile(engine, plugin())
         .expect("the plugin compiles")
         .2

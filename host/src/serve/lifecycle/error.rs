@@ -1,0 +1,43 @@
+//! Why a lifecycle operation was refused or failed; the API maps each to its status code.
+
+use crate::store::StoreError;
+use crate::store::requests::State;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LifecycleError {
+    #[error("unknown flow `{flow}` (flows: {known})")]
+    UnknownFlow { flow: String, known: String },
+    #[error("field `{field}`: {message}")]
+    InvalidField { field: String, message: String },
+    #[error("{0}")]
+    Invalid(String),
+    #[error("no request `{0}`")]
+    NotFound(String),
+    #[error("request `{id}` is {state}; only pending requests can be approved or denied")]
+    WrongState { id: String, state: State },
+    #[error("request `{0}` is being processed right now; try again")]
+    Busy(String),
+    #[error(
+        "{approver} requested `{id}` and may not approve it: flow `{flow}` does not set allow_self_approval = true"
+    )]
+    SelfApproval {
+        id: String,
+        approver: String,
+        flow: String,
+    },
+    #[error("{0}")]
+    NotApprover(String),
+    #[error(
+        "{approver} already approved `{id}`; it needs {required} approvals from different people ({count} so far)"
+    )]
+    AlreadyApproved {
+        id: String,
+        approver: String,
+        count: usize,
+        required: u32,
+    },
+    #[error("request `{id}` is {state}; only escalated requests can be revoked")]
+    NotRevocable { id: String, state: State },
+    #[error("warden's store failed (a host problem): {0}")]
+    Store(#[from] StoreError),
+}

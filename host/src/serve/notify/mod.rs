@@ -1,0 +1,340 @@
+//! Notifications: the outbox's rows ([`crate::store::outbox`], written by each claim in the
+//! commit of the change they tell of) delivered to their channels by a background task.
+//!
+//! One task per configured channel, so a slow or dead receiver holds up only its own
+//! channel; each attempt is bounded by the channel's `timeout_ms` and sends only to the
+//! channel's own URL (redirects are not followed, the answer's body is not read). A failed
+//! attempt is retried with doubling backoff until `retry_for_seconds` after the event, then
+//! given up and recorded on the request. Nothing here runs on an API call's path: a claim
+//! only writes rows and wakes the tasks.
+
+pub mod message;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::Warden;
+use crate::config::{Channel, ChannelKind, NotifyEvent};
+use crate::secrets::redact::Redactor;
+use crate::store::Store;
+use crate::store::outbox::{self, Notification};
+use crate::store::requests::now_ms;
+
+use super::metrics::Metrics;
+
+/// Longest a channel's task sleeps before looking at the outbox again (a wake from a
+/// commit comes sooner); also how often new and removed channels are noticed.
+const POLL: Duration = Duration::from_secs(1);
+/// Notifications a channel's task takes from the outbox at a time.
+const BATCH: usize = 32;
+/// The first retry's wait; each further one doubles, up to [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_millis(250);
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+
+/// The claims' side of the outbox: which channels a flow's event goes to, and a wake for
+/// the delivery tasks after a commit that left rows.
+pub struct Outbox {
+    warden: Arc<ArcSwap<Warden>>,
+    wake: watch::Sender<u64>,
+}
+
+impl Outbox {
+    pub fn new(warden: Arc<ArcSwap<Warden>>) -> Arc<Self> {
+        Arc::new(Self {
+            warden,
+            wake: watch::Sender::new(0),
+        })
+    }
+
+    /// The channels flow `flow` sends `event` to, in the config current now.
+    pub fn route(&self, flow: &str, event: NotifyEvent) -> Vec<String> {
+        self.warden
+            .load()
+            .config()
+            .flow(flow)
+            .and_then(|f| f.notify.get(&event).cloned())
+            .unwrap_or_default()
+    }
+
+    /// Whether any flow of the current config sends any event anywhere: when none does, a
+    /// claim's commit does not look for notifications at all.
+    pub fn active(&self) -> bool {
+        self.warden
+            .load()
+            .config()
+            .flows
+            .values()
+            .any(|f| !f.notify.is_empty())
+    }
+
+    /// Tells the delivery tasks that a commit left rows.
+    pub fn wake(&self) {
+        self.wake.send_modify(|n| *n = n.wrapping_add(1));
+    }
+}
+
+/// Why an attempt failed, in words that never hold the channel's URL (for Slack it is the
+/// credential) nor anything the receiver answered beyond its status.
+fn describe(e: reqwest::Error, timeout: Duration) -> String {
+    if e.is_timeout() {
+        format!("no answer within {} ms", timeout.as_millis())
+    } else if e.is_connect() {
+        "could not connect".to_string()
+    } else {
+        let e = e.without_url();
+        let mut text = e.to_string();
+        let mut source = std::error::Error::source(&e);
+        while let Some(s) = source {
+            text = format!("{text}: {s}");
+            source = s.source();
+        }
+        text
+    }
+}
+
+/// Delivers the notifications of every configured channel until `stop`.
+pub async fn run(
+    outbox: Arc<Outbox>,
+    store: Arc<Store>,
+    metrics: Arc<Metrics>,
+    stop: CancellationToken,
+) {
+    let client = match reqwest::Client::builder()
+        // Only the configured URL: a receiver cannot send warden elsewhere, and no proxy
+        // named by the environment sees a Slack URL (the credential).
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .user_agent(concat!("warden/", env!("CARGO_PKG_VERSION")))
+        .build()
+    {
+        Ok(client) => client,
+        Err(e) => {
+            tracing::error!("notifications are not delivered: cannot build an HTTP client: {e}");
+            return;
+        }
+    };
+    let mut running: BTreeMap<String, tokio::task::JoinHandle<()>> = BTreeMap::new();
+    loop {
+        let warden = outbox.warden.load_full();
+        let channels = &warden.config().channels;
+        running.retain(|_, task| !task.is_finished());
+        for name in channels.keys() {
+            if !running.contains_key(name) {
+                let task = tokio::spawn(channel_loop(
+                    name.clone(),
+                    outbox.clone(),
+                    store.clone(),
+                    metrics.clone(),
+                    client.clone(),
+                    stop.clone(),
+                ));
+                running.insert(name.clone(), task);
+            }
+        }
+        orphans(&store, &metrics, channels).await;
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = tokio::time::sleep(POLL) => {}
+        }
+    }
+    // Each stops at once, leaving an attempt in progress undone.
+    for (_, task) in running {
+        let _ = task.await;
+    }
+}
+
+/// Gives up notifications for channels no longer in the config: nothing can deliver them.
+async fn orphans(store: &Store, metrics: &Metrics, channels: &BTreeMap<String, Arc<Channel>>) {
+    let depth = match store.read("read the outbox", outbox::depth) {
+        Ok(depth) => depth,
+        Err(e) => {
+            tracing::error!("notifications: {e}");
+            return;
+        }
+    };
+    for (channel, _) in depth {
+        if channels.contains_key(&channel) {
+            continue;
+        }
+        let due = store.read("read the outbox", |c| {
+            outbox::due(c, &channel, i64::MAX, BATCH)
+        });
+        for n in due.unwrap_or_default() {
+            let error = format!("channel `{channel}` is no longer in the config");
+            give_up(store, metrics, n, 0, error).await;
+        }
+    }
+}
+
+async fn give_up(store: &Store, metrics: &Metrics, n: Notification, attempts: u32, error: String) {
+    tracing::warn!(
+        request = %n.request_id, channel = %n.channel, delivery = %n.delivery_id, attempts,
+        "notification given up: {error}"
+    );
+    metrics.observe_delivery(&n.channel, "failed");
+    let channel = n.channel.clone();
+    let written = store
+        .write("record a notification given up", move |c| {
+            outbox::give_up(c, &n, attempts, &error)
+        })
+        .await;
+    if let Err(e) = written {
+        tracing::error!(%channel, "notifications: {e}");
+    }
+}
+
+async fn channel_loop(
+    name: String,
+    outbox: Arc<Outbox>,
+    store: Arc<Store>,
+    metrics: Arc<Metrics>,
+    client: reqwest::Client,
+    stop: CancellationToken,
+) {
+    let mut wake = outbox.wake.subscribe();
+    loop {
+        wake.mark_unchanged();
+        let warden = outbox.warden.load_full();
+        let config = warden.config();
+        // Removed by a reload: the manager gives its rows up.
+        let Some(channel) = config.channels.get(&name).cloned() else {
+            return;
+        };
+        let now = now_ms();
+        let due = match store.read("read the outbox", |c| outbox::due(c, &name, now, BATCH)) {
+            Ok(due) => due,
+            Err(e) => {
+                tracing::error!(channel = %name, "notifications: {e}");
+                Vec::new()
+            }
+        };
+        let full = due.len() == BATCH;
+        if !due.is_empty() {
+            let redactor =
+                Redactor::new(config.secrets.values().map(|s| s.value.clone()).collect());
+            let public_url = config.serve.public_url.as_deref();
+            for n in due {
+                // A stop does not wait for a receiver: the row stays, to be delivered
+                // after the restart.
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = attempt(&client, &channel, &store, &metrics, n, public_url, &redactor) => {}
+                }
+            }
+        }
+        let wait = if full {
+            Duration::ZERO
+        } else {
+            match store.read("read the outbox", |c| outbox::next_due(c, &name)) {
+                Ok(Some(at)) => Duration::from_millis((at - now_ms()).max(0) as u64).min(POLL),
+                _ => POLL,
+            }
+        };
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = wake.changed() => {}
+            _ = tokio::time::sleep(wait) => {}
+        }
+    }
+}
+
+/// How long after the `attempts`-th failed attempt the next is due.
+fn backoff(attempts: u32) -> Duration {
+    FIRST_BACKOFF
+        .saturating_mul(1u32 << attempts.saturating_sub(1).min(16))
+        .min(MAX_BACKOFF)
+}
+
+async fn attempt(
+    client: &reqwest::Client,
+    channel: &Channel,
+    store: &Store,
+    metrics: &Metrics,
+    n: Notification,
+    public_url: Option<&str>,
+    redactor: &Redactor,
+) {
+    let request = match &channel.kind {
+        ChannelKind::Slack { url } => client
+            .post(url.value.expose().trim())
+            .header("content-type", "application/json")
+            .body(message::slack_body(&n, public_url, redactor)),
+        ChannelKind::Webhook { url, signing } => {
+            let body = message::webhook_body(&n, public_url, redactor);
+            client
+                .post(url.clone())
+                .header("content-type", "application/json")
+                .header(
+                    message::SIGNATURE_HEADER,
+                    message::signature(signing.value.expose().as_bytes(), &body),
+                )
+                .header(message::DELIVERY_HEADER, &n.delivery_id)
+                .header(message::EVENT_HEADER, n.event.as_str())
+                .body(body)
+        }
+    };
+    let outcome = match request.timeout(channel.timeout).send().await {
+        // The body is not read: only the status matters, and a receiver cannot make warden
+        // hold what it sends.
+        Ok(response) if response.status().is_success() => Ok(()),
+        Ok(response) => Err(format!("the receiver answered {}", response.status())),
+        Err(e) => Err(describe(e, channel.timeout)),
+    };
+    let seq = n.seq;
+    let error = match outcome {
+        Ok(()) => {
+            metrics.observe_delivery(&channel.name, "delivered");
+            tracing::info!(request = %n.request_id, channel = %channel.name, delivery = %n.delivery_id, event = %n.event, "notification delivered");
+            if let Err(e) = store
+                .write("record a notification delivered", move |c| {
+                    outbox::delivered(c, seq)
+                })
+                .await
+            {
+                tracing::error!(channel = %channel.name, "notifications: {e}");
+            }
+            return;
+        }
+        Err(error) => error,
+    };
+    let attempts = n.attempts + 1;
+    let next_at = now_ms() + backoff(attempts).as_millis() as i64;
+    if next_at > n.created_at + channel.retry_for.as_millis() as i64 {
+        let error = format!(
+            "not delivered in {} s ({attempts} attempts); the last: {error}",
+            channel.retry_for.as_secs()
+        );
+        give_up(store, metrics, n, attempts, error).await;
+        return;
+    }
+    metrics.observe_delivery(&channel.name, "retried");
+    tracing::warn!(request = %n.request_id, channel = %channel.name, delivery = %n.delivery_id, attempts, "notification not delivered, will retry: {error}");
+    if let Err(e) = store
+        .write("record a notification attempt", move |c| {
+            outbox::retry_at(c, seq, next_at, &error)
+        })
+        .await
+    {
+        tracing::error!(channel = %channel.name, "notifications: {e}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_from_a_quarter_second_to_a_minute() {
+        let waits: Vec<u128> = (1..=10).map(|n| backoff(n).as_millis()).collect();
+        assert_eq!(
+            waits,
+            [250, 500, 1000, 2000, 4000, 8000, 16000, 32000, 60000, 60000]
+        );
+        assert_eq!(backoff(u32::MAX), MAX_BACKOFF);
+    }
+}

@@ -1,0 +1,505 @@
+//! Notifications end to end: `warden serve` with Slack and webhook channels pointed at a
+//! local receiver (which checks each webhook signature itself), the events each flow routes,
+//! retries then giving up (on the request's history, in the audit log and the metrics), and
+//! a dead receiver that holds up neither the API nor the other channels.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use warden::serve::Server;
+use warden_tests::receiver::{Received, Receiver};
+use warden_tests::{Scratch, artifacts, toml_path};
+
+const ALICE: &str = "alice-token-1111";
+const BOB: &str = "bob-token-2222";
+const CAROL: &str = "carol-token-3333";
+const SIGNING_KEY: &str = "webhook-signing-key-5555";
+const PUBLIC_URL: &str = "https://warden.example.com";
+const WITHIN: Duration = Duration::from_secs(10);
+
+struct Harness {
+    scratch: Scratch,
+    server: Server,
+    http: reqwest::Client,
+}
+
+/// Starts `warden serve` with three tokens (alice requests, bob approves, carol is an
+/// admin), the signing key and the Slack URL as secrets, and `rest` (channels and flows).
+async fn start(slack_url: &str, rest: &str) -> Harness {
+    let scratch = Scratch::new();
+    for (name, token) in [("alice", ALICE), ("bob", BOB), ("carol", CAROL)] {
+        scratch.write(&format!("tokens/{name}"), format!("{token}\n"));
+    }
+    scratch.write("secrets/signing", SIGNING_KEY);
+    scratch.write("secrets/slack", slack_url);
+    scratch.config(&format!(
+        r#"
+[store]
+path = "warden.db"
+
+[serve]
+public_url = "{PUBLIC_URL}/"
+
+[serve.tokens.alice]
+token_file = "tokens/alice"
+user = "alice@example.com"
+role = "requester"
+
+[serve.tokens.bob]
+token_file = "tokens/bob"
+user = "bob@example.com"
+role = "approver"
+
+[serve.tokens.carol]
+token_file = "tokens/carol"
+user = "carol@example.com"
+role = "admin"
+
+[secrets.signing]
+source = "file"
+path = "secrets/signing"
+
+[secrets.slack]
+source = "file"
+path = "secrets/slack"
+
+[environments.main]
+
+{rest}
+"#
+    ));
+    let server = Server::start(
+        &scratch.path().join("warden.toml"),
+        Some("127.0.0.1:0".parse().unwrap()),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    Harness {
+        scratch,
+        server,
+        http: reqwest::Client::new(),
+    }
+}
+
+fn probe_flow(name: &str, action: &str, notify: &str) -> String {
+    format!(
+        "[flows.{name}]\nenvironment = \"main\"\nplugin = {}\nvars = {{ action = {action:?} }}\n\
+         [flows.{name}.fields.duration]\ntype = \"duration\"\n[flows.{name}.notify]\n{notify}\n",
+        toml_path(artifacts::PROBE)
+    )
+}
+
+impl Harness {
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.server.local_addr())
+    }
+
+    async fn call(&self, path: &str, token: &str, body: Option<Value>) -> Value {
+        let request = match body {
+            Some(body) => self
+                .http
+                .post(self.url(path))
+                .header("content-type", "application/json")
+                .body(body.to_string()),
+            None => self.http.get(self.url(path)),
+        };
+        let response = request.bearer_auth(token).send().await.unwrap();
+        let status = response.status();
+        let text = response.text().await.unwrap();
+        assert!(status.is_success(), "{path}: {status}: {text}");
+        serde_json::from_str(&text).unwrap()
+    }
+
+    async fn submit(&self, flow: &str, fields: Value) -> Value {
+        let path = format!("/v1/flows/{flow}/requests");
+        self.call(&path, ALICE, Some(json!({ "fields": fields })))
+            .await
+    }
+
+    async fn metrics(&self) -> String {
+        let response = self.http.get(self.url("/metrics")).send().await.unwrap();
+        response.text().await.unwrap()
+    }
+
+    /// The console's page at `path`, signed in as carol.
+    async fn console_page(&self, path: &str) -> String {
+        // The session cookie comes with the redirect after sign-in.
+        let no_redirects = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        let signed_in = no_redirects
+            .post(self.url("/signin"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(format!("token={CAROL}"))
+            .send()
+            .await
+            .unwrap();
+        let cookie = signed_in
+            .headers()
+            .get("set-cookie")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .unwrap_or_else(|| panic!("no session cookie: {signed_in:?}"))
+            .to_string();
+        let page = self
+            .http
+            .get(self.url(path))
+            .header("cookie", cookie)
+            .send()
+            .await
+            .unwrap();
+        assert!(page.status().is_success(), "{page:?}");
+        page.text().await.unwrap()
+    }
+
+    async fn stop(self) {
+        self.server.shutdown().await.unwrap();
+    }
+}
+
+/// What arrived at `path` about request `id`.
+fn about<'a>(got: &'a [Received], path: &str, id: &str) -> Vec<&'a Received> {
+    got.iter()
+        .filter(|r| {
+            r.path == path
+                && (r.body["request_id"] == id
+                    || r.body.to_string().contains(&format!("request {id}")))
+        })
+        .collect()
+}
+
+fn events(received: &[&Received]) -> Vec<String> {
+    received
+        .iter()
+        .map(|r| r.event.clone().unwrap_or_default())
+        .collect()
+}
+
+fn metric(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
+        .unwrap_or(0.0)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn each_event_reaches_its_channels_signed_and_in_slack_block_kit() {
+    let receiver = Receiver::start(SIGNING_KEY, 0).await;
+    let channels = format!(
+        "[channels.hook]\ntype = \"webhook\"\nurl = {:?}\nsigning_secret = \"signing\"\n\
+         [channels.chat]\ntype = \"slack\"\nurl_secret = \"slack\"\n",
+        receiver.url("/ok/hook")
+    );
+    let everything = "waiting = [\"hook\", \"chat\"]\ndecided = [\"hook\", \"chat\"]\nremoved = [\"hook\"]\nhook_failed = [\"hook\"]";
+    // The probe fails on_escalate (its action is no answer there): not routed but for `broken`.
+    let no_failures = "waiting = [\"hook\", \"chat\"]\ndecided = [\"hook\", \"chat\"]";
+    let flows = [
+        probe_flow("human", "continue", no_failures),
+        probe_flow(
+            "auto",
+            "approve:on call",
+            &format!("{no_failures}\nremoved = [\"hook\"]"),
+        ),
+        probe_flow("broken", "panic", everything),
+        probe_flow("quiet", "continue", ""),
+    ]
+    .concat();
+    let h = start(&receiver.url("/ok/slack"), &format!("{channels}{flows}")).await;
+
+    // A request for a human: waiting, then decided by bob.
+    let human = h.submit("human", json!({})).await;
+    let human_id = human["id"].as_str().unwrap().to_string();
+    assert_eq!(human["state"], "pending");
+    let got = receiver
+        .wait_until(WITHIN, "the waiting notifications", |got| {
+            about(got, "/ok/hook", &human_id).len() == 1
+                && about(got, "/ok/slack", &human_id).len() == 1
+        })
+        .await;
+    let hook = about(&got, "/ok/hook", &human_id)[0];
+    assert_eq!(hook.signature_ok, Some(true), "{hook:#?}");
+    assert_eq!(hook.event.as_deref(), Some("waiting"));
+    assert_eq!(
+        hook.delivery,
+        hook.body["delivery_id"].as_str().map(str::to_string)
+    );
+    assert!(hook.delivery.as_deref().unwrap().starts_with("dlv-"));
+    let body = &hook.body;
+    assert_eq!(body["flow"], "human");
+    assert_eq!(body["state"], "pending");
+    assert_eq!(body["requester"], "alice@example.com");
+    assert_eq!(body["decision"], "continue");
+    assert_eq!(body["reason"], "awaiting a human");
+    assert_eq!(body["link"], format!("{PUBLIC_URL}/requests/{human_id}"));
+    assert!(body["time"].as_str().unwrap().ends_with('Z'), "{body}");
+    let slack = &about(&got, "/ok/slack", &human_id)[0].body;
+    assert_eq!(slack["blocks"][0]["type"], "header");
+    assert_eq!(
+        slack["blocks"][0]["text"]["text"],
+        "Access request waiting for a decision"
+    );
+    let slack_text = slack.to_string();
+    for expected in [
+        "*Requester*\\nalice@example.com",
+        "*Flow*\\nhuman",
+        "*State*\\npending",
+        "*Reason*\\nawaiting a human",
+        &format!("<{PUBLIC_URL}/requests/{human_id}|Open request {human_id}>"),
+    ] {
+        assert!(
+            slack_text.contains(expected),
+            "no {expected} in {slack_text}"
+        );
+    }
+
+    let path = format!("/v1/requests/{human_id}/approve");
+    h.call(&path, BOB, Some(json!({ "reason": "ticket 42" })))
+        .await;
+    let got = receiver
+        .wait_until(WITHIN, "the decided notifications", |got| {
+            about(got, "/ok/hook", &human_id).len() == 2
+                && about(got, "/ok/slack", &human_id).len() == 2
+        })
+        .await;
+    let decided = about(&got, "/ok/hook", &human_id)[1];
+    assert_eq!(decided.signature_ok, Some(true));
+    assert_eq!(decided.event.as_deref(), Some("decided"));
+    assert_eq!(decided.body["state"], "approved");
+    assert_eq!(decided.body["decision"], "approve");
+    assert_eq!(decided.body["actor"], "bob@example.com");
+    assert_eq!(decided.body["reason"], "ticket 42");
+    let slack = about(&got, "/ok/slack", &human_id)[1].body.to_string();
+    assert!(slack.contains("Access request approved"), "{slack}");
+    assert!(slack.contains("*Decided by*\\nbob@example.com"), "{slack}");
+
+    // Approved by the plugin, for a second: decided, then removed when it runs out.
+    let auto = h
+        .submit("auto", json!({ "duration": { "seconds": 1 } }))
+        .await;
+    let auto_id = auto["id"].as_str().unwrap().to_string();
+    let got = receiver
+        .wait_until(WITHIN, "decided and removed", |got| {
+            about(got, "/ok/hook", &auto_id).len() == 2
+        })
+        .await;
+    let auto_events = about(&got, "/ok/hook", &auto_id);
+    assert_eq!(events(&auto_events), ["decided", "removed"]);
+    assert_eq!(auto_events[0].body["actor"], "flow `auto` plugin");
+    assert_eq!(auto_events[0].body["reason"], "on call");
+    assert_eq!(auto_events[1].body["state"], "deescalated");
+    assert!(auto_events.iter().all(|r| r.signature_ok == Some(true)));
+    // `removed` goes only to the webhook.
+    assert_eq!(events(&about(&got, "/ok/slack", &auto_id)), [""]);
+
+    // A plugin that panics: the failure (flow, hook, error) and the request waiting.
+    let broken = h.submit("broken", json!({})).await;
+    let broken_id = broken["id"].as_str().unwrap().to_string();
+    let got = receiver
+        .wait_until(WITHIN, "the hook failure", |got| {
+            about(got, "/ok/hook", &broken_id).len() == 3
+        })
+        .await;
+    let broken_events = about(&got, "/ok/hook", &broken_id);
+    // on_request fails, the request waits, after_request fails: in the commit's order.
+    assert_eq!(
+        events(&broken_events),
+        ["hook_failed", "waiting", "hook_failed"]
+    );
+    let failure = &broken_events[0].body;
+    assert_eq!(failure["flow"], "broken");
+    assert_eq!(failure["hook"], "on_request");
+    assert!(
+        failure["error"]
+            .as_str()
+            .unwrap()
+            .contains("probe panicked"),
+        "{failure}"
+    );
+
+    // A flow that routes nothing sends nothing.
+    let quiet = h.submit("quiet", json!({})).await;
+    let quiet_id = quiet["id"].as_str().unwrap().to_string();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let got = receiver.got();
+    assert!(about(&got, "/ok/hook", &quiet_id).is_empty());
+
+    // Each notification arrived once, with its own delivery id, and was counted; the
+    // outbox is empty.
+    let ids: std::collections::HashSet<_> = got.iter().filter_map(|r| r.delivery.clone()).collect();
+    let to_hook = got.iter().filter(|r| r.path == "/ok/hook").count();
+    assert_eq!((ids.len(), to_hook), (got.len() - 4, 7), "{got:#?}");
+    let mut metrics = h.metrics().await;
+    let delivered = |metrics: &str, channel: &str| {
+        metric(
+            metrics,
+            &format!(
+                "warden_notification_deliveries_total{{channel=\"{channel}\",result=\"delivered\"}}"
+            ),
+        )
+    };
+    for _ in 0..100 {
+        if delivered(&metrics, "hook") == 7.0 && delivered(&metrics, "chat") == 4.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        metrics = h.metrics().await;
+    }
+    assert_eq!(delivered(&metrics, "hook"), 7.0, "{metrics}");
+    assert_eq!(delivered(&metrics, "chat"), 4.0, "{metrics}");
+    assert!(!metrics.contains("warden_outbox_depth{"), "{metrics}");
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failing_receiver_is_retried_then_given_up_while_others_are_not_held_up() {
+    let receiver = Receiver::start(SIGNING_KEY, 0).await;
+    let channel = |name: &str, path: &str, extra: &str| {
+        format!(
+            "[channels.{name}]\ntype = \"webhook\"\nurl = {:?}\nsigning_secret = \"signing\"\n{extra}\n",
+            receiver.url(path)
+        )
+    };
+    let config = [
+        channel("down", "/fail/down", "retry_for_seconds = 1"),
+        // Never answers: each attempt runs into its timeout.
+        channel("stuck", "/hang/stuck", "timeout_ms = 60000"),
+        channel("up", "/ok/up", ""),
+        probe_flow(
+            "human",
+            "continue",
+            "waiting = [\"stuck\", \"down\", \"up\"]",
+        ),
+    ]
+    .concat();
+    let h = start(&receiver.url("/ok/slack"), &config).await;
+    // Answered although one channel's receiver hangs for a minute.
+    let request = h.submit("human", json!({})).await;
+    let id = request["id"].as_str().unwrap().to_string();
+    assert_eq!(request["state"], "pending");
+    receiver
+        .wait_until(WITHIN, "the healthy channel's delivery", |got| {
+            about(got, "/ok/up", &id).len() == 1
+        })
+        .await;
+
+    // `down` answers 500: retried (the same delivery id each time), then given up.
+    let deadline = tokio::time::Instant::now() + WITHIN;
+    let request = loop {
+        let request = h.call(&format!("/v1/requests/{id}"), CAROL, None).await;
+        let gave_up = request["history"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["kind"] == "notification");
+        if gave_up {
+            break request;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not given up: {request:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let got = receiver.got();
+    let attempts = about(&got, "/fail/down", &id);
+    assert!(attempts.len() >= 2, "{attempts:#?}");
+    assert!(attempts.iter().all(|a| a.delivery == attempts[0].delivery));
+    assert!(attempts.iter().all(|a| a.signature_ok == Some(true)));
+    let entry = request["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["kind"] == "notification")
+        .unwrap();
+    assert_eq!(entry["channel"], "down");
+    assert_eq!(entry["event"], "waiting");
+    assert_eq!(entry["delivery"], attempts[0].body["delivery_id"]);
+    assert_eq!(entry["attempts"], attempts.len());
+    let error = entry["error"].as_str().unwrap();
+    assert!(error.contains("500"), "{error}");
+    assert!(!error.contains("127.0.0.1"), "the URL leaked: {error}");
+
+    // The console's page of the request shows it too.
+    let page = h.console_page(&format!("/requests/{id}")).await;
+    assert!(
+        page.contains("notification waiting to down: given up"),
+        "{page}"
+    );
+
+    let audit = h.call("/v1/admin/audit", CAROL, None).await.to_string();
+    assert!(audit.contains("notify-failed"), "{audit}");
+    let metrics = h.metrics().await;
+    let series = |channel: &str, result: &str| {
+        metric(
+            &metrics,
+            &format!(
+                "warden_notification_deliveries_total{{channel=\"{channel}\",result=\"{result}\"}}"
+            ),
+        )
+    };
+    assert_eq!(series("down", "failed"), 1.0, "{metrics}");
+    assert_eq!(series("down", "retried") as usize, attempts.len() - 1);
+    assert_eq!(series("up", "delivered"), 1.0);
+    // The stuck one is still waiting, and shows as the outbox's depth.
+    assert_eq!(
+        metric(&metrics, "warden_outbox_depth{channel=\"stuck\"}"),
+        1.0,
+        "{metrics}"
+    );
+    assert_eq!(about(&receiver.got(), "/hang/stuck", &id).len(), 1);
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reload_that_removes_a_channel_gives_up_what_waits_for_it() {
+    let receiver = Receiver::start(SIGNING_KEY, 0).await;
+    let config = format!(
+        "[channels.down]\ntype = \"webhook\"\nurl = {:?}\nsigning_secret = \"signing\"\n{}",
+        receiver.url("/fail/down"),
+        probe_flow("human", "continue", "waiting = [\"down\"]"),
+    );
+    let h = start(&receiver.url("/ok/slack"), &config).await;
+    let request = h.submit("human", json!({})).await;
+    let id = request["id"].as_str().unwrap().to_string();
+    receiver
+        .wait_until(WITHIN, "a first attempt", |got| {
+            !about(got, "/fail/down", &id).is_empty()
+        })
+        .await;
+
+    // The channel and its route go; what waited for it is given up, and said so.
+    let path = h.scratch.path().join("warden.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let start_of_channel = text.find("[channels.down]").unwrap();
+    let end_of_channel = text.find("[flows.human]").unwrap();
+    let text = format!("{}{}", &text[..start_of_channel], &text[end_of_channel..])
+        .replace("waiting = [\"down\"]", "");
+    std::fs::write(&path, text).unwrap();
+    h.call("/v1/admin/reload", CAROL, Some(json!({}))).await;
+    let deadline = tokio::time::Instant::now() + WITHIN;
+    let entry = loop {
+        let request = h.call(&format!("/v1/requests/{id}"), CAROL, None).await;
+        let found = request["history"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["kind"] == "notification")
+            .cloned();
+        if let Some(entry) = found {
+            break entry;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not given up: {request:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(entry["channel"], "down");
+    assert_eq!(
+        entry["error"], "channel `down` is no longer in the config",
+        "{entry}"
+    );
+    let metrics = h.metrics().await;
+    assert!(!metrics.contains("warden_outbox_depth{"), "{metrics}");
+    h.stop().await;
+}
