@@ -16,7 +16,8 @@ use clap::Subcommand;
 
 use crate::cli::escape::escape_control;
 use crate::config::Outline;
-use crate::store::{Store, StoredIdentity};
+use crate::store::StoredIdentity;
+use crate::store::blocking::{UserAdmin, open_for_users};
 
 /// The email column's header, as symflow writes it.
 pub const EMAIL_COLUMN: &str = "sym:cloud";
@@ -108,10 +109,11 @@ impl fmt::Display for Service {
 /// Runs one `warden users` command, writing its report to `out`.
 pub fn run(config: &Path, command: UsersCommand, out: &mut dyn Write) -> Result<(), String> {
     let outline = Outline::load(config).map_err(|e| e.summary())?;
-    let store = Store::open(&outline.store_path).map_err(|e| e.to_string())?;
+    let store = open_for_users(&outline.store_path, outline.store_url.as_ref())
+        .map_err(|e| e.to_string())?;
     let users = Users {
         outline: &outline,
-        store: &store,
+        store: &*store,
     };
     let w = |r: std::io::Result<()>| r.map_err(|e| format!("cannot write the output: {e}"));
     match command {
@@ -206,7 +208,7 @@ fn import_errors(file: &Path, errors: &[ImportError]) -> String {
 /// The store seen through the config's declared services.
 pub struct Users<'a> {
     pub outline: &'a Outline,
-    pub store: &'a Store,
+    pub store: &'a dyn UserAdmin,
 }
 
 /// What `set-identity` did.

@@ -7,6 +7,7 @@ mod outline;
 mod policy;
 mod raw;
 mod serve;
+mod store_url;
 mod validate;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -21,6 +22,7 @@ pub use locate::Location;
 pub use outline::Outline;
 pub use policy::{ApprovalPolicy, GROUP_PREFIX, MAX_APPROVALS_REQUIRED};
 pub use serve::{ApiToken, DURATION_FIELD, FieldSpec, FieldType, Role, ServeSettings};
+pub use store_url::StoreUrl;
 
 use locate::SourceMap;
 use raw::{RawConfig, RawFlow, RawLimits, RawSecret};
@@ -114,6 +116,8 @@ pub struct Config {
     /// The file this was read from; relative paths in it are relative to its folder.
     pub source: PathBuf,
     pub store_path: PathBuf,
+    /// `[store] url`: PostgreSQL instead of the SQLite file at `store_path`.
+    pub store_url: Option<StoreUrl>,
     /// Where compiled plugins are kept between runs: `[cache] dir`, else the user's own
     /// cache folder ([`crate::runtime::plugin::user_cache_dir`]); `None` when neither is known, and
     /// plugins are compiled every time.

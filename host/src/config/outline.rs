@@ -13,6 +13,8 @@ use super::{ConfigError, ConfigErrors};
 pub struct Outline {
     pub source: PathBuf,
     pub store_path: PathBuf,
+    /// `[store] url`: PostgreSQL instead of the SQLite file at `store_path`.
+    pub store_url: Option<super::StoreUrl>,
     /// `(service type, external id)` → the integrations declaring it.
     pub services: BTreeMap<(String, String), Vec<String>>,
 }
@@ -59,12 +61,25 @@ impl Outline {
                 .or_default()
                 .push(name.clone());
         }
+        let store_url = raw.store.url.as_deref().and_then(|text| {
+            let segments = ["store", "url"];
+            let problem = match (&raw.store.path, super::StoreUrl::parse(text)) {
+                (Some(_), _) => {
+                    "`url` (PostgreSQL) and `path` (SQLite) are both set; keep one".into()
+                }
+                (None, Ok(url)) => return Some(url),
+                (None, Err(e)) => e,
+            };
+            errors.push(error(map.locate(&segments), &segments.join("."), problem));
+            None
+        });
         if !errors.is_empty() {
             return Err(ConfigErrors(errors));
         }
         Ok(Outline {
             source: path.to_path_buf(),
             store_path: base.join(raw.store.path.as_deref().unwrap_or("warden.db")),
+            store_url,
             services,
         })
     }

@@ -62,6 +62,8 @@ pub struct RawField {
 #[derive(Debug, Default, Deserialize)]
 pub struct RawStore {
     pub path: Option<String>,
+    /// A PostgreSQL store instead (`config::store_url`).
+    pub url: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

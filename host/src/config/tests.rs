@@ -412,3 +412,66 @@ json_key = "k"
     }
     assert_eq!(errors.len(), expected.len(), "{errors:#?}");
 }
+
+#[test]
+fn store_url_selects_postgres_and_refuses_path_beside_it_or_a_password() {
+    let fx = Fixture::new();
+    let rest = "[environments.e]\n[flows.f]\nenvironment = \"e\"\nplugin = \"plugin.wasm\"\nreveal_secrets = false\n";
+    let config = fx
+        .parse(&format!(
+            "[store]\nurl = \"postgres://warden@127.0.0.1:5432/warden\"\n{rest}"
+        ))
+        .unwrap();
+    assert_eq!(
+        config.store_url.as_ref().map(StoreUrl::as_str),
+        Some("postgres://warden@127.0.0.1:5432/warden")
+    );
+    assert!(
+        fx.parse(rest).unwrap().store_url.is_none(),
+        "SQLite by default"
+    );
+    let file = fx.path().display().to_string();
+    let both = fx.errors(&format!(
+        "[store]\npath = \"w.db\"\nurl = \"postgres://warden@db/warden\"\n{rest}"
+    ));
+    assert_eq!(
+        both,
+        [format!(
+            "{file}:3:1: store.url: `url` (PostgreSQL) and `path` (SQLite) are both set; keep one"
+        )]
+    );
+    let secret = fx.errors(&format!(
+        "[store]\nurl = \"postgres://warden:hunter2@db/warden\"\n{rest}"
+    ));
+    assert_eq!(secret.len(), 1, "{secret:?}");
+    assert!(
+        secret[0].contains("store.url: must not hold a password"),
+        "{secret:?}"
+    );
+    assert!(!secret[0].contains("hunter2"), "{secret:?}");
+}
+
+#[test]
+fn the_outline_for_warden_users_takes_the_store_url_and_refuses_path_beside_it() {
+    let fx = Fixture::new();
+    let url = "postgres://warden@127.0.0.1:5432/warden";
+    std::fs::write(fx.path(), format!("[store]\nurl = \"{url}\"\n")).unwrap();
+    let outline = Outline::load(&fx.path()).unwrap();
+    assert_eq!(outline.store_url.as_ref().map(StoreUrl::as_str), Some(url));
+    std::fs::write(
+        fx.path(),
+        format!("[store]\npath = \"w.db\"\nurl = \"{url}\"\n"),
+    )
+    .unwrap();
+    let errors = Outline::load(&fx.path()).unwrap_err().summary();
+    assert!(
+        errors.contains("store.url: `url` (PostgreSQL) and `path` (SQLite) are both set"),
+        "{errors}"
+    );
+    std::fs::write(fx.path(), "[store]\nurl = \"postgres://w:pw@db/w\"\n").unwrap();
+    let errors = Outline::load(&fx.path()).unwrap_err().summary();
+    assert!(
+        errors.contains("must not hold a password") && !errors.contains(":pw@"),
+        "{errors}"
+    );
+}

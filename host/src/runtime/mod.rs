@@ -73,7 +73,8 @@ impl Warden {
     /// Compiles every flow's plugin and opens the store; every plugin problem is
     /// reported, not just the first.
     pub async fn start(config: Config) -> Result<Self, StartError> {
-        let store = Arc::new(IdentityStore::open(&config.store_path)?);
+        let url = config.store_url.as_ref().map(|u| u.as_str());
+        let store = Arc::new(IdentityStore::open_configured(&config.store_path, url)?);
         Self::start_with_store(config, store).await
     }
 

@@ -184,7 +184,8 @@ impl Server {
             return Err(ServeError::NoTokens(config_path.to_path_buf()));
         }
         let settings = config.serve.clone();
-        let store = Arc::new(Store::open(&config.store_path)?);
+        let url = config.store_url.as_ref().map(|u| u.as_str());
+        let store = Arc::new(Store::open_configured(&config.store_path, url)?);
         let secrets = Arc::new(SecretStore::new(&config.secrets));
         // One flow's broken plugin must not keep the others from serving.
         let warden = Warden::start_with_failed_flows(

@@ -1,14 +1,20 @@
 //! The SQLite store: users and their identities in other services, and `warden serve`'s
 //! access requests, their history and the audit log ([`requests`]), and the notifications
-//! waiting to be delivered ([`outbox`]). One connection writes
+//! waiting to be delivered ([`outbox`]); the same on PostgreSQL ([`postgres`], behind the
+//! interface of [`backend`]; the outbox not yet). One connection writes
 //! (its writes share commits: [`group_commit`]); a file store reads on a second one, and
 //! answers repeated identity lookups from memory while the file is unchanged
 //! ([`identity_cache`], [`wal_index`]).
 
+pub mod backend;
+pub mod blocking;
 mod group_commit;
 mod identity_cache;
 pub mod outbox;
+pub mod postgres;
 pub mod requests;
+#[cfg(test)]
+pub(crate) mod test_cluster;
 mod wal_index;
 
 use std::path::{Path, PathBuf};
@@ -106,7 +112,8 @@ const MIGRATIONS: &[&str] = &[
     outbox::MIGRATION,
 ];
 
-/// A failure of the store: which database file, what warden was doing, and SQLite's error.
+/// A failure of the store: which database (a SQLite file, or a PostgreSQL URL, which never
+/// holds a password), what warden was doing, and the database's error.
 #[derive(Debug, thiserror::Error)]
 #[error("the store {path}: cannot {operation}: {source}")]
 pub struct StoreError {
@@ -114,15 +121,23 @@ pub struct StoreError {
     /// What failed, as "cannot ..." completes it: `open it`, `write request req-1`, ...
     operation: String,
     #[source]
-    source: rusqlite::Error,
+    source: Box<dyn std::error::Error + Send + Sync>,
 }
 
 impl StoreError {
     fn new(path: &Path, operation: impl Into<String>, source: rusqlite::Error) -> Self {
+        Self::other(path, operation, source)
+    }
+
+    fn other(
+        path: &Path,
+        operation: impl Into<String>,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
         Self {
             path: path.to_path_buf(),
             operation: operation.into(),
-            source,
+            source: source.into(),
         }
     }
 }
@@ -168,6 +183,21 @@ impl Store {
             .map_err(wrap)?;
         reader.set_prepared_statement_cache_capacity(64);
         Self::prepare(path.to_path_buf(), conn, Some(reader))
+    }
+
+    /// Opens the store a config names: the SQLite file at `path`. A PostgreSQL `[store] url`
+    /// is refused until `warden serve` runs on [`backend::Backend`] (issue 19): opening a
+    /// SQLite file in its place would split one deployment's state in two.
+    pub fn open_configured(path: &Path, url: Option<&str>) -> Result<Self, StoreError> {
+        match url {
+            Some(url) => Err(StoreError::other(
+                Path::new(url),
+                "open it",
+                "warden serve does not run on PostgreSQL yet (only `warden users` does); \
+                 set `[store] path` (SQLite) instead of `url`",
+            )),
+            None => Self::open(path),
+        }
     }
 
     pub fn open_in_memory() -> Result<Self, StoreError> {

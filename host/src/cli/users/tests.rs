@@ -2,7 +2,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use super::*;
-use crate::store::StoreChange;
+use crate::store::{Store, StoreChange};
 
 const VO: &str = "custom:aaabbcccddee";
 
@@ -19,6 +19,7 @@ fn outline() -> Outline {
     Outline {
         source: PathBuf::from("warden.toml"),
         store_path: PathBuf::from(":memory:"),
+        store_url: None,
         services,
     }
 }

@@ -1,0 +1,304 @@
+//! A throwaway PostgreSQL cluster for the store's tests: its own data folder in a temporary
+//! folder, a free loopback port, started once per test process and stopped when it exits;
+//! each test gets a database of its own ([`database`]).
+//!
+//! PostgreSQL refuses to run as root, so as root the cluster runs as `nobody`. Without a
+//! PostgreSQL installation the tests that need one skip with a message, unless
+//! `WARDEN_REQUIRE_POSTGRES` is set (as `scripts/test` does), when they fail.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::config::StoreUrl;
+
+/// The uid and gid the cluster runs as when the tests run as root.
+const NOBODY: u32 = 65534;
+
+struct Cluster {
+    server: Server,
+}
+
+static CLUSTER: OnceLock<Result<Cluster, String>> = OnceLock::new();
+static DATABASES: AtomicUsize = AtomicUsize::new(0);
+
+/// A new, empty database in the test cluster; `None` (the test should return) when there is
+/// no PostgreSQL to run and it is not required.
+pub(crate) async fn database() -> Option<StoreUrl> {
+    let cluster = match CLUSTER.get_or_init(start) {
+        Ok(cluster) => cluster,
+        Err(why) => {
+            if std::env::var_os("WARDEN_REQUIRE_POSTGRES").is_some() {
+                panic!("WARDEN_REQUIRE_POSTGRES is set, but {why}");
+            }
+            eprintln!("skipped: {why} (set WARDEN_REQUIRE_POSTGRES to make this fail)");
+            return None;
+        }
+    };
+    let name = format!("test_{}", DATABASES.fetch_add(1, Ordering::Relaxed));
+    let admin = format!(
+        "postgres://warden@127.0.0.1:{}/postgres",
+        cluster.server.port
+    );
+    let (client, connection) = tokio_postgres::connect(&admin, tokio_postgres::NoTls)
+        .await
+        .expect("connect to the test cluster");
+    let connection = tokio::spawn(connection);
+    client
+        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .await
+        .expect("create a test database");
+    drop(client);
+    let _ = connection.await;
+    let url = format!("postgres://warden@127.0.0.1:{}/{name}", cluster.server.port);
+    Some(StoreUrl::parse(&url).expect("a valid test URL"))
+}
+
+/// The newest PostgreSQL server installed where Debian puts it, or `WARDEN_POSTGRES_BIN`.
+fn bin_dir() -> Option<PathBuf> {
+    if let Some(dir) = std::env::var_os("WARDEN_POSTGRES_BIN") {
+        return Some(PathBuf::from(dir));
+    }
+    let mut found: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .ok()?
+        .filter_map(|e| {
+            let e = e.ok()?;
+            let version = e.file_name().to_str()?.parse().ok()?;
+            let bin = e.path().join("bin");
+            bin.join("initdb").exists().then_some((version, bin))
+        })
+        .collect();
+    found.sort();
+    found.pop().map(|(_, bin)| bin)
+}
+
+fn start() -> Result<Cluster, String> {
+    remove_stale_folders();
+    let mut server = Server::init(format!("warden-pg-{}", std::process::id()))?;
+    server.run()?;
+    // Kept in a static, never dropped: the server stops when the process exits.
+    Ok(Cluster { server })
+}
+
+/// A cluster a test owns, to stop and start again (the database restarting under warden).
+pub(crate) struct Server {
+    bin: PathBuf,
+    data: PathBuf,
+    pub(crate) port: u16,
+    root: bool,
+    /// The postmaster, while it runs.
+    pid: Option<u32>,
+}
+
+/// A cluster of the test's own, running, with a `warden` database; `None` as [`database`].
+pub(crate) fn dedicated() -> Option<Server> {
+    static SERVERS: AtomicUsize = AtomicUsize::new(0);
+    let name = format!(
+        "warden-pg-{}-{}",
+        std::process::id(),
+        SERVERS.fetch_add(1, Ordering::Relaxed)
+    );
+    let started = Server::init(name).and_then(|mut server| {
+        server.run()?;
+        let created = Command::new(server.bin.join("createdb"))
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &server.port.to_string(),
+                "-U",
+                "warden",
+                "warden",
+            ])
+            .status()
+            .map_err(|e| format!("cannot run createdb: {e}"))?;
+        created
+            .success()
+            .then_some(server)
+            .ok_or_else(|| "createdb failed".to_string())
+    });
+    match started {
+        Ok(server) => Some(server),
+        Err(why) => {
+            if std::env::var_os("WARDEN_REQUIRE_POSTGRES").is_some() {
+                panic!("WARDEN_REQUIRE_POSTGRES is set, but {why}");
+            }
+            eprintln!("skipped: {why} (set WARDEN_REQUIRE_POSTGRES to make this fail)");
+            None
+        }
+    }
+}
+
+impl Server {
+    /// A new cluster in the temporary folder `name`, on a free port, not yet running.
+    fn init(name: String) -> Result<Self, String> {
+        let bin =
+            bin_dir().ok_or("no PostgreSQL server is installed (/usr/lib/postgresql/*/bin)")?;
+        let root = rustix::process::getuid().is_root();
+        let data = std::env::temp_dir().join(name);
+        let _ = std::fs::remove_dir_all(&data);
+        std::fs::create_dir(&data).map_err(|e| format!("cannot make {}: {e}", data.display()))?;
+        if root {
+            std::os::unix::fs::chown(&data, Some(NOBODY), Some(NOBODY))
+                .map_err(|e| format!("cannot hand {} to nobody: {e}", data.display()))?;
+        }
+        let server = Self {
+            bin,
+            data,
+            port: free_port()?,
+            root,
+            pid: None,
+        };
+        let initdb = server
+            .as_owner("initdb")
+            .args([
+                "-U",
+                "warden",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--locale=C",
+                "--no-sync",
+                "-D",
+            ])
+            .arg(&server.data)
+            .stdout(Stdio::null())
+            .output()
+            .map_err(|e| format!("cannot run initdb (setpriv): {e}"))?;
+        if !initdb.status.success() {
+            return Err(format!(
+                "initdb failed: {}",
+                String::from_utf8_lossy(&initdb.stderr).trim()
+            ));
+        }
+        Ok(server)
+    }
+
+    /// `program` of the server, run as the cluster's owner (`nobody` when the tests run as
+    /// root: PostgreSQL refuses root).
+    fn as_owner(&self, program: &str) -> Command {
+        // setpriv sets the parent-death signal after its change of uid, which would clear it.
+        let mut command = Command::new("setpriv");
+        command.arg("--pdeathsig=INT");
+        if self.root {
+            command.args([
+                format!("--reuid={NOBODY}"),
+                format!("--regid={NOBODY}"),
+                "--clear-groups".into(),
+            ]);
+        }
+        command.arg(self.bin.join(program));
+        command
+    }
+
+    /// Starts the server and waits until it accepts connections.
+    pub(crate) fn run(&mut self) -> Result<(), String> {
+        let (started, outcome) = std::sync::mpsc::channel();
+        let mut postgres = self.as_owner("postgres");
+        postgres
+            .args(["-D"])
+            .arg(&self.data)
+            .args(["-p", &self.port.to_string(), "-k"])
+            .arg(&self.data)
+            .args([
+                "-c",
+                "listen_addresses=127.0.0.1",
+                "-c",
+                "fsync=off",
+                "-c",
+                "max_connections=300",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(self.data.with_extension("log"))
+                    .map_err(|e| e.to_string())?,
+            ));
+        // The server is told to stop (fast shutdown, SIGINT) when the thread that started it
+        // ends, which is when the test process exits.
+        std::thread::Builder::new()
+            .name("warden-test-postgres".into())
+            .spawn(move || {
+                let child = postgres.spawn();
+                let _ = started.send(child.as_ref().map(|c| c.id()).map_err(|e| e.to_string()));
+                // Kept alive (and parked) until the process exits.
+                let _child = child;
+                loop {
+                    std::thread::park();
+                }
+            })
+            .map_err(|e| e.to_string())?;
+        let pid = outcome
+            .recv()
+            .map_err(|e| e.to_string())?
+            .map_err(|e| format!("cannot start postgres: {e}"))?;
+        self.pid = Some(pid);
+        wait_ready(&self.bin, self.port, &self.data)
+    }
+
+    /// Stops the server (fast shutdown: clients are disconnected) and waits until it has.
+    pub(crate) fn stop(&mut self) {
+        let Some(pid) = self.pid.take() else { return };
+        if let Some(pid) = rustix::process::Pid::from_raw(pid as i32) {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::INT);
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.data.join("postmaster.pid").exists() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_dir_all(&self.data);
+        let _ = std::fs::remove_file(self.data.with_extension("log"));
+    }
+}
+
+fn wait_ready(bin: &Path, port: u16, data: &Path) -> Result<(), String> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let ready = Command::new(bin.join("pg_isready"))
+            .args(["-q", "-h", "127.0.0.1", "-p", &port.to_string()])
+            .status()
+            .map_err(|e| format!("cannot run pg_isready: {e}"))?;
+        if ready.success() {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            let log = std::fs::read_to_string(data.with_extension("log")).unwrap_or_default();
+            return Err(format!("postgres did not start in 30 s:\n{log}"));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn free_port() -> Result<u16, String> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+    Ok(listener.local_addr().map_err(|e| e.to_string())?.port())
+}
+
+/// Data folders of test processes that have exited (their server stopped with them).
+fn remove_stale_folders() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name.to_str().and_then(|n| n.strip_prefix("warden-pg-")) else {
+            continue;
+        };
+        let pid = pid.trim_end_matches(".log");
+        let pid = pid.split('-').next().unwrap_or(pid);
+        if pid.parse::<u32>().is_ok() && !Path::new("/proc").join(pid).exists() {
+            let path = entry.path();
+            let _ = std::fs::remove_dir_all(&path).or_else(|_| std::fs::remove_file(&path));
+        }
+    }
+}
