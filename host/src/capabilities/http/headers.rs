@@ -17,20 +17,21 @@ use crate::runtime::bindings::warden::plugin::http::HeaderValue;
 
 impl HttpView<'_> {
     /// The request's headers with sealed values filled in, or the refusal of the first one
-    /// the plugin may not send. Names are checked before any secret is read.
+    /// the plugin may not send. Names are checked before any secret is read. Names and text
+    /// values are moved, not copied.
     pub(super) async fn outgoing_headers(
         &mut self,
-        asked: &[(String, HeaderValue)],
+        asked: Vec<(String, HeaderValue)>,
     ) -> wasmtime::Result<Result<Vec<OutgoingHeader>, CallError>> {
         let mut out = Vec::with_capacity(asked.len());
         for (name, value) in asked {
-            if let Err(detail) = check_name(name) {
+            if let Err(detail) = check_name(&name) {
                 return Ok(Err(CallError::Http(self.instance.refuse_header(detail))));
             }
             let value = match value {
-                HeaderValue::Text(text) => OutgoingValue::Text(text.clone()),
+                HeaderValue::Text(text) => OutgoingValue::Text(text),
                 HeaderValue::Sealed(handle) => {
-                    let secret = self.table.get(handle)?.secret().clone();
+                    let secret = self.table.get(&handle)?.secret().clone();
                     match self.instance.secrets.current(&secret).await {
                         Ok(value) => OutgoingValue::Sealed {
                             secret_id: secret.id.clone(),
@@ -38,20 +39,17 @@ impl HttpView<'_> {
                         },
                         Err(cause) => {
                             return Ok(Err(CallError::Secret {
-                                header: name.clone(),
+                                header: name,
                                 cause,
                             }));
                         }
                     }
                 }
             };
-            if let Err(detail) = check_value(name, value.expose()) {
+            if let Err(detail) = check_value(&name, value.expose()) {
                 return Ok(Err(CallError::Http(self.instance.refuse_header(detail))));
             }
-            out.push(OutgoingHeader {
-                name: name.clone(),
-                value,
-            });
+            out.push(OutgoingHeader { name, value });
         }
         Ok(Ok(out))
     }
@@ -79,29 +77,41 @@ const SHOWN_NAME_BYTES: usize = 64;
 
 /// Why a header called `name` may not be sent, whatever its value.
 pub fn check_name(name: &str) -> Result<(), String> {
-    let shown = shown(name);
+    // Quoted only when refused: an accepted header costs no allocation.
+    let shown = || shown(name);
     if name.chars().any(char::is_control) {
-        return Err(format!("header name `{shown}` holds a control character"));
+        return Err(format!(
+            "header name `{}` holds a control character",
+            shown()
+        ));
     }
     if name.is_empty() || !name.bytes().all(is_token_byte) {
         return Err(format!(
-            "header name `{shown}` is not a valid HTTP header name"
+            "header name `{}` is not a valid HTTP header name",
+            shown()
         ));
     }
-    let lower = name.to_ascii_lowercase();
-    if lower == "host" {
+    let is = |known: &&str| name.eq_ignore_ascii_case(known);
+    let starts = |prefix: &&str| {
+        name.len() >= prefix.len()
+            && name.as_bytes()[..prefix.len()].eq_ignore_ascii_case(prefix.as_bytes())
+    };
+    if name.eq_ignore_ascii_case("host") {
         return Err(format!(
-            "header `{shown}` is refused: warden sends the host of the request's URL"
+            "header `{}` is refused: warden sends the host of the request's URL",
+            shown()
         ));
     }
-    if FRAMING.contains(&lower.as_str()) {
+    if FRAMING.iter().any(is) {
         return Err(format!(
-            "header `{shown}` is refused: warden frames the request and manages its connection"
+            "header `{}` is refused: warden frames the request and manages its connection",
+            shown()
         ));
     }
-    if ROUTING.contains(&lower.as_str()) || ROUTING_PREFIXES.iter().any(|p| lower.starts_with(p)) {
+    if ROUTING.iter().any(is) || ROUTING_PREFIXES.iter().any(starts) {
         return Err(format!(
-            "header `{shown}` is refused: proxies route requests by it"
+            "header `{}` is refused: proxies route requests by it",
+            shown()
         ));
     }
     Ok(())

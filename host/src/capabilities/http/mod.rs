@@ -241,7 +241,7 @@ impl HttpView<'_> {
         let method = method_name(asked.method);
         let shown = self.instance.describe(&asked.url);
         // Measured before the host copied or parsed any of it.
-        let request = match asked.request {
+        let mut request = match asked.request {
             Ok(request) => request,
             Err(why) => {
                 let invalid = CallError::Http(HttpError::Invalid(why));
@@ -249,7 +249,8 @@ impl HttpView<'_> {
             }
         };
         let allowed = self.instance.flow.limits.http_requests;
-        let result = match self.outgoing_headers(&request.headers).await? {
+        let asked_headers = std::mem::take(&mut request.headers);
+        let result = match self.outgoing_headers(asked_headers).await? {
             Err(refused) => Err(refused),
             Ok(_) if self.instance.sent >= allowed => Err(CallError::Http(self.instance.refuse(
                 format!("more than {allowed} HTTP requests in one event (limits.http_requests)"),
@@ -408,11 +409,10 @@ impl HttpInstance {
                 )));
             }
             // A sealed secret is only ever sent to the origin the plugin addressed.
+            let same_origin = url.origin() == first_origin;
             let hop_headers = headers
                 .iter()
-                .filter(|h| {
-                    !matches!(h.value, OutgoingValue::Sealed { .. }) || url.origin() == first_origin
-                })
+                .filter(|h| same_origin || !matches!(h.value, OutgoingValue::Sealed { .. }))
                 .collect();
             let response = self
                 .transport

@@ -7,11 +7,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use futures_util::StreamExt;
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use url::Url;
 
-use super::{HopRequest, HopResponse, Transport, TransportError};
+use super::{HopRequest, HopResponse, OutgoingHeader, OutgoingValue, Transport, TransportError};
 use crate::config::{is_localhost_name, is_public, origin};
 
 /// The real network, through one client so connections are pooled across events and flows.
@@ -45,37 +45,39 @@ impl ReqwestTransport {
     }
 }
 
+/// The most of a response body reserved before its bytes arrive.
+const PREALLOCATED_BODY_BYTES: u64 = 64 << 10;
+
 #[async_trait]
 impl Transport for ReqwestTransport {
     async fn send(&self, hop: HopRequest<'_>) -> Result<HopResponse, TransportError> {
         let url = hop.url;
-        let mut builder = self
+        let response = self
             .client
             .request(hop.method.clone(), url.clone())
+            .headers(header_map(&hop.headers, url)?)
             .timeout(hop.timeout);
-        for h in &hop.headers {
-            builder = builder.header(h.name.as_str(), h.value.expose());
-        }
-        if let Some(b) = hop.body {
-            builder = builder.body(b.to_vec());
-        }
-        let response = builder.send().await.map_err(|e| classify(&e, url))?;
+        let response = match hop.body {
+            Some(b) => response.body(b.to_vec()),
+            None => response,
+        };
+        let mut response = response.send().await.map_err(|e| classify(&e, url))?;
         let status = response.status().as_u16();
         let headers = response
             .headers()
             .iter()
             .map(|(k, v)| (k.as_str().to_string(), v.as_bytes().to_vec()))
             .collect();
-        if response
-            .content_length()
-            .is_some_and(|len| len > hop.max_body)
-        {
+        let declared = response.content_length();
+        if declared.is_some_and(|len| len > hop.max_body) {
             return Err(too_large(url, hop.max_body));
         }
-        let mut collected = Vec::new();
-        let mut stream = response.bytes_stream();
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|e| classify(&e, url))?;
+        // Sized from a declared length so a usual body is copied into place once, not grown
+        // chunk by chunk; at most PREALLOCATED_BODY_BYTES ahead of the bytes, so a server
+        // that declares much and sends little does not make the host hold it.
+        let mut collected =
+            Vec::with_capacity(declared.unwrap_or(0).min(PREALLOCATED_BODY_BYTES) as usize);
+        while let Some(chunk) = response.chunk().await.map_err(|e| classify(&e, url))? {
             if (collected.len() + chunk.len()) as u64 > hop.max_body {
                 return Err(too_large(url, hop.max_body));
             }
@@ -87,6 +89,31 @@ impl Transport for ReqwestTransport {
             body: collected,
         })
     }
+}
+
+/// The hop's headers as the client sends them, made in one map of the right size. A sealed
+/// value is marked sensitive, so the client never indexes or prints it.
+fn header_map(headers: &[&OutgoingHeader], url: &Url) -> Result<HeaderMap, TransportError> {
+    let mut map = HeaderMap::with_capacity(headers.len());
+    for h in headers {
+        // Names and values were checked before the hop (`http/headers.rs`): an error here is
+        // one those checks did not foresee. It never quotes the value.
+        let name = HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| {
+            TransportError::Invalid(format!("header name `{}` is not valid", h.name))
+        })?;
+        let mut value = HeaderValue::from_str(h.value.expose()).map_err(|_| {
+            TransportError::Invalid(format!(
+                "header `{}` cannot be sent to {}: its value is not a valid HTTP header value",
+                h.name,
+                origin(url)
+            ))
+        })?;
+        if matches!(h.value, OutgoingValue::Sealed { .. }) {
+            value.set_sensitive(true);
+        }
+        map.append(name, value);
+    }
+    Ok(map)
 }
 
 pub fn too_large(url: &Url, max: u64) -> TransportError {
@@ -213,6 +240,47 @@ mod tests {
 
     fn addr(s: &str) -> SocketAddr {
         SocketAddr::new(s.parse().unwrap(), 0)
+    }
+
+    #[test]
+    fn the_header_map_keeps_repeated_names_and_marks_only_sealed_values_sensitive() {
+        use crate::config::SecretValue;
+        let text = |name: &str, value: &str| OutgoingHeader {
+            name: name.into(),
+            value: OutgoingValue::Text(value.into()),
+        };
+        let headers = [
+            text("Accept", "application/json"),
+            text("X-Tag", "one"),
+            text("x-tag", "two"),
+            OutgoingHeader {
+                name: "X-Api-Key".into(),
+                value: OutgoingValue::Sealed {
+                    secret_id: "key".into(),
+                    value: SecretValue::new("s3cret"),
+                },
+            },
+        ];
+        let url = Url::parse("http://127.0.0.1:9/").unwrap();
+        let map = header_map(&headers.iter().collect::<Vec<_>>(), &url).unwrap();
+        let tags: Vec<_> = map.get_all("x-tag").iter().collect();
+        assert_eq!(tags, ["one", "two"]);
+        assert!(!map["accept"].is_sensitive());
+        assert!(map["x-api-key"].is_sensitive());
+        assert_eq!(map["x-api-key"], "s3cret");
+        // A value the client cannot send is named by its header, never quoted.
+        let bad = OutgoingHeader {
+            name: "X-Api-Key".into(),
+            value: OutgoingValue::Sealed {
+                secret_id: "key".into(),
+                value: SecretValue::new("s\u{7f}cret"),
+            },
+        };
+        let TransportError::Invalid(error) = header_map(&[&bad], &url).unwrap_err() else {
+            panic!("not invalid");
+        };
+        assert!(error.contains("`X-Api-Key`"), "{error}");
+        assert!(!error.contains("cret"), "{error}");
     }
 
     #[test]
