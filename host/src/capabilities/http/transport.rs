@@ -244,7 +244,7 @@ mod tests {
 
     #[test]
     fn the_header_map_keeps_repeated_names_and_marks_only_sealed_values_sensitive() {
-        use crate::config::SecretValue;
+        use crate::secrets::SecretValue;
         let text = |name: &str, value: &str| OutgoingHeader {
             name: name.into(),
             value: OutgoingValue::Text(value.into()),
