@@ -68,7 +68,7 @@ pub fn new_plugin(name: &str, parent: &Path, sdk: &Path) -> Result<PathBuf, Scaf
         ),
         (
             &format!("tests/{lib}.toml") as &str,
-            TEST_TOML.replace("{name}", name),
+            [TEST_TOML, TEST_CASES].concat().replace("{name}", name),
         ),
         (".gitignore", "/target\n".to_string()),
     ];
@@ -193,7 +193,11 @@ const TEST_TOML: &str = r#"# Tests for {name}: run `warden test` in this crate (
 [flow]
 allowed_hosts = ["https://status.example.com"]
 
-[secrets]
+"#;
+
+/// The cases of a new plugin's test file, the same for every language: only the head (how
+/// to build, the flow's grants) differs.
+pub(super) const TEST_CASES: &str = r#"[secrets]
 status_token = "test-token"
 
 [integrations.status]

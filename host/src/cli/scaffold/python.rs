@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{ScaffoldError, check_name};
+use super::{ScaffoldError, TEST_CASES, check_name};
 
 /// Creates the folder `name` inside `parent`; returns it.
 pub fn new_python_plugin(name: &str, parent: &Path) -> Result<PathBuf, ScaffoldError> {
@@ -16,7 +16,10 @@ pub fn new_python_plugin(name: &str, parent: &Path) -> Result<PathBuf, ScaffoldE
     let test_file = format!("tests/{}.toml", name.replace('-', "_"));
     let files = [
         ("plugin.py", PLUGIN_PY.replace("{name}", name)),
-        (test_file.as_str(), TEST_TOML.replace("{name}", name)),
+        (
+            test_file.as_str(),
+            [TEST_TOML, TEST_CASES].concat().replace("{name}", name),
+        ),
         (".gitignore", "/build/\n__pycache__/\n".to_string()),
     ];
     for (relative, contents) in files {
@@ -96,49 +99,6 @@ allowed_hosts = ["https://status.example.com"]
 # The token is only ever sent sealed.
 reveal_secrets = false
 
-[secrets]
-status_token = "test-token"
-
-[integrations.status]
-type = "custom"
-external_id = "status"
-secrets = ["status_token"]
-settings = { api_url = "https://status.example.com" }
-
-[event]
-user = { email = "alice@example.com" }
-fields = { reason = "fix the deploy" }
-
-[[case]]
-name = "on duty: approved"
-[[case.mock]]
-method = "GET"
-url = "https://status.example.com/v1/duty"
-query = { email = "alice@example.com" }
-headers = { Authorization = { secret = "status_token" } }
-times = 1
-respond = { status = 200, json = { on_duty = true } }
-[case.expect]
-decision = "approve"
-reason = "Auto-approved: on duty: fix the deploy"
-
-[[case]]
-name = "off duty: a human decides"
-[[case.mock]]
-url = "https://status.example.com/v1/duty"
-respond = { json = { on_duty = false } }
-[case.expect]
-decision = "continue"
-logs = [{ level = "info", contains = "not on duty" }]
-
-[[case]]
-name = "the API failing: a human decides"
-[[case.mock]]
-url = "https://status.example.com/v1/duty"
-respond = { status = 503, body = "unavailable" }
-[case.expect]
-decision = "continue"
-logs = [{ level = "warn", contains = "answered 503" }]
 "#;
 
 #[cfg(test)]
