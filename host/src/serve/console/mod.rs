@@ -125,6 +125,22 @@ impl SignedIn {
 }
 
 impl Console {
+    /// The signed-in user and the form they posted, its size and CSRF token checked; else the
+    /// page to answer with (sign-in, or the error page).
+    fn posted_form(
+        &self,
+        headers: &HeaderMap,
+        body: Result<Bytes, BytesRejection>,
+    ) -> Result<(SignedIn, Form), Response> {
+        let Some(who) = self.signed_in(headers) else {
+            return Err(redirect("/signin"));
+        };
+        match read_form(headers, body).and_then(|f| check_csrf(&who, &f).map(|()| f)) {
+            Ok(form) => Ok((who, form)),
+            Err(e) => Err(error_page(&who, &e)),
+        }
+    }
+
     fn signed_in(&self, headers: &HeaderMap) -> Option<SignedIn> {
         let now = Instant::now();
         let warden = self.app.warden.current();
@@ -372,12 +388,9 @@ async fn decide(
     Path(id): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let Some(who) = c.signed_in(&headers) else {
-        return redirect("/signin");
-    };
-    let form = match read_form(&headers, body).and_then(|f| check_csrf(&who, &f).map(|()| f)) {
-        Ok(form) => form,
-        Err(e) => return error_page(&who, &e),
+    let (who, form) = match c.posted_form(&headers, body) {
+        Ok(posted) => posted,
+        Err(page) => return page,
     };
     let decided = async {
         who.caller.require(Role::Approver)?;
@@ -421,12 +434,9 @@ async fn revoke(
     Path(id): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let Some(who) = c.signed_in(&headers) else {
-        return redirect("/signin");
-    };
-    let form = match read_form(&headers, body).and_then(|f| check_csrf(&who, &f).map(|()| f)) {
-        Ok(form) => form,
-        Err(e) => return error_page(&who, &e),
+    let (who, form) = match c.posted_form(&headers, body) {
+        Ok(posted) => posted,
+        Err(page) => return page,
     };
     let revoked = async {
         let view = c.app.lifecycle.view(&id)?;
@@ -521,12 +531,9 @@ async fn submit(
     Path(flow): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let Some(who) = c.signed_in(&headers) else {
-        return redirect("/signin");
-    };
-    let form = match read_form(&headers, body).and_then(|f| check_csrf(&who, &f).map(|()| f)) {
-        Ok(form) => form,
-        Err(e) => return error_page(&who, &e),
+    let (who, form) = match c.posted_form(&headers, body) {
+        Ok(posted) => posted,
+        Err(page) => return page,
     };
     let submitted = async {
         who.caller.require(Role::Requester)?;
