@@ -72,10 +72,20 @@ pub fn new_plugin(name: &str, parent: &Path, sdk: &Path) -> Result<PathBuf, Scaf
         ),
         (".gitignore", "/target\n".to_string()),
     ];
+    write_files(&dir, files)?;
+    Ok(dir)
+}
+
+/// Writes each `(path relative to dir, contents)`, making folders as needed; an error names
+/// the file.
+pub(super) fn write_files<'a>(
+    dir: &Path,
+    files: impl IntoIterator<Item = (&'a str, String)>,
+) -> Result<(), ScaffoldError> {
     for (relative, contents) in files {
         let path = dir.join(relative);
         let write = || {
-            std::fs::create_dir_all(path.parent().expect("inside the crate"))?;
+            std::fs::create_dir_all(path.parent().expect("inside the plugin's folder"))?;
             std::fs::write(&path, contents)
         };
         write().map_err(|source| ScaffoldError::Write {
@@ -83,7 +93,7 @@ pub fn new_plugin(name: &str, parent: &Path, sdk: &Path) -> Result<PathBuf, Scaf
             source,
         })?;
     }
-    Ok(dir)
+    Ok(())
 }
 
 /// `on-duty` → `OnDutyPlugin` (the suffix keeps names such as `event` clear of the SDK's

@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{ScaffoldError, TEST_CASES, check_name};
+use super::{ScaffoldError, TEST_CASES, check_name, write_files};
 
 /// Creates the folder `name` inside `parent`; returns it.
 pub fn new_python_plugin(name: &str, parent: &Path) -> Result<PathBuf, ScaffoldError> {
@@ -22,17 +22,7 @@ pub fn new_python_plugin(name: &str, parent: &Path) -> Result<PathBuf, ScaffoldE
         ),
         (".gitignore", "/build/\n__pycache__/\n".to_string()),
     ];
-    for (relative, contents) in files {
-        let path = dir.join(relative);
-        let write = || {
-            std::fs::create_dir_all(path.parent().expect("inside the folder"))?;
-            std::fs::write(&path, contents)
-        };
-        write().map_err(|source| ScaffoldError::Write {
-            path: path.clone(),
-            source,
-        })?;
-    }
+    write_files(&dir, files)?;
     Ok(dir)
 }
 
