@@ -1,6 +1,8 @@
-//! A throwaway PostgreSQL cluster for the store's tests: its own data folder in a temporary
-//! folder, a free loopback port, started once per test process and stopped when it exits;
-//! each test gets a database of its own ([`database`]).
+//! A throwaway PostgreSQL cluster for the store's tests and the end-to-end tests of
+//! `warden serve` replicas (host/tests): its own data folder in a temporary folder, a free
+//! loopback port, started once per test process and stopped when it exits; each test gets a
+//! database of its own ([`database`]), or a cluster of its own to stop and start
+//! ([`dedicated`]). For tests only.
 //!
 //! PostgreSQL refuses to run as root, so as root the cluster runs as `nobody`. Without a
 //! PostgreSQL installation the tests that need one skip with a message, unless
@@ -26,7 +28,7 @@ static DATABASES: AtomicUsize = AtomicUsize::new(0);
 
 /// A new, empty database in the test cluster; `None` (the test should return) when there is
 /// no PostgreSQL to run and it is not required.
-pub(crate) async fn database() -> Option<StoreUrl> {
+pub async fn database() -> Option<StoreUrl> {
     let cluster = match CLUSTER.get_or_init(start) {
         Ok(cluster) => cluster,
         Err(why) => {
@@ -83,17 +85,17 @@ fn start() -> Result<Cluster, String> {
 }
 
 /// A cluster a test owns, to stop and start again (the database restarting under warden).
-pub(crate) struct Server {
+pub struct Server {
     bin: PathBuf,
     data: PathBuf,
-    pub(crate) port: u16,
+    pub port: u16,
     root: bool,
     /// The postmaster, while it runs.
     pid: Option<u32>,
 }
 
 /// A cluster of the test's own, running, with a `warden` database; `None` as [`database`].
-pub(crate) fn dedicated() -> Option<Server> {
+pub fn dedicated() -> Option<Server> {
     static SERVERS: AtomicUsize = AtomicUsize::new(0);
     let name = format!(
         "warden-pg-{}-{}",
@@ -194,7 +196,7 @@ impl Server {
     }
 
     /// Starts the server and waits until it accepts connections.
-    pub(crate) fn run(&mut self) -> Result<(), String> {
+    pub fn run(&mut self) -> Result<(), String> {
         let (started, outcome) = std::sync::mpsc::channel();
         let mut postgres = self.as_owner("postgres");
         postgres
@@ -240,8 +242,13 @@ impl Server {
         wait_ready(&self.bin, self.port, &self.data)
     }
 
+    /// The URL of its `warden` database (made by [`dedicated`]).
+    pub fn url(&self) -> String {
+        format!("postgres://warden@127.0.0.1:{}/warden", self.port)
+    }
+
     /// Stops the server (fast shutdown: clients are disconnected) and waits until it has.
-    pub(crate) fn stop(&mut self) {
+    pub fn stop(&mut self) {
         let Some(pid) = self.pid.take() else { return };
         if let Some(pid) = rustix::process::Pid::from_raw(pid as i32) {
             let _ = rustix::process::kill_process(pid, rustix::process::Signal::INT);
