@@ -33,6 +33,8 @@ mod outbox;
 mod replica_tests;
 mod requests;
 #[cfg(test)]
+mod shared_tests;
+#[cfg(test)]
 mod tests;
 
 use std::error::Error;
