@@ -18,6 +18,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::{Value, json};
 use warden::store::test_cluster;
+use warden_tests::receiver::Receiver;
 use warden_tests::{Scratch, artifacts, start_serve, toml_path};
 
 const ADMIN_TOKEN: &str = "admin-token-for-replica-tests";
@@ -28,7 +29,8 @@ const LOAD_FOR: Duration = Duration::from_millis(2400);
 /// while the killed replica is down.
 const ACCESS_SECONDS: u64 = 1;
 
-fn write_config(scratch: &Scratch, url: &str) {
+/// The config both replicas share; `extra` is appended.
+fn write_config(scratch: &Scratch, url: &str, extra: &str) {
     scratch.write("admin.token", ADMIN_TOKEN);
     scratch.config(&format!(
         r#"
@@ -61,6 +63,7 @@ vars = {{ action = "persist:pagerduty P1 user-1" }}
 environment = "main"
 plugin = {probe}
 vars = {{ action = "continue" }}
+{extra}
 "#,
         probe = toml_path(artifacts::PROBE)
     ));
@@ -245,7 +248,7 @@ async fn two_replicas_share_one_database_through_a_sigkill() {
         return;
     };
     let scratch = Scratch::new();
-    write_config(&scratch, url.as_str());
+    write_config(&scratch, url.as_str(), "");
     let a = start(&scratch, "a-0");
     let b = start(&scratch, "b");
     let http = reqwest::Client::new();
@@ -416,7 +419,7 @@ async fn a_database_restart_answers_503_with_retry_after_and_the_replicas_recove
         return;
     };
     let scratch = Scratch::new();
-    write_config(&scratch, &server.url());
+    write_config(&scratch, &server.url(), "");
     let (a, b) = (start(&scratch, "a"), start(&scratch, "b"));
     let urls = [a.url.clone(), b.url.clone()];
     let http = reqwest::Client::new();
@@ -552,4 +555,91 @@ async fn a_database_restart_answers_503_with_retry_after_and_the_replicas_recove
     kill(a);
     kill(b);
     drop(server);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn each_notification_is_sent_once_by_one_of_the_replicas() {
+    let Some(url) = test_cluster::database().await else {
+        return;
+    };
+    const KEY: &str = "signing-key-for-replica-tests";
+    const REQUESTS: usize = 24;
+    let receiver = Receiver::start(KEY, 0).await;
+    let scratch = Scratch::new();
+    scratch.write("signing.key", KEY);
+    // Both replicas deliver the same outbox: each wakes on its own commits and looks every
+    // second for the other's.
+    let channel = format!(
+        r#"notify = {{ waiting = ["hook"] }}
+
+[secrets.signing]
+source = "file"
+path = "signing.key"
+
+[channels.hook]
+type = "webhook"
+url = "{}"
+signing_secret = "signing"
+"#,
+        receiver.url("/ok/hook")
+    );
+    write_config(&scratch, url.as_str(), &channel);
+    let (a, b) = (start(&scratch, "a"), start(&scratch, "b"));
+    let http = reqwest::Client::new();
+    let mut ids = BTreeSet::new();
+    for n in 0..REQUESTS {
+        let replica = if n % 2 == 0 { &a.url } else { &b.url };
+        let body = new_request(&format!("n{n}@example.com"));
+        let made = post(
+            &http,
+            format!("{replica}/v1/flows/manual/requests"),
+            body,
+            None,
+        )
+        .await
+        .unwrap();
+        assert_eq!(made.status, 201);
+        ids.insert(made.body.unwrap()["id"].as_str().unwrap().to_string());
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while receiver.got().len() < REQUESTS {
+        assert!(
+            Instant::now() < deadline,
+            "{} of {REQUESTS} notifications arrived",
+            receiver.got().len()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Long enough for a second sending to show: both replicas look at least every second.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let got = receiver.got();
+    assert!(got.iter().all(|r| r.signature_ok == Some(true)), "{got:?}");
+    let deliveries: BTreeSet<_> = got.iter().map(|r| r.delivery.clone()).collect();
+    let requests: BTreeSet<String> = got
+        .iter()
+        .map(|r| r.body["request_id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        got.len(),
+        REQUESTS,
+        "a notification was sent twice: {got:#?}"
+    );
+    assert_eq!(deliveries.len(), REQUESTS);
+    assert_eq!(requests, ids, "one notification per request");
+    // The outbox is empty, as both replicas' metrics say.
+    for replica in [&a.url, &b.url] {
+        let metrics = http.get(format!("{replica}/metrics")).send().await.unwrap();
+        let text = metrics.text().await.unwrap();
+        assert!(
+            text.contains("warden_outbox_depth{channel=\"hook\"} 0")
+                || !text.contains("warden_outbox_depth{"),
+            "{text}"
+        );
+        assert!(
+            text.contains("warden_requests{state=\"pending\"} 24"),
+            "{text}"
+        );
+    }
+    kill(a);
+    kill(b);
 }
