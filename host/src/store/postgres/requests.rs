@@ -446,20 +446,29 @@ async fn write(
     then: Option<&Transition>,
     hold: Hold,
 ) -> Fallible<bool> {
-    // Locks the row, and renews or lets go the claim in the same statement (kept when
-    // nothing else commits: a refused `then` rolls it all back).
-    let (keep, until): (bool, Option<i64>) = match hold {
-        Hold::Keep => (true, None),
-        Hold::Renew(until) => (false, Some(until)),
-        Hold::Release => (false, None),
+    // Locks the row, and renews or lets go the claim in the same statement (undone with
+    // the rest when `then` is refused: the transaction rolls back).
+    let until = match hold {
+        Hold::Keep => None,
+        Hold::Renew(until) => Some(Some(until)),
+        Hold::Release => Some(None),
     };
-    let locked = tx
-        .query_opt(
-            "UPDATE requests SET claimed_until = CASE WHEN $2 THEN claimed_until ELSE $3 END
-             WHERE id = $1 RETURNING state",
-            &[&id, &keep, &until],
-        )
-        .await?;
+    let locked = match until {
+        None => {
+            tx.query_opt(
+                "SELECT state FROM requests WHERE id = $1 FOR UPDATE",
+                &[&id],
+            )
+            .await?
+        }
+        Some(until) => {
+            tx.query_opt(
+                "UPDATE requests SET claimed_until = $2 WHERE id = $1 RETURNING state",
+                &[&id, &until],
+            )
+            .await?
+        }
+    };
     let transitions: Vec<&Transition> = writes
         .iter()
         .filter_map(|w| match w {
