@@ -643,3 +643,53 @@ signing_secret = "signing"
     kill(a);
     kill(b);
 }
+
+/// `warden` with `args`, `stdin` fed in; (success, stdout, stderr).
+fn warden(args: &[&str], stdin: &str) -> (bool, String, String) {
+    use std::io::Write;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_warden"))
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run warden");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    (out.status.success(), text(&out.stdout), text(&out.stderr))
+}
+
+#[tokio::test]
+async fn check_and_hook_run_on_the_postgresql_store() {
+    let Some(url) = test_cluster::database().await else {
+        return;
+    };
+    let scratch = Scratch::new();
+    write_config(&scratch, url.as_str(), "");
+    let config = scratch.path().join("warden.toml");
+    let config = config.to_str().unwrap();
+    let (ok, out, err) = warden(&["check", "--config", config], "");
+    assert!(ok, "{err}");
+    assert!(out.contains(&format!("store {}", url.as_str())), "{out}");
+    // The hook's plugin persists an identity: into the database, where `warden users` (and
+    // every replica) finds it.
+    let event = r#"{"user":{"email":"hook@example.com"},"fields":{}}"#;
+    let args = [
+        "hook", "--config", config, "--flow", "persist", "--event", "-",
+    ];
+    let (ok, out, err) = warden(&args, event);
+    assert!(ok, "{out}{err}");
+    let (ok, out, err) = warden(&["users", "--config", config, "list"], "");
+    assert!(ok, "{err}");
+    assert!(
+        out.lines()
+            .any(|l| l.contains("hook@example.com") && l.contains("user-1")),
+        "{out}"
+    );
+}
