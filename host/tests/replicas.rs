@@ -159,6 +159,9 @@ struct Acknowledged {
 
 type Log = Arc<Mutex<Vec<Acknowledged>>>;
 
+/// An answer's status, `Retry-After` and body, as a client kept it.
+type Answered = (u16, Option<String>, Option<Value>);
+
 fn acknowledge(log: &Log, view: &Value) {
     log.lock().unwrap().push(Acknowledged {
         id: view["id"].as_str().unwrap().to_string(),
@@ -434,7 +437,7 @@ async fn a_database_restart_answers_503_with_retry_after_and_the_replicas_recove
 
     // Clients submit to both replicas until told to stop, keeping every answer.
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let answers: Arc<Mutex<Vec<(u16, Option<String>, Option<Value>)>>> = Arc::default();
+    let answers: Arc<Mutex<Vec<Answered>>> = Arc::default();
     let clients: Vec<_> = (0..CLIENTS)
         .map(|c| {
             let (urls, stop, answers) = (urls.clone(), stop.clone(), answers.clone());
@@ -514,7 +517,7 @@ async fn a_database_restart_answers_503_with_retry_after_and_the_replicas_recove
         assert_eq!(made.status, 201, "{url} stores requests again");
     }
 
-    let answers = answers.lock().unwrap();
+    let answers = std::mem::take(&mut *answers.lock().unwrap());
     let statuses: BTreeSet<u16> = answers.iter().map(|(s, _, _)| *s).collect();
     assert!(
         statuses.is_subset(&BTreeSet::from([201, 503])),
@@ -551,7 +554,6 @@ async fn a_database_restart_answers_503_with_retry_after_and_the_replicas_recove
         "{} requests stored, {unavailable} answered 503 while the database restarted",
         acks.len()
     );
-    drop(answers);
     kill(a);
     kill(b);
     drop(server);
