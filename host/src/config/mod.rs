@@ -7,6 +7,7 @@ mod outline;
 mod policy;
 mod raw;
 mod serve;
+mod store;
 mod store_url;
 mod validate;
 

@@ -1,14 +1,31 @@
 //! `[store] url`: a PostgreSQL store for `warden serve` replicas (issue 19). The URL names
 //! where the database is and who connects; the password never appears in the config's text
 //! (a file that is read by many and checked into repositories), so a URL holding one is
-//! refused, and the password comes from the environment as every PostgreSQL client takes it
-//! (`PGPASSWORD`) when the store connects.
+//! refused. The password is the secret `[store] password_secret` names (`[secrets.<name>]`:
+//! an environment variable, a file or AWS Secrets Manager), else the environment's
+//! `PGPASSWORD`, as every PostgreSQL client takes it.
 
 use std::fmt;
+use std::sync::Arc;
 
-/// A validated `postgres://` URL with no password in it.
-#[derive(Clone, PartialEq, Eq)]
-pub struct StoreUrl(String);
+use crate::secrets::Secret;
+
+/// A validated `postgres://` URL with no password in it, and the secret holding the password.
+#[derive(Clone)]
+pub struct StoreUrl {
+    text: String,
+    /// `[store] password_secret`; None: `PGPASSWORD`.
+    password: Option<Arc<Secret>>,
+}
+
+impl PartialEq for StoreUrl {
+    fn eq(&self, other: &Self) -> bool {
+        self.text == other.text
+            && self.password.as_ref().map(|s| &s.id) == other.password.as_ref().map(|s| &s.id)
+    }
+}
+
+impl Eq for StoreUrl {}
 
 impl StoreUrl {
     /// Checks `text`; the error says what is wrong with it, for the `store.url` key.
@@ -21,11 +38,10 @@ impl StoreUrl {
             ));
         }
         if url.password().is_some() || url.query_pairs().any(|(k, _)| k == "password") {
-            return Err(
-                "must not hold a password: set it in the environment (PGPASSWORD) \
-                 of every warden that connects"
-                    .into(),
-            );
+            return Err("must not hold a password: name a secret holding it with \
+                 `[store] password_secret`, or set PGPASSWORD in the environment of every \
+                 warden that connects"
+                .into());
         }
         if let Some((_, mode)) = url.query_pairs().find(|(k, _)| k == "sslmode")
             && mode != "disable"
@@ -40,19 +56,43 @@ impl StoreUrl {
         }
         text.parse::<tokio_postgres::Config>()
             .map_err(|e| format!("not a PostgreSQL connection URL: {e}"))?;
-        Ok(Self(text.to_string()))
+        Ok(Self {
+            text: text.to_string(),
+            password: None,
+        })
     }
 
+    /// The password is `secret`'s value (not `PGPASSWORD`).
+    pub fn with_password_secret(mut self, secret: Arc<Secret>) -> Self {
+        self.password = Some(secret);
+        self
+    }
+
+    /// The secret holding the password, when the config names one.
+    pub fn password_secret(&self) -> Option<&Arc<Secret>> {
+        self.password.as_ref()
+    }
+
+    /// The URL as written (it holds no password).
     pub fn as_str(&self) -> &str {
-        &self.0
+        &self.text
     }
 
-    /// The client settings, with the password from `PGPASSWORD` when it is set.
+    /// The client settings, with the password: the secret's value as read at load, else
+    /// `PGPASSWORD` when it is set. (The store asks for the secret's current value, a rotated
+    /// one included, each time it connects.)
     pub fn client_config(&self) -> tokio_postgres::Config {
         let mut config: tokio_postgres::Config =
-            self.0.parse().expect("checked by StoreUrl::parse");
-        if let Some(password) = std::env::var_os("PGPASSWORD") {
-            config.password(password.as_encoded_bytes());
+            self.text.parse().expect("checked by StoreUrl::parse");
+        match &self.password {
+            Some(secret) => {
+                config.password(secret.value.expose());
+            }
+            None => {
+                if let Some(password) = std::env::var_os("PGPASSWORD") {
+                    config.password(password.as_encoded_bytes());
+                }
+            }
         }
         if config.get_application_name().is_none() {
             config.application_name("warden");
@@ -68,15 +108,23 @@ impl StoreUrl {
     }
 }
 
+/// The URL and the password secret's name: never the password.
 impl fmt::Debug for StoreUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "StoreUrl({})", self.0)
+        match &self.password {
+            Some(secret) => write!(
+                f,
+                "StoreUrl({}, password_secret = {})",
+                self.text, secret.id
+            ),
+            None => write!(f, "StoreUrl({})", self.text),
+        }
     }
 }
 
 impl fmt::Display for StoreUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.text)
     }
 }
 

@@ -21,6 +21,9 @@
 //! emails (SQLite's `COLLATE NOCASE`) are unique indexes on `lower(email)`, and orderings use
 //! the `"C"` collation (SQLite's binary order), not the database's locale.
 
+mod connect;
+#[cfg(test)]
+mod connect_tests;
 mod expiry;
 mod migrations;
 #[cfg(test)]
@@ -54,13 +57,17 @@ pub struct PgStore {
 }
 
 impl PgStore {
-    /// Connects to `url` and applies migrations; refuses a database whose schema is newer
-    /// than this warden knows.
+    /// Connects to `url` (with the password its secret holds, else `PGPASSWORD`) and applies
+    /// migrations; refuses a database whose schema is newer than this warden knows.
     pub async fn open(url: &StoreUrl) -> Result<Self, StoreError> {
         let label = PathBuf::from(url.as_str());
-        let manager = Manager::from_config(
+        let connector = connect::Connector {
+            tls: NoTls,
+            password: url.password_secret().cloned().map(connect::Password::new),
+        };
+        let manager = Manager::from_connect(
             url.client_config(),
-            NoTls,
+            connector,
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
