@@ -36,7 +36,7 @@ impl Validator<'_> {
             );
             return None;
         }
-        let url = StoreUrl::parse(text)
+        let url = StoreUrl::parse_in(text, &self.base)
             .map_err(|e| self.error(&["store", "url"], e))
             .ok();
         let secret = match password {

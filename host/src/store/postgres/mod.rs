@@ -31,13 +31,15 @@ mod replica_tests;
 mod requests;
 #[cfg(test)]
 mod tests;
+mod tls;
+#[cfg(test)]
+mod tls_tests;
 
 use std::error::Error;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
-use tokio_postgres::NoTls;
 
 use super::{StoreChange, StoreError, StoredIdentity, UserRecord};
 use crate::config::StoreUrl;
@@ -57,12 +59,15 @@ pub struct PgStore {
 }
 
 impl PgStore {
-    /// Connects to `url` (with the password its secret holds, else `PGPASSWORD`) and applies
-    /// migrations; refuses a database whose schema is newer than this warden knows.
+    /// Connects to `url` (with the password its secret holds, else `PGPASSWORD`; TLS as its
+    /// `sslmode` says) and applies migrations; refuses a database whose schema is newer than
+    /// this warden knows.
     pub async fn open(url: &StoreUrl) -> Result<Self, StoreError> {
         let label = PathBuf::from(url.as_str());
+        let tls = tls::MakeRustls::new(url.tls())
+            .map_err(|e| StoreError::other(&label, "set up TLS", e))?;
         let connector = connect::Connector {
-            tls: NoTls,
+            tls,
             password: url.password_secret().cloned().map(connect::Password::new),
         };
         let manager = Manager::from_connect(
