@@ -142,6 +142,17 @@ impl RootCerts {
                 "sslrootcert {shown}: holds no certificate (PEM, `-----BEGIN CERTIFICATE-----`)"
             ));
         }
+        // What the connection will do with them, so a file that is PEM but no certificate is
+        // found when the config is read, not at the first connection.
+        let mut roots = rustls::RootCertStore::empty();
+        for (n, cert) in certs.iter().enumerate() {
+            roots.add(cert.clone()).map_err(|e| {
+                format!(
+                    "sslrootcert {shown}: certificate {} of the file: {e}",
+                    n + 1
+                )
+            })?;
+        }
         Ok(Self { path, certs })
     }
 }
@@ -473,5 +484,19 @@ mod tests {
         )
         .unwrap_err();
         assert!(empty.contains("empty.pem: holds no certificate"), "{empty}");
+        std::fs::write(
+            dir.path().join("garbage.pem"),
+            "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
+        let garbage = StoreUrl::parse_in(
+            "postgres://w@db/w?sslmode=verify-full&sslrootcert=garbage.pem",
+            dir.path(),
+        )
+        .unwrap_err();
+        assert!(
+            garbage.contains("garbage.pem: certificate 1 of the file:"),
+            "{garbage}"
+        );
     }
 }

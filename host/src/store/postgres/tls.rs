@@ -61,12 +61,15 @@ impl MakeRustls {
             }
             _ => Arc::new(Unchecked(provider.clone())),
         };
-        let config = ClientConfig::builder_with_provider(provider)
+        let mut config = ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .map_err(|e| format!("TLS settings: {e}"))?
             .dangerous()
             .with_custom_certificate_verifier(verifier)
             .with_no_client_auth();
+        // As libpq 17 sends: PostgreSQL 17 requires it of a direct TLS handshake
+        // (`sslnegotiation=direct`); older servers ignore it.
+        config.alpn_protocols = vec![b"postgresql".to_vec()];
         Ok(Self {
             config: Arc::new(config),
             settings: tls.to_string().into(),
