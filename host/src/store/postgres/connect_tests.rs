@@ -56,11 +56,34 @@ async fn the_password_is_the_named_secrets_value_and_a_wrong_one_is_refused_unpr
     assert!(store.users().await.unwrap().is_empty());
     assert!(!format!("{right:?}").contains("right-horse"), "{right:?}");
 
-    let wrong = url.with_password_secret(env_secret("db", "wrong-staple"));
+    let wrong = url
+        .clone()
+        .with_password_secret(env_secret("db", "wrong-staple"));
     let error = PgStore::open(&wrong).await.err().expect("a wrong password");
     let text = format!("{error} {error:?}");
     assert!(text.contains("password authentication failed"), "{text}");
     assert!(!text.contains("wrong-staple"), "{text}");
+
+    // `warden users`, from a config naming a file secret.
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("warden.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[store]\nurl = \"{url}\"\npassword_secret = \"db\"\n\n\
+             [secrets.db]\nsource = \"file\"\npath = \"db-password\"\n"
+        ),
+    )
+    .unwrap();
+    let users = |password: &str| {
+        std::fs::write(dir.path().join("db-password"), format!("{password}\n")).unwrap();
+        let mut out = Vec::new();
+        crate::cli::users::run(&config, crate::cli::users::UsersCommand::List, &mut out)
+    };
+    users("right-horse-battery").expect("warden users with the secret's password");
+    let error = users("wrong-staple").unwrap_err();
+    assert!(error.contains("password authentication failed"), "{error}");
+    assert!(!error.contains("wrong-staple"), "{error}");
 }
 
 /// What AWS Secrets Manager answers, set by the test.
