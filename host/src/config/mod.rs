@@ -7,6 +7,7 @@ mod outline;
 mod policy;
 mod raw;
 mod serve;
+mod store;
 mod store_url;
 mod validate;
 
@@ -22,7 +23,7 @@ pub use locate::Location;
 pub use outline::Outline;
 pub use policy::{ApprovalPolicy, GROUP_PREFIX, MAX_APPROVALS_REQUIRED};
 pub use serve::{ApiToken, DURATION_FIELD, FieldSpec, FieldType, Role, ServeSettings};
-pub use store_url::StoreUrl;
+pub use store_url::{PgTls, RootCerts, SslMode, StoreUrl};
 
 use locate::SourceMap;
 use raw::{RawConfig, RawFlow, RawLimits, RawSecret};

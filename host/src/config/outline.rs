@@ -1,12 +1,14 @@
 //! The part of a config that managing users needs: where the store is and which identity
-//! services the integrations declare. Secrets are not resolved and plugins not looked at, so
-//! an operator can manage users on a machine that holds neither.
+//! services the integrations declare. Of the secrets only the store's password
+//! (`[store] password_secret`) is resolved, and plugins are not looked at, so an operator can
+//! manage users on a machine that holds neither.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use super::locate::SourceMap;
 use super::raw::RawConfig;
+use super::validate::Validator;
 use super::{ConfigError, ConfigErrors};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,18 +63,18 @@ impl Outline {
                 .or_default()
                 .push(name.clone());
         }
-        let store_url = raw.store.url.as_deref().and_then(|text| {
-            let segments = ["store", "url"];
-            let problem = match (&raw.store.path, super::StoreUrl::parse(text)) {
-                (Some(_), _) => {
-                    "`url` (PostgreSQL) and `path` (SQLite) are both set; keep one".into()
-                }
-                (None, Ok(url)) => return Some(url),
-                (None, Err(e)) => e,
-            };
-            errors.push(error(map.locate(&segments), &segments.join("."), problem));
-            None
-        });
+        // The store's password secret is resolved (the store is connected to); no other is.
+        let mut validator = Validator {
+            file: path.to_path_buf(),
+            base: base.clone(),
+            map,
+            errors,
+            env: &|name| std::env::var(name).ok(),
+            aws: &crate::secrets::fetch_blocking,
+        };
+        let secrets = validator.store_secret(&raw.store, &raw.secrets);
+        let store_url = validator.store_url(&raw.store, &raw.secrets, &secrets);
+        let errors = validator.errors;
         if !errors.is_empty() {
             return Err(ConfigErrors(errors));
         }

@@ -64,6 +64,8 @@ pub struct RawStore {
     pub path: Option<String>,
     /// A PostgreSQL store instead (`config::store_url`).
     pub url: Option<String>,
+    /// The `[secrets.<name>]` holding its password; else `PGPASSWORD`.
+    pub password_secret: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -72,7 +74,7 @@ pub struct RawCache {
     pub dir: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 pub struct RawSecret {
     pub source: String,
     /// For `env`: the variable's name.

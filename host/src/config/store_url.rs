@@ -1,18 +1,185 @@
 //! `[store] url`: a PostgreSQL store for `warden serve` replicas (issue 19). The URL names
 //! where the database is and who connects; the password never appears in the config's text
 //! (a file that is read by many and checked into repositories), so a URL holding one is
-//! refused, and the password comes from the environment as every PostgreSQL client takes it
-//! (`PGPASSWORD`) when the store connects.
+//! refused. The password is the secret `[store] password_secret` names (`[secrets.<name>]`:
+//! an environment variable, a file or AWS Secrets Manager), else the environment's
+//! `PGPASSWORD`, as every PostgreSQL client takes it.
+//!
+//! TLS is set in the URL's query as libpq's: `sslmode` (`disable`, `prefer` — the default —,
+//! `require`, `verify-ca`, `verify-full`) and `sslrootcert=<file>`, the CA certificates (PEM)
+//! that signed the server's; a relative path is relative to the config file's folder. The
+//! file is read when the config is; the connection itself is made in `store/postgres/tls.rs`.
 
 use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-/// A validated `postgres://` URL with no password in it.
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
+
+use crate::secrets::Secret;
+
+/// The most an `sslrootcert` file may hold (a CA bundle; a cloud provider's is ~200 KiB).
+const MAX_ROOT_CERT_BYTES: u64 = 4 << 20;
+
+/// A validated `postgres://` URL with no password in it, and the secret holding the password.
+#[derive(Clone)]
+pub struct StoreUrl {
+    /// As written: names the store in errors and logs.
+    text: String,
+    /// What tokio-postgres reads: `text` without the TLS keys this module reads itself
+    /// (tokio-postgres knows neither `verify-*` nor `sslrootcert`).
+    client: String,
+    tls: PgTls,
+    /// `[store] password_secret`; None: `PGPASSWORD`.
+    password: Option<Arc<Secret>>,
+}
+
+/// libpq's `sslmode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SslMode {
+    /// Never TLS.
+    Disable,
+    /// TLS when the server offers it, else plain; the certificate is checked only against
+    /// an `sslrootcert` given (as libpq).
+    Prefer,
+    /// TLS or no connection; the certificate is checked only against an `sslrootcert`
+    /// given (as libpq: then it means `verify-ca`).
+    Require,
+    /// TLS with a certificate signed by `sslrootcert`'s CAs, for any host name.
+    VerifyCa,
+    /// TLS with a certificate signed by `sslrootcert`'s CAs and naming the URL's host.
+    VerifyFull,
+}
+
+impl SslMode {
+    fn parse(text: &str) -> Option<Self> {
+        Some(match text {
+            "disable" => Self::Disable,
+            "prefer" => Self::Prefer,
+            "require" => Self::Require,
+            "verify-ca" => Self::VerifyCa,
+            "verify-full" => Self::VerifyFull,
+            _ => return None,
+        })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Disable => "disable",
+            Self::Prefer => "prefer",
+            Self::Require => "require",
+            Self::VerifyCa => "verify-ca",
+            Self::VerifyFull => "verify-full",
+        }
+    }
+}
+
+/// The URL's TLS settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PgTls {
+    pub mode: SslMode,
+    /// `sslrootcert`, read.
+    pub root: Option<RootCerts>,
+}
+
+impl PgTls {
+    /// Whether the server's certificate must chain to `root` (any mode but `disable` given
+    /// an `sslrootcert`, as libpq), and whether it must also name the host.
+    pub fn verifies(&self) -> (bool, bool) {
+        let chain = self.root.is_some() && self.mode != SslMode::Disable;
+        (chain, chain && self.mode == SslMode::VerifyFull)
+    }
+}
+
+impl fmt::Display for PgTls {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "sslmode={}", self.mode.as_str())?;
+        if let Some(root) = &self.root {
+            write!(f, ", sslrootcert={}", root.path.display())?;
+        }
+        Ok(())
+    }
+}
+
+/// The CA certificates of an `sslrootcert` file.
 #[derive(Clone, PartialEq, Eq)]
-pub struct StoreUrl(String);
+pub struct RootCerts {
+    pub path: PathBuf,
+    pub certs: Vec<CertificateDer<'static>>,
+}
+
+impl fmt::Debug for RootCerts {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "RootCerts({}, {} certificate(s))",
+            self.path.display(),
+            self.certs.len()
+        )
+    }
+}
+
+impl RootCerts {
+    fn read(path: PathBuf) -> Result<Self, String> {
+        use std::io::Read;
+        let shown = path.display();
+        let mut pem = Vec::new();
+        std::fs::File::open(&path)
+            .and_then(|f| f.take(MAX_ROOT_CERT_BYTES + 1).read_to_end(&mut pem))
+            .map_err(|e| format!("sslrootcert {shown}: cannot read it: {e}"))?;
+        if pem.len() as u64 > MAX_ROOT_CERT_BYTES {
+            return Err(format!(
+                "sslrootcert {shown}: holds more than {} MiB; it should hold CA certificates",
+                MAX_ROOT_CERT_BYTES >> 20
+            ));
+        }
+        let certs = CertificateDer::pem_slice_iter(&pem)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| format!("sslrootcert {shown}: not valid PEM: {e}"))?;
+        if certs.is_empty() {
+            return Err(format!(
+                "sslrootcert {shown}: holds no certificate (PEM, `-----BEGIN CERTIFICATE-----`)"
+            ));
+        }
+        // What the connection will do with them, so a file that is PEM but no certificate is
+        // found when the config is read, not at the first connection.
+        let mut roots = rustls::RootCertStore::empty();
+        for (n, cert) in certs.iter().enumerate() {
+            roots.add(cert.clone()).map_err(|e| {
+                format!(
+                    "sslrootcert {shown}: certificate {} of the file: {e}",
+                    n + 1
+                )
+            })?;
+        }
+        Ok(Self { path, certs })
+    }
+}
+
+/// The query's TLS keys: read here, not passed to tokio-postgres.
+const TLS_KEYS: [&str; 2] = ["sslmode", "sslrootcert"];
+/// libpq's client-certificate keys, which this store does not support.
+const CLIENT_CERT_KEYS: [&str; 4] = ["sslcert", "sslkey", "sslpassword", "sslcrl"];
+
+impl PartialEq for StoreUrl {
+    fn eq(&self, other: &Self) -> bool {
+        self.text == other.text
+            && self.password.as_ref().map(|s| &s.id) == other.password.as_ref().map(|s| &s.id)
+    }
+}
+
+impl Eq for StoreUrl {}
 
 impl StoreUrl {
-    /// Checks `text`; the error says what is wrong with it, for the `store.url` key.
+    /// Checks `text`, a relative `sslrootcert` being relative to the working folder.
     pub fn parse(text: &str) -> Result<Self, String> {
+        Self::parse_in(text, Path::new(""))
+    }
+
+    /// Checks `text` (the error says what is wrong with it, for the `store.url` key) and
+    /// reads its `sslrootcert`, relative to `base`.
+    pub fn parse_in(text: &str, base: &Path) -> Result<Self, String> {
         let url = url::Url::parse(text).map_err(|e| format!("not a URL: {e}"))?;
         if !matches!(url.scheme(), "postgres" | "postgresql") {
             return Err(format!(
@@ -21,38 +188,106 @@ impl StoreUrl {
             ));
         }
         if url.password().is_some() || url.query_pairs().any(|(k, _)| k == "password") {
-            return Err(
-                "must not hold a password: set it in the environment (PGPASSWORD) \
-                 of every warden that connects"
-                    .into(),
-            );
-        }
-        if let Some((_, mode)) = url.query_pairs().find(|(k, _)| k == "sslmode")
-            && mode != "disable"
-        {
-            return Err(format!(
-                "sslmode `{mode}`: TLS to PostgreSQL is not supported yet; use \
-                 `sslmode=disable` on a trusted network or a local socket"
-            ));
+            return Err("must not hold a password: name a secret holding it with \
+                 `[store] password_secret`, or set PGPASSWORD in the environment of every \
+                 warden that connects"
+                .into());
         }
         if url.host_str().is_none_or(str::is_empty) {
             return Err("names no host".into());
         }
-        text.parse::<tokio_postgres::Config>()
+        let query = |key: &str| {
+            url.query_pairs()
+                .find(|(k, _)| k == key)
+                .map(|(_, v)| v.into_owned())
+        };
+        if let Some(key) = CLIENT_CERT_KEYS.into_iter().find(|k| query(k).is_some()) {
+            return Err(format!(
+                "`{key}`: client certificates are not supported; the store authenticates \
+                 with a password (`[store] password_secret` or PGPASSWORD)"
+            ));
+        }
+        let mode = match query("sslmode") {
+            None => SslMode::Prefer,
+            Some(mode) => SslMode::parse(&mode).ok_or_else(|| {
+                format!(
+                    "sslmode `{mode}`: expected disable, prefer, require, verify-ca or verify-full"
+                )
+            })?,
+        };
+        let root = match query("sslrootcert") {
+            None => None,
+            Some(file) if file == "system" => {
+                return Err("`sslrootcert=system` (the system's CAs) is not supported; \
+                     name the file of the CA certificates that signed the server's"
+                    .into());
+            }
+            Some(_) if mode == SslMode::Disable => {
+                return Err("`sslrootcert` with `sslmode=disable`: nothing would be \
+                     verified; drop one of them"
+                    .into());
+            }
+            Some(file) => Some(RootCerts::read(base.join(file))?),
+        };
+        if root.is_none() && matches!(mode, SslMode::VerifyCa | SslMode::VerifyFull) {
+            return Err(format!(
+                "`sslmode={}` needs `sslrootcert=<file>`: the CA certificates (PEM) that \
+                 signed the server's certificate",
+                mode.as_str()
+            ));
+        }
+        let client = without_keys(text, &TLS_KEYS);
+        client
+            .parse::<tokio_postgres::Config>()
             .map_err(|e| format!("not a PostgreSQL connection URL: {e}"))?;
-        Ok(Self(text.to_string()))
+        Ok(Self {
+            text: text.to_string(),
+            client,
+            tls: PgTls { mode, root },
+            password: None,
+        })
     }
 
+    /// The password is `secret`'s value (not `PGPASSWORD`).
+    pub fn with_password_secret(mut self, secret: Arc<Secret>) -> Self {
+        self.password = Some(secret);
+        self
+    }
+
+    /// The secret holding the password, when the config names one.
+    pub fn password_secret(&self) -> Option<&Arc<Secret>> {
+        self.password.as_ref()
+    }
+
+    /// The URL as written (it holds no password).
     pub fn as_str(&self) -> &str {
-        &self.0
+        &self.text
     }
 
-    /// The client settings, with the password from `PGPASSWORD` when it is set.
+    pub fn tls(&self) -> &PgTls {
+        &self.tls
+    }
+
+    /// The client settings, with the password: the secret's value as read at load, else
+    /// `PGPASSWORD` when it is set. (The store asks for the secret's current value, a rotated
+    /// one included, each time it connects.)
     pub fn client_config(&self) -> tokio_postgres::Config {
         let mut config: tokio_postgres::Config =
-            self.0.parse().expect("checked by StoreUrl::parse");
-        if let Some(password) = std::env::var_os("PGPASSWORD") {
-            config.password(password.as_encoded_bytes());
+            self.client.parse().expect("checked by StoreUrl::parse");
+        config.ssl_mode(match self.tls.mode {
+            SslMode::Disable => tokio_postgres::config::SslMode::Disable,
+            SslMode::Prefer => tokio_postgres::config::SslMode::Prefer,
+            _ => tokio_postgres::config::SslMode::Require,
+        });
+        match &self.password {
+            Some(secret) => {
+                config.password(secret.value.expose());
+            }
+            None => {
+                if let Some(password) = std::env::var_os("PGPASSWORD") {
+                    config.password(password.as_encoded_bytes());
+                }
+            }
         }
         if config.get_application_name().is_none() {
             config.application_name("warden");
@@ -68,21 +303,52 @@ impl StoreUrl {
     }
 }
 
+/// `text` without the query's `keys`, the rest kept byte for byte (tokio-postgres decodes
+/// the query itself, and re-encoding it could change a value).
+fn without_keys(text: &str, keys: &[&str]) -> String {
+    let Some(start) = text.find('?') else {
+        return text.to_string();
+    };
+    let end = text[start..].find('#').map_or(text.len(), |i| start + i);
+    let kept: Vec<&str> = text[start + 1..end]
+        .split('&')
+        .filter(|pair| {
+            let key = pair.split('=').next().unwrap_or(pair);
+            !keys.contains(&key)
+        })
+        .collect();
+    let mut out = text[..start].to_string();
+    if !kept.is_empty() {
+        out.push('?');
+        out.push_str(&kept.join("&"));
+    }
+    out.push_str(&text[end..]);
+    out
+}
+
+/// The URL and the password secret's name: never the password.
 impl fmt::Debug for StoreUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "StoreUrl({})", self.0)
+        match &self.password {
+            Some(secret) => write!(
+                f,
+                "StoreUrl({}, password_secret = {})",
+                self.text, secret.id
+            ),
+            None => write!(f, "StoreUrl({})", self.text),
+        }
     }
 }
 
 impl fmt::Display for StoreUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.text)
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::StoreUrl;
+    use super::{SslMode, StoreUrl};
 
     #[test]
     fn a_postgres_url_without_a_password_is_accepted() {
@@ -109,8 +375,32 @@ mod tests {
                 "the scheme must be `postgres://`",
             ),
             (
-                "postgres://warden@db/warden?sslmode=require",
-                "TLS to PostgreSQL",
+                "postgres://warden@db/warden?sslmode=verify",
+                "sslmode `verify`: expected disable, prefer, require, verify-ca or verify-full",
+            ),
+            (
+                "postgres://warden@db/warden?sslmode=verify-full",
+                "`sslmode=verify-full` needs `sslrootcert=<file>`",
+            ),
+            (
+                "postgres://warden@db/warden?sslmode=verify-ca",
+                "`sslmode=verify-ca` needs `sslrootcert=<file>`",
+            ),
+            (
+                "postgres://warden@db/warden?sslmode=disable&sslrootcert=ca.pem",
+                "`sslrootcert` with `sslmode=disable`",
+            ),
+            (
+                "postgres://warden@db/warden?sslmode=verify-full&sslrootcert=/nonexistent/ca.pem",
+                "sslrootcert /nonexistent/ca.pem: cannot read it",
+            ),
+            (
+                "postgres://warden@db/warden?sslmode=verify-full&sslrootcert=system",
+                "`sslrootcert=system` (the system's CAs) is not supported",
+            ),
+            (
+                "postgres://warden@db/warden?sslcert=client.pem",
+                "`sslcert`: client certificates are not supported",
             ),
             ("db/warden", "not a URL"),
         ] {
@@ -118,5 +408,95 @@ mod tests {
             assert!(err.contains(why), "{text}: {err}");
             assert!(!err.contains("hunter2"), "{err}");
         }
+    }
+
+    #[test]
+    fn tls_settings_are_read_and_left_out_of_what_tokio_postgres_reads() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = rcgen::CertificateParams::new(Vec::<String>::new())
+            .unwrap()
+            .self_signed(&rcgen::KeyPair::generate().unwrap())
+            .unwrap();
+        std::fs::write(dir.path().join("ca.pem"), ca.pem()).unwrap();
+        std::fs::write(dir.path().join("empty.pem"), "").unwrap();
+
+        let text = "postgres://warden@db/warden?application_name=a%20b&sslmode=verify-full\
+                    &sslrootcert=ca.pem&connect_timeout=3";
+        let url = StoreUrl::parse_in(text, dir.path()).unwrap();
+        assert_eq!(url.as_str(), text);
+        assert_eq!(url.tls().mode, SslMode::VerifyFull);
+        let root = url.tls().root.as_ref().unwrap();
+        assert_eq!(root.path, dir.path().join("ca.pem"));
+        assert_eq!(root.certs, [ca.der().clone()]);
+        assert_eq!(url.tls().verifies(), (true, true));
+        let config = url.client_config();
+        assert_eq!(config.get_application_name(), Some("a b"));
+        assert_eq!(
+            config.get_connect_timeout(),
+            Some(&std::time::Duration::from_secs(3))
+        );
+        assert_eq!(
+            config.get_ssl_mode(),
+            tokio_postgres::config::SslMode::Require
+        );
+
+        for (query, mode, verifies, client_mode) in [
+            ("", SslMode::Prefer, (false, false), "Prefer"),
+            (
+                "?sslmode=disable",
+                SslMode::Disable,
+                (false, false),
+                "Disable",
+            ),
+            (
+                "?sslmode=require",
+                SslMode::Require,
+                (false, false),
+                "Require",
+            ),
+            // As libpq: `require` with a CA file checks the certificate against it.
+            (
+                "?sslmode=require&sslrootcert=ca.pem",
+                SslMode::Require,
+                (true, false),
+                "Require",
+            ),
+            (
+                "?sslmode=verify-ca&sslrootcert=ca.pem",
+                SslMode::VerifyCa,
+                (true, false),
+                "Require",
+            ),
+        ] {
+            let url = StoreUrl::parse_in(&format!("postgres://w@db/w{query}"), dir.path())
+                .unwrap_or_else(|e| panic!("{query}: {e}"));
+            assert_eq!(url.tls().mode, mode, "{query}");
+            assert_eq!(url.tls().verifies(), verifies, "{query}");
+            assert_eq!(
+                format!("{:?}", url.client_config().get_ssl_mode()),
+                client_mode,
+                "{query}"
+            );
+        }
+        let empty = StoreUrl::parse_in(
+            "postgres://w@db/w?sslmode=verify-full&sslrootcert=empty.pem",
+            dir.path(),
+        )
+        .unwrap_err();
+        assert!(empty.contains("empty.pem: holds no certificate"), "{empty}");
+        std::fs::write(
+            dir.path().join("garbage.pem"),
+            "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
+        let garbage = StoreUrl::parse_in(
+            "postgres://w@db/w?sslmode=verify-full&sslrootcert=garbage.pem",
+            dir.path(),
+        )
+        .unwrap_err();
+        assert!(
+            garbage.contains("garbage.pem: certificate 1 of the file:"),
+            "{garbage}"
+        );
     }
 }

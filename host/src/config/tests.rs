@@ -475,3 +475,88 @@ fn the_outline_for_warden_users_takes_the_store_url_and_refuses_path_beside_it()
         "{errors}"
     );
 }
+
+#[test]
+fn store_password_secret_names_a_declared_secret_and_never_shows_its_value() {
+    let fx = Fixture::new();
+    let rest = "[environments.e]\n[flows.f]\nenvironment = \"e\"\nplugin = \"plugin.wasm\"\nreveal_secrets = false\n";
+    let store = "[store]\nurl = \"postgres://warden@db/warden\"\npassword_secret = \"db\"\n";
+    let config = fx
+        .parse(&format!(
+            "{store}[secrets.db]\nsource = \"file\"\npath = \"key.txt\"\n{rest}"
+        ))
+        .unwrap();
+    let url = config.store_url.unwrap();
+    let secret = url.password_secret().expect("the named secret");
+    assert_eq!(secret.value.expose(), "file-secret");
+    assert_eq!(
+        url.client_config().get_password(),
+        Some(&b"file-secret"[..])
+    );
+    let shown = format!("{url:?} {url}");
+    assert!(shown.contains("password_secret = db"), "{shown}");
+    assert!(!shown.contains("file-secret"), "{shown}");
+
+    let file = fx.path().display().to_string();
+    assert_eq!(
+        fx.errors(&format!(
+            "{store}[secrets.other]\nsource = \"file\"\npath = \"key.txt\"\n{rest}"
+        )),
+        [format!(
+            "{file}:3:1: store.password_secret: names secret `db`, which is not declared under [secrets] (declared: other)"
+        )]
+    );
+    // A declared secret that cannot be read has its own error, not a second one.
+    assert_eq!(
+        fx.errors(&format!(
+            "{store}[secrets.db]\nsource = \"env\"\nname = \"UNSET\"\n{rest}"
+        )),
+        [format!(
+            "{file}:6:1: secrets.db.name: environment variable `UNSET` is not set"
+        )]
+    );
+    assert_eq!(
+        fx.errors(&format!(
+            "[store]\npassword_secret = \"db\"\n[secrets.db]\nsource = \"file\"\npath = \"key.txt\"\n{rest}"
+        )),
+        [format!(
+            "{file}:2:1: store.password_secret: is the password of a PostgreSQL store; set `url` too (SQLite has none)"
+        )]
+    );
+}
+
+#[test]
+fn the_outline_for_warden_users_reads_the_store_password_secret_alone() {
+    let fx = Fixture::new();
+    let store = "[store]\nurl = \"postgres://warden@db/warden\"\npassword_secret = \"db\"\n";
+    // Another secret that cannot be read is not looked at: `warden users` needs only the
+    // store's.
+    let unreadable = "[secrets.elsewhere]\nsource = \"env\"\nname = \"UNSET\"\n";
+    std::fs::write(
+        fx.path(),
+        format!("{store}[secrets.db]\nsource = \"file\"\npath = \"key.txt\"\n{unreadable}"),
+    )
+    .unwrap();
+    let outline = Outline::load(&fx.path()).unwrap();
+    let url = outline.store_url.unwrap();
+    assert_eq!(url.password_secret().unwrap().value.expose(), "file-secret");
+
+    std::fs::write(fx.path(), format!("{store}{unreadable}")).unwrap();
+    let errors = Outline::load(&fx.path()).unwrap_err().summary();
+    assert!(
+        errors.contains(
+            "store.password_secret: names secret `db`, which is not declared under [secrets] (declared: elsewhere)"
+        ),
+        "{errors}"
+    );
+    std::fs::write(
+        fx.path(),
+        format!("{store}[secrets.db]\nsource = \"file\"\npath = \"missing.txt\"\n"),
+    )
+    .unwrap();
+    let errors = Outline::load(&fx.path()).unwrap_err().summary();
+    assert!(
+        errors.contains("secrets.db.path: cannot read secret file"),
+        "{errors}"
+    );
+}

@@ -46,7 +46,6 @@ impl<'a> Validator<'a> {
         }
 
         let store_path = self.resolve(raw.store.path.as_deref().unwrap_or("warden.db"));
-        let store_url = self.store_url(&raw.store);
         // Not beside the store by default: the cache must be a folder only this user can
         // change, and the store's folder need not be one.
         let cache_dir = match raw.cache.dir.as_deref() {
@@ -54,6 +53,7 @@ impl<'a> Validator<'a> {
             None => crate::runtime::plugin::user_cache_dir(),
         };
         let secrets = self.secrets(&raw.secrets);
+        let store_url = self.store_url(&raw.store, &raw.secrets, &secrets);
         let integrations = self.integrations(&raw, &secrets);
         let environments = self.environments(&raw, &integrations);
         let serve = self.serve(&raw.serve);
@@ -86,21 +86,6 @@ impl<'a> Validator<'a> {
         } else {
             Err(ConfigErrors(self.errors))
         }
-    }
-
-    /// `[store] url`, checked; both it and `path` set is an error (which store is meant?).
-    fn store_url(&mut self, store: &super::raw::RawStore) -> Option<StoreUrl> {
-        let text = store.url.as_deref()?;
-        if store.path.is_some() {
-            self.error(
-                &["store", "url"],
-                "`url` (PostgreSQL) and `path` (SQLite) are both set; keep one",
-            );
-            return None;
-        }
-        StoreUrl::parse(text)
-            .map_err(|e| self.error(&["store", "url"], e))
-            .ok()
     }
 
     pub(super) fn resolve(&self, relative: &str) -> PathBuf {

@@ -4,6 +4,9 @@
 //! database of its own ([`database`]), or a cluster of its own to stop and start
 //! ([`dedicated`]). For tests only.
 //!
+//! A test that needs a cluster set up otherwise (its own `pg_hba.conf`, TLS) starts one of its
+//! own with [`dedicated_with`].
+//!
 //! PostgreSQL refuses to run as root, so as root the cluster runs as `nobody`. Without a
 //! PostgreSQL installation the tests that need one skip with a message, unless
 //! `WARDEN_REQUIRE_POSTGRES` is set (as `scripts/test` does), when they fail.
@@ -94,8 +97,28 @@ pub struct Server {
     pid: Option<u32>,
 }
 
+/// How a cluster of a test's own differs from the shared one's.
+#[derive(Default)]
+pub(crate) struct Options {
+    /// `pg_hba.conf` (who may connect, how); None: initdb's, which trusts every local
+    /// connection. The tests' own administration goes through the Unix socket (`local`).
+    pub(crate) hba: Option<String>,
+    /// `ssl = on` with this certificate chain and key (PEM).
+    pub(crate) tls: Option<ServerTls>,
+}
+
+pub(crate) struct ServerTls {
+    pub(crate) cert_pem: String,
+    pub(crate) key_pem: String,
+}
+
 /// A cluster of the test's own, running, with a `warden` database; `None` as [`database`].
 pub fn dedicated() -> Option<Server> {
+    dedicated_with(Options::default())
+}
+
+/// [`dedicated`], set up as `options` says.
+pub(crate) fn dedicated_with(options: Options) -> Option<Server> {
     static SERVERS: AtomicUsize = AtomicUsize::new(0);
     let name = format!(
         "warden-pg-{}-{}",
@@ -103,17 +126,13 @@ pub fn dedicated() -> Option<Server> {
         SERVERS.fetch_add(1, Ordering::Relaxed)
     );
     let started = Server::init(name).and_then(|mut server| {
+        server.configure(&options)?;
         server.run()?;
+        // Through the socket, which every `pg_hba.conf` of these tests trusts.
         let created = Command::new(server.bin.join("createdb"))
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &server.port.to_string(),
-                "-U",
-                "warden",
-                "warden",
-            ])
+            .arg("-h")
+            .arg(&server.data)
+            .args(["-p", &server.port.to_string(), "-U", "warden", "warden"])
             .status()
             .map_err(|e| format!("cannot run createdb: {e}"))?;
         created
@@ -176,6 +195,53 @@ impl Server {
             ));
         }
         Ok(server)
+    }
+
+    /// Writes what `options` asks for into the (not yet running) cluster's folder.
+    fn configure(&self, options: &Options) -> Result<(), String> {
+        let write = |name: &str, text: &str, mode: u32| -> Result<(), String> {
+            use std::os::unix::fs::PermissionsExt;
+            let path = self.data.join(name);
+            std::fs::write(&path, text)
+                .and_then(|()| {
+                    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))
+                })
+                .and_then(|()| match self.root {
+                    true => std::os::unix::fs::chown(&path, Some(NOBODY), Some(NOBODY)),
+                    false => Ok(()),
+                })
+                .map_err(|e| format!("cannot write {}: {e}", path.display()))
+        };
+        if let Some(hba) = &options.hba {
+            write("pg_hba.conf", hba, 0o600)?;
+        }
+        if let Some(tls) = &options.tls {
+            write("server.crt", &tls.cert_pem, 0o600)?;
+            // PostgreSQL refuses a key others may read.
+            write("server.key", &tls.key_pem, 0o600)?;
+            let conf = self.data.join("postgresql.conf");
+            let mut text = std::fs::read_to_string(&conf).map_err(|e| e.to_string())?;
+            text.push_str(
+                "\nssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n",
+            );
+            std::fs::write(&conf, text).map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+
+    /// A client of the cluster's `dbname` as its superuser, through the Unix socket.
+    #[cfg(test)]
+    pub(crate) async fn admin(&self, dbname: &str) -> tokio_postgres::Client {
+        let (client, connection) = tokio_postgres::Config::new()
+            .host_path(&self.data)
+            .port(self.port)
+            .user("warden")
+            .dbname(dbname)
+            .connect(tokio_postgres::NoTls)
+            .await
+            .expect("connect to the test cluster's socket");
+        tokio::spawn(connection);
+        client
     }
 
     /// `program` of the server, run as the cluster's owner (`nobody` when the tests run as

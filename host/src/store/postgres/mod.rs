@@ -26,6 +26,9 @@
 //! the `"C"` collation (SQLite's binary order), not the database's locale.
 
 mod claims;
+mod connect;
+#[cfg(test)]
+mod connect_tests;
 mod expiry;
 mod migrations;
 mod outbox;
@@ -36,13 +39,15 @@ mod requests;
 mod shared_tests;
 #[cfg(test)]
 mod tests;
+mod tls;
+#[cfg(test)]
+mod tls_tests;
 
 use std::error::Error;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
-use tokio_postgres::NoTls;
 
 use super::{StoreChange, StoreError, StoredIdentity, UserRecord};
 use crate::config::StoreUrl;
@@ -64,13 +69,20 @@ pub struct PgStore {
 }
 
 impl PgStore {
-    /// Connects to `url` and applies migrations; refuses a database whose schema is newer
-    /// than this warden knows.
+    /// Connects to `url` (with the password its secret holds, else `PGPASSWORD`; TLS as its
+    /// `sslmode` says) and applies migrations; refuses a database whose schema is newer than
+    /// this warden knows.
     pub async fn open(url: &StoreUrl) -> Result<Self, StoreError> {
         let label = PathBuf::from(url.as_str());
-        let manager = Manager::from_config(
+        let tls = tls::MakeRustls::new(url.tls())
+            .map_err(|e| StoreError::other(&label, "set up TLS", e))?;
+        let connector = connect::Connector {
+            tls,
+            password: url.password_secret().cloned().map(connect::Password::new),
+        };
+        let manager = Manager::from_connect(
             url.client_config(),
-            NoTls,
+            connector,
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
