@@ -641,6 +641,13 @@ signing_secret = "signing"
             text.contains("warden_requests{state=\"pending\"} 24"),
             "{text}"
         );
+        // Each replica stored half the requests and counts its own writes.
+        let writes: f64 = text
+            .lines()
+            .find_map(|l| l.strip_prefix("warden_store_writes_total "))
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or_default();
+        assert!(writes >= 2.0 * (REQUESTS / 2) as f64, "{text}");
     }
     kill(a);
     kill(b);

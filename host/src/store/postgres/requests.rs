@@ -51,10 +51,12 @@ impl Backend for PgStore {
         new: NewRequest,
     ) -> Result<Result<RequestRecord, String>, StoreError> {
         let op = "store a new request";
+        self.counts.wrote();
         let mut client = self.client(op).await?;
         let done: Fallible<Result<RequestRecord, String>> = async {
             let tx = client.transaction().await?;
             let inserted = insert(&tx, new).await?;
+            self.counts.committed();
             tx.commit().await?;
             Ok(inserted)
         }
