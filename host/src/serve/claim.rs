@@ -3,7 +3,10 @@
 //! Every operation on a request (submit, approve, deny, deescalate, recovery) first claims
 //! it; a second claim on the same request is refused ([`Claims::claim`] gives `None`, which
 //! the API answers with 409 "being processed") until the first is dropped, so one operation
-//! at a time changes a request.
+//! at a time changes a request. Replicas sharing a PostgreSQL store each hold their own
+//! claims in memory, so there a stored request is also claimed in the store
+//! ([`Claims::claim_stored`], `store::postgres::claims`): an operation on another replica
+//! is refused the same way, before any hook runs.
 //!
 //! The operation's writes wait in its claim: each hook's history entry ([`Claim::note`]) and
 //! each state change after which nothing runs before the request's next write
