@@ -6,7 +6,9 @@
 //! channel's own URL (redirects are not followed, the answer's body is not read). A failed
 //! attempt is retried with doubling backoff until `retry_for_seconds` after the event, then
 //! given up and recorded on the request. Nothing here runs on an API call's path: a claim
-//! only writes rows and wakes the tasks.
+//! only writes rows and wakes the tasks. Replicas sharing a PostgreSQL store each run these
+//! tasks over the one outbox; a task *takes* its rows (`Backend::outbox_take`), so no row is
+//! sent by two replicas.
 
 pub mod message;
 
