@@ -478,6 +478,11 @@ async fn a_database_restart_answers_503_with_retry_after_and_the_replicas_recove
             "{url} is not ready without its database"
         );
         assert!(ready.headers().contains_key("retry-after"));
+        let text = ready.text().await.unwrap();
+        assert!(
+            text.contains("the store does not answer") && !text.contains("127.0.0.1"),
+            "says why without naming the database to anyone who asks: {text}"
+        );
         let live = http.get(format!("{url}/healthz")).send().await.unwrap();
         assert_eq!(live.status(), 200, "{url} is alive all the same");
     }
