@@ -3,9 +3,18 @@
 //! several replicas share, issue 19). Each method is one operation, all or nothing, with the
 //! same meaning on both: what `serve` and `warden users` ask of a store.
 //!
-//! The SQLite implementation runs the plain SQL of [`super::requests`] through the group
-//! commit as `serve` does; it exists so the same tests hold both backends to one behaviour
-//! (`store::postgres::tests`).
+//! `warden serve`, hooks' identity lookups (`capabilities::identities`) and the commands
+//! that open the store hold an `Arc<dyn Backend>` ([`open`]). A trait object, not an enum:
+//! the cost is one indirect call and one boxed future per operation, next to a commit or a
+//! database round trip per operation, and it keeps the two implementations apart (the
+//! tests' in-memory SQLite stores pass as they are). The SQLite implementation runs the
+//! plain SQL of [`super::requests`] and [`super::outbox`] through the group commit; the same
+//! tests hold both backends to one behaviour (`store::postgres::tests`).
+//!
+//! What only replicas need ([`Backend::claim_request`] and the rest of a claim's life,
+//! [`Backend::lease_expired`], [`Backend::outbox_take`]'s hold) has answers on SQLite that
+//! one process needs: claims are the `serve::claim` set in memory, and nothing else takes
+//! an expiry or a notification.
 
 use std::path::Path;
 use std::sync::Arc;
