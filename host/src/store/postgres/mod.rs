@@ -15,11 +15,11 @@
 //! before its state is checked, so of two approvals racing on two replicas the second finds
 //! the state already moved and writes nothing; a retried `Idempotency-Key` meets the unique
 //! index whichever replica it reaches. An operation claims its request in the database
-//! ([`claims`]) before its hooks run, so a request is worked on by one replica at a time and
+//! (`claims`) before its hooks run, so a request is worked on by one replica at a time and
 //! one cut short by a crash is resumed elsewhere. Identity lookups are read from the
 //! database every time (no cache to go stale), so a change made by `warden users` or
 //! another replica is seen by the next lookup on every replica. Notifications are taken
-//! from the outbox with `FOR UPDATE SKIP LOCKED` ([`outbox`]), so no two replicas send one.
+//! from the outbox with `FOR UPDATE SKIP LOCKED` (`outbox`), so no two replicas send one.
 //!
 //! The schema means what SQLite's does, with the same migration numbers; case-insensitive
 //! emails (SQLite's `COLLATE NOCASE`) are unique indexes on `lower(email)`, and orderings use
