@@ -264,7 +264,7 @@ async fn check(config: &Path) -> Result<ExitCode, String> {
         "{}: {} flow(s), store {}",
         config.display(),
         summaries.len(),
-        warden.identity_store().path().display()
+        warden.identity_store().label().display()
     );
     let list = |items: &[String]| {
         if items.is_empty() {

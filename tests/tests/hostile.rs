@@ -528,6 +528,7 @@ async fn flooding_the_identity_store_is_bounded_per_event_and_per_value() {
     assert_eq!(
         store
             .identities_of(&format!("user{}@flood.example", cap - 1))
+            .await
             .unwrap()
             .len(),
         1
@@ -535,6 +536,7 @@ async fn flooding_the_identity_store_is_bounded_per_event_and_per_value() {
     assert!(
         store
             .identities_of(&format!("user{cap}@flood.example"))
+            .await
             .unwrap()
             .is_empty()
     );
@@ -544,7 +546,13 @@ async fn flooding_the_identity_store_is_bounded_per_event_and_per_value() {
         reason.contains("user-id is longer than 320 bytes"),
         "{reason}"
     );
-    assert!(store.identities_of("alice@example.com").unwrap().is_empty());
+    assert!(
+        store
+            .identities_of("alice@example.com")
+            .await
+            .unwrap()
+            .is_empty()
+    );
     still_serving(&warden).await;
 }
 

@@ -156,8 +156,13 @@ impl Setup {
         self.run(FLOW, email).await
     }
 
-    fn identity(&self, email: &str) -> Option<String> {
-        let stored = self.warden.identity_store().identities_of(email).unwrap();
+    async fn identity(&self, email: &str) -> Option<String> {
+        let stored = self
+            .warden
+            .identity_store()
+            .identities_of(email)
+            .await
+            .unwrap();
         stored.into_iter().next().map(|i| {
             assert_eq!(
                 (i.service.as_str(), i.service_id.as_str()),
@@ -167,10 +172,11 @@ impl Setup {
         })
     }
 
-    fn persist(&self, email: &str, username: &str) {
+    async fn persist(&self, email: &str, username: &str) {
         self.warden
             .identity_store()
             .persist_identity(email, "custom", API_ID, username)
+            .await
             .unwrap();
     }
 
@@ -245,7 +251,10 @@ async fn the_seed_approves_an_engineer_on_call_with_its_reason_sending_the_key_s
         assert_eq!(request.header("x-vo-api-key"), Some(API_KEY));
     }
     assert!(report.refusals.is_empty(), "{:?}", report.refusals);
-    assert_eq!(s.identity("alice@example.com").as_deref(), Some("alice"));
+    assert_eq!(
+        s.identity("alice@example.com").await.as_deref(),
+        Some("alice")
+    );
     // The only hook the port defines is the only one it reports.
     assert_eq!(
         s.warden.implemented(FLOW),
@@ -275,7 +284,7 @@ async fn the_seed_sends_engineers_off_call_and_unknown_users_to_a_human() {
     let s = seed(API_KEY).await;
     let report = s.request("bob@example.com").await;
     assert_eq!(report.outcome, Ok(Decision::Continue), "{:#?}", report.logs);
-    assert_eq!(s.identity("bob@example.com").as_deref(), Some("bob"));
+    assert_eq!(s.identity("bob@example.com").await.as_deref(), Some("bob"));
 
     s.standin.clear_requests();
     let report = s.request("zed@example.com").await;
@@ -289,7 +298,7 @@ async fn the_seed_sends_engineers_off_call_and_unknown_users_to_a_human() {
             Some(200)
         )]
     );
-    assert_eq!(s.identity("zed@example.com"), None);
+    assert_eq!(s.identity("zed@example.com").await, None);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -309,7 +318,7 @@ async fn the_seed_persists_the_identity_once_and_reuses_it() {
 
     // An identity stored beforehand (mapped by hand) is used as it is: carol is mapped to
     // alice, who is on call.
-    s.persist("carol@example.com", "alice");
+    s.persist("carol@example.com", "alice").await;
     assert_eq!(approved(&s.request("carol@example.com").await), REASON);
     assert_eq!(s.standin.count(USERS_V2_PATH), 1);
 }
@@ -322,7 +331,7 @@ async fn a_victorops_error_fails_closed_with_the_python_error_and_nothing_secret
         return;
     }
     let s = seed(API_KEY).await;
-    s.persist("alice@example.com", "alice");
+    s.persist("alice@example.com", "alice").await;
     s.standin
         .fail_next(ONCALL_CURRENT_PATH, 500, ErrorStyle::JsonMessage, 1);
     let report = s.request("alice@example.com").await;
@@ -635,7 +644,7 @@ async fn the_event_identities_and_standard_library_read_as_in_sym() {
     );
     assert!(summary["timestamp_year"].as_i64().unwrap() >= 2025);
 
-    s.persist("alice@example.com", "alice");
+    s.persist("alice@example.com", "alice").await;
     let report = s.run("s-identity", "alice@example.com").await;
     assert_eq!(
         approved(&report),
@@ -644,7 +653,7 @@ async fn the_event_identities_and_standard_library_read_as_in_sym() {
         )
     );
     assert_eq!(
-        s.identity("alice@example.com").as_deref(),
+        s.identity("alice@example.com").await.as_deref(),
         Some("probe-user")
     );
 

@@ -233,6 +233,7 @@ async fn identities_are_granted_only_for_the_environments_services() {
     let stored = foreign
         .identity_store()
         .identities_of("alice@example.com")
+        .await
         .unwrap();
     assert_eq!(stored.len(), 1, "nothing written for the foreign service");
 }

@@ -709,6 +709,9 @@ async fn tokens_roles_and_the_body_cap() {
     assert_eq!(r.status, 413, "{}", r.text);
 
     assert_eq!(h.send("GET", "/healthz", None, None).await.status, 200);
+    // Readiness: the store answers (PostgreSQL's 503 while it does not: host/tests/replicas.rs).
+    let ready = h.send("GET", "/readyz", None, None).await;
+    assert_eq!((ready.status, ready.text.as_str()), (200, "ready\n"));
     let m = h.metrics().await;
     assert_eq!(
         metric(&m, r#"warden_api_responses_total{status="401"}"#),

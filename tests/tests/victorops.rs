@@ -120,8 +120,13 @@ impl Setup {
     }
 
     /// The VictorOps username stored for `email`, if any.
-    fn identity(&self, email: &str) -> Option<String> {
-        let stored = self.warden.identity_store().identities_of(email).unwrap();
+    async fn identity(&self, email: &str) -> Option<String> {
+        let stored = self
+            .warden
+            .identity_store()
+            .identities_of(email)
+            .await
+            .unwrap();
         assert!(stored.len() <= 1, "{stored:?}");
         stored.into_iter().next().map(|i| {
             assert_eq!(
@@ -132,10 +137,11 @@ impl Setup {
         })
     }
 
-    fn persist(&self, email: &str, username: &str) {
+    async fn persist(&self, email: &str, username: &str) {
         self.warden
             .identity_store()
             .persist_identity(email, "custom", API_ID, username)
+            .await
             .unwrap();
     }
 
@@ -219,7 +225,10 @@ async fn an_engineer_on_call_is_approved_with_the_reason() {
         assert_eq!(request.header("x-vo-api-id"), Some(API_ID));
         assert_eq!(request.header("x-vo-api-key"), Some(API_KEY));
     }
-    assert_eq!(s.identity("alice@example.com").as_deref(), Some("alice"));
+    assert_eq!(
+        s.identity("alice@example.com").await.as_deref(),
+        Some("alice")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -232,7 +241,7 @@ async fn an_engineer_off_call_goes_to_a_human() {
             .contains(&"VictorOps user bob is not on call: a human decides")
     );
     assert_eq!(s.standin.count(ONCALL_CURRENT_PATH), 1);
-    assert_eq!(s.identity("bob@example.com").as_deref(), Some("bob"));
+    assert_eq!(s.identity("bob@example.com").await.as_deref(), Some("bob"));
 
     // Taken off call, alice goes to a human too (the cache is off in this flow).
     s.standin.edit_roster(|r| {
@@ -258,7 +267,7 @@ async fn an_unknown_email_goes_to_a_human_without_asking_who_is_on_call() {
             Some(200)
         )]
     );
-    assert_eq!(s.identity("zed@example.com"), None);
+    assert_eq!(s.identity("zed@example.com").await, None);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -269,20 +278,23 @@ async fn an_email_in_another_case_is_found() {
     assert_eq!(approved(&report), REASON);
     let lookup = &s.standin.requests()[0];
     assert_eq!(lookup.query.as_deref(), Some("email=Alice@EXAMPLE.com"));
-    assert_eq!(s.identity("alice@example.com").as_deref(), Some("alice"));
+    assert_eq!(
+        s.identity("alice@example.com").await.as_deref(),
+        Some("alice")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_stored_identity_is_used_without_a_lookup() {
     let s = setup().await;
     // Mapped by hand (in another case) to dave, who is on call for `data`.
-    s.persist("carol@example.com", "DAVE");
+    s.persist("carol@example.com", "DAVE").await;
     let report = s.request("carol@example.com").await;
     assert_eq!(approved(&report), REASON);
     assert_eq!(s.standin.count(USERS_V2_PATH), 0);
     assert_eq!(s.standin.count(ONCALL_CURRENT_PATH), 1);
     assert_eq!(
-        s.identity("carol@example.com").as_deref(),
+        s.identity("carol@example.com").await.as_deref(),
         Some("DAVE"),
         "left as it was"
     );
@@ -291,9 +303,12 @@ async fn a_stored_identity_is_used_without_a_lookup() {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_first_request_persists_the_identity_and_the_second_needs_no_lookup() {
     let s = setup().await;
-    assert_eq!(s.identity("alice@example.com"), None);
+    assert_eq!(s.identity("alice@example.com").await, None);
     assert_eq!(approved(&s.request("alice@example.com").await), REASON);
-    assert_eq!(s.identity("alice@example.com").as_deref(), Some("alice"));
+    assert_eq!(
+        s.identity("alice@example.com").await.as_deref(),
+        Some("alice")
+    );
     let report = s.request("alice@example.com").await;
     assert_eq!(approved(&report), REASON);
     assert!(
@@ -329,7 +344,7 @@ async fn both_casings_of_the_on_call_answer_are_read() {
 async fn every_api_failure_goes_to_a_human_with_a_warning_naming_the_call_and_status() {
     let s = setup().await;
     // alice's identity is stored, so her requests only ask who is on call.
-    s.persist("alice@example.com", "alice");
+    s.persist("alice@example.com", "alice").await;
     let html_503 = "<html> <head><title>503 Service Unavailable</title></head> <body> \
                     <center><h1>503 Service Unavailable</h1></center> <hr><center>nginx</center> \
                     </body> </html>";
@@ -404,7 +419,11 @@ async fn every_api_failure_goes_to_a_human_with_a_warning_naming_the_call_and_st
         let last = s.standin.requests().pop().unwrap();
         assert_eq!((last.path.as_str(), last.status), (path, Some(status)));
     }
-    assert_eq!(s.identity("bob@example.com"), None, "no lookup succeeded");
+    assert_eq!(
+        s.identity("bob@example.com").await,
+        None,
+        "no lookup succeeded"
+    );
 
     // A 200 whose body is not the JSON expected: HTML from a proxy, or nothing.
     for (style, detail) in [
@@ -456,7 +475,7 @@ async fn a_wrong_key_goes_to_a_human_with_a_warning() {
     assert_eq!(requests[0].status, Some(403));
 
     // The operator rotates the key on VictorOps' side: the old one is refused the same way.
-    s.persist("alice@example.com", "alice");
+    s.persist("alice@example.com", "alice").await;
     s.standin.set_credentials(API_ID, "rotated");
     let report = s.request("alice@example.com").await;
     assert_warned(
@@ -481,7 +500,7 @@ async fn a_slow_api_times_out_per_request_and_goes_to_a_human() {
         "{:?}",
         report.elapsed
     );
-    assert_eq!(s.identity("alice@example.com"), None);
+    assert_eq!(s.identity("alice@example.com").await, None);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -492,7 +511,7 @@ async fn a_slow_api_fails_closed_within_the_hooks_deadline() {
     }
     .start()
     .await;
-    s.persist("alice@example.com", "alice");
+    s.persist("alice@example.com", "alice").await;
     s.standin.set_latency(Duration::from_secs(3));
     let report = s.request("alice@example.com").await;
     // The HTTP call and the hook share one deadline; whichever notices first, no approval.
@@ -597,7 +616,7 @@ async fn the_cached_roster_expires_after_its_ttl() {
     }
     .start()
     .await;
-    s.persist("alice@example.com", "alice");
+    s.persist("alice@example.com", "alice").await;
     assert_eq!(approved(&s.request("alice@example.com").await), REASON);
     s.standin.edit_roster(|r| {
         r.clear_on_call();
@@ -618,7 +637,7 @@ async fn a_failed_roster_call_is_not_cached() {
     }
     .start()
     .await;
-    s.persist("alice@example.com", "alice");
+    s.persist("alice@example.com", "alice").await;
     s.standin
         .fail_next(ONCALL_CURRENT_PATH, 503, ErrorStyle::Empty, 1);
     assert_warned(

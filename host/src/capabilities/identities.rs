@@ -13,7 +13,8 @@ use crate::runtime::bindings::warden::plugin::types::Identity;
 use crate::runtime::budget::{EventBudget, MAX_NAME_BYTES};
 use crate::runtime::instance::InstanceState;
 use crate::runtime::lift::Passed;
-use crate::store::{Store, StoredIdentity};
+use crate::store::StoredIdentity;
+use crate::store::backend::Backend;
 
 /// Writes one event may make; a plugin cannot flood the store.
 pub const MAX_PERSISTS_PER_EVENT: usize = 16;
@@ -21,13 +22,13 @@ const MAX_FIELD_LEN: usize = 320;
 
 pub struct IdentitiesInstance {
     flow: Arc<Flow>,
-    store: Arc<Store>,
+    store: Arc<dyn Backend>,
     persisted: usize,
     refusals: Refusals,
 }
 
 impl IdentitiesInstance {
-    pub fn new(flow: Arc<Flow>, store: Arc<Store>, budget: EventBudget) -> Self {
+    pub fn new(flow: Arc<Flow>, store: Arc<dyn Backend>, budget: EventBudget) -> Self {
         Self {
             flow,
             store,
@@ -72,7 +73,7 @@ impl IdentitiesInstance {
     }
 
     /// The identity of `email` in `service`/`service_id`, if one is stored.
-    pub fn lookup(
+    pub async fn lookup(
         &mut self,
         email: &Passed,
         service: &Passed,
@@ -89,12 +90,13 @@ impl IdentitiesInstance {
         let (service, service_id) = (service.kept(), service_id.kept());
         self.store
             .lookup_identity(email, service, service_id)
+            .await
             .map(|found| found.map(to_wit))
             .map_err(|e| IdentityError::Store(e.to_string()))
     }
 
     /// Creates or updates the user's identity in `service`/`service_id`.
-    pub fn persist(
+    pub async fn persist(
         &mut self,
         email: &Passed,
         service: &Passed,
@@ -119,6 +121,7 @@ impl IdentitiesInstance {
         self.persisted += 1;
         self.store
             .persist_identity(email, service.kept(), service_id.kept(), user_id)
+            .await
             .map(to_wit)
             .map_err(|e| IdentityError::Store(e.to_string()))
     }
@@ -156,29 +159,38 @@ impl Capability for IdentitiesInstance {
     }
 
     fn link(functions: &mut LinkerInstance<'_, InstanceState>) -> wasmtime::Result<()> {
-        functions.func_wrap(
+        // Async: a PostgreSQL store answers over the network.
+        functions.func_wrap_async(
             "lookup",
             |mut store: StoreContextMut<'_, InstanceState>,
              (email, service, service_id): (WasmStr, WasmStr, WasmStr)| {
-                let names = store.data().identities.name_bytes();
-                let email = Passed::read(&store, &email, FIELD_BYTES)?;
-                let service = Passed::read(&store, &service, names)?;
-                let service_id = Passed::read(&store, &service_id, names)?;
-                let identities = &mut store.data_mut().identities;
-                Ok((identities.lookup(&email, &service, &service_id),))
+                Box::new(async move {
+                    let names = store.data().identities.name_bytes();
+                    let email = Passed::read(&store, &email, FIELD_BYTES)?;
+                    let service = Passed::read(&store, &service, names)?;
+                    let service_id = Passed::read(&store, &service_id, names)?;
+                    let identities = &mut store.data_mut().identities;
+                    Ok((identities.lookup(&email, &service, &service_id).await,))
+                })
             },
         )?;
-        functions.func_wrap(
+        functions.func_wrap_async(
             "persist",
             |mut store: StoreContextMut<'_, InstanceState>,
              (email, service, service_id, user_id): (WasmStr, WasmStr, WasmStr, WasmStr)| {
-                let names = store.data().identities.name_bytes();
-                let email = Passed::read(&store, &email, FIELD_BYTES)?;
-                let service = Passed::read(&store, &service, names)?;
-                let service_id = Passed::read(&store, &service_id, names)?;
-                let user_id = Passed::read(&store, &user_id, FIELD_BYTES)?;
-                let identities = &mut store.data_mut().identities;
-                Ok((identities.persist(&email, &service, &service_id, &user_id),))
+                Box::new(async move {
+                    let names = store.data().identities.name_bytes();
+                    let email = Passed::read(&store, &email, FIELD_BYTES)?;
+                    let service = Passed::read(&store, &service, names)?;
+                    let service_id = Passed::read(&store, &service_id, names)?;
+                    let user_id = Passed::read(&store, &user_id, FIELD_BYTES)?;
+                    let identities = &mut store.data_mut().identities;
+                    Ok((
+                        identities
+                            .persist(&email, &service, &service_id, &user_id)
+                            .await,
+                    ))
+                })
             },
         )
     }
@@ -202,14 +214,21 @@ mod tests {
         (event, identities)
     }
 
-    #[test]
-    fn a_granted_service_persists_and_finds_identities() {
+    #[tokio::test]
+    async fn a_granted_service_persists_and_finds_identities() {
         let (_event, mut ids) = identities();
         let (email, service, id) = (&"a@example.com".into(), &"custom".into(), &"vo-ext".into());
-        assert!(matches!(ids.lookup(email, service, id), Ok(None)));
-        let stored = ids.persist(email, service, id, &"jdoe".into()).unwrap();
+        assert!(matches!(ids.lookup(email, service, id).await, Ok(None)));
+        let stored = ids
+            .persist(email, service, id, &"jdoe".into())
+            .await
+            .unwrap();
         assert_eq!(stored.user_id, "jdoe");
-        let found = ids.lookup(email, service, id).unwrap().expect("persisted");
+        let found = ids
+            .lookup(email, service, id)
+            .await
+            .unwrap()
+            .expect("persisted");
         assert_eq!(
             (found.service, found.service_id, found.user_id),
             ("custom".into(), "vo-ext".into(), "jdoe".into())
@@ -217,12 +236,13 @@ mod tests {
         assert!(ids.finish().refusals.is_empty());
     }
 
-    #[test]
-    fn a_service_outside_the_environment_is_refused_and_recorded() {
+    #[tokio::test]
+    async fn a_service_outside_the_environment_is_refused_and_recorded() {
         let (_event, mut ids) = identities();
         let email = &"a@example.com".into();
-        let Err(IdentityError::NotGranted(detail)) =
-            ids.lookup(email, &"custom".into(), &"pager-ext".into())
+        let Err(IdentityError::NotGranted(detail)) = ids
+            .lookup(email, &"custom".into(), &"pager-ext".into())
+            .await
         else {
             panic!("pager-ext is not in the environment");
         };
@@ -231,7 +251,8 @@ mod tests {
             "environment `main` holds no `custom` integration with external_id `pager-ext`"
         );
         assert!(matches!(
-            ids.persist(email, &"other".into(), &"vo-ext".into(), &"u".into()),
+            ids.persist(email, &"other".into(), &"vo-ext".into(), &"u".into())
+                .await,
             Err(IdentityError::NotGranted(_))
         ));
         let refusals = ids.finish().refusals;
@@ -240,8 +261,8 @@ mod tests {
         assert_eq!(refusals[0].detail, detail);
     }
 
-    #[test]
-    fn fields_are_checked_without_copying_more_than_can_be_valid() {
+    #[tokio::test]
+    async fn fields_are_checked_without_copying_more_than_can_be_valid() {
         let (_event, mut ids) = identities();
         let (service, id) = (&"custom".into(), &"vo-ext".into());
         let long = format!("{}@example.com", "a".repeat(1 << 20));
@@ -252,7 +273,7 @@ mod tests {
             other => panic!("{:?}", other.map(|_: Identity| ())),
         };
         assert_eq!(
-            invalid(ids.lookup(&email, service, id).map(|_| Identity {
+            invalid(ids.lookup(&email, service, id).await.map(|_| Identity {
                 service: String::new(),
                 service_id: String::new(),
                 user_id: String::new(),
@@ -262,28 +283,33 @@ mod tests {
         let ok_email = &"a@example.com".into();
         let blank = Passed::new(&" ".repeat(1000), FIELD_BYTES);
         assert_eq!(
-            invalid(ids.persist(ok_email, service, id, &blank)),
+            invalid(ids.persist(ok_email, service, id, &blank).await),
             "user-id is empty"
         );
         assert_eq!(
-            invalid(ids.persist(&"no-at-sign".into(), service, id, &"u".into())),
+            invalid(
+                ids.persist(&"no-at-sign".into(), service, id, &"u".into())
+                    .await
+            ),
             "`no-at-sign` is not an email address"
         );
         // Invalid fields are no refusals: the flow grants the service.
         assert!(ids.finish().refusals.is_empty());
     }
 
-    #[test]
-    fn an_event_persists_at_most_its_share() {
+    #[tokio::test]
+    async fn an_event_persists_at_most_its_share() {
         let (_event, mut ids) = identities();
         let (service, id) = (&"custom".into(), &"vo-ext".into());
         for i in 0..MAX_PERSISTS_PER_EVENT {
             let email = format!("u{i}@example.com");
             ids.persist(&email.as_str().into(), service, id, &"u".into())
+                .await
                 .unwrap();
         }
-        let Err(IdentityError::Invalid(message)) =
-            ids.persist(&"late@example.com".into(), service, id, &"u".into())
+        let Err(IdentityError::Invalid(message)) = ids
+            .persist(&"late@example.com".into(), service, id, &"u".into())
+            .await
         else {
             panic!("one persist too many");
         };

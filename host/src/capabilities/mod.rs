@@ -34,7 +34,8 @@ use crate::runtime::budget::EventBudget;
 use crate::runtime::instance::InstanceState;
 use crate::runtime::plugin::{WIT_PACKAGE, WIT_VERSION};
 use crate::secrets::SecretStore;
-use crate::store::Store as IdentityStore;
+/// Users' identities, in whichever store the config names (`store::backend`).
+type IdentityStore = dyn crate::store::backend::Backend;
 use http::HttpCall;
 use log::LogLine;
 use refusal::Refusal;

@@ -10,7 +10,6 @@ use super::{AppState, Capability};
 use crate::config::{Config, Flow};
 use crate::runtime::budget::EventBudget;
 use crate::secrets::SecretStore;
-use crate::store::Store as IdentityStore;
 
 /// Environment `main` holds integration `victorops` (type `custom`, external id `vo-ext`,
 /// secret `vo_key`); integration `pager` (secret `pager_key`) exists but is not in it. Flow
@@ -72,7 +71,7 @@ impl Event {
         let config = Config::parse(&text(flow), &path, &|_| None).unwrap_or_else(|e| panic!("{e}"));
         let secrets = Arc::new(SecretStore::new(&config.secrets));
         let app = AppState {
-            identities: Arc::new(IdentityStore::open_in_memory().unwrap()),
+            identities: Arc::new(crate::store::Store::open_in_memory().unwrap()),
             http: HttpState::with_transport(Arc::new(NoNetwork), secrets.clone()),
             cache: Arc::default(),
             secrets,

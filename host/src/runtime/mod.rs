@@ -40,7 +40,8 @@ use crate::runtime::hooks::{Decision, HookName};
 use crate::runtime::plugin::{PluginCache, PluginFormat, root_message};
 use crate::runtime::sched::FlowShare;
 use crate::secrets::SecretStore;
-use crate::store::Store as IdentityStore;
+/// Users' identities, in whichever store the config names (`store::backend`).
+type IdentityStore = dyn crate::store::backend::Backend;
 use instance::*;
 
 /// The longest the calls warden makes while loading a plugin (instantiating it and asking
@@ -73,8 +74,7 @@ impl Warden {
     /// Compiles every flow's plugin and opens the store; every plugin problem is
     /// reported, not just the first.
     pub async fn start(config: Config) -> Result<Self, StartError> {
-        let url = config.store_url.as_ref().map(|u| u.as_str());
-        let store = Arc::new(IdentityStore::open_configured(&config.store_path, url)?);
+        let store = crate::store::backend::open(&config).await?;
         Self::start_with_store(config, store).await
     }
 

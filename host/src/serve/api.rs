@@ -22,10 +22,12 @@ use crate::runtime::event::UserInput;
 use super::CurrentWarden;
 use super::lifecycle::{Lifecycle, LifecycleError, Submission};
 use super::metrics::{self, Metrics};
-use crate::store::requests::{self, State as RequestState};
+use crate::store::requests::State as RequestState;
 
 /// Seconds a client is told to wait when warden is at `max_in_flight`.
 const RETRY_AFTER_SECONDS: &str = "1";
+/// Seconds a client is told to wait when the store failed (a database restarting).
+const STORE_RETRY_AFTER_SECONDS: &str = "2";
 const MAX_IDEMPOTENCY_KEY_BYTES: usize = 200;
 
 pub(crate) struct App {
@@ -50,6 +52,7 @@ pub(crate) fn router(app: Arc<App>, max_body_bytes: usize) -> Router {
         .layer(middleware::from_fn_with_state(app.clone(), limit_in_flight));
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(ready))
         .route("/metrics", get(metrics))
         .merge(v1)
         .merge(super::console::router(app.clone()))
@@ -101,6 +104,12 @@ impl IntoResponse for ApiError {
                 .headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from_static(STORE_RETRY_AFTER_SECONDS),
+            );
+        }
         response
     }
 }
@@ -121,7 +130,9 @@ impl From<LifecycleError> for ApiError {
             LifecycleError::SelfApproval { .. } | LifecycleError::NotApprover(_) => {
                 StatusCode::FORBIDDEN
             }
-            LifecycleError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            // The store did not answer or did not commit (a database restarting, a full
+            // disk): nothing the client was told is lost, and trying again may work.
+            LifecycleError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
         };
         if status.is_server_error() {
             tracing::error!("{e}");
@@ -452,7 +463,7 @@ async fn revoke(
             format!("`reason` is longer than {MAX_REVOKE_REASON_BYTES} bytes"),
         ));
     }
-    let view = app.lifecycle.view(&id)?;
+    let view = app.lifecycle.view(&id).await?;
     caller.may_see(&view.requester)?;
     caller.may_revoke(app.warden.current().config(), &view)?;
     let revoker = caller.acting_as(None, "revoker")?;
@@ -470,7 +481,7 @@ async fn show(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let view = app.lifecycle.view(&id)?;
+    let view = app.lifecycle.view(&id).await?;
     caller.may_see_request(app.warden.current().config(), &view)?;
     Ok(axum::Json(view).into_response())
 }
@@ -492,7 +503,7 @@ async fn list(
         .map(|s| s.parse::<RequestState>())
         .transpose()
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e))?;
-    let mut requests = app.lifecycle.list(state, caller.list_scope())?;
+    let mut requests = app.lifecycle.list(state, caller.list_scope()).await?;
     caller.retain_visible(app.warden.current().config(), &mut requests);
     Ok(axum::Json(serde_json::json!({ "requests": requests })).into_response())
 }
@@ -524,23 +535,43 @@ async fn audit(
     let entries = app
         .lifecycle
         .store()
-        .read("read the audit log", |c| requests::audit_log(c, limit))
+        .audit_log(limit)
+        .await
         .map_err(LifecycleError::from)?;
     Ok(axum::Json(serde_json::json!({ "entries": entries })).into_response())
 }
 
+/// Readiness: 200 while the store answers, 503 (with `Retry-After`) while it does not, so a
+/// load balancer sends requests to replicas that can serve them. `/healthz` is liveness:
+/// the process answers, whatever the store.
+async fn ready(State(app): State<Arc<App>>) -> Response {
+    match app.lifecycle.store().ping().await {
+        Ok(()) => (StatusCode::OK, "ready\n").into_response(),
+        // Why goes to the log only: anyone may ask, and the error names the database.
+        Err(e) => {
+            tracing::warn!("not ready: {e}");
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not ready: the store does not answer",
+            )
+            .into_response()
+        }
+    }
+}
+
 async fn metrics(State(app): State<Arc<App>>) -> Response {
     let store = app.lifecycle.store();
-    let states = store
-        .read("count requests by state", requests::count_by_state)
-        .unwrap_or_default();
+    // A store that does not answer shows no counts: the scrape itself still answers.
+    let states = store.count_by_state().await.unwrap_or_default();
+    let depth = store.outbox_depth().await.unwrap_or_default();
     // `/metrics` is outside the in-flight limit, so this scrape holds no permit itself.
     let in_flight = app
         .max_in_flight
         .saturating_sub(app.in_flight.available_permits());
     (
         [(header::CONTENT_TYPE, metrics::CONTENT_TYPE)],
-        app.metrics.render(&states, in_flight, store),
+        app.metrics
+            .render(&states, in_flight, store.counts(), &depth),
     )
         .into_response()
 }

@@ -3,7 +3,10 @@
 //! Every operation on a request (submit, approve, deny, deescalate, recovery) first claims
 //! it; a second claim on the same request is refused ([`Claims::claim`] gives `None`, which
 //! the API answers with 409 "being processed") until the first is dropped, so one operation
-//! at a time changes a request.
+//! at a time changes a request. Replicas sharing a PostgreSQL store each hold their own
+//! claims in memory, so there a stored request is also claimed in the store
+//! ([`Claims::claim_stored`], `store::postgres::claims`): an operation on another replica
+//! is refused the same way, before any hook runs.
 //!
 //! The operation's writes wait in its claim: each hook's history entry ([`Claim::note`]) and
 //! each state change after which nothing runs before the request's next write
@@ -20,25 +23,22 @@
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
-use rusqlite::Connection;
-
 use crate::runtime::event::EventInput;
 use crate::runtime::hooks::HookName;
+use crate::store::StoreError;
+use crate::store::backend::{Backend, CLAIM_LEASE_MS, Hold, Step, WithHistory};
+use crate::store::outbox::{self, Router};
 use crate::store::requests::{
-    self, HistoryEntry, NewRequest, RequestRecord, RequestWrite, Transition,
+    HistoryEntry, NewRequest, RequestRecord, RequestWrite, Transition, now_ms,
 };
-use crate::store::{Store, StoreError, outbox};
 use crate::{HookReport, RunError, Warden};
 
 use super::notify::Outbox;
 use crate::Unpoisoned;
 
-/// What a claim's failed write names ("cannot ...").
-const WRITE: &str = "record a request's step";
-
 /// The requests claimed right now, in one store.
 pub(super) struct Claims {
-    store: Arc<Store>,
+    store: Arc<dyn Backend>,
     busy: Mutex<HashSet<String>>,
     /// Notifications of what a claim's writes change go into the same commit.
     outbox: Option<Arc<Outbox>>,
@@ -46,11 +46,11 @@ pub(super) struct Claims {
 
 impl Claims {
     #[cfg(test)]
-    pub(super) fn new(store: Arc<Store>) -> Arc<Self> {
+    pub(super) fn new(store: Arc<dyn Backend>) -> Arc<Self> {
         Self::with_outbox(store, None)
     }
 
-    pub(super) fn with_outbox(store: Arc<Store>, outbox: Option<Arc<Outbox>>) -> Arc<Self> {
+    pub(super) fn with_outbox(store: Arc<dyn Backend>, outbox: Option<Arc<Outbox>>) -> Arc<Self> {
         Arc::new(Self {
             store,
             busy: Mutex::default(),
@@ -58,7 +58,9 @@ impl Claims {
         })
     }
 
-    /// Claims request `id`; `None` while another claim holds it.
+    /// Claims request `id` in this process; `None` while another claim holds it. Enough for
+    /// a request this process is about to store ([`Claim::insert`] claims it in a shared
+    /// store), and for every request of a store no other process works on.
     pub(super) fn claim(self: &Arc<Self>, id: &str) -> Option<Claim> {
         let mut busy = self.busy.lock().unpoisoned();
         if !busy.insert(id.to_string()) {
@@ -69,17 +71,47 @@ impl Claims {
             store: self.store.clone(),
             claims: self.clone(),
             waiting: Vec::new(),
+            held: false,
+            heartbeat: None,
         })
+    }
+
+    /// Claims stored request `id` here and, when replicas share the store, in the store
+    /// too (`store::postgres::claims`); `None` while another claim, here or on another
+    /// replica, holds it.
+    pub(super) async fn claim_stored(
+        self: &Arc<Self>,
+        id: &str,
+    ) -> Result<Option<Claim>, StoreError> {
+        let Some(mut claim) = self.claim(id) else {
+            return Ok(None);
+        };
+        if self.store.shared() {
+            // Dropped on an error or a refusal: releases only the claim in memory.
+            if !self
+                .store
+                .claim_request(id, now_ms() + CLAIM_LEASE_MS)
+                .await?
+            {
+                return Ok(None);
+            }
+            claim.hold();
+        }
+        Ok(Some(claim))
     }
 }
 
 /// One operation's hold on one request, and the writes it has not yet made.
 pub(super) struct Claim {
     id: String,
-    store: Arc<Store>,
+    store: Arc<dyn Backend>,
     claims: Arc<Claims>,
     /// In the order the operation made them.
     waiting: Vec<RequestWrite>,
+    /// Whether the store holds a claim of this one to let go (a shared store only).
+    held: bool,
+    /// Renews the store's claim while the operation runs (hooks may run for minutes).
+    heartbeat: Option<tokio::task::AbortHandle>,
 }
 
 impl Claim {
@@ -94,9 +126,28 @@ impl Claim {
         new: NewRequest,
     ) -> Result<Result<RequestRecord, String>, StoreError> {
         debug_assert_eq!(new.id, self.id, "a claim inserts its own request");
-        self.store
-            .write("store a new request", move |c| requests::insert(c, new))
-            .await
+        let inserted = self.store.insert_request(new).await?;
+        // A shared store claims what it inserts, for this replica.
+        if inserted.is_ok() && self.store.shared() {
+            self.hold();
+        }
+        Ok(inserted)
+    }
+
+    /// The store holds this claim: renewed every third of its lease until let go.
+    fn hold(&mut self) {
+        self.held = true;
+        let (store, id) = (self.store.clone(), self.id.clone());
+        let every = std::time::Duration::from_millis(CLAIM_LEASE_MS as u64 / 3);
+        let beat = tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                if let Err(e) = store.renew_request(&id, now_ms() + CLAIM_LEASE_MS).await {
+                    tracing::warn!(request = %id, "{e}");
+                }
+            }
+        });
+        self.heartbeat = Some(beat.abort_handle());
     }
 
     /// Adds `entry` to the request's history with its next write.
@@ -142,7 +193,7 @@ impl Claim {
         if self.waiting.is_empty() {
             return Ok(());
         }
-        self.write(None, |_, _| Ok(())).await?;
+        self.write(None, false).await?;
         Ok(())
     }
 
@@ -150,51 +201,63 @@ impl Claim {
     /// the same transaction); returns whether it was. A refused transition writes nothing,
     /// and what waits keeps waiting.
     pub(super) async fn transition(&mut self, t: Transition) -> Result<bool, StoreError> {
-        Ok(self.write(Some(t), |_, _| Ok(())).await?.is_some())
+        Ok(self.write(Some(t), false).await?.is_some())
     }
 
     /// Writes what waits and releases the request; returns it and its whole history as just
-    /// committed (read in the same write, where the pages are at hand), for the answer.
-    pub(super) async fn finish(
-        mut self,
-    ) -> Result<Option<(RequestRecord, Vec<HistoryEntry>)>, StoreError> {
-        let finished = self.write(None, requests::get_with_history).await?;
+    /// committed (read in the same write), for the answer.
+    pub(super) async fn finish(mut self) -> Result<Option<WithHistory>, StoreError> {
+        let finished = self.write(None, true).await?;
         Ok(finished.flatten())
     }
 
-    /// Writes what waits, then `then` if it applies, then runs `read` in the same write;
-    /// `None` (nothing written, what waits keeps waiting) when `then` does not apply.
-    async fn write<R: Send + 'static>(
-        &mut self,
-        then: Option<Transition>,
-        read: impl FnOnce(&Connection, &str) -> rusqlite::Result<R> + Send + 'static,
-    ) -> Result<Option<R>, StoreError> {
-        // Shared with the write rather than copied; taken back if it does not commit.
-        let waiting = Arc::new(std::mem::take(&mut self.waiting));
-        let writes = waiting.clone();
-        let id = self.id.clone();
-        let notify = self
-            .claims
+    /// The notifications a write of what waits (then `then`) calls for, if any.
+    fn router(&self, waiting: &[RequestWrite], then: Option<&Transition>) -> Option<Arc<Outbox>> {
+        self.claims
             .outbox
             .clone()
-            .filter(|o| outbox::notable(&waiting, then.as_ref()) && o.active());
-        let queue = notify.clone();
+            .filter(|o| outbox::notable(waiting, then) && o.active())
+    }
+
+    /// Writes what waits, then `then` if it applies, and with `last` reads the request back
+    /// and lets the store's claim go; `None` (nothing written, what waits keeps waiting)
+    /// when `then` does not apply.
+    async fn write(
+        &mut self,
+        then: Option<Transition>,
+        last: bool,
+    ) -> Result<Option<Option<WithHistory>>, StoreError> {
+        // Shared with the write rather than copied; taken back if it does not commit.
+        let waiting = Arc::new(std::mem::take(&mut self.waiting));
+        let notify = self.router(&waiting, then.as_ref());
+        let hold = match (self.held, last) {
+            (false, _) => Hold::Keep,
+            (true, true) => Hold::Release,
+            (true, false) => Hold::Renew(now_ms() + CLAIM_LEASE_MS),
+        };
         let outcome = self
             .store
-            .write(WRITE, move |c| {
-                if !requests::write(c, &id, &writes, then.as_ref())? {
-                    return Ok(None);
-                }
-                if let Some(o) = &queue {
-                    outbox::enqueue(c, &id, &writes, then.as_ref(), &|f, e| o.route(f, e))?;
-                }
-                read(c, &id).map(Some)
+            .commit_step(Step {
+                id: self.id.clone(),
+                writes: waiting.clone(),
+                then,
+                read_back: last,
+                hold,
+                notify: notify.clone().map(|o| o as Arc<dyn Router>),
             })
             .await;
         if !matches!(outcome, Ok(Some(_))) {
             self.waiting = Arc::try_unwrap(waiting).unwrap_or_else(|shared| shared.to_vec());
-        } else if let Some(o) = notify {
-            o.wake();
+        } else {
+            if last {
+                self.held = false;
+                if let Some(beat) = self.heartbeat.take() {
+                    beat.abort();
+                }
+            }
+            if let Some(o) = notify {
+                o.wake();
+            }
         }
         outcome
     }
@@ -202,25 +265,55 @@ impl Claim {
 
 impl Drop for Claim {
     fn drop(&mut self) {
+        if let Some(beat) = self.heartbeat.take() {
+            beat.abort();
+        }
         // Operations write what waits before answering; this catches those that stopped
         // early on an error, so no hook run goes unrecorded.
-        if !self.waiting.is_empty() {
-            let written = self.store.with(WRITE, |c| {
-                let tx = c.transaction()?;
-                requests::write(&tx, &self.id, &self.waiting, None)?;
-                if let Some(o) = self.claims.outbox.as_ref().filter(|o| o.active()) {
-                    outbox::enqueue(&tx, &self.id, &self.waiting, None, &|f, e| o.route(f, e))?;
-                }
-                tx.commit()
-            });
-            if let (Ok(()), Some(o)) = (&written, &self.claims.outbox) {
-                o.wake();
-            }
-            if let Err(e) = written {
-                tracing::error!(request = %self.id, "cannot record hook runs: {e}");
-            }
+        let waiting = std::mem::take(&mut self.waiting);
+        if waiting.is_empty() && !self.held {
+            self.claims.busy.lock().unpoisoned().remove(&self.id);
+            return;
         }
-        self.claims.busy.lock().unpoisoned().remove(&self.id);
+        let notify = self.router(&waiting, None);
+        let step = Step {
+            id: self.id.clone(),
+            writes: Arc::new(waiting),
+            then: None,
+            read_back: false,
+            hold: if self.held { Hold::Release } else { Hold::Keep },
+            notify: notify.clone().map(|o| o as Arc<dyn Router>),
+        };
+        let (id, held, claims) = (self.id.clone(), self.held, self.claims.clone());
+        let nothing = step.writes.is_empty();
+        let done = move |written: Result<(), StoreError>| {
+            match written {
+                Ok(()) if !nothing => {
+                    if let Some(o) = &notify {
+                        o.wake();
+                    }
+                }
+                Ok(()) => {}
+                Err(e) => tracing::error!(request = %id, "cannot record hook runs: {e}"),
+            }
+            claims.busy.lock().unpoisoned().remove(&id);
+        };
+        if !held && let Some(written) = self.store.commit_step_now(&step) {
+            return done(written);
+        }
+        // A store written through a runtime: the claim here is let go once the store's is.
+        let store = self.store.clone();
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return done(Err(StoreError::stopped(store.label())));
+        };
+        runtime.spawn(async move {
+            let written = if nothing {
+                store.release_request(&step.id).await
+            } else {
+                store.commit_step(step).await.map(|_| ())
+            };
+            done(written)
+        });
     }
 }
 

@@ -23,16 +23,14 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use tokio::sync::Notify;
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 use crate::Warden;
 use crate::config::DURATION_FIELD;
 use crate::runtime::event::UserInput;
 use crate::runtime::hooks::{Decision, HookName, step_name};
-use crate::store::Store;
+use crate::store::backend::Backend;
 use crate::store::requests::{
-    self, HistoryEntry, HistoryEvent, NewRequest, RequestRecord, State, Transition, now_ms,
+    HistoryEntry, HistoryEvent, NewRequest, RequestRecord, State, Transition, now_ms,
 };
 
 use super::claim::{Claim, Claims};
@@ -44,6 +42,7 @@ pub use super::view::{RequestView, Submission, Submitted};
 use super::view::{event, profile, requester_of};
 
 mod error;
+mod resume;
 mod revoke;
 
 pub use error::LifecycleError;
@@ -105,15 +104,21 @@ struct HookOutcome {
 
 pub struct Lifecycle {
     warden: Arc<ArcSwap<Warden>>,
-    store: Arc<Store>,
+    store: Arc<dyn Backend>,
     metrics: Arc<Metrics>,
     claims: Arc<Claims>,
     expiry_changed: Notify,
     outbox: Arc<Outbox>,
+    /// When requests cut short elsewhere were last looked for (a shared store only).
+    last_resume: std::sync::Mutex<std::time::Instant>,
 }
 
 impl Lifecycle {
-    pub fn new(warden: Arc<ArcSwap<Warden>>, store: Arc<Store>, metrics: Arc<Metrics>) -> Self {
+    pub fn new(
+        warden: Arc<ArcSwap<Warden>>,
+        store: Arc<dyn Backend>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         let outbox = Outbox::new(warden.clone());
         Self {
             warden,
@@ -122,6 +127,7 @@ impl Lifecycle {
             metrics,
             expiry_changed: Notify::new(),
             outbox,
+            last_resume: std::sync::Mutex::new(std::time::Instant::now()),
         }
     }
 
@@ -130,26 +136,37 @@ impl Lifecycle {
         &self.outbox
     }
 
-    pub fn store(&self) -> &Arc<Store> {
+    pub fn store(&self) -> &Arc<dyn Backend> {
         &self.store
     }
 
+    /// Claims a request about to be stored.
     fn claim(&self, id: &str) -> Result<Claim, LifecycleError> {
         self.claims
             .claim(id)
             .ok_or_else(|| LifecycleError::Busy(id.to_string()))
     }
 
-    fn record(&self, id: &str) -> Result<RequestRecord, LifecycleError> {
+    /// Claims a stored request, here and (replicas sharing the store) in the store.
+    async fn claim_stored(&self, id: &str) -> Result<Claim, LifecycleError> {
+        self.claims
+            .claim_stored(id)
+            .await?
+            .ok_or_else(|| LifecycleError::Busy(id.to_string()))
+    }
+
+    async fn record(&self, id: &str) -> Result<RequestRecord, LifecycleError> {
         self.store
-            .read("read a request", |c| requests::get(c, id))?
+            .request(id)
+            .await?
             .ok_or_else(|| LifecycleError::NotFound(id.to_string()))
     }
 
-    pub fn view(&self, id: &str) -> Result<RequestView, LifecycleError> {
+    pub async fn view(&self, id: &str) -> Result<RequestView, LifecycleError> {
         let (rec, history) = self
             .store
-            .read("read a request", |c| requests::get_with_history(c, id))?
+            .request_with_history(id)
+            .await?
             .ok_or_else(|| LifecycleError::NotFound(id.to_string()))?;
         Ok(RequestView::new(rec, Some(history)))
     }
@@ -162,14 +179,15 @@ impl Lifecycle {
         Ok(RequestView::new(rec, Some(history)))
     }
 
-    pub fn list(
+    pub async fn list(
         &self,
         state: Option<State>,
         requester: Option<&str>,
     ) -> Result<Vec<RequestView>, LifecycleError> {
         Ok(self
             .store
-            .read("list requests", |c| requests::list(c, state, requester))?
+            .list(state, requester)
+            .await?
             .into_iter()
             .map(|rec| RequestView::new(rec, None))
             .collect())
@@ -222,7 +240,7 @@ impl Lifecycle {
             Ok(rec) => rec,
             Err(earlier) => {
                 return Ok(Submitted {
-                    request: self.view(&earlier)?,
+                    request: self.view(&earlier).await?,
                     replayed: true,
                 });
             }
@@ -328,8 +346,8 @@ impl Lifecycle {
         approver
             .check("approver")
             .map_err(|e| LifecycleError::Invalid(e.0))?;
-        let mut claim = self.claim(id)?;
-        let rec = self.pending(id)?;
+        let mut claim = self.claim_stored(id).await?;
+        let rec = self.pending(id).await?;
         let warden = self.warden.load_full();
         let approver_email = approver.email.trim().to_string();
         let policy = policy_of(warden.config(), &rec.flow);
@@ -339,7 +357,8 @@ impl Lifecycle {
                 id,
                 "decide-refused",
                 "not an approver of the flow",
-            )?;
+            )
+            .await?;
             return Err(LifecycleError::NotApprover(why));
         }
         if matches!(verdict, Verdict::Approve(_)) {
@@ -349,7 +368,8 @@ impl Lifecycle {
                 .flow(&rec.flow)
                 .is_some_and(|f| f.allow_self_approval);
             if self_approval && !allowed {
-                self.refused(&approver_email, id, "approve-refused", "self-approval")?;
+                self.refused(&approver_email, id, "approve-refused", "self-approval")
+                    .await?;
                 return Err(LifecycleError::SelfApproval {
                     id: id.to_string(),
                     approver: approver_email,
@@ -361,9 +381,7 @@ impl Lifecycle {
             && policy.approvals_required > 1
         {
             let required = policy.approvals_required;
-            let history = self
-                .store
-                .read("read a request's approvals", |c| requests::history(c, id))?;
+            let history = self.store.history(id).await?;
             let so_far = approvals_so_far(&history);
             if so_far.contains(&approver_email.to_ascii_lowercase()) {
                 return Err(LifecycleError::AlreadyApproved {
@@ -402,15 +420,20 @@ impl Lifecycle {
     }
 
     /// Audits a refused decision (the refusal itself changes nothing).
-    fn refused(&self, who: &str, id: &str, action: &str, why: &str) -> Result<(), LifecycleError> {
-        self.store.with("write the audit log", |c| {
-            requests::audit(c, who, action, Some(id), &serde_json::json!({ "why": why }))
-        })?;
+    async fn refused(
+        &self,
+        who: &str,
+        id: &str,
+        action: &str,
+        why: &str,
+    ) -> Result<(), LifecycleError> {
+        let detail = serde_json::json!({ "why": why });
+        self.store.audit(who, action, Some(id), &detail).await?;
         Ok(())
     }
 
-    fn pending(&self, id: &str) -> Result<RequestRecord, LifecycleError> {
-        let rec = self.record(id)?;
+    async fn pending(&self, id: &str) -> Result<RequestRecord, LifecycleError> {
+        let rec = self.record(id).await?;
         if rec.state != State::Pending {
             return Err(LifecycleError::WrongState {
                 id: id.to_string(),
@@ -420,11 +443,8 @@ impl Lifecycle {
         Ok(rec)
     }
 
-    fn moved(&self, rec: &RequestRecord) -> LifecycleError {
-        match self
-            .store
-            .read("read a request", |c| requests::get(c, &rec.id))
-        {
+    async fn moved(&self, rec: &RequestRecord) -> LifecycleError {
+        match self.store.request(&rec.id).await {
             Ok(Some(now)) => LifecycleError::WrongState {
                 id: rec.id.clone(),
                 state: now.state,
@@ -492,7 +512,7 @@ impl Lifecycle {
         if expires_at.is_some() {
             // Written now, so the expiry timer woken here finds it.
             if !claim.transition(escalated).await? {
-                return Err(self.moved(rec));
+                return Err(self.moved(rec).await);
             }
             self.expiry_changed.notify_one();
         } else {
@@ -501,86 +521,6 @@ impl Lifecycle {
         self.hook(warden, claim, rec, HookName::AfterEscalate, user)
             .await?;
         Ok(())
-    }
-
-    /// After a restart: requests whose request step was cut short go to a human (their
-    /// hook's answer was never recorded); approved requests that were not yet escalated are
-    /// escalated. Returns how many requests were touched.
-    pub async fn recover(&self) -> Result<usize, LifecycleError> {
-        let mut touched = 0;
-        let ids_in = |state| {
-            self.store
-                .read("list requests to resume", |c| requests::ids_in(c, state))
-        };
-        for id in ids_in(State::Requested)? {
-            let mut claim = self.claim(&id)?;
-            claim
-                .transition(Transition {
-                    from: &[State::Requested],
-                    to: State::Pending,
-                    decision: "continue".into(),
-                    reason: Some(
-                        "warden stopped while this request's hooks ran; failing closed: a human decides"
-                            .into(),
-                    ),
-                    actor: WARDEN.into(),
-                    step: "request",
-                    expires_at: None,
-                })
-                .await?;
-            touched += 1;
-        }
-        let warden = self.warden.load_full();
-        for id in ids_in(State::Approved)? {
-            let mut claim = self.claim(&id)?;
-            let rec = self.record(&id)?;
-            let requester = requester_of(&rec);
-            self.escalate_step(&warden, &mut claim, &rec, &requester)
-                .await?;
-            claim.flush().await?;
-            touched += 1;
-        }
-        Ok(touched)
-    }
-
-    /// Deescalates requests as their access runs out, until `stop`: one sleeper over the
-    /// earliest expiry in the store, so timers survive restarts (overdue ones fire at once).
-    pub async fn expire_loop(self: Arc<Self>, tasks: TaskTracker, stop: CancellationToken) {
-        loop {
-            let now = now_ms();
-            match self
-                .store
-                .read("read expiring requests", |c| requests::expired(c, now))
-            {
-                Ok(ids) => {
-                    for id in ids {
-                        let lifecycle = self.clone();
-                        tasks.spawn(async move {
-                            if let Err(e) = lifecycle.deescalate(&id).await {
-                                tracing::error!(request = %id, "deescalation failed: {e}");
-                            }
-                        });
-                    }
-                }
-                Err(e) => tracing::error!("expiry sleeper: {e}"),
-            }
-            let next = self
-                .store
-                .read("read the next expiry", |c| requests::next_expiry(c, now));
-            let wait = match next {
-                Ok(Some(at)) => Duration::from_millis((at - now).max(0) as u64).min(EXPIRY_POLL),
-                Ok(None) => EXPIRY_POLL,
-                Err(e) => {
-                    tracing::error!("expiry sleeper: {e}");
-                    EXPIRY_POLL
-                }
-            };
-            tokio::select! {
-                _ = stop.cancelled() => break,
-                _ = self.expiry_changed.notified() => {}
-                _ = tokio::time::sleep(wait) => {}
-            }
-        }
     }
 
     /// Runs one hook, records it in the request's history and the metrics, and says what it

@@ -17,7 +17,7 @@ use prometheus_client::registry::Registry;
 
 use crate::runtime::HookReport;
 use crate::runtime::hooks::HookName;
-use crate::store::Store;
+use crate::store::backend::StoreCounts;
 use crate::store::requests::State;
 use crate::{FailureKind, HookFailure};
 
@@ -310,9 +310,10 @@ impl Metrics {
         &self,
         requests_by_state: &[(State, u64)],
         api_in_flight: usize,
-        store: &Store,
+        store: StoreCounts,
+        outbox_depth: &[(String, u64)],
     ) -> String {
-        let (store_writes, store_commits) = store.write_counts();
+        let (store_writes, store_commits) = (store.writes, store.commits);
         let mut now = Registry::default();
         let requests = Family::<StateLabels, Gauge>::default();
         for (state, n) in requests_by_state {
@@ -345,17 +346,16 @@ impl Metrics {
         now.register(
             "warden_identity_lookups_from_memory",
             "Identity lookups answered from memory: the store had not changed since they were read",
-            ConstCounter::new(store.identity_lookups_from_memory()),
+            ConstCounter::new(store.identity_lookups_from_memory),
         );
         let outbox = Family::<ChannelLabels, Gauge>::default();
         // Channels come from the config the rows were routed by; a failed read shows none.
-        let depth = store
-            .read("read the outbox", crate::store::outbox::depth)
-            .unwrap_or_default();
-        for (channel, n) in depth {
+        for (channel, n) in outbox_depth {
             outbox
-                .get_or_create(&ChannelLabels { channel })
-                .set(i64::try_from(n).unwrap_or(i64::MAX));
+                .get_or_create(&ChannelLabels {
+                    channel: channel.clone(),
+                })
+                .set(i64::try_from(*n).unwrap_or(i64::MAX));
         }
         now.register(
             "warden_outbox_depth",

@@ -7,7 +7,8 @@
 //!   step's hooks and transitions, and finishes. The [`claim`] holds the operation's writes
 //!   until they can share one commit; [`fields`] checks a new request's fields; [`view`] is
 //!   what it answers with;
-//! - the SQLite store ([`crate::store`]; the requests' SQL is [`crate::store::requests`]);
+//! - the store ([`crate::store::backend`]): a SQLite file, or PostgreSQL shared by several
+//!   replicas (`[store] url`), which then coordinate through it alone;
 //! - the expiry sleeper ([`lifecycle::Lifecycle::expire_loop`]);
 //! - [`policy`]: who may decide, see and revoke a request (the flows' `approvers` and
 //!   `approvals_required`, beside the API roles);
@@ -37,10 +38,10 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::{Config, ConfigErrors};
 use crate::secrets::SecretStore;
-use crate::store::{Store, StoreError};
+use crate::store::StoreError;
+use crate::store::backend::{self, Backend};
 use crate::{StartError, StartOptions, Warden};
 
-use crate::store::requests;
 use lifecycle::{Lifecycle, LifecycleError};
 use metrics::Metrics;
 
@@ -82,7 +83,7 @@ pub struct CurrentWarden {
     current: Arc<ArcSwap<Warden>>,
     config_path: PathBuf,
     reload_lock: tokio::sync::Mutex<()>,
-    store: Arc<Store>,
+    store: Arc<dyn Backend>,
     metrics: Arc<Metrics>,
 }
 
@@ -106,9 +107,7 @@ impl CurrentWarden {
         } else {
             "reload-refused"
         };
-        let audited = self.store.with("write the audit log", |c| {
-            requests::audit(c, actor, action, None, &detail)
-        });
+        let audited = self.store.audit(actor, action, None, &detail).await;
         if let Err(e) = audited {
             tracing::error!("reload not audited: {e}");
         }
@@ -130,7 +129,12 @@ impl CurrentWarden {
             Config::load(&self.config_path).map_err(|e| ServeError::Config(e).to_string())?;
         let old = self.current();
         let before = old.config();
-        if config.store_path != before.store_path {
+        if config.store_url != before.store_url {
+            return Err(
+                "store.url changed; the store cannot move while serving: restart warden".into(),
+            );
+        }
+        if config.store_url.is_none() && config.store_path != before.store_path {
             return Err(format!(
                 "store.path changed from {} to {}; the store cannot move while serving: restart warden",
                 before.store_path.display(),
@@ -167,7 +171,7 @@ pub struct Server {
     addr: SocketAddr,
     stop: CancellationToken,
     warden: Arc<CurrentWarden>,
-    store: Arc<Store>,
+    store: Arc<dyn Backend>,
     tasks: TaskTracker,
     http: tokio::task::JoinHandle<std::io::Result<()>>,
     expiry: tokio::task::JoinHandle<()>,
@@ -184,8 +188,7 @@ impl Server {
             return Err(ServeError::NoTokens(config_path.to_path_buf()));
         }
         let settings = config.serve.clone();
-        let url = config.store_url.as_ref().map(|u| u.as_str());
-        let store = Arc::new(Store::open_configured(&config.store_path, url)?);
+        let store = backend::open(&config).await?;
         let secrets = Arc::new(SecretStore::new(&config.secrets));
         // One flow's broken plugin must not keep the others from serving.
         let warden = Warden::start_with_failed_flows(
@@ -287,7 +290,7 @@ impl Server {
         let _ = self.notify.await;
         self.tasks.close();
         self.tasks.wait().await;
-        if let Err(e) = self.store.checkpoint() {
+        if let Err(e) = self.store.checkpoint().await {
             tracing::warn!("{e}");
         }
         tracing::info!("stopped");

@@ -3,24 +3,202 @@
 //! several replicas share, issue 19). Each method is one operation, all or nothing, with the
 //! same meaning on both: what `serve` and `warden users` ask of a store.
 //!
-//! The SQLite implementation runs the plain SQL of [`super::requests`] through the group
-//! commit as `serve` does; it exists so the same tests hold both backends to one behaviour
-//! (`store::postgres::tests`).
+//! `warden serve`, hooks' identity lookups (`capabilities::identities`) and the commands
+//! that open the store hold an `Arc<dyn Backend>` ([`open`]). A trait object, not an enum:
+//! the cost is one indirect call and one boxed future per operation, next to a commit or a
+//! database round trip per operation, and it keeps the two implementations apart (the
+//! tests' in-memory SQLite stores pass as they are). The SQLite implementation runs the
+//! plain SQL of [`super::requests`] and [`super::outbox`] through the group commit; the same
+//! tests hold both backends to one behaviour (`store::postgres::tests`).
+//!
+//! What only replicas need ([`Backend::claim_request`] and the rest of a claim's life,
+//! [`Backend::lease_expired`], [`Backend::outbox_take`]'s hold) has answers on SQLite that
+//! one process needs: claims are the `serve::claim` set in memory, and nothing else takes
+//! an expiry or a notification.
+
+use std::path::Path;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 
+use super::outbox::{self, Notification, Router};
+use super::postgres::ExpirySweep;
 use super::requests::{
     self, AuditEntry, HistoryEntry, NewRequest, RequestRecord, RequestWrite, State, Transition,
 };
 use super::{Store, StoreChange, StoreError, StoredIdentity, UserRecord};
+use crate::config::Config;
 
 /// A request and its whole history.
 pub type WithHistory = (RequestRecord, Vec<HistoryEntry>);
+
+/// How long a replica's claim on a request ([`Backend::claim_request`]) holds unless renewed
+/// (each write of the operation renews it, and so does a heartbeat while hooks run, every
+/// third of it): past it, the replica is taken for dead and another resumes the request.
+pub const CLAIM_LEASE_MS: i64 = 30_000;
+
+/// What a step's write does with its replica's claim on the request (PostgreSQL only: one
+/// SQLite process claims in memory).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hold {
+    /// Leaves it as it is (a write outside any claim).
+    Keep,
+    /// Holds it until then (Unix milliseconds).
+    Renew(i64),
+    /// Lets it go: the operation is done.
+    Release,
+}
+
+/// One step's writes to one request, all or nothing ([`Backend::commit_step`]).
+pub struct Step {
+    pub id: String,
+    /// Shared with the claim that made them, which takes them back if they do not commit.
+    pub writes: Arc<Vec<RequestWrite>>,
+    /// Applied after `writes` if the request is in one of its `from`.
+    pub then: Option<Transition>,
+    /// Answer the request and its history as just committed.
+    pub read_back: bool,
+    pub hold: Hold,
+    /// Write the notifications the step calls for (`store::outbox`) in the same commit.
+    pub notify: Option<Arc<dyn Router>>,
+}
+
+/// Escalated requests whose time ran out, for this replica alone to deescalate; released
+/// once they are ([`ExpiryLease::release`]).
+pub struct ExpiryLease {
+    pub ids: Vec<String>,
+    /// PostgreSQL's leases (SQLite's one process needs none).
+    sweep: Option<ExpirySweep>,
+}
+
+impl ExpiryLease {
+    pub(crate) fn leased(sweep: ExpirySweep) -> Self {
+        Self {
+            ids: sweep.ids().to_vec(),
+            sweep: Some(sweep),
+        }
+    }
+
+    pub async fn release(self) -> Result<(), StoreError> {
+        match self.sweep {
+            Some(sweep) => sweep.release().await,
+            None => Ok(()),
+        }
+    }
+}
+
+/// What the store has done so far, for `/metrics`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StoreCounts {
+    /// Steps written.
+    pub writes: u64,
+    /// Transactions committed or tried (on SQLite, steps waiting together share one).
+    pub commits: u64,
+    /// Identity lookups answered from memory.
+    pub identity_lookups_from_memory: u64,
+}
+
+/// Opens the store `config` names: PostgreSQL at `[store] url`, or else the SQLite file.
+pub async fn open(config: &Config) -> Result<Arc<dyn Backend>, StoreError> {
+    Ok(match &config.store_url {
+        Some(url) => Arc::new(super::postgres::PgStore::open(url).await?),
+        None => Arc::new(Store::open(&config.store_path)?),
+    })
+}
 
 #[async_trait]
 pub trait Backend: Send + Sync {
     /// Numbered migrations this binary knows (all applied once the store is open).
     fn schema_version(&self) -> usize;
+
+    /// The SQLite file or the PostgreSQL URL (which holds no password).
+    fn label(&self) -> &Path;
+
+    /// Whether other processes (replicas) work on the same requests: claims must then be
+    /// taken in the store, not only in memory.
+    fn shared(&self) -> bool {
+        false
+    }
+
+    /// Answers when the store does: readiness.
+    async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Writes `step`; `None` (nothing written) when `step.then` does not apply, `Some(None)`
+    /// unless `step.read_back`.
+    async fn commit_step(&self, step: Step) -> Result<Option<Option<WithHistory>>, StoreError>;
+
+    /// Writes `step` before returning, when the store can without waiting on a runtime
+    /// (SQLite); `None` when it cannot (the caller spawns [`Backend::commit_step`]).
+    fn commit_step_now(&self, step: &Step) -> Option<Result<(), StoreError>> {
+        let _ = step;
+        None
+    }
+
+    /// Claims request `id` for this replica until `until`; false when another replica
+    /// holds it. A request that does not exist is claimed (there is nothing to hold).
+    async fn claim_request(&self, id: &str, until: i64) -> Result<bool, StoreError> {
+        let _ = (id, until);
+        Ok(true)
+    }
+
+    /// Holds this replica's claim on `id` until `until`.
+    async fn renew_request(&self, id: &str, until: i64) -> Result<(), StoreError> {
+        let _ = (id, until);
+        Ok(())
+    }
+
+    /// Lets this replica's claim on `id` go.
+    async fn release_request(&self, id: &str) -> Result<(), StoreError> {
+        let _ = id;
+        Ok(())
+    }
+
+    /// Requests in `state` that no replica holds now: cut short by a stop or a crash.
+    async fn unclaimed_in(&self, state: State, now: i64) -> Result<Vec<String>, StoreError> {
+        let _ = now;
+        self.ids_in(state).await
+    }
+
+    /// Leases the escalated requests whose access ran out by `now` that no other replica
+    /// is deescalating.
+    async fn lease_expired(&self, now: i64) -> Result<ExpiryLease, StoreError> {
+        Ok(ExpiryLease {
+            ids: self.expired(now).await?,
+            sweep: None,
+        })
+    }
+
+    /// Takes up to `limit` of `channel`'s notifications due by `now` to deliver; another
+    /// replica does not take them before `lease_until`, unless they are given back
+    /// ([`Backend::outbox_retry_at`]) or delivered.
+    async fn outbox_take(
+        &self,
+        channel: &str,
+        now: i64,
+        limit: usize,
+        lease_until: i64,
+    ) -> Result<Vec<Notification>, StoreError>;
+    async fn outbox_next_due(&self, channel: &str) -> Result<Option<i64>, StoreError>;
+    async fn outbox_delivered(&self, seq: i64) -> Result<(), StoreError>;
+    async fn outbox_retry_at(&self, seq: i64, next_at: i64, error: &str) -> Result<(), StoreError>;
+    /// Deletes `n`, with its request's history entry and an audit line saying why.
+    async fn outbox_give_up(
+        &self,
+        n: &Notification,
+        attempts: u32,
+        error: &str,
+    ) -> Result<(), StoreError>;
+    /// Notifications waiting, by channel.
+    async fn outbox_depth(&self) -> Result<Vec<(String, u64)>, StoreError>;
+
+    fn counts(&self) -> StoreCounts {
+        StoreCounts::default()
+    }
+
+    /// Makes the store tidy for a clean stop (SQLite folds its write-ahead log in).
+    async fn checkpoint(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
 
     /// Stores `new` in state `requested` with its first history entry and audit line;
     /// `Err(id)` (nothing stored) when its sender already used its idempotency key.
@@ -39,7 +217,17 @@ pub trait Backend: Send + Sync {
         writes: Vec<RequestWrite>,
         then: Option<Transition>,
         read_back: bool,
-    ) -> Result<Option<Option<WithHistory>>, StoreError>;
+    ) -> Result<Option<Option<WithHistory>>, StoreError> {
+        self.commit_step(Step {
+            id: id.to_string(),
+            writes: Arc::new(writes),
+            then,
+            read_back,
+            hold: Hold::Keep,
+            notify: None,
+        })
+        .await
+    }
 
     async fn request(&self, id: &str) -> Result<Option<RequestRecord>, StoreError>;
     async fn request_with_history(&self, id: &str) -> Result<Option<WithHistory>, StoreError>;
@@ -98,6 +286,9 @@ pub trait Backend: Send + Sync {
     async fn apply(&self, changes: &[StoreChange]) -> Result<(), StoreError>;
 }
 
+/// What a step's failed write names ("cannot ...").
+const STEP: &str = "record a request's step";
+
 #[async_trait]
 impl Backend for Store {
     fn schema_version(&self) -> usize {
@@ -112,17 +303,29 @@ impl Backend for Store {
             .await
     }
 
-    async fn write_request(
-        &self,
-        id: &str,
-        writes: Vec<RequestWrite>,
-        then: Option<Transition>,
-        read_back: bool,
-    ) -> Result<Option<Option<WithHistory>>, StoreError> {
-        let id = id.to_string();
-        self.write("write a request's changes", move |c| {
+    fn label(&self) -> &Path {
+        self.path()
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.read("answer", |c| c.query_row("SELECT 1", [], |_| Ok(())))
+    }
+
+    async fn commit_step(&self, step: Step) -> Result<Option<Option<WithHistory>>, StoreError> {
+        let Step {
+            id,
+            writes,
+            then,
+            read_back,
+            notify,
+            hold: _,
+        } = step;
+        self.write(STEP, move |c| {
             if !requests::write(c, &id, &writes, then.as_ref())? {
                 return Ok(None);
+            }
+            if let Some(o) = &notify {
+                outbox::enqueue(c, &id, &writes, then.as_ref(), &|f, e| o.route(f, e))?;
             }
             if !read_back {
                 return Ok(Some(None));
@@ -130,6 +333,79 @@ impl Backend for Store {
             requests::get_with_history(c, &id).map(Some)
         })
         .await
+    }
+
+    fn commit_step_now(&self, step: &Step) -> Option<Result<(), StoreError>> {
+        Some(self.with(STEP, |c| {
+            let tx = c.transaction()?;
+            if requests::write(&tx, &step.id, &step.writes, step.then.as_ref())?
+                && let Some(o) = &step.notify
+            {
+                let then = step.then.as_ref();
+                outbox::enqueue(&tx, &step.id, &step.writes, then, &|f, e| o.route(f, e))?;
+            }
+            tx.commit()
+        }))
+    }
+
+    async fn outbox_take(
+        &self,
+        channel: &str,
+        now: i64,
+        limit: usize,
+        _lease_until: i64,
+    ) -> Result<Vec<Notification>, StoreError> {
+        // One process, one delivery task per channel: nobody else would take them.
+        self.read("read the outbox", |c| outbox::due(c, channel, now, limit))
+    }
+
+    async fn outbox_next_due(&self, channel: &str) -> Result<Option<i64>, StoreError> {
+        self.read("read the outbox", |c| outbox::next_due(c, channel))
+    }
+
+    async fn outbox_delivered(&self, seq: i64) -> Result<(), StoreError> {
+        self.write("record a notification delivered", move |c| {
+            outbox::delivered(c, seq)
+        })
+        .await
+    }
+
+    async fn outbox_retry_at(&self, seq: i64, next_at: i64, error: &str) -> Result<(), StoreError> {
+        let error = error.to_string();
+        self.write("record a notification attempt", move |c| {
+            outbox::retry_at(c, seq, next_at, &error)
+        })
+        .await
+    }
+
+    async fn outbox_give_up(
+        &self,
+        n: &Notification,
+        attempts: u32,
+        error: &str,
+    ) -> Result<(), StoreError> {
+        let (n, error) = (n.clone(), error.to_string());
+        self.write("record a notification given up", move |c| {
+            outbox::give_up(c, &n, attempts, &error)
+        })
+        .await
+    }
+
+    async fn outbox_depth(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        self.read("read the outbox", outbox::depth)
+    }
+
+    fn counts(&self) -> StoreCounts {
+        let (writes, commits) = self.write_counts();
+        StoreCounts {
+            writes,
+            commits,
+            identity_lookups_from_memory: self.identity_lookups_from_memory(),
+        }
+    }
+
+    async fn checkpoint(&self) -> Result<(), StoreError> {
+        Store::checkpoint(self)
     }
 
     async fn request(&self, id: &str) -> Result<Option<RequestRecord>, StoreError> {

@@ -1,7 +1,7 @@
 //! The SQLite store: users and their identities in other services, and `warden serve`'s
 //! access requests, their history and the audit log ([`requests`]), and the notifications
-//! waiting to be delivered ([`outbox`]); the same on PostgreSQL ([`postgres`], behind the
-//! interface of [`backend`]; the outbox not yet). One connection writes
+//! waiting to be delivered ([`outbox`]); the same on PostgreSQL ([`postgres`]), both behind
+//! the one interface `warden serve` and hooks use ([`backend`]). One connection writes
 //! (its writes share commits: [`group_commit`]); a file store reads on a second one, and
 //! answers repeated identity lookups from memory while the file is unchanged
 //! ([`identity_cache`], [`wal_index`]).
@@ -13,8 +13,10 @@ mod identity_cache;
 pub mod outbox;
 pub mod postgres;
 pub mod requests;
-#[cfg(test)]
-pub(crate) mod test_cluster;
+// Compiled always: the end-to-end tests of `warden serve` replicas (host/tests) start their
+// database with it too. It starts nothing unless a test calls it.
+#[doc(hidden)]
+pub mod test_cluster;
 mod wal_index;
 
 use std::path::{Path, PathBuf};
@@ -110,6 +112,9 @@ const MIGRATIONS: &[&str] = &[
     // 6: notifications waiting to be delivered ([`outbox`]), written in the commit of the
     // state change they tell of. Times are Unix milliseconds.
     outbox::MIGRATION,
+    // 7: PostgreSQL's claims across replicas (`requests.claimed_until`); one SQLite process
+    // claims its requests in memory, so nothing changes here.
+    "",
 ];
 
 /// A failure of the store: which database (a SQLite file, or a PostgreSQL URL, which never
@@ -125,6 +130,11 @@ pub struct StoreError {
 }
 
 impl StoreError {
+    /// A write asked for once the runtime that would run it has stopped.
+    pub(crate) fn stopped(path: &Path) -> Self {
+        Self::other(path, "write", "the runtime has stopped")
+    }
+
     fn new(path: &Path, operation: impl Into<String>, source: rusqlite::Error) -> Self {
         Self::other(path, operation, source)
     }
@@ -183,21 +193,6 @@ impl Store {
             .map_err(wrap)?;
         reader.set_prepared_statement_cache_capacity(64);
         Self::prepare(path.to_path_buf(), conn, Some(reader))
-    }
-
-    /// Opens the store a config names: the SQLite file at `path`. A PostgreSQL `[store] url`
-    /// is refused until `warden serve` runs on [`backend::Backend`] (issue 19): opening a
-    /// SQLite file in its place would split one deployment's state in two.
-    pub fn open_configured(path: &Path, url: Option<&str>) -> Result<Self, StoreError> {
-        match url {
-            Some(url) => Err(StoreError::other(
-                Path::new(url),
-                "open it",
-                "warden serve does not run on PostgreSQL yet (only `warden users` does); \
-                 set `[store] path` (SQLite) instead of `url`",
-            )),
-            None => Self::open(path),
-        }
     }
 
     pub fn open_in_memory() -> Result<Self, StoreError> {

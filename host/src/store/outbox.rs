@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 
 use crate::config::NotifyEvent;
 use crate::store::requests::{
-    self, HistoryEntry, HistoryEvent, RequestWrite, State, Transition, now_ms,
+    self, HistoryEntry, HistoryEvent, RequestRecord, RequestWrite, State, Transition, now_ms,
 };
 
 pub(super) const MIGRATION: &str = "CREATE TABLE outbox (
@@ -111,25 +111,32 @@ pub fn notable(writes: &[RequestWrite], then: Option<&Transition>) -> bool {
     }) || then.is_some_and(|t| event_of(t).is_some())
 }
 
-/// Writes a row per channel `route` names for each event in `writes` (then `then`) of
-/// request `id`, on `conn`, which holds the transaction writing them. Returns how many.
-pub fn enqueue(
-    conn: &Connection,
-    id: &str,
+/// Which channels a flow's event goes to, for a commit that may outlive the caller's
+/// borrow (SQLite's commit thread, an await on PostgreSQL): `serve::notify::Outbox`.
+pub trait Router: Send + Sync {
+    fn route(&self, flow: &str, event: NotifyEvent) -> Vec<String>;
+}
+
+/// One row [`enqueue`] writes (and PostgreSQL's store alike).
+pub struct NewRow {
+    pub delivery_id: String,
+    pub channel: String,
+    pub event: NotifyEvent,
+    pub body: String,
+    pub at: i64,
+}
+
+/// The rows the events in `writes` (then `then`) of `rec`, as just written, call for: one
+/// per channel `route` names for each.
+pub fn rows(
+    rec: &RequestRecord,
     writes: &[RequestWrite],
     then: Option<&Transition>,
     route: Route<'_>,
-) -> rusqlite::Result<usize> {
-    let events = events(writes, then);
-    if events.is_empty() {
-        return Ok(0);
-    }
-    let Some(rec) = requests::get(conn, id)? else {
-        return Ok(0);
-    };
+) -> Vec<NewRow> {
     let now = now_ms();
-    let mut written = 0;
-    for (event, detail) in events {
+    let mut rows = Vec::new();
+    for (event, detail) in events(writes, then) {
         let channels = route(&rec.flow, event);
         if channels.is_empty() {
             continue;
@@ -150,25 +157,52 @@ pub fn enqueue(
         }
         let text = body.to_string();
         for channel in channels {
-            conn.prepare_cached(
-                "INSERT INTO outbox (delivery_id, request_id, channel, event, body, next_at, created_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)",
-            )?
-            .execute(params![
-                new_delivery_id(),
-                rec.id,
+            rows.push(NewRow {
+                delivery_id: new_delivery_id(),
                 channel,
-                event.as_str(),
-                text,
-                now
-            ])?;
-            written += 1;
+                event,
+                body: text.clone(),
+                at: now,
+            });
         }
     }
-    Ok(written)
+    rows
 }
 
-fn new_delivery_id() -> String {
+/// Writes a row per channel `route` names for each event in `writes` (then `then`) of
+/// request `id`, on `conn`, which holds the transaction writing them. Returns how many.
+pub fn enqueue(
+    conn: &Connection,
+    id: &str,
+    writes: &[RequestWrite],
+    then: Option<&Transition>,
+    route: Route<'_>,
+) -> rusqlite::Result<usize> {
+    if !notable(writes, then) {
+        return Ok(0);
+    }
+    let Some(rec) = requests::get(conn, id)? else {
+        return Ok(0);
+    };
+    let rows = rows(&rec, writes, then, route);
+    for row in &rows {
+        conn.prepare_cached(
+            "INSERT INTO outbox (delivery_id, request_id, channel, event, body, next_at, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)",
+        )?
+        .execute(params![
+            row.delivery_id,
+            rec.id,
+            row.channel,
+            row.event.as_str(),
+            row.body,
+            row.at
+        ])?;
+    }
+    Ok(rows.len())
+}
+
+pub(crate) fn new_delivery_id() -> String {
     let mut bytes = [0u8; 16];
     getrandom::fill(&mut bytes).expect("the operating system's random numbers");
     let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
@@ -240,6 +274,20 @@ pub fn give_up(
     error: &str,
 ) -> rusqlite::Result<()> {
     delivered(conn, n.seq)?;
+    let (entry, detail) = given_up(n, attempts, error);
+    // Entries only: no state to check, so this writes whatever the request's state.
+    requests::write(conn, &n.request_id, &[RequestWrite::Entry(entry)], None)?;
+    requests::audit(
+        conn,
+        "warden",
+        "notify-failed",
+        Some(&n.request_id),
+        &detail,
+    )
+}
+
+/// What giving `n` up records: its request's history entry and the audit line's detail.
+pub fn given_up(n: &Notification, attempts: u32, error: &str) -> (HistoryEntry, Value) {
     let entry = HistoryEntry {
         at: now_ms(),
         step: "notify".into(),
@@ -251,21 +299,14 @@ pub fn give_up(
             error: error.to_string(),
         },
     };
-    // Entries only: no state to check, so this writes whatever the request's state.
-    requests::write(conn, &n.request_id, &[RequestWrite::Entry(entry)], None)?;
-    requests::audit(
-        conn,
-        "warden",
-        "notify-failed",
-        Some(&n.request_id),
-        &json!({
-            "channel": n.channel,
-            "event": n.event.as_str(),
-            "delivery": n.delivery_id,
-            "attempts": attempts,
-            "error": error,
-        }),
-    )
+    let detail = json!({
+        "channel": n.channel,
+        "event": n.event.as_str(),
+        "delivery": n.delivery_id,
+        "attempts": attempts,
+        "error": error,
+    });
+    (entry, detail)
 }
 
 /// Notifications waiting, by channel.

@@ -1,6 +1,8 @@
-//! A throwaway PostgreSQL cluster for the store's tests: its own data folder in a temporary
-//! folder, a free loopback port, started once per test process and stopped when it exits;
-//! each test gets a database of its own ([`database`]).
+//! A throwaway PostgreSQL cluster for the store's tests and the end-to-end tests of
+//! `warden serve` replicas (host/tests): its own data folder in a temporary folder, a free
+//! loopback port, started once per test process and stopped when it exits; each test gets a
+//! database of its own ([`database`]), or a cluster of its own to stop and start
+//! ([`dedicated`]). For tests only.
 //!
 //! A test that needs a cluster set up otherwise (its own `pg_hba.conf`, TLS) starts one of its
 //! own with [`dedicated_with`].
@@ -29,7 +31,7 @@ static DATABASES: AtomicUsize = AtomicUsize::new(0);
 
 /// A new, empty database in the test cluster; `None` (the test should return) when there is
 /// no PostgreSQL to run and it is not required.
-pub(crate) async fn database() -> Option<StoreUrl> {
+pub async fn database() -> Option<StoreUrl> {
     let cluster = match CLUSTER.get_or_init(start) {
         Ok(cluster) => cluster,
         Err(why) => {
@@ -86,10 +88,10 @@ fn start() -> Result<Cluster, String> {
 }
 
 /// A cluster a test owns, to stop and start again (the database restarting under warden).
-pub(crate) struct Server {
+pub struct Server {
     bin: PathBuf,
     data: PathBuf,
-    pub(crate) port: u16,
+    pub port: u16,
     root: bool,
     /// The postmaster, while it runs.
     pid: Option<u32>,
@@ -111,7 +113,7 @@ pub(crate) struct ServerTls {
 }
 
 /// A cluster of the test's own, running, with a `warden` database; `None` as [`database`].
-pub(crate) fn dedicated() -> Option<Server> {
+pub fn dedicated() -> Option<Server> {
     dedicated_with(Options::default())
 }
 
@@ -228,6 +230,7 @@ impl Server {
     }
 
     /// A client of the cluster's `dbname` as its superuser, through the Unix socket.
+    #[cfg(test)]
     pub(crate) async fn admin(&self, dbname: &str) -> tokio_postgres::Client {
         let (client, connection) = tokio_postgres::Config::new()
             .host_path(&self.data)
@@ -259,7 +262,7 @@ impl Server {
     }
 
     /// Starts the server and waits until it accepts connections.
-    pub(crate) fn run(&mut self) -> Result<(), String> {
+    pub fn run(&mut self) -> Result<(), String> {
         let (started, outcome) = std::sync::mpsc::channel();
         let mut postgres = self.as_owner("postgres");
         postgres
@@ -305,8 +308,13 @@ impl Server {
         wait_ready(&self.bin, self.port, &self.data)
     }
 
+    /// The URL of its `warden` database (made by [`dedicated`]).
+    pub fn url(&self) -> String {
+        format!("postgres://warden@127.0.0.1:{}/warden", self.port)
+    }
+
     /// Stops the server (fast shutdown: clients are disconnected) and waits until it has.
-    pub(crate) fn stop(&mut self) {
+    pub fn stop(&mut self) {
         let Some(pid) = self.pid.take() else { return };
         if let Some(pid) = rustix::process::Pid::from_raw(pid as i32) {
             let _ = rustix::process::kill_process(pid, rustix::process::Signal::INT);

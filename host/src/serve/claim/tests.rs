@@ -1,7 +1,8 @@
 use std::time::Duration;
 
 use super::*;
-use crate::store::requests::{HistoryEvent, State, now_ms};
+use crate::store::Store;
+use crate::store::requests::{self, HistoryEvent, State};
 
 fn setup() -> (Arc<Store>, Arc<Claims>) {
     let store = Arc::new(Store::open_in_memory().unwrap());

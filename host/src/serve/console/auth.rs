@@ -145,7 +145,7 @@ pub(super) async fn sign_in(
         }
     };
     tracing::info!(user = %caller.user, role = %caller.role, "console sign-in");
-    c.audit(&caller.user, "console-sign-in");
+    c.audit(&caller.user, "console-sign-in").await;
     let mut response = redirect(next);
     set_cookie(&mut response, Some(&id), c.secure(&headers));
     response
@@ -170,7 +170,7 @@ pub(super) async fn logout(
     }
     c.sessions.close(&who.id);
     tracing::info!(user = %who.caller.user, "console sign-out");
-    c.audit(&who.caller.user, "console-sign-out");
+    c.audit(&who.caller.user, "console-sign-out").await;
     let mut response = redirect("/signin");
     set_cookie(&mut response, None, c.secure(&headers));
     response

@@ -30,7 +30,7 @@ use crate::config::Role;
 
 use super::api::{self, ApiError, App, Caller, detached};
 use super::lifecycle::{RequestView, Submission};
-use crate::store::requests::{self, State as RequestState};
+use crate::store::requests::State as RequestState;
 use auth::{check_csrf, read_form};
 use forms::Form;
 use pages::{Decide, Notice, Who};
@@ -171,11 +171,11 @@ impl Console {
 
     /// Records a sign-in or sign-out in the audit log (refused sign-ins are only logged: they
     /// would let anyone grow the append-only log).
-    fn audit(&self, user: &str, action: &str) {
+    async fn audit(&self, user: &str, action: &str) {
         let store = self.app.lifecycle.store();
-        let audited = store.with("write the audit log", |c| {
-            requests::audit(c, user, action, None, &serde_json::json!({}))
-        });
+        let audited = store
+            .audit(user, action, None, &serde_json::json!({}))
+            .await;
         if let Err(e) = audited {
             tracing::error!("cannot write the audit log: {e}");
         }
@@ -252,7 +252,7 @@ async fn list(State(c): State<Console>, headers: HeaderMap, RawQuery(query): Raw
         Some(Err(e)) => return error_page(&who, &ApiError::new(StatusCode::BAD_REQUEST, e)),
     };
     let flow = query.get("flow").filter(|f| !f.is_empty());
-    let mut requests = match c.app.lifecycle.list(state, who.caller.list_scope()) {
+    let mut requests = match c.app.lifecycle.list(state, who.caller.list_scope()).await {
         Ok(requests) => requests,
         Err(e) => return error_page(&who, &e.into()),
     };
@@ -289,14 +289,14 @@ async fn list(State(c): State<Console>, headers: HeaderMap, RawQuery(query): Raw
 }
 
 /// A request's page, with `error` at the top when an action on it was refused.
-fn request_page(
+async fn request_page(
     c: &Console,
     who: &SignedIn,
     id: &str,
     error: Option<&ApiError>,
     filed: bool,
 ) -> Response {
-    let view = match c.app.lifecycle.view(id) {
+    let view = match c.app.lifecycle.view(id).await {
         Ok(view) => view,
         Err(e) => return error_page(who, &e.into()),
     };
@@ -379,7 +379,7 @@ async fn show(
         let path: String = url::form_urlencoded::byte_serialize(id.as_bytes()).collect();
         return to_sign_in(&format!("/requests/{path}"), None);
     };
-    request_page(&c, &who, &id, None, query.as_deref() == Some("filed"))
+    request_page(&c, &who, &id, None, query.as_deref() == Some("filed")).await
 }
 
 async fn decide(
@@ -424,7 +424,7 @@ async fn decide(
     .await;
     match decided {
         Ok(_) => redirect(&format!("/requests/{id}")),
-        Err(e) => request_page(&c, &who, &id, Some(&e), false),
+        Err(e) => request_page(&c, &who, &id, Some(&e), false).await,
     }
 }
 
@@ -439,7 +439,7 @@ async fn revoke(
         Err(page) => return page,
     };
     let revoked = async {
-        let view = c.app.lifecycle.view(&id)?;
+        let view = c.app.lifecycle.view(&id).await?;
         who.caller.may_see(&view.requester)?;
         who.caller
             .may_revoke(c.app.warden.current().config(), &view)?;
@@ -459,7 +459,7 @@ async fn revoke(
     .await;
     match revoked {
         Ok(_) => redirect(&format!("/requests/{id}")),
-        Err(e) => request_page(&c, &who, &id, Some(&e), false),
+        Err(e) => request_page(&c, &who, &id, Some(&e), false).await,
     }
 }
 
@@ -592,9 +592,7 @@ async fn audit(
             return error_page(&who, &e);
         }
     };
-    let entries = match c.app.lifecycle.store().read("read the audit log", |conn| {
-        requests::audit_page(conn, before, AUDIT_PAGE)
-    }) {
+    let entries = match c.app.lifecycle.store().audit_page(before, AUDIT_PAGE).await {
         Ok(entries) => entries,
         Err(e) => return error_page(&who, &super::lifecycle::LifecycleError::from(e).into()),
     };

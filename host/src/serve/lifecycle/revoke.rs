@@ -25,12 +25,13 @@ struct Removal<'a> {
 impl Lifecycle {
     /// Removes access whose time has run out. Doing it twice does nothing the second time.
     pub async fn deescalate(&self, id: &str) -> Result<(), LifecycleError> {
-        let mut claim = match self.claim(id) {
+        // Busy: another operation, here or on another replica, has it.
+        let mut claim = match self.claim_stored(id).await {
             Ok(claim) => claim,
             Err(LifecycleError::Busy(_)) => return Ok(()),
             Err(e) => return Err(e),
         };
-        let rec = self.record(id)?;
+        let rec = self.record(id).await?;
         if rec.state != State::Escalated {
             return Ok(());
         }
@@ -44,7 +45,7 @@ impl Lifecycle {
         };
         self.deescalate_step(&warden, &mut claim, &rec, removal)
             .await?;
-        claim.flush().await?;
+        claim.finish().await?;
         Ok(())
     }
 
@@ -60,8 +61,8 @@ impl Lifecycle {
         revoker
             .check("revoker")
             .map_err(|e| LifecycleError::Invalid(e.0))?;
-        let mut claim = self.claim(id)?;
-        let rec = self.record(id)?;
+        let mut claim = self.claim_stored(id).await?;
+        let rec = self.record(id).await?;
         if rec.state != State::Escalated {
             return Err(LifecycleError::NotRevocable {
                 id: id.to_string(),

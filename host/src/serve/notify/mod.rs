@@ -6,7 +6,9 @@
 //! channel's own URL (redirects are not followed, the answer's body is not read). A failed
 //! attempt is retried with doubling backoff until `retry_for_seconds` after the event, then
 //! given up and recorded on the request. Nothing here runs on an API call's path: a claim
-//! only writes rows and wakes the tasks.
+//! only writes rows and wakes the tasks. Replicas sharing a PostgreSQL store each run these
+//! tasks over the one outbox; a task *takes* its rows (`Backend::outbox_take`), so no row is
+//! sent by two replicas.
 
 pub mod message;
 
@@ -21,8 +23,8 @@ use tokio_util::sync::CancellationToken;
 use crate::Warden;
 use crate::config::{Channel, ChannelKind, NotifyEvent};
 use crate::secrets::redact::Redactor;
-use crate::store::Store;
-use crate::store::outbox::{self, Notification};
+use crate::store::backend::Backend;
+use crate::store::outbox::{Notification, Router};
 use crate::store::requests::now_ms;
 
 use super::metrics::Metrics;
@@ -51,16 +53,6 @@ impl Outbox {
         })
     }
 
-    /// The channels flow `flow` sends `event` to, in the config current now.
-    pub fn route(&self, flow: &str, event: NotifyEvent) -> Vec<String> {
-        self.warden
-            .load()
-            .config()
-            .flow(flow)
-            .and_then(|f| f.notify.get(&event).cloned())
-            .unwrap_or_default()
-    }
-
     /// Whether any flow of the current config sends any event anywhere: when none does, a
     /// claim's commit does not look for notifications at all.
     pub fn active(&self) -> bool {
@@ -75,6 +67,18 @@ impl Outbox {
     /// Tells the delivery tasks that a commit left rows.
     pub fn wake(&self) {
         self.wake.send_modify(|n| *n = n.wrapping_add(1));
+    }
+}
+
+impl Router for Outbox {
+    /// The channels flow `flow` sends `event` to, in the config current now.
+    fn route(&self, flow: &str, event: NotifyEvent) -> Vec<String> {
+        self.warden
+            .load()
+            .config()
+            .flow(flow)
+            .and_then(|f| f.notify.get(&event).cloned())
+            .unwrap_or_default()
     }
 }
 
@@ -100,7 +104,7 @@ fn describe(e: reqwest::Error, timeout: Duration) -> String {
 /// Delivers the notifications of every configured channel until `stop`.
 pub async fn run(
     outbox: Arc<Outbox>,
-    store: Arc<Store>,
+    store: Arc<dyn Backend>,
     metrics: Arc<Metrics>,
     stop: CancellationToken,
 ) {
@@ -136,7 +140,7 @@ pub async fn run(
                 running.insert(name.clone(), task);
             }
         }
-        orphans(&store, &metrics, channels).await;
+        orphans(store.as_ref(), &metrics, channels).await;
         tokio::select! {
             _ = stop.cancelled() => break,
             _ = tokio::time::sleep(POLL) => {}
@@ -149,8 +153,12 @@ pub async fn run(
 }
 
 /// Gives up notifications for channels no longer in the config: nothing can deliver them.
-async fn orphans(store: &Store, metrics: &Metrics, channels: &BTreeMap<String, Arc<Channel>>) {
-    let depth = match store.read("read the outbox", outbox::depth) {
+async fn orphans(
+    store: &dyn Backend,
+    metrics: &Metrics,
+    channels: &BTreeMap<String, Arc<Channel>>,
+) {
+    let depth = match store.outbox_depth().await {
         Ok(depth) => depth,
         Err(e) => {
             tracing::error!("notifications: {e}");
@@ -161,9 +169,9 @@ async fn orphans(store: &Store, metrics: &Metrics, channels: &BTreeMap<String, A
         if channels.contains_key(&channel) {
             continue;
         }
-        let due = store.read("read the outbox", |c| {
-            outbox::due(c, &channel, i64::MAX, BATCH)
-        });
+        let due = store
+            .outbox_take(&channel, i64::MAX, BATCH, now_ms() + lease(Duration::ZERO))
+            .await;
         for n in due.unwrap_or_default() {
             let error = format!("channel `{channel}` is no longer in the config");
             give_up(store, metrics, n, 0, error).await;
@@ -171,27 +179,27 @@ async fn orphans(store: &Store, metrics: &Metrics, channels: &BTreeMap<String, A
     }
 }
 
-async fn give_up(store: &Store, metrics: &Metrics, n: Notification, attempts: u32, error: String) {
+async fn give_up(
+    store: &dyn Backend,
+    metrics: &Metrics,
+    n: Notification,
+    attempts: u32,
+    error: String,
+) {
     tracing::warn!(
         request = %n.request_id, channel = %n.channel, delivery = %n.delivery_id, attempts,
         "notification given up: {error}"
     );
     metrics.observe_delivery(&n.channel, "failed");
-    let channel = n.channel.clone();
-    let written = store
-        .write("record a notification given up", move |c| {
-            outbox::give_up(c, &n, attempts, &error)
-        })
-        .await;
-    if let Err(e) = written {
-        tracing::error!(%channel, "notifications: {e}");
+    if let Err(e) = store.outbox_give_up(&n, attempts, &error).await {
+        tracing::error!(channel = %n.channel, "notifications: {e}");
     }
 }
 
 async fn channel_loop(
     name: String,
     outbox: Arc<Outbox>,
-    store: Arc<Store>,
+    store: Arc<dyn Backend>,
     metrics: Arc<Metrics>,
     client: reqwest::Client,
     stop: CancellationToken,
@@ -206,7 +214,8 @@ async fn channel_loop(
             return;
         };
         let now = now_ms();
-        let due = match store.read("read the outbox", |c| outbox::due(c, &name, now, BATCH)) {
+        let taken = store.outbox_take(&name, now, BATCH, now + lease(channel.timeout));
+        let due = match taken.await {
             Ok(due) => due,
             Err(e) => {
                 tracing::error!(channel = %name, "notifications: {e}");
@@ -223,14 +232,14 @@ async fn channel_loop(
                 // after the restart.
                 tokio::select! {
                     _ = stop.cancelled() => return,
-                    _ = attempt(&client, &channel, &store, &metrics, n, public_url, &redactor) => {}
+                    _ = attempt(&client, &channel, store.as_ref(), &metrics, n, public_url, &redactor) => {}
                 }
             }
         }
         let wait = if full {
             Duration::ZERO
         } else {
-            match store.read("read the outbox", |c| outbox::next_due(c, &name)) {
+            match store.outbox_next_due(&name).await {
                 Ok(Some(at)) => Duration::from_millis((at - now_ms()).max(0) as u64).min(POLL),
                 _ => POLL,
             }
@@ -243,6 +252,14 @@ async fn channel_loop(
     }
 }
 
+/// How long a replica's task holds the notifications it took (`Backend::outbox_take`): a
+/// batch's attempts, each bounded by the channel's `timeout`, and a margin. Past it, rows
+/// a dead replica took come due again for the others.
+fn lease(timeout: Duration) -> i64 {
+    let batch = timeout.saturating_mul(BATCH as u32);
+    (batch + Duration::from_secs(30)).as_millis() as i64
+}
+
 /// How long after the `attempts`-th failed attempt the next is due.
 fn backoff(attempts: u32) -> Duration {
     FIRST_BACKOFF
@@ -253,7 +270,7 @@ fn backoff(attempts: u32) -> Duration {
 async fn attempt(
     client: &reqwest::Client,
     channel: &Channel,
-    store: &Store,
+    store: &dyn Backend,
     metrics: &Metrics,
     n: Notification,
     public_url: Option<&str>,
@@ -290,12 +307,7 @@ async fn attempt(
         Ok(()) => {
             metrics.observe_delivery(&channel.name, "delivered");
             tracing::info!(request = %n.request_id, channel = %channel.name, delivery = %n.delivery_id, event = %n.event, "notification delivered");
-            if let Err(e) = store
-                .write("record a notification delivered", move |c| {
-                    outbox::delivered(c, seq)
-                })
-                .await
-            {
+            if let Err(e) = store.outbox_delivered(seq).await {
                 tracing::error!(channel = %channel.name, "notifications: {e}");
             }
             return;
@@ -314,12 +326,7 @@ async fn attempt(
     }
     metrics.observe_delivery(&channel.name, "retried");
     tracing::warn!(request = %n.request_id, channel = %channel.name, delivery = %n.delivery_id, attempts, "notification not delivered, will retry: {error}");
-    if let Err(e) = store
-        .write("record a notification attempt", move |c| {
-            outbox::retry_at(c, seq, next_at, &error)
-        })
-        .await
-    {
+    if let Err(e) = store.outbox_retry_at(seq, next_at, &error).await {
         tracing::error!(channel = %channel.name, "notifications: {e}");
     }
 }

@@ -73,8 +73,7 @@ pub(super) const MIGRATIONS: &[&str] = &[
         FOR EACH STATEMENT EXECUTE FUNCTION identity_changed();"#,
     // 5: the requester as submitted (a JSON user).
     "ALTER TABLE requests ADD COLUMN requester_profile TEXT;",
-    // 6: notifications waiting to be delivered (SQLite's `store::outbox`). The table only:
-    // the PostgreSQL store does not enqueue or deliver them yet.
+    // 6: notifications waiting to be delivered (SQLite's `store::outbox`).
     r#"CREATE TABLE outbox (
         seq         BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
         delivery_id TEXT NOT NULL UNIQUE,
@@ -88,6 +87,9 @@ pub(super) const MIGRATIONS: &[&str] = &[
         created_at  BIGINT NOT NULL
     );
     CREATE INDEX outbox_due ON outbox (channel, next_at);"#,
+    // 7: which replica's claim holds a request, until when (`Backend::claim_request`):
+    // a request cut short by a replica's crash is resumed by another once it runs out.
+    "ALTER TABLE requests ADD COLUMN claimed_until BIGINT;",
 ];
 
 /// Any number, the same in every warden: the advisory lock replicas take to migrate.

@@ -14,21 +14,29 @@
 //! replicas here serialise on the rows: a request's changes lock its row (`FOR UPDATE`)
 //! before its state is checked, so of two approvals racing on two replicas the second finds
 //! the state already moved and writes nothing; a retried `Idempotency-Key` meets the unique
-//! index whichever replica it reaches. Identity lookups are read from the database every
-//! time, so a change made by `warden users` or another replica is seen by the next lookup.
+//! index whichever replica it reaches. An operation claims its request in the database
+//! (`claims`) before its hooks run, so a request is worked on by one replica at a time and
+//! one cut short by a crash is resumed elsewhere. Identity lookups are read from the
+//! database every time (no cache to go stale), so a change made by `warden users` or
+//! another replica is seen by the next lookup on every replica. Notifications are taken
+//! from the outbox with `FOR UPDATE SKIP LOCKED` (`outbox`), so no two replicas send one.
 //!
 //! The schema means what SQLite's does, with the same migration numbers; case-insensitive
 //! emails (SQLite's `COLLATE NOCASE`) are unique indexes on `lower(email)`, and orderings use
 //! the `"C"` collation (SQLite's binary order), not the database's locale.
 
+mod claims;
 mod connect;
 #[cfg(test)]
 mod connect_tests;
 mod expiry;
 mod migrations;
+mod outbox;
 #[cfg(test)]
 mod replica_tests;
 mod requests;
+#[cfg(test)]
+mod shared_tests;
 #[cfg(test)]
 mod tests;
 mod tls;
@@ -56,6 +64,8 @@ pub struct PgStore {
     /// The URL (it holds no password), naming the store in errors.
     label: PathBuf,
     pool: Pool,
+    /// Steps written and transactions tried, for `/metrics`.
+    counts: claims::Counts,
 }
 
 impl PgStore {
@@ -85,7 +95,11 @@ impl PgStore {
             .recycle_timeout(Some(WAIT))
             .build()
             .map_err(|e| StoreError::other(&label, "make its connection pool", e))?;
-        let store = Self { label, pool };
+        let store = Self {
+            label,
+            pool,
+            counts: Default::default(),
+        };
         let mut client = store.client("connect").await?;
         migrations::apply(&mut client)
             .await

@@ -9,18 +9,21 @@ use tokio_postgres::Transaction;
 use tokio_postgres::types::ToSql;
 
 use super::{Fallible, PgStore};
-use crate::store::backend::{Backend, WithHistory};
+use crate::store::backend::{
+    Backend, CLAIM_LEASE_MS, ExpiryLease, Hold, Step, StoreCounts, WithHistory,
+};
+use crate::store::outbox::Notification;
 use crate::store::requests::{
     AuditEntry, HistoryEntry, HistoryEvent, NewRequest, RequestRecord, RequestWrite, State,
     Transition, now_ms,
 };
 use crate::store::{StoreChange, StoreError, StoredIdentity, UserRecord};
 
-const COLUMNS: &str = "id, flow, requester, fields, state, decision, reason, created_by,
+pub(super) const COLUMNS: &str = "id, flow, requester, fields, state, decision, reason, created_by,
     duration_seconds, expires_at, created_at, updated_at, requester_profile";
 
 impl PgStore {
-    async fn query<R>(
+    pub(super) async fn query<R>(
         &self,
         operation: &str,
         sql: &str,
@@ -48,10 +51,12 @@ impl Backend for PgStore {
         new: NewRequest,
     ) -> Result<Result<RequestRecord, String>, StoreError> {
         let op = "store a new request";
+        self.counts.wrote();
         let mut client = self.client(op).await?;
         let done: Fallible<Result<RequestRecord, String>> = async {
             let tx = client.transaction().await?;
             let inserted = insert(&tx, new).await?;
+            self.counts.committed();
             tx.commit().await?;
             Ok(inserted)
         }
@@ -59,30 +64,108 @@ impl Backend for PgStore {
         done.map_err(|e| self.error(op, e))
     }
 
-    async fn write_request(
-        &self,
-        id: &str,
-        writes: Vec<RequestWrite>,
-        then: Option<Transition>,
-        read_back: bool,
-    ) -> Result<Option<Option<WithHistory>>, StoreError> {
-        let op = format!("write request {id}");
+    fn label(&self) -> &std::path::Path {
+        &self.label
+    }
+
+    fn shared(&self) -> bool {
+        true
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        PgStore::ping(self).await
+    }
+
+    async fn commit_step(&self, step: Step) -> Result<Option<Option<WithHistory>>, StoreError> {
+        let op = format!("write request {}", step.id);
+        self.counts.wrote();
         let mut client = self.client(&op).await?;
         let done: Fallible<Option<Option<WithHistory>>> = async {
             let tx = client.transaction().await?;
-            if !write(&tx, id, &writes, then.as_ref()).await? {
+            let then = step.then.as_ref();
+            if !write(&tx, &step.id, &step.writes, then, step.hold).await? {
                 return Ok(None);
             }
-            let read = if read_back {
-                with_history(&tx, id).await?
+            if let Some(router) = &step.notify {
+                super::outbox::enqueue(&tx, &step.id, &step.writes, then, router.as_ref()).await?;
+            }
+            let read = if step.read_back {
+                with_history(&tx, &step.id).await?
             } else {
                 None
             };
+            self.counts.committed();
             tx.commit().await?;
             Ok(Some(read))
         }
         .await;
         done.map_err(|e| self.error(op, e))
+    }
+
+    async fn claim_request(&self, id: &str, until: i64) -> Result<bool, StoreError> {
+        self.claim(id, until).await
+    }
+
+    async fn renew_request(&self, id: &str, until: i64) -> Result<(), StoreError> {
+        self.renew(id, until).await
+    }
+
+    async fn release_request(&self, id: &str) -> Result<(), StoreError> {
+        self.release(id).await
+    }
+
+    async fn unclaimed_in(&self, state: State, now: i64) -> Result<Vec<String>, StoreError> {
+        self.unclaimed(state, now).await
+    }
+
+    async fn lease_expired(&self, now: i64) -> Result<ExpiryLease, StoreError> {
+        Ok(ExpiryLease::leased(
+            PgStore::lease_expired(self, now).await?,
+        ))
+    }
+
+    async fn outbox_take(
+        &self,
+        channel: &str,
+        now: i64,
+        limit: usize,
+        lease_until: i64,
+    ) -> Result<Vec<Notification>, StoreError> {
+        PgStore::outbox_take(self, channel, now, limit, lease_until).await
+    }
+
+    async fn outbox_next_due(&self, channel: &str) -> Result<Option<i64>, StoreError> {
+        PgStore::outbox_next_due(self, channel).await
+    }
+
+    async fn outbox_delivered(&self, seq: i64) -> Result<(), StoreError> {
+        PgStore::outbox_delivered(self, seq).await
+    }
+
+    async fn outbox_retry_at(&self, seq: i64, next_at: i64, error: &str) -> Result<(), StoreError> {
+        PgStore::outbox_retry_at(self, seq, next_at, error).await
+    }
+
+    async fn outbox_give_up(
+        &self,
+        n: &Notification,
+        attempts: u32,
+        error: &str,
+    ) -> Result<(), StoreError> {
+        PgStore::outbox_give_up(self, n, attempts, error).await
+    }
+
+    async fn outbox_depth(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        PgStore::outbox_depth(self).await
+    }
+
+    fn counts(&self) -> StoreCounts {
+        let (writes, commits) = self.counts.get();
+        StoreCounts {
+            writes,
+            commits,
+            identity_lookups_from_memory: 0,
+        }
     }
 
     async fn request(&self, id: &str) -> Result<Option<RequestRecord>, StoreError> {
@@ -309,8 +392,9 @@ async fn insert(tx: &Transaction<'_>, new: NewRequest) -> Fallible<Result<Reques
     let inserted = tx
         .execute(
             "INSERT INTO requests (id, flow, requester, fields, state, decision, created_by,
-                 idempotency_key, duration_seconds, created_at, updated_at, requester_profile)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10, $11)
+                 idempotency_key, duration_seconds, created_at, updated_at, requester_profile,
+                 claimed_until)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10, $11, $12)
              ON CONFLICT (created_by, idempotency_key) WHERE idempotency_key IS NOT NULL
              DO NOTHING",
             &[
@@ -325,6 +409,8 @@ async fn insert(tx: &Transaction<'_>, new: NewRequest) -> Fallible<Result<Reques
                 &duration,
                 &now,
                 &record.requester_profile,
+                // Claimed by the replica storing it, whose request step runs next.
+                &(now + CLAIM_LEASE_MS),
             ],
         )
         .await?;
@@ -360,13 +446,31 @@ async fn write(
     id: &str,
     writes: &[RequestWrite],
     then: Option<&Transition>,
+    hold: Hold,
 ) -> Fallible<bool> {
-    let locked = tx
-        .query_opt(
-            "SELECT state FROM requests WHERE id = $1 FOR UPDATE",
-            &[&id],
-        )
-        .await?;
+    // Locks the row, and renews or lets go the claim in the same statement (undone with
+    // the rest when `then` is refused: the transaction rolls back).
+    let until = match hold {
+        Hold::Keep => None,
+        Hold::Renew(until) => Some(Some(until)),
+        Hold::Release => Some(None),
+    };
+    let locked = match until {
+        None => {
+            tx.query_opt(
+                "SELECT state FROM requests WHERE id = $1 FOR UPDATE",
+                &[&id],
+            )
+            .await?
+        }
+        Some(until) => {
+            tx.query_opt(
+                "UPDATE requests SET claimed_until = $2 WHERE id = $1 RETURNING state",
+                &[&id, &until],
+            )
+            .await?
+        }
+    };
     let transitions: Vec<&Transition> = writes
         .iter()
         .filter_map(|w| match w {
@@ -467,7 +571,11 @@ async fn write_transition(
     audit(tx, &t.actor, t.step, Some(id), &detail).await
 }
 
-async fn append_history(tx: &Transaction<'_>, id: &str, entry: &HistoryEntry) -> Fallible<()> {
+pub(super) async fn append_history(
+    tx: &Transaction<'_>,
+    id: &str,
+    entry: &HistoryEntry,
+) -> Fallible<()> {
     let json = serde_json::to_string(entry)?;
     tx.execute(
         "INSERT INTO request_history (request_id, seq, entry)
@@ -479,7 +587,7 @@ async fn append_history(tx: &Transaction<'_>, id: &str, entry: &HistoryEntry) ->
     Ok(())
 }
 
-async fn audit(
+pub(super) async fn audit(
     client: &(impl tokio_postgres::GenericClient + Sync),
     actor: &str,
     action: &str,
@@ -517,7 +625,7 @@ async fn with_history(tx: &Transaction<'_>, id: &str) -> Fallible<Option<WithHis
     Ok(Some((record, history)))
 }
 
-fn to_record(row: &tokio_postgres::Row) -> Fallible<RequestRecord> {
+pub(super) fn to_record(row: &tokio_postgres::Row) -> Fallible<RequestRecord> {
     let fields: String = row.try_get(3)?;
     let state: String = row.try_get(4)?;
     Ok(RequestRecord {

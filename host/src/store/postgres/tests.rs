@@ -514,23 +514,6 @@ async fn the_audit_log_is_append_only_on_postgres() {
     }
 }
 
-#[test]
-fn commands_not_yet_on_postgres_refuse_a_url_rather_than_open_sqlite() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("warden.db");
-    let url = "postgres://warden@127.0.0.1:5432/warden";
-    let err = Store::open_configured(&path, Some(url))
-        .err()
-        .expect("refused");
-    let text = err.to_string();
-    assert!(
-        text.contains(url) && text.contains("does not run on PostgreSQL yet"),
-        "{text}"
-    );
-    assert!(!path.exists(), "no SQLite file made in its place");
-    assert!(Store::open_configured(&path, None).is_ok());
-}
-
 #[tokio::test]
 async fn an_approval_short_of_the_count_is_audited_in_its_batch_on_both_backends() {
     for (name, store, _dir) in backends().await {

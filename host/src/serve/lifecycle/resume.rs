@@ -1,0 +1,136 @@
+//! Requests no operation is finishing: those a stop or a crash cut short (resumed at start,
+//! and with replicas sharing the store, whenever a dead replica's claims run out), and
+//! escalated access whose time ran out (the expiry sleeper).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::Unpoisoned;
+use crate::store::backend::CLAIM_LEASE_MS;
+use crate::store::requests::{State, Transition, now_ms};
+
+use super::super::view::requester_of;
+use super::{EXPIRY_POLL, Lifecycle, LifecycleError, WARDEN};
+
+impl Lifecycle {
+    /// After a restart: requests whose request step was cut short go to a human (their
+    /// hook's answer was never recorded); approved requests that were not yet escalated are
+    /// escalated. With replicas sharing the store, only requests no replica holds (their
+    /// claim ran out: the replica died), and [`Lifecycle::expire_loop`] looks again now and
+    /// then. Returns how many requests were touched.
+    pub async fn recover(&self) -> Result<usize, LifecycleError> {
+        let mut touched = 0;
+        let now = now_ms();
+        for id in self.store.unclaimed_in(State::Requested, now).await? {
+            let Some(mut claim) = self.claims.claim_stored(&id).await? else {
+                continue;
+            };
+            claim
+                .transition(Transition {
+                    from: &[State::Requested],
+                    to: State::Pending,
+                    decision: "continue".into(),
+                    reason: Some(
+                        "warden stopped while this request's hooks ran; failing closed: a human decides"
+                            .into(),
+                    ),
+                    actor: WARDEN.into(),
+                    step: "request",
+                    expires_at: None,
+                })
+                .await?;
+            claim.finish().await?;
+            touched += 1;
+        }
+        let warden = self.warden.load_full();
+        for id in self.store.unclaimed_in(State::Approved, now).await? {
+            let Some(mut claim) = self.claims.claim_stored(&id).await? else {
+                continue;
+            };
+            let rec = self.record(&id).await?;
+            if rec.state != State::Approved {
+                continue;
+            }
+            let requester = requester_of(&rec);
+            self.escalate_step(&warden, &mut claim, &rec, &requester)
+                .await?;
+            claim.finish().await?;
+            touched += 1;
+        }
+        Ok(touched)
+    }
+
+    /// With replicas sharing the store: resumes requests a dead replica left, at most once
+    /// a lease's length.
+    async fn resume_abandoned(&self) {
+        if !self.store.shared() {
+            return;
+        }
+        let lease = Duration::from_millis(CLAIM_LEASE_MS as u64);
+        {
+            let mut last = self.last_resume.lock().unpoisoned();
+            if last.elapsed() < lease / 2 {
+                return;
+            }
+            *last = std::time::Instant::now();
+        }
+        match self.recover().await {
+            Ok(0) => {}
+            Ok(resumed) => tracing::info!(resumed, "resumed requests another replica left"),
+            Err(e) => tracing::error!("resuming requests another replica left: {e}"),
+        }
+    }
+
+    /// Deescalates requests as their access runs out, until `stop`: one sleeper over the
+    /// earliest expiry in the store, so timers survive restarts (overdue ones fire at once).
+    /// Replicas sharing the store lease the expired requests first, so each is deescalated
+    /// by one of them (`store::postgres::expiry`).
+    pub async fn expire_loop(self: Arc<Self>, tasks: TaskTracker, stop: CancellationToken) {
+        loop {
+            let now = now_ms();
+            match self.store.lease_expired(now).await {
+                Ok(lease) if lease.ids.is_empty() => {
+                    if let Err(e) = lease.release().await {
+                        tracing::error!("expiry sleeper: {e}");
+                    }
+                }
+                Ok(lease) => {
+                    let lifecycle = self.clone();
+                    tasks.spawn(async move {
+                        let mut running = tokio::task::JoinSet::new();
+                        for id in lease.ids.clone() {
+                            let lifecycle = lifecycle.clone();
+                            running.spawn(async move {
+                                if let Err(e) = lifecycle.deescalate(&id).await {
+                                    tracing::error!(request = %id, "deescalation failed: {e}");
+                                }
+                            });
+                        }
+                        while running.join_next().await.is_some() {}
+                        if let Err(e) = lease.release().await {
+                            tracing::error!("expiry sleeper: {e}");
+                        }
+                    });
+                }
+                Err(e) => tracing::error!("expiry sleeper: {e}"),
+            }
+            self.resume_abandoned().await;
+            let wait = match self.store.next_expiry(now).await {
+                Ok(Some(at)) => Duration::from_millis((at - now).max(0) as u64).min(EXPIRY_POLL),
+                Ok(None) => EXPIRY_POLL,
+                Err(e) => {
+                    tracing::error!("expiry sleeper: {e}");
+                    EXPIRY_POLL
+                }
+            };
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = self.expiry_changed.notified() => {}
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+}

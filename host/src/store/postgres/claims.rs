@@ -1,0 +1,113 @@
+//! Claims across replicas: SQLite's one process claims a request in memory
+//! (`serve::claim`), but two replicas each hold their own memory, so on PostgreSQL an
+//! operation also claims the request's row (`requests.claimed_until`) before any hook runs.
+//! A claim taken by another replica and not run out refuses the operation (409, as a claim
+//! held in the same process does); each of the operation's writes renews it, its last write
+//! lets it go. A replica that dies leaves its claims to run out
+//! ([`crate::store::backend::CLAIM_LEASE_MS`]); then [`PgStore::unclaimed`] lists the
+//! requests for another to resume.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::PgStore;
+use crate::store::StoreError;
+use crate::store::requests::State;
+
+#[derive(Default)]
+pub(super) struct Counts {
+    pub writes: AtomicU64,
+    pub commits: AtomicU64,
+}
+
+impl Counts {
+    pub fn wrote(&self) {
+        self.writes.fetch_add(1, Ordering::Relaxed);
+    }
+    pub fn committed(&self) {
+        self.commits.fetch_add(1, Ordering::Relaxed);
+    }
+    pub fn get(&self) -> (u64, u64) {
+        (
+            self.writes.load(Ordering::Relaxed),
+            self.commits.load(Ordering::Relaxed),
+        )
+    }
+}
+
+impl PgStore {
+    /// Claims `id` until `until` unless another claim holds it past now; true when taken
+    /// or when there is no such request. Two replicas claiming at once: the second's update
+    /// waits for the first's commit, then finds the claim held and takes nothing.
+    pub async fn claim(&self, id: &str, until: i64) -> Result<bool, StoreError> {
+        let op = format!("claim request {id}");
+        let client = self.client(&op).await?;
+        let now = crate::store::requests::now_ms();
+        let row = client
+            .query_one(
+                "WITH taken AS (
+                     UPDATE requests SET claimed_until = $2
+                     WHERE id = $1 AND (claimed_until IS NULL OR claimed_until < $3)
+                     RETURNING 1)
+                 SELECT EXISTS (SELECT 1 FROM taken)
+                     OR NOT EXISTS (SELECT 1 FROM requests WHERE id = $1)",
+                &[&id, &until, &now],
+            )
+            .await
+            .map_err(|e| self.error(op, e))?;
+        Ok(row.get(0))
+    }
+
+    /// Holds a claim this replica took until `until`.
+    pub async fn renew(&self, id: &str, until: i64) -> Result<(), StoreError> {
+        let op = format!("renew the claim on request {id}");
+        let client = self.client(&op).await?;
+        client
+            .execute(
+                "UPDATE requests SET claimed_until = $2
+                 WHERE id = $1 AND claimed_until IS NOT NULL",
+                &[&id, &until],
+            )
+            .await
+            .map_err(|e| self.error(op, e))?;
+        Ok(())
+    }
+
+    pub async fn release(&self, id: &str) -> Result<(), StoreError> {
+        let op = format!("release request {id}");
+        let client = self.client(&op).await?;
+        client
+            .execute(
+                "UPDATE requests SET claimed_until = NULL WHERE id = $1",
+                &[&id],
+            )
+            .await
+            .map_err(|e| self.error(op, e))?;
+        Ok(())
+    }
+
+    /// Requests in `state` whose claim (if any) ran out by `now`, oldest first.
+    pub async fn unclaimed(&self, state: State, now: i64) -> Result<Vec<String>, StoreError> {
+        let op = "list requests to resume";
+        let client = self.client(op).await?;
+        let rows = client
+            .query(
+                "SELECT id FROM requests
+                 WHERE state = $1 AND (claimed_until IS NULL OR claimed_until < $2)
+                 ORDER BY created_at",
+                &[&state.as_str(), &now],
+            )
+            .await
+            .map_err(|e| self.error(op, e))?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
+    /// Answers when the database does.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        let client = self.client("answer").await?;
+        client
+            .simple_query("SELECT 1")
+            .await
+            .map_err(|e| self.error("answer", e))?;
+        Ok(())
+    }
+}

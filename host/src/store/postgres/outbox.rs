@@ -1,0 +1,188 @@
+//! The notification outbox on PostgreSQL (SQLite's `store::outbox`, the same rows and
+//! meaning). Replicas share it, so a channel's rows are *taken* to be delivered: rows due are
+//! locked with `FOR UPDATE SKIP LOCKED` (a row another replica is taking is skipped, not
+//! waited for) and moved past a lease in the same statement, so no other replica takes them
+//! while this one delivers. Delivered, they are deleted; failed, they are given back with
+//! their next attempt's time. A replica that dies while delivering leaves its rows to come
+//! due again when the lease runs out: delivered at least once, as on SQLite after a crash.
+
+use tokio_postgres::Transaction;
+
+use super::requests::{COLUMNS, append_history, audit, to_record};
+use super::{Fallible, PgStore};
+use crate::config::NotifyEvent;
+use crate::store::StoreError;
+use crate::store::outbox::{self, Notification, Router, given_up};
+use crate::store::requests::{HistoryEntry, RequestWrite, Transition};
+
+const NOTIFICATION: &str =
+    "seq, delivery_id, request_id, channel, event, body, attempts, created_at";
+
+/// SQLite's `outbox::enqueue`, in the step's transaction.
+pub(super) async fn enqueue(
+    tx: &Transaction<'_>,
+    id: &str,
+    writes: &[RequestWrite],
+    then: Option<&Transition>,
+    router: &dyn Router,
+) -> Fallible<usize> {
+    if !outbox::notable(writes, then) {
+        return Ok(0);
+    }
+    let sql = format!("SELECT {COLUMNS} FROM requests WHERE id = $1");
+    let Some(row) = tx.query_opt(&sql, &[&id]).await? else {
+        return Ok(0);
+    };
+    let rec = to_record(&row)?;
+    let rows = outbox::rows(&rec, writes, then, &|f, e| router.route(f, e));
+    for row in &rows {
+        tx.execute(
+            "INSERT INTO outbox (delivery_id, request_id, channel, event, body, next_at, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $6)",
+            &[
+                &row.delivery_id,
+                &rec.id,
+                &row.channel,
+                &row.event.as_str(),
+                &row.body,
+                &row.at,
+            ],
+        )
+        .await?;
+    }
+    Ok(rows.len())
+}
+
+fn to_notification(row: &tokio_postgres::Row) -> Fallible<Notification> {
+    let event: String = row.try_get(4)?;
+    let body: String = row.try_get(5)?;
+    Ok(Notification {
+        seq: row.try_get(0)?,
+        delivery_id: row.try_get(1)?,
+        request_id: row.try_get(2)?,
+        channel: row.try_get(3)?,
+        event: NotifyEvent::parse(&event).ok_or_else(|| format!("unknown event `{event}`"))?,
+        body: serde_json::from_str(&body).map_err(|e| format!("column body: {e}"))?,
+        attempts: u32::try_from(row.try_get::<_, i64>(6)?).unwrap_or(u32::MAX),
+        created_at: row.try_get(7)?,
+    })
+}
+
+impl PgStore {
+    pub async fn outbox_take(
+        &self,
+        channel: &str,
+        now: i64,
+        limit: usize,
+        lease_until: i64,
+    ) -> Result<Vec<Notification>, StoreError> {
+        let sql = format!(
+            "UPDATE outbox SET next_at = $4 WHERE seq IN (
+                 SELECT seq FROM outbox WHERE channel = $1 AND next_at <= $2
+                 ORDER BY next_at, seq LIMIT $3 FOR UPDATE SKIP LOCKED)
+             RETURNING {NOTIFICATION}"
+        );
+        let mut taken = self
+            .query(
+                "take notifications from the outbox",
+                &sql,
+                &[&channel, &now, &(limit as i64), &lease_until],
+                to_notification,
+            )
+            .await?;
+        // Oldest first, as they were queued.
+        taken.sort_by_key(|n| n.seq);
+        Ok(taken)
+    }
+
+    pub async fn outbox_next_due(&self, channel: &str) -> Result<Option<i64>, StoreError> {
+        let mut next = self
+            .query(
+                "read the outbox",
+                "SELECT MIN(next_at) FROM outbox WHERE channel = $1",
+                &[&channel],
+                |r| Ok(r.try_get::<_, Option<i64>>(0)?),
+            )
+            .await?;
+        Ok(next.pop().flatten())
+    }
+
+    pub async fn outbox_delivered(&self, seq: i64) -> Result<(), StoreError> {
+        let op = "record a notification delivered";
+        let client = self.client(op).await?;
+        client
+            .execute("DELETE FROM outbox WHERE seq = $1", &[&seq])
+            .await
+            .map_err(|e| self.error(op, e))?;
+        Ok(())
+    }
+
+    pub async fn outbox_retry_at(
+        &self,
+        seq: i64,
+        next_at: i64,
+        error: &str,
+    ) -> Result<(), StoreError> {
+        let op = "record a notification attempt";
+        let client = self.client(op).await?;
+        client
+            .execute(
+                "UPDATE outbox SET attempts = attempts + 1, next_at = $2, last_error = $3
+                 WHERE seq = $1",
+                &[&seq, &next_at, &error],
+            )
+            .await
+            .map_err(|e| self.error(op, e))?;
+        Ok(())
+    }
+
+    pub async fn outbox_give_up(
+        &self,
+        n: &Notification,
+        attempts: u32,
+        error: &str,
+    ) -> Result<(), StoreError> {
+        let op = "record a notification given up";
+        let mut client = self.client(op).await?;
+        let (entry, detail): (HistoryEntry, _) = given_up(n, attempts, error);
+        let done: Fallible<()> = async {
+            let tx = client.transaction().await?;
+            // Another replica gave it up first: nothing to record twice.
+            if tx
+                .execute("DELETE FROM outbox WHERE seq = $1", &[&n.seq])
+                .await?
+                == 0
+            {
+                return Ok(());
+            }
+            let exists = tx
+                .query_opt("SELECT 1 FROM requests WHERE id = $1", &[&n.request_id])
+                .await?;
+            if exists.is_some() {
+                append_history(&tx, &n.request_id, &entry).await?;
+            }
+            audit(
+                &*tx,
+                "warden",
+                "notify-failed",
+                Some(&n.request_id),
+                &detail,
+            )
+            .await?;
+            tx.commit().await?;
+            Ok(())
+        }
+        .await;
+        done.map_err(|e| self.error(op, e))
+    }
+
+    pub async fn outbox_depth(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        self.query(
+            "read the outbox",
+            "SELECT channel, COUNT(*) FROM outbox GROUP BY channel ORDER BY channel COLLATE \"C\"",
+            &[],
+            |r| Ok((r.try_get(0)?, r.try_get::<_, i64>(1)? as u64)),
+        )
+        .await
+    }
+}

@@ -1,0 +1,171 @@
+//! What `warden serve` replicas lean on besides the requests' own writes: claims on a
+//! request (`claims`) and the notification outbox taken by one replica at a time (`outbox`),
+//! on two stores (each with its own pool) over one database.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use super::PgStore;
+use super::tests::{new, step};
+use crate::config::NotifyEvent;
+use crate::store::backend::{Backend, CLAIM_LEASE_MS, Hold, Step};
+use crate::store::outbox::Router;
+use crate::store::requests::{State, now_ms};
+use crate::store::test_cluster;
+
+async fn replicas() -> Option<(PgStore, PgStore)> {
+    let url = test_cluster::database().await?;
+    Some((
+        PgStore::open(&url).await.unwrap(),
+        PgStore::open(&url).await.unwrap(),
+    ))
+}
+
+/// Every event of every flow goes to channel `ops`.
+struct ToOps;
+
+impl Router for ToOps {
+    fn route(&self, _flow: &str, _event: NotifyEvent) -> Vec<String> {
+        vec!["ops".into()]
+    }
+}
+
+#[tokio::test]
+async fn a_request_is_claimed_by_one_replica_until_released_or_run_out() {
+    let Some((a, b)) = replicas().await else {
+        return;
+    };
+    a.insert_request(new("r1", "a@x.com", None))
+        .await
+        .unwrap()
+        .unwrap();
+    // Stored by a: a holds it for its request step.
+    let until = now_ms() + CLAIM_LEASE_MS;
+    assert!(!b.claim_request("r1", until).await.unwrap(), "held by a");
+    assert!(
+        b.unclaimed_in(State::Requested, now_ms())
+            .await
+            .unwrap()
+            .is_empty(),
+        "nothing to resume while a holds it"
+    );
+    // The step's last write lets it go.
+    let pending = step(&[State::Requested], State::Pending, "request");
+    a.commit_step(Step {
+        id: "r1".into(),
+        writes: Arc::default(),
+        then: Some(pending),
+        read_back: true,
+        hold: Hold::Release,
+        notify: None,
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    // Two claims at once: one wins.
+    let (x, y) = tokio::join!(a.claim_request("r1", until), b.claim_request("r1", until));
+    assert_eq!([x.unwrap(), y.unwrap()].iter().filter(|t| **t).count(), 1);
+    b.release_request("r1").await.unwrap();
+    a.release_request("r1").await.unwrap();
+    // A claim run out (its replica died) is free to take, and listed for resuming.
+    assert!(a.claim_request("r1", now_ms() - 1).await.unwrap());
+    assert!(
+        b.claim_request("r1", until).await.unwrap(),
+        "a's claim ran out"
+    );
+    assert!(!a.claim_request("r1", until).await.unwrap());
+    b.renew_request("r1", now_ms() - 1).await.unwrap();
+    assert_eq!(
+        a.unclaimed_in(State::Pending, now_ms()).await.unwrap(),
+        ["r1"]
+    );
+    // A request that does not exist holds nothing to refuse.
+    assert!(a.claim_request("nope", until).await.unwrap());
+}
+
+#[tokio::test]
+async fn notifications_commit_with_their_step_and_each_is_taken_by_one_replica() {
+    let Some((a, b)) = replicas().await else {
+        return;
+    };
+    let ids: Vec<String> = (0..20).map(|i| format!("n{i}")).collect();
+    for id in &ids {
+        a.insert_request(new(id, "a@x.com", None))
+            .await
+            .unwrap()
+            .unwrap();
+        let pending = step(&[State::Requested], State::Pending, "request");
+        a.commit_step(Step {
+            id: id.clone(),
+            writes: Arc::default(),
+            then: Some(pending),
+            read_back: false,
+            hold: Hold::Release,
+            notify: Some(Arc::new(ToOps)),
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    }
+    // A refused step writes no notification either.
+    let refused = step(&[State::Escalated], State::Deescalated, "deescalate");
+    let nothing = b
+        .commit_step(Step {
+            id: "n0".into(),
+            writes: Arc::default(),
+            then: Some(refused),
+            read_back: false,
+            hold: Hold::Keep,
+            notify: Some(Arc::new(ToOps)),
+        })
+        .await
+        .unwrap();
+    assert!(nothing.is_none());
+    assert_eq!(b.outbox_depth().await.unwrap(), [("ops".to_string(), 20)]);
+
+    // Both replicas take at once, in small batches: every row goes to exactly one.
+    let lease = now_ms() + 60_000;
+    let take = |store: &'static PgStore| async move {
+        let mut taken = Vec::new();
+        loop {
+            let batch = store.outbox_take("ops", now_ms(), 3, lease).await.unwrap();
+            if batch.is_empty() {
+                return taken;
+            }
+            taken.extend(batch);
+        }
+    };
+    let (a, b): (&'static PgStore, &'static PgStore) =
+        (Box::leak(Box::new(a)), Box::leak(Box::new(b)));
+    let (x, y) = tokio::join!(take(a), take(b));
+    let requests: BTreeSet<String> = x.iter().chain(&y).map(|n| n.request_id.clone()).collect();
+    assert_eq!(x.len() + y.len(), 20, "taken twice or lost");
+    assert_eq!(requests, ids.iter().cloned().collect());
+    assert!(x.iter().chain(&y).all(|n| n.event == NotifyEvent::Waiting));
+    // Taken rows are not due again before the lease runs out, unless given back.
+    assert!(
+        a.outbox_take("ops", now_ms(), 50, lease)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(a.outbox_next_due("ops").await.unwrap(), Some(lease));
+    let (first, second) = (
+        &x.first().or(y.first()).unwrap(),
+        &y.last().or(x.last()).unwrap(),
+    );
+    a.outbox_retry_at(first.seq, now_ms() - 1, "receiver down")
+        .await
+        .unwrap();
+    let again = b.outbox_take("ops", now_ms(), 50, lease).await.unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!((again[0].seq, again[0].attempts), (first.seq, 1));
+    // Delivered, a row is gone; given up, it is recorded on its request's history.
+    b.outbox_delivered(first.seq).await.unwrap();
+    b.outbox_give_up(second, 3, "receiver down").await.unwrap();
+    a.outbox_give_up(second, 3, "receiver down").await.unwrap();
+    assert_eq!(a.outbox_depth().await.unwrap(), [("ops".to_string(), 18)]);
+    let history = a.history(&second.request_id).await.unwrap();
+    let given_up = history.iter().filter(|e| e.step == "notify").count();
+    assert_eq!(given_up, 1, "given up once, recorded once: {history:?}");
+}

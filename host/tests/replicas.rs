@@ -1,0 +1,709 @@
+//! `warden serve` replicas on one PostgreSQL database (issue 19), end to end: two real
+//! `warden serve` processes over the throwaway cluster (`warden::store::test_cluster`), one
+//! client loading both. What a client was told with a 2xx survives a replica's SIGKILL and
+//! the database's restart; replicas coordinate through the database alone (an expiry ends
+//! access once, an idempotent retry on the other replica returns the first request, of two
+//! approvals racing on two replicas one wins and one gets 409); while the database is down
+//! writes answer 503 with `Retry-After` and `/readyz` says so, and the replicas serve again by
+//! themselves once it is back.
+//!
+//! Without PostgreSQL installed the tests print why and pass, unless
+//! `WARDEN_REQUIRE_POSTGRES` is set (as `scripts/test` does).
+
+use std::collections::BTreeSet;
+use std::fs::File;
+use std::process::Child;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use serde_json::{Value, json};
+use warden::store::test_cluster;
+use warden_tests::receiver::Receiver;
+use warden_tests::{Scratch, artifacts, start_serve, toml_path};
+
+const ADMIN_TOKEN: &str = "admin-token-for-replica-tests";
+const APPROVER: &str = "approver@example.com";
+const CLIENTS: usize = 8;
+const LOAD_FOR: Duration = Duration::from_millis(2400);
+/// Every escalated request asks for this long, so access granted before the kill runs out
+/// while the killed replica is down.
+const ACCESS_SECONDS: u64 = 1;
+
+/// The config both replicas share; `extra` is appended.
+fn write_config(scratch: &Scratch, url: &str, extra: &str) {
+    scratch.write("admin.token", ADMIN_TOKEN);
+    scratch.config(&format!(
+        r#"
+[store]
+url = "{url}"
+
+[serve]
+max_in_flight = 256
+
+[serve.tokens.admin]
+token_file = "admin.token"
+user = "admin@example.com"
+role = "admin"
+
+[integrations.pd]
+type = "pagerduty"
+external_id = "P1"
+
+[environments.main]
+integrations = {{ pd = "pd" }}
+
+# The plugin persists the requester's identity, then approves: escalated at once.
+[flows.persist]
+environment = "main"
+plugin = {probe}
+vars = {{ action = "persist:pagerduty P1 user-1" }}
+
+# A human decides.
+[flows.manual]
+environment = "main"
+plugin = {probe}
+vars = {{ action = "continue" }}
+{extra}
+"#,
+        probe = toml_path(artifacts::PROBE)
+    ));
+}
+
+struct Replica {
+    child: Child,
+    url: String,
+}
+
+fn start(scratch: &Scratch, name: &str) -> Replica {
+    let log_path = scratch.path().join(format!("serve-{name}.log"));
+    let served = start_serve(
+        env!("CARGO_BIN_EXE_warden"),
+        &scratch.path().join("warden.toml"),
+        &[],
+        File::create(&log_path).unwrap().into(),
+    )
+    .unwrap_or_else(|e| {
+        panic!(
+            "{e}; its log: {}",
+            std::fs::read_to_string(&log_path).unwrap_or_default()
+        )
+    });
+    Replica {
+        child: served.child,
+        url: served.url,
+    }
+}
+
+fn kill(mut replica: Replica) {
+    replica.child.kill().expect("SIGKILL warden serve");
+    replica.child.wait().unwrap();
+}
+
+/// What a replica answered: its status, its `Retry-After`, and its JSON body if whole.
+struct Answer {
+    status: u16,
+    retry_after: Option<String>,
+    body: Option<Value>,
+}
+
+async fn post(
+    http: &reqwest::Client,
+    url: String,
+    body: Value,
+    key: Option<&str>,
+) -> Option<Answer> {
+    let mut request = http
+        .post(url)
+        .bearer_auth(ADMIN_TOKEN)
+        .header("content-type", "application/json")
+        .timeout(Duration::from_secs(20))
+        .body(body.to_string());
+    if let Some(key) = key {
+        request = request.header("idempotency-key", key);
+    }
+    let response = request.send().await.ok()?;
+    let status = response.status().as_u16();
+    let retry_after = response
+        .headers()
+        .get("retry-after")
+        .map(|v| v.to_str().unwrap().to_string());
+    // A body cut off by a kill is not an acknowledgement a client could act on.
+    let body = serde_json::from_str(&response.text().await.ok()?).ok();
+    Some(Answer {
+        status,
+        retry_after,
+        body,
+    })
+}
+
+async fn get(http: &reqwest::Client, url: &str) -> Value {
+    let response = http.get(url).bearer_auth(ADMIN_TOKEN).send().await.unwrap();
+    assert_eq!(response.status(), 200, "GET {url}");
+    serde_json::from_str(&response.text().await.unwrap()).unwrap()
+}
+
+fn new_request(requester: &str) -> Value {
+    json!({
+        "requester": { "email": requester },
+        "fields": { "duration": format!("{ACCESS_SECONDS}s") },
+    })
+}
+
+/// A 2xx answer a client got: what warden promised about request `id`.
+#[derive(Debug, Clone)]
+struct Acknowledged {
+    id: String,
+    state: String,
+    history: Vec<Value>,
+}
+
+type Log = Arc<Mutex<Vec<Acknowledged>>>;
+
+/// An answer's status, `Retry-After` and body, as a client kept it.
+type Answered = (u16, Option<String>, Option<Value>);
+
+fn acknowledge(log: &Log, view: &Value) {
+    log.lock().unwrap().push(Acknowledged {
+        id: view["id"].as_str().unwrap().to_string(),
+        state: view["state"].as_str().unwrap().to_string(),
+        history: view["history"].as_array().unwrap().clone(),
+    });
+}
+
+fn count(history: &[Value], kind: &str, key: &str, value: &str) -> usize {
+    history
+        .iter()
+        .filter(|e| e["kind"] == kind && e[key] == value)
+        .count()
+}
+
+/// States a request may have reached since a client saw it in `seen`.
+fn may_follow(seen: &str, now: &str) -> bool {
+    let later: &[&str] = match seen {
+        "pending" => &["pending", "approved", "escalated", "denied", "deescalated"],
+        "escalated" => &["escalated", "deescalated"],
+        other => &[other],
+    };
+    later.contains(&now)
+}
+
+/// Every acknowledged request, read from `replica`, is in a state that follows from what the
+/// client saw, with that history as the start of its own.
+async fn check_acknowledged(replica: &str, acks: &[Acknowledged]) {
+    let http = reqwest::Client::new();
+    for ack in acks {
+        let view = get(&http, &format!("{replica}/v1/requests/{}", ack.id)).await;
+        let state = view["state"].as_str().unwrap();
+        assert!(
+            may_follow(&ack.state, state),
+            "{} was acknowledged {} and is now {state}",
+            ack.id,
+            ack.state
+        );
+        let history = view["history"].as_array().unwrap();
+        assert!(
+            history.len() >= ack.history.len() && history[..ack.history.len()] == ack.history[..],
+            "{}: the history a client was shown is not the start of the stored one\nshown: {:#}\nstored: {:#}",
+            ack.id,
+            Value::from(ack.history.clone()),
+            Value::from(history.clone())
+        );
+    }
+}
+
+/// One client over both replicas in turn: submits to both flows and approves every other
+/// manual request, on the other replica than the one that stored it.
+async fn client(urls: [String; 2], client: usize, until: Instant, log: Log) {
+    let http = reqwest::Client::new();
+    let mut n = 0;
+    while Instant::now() < until {
+        let (here, there) = (&urls[n % 2], &urls[(n + 1) % 2]);
+        let requester = format!("c{client}-{n}@example.com");
+        let flow = if n % 2 == 0 { "persist" } else { "manual" };
+        let url = format!("{here}/v1/flows/{flow}/requests");
+        n += 1;
+        let Some(answer) = post(&http, url, new_request(&requester), None).await else {
+            continue;
+        };
+        let Some(view) = answer.body.filter(|_| answer.status == 201) else {
+            continue;
+        };
+        acknowledge(&log, &view);
+        if flow == "manual" && n % 4 == 0 {
+            let id = view["id"].as_str().unwrap();
+            let url = format!("{there}/v1/requests/{id}/approve");
+            let body = json!({ "approver": { "email": APPROVER } });
+            if let Some(Answer {
+                status: 200,
+                body: Some(view),
+                ..
+            }) = post(&http, url, body, None).await
+            {
+                acknowledge(&log, &view);
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_replicas_share_one_database_through_a_sigkill() {
+    let Some(url) = test_cluster::database().await else {
+        return;
+    };
+    let scratch = Scratch::new();
+    write_config(&scratch, url.as_str(), "");
+    let a = start(&scratch, "a-0");
+    let b = start(&scratch, "b");
+    let http = reqwest::Client::new();
+
+    // An idempotent retry reaching the other replica returns the first request.
+    let body = new_request("retry@example.com");
+    let first = post(
+        &http,
+        format!("{}/v1/flows/manual/requests", a.url),
+        body.clone(),
+        Some("k-1"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(first.status, 201);
+    let again = post(
+        &http,
+        format!("{}/v1/flows/manual/requests", b.url),
+        body,
+        Some("k-1"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(again.status, 200, "a replay answers 200: {:?}", again.body);
+    let (first, again) = (first.body.unwrap(), again.body.unwrap());
+    assert_eq!(first["id"], again["id"], "the retry made a second request");
+
+    // Approvals racing on the two replicas: one wins, the other is told 409, and the
+    // request is approved (its hooks run) once.
+    for race in 0..6 {
+        let body = new_request(&format!("race{race}@example.com"));
+        let made = post(
+            &http,
+            format!("{}/v1/flows/manual/requests", a.url),
+            body,
+            None,
+        )
+        .await
+        .unwrap();
+        let id = made.body.unwrap()["id"].as_str().unwrap().to_string();
+        let approve = |replica: &str| {
+            let url = format!("{replica}/v1/requests/{id}/approve");
+            post(
+                &http,
+                url,
+                json!({ "approver": { "email": APPROVER } }),
+                None,
+            )
+        };
+        let (one, other) = tokio::join!(approve(&a.url), approve(&b.url));
+        let mut statuses = [one.unwrap().status, other.unwrap().status];
+        statuses.sort();
+        assert_eq!(statuses, [200, 409], "race {race}");
+        let view = get(&http, &format!("{}/v1/requests/{id}", b.url)).await;
+        let history = view["history"].as_array().unwrap();
+        assert_eq!(
+            count(history, "transition", "to", "approved"),
+            1,
+            "{view:#}"
+        );
+        assert_eq!(count(history, "hook", "hook", "on_approve"), 1, "{view:#}");
+    }
+
+    // Load over both; replica a is killed in the middle and started again after the load.
+    let log: Log = Arc::default();
+    let until = Instant::now() + LOAD_FOR;
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|c| {
+            tokio::spawn(client(
+                [a.url.clone(), b.url.clone()],
+                c,
+                until,
+                log.clone(),
+            ))
+        })
+        .collect();
+    tokio::time::sleep(LOAD_FOR / 3).await;
+    let killed_at = SystemTime::now();
+    kill(a);
+    for c in clients {
+        c.await.unwrap();
+    }
+    // Access granted just before the kill runs out while a is down.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let restarted_at = SystemTime::now();
+    let a = start(&scratch, "a-1");
+    let acks = log.lock().unwrap().clone();
+    assert!(
+        acks.len() > 2 * CLIENTS,
+        "too little load got through to test anything: {} acknowledged",
+        acks.len()
+    );
+    check_acknowledged(&a.url, &acks).await;
+    check_acknowledged(&b.url, &acks).await;
+
+    // Every access that ran out ended once (both replicas' sleepers saw it due), and some
+    // ran out while a was down. Requests a was working on when killed are resumed once its
+    // claims run out (`store::backend::CLAIM_LEASE_MS`), by either replica.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut expired_while_down = 0;
+    loop {
+        let list = get(&http, &format!("{}/v1/requests", b.url)).await;
+        let requests = list["requests"].as_array().unwrap().clone();
+        let now = SystemTime::now();
+        let waiting = requests.iter().any(|r| {
+            let overdue = r["state"] == "escalated"
+                && humantime::parse_rfc3339(r["expires_at"].as_str().unwrap()).unwrap()
+                    + Duration::from_millis(500)
+                    < now;
+            overdue || r["state"] == "requested" || r["state"] == "approved"
+        });
+        if waiting {
+            assert!(
+                Instant::now() < deadline,
+                "requests rest in passing states or past their expiry: {list:#}"
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            continue;
+        }
+        for request in &requests {
+            let id = request["id"].as_str().unwrap();
+            let view = get(&http, &format!("{}/v1/requests/{id}", a.url)).await;
+            let history = view["history"].as_array().unwrap();
+            for to in ["requested", "pending", "approved", "denied", "escalated"] {
+                assert!(
+                    count(history, "transition", "to", to) <= 1,
+                    "{id} entered {to} more than once: {view:#}"
+                );
+            }
+            if view["state"] != "deescalated" {
+                continue;
+            }
+            assert_eq!(
+                count(history, "transition", "to", "deescalated"),
+                1,
+                "{view:#}"
+            );
+            assert_eq!(
+                count(history, "hook", "hook", "on_deescalate"),
+                1,
+                "{view:#}"
+            );
+            let expired = humantime::parse_rfc3339(view["expires_at"].as_str().unwrap()).unwrap();
+            if killed_at <= expired && expired < restarted_at {
+                expired_while_down += 1;
+            }
+        }
+        break;
+    }
+    eprintln!(
+        "{} answers acknowledged; {expired_while_down} accesses ran out while replica a was down",
+        acks.len()
+    );
+    assert!(
+        expired_while_down > 0,
+        "no access ran out while replica a was down; the outage is too short to test expiries"
+    );
+    kill(a);
+    kill(b);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_database_restart_answers_503_with_retry_after_and_the_replicas_recover() {
+    let Some(server) = tokio::task::spawn_blocking(test_cluster::dedicated)
+        .await
+        .unwrap()
+    else {
+        return;
+    };
+    let scratch = Scratch::new();
+    write_config(&scratch, &server.url(), "");
+    let (a, b) = (start(&scratch, "a"), start(&scratch, "b"));
+    let urls = [a.url.clone(), b.url.clone()];
+    let http = reqwest::Client::new();
+    for url in &urls {
+        let ready = http.get(format!("{url}/readyz")).send().await.unwrap();
+        assert_eq!(
+            ready.status(),
+            200,
+            "{url} is ready while the database runs"
+        );
+    }
+
+    // Clients submit to both replicas until told to stop, keeping every answer.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let answers: Arc<Mutex<Vec<Answered>>> = Arc::default();
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|c| {
+            let (urls, stop, answers) = (urls.clone(), stop.clone(), answers.clone());
+            tokio::spawn(async move {
+                let http = reqwest::Client::new();
+                let mut n = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let url = format!("{}/v1/flows/manual/requests", urls[n % 2]);
+                    let body = new_request(&format!("d{c}-{n}@example.com"));
+                    n += 1;
+                    if let Some(answer) = post(&http, url, body, None).await {
+                        answers.lock().unwrap().push((
+                            answer.status,
+                            answer.retry_after,
+                            answer.body,
+                        ));
+                    }
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            })
+        })
+        .collect();
+
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let mut server = tokio::task::spawn_blocking(move || {
+        let mut server = server;
+        server.stop();
+        server
+    })
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    for url in &urls {
+        let ready = http.get(format!("{url}/readyz")).send().await.unwrap();
+        assert_eq!(
+            ready.status(),
+            503,
+            "{url} is not ready without its database"
+        );
+        assert!(ready.headers().contains_key("retry-after"));
+        let text = ready.text().await.unwrap();
+        assert!(
+            text.contains("the store does not answer") && !text.contains("127.0.0.1"),
+            "says why without naming the database to anyone who asks: {text}"
+        );
+        let live = http.get(format!("{url}/healthz")).send().await.unwrap();
+        assert_eq!(live.status(), 200, "{url} is alive all the same");
+    }
+    let down = answers.lock().unwrap().len();
+    server = tokio::task::spawn_blocking(move || {
+        server.run().expect("the cluster starts again");
+        server
+    })
+    .await
+    .unwrap();
+
+    // Back by themselves: both ready and storing requests again.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for url in &urls {
+        loop {
+            let ready = http.get(format!("{url}/readyz")).send().await.unwrap();
+            if ready.status() == 200 {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{url} did not become ready again"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for c in clients {
+        c.await.unwrap();
+    }
+    for url in &urls {
+        let body = new_request("after@example.com");
+        let made = post(&http, format!("{url}/v1/flows/manual/requests"), body, None)
+            .await
+            .unwrap();
+        assert_eq!(made.status, 201, "{url} stores requests again");
+    }
+
+    let answers = std::mem::take(&mut *answers.lock().unwrap());
+    let statuses: BTreeSet<u16> = answers.iter().map(|(s, _, _)| *s).collect();
+    assert!(
+        statuses.is_subset(&BTreeSet::from([201, 503])),
+        "only 201 and 503 while the database restarts: {statuses:?}"
+    );
+    let unavailable = answers.iter().filter(|(s, _, _)| *s == 503).count();
+    assert!(
+        unavailable > 0,
+        "no client was told 503 while the database was down ({down} answers by then)"
+    );
+    for (status, retry_after, body) in answers.iter() {
+        if *status == 503 {
+            assert!(retry_after.is_some(), "a 503 without Retry-After: {body:?}");
+        }
+    }
+    // Every 201 a client got is stored, with the history it was shown.
+    let acks: Vec<Acknowledged> = answers
+        .iter()
+        .filter(|(s, _, _)| *s == 201)
+        .filter_map(|(_, _, body)| body.as_ref())
+        .map(|view| Acknowledged {
+            id: view["id"].as_str().unwrap().to_string(),
+            state: view["state"].as_str().unwrap().to_string(),
+            history: view["history"].as_array().unwrap().clone(),
+        })
+        .collect();
+    assert!(
+        acks.len() > CLIENTS,
+        "too little load: {} stored",
+        acks.len()
+    );
+    check_acknowledged(&urls[0], &acks).await;
+    eprintln!(
+        "{} requests stored, {unavailable} answered 503 while the database restarted",
+        acks.len()
+    );
+    kill(a);
+    kill(b);
+    drop(server);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn each_notification_is_sent_once_by_one_of_the_replicas() {
+    let Some(url) = test_cluster::database().await else {
+        return;
+    };
+    const KEY: &str = "signing-key-for-replica-tests";
+    const REQUESTS: usize = 24;
+    let receiver = Receiver::start(KEY, 0).await;
+    let scratch = Scratch::new();
+    scratch.write("signing.key", KEY);
+    // Both replicas deliver the same outbox: each wakes on its own commits and looks every
+    // second for the other's.
+    let channel = format!(
+        r#"notify = {{ waiting = ["hook"] }}
+
+[secrets.signing]
+source = "file"
+path = "signing.key"
+
+[channels.hook]
+type = "webhook"
+url = "{}"
+signing_secret = "signing"
+"#,
+        receiver.url("/ok/hook")
+    );
+    write_config(&scratch, url.as_str(), &channel);
+    let (a, b) = (start(&scratch, "a"), start(&scratch, "b"));
+    let http = reqwest::Client::new();
+    let mut ids = BTreeSet::new();
+    for n in 0..REQUESTS {
+        let replica = if n % 2 == 0 { &a.url } else { &b.url };
+        let body = new_request(&format!("n{n}@example.com"));
+        let made = post(
+            &http,
+            format!("{replica}/v1/flows/manual/requests"),
+            body,
+            None,
+        )
+        .await
+        .unwrap();
+        assert_eq!(made.status, 201);
+        ids.insert(made.body.unwrap()["id"].as_str().unwrap().to_string());
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while receiver.got().len() < REQUESTS {
+        assert!(
+            Instant::now() < deadline,
+            "{} of {REQUESTS} notifications arrived",
+            receiver.got().len()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Long enough for a second sending to show: both replicas look at least every second.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let got = receiver.got();
+    assert!(got.iter().all(|r| r.signature_ok == Some(true)), "{got:?}");
+    let deliveries: BTreeSet<_> = got.iter().map(|r| r.delivery.clone()).collect();
+    let requests: BTreeSet<String> = got
+        .iter()
+        .map(|r| r.body["request_id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        got.len(),
+        REQUESTS,
+        "a notification was sent twice: {got:#?}"
+    );
+    assert_eq!(deliveries.len(), REQUESTS);
+    assert_eq!(requests, ids, "one notification per request");
+    // The outbox is empty, as both replicas' metrics say.
+    for replica in [&a.url, &b.url] {
+        let metrics = http.get(format!("{replica}/metrics")).send().await.unwrap();
+        let text = metrics.text().await.unwrap();
+        assert!(
+            text.contains("warden_outbox_depth{channel=\"hook\"} 0")
+                || !text.contains("warden_outbox_depth{"),
+            "{text}"
+        );
+        assert!(
+            text.contains("warden_requests{state=\"pending\"} 24"),
+            "{text}"
+        );
+        // Each replica stored half the requests and counts its own writes.
+        let writes: f64 = text
+            .lines()
+            .find_map(|l| l.strip_prefix("warden_store_writes_total "))
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or_default();
+        assert!(writes >= 2.0 * (REQUESTS / 2) as f64, "{text}");
+    }
+    kill(a);
+    kill(b);
+}
+
+/// `warden` with `args`, `stdin` fed in; (success, stdout, stderr).
+fn warden(args: &[&str], stdin: &str) -> (bool, String, String) {
+    use std::io::Write;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_warden"))
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run warden");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    (out.status.success(), text(&out.stdout), text(&out.stderr))
+}
+
+#[tokio::test]
+async fn check_and_hook_run_on_the_postgresql_store() {
+    let Some(url) = test_cluster::database().await else {
+        return;
+    };
+    let scratch = Scratch::new();
+    write_config(&scratch, url.as_str(), "");
+    let config = scratch.path().join("warden.toml");
+    let config = config.to_str().unwrap();
+    let (ok, out, err) = warden(&["check", "--config", config], "");
+    assert!(ok, "{err}");
+    assert!(out.contains(&format!("store {}", url.as_str())), "{out}");
+    // The hook's plugin persists an identity: into the database, where `warden users` (and
+    // every replica) finds it.
+    let event = r#"{"user":{"email":"hook@example.com"},"fields":{}}"#;
+    let args = [
+        "hook", "--config", config, "--flow", "persist", "--event", "-",
+    ];
+    let (ok, out, err) = warden(&args, event);
+    assert!(ok, "{out}{err}");
+    let (ok, out, err) = warden(&["users", "--config", config, "list"], "");
+    assert!(ok, "{err}");
+    assert!(
+        out.lines()
+            .any(|l| l.contains("hook@example.com") && l.contains("user-1")),
+        "{out}"
+    );
+}
