@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use warden::capabilities::http::{
-    HopRequest, HopResponse, Lookup, ReqwestTransport, Transport, TransportError,
+    HopRequest, HopResponse, Lookup, NetworkTransport, Transport, TransportError,
 };
 use warden::capabilities::refusal::MAX_REFUSALS_PER_EVENT;
 use warden::secrets::SecretStore;
@@ -249,7 +249,7 @@ async fn a_trap_in_after_request_fails_closed_and_on_request_is_unaffected() {
 /// in the host's checks shows up as a failed assertion, never as traffic to a real internal
 /// address.
 struct LoopbackOnly {
-    real: ReqwestTransport,
+    real: NetworkTransport,
     outside: Mutex<Vec<String>>,
 }
 
@@ -276,7 +276,7 @@ async fn redirects_to_loopback_metadata_or_private_addresses_are_refused() {
     let allowed = TestServer::start().await;
     let internal = TestServer::start().await;
     let guard = Arc::new(LoopbackOnly {
-        real: ReqwestTransport::new().unwrap(),
+        real: NetworkTransport::new().unwrap(),
         outside: Mutex::default(),
     });
     let targets = [
@@ -373,7 +373,7 @@ async fn dns_rebinding_an_allowed_name_to_an_internal_address_is_refused() {
         .insert("svc.localhost".into(), addrs(&["127.0.0.1"]));
     let lookup = Arc::new(lookup);
     let transport: Arc<dyn Transport> =
-        Arc::new(ReqwestTransport::with_lookup(lookup.clone()).unwrap());
+        Arc::new(NetworkTransport::with_lookup(lookup.clone()).unwrap());
 
     let mut flows: Vec<(String, String)> = rebinds
         .iter()

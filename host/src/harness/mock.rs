@@ -456,6 +456,7 @@ mod tests {
             headers: headers.iter().collect(),
             body: Some(body),
             timeout: Duration::from_secs(1),
+            within_hook_deadline: false,
             max_body: 1 << 20,
         };
         transport.send(hop).await.unwrap_err();

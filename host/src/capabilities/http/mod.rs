@@ -17,10 +17,11 @@
 //! the plugin holds it: `http/lifted.rs`), and what is recorded of a call is cut to the
 //! event's budget (see [`crate::runtime::budget`]).
 //!
-//! Each hop goes through a [`Transport`]: the real client ([`ReqwestTransport`]) or, in the
+//! Each hop goes through a [`Transport`]: the real network ([`NetworkTransport`]) or, in the
 //! test harness, mocks. The checks above happen before the transport sees a request, so a
 //! mock never widens what a flow may reach.
 
+mod client;
 mod headers;
 mod lifted;
 mod transport;
@@ -48,11 +49,12 @@ pub const MAX_REDIRECTS: usize = 5;
 
 mod record;
 
+pub use client::{IDLE_TIMEOUT, MAX_IDLE, MAX_IDLE_PER_ORIGIN};
 use lifted::{Asked, RequestView};
 pub use record::{
     HttpCall, MAX_BODY_BYTES, MAX_HEADER_BYTES, MAX_HEADERS, MAX_RECORDED_CALLS, MAX_URL_BYTES,
 };
-pub use transport::{AddressRefused, Lookup, ReqwestTransport, filter_addresses, too_large};
+pub use transport::{AddressRefused, Lookup, NetworkTransport, filter_addresses, too_large};
 
 /// One hop of a request, as the host sends it after every check has passed.
 #[derive(Debug)]
@@ -63,6 +65,9 @@ pub struct HopRequest<'a> {
     pub headers: Vec<&'a OutgoingHeader>,
     pub body: Option<&'a [u8]>,
     pub timeout: Duration,
+    /// `timeout` is what is left of the hook's own time: the hook's deadline ends the hop at
+    /// that moment, so the transport needs no timer of its own.
+    pub within_hook_deadline: bool,
     /// The flow's `response_max_bytes`: a longer body is [`TransportError::TooLarge`].
     pub max_body: u64,
 }
@@ -162,9 +167,9 @@ pub struct HttpState {
 
 impl HttpState {
     /// The real network.
-    pub fn new(secrets: Arc<SecretStore>) -> Result<Self, reqwest::Error> {
+    pub fn new(secrets: Arc<SecretStore>) -> Result<Self, TransportError> {
         Ok(Self::with_transport(
-            Arc::new(ReqwestTransport::new()?),
+            Arc::new(NetworkTransport::new()?),
             secrets,
         ))
     }
@@ -239,7 +244,13 @@ impl HttpView<'_> {
     /// Sends what the plugin asked for, if its flow allows it, and records the call.
     pub async fn send(&mut self, asked: Asked) -> wasmtime::Result<Result<Response, HttpError>> {
         let method = method_name(asked.method);
-        let shown = self.instance.describe(&asked.url);
+        // Parsed once: for the record, and to send.
+        let parsed = asked
+            .url
+            .whole()
+            .filter(|url| url.len() <= MAX_URL_BYTES)
+            .map(Url::parse);
+        let shown = self.instance.describe(parsed.as_ref());
         // Measured before the host copied or parsed any of it.
         let mut request = match asked.request {
             Ok(request) => request,
@@ -257,7 +268,7 @@ impl HttpView<'_> {
             ))),
             Ok(headers) => {
                 self.instance.sent += 1;
-                let answer = self.instance.execute(request, headers).await;
+                let answer = self.instance.execute(request, parsed, headers).await;
                 answer.map_err(CallError::Http)
             }
         };
@@ -359,31 +370,34 @@ impl HttpInstance {
             .map_err(|reason| self.refuse(format!("flow `{}`: {reason}", flow.name)))
     }
 
-    fn timeout(&self, asked: Option<u32>) -> Result<Duration, HttpError> {
+    /// The request's timeout, and whether it is what is left of the hook's own time.
+    fn timeout(&self, asked: Option<u32>) -> Result<(Duration, bool), HttpError> {
         let left = self.deadline.saturating_duration_since(Instant::now());
-        let timeout = [
-            Some(left),
+        let shorter = [
             self.flow.limits.http_timeout,
             asked.map(|ms| Duration::from_millis(ms.into())),
         ]
         .into_iter()
         .flatten()
         .min()
-        .unwrap_or(left);
+        .filter(|shorter| *shorter < left);
+        let timeout = shorter.unwrap_or(left);
         if timeout.is_zero() {
             return Err(HttpError::Timeout(
                 "no time is left before the hook's deadline".into(),
             ));
         }
-        Ok(timeout)
+        Ok((timeout, shorter.is_none()))
     }
 
     async fn execute(
         &mut self,
         request: Request,
+        parsed: Option<Result<Url, url::ParseError>>,
         headers: Vec<OutgoingHeader>,
     ) -> Result<Response, HttpError> {
-        let mut url = Url::parse(&request.url).map_err(|e| {
+        let parsed = parsed.unwrap_or_else(|| Url::parse(&request.url));
+        let mut url = parsed.map_err(|e| {
             HttpError::Invalid(format!("`{}` is not a valid URL: {e}", quote(&request.url)))
         })?;
         if !request.query.is_empty() {
@@ -395,7 +409,7 @@ impl HttpInstance {
         let first_origin = url.origin();
         let mut method = to_reqwest(request.method);
         let mut body = request.body;
-        let timeout = self.timeout(request.timeout_ms)?;
+        let (timeout, within_hook_deadline) = self.timeout(request.timeout_ms)?;
         let started = Instant::now();
         let max_body = self.flow.limits.response_max_bytes;
 
@@ -422,6 +436,7 @@ impl HttpInstance {
                     headers: hop_headers,
                     body: body.as_deref(),
                     timeout: left,
+                    within_hook_deadline,
                     max_body,
                 })
                 .await?;

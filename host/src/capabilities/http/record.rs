@@ -7,7 +7,6 @@ use super::{CallError, HttpInstance};
 use crate::config::origin;
 use crate::runtime::bindings::warden::plugin::http::{HttpError, Response};
 use crate::runtime::budget::{self, MAX_URL_PART_BYTES};
-use crate::runtime::lift::Passed;
 
 /// HTTP calls recorded per event (for the report and metrics); past this, or past the
 /// event's budget for calls, they are counted.
@@ -56,15 +55,16 @@ type Shown = (String, String, Option<String>);
 impl HttpInstance {
     /// What to record of `url`: not the text itself, which is the plugin's, of any length,
     /// and whose origin may become a metrics label.
-    pub(super) fn describe(&self, url: &Passed) -> Shown {
-        let Some(url) = url.whole().filter(|u| u.len() <= MAX_URL_BYTES) else {
+    /// `url` is the plugin's URL parsed, `None` when it is over [`MAX_URL_BYTES`].
+    pub(super) fn describe(&self, url: Option<&Result<Url, url::ParseError>>) -> Shown {
+        let Some(url) = url else {
             return (
                 format!("(a URL over {MAX_URL_BYTES} bytes)"),
                 String::new(),
                 None,
             );
         };
-        match Url::parse(url) {
+        match url {
             Ok(u) => (
                 budget::cut(&origin(&u), MAX_URL_PART_BYTES).into_owned(),
                 budget::cut(u.path(), MAX_URL_PART_BYTES).into_owned(),

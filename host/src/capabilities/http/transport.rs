@@ -1,100 +1,261 @@
-//! The network behind `warden:plugin/http`: one pooled client whose resolver hands the
-//! connector only addresses a plugin may reach, and how its errors read.
+//! The network behind `warden:plugin/http`: connections kept per origin and driven on the
+//! hook's own task (`http/client.rs`), a resolver that hands the connector only addresses a
+//! plugin may reach, and how its errors read.
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_trait::async_trait;
-use reqwest::dns::{Addrs, Name, Resolve, Resolving};
-use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
-use url::Url;
+use bytes::Bytes;
+use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
+use tokio::net::TcpStream;
+use url::{Host, Position, Url};
 
+use super::client::{Conn, Failed, Key, Pool, RequestBody, Stream};
 use super::{HopRequest, HopResponse, OutgoingHeader, OutgoingValue, Transport, TransportError};
 use crate::config::{is_localhost_name, is_public, origin};
 
-/// The real network, through one client so connections are pooled across events and flows.
-pub struct ReqwestTransport {
-    client: reqwest::Client,
+const USER_AGENT: &str = concat!("warden/", env!("CARGO_PKG_VERSION"));
+
+/// Pooled connections tried for one request before a new one is opened: each was found
+/// closed by the server while idle (the request was handed back unsent).
+const STALE_TRIES: usize = 3;
+
+/// The real network. One per host process, so connections are kept across events and flows.
+pub struct NetworkTransport {
+    lookup: Arc<dyn Lookup>,
+    tls: tokio_rustls::TlsConnector,
+    pool: Pool,
 }
 
-impl ReqwestTransport {
-    pub fn new() -> Result<Self, reqwest::Error> {
+impl NetworkTransport {
+    pub fn new() -> Result<Self, TransportError> {
         Self::with_lookup(Arc::new(SystemLookup))
     }
 
-    /// The real client with names resolved by `lookup` instead of the system resolver; the
+    /// The real network with names resolved by `lookup` instead of the system resolver; the
     /// address filter still applies to what it returns. For tests that need a name to
     /// resolve to a chosen address (DNS rebinding); no config setting reaches it.
-    pub fn with_lookup(lookup: Arc<dyn Lookup>) -> Result<Self, reqwest::Error> {
-        let client = reqwest::Client::builder()
-            .use_rustls_tls()
-            // Redirects are followed by the host, one checked hop at a time.
-            .redirect(reqwest::redirect::Policy::none())
-            // A proxy from the environment would connect on the plugin's behalf, out of
-            // reach of the address checks.
-            .no_proxy()
-            // The only resolver the connector uses: the addresses checked here are the ones
-            // connected to, so a name cannot pass a check and then resolve elsewhere.
-            .dns_resolver(Arc::new(PublicOnlyResolver { lookup }))
-            .user_agent(concat!("warden/", env!("CARGO_PKG_VERSION")))
-            .pool_idle_timeout(Duration::from_secs(60))
-            .build()?;
-        Ok(Self { client })
-    }
-}
-
-/// The most of a response body reserved before its bytes arrive.
-const PREALLOCATED_BODY_BYTES: u64 = 64 << 10;
-
-#[async_trait]
-impl Transport for ReqwestTransport {
-    async fn send(&self, hop: HopRequest<'_>) -> Result<HopResponse, TransportError> {
-        let url = hop.url;
-        let response = self
-            .client
-            .request(hop.method.clone(), url.clone())
-            .headers(header_map(&hop.headers, url)?)
-            .timeout(hop.timeout);
-        let response = match hop.body {
-            Some(b) => response.body(b.to_vec()),
-            None => response,
-        };
-        let mut response = response.send().await.map_err(|e| classify(&e, url))?;
-        let status = response.status().as_u16();
-        let headers = response
-            .headers()
-            .iter()
-            .map(|(k, v)| (k.as_str().to_string(), v.as_bytes().to_vec()))
-            .collect();
-        let declared = response.content_length();
-        if declared.is_some_and(|len| len > hop.max_body) {
-            return Err(too_large(url, hop.max_body));
-        }
-        // Sized from a declared length so a usual body is copied into place once, not grown
-        // chunk by chunk; at most PREALLOCATED_BODY_BYTES ahead of the bytes, so a server
-        // that declares much and sends little does not make the host hold it.
-        let mut collected =
-            Vec::with_capacity(declared.unwrap_or(0).min(PREALLOCATED_BODY_BYTES) as usize);
-        while let Some(chunk) = response.chunk().await.map_err(|e| classify(&e, url))? {
-            if (collected.len() + chunk.len()) as u64 > hop.max_body {
-                return Err(too_large(url, hop.max_body));
-            }
-            collected.extend_from_slice(&chunk);
-        }
-        Ok(HopResponse {
-            status,
-            headers,
-            body: collected,
+    pub fn with_lookup(lookup: Arc<dyn Lookup>) -> Result<Self, TransportError> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut roots = rustls::RootCertStore::empty();
+        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+        let mut config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| TransportError::Invalid(format!("TLS: {e}")))?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(Self {
+            lookup,
+            tls: tokio_rustls::TlsConnector::from(Arc::new(config)),
+            pool: Pool::default(),
         })
     }
+
+    /// Idle connections kept for later requests.
+    pub fn idle_connections(&self) -> usize {
+        self.pool.idle()
+    }
+
+    /// Sends the hop on a kept connection to its origin, or on a new one, and reads the
+    /// whole answer.
+    async fn exchange(&self, hop: &HopRequest<'_>) -> Result<HopResponse, TransportError> {
+        let url = hop.url;
+        let key = key(url)?;
+        let mut request = request(hop)?;
+        let mut stale = 0;
+        loop {
+            let (mut conn, pooled) = match self.pool.take(&key) {
+                Some(conn) if stale < STALE_TRIES => (conn, true),
+                _ => (self.connect(url, &key).await?, false),
+            };
+            match conn.exchange(request, hop.max_body).await {
+                Ok((parts, body)) => {
+                    self.pool.put(key, conn);
+                    let headers = parts
+                        .headers
+                        .iter()
+                        .map(|(k, v)| (k.as_str().to_string(), v.as_bytes().to_vec()))
+                        .collect();
+                    return Ok(HopResponse {
+                        status: parts.status.as_u16(),
+                        headers,
+                        body,
+                    });
+                }
+                // Closed by the server while it waited: nothing was sent, so it goes on another.
+                Err(Failed::NotSent(unsent)) if pooled => {
+                    stale += 1;
+                    request = unsent;
+                }
+                Err(Failed::NotSent(_)) => {
+                    return Err(TransportError::Connect(format!(
+                        "{}: the connection closed before the request was sent",
+                        origin(url)
+                    )));
+                }
+                Err(Failed::TooLarge) => return Err(too_large(url, hop.max_body)),
+                Err(Failed::Error(e)) => {
+                    return Err(TransportError::Connect(format!(
+                        "{}: {}",
+                        origin(url),
+                        error_chain(&e)
+                    )));
+                }
+            }
+        }
+    }
+
+    /// A new connection to `url`'s origin, at an address the filter kept.
+    async fn connect(&self, url: &Url, key: &Key) -> Result<Conn, TransportError> {
+        let addrs = match url.host() {
+            // An address is reached only when an allowed_hosts entry names it (checked
+            // before the hop): no lookup, nothing to filter.
+            Some(Host::Ipv4(ip)) => vec![SocketAddr::new(ip.into(), key.port)],
+            Some(Host::Ipv6(ip)) => vec![SocketAddr::new(ip.into(), key.port)],
+            Some(Host::Domain(name)) => {
+                let found = self.lookup.lookup(name).await.map_err(|e| {
+                    TransportError::Connect(format!(
+                        "{}: cannot resolve `{name}`: {e}",
+                        origin(url)
+                    ))
+                })?;
+                filter_addresses(name, found)
+                    .map_err(|refused| TransportError::Denied(refused.to_string()))?
+                    .into_iter()
+                    .map(|a| SocketAddr::new(a.ip(), key.port))
+                    .collect()
+            }
+            None => {
+                return Err(TransportError::Invalid(format!(
+                    "`{}` has no host",
+                    origin(url)
+                )));
+            }
+        };
+        let connect_error = |e: &dyn fmt::Display| {
+            TransportError::Connect(format!("{}: cannot connect: {e}", origin(url)))
+        };
+        let mut last = None;
+        let mut tcp = None;
+        for addr in addrs {
+            match TcpStream::connect(addr).await {
+                Ok(stream) => {
+                    tcp = Some(stream);
+                    break;
+                }
+                Err(e) => last = Some(e),
+            }
+        }
+        let tcp = match (tcp, last) {
+            (Some(tcp), _) => tcp,
+            (None, Some(e)) => return Err(connect_error(&e)),
+            (None, None) => return Err(connect_error(&"the name has no address")),
+        };
+        // Requests are written whole: waiting to coalesce them only adds a round trip.
+        tcp.set_nodelay(true).map_err(|e| connect_error(&e))?;
+        let stream = if key.tls {
+            let name = match url.host() {
+                Some(Host::Domain(name)) => {
+                    rustls::pki_types::ServerName::try_from(name.to_string())
+                }
+                Some(Host::Ipv4(ip)) => Ok(IpAddr::from(ip).into()),
+                Some(Host::Ipv6(ip)) => Ok(IpAddr::from(ip).into()),
+                None => unreachable!("a host was found above"),
+            }
+            .map_err(|e| TransportError::Invalid(format!("{}: {e}", origin(url))))?;
+            let tls = self
+                .tls
+                .connect(name, tcp)
+                .await
+                .map_err(|e| TransportError::Connect(format!("{}: TLS: {e}", origin(url))))?;
+            Stream::Tls(Box::new(tls))
+        } else {
+            Stream::Plain(tcp)
+        };
+        Conn::handshake(stream)
+            .await
+            .map_err(|e| connect_error(&error_chain(&e)))
+    }
 }
 
-/// The hop's headers as the client sends them, made in one map of the right size. A sealed
-/// value is marked sensitive, so the client never indexes or prints it.
-fn header_map(headers: &[&OutgoingHeader], url: &Url) -> Result<HeaderMap, TransportError> {
-    let mut map = HeaderMap::with_capacity(headers.len());
+#[async_trait]
+impl Transport for NetworkTransport {
+    async fn send(&self, hop: HopRequest<'_>) -> Result<HopResponse, TransportError> {
+        if hop.within_hook_deadline {
+            // The hook's own deadline ends the exchange at this same moment.
+            return self.exchange(&hop).await;
+        }
+        match tokio::time::timeout(hop.timeout, self.exchange(&hop)).await {
+            Ok(answer) => answer,
+            Err(_) => Err(TransportError::Timeout(format!(
+                "{} timed out after {} ms",
+                origin(hop.url),
+                hop.timeout.as_millis()
+            ))),
+        }
+    }
+}
+
+/// Where `url`'s connections go.
+fn key(url: &Url) -> Result<Key, TransportError> {
+    let tls = match url.scheme() {
+        "https" => true,
+        "http" => false,
+        other => {
+            return Err(TransportError::Invalid(format!(
+                "`{other}` URLs are not sent: only http and https"
+            )));
+        }
+    };
+    Ok(Key {
+        tls,
+        host: url.host_str().unwrap_or_default().to_string(),
+        port: url
+            .port_or_known_default()
+            .unwrap_or(if tls { 443 } else { 80 }),
+    })
+}
+
+/// The hop as hyper sends it: origin-form target, `Host` from the checked URL, the headers
+/// in one map of the right size.
+fn request(hop: &HopRequest<'_>) -> Result<hyper::Request<RequestBody>, TransportError> {
+    let url = hop.url;
+    let target = &url[Position::BeforePath..Position::AfterQuery];
+    let uri = hyper::Uri::try_from(target).map_err(|e| {
+        TransportError::Invalid(format!("{}: the path cannot be sent: {e}", origin(url)))
+    })?;
+    let body = hop.body.map(Bytes::copy_from_slice).unwrap_or_default();
+    let mut request = hyper::Request::new(RequestBody::new(body));
+    *request.method_mut() = hop.method.clone();
+    *request.uri_mut() = uri;
+    let mut headers = header_map(&hop.headers, url, 3)?;
+    let host = &url[Position::BeforeHost..Position::BeforePath];
+    let host = HeaderValue::from_str(host).map_err(|_| {
+        TransportError::Invalid(format!("{}: the host cannot be sent", origin(url)))
+    })?;
+    headers.insert(header::HOST, host);
+    if !headers.contains_key(header::USER_AGENT) {
+        headers.insert(header::USER_AGENT, HeaderValue::from_static(USER_AGENT));
+    }
+    if !headers.contains_key(header::ACCEPT) {
+        headers.insert(header::ACCEPT, HeaderValue::from_static("*/*"));
+    }
+    *request.headers_mut() = headers;
+    Ok(request)
+}
+
+/// The hop's headers as the client sends them, made in one map of the right size (`extra`:
+/// room for the host's own). A sealed value is marked sensitive, so the client never
+/// indexes or prints it.
+fn header_map(
+    headers: &[&OutgoingHeader],
+    url: &Url,
+    extra: usize,
+) -> Result<HeaderMap, TransportError> {
+    let mut map = HeaderMap::with_capacity(headers.len() + extra);
     for h in headers {
         // Names and values were checked before the hop (`http/headers.rs`): an error here is
         // one those checks did not foresee. It never quotes the value.
@@ -123,20 +284,6 @@ pub fn too_large(url: &Url, max: u64) -> TransportError {
     ))
 }
 
-fn classify(error: &reqwest::Error, url: &Url) -> TransportError {
-    let chain = error_chain(error);
-    if let Some(refused) = find_source::<AddressRefused>(error) {
-        return TransportError::Denied(refused.to_string());
-    }
-    if error.is_timeout() {
-        TransportError::Timeout(format!("{} timed out: {chain}", origin(url)))
-    } else if error.is_builder() {
-        TransportError::Invalid(chain)
-    } else {
-        TransportError::Connect(format!("{}: {chain}", origin(url)))
-    }
-}
-
 fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
     let mut parts = vec![error.to_string()];
     let mut source = error.source();
@@ -148,19 +295,6 @@ fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
         source = s.source();
     }
     parts.join(": ")
-}
-
-fn find_source<'e, E: std::error::Error + 'static>(
-    error: &'e (dyn std::error::Error + 'static),
-) -> Option<&'e E> {
-    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(error);
-    while let Some(e) = current {
-        if let Some(found) = e.downcast_ref::<E>() {
-            return Some(found);
-        }
-        current = e.source();
-    }
-    None
 }
 
 /// A name resolved only to addresses a plugin may not reach.
@@ -202,7 +336,9 @@ pub fn filter_addresses(
     }
 }
 
-/// Turns a host name into addresses; [`PublicOnlyResolver`] filters what it returns.
+/// Turns a host name into addresses; [`filter_addresses`] filters what it returns, and
+/// only the addresses it keeps are connected to: a name cannot pass a check and then
+/// resolve elsewhere.
 #[async_trait]
 pub trait Lookup: Send + Sync {
     async fn lookup(&self, host: &str) -> std::io::Result<Vec<SocketAddr>>;
@@ -215,22 +351,6 @@ struct SystemLookup;
 impl Lookup for SystemLookup {
     async fn lookup(&self, host: &str) -> std::io::Result<Vec<SocketAddr>> {
         Ok(tokio::net::lookup_host((host, 0)).await?.collect())
-    }
-}
-
-struct PublicOnlyResolver {
-    lookup: Arc<dyn Lookup>,
-}
-
-impl Resolve for PublicOnlyResolver {
-    fn resolve(&self, name: Name) -> Resolving {
-        let host = name.as_str().to_string();
-        let lookup = self.lookup.clone();
-        Box::pin(async move {
-            let addrs = lookup.lookup(&host).await?;
-            let kept = filter_addresses(&host, addrs)?;
-            Ok(Box::new(kept.into_iter()) as Addrs)
-        })
     }
 }
 
@@ -262,7 +382,7 @@ mod tests {
             },
         ];
         let url = Url::parse("http://127.0.0.1:9/").unwrap();
-        let map = header_map(&headers.iter().collect::<Vec<_>>(), &url).unwrap();
+        let map = header_map(&headers.iter().collect::<Vec<_>>(), &url, 0).unwrap();
         let tags: Vec<_> = map.get_all("x-tag").iter().collect();
         assert_eq!(tags, ["one", "two"]);
         assert!(!map["accept"].is_sensitive());
@@ -276,7 +396,7 @@ mod tests {
                 value: SecretValue::new("s\u{7f}cret"),
             },
         };
-        let TransportError::Invalid(error) = header_map(&[&bad], &url).unwrap_err() else {
+        let TransportError::Invalid(error) = header_map(&[&bad], &url, 0).unwrap_err() else {
             panic!("not invalid");
         };
         assert!(error.contains("`X-Api-Key`"), "{error}");
