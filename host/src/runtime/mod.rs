@@ -2,6 +2,7 @@
 
 pub(crate) mod bindings;
 pub mod budget;
+pub(crate) mod cpu_meter;
 pub(crate) mod engine;
 pub mod event;
 pub mod fault;
@@ -34,6 +35,7 @@ use crate::capabilities::http::{HttpState, Transport};
 use crate::capabilities::{AppState, Outcome};
 use crate::config::{Config, Flow};
 use crate::runtime::bindings::PluginPre;
+use crate::runtime::cpu_meter::CpuMeter;
 use crate::runtime::event::EventInput;
 use crate::runtime::fault::HostFault;
 use crate::runtime::hooks::{Decision, HookName};
@@ -44,11 +46,17 @@ use crate::secrets::SecretStore;
 type IdentityStore = dyn crate::store::backend::Backend;
 use instance::*;
 
-/// The longest the calls warden makes while loading a plugin (instantiating it and asking
-/// which hooks it implements) may take, whatever the flow's `timeout_ms`: they do no work a
-/// plugin needs time for, and a plugin that spins there must not hold up start-up or a reload
-/// for minutes.
+/// The most CPU time the calls warden makes while loading a plugin (instantiating it and
+/// asking which hooks it implements) may use, whatever the flow's `timeout_ms`: they do no
+/// work a plugin needs time for, and a plugin that spins there must not hold up start-up or a
+/// reload for minutes. CPU time, not wall time ([`cpu_meter`]): flows load at once, beside
+/// other plugins' compiles, and a load that waited for a CPU on a busy machine did nothing
+/// wrong. Also the longest a host call (HTTP) made while loading may take.
 pub(crate) const LOAD_CALL_LIMIT: Duration = Duration::from_secs(2);
+
+/// The longest a plugin's load calls may take in all, waiting for an instance slot or a CPU
+/// included: what bounds a load on a machine too busy to give it [`LOAD_CALL_LIMIT`].
+pub(crate) const LOAD_WAIT_LIMIT: Duration = Duration::from_secs(30);
 
 /// How to start a [`Warden`] other than with the defaults.
 #[derive(Default)]
@@ -215,8 +223,8 @@ impl Warden {
         Ok(loaded)
     }
 
-    /// Asks the plugin once, at load, which hooks it implements, within
-    /// [`LOAD_CALL_LIMIT`] at most.
+    /// Asks the plugin once, at load, which hooks it implements, within [`LOAD_CALL_LIMIT`]
+    /// of CPU time at most and [`LOAD_WAIT_LIMIT`] in all.
     async fn implemented_hooks(
         &self,
         loaded: &LoadedFlow,
@@ -224,21 +232,31 @@ impl Warden {
         let limits = &loaded.flow.limits;
         let limit = limits.timeout.min(LOAD_CALL_LIMIT);
         let within = format!(
-            "within {} ms (limits.timeout_ms, capped at {} ms while loading)",
+            "within {} ms of CPU time (limits.timeout_ms, capped at {} ms while loading) and {} s in all",
             limit.as_millis(),
-            LOAD_CALL_LIMIT.as_millis()
+            LOAD_CALL_LIMIT.as_millis(),
+            LOAD_WAIT_LIMIT.as_secs()
         );
         let started = Instant::now();
-        let Some(slot) = self.stores.slot(started + limit).await else {
-            let message = format!("no instance slot became free {within}");
+        let Some(slot) = self.stores.slot(started + LOAD_WAIT_LIMIT).await else {
+            let message = format!(
+                "no instance slot became free within {} s",
+                LOAD_WAIT_LIMIT.as_secs()
+            );
             return Err((message, Blame::Host));
         };
         let (mut store, _, stderr) = self.stores.new_store(loaded, slot);
+        // HTTP requests get `limit` of wall time, as in a hook; the plugin gets `limit` of
+        // CPU time, and the epoch callback's wall deadline only bounds the waiting.
         arm(&mut store, limit, started);
+        let meter = CpuMeter::new(limit);
+        let schedule = &mut store.data_mut().schedule;
+        schedule.set_deadline(started + LOAD_WAIT_LIMIT);
+        schedule.set_cpu_limit(meter.clone());
         let pre = loaded.pre.instance_pre().clone();
         let export = loaded.implemented_export;
-        let ask: sched::Work<_> = Box::pin(async move {
-            let answer = tokio::time::timeout(limit, async {
+        let ask: sched::Work<_> = meter.meter(Box::pin(async move {
+            let answer = tokio::time::timeout_at((started + LOAD_WAIT_LIMIT).into(), async {
                 let instance = pre
                     .instantiate_async(&mut store)
                     .await
@@ -252,7 +270,7 @@ impl Warden {
             })
             .await;
             (store, answer)
-        });
+        }));
         let (store, answer) = sched::run(&loaded.share, ask).await;
         let asked = "when asked which hooks it implements";
         match answer {

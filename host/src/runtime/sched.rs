@@ -39,6 +39,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use crate::Unpoisoned;
+use crate::runtime::cpu_meter::CpuMeter;
 use wasmtime::UpdateDeadline;
 
 /// How often the epoch advances: how often a running hook is looked at.
@@ -161,6 +162,8 @@ pub(crate) struct Schedule {
     share: Arc<FlowShare>,
     /// None until the store is armed; wasm never runs before.
     deadline: Option<Instant>,
+    /// A limit on the CPU time the work may use besides the deadline (loading a plugin).
+    cpu: Option<Arc<CpuMeter>>,
 }
 
 impl Schedule {
@@ -168,18 +171,26 @@ impl Schedule {
         Self {
             share,
             deadline: None,
+            cpu: None,
         }
     }
 
     pub(crate) fn set_deadline(&mut self, deadline: Instant) {
         self.deadline = Some(deadline);
     }
+
+    /// Interrupts the work once `meter` says it has used its CPU time.
+    pub(crate) fn set_cpu_limit(&mut self, meter: Arc<CpuMeter>) {
+        self.cpu = Some(meter);
+    }
 }
 
 /// The store's epoch callback: see the module's documentation.
 pub(crate) fn on_epoch(schedule: &Schedule) -> wasmtime::Result<UpdateDeadline> {
     let now = Instant::now();
-    if schedule.deadline.is_none_or(|deadline| now >= deadline) {
+    if schedule.deadline.is_none_or(|deadline| now >= deadline)
+        || schedule.cpu.as_ref().is_some_and(|meter| meter.exhausted())
+    {
         return Ok(UpdateDeadline::Interrupt);
     }
     // Ticks seen pass since the current run began: with none, the hook only came back from a

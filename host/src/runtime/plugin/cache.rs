@@ -7,8 +7,11 @@
 //! saying why. By default the folder is the user's own cache folder ([`user_cache_dir`]).
 
 use std::ffi::OsString;
+use std::fs::File;
 use std::hash::{Hash, Hasher};
+use std::io::{Read, Seek};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
 
 use sha2::{Digest, Sha256};
 use wasmtime::Engine;
@@ -69,25 +72,49 @@ fn user_cache_dir_from(xdg_cache_home: Option<OsString>, home: Option<PathBuf>) 
 /// compatibility hash. An entry is used only if this user owns the folder and the entry, no
 /// one else can write either, and the entry's own checksum still matches: anything else is
 /// compiled again, never deserialized.
+///
+/// A start from the cache neither reads nor hashes what it can avoid (BENCHMARKS.md, "Python
+/// plugins": a Python plugin is 20 MB and its entry 36 MB): the plugin file's sha256 is found
+/// by its identity (device, inode, size, modification and change times) when an earlier start
+/// recorded it, and the entry's artifact is mapped by wasmtime from the file, not read and
+/// copied, after a CRC32 over it (torn or damaged files; trust comes from the ownership
+/// checks, not from the checksum).
 pub struct PluginCache {
     /// The folder, or why there is none.
     dir: Result<PathBuf, String>,
+    /// [`SETTLED`], but in tests.
+    settled: Duration,
 }
 
-/// An entry is one file, so that its description and its artifact are replaced together by
-/// one rename: `MAGIC`, a format byte, the artifact's sha256, then the artifact.
-const MAGIC: &[u8; 8] = b"wardenC1";
-const HEADER_LEN: usize = MAGIC.len() + 1 + 32;
+/// An entry is two files named after the plugin's sha256 and the engine: `NAME.cwasm`, the
+/// artifact exactly as `Component::serialize` wrote it (so that wasmtime can map it), and
+/// `NAME.meta`, its description: `META_MAGIC`, a format byte, the artifact's CRC32 and length.
+/// Each is replaced whole by a rename; an artifact and a description written by two racing
+/// compiles of the same plugin that do not match are caught by the checksum.
+const META_MAGIC: &[u8; 8] = b"wardenC2";
+const META_LEN: usize = META_MAGIC.len() + 1 + 4 + 8;
+
+/// `ID.id` names the sha256 of the plugin file whose identity hashes to `ID`.
+const ID_MAGIC: &[u8; 8] = b"wardenI1";
+
+/// A plugin file's identity is recorded only when its times are this much older than the
+/// read that hashed it: a file changed again within the granularity of its filesystem's
+/// clock (up to 2 s) would otherwise keep the identity of the content that was hashed.
+const SETTLED: Duration = Duration::from_secs(3);
 
 impl PluginCache {
     pub fn new(dir: PathBuf) -> Self {
-        Self { dir: Ok(dir) }
+        Self {
+            dir: Ok(dir),
+            settled: SETTLED,
+        }
     }
 
     /// A cache with no folder: every plugin is compiled, the outcome saying `why`.
     pub fn without_folder(why: impl Into<String>) -> Self {
         Self {
             dir: Err(why.into()),
+            settled: SETTLED,
         }
     }
 
@@ -101,7 +128,6 @@ impl PluginCache {
         engine: &Engine,
         path: &Path,
     ) -> Result<(Component, PluginFormat, CacheOutcome), String> {
-        let bytes = std::fs::read(path).map_err(|e| format!("cannot read: {e}"))?;
         let dir = match &self.dir {
             Ok(dir) => PrivateDir::open_or_create(dir),
             Err(why) => Err(why.clone()),
@@ -109,7 +135,7 @@ impl PluginCache {
         let dir = match dir {
             Ok(dir) => dir,
             Err(why) => {
-                let (component, format) = compile_bytes(engine, &bytes)?;
+                let (component, format) = compile_bytes(engine, &read_plugin(path)?)?;
                 return Ok((component, format, CacheOutcome::Uncached(why)));
             }
         };
@@ -118,10 +144,44 @@ impl PluginCache {
         let mut hasher = Sha256Hasher(Sha256::new());
         engine.precompile_compatibility_hash().hash(&mut hasher);
         let engine_key = &hex(&hasher.0.finalize())[..16];
-        let name = format!("{}-{engine_key}.cwasm", hex(&Sha256::digest(&bytes)));
+        let identity = FileIdentity::of(path);
+        let id_name = identity
+            .as_ref()
+            .map(|identity| format!("{}-{engine_key}.id", identity.key()));
+        let recorded = id_name
+            .as_deref()
+            .and_then(|id_name| recorded_content(&dir, id_name));
+        if let Some(content) = &recorded {
+            // The hash recorded for this very file: an entry found under it is used without
+            // reading the plugin at all.
+            if let Ok(Some((component, format))) =
+                load(engine, &dir, &format!("{content}-{engine_key}"))
+            {
+                check_contract(engine, &component)?;
+                return Ok((component, format, CacheOutcome::Hit));
+            }
+        }
+        let read_at = SystemTime::now();
+        let bytes = read_plugin(path)?;
+        let content = hex(&Sha256::digest(&bytes));
+        let name = format!("{content}-{engine_key}");
+        // Recorded once the entry exists, for a file that did not change while it was read.
+        let record = |dir: &PrivateDir| {
+            if let (Some(identity), Some(id_name)) = (&identity, &id_name)
+                && recorded.as_deref() != Some(content.as_str())
+                && identity.settled_before(read_at, self.settled)
+                && FileIdentity::of(path).as_ref() == Some(identity)
+            {
+                let mut record = ID_MAGIC.to_vec();
+                record.extend_from_slice(content.as_bytes());
+                // A record that cannot be written costs the next start a hash, nothing more.
+                let _ = dir.write(id_name, &record);
+            }
+        };
         let rebuilt = match load(engine, &dir, &name) {
             Ok(Some((component, format))) => {
                 check_contract(engine, &component)?;
+                record(&dir);
                 return Ok((component, format, CacheOutcome::Hit));
             }
             Ok(None) => None,
@@ -133,8 +193,74 @@ impl PluginCache {
             (Ok(()), Some(reason)) => CacheOutcome::Rebuilt(reason),
             (Ok(()), None) => CacheOutcome::Compiled,
         };
+        if !matches!(outcome, CacheOutcome::Uncached(_)) {
+            record(&dir);
+        }
         Ok((component, format, outcome))
     }
+}
+
+fn read_plugin(path: &Path) -> Result<Vec<u8>, String> {
+    std::fs::read(path).map_err(|e| format!("cannot read: {e}"))
+}
+
+/// What tells one version of a plugin file from another without reading it: the change time
+/// moves on every write, rename into place and `touch`, and no one but root can set it.
+#[derive(Debug, PartialEq, Eq)]
+struct FileIdentity {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+impl FileIdentity {
+    fn of(path: &Path) -> Option<Self> {
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::metadata(path).ok()?;
+        Some(Self {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            size: meta.size(),
+            mtime: (meta.mtime(), meta.mtime_nsec()),
+            ctime: (meta.ctime(), meta.ctime_nsec()),
+        })
+    }
+
+    fn key(&self) -> String {
+        let mut hasher = Sha256::new();
+        for n in [self.dev, self.ino, self.size] {
+            hasher.update(n.to_le_bytes());
+        }
+        for (secs, nanos) in [self.mtime, self.ctime] {
+            hasher.update(secs.to_le_bytes());
+            hasher.update(nanos.to_le_bytes());
+        }
+        format!("id-{}", &hex(&hasher.finalize())[..32])
+    }
+
+    /// Whether both its times are `settled` before `read_at`.
+    fn settled_before(&self, read_at: SystemTime, settled: Duration) -> bool {
+        let Some(limit) = read_at
+            .checked_sub(settled)
+            .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
+        else {
+            return false;
+        };
+        let time = |(secs, nanos): (i64, i64)| {
+            Duration::new(u64::try_from(secs).unwrap_or(u64::MAX), nanos as u32)
+        };
+        time(self.mtime) < limit && time(self.ctime) < limit
+    }
+}
+
+/// The plugin sha256 recorded for a file identity, if there is a trusted record.
+fn recorded_content(dir: &PrivateDir, id_name: &str) -> Option<String> {
+    let record = dir.read(id_name).ok()??;
+    let content = record.strip_prefix(ID_MAGIC.as_slice())?;
+    (content.len() == 64 && content.iter().all(u8::is_ascii_hexdigit))
+        .then(|| String::from_utf8_lossy(content).into_owned())
 }
 
 /// `Ok(None)` when there is no entry; `Err` when there is one that cannot be trusted.
@@ -143,32 +269,82 @@ fn load(
     dir: &PrivateDir,
     name: &str,
 ) -> Result<Option<(Component, PluginFormat)>, String> {
-    let Some(entry) = dir.read(name)? else {
+    let meta_name = format!("{name}.meta");
+    let Some(meta) = dir.read(&meta_name)? else {
         return Ok(None);
     };
-    if entry.len() < HEADER_LEN || &entry[..MAGIC.len()] != MAGIC {
+    if meta.len() != META_LEN || &meta[..META_MAGIC.len()] != META_MAGIC {
         return Err(format!(
             "{} is not a cache entry of this warden",
-            dir.path().join(name).display()
+            dir.path().join(&meta_name).display()
         ));
     }
-    let format = match entry[MAGIC.len()] {
+    let format = match meta[META_MAGIC.len()] {
         0 => PluginFormat::Component,
         1 => PluginFormat::CoreModule,
         other => return Err(format!("cache entry of unknown format {other}")),
     };
-    let (checksum, artifact) = entry[MAGIC.len() + 1..].split_at(32);
-    if Sha256::digest(artifact).as_slice() != checksum {
-        return Err("cache entry does not match its checksum".into());
+    let rest = &meta[META_MAGIC.len() + 1..];
+    let crc = u32::from_le_bytes(rest[..4].try_into().expect("4 bytes"));
+    let len = u64::from_le_bytes(rest[4..].try_into().expect("8 bytes"));
+    let artifact_name = format!("{name}.cwasm");
+    let Some(mut artifact) = dir.open(&artifact_name)? else {
+        return Err(format!(
+            "the cache entry {} is missing",
+            dir.path().join(&artifact_name).display()
+        ));
+    };
+    let mismatch = || "cache entry does not match its checksum".to_string();
+    let read = |e: std::io::Error| {
+        format!(
+            "cannot read the cache entry {}: {e}",
+            dir.path().join(&artifact_name).display()
+        )
+    };
+    if artifact.metadata().map_err(read)?.len() != len {
+        return Err(mismatch());
     }
-    // SAFETY: the bytes come from a file that only this user could have written, in a folder
-    // only this user can change (both checked on the descriptors read through); their
-    // checksum matches the one this cache wrote beside them, produced by
-    // `Component::serialize` on an engine with the same compatibility hash; wasmtime checks
-    // its own header again.
-    let component = unsafe { Component::deserialize(engine, artifact) }
+    // In pieces: the page cache is read, no 36 MB of fresh memory is zeroed for it.
+    let mut hasher = crc32fast::Hasher::new();
+    let mut buffer = vec![0u8; 256 << 10];
+    loop {
+        match artifact.read(&mut buffer).map_err(read)? {
+            0 => break,
+            n => hasher.update(&buffer[..n]),
+        }
+    }
+    if hasher.finalize() != crc {
+        return Err(mismatch());
+    }
+    // SAFETY: the artifact is a file that only this user could have written, in a folder
+    // only this user can change (both checked on the descriptors read through), and is only
+    // ever replaced by a rename (never written in place); its CRC32 and length match the
+    // description this cache wrote beside it, from `Component::serialize` on an engine with
+    // the same compatibility hash; wasmtime checks its own header again.
+    let component = unsafe { deserialize(engine, &artifact) }
         .map_err(|e| format!("cache entry rejected by wasmtime: {}", root_message(&e)))?;
     Ok(Some((component, format)))
+}
+
+/// The checked file, mapped by wasmtime: reopened through the descriptor's own name in
+/// `/proc/self/fd` (the same file, whatever its path now names), so nothing is copied. Where
+/// there is no such name, read and copied.
+///
+/// # Safety
+///
+/// As [`Component::deserialize_file`].
+unsafe fn deserialize(engine: &Engine, artifact: &File) -> wasmtime::Result<Component> {
+    use std::os::fd::AsRawFd;
+    let own_name = PathBuf::from(format!("/proc/self/fd/{}", artifact.as_raw_fd()));
+    if own_name.exists() {
+        // SAFETY: as this function's.
+        return unsafe { Component::deserialize_file(engine, own_name) };
+    }
+    let mut bytes = Vec::new();
+    (&*artifact).seek(std::io::SeekFrom::Start(0))?;
+    (&*artifact).read_to_end(&mut bytes)?;
+    // SAFETY: as this function's.
+    unsafe { Component::deserialize(engine, bytes) }
 }
 
 fn store(
@@ -180,15 +356,16 @@ fn store(
     let artifact = component
         .serialize()
         .map_err(|e| format!("cannot serialize: {}", root_message(&e)))?;
-    let mut entry = Vec::with_capacity(HEADER_LEN + artifact.len());
-    entry.extend_from_slice(MAGIC);
-    entry.push(match format {
+    let mut meta = Vec::with_capacity(META_LEN);
+    meta.extend_from_slice(META_MAGIC);
+    meta.push(match format {
         PluginFormat::Component => 0,
         PluginFormat::CoreModule => 1,
     });
-    entry.extend_from_slice(&Sha256::digest(&artifact));
-    entry.extend_from_slice(&artifact);
-    dir.write(name, &entry)
+    meta.extend_from_slice(&crc32fast::hash(&artifact).to_le_bytes());
+    meta.extend_from_slice(&(artifact.len() as u64).to_le_bytes());
+    dir.write(&format!("{name}.cwasm"), &artifact)?;
+    dir.write(&format!("{name}.meta"), &meta)
 }
 
 struct Sha256Hasher(Sha256);

@@ -51,9 +51,25 @@ impl PrivateDir {
     }
 
     /// The contents of the file `name`: `Ok(None)` when there is none, `Err` when there is
-    /// one that cannot be trusted (a link, not a plain file, another user's, writable by
-    /// others) or read.
+    /// one that cannot be trusted (see [`open`](Self::open)) or read.
     pub(crate) fn read(&self, name: &str) -> Result<Option<Vec<u8>>, String> {
+        let Some(file) = self.open(name)? else {
+            return Ok(None);
+        };
+        let mut bytes = Vec::new();
+        (&file).read_to_end(&mut bytes).map_err(|e| {
+            format!(
+                "cannot read the cache entry {}: {e}",
+                self.path.join(name).display()
+            )
+        })?;
+        Ok(Some(bytes))
+    }
+
+    /// The file `name`, opened for reading: `Ok(None)` when there is none, `Err` when there
+    /// is one that cannot be trusted (a link, not a plain file, another user's, writable by
+    /// others) or opened.
+    pub(crate) fn open(&self, name: &str) -> Result<Option<File>, String> {
         let path = self.path.join(name);
         // NONBLOCK: a FIFO put in place of an entry must not hang the open.
         let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
@@ -74,11 +90,7 @@ impl PrivateDir {
             }
         };
         check_trusted(&fd, FileType::RegularFile, "the cache entry", &path)?;
-        let mut bytes = Vec::new();
-        File::from(fd)
-            .read_to_end(&mut bytes)
-            .map_err(|e| format!("cannot read the cache entry {}: {e}", path.display()))?;
-        Ok(Some(bytes))
+        Ok(Some(File::from(fd)))
     }
 
     /// Puts `bytes` in the folder as `name`, whole or not at all: they are written to a new

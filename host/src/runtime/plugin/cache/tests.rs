@@ -67,6 +67,22 @@ fn entries(dir: &Path) -> Vec<PathBuf> {
         .collect()
 }
 
+fn with_extension(dir: &Path, extension: &str) -> Option<PathBuf> {
+    entries(dir)
+        .into_iter()
+        .find(|p| p.extension().is_some_and(|e| e == extension))
+}
+
+/// The entry's artifact, the native code.
+fn artifact(dir: &Path) -> Option<PathBuf> {
+    with_extension(dir, "cwasm")
+}
+
+/// The entry's description (format, checksum).
+fn meta(dir: &Path) -> Option<PathBuf> {
+    with_extension(dir, "meta")
+}
+
 fn mode(path: &Path) -> u32 {
     std::fs::metadata(path).unwrap().permissions().mode() & 0o7777
 }
@@ -101,11 +117,17 @@ fn a_new_cache_folder_is_owner_only_and_its_entries_are_too() {
     );
     let files = entries(&dir);
     assert_eq!(
-        files.len(),
-        1,
-        "one file per entry, no temporary left: {files:?}"
+        [artifact(&dir), meta(&dir)].map(|f| f.is_some()),
+        [true, true],
+        "an artifact and its description: {files:?}"
     );
-    assert_eq!(mode(&files[0]), 0o600);
+    for file in &files {
+        assert_eq!(mode(file), 0o600, "{}", file.display());
+        assert!(
+            !file.to_string_lossy().ends_with(".tmp"),
+            "a temporary left"
+        );
+    }
     assert_eq!(load(&dir, &engine), CacheOutcome::Hit);
 }
 
@@ -163,23 +185,24 @@ fn an_entry_of_another_user_in_a_good_folder_is_compiled_again_and_replaced() {
     let scratch = tempfile::tempdir().unwrap();
     let dir = scratch.path().join("cache");
     assert_eq!(load(&dir, &engine), CacheOutcome::Compiled);
-    let entry = entries(&dir).remove(0);
-    if !give_away(&entry) {
-        return;
-    }
+    for entry in [artifact(&dir).unwrap(), meta(&dir).unwrap()] {
+        if !give_away(&entry) {
+            return;
+        }
 
-    let outcome = load(&dir, &engine);
-    assert_rebuilt(
-        &outcome,
-        &format!(
-            "the cache entry {} is owned by uid {OTHER_UID}",
-            entry.display()
-        ),
-    );
-    let replaced = std::fs::symlink_metadata(&entry).unwrap();
-    assert_eq!(replaced.uid(), rustix::process::geteuid().as_raw());
-    assert_eq!(replaced.mode() & 0o7777, 0o600);
-    assert_eq!(load(&dir, &engine), CacheOutcome::Hit);
+        let outcome = load(&dir, &engine);
+        assert_rebuilt(
+            &outcome,
+            &format!(
+                "the cache entry {} is owned by uid {OTHER_UID}",
+                entry.display()
+            ),
+        );
+        let replaced = std::fs::symlink_metadata(&entry).unwrap();
+        assert_eq!(replaced.uid(), rustix::process::geteuid().as_raw());
+        assert_eq!(replaced.mode() & 0o7777, 0o600);
+        assert_eq!(load(&dir, &engine), CacheOutcome::Hit);
+    }
 }
 
 #[test]
@@ -188,7 +211,7 @@ fn an_entry_others_can_write_or_a_link_is_compiled_again() {
     let scratch = tempfile::tempdir().unwrap();
     let dir = scratch.path().join("cache");
     assert_eq!(load(&dir, &engine), CacheOutcome::Compiled);
-    let entry = entries(&dir).remove(0);
+    let entry = artifact(&dir).unwrap();
 
     std::fs::set_permissions(&entry, std::fs::Permissions::from_mode(0o666)).unwrap();
     assert_rebuilt(
@@ -258,8 +281,80 @@ fn writers_racing_on_one_entry_each_write_their_own_file() {
         );
     }
     let files = entries(&dir);
-    assert_eq!(files.len(), 1, "no temporary left: {files:?}");
+    assert!(
+        files.iter().all(|f| !f.to_string_lossy().ends_with(".tmp")),
+        "no temporary left: {files:?}"
+    );
     assert_eq!(load(&dir, &engine), CacheOutcome::Hit);
+}
+
+/// The size of a component's native code: tells the trivial plugin's from the probe's.
+fn code_size(component: &wasmtime::component::Component) -> usize {
+    let range = component.image_range();
+    range.end as usize - range.start as usize
+}
+
+#[test]
+fn a_settled_plugin_files_identity_stands_for_its_hash_until_the_file_changes() {
+    let engine = Engine::default();
+    let scratch = tempfile::tempdir().unwrap();
+    let dir = scratch.path().join("cache");
+    let file = scratch.path().join("plugin.wasm");
+    std::fs::copy(plugin(), &file).unwrap();
+    let load_at = |cache: &PluginCache, path: &Path| {
+        let (component, _, outcome) = cache.load_or_compile(&engine, path).unwrap();
+        (code_size(&component), outcome)
+    };
+
+    // Just written: its times could still name a later version too, so nothing is recorded.
+    let fresh = PluginCache::new(dir.clone());
+    let (trivial_size, outcome) = load_at(&fresh, &file);
+    assert_eq!(outcome, CacheOutcome::Compiled);
+    assert_eq!(with_extension(&dir, "id"), None);
+    assert_eq!(load_at(&fresh, &file).1, CacheOutcome::Hit);
+    assert_eq!(with_extension(&dir, "id"), None);
+
+    // Settled: recorded, then used without reading the file. Shown by pointing the record at
+    // the probe's entry: the trivial plugin's file then loads the probe.
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    let settled = PluginCache {
+        settled: std::time::Duration::ZERO,
+        ..PluginCache::new(dir.clone())
+    };
+    assert_eq!(load_at(&settled, &file), (trivial_size, CacheOutcome::Hit));
+    let record = with_extension(&dir, "id").expect("the file's identity recorded");
+    assert_eq!(mode(&record), 0o600);
+    let probe = Path::new(warden_tests::artifacts::PROBE);
+    let (probe_size, _) = load_at(&settled, probe);
+    assert_ne!(probe_size, trivial_size);
+    let probe_hash = {
+        use sha2::Digest;
+        super::hex(&sha2::Sha256::digest(std::fs::read(probe).unwrap()))
+    };
+    let mut planted = super::ID_MAGIC.to_vec();
+    planted.extend_from_slice(probe_hash.as_bytes());
+    std::fs::write(&record, &planted).unwrap();
+    assert_eq!(load_at(&settled, &file), (probe_size, CacheOutcome::Hit));
+    // A record another user owns is not believed: the file is hashed, the record replaced.
+    if give_away(&record) {
+        assert_eq!(load_at(&settled, &file), (trivial_size, CacheOutcome::Hit));
+        let replaced = std::fs::metadata(&record).unwrap();
+        assert_eq!(replaced.uid(), rustix::process::geteuid().as_raw());
+        std::fs::write(&record, &planted).unwrap();
+        assert_eq!(load_at(&settled, &file), (probe_size, CacheOutcome::Hit));
+    }
+
+    // Changed in place, its modification time put back: the change time still moves, so the
+    // file is hashed again and its own entry loaded.
+    let modified = std::fs::metadata(&file).unwrap().modified().unwrap();
+    std::fs::write(&file, std::fs::read(plugin()).unwrap()).unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&file)
+        .unwrap()
+        .set_modified(modified)
+        .unwrap();
+    assert_eq!(load_at(&fresh, &file), (trivial_size, CacheOutcome::Hit));
 }
 
 #[test]
