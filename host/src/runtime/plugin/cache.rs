@@ -76,9 +76,9 @@ fn user_cache_dir_from(xdg_cache_home: Option<OsString>, home: Option<PathBuf>) 
 /// A start from the cache neither reads nor hashes what it can avoid (BENCHMARKS.md, "Python
 /// plugins": a Python plugin is 20 MB and its entry 36 MB): the plugin file's sha256 is found
 /// by its identity (device, inode, size, modification and change times) when an earlier start
-/// recorded it, and the entry's artifact is mapped by wasmtime from the file, not read and
-/// copied, after a CRC32 over it (torn or damaged files; trust comes from the ownership
-/// checks, not from the checksum).
+/// recorded it, and the entry's artifact is checked by a CRC32 kept beside it (torn or
+/// damaged files; trust comes from the ownership checks, not from the checksum), then read
+/// into memory: not mapped, see `deserialize`.
 pub struct PluginCache {
     /// The folder, or why there is none.
     dir: Result<PathBuf, String>,
@@ -326,20 +326,15 @@ fn load(
     Ok(Some((component, format)))
 }
 
-/// The checked file, mapped by wasmtime: reopened through the descriptor's own name in
-/// `/proc/self/fd` (the same file, whatever its path now names), so nothing is copied. Where
-/// there is no such name, read and copied.
+/// The checked file, read into memory and handed to wasmtime. Not mapped: wasmtime would
+/// run code and map memory images straight from the file's pages, and a file truncated or
+/// written in place while mapped (by hand, by a tool, by a test) kills the whole host with
+/// SIGBUS, not just that plugin; a copy costs the cached start some milliseconds instead.
 ///
 /// # Safety
 ///
-/// As [`Component::deserialize_file`].
+/// As [`Component::deserialize`].
 unsafe fn deserialize(engine: &Engine, artifact: &File) -> wasmtime::Result<Component> {
-    use std::os::fd::AsRawFd;
-    let own_name = PathBuf::from(format!("/proc/self/fd/{}", artifact.as_raw_fd()));
-    if own_name.exists() {
-        // SAFETY: as this function's.
-        return unsafe { Component::deserialize_file(engine, own_name) };
-    }
     let mut bytes = Vec::new();
     (&*artifact).seek(std::io::SeekFrom::Start(0))?;
     (&*artifact).read_to_end(&mut bytes)?;
