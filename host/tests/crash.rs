@@ -3,14 +3,13 @@
 //! its state and the history the response showed; identities a plugin persisted; and access
 //! whose time ran out while warden was down ends once, not never and not twice.
 
-use std::fs::File;
 use std::process::Child;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::{Value, json};
 use warden::store::Store;
-use warden_tests::{Scratch, artifacts, start_serve, toml_path};
+use warden_tests::{Scratch, artifacts, start_serve_logged, toml_path};
 
 const ADMIN_TOKEN: &str = "admin-token-for-crash-tests";
 const APPROVER: &str = "approver@example.com";
@@ -69,19 +68,11 @@ struct Serving {
 }
 
 fn start(scratch: &Scratch, round: usize) -> Serving {
-    let log_path = scratch.path().join(format!("serve-{round}.log"));
-    let served = start_serve(
+    let served = start_serve_logged(
         env!("CARGO_BIN_EXE_warden"),
-        &scratch.path().join("warden.toml"),
-        &[],
-        File::create(&log_path).unwrap().into(),
-    )
-    .unwrap_or_else(|e| {
-        panic!(
-            "{e}; its log: {}",
-            std::fs::read_to_string(&log_path).unwrap_or_default()
-        )
-    });
+        scratch.path(),
+        &round.to_string(),
+    );
     Serving {
         child: served.child,
         url: served.url,

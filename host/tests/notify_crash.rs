@@ -5,12 +5,11 @@
 //! again under the same delivery id, for the receiver to drop as a duplicate.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fs::File;
 use std::time::Duration;
 
 use serde_json::{Value, json};
 use warden_tests::receiver::{Answer, Receiver};
-use warden_tests::{Scratch, ServeProcess, artifacts, start_serve, toml_path};
+use warden_tests::{Scratch, ServeProcess, artifacts, start_serve_logged, toml_path};
 
 const ADMIN_TOKEN: &str = "admin-token-for-notify-crash";
 const SIGNING_KEY: &str = "signing-key-for-notify-crash";
@@ -61,19 +60,11 @@ notify = {{ decided = ["hook"] }}
 }
 
 fn start(scratch: &Scratch, round: usize) -> ServeProcess {
-    let log_path = scratch.path().join(format!("serve-{round}.log"));
-    start_serve(
+    start_serve_logged(
         env!("CARGO_BIN_EXE_warden"),
-        &scratch.path().join("warden.toml"),
-        &[],
-        File::create(&log_path).unwrap().into(),
+        scratch.path(),
+        &round.to_string(),
     )
-    .unwrap_or_else(|e| {
-        panic!(
-            "{e}; its log: {}",
-            std::fs::read_to_string(&log_path).unwrap_or_default()
-        )
-    })
 }
 
 async fn submit(http: &reqwest::Client, url: &str, flow: &str, n: usize) -> Value {

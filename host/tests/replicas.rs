@@ -11,7 +11,6 @@
 //! `WARDEN_REQUIRE_POSTGRES` is set (as `scripts/test` does).
 
 use std::collections::BTreeSet;
-use std::fs::File;
 use std::process::Child;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
@@ -19,7 +18,7 @@ use std::time::{Duration, Instant, SystemTime};
 use serde_json::{Value, json};
 use warden::store::test_cluster;
 use warden_tests::receiver::Receiver;
-use warden_tests::{Scratch, artifacts, start_serve, toml_path};
+use warden_tests::{Scratch, artifacts, start_serve_logged, toml_path};
 
 const ADMIN_TOKEN: &str = "admin-token-for-replica-tests";
 const APPROVER: &str = "approver@example.com";
@@ -75,19 +74,7 @@ struct Replica {
 }
 
 fn start(scratch: &Scratch, name: &str) -> Replica {
-    let log_path = scratch.path().join(format!("serve-{name}.log"));
-    let served = start_serve(
-        env!("CARGO_BIN_EXE_warden"),
-        &scratch.path().join("warden.toml"),
-        &[],
-        File::create(&log_path).unwrap().into(),
-    )
-    .unwrap_or_else(|e| {
-        panic!(
-            "{e}; its log: {}",
-            std::fs::read_to_string(&log_path).unwrap_or_default()
-        )
-    });
+    let served = start_serve_logged(env!("CARGO_BIN_EXE_warden"), scratch.path(), name);
     Replica {
         child: served.child,
         url: served.url,

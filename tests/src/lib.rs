@@ -125,6 +125,19 @@ pub fn other_wit_version(bytes: &[u8]) -> Vec<u8> {
     out
 }
 
+/// [`start_serve`] on `dir/warden.toml`, its log written to `dir/serve-{name}.log`; a
+/// failure to start panics with that log, which is what the crash and replica tests need.
+pub fn start_serve_logged(binary: &str, dir: &Path, name: &str) -> ServeProcess {
+    let log_path = dir.join(format!("serve-{name}.log"));
+    let log = std::fs::File::create(&log_path).expect("create the serve log");
+    start_serve(binary, &dir.join("warden.toml"), &[], log.into()).unwrap_or_else(|e| {
+        panic!(
+            "{e}; its log: {}",
+            std::fs::read_to_string(&log_path).unwrap_or_default()
+        )
+    })
+}
+
 /// A `warden serve` process started by [`start_serve`].
 pub struct ServeProcess {
     pub child: std::process::Child,
