@@ -126,8 +126,21 @@ fn warden_test_keeps_compiled_plugins_in_the_users_cache_folder_and_says_when_it
     let folder = own.join("warden");
     assert_eq!(mode(&folder), 0o700);
     let entries = files(&folder);
-    assert_eq!(entries.len(), 1, "{entries:?}");
-    assert_eq!(mode(&entries[0]), 0o600);
+    // One plugin, one entry: its compiled code, the code's checksum record, and the record of
+    // which plugin file it was compiled from.
+    let with_extension = |ext: &str| {
+        entries
+            .iter()
+            .filter(|p| p.extension().is_some_and(|e| e == ext))
+            .count()
+    };
+    assert_eq!(with_extension("cwasm"), 1, "{entries:?}");
+    assert_eq!(with_extension("meta"), 1, "{entries:?}");
+    assert_eq!(with_extension("id"), 1, "{entries:?}");
+    assert_eq!(entries.len(), 3, "{entries:?}");
+    for entry in &entries {
+        assert_eq!(mode(entry), 0o600, "{}", entry.display());
+    }
 
     if !give_away(&folder) {
         return;
