@@ -10,6 +10,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::PgStore;
+use super::Prepared;
 use crate::store::StoreError;
 use crate::store::requests::State;
 
@@ -43,7 +44,7 @@ impl PgStore {
         let client = self.client(&op).await?;
         let now = crate::store::requests::now_ms();
         let row = client
-            .query_one(
+            .row(
                 "WITH taken AS (
                      UPDATE requests SET claimed_until = $2
                      WHERE id = $1 AND (claimed_until IS NULL OR claimed_until < $3)
@@ -62,7 +63,7 @@ impl PgStore {
         let op = format!("renew the claim on request {id}");
         let client = self.client(&op).await?;
         client
-            .execute(
+            .run(
                 "UPDATE requests SET claimed_until = $2
                  WHERE id = $1 AND claimed_until IS NOT NULL",
                 &[&id, &until],
@@ -76,7 +77,7 @@ impl PgStore {
         let op = format!("release request {id}");
         let client = self.client(&op).await?;
         client
-            .execute(
+            .run(
                 "UPDATE requests SET claimed_until = NULL WHERE id = $1",
                 &[&id],
             )
@@ -90,7 +91,7 @@ impl PgStore {
         let op = "list requests to resume";
         let client = self.client(op).await?;
         let rows = client
-            .query(
+            .rows(
                 "SELECT id FROM requests
                  WHERE state = $1 AND (claimed_until IS NULL OR claimed_until < $2)
                  ORDER BY created_at",

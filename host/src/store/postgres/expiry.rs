@@ -13,6 +13,7 @@
 
 use deadpool_postgres::Object;
 
+use super::Prepared;
 use super::{Fallible, PgStore};
 use crate::store::StoreError;
 
@@ -39,7 +40,7 @@ impl PgStore {
         let conn = self.client(op).await?;
         let leased: Fallible<Vec<String>> = async {
             let due = conn
-                .query(
+                .rows(
                     "SELECT id FROM requests WHERE state = 'escalated' AND expires_at <= $1
                      ORDER BY expires_at LIMIT $2",
                     &[&now, &SWEEP_LIMIT],
@@ -49,7 +50,7 @@ impl PgStore {
             for row in due {
                 let id: String = row.get(0);
                 let taken: bool = conn
-                    .query_one(
+                    .row(
                         "SELECT pg_try_advisory_lock($1, hashtext($2))",
                         &[&EXPIRY_LOCKS, &id],
                     )
@@ -60,7 +61,7 @@ impl PgStore {
                 }
                 // Read after the lease: another replica may have finished it meanwhile.
                 let still = conn
-                    .query_opt(
+                    .row_opt(
                         "SELECT 1 FROM requests
                          WHERE id = $1 AND state = 'escalated' AND expires_at <= $2",
                         &[&id, &now],
@@ -69,7 +70,7 @@ impl PgStore {
                 if still.is_some() {
                     ids.push(id);
                 } else {
-                    conn.execute(
+                    conn.run(
                         "SELECT pg_advisory_unlock($1, hashtext($2))",
                         &[&EXPIRY_LOCKS, &id],
                     )
@@ -103,7 +104,7 @@ impl ExpirySweep {
     /// Gives up every lease (once the requests' deescalations are committed).
     pub async fn release(mut self) -> Result<(), StoreError> {
         let conn = self.conn.take().expect("released once");
-        match conn.execute("SELECT pg_advisory_unlock_all()", &[]).await {
+        match conn.run("SELECT pg_advisory_unlock_all()", &[]).await {
             Ok(_) => Ok(()),
             Err(e) => {
                 drop(Object::take(conn));

@@ -48,12 +48,49 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{Error as PgError, Row};
 
 use super::{StoreChange, StoreError, StoredIdentity, UserRecord};
 use crate::config::StoreUrl;
 pub use expiry::ExpirySweep;
 
 pub(crate) type Fallible<T> = Result<T, Box<dyn Error + Send + Sync>>;
+
+/// Statements run through their connection's cache of prepared statements. Sent as text,
+/// each statement costs two round trips (prepare, then run) and the server parses and plans
+/// it every time: measured under `scripts/bench-serve-pg`, parsing and planning took most of
+/// PostgreSQL's CPU. Prepared once per connection, a statement is then one round trip and no
+/// parsing. Every statement here is a fixed text (values are parameters), so the cache holds
+/// one entry per statement of this module at most.
+#[async_trait::async_trait]
+pub(crate) trait Prepared: deadpool_postgres::GenericClient {
+    async fn run(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<u64, PgError> {
+        let statement = self.prepare_cached(sql).await?;
+        self.execute(&statement, params).await
+    }
+
+    async fn rows(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>, PgError> {
+        let statement = self.prepare_cached(sql).await?;
+        self.query(&statement, params).await
+    }
+
+    async fn row(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Row, PgError> {
+        let statement = self.prepare_cached(sql).await?;
+        self.query_one(&statement, params).await
+    }
+
+    async fn row_opt(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Option<Row>, PgError> {
+        let statement = self.prepare_cached(sql).await?;
+        self.query_opt(&statement, params).await
+    }
+}
+
+impl<C: deadpool_postgres::GenericClient> Prepared for C {}
 
 /// How many connections one replica holds at most.
 const POOL_SIZE: usize = 16;
@@ -131,7 +168,7 @@ impl PgStore {
     ) -> Result<Option<StoredIdentity>, StoreError> {
         let client = self.client("look up an identity").await?;
         let row = client
-            .query_opt(
+            .row_opt(
                 "SELECT email, service, service_id, user_id FROM identities
                  WHERE lower(email) = lower($1) AND service = $2 AND service_id = $3",
                 &[&email, &service, &service_id],
@@ -154,7 +191,7 @@ impl PgStore {
             let tx = client.transaction().await?;
             set_identity(&tx, email, service, service_id, user_id).await?;
             let row = tx
-                .query_one(
+                .row(
                     "SELECT email, service, service_id, user_id FROM identities
                      WHERE lower(email) = lower($1) AND service = $2 AND service_id = $3",
                     &[&email, &service, &service_id],
@@ -170,7 +207,7 @@ impl PgStore {
     pub async fn identities_of(&self, email: &str) -> Result<Vec<StoredIdentity>, StoreError> {
         let client = self.client("list a user's identities").await?;
         let rows = client
-            .query(
+            .rows(
                 "SELECT email, service, service_id, user_id FROM identities
                  WHERE lower(email) = lower($1)
                  ORDER BY service COLLATE \"C\", service_id COLLATE \"C\"",
@@ -185,14 +222,14 @@ impl PgStore {
         let op = "list users";
         let client = self.client(op).await?;
         let users = client
-            .query(
+            .rows(
                 "SELECT email, created_at FROM users ORDER BY lower(email) COLLATE \"C\"",
                 &[],
             )
             .await
             .map_err(|e| self.error(op, e))?;
         let identities = client
-            .query(
+            .rows(
                 "SELECT email, service, service_id, user_id FROM identities
                  ORDER BY lower(email) COLLATE \"C\", service COLLATE \"C\",
                           service_id COLLATE \"C\"",
@@ -221,7 +258,7 @@ impl PgStore {
     pub async fn user(&self, email: &str) -> Result<Option<UserRecord>, StoreError> {
         let client = self.client("look up a user").await?;
         let row = client
-            .query_opt(
+            .row_opt(
                 "SELECT email, created_at FROM users WHERE lower(email) = lower($1)",
                 &[&email],
             )
@@ -245,7 +282,7 @@ impl PgStore {
     ) -> Result<bool, StoreError> {
         let client = self.client("delete an identity").await?;
         let n = client
-            .execute(
+            .run(
                 "DELETE FROM identities
                  WHERE lower(email) = lower($1) AND service = $2 AND service_id = $3",
                 &[&email, &service, &service_id],
@@ -263,13 +300,13 @@ impl PgStore {
         let mut client = self.client(op).await?;
         let done: Fallible<bool> = async {
             let tx = client.transaction().await?;
-            tx.execute(
+            tx.run(
                 "DELETE FROM identities WHERE lower(email) = lower($1)",
                 &[&email],
             )
             .await?;
             let n = tx
-                .execute(
+                .run(
                     "DELETE FROM users WHERE lower(email) = lower($1)",
                     &[&email],
                 )
@@ -302,8 +339,8 @@ impl PgStore {
     }
 }
 
-async fn ensure_user(tx: &tokio_postgres::Transaction<'_>, email: &str) -> Fallible<()> {
-    tx.execute(
+async fn ensure_user(tx: &deadpool_postgres::Transaction<'_>, email: &str) -> Fallible<()> {
+    tx.run(
         "INSERT INTO users (email) VALUES ($1) ON CONFLICT (lower(email)) DO NOTHING",
         &[&email],
     )
@@ -312,14 +349,14 @@ async fn ensure_user(tx: &tokio_postgres::Transaction<'_>, email: &str) -> Falli
 }
 
 async fn set_identity(
-    tx: &tokio_postgres::Transaction<'_>,
+    tx: &deadpool_postgres::Transaction<'_>,
     email: &str,
     service: &str,
     service_id: &str,
     user_id: &str,
 ) -> Fallible<()> {
     ensure_user(tx, email).await?;
-    tx.execute(
+    tx.run(
         "INSERT INTO identities (email, service, service_id, user_id) VALUES ($1, $2, $3, $4)
          ON CONFLICT (lower(email), service, service_id) DO UPDATE
          SET user_id = excluded.user_id, updated_at = warden_utc_now()",

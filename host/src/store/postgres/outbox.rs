@@ -6,9 +6,10 @@
 //! their next attempt's time. A replica that dies while delivering leaves its rows to come
 //! due again when the lease runs out: delivered at least once, as on SQLite after a crash.
 
-use tokio_postgres::Transaction;
+use deadpool_postgres::Transaction;
 
-use super::requests::{COLUMNS, append_history, audit, to_record};
+use super::Prepared;
+use super::requests::{Appends, COLUMNS, to_record};
 use super::{Fallible, PgStore};
 use crate::config::NotifyEvent;
 use crate::store::StoreError;
@@ -30,13 +31,13 @@ pub(super) async fn enqueue(
         return Ok(0);
     }
     let sql = format!("SELECT {COLUMNS} FROM requests WHERE id = $1");
-    let Some(row) = tx.query_opt(&sql, &[&id]).await? else {
+    let Some(row) = tx.row_opt(&sql, &[&id]).await? else {
         return Ok(0);
     };
     let rec = to_record(&row)?;
     let rows = outbox::rows(&rec, writes, then, &|f, e| router.route(f, e));
     for row in &rows {
-        tx.execute(
+        tx.run(
             "INSERT INTO outbox (delivery_id, request_id, channel, event, body, next_at, created_at)
              VALUES ($1, $2, $3, $4, $5, $6, $6)",
             &[
@@ -111,7 +112,7 @@ impl PgStore {
         let op = "record a notification delivered";
         let client = self.client(op).await?;
         client
-            .execute("DELETE FROM outbox WHERE seq = $1", &[&seq])
+            .run("DELETE FROM outbox WHERE seq = $1", &[&seq])
             .await
             .map_err(|e| self.error(op, e))?;
         Ok(())
@@ -126,7 +127,7 @@ impl PgStore {
         let op = "record a notification attempt";
         let client = self.client(op).await?;
         client
-            .execute(
+            .run(
                 "UPDATE outbox SET attempts = attempts + 1, next_at = $2, last_error = $3
                  WHERE seq = $1",
                 &[&seq, &next_at, &error],
@@ -149,26 +150,21 @@ impl PgStore {
             let tx = client.transaction().await?;
             // Another replica gave it up first: nothing to record twice.
             if tx
-                .execute("DELETE FROM outbox WHERE seq = $1", &[&n.seq])
+                .run("DELETE FROM outbox WHERE seq = $1", &[&n.seq])
                 .await?
                 == 0
             {
                 return Ok(());
             }
             let exists = tx
-                .query_opt("SELECT 1 FROM requests WHERE id = $1", &[&n.request_id])
+                .row_opt("SELECT 1 FROM requests WHERE id = $1", &[&n.request_id])
                 .await?;
+            let mut appends = Appends::default();
             if exists.is_some() {
-                append_history(&tx, &n.request_id, &entry).await?;
+                appends.history(&entry)?;
             }
-            audit(
-                &*tx,
-                "warden",
-                "notify-failed",
-                Some(&n.request_id),
-                &detail,
-            )
-            .await?;
+            appends.audit("warden", "notify-failed", &detail);
+            appends.write(&tx, Some(&n.request_id)).await?;
             tx.commit().await?;
             Ok(())
         }

@@ -5,9 +5,10 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use tokio_postgres::Transaction;
+use deadpool_postgres::Transaction;
 use tokio_postgres::types::ToSql;
 
+use super::Prepared;
 use super::{Fallible, PgStore};
 use crate::store::backend::{
     Backend, CLAIM_LEASE_MS, ExpiryLease, Hold, Step, StoreCounts, WithHistory,
@@ -32,7 +33,7 @@ impl PgStore {
     ) -> Result<Vec<R>, StoreError> {
         let client = self.client(operation).await?;
         let done: Fallible<Vec<R>> = async {
-            let rows = client.query(sql, params).await?;
+            let rows = client.rows(sql, params).await?;
             rows.iter().map(row).collect()
         }
         .await;
@@ -52,16 +53,10 @@ impl Backend for PgStore {
     ) -> Result<Result<RequestRecord, String>, StoreError> {
         let op = "store a new request";
         self.counts.wrote();
-        let mut client = self.client(op).await?;
-        let done: Fallible<Result<RequestRecord, String>> = async {
-            let tx = client.transaction().await?;
-            let inserted = insert(&tx, new).await?;
-            self.counts.committed();
-            tx.commit().await?;
-            Ok(inserted)
-        }
-        .await;
-        done.map_err(|e| self.error(op, e))
+        let client = self.client(op).await?;
+        let inserted = insert(&client, new).await.map_err(|e| self.error(op, e))?;
+        self.counts.committed();
+        Ok(inserted)
     }
 
     fn label(&self) -> &std::path::Path {
@@ -230,8 +225,10 @@ impl Backend for PgStore {
     ) -> Result<(), StoreError> {
         let op = "write the audit log";
         let client = self.client(op).await?;
-        let client: &tokio_postgres::Client = &client;
-        audit(client, actor, action, request_id, detail)
+        let mut appends = Appends::default();
+        appends.audit(actor, action, detail);
+        appends
+            .write(&client, request_id)
             .await
             .map_err(|e| self.error(op, e))
     }
@@ -366,9 +363,14 @@ impl Backend for PgStore {
     }
 }
 
-/// SQLite's `requests::insert`: a retried idempotency key, even one racing on another
-/// replica, meets the unique index and returns the first request's id.
-async fn insert(tx: &Transaction<'_>, new: NewRequest) -> Fallible<Result<RequestRecord, String>> {
+/// SQLite's `requests::insert`, in one statement (atomic without a transaction, one round
+/// trip): the request, its first history entry and its audit line. A retried idempotency key,
+/// even one racing on another replica, meets the unique index and returns the first
+/// request's id.
+async fn insert(
+    client: &(impl Prepared + Sync),
+    new: NewRequest,
+) -> Fallible<Result<RequestRecord, String>> {
     let now = now_ms();
     let record = RequestRecord {
         id: new.id,
@@ -387,16 +389,38 @@ async fn insert(tx: &Transaction<'_>, new: NewRequest) -> Fallible<Result<Reques
     };
     let fields = serde_json::Value::Object(record.fields.clone()).to_string();
     let duration = record.duration.map(|d| d.as_secs() as i64);
+    let entry = serde_json::to_string(&HistoryEntry {
+        at: now,
+        step: "request".into(),
+        event: HistoryEvent::Transition {
+            from: None,
+            to: State::Requested,
+            actor: record.created_by.clone(),
+            reason: None,
+        },
+    })?;
+    let detail =
+        serde_json::json!({ "flow": record.flow, "requester": record.requester }).to_string();
     // A concurrent insert with the same key waits here for the other transaction, then
     // inserts nothing (and the other's id is read below), or inserts if that one rolled back.
-    let inserted = tx
-        .execute(
-            "INSERT INTO requests (id, flow, requester, fields, state, decision, created_by,
-                 idempotency_key, duration_seconds, created_at, updated_at, requester_profile,
-                 claimed_until)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10, $11, $12)
-             ON CONFLICT (created_by, idempotency_key) WHERE idempotency_key IS NOT NULL
-             DO NOTHING",
+    // The history's foreign key is checked at the statement's end, after the request's row.
+    let inserted: i64 = client
+        .row(
+            "WITH inserted AS (
+                 INSERT INTO requests (id, flow, requester, fields, state, decision, created_by,
+                     idempotency_key, duration_seconds, created_at, updated_at, requester_profile,
+                     claimed_until)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10, $11, $12)
+                 ON CONFLICT (created_by, idempotency_key) WHERE idempotency_key IS NOT NULL
+                 DO NOTHING
+                 RETURNING id),
+             history AS (
+                 INSERT INTO request_history (request_id, seq, entry)
+                 SELECT id, 1, $13::text FROM inserted),
+             audited AS (
+                 INSERT INTO audit_log (at, actor, action, request_id, detail)
+                 SELECT $10, $7, 'request', id, $14::text FROM inserted)
+             SELECT COUNT(*) FROM inserted",
             &[
                 &record.id,
                 &record.flow,
@@ -411,36 +435,28 @@ async fn insert(tx: &Transaction<'_>, new: NewRequest) -> Fallible<Result<Reques
                 &record.requester_profile,
                 // Claimed by the replica storing it, whose request step runs next.
                 &(now + CLAIM_LEASE_MS),
+                &entry,
+                &detail,
             ],
         )
-        .await?;
+        .await?
+        .try_get(0)?;
     if inserted == 0 {
-        let row = tx
-            .query_one(
+        let row = client
+            .row(
                 "SELECT id FROM requests WHERE created_by = $1 AND idempotency_key = $2",
                 &[&record.created_by, &new.idempotency_key],
             )
             .await?;
-        return Ok(Err(row.get(0)));
+        return Ok(Err(row.try_get(0)?));
     }
-    let entry = HistoryEntry {
-        at: now,
-        step: "request".into(),
-        event: HistoryEvent::Transition {
-            from: None,
-            to: State::Requested,
-            actor: record.created_by.clone(),
-            reason: None,
-        },
-    };
-    append_history(tx, &record.id, &entry).await?;
-    let detail = serde_json::json!({ "flow": record.flow, "requester": record.requester });
-    audit(tx, &record.created_by, "request", Some(&record.id), &detail).await?;
     Ok(Ok(record))
 }
 
 /// SQLite's `requests::write`, with the request's row locked first: an operation on another
-/// replica that moved it meanwhile has committed, and its state is what is checked.
+/// replica that moved it meanwhile has committed, and its state is what is checked. Then the
+/// step's writes go in one round trip: its state changes, one statement appending all its
+/// history entries, one all its audit lines.
 async fn write(
     tx: &Transaction<'_>,
     id: &str,
@@ -457,14 +473,14 @@ async fn write(
     };
     let locked = match until {
         None => {
-            tx.query_opt(
+            tx.row_opt(
                 "SELECT state FROM requests WHERE id = $1 FOR UPDATE",
                 &[&id],
             )
             .await?
         }
         Some(until) => {
-            tx.query_opt(
+            tx.row_opt(
                 "UPDATE requests SET claimed_until = $2 WHERE id = $1 RETURNING state",
                 &[&id, &until],
             )
@@ -505,10 +521,12 @@ async fn write(
         state = t.to;
     }
     let mut froms = froms.into_iter();
+    let mut appends = Appends::default();
+    let mut moves = Vec::new();
     for w in writes {
         match w {
             RequestWrite::Entry(entry) => {
-                append_history(tx, id, entry).await?;
+                appends.history(entry)?;
                 if let HistoryEvent::Approval {
                     approver,
                     reason,
@@ -519,42 +537,56 @@ async fn write(
                     let detail = serde_json::json!({
                         "count": count, "required": required, "reason": reason,
                     });
-                    audit(tx, approver, "approval", Some(id), &detail).await?;
+                    appends.audit(approver, "approval", &detail);
                 }
             }
-            RequestWrite::Transition(t) => {
-                write_transition(tx, id, t, froms.next().expect("checked above")).await?
-            }
+            RequestWrite::Transition(t) => moves.push(transition(
+                &mut appends,
+                t,
+                froms.next().expect("checked above"),
+            )?),
         }
     }
     if let Some(t) = then {
-        write_transition(tx, id, t, froms.next().expect("checked above")).await?;
+        moves.push(transition(
+            &mut appends,
+            t,
+            froms.next().expect("checked above"),
+        )?);
     }
+    let moved = async {
+        // In order: a later one's `COALESCE` keeps what an earlier one set.
+        for (t, at) in moves {
+            tx.run(
+                "UPDATE requests SET state = $2, decision = $3, reason = COALESCE($4, reason),
+                     expires_at = COALESCE($5, expires_at), updated_at = $6
+                 WHERE id = $1",
+                &[
+                    &id,
+                    &t.to.as_str(),
+                    &t.decision,
+                    &t.reason,
+                    &t.expires_at,
+                    &at,
+                ],
+            )
+            .await?;
+        }
+        Fallible::Ok(())
+    };
+    futures_util::try_join!(moved, appends.write(tx, Some(id)))?;
     Ok(true)
 }
 
-async fn write_transition(
-    tx: &Transaction<'_>,
-    id: &str,
-    t: &Transition,
+/// Transition `t` from `from` now: its history entry and audit line go with `appends`; the
+/// state change to make is returned, with its time.
+fn transition<'t>(
+    appends: &mut Appends,
+    t: &'t Transition,
     from: State,
-) -> Fallible<()> {
+) -> Fallible<(&'t Transition, i64)> {
     let now = now_ms();
-    tx.execute(
-        "UPDATE requests SET state = $2, decision = $3, reason = COALESCE($4, reason),
-             expires_at = COALESCE($5, expires_at), updated_at = $6
-         WHERE id = $1",
-        &[
-            &id,
-            &t.to.as_str(),
-            &t.decision,
-            &t.reason,
-            &t.expires_at,
-            &now,
-        ],
-    )
-    .await?;
-    let entry = HistoryEntry {
+    appends.history(&HistoryEntry {
         at: now,
         step: t.step.to_string(),
         event: HistoryEvent::Transition {
@@ -563,65 +595,96 @@ async fn write_transition(
             actor: t.actor.clone(),
             reason: t.reason.clone(),
         },
-    };
-    append_history(tx, id, &entry).await?;
+    })?;
     let detail = serde_json::json!({
         "from": from.as_str(), "to": t.to.as_str(), "reason": t.reason,
     });
-    audit(tx, &t.actor, t.step, Some(id), &detail).await
+    appends.audit(&t.actor, t.step, &detail);
+    Ok((t, now))
 }
 
-pub(super) async fn append_history(
-    tx: &Transaction<'_>,
-    id: &str,
-    entry: &HistoryEntry,
-) -> Fallible<()> {
-    let json = serde_json::to_string(entry)?;
-    tx.execute(
-        "INSERT INTO request_history (request_id, seq, entry)
-         VALUES ($1, (SELECT COALESCE(MAX(seq), 0) + 1 FROM request_history
-                      WHERE request_id = $1), $2)",
-        &[&id, &json],
-    )
-    .await?;
-    Ok(())
+/// What one transaction appends to a request's history and to the audit log, each written
+/// by one statement however many entries it holds (one round trip for both: they are sent
+/// together), rather than one statement and round trip per entry.
+#[derive(Default)]
+pub(super) struct Appends {
+    history: Vec<String>,
+    actors: Vec<String>,
+    actions: Vec<String>,
+    details: Vec<String>,
 }
 
-pub(super) async fn audit(
-    client: &(impl tokio_postgres::GenericClient + Sync),
-    actor: &str,
-    action: &str,
-    request_id: Option<&str>,
-    detail: &serde_json::Value,
-) -> Fallible<()> {
-    client
-        .execute(
-            "INSERT INTO audit_log (at, actor, action, request_id, detail)
-             VALUES ($1, $2, $3, $4, $5)",
-            &[&now_ms(), &actor, &action, &request_id, &detail.to_string()],
-        )
-        .await?;
-    Ok(())
+impl Appends {
+    pub(super) fn history(&mut self, entry: &HistoryEntry) -> Fallible<()> {
+        self.history.push(serde_json::to_string(entry)?);
+        Ok(())
+    }
+
+    pub(super) fn audit(&mut self, actor: &str, action: &str, detail: &serde_json::Value) {
+        self.actors.push(actor.to_string());
+        self.actions.push(action.to_string());
+        self.details.push(detail.to_string());
+    }
+
+    /// Writes them, the history to request `id`'s (which must then be given), the audit
+    /// lines about it.
+    pub(super) async fn write(
+        &self,
+        client: &(impl Prepared + Sync),
+        id: Option<&str>,
+    ) -> Fallible<()> {
+        let history = async {
+            if self.history.is_empty() {
+                return Fallible::Ok(());
+            }
+            let id = id.ok_or("history entries for no request")?;
+            client
+                .run(
+                    "INSERT INTO request_history (request_id, seq, entry)
+                     SELECT $1::text, last.seq + new.n, new.entry
+                     FROM unnest($2::text[]) WITH ORDINALITY AS new (entry, n),
+                          (SELECT COALESCE(MAX(seq), 0) AS seq FROM request_history
+                           WHERE request_id = $1::text) last",
+                    &[&id, &self.history],
+                )
+                .await?;
+            Ok(())
+        };
+        let audit = async {
+            if self.actors.is_empty() {
+                return Fallible::Ok(());
+            }
+            client
+                .run(
+                    "INSERT INTO audit_log (at, actor, action, request_id, detail)
+                     SELECT $1, new.actor, new.action, $2, new.detail
+                     FROM unnest($3::text[], $4::text[], $5::text[])
+                          WITH ORDINALITY AS new (actor, action, detail, n)
+                     ORDER BY new.n",
+                    &[&now_ms(), &id, &self.actors, &self.actions, &self.details],
+                )
+                .await?;
+            Ok(())
+        };
+        futures_util::try_join!(history, audit)?;
+        Ok(())
+    }
 }
 
 async fn with_history(tx: &Transaction<'_>, id: &str) -> Fallible<Option<WithHistory>> {
-    let row = tx
-        .query_opt(
-            &format!("SELECT {COLUMNS} FROM requests WHERE id = $1"),
-            &[&id],
-        )
-        .await?;
+    // Both reads in one round trip.
+    let sql = format!("SELECT {COLUMNS} FROM requests WHERE id = $1");
+    let params: [&(dyn ToSql + Sync); 1] = [&id];
+    let (row, history) = futures_util::try_join!(
+        tx.row_opt(&sql, &params),
+        tx.rows(
+            "SELECT entry FROM request_history WHERE request_id = $1 ORDER BY seq",
+            &params,
+        ),
+    )?;
     let Some(row) = row else { return Ok(None) };
     let record = to_record(&row)?;
-    let history = tx
-        .query(
-            "SELECT entry FROM request_history WHERE request_id = $1 ORDER BY seq",
-            &[&id],
-        )
-        .await?
-        .iter()
-        .map(to_entry)
-        .collect::<Fallible<Vec<_>>>()?;
+    let history = history.iter().map(to_entry).collect::<Fallible<Vec<_>>>()?;
     Ok(Some((record, history)))
 }
 
