@@ -554,25 +554,22 @@ async fn write(
             froms.next().expect("checked above"),
         )?);
     }
+    // The transitions in turn, as one `UPDATE` (one new row version, not one each): the last
+    // one's state and decision, the latest reason and expiry any of them set.
     let moved = async {
-        // In order: a later one's `COALESCE` keeps what an earlier one set.
-        for (t, at) in moves {
-            tx.run(
-                "UPDATE requests SET state = $2, decision = $3, reason = COALESCE($4, reason),
-                     expires_at = COALESCE($5, expires_at), updated_at = $6
-                 WHERE id = $1",
-                &[
-                    &id,
-                    &t.to.as_str(),
-                    &t.decision,
-                    &t.reason,
-                    &t.expires_at,
-                    &at,
-                ],
-            )
-            .await?;
-        }
-        Fallible::Ok(())
+        let Some((last, at)) = moves.last() else {
+            return Fallible::Ok(());
+        };
+        let reason = moves.iter().rev().find_map(|(t, _)| t.reason.as_ref());
+        let expires_at = moves.iter().rev().find_map(|(t, _)| t.expires_at);
+        tx.run(
+            "UPDATE requests SET state = $2, decision = $3, reason = COALESCE($4, reason),
+                 expires_at = COALESCE($5, expires_at), updated_at = $6
+             WHERE id = $1",
+            &[&id, &last.to.as_str(), &last.decision, &reason, &expires_at, at],
+        )
+        .await?;
+        Ok(())
     };
     futures_util::try_join!(moved, appends.write(tx, Some(id)))?;
     Ok(true)
