@@ -3,6 +3,7 @@
 //! the other flows.
 
 use std::io::Read;
+use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -157,4 +158,115 @@ async fn serve_logs_a_flow_whose_plugin_spins_or_traps_while_loading_and_serves_
         log.contains("the flow's requests go to a human until a reload loads it"),
         "{log}"
     );
+}
+
+/// The first CPU this process may run on (`Cpus_allowed_list`), for pinning.
+fn first_allowed_cpu() -> u32 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let list = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+        .expect("Cpus_allowed_list in /proc/self/status")
+        .trim();
+    let first = list.split([',', '-']).next().unwrap();
+    first.parse().unwrap_or_else(|e| panic!("{list}: {e}"))
+}
+
+/// Processes that keep one CPU busy until dropped.
+struct Hogs(Vec<std::process::Child>);
+
+impl Hogs {
+    fn on(cpu: u32, n: usize) -> Self {
+        Self(
+            (0..n)
+                .map(|_| {
+                    Command::new("taskset")
+                        .args(["-c", &cpu.to_string(), "sh", "-c", "while :; do :; done"])
+                        .spawn()
+                        .expect("run taskset (util-linux)")
+                })
+                .collect(),
+        )
+    }
+}
+
+impl Drop for Hogs {
+    fn drop(&mut self) {
+        for hog in &mut self.0 {
+            hog.kill().ok();
+            hog.wait().ok();
+        }
+    }
+}
+
+/// The load limit counts the CPU time a plugin's load ran, not the time it waited for a CPU
+/// (`runtime::cpu_meter`): a plugin busy for 3 s of wall time on a CPU it shares with three
+/// other busy processes ran for under 1 s and loads, where a wall clock would have refused it
+/// at 2 s; one busy for a minute is refused once it has run for 2 s, however long that took.
+#[test]
+fn the_load_limit_counts_cpu_time_not_time_spent_waiting_for_a_cpu() {
+    let scratch = Scratch::new();
+    let config = |busy_ms: u64| {
+        scratch.write(
+            &format!("busy-{busy_ms}.toml"),
+            &format!(
+                r#"
+[integrations.dummy]
+type = "custom"
+external_id = "dummy"
+
+[environments.busy]
+integrations = {{ busy-{busy_ms}ms-in-implemented = "dummy" }}
+
+[flows.busy]
+environment = "busy"
+plugin = {bad_load}
+limits = {{ timeout_ms = 600000 }}
+"#,
+                bad_load = toml_path(artifacts::BAD_LOAD)
+            ),
+        );
+        scratch.path().join(format!("busy-{busy_ms}.toml"))
+    };
+    let cpu = first_allowed_cpu();
+    let check = |config: PathBuf| {
+        let started = Instant::now();
+        let out = Command::new("taskset")
+            .args([
+                "-c",
+                &cpu.to_string(),
+                env!("CARGO_BIN_EXE_warden"),
+                "check",
+                "--config",
+            ])
+            .arg(config)
+            // Its own cache folder: the first run compiles the plugin, outside the limit.
+            .env("XDG_CACHE_HOME", scratch.path().join("cache"))
+            .output()
+            .expect("run taskset (util-linux)");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.code(), text, started.elapsed())
+    };
+
+    let (code, text, took) = {
+        let _hogs = Hogs::on(cpu, 3);
+        check(config(3000))
+    };
+    assert_eq!(code, Some(0), "sharing its CPU, in {took:?}: {text}");
+    assert!(took >= Duration::from_secs(3), "{took:?}: {text}");
+
+    let (code, text, took) = check(config(60_000));
+    assert_eq!(code, Some(1), "{text}");
+    assert!(
+        text.contains(&format!(
+            "flow `busy`: plugin {}: did not say which hooks it implements within 2000 ms",
+            artifacts::BAD_LOAD
+        )),
+        "{text}"
+    );
+    assert!(took < Duration::from_secs(40), "{took:?}");
 }

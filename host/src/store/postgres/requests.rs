@@ -566,7 +566,14 @@ async fn write(
             "UPDATE requests SET state = $2, decision = $3, reason = COALESCE($4, reason),
                  expires_at = COALESCE($5, expires_at), updated_at = $6
              WHERE id = $1",
-            &[&id, &last.to.as_str(), &last.decision, &reason, &expires_at, at],
+            &[
+                &id,
+                &last.to.as_str(),
+                &last.decision,
+                &reason,
+                &expires_at,
+                at,
+            ],
         )
         .await?;
         Ok(())

@@ -4,10 +4,14 @@
 //! its flow's environment, the only grant a plugin can read before any event:
 //!
 //! - `spin-in-implemented`: spins forever;
+//! - `busy-NNNms-in-implemented`: spins until NNN ms have passed on the monotonic clock (wall
+//!   time: how much CPU time that is depends on what else runs on its CPU), then implements
+//!   `on_request` as below;
 //! - `trap-in-implemented`: panics (a trap);
 //! - neither: implements `on_request`, which approves with the reason `loaded`.
 
 use std::hint::black_box;
+use std::time::{Duration, Instant};
 
 use warden_sdk::__private::Guest;
 use warden_sdk::{Decision, Event, Hook};
@@ -27,6 +31,21 @@ impl Guest for BadLoad {
             let mut n = 0u64;
             loop {
                 n = black_box(n.wrapping_add(1));
+            }
+        }
+        let busy_ms = aliases.iter().find_map(|a| {
+            a.strip_prefix("busy-")?
+                .strip_suffix("ms-in-implemented")?
+                .parse::<u64>()
+                .ok()
+        });
+        if let Some(ms) = busy_ms {
+            let until = Instant::now() + Duration::from_millis(ms);
+            let mut n = 0u64;
+            while Instant::now() < until {
+                for _ in 0..100_000 {
+                    n = black_box(n.wrapping_add(1));
+                }
             }
         }
         if aliases.iter().any(|a| a == "trap-in-implemented") {
