@@ -169,7 +169,10 @@ struct Idle {
 impl Pool {
     /// An idle connection to `key` that has not expired nor been seen closed.
     pub fn take(&self, key: &Key) -> Option<Conn> {
-        let now = Instant::now();
+        self.take_at(key, Instant::now())
+    }
+
+    fn take_at(&self, key: &Key, now: Instant) -> Option<Conn> {
         let mut closed = Vec::new();
         let mut idle = self.idle.lock().unpoisoned();
         let Idle {
@@ -196,10 +199,13 @@ impl Pool {
     /// Keeps `conn` for the next request to `key`, within [`MAX_IDLE_PER_ORIGIN`] and
     /// [`MAX_IDLE`]; closes it otherwise.
     pub fn put(&self, key: Key, conn: Conn) {
+        self.put_at(key, conn, Instant::now())
+    }
+
+    fn put_at(&self, key: Key, conn: Conn, now: Instant) {
         if !conn.is_open() {
             return;
         }
-        let now = Instant::now();
         let mut closed = Vec::new();
         let mut idle = self.idle.lock().unpoisoned();
         if idle
@@ -528,5 +534,82 @@ mod tests {
         }
         assert!(pool.take(&key(addr.port())).is_none());
         assert_eq!(pool.idle(), 0);
+    }
+
+    /// A connection to `addr`, ready for the pool.
+    async fn conn(addr: std::net::SocketAddr) -> Conn {
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        Conn::handshake(Stream::Plain(tcp)).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn the_pool_keeps_at_most_max_idle_connections_in_all() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        // Accepted and held: more connections than the listen backlog holds.
+        let held = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((socket, _)) = listener.accept().await {
+                held.push(socket);
+            }
+        });
+        let pool = Pool::default();
+        // Origins told apart by their keys; the sockets all go to one listener.
+        let origins = MAX_IDLE / MAX_IDLE_PER_ORIGIN + 2;
+        for origin in 0..origins {
+            for _ in 0..MAX_IDLE_PER_ORIGIN {
+                let key = Key {
+                    tls: false,
+                    host: format!("origin-{origin}.example"),
+                    port: 80,
+                };
+                pool.put(key, conn(addr).await);
+            }
+        }
+        assert_eq!(pool.idle(), MAX_IDLE);
+        let last = Key {
+            tls: false,
+            host: format!("origin-{}.example", origins - 1),
+            port: 80,
+        };
+        assert!(pool.take(&last).is_none(), "no room was left for it");
+        held.abort();
+    }
+
+    #[tokio::test]
+    async fn an_idle_connection_past_its_time_is_closed_not_reused() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let pool = Pool::default();
+        let key = Key {
+            tls: false,
+            host: "127.0.0.1".into(),
+            port: addr.port(),
+        };
+        let start = Instant::now();
+        pool.put_at(key.clone(), conn(addr).await, start);
+        pool.put_at(key.clone(), conn(addr).await, start);
+        let just_before = start + IDLE_TIMEOUT - Duration::from_millis(1);
+        assert!(pool.take_at(&key, just_before).is_some(), "still fresh");
+        assert!(
+            pool.take_at(&key, start + IDLE_TIMEOUT).is_none(),
+            "expired: closed, not handed out"
+        );
+        assert_eq!(pool.idle(), 0);
+
+        // Returning a connection also sweeps the expired ones of every origin.
+        let other = Key {
+            host: "localhost".into(),
+            ..key.clone()
+        };
+        pool.put_at(other.clone(), conn(addr).await, start);
+        pool.put_at(key.clone(), conn(addr).await, start + IDLE_TIMEOUT);
+        assert_eq!(
+            pool.idle(),
+            1,
+            "the other origin's expired connection was swept"
+        );
+        assert!(pool.take_at(&other, start + IDLE_TIMEOUT).is_none());
+        assert!(pool.take_at(&key, start + IDLE_TIMEOUT).is_some());
     }
 }
