@@ -9,8 +9,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::PgStore;
-use super::Prepared;
+use super::{PgStore, Prepared};
 use crate::store::StoreError;
 use crate::store::requests::State;
 

@@ -13,8 +13,7 @@
 
 use deadpool_postgres::Object;
 
-use super::Prepared;
-use super::{Fallible, PgStore};
+use super::{Fallible, PgStore, Prepared};
 use crate::store::StoreError;
 
 /// The first key of every expiry lease (the second is the request id's hash), apart from

@@ -8,9 +8,8 @@
 
 use deadpool_postgres::Transaction;
 
-use super::Prepared;
 use super::requests::{Appends, COLUMNS, to_record};
-use super::{Fallible, PgStore};
+use super::{Fallible, PgStore, Prepared};
 use crate::config::NotifyEvent;
 use crate::store::StoreError;
 use crate::store::outbox::{self, Notification, Router, given_up};

@@ -8,8 +8,7 @@ use async_trait::async_trait;
 use deadpool_postgres::Transaction;
 use tokio_postgres::types::ToSql;
 
-use super::Prepared;
-use super::{Fallible, PgStore};
+use super::{Fallible, PgStore, Prepared};
 use crate::store::backend::{
     Backend, CLAIM_LEASE_MS, ExpiryLease, Hold, Step, StoreCounts, WithHistory,
 };
