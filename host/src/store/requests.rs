@@ -168,6 +168,55 @@ pub struct NewRequest {
     pub requester_profile: Option<String>,
 }
 
+/// What storing a new request writes, the same on both stores.
+pub(crate) struct FirstWrite {
+    /// As stored: requested, no decision yet.
+    pub record: RequestRecord,
+    pub idempotency_key: Option<String>,
+    /// Its first history entry: `requested`, by its sender.
+    pub entry: HistoryEntry,
+    /// Its audit line's detail.
+    pub detail: serde_json::Value,
+}
+
+impl NewRequest {
+    /// What storing it at `now` (Unix milliseconds) writes.
+    pub(crate) fn first_write(self, now: i64) -> FirstWrite {
+        let record = RequestRecord {
+            id: self.id,
+            flow: self.flow,
+            requester: self.requester,
+            fields: self.fields,
+            state: State::Requested,
+            decision: "continue".into(),
+            reason: None,
+            created_by: self.created_by,
+            duration: self.duration,
+            expires_at: None,
+            created_at: now,
+            updated_at: now,
+            requester_profile: self.requester_profile,
+        };
+        let entry = HistoryEntry {
+            at: now,
+            step: "request".into(),
+            event: HistoryEvent::Transition {
+                from: None,
+                to: State::Requested,
+                actor: record.created_by.clone(),
+                reason: None,
+            },
+        };
+        let detail = serde_json::json!({ "flow": record.flow, "requester": record.requester });
+        FirstWrite {
+            record,
+            idempotency_key: self.idempotency_key,
+            entry,
+            detail,
+        }
+    }
+}
+
 /// A state change: applied only if the request is in one of `from`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Transition {
@@ -230,22 +279,12 @@ pub fn insert(
             return Ok(Err(id));
         }
     }
-    let now = now_ms();
-    let record = RequestRecord {
-        id: new.id,
-        flow: new.flow,
-        requester: new.requester,
-        fields: new.fields,
-        state: State::Requested,
-        decision: "continue".into(),
-        reason: None,
-        created_by: new.created_by,
-        duration: new.duration,
-        expires_at: None,
-        created_at: now,
-        updated_at: now,
-        requester_profile: new.requester_profile,
-    };
+    let FirstWrite {
+        record,
+        idempotency_key,
+        entry,
+        detail,
+    } = new.first_write(now_ms());
     conn.prepare_cached(
         "INSERT INTO requests (id, flow, requester, fields, state, decision, created_by,
              idempotency_key, duration_seconds, created_at, updated_at, requester_profile)
@@ -259,31 +298,18 @@ pub fn insert(
         record.state.as_str(),
         record.decision,
         record.created_by,
-        new.idempotency_key,
+        idempotency_key,
         record.duration.map(|d| d.as_secs() as i64),
-        now,
+        record.created_at,
         record.requester_profile,
     ])?;
-    append_history(
-        conn,
-        &record.id,
-        &HistoryEntry {
-            at: now,
-            step: "request".into(),
-            event: HistoryEvent::Transition {
-                from: None,
-                to: State::Requested,
-                actor: record.created_by.clone(),
-                reason: None,
-            },
-        },
-    )?;
+    append_history(conn, &record.id, &entry)?;
     audit(
         conn,
         &record.created_by,
         "request",
         Some(&record.id),
-        &serde_json::json!({ "flow": record.flow, "requester": record.requester }),
+        &detail,
     )?;
     Ok(Ok(record))
 }

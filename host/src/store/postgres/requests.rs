@@ -14,8 +14,8 @@ use crate::store::backend::{
 };
 use crate::store::outbox::Notification;
 use crate::store::requests::{
-    AuditEntry, HistoryEntry, HistoryEvent, NewRequest, RequestRecord, RequestWrite, State,
-    Transition, now_ms,
+    AuditEntry, FirstWrite, HistoryEntry, HistoryEvent, NewRequest, RequestRecord, RequestWrite,
+    State, Transition, now_ms,
 };
 use crate::store::{StoreChange, StoreError, StoredIdentity, UserRecord};
 
@@ -370,36 +370,17 @@ async fn insert(
     client: &(impl Prepared + Sync),
     new: NewRequest,
 ) -> Fallible<Result<RequestRecord, String>> {
-    let now = now_ms();
-    let record = RequestRecord {
-        id: new.id,
-        flow: new.flow,
-        requester: new.requester,
-        fields: new.fields,
-        state: State::Requested,
-        decision: "continue".into(),
-        reason: None,
-        created_by: new.created_by,
-        duration: new.duration,
-        expires_at: None,
-        created_at: now,
-        updated_at: now,
-        requester_profile: new.requester_profile,
-    };
+    let FirstWrite {
+        record,
+        idempotency_key,
+        entry,
+        detail,
+    } = new.first_write(now_ms());
+    let now = record.created_at;
     let fields = serde_json::Value::Object(record.fields.clone()).to_string();
     let duration = record.duration.map(|d| d.as_secs() as i64);
-    let entry = serde_json::to_string(&HistoryEntry {
-        at: now,
-        step: "request".into(),
-        event: HistoryEvent::Transition {
-            from: None,
-            to: State::Requested,
-            actor: record.created_by.clone(),
-            reason: None,
-        },
-    })?;
-    let detail =
-        serde_json::json!({ "flow": record.flow, "requester": record.requester }).to_string();
+    let entry = serde_json::to_string(&entry)?;
+    let detail = detail.to_string();
     // A concurrent insert with the same key waits here for the other transaction, then
     // inserts nothing (and the other's id is read below), or inserts if that one rolled back.
     // The history's foreign key is checked at the statement's end, after the request's row.
@@ -428,7 +409,7 @@ async fn insert(
                 &record.state.as_str(),
                 &record.decision,
                 &record.created_by,
-                &new.idempotency_key,
+                &idempotency_key,
                 &duration,
                 &now,
                 &record.requester_profile,
@@ -444,7 +425,7 @@ async fn insert(
         let row = client
             .row(
                 "SELECT id FROM requests WHERE created_by = $1 AND idempotency_key = $2",
-                &[&record.created_by, &new.idempotency_key],
+                &[&record.created_by, &idempotency_key],
             )
             .await?;
         return Ok(Err(row.try_get(0)?));
