@@ -591,6 +591,30 @@ async fn a_python_hook_that_loops_allocates_or_recurses_without_end_fails_closed
     assert_contains(plugin_error(&report), "RecursionError");
 }
 
+/// A Python flow's instances made ahead have the pages its first events wrote written ahead
+/// (runtime/hot_pages.rs): with them, as without, every event starts from the image.
+#[tokio::test(flavor = "multi_thread")]
+async fn every_python_event_starts_fresh_with_its_pages_written_ahead() {
+    if !python::componentize_py_or_skip(
+        "every_python_event_starts_fresh_with_its_pages_written_ahead",
+    ) {
+        return;
+    }
+    let s = probe(&["counter"]).await;
+    let mut prepared_ahead = 0;
+    for _ in 0..12 {
+        let report = s.run("s-counter", "alice@example.com").await;
+        assert_eq!(approved(&report), "1", "state leaked between events");
+        prepared_ahead += usize::from(report.prepared_ahead);
+        // Time for the next instance to be made (and its pages written) ahead.
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(
+        prepared_ahead >= 6,
+        "only {prepared_ahead} of 12 events found an instance made ahead"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn print_warden_log_and_logging_reach_the_log() {
     if !python::componentize_py_or_skip("print_warden_log_and_logging_reach_the_log") {

@@ -11,7 +11,7 @@ use wasmtime::component::{ComponentExportIndex, Instance, ResourceTable};
 use wasmtime::{ResourceLimiter, Store};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-use super::{budget, sched};
+use super::{budget, lift, sched};
 use crate::Unpoisoned;
 use crate::capabilities::cache::CacheInstance;
 use crate::capabilities::http::HttpInstance;
@@ -24,6 +24,7 @@ use crate::config::{Flow, Limits};
 use crate::runtime::bindings::PluginPre;
 use crate::runtime::budget::EventBudget;
 use crate::runtime::hooks::HookName;
+use crate::runtime::hot_pages::{HotPages, MemoryRange};
 use crate::runtime::plugin::{CacheOutcome, PluginFormat};
 use crate::runtime::sched::{FlowShare, Schedule};
 use crate::runtime::stdio::CapturedOutput;
@@ -121,6 +122,9 @@ pub(crate) struct LoadedFlow {
     pub(crate) finished: Mutex<Vec<Store<InstanceState>>>,
     /// Set while a task is freeing `finished` stores or making the next `ready` instance.
     pub(crate) preparing: AtomicBool,
+    /// For a plugin whose memory is mapped copy-on-write: the pages its hooks write, written
+    /// ahead in the instances made ahead (`hot_pages`).
+    pub(crate) hot_pages: Option<HotPages>,
 }
 
 impl LoadedFlow {
@@ -147,6 +151,8 @@ pub(crate) struct Prepared {
     pub(crate) instance: Instance,
     pub(crate) stdout: CapturedOutput,
     pub(crate) stderr: CapturedOutput,
+    /// Where its memory is, for a flow with `hot_pages`.
+    pub(crate) memory: Option<MemoryRange>,
 }
 
 /// What every event's store is made from; shared with the tasks preparing instances ahead.
@@ -245,20 +251,47 @@ impl StoreMaker {
         let (mut store, stdout, stderr) = self.new_store(loaded, slot);
         arm(&mut store, timeout, Instant::now());
         let pre = loaded.pre.instance_pre().clone();
+        let implemented = loaded.hot_pages.as_ref().map(|_| loaded.implemented_export);
         // Instantiating runs the plugin's start functions: wasm like any other.
         let instantiate: sched::Work<_> = Box::pin(async move {
-            let made = tokio::time::timeout(timeout, pre.instantiate_async(&mut store)).await;
+            let made = tokio::time::timeout(timeout, async {
+                let instance: Instance = pre.instantiate_async(&mut store).await?;
+                let memory = match implemented {
+                    Some(export) => Some(memory_of(&instance, &mut store, &export).await?),
+                    None => None,
+                };
+                wasmtime::Result::<(Instance, Option<MemoryRange>)>::Ok((instance, memory))
+            })
+            .await;
             (store, made)
         });
         let (store, made) = sched::run(&loaded.share, instantiate).await;
-        let instance = made.ok()?.ok()?;
+        let (instance, memory) = made.ok()?.ok()?;
+        if let (Some(hot_pages), Some(memory)) = (&loaded.hot_pages, memory) {
+            hot_pages.populate(memory);
+        }
         Some(Prepared {
             store,
             instance,
             stdout,
             stderr,
+            memory,
         })
     }
+}
+
+/// Where `instance`'s memory is: seen while lifting the answer of `implemented`, which is
+/// asked for it. A plugin that fails to answer is not used (a trapped instance cannot be
+/// entered again); its event makes an instance of its own.
+async fn memory_of(
+    instance: &Instance,
+    store: &mut Store<InstanceState>,
+    implemented: &ComponentExportIndex,
+) -> wasmtime::Result<MemoryRange> {
+    let implemented =
+        instance.get_typed_func::<(), (lift::Implemented,)>(&mut *store, implemented)?;
+    let (answer,) = implemented.call_async(&mut *store, ()).await?;
+    Ok(answer.memory)
 }
 
 /// Gives `store` the deadline of a call starting at `started` and allowed `timeout`: the

@@ -31,6 +31,7 @@ use wasmtime::component::{ComponentType, Lift, WasmList, WasmStr};
 use crate::runtime::bindings::types::Hook;
 use crate::runtime::budget;
 use crate::runtime::hooks::{Decision, HookName};
+use crate::runtime::hot_pages::MemoryRange;
 
 /// A string the plugin passed, as the host keeps it: at most its first bytes, and its whole
 /// length.
@@ -242,9 +243,12 @@ pub fn message(text: &Message) -> String {
 
 /// The hooks a plugin says it implements (`list<hook>`), read in place while lifting: each
 /// entry is one byte, checked there, and repeats collapse, so a list of any length costs the
-/// host twelve entries.
+/// host twelve entries. Lifting it also sees where the instance's memory is (`hot_pages`).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Implemented(pub std::collections::BTreeSet<HookName>);
+pub struct Implemented {
+    pub hooks: std::collections::BTreeSet<HookName>,
+    pub memory: MemoryRange,
+}
 
 // SAFETY: the representation of `list<hook>`, delegated to `WasmList<Hook>`, which checks the
 // type, the bounds and the alignment.
@@ -297,7 +301,13 @@ fn hooks(memory: &[u8], ptr: usize, len: usize) -> wasmtime::Result<Implemented>
             .ok_or_else(|| wasmtime::format_err!("unexpected discriminant: {case}"))?;
         found.insert(*hook);
     }
-    Ok(Implemented(found))
+    Ok(Implemented {
+        hooks: found,
+        memory: MemoryRange {
+            base: memory.as_ptr() as usize,
+            len: memory.len(),
+        },
+    })
 }
 
 #[cfg(test)]
@@ -365,7 +375,7 @@ mod tests {
         let memory = [1, 1, 0, 7, 1, 11, 12];
         let found = hooks(&memory, 0, 6).unwrap();
         assert_eq!(
-            found.0.into_iter().collect::<Vec<_>>(),
+            found.hooks.into_iter().collect::<Vec<_>>(),
             [
                 HookName::OnPrompt,
                 HookName::OnRequest,

@@ -118,6 +118,16 @@ def probe_imports(event):
     )
 
 
+_SEEN = []
+
+
+def probe_counter(event):
+    # Module state, which a fresh instance per event always starts empty; the dict writes
+    # pages all over the interpreter's heap, as a real hook does.
+    _SEEN.append({str(i): i for i in range(5000)})
+    return ApprovalTemplate.approve(reason=str(len(_SEEN)))
+
+
 def probe_random(event):
     return ApprovalTemplate.approve(reason=f"{random.random()}")
 
