@@ -58,6 +58,10 @@ enum Command {
         /// Hooks in flight at once.
         #[arg(long, default_value_t = 1)]
         concurrency: usize,
+        /// Also report the peak proportional set size (`peak_pss_bytes`, Linux), read every
+        /// 20 ms during the run.
+        #[arg(long)]
+        sample_memory: bool,
     },
     /// Manage users and their identities in the store (like `symflow users`).
     Users {
@@ -188,7 +192,19 @@ async fn run(cli: Cli) -> ExitCode {
             event,
             iterations,
             concurrency,
-        } => bench(&config, &flow, hook, &event, iterations, concurrency).await,
+            sample_memory,
+        } => {
+            bench(
+                &config,
+                &flow,
+                hook,
+                &event,
+                iterations,
+                concurrency,
+                sample_memory,
+            )
+            .await
+        }
         Command::Users { config, command } => {
             warden::cli::users::run(&config, command, &mut std::io::stdout().lock())
                 .map(|()| ExitCode::SUCCESS)
@@ -360,11 +376,20 @@ async fn bench(
     event: &Path,
     iterations: usize,
     concurrency: usize,
+    sample_memory: bool,
 ) -> Result<ExitCode, String> {
     let event = read_event(event)?;
     let warden = std::sync::Arc::new(start(config).await?);
-    let report = warden::cli::bench::run(warden, flow, hook, &event, iterations, concurrency)
-        .await
+    let report = warden::cli::bench::run(
+        warden,
+        flow,
+        hook,
+        &event,
+        iterations,
+        concurrency,
+        sample_memory,
+    )
+    .await
         .map_err(|e| e.to_string())?;
     println!(
         "{}",

@@ -24,8 +24,14 @@ pub struct BenchReport {
     pub max_us: f64,
     pub mean_us: f64,
     pub decisions_per_second: f64,
-    /// The process's peak resident set (Linux `VmHWM`), when known.
+    /// The process's peak resident set (Linux `VmHWM`), when known. It counts a page of a
+    /// copy-on-write memory image once per instance mapping it, shared or not.
     pub peak_rss_bytes: Option<u64>,
+    /// With `sample_memory`: the peak of the process's proportional set size (`Pss` of
+    /// `/proc/self/smaps_rollup`, read every 20 ms), where a page shared by the instances
+    /// mapping one image counts once: the memory the run took.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peak_pss_bytes: Option<u64>,
 }
 
 /// Runs the hook `iterations` times, `concurrency` at a time, after a short warm-up.
@@ -36,8 +42,10 @@ pub async fn run(
     event: &EventInput,
     iterations: usize,
     concurrency: usize,
+    sample_memory: bool,
 ) -> Result<BenchReport, crate::RunError> {
     let concurrency = concurrency.max(1);
+    let sampler = sample_memory.then(PssSampler::start);
     for _ in 0..iterations.min(20) {
         warden.run_hook(flow, hook, event).await?;
     }
@@ -72,6 +80,7 @@ pub async fn run(
         samples.extend(w.await.expect("a bench worker panicked")?);
     }
     let wall = started.elapsed();
+    let peak_pss_bytes = sampler.and_then(PssSampler::stop);
     let mut decisions = std::collections::BTreeMap::new();
     let mut failures = 0;
     let prepared_ahead = samples.iter().filter(|(_, ahead, _)| *ahead).count();
@@ -110,7 +119,42 @@ pub async fn run(
         },
         decisions_per_second: latencies.len() as f64 / wall.as_secs_f64(),
         peak_rss_bytes: peak_rss_bytes(),
+        peak_pss_bytes,
     })
+}
+
+/// Reads the process's proportional set size every 20 ms, keeping the peak.
+struct PssSampler {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<Option<u64>>,
+}
+
+impl PssSampler {
+    fn start() -> Self {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopped = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut peak = None;
+            while !stopped.load(std::sync::atomic::Ordering::Relaxed) {
+                peak = peak.max(pss_bytes());
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            peak.max(pss_bytes())
+        });
+        Self { stop, thread }
+    }
+
+    fn stop(self) -> Option<u64> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.join().ok().flatten()
+    }
+}
+
+fn pss_bytes() -> Option<u64> {
+    let rollup = std::fs::read_to_string("/proc/self/smaps_rollup").ok()?;
+    let line = rollup.lines().find(|l| l.starts_with("Pss:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
 }
 
 pub fn peak_rss_bytes() -> Option<u64> {
