@@ -390,7 +390,7 @@ async fn bench(
         sample_memory,
     )
     .await
-        .map_err(|e| e.to_string())?;
+    .map_err(|e| e.to_string())?;
     println!(
         "{}",
         serde_json::to_string_pretty(&report).expect("reports serialize")

@@ -14,6 +14,9 @@ pub struct BenchReport {
     pub iterations: usize,
     pub concurrency: usize,
     pub failures: usize,
+    /// Each failure's description, with how many times it happened.
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub failed: std::collections::BTreeMap<String, usize>,
     /// The decisions seen, e.g. `{"approve": 1000}`.
     pub decisions: std::collections::BTreeMap<String, usize>,
     /// Events that found their instance already made (off the measured path).
@@ -69,7 +72,10 @@ pub async fn run(
                 samples.push((
                     elapsed,
                     report.prepared_ahead,
-                    report.outcome.map(|d| d.kind()),
+                    report
+                        .outcome
+                        .map(|d| d.kind())
+                        .map_err(|failure| failure.kind.describe(&failure.hook)),
                 ));
             }
             Ok::<_, crate::RunError>(samples)
@@ -83,11 +89,16 @@ pub async fn run(
     let peak_pss_bytes = sampler.and_then(PssSampler::stop);
     let mut decisions = std::collections::BTreeMap::new();
     let mut failures = 0;
+    let mut failed = std::collections::BTreeMap::new();
     let prepared_ahead = samples.iter().filter(|(_, ahead, _)| *ahead).count();
     for (_, _, outcome) in &samples {
         match outcome {
             Ok(kind) => *decisions.entry(kind.to_string()).or_insert(0) += 1,
-            Err(_) => failures += 1,
+            Err(why) => {
+                failures += 1;
+                let first = failed.entry(why.clone()).or_insert(0);
+                *first += 1;
+            }
         }
     }
     let mut latencies: Vec<Duration> = samples.iter().map(|(d, _, _)| *d).collect();
@@ -106,6 +117,7 @@ pub async fn run(
         iterations: latencies.len(),
         concurrency,
         failures,
+        failed,
         decisions,
         prepared_ahead,
         p50_us: at(0.50),
