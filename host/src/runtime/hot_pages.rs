@@ -66,9 +66,11 @@ impl HotPages {
     }
 
     /// Adds the pages written in `memory`, an instance whose event has ended (its store not
-    /// yet freed), to the flow's record.
-    pub(crate) fn learn(&self, memory: MemoryRange) {
-        let Some(written) = written_pages(memory.base, self.extent) else {
+    /// yet freed) and whose memories grew to at most `grown_to` bytes, to the flow's record.
+    pub(crate) fn learn(&self, memory: MemoryRange, grown_to: usize) {
+        // Only as far as the memory reached: a flow may allow far more than it uses.
+        let reached = memory.len.max(grown_to).min(self.extent);
+        let Some(written) = written_pages(memory.base, reached) else {
             self.unsupported.store(true, Ordering::Relaxed);
             return;
         };
@@ -210,10 +212,13 @@ mod tests {
         }
         let hot = HotPages::new(16 * PAGE);
         assert!(hot.learning());
-        hot.learn(MemoryRange {
-            base: first,
-            len: 16 * PAGE,
-        });
+        hot.learn(
+            MemoryRange {
+                base: first,
+                len: 16 * PAGE,
+            },
+            0,
+        );
         assert_eq!(hot.pages(), vec![3, 4, 9]);
         assert_eq!(runs(&hot.pages()), vec![(3, 2), (9, 1)]);
 
@@ -228,11 +233,24 @@ mod tests {
             let byte = unsafe { std::ptr::read_volatile((second + page * PAGE + 5) as *const u8) };
             assert_eq!(byte, 7, "page {page}");
         }
-        for _ in 1..LEARN_EVENTS {
-            hot.learn(MemoryRange {
+        // Only as far as the memory reached: its first 4 pages, so page 9 is not seen again.
+        let other = HotPages::new(16 * PAGE);
+        other.learn(
+            MemoryRange {
                 base: first,
-                len: 16 * PAGE,
-            });
+                len: 2 * PAGE,
+            },
+            4 * PAGE,
+        );
+        assert_eq!(other.pages(), vec![3]);
+        for _ in 1..LEARN_EVENTS {
+            hot.learn(
+                MemoryRange {
+                    base: first,
+                    len: 16 * PAGE,
+                },
+                0,
+            );
         }
         assert!(!hot.learning(), "learns from its first events only");
         unsafe {

@@ -74,6 +74,8 @@ impl WasiView for InstanceState {
 pub(crate) struct MemoryLimiter {
     pub(crate) max_bytes: usize,
     pub(crate) exceeded: bool,
+    /// The largest size any of the instance's memories was allowed to grow to.
+    pub(crate) grown_to: usize,
 }
 
 impl ResourceLimiter for MemoryLimiter {
@@ -87,6 +89,7 @@ impl ResourceLimiter for MemoryLimiter {
             self.exceeded = true;
             return Ok(false);
         }
+        self.grown_to = self.grown_to.max(desired);
         Ok(true)
     }
 
@@ -227,6 +230,7 @@ impl StoreMaker {
             memory: MemoryLimiter {
                 max_bytes: usize::try_from(limits.memory_bytes).unwrap_or(usize::MAX),
                 exceeded: false,
+                grown_to: 0,
             },
             log: Capability::instance(flow, &self.app, &budget),
             secrets: Capability::instance(flow, &self.app, &budget),

@@ -464,7 +464,7 @@ impl Warden {
         if let (Some(hot_pages), Some(memory)) = (&loaded.hot_pages, memory)
             && hot_pages.learning()
         {
-            hot_pages.learn(memory);
+            hot_pages.learn(memory, store.data().memory.grown_to);
         }
         let Outcome {
             logs,
