@@ -304,16 +304,26 @@ fn load(
     if artifact.metadata().map_err(read)?.len() != len {
         return Err(mismatch());
     }
+    // Checked and loaded from a sealed copy where there is one, so what was checked is what
+    // wasmtime maps, and nobody can change it meanwhile.
+    let mut artifact = sealed_copy(&mut artifact, len)
+        .map_err(read)?
+        .unwrap_or(artifact);
     // In pieces: the page cache is read, no 36 MB of fresh memory is zeroed for it.
+    artifact.seek(std::io::SeekFrom::Start(0)).map_err(read)?;
     let mut hasher = crc32fast::Hasher::new();
     let mut buffer = vec![0u8; 256 << 10];
+    let mut seen = 0u64;
     loop {
         match artifact.read(&mut buffer).map_err(read)? {
             0 => break,
-            n => hasher.update(&buffer[..n]),
+            n => {
+                hasher.update(&buffer[..n]);
+                seen += n as u64;
+            }
         }
     }
-    if hasher.finalize() != crc {
+    if seen != len || hasher.finalize() != crc {
         return Err(mismatch());
     }
     // SAFETY: the artifact is a file that only this user could have written, in a folder
@@ -326,15 +336,73 @@ fn load(
     Ok(Some((component, format)))
 }
 
-/// The checked file, read into memory and handed to wasmtime. Not mapped: wasmtime would
-/// run code and map memory images straight from the file's pages, and a file truncated or
-/// written in place while mapped (by hand, by a tool, by a test) kills the whole host with
-/// SIGBUS, not just that plugin; a copy costs the cached start some milliseconds instead.
+/// A copy of the entry's artifact that nobody can change: a memory file (`memfd`) sealed
+/// against writing, growing and shrinking, filled by the kernel (`sendfile`, no buffer of
+/// ours). `None` where there is no such thing (not Linux, or the kernel refused), and the
+/// entry is then read into memory instead.
+///
+/// Why: wasmtime maps what it loads, running code and mapping memory images straight from
+/// the pages, and a mapped cache file truncated or written in place (by hand, by a tool, by a
+/// test) would kill the whole host with SIGBUS, not just that plugin; reading it into fresh
+/// memory instead made most of a Python plugin's cached start (the kernel zeroing 36 MB for
+/// the read, then wasmtime's copy of it: BENCHMARKS.md).
+#[cfg(target_os = "linux")]
+fn sealed_copy(artifact: &mut File, len: u64) -> std::io::Result<Option<File>> {
+    use rustix::fs::{MemfdFlags, SealFlags};
+    if !Path::new("/proc/self/fd").is_dir() {
+        return Ok(None);
+    }
+    let Ok(copy) = rustix::fs::memfd_create(
+        "warden-plugin-cache-entry",
+        MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING,
+    ) else {
+        return Ok(None);
+    };
+    let mut copy = File::from(copy);
+    artifact.seek(std::io::SeekFrom::Start(0))?;
+    let mut sent = 0u64;
+    while sent < len {
+        let chunk = usize::try_from(len - sent)
+            .unwrap_or(usize::MAX)
+            .min(1 << 30);
+        match rustix::fs::sendfile(&copy, &*artifact, None, chunk) {
+            Ok(0) => break,
+            Ok(n) => sent += n as u64,
+            Err(_) if sent == 0 => {
+                std::io::copy(artifact, &mut copy)?;
+                break;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    rustix::fs::fcntl_add_seals(
+        &copy,
+        SealFlags::WRITE | SealFlags::GROW | SealFlags::SHRINK | SealFlags::SEAL,
+    )?;
+    Ok(Some(copy))
+}
+
+#[cfg(not(target_os = "linux"))]
+fn sealed_copy(_artifact: &mut File, _len: u64) -> std::io::Result<Option<File>> {
+    Ok(None)
+}
+
+/// The checked artifact handed to wasmtime: a sealed copy is mapped by wasmtime, a cache file
+/// is read into memory (see [`sealed_copy`]).
 ///
 /// # Safety
 ///
 /// As [`Component::deserialize`].
 unsafe fn deserialize(engine: &Engine, artifact: &File) -> wasmtime::Result<Component> {
+    #[cfg(target_os = "linux")]
+    if let Ok(seals) = rustix::fs::fcntl_get_seals(artifact)
+        && seals.contains(rustix::fs::SealFlags::WRITE | rustix::fs::SealFlags::SHRINK)
+    {
+        use std::os::fd::AsRawFd;
+        let path = format!("/proc/self/fd/{}", artifact.as_raw_fd());
+        // SAFETY: as this function's; and the file can no longer change (sealed).
+        return unsafe { Component::deserialize_file(engine, path) };
+    }
     let mut bytes = Vec::new();
     (&*artifact).seek(std::io::SeekFrom::Start(0))?;
     (&*artifact).read_to_end(&mut bytes)?;

@@ -382,3 +382,39 @@ fn the_default_folder_is_the_users_own_cache_folder() {
     assert_eq!(user_cache_dir_from(None, Some("alice".into())), None);
     assert_eq!(user_cache_dir_from(None, None), None);
 }
+
+#[test]
+fn a_damaged_entry_is_compiled_again_and_a_loaded_one_outlives_its_file() {
+    let engine = Engine::default();
+    let scratch = tempfile::tempdir().unwrap();
+    let dir = scratch.path().join("cache");
+    assert_eq!(load(&dir, &engine), CacheOutcome::Compiled);
+    let entry = artifact(&dir).unwrap();
+
+    // One byte changed in place, the length kept: the checksum tells.
+    let mut bytes = std::fs::read(&entry).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    std::fs::write(&entry, &bytes).unwrap();
+    assert_rebuilt(&load(&dir, &engine), "does not match its checksum");
+
+    // A loaded entry does not run from the cache file's pages: the file truncated and
+    // rewritten in place under it (which would be SIGBUS for a mapping of the file), the
+    // component still makes instances.
+    let (component, _, outcome) = PluginCache::new(dir.clone())
+        .load_or_compile(&engine, plugin())
+        .expect("the plugin loads");
+    assert_eq!(outcome, CacheOutcome::Hit);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(&entry)
+        .unwrap();
+    // Copying the component's image out reads every page of it.
+    let image = component
+        .serialize()
+        .expect("the component's image is all there");
+    std::fs::write(&entry, b"written in place").unwrap();
+    assert_eq!(component.serialize().unwrap(), image);
+    assert_rebuilt(&load(&dir, &engine), "does not match");
+}
