@@ -20,8 +20,8 @@
 //! Linux only; elsewhere, or on a kernel without `MADV_POPULATE_WRITE` (before 5.14), the
 //! hooks fault as before.
 
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
 
 use crate::Unpoisoned;
 
@@ -42,6 +42,9 @@ const PAGE: usize = 4096;
 pub(crate) struct HotPages {
     /// Indexes of the pages written, counted from the memory's start; sorted, no repeats.
     pages: Mutex<Vec<u32>>,
+    /// The same pages as runs (first, count), made once per event learned from and shared
+    /// by every instance made ahead after it.
+    runs: Mutex<Arc<Vec<(u32, u32)>>>,
     learned: AtomicU32,
     /// How far into a memory to look: the flow's memory limit.
     extent: usize,
@@ -53,6 +56,7 @@ impl HotPages {
     pub(crate) fn new(memory_limit_bytes: usize) -> Self {
         Self {
             pages: Mutex::new(Vec::new()),
+            runs: Mutex::new(Arc::new(Vec::new())),
             learned: AtomicU32::new(0),
             extent: memory_limit_bytes,
             unsupported: AtomicBool::new(!cfg!(target_os = "linux")),
@@ -78,6 +82,7 @@ impl HotPages {
         pages.extend(written);
         pages.sort_unstable();
         pages.dedup();
+        *self.runs.lock().unpoisoned() = Arc::new(runs(&pages));
         self.learned.fetch_add(1, Ordering::Relaxed);
     }
 
@@ -87,8 +92,8 @@ impl HotPages {
         if self.unsupported.load(Ordering::Relaxed) {
             return;
         }
-        let pages = self.pages.lock().unpoisoned().clone();
-        for (first, count) in runs(&pages) {
+        let runs = self.runs.lock().unpoisoned().clone();
+        for &(first, count) in runs.iter() {
             let start = first as usize * PAGE;
             let len = count as usize * PAGE;
             if start + len > self.extent {
