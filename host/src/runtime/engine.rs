@@ -3,8 +3,8 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use tokio::sync::Semaphore;
 use wasmtime::Engine;
@@ -39,6 +39,11 @@ pub(crate) fn prepared_room(max: u32) -> u32 {
 /// 0.2–3.4 MB, Python ones about 20 MB.
 pub const LARGE_PLUGIN_BYTES: u64 = 8 << 20;
 
+/// Whether the plugin at `path` is compiled for the engine that maps memory images.
+fn is_large(path: &std::path::Path) -> bool {
+    std::fs::metadata(path).is_ok_and(|m| m.len() >= LARGE_PLUGIN_BYTES)
+}
+
 /// Core instances the pool budgets per component instance: a Python component instantiates
 /// 14 core modules (the interpreter, its libraries, the WASI shims), a Rust one 3.
 pub const CORE_INSTANCES_PER_COMPONENT: u32 = 16;
@@ -47,7 +52,7 @@ pub const CORE_INSTANCES_PER_COMPONENT: u32 = 16;
 /// microseconds; `copy_on_write` for large plugins ([`LARGE_PLUGIN_BYTES`]). Slots are sized
 /// for the largest `memory_mib` a config may set (the address space is only reserved); each
 /// flow's own limit is enforced by its store's limiter.
-pub(crate) fn engine(copy_on_write: bool) -> Result<Engine, StartError> {
+pub(crate) fn engine(copy_on_write: bool) -> Result<Engine, String> {
     let largest_memory: u64 = crate::config::MAX_MEMORY_MIB << 20;
     // The pooling allocator reserves (virtual) room for both kinds up front.
     let n = MAX_LIVE_INSTANCES + prepared_room(MAX_LIVE_INSTANCES);
@@ -74,7 +79,7 @@ pub(crate) fn engine(copy_on_write: bool) -> Result<Engine, StartError> {
         // shootdown per event; for Python's interpreter heap, mapping the image wins.
         .memory_init_cow(copy_on_write)
         .allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
-    Engine::new(&wasm).map_err(|e| StartError::Engine(root_message(&e)))
+    Engine::new(&wasm).map_err(|e| root_message(&e))
 }
 
 pub(crate) fn linker(engine: &Engine) -> wasmtime::Result<Linker<InstanceState>> {
@@ -103,10 +108,10 @@ pub(crate) struct EpochTicker {
 }
 
 impl EpochTicker {
-    pub(crate) fn start(engines: &[&Engine]) -> Self {
+    /// Ticks the engines of `kinds` made so far; ends when `kinds` is dropped or stopped.
+    fn start(kinds: std::sync::Weak<EngineKinds>) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let ticks = Arc::new(AtomicU64::new(0));
-        let weak: Vec<_> = engines.iter().map(|e| e.weak()).collect();
         let (flag, counted) = (stop.clone(), ticks.clone());
         std::thread::Builder::new()
             .name("warden-epoch".into())
@@ -115,13 +120,13 @@ impl EpochTicker {
                     std::thread::sleep(EPOCH_TICK);
                     // Counted first: a callback this tick fires sees it.
                     counted.fetch_add(1, Ordering::Relaxed);
-                    let mut alive = false;
-                    for engine in weak.iter().filter_map(|w| w.upgrade()) {
-                        engine.increment_epoch();
-                        alive = true;
-                    }
-                    if !alive {
+                    let Some(kinds) = kinds.upgrade() else {
                         break;
+                    };
+                    for kind in [&kinds.copying, &kinds.mapping] {
+                        if let Some(Ok(kind)) = kind.get() {
+                            kind.engine.increment_epoch();
+                        }
                     }
                 }
             })
@@ -144,12 +149,7 @@ pub struct SharedEngine {
 }
 
 pub(crate) struct EngineInner {
-    /// For plugins smaller than [`LARGE_PLUGIN_BYTES`]: memory initialised by copying.
-    pub(crate) engine: Engine,
-    pub(crate) linker: Linker<InstanceState>,
-    /// For larger plugins (Python's interpreter): memory images mapped copy-on-write.
-    pub(crate) large: Engine,
-    pub(crate) large_linker: Linker<InstanceState>,
+    pub(crate) kinds: Arc<EngineKinds>,
     /// Held while compiling, so concurrent starts compile a plugin once.
     pub(crate) compiled:
         tokio::sync::Mutex<HashMap<PathBuf, (Component, PluginFormat, CacheOutcome)>>,
@@ -162,14 +162,81 @@ pub(crate) struct EngineInner {
     pub(crate) ticker: EpochTicker,
 }
 
+/// One kind of engine and the linker made for it.
+pub(crate) struct EngineKind {
+    pub(crate) engine: Engine,
+    pub(crate) linker: Linker<InstanceState>,
+}
+
+/// The two kinds of engine, each made when the first plugin of its kind is compiled: an
+/// engine's pool costs milliseconds to reserve and to give back (a thousand stacks, each
+/// with a guard page), which a start whose plugins are all of one kind need not pay for the
+/// other (BENCHMARKS.md, "The cached start").
+pub(crate) struct EngineKinds {
+    /// For plugins smaller than [`LARGE_PLUGIN_BYTES`]: memory initialised by copying.
+    copying: OnceLock<Result<EngineKind, String>>,
+    /// For larger plugins (Python's interpreter): memory images mapped copy-on-write.
+    mapping: OnceLock<Result<EngineKind, String>>,
+}
+
+impl EngineKinds {
+    /// The engine for plugins of this size class, made now if it is the first of its kind.
+    pub(crate) fn get(&self, copy_on_write: bool) -> Result<&EngineKind, StartError> {
+        let cell = if copy_on_write {
+            &self.mapping
+        } else {
+            &self.copying
+        };
+        cell.get_or_init(|| {
+            let engine = engine(copy_on_write)?;
+            let linker = linker(&engine).map_err(|e| root_message(&e))?;
+            Ok(EngineKind { engine, linker })
+        })
+        .as_ref()
+        .map_err(|message| StartError::Engine(message.clone()))
+    }
+
+    /// Whether `engine` is the one that maps memory images (`Some(true)`) or the one that
+    /// copies them (`Some(false)`); `None` for an engine not made here.
+    pub(crate) fn mapped(&self, engine: &Engine) -> Option<bool> {
+        let made = |cell: &OnceLock<Result<EngineKind, String>>| matches!(cell.get(), Some(Ok(kind)) if Engine::same(&kind.engine, engine));
+        if made(&self.mapping) {
+            Some(true)
+        } else if made(&self.copying) {
+            Some(false)
+        } else {
+            None
+        }
+    }
+}
+
 impl SharedEngine {
     pub fn new() -> Result<Self, StartError> {
         Self::with_max_instances(MAX_LIVE_INSTANCES)
     }
 
-    /// The wasmtime engine plugins are compiled for.
-    pub fn engine(&self) -> &Engine {
-        &self.inner.engine
+    /// A new engine that starts making, on threads of their own, the kinds `config`'s
+    /// plugins will be compiled for: a start opens its store meanwhile.
+    pub fn for_config(config: &crate::config::Config) -> Result<Self, StartError> {
+        let shared = Self::new()?;
+        let needed: std::collections::BTreeSet<bool> = config
+            .flows
+            .values()
+            .map(|flow| is_large(&flow.plugin))
+            .collect();
+        for large in needed {
+            let kinds = shared.inner.kinds.clone();
+            // Made on first use if the thread cannot start; a failure is reported there.
+            let _ = std::thread::Builder::new()
+                .name("warden-engine".into())
+                .spawn(move || drop(kinds.get(large)));
+        }
+        Ok(shared)
+    }
+
+    /// The wasmtime engine plugins smaller than [`LARGE_PLUGIN_BYTES`] are compiled for.
+    pub fn engine(&self) -> Result<&Engine, StartError> {
+        Ok(&self.inner.kinds.get(false)?.engine)
     }
 
     /// An engine whose hooks make at most `max` instances at once (capped at the pool's
@@ -177,17 +244,14 @@ impl SharedEngine {
     /// Instances made ahead have their own room, a sixteenth of `max`.
     pub fn with_max_instances(max: u32) -> Result<Self, StartError> {
         let max = max.min(MAX_LIVE_INSTANCES);
-        let large = engine(true)?;
-        let engine = engine(false)?;
-        let large_linker = linker(&large).map_err(|e| StartError::Engine(root_message(&e)))?;
-        let linker = linker(&engine).map_err(|e| StartError::Engine(root_message(&e)))?;
+        let kinds = Arc::new(EngineKinds {
+            copying: OnceLock::new(),
+            mapping: OnceLock::new(),
+        });
         Ok(Self {
             inner: Arc::new(EngineInner {
-                ticker: EpochTicker::start(&[&engine, &large]),
-                engine,
-                linker,
-                large,
-                large_linker,
+                ticker: EpochTicker::start(Arc::downgrade(&kinds)),
+                kinds,
                 compiled: Default::default(),
                 slots: Arc::new(Semaphore::new(max as usize)),
                 prepared_slots: Arc::new(Semaphore::new(prepared_room(max) as usize)),
@@ -213,19 +277,47 @@ impl SharedEngine {
         if let Some(c) = compiled.get(path) {
             return Ok(c.clone());
         }
-        let large = std::fs::metadata(path).is_ok_and(|m| m.len() >= LARGE_PLUGIN_BYTES);
-        let engine = if large {
-            self.inner.large.clone()
-        } else {
-            self.inner.engine.clone()
-        };
+        let large = is_large(path);
+        let kinds = self.inner.kinds.clone();
         let owned = path.clone();
         let cache = cache.clone();
-        let c = tokio::task::spawn_blocking(move || cache.load_or_compile(&engine, &owned))
-            .await
-            .map_err(|e| (format!("compilation panicked: {e}"), Blame::Host))?
-            .map_err(|message| (message, Blame::Plugin))?;
+        let c = tokio::task::spawn_blocking(move || {
+            let engine = &kinds
+                .get(large)
+                .map_err(|e| (e.to_string(), Blame::Host))?
+                .engine;
+            cache
+                .load_or_compile(engine, &owned)
+                .map_err(|message| (message, Blame::Plugin))
+        })
+        .await
+        .map_err(|e| (format!("compilation panicked: {e}"), Blame::Host))??;
         compiled.insert(path.clone(), c.clone());
         Ok(c)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_engine_is_made_once_when_first_asked_for_and_the_other_kind_not_at_all() {
+        let shared = SharedEngine::with_max_instances(4).unwrap();
+        let kinds = &shared.inner.kinds;
+        assert!(kinds.copying.get().is_none() && kinds.mapping.get().is_none());
+
+        let copying = kinds.get(false).unwrap().engine.clone();
+        assert!(Engine::same(&copying, &kinds.get(false).unwrap().engine));
+        assert!(
+            kinds.mapping.get().is_none(),
+            "made without being asked for"
+        );
+        assert_eq!(kinds.mapped(&copying), Some(false));
+
+        let mapping = kinds.get(true).unwrap().engine.clone();
+        assert!(!Engine::same(&copying, &mapping));
+        assert_eq!(kinds.mapped(&mapping), Some(true));
+        assert_eq!(kinds.mapped(&Engine::default()), None);
     }
 }

@@ -85,8 +85,14 @@ impl Warden {
     /// Compiles every flow's plugin and opens the store; every plugin problem is
     /// reported, not just the first.
     pub async fn start(config: Config) -> Result<Self, StartError> {
+        let engine = SharedEngine::for_config(&config)?;
         let store = crate::store::backend::open(&config).await?;
-        Self::start_with_store(config, store).await
+        let secrets = Arc::new(SecretStore::new(&config.secrets));
+        let options = StartOptions {
+            engine: Some(engine),
+            ..StartOptions::default()
+        };
+        Self::start_with(config, store, secrets, options).await
     }
 
     pub async fn start_with_store(
@@ -187,13 +193,20 @@ impl Warden {
             .shared
             .compile(&flow.plugin, &self.plugin_cache)
             .await?;
-        let inner = &self.shared.inner;
-        let copy_on_write = wasmtime::Engine::same(component.engine(), &inner.large);
-        let linker = if copy_on_write {
-            &inner.large_linker
-        } else {
-            &inner.linker
+        let kinds = &self.shared.inner.kinds;
+        let copy_on_write = match kinds.mapped(component.engine()) {
+            Some(copy_on_write) => copy_on_write,
+            None => {
+                return Err((
+                    "compiled for an engine warden did not make".into(),
+                    Blame::Host,
+                ));
+            }
         };
+        let linker = &kinds
+            .get(copy_on_write)
+            .map_err(|e| (e.to_string(), Blame::Host))?
+            .linker;
         let pre = linker.instantiate_pre(&component).map_err(|e| {
             let message = format!(
                 "cannot be linked: {} (a plugin may import only WASI 0.2 and {}@{})",

@@ -40,7 +40,7 @@ use crate::config::{Config, ConfigErrors};
 use crate::secrets::SecretStore;
 use crate::store::StoreError;
 use crate::store::backend::{self, Backend};
-use crate::{StartError, StartOptions, Warden};
+use crate::{SharedEngine, StartError, StartOptions, Warden};
 
 use lifecycle::{Lifecycle, LifecycleError};
 use metrics::Metrics;
@@ -188,16 +188,16 @@ impl Server {
             return Err(ServeError::NoTokens(config_path.to_path_buf()));
         }
         let settings = config.serve.clone();
+        let engine = SharedEngine::for_config(&config)?;
         let store = backend::open(&config).await?;
         let secrets = Arc::new(SecretStore::new(&config.secrets));
+        let options = StartOptions {
+            engine: Some(engine),
+            ..StartOptions::default()
+        };
         // One flow's broken plugin must not keep the others from serving.
-        let warden = Warden::start_with_failed_flows(
-            config,
-            store.clone(),
-            secrets,
-            StartOptions::default(),
-        )
-        .await?;
+        let warden =
+            Warden::start_with_failed_flows(config, store.clone(), secrets, options).await?;
         for failed in warden.load_failures() {
             tracing::error!(
                 flow = %failed.flow,

@@ -306,24 +306,14 @@ fn load(
     }
     // Checked and loaded from a sealed copy where there is one, so what was checked is what
     // wasmtime maps, and nobody can change it meanwhile.
-    let mut artifact = sealed_copy(&mut artifact, len)
-        .map_err(read)?
-        .unwrap_or(artifact);
-    // In pieces: the page cache is read, no 36 MB of fresh memory is zeroed for it.
-    artifact.seek(std::io::SeekFrom::Start(0)).map_err(read)?;
-    let mut hasher = crc32fast::Hasher::new();
-    let mut buffer = vec![0u8; 256 << 10];
-    let mut seen = 0u64;
-    loop {
-        match artifact.read(&mut buffer).map_err(read)? {
-            0 => break,
-            n => {
-                hasher.update(&buffer[..n]);
-                seen += n as u64;
-            }
+    let (artifact, seen, sum) = match sealed_copy(&artifact, len).map_err(read)? {
+        Some(SealedCopy { file, len, crc }) => (file, len, crc),
+        None => {
+            let (seen, sum) = checksum_read(&mut artifact).map_err(read)?;
+            (artifact, seen, sum)
         }
-    }
-    if seen != len || hasher.finalize() != crc {
+    };
+    if seen != len || sum != crc {
         return Err(mismatch());
     }
     // SAFETY: the artifact is a file that only this user could have written, in a folder
@@ -336,20 +326,63 @@ fn load(
     Ok(Some((component, format)))
 }
 
-/// A copy of the entry's artifact that nobody can change: a memory file (`memfd`) sealed
-/// against writing, growing and shrinking, filled by the kernel (`sendfile`, no buffer of
-/// ours). `None` where there is no such thing (not Linux, or the kernel refused), and the
-/// entry is then read into memory instead.
-///
-/// Why: wasmtime maps what it loads, running code and mapping memory images straight from
-/// the pages, and a mapped cache file truncated or written in place (by hand, by a tool, by a
-/// test) would kill the whole host with SIGBUS, not just that plugin; reading it into fresh
-/// memory instead made most of a Python plugin's cached start (the kernel zeroing 36 MB for
-/// the read, then wasmtime's copy of it: BENCHMARKS.md).
+/// The length and CRC32 of a file read in pieces: the page cache is read, no 36 MB of fresh
+/// memory is zeroed for it.
+fn checksum_read(mut artifact: impl Read + Seek) -> std::io::Result<(u64, u32)> {
+    artifact.seek(std::io::SeekFrom::Start(0))?;
+    let mut hasher = crc32fast::Hasher::new();
+    let mut buffer = vec![0u8; 256 << 10];
+    let mut seen = 0u64;
+    loop {
+        match artifact.read(&mut buffer)? {
+            0 => break,
+            n => {
+                hasher.update(&buffer[..n]);
+                seen += n as u64;
+            }
+        }
+    }
+    Ok((seen, hasher.finalize()))
+}
+
+/// A sealed copy of a cache entry's artifact, with what it holds: its length and CRC32.
+struct SealedCopy {
+    file: File,
+    len: u64,
+    crc: u32,
+}
+
+/// The most threads one artifact is copied with: the copy is the kernel allocating and
+/// filling page after page, which spreads over cores.
 #[cfg(target_os = "linux")]
-fn sealed_copy(artifact: &mut File, len: u64) -> std::io::Result<Option<File>> {
+const COPY_THREADS: usize = 4;
+
+/// The least one copying thread is given.
+#[cfg(target_os = "linux")]
+const COPY_PIECE_BYTES: usize = 8 << 20;
+
+/// A copy of the entry's artifact that nobody can change: a memory file (`memfd`) sealed
+/// against writing, growing and shrinking, read into while mapped, a piece per core, each
+/// piece's CRC32 summed while its bytes are fresh in the cache. `None` where there is no
+/// such thing (not Linux, or the kernel refused), and the entry is then read into memory
+/// instead.
+///
+/// Why a copy: wasmtime maps what it loads, running code and mapping memory images straight
+/// from the pages, and a mapped cache file truncated or written in place (by hand, by a tool,
+/// by a test) would kill the whole host with SIGBUS, not just that plugin; reading it into
+/// fresh memory instead made most of a Python plugin's cached start (the kernel zeroing
+/// 36 MB for the read, then wasmtime's copy of it). Why in pieces on several threads: one
+/// thread copying 36 MB into fresh pages, then reading them again for the checksum, was
+/// half of that start (BENCHMARKS.md, "The cached start").
+#[cfg(target_os = "linux")]
+fn sealed_copy(artifact: &File, len: u64) -> std::io::Result<Option<SealedCopy>> {
     use rustix::fs::{MemfdFlags, SealFlags};
-    if !Path::new("/proc/self/fd").is_dir() {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::FileExt;
+    let Ok(size) = usize::try_from(len) else {
+        return Ok(None);
+    };
+    if size == 0 || !Path::new("/proc/self/fd").is_dir() {
         return Ok(None);
     }
     let Ok(copy) = rustix::fs::memfd_create(
@@ -358,32 +391,98 @@ fn sealed_copy(artifact: &mut File, len: u64) -> std::io::Result<Option<File>> {
     ) else {
         return Ok(None);
     };
-    let mut copy = File::from(copy);
-    artifact.seek(std::io::SeekFrom::Start(0))?;
-    let mut sent = 0u64;
-    while sent < len {
-        let chunk = usize::try_from(len - sent)
-            .unwrap_or(usize::MAX)
-            .min(1 << 30);
-        match rustix::fs::sendfile(&copy, &*artifact, None, chunk) {
-            Ok(0) => break,
-            Ok(n) => sent += n as u64,
-            Err(_) if sent == 0 => {
-                std::io::copy(artifact, &mut copy)?;
-                break;
-            }
-            Err(e) => return Err(e.into()),
+    let copy = File::from(copy);
+    copy.set_len(len)?;
+    // SAFETY: a fresh shared mapping of a memory file only this function holds, `size` bytes
+    // long (just set, and nothing else can shrink it); unmapped (`Unmap`) before the file is
+    // sealed, and no reference into it outlives that.
+    let at = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            size,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            copy.as_raw_fd(),
+            0,
+        )
+    };
+    if at == libc::MAP_FAILED {
+        return Err(std::io::Error::last_os_error());
+    }
+    struct Unmap(*mut libc::c_void, usize);
+    impl Drop for Unmap {
+        fn drop(&mut self) {
+            // SAFETY: the mapping made above, no longer borrowed.
+            unsafe { libc::munmap(self.0, self.1) };
         }
+    }
+    let mapping = Unmap(at, size);
+    // SAFETY: the mapping is `size` bytes, readable and writable, and nothing else refers to
+    // it until `mapping` is dropped, after the last use of `bytes`.
+    let bytes = unsafe { std::slice::from_raw_parts_mut(at.cast::<u8>(), size) };
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = cores
+        .min(COPY_THREADS)
+        .min(size.div_ceil(COPY_PIECE_BYTES))
+        .max(1);
+    // Pieces on 2 MiB boundaries, so no two threads fill the same page.
+    let piece = size.div_ceil(threads).next_multiple_of(2 << 20);
+    let fill = |offset: usize, into: &mut [u8]| -> std::io::Result<crc32fast::Hasher> {
+        let mut filled = 0;
+        while filled < into.len() {
+            match artifact.read_at(&mut into[filled..], (offset + filled) as u64)? {
+                0 => break,
+                n => filled += n,
+            }
+        }
+        if filled < into.len() {
+            // Cut short since it was measured.
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "the file is shorter than its description says",
+            ));
+        }
+        let mut hasher = crc32fast::Hasher::new();
+        hasher.update(into);
+        Ok(hasher)
+    };
+    let sums: Vec<_> = std::thread::scope(|scope| {
+        let mut pieces = bytes.chunks_mut(piece).enumerate();
+        let first = pieces.next();
+        let others: Vec<_> = pieces
+            .map(|(i, into)| scope.spawn(move || fill(i * piece, into)))
+            .collect();
+        let mut sums = Vec::with_capacity(threads);
+        if let Some((_, into)) = first {
+            sums.push(fill(0, into));
+        }
+        for other in others {
+            sums.push(other.join().unwrap_or_else(|_| {
+                Err(std::io::Error::other(
+                    "a thread copying the cache entry panicked",
+                ))
+            }));
+        }
+        sums
+    });
+    drop(mapping);
+    let mut crc = crc32fast::Hasher::new();
+    for sum in sums {
+        crc.combine(&sum?);
     }
     rustix::fs::fcntl_add_seals(
         &copy,
         SealFlags::WRITE | SealFlags::GROW | SealFlags::SHRINK | SealFlags::SEAL,
     )?;
-    Ok(Some(copy))
+    Ok(Some(SealedCopy {
+        file: copy,
+        len,
+        crc: crc.finalize(),
+    }))
 }
 
 #[cfg(not(target_os = "linux"))]
-fn sealed_copy(_artifact: &mut File, _len: u64) -> std::io::Result<Option<File>> {
+fn sealed_copy(_artifact: &File, _len: u64) -> std::io::Result<Option<SealedCopy>> {
     Ok(None)
 }
 

@@ -418,3 +418,39 @@ fn a_damaged_entry_is_compiled_again_and_a_loaded_one_outlives_its_file() {
     assert_eq!(component.serialize().unwrap(), image);
     assert_rebuilt(&load(&dir, &engine), "does not match");
 }
+
+#[cfg(target_os = "linux")]
+#[test]
+fn an_entry_copied_in_pieces_is_what_its_file_holds_summed_and_sealed() {
+    use std::io::{Read, Write};
+    // More than two pieces' worth and not a whole number of pages: pieces of unequal length.
+    let len = 2 * super::COPY_PIECE_BYTES + 4097;
+    let bytes: Vec<u8> = (0..len)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    let scratch = tempfile::tempdir().unwrap();
+    let path = scratch.path().join("entry.cwasm");
+    std::fs::write(&path, &bytes).unwrap();
+    let file = std::fs::File::open(&path).unwrap();
+
+    let copy = super::sealed_copy(&file, len as u64)
+        .unwrap()
+        .expect("a memory file on Linux");
+    assert_eq!(copy.len, len as u64);
+    assert_eq!(copy.crc, crc32fast::hash(&bytes));
+    let mut held = Vec::new();
+    (&copy.file).read_to_end(&mut held).unwrap();
+    assert!(held == bytes, "the copy holds other bytes than the file");
+    // Sealed: what was summed is what stays.
+    assert!((&copy.file).write_all(b"changed").is_err());
+    assert!(copy.file.set_len(1).is_err());
+    assert!(copy.file.set_len(len as u64 + 1).is_err());
+
+    // A file shorter than its description (cut since it was measured) is an error, not a
+    // copy with a zeroed tail.
+    let short = super::sealed_copy(&file, len as u64 + 1).err();
+    assert_eq!(
+        short.map(|e| e.kind()),
+        Some(std::io::ErrorKind::UnexpectedEof)
+    );
+}
