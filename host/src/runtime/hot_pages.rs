@@ -1,4 +1,5 @@
-//! The pages a large plugin's hooks write, copied before the event instead of during it.
+//! The pages a large plugin's hooks write, copied before the event instead of during it, and
+//! those they only read, mapped before it.
 //!
 //! A plugin compiled for the copy-on-write engine (Python's interpreter heap, 12–14 MiB;
 //! `engine.rs`) has its memory mapped from the compiled image, so the first write to each page
@@ -11,7 +12,10 @@
 //! So a flow's first events record which pages of its memory they wrote (the kernel's
 //! `/proc/self/pagemap`: present, and no longer the image's page), and each instance made
 //! ahead for a later event has those pages written ahead (`MADV_POPULATE_WRITE`) while it
-//! waits. Nothing the plugin can see changes: the pages hold what the image holds, and only the
+//! waits. The pages they only read are recorded too (present, still the image's) and mapped
+//! ahead (`MADV_POPULATE_READ`): a fresh slot has none of the image mapped, so each read of
+//! a page not yet seen is a fault as well (BENCHMARKS.md, "The cached start, and the pages a
+//! Python hook reads"). Nothing the plugin can see changes: the pages hold what the image holds, and only the
 //! moment the copy is paid for moves. An instance holds the pages its hook would have written
 //! anyway; the copies are made in the background (`Warden::prepare_next`). Where an instance's
 //! memory is comes from lifting the answer of `implemented` (`lift::Implemented`), which an
@@ -38,13 +42,20 @@ const LEARN_EVENTS: u32 = 4;
 
 const PAGE: usize = 4096;
 
-/// One flow's record of the pages its hooks write.
+/// Gaps between pages only read that are mapped ahead with them, so that a Python hook's
+/// ~1,800 scattered pages take a few dozen calls, not hundreds: mapping a page of the image
+/// copies nothing, while a write ahead copies a page (written pages are not merged).
+const READ_GAP_PAGES: u32 = 16;
+
+/// One flow's record of the pages its hooks write, and of those they only read.
 pub(crate) struct HotPages {
     /// Indexes of the pages written, counted from the memory's start; sorted, no repeats.
     pages: Mutex<Vec<u32>>,
-    /// The same pages as runs (first, count), made once per event learned from and shared
-    /// by every instance made ahead after it.
-    runs: Mutex<Arc<Vec<(u32, u32)>>>,
+    /// Indexes of the image's pages read and never written in the events learned from.
+    read: Mutex<Vec<u32>>,
+    /// Both as runs (first, count), made once per event learned from and shared by every
+    /// instance made ahead after it.
+    runs: Mutex<Arc<Runs>>,
     learned: AtomicU32,
     /// How far into a memory to look: the flow's memory limit.
     extent: usize,
@@ -56,7 +67,8 @@ impl HotPages {
     pub(crate) fn new(memory_limit_bytes: usize) -> Self {
         Self {
             pages: Mutex::new(Vec::new()),
-            runs: Mutex::new(Arc::new(Vec::new())),
+            read: Mutex::new(Vec::new()),
+            runs: Mutex::new(Arc::new(Runs::default())),
             learned: AtomicU32::new(0),
             extent: memory_limit_bytes,
             unsupported: AtomicBool::new(!cfg!(target_os = "linux")),
@@ -74,37 +86,52 @@ impl HotPages {
     pub(crate) fn learn(&self, memory: MemoryRange, grown_to: usize) {
         // Only as far as the memory reached: a flow may allow far more than it uses.
         let reached = memory.len.max(grown_to).min(self.extent);
-        let Some(written) = written_pages(memory.base, reached) else {
+        let Some(touched) = touched_pages(memory.base, reached) else {
             self.unsupported.store(true, Ordering::Relaxed);
             return;
         };
         let mut pages = self.pages.lock().unpoisoned();
-        pages.extend(written);
+        pages.extend(touched.written);
         pages.sort_unstable();
         pages.dedup();
-        *self.runs.lock().unpoisoned() = Arc::new(runs(&pages));
+        let mut read = self.read.lock().unpoisoned();
+        read.extend(touched.read);
+        read.sort_unstable();
+        read.dedup();
+        // A page written in any event is written ahead, not only mapped.
+        read.retain(|page| pages.binary_search(page).is_err());
+        *self.runs.lock().unpoisoned() = Arc::new(Runs {
+            written: runs(&pages, 0),
+            read: runs(&read, READ_GAP_PAGES),
+        });
         self.learned.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Writes ahead, in `memory` (an instance made ahead, not running), the pages the flow's
-    /// events were seen to write.
+    /// In `memory` (an instance made ahead, not running), maps ahead the image's pages the
+    /// flow's events were seen to read, and writes ahead those they were seen to write.
     pub(crate) fn populate(&self, memory: MemoryRange) {
         if self.unsupported.load(Ordering::Relaxed) {
             return;
         }
         let runs = self.runs.lock().unpoisoned().clone();
-        for &(first, count) in runs.iter() {
-            let start = first as usize * PAGE;
-            let len = count as usize * PAGE;
-            if start + len > self.extent {
-                break;
-            }
-            if !populate_write(memory.base + start, len) {
-                // A run past the memory's current size (its pages are not accessible yet)
-                // is refused and skipped; a kernel without the advice refuses the first.
-                if !populate_supported() {
-                    self.unsupported.store(true, Ordering::Relaxed);
-                    return;
+        for (runs, advice) in [
+            (&runs.read, Advice::PopulateRead),
+            (&runs.written, Advice::PopulateWrite),
+        ] {
+            for &(first, count) in runs.iter() {
+                let start = first as usize * PAGE;
+                let len = count as usize * PAGE;
+                if start + len > self.extent {
+                    break;
+                }
+                if !populate(memory.base + start, len, advice) {
+                    // A run past the memory's current size (its pages are not accessible
+                    // yet) is refused and skipped; a kernel without the advice refuses the
+                    // first.
+                    if !populate_supported() {
+                        self.unsupported.store(true, Ordering::Relaxed);
+                        return;
+                    }
                 }
             }
         }
@@ -114,25 +141,52 @@ impl HotPages {
     pub(crate) fn pages(&self) -> Vec<u32> {
         self.pages.lock().unpoisoned().clone()
     }
+
+    #[cfg(test)]
+    pub(crate) fn read_pages(&self) -> Vec<u32> {
+        self.read.lock().unpoisoned().clone()
+    }
 }
 
-/// Consecutive pages as (first, count).
-fn runs(pages: &[u32]) -> Vec<(u32, u32)> {
+/// A flow's learned pages as runs.
+#[derive(Default)]
+struct Runs {
+    written: Vec<(u32, u32)>,
+    read: Vec<(u32, u32)>,
+}
+
+/// The pages of one memory an event touched.
+struct Touched {
+    /// Written: present and private.
+    written: Vec<u32>,
+    /// Read only: present and still the image's.
+    read: Vec<u32>,
+}
+
+#[derive(Clone, Copy)]
+enum Advice {
+    PopulateRead,
+    PopulateWrite,
+}
+
+/// Pages as runs (first, count), a run taking in gaps of up to `gap` pages.
+fn runs(pages: &[u32], gap: u32) -> Vec<(u32, u32)> {
     let mut runs: Vec<(u32, u32)> = Vec::new();
     for &page in pages {
         match runs.last_mut() {
-            Some((first, count)) if *first + *count == page => *count += 1,
+            Some((first, count)) if page <= *first + *count + gap => *count = page - *first + 1,
             _ => runs.push((page, 1)),
         }
     }
     runs
 }
 
-/// The pages of `[base, base + extent)` this process has written since they were mapped:
-/// present and private (pagemap bit 63 set, bit 61 "file page or shared" clear). Readable
-/// without privileges (only the frame numbers are hidden).
+/// The pages of `[base, base + extent)` this process has touched since they were mapped:
+/// written ones are present and private (pagemap bit 63 set, bit 61 "file page or shared"
+/// clear); read ones are present and still the file's (both set). Readable without
+/// privileges (only the frame numbers are hidden).
 #[cfg(target_os = "linux")]
-fn written_pages(base: usize, extent: usize) -> Option<Vec<u32>> {
+fn touched_pages(base: usize, extent: usize) -> Option<Touched> {
     use std::os::unix::fs::FileExt;
     use std::sync::OnceLock;
     static PAGEMAP: OnceLock<Option<std::fs::File>> = OnceLock::new();
@@ -146,38 +200,48 @@ fn written_pages(base: usize, extent: usize) -> Option<Vec<u32>> {
         .ok()?;
     const PRESENT: u64 = 1 << 63;
     const FILE_OR_SHARED: u64 = 1 << 61;
-    Some(
-        entries
-            .chunks_exact(8)
-            .enumerate()
-            .filter(|(_, entry)| {
-                let entry = u64::from_le_bytes((*entry).try_into().expect("8 bytes"));
-                entry & PRESENT != 0 && entry & FILE_OR_SHARED == 0
-            })
-            .map(|(page, _)| page as u32)
-            .collect(),
-    )
+    let mut touched = Touched {
+        written: Vec::new(),
+        read: Vec::new(),
+    };
+    for (page, entry) in entries.chunks_exact(8).enumerate() {
+        let entry = u64::from_le_bytes(entry.try_into().expect("8 bytes"));
+        if entry & PRESENT == 0 {
+            continue;
+        }
+        if entry & FILE_OR_SHARED == 0 {
+            touched.written.push(page as u32);
+        } else {
+            touched.read.push(page as u32);
+        }
+    }
+    Some(touched)
 }
 
 #[cfg(not(target_os = "linux"))]
-fn written_pages(_base: usize, _extent: usize) -> Option<Vec<u32>> {
+fn touched_pages(_base: usize, _extent: usize) -> Option<Touched> {
     None
 }
 
 #[cfg(target_os = "linux")]
-fn populate_write(address: usize, len: usize) -> bool {
+fn populate(address: usize, len: usize, advice: Advice) -> bool {
+    let advice = match advice {
+        Advice::PopulateRead => libc::MADV_POPULATE_READ,
+        Advice::PopulateWrite => libc::MADV_POPULATE_WRITE,
+    };
     // SAFETY: the range is inside one instance's memory slot (`extent` is at most the
     // memory's limit, itself within the slot), the instance is not running, and the advice
-    // only faults the pages in writable, as a write of each page's own contents would.
-    unsafe { libc::madvise(address as *mut libc::c_void, len, libc::MADV_POPULATE_WRITE) == 0 }
+    // only faults the pages in (readable, or writable as a write of each page's own contents
+    // would), changing no byte.
+    unsafe { libc::madvise(address as *mut libc::c_void, len, advice) == 0 }
 }
 
 #[cfg(not(target_os = "linux"))]
-fn populate_write(_address: usize, _len: usize) -> bool {
+fn populate(_address: usize, _len: usize, _advice: Advice) -> bool {
     false
 }
 
-/// Whether the kernel knows `MADV_POPULATE_WRITE` (an unknown advice is `EINVAL`).
+/// Whether the kernel knows `MADV_POPULATE_*` (an unknown advice is `EINVAL`).
 fn populate_supported() -> bool {
     std::io::Error::last_os_error().raw_os_error() != Some(libc::EINVAL)
 }
@@ -225,14 +289,23 @@ mod tests {
             0,
         );
         assert_eq!(hot.pages(), vec![3, 4, 9]);
-        assert_eq!(runs(&hot.pages()), vec![(3, 2), (9, 1)]);
+        assert_eq!(runs(&hot.pages(), 0), vec![(3, 2), (9, 1)]);
+        assert_eq!(runs(&[1, 2, 5, 30], 3), vec![(1, 5), (30, 1)]);
+        let only_read: Vec<u32> = (0..16).filter(|p| ![3, 4, 9].contains(p)).collect();
+        assert_eq!(hot.read_pages(), only_read);
 
-        assert_eq!(written_pages(second, 16 * PAGE).unwrap(), Vec::<u32>::new());
+        let untouched = touched_pages(second, 16 * PAGE).unwrap();
+        assert!(untouched.written.is_empty() && untouched.read.is_empty());
         hot.populate(MemoryRange {
             base: second,
             len: 16 * PAGE,
         });
-        assert_eq!(written_pages(second, 16 * PAGE).unwrap(), vec![3, 4, 9]);
+        let populated = touched_pages(second, 16 * PAGE).unwrap();
+        assert_eq!(populated.written, vec![3, 4, 9]);
+        assert_eq!(
+            populated.read, only_read,
+            "the pages only read are mapped ahead"
+        );
         // Written ahead, not changed: the file's bytes are still there.
         for page in 0..16 {
             let byte = unsafe { std::ptr::read_volatile((second + page * PAGE + 5) as *const u8) };
