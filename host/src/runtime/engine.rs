@@ -1,5 +1,7 @@
-//! The one wasmtime engine: its instance pool, the epoch ticker that drives deadlines and
-//! `sched`, the linker with every capability, and the plugins compiled for it.
+//! The wasmtime engines, one per kind of plugin (memory initialised by copying, or mapped
+//! copy-on-write), each made when the first plugin of its kind is compiled: its instance pool,
+//! the linker with every capability, and the plugins compiled for it; and the epoch ticker
+//! that drives deadlines and `sched`.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
