@@ -417,9 +417,6 @@ fn sealed_copy(artifact: &File, len: u64) -> std::io::Result<Option<SealedCopy>>
         }
     }
     let mapping = Unmap(at, size);
-    // SAFETY: the mapping is `size` bytes, readable and writable, and nothing else refers to
-    // it until `mapping` is dropped, after the last use of `bytes`.
-    let bytes = unsafe { std::slice::from_raw_parts_mut(at.cast::<u8>(), size) };
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let threads = cores
         .min(COPY_THREADS)
@@ -427,15 +424,24 @@ fn sealed_copy(artifact: &File, len: u64) -> std::io::Result<Option<SealedCopy>>
         .max(1);
     // Pieces on 2 MiB boundaries, so no two threads fill the same page.
     let piece = size.div_ceil(threads).next_multiple_of(2 << 20);
-    let fill = |offset: usize, into: &mut [u8]| -> std::io::Result<crc32fast::Hasher> {
+    let pieces: Vec<(usize, usize)> = (0..size)
+        .step_by(piece)
+        .map(|offset| (offset, piece.min(size - offset)))
+        .collect();
+    let base = at as usize;
+    let fill = move |(offset, len): (usize, usize)| -> std::io::Result<crc32fast::Hasher> {
+        // SAFETY: `[offset, offset + len)` is one of `pieces`, which do not overlap and lie
+        // within the mapping; each is filled by one call only, and the mapping outlives the
+        // scope below.
+        let into = unsafe { std::slice::from_raw_parts_mut((base + offset) as *mut u8, len) };
         let mut filled = 0;
-        while filled < into.len() {
+        while filled < len {
             match artifact.read_at(&mut into[filled..], (offset + filled) as u64)? {
                 0 => break,
                 n => filled += n,
             }
         }
-        if filled < into.len() {
+        if filled < len {
             // Cut short since it was measured.
             return Err(std::io::Error::new(
                 std::io::ErrorKind::UnexpectedEof,
@@ -447,21 +453,26 @@ fn sealed_copy(artifact: &File, len: u64) -> std::io::Result<Option<SealedCopy>>
         Ok(hasher)
     };
     let sums: Vec<_> = std::thread::scope(|scope| {
-        let mut pieces = bytes.chunks_mut(piece).enumerate();
-        let first = pieces.next();
-        let others: Vec<_> = pieces
-            .map(|(i, into)| scope.spawn(move || fill(i * piece, into)))
+        // A piece whose thread cannot start is filled here instead.
+        let others: Vec<_> = pieces[1..]
+            .iter()
+            .map(|&range| {
+                std::thread::Builder::new()
+                    .name("warden-cache-copy".into())
+                    .spawn_scoped(scope, move || fill(range))
+                    .map_err(|_| range)
+            })
             .collect();
-        let mut sums = Vec::with_capacity(threads);
-        if let Some((_, into)) = first {
-            sums.push(fill(0, into));
-        }
+        let mut sums = vec![fill(pieces[0])];
         for other in others {
-            sums.push(other.join().unwrap_or_else(|_| {
-                Err(std::io::Error::other(
-                    "a thread copying the cache entry panicked",
-                ))
-            }));
+            sums.push(match other {
+                Ok(thread) => thread.join().unwrap_or_else(|_| {
+                    Err(std::io::Error::other(
+                        "a thread copying the cache entry panicked",
+                    ))
+                }),
+                Err(range) => fill(range),
+            });
         }
         sums
     });
