@@ -201,7 +201,10 @@ impl EngineKinds {
     /// Whether `engine` is the one that maps memory images (`Some(true)`) or the one that
     /// copies them (`Some(false)`); `None` for an engine not made here.
     pub(crate) fn mapped(&self, engine: &Engine) -> Option<bool> {
-        let made = |cell: &OnceLock<Result<EngineKind, String>>| matches!(cell.get(), Some(Ok(kind)) if Engine::same(&kind.engine, engine));
+        let made = |cell: &OnceLock<Result<EngineKind, String>>| {
+            cell.get()
+                .is_some_and(|kind| kind.as_ref().is_ok_and(|k| Engine::same(&k.engine, engine)))
+        };
         if made(&self.mapping) {
             Some(true)
         } else if made(&self.copying) {

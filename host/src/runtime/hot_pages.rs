@@ -15,13 +15,13 @@
 //! waits. The pages they only read are recorded too (present, still the image's) and mapped
 //! ahead (`MADV_POPULATE_READ`): a fresh slot has none of the image mapped, so each read of
 //! a page not yet seen is a fault as well (BENCHMARKS.md, "The cached start, and the pages a
-//! Python hook reads"). Nothing the plugin can see changes: the pages hold what the image holds, and only the
-//! moment the copy is paid for moves. An instance holds the pages its hook would have written
-//! anyway; the copies are made in the background (`Warden::prepare_next`). Where an instance's
-//! memory is comes from lifting the answer of `implemented` (`lift::Implemented`), which an
+//! Python hook reads"). Nothing the plugin can see changes: the pages hold what the image
+//! holds, and only the moment the fault is paid for moves. An instance holds the pages its
+//! hook would have touched anyway; the work is done in the background
+//! (`Warden::prepare_next`). Where an instance's memory is comes from lifting the answer of `implemented` (`lift::Implemented`), which an
 //! instance made ahead for such a flow is asked once; the hook's own pages need no view of it.
 //!
-//! Linux only; elsewhere, or on a kernel without `MADV_POPULATE_WRITE` (before 5.14), the
+//! Linux only; elsewhere, or on a kernel without `MADV_POPULATE_*` (before 5.14), the
 //! hooks fault as before.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
