@@ -18,8 +18,9 @@
 //! Python hook reads"). Nothing the plugin can see changes: the pages hold what the image
 //! holds, and only the moment the fault is paid for moves. An instance holds the pages its
 //! hook would have touched anyway; the work is done in the background
-//! (`Warden::prepare_next`). Where an instance's memory is comes from lifting the answer of `implemented` (`lift::Implemented`), which an
-//! instance made ahead for such a flow is asked once; the hook's own pages need no view of it.
+//! (`Warden::prepare_next`). Where an instance's memory is comes from lifting the answer of
+//! `implemented` (`lift::Implemented`), which an instance made ahead for such a flow is asked
+//! once; the hook's own pages need no view of it.
 //!
 //! Linux only; elsewhere, or on a kernel without `MADV_POPULATE_*` (before 5.14), the
 //! hooks fault as before.
