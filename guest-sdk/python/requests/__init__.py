@@ -153,25 +153,36 @@ def delete(url, **kwargs):
     return request("DELETE", url, **kwargs)
 
 
+# Status phrases by code, looked up once at build time: `http.HTTPStatus(code)` runs enum's
+# Python-level machinery, which a fresh instance per event would run cold on every answer.
+_REASONS = {status.value: status.phrase for status in http.HTTPStatus}
+
+
+# The WIT methods by name, made at build time (`Method[name]` is enum's Python-level lookup).
+_METHODS = {method.name: method for method in _wit.Method}
+
+
 class Response:
     """An answer, of any status."""
 
     def __init__(self, answer, url, elapsed):
         self.status_code = answer.status
-        self.headers = CaseInsensitiveDict()
-        for name, value in answer.headers:
-            if name in self.headers:
-                self.headers[name] = f"{self.headers[name]}, {value}"
-            else:
-                self.headers[name] = value
+        self.headers = CaseInsensitiveDict._joined(answer.headers)
         self.content = bytes(answer.body)
         self.url = url
         self.elapsed = elapsed
-        try:
-            self.reason = http.HTTPStatus(self.status_code).phrase
-        except ValueError:
-            self.reason = ""
-        self.encoding = _charset(self.headers.get("content-type", ""))
+
+    def __getattr__(self, name):
+        # `reason` and `encoding` are made when first read (most hooks read neither); from then
+        # on they are plain attributes, which a hook may set, as in `requests`.
+        if name == "reason":
+            value = _REASONS.get(self.status_code, "")
+        elif name == "encoding":
+            value = _charset(self.headers.get("content-type", ""))
+        else:
+            raise AttributeError(f"'Response' object has no attribute '{name}'")
+        setattr(self, name, value)
+        return value
 
     @property
     def ok(self):
@@ -225,10 +236,10 @@ class Response:
 def _method(method):
     if not isinstance(method, str):
         raise TypeError(f"the method must be a str, not {type(method).__name__}")
-    try:
-        return _wit.Method[method.upper()]
-    except KeyError:
-        raise InvalidRequest(f"unsupported HTTP method `{method}`") from None
+    found = _METHODS.get(method.upper())
+    if found is None:
+        raise InvalidRequest(f"unsupported HTTP method `{method}`")
+    return found
 
 
 def _text(value, what):

@@ -8,7 +8,23 @@ class CaseInsensitiveDict(MutableMapping):
 
     def __init__(self, data=None, **kwargs):
         self._store = {}
-        self.update(data or {}, **kwargs)
+        if data or kwargs:
+            self.update(data or {}, **kwargs)
+
+    @classmethod
+    def _joined(cls, pairs):
+        """From `(name, value)` pairs as an answer's headers come, a name seen again joined
+        to its earlier value with ", " (as `requests` does). Built on a plain dict: going
+        through `MutableMapping`'s methods costs more than the whole answer otherwise does
+        in a fresh instance, where every line runs cold."""
+        store = {}
+        for name, value in pairs:
+            key = name.lower()
+            earlier = store.get(key)
+            store[key] = (name, value) if earlier is None else (name, f"{earlier[1]}, {value}")
+        made = cls.__new__(cls)
+        made._store = store
+        return made
 
     def __setitem__(self, key, value):
         self._store[key.lower()] = (key, value)

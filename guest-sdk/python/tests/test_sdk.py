@@ -224,6 +224,22 @@ class Requests(unittest.TestCase):
         self.assertIs(raised.exception.response, response)
         self.assertTrue(requests.Response(wit_http.Response(302, [], b""), "u", None).ok)
 
+    def test_reason_encoding_and_headers_are_there_when_read_and_settable(self):
+        answer = wit_http.Response(
+            599, [("Content-Type", "text/plain; charset=latin-1"), ("X-B", "1"), ("x-b", "2")], b"\xe9"
+        )
+        response = requests.Response(answer, "u", None)
+        self.assertEqual(response.reason, "")  # no phrase for 599
+        self.assertEqual(requests.Response(wit_http.Response(418, [], b""), "u", None).reason, "I'm a Teapot")
+        self.assertEqual(response.encoding, "latin-1")
+        self.assertEqual(response.text, "é")
+        response.encoding = "utf-8"
+        self.assertEqual(response.text, "\ufffd")
+        self.assertEqual(dict(response.headers), {"Content-Type": "text/plain; charset=latin-1", "x-b": "1, 2"})
+        self.assertIn("CONTENT-TYPE", response.headers)
+        with self.assertRaises(AttributeError):
+            response.cookies
+
     def test_a_body_that_is_not_json(self):
         Host(self, wit_http.Response(200, [("content-type", "text/html; charset=latin-1")], b"<p>\xe9</p>"))
         response = requests.get("https://a.example")
@@ -259,6 +275,13 @@ class Requests(unittest.TestCase):
         with self.assertRaisesRegex(requests.InvalidHeader, "must be str or bytes, not int"):
             requests.get("https://a.example", headers={"X": 1})
         requests.get("https://a.example", allow_redirects=True, verify=True)
+        with self.assertRaisesRegex(requests.InvalidRequest, "unsupported HTTP method `BREW`"):
+            requests.request("BREW", "https://a.example")
+        with self.assertRaisesRegex(TypeError, "the method must be a str, not int"):
+            requests.request(1, "https://a.example")
+        host = Host(self)
+        requests.request("delete", "https://a.example")
+        self.assertEqual(host.sent[-1].method, wit_http.Method.DELETE)
 
 
 class Hooks(unittest.TestCase):
@@ -345,6 +368,29 @@ class Hooks(unittest.TestCase):
         message = str(raised.exception)
         self.assertTrue(message.startswith("hook `after_deny` raised KeyError: 'missing'\n"), message)
         self.assertIn('raise KeyError(event.flow.vars["missing"])', message)
+
+    def test_an_events_parts_read_as_in_sym_and_are_made_once(self):
+        requester = wit_types.User("a@b.c", "a", "u1", "Ada", None)
+        approver = wit_types.User("z@b.c", "z", None, None, None)
+        fields = [
+            wit_types.Field("reason", wit_types.FieldValue_Text("r")),
+            wit_types.Field("hosts", wit_types.FieldValue_TextList(["h1", "h2"])),
+            wit_types.Field("minutes", wit_types.FieldValue_Integer(30)),
+        ]
+        wit_event = wit_types.Event(
+            "e1", wit_types.Step.APPROVE, wit_types.Flow("f", [("v", "1")]), approver, requester,
+            fields, "2026-01-02T03:04:05Z",
+        )
+        event = warden.Event(wit_event)
+        self.assertEqual((event.id, event.step, event.flow.name), ("e1", "approve", "f"))
+        self.assertEqual(event.flow.vars, {"v": "1"})
+        self.assertEqual((event.user.email, event.requester.email), ("z@b.c", "a@b.c"))
+        self.assertEqual(event.requester.first_name, "Ada")
+        self.assertEqual(event.payload.fields, {"reason": "r", "hosts": ["h1", "h2"], "minutes": 30})
+        self.assertIs(event.fields, event.payload.fields)
+        self.assertEqual(event.timestamp.isoformat(), "2026-01-02T03:04:05+00:00")
+        self.assertIs(event.requester, event.requester)
+        self.assertEqual(repr(event), "<Event e1 approve in flow 'f'>")
 
 
 class Identities(unittest.TestCase):

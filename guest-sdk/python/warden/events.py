@@ -3,6 +3,7 @@
 
 import datetime
 from collections.abc import Mapping
+from functools import cached_property
 
 from wit_world.imports import integrations as _wit_integrations
 from wit_world.imports import types as _types
@@ -12,19 +13,41 @@ from .secrets import Secret
 
 
 class Event:
-    """One step of an access request, as the host passed it in."""
+    """One step of an access request, as the host passed it in.
+
+    Its parts are made from the host's event when a hook first reads them, and kept: a fresh
+    instance runs every line cold, so a part the hook never reads should cost nothing."""
 
     def __init__(self, wit_event):
-        self.id = wit_event.id
+        self._wit = wit_event
+
+    @cached_property
+    def id(self):
         """The event's id."""
-        self.step = wit_event.step.name.lower()
+        return self._wit.id
+
+    @cached_property
+    def step(self):
         """The step: `prompt`, `request`, `approve`, `deny`, `escalate`, `deescalate`."""
-        self.flow = Flow(wit_event.flow)
-        self.user = User(wit_event.user)
+        return self._wit.step.name.lower()
+
+    @cached_property
+    def flow(self):
+        return Flow(self._wit.flow)
+
+    @cached_property
+    def user(self):
         """Who caused this event (the requester for `request`, the approver for `approve`)."""
-        self.requester = User(wit_event.requester)
+        return User(self._wit.user)
+
+    @cached_property
+    def requester(self):
         """Who asked for access."""
-        self.payload = Payload(wit_event)
+        return User(self._wit.requester)
+
+    @cached_property
+    def payload(self):
+        return Payload(self._wit)
 
     @property
     def fields(self):
@@ -43,11 +66,18 @@ class Payload:
     """The request's data: `fields` by name, and when the event happened."""
 
     def __init__(self, wit_event):
-        self.fields = {f.name: _field_value(f.value) for f in wit_event.fields}
+        self._wit = wit_event
+
+    @cached_property
+    def fields(self):
         """Field values by name: `str`, `int`, `bool`, a list of `str`, or a duration in
         whole seconds (`int`)."""
-        self.timestamp = _parse_time(wit_event.timestamp)
+        return {f.name: _field_value(f.value) for f in self._wit.fields}
+
+    @cached_property
+    def timestamp(self):
         """When the event happened (a timezone-aware `datetime`, UTC)."""
+        return _parse_time(self._wit.timestamp)
 
 
 def _field_value(value):
@@ -68,10 +98,14 @@ class Flow:
     """The flow the event belongs to."""
 
     def __init__(self, wit_flow):
+        self._wit = wit_flow
         self.name = wit_flow.name
-        self.vars = dict(wit_flow.vars)
-        """The operator's `vars` for this flow (all values are `str`)."""
         self.environment = Environment()
+
+    @cached_property
+    def vars(self):
+        """The operator's `vars` for this flow (all values are `str`)."""
+        return dict(self._wit.vars)
 
     def __repr__(self):
         return f"<Flow {self.name!r}>"
