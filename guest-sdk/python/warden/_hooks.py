@@ -10,6 +10,8 @@ import sys
 import traceback
 
 from .errors import WardenError
+from .events import Event
+from .templates import Decision
 
 # The WIT `hook` enum, in its order, as Python function names.
 HOOK_NAMES = (
@@ -99,9 +101,6 @@ def implemented():
 def run(name, wit_event):
     """Runs hook `name` on the host's event; returns a `Decision`. Raises `HookFailed`
     with the Python traceback when the hook raises or returns something that is no decision."""
-    from .events import Event
-    from .templates import Decision
-
     fn = _registered.get(name)
     if fn is None:
         # The host only calls what `implemented` lists; this is a host bug if it happens.
