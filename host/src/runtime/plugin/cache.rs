@@ -84,7 +84,19 @@ pub struct PluginCache {
     dir: Result<PathBuf, String>,
     /// [`SETTLED`], but in tests.
     settled: Duration,
+    /// [`KEPT_BYTES`], but in tests.
+    kept_bytes: u64,
 }
+
+/// How much the folder's entries may take before the least recently used are removed, after
+/// each compile: every build of a plugin is a new entry (36 MB for a Python one), and an
+/// entry nobody loads again would otherwise stay for good. The entry just written is kept
+/// whatever its size.
+pub const KEPT_BYTES: u64 = 1 << 30;
+
+/// A temporary file left by a write that did not finish (a killed process) is removed by
+/// the next prune once it is this old; a younger one may be another writer's, in progress.
+const ABANDONED: Duration = Duration::from_secs(3600);
 
 /// An entry is two files named after the plugin's sha256 and the engine: `NAME.cwasm`, the
 /// artifact exactly as `Component::serialize` wrote it (so that wasmtime can map it), and
@@ -107,6 +119,7 @@ impl PluginCache {
         Self {
             dir: Ok(dir),
             settled: SETTLED,
+            kept_bytes: KEPT_BYTES,
         }
     }
 
@@ -115,6 +128,7 @@ impl PluginCache {
         Self {
             dir: Err(why.into()),
             settled: SETTLED,
+            kept_bytes: KEPT_BYTES,
         }
     }
 
@@ -154,10 +168,10 @@ impl PluginCache {
         if let Some(content) = &recorded {
             // The hash recorded for this very file: an entry found under it is used without
             // reading the plugin at all.
-            if let Ok(Some((component, format))) =
-                load(engine, &dir, &format!("{content}-{engine_key}"))
-            {
+            let name = format!("{content}-{engine_key}");
+            if let Ok(Some((component, format))) = load(engine, &dir, &name) {
                 check_contract(engine, &component)?;
+                used(&dir, &name);
                 return Ok((component, format, CacheOutcome::Hit));
             }
         }
@@ -182,6 +196,7 @@ impl PluginCache {
             Ok(Some((component, format))) => {
                 check_contract(engine, &component)?;
                 record(&dir);
+                used(&dir, &name);
                 return Ok((component, format, CacheOutcome::Hit));
             }
             Ok(None) => None,
@@ -195,9 +210,87 @@ impl PluginCache {
         };
         if !matches!(outcome, CacheOutcome::Uncached(_)) {
             record(&dir);
+            // The plugin is compiled and loaded whatever happens here: a folder that cannot
+            // be pruned only keeps what it had.
+            let _ = prune(&dir, &name, self.kept_bytes);
         }
         Ok((component, format, outcome))
     }
+}
+
+/// Marks the entry `name` as just used, for [`prune`]: its description's modification time.
+fn used(dir: &PrivateDir, name: &str) {
+    // Failing costs only the order in which entries are pruned.
+    let _ = dir.touch(&format!("{name}.meta"));
+}
+
+/// Removes the least recently used entries (by their description's modification time, which
+/// a load refreshes) until the folder's entries take at most `kept_bytes`, never `keep`, the
+/// entry just written; then the identity records of entries no longer there, and temporary
+/// files [`ABANDONED`] by writers that did not finish.
+fn prune(dir: &PrivateDir, keep: &str, kept_bytes: u64) -> Result<(), String> {
+    use std::collections::HashMap;
+    let files = dir.files()?;
+    // An entry's files by its name: the artifact, the description, their sizes, last use.
+    let mut entries: HashMap<&str, (u64, SystemTime)> = HashMap::new();
+    for file in &files {
+        let Some(name) = file
+            .name
+            .strip_suffix(".cwasm")
+            .or_else(|| file.name.strip_suffix(".meta"))
+        else {
+            continue;
+        };
+        let entry = entries.entry(name).or_insert((0, file.modified));
+        entry.0 += file.size;
+        if file.name.ends_with(".meta") {
+            entry.1 = file.modified;
+        }
+    }
+    let mut total: u64 = entries.values().map(|(size, _)| size).sum();
+    let mut oldest_first: Vec<_> = entries
+        .iter()
+        .filter(|(name, _)| **name != keep)
+        .map(|(name, (size, used))| (*used, *name, *size))
+        .collect();
+    oldest_first.sort();
+    let mut removed = Vec::new();
+    for (_, name, size) in oldest_first {
+        if total <= kept_bytes {
+            break;
+        }
+        dir.remove(&format!("{name}.meta"))?;
+        dir.remove(&format!("{name}.cwasm"))?;
+        total -= size;
+        removed.push(name);
+    }
+    let now = SystemTime::now();
+    for file in &files {
+        if let Some(engine_key) = file
+            .name
+            .strip_suffix(".id")
+            .and_then(|stem| stem.rsplit_once('-'))
+            .map(|(_, engine_key)| engine_key)
+        {
+            // A record is 8 magic bytes and a sha256: cheap to read, and only after a compile.
+            let points_to =
+                recorded_content(dir, &file.name).map(|content| format!("{content}-{engine_key}"));
+            let gone = points_to.is_none_or(|entry| {
+                removed.contains(&entry.as_str()) || !entries.contains_key(entry.as_str())
+            });
+            if gone {
+                dir.remove(&file.name)?;
+            }
+        } else if file.name.starts_with('.')
+            && file.name.ends_with(".tmp")
+            && now
+                .duration_since(file.modified)
+                .is_ok_and(|age| age > ABANDONED)
+        {
+            dir.remove(&file.name)?;
+        }
+    }
+    Ok(())
 }
 
 fn read_plugin(path: &Path) -> Result<Vec<u8>, String> {

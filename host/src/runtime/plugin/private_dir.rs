@@ -122,6 +122,72 @@ impl PrivateDir {
         }
         written
     }
+
+    /// The plain files in the folder (no links, nothing below it), with their size and
+    /// modification time, in no order.
+    pub(crate) fn files(&self) -> Result<Vec<FileEntry>, String> {
+        let listing =
+            |e: Errno| format!("cannot list the cache folder {}: {e}", self.path.display());
+        let mut dir = rustix::fs::Dir::read_from(&self.fd).map_err(listing)?;
+        let mut files = Vec::new();
+        while let Some(entry) = dir.read() {
+            let entry = entry.map_err(listing)?;
+            let Ok(name) = entry.file_name().to_str() else {
+                continue;
+            };
+            // Gone meanwhile (another warden pruning) or unreadable: not ours to count.
+            let Ok(stat) = rustix::fs::statat(&self.fd, name, AtFlags::SYMLINK_NOFOLLOW) else {
+                continue;
+            };
+            if FileType::from_raw_mode(stat.st_mode as _) != FileType::RegularFile {
+                continue;
+            }
+            files.push(FileEntry {
+                name: name.to_owned(),
+                size: u64::try_from(stat.st_size).unwrap_or(0),
+                modified: std::time::UNIX_EPOCH
+                    + std::time::Duration::new(
+                        u64::try_from(stat.st_mtime).unwrap_or(0),
+                        u32::try_from(stat.st_mtime_nsec).unwrap_or(0),
+                    ),
+            });
+        }
+        Ok(files)
+    }
+
+    /// Removes the file `name`; one already gone is not an error.
+    pub(crate) fn remove(&self, name: &str) -> Result<(), String> {
+        match rustix::fs::unlinkat(&self.fd, name, AtFlags::empty()) {
+            Ok(()) | Err(Errno::NOENT) => Ok(()),
+            Err(e) => Err(format!(
+                "cannot remove {}: {e}",
+                self.path.join(name).display()
+            )),
+        }
+    }
+
+    /// Sets the modification time of the file `name` to now (the link itself, were it one).
+    pub(crate) fn touch(&self, name: &str) -> Result<(), String> {
+        let times = rustix::fs::Timestamps {
+            last_access: rustix::fs::Timespec {
+                tv_sec: 0,
+                tv_nsec: rustix::fs::UTIME_OMIT,
+            },
+            last_modification: rustix::fs::Timespec {
+                tv_sec: 0,
+                tv_nsec: rustix::fs::UTIME_NOW,
+            },
+        };
+        rustix::fs::utimensat(&self.fd, name, &times, AtFlags::SYMLINK_NOFOLLOW)
+            .map_err(|e| format!("cannot touch {}: {e}", self.path.join(name).display()))
+    }
+}
+
+/// A plain file of a [`PrivateDir`].
+pub(crate) struct FileEntry {
+    pub name: String,
+    pub size: u64,
+    pub modified: std::time::SystemTime,
 }
 
 /// Refuses what is not of `kind`, is owned by another user, or may be written by others.

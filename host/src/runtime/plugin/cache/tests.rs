@@ -454,3 +454,113 @@ fn an_entry_copied_in_pieces_is_what_its_file_holds_summed_and_sealed() {
         Some(std::io::ErrorKind::UnexpectedEof)
     );
 }
+
+#[test]
+fn the_least_recently_used_entries_go_when_the_folder_outgrows_its_room() {
+    use warden_tests::artifacts::{PROBE, TRIVIAL, VICTOROPS, WITNESS};
+    let engine = Engine::default();
+    let scratch = tempfile::tempdir().unwrap();
+    let hash = |plugin: &str| {
+        use sha2::Digest;
+        super::hex(&sha2::Sha256::digest(std::fs::read(plugin).unwrap()))
+    };
+    // What each plugin's entry (artifact and description) takes, from a folder of its own.
+    let entry_bytes = |dir: &Path, plugin: &str| -> u64 {
+        let prefix = hash(plugin);
+        entries(dir)
+            .iter()
+            .filter(|p| {
+                p.file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .starts_with(&prefix)
+            })
+            .map(|p| std::fs::metadata(p).unwrap().len())
+            .sum()
+    };
+    let measured = scratch.path().join("measured");
+    let size = |plugin: &str| {
+        PluginCache::new(measured.clone())
+            .load_or_compile(&engine, Path::new(plugin))
+            .unwrap();
+        entry_bytes(&measured, plugin)
+    };
+    let (trivial, witness, victorops) = (size(TRIVIAL), size(WITNESS), size(VICTOROPS));
+
+    let dir = scratch.path().join("cache");
+    let cache = |kept_bytes| PluginCache {
+        kept_bytes,
+        settled: std::time::Duration::ZERO,
+        ..PluginCache::new(dir.clone())
+    };
+    let outcome = |cache: &PluginCache, plugin: &str| {
+        let outcome = cache.load_or_compile(&engine, Path::new(plugin)).unwrap().2;
+        // Apart in time, so last uses are ordered as the calls are.
+        std::thread::sleep(std::time::Duration::from_millis(15));
+        outcome
+    };
+    let roomy = cache(u64::MAX);
+    for plugin in [TRIVIAL, PROBE, WITNESS] {
+        assert_eq!(outcome(&roomy, plugin), CacheOutcome::Compiled);
+    }
+    // Compiled first, used last: the trivial plugin is now the most recently used.
+    assert_eq!(outcome(&roomy, TRIVIAL), CacheOutcome::Hit);
+    let abandoned = dir.join(".x.cwasm.0123.tmp");
+    let in_progress = dir.join(".y.cwasm.4567.tmp");
+    std::fs::write(&abandoned, b"half").unwrap();
+    std::fs::write(&in_progress, b"half").unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&abandoned)
+        .unwrap()
+        .set_modified(std::time::SystemTime::now() - std::time::Duration::from_secs(7200))
+        .unwrap();
+
+    // Room for three entries, four after this compile: the least recently used one goes.
+    let tight = cache(trivial + witness + victorops);
+    assert_eq!(outcome(&tight, VICTOROPS), CacheOutcome::Compiled);
+    for (plugin, kept) in [
+        (TRIVIAL, true),
+        (PROBE, false),
+        (WITNESS, true),
+        (VICTOROPS, true),
+    ] {
+        assert_eq!(entry_bytes(&dir, plugin) > 0, kept, "{plugin}");
+    }
+    // Identity records only for entries still there; the abandoned write removed, not the
+    // one that may still be going on.
+    let recorded: Vec<_> = entries(&dir)
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "id"))
+        .map(|p| std::fs::read(p).unwrap()[super::ID_MAGIC.len()..].to_vec())
+        .collect();
+    assert_eq!(recorded.len(), 3, "{recorded:?}");
+    assert!(!recorded.contains(&hash(PROBE).into_bytes()));
+    assert!(!abandoned.exists());
+    assert!(in_progress.exists());
+
+    // No room at all: a load removes nothing; a compile keeps the entry it wrote, and only it.
+    assert_eq!(outcome(&cache(0), VICTOROPS), CacheOutcome::Hit);
+    assert_eq!(entry_bytes(&dir, TRIVIAL), trivial);
+    std::fs::remove_file(artifact_of(&dir, &hash(WITNESS))).unwrap();
+    assert_rebuilt(&outcome(&cache(0), WITNESS), "missing");
+    for (plugin, kept) in [
+        (TRIVIAL, false),
+        (PROBE, false),
+        (WITNESS, true),
+        (VICTOROPS, false),
+    ] {
+        assert_eq!(entry_bytes(&dir, plugin) > 0, kept, "{plugin}");
+    }
+    assert_eq!(entry_bytes(&dir, WITNESS), witness);
+}
+
+fn artifact_of(dir: &Path, hash: &str) -> PathBuf {
+    entries(dir)
+        .into_iter()
+        .find(|p| {
+            let name = p.file_name().unwrap().to_string_lossy().into_owned();
+            name.starts_with(hash) && name.ends_with(".cwasm")
+        })
+        .expect("an artifact")
+}
