@@ -92,7 +92,7 @@ pub struct PluginCache {
 /// each compile: every build of a plugin is a new entry (36 MB for a Python one), and an
 /// entry nobody loads again would otherwise stay for good. The entry just written is kept
 /// whatever its size.
-pub const KEPT_BYTES: u64 = 1 << 30;
+const KEPT_BYTES: u64 = 1 << 30;
 
 /// A temporary file left by a write that did not finish (a killed process) is removed by
 /// the next prune once it is this old; a younger one may be another writer's, in progress.
