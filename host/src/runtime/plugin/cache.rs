@@ -445,8 +445,9 @@ struct SealedCopy {
     crc: u32,
 }
 
-/// The most threads one artifact is copied with: the copy is the kernel allocating and
-/// filling page after page, which spreads over cores.
+/// The most threads one artifact is copied with: writes to the memory file take turns (the
+/// kernel locks it per write), so more threads only help while one reads and sums its next
+/// piece as another writes.
 #[cfg(target_os = "linux")]
 const COPY_THREADS: usize = 4;
 
@@ -454,23 +455,29 @@ const COPY_THREADS: usize = 4;
 #[cfg(target_os = "linux")]
 const COPY_PIECE_BYTES: usize = 8 << 20;
 
+/// What one copying thread reads, sums and writes at a time: small enough to stay in the
+/// CPU's cache between the three.
+#[cfg(target_os = "linux")]
+const COPY_BUFFER_BYTES: usize = 256 << 10;
+
 /// A copy of the entry's artifact that nobody can change: a memory file (`memfd`) sealed
-/// against writing, growing and shrinking, read into while mapped, a piece per core, each
-/// piece's CRC32 summed while its bytes are fresh in the cache. `None` where there is no
-/// such thing (not Linux, or the kernel refused), and the entry is then read into memory
-/// instead.
+/// against writing, growing and shrinking, written a piece per core, each piece passing
+/// through a small buffer where its CRC32 is summed while the bytes are in the CPU's cache.
+/// `None` where there is no such thing (not Linux, or the kernel refused), and the entry is
+/// then read into memory instead.
 ///
 /// Why a copy: wasmtime maps what it loads, running code and mapping memory images straight
 /// from the pages, and a mapped cache file truncated or written in place (by hand, by a tool,
 /// by a test) would kill the whole host with SIGBUS, not just that plugin; reading it into
 /// fresh memory instead made most of a Python plugin's cached start (the kernel zeroing
-/// 36 MB for the read, then wasmtime's copy of it). Why in pieces on several threads: one
-/// thread copying 36 MB into fresh pages, then reading them again for the checksum, was
-/// half of that start (BENCHMARKS.md, "The cached start").
+/// 36 MB for the read, then wasmtime's copy of it). Why written (`pwrite`), not read into a
+/// mapping of the memory file: a page written whole is never zeroed first, while a mapped
+/// page is faulted in and zeroed before the read overwrites it. Why in pieces on several
+/// threads: one thread reads and sums while another writes (BENCHMARKS.md, "The cached
+/// start").
 #[cfg(target_os = "linux")]
 fn sealed_copy(artifact: &File, len: u64) -> std::io::Result<Option<SealedCopy>> {
     use rustix::fs::{MemfdFlags, SealFlags};
-    use std::os::fd::AsRawFd;
     use std::os::unix::fs::FileExt;
     let Ok(size) = usize::try_from(len) else {
         return Ok(None);
@@ -485,64 +492,37 @@ fn sealed_copy(artifact: &File, len: u64) -> std::io::Result<Option<SealedCopy>>
         return Ok(None);
     };
     let copy = File::from(copy);
-    copy.set_len(len)?;
-    // SAFETY: a fresh shared mapping of a memory file only this function holds, `size` bytes
-    // long (just set, and nothing else can shrink it); unmapped (`Unmap`) before the file is
-    // sealed, and no reference into it outlives that.
-    let at = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            size,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_SHARED,
-            copy.as_raw_fd(),
-            0,
-        )
-    };
-    if at == libc::MAP_FAILED {
-        return Err(std::io::Error::last_os_error());
-    }
-    struct Unmap(*mut libc::c_void, usize);
-    impl Drop for Unmap {
-        fn drop(&mut self) {
-            // SAFETY: the mapping made above, no longer borrowed.
-            unsafe { libc::munmap(self.0, self.1) };
-        }
-    }
-    let mapping = Unmap(at, size);
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let threads = cores
         .min(COPY_THREADS)
         .min(size.div_ceil(COPY_PIECE_BYTES))
         .max(1);
-    // Pieces on 2 MiB boundaries, so no two threads fill the same page.
+    // Pieces on 2 MiB boundaries, so no two threads write the same page.
     let piece = size.div_ceil(threads).next_multiple_of(2 << 20);
     let pieces: Vec<(usize, usize)> = (0..size)
         .step_by(piece)
         .map(|offset| (offset, piece.min(size - offset)))
         .collect();
-    let base = at as usize;
+    let copy_ref = &copy;
     let fill = move |(offset, len): (usize, usize)| -> std::io::Result<crc32fast::Hasher> {
-        // SAFETY: `[offset, offset + len)` is one of `pieces`, which do not overlap and lie
-        // within the mapping; each is filled by one call only, and the mapping outlives the
-        // scope below.
-        let into = unsafe { std::slice::from_raw_parts_mut((base + offset) as *mut u8, len) };
+        let mut buffer = vec![0u8; COPY_BUFFER_BYTES.min(len)];
+        let mut hasher = crc32fast::Hasher::new();
         let mut filled = 0;
         while filled < len {
-            match artifact.read_at(&mut into[filled..], (offset + filled) as u64)? {
-                0 => break,
-                n => filled += n,
+            let at = (offset + filled) as u64;
+            let want = buffer.len().min(len - filled);
+            let n = artifact.read_at(&mut buffer[..want], at)?;
+            if n == 0 {
+                // Cut short since it was measured.
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "the file is shorter than its description says",
+                ));
             }
+            hasher.update(&buffer[..n]);
+            copy_ref.write_all_at(&buffer[..n], at)?;
+            filled += n;
         }
-        if filled < len {
-            // Cut short since it was measured.
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::UnexpectedEof,
-                "the file is shorter than its description says",
-            ));
-        }
-        let mut hasher = crc32fast::Hasher::new();
-        hasher.update(into);
         Ok(hasher)
     };
     let sums: Vec<_> = std::thread::scope(|scope| {
@@ -569,7 +549,6 @@ fn sealed_copy(artifact: &File, len: u64) -> std::io::Result<Option<SealedCopy>>
         }
         sums
     });
-    drop(mapping);
     let mut crc = crc32fast::Hasher::new();
     for sum in sums {
         crc.combine(&sum?);
