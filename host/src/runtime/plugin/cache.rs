@@ -83,7 +83,7 @@ pub struct PluginCache {
     /// The folder, or why there is none.
     dir: Result<PathBuf, String>,
     /// [`SETTLED`], but in tests.
-    settled: Duration,
+    settled: Settled,
     /// [`KEPT_BYTES`], but in tests.
     kept_bytes: u64,
 }
@@ -109,10 +109,34 @@ const META_LEN: usize = META_MAGIC.len() + 1 + 4 + 8;
 /// `ID.id` names the sha256 of the plugin file whose identity hashes to `ID`.
 const ID_MAGIC: &[u8; 8] = b"wardenI1";
 
-/// A plugin file's identity is recorded only when its times are this much older than the
-/// read that hashed it: a file changed again within the granularity of its filesystem's
-/// clock (up to 2 s) would otherwise keep the identity of the content that was hashed.
-const SETTLED: Duration = Duration::from_secs(3);
+/// A plugin file's identity is recorded only when its times are older than the read that
+/// hashed it by more than its filesystem's clock can tell apart: a file changed again within
+/// one step of that clock would otherwise keep the identity of the content that was hashed.
+const SETTLED: Settled = Settled {
+    // A change time with digits below the second comes from a filesystem that keeps the
+    // kernel's clock, which moves every tick (10 ms at the slowest, HZ=100).
+    fine: Duration::from_millis(100),
+    // Whole seconds may be all a filesystem keeps (FAT keeps 2 s steps).
+    whole_seconds: Duration::from_secs(3),
+};
+
+/// How much older than a read a file's times must be, by its change time's precision.
+#[derive(Clone, Copy, Debug)]
+struct Settled {
+    fine: Duration,
+    whole_seconds: Duration,
+}
+
+#[cfg(test)]
+impl Settled {
+    /// The same margin whatever the file's clock.
+    fn always(margin: Duration) -> Self {
+        Self {
+            fine: margin,
+            whole_seconds: margin,
+        }
+    }
+}
 
 impl PluginCache {
     pub fn new(dir: PathBuf) -> Self {
@@ -333,8 +357,14 @@ impl FileIdentity {
         format!("id-{}", &hex(&hasher.finalize())[..32])
     }
 
-    /// Whether both its times are `settled` before `read_at`.
-    fn settled_before(&self, read_at: SystemTime, settled: Duration) -> bool {
+    /// Whether both its times are `settled` before `read_at`: by `settled.fine` when its
+    /// change time (which nobody but root can set) has digits below the second.
+    fn settled_before(&self, read_at: SystemTime, settled: Settled) -> bool {
+        let settled = if self.ctime.1 != 0 {
+            settled.fine
+        } else {
+            settled.whole_seconds
+        };
         let Some(limit) = read_at
             .checked_sub(settled)
             .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())

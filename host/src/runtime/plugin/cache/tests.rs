@@ -295,6 +295,29 @@ fn code_size(component: &wasmtime::component::Component) -> usize {
 }
 
 #[test]
+fn a_files_identity_settles_after_what_its_change_time_can_tell_apart() {
+    use std::time::{Duration, SystemTime};
+    let read_at = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+    let identity = |mtime, ctime| super::FileIdentity {
+        dev: 1,
+        ino: 2,
+        size: 3,
+        mtime,
+        ctime,
+    };
+    let settled = |mtime, ctime| identity(mtime, ctime).settled_before(read_at, super::SETTLED);
+    // Times to the nanosecond: the kernel's clock, which moves every tick.
+    assert!(settled((999_999, 850_000_000), (999_999, 850_000_000)));
+    assert!(!settled((999_999, 950_000_000), (999_999, 950_000_000)));
+    // The modification time can be set to anything; the change time alone does not settle it.
+    assert!(!settled((999_999, 950_000_000), (999_999, 850_000_000)));
+    // Whole seconds: perhaps all the filesystem keeps, so the file is not trusted for longer.
+    assert!(!settled((999_998, 0), (999_998, 0)));
+    assert!(!settled((999_999, 850_000_000), (999_998, 0)));
+    assert!(settled((999_996, 0), (999_996, 0)));
+}
+
+#[test]
 fn a_settled_plugin_files_identity_stands_for_its_hash_until_the_file_changes() {
     let engine = Engine::default();
     let scratch = tempfile::tempdir().unwrap();
@@ -307,7 +330,10 @@ fn a_settled_plugin_files_identity_stands_for_its_hash_until_the_file_changes() 
     };
 
     // Just written: its times could still name a later version too, so nothing is recorded.
-    let fresh = PluginCache::new(dir.clone());
+    let fresh = PluginCache {
+        settled: super::Settled::always(std::time::Duration::from_secs(3600)),
+        ..PluginCache::new(dir.clone())
+    };
     let (trivial_size, outcome) = load_at(&fresh, &file);
     assert_eq!(outcome, CacheOutcome::Compiled);
     assert_eq!(with_extension(&dir, "id"), None);
@@ -318,7 +344,7 @@ fn a_settled_plugin_files_identity_stands_for_its_hash_until_the_file_changes() 
     // the probe's entry: the trivial plugin's file then loads the probe.
     std::thread::sleep(std::time::Duration::from_millis(20));
     let settled = PluginCache {
-        settled: std::time::Duration::ZERO,
+        settled: super::Settled::always(std::time::Duration::ZERO),
         ..PluginCache::new(dir.clone())
     };
     assert_eq!(load_at(&settled, &file), (trivial_size, CacheOutcome::Hit));
@@ -490,7 +516,7 @@ fn the_least_recently_used_entries_go_when_the_folder_outgrows_its_room() {
     let dir = scratch.path().join("cache");
     let cache = |kept_bytes| PluginCache {
         kept_bytes,
-        settled: std::time::Duration::ZERO,
+        settled: super::Settled::always(std::time::Duration::ZERO),
         ..PluginCache::new(dir.clone())
     };
     let outcome = |cache: &PluginCache, plugin: &str| {
