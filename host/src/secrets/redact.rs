@@ -87,19 +87,25 @@ impl Redactor {
     /// was cut — before each cut marker, and at its end — are redacted too.
     pub fn redact_cut(&self, text: &str) -> String {
         let mut out = self.redact(text);
-        let lowered = out.to_ascii_lowercase();
-        // From the last cut to the first, so replacing one leaves earlier offsets valid.
+        if self.values.is_empty() {
+            return out;
+        }
+        // From the last cut to the first, so replacing one leaves earlier offsets valid: the
+        // text before `floor` is as it came, compared in place (no lowered copies).
         let mut floor = out.len();
         for end in budget::cut_points(&out).into_iter().rev() {
             if end > floor {
                 continue;
             }
             for v in &self.values {
-                let needle = v.expose().to_ascii_lowercase();
+                let needle = v.expose();
                 let tail = (MIN_CUT_PREFIX..needle.len())
                     .rev()
                     .filter(|len| needle.is_char_boundary(*len) && *len <= end)
-                    .find(|len| lowered[..end].ends_with(&needle[..*len]));
+                    .find(|len| {
+                        out.as_bytes()[end - len..end]
+                            .eq_ignore_ascii_case(&needle.as_bytes()[..*len])
+                    });
                 if let Some(len) = tail {
                     out.replace_range(end - len..end, REDACTED);
                     floor = end - len;
@@ -227,6 +233,13 @@ mod tests {
         assert!(!shown.to_ascii_lowercase().contains("s3cr3t"), "{shown}");
         assert!(shown.contains("a[REDACTED]...("), "{shown}");
         assert!(shown.ends_with("` in `main`"), "{shown}");
+        // At the text's end too, and whatever the case of what was left.
+        assert_eq!(r.redact_cut("token S3CR3T-va"), "token [REDACTED]");
+        assert_eq!(
+            r.redact_cut("token S3CR3"),
+            "token S3CR3",
+            "five bytes are a word"
+        );
     }
 
     #[test]
