@@ -21,6 +21,7 @@ use crate::capabilities::log::{LogInstance, LogSource};
 use crate::capabilities::secrets::SecretsInstance;
 use crate::capabilities::{AppState, Capability, Outcome};
 use crate::config::{Flow, Limits};
+use crate::runtime::CheckedHook;
 use crate::runtime::bindings::PluginPre;
 use crate::runtime::budget::EventBudget;
 use crate::runtime::hooks::HookName;
@@ -109,9 +110,9 @@ pub(crate) struct LoadedFlow {
     /// Its hooks' use of the wasm pool (`sched`).
     pub(crate) share: Arc<FlowShare>,
     pub(crate) pre: PluginPre<InstanceState>,
-    /// Each hook's export, found once: an event looks up and type-checks only the hook it
-    /// calls (the generated bindings would check all twelve on every instantiation).
-    pub(crate) hook_exports: BTreeMap<HookName, ComponentExportIndex>,
+    /// Each hook's export, found and type-checked once, at load (the generated bindings
+    /// would check all twelve on every instantiation).
+    pub(crate) hook_exports: BTreeMap<HookName, CheckedHook>,
     /// `implemented`, asked once at load.
     pub(crate) implemented_export: ComponentExportIndex,
     pub(crate) implemented: BTreeSet<HookName>,

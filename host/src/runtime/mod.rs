@@ -220,14 +220,14 @@ impl Warden {
             let message = format!("cannot be linked: {}", root_message(&e));
             (message, Blame::Plugin)
         })?;
-        let hook_exports = hook_exports(&pre).map_err(|message| (message, Blame::Plugin))?;
+        let unchecked_hooks = hook_exports(&pre).map_err(|message| (message, Blame::Plugin))?;
         let implemented_export =
             hooks_export(&pre, "implemented").map_err(|message| (message, Blame::Plugin))?;
         let mut loaded = LoadedFlow {
             flow: flow.clone(),
             share: Arc::new(FlowShare::new(self.shared.inner.ticker.ticks.clone())),
             pre,
-            hook_exports,
+            hook_exports: BTreeMap::new(),
             implemented_export,
             implemented: BTreeSet::new(),
             format,
@@ -239,16 +239,19 @@ impl Warden {
                 HotPages::new(usize::try_from(flow.limits.memory_bytes).unwrap_or(usize::MAX))
             }),
         };
-        loaded.implemented = self.implemented_hooks(&loaded).await?;
+        (loaded.implemented, loaded.hook_exports) =
+            self.implemented_hooks(&loaded, unchecked_hooks).await?;
         Ok(loaded)
     }
 
     /// Asks the plugin once, at load, which hooks it implements, within [`LOAD_CALL_LIMIT`]
-    /// of CPU time at most and [`LOAD_WAIT_LIMIT`] in all.
+    /// of CPU time at most and [`LOAD_WAIT_LIMIT`] in all; and checks the type of each hook's
+    /// export on that instance.
     async fn implemented_hooks(
         &self,
         loaded: &LoadedFlow,
-    ) -> Result<BTreeSet<HookName>, (String, Blame)> {
+        hooks: BTreeMap<HookName, ComponentExportIndex>,
+    ) -> Result<(BTreeSet<HookName>, BTreeMap<HookName, CheckedHook>), (String, Blame)> {
         let limits = &loaded.flow.limits;
         let limit = limits.timeout.min(LOAD_CALL_LIMIT);
         let within = format!(
@@ -285,8 +288,18 @@ impl Warden {
                 let implemented = instance
                     .get_typed_func::<(), (lift::Implemented,)>(&mut store, &export)
                     .map_err(|e| e.context(HostFault("cannot find `implemented`".into())))?;
-                let (hooks,) = implemented.call_async(&mut store, ()).await?;
-                wasmtime::Result::Ok(hooks)
+                let (implemented,) = implemented.call_async(&mut store, ()).await?;
+                // `PluginPre::new` checked the exports against the generated bindings; this
+                // checks them against the types events are called with, which are the host's.
+                let checked = hooks
+                    .into_iter()
+                    .map(|(hook, export)| {
+                        let checked = CheckedHook::check(&instance, &mut store, export);
+                        let context = || HostFault(format!("hook {hook} cannot be called"));
+                        Ok((hook, checked.map_err(|e| e.context(context()))?))
+                    })
+                    .collect::<wasmtime::Result<BTreeMap<_, _>>>()?;
+                wasmtime::Result::Ok((implemented, checked))
             })
             .await;
             (store, answer)
@@ -294,7 +307,7 @@ impl Warden {
         let (store, answer) = sched::run(&loaded.share, ask).await;
         let asked = "when asked which hooks it implements";
         match answer {
-            Ok(Ok(hooks)) => Ok(hooks.hooks),
+            Ok(Ok((implemented, checked))) => Ok((implemented.hooks, checked)),
             Err(_) => Err((
                 format!("did not say which hooks it implements {within}"),
                 Blame::Plugin,
@@ -444,7 +457,7 @@ impl Warden {
                         .await
                         .map_err(fault::at_instantiation)?,
                 };
-                call_hook(instance, &mut store, &export, &wit_event).await
+                call_hook(instance, &mut store, export, &wit_event).await
             })
             .await;
             (store, result)
@@ -585,20 +598,45 @@ impl Warden {
     }
 }
 
-/// Calls the hook at `export`. Its answer is lifted as [`lift::Answer`]: a reason or an error
-/// of any length is copied only as far as the report keeps it.
+/// What a hook export takes and gives: the event, and its answer lifted as [`lift::Answer`] (a
+/// reason or an error of any length is copied only as far as the report keeps it).
+type HookParams<'a> = (&'a crate::runtime::bindings::Event,);
+type HookResults = (Result<lift::Answer, lift::Message>,);
+
+/// A hook's export whose type was checked once, at load, on an instance of the plugin. Every
+/// instance of a component has its types, so an event's call skips wasmtime's check, a walk
+/// over the event's and the answer's record types that cost about a microsecond per event
+/// (BENCHMARKS.md, "Where a cache-on decision's time goes").
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct CheckedHook(ComponentExportIndex);
+
+impl CheckedHook {
+    fn check(
+        instance: &Instance,
+        store: &mut Store<InstanceState>,
+        export: ComponentExportIndex,
+    ) -> wasmtime::Result<Self> {
+        instance.get_typed_func::<HookParams<'_>, HookResults>(&mut *store, &export)?;
+        Ok(Self(export))
+    }
+}
+
+/// Calls the hook at `export`.
 pub(crate) async fn call_hook(
     instance: Instance,
     store: &mut Store<InstanceState>,
-    export: &ComponentExportIndex,
+    export: CheckedHook,
     event: &crate::runtime::bindings::Event,
 ) -> wasmtime::Result<Result<lift::Answer, lift::Message>> {
-    type Hook<'a> = (&'a crate::runtime::bindings::Event,);
-    type Answer = (Result<lift::Answer, lift::Message>,);
-    // The export's type was checked when the plugin was loaded: not finding it is the host's.
-    let hook = instance
-        .get_typed_func::<Hook<'_>, Answer>(&mut *store, export)
-        .map_err(|e| e.context(HostFault("cannot find the hook's export".into())))?;
+    // The export was found and checked at load: not finding it is the host's fault.
+    let func = instance
+        .get_func(&mut *store, export.0)
+        .ok_or_else(|| HostFault::error("cannot find the hook's export"))?;
+    // SAFETY: `CheckedHook::check` type-checked this export against these types on an
+    // instance of the same component, and a component's types are its instances'.
+    let hook = unsafe {
+        wasmtime::component::TypedFunc::<HookParams<'_>, HookResults>::new_unchecked(func)
+    };
     let (answer,) = hook.call_async(&mut *store, (event,)).await?;
     Ok(answer)
 }
@@ -626,4 +664,38 @@ pub(crate) fn hook_exports(
         .into_iter()
         .map(|hook| Ok((hook, hooks_export(pre, &hook.as_str().replace('_', "-"))?)))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A `Warden` with one flow, `trivial`, running the trivial plugin.
+    async fn trivial_warden(dir: &std::path::Path) -> Warden {
+        let plugin = warden_tests::artifacts::TRIVIAL;
+        let text = format!(
+            "[store]\npath = \"warden.db\"\n[cache]\ndir = \"cache\"\n[environments.e]\n[flows.trivial]\nenvironment = \"e\"\nplugin = \"{plugin}\"\n"
+        );
+        let config = Config::parse(&text, &dir.join("warden.toml"), &|_| None).unwrap();
+        Warden::start(config).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn hook_exports_are_checked_once_against_the_types_events_are_called_with() {
+        let dir = tempfile::tempdir().unwrap();
+        let warden = trivial_warden(dir.path()).await;
+        let loaded = &warden.flows["trivial"];
+        assert_eq!(loaded.hook_exports.len(), HookName::ALL.len());
+        let started = Instant::now();
+        let slot = warden.stores.slot(started + Duration::from_secs(5)).await;
+        let (mut store, _, _) = warden.stores.new_store(loaded, slot.unwrap());
+        arm(&mut store, Duration::from_secs(5), started);
+        let pre = loaded.pre.instance_pre();
+        let instance = pre.instantiate_async(&mut store).await.unwrap();
+        let on_request = loaded.hook_exports[&HookName::OnRequest].0;
+        assert!(CheckedHook::check(&instance, &mut store, on_request).is_ok());
+        // `implemented` takes no event: the check that lets events skip wasmtime's refuses it.
+        let wrong = CheckedHook::check(&instance, &mut store, loaded.implemented_export);
+        assert!(wrong.is_err());
+    }
 }
