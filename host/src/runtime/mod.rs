@@ -606,7 +606,7 @@ type HookResults = (Result<lift::Answer, lift::Message>,);
 /// A hook's export whose type was checked once, at load, on an instance of the plugin. Every
 /// instance of a component has its types, so an event's call skips wasmtime's check, a walk
 /// over the event's and the answer's record types that cost about a microsecond per event
-/// (BENCHMARKS.md, "Where a cache-on decision's time goes").
+/// (BENCHMARKS.md, "A fresh machine, what the targets then mean").
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct CheckedHook(ComponentExportIndex);
 
