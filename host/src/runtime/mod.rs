@@ -633,7 +633,8 @@ pub(crate) async fn call_hook(
         .get_func(&mut *store, export.0)
         .ok_or_else(|| HostFault::error("cannot find the hook's export"))?;
     // SAFETY: `CheckedHook::check` type-checked this export against these types on an
-    // instance of the same component, and a component's types are its instances'.
+    // instance of the same component. A component's types are its instances' except for
+    // resources, which are made per instance, and a hook's event and answer hold none.
     let hook = unsafe {
         wasmtime::component::TypedFunc::<HookParams<'_>, HookResults>::new_unchecked(func)
     };
