@@ -24,6 +24,8 @@
 mod client;
 mod headers;
 mod lifted;
+#[cfg(test)]
+mod tls_tests;
 mod transport;
 
 use std::sync::Arc;

@@ -38,9 +38,19 @@ impl NetworkTransport {
     /// address filter still applies to what it returns. For tests that need a name to
     /// resolve to a chosen address (DNS rebinding); no config setting reaches it.
     pub fn with_lookup(lookup: Arc<dyn Lookup>) -> Result<Self, TransportError> {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut roots = rustls::RootCertStore::empty();
         roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+        Self::trusting(lookup, roots)
+    }
+
+    /// The real network, with servers' certificates checked against `roots` alone: the
+    /// public web's authorities ([`NetworkTransport::with_lookup`]), or in tests an authority
+    /// of their own. No config setting reaches it.
+    pub(crate) fn trusting(
+        lookup: Arc<dyn Lookup>,
+        roots: rustls::RootCertStore,
+    ) -> Result<Self, TransportError> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut config = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .map_err(|e| TransportError::Invalid(format!("TLS: {e}")))?

@@ -1,0 +1,216 @@
+//! HTTPS through the real network transport: a TLS origin on loopback with a certificate
+//! from an authority made here, which the transport either trusts (`NetworkTransport::
+//! trusting`) or, like every transport a config makes, does not.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use url::Url;
+
+use super::{
+    HopRequest, Lookup, NetworkTransport, OutgoingHeader, OutgoingValue, Transport, TransportError,
+};
+
+const BODY: &str = r#"{"teamsOnCall":[]}"#;
+
+/// The URLs here name an address, which is reached without a lookup: one would be a bug.
+struct NoLookup;
+
+#[async_trait]
+impl Lookup for NoLookup {
+    async fn lookup(&self, host: &str) -> std::io::Result<Vec<SocketAddr>> {
+        panic!("`{host}` was looked up, but the URL names an address");
+    }
+}
+
+fn authority(name: &str) -> CertifiedIssuer<'static, KeyPair> {
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, name);
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap()
+}
+
+fn trusting(ca: &CertifiedIssuer<'static, KeyPair>) -> NetworkTransport {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca.der().clone()).unwrap();
+    NetworkTransport::trusting(Arc::new(NoLookup), roots).unwrap()
+}
+
+/// A TLS origin on 127.0.0.1 answering every request with [`BODY`], keeping connections open.
+struct Origin {
+    addr: SocketAddr,
+    /// TCP connections accepted, whether or not their handshake then succeeded.
+    accepted: Arc<AtomicUsize>,
+    /// Each request's head, as it arrived over TLS.
+    heads: Arc<Mutex<Vec<String>>>,
+}
+
+impl Origin {
+    /// Serves a certificate for `names`, signed by `ca`.
+    async fn start(ca: &CertifiedIssuer<'static, KeyPair>, names: &[&str]) -> Self {
+        let key = KeyPair::generate().unwrap();
+        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        let cert = CertificateParams::new(names)
+            .unwrap()
+            .signed_by(&key, ca)
+            .unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let private = rustls::pki_types::PrivatePkcs8KeyDer::from(key.serialize_der());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![cert.der().clone()], private.into())
+            .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let heads = Arc::new(Mutex::new(Vec::new()));
+        let (counted, seen) = (accepted.clone(), heads.clone());
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                counted.fetch_add(1, Ordering::SeqCst);
+                let (acceptor, seen) = (acceptor.clone(), seen.clone());
+                tokio::spawn(async move {
+                    // A client that refuses the certificate ends the handshake here.
+                    let Ok(mut tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let mut buffer = Vec::new();
+                    let mut chunk = [0u8; 4096];
+                    loop {
+                        while let Some(end) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
+                            let head: Vec<u8> = buffer.drain(..end + 4).collect();
+                            seen.lock()
+                                .unwrap()
+                                .push(String::from_utf8_lossy(&head).into_owned());
+                            let answer = format!(
+                                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{BODY}",
+                                BODY.len()
+                            );
+                            if tls.write_all(answer.as_bytes()).await.is_err() {
+                                return;
+                            }
+                        }
+                        match tls.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buffer.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                });
+            }
+        });
+        Self {
+            addr,
+            accepted,
+            heads,
+        }
+    }
+
+    fn url(&self, path: &str) -> Url {
+        Url::parse(&format!("https://{}{path}", self.addr)).unwrap()
+    }
+}
+
+async fn get(
+    transport: &NetworkTransport,
+    url: &Url,
+    headers: &[OutgoingHeader],
+) -> Result<super::HopResponse, TransportError> {
+    transport
+        .send(HopRequest {
+            method: &reqwest::Method::GET,
+            url,
+            headers: headers.iter().collect(),
+            body: None,
+            timeout: Duration::from_secs(10),
+            within_hook_deadline: false,
+            max_body: 1 << 20,
+        })
+        .await
+}
+
+#[tokio::test]
+async fn an_https_origin_is_reached_over_verified_tls_and_its_connection_kept() {
+    let ca = authority("warden test authority");
+    let origin = Origin::start(&ca, &["127.0.0.1"]).await;
+    let transport = trusting(&ca);
+    let url = origin.url("/api-public/v1/oncall/current");
+    let headers = [OutgoingHeader {
+        name: "X-VO-Api-Id".into(),
+        value: OutgoingValue::Text("vo-ext".into()),
+    }];
+    for _ in 0..2 {
+        let answer = get(&transport, &url, &headers).await.unwrap();
+        assert_eq!(answer.status, 200);
+        assert_eq!(answer.body, BODY.as_bytes());
+    }
+    assert_eq!(
+        origin.accepted.load(Ordering::SeqCst),
+        1,
+        "the second request went over the first one's TLS connection"
+    );
+    assert_eq!(transport.idle_connections(), 1);
+    let heads = origin.heads.lock().unwrap().clone();
+    assert_eq!(heads.len(), 2, "{heads:?}");
+    let head = heads[0].to_ascii_lowercase();
+    assert!(
+        head.starts_with("get /api-public/v1/oncall/current http/1.1\r\n"),
+        "{head}"
+    );
+    assert!(
+        head.contains(&format!("host: {}\r\n", origin.addr)),
+        "{head}"
+    );
+    assert!(head.contains("x-vo-api-id: vo-ext\r\n"), "{head}");
+}
+
+#[tokio::test]
+async fn a_certificate_from_an_authority_the_transport_does_not_trust_is_refused() {
+    let ca = authority("warden test authority");
+    let origin = Origin::start(&ca, &["127.0.0.1"]).await;
+    let url = origin.url("/v1/a");
+    // Every transport a config makes trusts the public web's authorities only.
+    let public = NetworkTransport::with_lookup(Arc::new(NoLookup)).unwrap();
+    let other = trusting(&authority("another authority"));
+    for transport in [&public, &other] {
+        match get(transport, &url, &[]).await {
+            Err(TransportError::Connect(message)) => assert!(
+                message.contains("TLS") && message.contains("UnknownIssuer"),
+                "{message}"
+            ),
+            other => panic!("expected a refused certificate, got {other:?}"),
+        }
+        assert_eq!(transport.idle_connections(), 0);
+    }
+    assert!(
+        origin.heads.lock().unwrap().is_empty(),
+        "no request was sent"
+    );
+}
+
+#[tokio::test]
+async fn a_certificate_for_another_name_is_refused() {
+    let ca = authority("warden test authority");
+    let origin = Origin::start(&ca, &["api.victorops.test"]).await;
+    match get(&trusting(&ca), &origin.url("/v1/a"), &[]).await {
+        Err(TransportError::Connect(message)) => assert!(
+            message.contains("TLS") && message.contains("not valid for name"),
+            "{message}"
+        ),
+        other => panic!("expected a certificate for another name refused, got {other:?}"),
+    }
+    assert_eq!(origin.accepted.load(Ordering::SeqCst), 1);
+    assert!(
+        origin.heads.lock().unwrap().is_empty(),
+        "no request was sent"
+    );
+}
