@@ -1,6 +1,6 @@
 //! HTTPS through the real network transport: a TLS origin on loopback with a certificate
-//! from an authority made here, which the transport either trusts (`NetworkTransport::
-//! trusting`) or, like every transport a config makes, does not.
+//! from an authority made here, which the transport either trusts
+//! (`NetworkTransport::trusting`) or, like every transport a config makes, does not.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
