@@ -56,5 +56,8 @@ class Handler(BaseHTTPRequestHandler):
 
 
 port = int(sys.argv[1]) if len(sys.argv) > 1 else 18090
+# Bound before it says so: a port already taken ends the script with the error, and
+# scripts/example names the port instead of sending notifications to whatever holds it.
+server = HTTPServer(("127.0.0.1", port), Handler)
 print(f"listening on http://127.0.0.1:{port}", flush=True)
-HTTPServer(("127.0.0.1", port), Handler).serve_forever()
+server.serve_forever()
