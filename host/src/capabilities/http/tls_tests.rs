@@ -8,9 +8,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+use rcgen::{CertificateParams, CertifiedIssuer, KeyPair};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use url::Url;
+
+use crate::test_tls::authority;
 
 use super::{
     HopRequest, Lookup, NetworkTransport, OutgoingHeader, OutgoingValue, Transport, TransportError,
@@ -26,15 +28,6 @@ impl Lookup for NoLookup {
     async fn lookup(&self, host: &str) -> std::io::Result<Vec<SocketAddr>> {
         panic!("`{host}` was looked up, but the URL names an address");
     }
-}
-
-fn authority(name: &str) -> CertifiedIssuer<'static, KeyPair> {
-    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, name);
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap()
 }
 
 fn trusting(ca: &CertifiedIssuer<'static, KeyPair>) -> NetworkTransport {

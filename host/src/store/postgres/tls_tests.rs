@@ -3,23 +3,15 @@
 
 use std::path::Path;
 
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+use rcgen::{CertificateParams, CertifiedIssuer, KeyPair};
 
 use super::PgStore;
 use crate::config::StoreUrl;
 use crate::store::test_cluster::{self, Options, Server, ServerTls};
+use crate::test_tls::authority;
 
 /// The name the server's certificate is for; the tests reach it at 127.0.0.1 (`hostaddr`).
 const DB_NAME: &str = "db.warden.test";
-
-fn new_ca(name: &str) -> CertifiedIssuer<'static, KeyPair> {
-    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, name);
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap()
-}
 
 /// A cluster that takes TCP connections only over TLS, with a certificate for [`DB_NAME`]
 /// signed by `ca`.
@@ -56,7 +48,7 @@ async fn open(url: &str, base: &Path) -> Result<bool, String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sslmodes_against_a_server_that_demands_tls() {
-    let ca = new_ca("the database's CA");
+    let ca = authority("the database's CA");
     let started = {
         let ca_pem = ca.pem();
         let server = tokio::task::spawn_blocking(move || tls_server(&ca)).await;
@@ -67,7 +59,11 @@ async fn sslmodes_against_a_server_that_demands_tls() {
     };
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("ca.pem"), ca_pem).unwrap();
-    std::fs::write(dir.path().join("other-ca.pem"), new_ca("another CA").pem()).unwrap();
+    std::fs::write(
+        dir.path().join("other-ca.pem"),
+        authority("another CA").pem(),
+    )
+    .unwrap();
     let port = server.port;
     let by_name = format!("postgres://warden@{DB_NAME}:{port}/warden?hostaddr=127.0.0.1&");
     let by_address = format!("postgres://warden@127.0.0.1:{port}/warden?");
