@@ -1,7 +1,7 @@
-//! A certificate authority made for one test: what the TLS tests of the PostgreSQL store and
-//! of the http capability sign their servers' certificates with.
+//! Certificates made for one test: an authority, and servers' certificates it signs, for the
+//! TLS tests of the PostgreSQL store and of the http capability.
 
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+use rcgen::{BasicConstraints, Certificate, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
 
 /// A self-signed authority named `name`, with a fresh key.
 pub(crate) fn authority(name: &str) -> CertifiedIssuer<'static, KeyPair> {
@@ -11,4 +11,18 @@ pub(crate) fn authority(name: &str) -> CertifiedIssuer<'static, KeyPair> {
         .push(rcgen::DnType::CommonName, name);
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap()
+}
+
+/// A certificate for `names` (host names or addresses) signed by `ca`, and its fresh key.
+pub(crate) fn server_certificate(
+    ca: &CertifiedIssuer<'static, KeyPair>,
+    names: &[&str],
+) -> (Certificate, KeyPair) {
+    let key = KeyPair::generate().unwrap();
+    let names: Vec<String> = names.iter().map(|name| name.to_string()).collect();
+    let cert = CertificateParams::new(names)
+        .unwrap()
+        .signed_by(&key, ca)
+        .unwrap();
+    (cert, key)
 }

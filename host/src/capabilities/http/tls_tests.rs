@@ -8,11 +8,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use rcgen::{CertificateParams, CertifiedIssuer, KeyPair};
+use rcgen::{CertifiedIssuer, KeyPair};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use url::Url;
 
-use crate::test_tls::authority;
+use crate::test_tls::{authority, server_certificate};
 
 use super::{
     HopRequest, Lookup, NetworkTransport, OutgoingHeader, OutgoingValue, Transport, TransportError,
@@ -48,12 +48,7 @@ struct Origin {
 impl Origin {
     /// Serves a certificate for `names`, signed by `ca`.
     async fn start(ca: &CertifiedIssuer<'static, KeyPair>, names: &[&str]) -> Self {
-        let key = KeyPair::generate().unwrap();
-        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
-        let cert = CertificateParams::new(names)
-            .unwrap()
-            .signed_by(&key, ca)
-            .unwrap();
+        let (cert, key) = server_certificate(ca, names);
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let private = rustls::pki_types::PrivatePkcs8KeyDer::from(key.serialize_der());
         let config = rustls::ServerConfig::builder_with_provider(provider)

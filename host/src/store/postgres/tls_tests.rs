@@ -3,12 +3,12 @@
 
 use std::path::Path;
 
-use rcgen::{CertificateParams, CertifiedIssuer, KeyPair};
+use rcgen::{CertifiedIssuer, KeyPair};
 
 use super::PgStore;
 use crate::config::StoreUrl;
 use crate::store::test_cluster::{self, Options, Server, ServerTls};
-use crate::test_tls::authority;
+use crate::test_tls::{authority, server_certificate};
 
 /// The name the server's certificate is for; the tests reach it at 127.0.0.1 (`hostaddr`).
 const DB_NAME: &str = "db.warden.test";
@@ -16,11 +16,7 @@ const DB_NAME: &str = "db.warden.test";
 /// A cluster that takes TCP connections only over TLS, with a certificate for [`DB_NAME`]
 /// signed by `ca`.
 fn tls_server(ca: &CertifiedIssuer<'static, KeyPair>) -> Option<Server> {
-    let key = KeyPair::generate().unwrap();
-    let cert = CertificateParams::new(vec![DB_NAME.to_string()])
-        .unwrap()
-        .signed_by(&key, ca)
-        .unwrap();
+    let (cert, key) = server_certificate(ca, &[DB_NAME]);
     test_cluster::dedicated_with(Options {
         hba: Some("local all all trust\nhostssl all all 127.0.0.1/32 trust\n".into()),
         tls: Some(ServerTls {
