@@ -219,8 +219,9 @@ async fn keep(State(counts): State<Arc<Counts>>, headers: HeaderMap) -> &'static
 }
 
 /// Every kept value, in a header each (`x-recalled-N`) and in the body: `?case=upper` or
-/// `lower` changes their ASCII case, `?chunk=N` sends the body N bytes at a time;
-/// `?redirect=1` redirects instead to a host named after the first kept value.
+/// `lower` changes their ASCII case, `?chunk=N` sends the body N bytes at a time,
+/// `?latin1=1` adds an `x-latin1` header that is not UTF-8 (`caf\xe9 ` and the first kept
+/// value); `?redirect=1` redirects instead to a host named after the first kept value.
 async fn recall(
     State(counts): State<Arc<Counts>>,
     Query(query): Query<BTreeMap<String, String>>,
@@ -251,6 +252,11 @@ async fn recall(
             header::HeaderName::try_from(format!("x-recalled-{i}")).unwrap(),
             value.parse().unwrap(),
         );
+    }
+    if query.contains_key("latin1") {
+        let mut value = b"caf\xe9 ".to_vec();
+        value.extend_from_slice(kept.first().map(String::as_bytes).unwrap_or_default());
+        headers.insert("x-latin1", header::HeaderValue::from_bytes(&value).unwrap());
     }
     let body = format!("recalled {}", kept.join(" ")).into_bytes();
     let chunk = query

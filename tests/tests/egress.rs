@@ -253,6 +253,11 @@ async fn a_sealed_value_a_server_kept_or_changed_in_case_is_redacted_from_every_
             "lower",
             format!("http-hex:{origin}/recall?case=lower&chunk=1"),
         ),
+        // A header that is not UTF-8 (Latin-1 `é`), with the kept value in it.
+        (
+            "latin1",
+            format!("http-hex:{origin}/recall?case=upper&latin1=1"),
+        ),
         // A redirect to a host named after the kept value: the refusal quotes it back.
         ("redirect", format!("http-hex:{origin}/recall?redirect=1")),
     ]
@@ -264,7 +269,7 @@ async fn a_sealed_value_a_server_kept_or_changed_in_case_is_redacted_from_every_
 
     run(&warden, "keep").await;
     assert_eq!(server.kept(), [VO_SECRET], "the server got the real value");
-    for flow in ["recall", "upper", "lower"] {
+    for flow in ["recall", "upper", "lower", "latin1"] {
         let seen = seen_by_plugin(&run(&warden, flow).await);
         assert!(
             !seen
@@ -278,6 +283,11 @@ async fn a_sealed_value_a_server_kept_or_changed_in_case_is_redacted_from_every_
         );
         assert!(seen.ends_with("\n\nrecalled [REDACTED]"), "{flow}: {seen}");
     }
+    let seen = seen_by_plugin(&run(&warden, "latin1").await);
+    assert!(
+        seen.contains("x-latin1: caf\u{fffd} [REDACTED]\n"),
+        "a byte that is not UTF-8 is shown as U+FFFD, the value still redacted: {seen}"
+    );
     let seen = seen_by_plugin(&run(&warden, "redirect").await);
     assert!(seen.starts_with("error denied: "), "{seen}");
     assert!(seen.contains("http://[REDACTED].exfil.example"), "{seen}");

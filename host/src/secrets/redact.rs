@@ -82,6 +82,15 @@ impl Redactor {
         }
     }
 
+    /// [`Self::redact`] for text the caller owns: given back as it came (no copy) when no
+    /// value is in it.
+    pub fn redact_owned(&self, text: String) -> String {
+        if self.spans(text.as_bytes()).is_empty() {
+            return text;
+        }
+        self.redact(&text)
+    }
+
     /// [`Self::redact`] for text that may have been cut short to a bound (a reason, captured
     /// stdout, a name quoted in a refusal): the first bytes of a value left where the text
     /// was cut — before each cut marker, and at its end — are redacted too.
@@ -179,6 +188,16 @@ mod tests {
             "short s3cr",
             "too short to tell"
         );
+    }
+
+    #[test]
+    fn owned_text_without_a_value_is_given_back_uncopied() {
+        let r = Redactor::new(vec![SecretValue::new("s3cr3t")]);
+        let clean = String::from("nothing here");
+        let at = clean.as_ptr();
+        let back = r.redact_owned(clean);
+        assert_eq!((back.as_str(), back.as_ptr()), ("nothing here", at));
+        assert_eq!(r.redact_owned("a S3CR3T b".into()), "a [REDACTED] b");
     }
 
     #[test]

@@ -481,14 +481,14 @@ impl HttpInstance {
             }
             // The whole body at once, so no value escapes by being split across chunks.
             let redactor = self.redactor();
+            // Moved, not copied: a header is copied only if it is not UTF-8 or shows a value.
             let headers = response
                 .headers
-                .iter()
-                .map(|(k, v)| {
-                    (
-                        redactor.redact(k),
-                        redactor.redact(&String::from_utf8_lossy(v)),
-                    )
+                .into_iter()
+                .map(|(name, value)| {
+                    let value = String::from_utf8(value)
+                        .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
+                    (redactor.redact_owned(name), redactor.redact_owned(value))
                 })
                 .collect();
             let body = redactor.redact_bytes(response.body);
