@@ -421,6 +421,14 @@ async fn a_database_restart_answers_503_with_retry_after_and_the_replicas_recove
             "{url} is ready while the database runs"
         );
     }
+    let browser = no_redirects();
+    let cookie = console_sign_in(&browser, &a.url).await;
+    let console_page = |url: &str| {
+        browser
+            .get(format!("{url}/"))
+            .header("cookie", &cookie)
+            .send()
+    };
 
     // Clients submit to both replicas until told to stop, keeping every answer.
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -472,6 +480,19 @@ async fn a_database_restart_answers_503_with_retry_after_and_the_replicas_recove
         );
         let live = http.get(format!("{url}/healthz")).send().await.unwrap();
         assert_eq!(live.status(), 200, "{url} is alive all the same");
+        // The console cannot tell who is signed in: it says so, not "sign in".
+        let page = console_page(url).await.unwrap();
+        assert_eq!(
+            page.status(),
+            503,
+            "{url}: the console without its database"
+        );
+        assert!(page.headers().contains_key("retry-after"));
+        let text = page.text().await.unwrap();
+        assert!(
+            text.contains("cannot reach its store") && !text.contains("127.0.0.1"),
+            "{text}"
+        );
     }
     let down = answers.lock().unwrap().len();
     server = tokio::task::spawn_blocking(move || {
@@ -507,6 +528,12 @@ async fn a_database_restart_answers_503_with_retry_after_and_the_replicas_recove
             .await
             .unwrap();
         assert_eq!(made.status, 201, "{url} stores requests again");
+        let page = console_page(url).await.unwrap();
+        assert_eq!(
+            page.status(),
+            200,
+            "{url}: still signed in after the database's restart"
+        );
     }
 
     let answers = std::mem::take(&mut *answers.lock().unwrap());
@@ -693,4 +720,69 @@ async fn check_and_hook_run_on_the_postgresql_store() {
             .any(|l| l.contains("hook@example.com") && l.contains("user-1")),
         "{out}"
     );
+}
+
+/// A browser signed in to the console on one replica is signed in on the other, and
+/// signing out on either ends the session on both.
+#[tokio::test]
+async fn a_console_session_is_shared_by_the_replicas() {
+    let Some(url) = test_cluster::database().await else {
+        return;
+    };
+    let scratch = Scratch::new();
+    write_config(&scratch, url.as_str(), "");
+    let (a, b) = (start(&scratch, "a"), start(&scratch, "b"));
+    let http = no_redirects();
+    let cookie = console_sign_in(&http, &a.url).await;
+    let page = |replica: &str, path: &str| {
+        http.get(format!("{replica}{path}"))
+            .header("cookie", &cookie)
+            .send()
+    };
+    let on_b = page(&b.url, "/audit").await.unwrap();
+    assert_eq!(on_b.status(), 200, "signed in on the other replica");
+    let text = on_b.text().await.unwrap();
+    assert!(text.contains("console-sign-in"), "the audit page: {text}");
+    let csrf = text
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("the page's forms carry the session's CSRF token")
+        .to_string();
+    let signed_out = http
+        .post(format!("{}/logout", b.url))
+        .header("cookie", &cookie)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("csrf={csrf}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(signed_out.status(), 303);
+    for replica in [&a.url, &b.url] {
+        let after = page(replica, "/").await.unwrap();
+        assert_eq!(after.status(), 303, "{replica}: signed out on both");
+    }
+    kill(a);
+    kill(b);
+}
+
+fn no_redirects() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+/// Signs in to `replica`'s console with the admin token: the session's cookie.
+async fn console_sign_in(http: &reqwest::Client, replica: &str) -> String {
+    let signed_in = http
+        .post(format!("{replica}/signin"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("token={ADMIN_TOKEN}&next=%2F"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(signed_in.status(), 303);
+    let set_cookie = signed_in.headers()["set-cookie"].to_str().unwrap();
+    set_cookie.split(';').next().unwrap().to_string()
 }

@@ -8,7 +8,7 @@
 //! the cost is one indirect call and one boxed future per operation, next to a commit or a
 //! database round trip per operation, and it keeps the two implementations apart (the
 //! tests' in-memory SQLite stores pass as they are). The SQLite implementation runs the
-//! plain SQL of [`super::requests`] and [`super::outbox`] through the group commit; the same
+//! plain SQL of [`super::requests`], [`super::outbox`] and [`super::sessions`] through the group commit; the same
 //! tests hold both backends to one behaviour (`store::postgres::tests`).
 //!
 //! What only replicas need ([`Backend::claim_request`] and the rest of a claim's life,
@@ -26,6 +26,7 @@ use super::postgres::ExpirySweep;
 use super::requests::{
     self, AuditEntry, HistoryEntry, NewRequest, RequestRecord, RequestWrite, State, Transition,
 };
+use super::sessions::{self, SessionRules, StoredSession};
 use super::{Store, StoreChange, StoreError, StoredIdentity, UserRecord};
 use crate::config::Config;
 
@@ -284,6 +285,40 @@ pub trait Backend: Send + Sync {
     async fn delete_user(&self, email: &str) -> Result<bool, StoreError>;
     /// Every change or, on any error, none.
     async fn apply(&self, changes: &[StoreChange]) -> Result<(), StoreError>;
+
+    /// Opens a console session under `rules` ([`super::sessions`]): `false` when every place
+    /// is held by a live session.
+    async fn session_open(
+        &self,
+        id_digest: &str,
+        session: &StoredSession,
+        rules: &SessionRules,
+    ) -> Result<bool, StoreError>;
+    async fn session_read(&self, id_digest: &str) -> Result<Option<StoredSession>, StoreError>;
+    async fn session_touch(&self, id_digest: &str, now: i64) -> Result<(), StoreError>;
+    async fn session_close(&self, id_digest: &str) -> Result<(), StoreError>;
+
+    /// The live session stored under `id_digest`, its use recorded at most every
+    /// `rules.touch_every_ms`; an expired one is closed.
+    async fn session(
+        &self,
+        id_digest: &str,
+        now: i64,
+        rules: &SessionRules,
+    ) -> Result<Option<StoredSession>, StoreError> {
+        let Some(mut session) = self.session_read(id_digest).await? else {
+            return Ok(None);
+        };
+        if rules.expired(&session, now) {
+            self.session_close(id_digest).await?;
+            return Ok(None);
+        }
+        if now - session.last_used >= rules.touch_every_ms {
+            self.session_touch(id_digest, now).await?;
+            session.last_used = now;
+        }
+        Ok(Some(session))
+    }
 }
 
 /// What a step's failed write names ("cannot ...").
@@ -516,5 +551,36 @@ impl Backend for Store {
 
     async fn apply(&self, changes: &[StoreChange]) -> Result<(), StoreError> {
         Store::apply(self, changes)
+    }
+
+    async fn session_open(
+        &self,
+        id_digest: &str,
+        session: &StoredSession,
+        rules: &SessionRules,
+    ) -> Result<bool, StoreError> {
+        let (id, session, rules) = (id_digest.to_string(), session.clone(), *rules);
+        self.write("open a console session", move |c| {
+            sessions::open(c, &id, &session, &rules)
+        })
+        .await
+    }
+
+    async fn session_read(&self, id_digest: &str) -> Result<Option<StoredSession>, StoreError> {
+        self.read("read a console session", |c| sessions::get(c, id_digest))
+    }
+
+    async fn session_touch(&self, id_digest: &str, now: i64) -> Result<(), StoreError> {
+        let id = id_digest.to_string();
+        self.write("record a console session's use", move |c| {
+            sessions::touch(c, &id, now)
+        })
+        .await
+    }
+
+    async fn session_close(&self, id_digest: &str) -> Result<(), StoreError> {
+        let id = id_digest.to_string();
+        self.write("close a console session", move |c| sessions::close(c, &id))
+            .await
     }
 }

@@ -1,6 +1,6 @@
 //! The SQLite store: users and their identities in other services, and `warden serve`'s
 //! access requests, their history and the audit log ([`requests`]), and the notifications
-//! waiting to be delivered ([`outbox`]); the same on PostgreSQL ([`postgres`]), both behind
+//! waiting to be delivered ([`outbox`]), and the console's sessions ([`sessions`]); the same on PostgreSQL ([`postgres`]), both behind
 //! the one interface `warden serve` and hooks use ([`backend`]). One connection writes
 //! (its writes share commits: [`group_commit`]); a file store reads on a second one, and
 //! answers repeated identity lookups from memory while the file is unchanged
@@ -13,6 +13,7 @@ mod identity_cache;
 pub mod outbox;
 pub mod postgres;
 pub mod requests;
+pub mod sessions;
 // Compiled always: the end-to-end tests of `warden serve` replicas (host/tests) start their
 // database with it too. It starts nothing unless a test calls it.
 #[doc(hidden)]
@@ -115,6 +116,8 @@ const MIGRATIONS: &[&str] = &[
     // 7: PostgreSQL's claims across replicas (`requests.claimed_until`); one SQLite process
     // claims its requests in memory, so nothing changes here.
     "",
+    // 8: console sessions, shared by every replica and kept across restarts ([`sessions`]).
+    sessions::MIGRATION,
 ];
 
 /// A failure of the store: which database (a SQLite file, or a PostgreSQL URL, which never

@@ -13,8 +13,9 @@ use axum::response::Response;
 use super::forms::{self, Form};
 use super::pages::{self, Notice};
 use super::session::{self, SignInRefused};
-use super::{Console, SignedIn, error_page, html, redirect};
+use super::{Console, SignedIn, error_page, html, redirect, unavailable};
 use crate::serve::api::{ApiError, Caller};
+use crate::store::requests::now_ms;
 
 /// Longest API token the sign-in form compares.
 const MAX_TOKEN_BYTES: usize = 1024;
@@ -114,8 +115,7 @@ pub(super) async fn sign_in(
         Err(e) => return page(e.status(), "/", e.message()),
     };
     let next = forms::return_path(form.get("next"));
-    let now = Instant::now();
-    if c.sessions.attempt(addr, now).is_err() {
+    if c.attempts.attempt(addr, Instant::now()).is_err() {
         return page(
             StatusCode::TOO_MANY_REQUESTS,
             next,
@@ -130,13 +130,21 @@ pub(super) async fn sign_in(
         tracing::info!(%addr, "console sign-in refused");
         return page(StatusCode::UNAUTHORIZED, next, "That token is not valid.");
     };
+    let store = c.app.lifecycle.store();
     // Whatever session this browser had ends: a sign-in always gets a new id.
-    if let Some(old) = c.signed_in(&headers) {
-        c.sessions.close(&old.id);
+    match c.signed_in(&headers).await {
+        Ok(Some(old)) => {
+            if let Err(e) = session::close(&**store, &old.id).await {
+                return unavailable(e);
+            }
+        }
+        Ok(None) => {}
+        Err(page) => return page,
     }
-    let (id, _) = match c.sessions.open(token, now) {
-        Ok(opened) => opened,
-        Err(SignInRefused::Full | SignInRefused::RateLimited) => {
+    let (id, _) = match session::open(&**store, token, now_ms()).await {
+        Ok(Ok(opened)) => opened,
+        Err(e) => return unavailable(e),
+        Ok(Err(SignInRefused::Full | SignInRefused::RateLimited)) => {
             return page(
                 StatusCode::SERVICE_UNAVAILABLE,
                 next,
@@ -162,13 +170,17 @@ pub(super) async fn logout(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let Some(who) = c.signed_in(&headers) else {
-        return redirect("/signin");
+    let who = match c.signed_in(&headers).await {
+        Ok(Some(who)) => who,
+        Ok(None) => return redirect("/signin"),
+        Err(page) => return page,
     };
     if let Err(e) = read_form(&headers, body).and_then(|form| check_csrf(&who, &form)) {
         return error_page(&who, &e);
     }
-    c.sessions.close(&who.id);
+    if let Err(e) = session::close(&**c.app.lifecycle.store(), &who.id).await {
+        return unavailable(e);
+    }
     tracing::info!(user = %who.caller.user, "console sign-out");
     c.audit(&who.caller.user, "console-sign-out").await;
     let mut response = redirect("/signin");

@@ -14,7 +14,6 @@ mod pages;
 mod session;
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use axum::Router;
 use axum::body::Bytes;
@@ -30,7 +29,8 @@ use crate::config::Role;
 
 use super::api::{self, ApiError, App, Caller, detached};
 use super::lifecycle::{RequestView, Submission};
-use crate::store::requests::State as RequestState;
+use crate::store::StoreError;
+use crate::store::requests::{State as RequestState, now_ms};
 use auth::{check_csrf, read_form};
 use forms::Form;
 use pages::{Decide, Notice, Who};
@@ -47,14 +47,14 @@ const AUDIT_PAGE: usize = 50;
 #[derive(Clone)]
 struct Console {
     app: Arc<App>,
-    sessions: Arc<session::Sessions>,
+    attempts: Arc<session::Attempts>,
 }
 
 /// The console's routes, with the API's in-flight bound and the pages' security headers.
 pub(crate) fn router(app: Arc<App>) -> Router<Arc<App>> {
     let console = Console {
         app: app.clone(),
-        sessions: Arc::default(),
+        attempts: Arc::default(),
     };
     Router::new()
         .route("/", get(list))
@@ -119,7 +119,7 @@ impl SignedIn {
         Who {
             user: &self.caller.user,
             role: self.caller.role,
-            csrf: &self.session.csrf,
+            csrf: self.session.csrf(),
         }
     }
 }
@@ -127,12 +127,12 @@ impl SignedIn {
 impl Console {
     /// The signed-in user and the form they posted, its size and CSRF token checked; else the
     /// page to answer with (sign-in, or the error page).
-    fn posted_form(
+    async fn posted_form(
         &self,
         headers: &HeaderMap,
         body: Result<Bytes, BytesRejection>,
     ) -> Result<(SignedIn, Form), Response> {
-        let Some(who) = self.signed_in(headers) else {
+        let Some(who) = self.signed_in(headers).await? else {
             return Err(redirect("/signin"));
         };
         match read_form(headers, body).and_then(|f| check_csrf(&who, &f).map(|()| f)) {
@@ -141,32 +141,38 @@ impl Console {
         }
     }
 
-    fn signed_in(&self, headers: &HeaderMap) -> Option<SignedIn> {
-        let now = Instant::now();
+    /// Who the request's session cookie signs in, if anyone; the page to answer with if the
+    /// store cannot say.
+    async fn signed_in(&self, headers: &HeaderMap) -> Result<Option<SignedIn>, Response> {
+        let now = now_ms();
         let warden = self.app.warden.current();
         let tokens = &warden.config().serve.tokens;
-        headers
+        let store = self.app.lifecycle.store();
+        let ids = headers
             .get_all(header::COOKIE)
             .iter()
             .filter_map(|v| v.to_str().ok())
-            .flat_map(session::session_ids)
-            .find_map(|id| {
-                let session = self.sessions.get(id, now)?;
-                let Some(token) = session.token(tokens) else {
-                    // Its token was removed or rotated by a reload: signed out.
-                    self.sessions.close(id);
-                    return None;
-                };
-                let caller = Caller {
-                    user: token.user.clone(),
-                    role: token.role,
-                };
-                Some(SignedIn {
-                    id: id.to_string(),
-                    session,
-                    caller,
-                })
-            })
+            .flat_map(session::session_ids);
+        for id in ids {
+            let Some(session) = session::get(&**store, id, now).await.map_err(unavailable)? else {
+                continue;
+            };
+            let Some(token) = session.token(tokens) else {
+                // Its token was removed or rotated by a reload: signed out.
+                session::close(&**store, id).await.map_err(unavailable)?;
+                continue;
+            };
+            let caller = Caller {
+                user: token.user.clone(),
+                role: token.role,
+            };
+            return Ok(Some(SignedIn {
+                id: id.to_string(),
+                session,
+                caller,
+            }));
+        }
+        Ok(None)
     }
 
     /// Records a sign-in or sign-out in the audit log (refused sign-ins are only logged: they
@@ -210,6 +216,26 @@ fn redirect(to: &str) -> Response {
     response
 }
 
+/// The page for a store that cannot answer: the console can neither tell who is signed in
+/// nor show anything, so the browser is told to try again (the error itself is logged).
+fn unavailable(error: StoreError) -> Response {
+    tracing::error!("console: {error}");
+    let mut page = html(
+        StatusCode::SERVICE_UNAVAILABLE,
+        pages::layout(
+            None,
+            "Unavailable",
+            Some(Notice::Error(
+                "warden cannot reach its store just now; try again in a moment.",
+            )),
+            maud::html! { p { a href="/" { "Try again" } } },
+        ),
+    );
+    page.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+    page
+}
+
 /// An error shown as a page of its own, for the signed-in user.
 fn error_page(who: &SignedIn, error: &ApiError) -> Response {
     let title = match error.status() {
@@ -239,8 +265,10 @@ fn to_sign_in(path: &str, query: Option<&str>) -> Response {
 }
 
 async fn list(State(c): State<Console>, headers: HeaderMap, RawQuery(query): RawQuery) -> Response {
-    let Some(who) = c.signed_in(&headers) else {
-        return to_sign_in("/", query.as_deref());
+    let who = match c.signed_in(&headers).await {
+        Ok(Some(who)) => who,
+        Ok(None) => return to_sign_in("/", query.as_deref()),
+        Err(unavailable) => return unavailable,
     };
     let query = match Form::parse(query.unwrap_or_default().as_bytes()) {
         Ok(q) => q,
@@ -375,9 +403,13 @@ async fn show(
     Path(id): Path<String>,
     RawQuery(query): RawQuery,
 ) -> Response {
-    let Some(who) = c.signed_in(&headers) else {
-        let path: String = url::form_urlencoded::byte_serialize(id.as_bytes()).collect();
-        return to_sign_in(&format!("/requests/{path}"), None);
+    let who = match c.signed_in(&headers).await {
+        Ok(Some(who)) => who,
+        Ok(None) => {
+            let path: String = url::form_urlencoded::byte_serialize(id.as_bytes()).collect();
+            return to_sign_in(&format!("/requests/{path}"), None);
+        }
+        Err(unavailable) => return unavailable,
     };
     request_page(&c, &who, &id, None, query.as_deref() == Some("filed")).await
 }
@@ -388,7 +420,7 @@ async fn decide(
     Path(id): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let (who, form) = match c.posted_form(&headers, body) {
+    let (who, form) = match c.posted_form(&headers, body).await {
         Ok(posted) => posted,
         Err(page) => return page,
     };
@@ -434,7 +466,7 @@ async fn revoke(
     Path(id): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let (who, form) = match c.posted_form(&headers, body) {
+    let (who, form) = match c.posted_form(&headers, body).await {
         Ok(posted) => posted,
         Err(page) => return page,
     };
@@ -464,8 +496,10 @@ async fn revoke(
 }
 
 async fn new_index(State(c): State<Console>, headers: HeaderMap) -> Response {
-    let Some(who) = c.signed_in(&headers) else {
-        return to_sign_in("/new", None);
+    let who = match c.signed_in(&headers).await {
+        Ok(Some(who)) => who,
+        Ok(None) => return to_sign_in("/new", None),
+        Err(unavailable) => return unavailable,
     };
     let flows: Vec<String> = c
         .app
@@ -518,9 +552,13 @@ async fn new_form(
     headers: HeaderMap,
     Path(flow): Path<String>,
 ) -> Response {
-    let Some(who) = c.signed_in(&headers) else {
-        let path: String = url::form_urlencoded::byte_serialize(flow.as_bytes()).collect();
-        return to_sign_in(&format!("/new/{path}"), None);
+    let who = match c.signed_in(&headers).await {
+        Ok(Some(who)) => who,
+        Ok(None) => {
+            let path: String = url::form_urlencoded::byte_serialize(flow.as_bytes()).collect();
+            return to_sign_in(&format!("/new/{path}"), None);
+        }
+        Err(unavailable) => return unavailable,
     };
     new_form_page(&c, &who, &flow, None)
 }
@@ -531,7 +569,7 @@ async fn submit(
     Path(flow): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let (who, form) = match c.posted_form(&headers, body) {
+    let (who, form) = match c.posted_form(&headers, body).await {
         Ok(posted) => posted,
         Err(page) => return page,
     };
@@ -577,8 +615,10 @@ async fn audit(
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Response {
-    let Some(who) = c.signed_in(&headers) else {
-        return to_sign_in("/audit", query.as_deref());
+    let who = match c.signed_in(&headers).await {
+        Ok(Some(who)) => who,
+        Ok(None) => return to_sign_in("/audit", query.as_deref()),
+        Err(unavailable) => return unavailable,
     };
     if let Err(e) = who.caller.require(Role::Admin) {
         return error_page(&who, &e);

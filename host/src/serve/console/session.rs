@@ -1,10 +1,12 @@
 //! Console sessions: an API token exchanged at sign-in for a random session id kept in a
 //! cookie, a CSRF token bound to each session, and a per-address limit on sign-in attempts.
 //!
-//! Sessions live in memory only: a restart signs everyone out. A session remembers a digest
-//! of the token it was opened with, not who that token named: each request finds the token
-//! again in the config now serving, so a token removed or rotated by a reload ends its
-//! sessions, and a changed role applies at once.
+//! Sessions live in the store ([`crate::store::sessions`]), so a browser signed in on one
+//! replica is signed in on every replica of one database, and a restart signs no one out;
+//! the store holds a digest of each id, not the id. A session remembers a digest of the
+//! token it was opened with, not who that token named: each request finds the token again
+//! in the config now serving, so a token removed or rotated by a reload ends its sessions,
+//! and a changed role applies at once. Sign-in attempts are counted in memory, per replica.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -15,11 +17,17 @@ use sha2::{Digest, Sha256};
 
 use crate::Unpoisoned;
 use crate::config::ApiToken;
+use crate::store::StoreError;
+use crate::store::backend::Backend;
+use crate::store::sessions::{SessionRules, StoredSession};
 
 /// How long a session lasts from sign-in, used or not.
 pub const SESSION_LIFETIME: Duration = Duration::from_secs(8 * 3600);
 /// A session unused this long ends sooner.
 pub const SESSION_IDLE: Duration = Duration::from_secs(3600);
+/// A session's use is written to the store at most this often (so it may end this much
+/// before a full [`SESSION_IDLE`] after its last use).
+pub const SESSION_TOUCH: Duration = Duration::from_secs(60);
 /// Sessions one token may hold at once; signing in again beyond it ends its oldest.
 pub const MAX_SESSIONS_PER_TOKEN: usize = 16;
 /// Sessions held at once in all; beyond it (after dropping expired ones) sign-in is refused.
@@ -31,38 +39,47 @@ pub const SIGN_IN_WINDOW: Duration = Duration::from_secs(60);
 /// until windows run out (failing closed rather than forgetting who was counted).
 pub const MAX_TRACKED_ADDRESSES: usize = 4096;
 
+pub const RULES: SessionRules = SessionRules {
+    lifetime_ms: SESSION_LIFETIME.as_millis() as i64,
+    idle_ms: SESSION_IDLE.as_millis() as i64,
+    touch_every_ms: SESSION_TOUCH.as_millis() as i64,
+    per_token: MAX_SESSIONS_PER_TOKEN,
+    total: MAX_SESSIONS,
+};
+
 /// Random bytes as lowercase hex: session ids and CSRF tokens.
 pub fn random_hex(bytes: usize) -> String {
     let mut buf = vec![0u8; bytes];
     getrandom::fill(&mut buf).expect("the operating system's random numbers");
-    buf.iter().map(|b| format!("{b:02x}")).collect()
+    hex(&buf)
 }
 
-fn digest(token: &str) -> [u8; 32] {
-    Sha256::digest(token.as_bytes()).into()
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Hex SHA-256: what the store keeps of a session id and of a token.
+fn digest(text: &str) -> String {
+    hex(&Sha256::digest(text.as_bytes()))
 }
 
 /// What the console keeps for one signed-in browser.
 #[derive(Debug, Clone)]
 pub struct Session {
-    /// SHA-256 of the API token signed in with; the token itself is not kept.
-    token_digest: [u8; 32],
-    pub csrf: String,
-    created: Instant,
-    last_used: Instant,
+    stored: StoredSession,
 }
 
 impl Session {
     /// The configured token this session was opened with, if it is still configured.
     pub fn token<'a>(&self, tokens: &'a [ApiToken]) -> Option<&'a ApiToken> {
+        let opened_with = self.stored.token_digest.as_bytes();
         tokens
             .iter()
-            .find(|t| super::same_secret(&digest(t.token.expose()), &self.token_digest))
+            .find(|t| super::same_secret(digest(t.token.expose()).as_bytes(), opened_with))
     }
 
-    fn expired(&self, now: Instant) -> bool {
-        now.duration_since(self.created) >= SESSION_LIFETIME
-            || now.duration_since(self.last_used) >= SESSION_IDLE
+    pub fn csrf(&self) -> &str {
+        &self.stored.csrf
     }
 }
 
@@ -74,16 +91,16 @@ pub enum SignInRefused {
     Full,
 }
 
+/// Sign-in attempts per client address (sessions themselves are the store's).
 #[derive(Default)]
-pub struct Sessions {
-    by_id: Mutex<HashMap<String, Session>>,
-    attempts: Mutex<HashMap<IpAddr, (Instant, u32)>>,
+pub struct Attempts {
+    by_address: Mutex<HashMap<IpAddr, (Instant, u32)>>,
 }
 
-impl Sessions {
+impl Attempts {
     /// Counts one sign-in attempt from `addr`; refused beyond [`SIGN_IN_ATTEMPTS`] per window.
     pub fn attempt(&self, addr: IpAddr, now: Instant) -> Result<(), SignInRefused> {
-        let mut attempts = self.attempts.lock().unpoisoned();
+        let mut attempts = self.by_address.lock().unpoisoned();
         if !attempts.contains_key(&addr) && attempts.len() >= MAX_TRACKED_ADDRESSES {
             attempts.retain(|_, (start, _)| now.duration_since(*start) < SIGN_IN_WINDOW);
             if attempts.len() >= MAX_TRACKED_ADDRESSES {
@@ -101,61 +118,42 @@ impl Sessions {
         *count += 1;
         Ok(())
     }
+}
 
-    /// Opens a session for `token` (already checked against the config) under a new random
-    /// id, which is returned with the session. Never reuses an id a browser sent: a fresh
-    /// id at every sign-in is what defeats session fixation.
-    pub fn open(&self, token: &str, now: Instant) -> Result<(String, Session), SignInRefused> {
-        let mut sessions = self.by_id.lock().unpoisoned();
-        let token_digest = digest(token);
-        let mut own: Vec<(Instant, String)> = sessions
-            .iter()
-            .filter(|(_, s)| s.token_digest == token_digest)
-            .map(|(id, s)| (s.created, id.clone()))
-            .collect();
-        if own.len() >= MAX_SESSIONS_PER_TOKEN {
-            own.sort();
-            for (_, id) in &own[..=own.len() - MAX_SESSIONS_PER_TOKEN] {
-                sessions.remove(id);
-            }
-        }
-        if sessions.len() >= MAX_SESSIONS {
-            sessions.retain(|_, s| !s.expired(now));
-            if sessions.len() >= MAX_SESSIONS {
-                return Err(SignInRefused::Full);
-            }
-        }
-        let id = random_hex(32);
-        let session = Session {
-            token_digest,
-            csrf: random_hex(32),
-            created: now,
-            last_used: now,
-        };
-        sessions.insert(id.clone(), session.clone());
-        Ok((id, session))
+/// Opens a session for `token` (already checked against the config) under a new random
+/// id, which is returned with the session; `Full` when every place is held. Never reuses an
+/// id a browser sent: a fresh id at every sign-in is what defeats session fixation.
+pub async fn open(
+    store: &dyn Backend,
+    token: &str,
+    now: i64,
+) -> Result<Result<(String, Session), SignInRefused>, StoreError> {
+    let id = random_hex(32);
+    let stored = StoredSession {
+        token_digest: digest(token),
+        csrf: random_hex(32),
+        created_at: now,
+        last_used: now,
+    };
+    if !store.session_open(&digest(&id), &stored, &RULES).await? {
+        return Ok(Err(SignInRefused::Full));
     }
+    Ok(Ok((id, Session { stored })))
+}
 
-    /// The live session `id` names, marked used; an expired one is dropped.
-    pub fn get(&self, id: &str, now: Instant) -> Option<Session> {
-        let mut sessions = self.by_id.lock().unpoisoned();
-        let session = sessions.get_mut(id)?;
-        if session.expired(now) {
-            sessions.remove(id);
-            return None;
-        }
-        session.last_used = now;
-        Some(session.clone())
-    }
+/// The live session `id` names, its use recorded; an expired one is closed.
+pub async fn get(store: &dyn Backend, id: &str, now: i64) -> Result<Option<Session>, StoreError> {
+    let stored = store.session(&digest(id), now, &RULES).await?;
+    Ok(stored.map(|stored| Session { stored }))
+}
 
-    pub fn close(&self, id: &str) {
-        self.by_id.lock().unpoisoned().remove(id);
-    }
+pub async fn close(store: &dyn Backend, id: &str) -> Result<(), StoreError> {
+    store.session_close(&digest(id)).await
 }
 
 /// Whether `sent` (a form's hidden field) is the session's CSRF token.
 pub fn csrf_matches(session: &Session, sent: Option<&str>) -> bool {
-    sent.is_some_and(|sent| super::same_secret(sent.as_bytes(), session.csrf.as_bytes()))
+    sent.is_some_and(|sent| super::same_secret(sent.as_bytes(), session.csrf().as_bytes()))
 }
 
 /// A session cookie's name: with `Secure`, the `__Host-` prefix also makes browsers refuse
@@ -181,21 +179,32 @@ pub fn set_cookie(id: Option<&str>, secure: bool) -> String {
     }
 }
 
-/// The session ids a `Cookie` header carries (either name), well-formed ones only.
+/// Session cookies looked up per request: a browser sends at most one of each name.
+/// Each is a read of the store, so a client cannot make one request cost hundreds.
+pub const MAX_SESSION_COOKIES: usize = 2;
+
+/// The session ids a `Cookie` header carries (either name), well-formed ones only, at most
+/// [`MAX_SESSION_COOKIES`].
 pub fn session_ids(cookie_header: &str) -> impl Iterator<Item = &str> {
-    cookie_header.split(';').filter_map(|pair| {
-        let (name, value) = pair.trim().split_once('=')?;
-        let known = name == cookie_name(true) || name == cookie_name(false);
-        let well_formed = value.len() == 64 && value.bytes().all(|b| b.is_ascii_hexdigit());
-        (known && well_formed).then_some(value)
-    })
+    cookie_header
+        .split(';')
+        .filter_map(|pair| {
+            let (name, value) = pair.trim().split_once('=')?;
+            let known = name == cookie_name(true) || name == cookie_name(false);
+            let well_formed = value.len() == 64 && value.bytes().all(|b| b.is_ascii_hexdigit());
+            (known && well_formed).then_some(value)
+        })
+        .take(MAX_SESSION_COOKIES)
 }
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
     use crate::config::Role;
     use crate::secrets::SecretValue;
+    use crate::store::Store;
 
     fn token(value: &str) -> ApiToken {
         ApiToken {
@@ -206,93 +215,140 @@ mod tests {
         }
     }
 
-    #[test]
-    fn every_sign_in_gets_a_new_random_id_and_csrf_token() {
-        let sessions = Sessions::default();
-        let now = Instant::now();
-        let (a, sa) = sessions.open("tok", now).unwrap();
-        let (b, sb) = sessions.open("tok", now).unwrap();
-        assert_ne!(a, b);
-        assert_ne!(sa.csrf, sb.csrf);
-        assert_eq!(a.len(), 64);
-        assert!(sessions.get(&a, now).is_some());
-        assert!(sessions.get("f".repeat(64).as_str(), now).is_none());
+    fn store() -> Arc<Store> {
+        Arc::new(Store::open_in_memory().unwrap())
     }
 
-    #[test]
-    fn a_session_finds_its_token_only_while_it_is_configured() {
-        let sessions = Sessions::default();
-        let (id, _) = sessions.open("tok", Instant::now()).unwrap();
-        let session = sessions.get(&id, Instant::now()).unwrap();
+    const T0: i64 = 1_800_000_000_000;
+
+    fn ms(d: Duration) -> i64 {
+        d.as_millis() as i64
+    }
+
+    async fn open_ok(store: &Store, token: &str, now: i64) -> (String, Session) {
+        open(store, token, now).await.unwrap().unwrap()
+    }
+
+    async fn live(store: &Store, id: &str, now: i64) -> bool {
+        get(store, id, now).await.unwrap().is_some()
+    }
+
+    #[tokio::test]
+    async fn every_sign_in_gets_a_new_random_id_and_csrf_token_and_the_store_keeps_neither_id() {
+        let store = store();
+        let (a, sa) = open_ok(&store, "tok", T0).await;
+        let (b, sb) = open_ok(&store, "tok", T0).await;
+        assert_ne!(a, b);
+        assert_ne!(sa.csrf(), sb.csrf());
+        assert_eq!(a.len(), 64);
+        assert!(live(&store, &a, T0).await);
+        assert!(!live(&store, &"f".repeat(64), T0).await);
+        // What the store holds cannot be sent back as a cookie, nor shows the token.
+        let rows = store
+            .read("read", |c| {
+                c.prepare("SELECT id_digest, token_digest FROM console_sessions")?
+                    .query_map([], |r| {
+                        Ok(format!(
+                            "{} {}",
+                            r.get::<_, String>(0)?,
+                            r.get::<_, String>(1)?
+                        ))
+                    })?
+                    .collect::<rusqlite::Result<Vec<_>>>()
+            })
+            .unwrap();
+        assert_eq!(rows.len(), 2);
+        for row in &rows {
+            assert!(
+                !row.contains(&a) && !row.contains(&b) && !row.contains("tok "),
+                "{row}"
+            );
+        }
+        assert!(
+            !live(&store, &digest(&a), T0).await,
+            "a digest is not an id"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_session_finds_its_token_only_while_it_is_configured() {
+        let store = store();
+        let (id, _) = open_ok(&store, "tok", T0).await;
+        let session = get(&*store, &id, T0).await.unwrap().unwrap();
         assert!(session.token(&[token("other"), token("tok")]).is_some());
         assert!(session.token(&[token("rotated")]).is_none());
     }
 
-    #[test]
-    fn sessions_expire_by_lifetime_and_by_idleness_and_close() {
-        let sessions = Sessions::default();
-        let t0 = Instant::now();
-        let (id, _) = sessions.open("tok", t0).unwrap();
+    #[tokio::test]
+    async fn sessions_expire_by_lifetime_and_by_idleness_and_close() {
+        let store = store();
+        let (id, _) = open_ok(&store, "tok", T0).await;
         // Used every half hour, it lives until its lifetime runs out.
-        let mut t = t0;
-        while t + SESSION_IDLE / 2 < t0 + SESSION_LIFETIME {
-            t += SESSION_IDLE / 2;
-            assert!(sessions.get(&id, t).is_some());
+        let mut t = T0;
+        while t + ms(SESSION_IDLE / 2) < T0 + ms(SESSION_LIFETIME) {
+            t += ms(SESSION_IDLE / 2);
+            assert!(live(&store, &id, t).await, "{}", t - T0);
         }
-        assert!(sessions.get(&id, t0 + SESSION_LIFETIME).is_none());
+        assert!(!live(&store, &id, T0 + ms(SESSION_LIFETIME)).await);
 
-        let (idle, _) = sessions.open("tok", t0).unwrap();
-        assert!(sessions.get(&idle, t0 + SESSION_IDLE).is_none());
+        let (idle, _) = open_ok(&store, "tok", T0).await;
+        assert!(!live(&store, &idle, T0 + ms(SESSION_IDLE)).await);
 
-        let (closed, _) = sessions.open("tok", t0).unwrap();
-        sessions.close(&closed);
-        assert!(sessions.get(&closed, t0).is_none());
+        // Uses closer together than SESSION_TOUCH are not written, but each one that is
+        // moves the idle deadline.
+        let (touched, _) = open_ok(&store, "tok", T0).await;
+        assert!(live(&store, &touched, T0 + ms(SESSION_TOUCH) / 2).await);
+        assert!(live(&store, &touched, T0 + ms(SESSION_IDLE) - 1).await);
+        assert!(live(&store, &touched, T0 + 2 * ms(SESSION_IDLE) - 2).await);
+
+        let (closed, _) = open_ok(&store, "tok", T0).await;
+        close(&*store, &closed).await.unwrap();
+        assert!(!live(&store, &closed, T0).await);
     }
 
-    #[test]
-    fn one_token_holds_a_bounded_number_of_sessions_oldest_ending_first() {
-        let sessions = Sessions::default();
-        let t0 = Instant::now();
-        let ids: Vec<String> = (0..MAX_SESSIONS_PER_TOKEN as u64 + 2)
-            .map(|i| {
-                sessions
-                    .open("tok", t0 + Duration::from_millis(i))
-                    .unwrap()
-                    .0
-            })
-            .collect();
-        let now = t0 + Duration::from_secs(1);
-        let live = ids.iter().filter(|id| sessions.get(id, now).is_some());
-        assert_eq!(live.count(), MAX_SESSIONS_PER_TOKEN);
-        assert!(sessions.get(&ids[0], now).is_none());
-        assert!(sessions.get(&ids[1], now).is_none());
-        assert!(sessions.get(ids.last().unwrap(), now).is_some());
+    #[tokio::test]
+    async fn one_token_holds_a_bounded_number_of_sessions_oldest_ending_first() {
+        let store = store();
+        let mut ids = Vec::new();
+        for i in 0..MAX_SESSIONS_PER_TOKEN as i64 + 2 {
+            ids.push(open_ok(&store, "tok", T0 + i).await.0);
+        }
+        let now = T0 + 1000;
+        let mut alive = 0;
+        for id in &ids {
+            alive += usize::from(live(&store, id, now).await);
+        }
+        assert_eq!(alive, MAX_SESSIONS_PER_TOKEN);
+        assert!(!live(&store, &ids[0], now).await);
+        assert!(!live(&store, &ids[1], now).await);
+        assert!(live(&store, ids.last().unwrap(), now).await);
         // Another token's sessions are untouched.
-        let (other, _) = sessions.open("other", now).unwrap();
-        assert!(sessions.get(&other, now).is_some());
+        let (other, _) = open_ok(&store, "other", now).await;
+        assert!(live(&store, &other, now).await);
+        assert!(live(&store, ids.last().unwrap(), now).await);
     }
 
     #[test]
     fn sign_in_attempts_are_limited_per_address_and_window() {
-        let sessions = Sessions::default();
+        let attempts = Attempts::default();
         let t0 = Instant::now();
         let a: IpAddr = "10.0.0.1".parse().unwrap();
         let b: IpAddr = "10.0.0.2".parse().unwrap();
         for _ in 0..SIGN_IN_ATTEMPTS {
-            sessions.attempt(a, t0).unwrap();
+            attempts.attempt(a, t0).unwrap();
         }
-        assert_eq!(sessions.attempt(a, t0), Err(SignInRefused::RateLimited));
-        assert!(sessions.attempt(b, t0).is_ok(), "another address");
-        assert!(sessions.attempt(a, t0 + SIGN_IN_WINDOW).is_ok());
+        assert_eq!(attempts.attempt(a, t0), Err(SignInRefused::RateLimited));
+        assert!(attempts.attempt(b, t0).is_ok(), "another address");
+        assert!(attempts.attempt(a, t0 + SIGN_IN_WINDOW).is_ok());
     }
 
-    #[test]
-    fn the_csrf_check_needs_the_sessions_own_token() {
-        let sessions = Sessions::default();
-        let (_, mine) = sessions.open("tok", Instant::now()).unwrap();
-        let (_, theirs) = sessions.open("tok", Instant::now()).unwrap();
-        assert!(csrf_matches(&mine, Some(&mine.csrf)));
-        assert!(!csrf_matches(&mine, Some(&theirs.csrf)));
+    #[tokio::test]
+    async fn the_csrf_check_needs_the_sessions_own_token() {
+        let store = store();
+        let (_, mine) = open_ok(&store, "tok", T0).await;
+        let (_, theirs) = open_ok(&store, "tok", T0).await;
+        assert!(csrf_matches(&mine, Some(mine.csrf())));
+        assert!(!csrf_matches(&mine, Some(theirs.csrf())));
         assert!(!csrf_matches(&mine, Some("")));
         assert!(!csrf_matches(&mine, None));
     }
@@ -314,5 +370,10 @@ mod tests {
         let header = format!("x=1; warden_session=short; warden_session={id}; other={id}");
         assert_eq!(session_ids(&header).collect::<Vec<_>>(), [id.as_str()]);
         assert_eq!(session_ids("warden_session=<script>").count(), 0);
+        let many = (0..100)
+            .map(|i| format!("warden_session={i:064}"))
+            .collect::<Vec<_>>()
+            .join("; ");
+        assert_eq!(session_ids(&many).count(), MAX_SESSION_COOKIES);
     }
 }

@@ -90,6 +90,8 @@ pub(super) const MIGRATIONS: &[&str] = &[
     // 7: which replica's claim holds a request, until when (`Backend::claim_request`):
     // a request cut short by a replica's crash is resumed by another once it runs out.
     "ALTER TABLE requests ADD COLUMN claimed_until BIGINT;",
+    // 8: console sessions, shared by every replica (`postgres::sessions`).
+    super::sessions::MIGRATION,
 ];
 
 /// Any number, the same in every warden: the advisory lock replicas take to migrate.

@@ -20,6 +20,8 @@
 //! database every time (no cache to go stale), so a change made by `warden users` or
 //! another replica is seen by the next lookup on every replica. Notifications are taken
 //! from the outbox with `FOR UPDATE SKIP LOCKED` (`outbox`), so no two replicas send one.
+//! Console sessions are rows every replica reads (`sessions`), so a browser signed in
+//! through one replica is signed in on all.
 //!
 //! The schema means what SQLite's does, with the same migration numbers; case-insensitive
 //! emails (SQLite's `COLLATE NOCASE`) are unique indexes on `lower(email)`, and orderings use
@@ -35,6 +37,9 @@ mod outbox;
 #[cfg(test)]
 mod replica_tests;
 mod requests;
+#[cfg(test)]
+mod session_tests;
+mod sessions;
 #[cfg(test)]
 mod shared_tests;
 #[cfg(test)]

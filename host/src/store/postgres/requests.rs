@@ -17,6 +17,7 @@ use crate::store::requests::{
     AuditEntry, FirstWrite, HistoryEntry, HistoryEvent, NewRequest, RequestRecord, RequestWrite,
     State, Transition, now_ms,
 };
+use crate::store::sessions::{SessionRules, StoredSession};
 use crate::store::{StoreChange, StoreError, StoredIdentity, UserRecord};
 
 pub(super) const COLUMNS: &str = "id, flow, requester, fields, state, decision, reason, created_by,
@@ -359,6 +360,27 @@ impl Backend for PgStore {
 
     async fn apply(&self, changes: &[StoreChange]) -> Result<(), StoreError> {
         PgStore::apply(self, changes).await
+    }
+
+    async fn session_open(
+        &self,
+        id_digest: &str,
+        session: &StoredSession,
+        rules: &SessionRules,
+    ) -> Result<bool, StoreError> {
+        PgStore::session_open(self, id_digest, session, rules).await
+    }
+
+    async fn session_read(&self, id_digest: &str) -> Result<Option<StoredSession>, StoreError> {
+        PgStore::session_read(self, id_digest).await
+    }
+
+    async fn session_touch(&self, id_digest: &str, now: i64) -> Result<(), StoreError> {
+        PgStore::session_touch(self, id_digest, now).await
+    }
+
+    async fn session_close(&self, id_digest: &str) -> Result<(), StoreError> {
+        PgStore::session_close(self, id_digest).await
     }
 }
 

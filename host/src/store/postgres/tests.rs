@@ -13,7 +13,7 @@ use crate::store::requests::{
 use crate::store::{Store, StoreChange, StoredIdentity, test_cluster};
 
 /// SQLite (a file, as `warden serve` opens it) and PostgreSQL when there is one to run.
-async fn backends() -> Vec<(&'static str, Arc<dyn Backend>, Option<tempfile::TempDir>)> {
+pub(super) async fn backends() -> Vec<(&'static str, Arc<dyn Backend>, Option<tempfile::TempDir>)> {
     let dir = tempfile::tempdir().unwrap();
     let sqlite = Store::open(&dir.path().join("warden.db")).unwrap();
     let mut all: Vec<(&'static str, Arc<dyn Backend>, Option<tempfile::TempDir>)> =
