@@ -6,6 +6,7 @@ mod locate;
 mod outline;
 mod policy;
 mod raw;
+mod root_certs;
 mod serve;
 mod store;
 mod store_url;
@@ -22,11 +23,12 @@ pub use hosts::{AllowList, HostRule, is_localhost_name, is_public, origin};
 pub use locate::Location;
 pub use outline::Outline;
 pub use policy::{ApprovalPolicy, GROUP_PREFIX, MAX_APPROVALS_REQUIRED};
+pub use root_certs::RootCerts;
 pub use serve::{ApiToken, DURATION_FIELD, FieldSpec, FieldType, Role, ServeSettings};
-pub use store_url::{PgTls, RootCerts, SslMode, StoreUrl};
+pub use store_url::{PgTls, SslMode, StoreUrl};
 
 use locate::SourceMap;
-use raw::{RawConfig, RawFlow, RawLimits, RawSecret};
+use raw::{RawConfig, RawFlow, RawHttp, RawLimits, RawSecret};
 use validate::Validator;
 
 use crate::secrets::{
@@ -123,6 +125,8 @@ pub struct Config {
     /// cache folder ([`crate::runtime::plugin::user_cache_dir`]); `None` when neither is known, and
     /// plugins are compiled every time.
     pub cache_dir: Option<PathBuf>,
+    /// `[http]`: what plugins' requests trust.
+    pub http: HttpSettings,
     pub secrets: BTreeMap<String, Arc<Secret>>,
     pub integrations: BTreeMap<String, Arc<Integration>>,
     pub environments: BTreeMap<String, Arc<Environment>>,
@@ -132,6 +136,14 @@ pub struct Config {
     pub groups: BTreeMap<String, BTreeSet<String>>,
     /// `[channels.<name>]`: where notifications go.
     pub channels: BTreeMap<String, Arc<Channel>>,
+}
+
+/// `[http]`: settings of the network plugins' requests go out on.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HttpSettings {
+    /// `ca_file`'s authorities: servers' certificates signed by them are trusted for `https`
+    /// as well as those signed by the public web's authorities (built in, `webpki-roots`).
+    pub extra_roots: Option<RootCerts>,
 }
 
 /// One problem in a config file.

@@ -11,6 +11,8 @@ pub struct RawConfig {
     #[serde(default)]
     pub cache: RawCache,
     #[serde(default)]
+    pub http: RawHttp,
+    #[serde(default)]
     pub secrets: BTreeMap<String, RawSecret>,
     #[serde(default)]
     pub integrations: BTreeMap<String, RawIntegration>,
@@ -72,6 +74,14 @@ pub struct RawStore {
 pub struct RawCache {
     /// Compiled plugins, relative to the config file.
     pub dir: Option<String>,
+}
+
+/// `[http]`: the network plugins' `http.send` goes out on.
+#[derive(Debug, Default, Deserialize)]
+pub struct RawHttp {
+    /// Certificate authorities (PEM) trusted for `https` besides the public web's, relative
+    /// to the config file.
+    pub ca_file: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -11,16 +11,11 @@
 //! file is read when the config is; the connection itself is made in `store/postgres/tls.rs`.
 
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
-use rustls::pki_types::CertificateDer;
-use rustls::pki_types::pem::PemObject;
-
+use super::RootCerts;
 use crate::secrets::Secret;
-
-/// The most an `sslrootcert` file may hold (a CA bundle; a cloud provider's is ~200 KiB).
-const MAX_ROOT_CERT_BYTES: u64 = 4 << 20;
 
 /// A validated `postgres://` URL with no password in it, and the secret holding the password.
 #[derive(Clone)]
@@ -102,61 +97,6 @@ impl fmt::Display for PgTls {
     }
 }
 
-/// The CA certificates of an `sslrootcert` file.
-#[derive(Clone, PartialEq, Eq)]
-pub struct RootCerts {
-    pub path: PathBuf,
-    pub certs: Vec<CertificateDer<'static>>,
-}
-
-impl fmt::Debug for RootCerts {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "RootCerts({}, {} certificate(s))",
-            self.path.display(),
-            self.certs.len()
-        )
-    }
-}
-
-impl RootCerts {
-    fn read(path: PathBuf) -> Result<Self, String> {
-        use std::io::Read;
-        let shown = path.display();
-        let mut pem = Vec::new();
-        std::fs::File::open(&path)
-            .and_then(|f| f.take(MAX_ROOT_CERT_BYTES + 1).read_to_end(&mut pem))
-            .map_err(|e| format!("sslrootcert {shown}: cannot read it: {e}"))?;
-        if pem.len() as u64 > MAX_ROOT_CERT_BYTES {
-            return Err(format!(
-                "sslrootcert {shown}: holds more than {} MiB; it should hold CA certificates",
-                MAX_ROOT_CERT_BYTES >> 20
-            ));
-        }
-        let certs = CertificateDer::pem_slice_iter(&pem)
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| format!("sslrootcert {shown}: not valid PEM: {e}"))?;
-        if certs.is_empty() {
-            return Err(format!(
-                "sslrootcert {shown}: holds no certificate (PEM, `-----BEGIN CERTIFICATE-----`)"
-            ));
-        }
-        // What the connection will do with them, so a file that is PEM but no certificate is
-        // found when the config is read, not at the first connection.
-        let mut roots = rustls::RootCertStore::empty();
-        for (n, cert) in certs.iter().enumerate() {
-            roots.add(cert.clone()).map_err(|e| {
-                format!(
-                    "sslrootcert {shown}: certificate {} of the file: {e}",
-                    n + 1
-                )
-            })?;
-        }
-        Ok(Self { path, certs })
-    }
-}
-
 /// The query's TLS keys: read here, not passed to tokio-postgres.
 const TLS_KEYS: [&str; 2] = ["sslmode", "sslrootcert"];
 /// libpq's client-certificate keys, which this store does not support.
@@ -227,7 +167,7 @@ impl StoreUrl {
                      verified; drop one of them"
                     .into());
             }
-            Some(file) => Some(RootCerts::read(base.join(file))?),
+            Some(file) => Some(RootCerts::read(base.join(file), "sslrootcert")?),
         };
         if root.is_none() && matches!(mode, SslMode::VerifyCa | SslMode::VerifyFull) {
             return Err(format!(

@@ -560,3 +560,52 @@ fn the_outline_for_warden_users_reads_the_store_password_secret_alone() {
         "{errors}"
     );
 }
+
+#[test]
+fn http_ca_file_is_read_beside_the_config_and_a_bad_one_is_named_with_its_key() {
+    let fixture = Fixture::new();
+    let ca = rcgen::CertificateParams::new(Vec::<String>::new())
+        .unwrap()
+        .self_signed(&rcgen::KeyPair::generate().unwrap())
+        .unwrap();
+    let dir = fixture.dir.path();
+    std::fs::write(dir.join("company-ca.pem"), ca.pem()).unwrap();
+    std::fs::write(dir.join("empty.pem"), "").unwrap();
+    std::fs::write(
+        dir.join("junk.pem"),
+        "-----BEGIN CERTIFICATE-----\nnot base64\n",
+    )
+    .unwrap();
+
+    let config = fixture.parse(VALID).unwrap();
+    assert_eq!(
+        config.http,
+        HttpSettings::default(),
+        "no [http]: nothing extra"
+    );
+    let config = fixture
+        .parse(&format!("{VALID}\n[http]\nca_file = \"company-ca.pem\"\n"))
+        .unwrap();
+    let roots = config.http.extra_roots.expect("ca_file read");
+    assert_eq!(roots.path, dir.join("company-ca.pem"));
+    assert_eq!(roots.certs, [ca.der().clone()]);
+
+    for (file, why) in [
+        ("missing.pem", "cannot read it"),
+        ("empty.pem", "holds no certificate"),
+        ("junk.pem", "not valid PEM"),
+    ] {
+        let errors = fixture.errors(&format!("{VALID}\n[http]\nca_file = \"{file}\"\n"));
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        let shown = dir.join(file);
+        assert!(
+            errors[0].contains(&format!("http.ca_file: file {}: {why}", shown.display())),
+            "{file}: {errors:?}"
+        );
+    }
+    let errors = fixture.errors(&format!("{VALID}\n[http]\nca_files = \"x.pem\"\n"));
+    assert!(
+        errors[0].contains("http.ca_files: unknown key"),
+        "{errors:?}"
+    );
+}

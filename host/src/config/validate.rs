@@ -53,6 +53,7 @@ impl<'a> Validator<'a> {
             None => crate::runtime::plugin::user_cache_dir(),
         };
         let secrets = self.secrets(&raw.secrets);
+        let http = self.http(&raw.http);
         let store_url = self.store_url(&raw.store, &raw.secrets, &secrets);
         let integrations = self.integrations(&raw, &secrets);
         let environments = self.environments(&raw, &integrations);
@@ -75,6 +76,7 @@ impl<'a> Validator<'a> {
                 store_path,
                 store_url,
                 cache_dir,
+                http,
                 secrets,
                 integrations,
                 environments,
@@ -90,6 +92,15 @@ impl<'a> Validator<'a> {
 
     pub(super) fn resolve(&self, relative: &str) -> PathBuf {
         self.base.join(relative)
+    }
+
+    fn http(&mut self, raw: &RawHttp) -> HttpSettings {
+        let extra_roots = raw.ca_file.as_deref().and_then(|file| {
+            RootCerts::read(self.resolve(file), "file")
+                .map_err(|e| self.error(&["http", "ca_file"], e))
+                .ok()
+        });
+        HttpSettings { extra_roots }
     }
 
     pub(super) fn secrets(

@@ -133,9 +133,8 @@ impl Warden {
         };
         let http = match options.transport {
             Some(transport) => HttpState::with_transport(transport, secrets.clone()),
-            None => {
-                HttpState::new(secrets.clone()).map_err(|e| StartError::Engine(e.to_string()))?
-            }
+            None => HttpState::new(&config.http, secrets.clone())
+                .map_err(|e| StartError::Engine(e.to_string()))?,
         };
         let config = Arc::new(config);
         let mut warden = Self {

@@ -39,7 +39,7 @@ use wasmtime::component::{LinkerInstance, ResourceTable};
 use super::log::{LogLevel, LogLine, LogSource};
 use super::{AppState, Capability, Outcome};
 use crate::capabilities::refusal::{Refusal, RefusalKind, Refusals};
-use crate::config::{Flow, origin};
+use crate::config::{Flow, HttpSettings, origin};
 use crate::runtime::bindings::warden::plugin::http::{HttpError, Method, Request, Response};
 use crate::runtime::budget::{self, EventBudget, quote};
 use crate::runtime::instance::InstanceState;
@@ -168,10 +168,10 @@ pub struct HttpState {
 }
 
 impl HttpState {
-    /// The real network.
-    pub fn new(secrets: Arc<SecretStore>) -> Result<Self, TransportError> {
+    /// The real network, as `[http]` sets it.
+    pub fn new(settings: &HttpSettings, secrets: Arc<SecretStore>) -> Result<Self, TransportError> {
         Ok(Self::with_transport(
-            Arc::new(NetworkTransport::new()?),
+            Arc::new(NetworkTransport::for_settings(settings)?),
             secrets,
         ))
     }

@@ -12,6 +12,8 @@ use rcgen::{CertifiedIssuer, KeyPair};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use url::Url;
 
+use super::transport::trusted_roots;
+use crate::config::{HttpSettings, RootCerts};
 use crate::test_tls::{authority, server_certificate};
 
 use super::{
@@ -201,4 +203,35 @@ async fn a_certificate_for_another_name_is_refused() {
         origin.heads.lock().unwrap().is_empty(),
         "no request was sent"
     );
+}
+
+#[tokio::test]
+async fn an_authority_a_configs_ca_file_names_is_trusted_beside_the_public_ones() {
+    let ca = authority("company authority");
+    let origin = Origin::start(&ca, &["127.0.0.1"]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let pem = dir.path().join("company-ca.pem");
+    std::fs::write(&pem, ca.pem()).unwrap();
+    let settings = HttpSettings {
+        extra_roots: Some(RootCerts::read(pem, "file").unwrap()),
+    };
+    let transport = NetworkTransport::for_settings(&settings).unwrap();
+    let answer = get(&transport, &origin.url("/v1/a"), &[]).await.unwrap();
+    assert_eq!(
+        (answer.status, answer.body.as_slice()),
+        (200, BODY.as_bytes())
+    );
+
+    let public = webpki_roots::TLS_SERVER_ROOTS.len();
+    assert_eq!(
+        trusted_roots(&settings).len(),
+        public + 1,
+        "the public ones kept"
+    );
+    assert_eq!(trusted_roots(&HttpSettings::default()).len(), public);
+    let default = NetworkTransport::for_settings(&HttpSettings::default()).unwrap();
+    match get(&default, &origin.url("/v1/a"), &[]).await {
+        Err(TransportError::Connect(message)) => assert!(message.contains("UnknownIssuer")),
+        other => panic!("expected a refused certificate without ca_file, got {other:?}"),
+    }
 }

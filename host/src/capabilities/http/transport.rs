@@ -14,7 +14,24 @@ use url::{Host, Position, Url};
 
 use super::client::{Conn, Failed, Key, Pool, RequestBody, Stream};
 use super::{HopRequest, HopResponse, OutgoingHeader, OutgoingValue, Transport, TransportError};
-use crate::config::{is_localhost_name, is_public, origin};
+use crate::config::{HttpSettings, is_localhost_name, is_public, origin};
+
+/// The public web's certificate authorities, built in (`webpki-roots`): no system store is
+/// read, so what a plugin's `https` trusts does not change with the machine.
+fn public_roots() -> rustls::RootCertStore {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    roots
+}
+
+/// The public web's authorities and `[http] ca_file`'s.
+pub(super) fn trusted_roots(settings: &HttpSettings) -> rustls::RootCertStore {
+    let mut roots = public_roots();
+    if let Some(extra) = &settings.extra_roots {
+        roots.roots.extend(extra.root_store().roots);
+    }
+    roots
+}
 
 const USER_AGENT: &str = concat!("warden/", env!("CARGO_PKG_VERSION"));
 
@@ -30,22 +47,27 @@ pub struct NetworkTransport {
 }
 
 impl NetworkTransport {
+    /// The real network, trusting the public web's certificate authorities only.
     pub fn new() -> Result<Self, TransportError> {
-        Self::with_lookup(Arc::new(SystemLookup))
+        Self::for_settings(&HttpSettings::default())
+    }
+
+    /// The real network as `[http]` sets it: servers' certificates signed by the public
+    /// web's authorities or by `ca_file`'s.
+    pub fn for_settings(settings: &HttpSettings) -> Result<Self, TransportError> {
+        Self::trusting(Arc::new(SystemLookup), trusted_roots(settings))
     }
 
     /// The real network with names resolved by `lookup` instead of the system resolver; the
     /// address filter still applies to what it returns. For tests that need a name to
     /// resolve to a chosen address (DNS rebinding); no config setting reaches it.
     pub fn with_lookup(lookup: Arc<dyn Lookup>) -> Result<Self, TransportError> {
-        let mut roots = rustls::RootCertStore::empty();
-        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-        Self::trusting(lookup, roots)
+        Self::trusting(lookup, public_roots())
     }
 
     /// The real network, with servers' certificates checked against `roots` alone: the
-    /// public web's authorities ([`NetworkTransport::with_lookup`]), or in tests an authority
-    /// of their own. No config setting reaches it.
+    /// public web's authorities ([`NetworkTransport::with_lookup`]), with a config's
+    /// `ca_file` ([`NetworkTransport::for_settings`]), or in tests an authority of their own.
     pub(crate) fn trusting(
         lookup: Arc<dyn Lookup>,
         roots: rustls::RootCertStore,
