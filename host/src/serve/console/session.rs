@@ -39,6 +39,7 @@ pub const SIGN_IN_WINDOW: Duration = Duration::from_secs(60);
 /// until windows run out (failing closed rather than forgetting who was counted).
 pub const MAX_TRACKED_ADDRESSES: usize = 4096;
 
+/// The limits above, as the store applies them when it opens and reads a session.
 pub const RULES: SessionRules = SessionRules {
     lifetime_ms: SESSION_LIFETIME.as_millis() as i64,
     idle_ms: SESSION_IDLE.as_millis() as i64,
