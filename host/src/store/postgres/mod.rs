@@ -27,6 +27,7 @@
 //! emails (SQLite's `COLLATE NOCASE`) are unique indexes on `lower(email)`, and orderings use
 //! the `"C"` collation (SQLite's binary order), not the database's locale.
 
+mod backend;
 mod claims;
 mod connect;
 #[cfg(test)]
