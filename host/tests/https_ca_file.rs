@@ -1,18 +1,21 @@
 //! `[http] ca_file` through the whole host: a plugin's `https` request to an API whose
 //! certificate a company's own authority signed is answered when the config names that
-//! authority, and refused before anything is sent when it does not.
+//! authority, and refused before anything is sent when it does not; a webhook receiver
+//! behind that authority gets `warden serve`'s notifications.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use warden::serve::Server;
 use warden::store::Store;
 use warden::{Config, Decision, EventInput, HookName, StartOptions, Warden};
 use warden_tests::{Scratch, artifacts, toml_path};
 
-/// An HTTPS API on 127.0.0.1 with a certificate `ca` signed; counts requests that reached it.
-async fn api(ca: &CertifiedIssuer<'static, KeyPair>) -> (u16, Arc<AtomicUsize>) {
+/// An HTTPS API on 127.0.0.1 with a certificate `ca` signed, answering every request with
+/// `on call!`; the heads of the requests that reached it (once their bodies were read).
+async fn api(ca: &CertifiedIssuer<'static, KeyPair>) -> (u16, Arc<Mutex<Vec<String>>>) {
     let key = KeyPair::generate().unwrap();
     let cert = CertificateParams::new(vec!["127.0.0.1".to_string()])
         .unwrap()
@@ -29,24 +32,39 @@ async fn api(ca: &CertifiedIssuer<'static, KeyPair>) -> (u16, Arc<AtomicUsize>) 
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
-    let requests = Arc::new(AtomicUsize::new(0));
-    let counted = requests.clone();
+    let heads = Arc::new(Mutex::new(Vec::new()));
+    let kept = heads.clone();
     tokio::spawn(async move {
         while let Ok((tcp, _)) = listener.accept().await {
-            let (acceptor, counted) = (acceptor.clone(), counted.clone());
+            let (acceptor, kept) = (acceptor.clone(), kept.clone());
             tokio::spawn(async move {
                 let Ok(mut tls) = acceptor.accept(tcp).await else {
                     return;
                 };
-                let mut head = Vec::new();
-                let mut buf = [0u8; 1024];
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                let mut read = Vec::new();
+                let mut buf = [0u8; 4096];
+                let head_end = loop {
+                    if let Some(at) = read.windows(4).position(|w| w == b"\r\n\r\n") {
+                        break at + 4;
+                    }
                     match tls.read(&mut buf).await {
                         Ok(0) | Err(_) => return,
-                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                        Ok(n) => read.extend_from_slice(&buf[..n]),
+                    }
+                };
+                let head = String::from_utf8_lossy(&read[..head_end]).to_ascii_lowercase();
+                let length: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .and_then(|n| n.trim().parse().ok())
+                    .unwrap_or(0);
+                while read.len() < head_end + length {
+                    match tls.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => read.extend_from_slice(&buf[..n]),
                     }
                 }
-                counted.fetch_add(1, Ordering::SeqCst);
+                kept.lock().unwrap().push(head);
                 let answer =
                     b"HTTP/1.1 200 OK\r\ncontent-length: 8\r\nconnection: close\r\n\r\non call!";
                 let _ = tls.write_all(answer).await;
@@ -54,7 +72,16 @@ async fn api(ca: &CertifiedIssuer<'static, KeyPair>) -> (u16, Arc<AtomicUsize>) 
             });
         }
     });
-    (port, requests)
+    (port, heads)
+}
+
+fn company_authority() -> CertifiedIssuer<'static, KeyPair> {
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "company authority");
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap()
 }
 
 async fn seen_by_plugin(scratch: &Scratch, port: u16, http_section: &str) -> String {
@@ -95,13 +122,8 @@ vars = {{ action = "http-hex:https://127.0.0.1:{port}/oncall" }}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_plugin_reaches_an_api_signed_by_the_authority_http_ca_file_names() {
-    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "company authority");
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca = CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap();
-    let (port, requests) = api(&ca).await;
+    let ca = company_authority();
+    let (port, heads) = api(&ca).await;
     let scratch = Scratch::new();
     scratch.write("company-ca.pem", &ca.pem());
 
@@ -110,14 +132,83 @@ async fn a_plugin_reaches_an_api_signed_by_the_authority_http_ca_file_names() {
         without.starts_with("error connect: ") && without.contains("UnknownIssuer"),
         "{without}"
     );
-    assert_eq!(
-        requests.load(Ordering::SeqCst),
-        0,
+    assert!(
+        heads.lock().unwrap().is_empty(),
         "nothing sent without ca_file"
     );
 
     let with = seen_by_plugin(&scratch, port, "[http]\nca_file = \"company-ca.pem\"\n").await;
     assert!(with.starts_with("200\n"), "{with}");
     assert!(with.ends_with("\n\non call!"), "{with}");
-    assert_eq!(requests.load(Ordering::SeqCst), 1);
+    assert_eq!(heads.lock().unwrap().len(), 1);
+}
+
+/// Notifications trust the same authorities: a webhook receiver behind the company's own
+/// authority gets its signed notification.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_webhook_receiver_signed_by_that_authority_gets_its_notifications() {
+    let ca = company_authority();
+    let (port, heads) = api(&ca).await;
+    let scratch = Scratch::new();
+    scratch.write("company-ca.pem", &ca.pem());
+    scratch.write("token", "admin-token-for-the-ca-file-test");
+    scratch.write("signing.key", "signing-key-for-the-ca-file-test");
+    let config = scratch.config(&format!(
+        r#"[store]
+path = "warden.db"
+
+[http]
+ca_file = "company-ca.pem"
+
+[serve.tokens.admin]
+token_file = "token"
+user = "admin@example.com"
+role = "admin"
+
+[secrets.signing]
+source = "file"
+path = "signing.key"
+
+[channels.internal]
+type = "webhook"
+url = "https://127.0.0.1:{port}/hooks/warden"
+signing_secret = "signing"
+
+[environments.main]
+
+[flows.manual]
+environment = "main"
+plugin = {probe}
+vars = {{ action = "continue" }}
+notify = {{ waiting = ["internal"] }}
+"#,
+        probe = toml_path(artifacts::PROBE)
+    ));
+    let server = Server::start(&config, Some("127.0.0.1:0".parse().unwrap()))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let made = reqwest::Client::new()
+        .post(format!(
+            "http://{}/v1/flows/manual/requests",
+            server.local_addr()
+        ))
+        .bearer_auth("admin-token-for-the-ca-file-test")
+        .header("content-type", "application/json")
+        .body(r#"{"fields":{}}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(made.status(), 201);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while heads.lock().unwrap().is_empty() {
+        assert!(Instant::now() < deadline, "the notification did not arrive");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let head = heads.lock().unwrap()[0].clone();
+    assert!(
+        head.starts_with("post /hooks/warden http/1.1\r\n"),
+        "{head}"
+    );
+    assert!(head.contains("x-warden-signature"), "{head}");
+    server.shutdown().await.unwrap();
 }

@@ -154,6 +154,10 @@ impl CurrentWarden {
         if config.serve.max_body_bytes != before.serve.max_body_bytes {
             restart_needed_for.push("serve.max_body_bytes".to_string());
         }
+        // Plugins' requests use the new one at once; notifications' client keeps its own.
+        if config.http != before.http {
+            restart_needed_for.push("http.ca_file (for notifications)".to_string());
+        }
         let flows = config.flows.keys().cloned().collect();
         let warden = Warden::start_with_store(config, old.identity_store().clone())
             .await

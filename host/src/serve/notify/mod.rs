@@ -108,14 +108,22 @@ pub async fn run(
     metrics: Arc<Metrics>,
     stop: CancellationToken,
 ) {
-    let client = match reqwest::Client::builder()
+    let mut builder = reqwest::Client::builder()
         // Only the configured URL: a receiver cannot send warden elsewhere, and no proxy
         // named by the environment sees a Slack URL (the credential).
         .redirect(reqwest::redirect::Policy::none())
         .no_proxy()
-        .user_agent(concat!("warden/", env!("CARGO_PKG_VERSION")))
-        .build()
-    {
+        .user_agent(concat!("warden/", env!("CARGO_PKG_VERSION")));
+    // A receiver behind the company's own authority, as plugins' APIs may be. Read at start:
+    // a reload that changes it says a restart is needed.
+    let extra_roots = outbox.warden.load().config().http.extra_roots.clone();
+    for cert in extra_roots.iter().flat_map(|roots| &roots.certs) {
+        match reqwest::Certificate::from_der(cert) {
+            Ok(cert) => builder = builder.add_root_certificate(cert),
+            Err(e) => tracing::error!("notifications: http.ca_file: {e}"),
+        }
+    }
+    let client = match builder.build() {
         Ok(client) => client,
         Err(e) => {
             tracing::error!("notifications are not delivered: cannot build an HTTP client: {e}");
