@@ -18,8 +18,6 @@ pub mod runtime;
 pub mod secrets;
 pub mod serve;
 pub mod store;
-#[cfg(test)]
-mod test_tls;
 
 pub use config::Config;
 pub use runtime::event::EventInput;

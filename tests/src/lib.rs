@@ -8,6 +8,7 @@ pub use victorops_standin;
 pub mod moto;
 pub mod python;
 pub mod receiver;
+pub mod tls;
 pub mod web;
 
 /// Paths of the plugins `build.rs` built: `ALLOWLIST`, `PROBE`, `VICTOROPS`, ... for

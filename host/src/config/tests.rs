@@ -564,10 +564,7 @@ fn the_outline_for_warden_users_reads_the_store_password_secret_alone() {
 #[test]
 fn http_ca_file_is_read_beside_the_config_and_a_bad_one_is_named_with_its_key() {
     let fixture = Fixture::new();
-    let ca = rcgen::CertificateParams::new(Vec::<String>::new())
-        .unwrap()
-        .self_signed(&rcgen::KeyPair::generate().unwrap())
-        .unwrap();
+    let ca = warden_tests::tls::authority("company authority");
     let dir = fixture.dir.path();
     std::fs::write(dir.join("company-ca.pem"), ca.pem()).unwrap();
     std::fs::write(dir.join("empty.pem"), "").unwrap();

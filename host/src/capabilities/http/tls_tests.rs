@@ -14,7 +14,7 @@ use url::Url;
 
 use super::transport::trusted_roots;
 use crate::config::{HttpSettings, RootCerts};
-use crate::test_tls::{authority, server_certificate};
+use warden_tests::tls::{Origin, authority};
 
 use super::{
     HopRequest, Lookup, NetworkTransport, OutgoingHeader, OutgoingValue, Transport, TransportError,
@@ -38,76 +38,8 @@ fn trusting(ca: &CertifiedIssuer<'static, KeyPair>) -> NetworkTransport {
     NetworkTransport::trusting(Arc::new(NoLookup), roots).unwrap()
 }
 
-/// A TLS origin on 127.0.0.1 answering every request with [`BODY`], keeping connections open.
-struct Origin {
-    addr: SocketAddr,
-    /// TCP connections accepted, whether or not their handshake then succeeded.
-    accepted: Arc<AtomicUsize>,
-    /// Each request's head, as it arrived over TLS.
-    heads: Arc<Mutex<Vec<String>>>,
-}
-
-impl Origin {
-    /// Serves a certificate for `names`, signed by `ca`.
-    async fn start(ca: &CertifiedIssuer<'static, KeyPair>, names: &[&str]) -> Self {
-        let (cert, key) = server_certificate(ca, names);
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let private = rustls::pki_types::PrivatePkcs8KeyDer::from(key.serialize_der());
-        let config = rustls::ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_no_client_auth()
-            .with_single_cert(vec![cert.der().clone()], private.into())
-            .unwrap();
-        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let accepted = Arc::new(AtomicUsize::new(0));
-        let heads = Arc::new(Mutex::new(Vec::new()));
-        let (counted, seen) = (accepted.clone(), heads.clone());
-        tokio::spawn(async move {
-            while let Ok((tcp, _)) = listener.accept().await {
-                counted.fetch_add(1, Ordering::SeqCst);
-                let (acceptor, seen) = (acceptor.clone(), seen.clone());
-                tokio::spawn(async move {
-                    // A client that refuses the certificate ends the handshake here.
-                    let Ok(mut tls) = acceptor.accept(tcp).await else {
-                        return;
-                    };
-                    let mut buffer = Vec::new();
-                    let mut chunk = [0u8; 4096];
-                    loop {
-                        while let Some(end) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
-                            let head: Vec<u8> = buffer.drain(..end + 4).collect();
-                            seen.lock()
-                                .unwrap()
-                                .push(String::from_utf8_lossy(&head).into_owned());
-                            let answer = format!(
-                                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{BODY}",
-                                BODY.len()
-                            );
-                            if tls.write_all(answer.as_bytes()).await.is_err() {
-                                return;
-                            }
-                        }
-                        match tls.read(&mut chunk).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => buffer.extend_from_slice(&chunk[..n]),
-                        }
-                    }
-                });
-            }
-        });
-        Self {
-            addr,
-            accepted,
-            heads,
-        }
-    }
-
-    fn url(&self, path: &str) -> Url {
-        Url::parse(&format!("https://{}{path}", self.addr)).unwrap()
-    }
+fn https_url(origin: &Origin, path: &str) -> Url {
+    Url::parse(&format!("https://{}{path}", origin.addr)).unwrap()
 }
 
 async fn get(
@@ -131,9 +63,9 @@ async fn get(
 #[tokio::test]
 async fn an_https_origin_is_reached_over_verified_tls_and_its_connection_kept() {
     let ca = authority("warden test authority");
-    let origin = Origin::start(&ca, &["127.0.0.1"]).await;
+    let origin = Origin::start(&ca, &["127.0.0.1"], BODY).await;
     let transport = trusting(&ca);
-    let url = origin.url("/api-public/v1/oncall/current");
+    let url = https_url(&origin, "/api-public/v1/oncall/current");
     let headers = [OutgoingHeader {
         name: "X-VO-Api-Id".into(),
         value: OutgoingValue::Text("vo-ext".into()),
@@ -149,7 +81,7 @@ async fn an_https_origin_is_reached_over_verified_tls_and_its_connection_kept() 
         "the second request went over the first one's TLS connection"
     );
     assert_eq!(transport.idle_connections(), 1);
-    let heads = origin.heads.lock().unwrap().clone();
+    let heads = origin.heads();
     assert_eq!(heads.len(), 2, "{heads:?}");
     let head = heads[0].to_ascii_lowercase();
     assert!(
@@ -166,8 +98,8 @@ async fn an_https_origin_is_reached_over_verified_tls_and_its_connection_kept() 
 #[tokio::test]
 async fn a_certificate_from_an_authority_the_transport_does_not_trust_is_refused() {
     let ca = authority("warden test authority");
-    let origin = Origin::start(&ca, &["127.0.0.1"]).await;
-    let url = origin.url("/v1/a");
+    let origin = Origin::start(&ca, &["127.0.0.1"], BODY).await;
+    let url = https_url(&origin, "/v1/a");
     // Every transport a config makes trusts the public web's authorities only.
     let public = NetworkTransport::with_lookup(Arc::new(NoLookup)).unwrap();
     let other = trusting(&authority("another authority"));
@@ -181,17 +113,14 @@ async fn a_certificate_from_an_authority_the_transport_does_not_trust_is_refused
         }
         assert_eq!(transport.idle_connections(), 0);
     }
-    assert!(
-        origin.heads.lock().unwrap().is_empty(),
-        "no request was sent"
-    );
+    assert!(origin.heads().is_empty(), "no request was sent");
 }
 
 #[tokio::test]
 async fn a_certificate_for_another_name_is_refused() {
     let ca = authority("warden test authority");
-    let origin = Origin::start(&ca, &["api.victorops.test"]).await;
-    match get(&trusting(&ca), &origin.url("/v1/a"), &[]).await {
+    let origin = Origin::start(&ca, &["api.victorops.test"], BODY).await;
+    match get(&trusting(&ca), &https_url(&origin, "/v1/a"), &[]).await {
         Err(TransportError::Connect(message)) => assert!(
             message.contains("TLS") && message.contains("not valid for name"),
             "{message}"
@@ -199,16 +128,13 @@ async fn a_certificate_for_another_name_is_refused() {
         other => panic!("expected a certificate for another name refused, got {other:?}"),
     }
     assert_eq!(origin.accepted.load(Ordering::SeqCst), 1);
-    assert!(
-        origin.heads.lock().unwrap().is_empty(),
-        "no request was sent"
-    );
+    assert!(origin.heads().is_empty(), "no request was sent");
 }
 
 #[tokio::test]
 async fn an_authority_a_configs_ca_file_names_is_trusted_beside_the_public_ones() {
     let ca = authority("company authority");
-    let origin = Origin::start(&ca, &["127.0.0.1"]).await;
+    let origin = Origin::start(&ca, &["127.0.0.1"], BODY).await;
     let dir = tempfile::tempdir().unwrap();
     let pem = dir.path().join("company-ca.pem");
     std::fs::write(&pem, ca.pem()).unwrap();
@@ -216,7 +142,9 @@ async fn an_authority_a_configs_ca_file_names_is_trusted_beside_the_public_ones(
         extra_roots: Some(RootCerts::read(pem, "file").unwrap()),
     };
     let transport = NetworkTransport::for_settings(&settings).unwrap();
-    let answer = get(&transport, &origin.url("/v1/a"), &[]).await.unwrap();
+    let answer = get(&transport, &https_url(&origin, "/v1/a"), &[])
+        .await
+        .unwrap();
     assert_eq!(
         (answer.status, answer.body.as_slice()),
         (200, BODY.as_bytes())
@@ -230,7 +158,7 @@ async fn an_authority_a_configs_ca_file_names_is_trusted_beside_the_public_ones(
     );
     assert_eq!(trusted_roots(&HttpSettings::default()).len(), public);
     let default = NetworkTransport::for_settings(&HttpSettings::default()).unwrap();
-    match get(&default, &origin.url("/v1/a"), &[]).await {
+    match get(&default, &https_url(&origin, "/v1/a"), &[]).await {
         Err(TransportError::Connect(message)) => assert!(message.contains("UnknownIssuer")),
         other => panic!("expected a refused certificate without ca_file, got {other:?}"),
     }

@@ -8,7 +8,7 @@ use rcgen::{CertifiedIssuer, KeyPair};
 use super::PgStore;
 use crate::config::StoreUrl;
 use crate::store::test_cluster::{self, Options, Server, ServerTls};
-use crate::test_tls::{authority, server_certificate};
+use warden_tests::tls::{authority, server_certificate};
 
 /// The name the server's certificate is for; the tests reach it at 127.0.0.1 (`hostaddr`).
 const DB_NAME: &str = "db.warden.test";
