@@ -56,7 +56,7 @@ async fn a_plugin_reaches_an_api_signed_by_the_authority_http_ca_file_names() {
     let api = Origin::start(&ca, &["127.0.0.1"], ON_CALL).await;
     let port = api.addr.port();
     let scratch = Scratch::new();
-    scratch.write("company-ca.pem", &ca.pem());
+    scratch.write("company-ca.pem", ca.pem());
 
     let without = seen_by_plugin(&scratch, port, "").await;
     assert!(
@@ -79,7 +79,7 @@ async fn a_webhook_receiver_signed_by_that_authority_gets_its_notifications() {
     let api = Origin::start(&ca, &["127.0.0.1"], ON_CALL).await;
     let port = api.addr.port();
     let scratch = Scratch::new();
-    scratch.write("company-ca.pem", &ca.pem());
+    scratch.write("company-ca.pem", ca.pem());
     scratch.write("token", "admin-token-for-the-ca-file-test");
     scratch.write("signing.key", "signing-key-for-the-ca-file-test");
     let config = scratch.config(&format!(

@@ -3,18 +3,17 @@
 //! (`NetworkTransport::trusting`) or, like every transport a config makes, does not.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use rcgen::{CertifiedIssuer, KeyPair};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use url::Url;
+use warden_tests::tls::{Origin, authority};
 
 use super::transport::trusted_roots;
 use crate::config::{HttpSettings, RootCerts};
-use warden_tests::tls::{Origin, authority};
 
 use super::{
     HopRequest, Lookup, NetworkTransport, OutgoingHeader, OutgoingValue, Transport, TransportError,
