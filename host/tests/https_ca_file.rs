@@ -43,11 +43,7 @@ vars = {{ action = "http-hex:https://127.0.0.1:{port}/oncall" }}
     let Ok(Decision::Approve { reason: Some(hex) }) = report.outcome else {
         panic!("expected the probe's approval, got {:?}", report.outcome);
     };
-    let bytes: Vec<u8> = (0..hex.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
-        .collect();
-    String::from_utf8(bytes).unwrap()
+    String::from_utf8(warden_tests::unhex(&hex).unwrap()).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread")]

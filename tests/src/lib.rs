@@ -11,6 +11,18 @@ pub mod receiver;
 pub mod tls;
 pub mod web;
 
+/// Hex decoded (the probe plugin's `http-hex` answers, webhook signatures): `None` unless
+/// it is whole hex pairs.
+pub fn unhex(hex: &str) -> Option<Vec<u8>> {
+    if !hex.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
 /// Paths of the plugins `build.rs` built: `ALLOWLIST`, `PROBE`, `VICTOROPS`, ... for
 /// wasm32-wasip2 and `ALLOWLIST_WASIP1` for wasm32-wasip1.
 pub mod artifacts {

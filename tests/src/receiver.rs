@@ -122,10 +122,7 @@ fn verify(key: &[u8], body: &[u8], header: &str) -> bool {
     if hex.len() != 64 {
         return false;
     }
-    let Ok(sent) = (0..32)
-        .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16))
-        .collect::<Result<Vec<u8>, _>>()
-    else {
+    let Some(sent) = crate::unhex(hex) else {
         return false;
     };
     let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(key).expect("any key length");

@@ -117,12 +117,7 @@ fn denied(report: &HookReport) -> String {
 
 /// What the plugin was given, from the probe's hex-encoded `http-hex` answer.
 fn seen_by_plugin(report: &HookReport) -> String {
-    let hex = approved(report);
-    let bytes: Vec<u8> = (0..hex.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
-        .collect();
-    String::from_utf8(bytes).unwrap()
+    String::from_utf8(warden_tests::unhex(&approved(report)).unwrap()).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread")]
