@@ -209,7 +209,7 @@ fn the_load_limit_counts_cpu_time_not_time_spent_waiting_for_a_cpu() {
     let config = |busy_ms: u64| {
         scratch.write(
             &format!("busy-{busy_ms}.toml"),
-            &format!(
+            format!(
                 r#"
 [integrations.dummy]
 type = "custom"

@@ -55,7 +55,7 @@ pub struct Conn {
 /// Why an exchange gave no response.
 pub enum Failed {
     /// The connection had closed before the request was written: it can go on another.
-    NotSent(hyper::Request<RequestBody>),
+    NotSent(Box<hyper::Request<RequestBody>>),
     /// The connection or the server failed after the request was handed over.
     Error(hyper::Error),
     /// The body is over the flow's cap (declared, or as it arrived).
@@ -92,11 +92,11 @@ impl Conn {
         let work =
             async move {
                 if sender.ready().await.is_err() {
-                    return Err(Failed::NotSent(request));
+                    return Err(Failed::NotSent(Box::new(request)));
                 }
                 let response = sender.try_send_request(request).await.map_err(|mut e| {
                     match e.take_message() {
-                        Some(request) => Failed::NotSent(request),
+                        Some(request) => Failed::NotSent(Box::new(request)),
                         None => Failed::Error(e.into_error()),
                     }
                 })?;

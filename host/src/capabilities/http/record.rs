@@ -66,12 +66,12 @@ impl HttpInstance {
         };
         match url {
             Ok(u) => (
-                budget::cut(&origin(&u), MAX_URL_PART_BYTES).into_owned(),
+                budget::cut(&origin(u), MAX_URL_PART_BYTES).into_owned(),
                 budget::cut(u.path(), MAX_URL_PART_BYTES).into_owned(),
                 self.flow
                     .grants
                     .hosts
-                    .matching(&u)
+                    .matching(u)
                     .map(|rule| rule.entry().to_string()),
             ),
             Err(_) => ("(not a URL)".to_string(), String::new(), None),

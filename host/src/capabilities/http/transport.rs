@@ -120,7 +120,7 @@ impl NetworkTransport {
                 // Closed by the server while it waited: nothing was sent, so it goes on another.
                 Err(Failed::NotSent(unsent)) if pooled => {
                     stale += 1;
-                    request = unsent;
+                    request = *unsent;
                 }
                 Err(Failed::NotSent(_)) => {
                     return Err(TransportError::Connect(format!(

@@ -12,7 +12,7 @@ use axum::response::Response;
 
 use super::forms::{self, Form};
 use super::pages::{self, Notice};
-use super::session::{self, SignInRefused};
+use super::session::{self, SessionsFull};
 use super::{Console, SignedIn, error_page, html, redirect, unavailable};
 use crate::serve::api::{ApiError, Caller};
 use crate::store::requests::now_ms;
@@ -144,7 +144,7 @@ pub(super) async fn sign_in(
     let (id, _) = match session::open(&**store, token, now_ms()).await {
         Ok(Ok(opened)) => opened,
         Err(e) => return unavailable(e),
-        Ok(Err(SignInRefused::Full | SignInRefused::RateLimited)) => {
+        Ok(Err(SessionsFull)) => {
             return page(
                 StatusCode::SERVICE_UNAVAILABLE,
                 next,

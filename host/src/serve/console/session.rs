@@ -84,13 +84,13 @@ impl Session {
     }
 }
 
+/// Too many sign-in attempts from one address; try again after the window.
 #[derive(Debug, PartialEq, Eq)]
-pub enum SignInRefused {
-    /// Too many attempts from this address; try again after the window.
-    RateLimited,
-    /// Every session slot is taken by live sessions.
-    Full,
-}
+pub struct RateLimited;
+
+/// Every session slot is taken by live sessions.
+#[derive(Debug, PartialEq, Eq)]
+pub struct SessionsFull;
 
 /// Sign-in attempts per client address (sessions themselves are the store's).
 #[derive(Default)]
@@ -100,12 +100,12 @@ pub struct Attempts {
 
 impl Attempts {
     /// Counts one sign-in attempt from `addr`; refused beyond [`SIGN_IN_ATTEMPTS`] per window.
-    pub fn attempt(&self, addr: IpAddr, now: Instant) -> Result<(), SignInRefused> {
+    pub fn attempt(&self, addr: IpAddr, now: Instant) -> Result<(), RateLimited> {
         let mut attempts = self.by_address.lock().unpoisoned();
         if !attempts.contains_key(&addr) && attempts.len() >= MAX_TRACKED_ADDRESSES {
             attempts.retain(|_, (start, _)| now.duration_since(*start) < SIGN_IN_WINDOW);
             if attempts.len() >= MAX_TRACKED_ADDRESSES {
-                return Err(SignInRefused::RateLimited);
+                return Err(RateLimited);
             }
         }
         let (start, count) = attempts.entry(addr).or_insert((now, 0));
@@ -114,7 +114,7 @@ impl Attempts {
             *count = 0;
         }
         if *count >= SIGN_IN_ATTEMPTS {
-            return Err(SignInRefused::RateLimited);
+            return Err(RateLimited);
         }
         *count += 1;
         Ok(())
@@ -122,13 +122,13 @@ impl Attempts {
 }
 
 /// Opens a session for `token` (already checked against the config) under a new random
-/// id, which is returned with the session; `Full` when every place is held. Never reuses an
+/// id, which is returned with the session; [`SessionsFull`] when every place is held. Never reuses an
 /// id a browser sent: a fresh id at every sign-in is what defeats session fixation.
 pub async fn open(
     store: &dyn Backend,
     token: &str,
     now: i64,
-) -> Result<Result<(String, Session), SignInRefused>, StoreError> {
+) -> Result<Result<(String, Session), SessionsFull>, StoreError> {
     let id = random_hex(32);
     let stored = StoredSession {
         token_digest: digest(token),
@@ -137,7 +137,7 @@ pub async fn open(
         last_used: now,
     };
     if !store.session_open(&digest(&id), &stored, &RULES).await? {
-        return Ok(Err(SignInRefused::Full));
+        return Ok(Err(SessionsFull));
     }
     Ok(Ok((id, Session { stored })))
 }
@@ -338,7 +338,7 @@ mod tests {
         for _ in 0..SIGN_IN_ATTEMPTS {
             attempts.attempt(a, t0).unwrap();
         }
-        assert_eq!(attempts.attempt(a, t0), Err(SignInRefused::RateLimited));
+        assert_eq!(attempts.attempt(a, t0), Err(RateLimited));
         assert!(attempts.attempt(b, t0).is_ok(), "another address");
         assert!(attempts.attempt(a, t0 + SIGN_IN_WINDOW).is_ok());
     }
