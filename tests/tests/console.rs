@@ -6,79 +6,18 @@
 //! `WARDEN_REQUIRE_BROWSER` is unset; `scripts/test` sets it, so CI fails instead. When one
 //! fails, a screenshot of the page is written under the target folder (the message says where).
 
+#[path = "console/browser.rs"]
+mod browser;
 #[path = "console/setup.rs"]
 mod setup;
 #[path = "console/webdriver.rs"]
 mod webdriver;
 
-use std::future::Future;
-use std::io::Write;
-use std::panic::AssertUnwindSafe;
-use std::path::PathBuf;
-use std::sync::Arc;
-
-use futures_util::FutureExt;
 use serde_json::json;
 use warden::serve::Server;
-use webdriver::Browser;
 
+use browser::{screenshot_dir, sign_in, sign_out, with_browser};
 use setup::*;
-
-/// One browser test at a time: two cores are shared by the whole suite.
-static ONE_BROWSER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-fn screenshot_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("console-screenshots")
-}
-
-/// Runs `test` with a browser, or skips it (with a message) when there is none and the
-/// environment does not require one. On failure, the page is saved as a screenshot.
-async fn with_browser<F, Fut>(name: &str, test: F)
-where
-    F: FnOnce(Console, Arc<Browser>) -> Fut,
-    Fut: Future<Output = ()>,
-{
-    let (chromium, driver) = match webdriver::find() {
-        Ok(found) => found,
-        Err(missing) if std::env::var_os("WARDEN_REQUIRE_BROWSER").is_none() => {
-            // Written past the test harness's capture, so a passing run still shows it.
-            let _ = writeln!(
-                std::io::stderr(),
-                "SKIPPED {name}: {missing}; set WARDEN_REQUIRE_BROWSER=1 to fail instead"
-            );
-            return;
-        }
-        Err(missing) => panic!("{name} needs a browser (WARDEN_REQUIRE_BROWSER is set): {missing}"),
-    };
-    let _one = ONE_BROWSER.lock().await;
-    let console = Console::start().await;
-    let browser = Arc::new(Browser::start(&chromium, &driver).await);
-    let outcome = AssertUnwindSafe(test(console, browser.clone()))
-        .catch_unwind()
-        .await;
-    if let Err(panic) = outcome {
-        let dir = screenshot_dir();
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join(format!("{name}.png"));
-        std::fs::write(&path, browser.screenshot().await).unwrap();
-        eprintln!("{name} failed; the page is in {}", path.display());
-        browser.quit().await;
-        std::panic::resume_unwind(panic);
-    }
-    browser.quit().await;
-}
-
-async fn sign_in(c: &Console, b: &Browser, token: &str) {
-    b.goto(&c.url("/signin")).await;
-    b.find("#token").await.type_text(token).await;
-    b.find("#signin").await.click().await;
-    b.find("#signed-in").await;
-}
-
-async fn sign_out(b: &Browser) {
-    b.find("#logout").await.click().await;
-    b.find("#token").await;
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_requester_files_through_the_form_and_an_approver_approves_with_a_reason() {

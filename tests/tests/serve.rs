@@ -4,7 +4,7 @@
 #[path = "serve/setup.rs"]
 mod setup;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::json;
 use warden_tests::web::TestServer;
@@ -570,26 +570,6 @@ async fn a_hook_that_runs_finds_the_state_change_before_it_stored() {
     h.stop().await;
 }
 
-/// Waits until the plugin's slow HTTP call has reached the test server.
-async fn wait_for_hit(web: &TestServer) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while web.requests() == 0 {
-        assert!(
-            Instant::now() < deadline,
-            "the plugin never called the test server"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-fn slow_flows(web: &TestServer, action_path: &str) -> String {
-    probe_flow(
-        "slow",
-        &format!("http:GET {}{action_path}", web.origin()),
-        &format!("allowed_hosts = [{:?}]", web.origin()),
-    )
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_reload_swaps_plugins_while_running_hooks_finish_on_the_old_one() {
     let web = TestServer::start().await;
@@ -690,14 +670,6 @@ async fn shutdown_finishes_hooks_in_flight_and_keeps_their_result() {
     h.restart().await;
     assert_eq!(h.get(&id).await["state"], "escalated");
     h.stop().await;
-}
-
-/// Store writes (`warden_store_writes_total`) that `step` costs.
-async fn writes_of<F: Future<Output = Reply>>(h: &Harness, step: F) -> (f64, Reply) {
-    let before = metric(&h.metrics().await, "warden_store_writes_total");
-    let reply = step.await;
-    let after = metric(&h.metrics().await, "warden_store_writes_total");
-    (after - before, reply)
 }
 
 #[tokio::test(flavor = "multi_thread")]

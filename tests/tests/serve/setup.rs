@@ -1,11 +1,12 @@
-//! What the `warden serve` tests share: a config with four tokens, the probe's flows, and a
-//! harness that starts, restarts and calls the server.
+//! What the `warden serve` tests share: a config with four tokens, the probe's flows, a
+//! harness that starts, restarts and calls the server, and waits on what it does.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use warden::serve::Server;
+use warden_tests::web::TestServer;
 use warden_tests::{Scratch, artifacts, toml_path};
 
 pub(crate) const ALICE: &str = "alice-token-1111";
@@ -289,4 +290,35 @@ pub(crate) fn metric(text: &str, series: &str) -> f64 {
                 .and_then(|rest| rest.trim().parse().ok())
         })
         .unwrap_or(0.0)
+}
+
+/// Waits until the plugin's slow HTTP call has reached the test server.
+pub(crate) async fn wait_for_hit(web: &TestServer) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while web.requests() == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the plugin never called the test server"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+pub(crate) fn slow_flows(web: &TestServer, action_path: &str) -> String {
+    probe_flow(
+        "slow",
+        &format!("http:GET {}{action_path}", web.origin()),
+        &format!("allowed_hosts = [{:?}]", web.origin()),
+    )
+}
+
+/// Store writes (`warden_store_writes_total`) that `step` costs.
+pub(crate) async fn writes_of<F: std::future::Future<Output = Reply>>(
+    h: &Harness,
+    step: F,
+) -> (f64, Reply) {
+    let before = metric(&h.metrics().await, "warden_store_writes_total");
+    let reply = step.await;
+    let after = metric(&h.metrics().await, "warden_store_writes_total");
+    (after - before, reply)
 }
