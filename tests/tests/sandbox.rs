@@ -1,107 +1,22 @@
-//! The sandbox end to end: the probe plugin in the real host, each grant and limit.
+//! The sandbox end to end: the probe plugin in the real host, each grant and limit. The
+//! HTTP grant's tests are in sandbox/http.rs.
+
+#[path = "sandbox/http.rs"]
+mod http;
+#[path = "sandbox/setup.rs"]
+mod setup;
 
 use std::time::{Duration, Instant};
 
 use warden::capabilities::log::LogSource;
 use warden::capabilities::refusal::RefusalKind;
 use warden::{
-    Config, Decision, EventInput, FailureKind, HookName, HookReport, SharedEngine, StartError,
-    StartOptions, Warden,
+    Config, Decision, EventInput, FailureKind, HookName, SharedEngine, StartError, Warden,
 };
 use warden_tests::web::TestServer;
-use warden_tests::{Scratch, artifacts, other_wit_version, toml_path, two_environments};
+use warden_tests::{Scratch, artifacts, other_wit_version, toml_path};
 
-const VO_SECRET: &str = "vo-secret-value-0123";
-const BILLING_SECRET: &str = "billing-secret-4567";
-
-/// A config with two environments: `main` (the victorops integration) and `finance` (the
-/// billing integration); flow `probe` runs in `main`. `flow` adds lines to the flow's table.
-fn config_text(scratch: &Scratch, plugin: &str, flow: &str) -> String {
-    let environments = two_environments(
-        scratch,
-        &format!("{VO_SECRET}\n"),
-        BILLING_SECRET,
-        "settings = { api_url = \"http://127.0.0.1:1\" }",
-    );
-    format!(
-        r#"
-[store]
-path = "warden.db"
-{environments}
-[flows.probe]
-environment = "main"
-plugin = {plugin}
-{flow}
-"#,
-        plugin = toml_path(plugin)
-    )
-}
-
-async fn warden(scratch: &Scratch, plugin: &str, flow: &str) -> Warden {
-    let path = scratch.config(&config_text(scratch, plugin, flow));
-    let config = Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
-    Warden::start(config)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"))
-}
-
-/// The probe plugin's flow on a host whose instances come from `engine`.
-async fn probe_on_engine(scratch: &Scratch, engine: &SharedEngine, flow: &str) -> Warden {
-    let config = Config::load(&scratch.config(&config_text(scratch, artifacts::PROBE, flow)))
-        .unwrap_or_else(|e| panic!("{e}"));
-    let store = std::sync::Arc::new(warden::store::Store::open_in_memory().unwrap());
-    let secrets = std::sync::Arc::new(warden::secrets::SecretStore::new(&config.secrets));
-    let options = StartOptions {
-        engine: Some(engine.clone()),
-        ..StartOptions::default()
-    };
-    Warden::start_with(config, store, secrets, options)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"))
-}
-
-fn event() -> EventInput {
-    EventInput::from_json(
-        r#"{"user":{"email":"alice@example.com"},"fields":{"reason":"fix prod"}}"#,
-    )
-    .unwrap()
-}
-
-async fn probe(action: &str, extra: &str) -> (HookReport, Scratch) {
-    let scratch = Scratch::new();
-    let flow = format!("vars = {{ action = {action:?} }}\n{extra}");
-    let warden = warden(&scratch, artifacts::PROBE, &flow).await;
-    let report = warden
-        .run_hook("probe", HookName::OnRequest, &event())
-        .await
-        .unwrap();
-    (report, scratch)
-}
-
-fn approved(report: &HookReport) -> String {
-    match &report.outcome {
-        Ok(Decision::Approve { reason: Some(r) }) => r.clone(),
-        other => panic!("expected an approval, got {other:?}"),
-    }
-}
-
-fn denied(report: &HookReport) -> String {
-    match &report.outcome {
-        Ok(Decision::Deny { reason: Some(r) }) => r.clone(),
-        other => panic!("expected a denial, got {other:?}"),
-    }
-}
-
-fn failure(report: &HookReport) -> FailureKind {
-    match &report.outcome {
-        Err(f) => f.kind.clone(),
-        other => panic!("expected a failure, got {other:?}"),
-    }
-}
-
-fn refusal_kinds(report: &HookReport) -> Vec<RefusalKind> {
-    report.refusals.iter().map(|r| r.kind).collect()
-}
+use setup::*;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_environments_integration_is_visible_with_its_settings() {
@@ -236,100 +151,6 @@ async fn identities_are_granted_only_for_the_environments_services() {
         .await
         .unwrap();
     assert_eq!(stored.len(), 1, "nothing written for the foreign service");
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn http_to_a_host_not_allowed_is_refused_before_any_connection() {
-    let server = TestServer::start().await;
-    let other = TestServer::start().await;
-    let extra = format!("allowed_hosts = [{:?}]", other.origin());
-    let (report, _s) = probe(&format!("http:GET {}/echo", server.origin()), &extra).await;
-    let reason = denied(&report);
-    assert!(reason.starts_with("denied:"), "{reason}");
-    assert!(
-        reason.contains("is not in the flow's allowed_hosts"),
-        "{reason}"
-    );
-    assert_eq!(server.requests(), 0);
-    assert_eq!(refusal_kinds(&report), [RefusalKind::Destination]);
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn a_redirect_to_a_host_not_allowed_is_refused() {
-    let allowed = TestServer::start().await;
-    let forbidden = TestServer::start().await;
-    let extra = format!("allowed_hosts = [{:?}]", allowed.origin());
-    let url = format!(
-        "{}/redirect?to={}/echo",
-        allowed.origin(),
-        forbidden.origin()
-    );
-    let (report, _s) = probe(&format!("http:GET {url}"), &extra).await;
-    let reason = denied(&report);
-    assert!(
-        reason.contains(&format!(
-            "{} is not in the flow's allowed_hosts",
-            forbidden.origin()
-        )),
-        "{reason}"
-    );
-    assert_eq!(allowed.requests(), 1);
-    assert_eq!(forbidden.requests(), 0);
-
-    // A redirect within the allowed origin is followed.
-    let url = format!("{}/redirect?to=/echo", allowed.origin());
-    let (report, _s) = probe(&format!("http:GET {url}"), &extra).await;
-    assert!(approved(&report).starts_with("status=200"));
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn loopback_is_reachable_only_when_named_exactly() {
-    let server = TestServer::start().await;
-    let port = server.port();
-    let extra = format!("allowed_hosts = [\"http://*.localhost:{port}\"]");
-    let (report, _s) = probe(
-        &format!("http:GET http://app.localhost:{port}/echo"),
-        &extra,
-    )
-    .await;
-    assert!(
-        denied(&report).contains("allowed_hosts must name it exactly"),
-        "{report:?}"
-    );
-    assert_eq!(server.requests(), 0);
-
-    let extra = format!("allowed_hosts = [{:?}]", server.origin());
-    let (report, _s) = probe(&format!("http:GET {}/echo", server.origin()), &extra).await;
-    assert!(approved(&report).starts_with("status=200"));
-    assert_eq!(report.http_calls.len(), 1);
-    assert_eq!(report.http_calls[0].outcome, "200");
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn responses_over_the_cap_and_slow_servers_are_typed_errors() {
-    let server = TestServer::start().await;
-    let extra = format!(
-        "allowed_hosts = [{:?}]\nlimits = {{ response_max_bytes = 1000, http_timeout_ms = 300 }}",
-        server.origin()
-    );
-    let (report, _s) = probe(
-        &format!("http:GET {}/big?bytes=5000", server.origin()),
-        &extra,
-    )
-    .await;
-    assert!(denied(&report).starts_with("too-large:"), "{report:?}");
-
-    let (report, _s) = probe(
-        &format!("http:GET {}/slow?ms=3000", server.origin()),
-        &extra,
-    )
-    .await;
-    assert!(denied(&report).starts_with("timeout:"), "{report:?}");
-    assert!(
-        report.elapsed < Duration::from_millis(2000),
-        "{:?}",
-        report.elapsed
-    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
