@@ -251,7 +251,7 @@ pub const MAX_VALUE_FILE_BYTES: u64 = 64 * 1024;
 pub(crate) fn read_small_file(path: &Path) -> std::io::Result<String> {
     use std::io::Read;
     let mut text = String::new();
-    std::fs::File::open(path)?
+    open_regular(path)?
         .take(MAX_VALUE_FILE_BYTES + 1)
         .read_to_string(&mut text)?;
     if text.len() as u64 > MAX_VALUE_FILE_BYTES {
@@ -265,3 +265,26 @@ pub(crate) fn read_small_file(path: &Path) -> std::io::Result<String> {
 
 #[cfg(test)]
 mod tests;
+
+/// Opens a file the config names for a value or certificates, refusing what is not a regular
+/// file. Opening a FIFO for reading waits for a writer, and reading a device or a socket may
+/// never end, so a path pointed at one by mistake would hang `warden check` and every start
+/// instead of being named as the problem; the open itself does not wait (`O_NONBLOCK`, which
+/// changes nothing for a regular file).
+pub(crate) fn open_regular(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)?;
+    let kind = file.metadata()?.file_type();
+    if !kind.is_file() {
+        let what = if kind.is_dir() {
+            "a folder"
+        } else {
+            "not a regular file"
+        };
+        return Err(std::io::Error::other(format!("it is {what}")));
+    }
+    Ok(file)
+}

@@ -37,7 +37,7 @@ impl RootCerts {
         use std::io::Read;
         let shown = path.display();
         let mut pem = Vec::new();
-        std::fs::File::open(&path)
+        super::open_regular(&path)
             .and_then(|f| f.take(MAX_ROOT_CERT_BYTES + 1).read_to_end(&mut pem))
             .map_err(|e| format!("{key} {shown}: cannot read it: {e}"))?;
         if pem.len() as u64 > MAX_ROOT_CERT_BYTES {

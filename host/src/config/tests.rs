@@ -202,6 +202,49 @@ fn unreadable_secrets_are_errors_naming_the_source() {
     );
 }
 
+/// A FIFO named as a secret file or `ca_file` by mistake: opening it for reading would wait
+/// for a writer that never comes, so the check must refuse it without opening it blocking.
+#[test]
+fn a_fifo_or_a_folder_where_a_file_belongs_is_named_not_waited_on() {
+    let fx = Fixture::new();
+    let dir = fx.dir.path();
+    rustix::fs::mkfifoat(
+        rustix::fs::CWD,
+        dir.join("pipe"),
+        rustix::fs::Mode::from_raw_mode(0o600),
+    )
+    .unwrap();
+    std::fs::create_dir(dir.join("folder")).unwrap();
+    let cases = [("pipe", "not a regular file"), ("folder", "a folder")];
+    let (done, finished) = std::sync::mpsc::channel();
+    let texts: Vec<(String, String)> = cases
+        .iter()
+        .flat_map(|(name, why)| {
+            [
+                VALID.replace("path = \"key.txt\"", &format!("path = \"{name}\"")),
+                format!("{VALID}\n[http]\nca_file = \"{name}\"\n"),
+            ]
+            .map(|text| (text, why.to_string()))
+        })
+        .collect();
+    let fx = std::sync::Arc::new(fx);
+    let parsing = fx.clone();
+    std::thread::spawn(move || {
+        let errors: Vec<(Vec<String>, String)> = texts
+            .iter()
+            .map(|(text, why)| (parsing.errors(text), why.clone()))
+            .collect();
+        done.send(errors).unwrap();
+    });
+    let results = finished
+        .recv_timeout(std::time::Duration::from_secs(20))
+        .expect("the config check waited on a FIFO");
+    for (errors, why) in results {
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(errors[0].contains(&format!("it is {why}")), "{errors:?}");
+    }
+}
+
 #[test]
 fn a_missing_plugin_file_is_an_error() {
     let fx = Fixture::new();
