@@ -10,227 +10,19 @@
 //! Without PostgreSQL installed the tests print why and pass, unless
 //! `WARDEN_REQUIRE_POSTGRES` is set (as `scripts/test` does).
 
+#[path = "replicas/setup.rs"]
+mod setup;
+
 use std::collections::BTreeSet;
-use std::process::Child;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use serde_json::{Value, json};
+use serde_json::json;
 use warden::store::test_cluster;
+use warden_tests::Scratch;
 use warden_tests::receiver::Receiver;
-use warden_tests::{Scratch, artifacts, start_serve_logged, toml_path};
 
-const ADMIN_TOKEN: &str = "admin-token-for-replica-tests";
-const APPROVER: &str = "approver@example.com";
-const CLIENTS: usize = 8;
-const LOAD_FOR: Duration = Duration::from_millis(2400);
-/// Every escalated request asks for this long, so access granted before the kill runs out
-/// while the killed replica is down.
-const ACCESS_SECONDS: u64 = 1;
-
-/// The config both replicas share; `extra` is appended.
-fn write_config(scratch: &Scratch, url: &str, extra: &str) {
-    scratch.write("admin.token", ADMIN_TOKEN);
-    scratch.config(&format!(
-        r#"
-[store]
-url = "{url}"
-
-[serve]
-max_in_flight = 256
-
-[serve.tokens.admin]
-token_file = "admin.token"
-user = "admin@example.com"
-role = "admin"
-
-[integrations.pd]
-type = "pagerduty"
-external_id = "P1"
-
-[environments.main]
-integrations = {{ pd = "pd" }}
-
-# The plugin persists the requester's identity, then approves: escalated at once.
-[flows.persist]
-environment = "main"
-plugin = {probe}
-vars = {{ action = "persist:pagerduty P1 user-1" }}
-
-# A human decides.
-[flows.manual]
-environment = "main"
-plugin = {probe}
-vars = {{ action = "continue" }}
-{extra}
-"#,
-        probe = toml_path(artifacts::PROBE)
-    ));
-}
-
-struct Replica {
-    child: Child,
-    url: String,
-}
-
-fn start(scratch: &Scratch, name: &str) -> Replica {
-    let served = start_serve_logged(env!("CARGO_BIN_EXE_warden"), scratch.path(), name);
-    Replica {
-        child: served.child,
-        url: served.url,
-    }
-}
-
-fn kill(mut replica: Replica) {
-    replica.child.kill().expect("SIGKILL warden serve");
-    replica.child.wait().unwrap();
-}
-
-/// What a replica answered: its status, its `Retry-After`, and its JSON body if whole.
-struct Answer {
-    status: u16,
-    retry_after: Option<String>,
-    body: Option<Value>,
-}
-
-async fn post(
-    http: &reqwest::Client,
-    url: String,
-    body: Value,
-    key: Option<&str>,
-) -> Option<Answer> {
-    let mut request = http
-        .post(url)
-        .bearer_auth(ADMIN_TOKEN)
-        .header("content-type", "application/json")
-        .timeout(Duration::from_secs(20))
-        .body(body.to_string());
-    if let Some(key) = key {
-        request = request.header("idempotency-key", key);
-    }
-    let response = request.send().await.ok()?;
-    let status = response.status().as_u16();
-    let retry_after = response
-        .headers()
-        .get("retry-after")
-        .map(|v| v.to_str().unwrap().to_string());
-    // A body cut off by a kill is not an acknowledgement a client could act on.
-    let body = serde_json::from_str(&response.text().await.ok()?).ok();
-    Some(Answer {
-        status,
-        retry_after,
-        body,
-    })
-}
-
-async fn get(http: &reqwest::Client, url: &str) -> Value {
-    let response = http.get(url).bearer_auth(ADMIN_TOKEN).send().await.unwrap();
-    assert_eq!(response.status(), 200, "GET {url}");
-    serde_json::from_str(&response.text().await.unwrap()).unwrap()
-}
-
-fn new_request(requester: &str) -> Value {
-    json!({
-        "requester": { "email": requester },
-        "fields": { "duration": format!("{ACCESS_SECONDS}s") },
-    })
-}
-
-/// A 2xx answer a client got: what warden promised about request `id`.
-#[derive(Debug, Clone)]
-struct Acknowledged {
-    id: String,
-    state: String,
-    history: Vec<Value>,
-}
-
-type Log = Arc<Mutex<Vec<Acknowledged>>>;
-
-/// An answer's status, `Retry-After` and body, as a client kept it.
-type Answered = (u16, Option<String>, Option<Value>);
-
-fn acknowledge(log: &Log, view: &Value) {
-    log.lock().unwrap().push(Acknowledged {
-        id: view["id"].as_str().unwrap().to_string(),
-        state: view["state"].as_str().unwrap().to_string(),
-        history: view["history"].as_array().unwrap().clone(),
-    });
-}
-
-fn count(history: &[Value], kind: &str, key: &str, value: &str) -> usize {
-    history
-        .iter()
-        .filter(|e| e["kind"] == kind && e[key] == value)
-        .count()
-}
-
-/// States a request may have reached since a client saw it in `seen`.
-fn may_follow(seen: &str, now: &str) -> bool {
-    let later: &[&str] = match seen {
-        "pending" => &["pending", "approved", "escalated", "denied", "deescalated"],
-        "escalated" => &["escalated", "deescalated"],
-        other => &[other],
-    };
-    later.contains(&now)
-}
-
-/// Every acknowledged request, read from `replica`, is in a state that follows from what the
-/// client saw, with that history as the start of its own.
-async fn check_acknowledged(replica: &str, acks: &[Acknowledged]) {
-    let http = reqwest::Client::new();
-    for ack in acks {
-        let view = get(&http, &format!("{replica}/v1/requests/{}", ack.id)).await;
-        let state = view["state"].as_str().unwrap();
-        assert!(
-            may_follow(&ack.state, state),
-            "{} was acknowledged {} and is now {state}",
-            ack.id,
-            ack.state
-        );
-        let history = view["history"].as_array().unwrap();
-        assert!(
-            history.len() >= ack.history.len() && history[..ack.history.len()] == ack.history[..],
-            "{}: the history a client was shown is not the start of the stored one\nshown: {:#}\nstored: {:#}",
-            ack.id,
-            Value::from(ack.history.clone()),
-            Value::from(history.clone())
-        );
-    }
-}
-
-/// One client over both replicas in turn: submits to both flows and approves every other
-/// manual request, on the other replica than the one that stored it.
-async fn client(urls: [String; 2], client: usize, until: Instant, log: Log) {
-    let http = reqwest::Client::new();
-    let mut n = 0;
-    while Instant::now() < until {
-        let (here, there) = (&urls[n % 2], &urls[(n + 1) % 2]);
-        let requester = format!("c{client}-{n}@example.com");
-        let flow = if n % 2 == 0 { "persist" } else { "manual" };
-        let url = format!("{here}/v1/flows/{flow}/requests");
-        n += 1;
-        let Some(answer) = post(&http, url, new_request(&requester), None).await else {
-            continue;
-        };
-        let Some(view) = answer.body.filter(|_| answer.status == 201) else {
-            continue;
-        };
-        acknowledge(&log, &view);
-        if flow == "manual" && n % 4 == 0 {
-            let id = view["id"].as_str().unwrap();
-            let url = format!("{there}/v1/requests/{id}/approve");
-            let body = json!({ "approver": { "email": APPROVER } });
-            if let Some(Answer {
-                status: 200,
-                body: Some(view),
-                ..
-            }) = post(&http, url, body, None).await
-            {
-                acknowledge(&log, &view);
-            }
-        }
-    }
-}
+use setup::*;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn two_replicas_share_one_database_through_a_sigkill() {
@@ -672,27 +464,6 @@ signing_secret = "signing"
     kill(b);
 }
 
-/// `warden` with `args`, `stdin` fed in; (success, stdout, stderr).
-fn warden(args: &[&str], stdin: &str) -> (bool, String, String) {
-    use std::io::Write;
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_warden"))
-        .args(args)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("run warden");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
-    (out.status.success(), text(&out.stdout), text(&out.stderr))
-}
-
 #[tokio::test]
 async fn check_and_hook_run_on_the_postgresql_store() {
     let Some(url) = test_cluster::database().await else {
@@ -764,25 +535,4 @@ async fn a_console_session_is_shared_by_the_replicas() {
     }
     kill(a);
     kill(b);
-}
-
-fn no_redirects() -> reqwest::Client {
-    reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap()
-}
-
-/// Signs in to `replica`'s console with the admin token: the session's cookie.
-async fn console_sign_in(http: &reqwest::Client, replica: &str) -> String {
-    let signed_in = http
-        .post(format!("{replica}/signin"))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(format!("token={ADMIN_TOKEN}&next=%2F"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(signed_in.status(), 303);
-    let set_cookie = signed_in.headers()["set-cookie"].to_str().unwrap();
-    set_cookie.split(';').next().unwrap().to_string()
 }

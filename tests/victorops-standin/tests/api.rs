@@ -1,63 +1,18 @@
-//! Drives a running stand-in over HTTP, as the host's tests will.
+//! Drives a running stand-in over HTTP, as the host's tests will; its binary's tests are in
+//! `api/binary.rs`.
 
-use std::io::{BufRead, BufReader, Read, Write};
+#[path = "api/binary.rs"]
+mod binary;
+#[path = "api/setup.rs"]
+mod setup;
+
 use std::net::TcpStream;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use victorops_standin::{Casing, ErrorStyle, Roster, StandIn, StandInConfig};
 
-const ID: &str = "test-id";
-const KEY: &str = "test-key";
-
-async fn start() -> StandIn {
-    StandIn::start(StandInConfig::new(ID, KEY, Roster::sample()))
-        .await
-        .expect("start stand-in")
-}
-
-fn client() -> reqwest::Client {
-    reqwest::Client::new()
-}
-
-/// GET with the right credentials; returns status, content-type and body.
-async fn get(standin: &StandIn, path_and_query: &str) -> (u16, Option<String>, String) {
-    let response = client()
-        .get(format!("{}{}", standin.url(), path_and_query))
-        .header("X-VO-Api-Id", ID)
-        .header("X-VO-Api-Key", KEY)
-        .header("Accept", "application/json")
-        .send()
-        .await
-        .expect("request");
-    unpack(response).await
-}
-
-async fn unpack(response: reqwest::Response) -> (u16, Option<String>, String) {
-    let status = response.status().as_u16();
-    let content_type = response
-        .headers()
-        .get("content-type")
-        .map(|v| v.to_str().unwrap().to_string());
-    (status, content_type, response.text().await.unwrap())
-}
-
-async fn get_json(standin: &StandIn, path_and_query: &str) -> Value {
-    let (status, content_type, body) = get(standin, path_and_query).await;
-    assert_eq!(status, 200, "{path_and_query}: {body}");
-    assert_eq!(content_type.as_deref(), Some("application/json"));
-    serde_json::from_str(&body).expect("JSON body")
-}
-
-fn usernames(users: &Value) -> Vec<String> {
-    users["users"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|u| u["username"].as_str().unwrap().to_string())
-        .collect()
-}
+use setup::*;
 
 #[tokio::test]
 async fn missing_credentials_are_401_and_wrong_ones_403() {
@@ -556,32 +511,6 @@ async fn shutdown_frees_the_port_and_a_port_can_be_chosen() {
     second.shutdown().await;
 }
 
-/// A bare HTTP/1.1 GET, so the blocking test needs no runtime at all.
-fn raw_get(port: u16, path: &str, credentials: bool) -> (u16, String) {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    let auth = if credentials {
-        format!("X-VO-Api-Id: {ID}\r\nX-VO-Api-Key: {KEY}\r\n")
-    } else {
-        String::new()
-    };
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{auth}Connection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let status = response[9..12].parse().unwrap();
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (status, body)
-}
-
 #[test]
 fn blocking_from_a_plain_test() {
     let standin = StandIn::start_blocking(StandInConfig::new(ID, KEY, Roster::sample())).unwrap();
@@ -640,110 +569,7 @@ fn start_blocking_reports_a_bind_failure() {
     assert_eq!(err.kind(), std::io::ErrorKind::AddrInUse);
 }
 
-fn fixture() -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/victorops-roster.toml")
-}
-
 #[test]
 fn fixture_file_is_the_sample() {
     assert_eq!(Roster::from_file(fixture()).unwrap(), Roster::sample());
-}
-
-/// Kills the child on drop so a failed assertion leaves no server behind.
-struct Child(std::process::Child);
-
-impl Drop for Child {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-#[test]
-fn binary_prints_its_url_and_serves_the_roster() {
-    let mut child = Child(
-        Command::new(env!("CARGO_BIN_EXE_victorops-standin"))
-            .arg("--roster")
-            .arg(fixture())
-            .args(["--api-id", ID, "--api-key", KEY, "--casing", "spec"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    let mut line = String::new();
-    BufReader::new(child.0.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let url = line
-        .trim_end()
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
-    let port: u16 = url
-        .strip_prefix("http://127.0.0.1:")
-        .unwrap()
-        .parse()
-        .unwrap();
-
-    let (status, body) = raw_get(port, "/api-public/v1/oncall/current", true);
-    assert_eq!(status, 200);
-    let body: Value = serde_json::from_str(&body).unwrap();
-    assert_eq!(
-        body["teamsOnCall"][0]["onCallNow"][0]["users"][0]["onCallUser"]["username"],
-        "alice"
-    );
-    let (status, body) = raw_get(port, "/api-public/v2/user?email=bob%40example.com", true);
-    assert_eq!(status, 200);
-    let body: Value = serde_json::from_str(&body).unwrap();
-    assert_eq!(usernames(&body), ["bob"]);
-    assert_eq!(raw_get(port, "/api-public/v1/team", false).0, 401);
-
-    child.0.kill().unwrap();
-    child.0.wait().unwrap();
-    let mut stderr = String::new();
-    child
-        .0
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut stderr)
-        .unwrap();
-    assert!(
-        stderr.contains("GET /api-public/v1/oncall/current -> 200"),
-        "{stderr}"
-    );
-    assert!(
-        stderr.contains("GET /api-public/v1/team -> 401"),
-        "{stderr}"
-    );
-}
-
-#[test]
-fn binary_rejects_a_bad_roster() {
-    let dir = tempfile::tempdir().unwrap();
-    let roster = dir.path().join("bad.toml");
-    std::fs::write(
-        &roster,
-        "[[teams]]\nslug = 'x'\nname = 'X'\nmembers = ['ghost']\n",
-    )
-    .unwrap();
-    let output = Command::new(env!("CARGO_BIN_EXE_victorops-standin"))
-        .arg("--roster")
-        .arg(&roster)
-        .args(["--api-id", ID, "--api-key", KEY])
-        .output()
-        .unwrap();
-    assert!(!output.status.success());
-    assert!(output.stdout.is_empty());
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("ghost"), "{stderr}");
-
-    let output = Command::new(env!("CARGO_BIN_EXE_victorops-standin"))
-        .arg("--roster")
-        .arg(fixture())
-        .args(["--api-id", ID, "--api-key", KEY, "--casing", "camel"])
-        .output()
-        .unwrap();
-    assert!(!output.status.success());
-    assert!(String::from_utf8_lossy(&output.stderr).contains("camel"));
 }
