@@ -1,6 +1,8 @@
 //! `warden serve` end to end through its HTTP API: the probe and allowlist plugins in the
 //! real host, each transition and refusal, restarts, reloads, back-pressure and metrics.
 
+#[path = "serve/connections.rs"]
+mod connections;
 #[path = "serve/setup.rs"]
 mod setup;
 

@@ -34,6 +34,8 @@ pub struct RawServe {
     pub listen: Option<String>,
     pub max_body_bytes: Option<u64>,
     pub max_in_flight: Option<u64>,
+    pub max_connections: Option<u64>,
+    pub client_timeout_ms: Option<u64>,
     /// The console's session cookie is marked `Secure` on every response.
     #[serde(default)]
     pub behind_tls: bool,

@@ -12,6 +12,8 @@ use super::{SecretValue, Validator};
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub const DEFAULT_MAX_BODY_BYTES: usize = 64 << 10;
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 64;
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+pub const DEFAULT_CLIENT_TIMEOUT_MS: usize = 10_000;
 
 /// What a token's holder may do; each role includes the ones before it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -67,6 +69,12 @@ pub struct ServeSettings {
     pub max_body_bytes: usize,
     /// API requests handled at once; more are refused with 503 rather than queued.
     pub max_in_flight: usize,
+    /// Connections open at once; more wait in the listen backlog (`serve/connections.rs`).
+    pub max_connections: usize,
+    /// How long a client may take to send a request's head, and again its body, and each
+    /// write of an answer may wait for it to read; an idle kept-alive connection is closed
+    /// after as long.
+    pub client_timeout: std::time::Duration,
     pub tokens: Vec<ApiToken>,
     /// `behind_tls`: warden is reached only through a TLS-terminating proxy, so the
     /// console's session cookie is always marked `Secure`.
@@ -81,6 +89,8 @@ impl Default for ServeSettings {
             listen: DEFAULT_LISTEN.parse().expect("a valid default address"),
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            client_timeout: std::time::Duration::from_millis(DEFAULT_CLIENT_TIMEOUT_MS as u64),
             tokens: Vec::new(),
             behind_tls: false,
             public_url: None,
@@ -160,6 +170,20 @@ impl Validator<'_> {
             1,
             100_000,
             defaults.max_in_flight,
+        );
+        let max_connections = bounded(
+            "max_connections",
+            raw.max_connections,
+            1,
+            1_000_000,
+            defaults.max_connections,
+        );
+        let client_timeout_ms = bounded(
+            "client_timeout_ms",
+            raw.client_timeout_ms,
+            100,
+            600_000,
+            DEFAULT_CLIENT_TIMEOUT_MS,
         );
         let mut tokens: Vec<ApiToken> = Vec::new();
         for (name, token) in &raw.tokens {
@@ -245,6 +269,8 @@ impl Validator<'_> {
             listen,
             max_body_bytes,
             max_in_flight,
+            max_connections,
+            client_timeout: std::time::Duration::from_millis(client_timeout_ms as u64),
             tokens,
             behind_tls: raw.behind_tls,
             public_url: self.public_url(raw.public_url.as_deref()),
@@ -325,7 +351,7 @@ mod tests {
     fn tokens_roles_and_limits_are_read() {
         let config = parse(&format!(
             "{FLOW}allow_self_approval = true\n[flows.f.fields.duration]\ntype = \"duration\"\nrequired = true\n\
-             [serve]\nlisten = \"127.0.0.1:9000\"\nmax_in_flight = 3\n\
+             [serve]\nlisten = \"127.0.0.1:9000\"\nmax_in_flight = 3\nmax_connections = 50\nclient_timeout_ms = 2500\n\
              [serve.tokens.alice]\ntoken_env = \"ALICE_TOKEN\"\nuser = \"alice@x.com\"\nrole = \"approver\"\n\
              [serve.tokens.admin]\ntoken_file = \"admin.token\"\nuser = \"root@x.com\"\nrole = \"admin\"\n"
         ))
@@ -334,6 +360,11 @@ mod tests {
         assert_eq!(serve.listen.to_string(), "127.0.0.1:9000");
         assert_eq!(serve.max_in_flight, 3);
         assert_eq!(serve.max_body_bytes, DEFAULT_MAX_BODY_BYTES);
+        assert_eq!(serve.max_connections, 50);
+        assert_eq!(serve.client_timeout, std::time::Duration::from_millis(2500));
+        let defaults = parse(FLOW).unwrap_or_else(|e| panic!("{e}")).serve;
+        assert_eq!(defaults.max_connections, DEFAULT_MAX_CONNECTIONS);
+        assert_eq!(defaults.client_timeout, std::time::Duration::from_secs(10));
         let admin = serve.tokens.iter().find(|t| t.name == "admin").unwrap();
         assert_eq!(
             (admin.role, admin.token.expose()),
@@ -355,7 +386,7 @@ mod tests {
     fn bad_serve_settings_are_each_named() {
         let text = errors(&format!(
             "{FLOW}[flows.f.fields.duration]\ntype = \"string\"\n[flows.f.fields.n]\ntype = \"float\"\n\
-             [serve]\nlisten = \"localhost\"\nmax_in_flight = 0\n\
+             [serve]\nlisten = \"localhost\"\nmax_in_flight = 0\nmax_connections = 0\nclient_timeout_ms = 50\n\
              [serve.tokens.a]\nuser = \"a@x.com\"\nrole = \"boss\"\n\
              [serve.tokens.b]\ntoken_env = \"UNSET\"\nuser = \"nobody\"\nrole = \"requester\"\n\
              [serve.tokens.c]\ntoken_file = \"admin.token\"\nuser = \"c@x.com\"\nrole = \"admin\"\n\
@@ -366,6 +397,8 @@ mod tests {
             "flows.f.fields.n.type: unknown type `float`",
             "serve.listen: `localhost` is not an address",
             "serve.max_in_flight: must be between 1 and 100000, not 0",
+            "serve.max_connections: must be between 1 and 1000000, not 0",
+            "serve.client_timeout_ms: must be between 100 and 600000, not 50",
             "serve.tokens.a.role: unknown role `boss`",
             "serve.tokens.a: needs exactly one of `token_env` or `token_file`",
             "serve.tokens.b.user: `nobody` is not an email address",

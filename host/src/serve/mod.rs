@@ -18,6 +18,7 @@
 
 mod api;
 mod claim;
+mod connections;
 mod console;
 mod fields;
 pub mod lifecycle;
@@ -154,6 +155,12 @@ impl CurrentWarden {
         if config.serve.max_body_bytes != before.serve.max_body_bytes {
             restart_needed_for.push("serve.max_body_bytes".to_string());
         }
+        if config.serve.max_connections != before.serve.max_connections {
+            restart_needed_for.push("serve.max_connections".to_string());
+        }
+        if config.serve.client_timeout != before.serve.client_timeout {
+            restart_needed_for.push("serve.client_timeout_ms".to_string());
+        }
         // Plugins' requests use the new one at once; notifications' client keeps its own.
         if config.http != before.http {
             restart_needed_for.push("http.ca_file (for notifications)".to_string());
@@ -177,7 +184,7 @@ pub struct Server {
     warden: Arc<CurrentWarden>,
     store: Arc<dyn Backend>,
     tasks: TaskTracker,
-    http: tokio::task::JoinHandle<std::io::Result<()>>,
+    http: tokio::task::JoinHandle<()>,
     expiry: tokio::task::JoinHandle<()>,
     notify: tokio::task::JoinHandle<()>,
 }
@@ -250,15 +257,11 @@ impl Server {
             max_in_flight: settings.max_in_flight,
         });
         let router = api::router(app, settings.max_body_bytes);
-        let http = tokio::spawn(
-            // The console rate-limits sign-in attempts by client address.
-            axum::serve(
-                listener,
-                router.into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .with_graceful_shutdown(stop.clone().cancelled_owned())
-            .into_future(),
-        );
+        let limits = connections::ConnectionLimits {
+            max_connections: settings.max_connections,
+            client_timeout: settings.client_timeout,
+        };
+        let http = tokio::spawn(connections::serve(listener, router, limits, stop.clone()));
         tracing::info!(%addr, "warden serving");
         Ok(Self {
             addr,
@@ -298,10 +301,7 @@ impl Server {
             tracing::warn!("{e}");
         }
         tracing::info!("stopped");
-        match served {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(ServeError::Serve(e)),
-            Err(e) => Err(ServeError::Serve(std::io::Error::other(e))),
-        }
+        // The accept loop has no error of its own; a panic in it is one.
+        served.map_err(|e| ServeError::Serve(std::io::Error::other(e)))
     }
 }

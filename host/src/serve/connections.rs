@@ -1,0 +1,299 @@
+//! The API's connections, bounded as its requests are. Anyone who can reach the port can open
+//! a connection, and without bounds could keep it, its task and a file descriptor for as long
+//! as they liked by sending nothing, a byte a minute, or never reading the answer; enough such
+//! connections use up the process's descriptors, which the store and the plugins' HTTP need
+//! too, and a trickled body holds one of the `max_in_flight` slots.
+//!
+//! So at most `max_connections` are open at once (past that, new ones wait in the listen
+//! backlog, served as others close), and a client has `client_timeout_ms` to send a request's
+//! head (an idle kept-alive connection is closed after as long), as long again for its body
+//! (`408` then, and the connection closed), and as long for each write of an answer to make
+//! progress.
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use axum::http::{HeaderValue, Request, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use hyper::body::{Frame, Incoming, SizeHint};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio::time::Sleep;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tower::ServiceExt;
+
+use super::api::ApiError;
+
+/// How many connections may be open, and how long a client may take.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectionLimits {
+    pub max_connections: usize,
+    pub client_timeout: Duration,
+}
+
+/// Serves `router` on `listener` until `stop`, then lets open connections finish what they
+/// were answering.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    limits: ConnectionLimits,
+    stop: CancellationToken,
+) {
+    let open = Arc::new(Semaphore::new(limits.max_connections));
+    let connections = TaskTracker::new();
+    loop {
+        let permit = tokio::select! {
+            permit = open.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
+            () = stop.cancelled() => break,
+        };
+        let (stream, addr) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    // Out of descriptors, or a connection reset while queued: the listener
+                    // itself is fine, and a busy loop would not help.
+                    tracing::warn!(%error, "cannot accept a connection; trying again shortly");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            () = stop.cancelled() => break,
+        };
+        let router = router.clone();
+        let stop = stop.clone();
+        connections.spawn(async move {
+            let _held = permit;
+            serve_connection(stream, addr, router, limits.client_timeout, stop).await;
+        });
+    }
+    connections.close();
+    connections.wait().await;
+}
+
+async fn serve_connection(
+    stream: TcpStream,
+    addr: SocketAddr,
+    router: Router,
+    timeout: Duration,
+    stop: CancellationToken,
+) {
+    let service = hyper::service::service_fn(move |request: Request<Incoming>| {
+        answer(router.clone(), request, addr, timeout)
+    });
+    let io = TokioIo::new(WriteStallLimit::new(stream, timeout));
+    let connection = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        // Also how long a kept-alive connection may wait for its next request.
+        .header_read_timeout(timeout)
+        .serve_connection(io, service);
+    tokio::pin!(connection);
+    tokio::select! {
+        _ = connection.as_mut() => {}
+        () = stop.cancelled() => {
+            connection.as_mut().graceful_shutdown();
+            let _ = connection.await;
+        }
+    }
+}
+
+/// Answers one request: the client's address for the console's sign-in limit, and its body
+/// given `timeout` to arrive whole.
+async fn answer(
+    router: Router,
+    request: Request<Incoming>,
+    addr: SocketAddr,
+    timeout: Duration,
+) -> Result<Response, std::convert::Infallible> {
+    let late = Arc::new(AtomicBool::new(false));
+    let (mut parts, body) = request.into_parts();
+    parts.extensions.insert(ConnectInfo(addr));
+    let body = Body::new(BodyInTime {
+        body,
+        deadline: Box::pin(tokio::time::sleep(timeout)),
+        late: late.clone(),
+    });
+    let response = router.oneshot(Request::from_parts(parts, body)).await?;
+    if !late.load(Ordering::Relaxed) {
+        return Ok(response);
+    }
+    // Whatever the handler made of a body that stopped short, the client was too slow.
+    let mut response = ApiError::new(
+        StatusCode::REQUEST_TIMEOUT,
+        format!(
+            "the request's body did not arrive within {} ms (serve.client_timeout_ms)",
+            timeout.as_millis()
+        ),
+    )
+    .into_response();
+    // The rest of the body may still come; the connection cannot carry another request.
+    response
+        .headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    Ok(response)
+}
+
+/// A request body that ends in an error once its deadline passes, noting it in `late`.
+struct BodyInTime {
+    body: Incoming,
+    deadline: Pin<Box<Sleep>>,
+    late: Arc<AtomicBool>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("the request's body did not arrive in time")]
+struct BodyTooSlow;
+
+impl hyper::body::Body for BodyInTime {
+    type Data = bytes::Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        if let Poll::Ready(frame) = Pin::new(&mut self.body).poll_frame(cx) {
+            return Poll::Ready(frame.map(|f| f.map_err(Into::into)));
+        }
+        ready!(self.deadline.as_mut().poll(cx));
+        self.late.store(true, Ordering::Relaxed);
+        Poll::Ready(Some(Err(BodyTooSlow.into())))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// A connection whose writes fail once one has made no progress for `limit`: a client that
+/// stops reading its answer cannot hold the connection open.
+struct WriteStallLimit<S> {
+    inner: S,
+    limit: Duration,
+    stalled: Option<Pin<Box<Sleep>>>,
+}
+
+impl<S> WriteStallLimit<S> {
+    fn new(inner: S, limit: Duration) -> Self {
+        Self {
+            inner,
+            limit,
+            stalled: None,
+        }
+    }
+
+    /// `progress` as it is, unless it is a wait that has lasted past the limit.
+    fn bounded<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        progress: Poll<io::Result<T>>,
+    ) -> Poll<io::Result<T>> {
+        if progress.is_ready() {
+            self.stalled = None;
+            return progress;
+        }
+        let limit = self.limit;
+        let stalled = self
+            .stalled
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+        ready!(stalled.as_mut().poll(cx));
+        Poll::Ready(Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "the client read nothing of the answer in time",
+        )))
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for WriteStallLimit<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for WriteStallLimit<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let progress = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.bounded(cx, progress)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let progress = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.bounded(cx, progress)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let progress = Pin::new(&mut self.inner).poll_flush(cx);
+        self.bounded(cx, progress)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let progress = Pin::new(&mut self.inner).poll_shutdown(cx);
+        self.bounded(cx, progress)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::AsyncWriteExt;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_write_the_peer_does_not_read_fails_after_the_limit_and_progress_resets_it() {
+        let (near, mut far) = tokio::io::duplex(1024);
+        let mut conn = WriteStallLimit::new(near, Duration::from_millis(200));
+        // Fills the pipe: the next write waits for the peer to read.
+        conn.write_all(&[0; 1024]).await.unwrap();
+        let reader = tokio::spawn(async move {
+            // Reads in time, once: the stalled write goes on and its clock starts again.
+            tokio::time::sleep(Duration::from_millis(120)).await;
+            let mut buf = [0; 1024];
+            tokio::io::AsyncReadExt::read_exact(&mut far, &mut buf)
+                .await
+                .unwrap();
+            far
+        });
+        let started = std::time::Instant::now();
+        conn.write_all(&[1; 1024]).await.unwrap();
+        let _far = reader.await.unwrap();
+        let error = conn.write_all(&[2; 10]).await.unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::TimedOut);
+        let waited = started.elapsed();
+        assert!(
+            waited >= Duration::from_millis(300),
+            "the read reset the clock: {waited:?}"
+        );
+        assert!(waited < Duration::from_secs(5), "{waited:?}");
+    }
+}

@@ -1,0 +1,168 @@
+//! What a client that is slow on purpose, or opens many connections, gets from `warden serve`:
+//! its connections closed once `client_timeout_ms` has passed, a body that trickles answered
+//! `408`, and past `max_connections` nothing more accepted until one closes. Raw TCP, since
+//! an HTTP client library would not misbehave this way.
+
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::setup::*;
+
+async fn connect(h: &Harness) -> TcpStream {
+    TcpStream::connect(h.server.as_ref().unwrap().local_addr())
+        .await
+        .unwrap()
+}
+
+/// Everything the server sends until it closes the connection; panics if it is still open
+/// after `within`.
+async fn read_until_closed(conn: &mut TcpStream, within: Duration) -> String {
+    let mut got = Vec::new();
+    tokio::time::timeout(within, conn.read_to_end(&mut got))
+        .await
+        .expect("the server kept the connection open")
+        .unwrap_or_default();
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn connections_that_send_nothing_or_trickle_a_head_are_closed_after_the_client_timeout() {
+    let h = Harness::start("client_timeout_ms = 400", &standard_flows()).await;
+
+    let started = Instant::now();
+    let mut silent = connect(&h).await;
+    assert_eq!(
+        read_until_closed(&mut silent, Duration::from_secs(5)).await,
+        ""
+    );
+    assert!(
+        started.elapsed() >= Duration::from_millis(350),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // A byte every 100 ms keeps a socket busy but never finishes a head.
+    let started = Instant::now();
+    let mut trickle = connect(&h).await;
+    let head = b"GET /healthz HTTP/1.1\r\nHost: warden\r\nX-Slow: ";
+    let mut sent = 0;
+    for byte in head.iter().cycle().take(200) {
+        if trickle.write_all(&[*byte]).await.is_err() {
+            break;
+        }
+        sent += 1;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if started.elapsed() > Duration::from_secs(10) {
+            panic!("still open after {sent} bytes");
+        }
+    }
+    let rest = read_until_closed(&mut trickle, Duration::from_secs(5)).await;
+    assert!(
+        sent < 20,
+        "sent {sent} bytes before the server closed it; then {rest:?}"
+    );
+
+    // A kept-alive connection is served, then closed once idle as long.
+    let mut kept = connect(&h).await;
+    kept.write_all(b"GET /healthz HTTP/1.1\r\nHost: warden\r\n\r\n")
+        .await
+        .unwrap();
+    let answered = read_until_closed(&mut kept, Duration::from_secs(5)).await;
+    assert!(answered.starts_with("HTTP/1.1 200"), "{answered}");
+    assert!(answered.ends_with("ok\n"), "{answered}");
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_body_that_does_not_arrive_in_time_is_answered_408_and_nothing_is_filed() {
+    let h = Harness::start("client_timeout_ms = 500", &standard_flows()).await;
+    let mut conn = connect(&h).await;
+    let body = br#"{"fields":{"reason":"slow"}}"#;
+    let head = format!(
+        "POST /v1/flows/human/requests HTTP/1.1\r\nHost: warden\r\nAuthorization: Bearer {ALICE}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    conn.write_all(head.as_bytes()).await.unwrap();
+    conn.write_all(&body[..5]).await.unwrap();
+    let started = Instant::now();
+    let answer = read_until_closed(&mut conn, Duration::from_secs(5)).await;
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(
+        answer.to_ascii_lowercase().contains("connection: close"),
+        "{answer}"
+    );
+    let json: Value = serde_json::from_str(answer.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+    assert_eq!(
+        json["error"],
+        "the request's body did not arrive within 500 ms (serve.client_timeout_ms)"
+    );
+    assert!(
+        started.elapsed() >= Duration::from_millis(400),
+        "{:?}",
+        started.elapsed()
+    );
+
+    let listed = h.send("GET", "/v1/requests", Some(CAROL), None).await;
+    assert_eq!(listed.status, 200, "{}", listed.text);
+    assert_eq!(
+        listed.body["requests"].as_array().unwrap().len(),
+        0,
+        "{}",
+        listed.text
+    );
+    // A body sent in time is served as ever.
+    let reply = h.submit("human", ALICE, serde_json::json!({})).await;
+    assert_eq!(reply.status, 201, "{}", reply.text);
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn past_max_connections_a_new_one_waits_until_another_closes() {
+    let h = Harness::start(
+        "max_connections = 2\nclient_timeout_ms = 60000",
+        &standard_flows(),
+    )
+    .await;
+    let held = [connect(&h).await, connect(&h).await];
+    let url = h.url("/healthz");
+    let third = tokio::spawn(async move {
+        let started = Instant::now();
+        let answer = reqwest::get(url).await.unwrap().text().await.unwrap();
+        (answer, started.elapsed())
+    });
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert!(
+        !third.is_finished(),
+        "a third connection was served beside two held ones"
+    );
+    drop(held);
+    let (answer, waited) = tokio::time::timeout(Duration::from_secs(5), third)
+        .await
+        .expect("served once a held connection closed")
+        .unwrap();
+    assert_eq!(answer, "ok\n");
+    assert!(waited >= Duration::from_millis(650), "{waited:?}");
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reload_changing_the_listeners_limits_says_they_need_a_restart() {
+    let h = Harness::start("max_connections = 100", &standard_flows()).await;
+    let changed = "max_connections = 200\nclient_timeout_ms = 3000\nmax_in_flight = 7";
+    h.scratch
+        .config(&config_text(&h.scratch, changed, &standard_flows()));
+    let reply = h.send("POST", "/v1/admin/reload", Some(CAROL), None).await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    assert_eq!(
+        reply.body["restart_needed_for"],
+        serde_json::json!([
+            "serve.max_in_flight",
+            "serve.max_connections",
+            "serve.client_timeout_ms"
+        ])
+    );
+    h.stop().await;
+}
