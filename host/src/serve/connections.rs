@@ -8,7 +8,8 @@
 //! backlog, served as others close), and a client has `client_timeout_ms` to send a request's
 //! head (an idle kept-alive connection is closed after as long), as long again for its body
 //! (`408` then, and the connection closed), and as long for each write of an answer to make
-//! progress.
+//! progress. At start the process's open-files limit is raised to its hard limit, since the
+//! usual soft one (1,024) is no more than the default `max_connections`.
 
 use std::future::Future;
 use std::io;
@@ -51,6 +52,7 @@ pub async fn serve(
     limits: ConnectionLimits,
     stop: CancellationToken,
 ) {
+    make_room_for(limits.max_connections);
     let open = Arc::new(Semaphore::new(limits.max_connections));
     let connections = TaskTracker::new();
     loop {
@@ -80,6 +82,38 @@ pub async fn serve(
     }
     connections.close();
     connections.wait().await;
+}
+
+/// Descriptors left for what is not a client's connection: the store, plugins' HTTP,
+/// notifications, compiled plugins' files.
+const DESCRIPTORS_KEPT: u64 = 256;
+
+/// Raises this process's soft limit on open files to its hard one (the soft one is often
+/// 1,024, no more than the default `max_connections`), and warns when `max_connections` would
+/// still leave fewer than [`DESCRIPTORS_KEPT`] for the rest. Returns the limit now in force.
+fn make_room_for(max_connections: usize) -> u64 {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    let mut soft = limit.current.unwrap_or(u64::MAX);
+    // The kernel refuses more than its `nr_open` (a million by default), unlimited included.
+    let hard = limit.maximum.unwrap_or(u64::MAX).min(1 << 20);
+    if soft < hard {
+        let raised = Rlimit {
+            current: Some(hard),
+            maximum: limit.maximum,
+        };
+        if setrlimit(Resource::Nofile, raised).is_ok() {
+            soft = hard;
+        }
+    }
+    if max_connections as u64 + DESCRIPTORS_KEPT > soft {
+        tracing::warn!(
+            max_connections,
+            open_files_limit = soft,
+            "serve.max_connections leaves fewer than {DESCRIPTORS_KEPT} of the open-files limit for the store, plugins' HTTP and notifications; lower it, or raise the limit (systemd: LimitNOFILE=)"
+        );
+    }
+    soft
 }
 
 async fn serve_connection(
@@ -268,6 +302,22 @@ mod tests {
     use tokio::io::AsyncWriteExt;
 
     use super::*;
+
+    #[test]
+    fn the_open_files_limit_is_raised_to_the_hard_one() {
+        use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+        let before = getrlimit(Resource::Nofile);
+        let hard = before.maximum.unwrap_or(u64::MAX).min(1 << 20);
+        // One below: low enough to need raising, not so low that a test beside this one
+        // runs out.
+        let lowered = Rlimit {
+            current: Some(hard - 1),
+            maximum: before.maximum,
+        };
+        setrlimit(Resource::Nofile, lowered).unwrap();
+        assert_eq!(make_room_for(1), hard);
+        assert_eq!(getrlimit(Resource::Nofile).current, Some(hard));
+    }
 
     #[tokio::test]
     async fn a_write_the_peer_does_not_read_fails_after_the_limit_and_progress_resets_it() {
