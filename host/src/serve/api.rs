@@ -2,6 +2,7 @@
 //! in flight (503 with `Retry-After` beyond it, rather than a queue).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
@@ -39,7 +40,7 @@ pub(crate) struct App {
     pub max_in_flight: usize,
 }
 
-pub(crate) fn router(app: Arc<App>, max_body_bytes: usize) -> Router {
+pub(crate) fn router(app: Arc<App>, max_body_bytes: usize, client_timeout: Duration) -> Router {
     let v1 = Router::new()
         .route("/v1/flows/{flow}/requests", post(submit))
         .route("/v1/requests", get(list))
@@ -58,6 +59,10 @@ pub(crate) fn router(app: Arc<App>, max_body_bytes: usize) -> Router {
         .merge(super::console::router(app.clone()))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
         .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(middleware::from_fn_with_state(
+            client_timeout,
+            super::connections::body_in_time,
+        ))
         .layer(middleware::from_fn_with_state(app.clone(), count_responses))
         .with_state(app)
 }

@@ -7,8 +7,8 @@
 //! So at most `max_connections` are open at once (past that, new ones wait in the listen
 //! backlog, served as others close), and a client has `client_timeout_ms` to send a request's
 //! head (an idle kept-alive connection is closed after as long), as long again for its body
-//! (`408` then, and the connection closed), and as long for each write of an answer to make
-//! progress. At start the process's open-files limit is raised to its hard limit, since the
+//! (`408` then, and the connection closed: [`body_in_time`], a layer of the router), and as
+//! long for each write of an answer to make progress. At start the process's open-files limit is raised to its hard limit, since the
 //! usual soft one (1,024) is no more than the default `max_connections`.
 
 use std::future::Future;
@@ -22,8 +22,9 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::ConnectInfo;
+use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderValue, Request, StatusCode, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use hyper::body::{Frame, Incoming, SizeHint};
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -124,7 +125,7 @@ async fn serve_connection(
     stop: CancellationToken,
 ) {
     let service = hyper::service::service_fn(move |request: Request<Incoming>| {
-        answer(router.clone(), request, addr, timeout)
+        answer(router.clone(), request, addr)
     });
     let io = TokioIo::new(WriteStallLimit::new(stream, timeout));
     let connection = hyper::server::conn::http1::Builder::new()
@@ -142,27 +143,40 @@ async fn serve_connection(
     }
 }
 
-/// Answers one request: the client's address for the console's sign-in limit, and its body
-/// given `timeout` to arrive whole.
+/// Answers one request, telling the router the client's address (the console's sign-in
+/// limit is per address).
 async fn answer(
     router: Router,
     request: Request<Incoming>,
     addr: SocketAddr,
-    timeout: Duration,
 ) -> Result<Response, std::convert::Infallible> {
-    let late = Arc::new(AtomicBool::new(false));
     let (mut parts, body) = request.into_parts();
     parts.extensions.insert(ConnectInfo(addr));
-    let body = Body::new(BodyInTime {
-        body,
-        deadline: Box::pin(tokio::time::sleep(timeout)),
-        late: late.clone(),
+    router
+        .oneshot(Request::from_parts(parts, Body::new(body)))
+        .await
+}
+
+/// Router layer: gives a request's body `timeout` to arrive whole; one that does not is
+/// answered `408` whatever the handler made of a body that stopped short, and the connection
+/// is closed. A layer, not part of the connection, so the response counter sees the `408`.
+pub(super) async fn body_in_time(
+    State(timeout): State<Duration>,
+    request: axum::extract::Request,
+    next: Next,
+) -> Response {
+    let late = Arc::new(AtomicBool::new(false));
+    let request = request.map(|body| {
+        Body::new(BodyInTime {
+            body,
+            deadline: Box::pin(tokio::time::sleep(timeout)),
+            late: late.clone(),
+        })
     });
-    let response = router.oneshot(Request::from_parts(parts, body)).await?;
+    let response = next.run(request).await;
     if !late.load(Ordering::Relaxed) {
-        return Ok(response);
+        return response;
     }
-    // Whatever the handler made of a body that stopped short, the client was too slow.
     let mut response = ApiError::new(
         StatusCode::REQUEST_TIMEOUT,
         format!(
@@ -175,12 +189,12 @@ async fn answer(
     response
         .headers_mut()
         .insert(header::CONNECTION, HeaderValue::from_static("close"));
-    Ok(response)
+    response
 }
 
 /// A request body that ends in an error once its deadline passes, noting it in `late`.
 struct BodyInTime {
-    body: Incoming,
+    body: Body,
     deadline: Pin<Box<Sleep>>,
     late: Arc<AtomicBool>,
 }
@@ -191,18 +205,18 @@ struct BodyTooSlow;
 
 impl hyper::body::Body for BodyInTime {
     type Data = bytes::Bytes;
-    type Error = Box<dyn std::error::Error + Send + Sync>;
+    type Error = axum::Error;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
         if let Poll::Ready(frame) = Pin::new(&mut self.body).poll_frame(cx) {
-            return Poll::Ready(frame.map(|f| f.map_err(Into::into)));
+            return Poll::Ready(frame);
         }
         ready!(self.deadline.as_mut().poll(cx));
         self.late.store(true, Ordering::Relaxed);
-        Poll::Ready(Some(Err(BodyTooSlow.into())))
+        Poll::Ready(Some(Err(axum::Error::new(BodyTooSlow))))
     }
 
     fn is_end_stream(&self) -> bool {

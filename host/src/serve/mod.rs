@@ -256,7 +256,7 @@ impl Server {
             in_flight: Arc::new(Semaphore::new(settings.max_in_flight)),
             max_in_flight: settings.max_in_flight,
         });
-        let router = api::router(app, settings.max_body_bytes);
+        let router = api::router(app, settings.max_body_bytes, settings.client_timeout);
         let limits = connections::ConnectionLimits {
             max_connections: settings.max_connections,
             client_timeout: settings.client_timeout,

@@ -104,6 +104,11 @@ async fn a_body_that_does_not_arrive_in_time_is_answered_408_and_nothing_is_file
         "{:?}",
         started.elapsed()
     );
+    let counted = metric(
+        &h.metrics().await,
+        r#"warden_api_responses_total{status="408"}"#,
+    );
+    assert_eq!(counted, 1.0, "the 408 is counted as what the client got");
 
     let listed = h.send("GET", "/v1/requests", Some(CAROL), None).await;
     assert_eq!(listed.status, 200, "{}", listed.text);
