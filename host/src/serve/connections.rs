@@ -37,6 +37,7 @@ use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
 use super::api::ApiError;
+use super::metrics::Metrics;
 
 /// How many connections may be open, and how long a client may take.
 #[derive(Debug, Clone, Copy)]
@@ -51,6 +52,7 @@ pub async fn serve(
     listener: TcpListener,
     router: Router,
     limits: ConnectionLimits,
+    metrics: Arc<Metrics>,
     stop: CancellationToken,
 ) {
     make_room_for(limits.max_connections);
@@ -76,8 +78,9 @@ pub async fn serve(
         };
         let router = router.clone();
         let stop = stop.clone();
+        let open = metrics.open_connection();
         connections.spawn(async move {
-            let _held = permit;
+            let _held = (permit, open);
             serve_connection(stream, addr, router, limits.client_timeout, stop).await;
         });
     }

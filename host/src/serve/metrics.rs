@@ -110,6 +110,7 @@ pub struct Metrics {
     http_egress: Family<EgressLabels, Counter>,
     grant_refusals: Family<RefusalLabels, Counter>,
     api_responses: Family<StatusLabels, Counter>,
+    api_connections: Gauge,
     reloads: Family<ReloadLabels, Counter>,
     deliveries: Family<DeliveryLabels, Counter>,
 }
@@ -122,6 +123,7 @@ impl Default for Metrics {
         let http_egress = Family::default();
         let grant_refusals = Family::default();
         let api_responses = Family::default();
+        let api_connections = Gauge::default();
         let reloads = Family::default();
         let deliveries = Family::default();
         let mut registry = Registry::default();
@@ -158,6 +160,11 @@ impl Default for Metrics {
             api_responses.clone(),
         );
         registry.register(
+            "warden_api_connections",
+            "Connections to the API open now (bounded by serve.max_connections)",
+            api_connections.clone(),
+        );
+        registry.register(
             "warden_reloads",
             "Config reloads, applied or refused",
             reloads.clone(),
@@ -175,9 +182,19 @@ impl Default for Metrics {
             http_egress,
             grant_refusals,
             api_responses,
+            api_connections,
             reloads,
             deliveries,
         }
+    }
+}
+
+/// One open API connection in `warden_api_connections`, until dropped.
+pub struct OpenConnection(Gauge);
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }
 
@@ -287,6 +304,12 @@ impl Metrics {
         self.api_responses
             .get_or_create(&StatusLabels { status })
             .inc();
+    }
+
+    /// Counts a connection to the API as open until the guard is dropped.
+    pub fn open_connection(&self) -> OpenConnection {
+        self.api_connections.inc();
+        OpenConnection(self.api_connections.clone())
     }
 
     pub fn observe_reload(&self, ok: bool) {

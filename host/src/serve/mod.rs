@@ -251,7 +251,7 @@ impl Server {
         let app = Arc::new(api::App {
             lifecycle,
             warden: warden.clone(),
-            metrics,
+            metrics: metrics.clone(),
             tasks: tasks.clone(),
             in_flight: Arc::new(Semaphore::new(settings.max_in_flight)),
             max_in_flight: settings.max_in_flight,
@@ -261,7 +261,13 @@ impl Server {
             max_connections: settings.max_connections,
             client_timeout: settings.client_timeout,
         };
-        let http = tokio::spawn(connections::serve(listener, router, limits, stop.clone()));
+        let http = tokio::spawn(connections::serve(
+            listener,
+            router,
+            limits,
+            metrics,
+            stop.clone(),
+        ));
         tracing::info!(%addr, "warden serving");
         Ok(Self {
             addr,

@@ -153,6 +153,35 @@ async fn past_max_connections_a_new_one_waits_until_another_closes() {
     h.stop().await;
 }
 
+/// `warden_api_connections` as a fresh connection of its own finds it (itself included).
+async fn open_connections(h: &Harness) -> f64 {
+    let text = reqwest::get(h.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    metric(&text, "warden_api_connections")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn open_connections_are_counted_until_they_close() {
+    let h = Harness::start("client_timeout_ms = 60000", &standard_flows()).await;
+    let held = [connect(&h).await, connect(&h).await];
+    // The two are accepted by the time a third is answered: connections are taken in order.
+    assert_eq!(open_connections(&h).await, 3.0);
+    drop(held);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while open_connections(&h).await != 1.0 {
+        assert!(
+            Instant::now() < deadline,
+            "closed connections still counted"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    h.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_reload_changing_the_listeners_limits_says_they_need_a_restart() {
     let h = Harness::start("max_connections = 100", &standard_flows()).await;

@@ -145,6 +145,7 @@ fn every_metric_is_rendered_in_openmetrics_under_its_documented_name() {
         ("warden_requests", "gauge"),
         ("warden_api_in_flight", "gauge"),
         ("warden_api_responses", "counter"),
+        ("warden_api_connections", "gauge"),
         ("warden_reloads", "counter"),
         ("warden_store_writes", "counter"),
         ("warden_store_commits", "counter"),
