@@ -8,8 +8,9 @@
 //! backlog, served as others close), and a client has `client_timeout_ms` to send a request's
 //! head (an idle kept-alive connection is closed after as long), as long again for its body
 //! (`408` then, and the connection closed: [`body_in_time`], a layer of the router), and as
-//! long for each write of an answer to make progress. At start the process's open-files limit is raised to its hard limit, since the
-//! usual soft one (1,024) is no more than the default `max_connections`.
+//! long for each write of an answer to make progress. At start the process's open-files
+//! limit is raised to its hard limit, since the usual soft one (1,024) is no more than the
+//! default `max_connections`.
 
 use std::future::Future;
 use std::io;
