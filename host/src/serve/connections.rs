@@ -5,12 +5,12 @@
 //! too, and a trickled body holds one of the `max_in_flight` slots.
 //!
 //! So at most `max_connections` are open at once (past that, new ones wait in the listen
-//! backlog, served as others close), and a client has `client_timeout_ms` to send a request's
-//! head (an idle kept-alive connection is closed after as long), as long again for its body
-//! (`408` then, and the connection closed: [`body_in_time`], a layer of the router), and as
-//! long for each write of an answer to make progress. At start the process's open-files
-//! limit is raised to its hard limit, since the usual soft one (1,024) is no more than the
-//! default `max_connections`.
+//! backlog, served as others close), a request's head is at most [`MAX_HEAD_BYTES`], and a
+//! client has `client_timeout_ms` to send a request's head (an idle kept-alive connection is
+//! closed after as long), as long again for its body (`408` then, and the connection closed:
+//! [`body_in_time`], a layer of the router), and as long for each write of an answer to make
+//! progress. At start the process's open-files limit is raised to its hard limit, since the
+//! usual soft one (1,024) is no more than the default `max_connections`.
 
 use std::future::Future;
 use std::io;
@@ -89,6 +89,11 @@ pub async fn serve(
     connections.wait().await;
 }
 
+/// The most of a request's head (its line and headers) a connection buffers: room for any
+/// token and a browser's cookies. hyper's default, about 400 KiB, times `max_connections`
+/// would let heads that never finish hold 400 MiB until their timeout.
+const MAX_HEAD_BYTES: usize = 64 << 10;
+
 /// Descriptors left for what is not a client's connection: the store, plugins' HTTP,
 /// notifications, compiled plugins' files.
 const DESCRIPTORS_KEPT: u64 = 256;
@@ -136,6 +141,9 @@ async fn serve_connection(
         .timer(TokioTimer::new())
         // Also how long a kept-alive connection may wait for its next request.
         .header_read_timeout(timeout)
+        // A longer head is answered 431; the buffer it is read into stays as small.
+        .max_header_size(MAX_HEAD_BYTES)
+        .max_buf_size(MAX_HEAD_BYTES)
         .serve_connection(io, service);
     tokio::pin!(connection);
     tokio::select! {

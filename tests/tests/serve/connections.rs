@@ -1,6 +1,7 @@
 //! What a client that is slow on purpose, or opens many connections, gets from `warden serve`:
 //! its connections closed once `client_timeout_ms` has passed, a body that trickles answered
-//! `408`, and past `max_connections` nothing more accepted until one closes. Raw TCP, since
+//! `408`, a head over 64 KiB `431`, and past `max_connections` nothing more accepted until
+//! one closes. Raw TCP, since
 //! an HTTP client library would not misbehave this way.
 
 use std::time::{Duration, Instant};
@@ -73,6 +74,34 @@ async fn connections_that_send_nothing_or_trickle_a_head_are_closed_after_the_cl
     let answered = read_until_closed(&mut kept, Duration::from_secs(5)).await;
     assert!(answered.starts_with("HTTP/1.1 200"), "{answered}");
     assert!(answered.ends_with("ok\n"), "{answered}");
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_head_over_64_kib_is_refused_431_and_one_under_it_is_served() {
+    let h = Harness::start("max_body_bytes = 1048576", &standard_flows()).await;
+    for (filler, status) in [(60 << 10, "200"), (70 << 10, "431")] {
+        let mut conn = connect(&h).await;
+        let head = format!(
+            "GET /healthz HTTP/1.1\r\nHost: warden\r\nX-Filler: {}\r\nConnection: close\r\n\r\n",
+            "x".repeat(filler)
+        );
+        // The server may answer and close before the whole head is written.
+        let _ = conn.write_all(head.as_bytes()).await;
+        let answer = read_until_closed(&mut conn, Duration::from_secs(5)).await;
+        assert!(
+            answer.starts_with(&format!("HTTP/1.1 {status}")),
+            "{filler} bytes: {answer}"
+        );
+    }
+    // The head's bound is not the body's: a body far over 64 KiB is read whole (and refused
+    // by the API for what it says, a reason over its cap).
+    let reason = "r".repeat(600 << 10);
+    let reply = h
+        .submit("human", ALICE, serde_json::json!({ "reason": reason }))
+        .await;
+    assert_eq!(reply.status, 422, "{}", reply.text);
+    assert!(reply.text.contains("`reason`"), "{}", reply.text);
     h.stop().await;
 }
 
