@@ -21,6 +21,7 @@ use crate::config::Role;
 use crate::runtime::event::UserInput;
 
 use super::CurrentWarden;
+use super::coalesce::Coalesced;
 use super::lifecycle::{Lifecycle, LifecycleError, Submission};
 use super::metrics::{self, Metrics};
 use crate::store::requests::State as RequestState;
@@ -38,7 +39,14 @@ pub(crate) struct App {
     pub tasks: TaskTracker,
     pub in_flight: Arc<Semaphore>,
     pub max_in_flight: usize,
+    /// `/metrics`' counts from the store, one query at a time.
+    pub store_counts: Coalesced<StoreCountsNow>,
+    /// `/readyz`'s ping of the store, one at a time.
+    pub readiness: Coalesced<Result<(), String>>,
 }
+
+/// What `/metrics` reads from the store: requests by state, and each channel's outbox.
+pub(crate) type StoreCountsNow = (Vec<(RequestState, u64)>, Vec<(String, u64)>);
 
 pub(crate) fn router(app: Arc<App>, max_body_bytes: usize, client_timeout: Duration) -> Router {
     let v1 = Router::new()
@@ -550,7 +558,9 @@ async fn audit(
 /// load balancer sends requests to replicas that can serve them. `/healthz` is liveness:
 /// the process answers, whatever the store.
 async fn ready(State(app): State<Arc<App>>) -> Response {
-    match app.lifecycle.store().ping().await {
+    let store = app.lifecycle.store();
+    let ping = || async move { store.ping().await.map_err(|e| e.to_string()) };
+    match app.readiness.get(ping).await {
         Ok(()) => (StatusCode::OK, "ready\n").into_response(),
         // Why goes to the log only: anyone may ask, and the error names the database.
         Err(e) => {
@@ -567,8 +577,12 @@ async fn ready(State(app): State<Arc<App>>) -> Response {
 async fn metrics(State(app): State<Arc<App>>) -> Response {
     let store = app.lifecycle.store();
     // A store that does not answer shows no counts: the scrape itself still answers.
-    let states = store.count_by_state().await.unwrap_or_default();
-    let depth = store.outbox_depth().await.unwrap_or_default();
+    let read = || async {
+        let states = store.count_by_state().await.unwrap_or_default();
+        let depth = store.outbox_depth().await.unwrap_or_default();
+        (states, depth)
+    };
+    let (states, depth) = app.store_counts.get(read).await;
     // `/metrics` is outside the in-flight limit, so this scrape holds no permit itself.
     let in_flight = app
         .max_in_flight

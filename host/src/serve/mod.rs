@@ -18,6 +18,7 @@
 
 mod api;
 mod claim;
+mod coalesce;
 mod connections;
 mod console;
 mod fields;
@@ -43,6 +44,7 @@ use crate::store::StoreError;
 use crate::store::backend::{self, Backend};
 use crate::{SharedEngine, StartError, StartOptions, Warden};
 
+use coalesce::Coalesced;
 use lifecycle::{Lifecycle, LifecycleError};
 use metrics::Metrics;
 
@@ -255,6 +257,8 @@ impl Server {
             tasks: tasks.clone(),
             in_flight: Arc::new(Semaphore::new(settings.max_in_flight)),
             max_in_flight: settings.max_in_flight,
+            store_counts: Coalesced::default(),
+            readiness: Coalesced::default(),
         });
         let router = api::router(app, settings.max_body_bytes, settings.client_timeout);
         let limits = connections::ConnectionLimits {

@@ -1,0 +1,78 @@
+//! One store query at a time for what anyone may ask without a token (`/metrics`' counts from
+//! the store, `/readyz`'s ping), shared by everyone who asked before it began. A client asking
+//! a thousand times at once then costs the store a query or two, not a thousand, while every
+//! answer still comes from a query that began after its request arrived: a scraper or a load
+//! balancer sees nothing older than it would have.
+
+use std::future::Future;
+use std::time::Instant;
+
+pub struct Coalesced<T> {
+    /// The last answer, and when the work that gave it began.
+    last: tokio::sync::Mutex<Option<(Instant, T)>>,
+}
+
+impl<T: Clone> Default for Coalesced<T> {
+    fn default() -> Self {
+        Self {
+            last: tokio::sync::Mutex::new(None),
+        }
+    }
+}
+
+impl<T: Clone> Coalesced<T> {
+    /// `work`'s answer, or the answer of work that began after this call did: callers that
+    /// arrive while work runs wait for the next, which the first of them does for all.
+    pub async fn get<F, Fut>(&self, work: F) -> T
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = T>,
+    {
+        let asked = Instant::now();
+        let mut last = self.last.lock().await;
+        if let Some((began, answer)) = &*last
+            && *began >= asked
+        {
+            return answer.clone();
+        }
+        let began = Instant::now();
+        let answer = work().await;
+        *last = Some((began, answer.clone()));
+        answer
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn many_asking_at_once_share_at_most_two_answers_and_a_later_ask_gets_its_own() {
+        let shared = Arc::new(Coalesced::default());
+        let worked = Arc::new(AtomicUsize::new(0));
+        let ask = || {
+            let (shared, worked) = (shared.clone(), worked.clone());
+            tokio::spawn(async move {
+                shared
+                    .get(|| async {
+                        let n = worked.fetch_add(1, Ordering::SeqCst) + 1;
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        n
+                    })
+                    .await
+            })
+        };
+        let burst: Vec<_> = (0..50).map(|_| ask()).collect();
+        for asked in burst {
+            assert!((1..=2).contains(&asked.await.unwrap()));
+        }
+        let during_burst = worked.load(Ordering::SeqCst);
+        assert!((1..=2).contains(&during_burst), "{during_burst}");
+        // Asked after the last work began: never given its answer.
+        assert_eq!(ask().await.unwrap(), during_burst + 1);
+    }
+}
