@@ -139,11 +139,23 @@ pub struct Config {
 }
 
 /// `[http]`: settings of the network plugins' requests go out on.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HttpSettings {
     /// `ca_file`'s authorities: servers' certificates signed by them are trusted for `https`
     /// as well as those signed by the public web's authorities (built in, `webpki-roots`).
     pub extra_roots: Option<RootCerts>,
+    /// `spin_wait_us`: how long a request to a server that answers fast polls for its answer
+    /// before it sleeps (`capabilities/http/spin.rs`); zero never polls.
+    pub spin_wait: std::time::Duration,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        Self {
+            extra_roots: None,
+            spin_wait: crate::capabilities::http::spin::DEFAULT_SPIN_WAIT,
+        }
+    }
 }
 
 /// One problem in a config file.

@@ -84,6 +84,8 @@ pub struct RawHttp {
     /// Certificate authorities (PEM) trusted for `https` besides the public web's, relative
     /// to the config file.
     pub ca_file: Option<String>,
+    /// Microseconds a request to a fast server polls for its answer; 0 never.
+    pub spin_wait_us: Option<u64>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

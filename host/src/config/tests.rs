@@ -649,3 +649,39 @@ fn http_ca_file_is_read_beside_the_config_and_a_bad_one_is_named_with_its_key() 
         "{errors:?}"
     );
 }
+
+#[test]
+fn http_spin_wait_us_is_read_in_microseconds_and_one_over_a_millisecond_is_named() {
+    let fixture = Fixture::new();
+    let config = fixture.parse(VALID).unwrap();
+    assert_eq!(
+        config.http.spin_wait,
+        std::time::Duration::from_micros(100),
+        "default"
+    );
+    for (us, expected) in [
+        (0, std::time::Duration::ZERO),
+        (250, std::time::Duration::from_micros(250)),
+    ] {
+        let config = fixture
+            .parse(&format!("{VALID}\n[http]\nspin_wait_us = {us}\n"))
+            .unwrap();
+        assert_eq!(config.http.spin_wait, expected);
+    }
+    // Not a whole number: refused where it stands (serde names the place, not the key).
+    let line = VALID.lines().count() + 3;
+    for bad in ["-1", "\"fast\""] {
+        let errors = fixture.errors(&format!("{VALID}\n[http]\nspin_wait_us = {bad}\n"));
+        assert_eq!(errors.len(), 1, "{bad}: {errors:?}");
+        assert!(
+            errors[0].contains(&format!("warden.toml:{line}:")),
+            "{bad}: {errors:?}"
+        );
+    }
+    let errors = fixture.errors(&format!("{VALID}\n[http]\nspin_wait_us = 1001\n"));
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(
+        errors[0].contains("http.spin_wait_us: must be between 0 and 1000, not 1001"),
+        "{errors:?}"
+    );
+}

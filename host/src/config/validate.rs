@@ -3,6 +3,7 @@
 //! config with problems is used.
 
 use super::*;
+use crate::capabilities::http::spin::MAX_SPIN_WAIT_US;
 
 pub(super) struct Validator<'a> {
     pub(super) file: PathBuf,
@@ -100,7 +101,21 @@ impl<'a> Validator<'a> {
                 .map_err(|e| self.error(&["http", "ca_file"], e))
                 .ok()
         });
-        HttpSettings { extra_roots }
+        let spin_wait = match raw.spin_wait_us {
+            None => HttpSettings::default().spin_wait,
+            Some(us) if us <= MAX_SPIN_WAIT_US => std::time::Duration::from_micros(us),
+            Some(us) => {
+                self.error(
+                    &["http", "spin_wait_us"],
+                    format!("must be between 0 and {MAX_SPIN_WAIT_US}, not {us}"),
+                );
+                HttpSettings::default().spin_wait
+            }
+        };
+        HttpSettings {
+            extra_roots,
+            spin_wait,
+        }
     }
 
     pub(super) fn secrets(

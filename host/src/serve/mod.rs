@@ -164,7 +164,7 @@ impl CurrentWarden {
             restart_needed_for.push("serve.client_timeout_ms".to_string());
         }
         // Plugins' requests use the new one at once; notifications' client keeps its own.
-        if config.http != before.http {
+        if config.http.extra_roots != before.http.extra_roots {
             restart_needed_for.push("http.ca_file (for notifications)".to_string());
         }
         let flows = config.flows.keys().cloned().collect();

@@ -18,15 +18,14 @@ use std::sync::Mutex;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use super::spin::Tcp;
+use crate::Unpoisoned;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Body as _;
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
-
-use crate::Unpoisoned;
 
 /// What a request carries: its whole body, known before it is sent.
 pub type RequestBody = Full<Bytes>;
@@ -42,8 +41,8 @@ const SWEEP_EVERY: Duration = Duration::from_secs(10);
 
 /// The bytes under a connection.
 pub enum Stream {
-    Plain(TcpStream),
-    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+    Plain(Tcp),
+    Tls(Box<tokio_rustls::client::TlsStream<Tcp>>),
 }
 
 /// One HTTP/1.1 connection: `None` once its future has ended (closed, or failed).
@@ -320,6 +319,7 @@ mod tests {
     use url::Url;
 
     use super::*;
+    use crate::capabilities::http::spin::SpinWait;
     use crate::capabilities::http::{
         HopRequest, NetworkTransport, OutgoingHeader, OutgoingValue, Transport, TransportError,
     };
@@ -520,8 +520,7 @@ mod tests {
             port,
         };
         for _ in 0..MAX_IDLE_PER_ORIGIN + 3 {
-            let tcp = TcpStream::connect(addr).await.unwrap();
-            let conn = Conn::handshake(Stream::Plain(tcp)).await.unwrap();
+            let conn = conn(addr).await;
             pool.put(key(addr.port()), conn);
         }
         assert_eq!(pool.idle(), MAX_IDLE_PER_ORIGIN);
@@ -538,8 +537,11 @@ mod tests {
 
     /// A connection to `addr`, ready for the pool.
     async fn conn(addr: std::net::SocketAddr) -> Conn {
-        let tcp = TcpStream::connect(addr).await.unwrap();
-        Conn::handshake(Stream::Plain(tcp)).await.unwrap()
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let spin = Arc::new(SpinWait::new(Duration::ZERO));
+        Conn::handshake(Stream::Plain(Tcp::new(tcp, spin)))
+            .await
+            .unwrap()
     }
 
     #[tokio::test]

@@ -24,6 +24,7 @@
 mod client;
 mod headers;
 mod lifted;
+pub mod spin;
 #[cfg(test)]
 mod tls_tests;
 mod transport;

@@ -139,6 +139,7 @@ async fn an_authority_a_configs_ca_file_names_is_trusted_beside_the_public_ones(
     std::fs::write(&pem, ca.pem()).unwrap();
     let settings = HttpSettings {
         extra_roots: Some(RootCerts::read(pem, "file").unwrap()),
+        ..HttpSettings::default()
     };
     let transport = NetworkTransport::for_settings(&settings).unwrap();
     let answer = get(&transport, &https_url(&origin, "/v1/a"), &[])

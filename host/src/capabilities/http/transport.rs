@@ -13,6 +13,7 @@ use tokio::net::TcpStream;
 use url::{Host, Position, Url};
 
 use super::client::{Conn, Failed, Key, Pool, RequestBody, Stream};
+use super::spin::{DEFAULT_SPIN_WAIT, SpinCounts, SpinWait, Tcp};
 use super::{HopRequest, HopResponse, OutgoingHeader, OutgoingValue, Transport, TransportError};
 use crate::config::{HttpSettings, is_localhost_name, is_public, origin};
 
@@ -44,6 +45,7 @@ pub struct NetworkTransport {
     lookup: Arc<dyn Lookup>,
     tls: tokio_rustls::TlsConnector,
     pool: Pool,
+    spin: Arc<SpinWait>,
 }
 
 impl NetworkTransport {
@@ -55,7 +57,8 @@ impl NetworkTransport {
     /// The real network as `[http]` sets it: servers' certificates signed by the public
     /// web's authorities or by `ca_file`'s.
     pub fn for_settings(settings: &HttpSettings) -> Result<Self, TransportError> {
-        Self::trusting(Arc::new(SystemLookup), trusted_roots(settings))
+        let transport = Self::trusting(Arc::new(SystemLookup), trusted_roots(settings))?;
+        Ok(transport.polling_for(settings.spin_wait))
     }
 
     /// The real network with names resolved by `lookup` instead of the system resolver; the
@@ -83,7 +86,19 @@ impl NetworkTransport {
             lookup,
             tls: tokio_rustls::TlsConnector::from(Arc::new(config)),
             pool: Pool::default(),
+            spin: Arc::new(SpinWait::new(DEFAULT_SPIN_WAIT)),
         })
+    }
+
+    /// Fast answers polled for for at most `limit`, zero for never (`http/spin.rs`).
+    pub fn polling_for(mut self, limit: std::time::Duration) -> Self {
+        self.spin = Arc::new(SpinWait::new(limit));
+        self
+    }
+
+    /// How often a request polled for its answer, and how often that caught it.
+    pub fn spin_counts(&self) -> SpinCounts {
+        self.spin.counts()
     }
 
     /// Idle connections kept for later requests.
@@ -97,6 +112,7 @@ impl NetworkTransport {
         let url = hop.url;
         let key = key(url)?;
         let mut request = request(hop)?;
+        let _in_flight = self.spin.exchange();
         let mut stale = 0;
         loop {
             let (mut conn, pooled) = match self.pool.take(&key) {
@@ -188,6 +204,7 @@ impl NetworkTransport {
         };
         // Requests are written whole: waiting to coalesce them only adds a round trip.
         tcp.set_nodelay(true).map_err(|e| connect_error(&e))?;
+        let tcp = Tcp::new(tcp, self.spin.clone());
         let stream = if key.tls {
             let name = match url.host() {
                 Some(Host::Domain(name)) => {

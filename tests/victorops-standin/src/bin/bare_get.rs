@@ -1,10 +1,15 @@
-//! `standin-bare-get --url URL --api-id ID --api-key KEY [--iterations N]`
+//! `standin-bare-get --url URL --api-id ID --api-key KEY [--iterations N] [--poll]`
 //!
 //! The limit `scripts/bench` measures warden against: a bare Rust client's GET round trip to
 //! the stand-in's on-call endpoint, the request warden's VictorOps plugin makes once per
 //! decision with its roster cache off. One `reqwest` client on a single-threaded runtime, so
 //! one kept-alive connection and no thread hops; no sandbox, no checks. Prints the latencies
 //! as JSON, in the shape `warden bench` and `bench/seed_hook.py` print.
+//!
+//! `--poll`: the floor under that, a client that polls its socket for the answer instead of
+//! sleeping until it is woken, as warden's transport does for a fast server
+//! (`host/src/capabilities/http/spin.rs`): the request written by hand on a non-blocking
+//! socket, the answer read until its `Content-Length` is in, nothing parsed beyond that.
 
 use std::time::{Duration, Instant};
 
@@ -23,11 +28,100 @@ struct Args {
     api_key: String,
     #[arg(long, default_value_t = 2000)]
     iterations: usize,
+    /// Poll the socket for the answer (a raw HTTP/1.1 client) instead of reqwest's sleep.
+    #[arg(long)]
+    poll: bool,
+}
+
+/// One kept-alive connection that polls for its answers.
+struct PollingClient {
+    socket: std::net::TcpStream,
+    request: Vec<u8>,
+    buf: Vec<u8>,
+}
+
+impl PollingClient {
+    fn connect(base: &str, args: &Args) -> anyhow::Result<Self> {
+        let authority = base
+            .strip_prefix("http://")
+            .context("--poll takes an http:// URL")?;
+        let socket = std::net::TcpStream::connect(authority)
+            .with_context(|| format!("connecting to {authority}"))?;
+        socket.set_nodelay(true)?;
+        socket.set_nonblocking(true)?;
+        let request = format!(
+            "GET {} HTTP/1.1\r\nhost: {authority}\r\naccept: application/json\r\n\
+             x-vo-api-id: {}\r\nx-vo-api-key: {}\r\n\r\n",
+            victorops_standin::ONCALL_CURRENT_PATH,
+            args.api_id,
+            args.api_key
+        );
+        Ok(Self {
+            socket,
+            request: request.into_bytes(),
+            buf: vec![0; 1 << 16],
+        })
+    }
+
+    /// One round trip; the body's length.
+    fn get(&mut self) -> anyhow::Result<usize> {
+        use std::io::{ErrorKind, Read, Write};
+        let mut written = 0;
+        while written < self.request.len() {
+            match self.socket.write(&self.request[written..]) {
+                Ok(n) => written += n,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => std::hint::spin_loop(),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let mut got = 0;
+        loop {
+            match self.socket.read(&mut self.buf[got..]) {
+                Ok(0) => bail!("the stand-in closed the connection"),
+                Ok(n) => got += n,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                    std::hint::spin_loop();
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            }
+            let answer = &self.buf[..got];
+            let Some(end) = answer.windows(4).position(|w| w == b"\r\n\r\n") else {
+                continue;
+            };
+            let head = std::str::from_utf8(&answer[..end]).context("the answer's head")?;
+            if !head.starts_with("HTTP/1.1 2") {
+                bail!(
+                    "the stand-in answered {}",
+                    head.lines().next().unwrap_or("")
+                );
+            }
+            let length: usize = head
+                .lines()
+                .find_map(|l| {
+                    let (name, value) = l.split_once(':')?;
+                    name.eq_ignore_ascii_case("content-length")
+                        .then(|| value.trim().parse().ok())?
+                })
+                .context("the answer has no Content-Length")?;
+            if got >= end + 4 + length {
+                return Ok(length);
+            }
+        }
+    }
 }
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    let polling = std::cell::RefCell::new(if args.poll {
+        Some(PollingClient::connect(
+            args.url.trim_end_matches('/'),
+            &args,
+        )?)
+    } else {
+        None
+    });
     let client = reqwest::Client::builder()
         .no_proxy()
         .build()
@@ -38,6 +132,9 @@ async fn main() -> anyhow::Result<()> {
         victorops_standin::ONCALL_CURRENT_PATH
     );
     let get = || async {
+        if let Some(polling) = polling.borrow_mut().as_mut() {
+            return polling.get();
+        }
         let response = client
             .get(&url)
             .header("Accept", "application/json")
