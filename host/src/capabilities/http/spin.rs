@@ -10,9 +10,14 @@
 //! So a plugin's request polls for its answer, for at most `[http] spin_wait_us`, only where
 //! that pays for the CPU it burns:
 //!
-//! - the connection's last answer began to arrive within that limit of its request (the first
-//!   request on a connection never polls; a server that takes longer is never polled for
-//!   again until one of its answers is fast, measured while sleeping);
+//! - the connection's last answer began to arrive within [`SLEEP_SLACK`] times that limit of
+//!   its request: an answer waited for asleep is late by the wake-up itself, 40–100 µs here,
+//!   so one polled for in 35 µs takes 80–130 µs asleep. The first request on a connection
+//!   never polls, and an API milliseconds away never qualifies;
+//! - the connection is not backing off: a poll that reaches the limit without its answer
+//!   makes the next 2 requests sleep, a second one in a row the next 4, and so on up to
+//!   [`MAX_SKIPPED`]; a caught answer ends that. A server that answers just too late for the
+//!   limit costs one wasted poll every few dozen requests, not one each;
 //! - it is the only plugin request in flight in the process: under load a polling thread
 //!   takes CPU that other hooks and the API need, and the wake-up is then rarely paid anyway;
 //! - the process may use two CPUs or more: on one, a server on the same host could not run
@@ -39,6 +44,14 @@ pub const DEFAULT_SPIN_WAIT: Duration = Duration::from_micros(100);
 
 /// The most `[http] spin_wait_us` may be: past it, a poll costs more CPU than a wake-up.
 pub const MAX_SPIN_WAIT_US: u64 = 1000;
+
+/// How much later than the limit a connection's last answer may have begun and its next
+/// still be polled for (the module doc).
+pub const SLEEP_SLACK: u32 = 4;
+
+/// The most requests a connection sleeps through after polls that missed, before it tries
+/// again.
+pub const MAX_SKIPPED: u32 = 64;
 
 /// The transport's polling for answers: its limit, and what its connections share.
 #[derive(Debug)]
@@ -106,7 +119,42 @@ fn should_poll(
     in_flight: usize,
     several_cpus: bool,
 ) -> bool {
-    !limit.is_zero() && several_cpus && in_flight <= 1 && last_wait.is_some_and(|w| w <= limit)
+    !limit.is_zero()
+        && several_cpus
+        && in_flight <= 1
+        && last_wait.is_some_and(|w| w <= limit * SLEEP_SLACK)
+}
+
+/// A connection's back-off after polls that missed their answer.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct Backoff {
+    /// Misses in a row.
+    misses: u32,
+    /// Requests still to sleep through before the next poll.
+    skip: u32,
+}
+
+impl Backoff {
+    /// Whether this request may poll; one call per request.
+    fn take_turn(&mut self) -> bool {
+        if self.skip == 0 {
+            return true;
+        }
+        self.skip -= 1;
+        false
+    }
+
+    fn caught(&mut self) {
+        *self = Self::default();
+    }
+
+    fn missed(&mut self) {
+        self.misses = self.misses.saturating_add(1);
+        self.skip = 1u32
+            .checked_shl(self.misses)
+            .unwrap_or(MAX_SKIPPED)
+            .min(MAX_SKIPPED);
+    }
 }
 
 pub(crate) fn several_cpus() -> bool {
@@ -133,6 +181,7 @@ pub struct Tcp {
     answer_seen: bool,
     /// How long the connection's last answer took to begin arriving.
     last_wait: Option<Duration>,
+    backoff: Backoff,
 }
 
 impl Tcp {
@@ -144,6 +193,7 @@ impl Tcp {
             polled_for: None,
             answer_seen: false,
             last_wait: None,
+            backoff: Backoff::default(),
         }
     }
 
@@ -276,14 +326,20 @@ impl AsyncWrite for Tcp {
             && !this.answer_seen
             && this.spin.may_poll(this.last_wait)
         {
+            // Decided once per request, however often it is flushed.
             this.polled_for = Some(sent);
+            if !this.backoff.take_turn() {
+                return flushed;
+            }
             if this.poll_for_answer(sent + this.spin.limit) {
                 this.spin.caught.fetch_add(1, Ordering::Relaxed);
+                this.backoff.caught();
                 this.answer_seen = true;
                 // hyper may not read again until woken.
                 cx.waker().wake_by_ref();
             } else {
                 this.spin.missed.fetch_add(1, Ordering::Relaxed);
+                this.backoff.missed();
             }
         }
         flushed
@@ -309,12 +365,13 @@ mod tests {
     fn only_a_connection_whose_last_answer_was_fast_polls_alone_on_several_cpus() {
         let fast = Some(Duration::from_micros(60));
         assert!(should_poll(LIMIT, fast, 1, true));
-        assert!(should_poll(LIMIT, Some(LIMIT), 1, true), "at the limit");
+        // Asleep, a fast answer is late by the wake-up.
+        assert!(should_poll(LIMIT, Some(LIMIT * SLEEP_SLACK), 1, true));
         // A new connection, a slow server, another request in flight, one CPU, polling off.
         assert!(!should_poll(LIMIT, None, 1, true));
         assert!(!should_poll(
             LIMIT,
-            Some(Duration::from_micros(101)),
+            Some(Duration::from_micros(401)),
             1,
             true
         ));
@@ -327,6 +384,35 @@ mod tests {
         assert!(!should_poll(LIMIT, fast, 2, true));
         assert!(!should_poll(LIMIT, fast, 1, false));
         assert!(!should_poll(Duration::ZERO, Some(Duration::ZERO), 1, true));
+    }
+
+    #[test]
+    fn each_miss_in_a_row_doubles_the_requests_that_sleep_until_a_catch() {
+        let mut backoff = Backoff::default();
+        let turns = |backoff: &mut Backoff, n: usize| -> Vec<bool> {
+            (0..n).map(|_| backoff.take_turn()).collect()
+        };
+        assert_eq!(turns(&mut backoff, 2), [true, true], "no misses yet");
+        backoff.missed();
+        assert_eq!(turns(&mut backoff, 3), [false, false, true]);
+        backoff.missed();
+        assert_eq!(turns(&mut backoff, 5), [false, false, false, false, true]);
+        for _ in 0..40 {
+            backoff.missed();
+        }
+        let skipped = turns(&mut backoff, MAX_SKIPPED as usize + 1);
+        assert_eq!(
+            skipped.iter().filter(|t| !**t).count(),
+            MAX_SKIPPED as usize
+        );
+        assert!(
+            skipped[MAX_SKIPPED as usize],
+            "tries again after at most MAX_SKIPPED"
+        );
+        backoff.missed();
+        backoff.caught();
+        assert_eq!(backoff, Backoff::default());
+        assert!(backoff.take_turn());
     }
 
     #[test]
@@ -391,9 +477,9 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_fast_answer_is_polled_for_and_a_poll_that_reaches_its_limit_sleeps_on() {
+    async fn a_fast_answer_is_polled_for_and_a_miss_sleeps_through_the_next_two() {
         let now = Duration::ZERO;
-        let port = server(vec![now, Duration::from_millis(600), now, now]);
+        let port = server(vec![now, Duration::from_millis(300), now, now, now]);
         let transport = NetworkTransport::new()
             .unwrap()
             .polling_for(Duration::from_millis(200));
@@ -404,14 +490,27 @@ mod tests {
             get(&transport, port).await;
             return assert_eq!(transport.spin_counts(), counts(0, 0));
         }
-        // The first answer was fast: the second is polled for, for 200 ms of its 600.
+        // The first answer was fast: the second is polled for, for 200 ms of its 300.
         get(&transport, port).await;
         assert_eq!(transport.spin_counts(), counts(0, 1));
-        // The second was slow: the third sleeps, and is fast again.
+        // That miss: the next two sleep, fast as they are; the one after is polled for.
+        get(&transport, port).await;
         get(&transport, port).await;
         assert_eq!(transport.spin_counts(), counts(0, 1));
         get(&transport, port).await;
         assert_eq!(transport.spin_counts(), counts(1, 1));
+    }
+
+    #[tokio::test]
+    async fn a_server_slower_than_the_slack_allows_is_never_polled_for() {
+        let port = server(vec![Duration::from_millis(30); 3]);
+        let transport = NetworkTransport::new()
+            .unwrap()
+            .polling_for(Duration::from_millis(1));
+        for _ in 0..3 {
+            get(&transport, port).await;
+        }
+        assert_eq!(transport.spin_counts(), counts(0, 0));
     }
 
     #[tokio::test]
