@@ -197,6 +197,13 @@ impl Tcp {
         }
     }
 
+    /// A write handed bytes to the kernel: the wait for an answer starts now.
+    fn note_sent(&mut self, written: &Poll<io::Result<usize>>) {
+        if matches!(written, Poll::Ready(Ok(n)) if *n > 0) {
+            self.sent = Some(Instant::now());
+        }
+    }
+
     fn arrived(&mut self) {
         self.answer_seen = false;
         if let Some(sent) = self.sent.take() {
@@ -295,9 +302,7 @@ impl AsyncWrite for Tcp {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         let written = Pin::new(&mut this.stream).poll_write(cx, buf);
-        if matches!(written, Poll::Ready(Ok(n)) if n > 0) {
-            this.sent = Some(Instant::now());
-        }
+        this.note_sent(&written);
         written
     }
 
@@ -308,9 +313,7 @@ impl AsyncWrite for Tcp {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         let written = Pin::new(&mut this.stream).poll_write_vectored(cx, bufs);
-        if matches!(written, Poll::Ready(Ok(n)) if n > 0) {
-            this.sent = Some(Instant::now());
-        }
+        this.note_sent(&written);
         written
     }
 
