@@ -86,6 +86,11 @@ struct DeliveryLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PollLabels {
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ChannelLabels {
     channel: String,
 }
@@ -380,6 +385,16 @@ impl Metrics {
                 })
                 .set(i64::try_from(*n).unwrap_or(i64::MAX));
         }
+        let polls = crate::capabilities::http::spin::process_counts();
+        let answer_polls = Family::<PollLabels, Counter>::default();
+        for (result, n) in [("caught", polls.caught), ("missed", polls.missed)] {
+            answer_polls.get_or_create(&PollLabels { result }).inc_by(n);
+        }
+        now.register(
+            "warden_http_answer_polls",
+            "Plugin requests that polled for a fast server's answer (http.spin_wait_us), by whether it came in time",
+            answer_polls,
+        );
         now.register(
             "warden_outbox_depth",
             "Notifications waiting to be delivered, by channel",

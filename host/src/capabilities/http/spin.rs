@@ -69,6 +69,19 @@ pub struct SpinCounts {
     pub missed: u64,
 }
 
+/// Every transport's counts since the process started: `/metrics` shows them, and a reload's
+/// new transport does not start them again.
+static PROCESS_CAUGHT: AtomicU64 = AtomicU64::new(0);
+static PROCESS_MISSED: AtomicU64 = AtomicU64::new(0);
+
+/// How many polls for an answer caught it, and how many missed, in this process.
+pub fn process_counts() -> SpinCounts {
+    SpinCounts {
+        caught: PROCESS_CAUGHT.load(Ordering::Relaxed),
+        missed: PROCESS_MISSED.load(Ordering::Relaxed),
+    }
+}
+
 impl SpinWait {
     /// Polling for at most `limit`; never when it is zero.
     pub fn new(limit: Duration) -> Self {
@@ -91,6 +104,16 @@ impl SpinWait {
             caught: self.caught.load(Ordering::Relaxed),
             missed: self.missed.load(Ordering::Relaxed),
         }
+    }
+
+    fn count(&self, caught: bool) {
+        let (mine, process) = if caught {
+            (&self.caught, &PROCESS_CAUGHT)
+        } else {
+            (&self.missed, &PROCESS_MISSED)
+        };
+        mine.fetch_add(1, Ordering::Relaxed);
+        process.fetch_add(1, Ordering::Relaxed);
     }
 
     fn may_poll(&self, last_wait: Option<Duration>) -> bool {
@@ -335,13 +358,13 @@ impl AsyncWrite for Tcp {
                 return flushed;
             }
             if this.poll_for_answer(sent + this.spin.limit) {
-                this.spin.caught.fetch_add(1, Ordering::Relaxed);
+                this.spin.count(true);
                 this.backoff.caught();
                 this.answer_seen = true;
                 // hyper may not read again until woken.
                 cx.waker().wake_by_ref();
             } else {
-                this.spin.missed.fetch_add(1, Ordering::Relaxed);
+                this.spin.count(false);
                 this.backoff.missed();
             }
         }
@@ -500,8 +523,11 @@ mod tests {
         get(&transport, port).await;
         get(&transport, port).await;
         assert_eq!(transport.spin_counts(), counts(0, 1));
+        let before = process_counts();
         get(&transport, port).await;
         assert_eq!(transport.spin_counts(), counts(1, 1));
+        // Other tests poll too: the process's count grows by this one at least.
+        assert!(process_counts().caught > before.caught);
     }
 
     #[tokio::test]

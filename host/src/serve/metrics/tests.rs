@@ -184,3 +184,20 @@ fn every_metric_is_rendered_in_openmetrics_under_its_documented_name() {
         );
     }
 }
+
+#[test]
+fn answer_polls_are_the_processs_counts_at_scrape_time() {
+    let before = crate::capabilities::http::spin::process_counts();
+    let text = render(&Metrics::default());
+    let shown = |result: &str| -> u64 {
+        let prefix = format!("warden_http_answer_polls_total{{result=\"{result}\"}} ");
+        let line = text.lines().find(|l| l.starts_with(&prefix));
+        let line = line.unwrap_or_else(|| panic!("no {prefix} in\n{text}"));
+        line[prefix.len()..].parse().unwrap()
+    };
+    // Tests beside this one may poll meanwhile: the counts only grow.
+    assert!(shown("caught") >= before.caught);
+    assert!(shown("missed") >= before.missed);
+    let after = crate::capabilities::http::spin::process_counts();
+    assert!(shown("caught") <= after.caught && shown("missed") <= after.missed);
+}
