@@ -18,14 +18,15 @@ use std::sync::Mutex;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use super::spin::Tcp;
-use crate::Unpoisoned;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Body as _;
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use super::spin::Tcp;
+use crate::Unpoisoned;
 
 /// What a request carries: its whole body, known before it is sent.
 pub type RequestBody = Full<Bytes>;

@@ -150,6 +150,7 @@ fn every_metric_is_rendered_in_openmetrics_under_its_documented_name() {
         ("warden_store_writes", "counter"),
         ("warden_store_commits", "counter"),
         ("warden_identity_lookups_from_memory", "counter"),
+        ("warden_http_answer_polls", "counter"),
     ] {
         assert!(
             text.contains(&format!("\n# TYPE {family} {kind}\n")),
