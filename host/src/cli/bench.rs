@@ -35,6 +35,15 @@ pub struct BenchReport {
     /// mapping one image counts once: the memory the run took.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub peak_pss_bytes: Option<u64>,
+    /// The measured events' polls for a fast answer (`[http] spin_wait_us`): how many caught
+    /// it, how many reached the limit and slept.
+    pub answer_polls: AnswerPolls,
+}
+
+#[derive(Debug, Serialize, Default, PartialEq, Eq)]
+pub struct AnswerPolls {
+    pub caught: u64,
+    pub missed: u64,
 }
 
 /// Runs the hook `iterations` times, `concurrency` at a time, after a short warm-up.
@@ -52,6 +61,7 @@ pub async fn run(
     for _ in 0..iterations.min(20) {
         warden.run_hook(flow, hook, event).await?;
     }
+    let polls_before = crate::capabilities::http::spin::process_counts();
     let started = Instant::now();
     let mut workers = Vec::new();
     for worker in 0..concurrency {
@@ -86,6 +96,11 @@ pub async fn run(
         samples.extend(w.await.expect("a bench worker panicked")?);
     }
     let wall = started.elapsed();
+    let polls = crate::capabilities::http::spin::process_counts();
+    let answer_polls = AnswerPolls {
+        caught: polls.caught - polls_before.caught,
+        missed: polls.missed - polls_before.missed,
+    };
     let peak_pss_bytes = sampler.and_then(PssSampler::stop);
     let mut decisions = std::collections::BTreeMap::new();
     let mut failures = 0;
@@ -132,6 +147,7 @@ pub async fn run(
         decisions_per_second: latencies.len() as f64 / wall.as_secs_f64(),
         peak_rss_bytes: peak_rss_bytes(),
         peak_pss_bytes,
+        answer_polls,
     })
 }
 

@@ -1,4 +1,4 @@
-//! `standin-bare-get --url URL --api-id ID --api-key KEY [--iterations N] [--poll]`
+//! `standin-bare-get --url URL --api-id ID --api-key KEY [--iterations N] [--poll] [--gap-us N]`
 //!
 //! The limit `scripts/bench` measures warden against: a bare Rust client's GET round trip to
 //! the stand-in's on-call endpoint, the request warden's VictorOps plugin makes once per
@@ -10,6 +10,12 @@
 //! sleeping until it is woken, as warden's transport does for a fast server
 //! (`host/src/capabilities/http/spin.rs`): the request written by hand on a non-blocking
 //! socket, the answer read until its `Content-Length` is in, nothing parsed beyond that.
+//!
+//! `--gap-us`: the CPU kept busy between requests, outside the timed part. On a virtual
+//! machine how long the server's CPU has been idle changes what waking it costs the client's
+//! `write` (BENCHMARKS.md, "The server's idle time"), so a client with work between requests
+//! (warden's hook around its request, its next instance) pays more per round trip than one
+//! without.
 
 use std::time::{Duration, Instant};
 
@@ -31,6 +37,11 @@ struct Args {
     /// Poll the socket for the answer (a raw HTTP/1.1 client) instead of reqwest's sleep.
     #[arg(long)]
     poll: bool,
+    /// Keep the CPU busy this many microseconds between requests, as a client with work of
+    /// its own between them does (warden's hook before and after its request, its next
+    /// instance): how long the server sits idle changes how long it takes to wake.
+    #[arg(long, default_value_t = 0)]
+    gap_us: u64,
 }
 
 /// One kept-alive connection that polls for its answers.
@@ -156,7 +167,12 @@ async fn main() -> anyhow::Result<()> {
     }
     let mut samples = Vec::with_capacity(args.iterations);
     let mut body_bytes = 0;
+    let gap = Duration::from_micros(args.gap_us);
     for _ in 0..args.iterations {
+        let busy = Instant::now();
+        while busy.elapsed() < gap {
+            std::hint::spin_loop();
+        }
         let started = Instant::now();
         body_bytes = get().await?;
         samples.push(started.elapsed());
