@@ -292,6 +292,9 @@ pub(crate) async fn limit_in_flight(
 }
 
 async fn count_responses(State(app): State<Arc<App>>, request: Request, next: Next) -> Response {
+    // While more than one request (API, console, probe or scrape) is being answered, plugins'
+    // requests sleep for their answers rather than take the CPU polling for them.
+    let _serving = crate::capabilities::http::spin::serving();
     let method = request.method().clone();
     let path = request.uri().path().to_string();
     let response = next.run(request).await;

@@ -230,3 +230,81 @@ async fn a_reload_changing_the_listeners_limits_says_they_need_a_restart() {
     );
     h.stop().await;
 }
+
+/// Answers polled for so far, caught or missed (`warden_http_answer_polls_total`): counted
+/// for the whole test process, where no other test's plugin has a fast server to poll.
+async fn answer_polls(h: &Harness) -> f64 {
+    let text = h.metrics().await;
+    metric(&text, r#"warden_http_answer_polls_total{result="caught"}"#)
+        + metric(&text, r#"warden_http_answer_polls_total{result="missed"}"#)
+}
+
+/// Submits to `flow` until the process has polled for more answers than `before`; panics
+/// after 300 requests.
+async fn submit_until_polled(h: &Harness, flow: &str, before: f64) {
+    for _ in 0..300 {
+        let reply = h.submit(flow, ALICE, serde_json::json!({})).await;
+        assert_eq!(reply.status, 201, "{}", reply.text);
+        if answer_polls(h).await > before {
+            return;
+        }
+    }
+    panic!("300 requests to a server on loopback, one at a time, and no answer polled for");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn plugins_poll_for_fast_answers_only_while_one_api_request_is_being_answered() {
+    if std::thread::available_parallelism().map_or(1, |n| n.get()) < 2 {
+        // On one CPU no request ever polls (`http/spin.rs`): nothing to stand down.
+        return;
+    }
+    let web = warden_tests::web::TestServer::start().await;
+    let origin = web.origin();
+    let flows = probe_flow(
+        "fast",
+        &format!("http:GET {origin}/echo"),
+        &format!("allowed_hosts = [{origin:?}]"),
+    );
+    // The longest limit, so an answer in a debug build still counts as fast.
+    let serve = "client_timeout_ms = 60000\n\n[http]\nspin_wait_us = 1000";
+    let h = Harness::start(serve, &flows).await;
+    submit_until_polled(&h, "fast", answer_polls(&h).await).await;
+
+    // A second API request being answered: a body that trickles in holds its slot.
+    let mut trickling = connect(&h).await;
+    let head = format!(
+        "POST /v1/flows/fast/requests HTTP/1.1\r\nHost: warden\r\nAuthorization: Bearer {ALICE}\r\nContent-Type: application/json\r\nContent-Length: 20\r\n\r\n{{"
+    );
+    trickling.write_all(head.as_bytes()).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while metric(&h.metrics().await, "warden_api_in_flight") < 1.0 {
+        assert!(
+            Instant::now() < deadline,
+            "the trickling request never began"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let before = answer_polls(&h).await;
+    for _ in 0..30 {
+        let reply = h.submit("fast", ALICE, serde_json::json!({})).await;
+        assert_eq!(reply.status, 201, "{}", reply.text);
+        assert_eq!(reply.body["decision"], "approve", "{}", reply.text);
+    }
+    assert_eq!(
+        answer_polls(&h).await,
+        before,
+        "a plugin's request polled while two API requests were being answered"
+    );
+
+    // Once it is gone, the next fast answers are polled for again.
+    drop(trickling);
+    while metric(&h.metrics().await, "warden_api_in_flight") > 0.0 {
+        assert!(
+            Instant::now() < deadline,
+            "the trickling request never ended"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    submit_until_polled(&h, "fast", before).await;
+    h.stop().await;
+}

@@ -18,8 +18,13 @@
 //!   makes the next 2 requests sleep, a second one in a row the next 4, and so on up to
 //!   [`MAX_SKIPPED`]; a caught answer ends that. A server that answers just too late for the
 //!   limit costs one wasted poll every few dozen requests, not one each;
-//! - it is the only plugin request in flight in the process: under load a polling thread
-//!   takes CPU that other hooks and the API need, and the wake-up is then rarely paid anyway;
+//! - it is the only plugin request in flight in the process, and `warden serve` is answering
+//!   at most one HTTP request (API, console, probe or scrape; [`serving`]): under load a polling thread takes CPU that other
+//!   hooks and the API need, and the wake-up is then rarely paid anyway. Counting plugin
+//!   requests alone was not enough: a served request spends most of its time outside its
+//!   hook's HTTP exchange, so at 16 connections exchanges were mostly alone, about half their
+//!   polls missed, and the server answered 10–13% fewer requests a second than sleeping
+//!   (BENCHMARKS.md, "Polling while serving");
 //! - the process may use two CPUs or more: on one, a server on the same host could not run
 //!   while the request polls for its answer.
 //!
@@ -30,8 +35,8 @@
 use std::io;
 use std::os::fd::AsRawFd;
 use std::pin::Pin;
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -58,8 +63,38 @@ pub const MAX_SKIPPED: u32 = 64;
 pub struct SpinWait {
     limit: Duration,
     in_flight: AtomicUsize,
+    /// Requests being served: the process's ([`serving`]), or in tests a count of their own.
+    serving: Arc<AtomicUsize>,
     caught: AtomicU64,
     missed: AtomicU64,
+}
+
+/// Requests the process is serving now, each counted by a [`Serving`] guard.
+fn process_serving() -> &'static Arc<AtomicUsize> {
+    static SERVING: OnceLock<Arc<AtomicUsize>> = OnceLock::new();
+    SERVING.get_or_init(Arc::default)
+}
+
+/// Counts a request `warden serve` is answering until the guard is dropped: while more than
+/// one is, no plugin request polls for its answer (the module doc).
+pub fn serving() -> Serving {
+    Serving::enter(process_serving().clone())
+}
+
+/// A request counted by [`serving`].
+pub struct Serving(Arc<AtomicUsize>);
+
+impl Serving {
+    fn enter(count: Arc<AtomicUsize>) -> Self {
+        count.fetch_add(1, Ordering::Relaxed);
+        Self(count)
+    }
+}
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// How many polls for an answer caught it, and how many reached the limit first.
@@ -88,8 +123,19 @@ impl SpinWait {
         Self {
             limit,
             in_flight: AtomicUsize::new(0),
+            serving: process_serving().clone(),
             caught: AtomicU64::new(0),
             missed: AtomicU64::new(0),
+        }
+    }
+
+    /// Like [`SpinWait::new`], but counting requests served in `serving` rather than the
+    /// process's: tests that expect a poll are not stood down by other tests' servers.
+    #[cfg(test)]
+    pub(crate) fn apart(limit: Duration, serving: Arc<AtomicUsize>) -> Self {
+        Self {
+            serving,
+            ..Self::new(limit)
         }
     }
 
@@ -120,7 +166,10 @@ impl SpinWait {
         should_poll(
             self.limit,
             last_wait,
-            self.in_flight.load(Ordering::Relaxed),
+            Busy {
+                exchanges: self.in_flight.load(Ordering::Relaxed),
+                served: self.serving.load(Ordering::Relaxed),
+            },
             several_cpus(),
         )
     }
@@ -135,16 +184,26 @@ impl Drop for InFlight<'_> {
     }
 }
 
-/// The module doc's rule: `in_flight` counts the asking exchange itself.
+/// What else the process is doing when an exchange asks to poll.
+#[derive(Debug, Clone, Copy)]
+struct Busy {
+    /// Plugin requests in flight, the asking one among them.
+    exchanges: usize,
+    /// Requests being served, the one whose hook asks (if it is served) among them.
+    served: usize,
+}
+
+/// The module doc's rule.
 fn should_poll(
     limit: Duration,
     last_wait: Option<Duration>,
-    in_flight: usize,
+    busy: Busy,
     several_cpus: bool,
 ) -> bool {
     !limit.is_zero()
         && several_cpus
-        && in_flight <= 1
+        && busy.exchanges <= 1
+        && busy.served <= 1
         && last_wait.is_some_and(|w| w <= limit * SLEEP_SLACK)
 }
 
@@ -192,7 +251,7 @@ pub(crate) fn several_cpus() -> bool {
 /// byte without taking it: the read that takes it is hyper's, woken at once.
 pub struct Tcp {
     stream: TcpStream,
-    spin: std::sync::Arc<SpinWait>,
+    spin: Arc<SpinWait>,
     /// When the last bytes written were handed to the kernel, until the answer's first
     /// bytes arrive.
     sent: Option<Instant>,
@@ -208,7 +267,7 @@ pub struct Tcp {
 }
 
 impl Tcp {
-    pub fn new(stream: TcpStream, spin: std::sync::Arc<SpinWait>) -> Self {
+    pub fn new(stream: TcpStream, spin: Arc<SpinWait>) -> Self {
         Self {
             stream,
             spin,
@@ -387,29 +446,58 @@ mod tests {
 
     const LIMIT: Duration = Duration::from_micros(100);
 
+    const ALONE: Busy = Busy {
+        exchanges: 1,
+        served: 0,
+    };
+
     #[test]
     fn only_a_connection_whose_last_answer_was_fast_polls_alone_on_several_cpus() {
         let fast = Some(Duration::from_micros(60));
-        assert!(should_poll(LIMIT, fast, 1, true));
+        assert!(should_poll(LIMIT, fast, ALONE, true));
+        // Its own API request being served is not other work.
+        let served_alone = Busy { served: 1, ..ALONE };
+        assert!(should_poll(LIMIT, fast, served_alone, true));
         // Asleep, a fast answer is late by the wake-up.
-        assert!(should_poll(LIMIT, Some(LIMIT * SLEEP_SLACK), 1, true));
-        // A new connection, a slow server, another request in flight, one CPU, polling off.
-        assert!(!should_poll(LIMIT, None, 1, true));
-        assert!(!should_poll(
-            LIMIT,
-            Some(Duration::from_micros(401)),
-            1,
-            true
+        assert!(should_poll(LIMIT, Some(LIMIT * SLEEP_SLACK), ALONE, true));
+        // A new connection, a slow server, another request in flight, another API request
+        // being served, one CPU, polling off.
+        assert!(!should_poll(LIMIT, None, ALONE, true));
+        let slow = Some(Duration::from_micros(401));
+        assert!(!should_poll(LIMIT, slow, ALONE, true));
+        let remote = Some(Duration::from_millis(40));
+        assert!(!should_poll(LIMIT, remote, ALONE, true));
+        let two_exchanges = Busy {
+            exchanges: 2,
+            ..ALONE
+        };
+        assert!(!should_poll(LIMIT, fast, two_exchanges, true));
+        let two_served = Busy { served: 2, ..ALONE };
+        assert!(!should_poll(LIMIT, fast, two_served, true));
+        assert!(!should_poll(LIMIT, fast, ALONE, false));
+        let zero = Duration::ZERO;
+        assert!(!should_poll(zero, Some(zero), ALONE, true));
+    }
+
+    #[test]
+    fn api_requests_are_counted_served_while_their_guard_lives() {
+        let served = Arc::new(AtomicUsize::new(0));
+        let spin = SpinWait::apart(LIMIT, served.clone());
+        let fast = Some(Duration::from_micros(1));
+        let _exchange = spin.exchange();
+        let first = Serving::enter(served.clone());
+        assert_eq!(spin.may_poll(fast), several_cpus(), "one request served");
+        let second = Serving::enter(served.clone());
+        assert!(!spin.may_poll(fast), "two requests served");
+        drop(second);
+        assert_eq!(spin.may_poll(fast), several_cpus());
+        drop(first);
+        assert_eq!(served.load(Ordering::Relaxed), 0);
+        // The process's own count is what `serving` guards and a transport reads.
+        assert!(Arc::ptr_eq(
+            &SpinWait::new(LIMIT).serving,
+            process_serving()
         ));
-        assert!(!should_poll(
-            LIMIT,
-            Some(Duration::from_millis(40)),
-            1,
-            true
-        ));
-        assert!(!should_poll(LIMIT, fast, 2, true));
-        assert!(!should_poll(LIMIT, fast, 1, false));
-        assert!(!should_poll(Duration::ZERO, Some(Duration::ZERO), 1, true));
     }
 
     #[test]
@@ -443,7 +531,7 @@ mod tests {
 
     #[test]
     fn exchanges_are_counted_in_flight_while_their_guard_lives() {
-        let spin = SpinWait::new(LIMIT);
+        let spin = SpinWait::apart(LIMIT, Arc::default());
         let fast = Some(Duration::from_micros(1));
         let first = spin.exchange();
         assert_eq!(spin.in_flight.load(Ordering::Relaxed), 1);
@@ -508,7 +596,7 @@ mod tests {
         let port = server(vec![now, Duration::from_millis(300), now, now, now]);
         let transport = NetworkTransport::new()
             .unwrap()
-            .polling_for(Duration::from_millis(200));
+            .polling_apart_for(Duration::from_millis(200));
         get(&transport, port).await;
         assert_eq!(transport.spin_counts(), counts(0, 0), "a new connection");
         if !several_cpus() {

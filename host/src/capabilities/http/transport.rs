@@ -96,6 +96,13 @@ impl NetworkTransport {
         self
     }
 
+    /// [`NetworkTransport::polling_for`], standing down for no other test's served requests.
+    #[cfg(test)]
+    pub(crate) fn polling_apart_for(mut self, limit: std::time::Duration) -> Self {
+        self.spin = Arc::new(SpinWait::apart(limit, Arc::default()));
+        self
+    }
+
     /// How often a request polled for its answer, and how often that caught it.
     pub fn spin_counts(&self) -> SpinCounts {
         self.spin.counts()
