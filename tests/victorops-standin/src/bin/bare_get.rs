@@ -12,10 +12,10 @@
 //! socket, the answer read until its `Content-Length` is in, nothing parsed beyond that.
 //!
 //! `--gap-us`: the CPU kept busy between requests, outside the timed part. On a virtual
-//! machine how long the server's CPU has been idle changes what waking it costs the client's
-//! `write` (BENCHMARKS.md, "The server's idle time"), so a client with work between requests
-//! (warden's hook around its request, its next instance) pays more per round trip than one
-//! without.
+//! machine how long the server's CPU has been idle changes what waking it costs the
+//! client's `write` (BENCHMARKS.md, "Polling while serving, and the server's idle time"), so
+//! a client with work between requests (warden's hook around its request, its next
+//! instance) pays more per round trip than one without.
 
 use std::time::{Duration, Instant};
 
