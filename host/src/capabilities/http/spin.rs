@@ -19,12 +19,13 @@
 //!   [`MAX_SKIPPED`]; a caught answer ends that. A server that answers just too late for the
 //!   limit costs one wasted poll every few dozen requests, not one each;
 //! - it is the only plugin request in flight in the process, and `warden serve` is answering
-//!   at most one HTTP request (API, console, probe or scrape; [`serving`]): under load a polling thread takes CPU that other
-//!   hooks and the API need, and the wake-up is then rarely paid anyway. Counting plugin
-//!   requests alone was not enough: a served request spends most of its time outside its
-//!   hook's HTTP exchange, so at 16 connections exchanges were mostly alone, about half their
-//!   polls missed, and the server answered 10–13% fewer requests a second than sleeping
-//!   (BENCHMARKS.md, "Polling while serving");
+//!   at most one HTTP request (API, console, probe or scrape; [`serving`]): under load a
+//!   polling thread takes CPU that other hooks and the API need, and the wake-up is then
+//!   rarely paid anyway. Counting plugin requests alone was not enough: a served request
+//!   spends most of its time outside its hook's HTTP exchange, so at 16 connections the
+//!   exchanges were mostly alone in flight, many of their polls missed, and the server
+//!   answered 10–13% fewer requests a second than sleeping (BENCHMARKS.md, "Polling while
+//!   serving");
 //! - the process may use two CPUs or more: on one, a server on the same host could not run
 //!   while the request polls for its answer.
 //!
@@ -455,12 +456,12 @@ mod tests {
     fn only_a_connection_whose_last_answer_was_fast_polls_alone_on_several_cpus() {
         let fast = Some(Duration::from_micros(60));
         assert!(should_poll(LIMIT, fast, ALONE, true));
-        // Its own API request being served is not other work.
+        // The request its hook serves is not other work.
         let served_alone = Busy { served: 1, ..ALONE };
         assert!(should_poll(LIMIT, fast, served_alone, true));
         // Asleep, a fast answer is late by the wake-up.
         assert!(should_poll(LIMIT, Some(LIMIT * SLEEP_SLACK), ALONE, true));
-        // A new connection, a slow server, another request in flight, another API request
+        // A new connection, a slow server, another plugin request in flight, another request
         // being served, one CPU, polling off.
         assert!(!should_poll(LIMIT, None, ALONE, true));
         let slow = Some(Duration::from_micros(401));
@@ -480,7 +481,7 @@ mod tests {
     }
 
     #[test]
-    fn api_requests_are_counted_served_while_their_guard_lives() {
+    fn served_requests_are_counted_while_their_guard_lives() {
         let served = Arc::new(AtomicUsize::new(0));
         let spin = SpinWait::apart(LIMIT, served.clone());
         let fast = Some(Duration::from_micros(1));
