@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use crate::capabilities::http::spin::{self, SpinCounts};
 use crate::{EventInput, HookName, Warden};
 
 #[derive(Debug, Serialize)]
@@ -37,13 +38,7 @@ pub struct BenchReport {
     pub peak_pss_bytes: Option<u64>,
     /// The measured events' polls for a fast answer (`[http] spin_wait_us`): how many caught
     /// it, how many reached the limit and slept.
-    pub answer_polls: AnswerPolls,
-}
-
-#[derive(Debug, Serialize, Default, PartialEq, Eq)]
-pub struct AnswerPolls {
-    pub caught: u64,
-    pub missed: u64,
+    pub answer_polls: SpinCounts,
 }
 
 /// Runs the hook `iterations` times, `concurrency` at a time, after a short warm-up.
@@ -61,7 +56,7 @@ pub async fn run(
     for _ in 0..iterations.min(20) {
         warden.run_hook(flow, hook, event).await?;
     }
-    let polls_before = crate::capabilities::http::spin::process_counts();
+    let polls_before = spin::process_counts();
     let started = Instant::now();
     let mut workers = Vec::new();
     for worker in 0..concurrency {
@@ -96,11 +91,7 @@ pub async fn run(
         samples.extend(w.await.expect("a bench worker panicked")?);
     }
     let wall = started.elapsed();
-    let polls = crate::capabilities::http::spin::process_counts();
-    let answer_polls = AnswerPolls {
-        caught: polls.caught - polls_before.caught,
-        missed: polls.missed - polls_before.missed,
-    };
+    let answer_polls = spin::process_counts().since(polls_before);
     let peak_pss_bytes = sampler.and_then(PssSampler::stop);
     let mut decisions = std::collections::BTreeMap::new();
     let mut failures = 0;

@@ -99,10 +99,20 @@ impl Drop for Serving {
 }
 
 /// How many polls for an answer caught it, and how many reached the limit first.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
 pub struct SpinCounts {
     pub caught: u64,
     pub missed: u64,
+}
+
+impl SpinCounts {
+    /// The polls made since `before` was read.
+    pub fn since(self, before: SpinCounts) -> SpinCounts {
+        SpinCounts {
+            caught: self.caught.saturating_sub(before.caught),
+            missed: self.missed.saturating_sub(before.missed),
+        }
+    }
 }
 
 /// Every transport's counts since the process started: `/metrics` shows them, and a reload's
@@ -589,6 +599,13 @@ mod tests {
 
     fn counts(caught: u64, missed: u64) -> SpinCounts {
         SpinCounts { caught, missed }
+    }
+
+    #[test]
+    fn counts_since_an_earlier_reading_are_the_polls_made_in_between() {
+        assert_eq!(counts(7, 3).since(counts(2, 3)), counts(5, 0));
+        // Counts read from another transport than the earlier one never go below zero.
+        assert_eq!(counts(1, 0).since(counts(4, 2)), counts(0, 0));
     }
 
     #[tokio::test]
