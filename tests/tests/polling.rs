@@ -1,0 +1,128 @@
+//! `warden serve` and `[http] spin_wait_us`: a plugin's request polls for a fast server's
+//! answer only while the server answers no other request (`host/src/capabilities/http/spin.rs`).
+//!
+//! A test binary of its own: what stands polling down is counted for the whole process, and
+//! the polls are too, so another test's requests in flight would make this one's outcome.
+
+#[allow(dead_code)]
+#[path = "serve/setup.rs"]
+mod setup;
+
+use std::io::{Read, Write};
+use std::time::{Duration, Instant};
+
+use tokio::io::AsyncWriteExt;
+
+use setup::*;
+
+/// An HTTP/1.1 server on threads of its own that answers every request at once, so that its
+/// answers are fast whatever the test's runtime is doing. Returns its origin.
+fn fast_server() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let origin = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for socket in listener.incoming() {
+            let Ok(mut socket) = socket else { return };
+            std::thread::spawn(move || {
+                let mut head = Vec::new();
+                let mut byte = [0];
+                loop {
+                    match socket.read(&mut byte) {
+                        Ok(1) => head.push(byte[0]),
+                        _ => return,
+                    }
+                    if head.ends_with(b"\r\n\r\n") {
+                        head.clear();
+                        let answer = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+                        if socket.write_all(answer).is_err() {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    origin
+}
+
+/// Answers polled for so far in this process, caught or missed.
+async fn answer_polls(h: &Harness) -> f64 {
+    let text = h.metrics().await;
+    metric(&text, r#"warden_http_answer_polls_total{result="caught"}"#)
+        + metric(&text, r#"warden_http_answer_polls_total{result="missed"}"#)
+}
+
+/// Submits to `flow` until the process has polled for more answers than `before`; panics
+/// after 300 requests.
+async fn submit_until_polled(h: &Harness, flow: &str, before: f64) {
+    for _ in 0..300 {
+        let reply = h.submit(flow, ALICE, serde_json::json!({})).await;
+        assert_eq!(reply.status, 201, "{}", reply.text);
+        if answer_polls(h).await > before {
+            return;
+        }
+    }
+    panic!("300 requests to a server on loopback, one at a time, and no answer polled for");
+}
+
+async fn api_in_flight(h: &Harness) -> f64 {
+    metric(&h.metrics().await, "warden_api_in_flight")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn plugins_poll_for_fast_answers_only_while_one_api_request_is_being_answered() {
+    if std::thread::available_parallelism().map_or(1, |n| n.get()) < 2 {
+        // On one CPU no request ever polls (`http/spin.rs`): nothing to stand down.
+        return;
+    }
+    let origin = fast_server();
+    let flows = probe_flow(
+        "fast",
+        &format!("http:GET {origin}/oncall"),
+        &format!("allowed_hosts = [{origin:?}]"),
+    );
+    // The longest limit, so an answer in a debug build still counts as fast.
+    let serve = "client_timeout_ms = 60000\n\n[http]\nspin_wait_us = 1000";
+    let h = Harness::start(serve, &flows).await;
+    submit_until_polled(&h, "fast", answer_polls(&h).await).await;
+
+    // A second API request being answered: a body that trickles in holds its slot.
+    let mut trickling = tokio::net::TcpStream::connect(h.server.as_ref().unwrap().local_addr())
+        .await
+        .unwrap();
+    let head = format!(
+        "POST /v1/flows/fast/requests HTTP/1.1\r\nHost: warden\r\nAuthorization: Bearer {ALICE}\r\nContent-Type: application/json\r\nContent-Length: 20\r\n\r\n{{"
+    );
+    trickling.write_all(head.as_bytes()).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while api_in_flight(&h).await < 1.0 {
+        assert!(
+            Instant::now() < deadline,
+            "the trickling request never began"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let before = answer_polls(&h).await;
+    for _ in 0..30 {
+        let reply = h.submit("fast", ALICE, serde_json::json!({})).await;
+        assert_eq!(reply.status, 201, "{}", reply.text);
+        assert_eq!(reply.body["decision"], "approve", "{}", reply.text);
+    }
+    assert_eq!(
+        answer_polls(&h).await,
+        before,
+        "a plugin's request polled while two API requests were being answered"
+    );
+
+    // Once it is gone, the next fast answers are polled for again.
+    drop(trickling);
+    while api_in_flight(&h).await > 0.0 {
+        assert!(
+            Instant::now() < deadline,
+            "the trickling request never ended"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    submit_until_polled(&h, "fast", before).await;
+    h.stop().await;
+}
