@@ -65,8 +65,16 @@ async fn submit_until_polled(h: &Harness, flow: &str, before: f64) {
     panic!("300 requests to a server on loopback, one at a time, and no answer polled for");
 }
 
-async fn api_in_flight(h: &Harness) -> f64 {
-    metric(&h.metrics().await, "warden_api_in_flight")
+/// Waits (10 s at most) until `warden_api_in_flight` is `count`.
+async fn wait_for_api_in_flight(h: &Harness, count: f64) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while metric(&h.metrics().await, "warden_api_in_flight") != count {
+        assert!(
+            Instant::now() < deadline,
+            "warden_api_in_flight never became {count}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -94,14 +102,7 @@ async fn plugins_poll_for_fast_answers_only_while_one_api_request_is_being_answe
         "POST /v1/flows/fast/requests HTTP/1.1\r\nHost: warden\r\nAuthorization: Bearer {ALICE}\r\nContent-Type: application/json\r\nContent-Length: 20\r\n\r\n{{"
     );
     trickling.write_all(head.as_bytes()).await.unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while api_in_flight(&h).await < 1.0 {
-        assert!(
-            Instant::now() < deadline,
-            "the trickling request never began"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_for_api_in_flight(&h, 1.0).await;
     let before = answer_polls(&h).await;
     for _ in 0..30 {
         let reply = h.submit("fast", ALICE, serde_json::json!({})).await;
@@ -116,13 +117,7 @@ async fn plugins_poll_for_fast_answers_only_while_one_api_request_is_being_answe
 
     // Once it is gone, the next fast answers are polled for again.
     drop(trickling);
-    while api_in_flight(&h).await > 0.0 {
-        assert!(
-            Instant::now() < deadline,
-            "the trickling request never ended"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_for_api_in_flight(&h, 0.0).await;
     submit_until_polled(&h, "fast", before).await;
     h.stop().await;
 }

@@ -65,28 +65,25 @@ pub struct SpinWait {
     limit: Duration,
     in_flight: AtomicUsize,
     /// Requests being served: the process's ([`serving`]), or in tests a count of their own.
-    serving: Arc<AtomicUsize>,
+    serving: &'static AtomicUsize,
     caught: AtomicU64,
     missed: AtomicU64,
 }
 
 /// Requests the process is serving now, each counted by a [`Serving`] guard.
-fn process_serving() -> &'static Arc<AtomicUsize> {
-    static SERVING: OnceLock<Arc<AtomicUsize>> = OnceLock::new();
-    SERVING.get_or_init(Arc::default)
-}
+static PROCESS_SERVING: AtomicUsize = AtomicUsize::new(0);
 
 /// Counts a request `warden serve` is answering until the guard is dropped: while more than
 /// one is, no plugin request polls for its answer (the module doc).
 pub fn serving() -> Serving {
-    Serving::enter(process_serving().clone())
+    Serving::enter(&PROCESS_SERVING)
 }
 
 /// A request counted by [`serving`].
-pub struct Serving(Arc<AtomicUsize>);
+pub struct Serving(&'static AtomicUsize);
 
 impl Serving {
-    fn enter(count: Arc<AtomicUsize>) -> Self {
+    fn enter(count: &'static AtomicUsize) -> Self {
         count.fetch_add(1, Ordering::Relaxed);
         Self(count)
     }
@@ -134,7 +131,7 @@ impl SpinWait {
         Self {
             limit,
             in_flight: AtomicUsize::new(0),
-            serving: process_serving().clone(),
+            serving: &PROCESS_SERVING,
             caught: AtomicU64::new(0),
             missed: AtomicU64::new(0),
         }
@@ -143,7 +140,7 @@ impl SpinWait {
     /// Like [`SpinWait::new`], but counting requests served in `serving` rather than the
     /// process's: tests that expect a poll are not stood down by other tests' servers.
     #[cfg(test)]
-    pub(crate) fn apart(limit: Duration, serving: Arc<AtomicUsize>) -> Self {
+    pub(crate) fn apart(limit: Duration, serving: &'static AtomicUsize) -> Self {
         Self {
             serving,
             ..Self::new(limit)
@@ -492,23 +489,20 @@ mod tests {
 
     #[test]
     fn served_requests_are_counted_while_their_guard_lives() {
-        let served = Arc::new(AtomicUsize::new(0));
-        let spin = SpinWait::apart(LIMIT, served.clone());
+        let served: &'static AtomicUsize = Box::leak(Box::default());
+        let spin = SpinWait::apart(LIMIT, served);
         let fast = Some(Duration::from_micros(1));
         let _exchange = spin.exchange();
-        let first = Serving::enter(served.clone());
+        let first = Serving::enter(served);
         assert_eq!(spin.may_poll(fast), several_cpus(), "one request served");
-        let second = Serving::enter(served.clone());
+        let second = Serving::enter(served);
         assert!(!spin.may_poll(fast), "two requests served");
         drop(second);
         assert_eq!(spin.may_poll(fast), several_cpus());
         drop(first);
         assert_eq!(served.load(Ordering::Relaxed), 0);
         // The process's own count is what `serving` guards and a transport reads.
-        assert!(Arc::ptr_eq(
-            &SpinWait::new(LIMIT).serving,
-            process_serving()
-        ));
+        assert!(std::ptr::eq(SpinWait::new(LIMIT).serving, &PROCESS_SERVING));
     }
 
     #[test]
@@ -542,7 +536,7 @@ mod tests {
 
     #[test]
     fn exchanges_are_counted_in_flight_while_their_guard_lives() {
-        let spin = SpinWait::apart(LIMIT, Arc::default());
+        let spin = SpinWait::apart(LIMIT, Box::leak(Box::default()));
         let fast = Some(Duration::from_micros(1));
         let first = spin.exchange();
         assert_eq!(spin.in_flight.load(Ordering::Relaxed), 1);

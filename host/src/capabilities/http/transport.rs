@@ -99,7 +99,7 @@ impl NetworkTransport {
     /// [`NetworkTransport::polling_for`], standing down for no other test's served requests.
     #[cfg(test)]
     pub(crate) fn polling_apart_for(mut self, limit: std::time::Duration) -> Self {
-        self.spin = Arc::new(SpinWait::apart(limit, Arc::default()));
+        self.spin = Arc::new(SpinWait::apart(limit, Box::leak(Box::default())));
         self
     }
 
