@@ -176,6 +176,23 @@ impl Browser {
         .await;
     }
 
+    /// Waits until the page's address contains `part`: after a click that loads a page with the
+    /// same elements as the one it left, `find` would answer from the old page.
+    pub async fn wait_for_url(&self, part: &str) {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let url = self.url().await;
+            if url.contains(part) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the page stayed at {url}, not `{part}`"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// The first element `css` finds, waiting for it to appear.
     pub async fn find(&self, css: &str) -> Element<'_> {
         let deadline = Instant::now() + WAIT;
