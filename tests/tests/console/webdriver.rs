@@ -73,19 +73,12 @@ impl Browser {
             http: reqwest::Client::new(),
             _profile: profile,
         };
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let ready = browser_session
-                .http
-                .get(format!("{}/status", browser_session.base))
-                .send()
-                .await;
-            if ready.is_ok_and(|r| r.status().is_success()) {
-                break;
-            }
-            assert!(Instant::now() < deadline, "chromedriver did not start");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let status = format!("{}/status", browser_session.base);
+        let ready = async || {
+            let answer = browser_session.http.get(&status).send().await;
+            answer.is_ok_and(|r| r.status().is_success()).then_some(())
+        };
+        wait(ready, async || "chromedriver did not start".to_string()).await;
         let caps = json!({"capabilities": {"alwaysMatch": {
             "browserName": "chrome",
             "goog:chromeOptions": {
@@ -179,36 +172,18 @@ impl Browser {
     /// Waits until the page's address contains `part`: after a click that loads a page with the
     /// same elements as the one it left, `find` would answer from the old page.
     pub async fn wait_for_url(&self, part: &str) {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let url = self.url().await;
-            if url.contains(part) {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the page stayed at {url}, not `{part}`"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let at = async || self.url().await.contains(part).then_some(());
+        let failed = async || format!("the page stayed at {}, not `{part}`", self.url().await);
+        wait(at, failed).await
     }
 
     /// The first element `css` finds, waiting for it to appear.
     pub async fn find(&self, css: &str) -> Element<'_> {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            if let Some(found) = self.find_now(css).await {
-                return found;
-            }
-            if Instant::now() > deadline {
-                panic!(
-                    "no element `{css}` at {}; the page:\n{}",
-                    self.url().await,
-                    self.source().await
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let failed = async || {
+            let (url, page) = (self.url().await, self.source().await);
+            format!("no element `{css}` at {url}; the page:\n{page}")
+        };
+        wait(async || self.find_now(css).await, failed).await
     }
 
     /// The element `css` finds now, if any.
@@ -324,5 +299,23 @@ impl Element<'_> {
             .await
             .as_str()
             .map(str::to_string)
+    }
+}
+
+/// `check`'s first answer, asked for every 50 ms; past [`WAIT`], a panic saying what
+/// `failed` says.
+async fn wait<T>(
+    mut check: impl AsyncFnMut() -> Option<T>,
+    failed: impl AsyncFnOnce() -> String,
+) -> T {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if let Some(answer) = check().await {
+            return answer;
+        }
+        if Instant::now() > deadline {
+            panic!("{}", failed().await);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
