@@ -265,6 +265,11 @@ fn encode_email(email: &str) -> String {
 }
 
 fn same_name(a: &str, b: &str) -> bool {
+    // Every roster entry is compared on every decision: ASCII names, nearly all of them,
+    // compare in place rather than as two lowercased copies.
+    if a.is_ascii() && b.is_ascii() {
+        return a.eq_ignore_ascii_case(b);
+    }
     a.to_lowercase() == b.to_lowercase()
 }
 
@@ -500,5 +505,11 @@ mod tests {
         assert!(same_name("Alice", "alice"));
         assert!(same_name("ALICE@Example.com", "alice@example.com"));
         assert!(!same_name("alice", "alicia"));
+        assert!(!same_name("alice", "alice "));
+        // Beyond ASCII, case is Unicode's.
+        assert!(same_name("ÉLODIE", "élodie"));
+        assert!(same_name("Zoë", "ZOË"));
+        assert!(!same_name("zoë", "zoe"));
+        assert!(!same_name("Élodie", "elodie"));
     }
 }
