@@ -1,6 +1,7 @@
 //! Builds every plugin crate under `plugins/` and `tests/plugins/` for wasm32-wasip2 (and
 //! the allowlist example also for wasm32-wasip1), so `cargo test` needs no manual step.
-//! The paths of the built files become constants in `warden_tests::artifacts`.
+//! The paths of the built files become constants in `warden_tests::artifacts`. They are
+//! built as the scripts build them, with the workspace's `plugin` profile.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -33,7 +34,7 @@ fn main() {
     build(&root, &target_dir, "wasm32-wasip2", &crates);
     for c in &crates {
         let path = target_dir
-            .join("wasm32-wasip2/release")
+            .join("wasm32-wasip2/plugin")
             .join(format!("{}.wasm", c.lib));
         constants.push_str(&constant(&c.lib.to_uppercase(), &path));
     }
@@ -51,7 +52,7 @@ fn main() {
     build(&root, &target_dir, "wasm32-wasip1", &wasip1_owned);
     for c in &wasip1_owned {
         let path = target_dir
-            .join("wasm32-wasip1/release")
+            .join("wasm32-wasip1/plugin")
             .join(format!("{}.wasm", c.lib));
         constants.push_str(&constant(
             &format!("{}_WASIP1", c.lib.to_uppercase()),
@@ -104,7 +105,8 @@ fn build(root: &Path, target_dir: &Path, target: &str, crates: &[PluginCrate]) {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.current_dir(root)
-        .args(["build", "--release", "--target", target, "--target-dir"])
+        .args(["build", "--profile", "plugin", "--target", target])
+        .arg("--target-dir")
         .arg(target_dir);
     for c in crates {
         cmd.args(["-p", &c.package]);
@@ -121,8 +123,6 @@ fn build(root: &Path, target_dir: &Path, target: &str, crates: &[PluginCrate]) {
     ] {
         cmd.env_remove(var);
     }
-    // Plugins ship without debug info: smaller files, faster loads.
-    cmd.env("CARGO_PROFILE_RELEASE_DEBUG", "false");
     let status = cmd.status().expect("run cargo to build the plugins");
     if !status.success() {
         panic!(

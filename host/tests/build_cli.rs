@@ -281,7 +281,7 @@ fn warden_build_builds_a_rust_plugin_crate_with_cargo() {
     let target = Path::new(artifacts::PROBE)
         .ancestors()
         .nth(3)
-        .expect("<target>/wasm32-wasip2/release/probe.wasm")
+        .expect("<target>/wasm32-wasip2/plugin/probe.wasm")
         .to_path_buf();
     let out = Command::new(env!("CARGO_BIN_EXE_warden"))
         .arg("build")

@@ -145,7 +145,7 @@ fn a_new_plugin_builds_and_passes_warden_test() {
     let target = Path::new(artifacts::PROBE)
         .ancestors()
         .nth(3)
-        .expect("<target>/wasm32-wasip2/release/probe.wasm")
+        .expect("<target>/wasm32-wasip2/plugin/probe.wasm")
         .to_path_buf();
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let build = Command::new(cargo)
