@@ -316,11 +316,19 @@ struct Username {
 }
 
 /// One user on call, for one team's escalation policy: what the cache keeps.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 struct OnCallEntry {
     team: String,
     policy: String,
     username: String,
+}
+
+/// Cached as `[team, policy, username]`, which reads back faster than an object with its
+/// keys; the derived `Deserialize` reads either form.
+impl Serialize for OnCallEntry {
+    fn serialize<S: serde::Serializer>(&self, to: S) -> std::result::Result<S::Ok, S::Error> {
+        (&self.team, &self.policy, &self.username).serialize(to)
+    }
 }
 
 fn roster(body: OnCallCurrent) -> Vec<OnCallEntry> {
@@ -376,6 +384,26 @@ mod tests {
             .replace("oncallNow", "onCallNow")
             .replace("onCalluser", "onCallUser");
         assert_eq!(parse(&spec), expected);
+    }
+
+    #[test]
+    fn the_cached_roster_reads_back_and_so_does_one_cached_as_objects() {
+        let roster = parse(WORKING);
+        let cached = serde_json::to_string(&roster).unwrap();
+        assert_eq!(
+            cached,
+            r#"[["platform","platform-primary","alice"],["platform","platform-primary","erin"],["data","data-primary","dave"]]"#
+        );
+        assert_eq!(
+            serde_json::from_str::<Vec<OnCallEntry>>(&cached).unwrap(),
+            roster
+        );
+        // What earlier versions of this plugin cached.
+        let objects = r#"[{"team":"data","policy":"data-primary","username":"dave"}]"#;
+        assert_eq!(
+            serde_json::from_str::<Vec<OnCallEntry>>(objects).unwrap(),
+            vec![entry("data", "data-primary", "dave")]
+        );
     }
 
     #[test]
