@@ -24,7 +24,8 @@ pub use runtime::event::EventInput;
 pub use runtime::hooks::{Decision, HookName};
 pub use runtime::{
     Blame, CORE_INSTANCES_PER_COMPONENT, FailureKind, FlowSummary, HookFailure, HookReport,
-    LARGE_PLUGIN_BYTES, LoadError, RunError, SharedEngine, StartError, StartOptions, Warden,
+    LARGE_PLUGIN_BYTES, LoadError, MEMORIES_PER_COMPONENT, RunError, SharedEngine, StartError,
+    StartOptions, Warden,
 };
 
 /// A lock taken whether or not a thread panicked while holding it. Everything warden keeps

@@ -50,6 +50,11 @@ fn is_large(path: &std::path::Path) -> bool {
 /// 14 core modules (the interpreter, its libraries, the WASI shims), a Rust one 3.
 pub const CORE_INSTANCES_PER_COMPONENT: u32 = 16;
 
+/// Linear memories and tables the pool budgets per component instance: Rust and Python
+/// plugins define one memory and two tables.
+pub const MEMORIES_PER_COMPONENT: u32 = 2;
+pub const TABLES_PER_COMPONENT: u32 = 4;
+
 /// An engine whose instances come from a pool, so a fresh instance per event costs
 /// microseconds; `copy_on_write` for large plugins ([`LARGE_PLUGIN_BYTES`]). Slots are sized
 /// for the largest `memory_mib` a config may set (the address space is only reserved); each
@@ -60,12 +65,16 @@ pub(crate) fn engine(copy_on_write: bool) -> Result<Engine, String> {
     let n = MAX_LIVE_INSTANCES + prepared_room(MAX_LIVE_INSTANCES);
     let mut pool = wasmtime::PoolingAllocationConfig::new();
     pool.total_component_instances(n)
-        // A wasm32-wasip2 component holds a few core instances (the plugin, the WASI adapter,
-        // shims; Python's many libraries), each with at most a couple of memories and tables.
         .total_core_instances(n * CORE_INSTANCES_PER_COMPONENT)
-        .total_memories(n * 2)
-        .total_tables(n * 4)
+        .total_memories(n * MEMORIES_PER_COMPONENT)
+        .total_tables(n * TABLES_PER_COMPONENT)
         .total_stacks(n)
+        // Per component no more than its share of those totals, so one flow's plugin (with
+        // many nested modules, memories or tables) cannot take other flows' instances; a
+        // plugin over a cap is refused when it loads, naming it.
+        .max_core_instances_per_component(CORE_INSTANCES_PER_COMPONENT)
+        .max_memories_per_component(MEMORIES_PER_COMPONENT)
+        .max_tables_per_component(TABLES_PER_COMPONENT)
         .max_memory_size(usize::try_from(largest_memory).unwrap_or(usize::MAX))
         // Resetting a slot with memset instead of madvise keeps the pages a plugin touches on
         // every event (its stack, its heap's start) resident: no page faults, no TLB shootdowns.

@@ -72,24 +72,46 @@ impl WasiView for InstanceState {
     }
 }
 
+/// The most random bytes one `wasi:random` call may ask for; a call asking more traps.
+pub(crate) const MAX_RANDOM_BYTES: u64 = 64 << 10;
+
+/// The flow's `memory_mib`, for all of an instance's linear memories together: a component
+/// may hold several core instances, each with memories of its own, and one limit per memory
+/// would let it have that many times the flow's memory.
 pub(crate) struct MemoryLimiter {
     pub(crate) max_bytes: usize,
     pub(crate) exceeded: bool,
     /// The largest size any of the instance's memories was allowed to grow to.
     pub(crate) grown_to: usize,
+    /// What the instance's memories were allowed to grow to, together (wasmtime asks here for
+    /// each memory's initial size too, from 0).
+    pub(crate) total: usize,
+}
+
+impl MemoryLimiter {
+    pub(crate) fn new(max_bytes: usize) -> Self {
+        Self {
+            max_bytes,
+            exceeded: false,
+            grown_to: 0,
+            total: 0,
+        }
+    }
 }
 
 impl ResourceLimiter for MemoryLimiter {
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        if desired > self.max_bytes {
+        let total = (self.total - current.min(self.total)).saturating_add(desired);
+        if total > self.max_bytes {
             self.exceeded = true;
             return Ok(false);
         }
+        self.total = total;
         self.grown_to = self.grown_to.max(desired);
         Ok(true)
     }
@@ -219,6 +241,9 @@ impl StoreMaker {
             .allow_tcp(false)
             .allow_udp(false)
             .allow_ip_name_lookup(false)
+            // wasmtime-wasi makes the bytes asked for in the host first (64 MiB by default,
+            // outside `memory_mib`); no toolchain asks for more than a few KiB at once.
+            .max_random_size(MAX_RANDOM_BYTES)
             .build();
         // Each resource the plugin holds (a secret handle, a WASI stream) is host memory.
         let mut table = ResourceTable::new();
@@ -228,11 +253,7 @@ impl StoreMaker {
             schedule: Schedule::new(share.clone()),
             table,
             wasi,
-            memory: MemoryLimiter {
-                max_bytes: usize::try_from(limits.memory_bytes).unwrap_or(usize::MAX),
-                exceeded: false,
-                grown_to: 0,
-            },
+            memory: MemoryLimiter::new(usize::try_from(limits.memory_bytes).unwrap_or(usize::MAX)),
             log: Capability::instance(flow, &self.app, &budget),
             secrets: Capability::instance(flow, &self.app, &budget),
             integrations: Capability::instance(flow, &self.app, &budget),

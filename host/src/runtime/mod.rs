@@ -17,7 +17,8 @@ pub(crate) mod sched;
 pub(crate) mod stdio;
 
 pub use engine::{
-    CORE_INSTANCES_PER_COMPONENT, LARGE_PLUGIN_BYTES, MAX_LIVE_INSTANCES, SharedEngine,
+    CORE_INSTANCES_PER_COMPONENT, LARGE_PLUGIN_BYTES, MAX_LIVE_INSTANCES, MEMORIES_PER_COMPONENT,
+    SharedEngine,
 };
 pub use report::{
     Blame, FailureKind, FlowSummary, HookFailure, HookReport, LimitsSummary, LoadError, RunError,

@@ -12,6 +12,8 @@
 //!   return `approve` with its bytes then corrupted: a `result` discriminant past `err`, a
 //!   `decision` discriminant past `ignore`, a reason that is not UTF-8, a reason pointer
 //!   outside linear memory.
+//! - `random:<len>`: asks `wasi:random` for `len` bytes in one call (imported by hand: the
+//!   standard library asks for a few) and approves with how many came.
 //! - `forge:<text>`: puts `text` everywhere a plugin's text reaches the host's output: a log
 //!   line, stdout, stderr, a secret id and an integration alias (both refused), a query
 //!   value, header and body sent to `https://api.example.com/forge`, and the error it
@@ -107,6 +109,15 @@ impl Guest for Raw {
                     timeout_ms: None,
                 });
                 Err(arg.to_string())
+            }
+            "random" => {
+                let len: u64 = arg
+                    .parse()
+                    .map_err(|_| format!("random: not a length: {arg}"))?;
+                Ok(Decision::Approve(Some(format!(
+                    "{} random bytes",
+                    raw::random_bytes(len)
+                ))))
             }
             other => Err(format!("raw: unknown action `{other}`")),
         }
@@ -232,6 +243,27 @@ mod raw {
     unsafe extern "C" {
         #[link_name = "write"]
         fn raw_log_write(level: i32, ptr: usize, len: usize);
+    }
+
+    #[cfg(target_arch = "wasm32")]
+    #[link(wasm_import_module = "wasi:random/random@0.2.6")]
+    unsafe extern "C" {
+        #[link_name = "get-random-bytes"]
+        fn raw_get_random_bytes(len: i64, list: *mut usize);
+    }
+
+    /// How many bytes one `get-random-bytes(len)` call gave (the list is leaked: the
+    /// instance is thrown away after the event).
+    pub fn random_bytes(len: u64) -> usize {
+        #[cfg(target_arch = "wasm32")]
+        {
+            let mut list = [0usize; 2];
+            // SAFETY: the host writes the list's pointer and length into `list`.
+            unsafe { raw_get_random_bytes(len as i64, list.as_mut_ptr()) };
+            list[1]
+        }
+        #[cfg(not(target_arch = "wasm32"))]
+        panic!("raw: no host to call ({len})")
     }
 
     pub fn log_write(level: i32, ptr: usize, len: usize) {

@@ -1,0 +1,198 @@
+//! Plugins shaped to take more than their share of the host: a component carrying extra
+//! core modules with memories of their own (each under `memory_mib`, together over it), more
+//! memories or core instances than an instance's share of the pool, and a plugin asking WASI
+//! for random bytes by the megabyte (which the host would make before the plugin's memory
+//! limit could refuse them). Each is refused, at load or as the plugin's failure.
+
+use warden::{
+    Blame, CORE_INSTANCES_PER_COMPONENT, Config, Decision, EventInput, HookName,
+    MEMORIES_PER_COMPONENT, StartError, Warden,
+};
+use warden_tests::{Scratch, artifacts, toml_path};
+
+const PAGE: u32 = 64 << 10;
+
+fn leb(mut n: u32) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let byte = (n & 0x7f) as u8;
+        n >>= 7;
+        if n == 0 {
+            out.push(byte);
+            return out;
+        }
+        out.push(byte | 0x80);
+    }
+}
+
+fn section(id: u8, body: &[u8]) -> Vec<u8> {
+    let mut out = vec![id];
+    out.extend(leb(body.len() as u32));
+    out.extend(body);
+    out
+}
+
+/// `component` with one more core module, defining a memory of `pages` (none when 0), and
+/// `instances` instances of it: sections appended after the component's own.
+fn with_extra_instances(component: &[u8], instances: u32, pages: u32) -> Vec<u8> {
+    assert_eq!(&component[4..8], b"\x0d\x00\x01\x00", "a component");
+    // The new module's index is the number of core modules before it.
+    let (mut at, mut modules) = (8, 0u32);
+    while at < component.len() {
+        let id = component[at];
+        at += 1;
+        let (mut size, mut shift) = (0usize, 0);
+        loop {
+            let byte = component[at];
+            at += 1;
+            size |= usize::from(byte & 0x7f) << shift;
+            shift += 7;
+            if byte & 0x80 == 0 {
+                break;
+            }
+        }
+        modules += u32::from(id == 1);
+        at += size;
+    }
+    let mut module = b"\0asm\x01\0\0\0".to_vec();
+    if pages > 0 {
+        let mut memory = vec![1, 0];
+        memory.extend(leb(pages));
+        module.extend(section(5, &memory));
+    }
+    let mut out = component.to_vec();
+    out.extend(section(1, &module));
+    let mut entries = leb(instances);
+    for _ in 0..instances {
+        entries.push(0); // instantiate
+        entries.extend(leb(modules));
+        entries.push(0); // with no arguments
+    }
+    out.extend(section(2, &entries));
+    out
+}
+
+fn config(scratch: &Scratch, plugin: &str, flow: &str) -> Config {
+    let text = format!(
+        r#"
+[store]
+path = "warden.db"
+
+[environments.main]
+integrations = {{}}
+
+[flows.shaped]
+environment = "main"
+plugin = {}
+{flow}
+"#,
+        toml_path(plugin)
+    );
+    Config::load(&scratch.config(&text)).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn event() -> EventInput {
+    EventInput::from_json(r#"{"user":{"email":"alice@example.com"},"fields":{}}"#).unwrap()
+}
+
+async fn refused_at_load(scratch: &Scratch, plugin: &str, flow: &str) -> String {
+    let Err(StartError::Plugins(errors)) = Warden::start(config(scratch, plugin, flow)).await
+    else {
+        panic!("{plugin} should be refused");
+    };
+    assert_eq!(errors.len(), 1);
+    errors[0].to_string()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn memory_mib_bounds_all_of_a_plugins_memories_together() {
+    let scratch = Scratch::new();
+    let trivial = std::fs::read(artifacts::TRIVIAL).unwrap();
+    // One more memory of 15 MiB: under a 16 MiB limit by itself, over it with the plugin's own.
+    let shaped = scratch.write(
+        "two-memories.wasm",
+        with_extra_instances(&trivial, 1, 15 * (1 << 20) / PAGE),
+    );
+    let shaped = shaped.to_str().unwrap();
+    let message = refused_at_load(&scratch, shaped, "limits = { memory_mib = 16 }").await;
+    assert!(
+        message.contains("memory limit exceeded") && message.contains("memory_mib = 16"),
+        "{message}"
+    );
+    // With room for both it loads and decides.
+    let warden = Warden::start(config(&scratch, shaped, "limits = { memory_mib = 32 }"))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let report = warden
+        .run_hook("shaped", HookName::OnRequest, &event())
+        .await
+        .unwrap();
+    assert_eq!(report.outcome.unwrap(), Decision::Continue);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_plugin_with_more_memories_or_core_instances_than_its_share_is_refused_at_load() {
+    let scratch = Scratch::new();
+    let trivial = std::fs::read(artifacts::TRIVIAL).unwrap();
+    let memories = scratch.write(
+        "memories.wasm",
+        with_extra_instances(&trivial, MEMORIES_PER_COMPONENT, 1),
+    );
+    let message = refused_at_load(&scratch, memories.to_str().unwrap(), "").await;
+    assert!(
+        message.starts_with("flow `shaped`: plugin ")
+            && message.contains(&format!(
+                "{} Wasm linear memories, which exceeds the configured maximum of {MEMORIES_PER_COMPONENT}",
+                MEMORIES_PER_COMPONENT + 1
+            )),
+        "{message}"
+    );
+    let instances = scratch.write(
+        "instances.wasm",
+        with_extra_instances(&trivial, CORE_INSTANCES_PER_COMPONENT, 0),
+    );
+    let message = refused_at_load(&scratch, instances.to_str().unwrap(), "").await;
+    assert!(
+        message.contains(&format!(
+            "exceeds the configured maximum of {CORE_INSTANCES_PER_COMPONENT}"
+        )) && message.contains("core module instances"),
+        "{message}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn random_bytes_come_a_few_at_a_time_not_by_the_megabyte() {
+    let scratch = Scratch::new();
+    let asking = |len: u32| format!("vars = {{ action = \"random:{len}\" }}");
+    let warden = Warden::start(config(&scratch, artifacts::RAW, &asking(64 << 10)))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let report = warden
+        .run_hook("shaped", HookName::OnRequest, &event())
+        .await
+        .unwrap();
+    assert_eq!(
+        report.outcome.unwrap(),
+        Decision::Approve {
+            reason: Some("65536 random bytes".into())
+        }
+    );
+    // 64 MiB in one call is refused before the host makes them, within a 64 MiB plugin.
+    let warden = Warden::start(config(
+        &scratch,
+        artifacts::RAW,
+        &format!("{}\nlimits = {{ memory_mib = 64 }}", asking(64 << 20)),
+    ))
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    let report = warden
+        .run_hook("shaped", HookName::OnRequest, &event())
+        .await
+        .unwrap();
+    let Err(failure) = &report.outcome else {
+        panic!("expected a failure, got {:?}", report.outcome);
+    };
+    let message = failure.to_string();
+    assert!(message.contains("exceeds limit 65536"), "{message}");
+    assert_eq!(failure.blame(), Blame::Plugin, "{message}");
+}
