@@ -183,7 +183,10 @@ pub fn is_localhost_name(name: &str) -> bool {
 }
 
 /// True for addresses on the public internet; false for loopback, private, link-local,
-/// shared (CGNAT), unspecified, multicast, broadcast and documentation ranges.
+/// shared (CGNAT), benchmarking, unspecified, multicast, broadcast and documentation
+/// ranges, IPv6's old site-local and local-use NAT64 ranges; an IPv4 address inside an IPv6
+/// one (mapped, compatible, or behind the well-known NAT64 prefix, which a DNS64 resolver
+/// answers for every IPv4 name) is judged as that IPv4 address.
 pub fn is_public(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => {
@@ -198,19 +201,35 @@ pub fn is_public(ip: IpAddr) -> bool {
                 || a == 0
                 || (a == 100 && (64..128).contains(&b))
                 || (a == 192 && b == 0)
+                || (a == 198 && (18..20).contains(&b))
                 || a >= 240)
         }
         IpAddr::V6(v6) => {
             if let Some(v4) = v6.to_ipv4_mapped() {
                 return is_public(IpAddr::V4(v4));
             }
-            let first = v6.segments()[0];
+            let s = v6.segments();
+            let [_, _, _, _, _, _, high, low] = s;
+            let embedded = || {
+                IpAddr::V4(std::net::Ipv4Addr::from(
+                    (u32::from(high) << 16) | u32::from(low),
+                ))
+            };
+            // 64:ff9b::/96, the well-known NAT64 prefix; ::a.b.c.d, IPv4-compatible.
+            let nat64 = s[..6] == [0x64, 0xff9b, 0, 0, 0, 0];
+            let compatible = s[..6] == [0; 6] && !v6.is_loopback() && !v6.is_unspecified();
+            if nat64 || compatible {
+                return is_public(embedded());
+            }
+            let first = s[0];
             !(v6.is_loopback()
                 || v6.is_unspecified()
                 || v6.is_multicast()
                 || (first & 0xfe00) == 0xfc00
                 || (first & 0xffc0) == 0xfe80
-                || first == 0x2001 && v6.segments()[1] == 0x0db8)
+                || (first & 0xffc0) == 0xfec0
+                || (first == 0x64 && s[1] == 0xff9b && s[2] == 1)
+                || first == 0x2001 && s[1] == 0x0db8)
         }
     }
 }
@@ -297,6 +316,24 @@ mod tests {
         assert!(!is_public("10.1.2.3".parse().unwrap()));
         assert!(!is_public("::ffff:127.0.0.1".parse().unwrap()));
         assert!(!is_public("fd00::1".parse().unwrap()));
+        // IPv4 inside IPv6: NAT64's well-known prefix and the old compatible form are judged
+        // by the IPv4 address they carry; local-use NAT64 and site-local are internal.
+        for internal in [
+            "64:ff9b::a9fe:a9fe",
+            "64:ff9b::10.1.2.3",
+            "64:ff9b::127.0.0.1",
+            "::169.254.169.254",
+            "::10.0.0.1",
+            "64:ff9b:1::93.184.216.34",
+            "fec0::1",
+            "198.18.0.1",
+            "198.19.255.255",
+        ] {
+            assert!(!is_public(internal.parse().unwrap()), "{internal}");
+        }
+        for public in ["64:ff9b::93.184.216.34", "::93.184.216.34", "198.20.0.1"] {
+            assert!(is_public(public.parse().unwrap()), "{public}");
+        }
         assert!(is_public("93.184.216.34".parse().unwrap()));
     }
 }
