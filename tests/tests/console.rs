@@ -408,6 +408,26 @@ async fn pages_carry_a_strict_policy_and_cookies_their_flags() {
     for flag in ["HttpOnly", "SameSite=Strict", "Secure", "Path=/"] {
         assert!(set.contains(flag), "{set}");
     }
+    // Over TLS the session counts only under its `__Host-` name: the same id under the
+    // plain name (which a sibling domain or plain HTTP could have set) signs no one in.
+    let id = set
+        .split(';')
+        .next()
+        .and_then(|pair| pair.split_once('='))
+        .map(|(_, id)| id.to_string())
+        .unwrap();
+    let home = |cookie: String| {
+        c.http
+            .get(c.url("/"))
+            .header("x-forwarded-proto", "https")
+            .header("cookie", cookie)
+            .send()
+    };
+    let signed_in = home(format!("__Host-warden_session={id}")).await.unwrap();
+    assert_eq!(signed_in.status(), 200);
+    let planted = home(format!("warden_session={id}")).await.unwrap();
+    assert!(planted.status().is_redirection(), "{}", planted.status());
+    assert!(planted.headers()["location"].to_str().unwrap().starts_with("/signin"));
     // The API is unchanged: JSON and bearer tokens.
     let api = c
         .http

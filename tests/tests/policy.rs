@@ -434,7 +434,18 @@ async fn hooks_after_the_request_step_see_the_whole_requester() {
         "first_name": "Alice", "last_name": "Liddell",
     });
     let whole = "requester=alice@example.com|alice|U123|Alice|Liddell";
-    let id = h.submit("open", Some(alice), "pending").await;
+    // Only an admin names a user's username, id or names (the next test: others may not).
+    let r = h
+        .send(
+            "POST",
+            "/v1/flows/open/requests",
+            CAROL,
+            Some(json!({ "requester": alice, "fields": { "duration": "1h" } })),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    assert_eq!(r.body["state"], "pending", "{}", r.text);
+    let id = r.body["id"].as_str().unwrap().to_string();
     let r = h.act(&id, "approve", BOB, "ok").await;
     assert_eq!(r.body["state"], "escalated", "{}", r.text);
     for hook in ["after_approve", "after_escalate"] {
@@ -457,7 +468,7 @@ async fn hooks_after_the_request_step_see_the_whole_requester() {
         "fields": { "duration": { "seconds": 1 } },
     });
     let r = h
-        .send("POST", "/v1/flows/open/requests", ALICE, Some(body))
+        .send("POST", "/v1/flows/open/requests", CAROL, Some(body))
         .await;
     let id = r.body["id"].as_str().unwrap().to_string();
     h.act(&id, "approve", BOB, "ok").await;
@@ -466,4 +477,104 @@ async fn hooks_after_the_request_step_see_the_whole_requester() {
         hook_reason(&request, "on_deescalate"),
         "acting=alice@example.com requester=alice@example.com|al|-|A|-"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn only_admins_name_a_users_username_id_or_names() {
+    let h = Harness::start().await;
+    // A requester naming herself by email alone is fine; naming her own `username` (which a
+    // plugin may grant access to) is not, nor is any other part of who she is.
+    for (field, value) in [
+        ("username", "bob"),
+        ("id", "U-bob"),
+        ("first_name", "Bob"),
+        ("last_name", "Brown"),
+    ] {
+        let body = json!({
+            "requester": { "email": "alice@example.com", field: value },
+            "fields": { "duration": "1h" },
+        });
+        let r = h
+            .send("POST", "/v1/flows/open/requests", ALICE, Some(body))
+            .await;
+        assert_eq!(r.status, 403, "{field}: {}", r.text);
+        assert!(
+            r.body["error"]
+                .as_str()
+                .unwrap()
+                .contains(&format!("may not set the requester's `{field}`")),
+            "{}",
+            r.text
+        );
+    }
+    let r = h.send("GET", "/v1/requests", CAROL, None).await;
+    assert_eq!(r.body["requests"], json!([]), "nothing was filed");
+
+    // Approvers are known by their token's email in the same way.
+    let id = h
+        .submit(
+            "open",
+            Some(json!({ "email": "alice@example.com" })),
+            "pending",
+        )
+        .await;
+    let r = h
+        .send(
+            "POST",
+            &format!("/v1/requests/{id}/approve"),
+            BOB,
+            Some(json!({ "approver": { "email": "bob@example.com", "username": "carol" } })),
+        )
+        .await;
+    assert_eq!(r.status, 403, "{}", r.text);
+    assert_eq!(h.get(&id).await["state"], "pending");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_flow_a_reload_removed_leaves_its_requests_to_admins_to_deny_and_none_to_approve() {
+    let h = Harness::start().await;
+    let id = h.submit("four", None, "pending").await;
+    let r = h.act(&id, "approve", BOB, "one of two").await;
+    assert_eq!(r.body["state"], "pending", "{}", r.text);
+    // The flow (two approvals from its approvers) leaves the config.
+    let text = config_text(&h._scratch);
+    let (start, end) = (
+        text.find("[flows.four]").unwrap(),
+        text.find("[flows.open]").unwrap(),
+    );
+    h._scratch
+        .config(&format!("{}{}", &text[..start], &text[end..]));
+    let r = h.send("POST", "/v1/admin/reload", CAROL, None).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+
+    // Its rules went with it: no one approves (the second approval would have escalated
+    // with no hook to grant anything), whether or not they were its approvers.
+    for token in [ERIN, FRANK, CAROL] {
+        let r = h.act(&id, "approve", token, "").await;
+        assert_eq!(r.status, 409, "{}", r.text);
+        assert!(
+            r.body["error"]
+                .as_str()
+                .unwrap()
+                .contains("which the config no longer has"),
+            "{}",
+            r.text
+        );
+    }
+    // Approvers may not deny it nor see it pending; its requester still sees it.
+    let r = h.act(&id, "deny", ERIN, "").await;
+    assert_eq!(r.status, 403, "{}", r.text);
+    assert!(r.text.contains("no longer in the config"), "{}", r.text);
+    let r = h
+        .send("GET", "/v1/requests?state=pending", ERIN, None)
+        .await;
+    assert_eq!(r.body["requests"], json!([]), "{}", r.text);
+    let r = h
+        .send("GET", "/v1/requests?state=pending", ALICE, None)
+        .await;
+    assert_eq!(r.body["requests"][0]["id"], id.as_str(), "{}", r.text);
+    // An admin clears it.
+    let r = h.act(&id, "deny", CAROL, "flow retired").await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body["state"], "denied", "{}", r.text);
 }

@@ -139,6 +139,7 @@ impl From<LifecycleError> for ApiError {
             LifecycleError::WrongState { .. }
             | LifecycleError::Busy(_)
             | LifecycleError::AlreadyApproved { .. }
+            | LifecycleError::FlowRemoved { .. }
             | LifecycleError::NotRevocable { .. } => StatusCode::CONFLICT,
             LifecycleError::SelfApproval { .. } | LifecycleError::NotApprover(_) => {
                 StatusCode::FORBIDDEN
@@ -236,11 +237,29 @@ impl Caller {
             first_name: None,
             last_name: None,
         });
-        if !named.email.trim().eq_ignore_ascii_case(&self.user) && self.role < Role::Admin {
+        if self.role >= Role::Admin {
+            return Ok(named);
+        }
+        if !named.email.trim().eq_ignore_ascii_case(&self.user) {
             return Err(ApiError::forbidden(format!(
                 "{} may not act as {what} {}; only admins act for others",
                 self.user,
                 named.email.trim()
+            )));
+        }
+        // Hooks trust the whole user (a plugin may grant access to `username`), and warden
+        // knows a caller only by the email of their token: the rest is an admin's to say.
+        let claimed = [
+            ("username", named.username.is_some()),
+            ("id", named.id.is_some()),
+            ("first_name", named.first_name.is_some()),
+            ("last_name", named.last_name.is_some()),
+        ];
+        if let Some((field, _)) = claimed.iter().find(|(_, set)| *set) {
+            return Err(ApiError::forbidden(format!(
+                "{} may not set the {what}'s `{field}`: warden knows them by their token's \
+                 email; only admins name a user's username, id or names",
+                self.user
             )));
         }
         Ok(named)
@@ -437,12 +456,13 @@ async fn decide(
     caller.require(Role::Approver)?;
     let body: DecisionBody = parse(&body?)?;
     let approver = caller.acting_as(body.approver, "approver")?;
+    let admin = caller.role >= Role::Admin;
     let lifecycle = app.lifecycle.clone();
     let view = detached(&app, async move {
         if approve {
             lifecycle.approve(&id, approver, body.reason).await
         } else {
-            lifecycle.deny(&id, approver, body.reason).await
+            lifecycle.deny(&id, approver, body.reason, admin).await
         }
     })
     .await?;

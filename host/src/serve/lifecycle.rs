@@ -321,18 +321,20 @@ impl Lifecycle {
         approver: UserInput,
         reason: Option<String>,
     ) -> Result<RequestView, LifecycleError> {
-        self.human_decides(id, approver, Verdict::Approve(reason))
+        self.human_decides(id, approver, Verdict::Approve(reason), false)
             .await
     }
 
-    /// A human denies a pending request.
+    /// A human denies a pending request. `by_admin`: the caller is an admin, who alone may
+    /// deny the requests of a flow a reload removed (which no one may approve).
     pub async fn deny(
         &self,
         id: &str,
         approver: UserInput,
         reason: Option<String>,
+        by_admin: bool,
     ) -> Result<RequestView, LifecycleError> {
-        self.human_decides(id, approver, Verdict::Deny(reason))
+        self.human_decides(id, approver, Verdict::Deny(reason), by_admin)
             .await
     }
 
@@ -341,6 +343,7 @@ impl Lifecycle {
         id: &str,
         approver: UserInput,
         verdict: Verdict,
+        by_admin: bool,
     ) -> Result<RequestView, LifecycleError> {
         // Hooks could not be told who decided; refused before anything is recorded.
         approver
@@ -351,7 +354,19 @@ impl Lifecycle {
         let warden = self.warden.load_full();
         let approver_email = approver.email.trim().to_string();
         let policy = policy_of(warden.config(), &rec.flow);
-        if let Some(why) = not_an_approver(&policy, &rec.flow, &approver_email) {
+        let flow_removed = warden.config().flow(&rec.flow).is_none();
+        if flow_removed && matches!(verdict, Verdict::Approve(_)) {
+            self.refused(&approver_email, id, "approve-refused", "flow removed")
+                .await?;
+            return Err(LifecycleError::FlowRemoved {
+                id: id.to_string(),
+                flow: rec.flow,
+            });
+        }
+        let admin_clears_removed_flow = flow_removed && by_admin;
+        if let Some(why) = not_an_approver(&policy, &rec.flow, &approver_email)
+            && !admin_clears_removed_flow
+        {
             self.refused(
                 &approver_email,
                 id,

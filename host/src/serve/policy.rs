@@ -15,13 +15,21 @@ use crate::store::requests::{HistoryEntry, HistoryEvent, State};
 use super::api::{ApiError, Caller};
 use super::view::RequestView;
 
-/// The flow's policy; a flow gone after a reload has the default one (any approver, one
-/// approval), as its requests did before the flow named approvers.
+/// The flow's policy. A flow a reload removed names no approvers at all: its rules went
+/// with it, and guessing them (any approver, one approval) would let anyone decide what
+/// only a few could; its requests are then its requesters' and admins' (an admin may deny
+/// a pending one, [`super::lifecycle::Lifecycle::deny`]; none can be approved).
 pub(crate) fn policy_of(config: &Config, flow: &str) -> ApprovalPolicy {
-    config
-        .flow(flow)
-        .map(|f| f.policy.clone())
-        .unwrap_or_default()
+    match config.flow(flow) {
+        Some(f) => f.policy.clone(),
+        None => ApprovalPolicy {
+            approvers: Some(Default::default()),
+            approvers_as_written: vec![format!(
+                "none: flow `{flow}` is no longer in the config; an admin may deny its requests"
+            )],
+            approvals_required: 1,
+        },
+    }
 }
 
 /// Why `email` may not decide requests of `flow`, if it may not.

@@ -148,11 +148,12 @@ impl Console {
         let warden = self.app.warden.current();
         let tokens = &warden.config().serve.tokens;
         let store = self.app.lifecycle.store();
-        let ids = headers
+        let cookies = headers
             .get_all(header::COOKIE)
             .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(session::session_ids);
+            .filter_map(|v| v.to_str().ok());
+        // Collected (two at most) so no borrowing iterator is held across the reads below.
+        let ids: Vec<&str> = session::session_ids(cookies, self.secure(headers)).collect();
         for id in ids {
             let Some(session) = session::get(&**store, id, now).await.map_err(unavailable)? else {
                 continue;
@@ -371,7 +372,12 @@ fn decide_on(config: &crate::config::Config, who: &SignedIn, view: &RequestView)
             who.caller.role
         ));
     }
-    if let Err(e) = who.caller.may_decide(config, &view.flow) {
+    // A flow a reload removed: only an admin may clear its requests (by denying them).
+    let admin_clears_removed_flow =
+        who.caller.role >= Role::Admin && config.flow(&view.flow).is_none();
+    if let Err(e) = who.caller.may_decide(config, &view.flow)
+        && !admin_clears_removed_flow
+    {
         return Decide::Missing(format!("{}. Ask one of them to decide.", e.message()));
     }
     let self_approval_allowed = config
@@ -442,13 +448,14 @@ async fn decide(
             .map(str::trim)
             .filter(|r| !r.is_empty())
             .map(str::to_string);
+        let admin = who.caller.role >= Role::Admin;
         let lifecycle = c.app.lifecycle.clone();
         let id = id.clone();
         detached(&c.app, async move {
             if approve {
                 lifecycle.approve(&id, approver, reason).await
             } else {
-                lifecycle.deny(&id, approver, reason).await
+                lifecycle.deny(&id, approver, reason, admin).await
             }
         })
         .await

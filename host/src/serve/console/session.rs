@@ -180,20 +180,27 @@ pub fn set_cookie(id: Option<&str>, secure: bool) -> String {
     }
 }
 
-/// Session cookies looked up per request: a browser sends at most one of each name.
-/// Each is a read of the store, so a client cannot make one request cost hundreds.
+/// Session cookies looked up per request, over all its `Cookie` headers: a browser sends
+/// one, or two when two paths set one. Each is a read of the store, so a client cannot make
+/// one request cost hundreds.
 pub const MAX_SESSION_COOKIES: usize = 2;
 
-/// The session ids a `Cookie` header carries (either name), well-formed ones only, at most
-/// [`MAX_SESSION_COOKIES`].
-pub fn session_ids(cookie_header: &str) -> impl Iterator<Item = &str> {
-    cookie_header
-        .split(';')
-        .filter_map(|pair| {
+/// The session ids a request's `Cookie` headers carry under the name a request over TLS
+/// (`secure`) or plain HTTP gets ([`cookie_name`]), well-formed ones only, at most
+/// [`MAX_SESSION_COOKIES`]. Over TLS only the `__Host-` cookie counts: a plain-named one may
+/// have been planted by a sibling domain or over plain HTTP, which `__Host-` rules out.
+pub fn session_ids<'a>(
+    cookie_headers: impl IntoIterator<Item = &'a str>,
+    secure: bool,
+) -> impl Iterator<Item = &'a str> {
+    let wanted = cookie_name(secure);
+    cookie_headers
+        .into_iter()
+        .flat_map(|header| header.split(';'))
+        .filter_map(move |pair| {
             let (name, value) = pair.trim().split_once('=')?;
-            let known = name == cookie_name(true) || name == cookie_name(false);
             let well_formed = value.len() == 64 && value.bytes().all(|b| b.is_ascii_hexdigit());
-            (known && well_formed).then_some(value)
+            (name == wanted && well_formed).then_some(value)
         })
         .take(MAX_SESSION_COOKIES)
 }
@@ -369,12 +376,43 @@ mod tests {
     fn only_well_formed_session_cookies_are_read() {
         let id = "a".repeat(64);
         let header = format!("x=1; warden_session=short; warden_session={id}; other={id}");
-        assert_eq!(session_ids(&header).collect::<Vec<_>>(), [id.as_str()]);
-        assert_eq!(session_ids("warden_session=<script>").count(), 0);
+        assert_eq!(
+            session_ids([header.as_str()], false).collect::<Vec<_>>(),
+            [id.as_str()]
+        );
+        assert_eq!(session_ids(["warden_session=<script>"], false).count(), 0);
+    }
+
+    #[test]
+    fn at_most_two_session_cookies_are_read_however_many_headers_carry_them() {
         let many = (0..100)
             .map(|i| format!("warden_session={i:064}"))
             .collect::<Vec<_>>()
             .join("; ");
-        assert_eq!(session_ids(&many).count(), MAX_SESSION_COOKIES);
+        assert_eq!(
+            session_ids([many.as_str()], false).count(),
+            MAX_SESSION_COOKIES
+        );
+        let headers: Vec<String> = (0..100)
+            .map(|i| format!("warden_session={i:064}"))
+            .collect();
+        assert_eq!(
+            session_ids(headers.iter().map(String::as_str), false).count(),
+            MAX_SESSION_COOKIES
+        );
+    }
+
+    #[test]
+    fn over_tls_only_the_host_prefixed_cookie_counts() {
+        let (plain, host) = ("a".repeat(64), "b".repeat(64));
+        let header = format!("warden_session={plain}; __Host-warden_session={host}");
+        assert_eq!(
+            session_ids([header.as_str()], true).collect::<Vec<_>>(),
+            [host.as_str()]
+        );
+        assert_eq!(
+            session_ids([header.as_str()], false).collect::<Vec<_>>(),
+            [plain.as_str()]
+        );
     }
 }

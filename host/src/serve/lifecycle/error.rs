@@ -28,6 +28,10 @@ pub enum LifecycleError {
     #[error("{0}")]
     NotApprover(String),
     #[error(
+        "request `{id}` belongs to flow `{flow}`, which the config no longer has: no hook can run for it, so it cannot be approved; an admin may deny it"
+    )]
+    FlowRemoved { id: String, flow: String },
+    #[error(
         "{approver} already approved `{id}`; it needs {required} approvals from different people ({count} so far)"
     )]
     AlreadyApproved {
