@@ -427,7 +427,12 @@ async fn pages_carry_a_strict_policy_and_cookies_their_flags() {
     assert_eq!(signed_in.status(), 200);
     let planted = home(format!("warden_session={id}")).await.unwrap();
     assert!(planted.status().is_redirection(), "{}", planted.status());
-    assert!(planted.headers()["location"].to_str().unwrap().starts_with("/signin"));
+    assert!(
+        planted.headers()["location"]
+            .to_str()
+            .unwrap()
+            .starts_with("/signin")
+    );
     // The API is unchanged: JSON and bearer tokens.
     let api = c
         .http
