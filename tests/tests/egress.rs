@@ -294,6 +294,49 @@ async fn a_sealed_value_a_server_kept_or_changed_in_case_is_redacted_from_every_
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_plugin_cannot_test_guesses_of_a_sealed_value_against_the_hosts_redaction() {
+    // Each guess goes where the host refuses it before anything is sent (a header name, the
+    // host of a URL with a scheme warden does not speak): the error quotes it. Were the
+    // error redacted, the right guess would come back as `[REDACTED]` and the wrong ones as
+    // written: a test of guesses with no request made, as many as the deadline allows.
+    let cases: Vec<(String, String)> = [
+        ("right", VO_SECRET.to_string()),
+        ("right_lowercased", VO_SECRET.to_ascii_lowercase()),
+        ("wrong", "vo-SECRET-value-9999".to_string()),
+    ]
+    .into_iter()
+    .map(|(name, guess)| {
+        (
+            name.to_string(),
+            format!("guess:http://127.0.0.1:9/|{guess}"),
+        )
+    })
+    .collect();
+    let scratch = Scratch::new();
+    let warden = start(&scratch, &flows(&cases, "http://127.0.0.1:9"), None).await;
+    for (flow, _) in &cases {
+        let report = run(&warden, flow).await;
+        // The reason is the plugin's own verdict, the same for every guess.
+        assert_eq!(
+            approved(&report),
+            "header:as-sent url:as-sent",
+            "{flow}: {report:?}"
+        );
+        // What is recorded of the refusals is redacted all the same.
+        for refusal in &report.refusals {
+            assert!(
+                !refusal
+                    .detail
+                    .to_ascii_lowercase()
+                    .contains(&VO_SECRET.to_ascii_lowercase()),
+                "{flow}: {}",
+                refusal.detail
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_body_that_redaction_makes_longer_than_the_cap_is_too_large() {
     // A value shorter than `[REDACTED]`: the server's 12 bytes become 19.
     let server = TestServer::start().await;

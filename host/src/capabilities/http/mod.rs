@@ -193,6 +193,7 @@ impl HttpState {
             calls: Vec::new(),
             calls_dropped: 0,
             sent: 0,
+            reached_network: false,
         }
     }
 }
@@ -209,6 +210,8 @@ pub struct HttpInstance {
     calls_dropped: usize,
     /// Requests the plugin has sent in this event, against `limits.http_requests`.
     sent: u32,
+    /// Whether the call being made has handed a hop to the transport yet.
+    reached_network: bool,
 }
 
 pub struct HttpView<'a> {
@@ -262,6 +265,7 @@ impl HttpView<'_> {
                 return Ok(self.instance.record(method, shown, Err(invalid)));
             }
         };
+        self.instance.reached_network = false;
         let allowed = self.instance.flow.limits.http_requests;
         let asked_headers = std::mem::take(&mut request.headers);
         let result = match self.outgoing_headers(asked_headers).await? {
@@ -275,8 +279,17 @@ impl HttpView<'_> {
                 answer.map_err(CallError::Http)
             }
         };
-        // Errors quote URLs and addresses a server chose (a redirect's target).
-        let result = result.map_err(|e| e.redacted(&self.instance.redactor()));
+        // Errors after a hop went out may quote what a server chose (a redirect's target):
+        // redacted. Those the host made before (a header, a URL or a host refused) quote only
+        // the plugin's own text and the config's, and are told as they are: redacting them
+        // would tell the plugin whether a text it wrote is a secret's value, a guess at a
+        // time, with nothing sent. (What is recorded is redacted with the report.)
+        let result = match result {
+            Err(CallError::Http(error)) if !self.instance.reached_network => {
+                Err(CallError::Http(error))
+            }
+            result => result.map_err(|e| e.redacted(&self.instance.redactor())),
+        };
         Ok(self.instance.record(method, shown, result))
     }
 }
@@ -431,6 +444,7 @@ impl HttpInstance {
                 .iter()
                 .filter(|h| same_origin || !matches!(h.value, OutgoingValue::Sealed { .. }))
                 .collect();
+            self.reached_network = true;
             let response = self
                 .transport
                 .send(HopRequest {

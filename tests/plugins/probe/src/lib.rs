@@ -205,6 +205,31 @@ fn act_on(event: &Event, action: &str) -> Result<Decision> {
             });
             to_decision(event, sent.map(|r| format!("status={}", r.status())))
         }
+        // `<url>|<guess>`: sends `guess` where the host refuses it before anything goes out
+        // (in a header name, and as the host of a URL with no scheme warden speaks), and
+        // approves with whether each error showed the guess as sent: `header:as-sent
+        // url:as-sent`, or `hidden` where it did not (redaction would tell a guessed secret
+        // value apart).
+        "guess" => {
+            let [url, guess] = fields(arg)?;
+            // A URL's host comes back lowercased.
+            let guess_lowercased = guess.to_ascii_lowercase();
+            let shown = |result: Result<http::Response>| match result {
+                Err(error)
+                    if error
+                        .to_string()
+                        .to_ascii_lowercase()
+                        .contains(&guess_lowercased) =>
+                {
+                    "as-sent"
+                }
+                Err(_) => "hidden",
+                Ok(_) => "sent",
+            };
+            let header = shown(http::get(url).header(format!("{guess} x"), "1").send());
+            let scheme = shown(http::get(format!("ftp://{guess}/")).send());
+            Ok(Decision::approve(format!("header:{header} url:{scheme}")))
+        }
         // `<url>`: GET; approves with everything the plugin was given (status, headers, body,
         // or the error) hex-encoded, out of reach of the redaction of reasons, so a test sees
         // exactly what the plugin saw.
