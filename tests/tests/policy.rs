@@ -578,3 +578,38 @@ async fn a_flow_a_reload_removed_leaves_its_requests_to_admins_to_deny_and_none_
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(r.body["state"], "denied", "{}", r.text);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unknown_tokens_from_one_address_are_cut_off_for_a_minute_right_guess_or_not() {
+    let h = Harness::start().await;
+    for i in 0..warden::serve::TOKEN_FAILURES {
+        let r = h
+            .send("GET", "/v1/requests", &format!("guess-{i}"), None)
+            .await;
+        assert_eq!(r.status, 401, "{}", r.text);
+    }
+    // Over the limit the token is not even compared: the right one is refused too.
+    let url = format!("http://{}/v1/requests", h.server.local_addr());
+    let r = h.http.get(&url).bearer_auth(CAROL).send().await.unwrap();
+    assert_eq!(r.status(), 429);
+    assert_eq!(r.headers()["retry-after"], "60");
+    let text = r.text().await.unwrap();
+    assert!(text.contains("too many unknown tokens"), "{text}");
+    // Counted where an operator looks.
+    let metrics = h
+        .http
+        .get(format!("http://{}/metrics", h.server.local_addr()))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(&format!(
+            "warden_api_unknown_tokens_total {}",
+            warden::serve::TOKEN_FAILURES
+        )),
+        "{metrics}"
+    );
+}

@@ -1,13 +1,14 @@
 //! The HTTP API: JSON in and out, bearer tokens, a body size cap, and a bound on requests
 //! in flight (503 with `Retry-After` beyond it, rather than a queue).
 
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, Query, Request, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequestParts, Path, Query, Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
@@ -24,6 +25,7 @@ use super::CurrentWarden;
 use super::coalesce::Coalesced;
 use super::lifecycle::{Lifecycle, LifecycleError, Submission};
 use super::metrics::{self, Metrics};
+use super::throttle::PerAddress;
 use crate::store::requests::State as RequestState;
 
 /// Seconds a client is told to wait when warden is at `max_in_flight`.
@@ -43,6 +45,18 @@ pub(crate) struct App {
     pub store_counts: Coalesced<StoreCountsNow>,
     /// `/readyz`'s ping of the store, one at a time.
     pub readiness: Coalesced<Result<(), String>>,
+    /// Unknown bearer tokens per client address ([`TOKEN_FAILURES`] a minute).
+    pub token_failures: PerAddress,
+}
+
+/// Unknown bearer tokens one client address may send per [`TOKEN_FAILURE_WINDOW`]; beyond
+/// it every request from there gets `429` until the window ends, its token not compared:
+/// a working client sends none, and guessing goes no faster.
+pub const TOKEN_FAILURES: u32 = 20;
+pub const TOKEN_FAILURE_WINDOW: Duration = Duration::from_secs(60);
+
+pub(crate) fn token_failures() -> PerAddress {
+    PerAddress::new(TOKEN_FAILURES, TOKEN_FAILURE_WINDOW)
 }
 
 /// What `/metrics` reads from the store: requests by state, and each channel's outbox.
@@ -123,6 +137,12 @@ impl IntoResponse for ApiError {
                 HeaderValue::from_static(STORE_RETRY_AFTER_SECONDS),
             );
         }
+        if self.status == StatusCode::TOO_MANY_REQUESTS {
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(TOKEN_FAILURE_WINDOW.as_secs()),
+            );
+        }
         response
     }
 }
@@ -160,6 +180,18 @@ impl From<LifecycleError> for ApiError {
             message: e.to_string(),
             field,
         }
+    }
+}
+
+impl ApiError {
+    fn too_many_token_failures() -> Self {
+        Self::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!(
+                "too many unknown tokens from your address; wait {} seconds",
+                TOKEN_FAILURE_WINDOW.as_secs()
+            ),
+        )
     }
 }
 
@@ -286,7 +318,28 @@ impl FromRequestParts<Arc<App>> for Caller {
             .and_then(|v| v.strip_prefix("Bearer "))
             .map(str::trim)
             .ok_or_else(|| unauthorized("the Authorization header must be `Bearer <token>`"))?;
-        Caller::for_token(app, token).ok_or_else(|| unauthorized("unknown token"))
+        let addr = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |ConnectInfo(a)| a.ip());
+        let now = Instant::now();
+        if app.token_failures.check(addr, now).is_err() {
+            return Err(ApiError::too_many_token_failures());
+        }
+        if let Some(caller) = Caller::for_token(app, token) {
+            return Ok(caller);
+        }
+        app.metrics.observe_token_failure();
+        if app.token_failures.count(addr, now) {
+            tracing::warn!(
+                %addr,
+                "{TOKEN_FAILURES} unknown API tokens from one address within {}s: its requests get 429 until then",
+                TOKEN_FAILURE_WINDOW.as_secs()
+            );
+        } else {
+            tracing::debug!(%addr, "unknown API token");
+        }
+        Err(unauthorized("unknown token"))
     }
 }
 

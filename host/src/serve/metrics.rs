@@ -116,6 +116,7 @@ pub struct Metrics {
     grant_refusals: Family<RefusalLabels, Counter>,
     api_responses: Family<StatusLabels, Counter>,
     api_connections: Gauge,
+    unknown_tokens: Counter,
     reloads: Family<ReloadLabels, Counter>,
     deliveries: Family<DeliveryLabels, Counter>,
 }
@@ -129,6 +130,7 @@ impl Default for Metrics {
         let grant_refusals = Family::default();
         let api_responses = Family::default();
         let api_connections = Gauge::default();
+        let unknown_tokens = Counter::default();
         let reloads = Family::default();
         let deliveries = Family::default();
         let mut registry = Registry::default();
@@ -170,6 +172,11 @@ impl Default for Metrics {
             api_connections.clone(),
         );
         registry.register(
+            "warden_api_unknown_tokens",
+            "API requests refused for a bearer token no one holds (console sign-ins not counted)",
+            unknown_tokens.clone(),
+        );
+        registry.register(
             "warden_reloads",
             "Config reloads, applied or refused",
             reloads.clone(),
@@ -188,6 +195,7 @@ impl Default for Metrics {
             grant_refusals,
             api_responses,
             api_connections,
+            unknown_tokens,
             reloads,
             deliveries,
         }
@@ -309,6 +317,11 @@ impl Metrics {
         self.api_responses
             .get_or_create(&StatusLabels { status })
             .inc();
+    }
+
+    /// Counts one API request whose bearer token no one holds.
+    pub fn observe_token_failure(&self) {
+        self.unknown_tokens.inc();
     }
 
     /// Counts a connection to the API as open until the guard is dropped.

@@ -26,6 +26,7 @@ pub mod lifecycle;
 pub mod metrics;
 pub mod notify;
 mod policy;
+pub mod throttle;
 mod view;
 
 use std::net::SocketAddr;
@@ -48,7 +49,7 @@ use coalesce::Coalesced;
 use lifecycle::{Lifecycle, LifecycleError};
 use metrics::Metrics;
 
-pub use api::{DecisionBody, NewRequestBody, parse_body};
+pub use api::{DecisionBody, NewRequestBody, TOKEN_FAILURES, parse_body};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -259,6 +260,7 @@ impl Server {
             max_in_flight: settings.max_in_flight,
             store_counts: Coalesced::default(),
             readiness: Coalesced::default(),
+            token_failures: api::token_failures(),
         });
         let router = api::router(app, settings.max_body_bytes, settings.client_timeout);
         let limits = connections::ConnectionLimits {

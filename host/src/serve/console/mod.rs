@@ -47,14 +47,14 @@ const AUDIT_PAGE: usize = 50;
 #[derive(Clone)]
 struct Console {
     app: Arc<App>,
-    attempts: Arc<session::Attempts>,
+    attempts: Arc<crate::serve::throttle::PerAddress>,
 }
 
 /// The console's routes, with the API's in-flight bound and the pages' security headers.
 pub(crate) fn router(app: Arc<App>) -> Router<Arc<App>> {
     let console = Console {
         app: app.clone(),
-        attempts: Arc::default(),
+        attempts: Arc::new(session::sign_in_attempts()),
     };
     Router::new()
         .route("/", get(list))

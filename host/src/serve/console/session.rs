@@ -1,22 +1,20 @@
 //! Console sessions: an API token exchanged at sign-in for a random session id kept in a
-//! cookie, a CSRF token bound to each session, and a per-address limit on sign-in attempts.
+//! cookie, a CSRF token bound to each session, and a per-address limit on sign-in attempts
+//! ([`crate::serve::throttle`]).
 //!
 //! Sessions live in the store ([`crate::store::sessions`]), so a browser signed in on one
 //! replica is signed in on every replica of one database, and a restart signs no one out;
 //! the store holds a digest of each id, not the id. A session remembers a digest of the
 //! token it was opened with, not who that token named: each request finds the token again
 //! in the config now serving, so a token removed or rotated by a reload ends its sessions,
-//! and a changed role applies at once. Sign-in attempts are counted in memory, per replica.
+//! and a changed role applies at once.
 
-use std::collections::HashMap;
-use std::net::IpAddr;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
-use crate::Unpoisoned;
 use crate::config::ApiToken;
+use crate::serve::throttle::PerAddress;
 use crate::store::StoreError;
 use crate::store::backend::Backend;
 use crate::store::sessions::{SessionRules, StoredSession};
@@ -35,9 +33,11 @@ pub const MAX_SESSIONS: usize = 10_000;
 /// Sign-in attempts one client address may make per [`SIGN_IN_WINDOW`].
 pub const SIGN_IN_ATTEMPTS: u32 = 10;
 pub const SIGN_IN_WINDOW: Duration = Duration::from_secs(60);
-/// Client addresses whose attempts are counted at once; beyond it, attempts are refused
-/// until windows run out (failing closed rather than forgetting who was counted).
-pub const MAX_TRACKED_ADDRESSES: usize = 4096;
+
+/// Counts sign-in attempts, right or wrong, per client address ([`PerAddress`]).
+pub fn sign_in_attempts() -> PerAddress {
+    PerAddress::new(SIGN_IN_ATTEMPTS, SIGN_IN_WINDOW)
+}
 
 /// The limits above, as the store applies them when it opens and reads a session.
 pub const RULES: SessionRules = SessionRules {
@@ -84,42 +84,9 @@ impl Session {
     }
 }
 
-/// Too many sign-in attempts from one address; try again after the window.
-#[derive(Debug, PartialEq, Eq)]
-pub struct RateLimited;
-
 /// Every session slot is taken by live sessions.
 #[derive(Debug, PartialEq, Eq)]
 pub struct SessionsFull;
-
-/// Sign-in attempts per client address (sessions themselves are the store's).
-#[derive(Default)]
-pub struct Attempts {
-    by_address: Mutex<HashMap<IpAddr, (Instant, u32)>>,
-}
-
-impl Attempts {
-    /// Counts one sign-in attempt from `addr`; refused beyond [`SIGN_IN_ATTEMPTS`] per window.
-    pub fn attempt(&self, addr: IpAddr, now: Instant) -> Result<(), RateLimited> {
-        let mut attempts = self.by_address.lock().unpoisoned();
-        if !attempts.contains_key(&addr) && attempts.len() >= MAX_TRACKED_ADDRESSES {
-            attempts.retain(|_, (start, _)| now.duration_since(*start) < SIGN_IN_WINDOW);
-            if attempts.len() >= MAX_TRACKED_ADDRESSES {
-                return Err(RateLimited);
-            }
-        }
-        let (start, count) = attempts.entry(addr).or_insert((now, 0));
-        if now.duration_since(*start) >= SIGN_IN_WINDOW {
-            *start = now;
-            *count = 0;
-        }
-        if *count >= SIGN_IN_ATTEMPTS {
-            return Err(RateLimited);
-        }
-        *count += 1;
-        Ok(())
-    }
-}
 
 /// Opens a session for `token` (already checked against the config) under a new random
 /// id, which is returned with the session; [`SessionsFull`] when every place is held. Never reuses an
@@ -207,11 +174,14 @@ pub fn session_ids<'a>(
 
 #[cfg(test)]
 mod tests {
+    use std::net::IpAddr;
     use std::sync::Arc;
+    use std::time::Instant;
 
     use super::*;
     use crate::config::Role;
     use crate::secrets::SecretValue;
+    use crate::serve::throttle::RateLimited;
     use crate::store::Store;
 
     fn token(value: &str) -> ApiToken {
@@ -338,7 +308,7 @@ mod tests {
 
     #[test]
     fn sign_in_attempts_are_limited_per_address_and_window() {
-        let attempts = Attempts::default();
+        let attempts = sign_in_attempts();
         let t0 = Instant::now();
         let a: IpAddr = "10.0.0.1".parse().unwrap();
         let b: IpAddr = "10.0.0.2".parse().unwrap();

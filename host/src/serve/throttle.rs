@@ -1,0 +1,179 @@
+//! Counting what client addresses try, per window: the console's sign-ins and the API's
+//! failed tokens, each against its own [`PerAddress`]. A token is refused before it is
+//! compared once its address is over the limit, so guessing one goes no faster than the
+//! limit, right guess or not.
+//!
+//! An address is what warden sees: an IPv4 address, or an IPv6 address's /64 (one host
+//! commonly holds a whole /64, and would otherwise count as billions of clients). The
+//! table is bounded; when every place is taken by a live window, the oldest window is
+//! forgotten rather than every new address refused, so filling the table locks no one
+//! out (an attacker with more /64s than places gets a fresh count per address; SECURITY.md).
+//! Counted in memory, per replica.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use crate::Unpoisoned;
+
+/// Client addresses counted at once by one [`PerAddress`].
+pub const MAX_TRACKED_ADDRESSES: usize = 4096;
+
+/// Too many attempts from one address; try again after the window.
+#[derive(Debug, PartialEq, Eq)]
+pub struct RateLimited;
+
+/// `limit` counted attempts per address per `window`.
+pub struct PerAddress {
+    limit: u32,
+    window: Duration,
+    by_address: Mutex<HashMap<AddressKey, (Instant, u32)>>,
+}
+
+/// An IPv4 address, or an IPv6 address's first 64 bits (IPv4-mapped ones as IPv4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum AddressKey {
+    V4([u8; 4]),
+    V6Prefix([u8; 8]),
+}
+
+impl AddressKey {
+    fn of(addr: IpAddr) -> Self {
+        match addr {
+            IpAddr::V4(v4) => Self::V4(v4.octets()),
+            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => Self::V4(v4.octets()),
+                None => {
+                    let octets = v6.octets();
+                    let mut prefix = [0; 8];
+                    prefix.copy_from_slice(&octets[..8]);
+                    Self::V6Prefix(prefix)
+                }
+            },
+        }
+    }
+}
+
+impl PerAddress {
+    pub fn new(limit: u32, window: Duration) -> Self {
+        Self {
+            limit,
+            window,
+            by_address: Mutex::default(),
+        }
+    }
+
+    /// Counts one attempt from `addr`; refused (and not counted) beyond the limit.
+    pub fn attempt(&self, addr: IpAddr, now: Instant) -> Result<(), RateLimited> {
+        self.check(addr, now)?;
+        self.count(addr, now);
+        Ok(())
+    }
+
+    /// Whether `addr` may try now, without counting it.
+    pub fn check(&self, addr: IpAddr, now: Instant) -> Result<(), RateLimited> {
+        let by_address = self.by_address.lock().unpoisoned();
+        match by_address.get(&AddressKey::of(addr)) {
+            Some((start, count))
+                if now.duration_since(*start) < self.window && *count >= self.limit =>
+            {
+                Err(RateLimited)
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Counts one attempt from `addr`; true when it is the one that reached the limit.
+    pub fn count(&self, addr: IpAddr, now: Instant) -> bool {
+        let key = AddressKey::of(addr);
+        let mut by_address = self.by_address.lock().unpoisoned();
+        if !by_address.contains_key(&key) && by_address.len() >= MAX_TRACKED_ADDRESSES {
+            by_address.retain(|_, (start, _)| now.duration_since(*start) < self.window);
+            if by_address.len() >= MAX_TRACKED_ADDRESSES
+                && let Some(oldest) = by_address
+                    .iter()
+                    .min_by_key(|(_, (start, _))| *start)
+                    .map(|(key, _)| *key)
+            {
+                by_address.remove(&oldest);
+            }
+        }
+        let (start, count) = by_address.entry(key).or_insert((now, 0));
+        if now.duration_since(*start) >= self.window {
+            *start = now;
+            *count = 0;
+        }
+        *count = count.saturating_add(1);
+        *count == self.limit
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
+    use super::*;
+
+    const WINDOW: Duration = Duration::from_secs(60);
+
+    #[test]
+    fn an_address_gets_its_limit_per_window() {
+        let limiter = PerAddress::new(3, WINDOW);
+        let (a, b) = (
+            IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)),
+            IpAddr::V4(Ipv4Addr::new(10, 0, 0, 2)),
+        );
+        let t0 = Instant::now();
+        for _ in 0..3 {
+            assert_eq!(limiter.attempt(a, t0), Ok(()));
+        }
+        assert_eq!(limiter.attempt(a, t0), Err(RateLimited));
+        assert_eq!(limiter.check(a, t0), Err(RateLimited));
+        assert_eq!(limiter.attempt(b, t0), Ok(()), "others are not held up");
+        assert_eq!(limiter.attempt(a, t0 + WINDOW), Ok(()), "a new window");
+    }
+
+    #[test]
+    fn an_ipv6_64_counts_as_one_address_and_mapped_ipv4_as_ipv4() {
+        let limiter = PerAddress::new(2, WINDOW);
+        let t0 = Instant::now();
+        let one: IpAddr = "2001:db8:1:2::1".parse().unwrap();
+        let same_64: IpAddr = "2001:db8:1:2:ffff::9".parse().unwrap();
+        let other_64: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert!(limiter.attempt(one, t0).is_ok());
+        assert!(limiter.attempt(same_64, t0).is_ok());
+        assert_eq!(limiter.attempt(same_64, t0), Err(RateLimited));
+        assert!(limiter.attempt(other_64, t0).is_ok());
+        let v4 = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 7));
+        let mapped = IpAddr::V6(Ipv4Addr::new(192, 0, 2, 7).to_ipv6_mapped());
+        assert!(limiter.attempt(v4, t0).is_ok());
+        assert!(limiter.attempt(mapped, t0).is_ok());
+        assert_eq!(limiter.attempt(v4, t0), Err(RateLimited));
+    }
+
+    #[test]
+    fn filling_the_table_locks_no_new_address_out() {
+        let limiter = PerAddress::new(1, WINDOW);
+        let t0 = Instant::now();
+        for i in 0..MAX_TRACKED_ADDRESSES as u32 {
+            let addr = IpAddr::V6(Ipv6Addr::from(u128::from(i) << 64));
+            assert!(limiter.attempt(addr, t0).is_ok());
+        }
+        let newcomer = IpAddr::V4(Ipv4Addr::new(203, 0, 113, 5));
+        assert_eq!(limiter.attempt(newcomer, t0), Ok(()));
+        // ... and it is counted like any other.
+        assert_eq!(limiter.attempt(newcomer, t0), Err(RateLimited));
+        assert!(limiter.by_address.lock().unwrap().len() <= MAX_TRACKED_ADDRESSES);
+    }
+
+    #[test]
+    fn the_attempt_that_reaches_the_limit_is_told() {
+        let limiter = PerAddress::new(2, WINDOW);
+        let a = IpAddr::V4(Ipv4Addr::LOCALHOST);
+        let t0 = Instant::now();
+        assert!(!limiter.count(a, t0));
+        assert!(limiter.count(a, t0));
+        assert!(!limiter.count(a, t0));
+    }
+}
