@@ -26,7 +26,7 @@ use super::coalesce::Coalesced;
 use super::lifecycle::{Lifecycle, LifecycleError, Submission};
 use super::metrics::{self, Metrics};
 use super::throttle::PerAddress;
-use crate::store::requests::State as RequestState;
+use crate::store::requests::{Cursor, ListQuery as StoreListQuery, State as RequestState};
 
 /// Seconds a client is told to wait when warden is at `max_in_flight`.
 const RETRY_AFTER_SECONDS: &str = "1";
@@ -575,26 +575,58 @@ async fn show(
     Ok(axum::Json(view).into_response())
 }
 
+/// Requests a listing gives by default, and at most.
+pub const LIST_LIMIT: usize = 50;
+pub const MAX_LIST_LIMIT: usize = 200;
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct ListQuery {
+struct ListParams {
     state: Option<String>,
+    flow: Option<String>,
+    limit: Option<usize>,
+    before: Option<String>,
 }
 
 async fn list(
     State(app): State<Arc<App>>,
     caller: Caller,
-    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+    query: Result<Query<ListParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let Query(query) = query.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text()))?;
-    let state = query
+    let Query(params) = query.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text()))?;
+    let bad = |e: String| ApiError::new(StatusCode::BAD_REQUEST, e);
+    let state = params
         .state
         .map(|s| s.parse::<RequestState>())
         .transpose()
-        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e))?;
-    let mut requests = app.lifecycle.list(state, caller.list_scope()).await?;
-    caller.retain_visible(app.warden.current().config(), &mut requests);
-    Ok(axum::Json(serde_json::json!({ "requests": requests })).into_response())
+        .map_err(bad)?;
+    let limit = params.limit.unwrap_or(LIST_LIMIT);
+    if !(1..=MAX_LIST_LIMIT).contains(&limit) {
+        return Err(bad(format!(
+            "`limit` must be between 1 and {MAX_LIST_LIMIT}, not {limit}"
+        )));
+    }
+    let before = params
+        .before
+        .map(|b| b.parse::<Cursor>())
+        .transpose()
+        .map_err(bad)?;
+    let query = StoreListQuery {
+        state,
+        requester: caller.list_scope().map(str::to_string),
+        flow: params.flow.filter(|f| !f.is_empty()),
+        before,
+        limit,
+    };
+    let config = app.warden.current();
+    let page = app
+        .lifecycle
+        .list(query, |view| {
+            caller.may_see_request(config.config(), view).is_ok()
+        })
+        .await?;
+    let next = page.next.map(|cursor| cursor.to_string());
+    Ok(axum::Json(serde_json::json!({ "requests": page.requests, "next": next })).into_response())
 }
 
 async fn reload(State(app): State<Arc<App>>, caller: Caller) -> Result<Response, ApiError> {

@@ -42,6 +42,7 @@ pub use super::view::{RequestView, Submission, Submitted};
 use super::view::{event, profile, requester_of};
 
 mod error;
+mod list;
 mod resume;
 mod revoke;
 
@@ -177,20 +178,6 @@ impl Lifecycle {
         let id = claim.id().to_string();
         let (rec, history) = claim.finish().await?.ok_or(LifecycleError::NotFound(id))?;
         Ok(RequestView::new(rec, Some(history)))
-    }
-
-    pub async fn list(
-        &self,
-        state: Option<State>,
-        requester: Option<&str>,
-    ) -> Result<Vec<RequestView>, LifecycleError> {
-        Ok(self
-            .store
-            .list(state, requester)
-            .await?
-            .into_iter()
-            .map(|rec| RequestView::new(rec, None))
-            .collect())
     }
 
     /// Stores a new request and runs its request step (and, when the plugin approves or

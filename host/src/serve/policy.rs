@@ -90,11 +90,6 @@ impl Caller {
         Ok(())
     }
 
-    /// Leaves the requests of `views` the caller may see.
-    pub(crate) fn retain_visible(&self, config: &Config, views: &mut Vec<RequestView>) {
-        views.retain(|v| self.may_see_request(config, v).is_ok());
-    }
-
     /// Whether the caller may end request `view`'s access early: its requester, an approver
     /// the flow's policy names, or an admin.
     pub(crate) fn may_revoke(&self, config: &Config, view: &RequestView) -> Result<(), ApiError> {

@@ -24,7 +24,8 @@ use async_trait::async_trait;
 use super::outbox::{self, Notification, Router};
 use super::postgres::ExpirySweep;
 use super::requests::{
-    self, AuditEntry, HistoryEntry, NewRequest, RequestRecord, RequestWrite, State, Transition,
+    self, AuditEntry, HistoryEntry, ListQuery, NewRequest, RequestRecord, RequestWrite, State,
+    Transition,
 };
 use super::sessions::{self, SessionRules, StoredSession};
 use super::{Store, StoreChange, StoreError, StoredIdentity, UserRecord};
@@ -233,12 +234,8 @@ pub trait Backend: Send + Sync {
     async fn request(&self, id: &str) -> Result<Option<RequestRecord>, StoreError>;
     async fn request_with_history(&self, id: &str) -> Result<Option<WithHistory>, StoreError>;
     async fn history(&self, id: &str) -> Result<Vec<HistoryEntry>, StoreError>;
-    /// Newest first, at most 1000, optionally only in `state` and of `requester`.
-    async fn list(
-        &self,
-        state: Option<State>,
-        requester: Option<&str>,
-    ) -> Result<Vec<RequestRecord>, StoreError>;
+    /// As `query` asks, newest first.
+    async fn list(&self, query: &ListQuery) -> Result<Vec<RequestRecord>, StoreError>;
     /// Appends one line to the append-only audit log.
     async fn audit(
         &self,
@@ -455,12 +452,8 @@ impl Backend for Store {
         self.read("read a request's history", |c| requests::history(c, id))
     }
 
-    async fn list(
-        &self,
-        state: Option<State>,
-        requester: Option<&str>,
-    ) -> Result<Vec<RequestRecord>, StoreError> {
-        self.read("list requests", |c| requests::list(c, state, requester))
+    async fn list(&self, query: &ListQuery) -> Result<Vec<RequestRecord>, StoreError> {
+        self.read("list requests", |c| requests::list(c, query))
     }
 
     async fn audit(

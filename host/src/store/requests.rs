@@ -523,19 +523,78 @@ pub fn history(conn: &Connection, id: &str) -> rusqlite::Result<Vec<HistoryEntry
     .collect()
 }
 
-/// Requests, newest first, optionally only those in `state` and of `requester`.
-pub fn list(
-    conn: &Connection,
-    state: Option<State>,
-    requester: Option<&str>,
-) -> rusqlite::Result<Vec<RequestRecord>> {
-    let mut stmt = conn.prepare(&format!(
+/// Which requests a listing asks for: newest first, from `before` on (not included), at
+/// most `limit`, each filter applied when set.
+#[derive(Debug, Clone, Default)]
+pub struct ListQuery {
+    pub state: Option<State>,
+    pub requester: Option<String>,
+    pub flow: Option<String>,
+    pub before: Option<Cursor>,
+    pub limit: usize,
+}
+
+/// Where a listing goes on: the last request it gave (requests are ordered by creation
+/// time, then id, newest first). Written `<created_at>-<id>` for clients.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cursor {
+    pub created_at: i64,
+    pub id: String,
+}
+
+impl Cursor {
+    pub fn after(rec: &RequestRecord) -> Self {
+        Self {
+            created_at: rec.created_at,
+            id: rec.id.clone(),
+        }
+    }
+}
+
+impl std::fmt::Display for Cursor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}-{}", self.created_at, self.id)
+    }
+}
+
+impl std::str::FromStr for Cursor {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let bad = || "`before` is not a cursor this listing gave (`next`)".to_string();
+        let (at, id) = text.split_once('-').ok_or_else(bad)?;
+        Ok(Self {
+            created_at: at.parse().map_err(|_| bad())?,
+            id: id.to_string(),
+        })
+    }
+}
+
+/// Requests as `query` asks, newest first.
+pub fn list(conn: &Connection, query: &ListQuery) -> rusqlite::Result<Vec<RequestRecord>> {
+    let mut stmt = conn.prepare_cached(&format!(
         "SELECT {COLUMNS} FROM requests
          WHERE (?1 IS NULL OR state = ?1) AND (?2 IS NULL OR requester = ?2)
-         ORDER BY created_at DESC, id DESC LIMIT 1000"
+           AND (?3 IS NULL OR flow = ?3)
+           AND (?4 IS NULL OR created_at < ?4 OR (created_at = ?4 AND id < ?5))
+         ORDER BY created_at DESC, id DESC LIMIT ?6"
     ))?;
-    stmt.query_map(params![state.map(State::as_str), requester], row_to_record)?
-        .collect()
+    let (before_at, before_id) = match &query.before {
+        Some(cursor) => (Some(cursor.created_at), Some(cursor.id.as_str())),
+        None => (None, None),
+    };
+    stmt.query_map(
+        params![
+            query.state.map(State::as_str),
+            query.requester,
+            query.flow,
+            before_at,
+            before_id,
+            i64::try_from(query.limit).unwrap_or(i64::MAX),
+        ],
+        row_to_record,
+    )?
+    .collect()
 }
 
 /// An audit entry from a row of `seq, at, actor, action, request_id, detail`.

@@ -30,7 +30,7 @@ use crate::config::Role;
 use super::api::{self, ApiError, App, Caller, detached};
 use super::lifecycle::{RequestView, Submission};
 use crate::store::StoreError;
-use crate::store::requests::{State as RequestState, now_ms};
+use crate::store::requests::{ListQuery, State as RequestState, now_ms};
 use auth::{check_csrf, read_form};
 use forms::Form;
 use pages::{Decide, Notice, Who};
@@ -43,6 +43,8 @@ const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self'; form-ac
 const STYLESHEET: &str = include_str!("console.css");
 /// Audit entries per page.
 const AUDIT_PAGE: usize = 50;
+/// Requests on one page of the list; **Older requests** goes on from its last.
+const PAGE_LENGTH: usize = 50;
 
 #[derive(Clone)]
 struct Console {
@@ -281,15 +283,29 @@ async fn list(State(c): State<Console>, headers: HeaderMap, RawQuery(query): Raw
         Some(Err(e)) => return error_page(&who, &ApiError::new(StatusCode::BAD_REQUEST, e)),
     };
     let flow = query.get("flow").filter(|f| !f.is_empty());
-    let mut requests = match c.app.lifecycle.list(state, who.caller.list_scope()).await {
-        Ok(requests) => requests,
+    let before = match query
+        .get("before")
+        .filter(|b| !b.is_empty())
+        .map(str::parse)
+    {
+        None => None,
+        Some(Ok(cursor)) => Some(cursor),
+        Some(Err(e)) => return error_page(&who, &ApiError::new(StatusCode::BAD_REQUEST, e)),
+    };
+    let listing = ListQuery {
+        state,
+        requester: who.caller.list_scope().map(str::to_string),
+        flow: flow.map(str::to_string),
+        before,
+        limit: PAGE_LENGTH,
+    };
+    let current = c.app.warden.current();
+    let visible = |view: &RequestView| who.caller.may_see_request(current.config(), view).is_ok();
+    let page = match c.app.lifecycle.list(listing, visible).await {
+        Ok(page) => page,
         Err(e) => return error_page(&who, &e.into()),
     };
-    if let Some(flow) = flow {
-        requests.retain(|r| r.flow == flow);
-    }
-    who.caller
-        .retain_visible(c.app.warden.current().config(), &mut requests);
+    let mut requests = page.requests;
     // Pending first; otherwise newest first, as listed.
     requests.sort_by_key(|r| r.state != RequestState::Pending);
     let flows: Vec<String> = c
@@ -312,7 +328,7 @@ async fn list(State(c): State<Console>, headers: HeaderMap, RawQuery(query): Raw
             Some(&who.who()),
             title,
             None,
-            pages::list(&requests, &flows, state, flow),
+            pages::list(&requests, &flows, state, flow, page.next.as_ref()),
         ),
     )
 }

@@ -9,7 +9,7 @@ use serde_json::Value;
 use super::forms::Form;
 use crate::config::{FieldSpec, FieldType, Role};
 use crate::serve::lifecycle::RequestView;
-use crate::store::requests::{AuditEntry, State, rfc3339};
+use crate::store::requests::{AuditEntry, Cursor, State, rfc3339};
 
 /// Who is signed in, shown on every page, with the token their forms carry.
 pub struct Who<'a> {
@@ -96,10 +96,16 @@ fn ago(at: &str) -> String {
 }
 
 /// The `reason` field a requester gave, else the request's decision reason.
+/// A request's reason as the list shows it: its first 200 characters (its page shows all).
 fn reason_of(view: &RequestView) -> String {
-    match view.fields.get("reason") {
-        Some(Value::String(reason)) => reason.clone(),
-        _ => view.reason.clone().unwrap_or_default(),
+    const SHOWN_CHARS: usize = 200;
+    let reason = match view.fields.get("reason") {
+        Some(Value::String(reason)) => reason.as_str(),
+        _ => view.reason.as_deref().unwrap_or_default(),
+    };
+    match reason.char_indices().nth(SHOWN_CHARS) {
+        Some((end, _)) => format!("{}…", &reason[..end]),
+        None => reason.to_string(),
     }
 }
 
@@ -112,7 +118,19 @@ pub fn list(
     flows: &[String],
     state: Option<State>,
     flow: Option<&str>,
+    next: Option<&Cursor>,
 ) -> Markup {
+    let older = next.map(|cursor| {
+        let mut query = url::form_urlencoded::Serializer::new(String::new());
+        if let Some(state) = state {
+            query.append_pair("state", state.as_str());
+        }
+        if let Some(flow) = flow {
+            query.append_pair("flow", flow);
+        }
+        query.append_pair("before", &cursor.to_string());
+        format!("/?{}", query.finish())
+    });
     html! {
         form.filters method="get" action="/" {
             label { "State "
@@ -150,6 +168,9 @@ pub fn list(
                     }
                 }
             }
+        }
+        @if let Some(older) = older {
+            p.more { a #older href=(older) { "Older requests" } }
         }
     }
 }

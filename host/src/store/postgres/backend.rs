@@ -11,7 +11,9 @@ use super::requests::{
 use super::{Fallible, PgStore, Prepared};
 use crate::store::backend::{Backend, ExpiryLease, Step, StoreCounts, WithHistory};
 use crate::store::outbox::Notification;
-use crate::store::requests::{AuditEntry, HistoryEntry, NewRequest, RequestRecord, State};
+use crate::store::requests::{
+    AuditEntry, HistoryEntry, ListQuery, NewRequest, RequestRecord, State,
+};
 use crate::store::sessions::{SessionRules, StoredSession};
 use crate::store::{StoreChange, StoreError, StoredIdentity, UserRecord};
 
@@ -192,20 +194,36 @@ impl Backend for PgStore {
         .await
     }
 
-    async fn list(
-        &self,
-        state: Option<State>,
-        requester: Option<&str>,
-    ) -> Result<Vec<RequestRecord>, StoreError> {
+    async fn list(&self, query: &ListQuery) -> Result<Vec<RequestRecord>, StoreError> {
         let sql = format!(
             "SELECT {COLUMNS} FROM requests
              WHERE ($1::text IS NULL OR state = $1)
                AND ($2::text IS NULL OR lower(requester) = lower($2))
-             ORDER BY created_at DESC, id COLLATE \"C\" DESC LIMIT 1000"
+               AND ($3::text IS NULL OR flow = $3)
+               AND ($4::bigint IS NULL OR created_at < $4
+                    OR (created_at = $4 AND id COLLATE \"C\" < $5::text COLLATE \"C\"))
+             ORDER BY created_at DESC, id COLLATE \"C\" DESC LIMIT $6"
         );
-        let state = state.map(State::as_str);
-        self.query("list requests", &sql, &[&state, &requester], to_record)
-            .await
+        let state = query.state.map(State::as_str);
+        let (before_at, before_id) = match &query.before {
+            Some(cursor) => (Some(cursor.created_at), Some(cursor.id.as_str())),
+            None => (None, None),
+        };
+        let limit = i64::try_from(query.limit).unwrap_or(i64::MAX);
+        self.query(
+            "list requests",
+            &sql,
+            &[
+                &state,
+                &query.requester,
+                &query.flow,
+                &before_at,
+                &before_id,
+                &limit,
+            ],
+            to_record,
+        )
+        .await
     }
 
     async fn audit(

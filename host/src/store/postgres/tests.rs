@@ -146,21 +146,58 @@ async fn requests_history_and_audit_mean_the_same_on_both_backends() {
         );
         assert_eq!(store.request("nope").await.unwrap(), None, "{name}");
 
-        // Listing: newest first, by state, by requester without case.
+        // Listing: newest first, by state, by requester without case, by flow, a page at a
+        // time.
+        use crate::store::requests::{Cursor, ListQuery};
         let ids = |list: Vec<crate::store::requests::RequestRecord>| {
             list.into_iter().map(|r| r.id).collect::<Vec<_>>()
         };
-        assert_eq!(
-            ids(store.list(Some(State::Pending), None).await.unwrap()),
-            ["r1"],
+        let all = ListQuery {
+            limit: 100,
+            ..ListQuery::default()
+        };
+        let pending = ListQuery {
+            state: Some(State::Pending),
+            ..all.clone()
+        };
+        assert_eq!(ids(store.list(&pending).await.unwrap()), ["r1"], "{name}");
+        let alices = ListQuery {
+            requester: Some("a@X.com".into()),
+            ..all.clone()
+        };
+        assert_eq!(ids(store.list(&alices).await.unwrap()), ["r1"], "{name}");
+        let everything = store.list(&all).await.unwrap();
+        assert_eq!(everything.len(), 2, "{name}");
+        let of_flow = ListQuery {
+            flow: Some(record.flow.clone()),
+            ..all.clone()
+        };
+        assert!(
+            ids(store.list(&of_flow).await.unwrap()).contains(&"r1".to_string()),
             "{name}"
         );
+        let no_flow = ListQuery {
+            flow: Some("no-such-flow".into()),
+            ..all.clone()
+        };
+        assert!(store.list(&no_flow).await.unwrap().is_empty(), "{name}");
+        let first = store
+            .list(&ListQuery {
+                limit: 1,
+                ..all.clone()
+            })
+            .await
+            .unwrap();
+        assert_eq!(ids(first.clone()), [everything[0].id.clone()], "{name}");
+        let rest = ListQuery {
+            before: Some(Cursor::after(&first[0])),
+            ..all.clone()
+        };
         assert_eq!(
-            ids(store.list(None, Some("a@X.com")).await.unwrap()),
-            ["r1"],
-            "{name}"
+            ids(store.list(&rest).await.unwrap()),
+            [everything[1].id.clone()],
+            "{name}: the next page starts after the last one given"
         );
-        assert_eq!(store.list(None, None).await.unwrap().len(), 2, "{name}");
         assert_eq!(
             store.ids_in(State::Requested).await.unwrap(),
             ["r2"],
