@@ -11,6 +11,8 @@ use crate::runtime::hooks::{HookName, step_name};
 
 pub const MAX_FIELDS: usize = 256;
 pub const MAX_FIELD_BYTES: usize = 64 << 10;
+/// The longest email address a user may have (as the identity store keeps them).
+pub const MAX_EMAIL_BYTES: usize = 320;
 
 /// `{"user":{"email":..},"fields":{"reason":"fix prod"}}`, with optional `id`, `name`
 /// (the step), `timestamp` (RFC 3339) and `requester` (defaults to `user`).
@@ -109,12 +111,22 @@ impl EventInput {
 
 impl UserInput {
     /// Refuses what hooks could not be given as `which` (e.g. `approver`): an email address
-    /// that is not one.
+    /// that is not one (no `@`, spaces or control characters in it, over 320 bytes).
     pub fn check(&self, which: &str) -> Result<(), EventError> {
         let email = self.email.trim();
-        if email.is_empty() || !email.contains('@') {
+        let not_one = email.is_empty()
+            || !email.contains('@')
+            || email.len() > MAX_EMAIL_BYTES
+            || email.chars().any(|c| c.is_whitespace() || c.is_control());
+        if not_one {
             return Err(EventError(format!(
-                "`{which}.email` `{email}` is not an email address"
+                "`{which}.email` `{}` is not an email address",
+                email
+                    .escape_debug()
+                    .to_string()
+                    .chars()
+                    .take(120)
+                    .collect::<String>()
             )));
         }
         Ok(())
@@ -213,5 +225,21 @@ mod tests {
         let input = EventInput::from_json(r#"{"user":{"email":"nobody"}}"#).unwrap();
         let err = input.user.to_wit("user").unwrap_err();
         assert!(err.0.contains("user.email"), "{err}");
+        // Header and log-line smuggling, mentions with a space, and very long ones.
+        let long = format!("{}@x.com", "a".repeat(MAX_EMAIL_BYTES));
+        for email in [
+            r"a@b.com\r\nX-Evil: 1",
+            "a b@x.com",
+            r"a@x.com\u0000",
+            long.as_str(),
+        ] {
+            let text = format!(r#"{{"user":{{"email":"{email}"}}}}"#);
+            let input = EventInput::from_json(&text).unwrap();
+            let err = input.user.check("requester").unwrap_err();
+            assert!(err.0.contains("is not an email address"), "{err}");
+            assert!(!err.0.contains('\n') && err.0.len() < 300, "{err}");
+        }
+        let fine = EventInput::from_json(r#"{"user":{"email":" Alice@Example.com "}}"#).unwrap();
+        assert!(fine.user.check("requester").is_ok());
     }
 }

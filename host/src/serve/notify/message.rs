@@ -165,7 +165,8 @@ pub fn slack_body(n: &Notification, public_url: Option<&str>, redactor: &Redacto
         "elements": [{ "type": "mrkdwn", "text": format!("request {} · delivery {}", mrkdwn_escape(&n.request_id), n.delivery_id) }],
     }));
     json!({
-        "text": format!("{title}: {} ({flow}), request {}", get("requester"), n.request_id),
+        // The notification's own text, which Slack reads as `mrkdwn` too.
+        "text": mrkdwn_escape(&format!("{title}: {} ({flow}), request {}", get("requester"), n.request_id)),
         "blocks": blocks,
     })
     .to_string()

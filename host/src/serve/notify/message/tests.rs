@@ -80,7 +80,7 @@ fn a_slack_message_escapes_what_a_requester_wrote() {
     let n = notification(
         NotifyEvent::Waiting,
         json!({
-            "flow": "f", "requester": "a@x.com", "state": "pending", "decision": "continue",
+            "flow": "f", "requester": "<!here>a@x.com", "state": "pending", "decision": "continue",
             "reason": "<https://evil.example|click> & <!channel>", "at": 0,
         }),
     );
@@ -95,7 +95,14 @@ fn a_slack_message_escapes_what_a_requester_wrote() {
         "Access request waiting for a decision"
     );
     assert!(text.contains("<https://w.example/requests/req-1|Open request req-1>"));
-    assert!(doc["text"].as_str().unwrap().contains("a@x.com"));
+    // The notification's own text too (an admin may file for any email).
+    assert!(!text.contains("<!here>"), "{text}");
+    assert!(
+        doc["text"]
+            .as_str()
+            .unwrap()
+            .contains("&lt;!here&gt;a@x.com (f)")
+    );
 }
 
 #[test]
