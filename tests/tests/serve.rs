@@ -464,6 +464,22 @@ async fn an_idempotency_key_makes_a_retry_return_the_first_request() {
     assert_eq!(second.status, 200, "{}", second.text);
     assert_eq!(second.headers["idempotent-replayed"], "true");
     assert_eq!(first.body["id"], second.body["id"]);
+    // The same key for another request is a mistake, told as one.
+    let reused = h
+        .send_with(
+            "POST",
+            "/v1/flows/human/requests",
+            Some(ALICE),
+            Some(json!({ "fields": { "reason": "something else" } })),
+            &[("Idempotency-Key", "abc-1")],
+        )
+        .await;
+    assert_eq!(reused.status, 422, "{}", reused.text);
+    assert!(
+        reused.text.contains("a new request needs a new key"),
+        "{}",
+        reused.text
+    );
     // The same key from another sender is another request.
     let other = h
         .send_with(

@@ -153,9 +153,9 @@ impl From<LifecycleError> for ApiError {
             LifecycleError::UnknownFlow { .. } | LifecycleError::NotFound(_) => {
                 StatusCode::NOT_FOUND
             }
-            LifecycleError::InvalidField { .. } | LifecycleError::Invalid(_) => {
-                StatusCode::UNPROCESSABLE_ENTITY
-            }
+            LifecycleError::InvalidField { .. }
+            | LifecycleError::Invalid(_)
+            | LifecycleError::KeyReused { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             LifecycleError::WrongState { .. }
             | LifecycleError::Busy(_)
             | LifecycleError::AlreadyApproved { .. }

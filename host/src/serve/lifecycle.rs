@@ -211,12 +211,13 @@ impl Lifecycle {
 
         let id = new_request_id();
         let mut claim = self.claim(&id)?;
+        let key = submission.idempotency_key.clone();
         let inserted = claim
             .insert(NewRequest {
                 id,
                 flow: flow.name.clone(),
                 requester: requester.email.trim().to_string(),
-                fields,
+                fields: fields.clone(),
                 created_by: submission.created_by,
                 idempotency_key: submission.idempotency_key,
                 duration,
@@ -226,8 +227,22 @@ impl Lifecycle {
         let rec = match inserted {
             Ok(rec) => rec,
             Err(earlier) => {
+                let request = self.view(&earlier).await?;
+                // A retry asks for the same request; another request under a used key is a
+                // mistake, not a retry, and is told so rather than answered with the first.
+                let same = request.flow == flow.name
+                    && request
+                        .requester
+                        .eq_ignore_ascii_case(requester.email.trim())
+                    && request.fields == fields;
+                if !same {
+                    return Err(LifecycleError::KeyReused {
+                        key: key.unwrap_or_default(),
+                        id: earlier,
+                    });
+                }
                 return Ok(Submitted {
-                    request: self.view(&earlier).await?,
+                    request,
                     replayed: true,
                 });
             }

@@ -11,6 +11,10 @@ pub enum LifecycleError {
     InvalidField { field: String, message: String },
     #[error("{0}")]
     Invalid(String),
+    #[error(
+        "Idempotency-Key `{key}` was used for request `{id}`, with another flow, requester or fields: a new request needs a new key"
+    )]
+    KeyReused { key: String, id: String },
     #[error("no request `{0}`")]
     NotFound(String),
     #[error("request `{id}` is {state}; only pending requests can be approved or denied")]
