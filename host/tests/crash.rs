@@ -3,6 +3,8 @@
 //! its state and the history the response showed; identities a plugin persisted; and access
 //! whose time ran out while warden was down ends once, not never and not twice.
 
+mod listing;
+
 use std::process::Child;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
@@ -211,8 +213,7 @@ async fn check(
     // Timers due during the outage fire on start; give them a moment, bounded.
     let deadline = Instant::now() + Duration::from_secs(5);
     let requests = loop {
-        let list = get(&http, &format!("{url}/v1/requests")).await;
-        let requests = list["requests"].as_array().unwrap().clone();
+        let requests = listing::all_requests(&http, url, ADMIN_TOKEN).await;
         let now = SystemTime::now();
         let overdue = requests.iter().any(|r| {
             r["state"] == "escalated"

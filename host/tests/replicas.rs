@@ -10,6 +10,7 @@
 //! Without PostgreSQL installed the tests print why and pass, unless
 //! `WARDEN_REQUIRE_POSTGRES` is set (as `scripts/test` does).
 
+mod listing;
 #[path = "replicas/setup.rs"]
 mod setup;
 
@@ -132,8 +133,7 @@ async fn two_replicas_share_one_database_through_a_sigkill() {
     let deadline = Instant::now() + Duration::from_secs(120);
     let mut expired_while_down = 0;
     loop {
-        let list = get(&http, &format!("{}/v1/requests", b.url)).await;
-        let requests = list["requests"].as_array().unwrap().clone();
+        let requests = listing::all_requests(&http, &b.url, ADMIN_TOKEN).await;
         let now = SystemTime::now();
         let waiting = requests.iter().any(|r| {
             let overdue = r["state"] == "escalated"
@@ -145,7 +145,7 @@ async fn two_replicas_share_one_database_through_a_sigkill() {
         if waiting {
             assert!(
                 Instant::now() < deadline,
-                "requests rest in passing states or past their expiry: {list:#}"
+                "requests rest in passing states or past their expiry: {requests:#?}"
             );
             tokio::time::sleep(Duration::from_millis(500)).await;
             continue;
