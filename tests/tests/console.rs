@@ -8,6 +8,8 @@
 
 #[path = "console/browser.rs"]
 mod browser;
+#[path = "console/paging.rs"]
+mod paging;
 #[path = "console/setup.rs"]
 mod setup;
 #[path = "console/webdriver.rs"]
