@@ -104,11 +104,15 @@ impl ResourceLimiter for MemoryLimiter {
         &mut self,
         current: usize,
         desired: usize,
-        _maximum: Option<usize>,
+        maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
         let total = (self.total - current.min(self.total)).saturating_add(desired);
         if total > self.max_bytes {
             self.exceeded = true;
+            return Ok(false);
+        }
+        // Past the memory's own maximum it will not grow, so it is not counted as grown.
+        if maximum.is_some_and(|maximum| desired > maximum) {
             return Ok(false);
         }
         self.total = total;
@@ -329,4 +333,35 @@ pub(crate) fn arm(store: &mut Store<InstanceState>, timeout: Duration, started: 
     // The callback looks at the hook every tick: to interrupt it at the deadline, and to
     // keep it from holding the caller's thread (`sched`).
     store.set_epoch_deadline(1);
+}
+
+#[cfg(test)]
+mod tests {
+    use wasmtime::ResourceLimiter;
+
+    use super::MemoryLimiter;
+
+    const MIB: usize = 1 << 20;
+
+    #[test]
+    fn memories_are_limited_together_and_a_refused_growth_is_not_counted() {
+        let mut limiter = MemoryLimiter::new(16 * MIB);
+        // Two memories made, then each grown: what counts is their sum.
+        assert!(limiter.memory_growing(0, 6 * MIB, None).unwrap());
+        assert!(limiter.memory_growing(0, 6 * MIB, None).unwrap());
+        assert!(limiter.memory_growing(6 * MIB, 9 * MIB, None).unwrap());
+        assert!(!limiter.exceeded);
+        assert!(!limiter.memory_growing(6 * MIB, 8 * MIB, None).unwrap());
+        assert!(limiter.exceeded);
+        assert_eq!(limiter.total, 15 * MIB);
+        // Growth past a memory's own maximum fails without using up the limit.
+        let mut limiter = MemoryLimiter::new(16 * MIB);
+        assert!(limiter.memory_growing(0, MIB, Some(2 * MIB)).unwrap());
+        for _ in 0..10 {
+            assert!(!limiter.memory_growing(MIB, 3 * MIB, Some(2 * MIB)).unwrap());
+        }
+        assert!(!limiter.exceeded);
+        assert!(limiter.memory_growing(MIB, 2 * MIB, Some(2 * MIB)).unwrap());
+        assert_eq!((limiter.total, limiter.grown_to), (2 * MIB, 2 * MIB));
+    }
 }

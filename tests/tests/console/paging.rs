@@ -36,7 +36,10 @@ async fn the_list_shows_fifty_requests_and_goes_on_from_the_last() {
     let mut seen = rows(&first);
     assert_eq!(seen.len(), 50, "{first:.2000}");
     let next = older(&first).expect("a link to older requests");
-    assert!(next.contains("flow=open") && next.contains("before="), "{next}");
+    assert!(
+        next.contains("flow=open") && next.contains("before="),
+        "{next}"
+    );
     let second = page(next).await;
     seen.extend(rows(&second));
     assert_eq!(older(&second), None, "the last page has no link on");
