@@ -296,9 +296,10 @@ async fn a_sealed_value_a_server_kept_or_changed_in_case_is_redacted_from_every_
 #[tokio::test(flavor = "multi_thread")]
 async fn a_plugin_cannot_test_guesses_of_a_sealed_value_against_the_hosts_redaction() {
     // Each guess goes where the host refuses it before anything is sent (a header name, the
-    // host of a URL with a scheme warden does not speak): the error quotes it. Were the
-    // error redacted, the right guess would come back as `[REDACTED]` and the wrong ones as
-    // written: a test of guesses with no request made, as many as the deadline allows.
+    // host of a URL with a scheme warden does not speak), and as a name under a wildcard
+    // entry that does not resolve: each error quotes it. Were the error redacted, the right
+    // guess would come back as `[REDACTED]` and the wrong ones as written: a test of
+    // guesses with no server involved, as many as the deadline allows.
     let cases: Vec<(String, String)> = [
         ("right", VO_SECRET.to_string()),
         ("right_lowercased", VO_SECRET.to_ascii_lowercase()),
@@ -308,18 +309,23 @@ async fn a_plugin_cannot_test_guesses_of_a_sealed_value_against_the_hosts_redact
     .map(|(name, guess)| {
         (
             name.to_string(),
-            format!("guess:http://127.0.0.1:9/|{guess}"),
+            format!("guess:http://GUESS.example.com/|{guess}"),
         )
     })
     .collect();
     let scratch = Scratch::new();
-    let warden = start(&scratch, &flows(&cases, "http://127.0.0.1:9"), None).await;
+    let warden = start(
+        &scratch,
+        &flows(&cases, "http://*.example.com"),
+        Some(Arc::new(ResolvesNothing)),
+    )
+    .await;
     for (flow, _) in &cases {
         let report = run(&warden, flow).await;
         // The reason is the plugin's own verdict, the same for every guess.
         assert_eq!(
             approved(&report),
-            "header:as-sent url:as-sent",
+            "header:as-sent url:as-sent host:as-sent",
             "{flow}: {report:?}"
         );
         // What is recorded of the refusals is redacted all the same.
@@ -422,6 +428,19 @@ async fn every_value_a_rotated_secret_had_is_redacted_from_responses() {
     let seen = seen_by_plugin(&run(&warden, "recall").await);
     assert!(!seen.contains("ROTATED-VALUE"), "{seen}");
     assert!(seen.ends_with("recalled [REDACTED] [REDACTED]"), "{seen}");
+}
+
+/// Resolves no name, as the network's transport says so: quoting the origin.
+struct ResolvesNothing;
+
+#[async_trait]
+impl Transport for ResolvesNothing {
+    async fn send(&self, hop: HopRequest<'_>) -> Result<HopResponse, TransportError> {
+        Err(TransportError::Connect(format!(
+            "{}: cannot resolve the name",
+            warden::config::origin(hop.url)
+        )))
+    }
 }
 
 /// Answers 200 to any hop, without a network.

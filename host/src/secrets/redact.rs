@@ -82,6 +82,30 @@ impl Redactor {
         }
     }
 
+    /// [`Self::redact`], except where `text` quotes one of `kept` (text its reader wrote
+    /// itself): those stretches are left as they are and the rest redacted around them, so
+    /// that whether a text the reader chose is a value cannot be learned from its
+    /// redaction.
+    pub fn redact_around(&self, text: &str, kept: &[&str]) -> String {
+        let kept: Vec<&str> = kept.iter().copied().filter(|k| !k.is_empty()).collect();
+        let mut out = String::with_capacity(text.len());
+        let mut rest = text;
+        loop {
+            // The earliest quote of any kept text; the longest where two start together.
+            let next = kept
+                .iter()
+                .filter_map(|k| rest.find(k).map(|at| (at, std::cmp::Reverse(k.len()))))
+                .min();
+            let Some((at, std::cmp::Reverse(len))) = next else {
+                out.push_str(&self.redact(rest));
+                return out;
+            };
+            out.push_str(&self.redact(&rest[..at]));
+            out.push_str(&rest[at..at + len]);
+            rest = &rest[at + len..];
+        }
+    }
+
     /// [`Self::redact`] for text the caller owns: given back as it came (no copy) when no
     /// value is in it.
     pub fn redact_owned(&self, text: String) -> String {
@@ -163,6 +187,29 @@ fn splice(bytes: &[u8], spans: &[Range<usize>]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn text_the_reader_wrote_is_kept_and_the_rest_redacted_around_it() {
+        let r = Redactor::new(vec![SecretValue::new("s3cret")]);
+        let own = "http://s3cret.example.com";
+        assert_eq!(
+            r.redact_around(
+                &format!("{own}: cannot resolve; s3cret said S3CRET"),
+                &[own]
+            ),
+            format!("{own}: cannot resolve; [REDACTED] said [REDACTED]")
+        );
+        // A wrong guess and the right one come back alike: as written.
+        let wrong = "http://s3cres.example.com";
+        assert_eq!(
+            r.redact_around(&format!("{wrong}: x"), &[wrong]),
+            format!("{wrong}: x")
+        );
+        assert_eq!(
+            r.redact_around("no quotes s3cret", &[""]),
+            "no quotes [REDACTED]"
+        );
+    }
 
     #[test]
     fn replaces_every_occurrence_longest_first() {

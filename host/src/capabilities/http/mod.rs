@@ -143,9 +143,10 @@ impl CallError {
         }
     }
 
-    fn redacted(self, redactor: &Redactor) -> Self {
+    /// Redacted for the plugin, except where it quotes `own`, the plugin's own text.
+    fn redacted(self, redactor: &Redactor, own: &[&str]) -> Self {
         match self {
-            Self::Http(error) => Self::Http(redact_error(redactor, error)),
+            Self::Http(error) => Self::Http(redact_error(redactor, error, own)),
             Self::Secret { header, cause } => Self::Secret {
                 header: redactor.redact(&header),
                 cause: SecretUnavailable(redactor.redact(&cause.0)),
@@ -257,6 +258,8 @@ impl HttpView<'_> {
             .filter(|url| url.len() <= MAX_URL_BYTES)
             .map(Url::parse);
         let shown = self.instance.describe(parsed.as_ref());
+        // How errors quote the plugin's own URL (its origin, as the transport's do).
+        let own_origin = parsed.as_ref().and_then(|p| p.as_ref().ok()).map(origin);
         // Measured before the host copied or parsed any of it.
         let mut request = match asked.request {
             Ok(request) => request,
@@ -280,15 +283,19 @@ impl HttpView<'_> {
             }
         };
         // Errors after a hop went out may quote what a server chose (a redirect's target):
-        // redacted. Those the host made before (a header, a URL or a host refused) quote only
-        // the plugin's own text and the config's, and are told as they are: redacting them
-        // would tell the plugin whether a text it wrote is a secret's value, a guess at a
-        // time, with nothing sent. (What is recorded is redacted with the report.)
+        // redacted, around the plugin's own origin (a name it failed to resolve, a host that
+        // timed out). Those the host made before (a header, a URL or a host refused) quote
+        // only the plugin's own text and the config's, and are told as they are. Redacting
+        // the plugin's own text would tell it whether a text it wrote is a secret's value, a
+        // guess at a time. (What is recorded is redacted with the report.)
         let result = match result {
             Err(CallError::Http(error)) if !self.instance.reached_network => {
                 Err(CallError::Http(error))
             }
-            result => result.map_err(|e| e.redacted(&self.instance.redactor())),
+            result => {
+                let own: Vec<&str> = own_origin.as_deref().into_iter().collect();
+                result.map_err(|e| e.redacted(&self.instance.redactor(), &own))
+            }
         };
         Ok(self.instance.record(method, shown, result))
     }
@@ -525,13 +532,14 @@ impl HttpInstance {
     }
 }
 
-fn redact_error(redactor: &Redactor, error: HttpError) -> HttpError {
+fn redact_error(redactor: &Redactor, error: HttpError, own: &[&str]) -> HttpError {
+    let redact = |m: String| redactor.redact_around(&m, own);
     match error {
-        HttpError::Denied(m) => HttpError::Denied(redactor.redact(&m)),
-        HttpError::Timeout(m) => HttpError::Timeout(redactor.redact(&m)),
-        HttpError::Connect(m) => HttpError::Connect(redactor.redact(&m)),
-        HttpError::TooLarge(m) => HttpError::TooLarge(redactor.redact(&m)),
-        HttpError::Invalid(m) => HttpError::Invalid(redactor.redact(&m)),
+        HttpError::Denied(m) => HttpError::Denied(redact(m)),
+        HttpError::Timeout(m) => HttpError::Timeout(redact(m)),
+        HttpError::Connect(m) => HttpError::Connect(redact(m)),
+        HttpError::TooLarge(m) => HttpError::TooLarge(redact(m)),
+        HttpError::Invalid(m) => HttpError::Invalid(redact(m)),
     }
 }
 

@@ -209,7 +209,8 @@ fn act_on(event: &Event, action: &str) -> Result<Decision> {
         // (in a header name, and as the host of a URL with no scheme warden speaks), and
         // approves with whether each error showed the guess as sent: `header:as-sent
         // url:as-sent`, or `hidden` where it did not (redaction would tell a guessed secret
-        // value apart).
+        // value apart). When `url` holds `GUESS`, also GETs it with the guess put there
+        // (`host:...`: a name that cannot be resolved, say).
         "guess" => {
             let [url, guess] = fields(arg)?;
             // A URL's host comes back lowercased.
@@ -228,7 +229,12 @@ fn act_on(event: &Event, action: &str) -> Result<Decision> {
             };
             let header = shown(http::get(url).header(format!("{guess} x"), "1").send());
             let scheme = shown(http::get(format!("ftp://{guess}/")).send());
-            Ok(Decision::approve(format!("header:{header} url:{scheme}")))
+            let mut seen = format!("header:{header} url:{scheme}");
+            if url.contains("GUESS") {
+                let host = shown(http::get(url.replace("GUESS", guess)).send());
+                seen.push_str(&format!(" host:{host}"));
+            }
+            Ok(Decision::approve(seen))
         }
         // `<url>`: GET; approves with everything the plugin was given (status, headers, body,
         // or the error) hex-encoded, out of reach of the redaction of reasons, so a test sees
