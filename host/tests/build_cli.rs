@@ -161,6 +161,31 @@ fn warden_build_without_componentize_py_says_how_to_install_it() {
     );
 }
 
+/// A plugin's folder whose `build` links elsewhere: the component would be written over
+/// what it points at. Refused before anything is built (componentize-py is not needed).
+#[test]
+fn warden_build_refuses_a_build_folder_that_links_elsewhere() {
+    let scratch = Scratch::new();
+    scratch.write("p/plugin.py", "from warden import hook\n");
+    scratch.write("victim/plugin.wasm", "a deployed plugin");
+    std::os::unix::fs::symlink(
+        scratch.path().join("victim"),
+        scratch.path().join("p/build"),
+    )
+    .unwrap();
+    let out = warden(&["build", "p"], scratch.path());
+    let output = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{output}");
+    assert!(
+        output.contains("p/build is a symbolic link or not a folder"),
+        "{output}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(scratch.path().join("victim/plugin.wasm")).unwrap(),
+        "a deployed plugin"
+    );
+}
+
 #[test]
 fn warden_build_refuses_a_folder_that_is_no_plugin() {
     let scratch = Scratch::new();

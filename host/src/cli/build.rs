@@ -12,8 +12,9 @@
 
 mod bundle;
 
+use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 pub use bundle::componentize_py_version;
@@ -90,6 +91,16 @@ pub enum BuildError {
         shown: String,
         version: &'static str,
     },
+    #[error(
+        "{} is a symbolic link or not a folder: warden build writes the component only into a real `build` folder inside the plugin's folder (remove it, or choose another place with --out)",
+        .0.display()
+    )]
+    OutputNotAFolder(PathBuf),
+    #[error(
+        "building {} took over {} s, so it was stopped: does plugin.py (or a module it imports) loop or wait at import? componentize-py runs the plugin's top level while building",
+        dir.display(), BUILD_TIMEOUT.as_secs()
+    )]
+    TimedOut { dir: PathBuf },
     #[error("{what}: {source}")]
     Io {
         what: String,
@@ -144,6 +155,16 @@ pub fn build(dir: &Path, out: Option<&Path>) -> Result<Built, BuildError> {
         return Err(BuildError::NotAFolder(dir));
     }
     if dir.join(PYTHON_ENTRY).is_file() {
+        if out.is_none() {
+            // The plugin's folder may come from anyone: a `build` that links elsewhere would
+            // have the component written over whatever it points at.
+            let build = dir.join("build");
+            if let Ok(meta) = std::fs::symlink_metadata(&build)
+                && !meta.is_dir()
+            {
+                return Err(BuildError::OutputNotAFolder(build));
+            }
+        }
         let out = out.map_or_else(|| dir.join(PYTHON_OUTPUT), Path::to_path_buf);
         build_python(&dir, &out)
     } else if dir.join("Cargo.toml").is_file() {
@@ -151,6 +172,62 @@ pub fn build(dir: &Path, out: Option<&Path>) -> Result<Built, BuildError> {
     } else {
         Err(BuildError::NotAPlugin(dir))
     }
+}
+
+/// The longest a Python build may take (one takes about 16 s here): componentize-py runs the
+/// plugin's top-level code, which may loop.
+pub const BUILD_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// `command`'s output, or `None` when it ran past `limit` (it is then killed).
+fn run_within(mut command: Command, limit: Duration) -> std::io::Result<Option<Output>> {
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    // Read as it runs, so a chatty build never blocks on a full pipe.
+    let read = |pipe: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            if let Some(mut pipe) = pipe {
+                let _ = pipe.read_to_end(&mut bytes);
+            }
+            bytes
+        })
+    };
+    let stdout = read(
+        child
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let stderr = read(
+        child
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break Some(status);
+        }
+        if started.elapsed() >= limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let (stdout, stderr) = (
+        stdout.join().unwrap_or_default(),
+        stderr.join().unwrap_or_default(),
+    );
+    Ok(status.map(|status| Output {
+        status,
+        stdout,
+        stderr,
+    }))
 }
 
 fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> BuildError {
@@ -267,7 +344,8 @@ fn build_python(dir: &Path, out: &Path) -> Result<Built, BuildError> {
     // componentize-py adds a virtualenv's site-packages, else those of the Python running
     // it, and searches the folder it runs in: an empty one of each keeps the build to the
     // SDK, the plugin's folder and the standard library, whatever this machine has installed.
-    let output = Command::new(&exe)
+    let mut command = Command::new(&exe);
+    command
         .arg("-d")
         .arg(&wit)
         .args(["-w", WORLD, "componentize", APP, "-p"])
@@ -280,9 +358,12 @@ fn build_python(dir: &Path, out: &Path) -> Result<Built, BuildError> {
         .env("VIRTUAL_ENV", &venv)
         .env("RUST_BACKTRACE", "0")
         .env_remove("PIPENV_ACTIVE")
-        .env_remove("PYTHONPATH")
-        .output()
-        .map_err(io(format!("cannot run {}", exe.display())))?;
+        .env_remove("PYTHONPATH");
+    let output = run_within(command, BUILD_TIMEOUT)
+        .map_err(io(format!("cannot run {}", exe.display())))?
+        .ok_or_else(|| BuildError::TimedOut {
+            dir: dir.to_path_buf(),
+        })?;
     if !output.status.success() {
         let mut text = String::from_utf8_lossy(&output.stdout).into_owned();
         text.push_str(&String::from_utf8_lossy(&output.stderr));

@@ -514,6 +514,47 @@ fn query_of(url: &Url) -> BTreeMap<String, String> {
     url.query_pairs().into_owned().collect()
 }
 
+/// The most a `body_file` may hold (the largest `response_max_bytes` is far less).
+pub const MAX_BODY_FILE_BYTES: u64 = 16 << 20;
+
+/// A mock's `body_file`: a regular file in the test file's folder or below it, at most
+/// [`MAX_BODY_FILE_BYTES`]. Tests come with a plugin's source, maybe someone else's (a pull
+/// request run in CI): they name no file outside it for the plugin to print, and no device
+/// or pipe that never ends.
+fn body_file(base: &Path, path: &str) -> Result<Vec<u8>, String> {
+    let full = base.join(path);
+    let shown = full.display();
+    let (root, found) = match (base.canonicalize(), full.canonicalize()) {
+        (Ok(root), Ok(found)) => (root, found),
+        (_, Err(e)) | (Err(e), _) => return Err(format!("body_file {shown}: {e}")),
+    };
+    if !found.starts_with(&root) {
+        return Err(format!(
+            "body_file {shown} is outside the test file's folder ({}); keep fixtures beside the tests",
+            root.display()
+        ));
+    }
+    // Looked at before it is opened: opening a pipe waits for a writer.
+    let meta = std::fs::metadata(&found).map_err(|e| format!("body_file {shown}: {e}"))?;
+    if !meta.is_file() {
+        return Err(format!("body_file {shown} is not a regular file"));
+    }
+    if meta.len() > MAX_BODY_FILE_BYTES {
+        return Err(format!(
+            "body_file {shown} is {} bytes, over {MAX_BODY_FILE_BYTES}",
+            meta.len()
+        ));
+    }
+    let file = std::fs::File::open(&found).map_err(|e| format!("body_file {shown}: {e}"))?;
+    let mut body = Vec::new();
+    std::io::Read::read_to_end(
+        &mut std::io::Read::take(file, MAX_BODY_FILE_BYTES + 1),
+        &mut body,
+    )
+    .map_err(|e| format!("body_file {shown}: {e}"))?;
+    Ok(body)
+}
+
 fn response(spec: &ResponseSpec, base: &Path) -> Result<MockResponse, String> {
     let set = [
         spec.json.is_some(),
@@ -539,8 +580,7 @@ fn response(spec: &ResponseSpec, base: &Path) -> Result<MockResponse, String> {
     } else if let Some(text) = &spec.body {
         text.clone().into_bytes()
     } else if let Some(path) = &spec.body_file {
-        let full = base.join(path);
-        std::fs::read(&full).map_err(|e| format!("body_file {}: {e}", full.display()))?
+        body_file(base, path)?
     } else {
         Vec::new()
     };
@@ -579,5 +619,39 @@ pub fn to_json(value: &toml::Value) -> serde_json::Value {
         toml::Value::Table(t) => {
             J::Object(t.iter().map(|(k, v)| (k.clone(), to_json(v))).collect())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_body_file_is_a_bounded_regular_file_beside_the_tests() {
+        let dir = tempfile::tempdir().unwrap();
+        let tests = dir.path().join("tests");
+        std::fs::create_dir_all(tests.join("fixtures")).unwrap();
+        std::fs::write(tests.join("fixtures/ok.json"), "{}").unwrap();
+        std::fs::write(dir.path().join("outside.txt"), "private").unwrap();
+        assert_eq!(body_file(&tests, "fixtures/ok.json").unwrap(), b"{}");
+        for outside in ["../outside.txt", "/etc/hostname", "/dev/zero"] {
+            let error = body_file(&tests, outside).unwrap_err();
+            assert!(error.contains("outside the test file's folder"), "{error}");
+        }
+        std::os::unix::fs::symlink(dir.path().join("outside.txt"), tests.join("link")).unwrap();
+        let error = body_file(&tests, "link").unwrap_err();
+        assert!(error.contains("outside the test file's folder"), "{error}");
+        let fifo = tests.join("fifo");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        let error = body_file(&tests, "fifo").unwrap_err();
+        assert!(error.contains("not a regular file"), "{error}");
+        let big = std::fs::File::create(tests.join("big")).unwrap();
+        big.set_len(MAX_BODY_FILE_BYTES + 1).unwrap();
+        let error = body_file(&tests, "big").unwrap_err();
+        assert!(error.contains("over"), "{error}");
     }
 }
