@@ -611,14 +611,15 @@ async fn list(
         .map(|b| b.parse::<Cursor>())
         .transpose()
         .map_err(bad)?;
+    let config = app.warden.current();
     let query = StoreListQuery {
         state,
         requester: caller.list_scope().map(str::to_string),
         flow: params.flow.filter(|f| !f.is_empty()),
+        pending_only: caller.pending_scope(config.config()),
         before,
         limit,
     };
-    let config = app.warden.current();
     let page = app
         .lifecycle
         .list(query, |view| {

@@ -10,7 +10,7 @@
 //! - Revoking escalated access: its requester, the flow's approvers, and admins.
 
 use crate::config::{ApprovalPolicy, Config, Role};
-use crate::store::requests::{HistoryEntry, HistoryEvent, State};
+use crate::store::requests::{HistoryEntry, HistoryEvent, PendingOnly, State};
 
 use super::api::{ApiError, Caller};
 use super::view::RequestView;
@@ -88,6 +88,21 @@ impl Caller {
             )));
         }
         Ok(())
+    }
+
+    /// Which pending requests a listing may show the caller, for the store to filter by
+    /// ([`Caller::may_see_request`], as a query): an approver sees those of the flows whose
+    /// policy names them, and their own; others are not narrowed here.
+    pub(crate) fn pending_scope(&self, config: &Config) -> Option<PendingOnly> {
+        (self.role == Role::Approver).then(|| PendingOnly {
+            flows: config
+                .flows
+                .iter()
+                .filter(|(_, flow)| flow.policy.allows(&self.user))
+                .map(|(name, _)| name.clone())
+                .collect(),
+            requester: self.user.clone(),
+        })
     }
 
     /// Whether the caller may end request `view`'s access early: its requester, an approver

@@ -118,6 +118,9 @@ const MIGRATIONS: &[&str] = &[
     "",
     // 8: console sessions, shared by every replica and kept across restarts ([`sessions`]).
     sessions::MIGRATION,
+    // 9: listings walk requests newest first a page at a time ([`requests::list`]) rather
+    // than sort the whole table for each page.
+    "CREATE INDEX requests_by_creation ON requests (created_at, id);",
 ];
 
 /// A failure of the store: which database (a SQLite file, or a PostgreSQL URL, which never

@@ -530,8 +530,17 @@ pub struct ListQuery {
     pub state: Option<State>,
     pub requester: Option<String>,
     pub flow: Option<String>,
+    /// Pending requests only of these flows, or of this requester (`None`: all of them).
+    pub pending_only: Option<PendingOnly>,
     pub before: Option<Cursor>,
     pub limit: usize,
+}
+
+/// Which pending requests a listing may show: those of `flows`, and `requester`'s own.
+#[derive(Debug, Clone, Default)]
+pub struct PendingOnly {
+    pub flows: Vec<String>,
+    pub requester: String,
 }
 
 /// Where a listing goes on: the last request it gave (requests are ordered by creation
@@ -572,15 +581,25 @@ impl std::str::FromStr for Cursor {
 
 /// Requests as `query` asks, newest first.
 pub fn list(conn: &Connection, query: &ListQuery) -> rusqlite::Result<Vec<RequestRecord>> {
+    // Walks `requests_by_creation` from the cursor, newest first, until the page is full.
     let mut stmt = conn.prepare_cached(&format!(
-        "SELECT {COLUMNS} FROM requests
+        "SELECT {COLUMNS} FROM requests INDEXED BY requests_by_creation
          WHERE (?1 IS NULL OR state = ?1) AND (?2 IS NULL OR requester = ?2)
            AND (?3 IS NULL OR flow = ?3)
            AND (?4 IS NULL OR created_at < ?4 OR (created_at = ?4 AND id < ?5))
+           AND (?7 IS NULL OR state <> 'pending' OR requester = ?8
+                OR flow IN (SELECT value FROM json_each(?7)))
          ORDER BY created_at DESC, id DESC LIMIT ?6"
     ))?;
     let (before_at, before_id) = match &query.before {
         Some(cursor) => (Some(cursor.created_at), Some(cursor.id.as_str())),
+        None => (None, None),
+    };
+    let (pending_flows, pending_requester) = match &query.pending_only {
+        Some(only) => (
+            Some(serde_json::to_string(&only.flows).expect("names serialize")),
+            Some(only.requester.as_str()),
+        ),
         None => (None, None),
     };
     stmt.query_map(
@@ -591,6 +610,8 @@ pub fn list(conn: &Connection, query: &ListQuery) -> rusqlite::Result<Vec<Reques
             before_at,
             before_id,
             i64::try_from(query.limit).unwrap_or(i64::MAX),
+            pending_flows,
+            pending_requester,
         ],
         row_to_record,
     )?

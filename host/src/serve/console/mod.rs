@@ -292,14 +292,15 @@ async fn list(State(c): State<Console>, headers: HeaderMap, RawQuery(query): Raw
         Some(Ok(cursor)) => Some(cursor),
         Some(Err(e)) => return error_page(&who, &ApiError::new(StatusCode::BAD_REQUEST, e)),
     };
+    let current = c.app.warden.current();
     let listing = ListQuery {
         state,
         requester: who.caller.list_scope().map(str::to_string),
         flow: flow.map(str::to_string),
+        pending_only: who.caller.pending_scope(current.config()),
         before,
         limit: PAGE_LENGTH,
     };
-    let current = c.app.warden.current();
     let visible = |view: &RequestView| who.caller.may_see_request(current.config(), view).is_ok();
     let page = match c.app.lifecycle.list(listing, visible).await {
         Ok(page) => page,

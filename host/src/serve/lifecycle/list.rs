@@ -1,8 +1,9 @@
-//! Listing requests a page at a time: newest first, filtered in the store, then by who may
-//! see each (a pending request only for those who may decide it), with a cursor to go on
-//! from. A page is bounded three ways, so no caller can make one answer hold the whole
-//! table: by its length, by the bytes of what it shows, and by the rows read to fill it
-//! (many hidden ones in a row end the page early, with its cursor).
+//! Listing requests a page at a time: newest first, filtered in the store (by state, flow,
+//! requester, and which pending requests the caller may see), checked again here against
+//! who may see each, with a cursor to go on from. The store walks an index in listing
+//! order, so a page costs the rows it reads, not the table. A page is bounded three ways,
+//! so no caller can make one answer hold the whole table: by its length, by the bytes of
+//! what it shows, and by the rows read to fill it (then it ends early, with its cursor).
 
 use serde_json::Value;
 
@@ -10,8 +11,11 @@ use crate::store::requests::{Cursor, ListQuery};
 
 use super::{Lifecycle, LifecycleError, RequestView};
 
-/// Rows read for one page at most, shown or not.
-pub const MAX_ROWS_READ: usize = 5000;
+/// Rows read for one page at most, shown or not (the store leaves out what the caller may
+/// not see already; this bounds what it could not tell).
+pub const MAX_ROWS_READ: usize = 1000;
+/// Rows asked of the store at a time, however short the page.
+const READ_CHUNK: usize = 100;
 /// What a page's requests may show, about (their fields and reasons); the first request
 /// is always given.
 pub const MAX_PAGE_BYTES: usize = 1 << 20;
@@ -30,7 +34,7 @@ impl Lifecycle {
         visible: impl Fn(&RequestView) -> bool,
     ) -> Result<Page, LifecycleError> {
         let wanted = query.limit.max(1);
-        query.limit = wanted;
+        query.limit = wanted.max(READ_CHUNK);
         let (mut requests, mut read, mut bytes) = (Vec::new(), 0, 0);
         // The cursor after the last request given.
         let mut given: Option<Cursor> = None;

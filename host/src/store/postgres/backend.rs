@@ -202,6 +202,8 @@ impl Backend for PgStore {
                AND ($3::text IS NULL OR flow = $3)
                AND ($4::bigint IS NULL OR created_at < $4
                     OR (created_at = $4 AND id COLLATE \"C\" < $5::text COLLATE \"C\"))
+               AND ($7::text[] IS NULL OR state <> 'pending' OR lower(requester) = lower($8)
+                    OR flow = ANY($7))
              ORDER BY created_at DESC, id COLLATE \"C\" DESC LIMIT $6"
         );
         let state = query.state.map(State::as_str);
@@ -210,6 +212,10 @@ impl Backend for PgStore {
             None => (None, None),
         };
         let limit = i64::try_from(query.limit).unwrap_or(i64::MAX);
+        let (pending_flows, pending_requester) = match &query.pending_only {
+            Some(only) => (Some(only.flows.clone()), Some(only.requester.as_str())),
+            None => (None, None),
+        };
         self.query(
             "list requests",
             &sql,
@@ -220,6 +226,8 @@ impl Backend for PgStore {
                 &before_at,
                 &before_id,
                 &limit,
+                &pending_flows,
+                &pending_requester,
             ],
             to_record,
         )

@@ -92,6 +92,8 @@ pub(super) const MIGRATIONS: &[&str] = &[
     "ALTER TABLE requests ADD COLUMN claimed_until BIGINT;",
     // 8: console sessions, shared by every replica (`postgres::sessions`).
     super::sessions::MIGRATION,
+    // 9: listings walk requests newest first, a page at a time, in the order they list them.
+    r#"CREATE INDEX requests_by_creation ON requests (created_at, id COLLATE "C");"#,
 ];
 
 /// Any number, the same in every warden: the advisory lock replicas take to migrate.

@@ -148,7 +148,7 @@ async fn requests_history_and_audit_mean_the_same_on_both_backends() {
 
         // Listing: newest first, by state, by requester without case, by flow, a page at a
         // time.
-        use crate::store::requests::{Cursor, ListQuery};
+        use crate::store::requests::{Cursor, ListQuery, PendingOnly};
         let ids = |list: Vec<crate::store::requests::RequestRecord>| {
             list.into_iter().map(|r| r.id).collect::<Vec<_>>()
         };
@@ -181,6 +181,33 @@ async fn requests_history_and_audit_mean_the_same_on_both_backends() {
             ..all.clone()
         };
         assert!(store.list(&no_flow).await.unwrap().is_empty(), "{name}");
+        // Pending requests only of some flows, and the caller's own.
+        let pending_of = |flows: Vec<String>, requester: &str| ListQuery {
+            pending_only: Some(PendingOnly {
+                flows,
+                requester: requester.into(),
+            }),
+            ..pending.clone()
+        };
+        let hidden = pending_of(vec!["another".into()], "someone@x.com");
+        assert!(store.list(&hidden).await.unwrap().is_empty(), "{name}");
+        let of_its_flow = pending_of(vec![record.flow.clone()], "someone@x.com");
+        assert_eq!(
+            ids(store.list(&of_its_flow).await.unwrap()),
+            ["r1"],
+            "{name}"
+        );
+        let own = pending_of(Vec::new(), "A@x.COM");
+        assert_eq!(ids(store.list(&own).await.unwrap()), ["r1"], "{name}");
+        let everything_else = ListQuery {
+            pending_only: hidden.pending_only.clone(),
+            ..all.clone()
+        };
+        assert_eq!(
+            store.list(&everything_else).await.unwrap().len(),
+            1,
+            "{name}: requests in other states stay"
+        );
         let first = store
             .list(&ListQuery {
                 limit: 1,
