@@ -666,3 +666,25 @@ async fn listings_come_a_page_at_a_time_filtered_before_they_are_cut() {
         assert_eq!(r.status, 400, "{bad}: {}", r.text);
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_approval_counts_only_while_its_approver_is_one() {
+    let h = Harness::start().await;
+    let id = h.submit("four", None, "pending").await;
+    let r = h.act(&id, "approve", FRANK, "one of two").await;
+    assert_eq!(r.body["state"], "pending", "{}", r.text);
+    // A reload takes Frank off flow `four`'s approvers.
+    let text = config_text(&h._scratch).replace(
+        "approvers = [\"group:oncall\", \"frank@example.com\"]",
+        "approvers = [\"group:oncall\"]",
+    );
+    h._scratch.config(&text);
+    let r = h.send("POST", "/v1/admin/reload", CAROL, None).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    // Bob's approval is then the first that counts, not the second.
+    let r = h.act(&id, "approve", BOB, "ok").await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body["state"], "pending", "{}", r.text);
+    let r = h.act(&id, "approve", ERIN, "ok").await;
+    assert_eq!(r.body["state"], "escalated", "{}", r.text);
+}

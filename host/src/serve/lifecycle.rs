@@ -399,7 +399,17 @@ impl Lifecycle {
         {
             let required = policy.approvals_required;
             let history = self.store.history(id).await?;
-            let so_far = approvals_so_far(&history);
+            // Approvals count under the policy now serving: one from someone a reload took
+            // off the flow's approvers (or a self-approval it no longer allows) no longer does.
+            let self_approval = warden
+                .config()
+                .flow(&rec.flow)
+                .is_some_and(|f| f.allow_self_approval);
+            let so_far: Vec<String> = approvals_so_far(&history)
+                .into_iter()
+                .filter(|a| policy.allows(a))
+                .filter(|a| self_approval || !a.eq_ignore_ascii_case(&rec.requester))
+                .collect();
             if so_far.contains(&approver_email.to_ascii_lowercase()) {
                 return Err(LifecycleError::AlreadyApproved {
                     id: id.to_string(),
