@@ -688,3 +688,47 @@ async fn an_approval_counts_only_while_its_approver_is_one() {
     let r = h.act(&id, "approve", ERIN, "ok").await;
     assert_eq!(r.body["state"], "escalated", "{}", r.text);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_admin_naming_approvers_counts_once_and_is_named_beside_them() {
+    let h = Harness::start().await;
+    let id = h.submit("four", None, "pending").await;
+    let as_named = |email: &str| json!({ "approver": { "email": email }, "reason": "ok" });
+    let r = h
+        .send(
+            "POST",
+            &format!("/v1/requests/{id}/approve"),
+            CAROL,
+            Some(as_named("bob@example.com")),
+        )
+        .await;
+    assert_eq!(r.body["state"], "pending", "{}", r.text);
+    // A second approver named by the same admin is not a second person's approval.
+    let r = h
+        .send(
+            "POST",
+            &format!("/v1/requests/{id}/approve"),
+            CAROL,
+            Some(as_named("erin@example.com")),
+        )
+        .await;
+    assert_eq!(r.status, 409, "{}", r.text);
+    assert!(
+        r.text.contains("carol@example.com already approved"),
+        "{}",
+        r.text
+    );
+    // Erin herself makes it two, and the history says who named whom.
+    let r = h.act(&id, "approve", ERIN, "ok").await;
+    assert_eq!(r.body["state"], "escalated", "{}", r.text);
+    let request = h.get(&id).await;
+    let approvals = entries(&request, "approval");
+    assert_eq!(approvals[0]["approver"], "bob@example.com");
+    assert_eq!(approvals[0]["by"], "carol@example.com");
+    let audit = h.send("GET", "/v1/admin/audit", CAROL, None).await;
+    assert!(
+        audit.text.contains("\"by\":\"carol@example.com\""),
+        "{}",
+        audit.text
+    );
+}

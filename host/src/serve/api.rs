@@ -509,11 +509,11 @@ async fn decide(
     caller.require(Role::Approver)?;
     let body: DecisionBody = parse(&body?)?;
     let approver = caller.acting_as(body.approver, "approver")?;
-    let admin = caller.role >= Role::Admin;
+    let admin = (caller.role >= Role::Admin).then(|| caller.user.clone());
     let lifecycle = app.lifecycle.clone();
     let view = detached(&app, async move {
         if approve {
-            lifecycle.approve(&id, approver, body.reason).await
+            lifecycle.approve(&id, approver, body.reason, admin).await
         } else {
             lifecycle.deny(&id, approver, body.reason, admin).await
         }

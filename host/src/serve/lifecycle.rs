@@ -316,27 +316,29 @@ impl Lifecycle {
         .await
     }
 
-    /// A human approves a pending request.
+    /// A human approves a pending request. `admin`: the caller, when an admin (who may name
+    /// another approver; the history and the audit log then name the admin too).
     pub async fn approve(
         &self,
         id: &str,
         approver: UserInput,
         reason: Option<String>,
+        admin: Option<String>,
     ) -> Result<RequestView, LifecycleError> {
-        self.human_decides(id, approver, Verdict::Approve(reason), false)
+        self.human_decides(id, approver, Verdict::Approve(reason), admin)
             .await
     }
 
-    /// A human denies a pending request. `by_admin`: the caller is an admin, who alone may
+    /// A human denies a pending request; `admin` as for [`Self::approve`]. Only an admin may
     /// deny the requests of a flow a reload removed (which no one may approve).
     pub async fn deny(
         &self,
         id: &str,
         approver: UserInput,
         reason: Option<String>,
-        by_admin: bool,
+        admin: Option<String>,
     ) -> Result<RequestView, LifecycleError> {
-        self.human_decides(id, approver, Verdict::Deny(reason), by_admin)
+        self.human_decides(id, approver, Verdict::Deny(reason), admin)
             .await
     }
 
@@ -345,7 +347,7 @@ impl Lifecycle {
         id: &str,
         approver: UserInput,
         verdict: Verdict,
-        by_admin: bool,
+        admin: Option<String>,
     ) -> Result<RequestView, LifecycleError> {
         // Hooks could not be told who decided; refused before anything is recorded.
         approver
@@ -355,10 +357,18 @@ impl Lifecycle {
         let rec = self.pending(id).await?;
         let warden = self.warden.load_full();
         let approver_email = approver.email.trim().to_string();
+        let by_admin = admin.is_some();
+        // The admin who named someone else: recorded beside them, and counted as the admin.
+        let named_by = admin.filter(|a| !a.trim().eq_ignore_ascii_case(&approver_email));
+        // Who the history and the audit log say decided.
+        let actor = match &named_by {
+            Some(admin) => format!("{approver_email} (named by admin {admin})"),
+            None => approver_email.clone(),
+        };
         let policy = policy_of(warden.config(), &rec.flow);
         let flow_removed = warden.config().flow(&rec.flow).is_none();
         if flow_removed && matches!(verdict, Verdict::Approve(_)) {
-            self.refused(&approver_email, id, "approve-refused", "flow removed")
+            self.refused(&actor, id, "approve-refused", "flow removed")
                 .await?;
             return Err(LifecycleError::FlowRemoved {
                 id: id.to_string(),
@@ -405,15 +415,15 @@ impl Lifecycle {
                 .config()
                 .flow(&rec.flow)
                 .is_some_and(|f| f.allow_self_approval);
-            let so_far: Vec<String> = approvals_so_far(&history)
-                .into_iter()
-                .filter(|a| policy.allows(a))
-                .filter(|a| self_approval || !a.eq_ignore_ascii_case(&rec.requester))
-                .collect();
-            if so_far.contains(&approver_email.to_ascii_lowercase()) {
+            let so_far = approvals_so_far(&history, |a| {
+                policy.allows(a)
+                    && (self_approval || !a.trim().eq_ignore_ascii_case(&rec.requester))
+            });
+            let who = named_by.as_deref().unwrap_or(&approver_email);
+            if so_far.contains(&who.trim().to_ascii_lowercase()) {
                 return Err(LifecycleError::AlreadyApproved {
                     id: id.to_string(),
-                    approver: approver_email,
+                    approver: who.trim().to_string(),
                     count: so_far.len(),
                     required,
                 });
@@ -424,6 +434,7 @@ impl Lifecycle {
                 step: "approve".into(),
                 event: HistoryEvent::Approval {
                     approver: approver_email.clone(),
+                    by: named_by.clone(),
                     reason: reason.clone(),
                     count,
                     required,
@@ -438,7 +449,7 @@ impl Lifecycle {
             &mut claim,
             &rec,
             &approver,
-            &approver_email,
+            &actor,
             &[State::Pending],
             verdict,
         )

@@ -43,14 +43,22 @@ pub(crate) fn not_an_approver(policy: &ApprovalPolicy, flow: &str, email: &str) 
     })
 }
 
-/// The distinct people (lowercase emails) who approved so far, from the request's history.
-pub(crate) fn approvals_so_far(history: &[HistoryEntry]) -> Vec<String> {
+/// The distinct people (lowercase emails) whose approvals count so far, from the request's
+/// history: each approver `counts` keeps, or the admin who named them (an admin's
+/// approvals, whoever they named, are the admin's).
+pub(crate) fn approvals_so_far(
+    history: &[HistoryEntry],
+    counts: impl Fn(&str) -> bool,
+) -> Vec<String> {
     let mut seen: Vec<String> = Vec::new();
     for entry in history {
-        if let HistoryEvent::Approval { approver, .. } = &entry.event {
-            let approver = approver.trim().to_ascii_lowercase();
-            if !seen.contains(&approver) {
-                seen.push(approver);
+        if let HistoryEvent::Approval { approver, by, .. } = &entry.event {
+            if !counts(approver) {
+                continue;
+            }
+            let who = by.as_ref().unwrap_or(approver).trim().to_ascii_lowercase();
+            if !seen.contains(&who) {
+                seen.push(who);
             }
         }
     }
@@ -136,6 +144,7 @@ mod tests {
             step: "approve".into(),
             event: HistoryEvent::Approval {
                 approver: approver.into(),
+                by: None,
                 reason: None,
                 count: 1,
                 required: 2,
@@ -151,7 +160,7 @@ mod tests {
             approval("erin@example.com"),
         ];
         assert_eq!(
-            approvals_so_far(&history),
+            approvals_so_far(&history, |_| true),
             ["bob@example.com", "erin@example.com"]
         );
     }

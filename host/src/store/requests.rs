@@ -109,6 +109,10 @@ pub enum HistoryEvent {
     /// One of the approvals a flow with `approvals_required` of 2 or more needs.
     Approval {
         approver: String,
+        /// The admin who named `approver` (an admin may act for others), when it was not
+        /// the approver: the approvals of one admin count once, whoever they named.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        by: Option<String>,
         #[serde(skip_serializing_if = "Option::is_none")]
         reason: Option<String>,
         /// Distinct approvals so far, this one included, and how many the flow needs.
@@ -367,14 +371,18 @@ pub fn write(
                 // audits it: its own line does, in the same commit.
                 if let HistoryEvent::Approval {
                     approver,
+                    by,
                     reason,
                     count,
                     required,
                 } = &entry.event
                 {
-                    let detail = serde_json::json!({
+                    let mut detail = serde_json::json!({
                         "count": count, "required": required, "reason": reason,
                     });
+                    if let Some(by) = by {
+                        detail["by"] = by.as_str().into();
+                    }
                     audit(conn, approver, "approval", Some(id), &detail)?;
                 }
             }

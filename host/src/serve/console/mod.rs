@@ -465,12 +465,12 @@ async fn decide(
             .map(str::trim)
             .filter(|r| !r.is_empty())
             .map(str::to_string);
-        let admin = who.caller.role >= Role::Admin;
+        let admin = (who.caller.role >= Role::Admin).then(|| who.caller.user.clone());
         let lifecycle = c.app.lifecycle.clone();
         let id = id.clone();
         detached(&c.app, async move {
             if approve {
-                lifecycle.approve(&id, approver, reason).await
+                lifecycle.approve(&id, approver, reason, admin).await
             } else {
                 lifecycle.deny(&id, approver, reason, admin).await
             }

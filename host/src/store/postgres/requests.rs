@@ -163,14 +163,18 @@ pub(super) async fn write(
                 appends.history(entry)?;
                 if let HistoryEvent::Approval {
                     approver,
+                    by,
                     reason,
                     count,
                     required,
                 } = &entry.event
                 {
-                    let detail = serde_json::json!({
+                    let mut detail = serde_json::json!({
                         "count": count, "required": required, "reason": reason,
                     });
+                    if let Some(by) = by {
+                        detail["by"] = by.as_str().into();
+                    }
                     appends.audit(approver, "approval", &detail);
                 }
             }

@@ -591,6 +591,7 @@ async fn an_approval_short_of_the_count_is_audited_in_its_batch_on_both_backends
             step: "approve".into(),
             event: HistoryEvent::Approval {
                 approver: "b@x.com".into(),
+                by: None,
                 reason: Some("fine".into()),
                 count: 1,
                 required: 2,

@@ -178,6 +178,7 @@ async fn an_approval_is_recorded_and_audited_in_its_batch_and_the_requester_kept
         step: "approve".into(),
         event: HistoryEvent::Approval {
             approver: "b@x.com".into(),
+            by: None,
             reason: Some("fine".into()),
             count: 1,
             required: 2,
