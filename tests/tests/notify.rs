@@ -451,6 +451,53 @@ async fn a_failing_receiver_is_retried_then_given_up_while_others_are_not_held_u
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn notifications_past_their_time_behind_a_hanging_receiver_are_given_up_unsent() {
+    let receiver = Receiver::start(SIGNING_KEY, 0).await;
+    let config = [
+        format!(
+            "[channels.slow]\ntype = \"webhook\"\nurl = {:?}\nsigning_secret = \"signing\"\n\
+             timeout_ms = 1500\nretry_for_seconds = 1\n",
+            receiver.url("/hang/slow")
+        ),
+        probe_flow("human", "continue", "waiting = [\"slow\"]"),
+    ]
+    .concat();
+    let h = start(&receiver.url("/ok/slack"), &config).await;
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let request = h.submit("human", json!({})).await;
+        ids.push(request["id"].as_str().unwrap().to_string());
+    }
+    // The first waits out its 1.5 s, past its 1 s; the two behind it are past theirs by
+    // then, and are given up without being sent.
+    for id in &ids {
+        let deadline = tokio::time::Instant::now() + WITHIN;
+        loop {
+            let request = h.call(&format!("/v1/requests/{id}"), CAROL, None).await;
+            let gave_up = request["history"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|e| e["kind"] == "notification");
+            if gave_up {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "not given up: {request:#}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    let sent: usize = ids
+        .iter()
+        .map(|id| about(&receiver.got(), "/hang/slow", id).len())
+        .sum();
+    assert_eq!(sent, 1, "only the first was sent");
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_reload_that_removes_a_channel_gives_up_what_waits_for_it() {
     let receiver = Receiver::start(SIGNING_KEY, 0).await;
     let config = format!(

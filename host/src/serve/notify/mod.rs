@@ -284,6 +284,19 @@ async fn attempt(
     public_url: Option<&str>,
     redactor: &Redactor,
 ) {
+    // Past its time already (it waited behind others for a receiver that hangs): given up
+    // without another attempt, so a backlog drains at once instead of one timeout a row.
+    let retry_for_ms = channel.retry_for.as_millis() as i64;
+    if now_ms() > n.created_at + retry_for_ms {
+        let error = format!(
+            "not delivered in {} s ({} attempts); given up before another",
+            channel.retry_for.as_secs(),
+            n.attempts
+        );
+        let attempts = n.attempts;
+        give_up(store, metrics, n, attempts, error).await;
+        return;
+    }
     let request = match &channel.kind {
         ChannelKind::Slack { url } => client
             .post(url.value.expose().trim())
