@@ -436,6 +436,20 @@ async fn malformed_api_bodies_get_a_4xx_naming_the_problem_and_store_nothing() {
             "field `duration`: must be between 1 second",
         ),
         (
+            "a duration with a fraction of a second",
+            create,
+            br#"{"fields":{"reason":"x","duration":"1.9s"}}"#.to_vec(),
+            422,
+            "field `duration`: `1.9s` is not a whole number of seconds",
+        ),
+        (
+            "a required list with no item",
+            "/v1/flows/listed/requests",
+            br#"{"fields":{"teams":[]}}"#.to_vec(),
+            422,
+            "field `teams`: is required and must not be blank",
+        ),
+        (
             "a null field on a flow without a schema",
             "/v1/flows/human/requests",
             br#"{"fields":{"x":null}}"#.to_vec(),

@@ -732,3 +732,17 @@ async fn an_admin_naming_approvers_counts_once_and_is_named_beside_them() {
         audit.text
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_decisions_reason_is_bounded_as_a_revokes_is() {
+    let h = Harness::start().await;
+    let id = h.submit("open", None, "pending").await;
+    for verb in ["approve", "deny"] {
+        let r = h.act(&id, verb, BOB, &"r".repeat(2001)).await;
+        assert_eq!(r.status, 422, "{}", r.text);
+        assert!(r.text.contains("longer than 2000 bytes"), "{}", r.text);
+    }
+    assert_eq!(h.get(&id).await["state"], "pending");
+    let r = h.act(&id, "deny", BOB, &"r".repeat(2000)).await;
+    assert_eq!(r.body["state"], "denied", "{}", r.text);
+}

@@ -529,8 +529,7 @@ struct RevokeBody {
     reason: Option<String>,
 }
 
-/// Longest reason a revoke keeps (it goes into the history and the audit log).
-const MAX_REVOKE_REASON_BYTES: usize = 2000;
+use super::lifecycle::MAX_REASON_BYTES as MAX_REVOKE_REASON_BYTES;
 
 async fn revoke(
     State(app): State<Arc<App>>,

@@ -33,9 +33,12 @@ pub fn validate_fields(
         }
         for (name, spec) in &flow.fields {
             let value = fields.get(name).filter(|v| !v.is_null());
-            let blank = value
-                .and_then(|v| v.as_str())
-                .is_some_and(|s| s.trim().is_empty());
+            // Nothing in it: a blank string, or a list with no item.
+            let blank = value.is_some_and(|v| match v {
+                serde_json::Value::String(s) => s.trim().is_empty(),
+                serde_json::Value::Array(items) => items.is_empty(),
+                _ => false,
+            });
             match value {
                 None if spec.required => return Err(invalid(name, "is required".into())),
                 Some(_) if blank && spec.required => {
@@ -69,9 +72,16 @@ fn check_type(kind: FieldType, value: &serde_json::Value) -> Result<serde_json::
             .is_some_and(|items| items.iter().all(Value::is_string)),
         FieldType::Duration => {
             let seconds = match value {
-                Value::String(text) => humantime::parse_duration(text.trim())
-                    .map_err(|e| format!("`{text}` is not a duration like \"30m\" or \"2h\": {e}"))?
-                    .as_secs(),
+                Value::String(text) => {
+                    let parsed = humantime::parse_duration(text.trim()).map_err(|e| {
+                        format!("`{text}` is not a duration like \"30m\" or \"2h\": {e}")
+                    })?;
+                    // Access is granted by the second: a fraction would be cut off unseen.
+                    if parsed.subsec_nanos() != 0 {
+                        return Err(format!("`{text}` is not a whole number of seconds"));
+                    }
+                    parsed.as_secs()
+                }
                 Value::Object(map) if map.len() == 1 && map.contains_key("seconds") => {
                     map["seconds"]
                         .as_u64()

@@ -54,6 +54,10 @@ const EXPIRY_POLL: Duration = Duration::from_secs(30);
 const WARDEN: &str = "warden";
 
 /// Which way a request is decided, by its plugin or a human, and why.
+/// Longest reason a human gives with a decision or a revoke (it goes into the history, the
+/// audit log and every notification).
+pub const MAX_REASON_BYTES: usize = 2000;
+
 enum Verdict {
     Approve(Option<String>),
     Deny(Option<String>),
@@ -353,6 +357,12 @@ impl Lifecycle {
         approver
             .check("approver")
             .map_err(|e| LifecycleError::Invalid(e.0))?;
+        let (Verdict::Approve(reason) | Verdict::Deny(reason)) = &verdict;
+        if reason.as_ref().is_some_and(|r| r.len() > MAX_REASON_BYTES) {
+            return Err(LifecycleError::Invalid(format!(
+                "`reason` is longer than {MAX_REASON_BYTES} bytes"
+            )));
+        }
         let mut claim = self.claim_stored(id).await?;
         let rec = self.pending(id).await?;
         let warden = self.warden.load_full();

@@ -102,6 +102,12 @@ vars = {{ action = "approve:ran" }}
 fields.reason = {{ type = "string", required = true }}
 fields.count = {{ type = "int" }}
 fields.duration = {{ type = "duration" }}
+
+[flows.listed]
+environment = "main"
+plugin = {probe}
+vars = {{ action = "continue" }}
+fields.teams = {{ type = "list", required = true }}
 "#,
             probe = toml_path(artifacts::PROBE)
         ));
