@@ -64,8 +64,14 @@ struct Reply {
 
 impl Harness {
     async fn start() -> Self {
+        Self::start_with("").await
+    }
+
+    /// With `serve` lines added to `[serve]`.
+    async fn start_with(serve: &str) -> Self {
         let scratch = Scratch::new();
-        let path = scratch.config(&config_text(&scratch));
+        let text = config_text(&scratch).replacen("[serve]\n", &format!("[serve]\n{serve}\n"), 1);
+        let path = scratch.config(&text);
         let server = Server::start(&path, Some("127.0.0.1:0".parse().unwrap()))
             .await
             .unwrap_or_else(|e| panic!("{e}"));
@@ -745,4 +751,36 @@ async fn a_decisions_reason_is_bounded_as_a_revokes_is() {
     assert_eq!(h.get(&id).await["state"], "pending");
     let r = h.act(&id, "deny", BOB, &"r".repeat(2000)).await;
     assert_eq!(r.body["state"], "denied", "{}", r.text);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_user_files_at_most_new_requests_per_minute_and_admins_are_not_counted() {
+    let h = Harness::start_with("new_requests_per_minute = 3").await;
+    for _ in 0..3 {
+        h.submit("open", None, "pending").await;
+    }
+    let r = h
+        .send(
+            "POST",
+            "/v1/flows/open/requests",
+            ALICE,
+            Some(json!({ "fields": { "duration": "1h" } })),
+        )
+        .await;
+    assert_eq!(r.status, 429, "{}", r.text);
+    assert!(
+        r.text.contains("serve.new_requests_per_minute"),
+        "{}",
+        r.text
+    );
+    // Others are not held up by her, nor is an admin filing for her.
+    let r = h
+        .send("POST", "/v1/flows/open/requests", DAVE, Some(json!({})))
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let for_alice = json!({ "requester": { "email": "alice@example.com" } });
+    let r = h
+        .send("POST", "/v1/flows/open/requests", CAROL, Some(for_alice))
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
 }

@@ -14,6 +14,9 @@ pub const DEFAULT_MAX_BODY_BYTES: usize = 64 << 10;
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 64;
 pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
 pub const DEFAULT_CLIENT_TIMEOUT_MS: usize = 10_000;
+/// New requests one user (not an admin) may file a minute, per replica: far more than a
+/// person asks for, far fewer than a script filling the store.
+pub const DEFAULT_NEW_REQUESTS_PER_MINUTE: u32 = 120;
 
 /// What a token's holder may do; each role includes the ones before it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -71,6 +74,8 @@ pub struct ServeSettings {
     pub max_in_flight: usize,
     /// Connections open at once; more wait in the listen backlog (`serve/connections.rs`).
     pub max_connections: usize,
+    /// New requests one user (not an admin) may file a minute; 0: no limit.
+    pub new_requests_per_minute: u32,
     /// How long a client may take to send a request's head, and again its body, and each
     /// write of an answer may wait for it to read; an idle kept-alive connection is closed
     /// after as long.
@@ -90,6 +95,7 @@ impl Default for ServeSettings {
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            new_requests_per_minute: DEFAULT_NEW_REQUESTS_PER_MINUTE,
             client_timeout: std::time::Duration::from_millis(DEFAULT_CLIENT_TIMEOUT_MS as u64),
             tokens: Vec::new(),
             behind_tls: false,
@@ -178,6 +184,13 @@ impl Validator<'_> {
             1_000_000,
             defaults.max_connections,
         );
+        let new_requests_per_minute = bounded(
+            "new_requests_per_minute",
+            raw.new_requests_per_minute,
+            0,
+            1_000_000,
+            defaults.new_requests_per_minute as usize,
+        ) as u32;
         let client_timeout_ms = bounded(
             "client_timeout_ms",
             raw.client_timeout_ms,
@@ -270,6 +283,7 @@ impl Validator<'_> {
             max_body_bytes,
             max_in_flight,
             max_connections,
+            new_requests_per_minute,
             client_timeout: std::time::Duration::from_millis(client_timeout_ms as u64),
             tokens,
             behind_tls: raw.behind_tls,
@@ -352,7 +366,7 @@ mod tests {
         let config = parse(&format!(
             "{FLOW}allow_self_approval = true\n[flows.f.fields.duration]\ntype = \"duration\"\nrequired = true\n\
              [serve]\nlisten = \"127.0.0.1:9000\"\nmax_in_flight = 3\nmax_connections = 50\nclient_timeout_ms = 2500\n\
-             [serve.tokens.alice]\ntoken_env = \"ALICE_TOKEN\"\nuser = \"alice@x.com\"\nrole = \"approver\"\n\
+             new_requests_per_minute = 0\n[serve.tokens.alice]\ntoken_env = \"ALICE_TOKEN\"\nuser = \"alice@x.com\"\nrole = \"approver\"\n\
              [serve.tokens.admin]\ntoken_file = \"admin.token\"\nuser = \"root@x.com\"\nrole = \"admin\"\n"
         ))
         .unwrap_or_else(|e| panic!("{e}"));
@@ -362,8 +376,13 @@ mod tests {
         assert_eq!(serve.max_body_bytes, DEFAULT_MAX_BODY_BYTES);
         assert_eq!(serve.max_connections, 50);
         assert_eq!(serve.client_timeout, std::time::Duration::from_millis(2500));
+        assert_eq!(serve.new_requests_per_minute, 0);
         let defaults = parse(FLOW).unwrap_or_else(|e| panic!("{e}")).serve;
         assert_eq!(defaults.max_connections, DEFAULT_MAX_CONNECTIONS);
+        assert_eq!(
+            defaults.new_requests_per_minute,
+            DEFAULT_NEW_REQUESTS_PER_MINUTE
+        );
         assert_eq!(defaults.client_timeout, std::time::Duration::from_secs(10));
         let admin = serve.tokens.iter().find(|t| t.name == "admin").unwrap();
         assert_eq!(

@@ -25,7 +25,7 @@ use super::CurrentWarden;
 use super::coalesce::Coalesced;
 use super::lifecycle::{Lifecycle, LifecycleError, Submission};
 use super::metrics::{self, Metrics};
-use super::throttle::PerAddress;
+use super::throttle::{PerAddress, PerUser};
 use crate::store::requests::{Cursor, ListQuery as StoreListQuery, State as RequestState};
 
 /// Seconds a client is told to wait when warden is at `max_in_flight`.
@@ -47,6 +47,8 @@ pub(crate) struct App {
     pub readiness: Coalesced<Result<(), String>>,
     /// Unknown bearer tokens per client address ([`TOKEN_FAILURES`] a minute).
     pub token_failures: PerAddress,
+    /// New requests per user (`serve.new_requests_per_minute`; admins are not counted).
+    pub new_requests: Option<PerUser>,
 }
 
 /// Unknown bearer tokens one client address may send per [`TOKEN_FAILURE_WINDOW`]; beyond
@@ -430,6 +432,20 @@ async fn submit(
     caller.require(Role::Requester)?;
     let body: NewRequestBody = parse(&body?)?;
     let requester = caller.acting_as(body.requester, "requester")?;
+    // Each request is rows in the store and notifications: one user's are bounded in time.
+    if caller.role < Role::Admin
+        && let Some(limit) = &app.new_requests
+        && limit.attempt(&caller.user, Instant::now()).is_err()
+    {
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!(
+                "{} filed serve.new_requests_per_minute requests in the last minute; wait {} seconds",
+                caller.user,
+                TOKEN_FAILURE_WINDOW.as_secs()
+            ),
+        ));
+    }
     let idempotency_key = match headers.get("idempotency-key") {
         None => None,
         Some(v) => {

@@ -261,6 +261,12 @@ impl Server {
             store_counts: Coalesced::default(),
             readiness: Coalesced::default(),
             token_failures: api::token_failures(),
+            new_requests: (settings.new_requests_per_minute > 0).then(|| {
+                throttle::PerUser::new(
+                    settings.new_requests_per_minute,
+                    std::time::Duration::from_secs(60),
+                )
+            }),
         });
         let router = api::router(app, settings.max_body_bytes, settings.client_timeout);
         let limits = connections::ConnectionLimits {

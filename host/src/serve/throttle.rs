@@ -1,7 +1,7 @@
-//! Counting what client addresses try, per window: the console's sign-ins and the API's
-//! failed tokens, each against its own [`PerAddress`]. A token is refused before it is
-//! compared once its address is over the limit, so guessing one goes no faster than the
-//! limit, right guess or not.
+//! Counting what clients try, per window: per address, the console's sign-ins and the
+//! API's failed tokens, each against its own [`PerAddress`]; per user, the requests they
+//! file ([`PerUser`]). A token is refused before it is compared once its address is over
+//! the limit, so guessing one goes no faster than the limit, right guess or not.
 //!
 //! An address is what warden sees: an IPv4 address, or an IPv6 address's /64 (one host
 //! commonly holds a whole /64, and would otherwise count as billions of clients). The
@@ -24,11 +24,32 @@ pub const MAX_TRACKED_ADDRESSES: usize = 4096;
 #[derive(Debug, PartialEq, Eq)]
 pub struct RateLimited;
 
-/// `limit` counted attempts per address per `window`.
-pub struct PerAddress {
+/// `limit` counted attempts per key per `window`, for at most [`MAX_TRACKED_ADDRESSES`]
+/// keys at once.
+struct Windows<K> {
     limit: u32,
     window: Duration,
-    by_address: Mutex<HashMap<AddressKey, (Instant, u32)>>,
+    by_key: Mutex<HashMap<K, (Instant, u32)>>,
+}
+
+/// `limit` counted attempts per client address per `window`.
+pub struct PerAddress(Windows<AddressKey>);
+
+/// `limit` counted attempts per user (an email, whatever its case) per `window`.
+pub struct PerUser(Windows<String>);
+
+impl PerUser {
+    pub fn new(limit: u32, window: Duration) -> Self {
+        Self(Windows::new(limit, window))
+    }
+
+    /// Counts one attempt of `user`'s; refused (and not counted) beyond the limit.
+    pub fn attempt(&self, user: &str, now: Instant) -> Result<(), RateLimited> {
+        let key = user.trim().to_ascii_lowercase();
+        self.0.check(&key, now)?;
+        self.0.count(key, now);
+        Ok(())
+    }
 }
 
 /// An IPv4 address, or an IPv6 address's first 64 bits (IPv4-mapped ones as IPv4).
@@ -57,11 +78,7 @@ impl AddressKey {
 
 impl PerAddress {
     pub fn new(limit: u32, window: Duration) -> Self {
-        Self {
-            limit,
-            window,
-            by_address: Mutex::default(),
-        }
+        Self(Windows::new(limit, window))
     }
 
     /// Counts one attempt from `addr`; refused (and not counted) beyond the limit.
@@ -73,8 +90,27 @@ impl PerAddress {
 
     /// Whether `addr` may try now, without counting it.
     pub fn check(&self, addr: IpAddr, now: Instant) -> Result<(), RateLimited> {
-        let by_address = self.by_address.lock().unpoisoned();
-        match by_address.get(&AddressKey::of(addr)) {
+        self.0.check(&AddressKey::of(addr), now)
+    }
+
+    /// Counts one attempt from `addr`; true when it is the one that reached the limit.
+    pub fn count(&self, addr: IpAddr, now: Instant) -> bool {
+        self.0.count(AddressKey::of(addr), now)
+    }
+}
+
+impl<K: std::hash::Hash + Eq + Clone> Windows<K> {
+    fn new(limit: u32, window: Duration) -> Self {
+        Self {
+            limit,
+            window,
+            by_key: Mutex::default(),
+        }
+    }
+
+    fn check(&self, key: &K, now: Instant) -> Result<(), RateLimited> {
+        let by_key = self.by_key.lock().unpoisoned();
+        match by_key.get(key) {
             Some((start, count))
                 if now.duration_since(*start) < self.window && *count >= self.limit =>
             {
@@ -84,22 +120,20 @@ impl PerAddress {
         }
     }
 
-    /// Counts one attempt from `addr`; true when it is the one that reached the limit.
-    pub fn count(&self, addr: IpAddr, now: Instant) -> bool {
-        let key = AddressKey::of(addr);
-        let mut by_address = self.by_address.lock().unpoisoned();
-        if !by_address.contains_key(&key) && by_address.len() >= MAX_TRACKED_ADDRESSES {
-            by_address.retain(|_, (start, _)| now.duration_since(*start) < self.window);
-            if by_address.len() >= MAX_TRACKED_ADDRESSES
-                && let Some(oldest) = by_address
+    fn count(&self, key: K, now: Instant) -> bool {
+        let mut by_key = self.by_key.lock().unpoisoned();
+        if !by_key.contains_key(&key) && by_key.len() >= MAX_TRACKED_ADDRESSES {
+            by_key.retain(|_, (start, _)| now.duration_since(*start) < self.window);
+            if by_key.len() >= MAX_TRACKED_ADDRESSES
+                && let Some(oldest) = by_key
                     .iter()
                     .min_by_key(|(_, (start, _))| *start)
-                    .map(|(key, _)| *key)
+                    .map(|(key, _)| key.clone())
             {
-                by_address.remove(&oldest);
+                by_key.remove(&oldest);
             }
         }
-        let (start, count) = by_address.entry(key).or_insert((now, 0));
+        let (start, count) = by_key.entry(key).or_insert((now, 0));
         if now.duration_since(*start) >= self.window {
             *start = now;
             *count = 0;
@@ -164,7 +198,18 @@ mod tests {
         assert_eq!(limiter.attempt(newcomer, t0), Ok(()));
         // ... and it is counted like any other.
         assert_eq!(limiter.attempt(newcomer, t0), Err(RateLimited));
-        assert!(limiter.by_address.lock().unwrap().len() <= MAX_TRACKED_ADDRESSES);
+        assert!(limiter.0.by_key.lock().unwrap().len() <= MAX_TRACKED_ADDRESSES);
+    }
+
+    #[test]
+    fn a_user_is_counted_whatever_the_case_of_their_email() {
+        let limiter = PerUser::new(2, WINDOW);
+        let t0 = Instant::now();
+        assert!(limiter.attempt("Alice@example.com", t0).is_ok());
+        assert!(limiter.attempt(" alice@EXAMPLE.com", t0).is_ok());
+        assert_eq!(limiter.attempt("alice@example.com", t0), Err(RateLimited));
+        assert!(limiter.attempt("bob@example.com", t0).is_ok());
+        assert!(limiter.attempt("alice@example.com", t0 + WINDOW).is_ok());
     }
 
     #[test]
