@@ -784,3 +784,37 @@ async fn a_user_files_at_most_new_requests_per_minute_and_admins_are_not_counted
         .await;
     assert_eq!(r.status, 201, "{}", r.text);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_audit_log_reads_back_a_page_at_a_time() {
+    let h = Harness::start().await;
+    for _ in 0..3 {
+        h.submit("open", None, "pending").await;
+    }
+    let all = h.send("GET", "/v1/admin/audit", CAROL, None).await;
+    let all = all.body["entries"].as_array().unwrap().clone();
+    assert!(all.len() >= 4, "{all:?}");
+    let seqs = |entries: &[Value]| -> Vec<i64> {
+        entries.iter().map(|e| e["seq"].as_i64().unwrap()).collect()
+    };
+    // The newest two, oldest first; then the two before them, from the first one's `seq`.
+    let r = h.send("GET", "/v1/admin/audit?limit=2", CAROL, None).await;
+    let newest = r.body["entries"].as_array().unwrap().clone();
+    assert_eq!(seqs(&newest), seqs(&all[all.len() - 2..]));
+    let before = newest[0]["seq"].as_i64().unwrap();
+    let r = h
+        .send(
+            "GET",
+            &format!("/v1/admin/audit?limit=2&before={before}"),
+            CAROL,
+            None,
+        )
+        .await;
+    let older = r.body["entries"].as_array().unwrap().clone();
+    assert_eq!(seqs(&older), seqs(&all[all.len() - 4..all.len() - 2]));
+    let r = h
+        .send("GET", "/v1/admin/audit?before=yesterday", CAROL, None)
+        .await;
+    assert_eq!(r.status, 400, "{}", r.text);
+    assert!(r.body["error"].is_string(), "a JSON error: {}", r.text);
+}

@@ -660,21 +660,28 @@ async fn reload(State(app): State<Arc<App>>, caller: Caller) -> Result<Response,
 #[serde(deny_unknown_fields)]
 struct AuditQuery {
     limit: Option<usize>,
+    /// Entries older than this `seq` (the first entry of the page before).
+    before: Option<i64>,
 }
 
 async fn audit(
     State(app): State<Arc<App>>,
     caller: Caller,
-    Query(query): Query<AuditQuery>,
+    query: Result<Query<AuditQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
     caller.require(Role::Admin)?;
+    let Query(query) = query.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text()))?;
     let limit = query.limit.unwrap_or(100).min(10_000);
-    let entries = app
-        .lifecycle
-        .store()
-        .audit_log(limit)
-        .await
-        .map_err(LifecycleError::from)?;
+    let store = app.lifecycle.store();
+    let entries = match query.before {
+        None => store.audit_log(limit).await,
+        // Oldest first, as a page without `before` is.
+        Some(before) => store.audit_page(Some(before), limit).await.map(|mut page| {
+            page.reverse();
+            page
+        }),
+    }
+    .map_err(LifecycleError::from)?;
     Ok(axum::Json(serde_json::json!({ "entries": entries })).into_response())
 }
 
