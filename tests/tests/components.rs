@@ -95,6 +95,17 @@ fn event() -> EventInput {
     EventInput::from_json(r#"{"user":{"email":"alice@example.com"},"fields":{}}"#).unwrap()
 }
 
+/// Flow `shaped` on `plugin` decides one event.
+async fn decide(scratch: &Scratch, plugin: &str, flow: &str) -> warden::HookReport {
+    let warden = Warden::start(config(scratch, plugin, flow))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    warden
+        .run_hook("shaped", HookName::OnRequest, &event())
+        .await
+        .unwrap()
+}
+
 async fn refused_at_load(scratch: &Scratch, plugin: &str, flow: &str) -> String {
     let Err(StartError::Plugins(errors)) = Warden::start(config(scratch, plugin, flow)).await
     else {
@@ -120,13 +131,7 @@ async fn memory_mib_bounds_all_of_a_plugins_memories_together() {
         "{message}"
     );
     // With room for both it loads and decides.
-    let warden = Warden::start(config(&scratch, shaped, "limits = { memory_mib = 32 }"))
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    let report = warden
-        .run_hook("shaped", HookName::OnRequest, &event())
-        .await
-        .unwrap();
+    let report = decide(&scratch, shaped, "limits = { memory_mib = 32 }").await;
     assert_eq!(report.outcome.unwrap(), Decision::Continue);
 }
 
@@ -164,13 +169,7 @@ async fn a_plugin_with_more_memories_or_core_instances_than_its_share_is_refused
 async fn random_bytes_come_a_few_at_a_time_not_by_the_megabyte() {
     let scratch = Scratch::new();
     let asking = |len: u32| format!("vars = {{ action = \"random:{len}\" }}");
-    let warden = Warden::start(config(&scratch, artifacts::RAW, &asking(64 << 10)))
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    let report = warden
-        .run_hook("shaped", HookName::OnRequest, &event())
-        .await
-        .unwrap();
+    let report = decide(&scratch, artifacts::RAW, &asking(64 << 10)).await;
     assert_eq!(
         report.outcome.unwrap(),
         Decision::Approve {
@@ -178,17 +177,8 @@ async fn random_bytes_come_a_few_at_a_time_not_by_the_megabyte() {
         }
     );
     // 64 MiB in one call is refused before the host makes them, within a 64 MiB plugin.
-    let warden = Warden::start(config(
-        &scratch,
-        artifacts::RAW,
-        &format!("{}\nlimits = {{ memory_mib = 64 }}", asking(64 << 20)),
-    ))
-    .await
-    .unwrap_or_else(|e| panic!("{e}"));
-    let report = warden
-        .run_hook("shaped", HookName::OnRequest, &event())
-        .await
-        .unwrap();
+    let limited = format!("{}\nlimits = {{ memory_mib = 64 }}", asking(64 << 20));
+    let report = decide(&scratch, artifacts::RAW, &limited).await;
     let Err(failure) = &report.outcome else {
         panic!("expected a failure, got {:?}", report.outcome);
     };

@@ -116,6 +116,27 @@ impl Harness {
             .await
     }
 
+    /// Request `id` once its history has a notification given up, within [`WITHIN`].
+    async fn given_up(&self, id: &str) -> Value {
+        let deadline = tokio::time::Instant::now() + WITHIN;
+        loop {
+            let request = self.call(&format!("/v1/requests/{id}"), CAROL, None).await;
+            let gave_up = request["history"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|e| e["kind"] == "notification");
+            if gave_up {
+                return request;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "not given up: {request:#}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     async fn metrics(&self) -> String {
         let response = self.http.get(self.url("/metrics")).send().await.unwrap();
         response.text().await.unwrap()
@@ -383,23 +404,7 @@ async fn a_failing_receiver_is_retried_then_given_up_while_others_are_not_held_u
         .await;
 
     // `down` answers 500: retried (the same delivery id each time), then given up.
-    let deadline = tokio::time::Instant::now() + WITHIN;
-    let request = loop {
-        let request = h.call(&format!("/v1/requests/{id}"), CAROL, None).await;
-        let gave_up = request["history"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|e| e["kind"] == "notification");
-        if gave_up {
-            break request;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "not given up: {request:#}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let request = h.given_up(&id).await;
     let got = receiver.got();
     let attempts = about(&got, "/fail/down", &id);
     assert!(attempts.len() >= 2, "{attempts:#?}");
@@ -471,23 +476,7 @@ async fn notifications_past_their_time_behind_a_hanging_receiver_are_given_up_un
     // The first waits out its 1.5 s, past its 1 s; the two behind it are past theirs by
     // then, and are given up without being sent.
     for id in &ids {
-        let deadline = tokio::time::Instant::now() + WITHIN;
-        loop {
-            let request = h.call(&format!("/v1/requests/{id}"), CAROL, None).await;
-            let gave_up = request["history"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .any(|e| e["kind"] == "notification");
-            if gave_up {
-                break;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "not given up: {request:#}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        h.given_up(id).await;
     }
     let sent: usize = ids
         .iter()
