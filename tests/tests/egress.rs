@@ -430,15 +430,18 @@ async fn every_value_a_rotated_secret_had_is_redacted_from_responses() {
     assert!(seen.ends_with("recalled [REDACTED] [REDACTED]"), "{seen}");
 }
 
-/// Resolves no name, as the network's transport says so: quoting the origin.
+/// Resolves no name, and says so as the network's transport does: quoting the origin and
+/// the name.
 struct ResolvesNothing;
 
 #[async_trait]
 impl Transport for ResolvesNothing {
     async fn send(&self, hop: HopRequest<'_>) -> Result<HopResponse, TransportError> {
         Err(TransportError::Connect(format!(
-            "{}: cannot resolve the name",
-            warden::config::origin(hop.url)
+            "{}: cannot resolve `{}`: no such name (for {})",
+            warden::config::origin(hop.url),
+            hop.url.host_str().unwrap_or_default(),
+            hop.url
         )))
     }
 }

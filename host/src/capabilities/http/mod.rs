@@ -258,8 +258,16 @@ impl HttpView<'_> {
             .filter(|url| url.len() <= MAX_URL_BYTES)
             .map(Url::parse);
         let shown = self.instance.describe(parsed.as_ref());
-        // How errors quote the plugin's own URL (its origin, as the transport's do).
-        let own_origin = parsed.as_ref().and_then(|p| p.as_ref().ok()).map(origin);
+        // How errors quote the plugin's own URL: its origin (as the transport's do), its
+        // host alone (a name that does not resolve), the whole of it.
+        let own: Vec<String> = parsed
+            .as_ref()
+            .and_then(|p| p.as_ref().ok())
+            .map(|url| {
+                let host = url.host_str().unwrap_or_default().to_string();
+                vec![origin(url), host, url.as_str().to_string()]
+            })
+            .unwrap_or_default();
         // Measured before the host copied or parsed any of it.
         let mut request = match asked.request {
             Ok(request) => request,
@@ -293,7 +301,7 @@ impl HttpView<'_> {
                 Err(CallError::Http(error))
             }
             result => {
-                let own: Vec<&str> = own_origin.as_deref().into_iter().collect();
+                let own: Vec<&str> = own.iter().map(String::as_str).collect();
                 result.map_err(|e| e.redacted(&self.instance.redactor(), &own))
             }
         };
