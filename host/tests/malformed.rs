@@ -450,6 +450,13 @@ async fn malformed_api_bodies_get_a_4xx_naming_the_problem_and_store_nothing() {
             "field `teams`: is required and must not be blank",
         ),
         (
+            "a required list of blank items",
+            "/v1/flows/listed/requests",
+            br#"{"fields":{"teams":[""," ","\u0000","\u200b"]}}"#.to_vec(),
+            422,
+            "field `teams`: is required and must not be blank",
+        ),
+        (
             "a null field on a flow without a schema",
             "/v1/flows/human/requests",
             br#"{"fields":{"x":null}}"#.to_vec(),

@@ -24,7 +24,10 @@ pub use locate::Location;
 pub use outline::Outline;
 pub use policy::{ApprovalPolicy, GROUP_PREFIX, MAX_APPROVALS_REQUIRED};
 pub use root_certs::RootCerts;
-pub use serve::{ApiToken, DURATION_FIELD, FieldSpec, FieldType, Role, ServeSettings};
+pub use serve::{
+    ApiToken, DEFAULT_NEW_REQUESTS_PER_MINUTE, DURATION_FIELD, FieldSpec, FieldType, Role,
+    ServeSettings,
+};
 pub use store_url::{PgTls, SslMode, StoreUrl};
 
 use locate::SourceMap;

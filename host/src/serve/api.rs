@@ -258,6 +258,26 @@ impl Caller {
         }
     }
 
+    /// Whether the caller may file another request now: each is rows in the store and
+    /// notifications, so one user's are bounded in time (`serve.new_requests_per_minute`;
+    /// admins are not counted). The API and the console both ask.
+    pub(crate) fn may_file(&self, app: &App) -> Result<(), ApiError> {
+        if self.role < Role::Admin
+            && let Some(limit) = &app.new_requests
+            && limit.attempt(&self.user, Instant::now()).is_err()
+        {
+            return Err(ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                format!(
+                    "{} filed serve.new_requests_per_minute requests in the last minute; wait {} seconds",
+                    self.user,
+                    TOKEN_FAILURE_WINDOW.as_secs()
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     /// `named` (who the body says acts) must be the caller, unless the caller is an admin.
     pub(crate) fn acting_as(
         &self,
@@ -432,20 +452,7 @@ async fn submit(
     caller.require(Role::Requester)?;
     let body: NewRequestBody = parse(&body?)?;
     let requester = caller.acting_as(body.requester, "requester")?;
-    // Each request is rows in the store and notifications: one user's are bounded in time.
-    if caller.role < Role::Admin
-        && let Some(limit) = &app.new_requests
-        && limit.attempt(&caller.user, Instant::now()).is_err()
-    {
-        return Err(ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            format!(
-                "{} filed serve.new_requests_per_minute requests in the last minute; wait {} seconds",
-                caller.user,
-                TOKEN_FAILURE_WINDOW.as_secs()
-            ),
-        ));
-    }
+    caller.may_file(&app)?;
     let idempotency_key = match headers.get("idempotency-key") {
         None => None,
         Some(v) => {

@@ -36,7 +36,14 @@ pub fn validate_fields(
             // Nothing in it: a blank string, or a list with no item.
             let blank = value.is_some_and(|v| match v {
                 serde_json::Value::String(s) => s.trim().is_empty(),
-                serde_json::Value::Array(items) => items.is_empty(),
+                serde_json::Value::Array(items) => items.iter().all(|item| {
+                    item.as_str().is_some_and(|s| {
+                        s.trim_matches(|c: char| {
+                            c.is_whitespace() || c.is_control() || c == '\u{200b}'
+                        })
+                        .is_empty()
+                    })
+                }),
                 _ => false,
             });
             match value {

@@ -47,3 +47,42 @@ async fn the_list_shows_fifty_requests_and_goes_on_from_the_last() {
     filed.sort();
     assert_eq!(seen, filed, "every request once");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_new_request_form_counts_as_the_api_does_against_new_requests_per_minute() {
+    let c = Console::start().await;
+    let limit = warden::config::DEFAULT_NEW_REQUESTS_PER_MINUTE;
+    for _ in 0..limit {
+        c.file_in("open", BOB).await;
+    }
+    let cookie = c.session(BOB).await;
+    let csrf = c.csrf_of(&cookie).await;
+    let reply = c
+        .http
+        .post(c.url("/new/open"))
+        .header("cookie", &cookie)
+        .header("origin", c.url(""))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("csrf={csrf}&idem=one-more"))
+        .send()
+        .await
+        .unwrap();
+    let text = reply.text().await.unwrap();
+    assert!(text.contains("new_requests_per_minute"), "{text:.3000}");
+    let listed = c
+        .http
+        .get(c.url("/v1/requests?flow=open&limit=200"))
+        .bearer_auth(DAVE)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let listed: serde_json::Value = serde_json::from_str(&listed).unwrap();
+    assert_eq!(
+        listed["requests"].as_array().unwrap().len(),
+        limit as usize,
+        "nothing more was filed"
+    );
+}

@@ -600,6 +600,7 @@ async fn submit(
     let submitted = async {
         who.caller.require(Role::Requester)?;
         let requester = who.caller.acting_as(None, "requester")?;
+        who.caller.may_file(&c.app)?;
         let warden = c.app.warden.current();
         let declared = warden
             .config()
