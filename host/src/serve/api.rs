@@ -641,6 +641,7 @@ async fn list(
         pending_only: caller.pending_scope(config.config()),
         before,
         limit,
+        window: 0,
     };
     let page = app
         .lifecycle

@@ -24,8 +24,8 @@ use async_trait::async_trait;
 use super::outbox::{self, Notification, Router};
 use super::postgres::ExpirySweep;
 use super::requests::{
-    self, AuditEntry, HistoryEntry, ListQuery, NewRequest, RequestRecord, RequestWrite, State,
-    Transition,
+    self, AuditEntry, HistoryEntry, ListChunk, ListQuery, NewRequest, RequestRecord, RequestWrite,
+    State, Transition,
 };
 use super::sessions::{self, SessionRules, StoredSession};
 use super::{Store, StoreChange, StoreError, StoredIdentity, UserRecord};
@@ -234,8 +234,8 @@ pub trait Backend: Send + Sync {
     async fn request(&self, id: &str) -> Result<Option<RequestRecord>, StoreError>;
     async fn request_with_history(&self, id: &str) -> Result<Option<WithHistory>, StoreError>;
     async fn history(&self, id: &str) -> Result<Vec<HistoryEntry>, StoreError>;
-    /// As `query` asks, newest first.
-    async fn list(&self, query: &ListQuery) -> Result<Vec<RequestRecord>, StoreError>;
+    /// As `query` asks, newest first, within its window.
+    async fn list(&self, query: &ListQuery) -> Result<ListChunk, StoreError>;
     /// Appends one line to the append-only audit log.
     async fn audit(
         &self,
@@ -452,7 +452,7 @@ impl Backend for Store {
         self.read("read a request's history", |c| requests::history(c, id))
     }
 
-    async fn list(&self, query: &ListQuery) -> Result<Vec<RequestRecord>, StoreError> {
+    async fn list(&self, query: &ListQuery) -> Result<ListChunk, StoreError> {
         self.read("list requests", |c| requests::list(c, query))
     }
 

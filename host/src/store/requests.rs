@@ -542,6 +542,17 @@ pub struct ListQuery {
     pub pending_only: Option<PendingOnly>,
     pub before: Option<Cursor>,
     pub limit: usize,
+    /// Requests looked at, from `before` on, at most (0: as many as it takes): the rows the
+    /// filters are tried on, so one query's cost is bounded whatever they leave out.
+    pub window: usize,
+}
+
+/// What one listing query gave: the requests that passed its filters, and where the next
+/// query goes on from when its window ended before the table did.
+#[derive(Debug, Default)]
+pub struct ListChunk {
+    pub rows: Vec<RequestRecord>,
+    pub window_end: Option<Cursor>,
 }
 
 /// Which pending requests a listing may show: those of `flows`, and `requester`'s own.
@@ -587,14 +598,22 @@ impl std::str::FromStr for Cursor {
     }
 }
 
-/// Requests as `query` asks, newest first.
-pub fn list(conn: &Connection, query: &ListQuery) -> rusqlite::Result<Vec<RequestRecord>> {
-    // Walks `requests_by_creation` from the cursor, newest first, until the page is full.
+/// Requests as `query` asks, newest first, among the `query.window` after its cursor.
+pub fn list(conn: &Connection, query: &ListQuery) -> rusqlite::Result<ListChunk> {
+    // The window is a walk of `requests_by_creation` (the index alone); the filters are
+    // tried on its rows only.
+    let window = if query.window == 0 {
+        -1
+    } else {
+        i64::try_from(query.window).unwrap_or(i64::MAX)
+    };
     let mut stmt = conn.prepare_cached(&format!(
-        "SELECT {COLUMNS} FROM requests INDEXED BY requests_by_creation
-         WHERE (?1 IS NULL OR state = ?1) AND (?2 IS NULL OR requester = ?2)
+        "SELECT {COLUMNS} FROM requests
+         WHERE id IN (SELECT id FROM requests INDEXED BY requests_by_creation
+                      WHERE ?4 IS NULL OR created_at < ?4 OR (created_at = ?4 AND id < ?5)
+                      ORDER BY created_at DESC, id DESC LIMIT ?9)
+           AND (?1 IS NULL OR state = ?1) AND (?2 IS NULL OR requester = ?2)
            AND (?3 IS NULL OR flow = ?3)
-           AND (?4 IS NULL OR created_at < ?4 OR (created_at = ?4 AND id < ?5))
            AND (?7 IS NULL OR state <> 'pending' OR requester = ?8
                 OR flow IN (SELECT value FROM json_each(?7)))
          ORDER BY created_at DESC, id DESC LIMIT ?6"
@@ -610,20 +629,39 @@ pub fn list(conn: &Connection, query: &ListQuery) -> rusqlite::Result<Vec<Reques
         ),
         None => (None, None),
     };
-    stmt.query_map(
-        params![
-            query.state.map(State::as_str),
-            query.requester,
-            query.flow,
-            before_at,
-            before_id,
-            i64::try_from(query.limit).unwrap_or(i64::MAX),
-            pending_flows,
-            pending_requester,
-        ],
-        row_to_record,
-    )?
-    .collect()
+    let rows = stmt
+        .query_map(
+            params![
+                query.state.map(State::as_str),
+                query.requester,
+                query.flow,
+                before_at,
+                before_id,
+                i64::try_from(query.limit).unwrap_or(i64::MAX),
+                pending_flows,
+                pending_requester,
+                window,
+            ],
+            row_to_record,
+        )?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let window_end = if window < 0 {
+        None
+    } else {
+        conn.prepare_cached(
+            "SELECT created_at, id FROM requests INDEXED BY requests_by_creation
+             WHERE ?1 IS NULL OR created_at < ?1 OR (created_at = ?1 AND id < ?2)
+             ORDER BY created_at DESC, id DESC LIMIT 1 OFFSET ?3",
+        )?
+        .query_row(params![before_at, before_id, window - 1], |r| {
+            Ok(Cursor {
+                created_at: r.get(0)?,
+                id: r.get(1)?,
+            })
+        })
+        .optional()?
+    };
+    Ok(ListChunk { rows, window_end })
 }
 
 /// An audit entry from a row of `seq, at, actor, action, request_id, detail`.

@@ -300,6 +300,7 @@ async fn list(State(c): State<Console>, headers: HeaderMap, RawQuery(query): Raw
         pending_only: who.caller.pending_scope(current.config()),
         before,
         limit: PAGE_LENGTH,
+        window: 0,
     };
     let visible = |view: &RequestView| who.caller.may_see_request(current.config(), view).is_ok();
     let page = match c.app.lifecycle.list(listing, visible).await {

@@ -1,9 +1,11 @@
 //! Listing requests a page at a time: newest first, filtered in the store (by state, flow,
 //! requester, and which pending requests the caller may see), checked again here against
-//! who may see each, with a cursor to go on from. The store walks an index in listing
-//! order, so a page costs the rows it reads, not the table. A page is bounded three ways,
-//! so no caller can make one answer hold the whole table: by its length, by the bytes of
-//! what it shows, and by the rows read to fill it (then it ends early, with its cursor).
+//! who may see each, with a cursor to go on from. Each store query looks at a window of
+//! requests in listing order (an index walk) and tries its filters on those only, so a
+//! page costs the rows it looks at, never the table, however many the filters leave out.
+//! A page is bounded three ways, so no caller can make one answer hold the whole table or
+//! cost a scan of it: by its length, by the bytes of what it shows, and by the requests
+//! looked at to fill it (then it ends early, with its cursor).
 
 use serde_json::Value;
 
@@ -11,11 +13,11 @@ use crate::store::requests::{Cursor, ListQuery};
 
 use super::{Lifecycle, LifecycleError, RequestView};
 
-/// Rows read for one page at most, shown or not (the store leaves out what the caller may
-/// not see already; this bounds what it could not tell).
+/// Requests looked at for one page at most, shown or not: past them the page ends, with
+/// its cursor, however few it holds.
 pub const MAX_ROWS_READ: usize = 1000;
-/// Rows asked of the store at a time, however short the page.
-const READ_CHUNK: usize = 100;
+/// Requests one store query looks at (its filters are tried on these only).
+const WINDOW: usize = 250;
 /// What a page's requests may show, about (their fields and reasons); the first request
 /// is always given.
 pub const MAX_PAGE_BYTES: usize = 1 << 20;
@@ -34,19 +36,19 @@ impl Lifecycle {
         visible: impl Fn(&RequestView) -> bool,
     ) -> Result<Page, LifecycleError> {
         let wanted = query.limit.max(1);
-        query.limit = wanted.max(READ_CHUNK);
+        query.window = WINDOW;
         let (mut requests, mut read, mut bytes) = (Vec::new(), 0, 0);
         // The cursor after the last request given.
         let mut given: Option<Cursor> = None;
         loop {
-            let rows = self.store.list(&query).await?;
-            let more = rows.len() == query.limit;
-            read += rows.len();
-            let mut last = None;
-            for rec in rows {
+            query.limit = wanted - requests.len();
+            let chunk = self.store.list(&query).await?;
+            let cut_by_limit = chunk.rows.len() == query.limit;
+            let last_row = chunk.rows.last().map(Cursor::after);
+            for rec in chunk.rows {
                 let cursor = Cursor::after(&rec);
                 let view = RequestView::new(rec, None);
-                last = Some(cursor.clone());
+                // The store left out what the caller may not see; checked again all the same.
                 if !visible(&view) {
                     continue;
                 }
@@ -67,19 +69,29 @@ impl Lifecycle {
                     });
                 }
             }
-            if !more {
-                return Ok(Page {
-                    requests,
-                    next: None,
-                });
+            // Rows past the query's limit in its window were not given: go on after the last
+            // row it gave; else after its window, unless the table ended there.
+            let next = if cut_by_limit {
+                last_row
+            } else {
+                chunk.window_end
+            };
+            read += WINDOW;
+            match next {
+                None => {
+                    return Ok(Page {
+                        requests,
+                        next: None,
+                    });
+                }
+                Some(next) if read >= MAX_ROWS_READ => {
+                    return Ok(Page {
+                        requests,
+                        next: Some(next),
+                    });
+                }
+                next => query.before = next,
             }
-            if read >= MAX_ROWS_READ {
-                return Ok(Page {
-                    requests,
-                    next: last,
-                });
-            }
-            query.before = last;
         }
     }
 }

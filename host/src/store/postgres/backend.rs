@@ -12,7 +12,7 @@ use super::{Fallible, PgStore, Prepared};
 use crate::store::backend::{Backend, ExpiryLease, Step, StoreCounts, WithHistory};
 use crate::store::outbox::Notification;
 use crate::store::requests::{
-    AuditEntry, HistoryEntry, ListQuery, NewRequest, RequestRecord, State,
+    AuditEntry, Cursor, HistoryEntry, ListChunk, ListQuery, NewRequest, RequestRecord, State,
 };
 use crate::store::sessions::{SessionRules, StoredSession};
 use crate::store::{StoreChange, StoreError, StoredIdentity, UserRecord};
@@ -194,14 +194,17 @@ impl Backend for PgStore {
         .await
     }
 
-    async fn list(&self, query: &ListQuery) -> Result<Vec<RequestRecord>, StoreError> {
+    async fn list(&self, query: &ListQuery) -> Result<ListChunk, StoreError> {
+        // The window is a walk of `requests_by_creation`; the filters are tried on its rows.
         let sql = format!(
             "SELECT {COLUMNS} FROM requests
-             WHERE ($1::text IS NULL OR state = $1)
+             WHERE id IN (SELECT id FROM requests
+                          WHERE $4::bigint IS NULL OR created_at < $4
+                             OR (created_at = $4 AND id COLLATE \"C\" < $5::text COLLATE \"C\")
+                          ORDER BY created_at DESC, id COLLATE \"C\" DESC LIMIT $9)
+               AND ($1::text IS NULL OR state = $1)
                AND ($2::text IS NULL OR lower(requester) = lower($2))
                AND ($3::text IS NULL OR flow = $3)
-               AND ($4::bigint IS NULL OR created_at < $4
-                    OR (created_at = $4 AND id COLLATE \"C\" < $5::text COLLATE \"C\"))
                AND ($7::text[] IS NULL OR state <> 'pending' OR lower(requester) = lower($8)
                     OR flow = ANY($7))
              ORDER BY created_at DESC, id COLLATE \"C\" DESC LIMIT $6"
@@ -216,22 +219,52 @@ impl Backend for PgStore {
             Some(only) => (Some(only.flows.clone()), Some(only.requester.as_str())),
             None => (None, None),
         };
-        self.query(
-            "list requests",
-            &sql,
-            &[
-                &state,
-                &query.requester,
-                &query.flow,
-                &before_at,
-                &before_id,
-                &limit,
-                &pending_flows,
-                &pending_requester,
-            ],
-            to_record,
-        )
-        .await
+        // NULL: no window.
+        let window = (query.window > 0).then(|| i64::try_from(query.window).unwrap_or(i64::MAX));
+        let rows = self
+            .query(
+                "list requests",
+                &sql,
+                &[
+                    &state,
+                    &query.requester,
+                    &query.flow,
+                    &before_at,
+                    &before_id,
+                    &limit,
+                    &pending_flows,
+                    &pending_requester,
+                    &window,
+                ],
+                to_record,
+            )
+            .await?;
+        let Some(window) = window else {
+            return Ok(ListChunk {
+                rows,
+                window_end: None,
+            });
+        };
+        let ends = self
+            .query(
+                "list requests",
+                "SELECT created_at, id FROM requests
+                 WHERE $1::bigint IS NULL OR created_at < $1
+                    OR (created_at = $1 AND id COLLATE \"C\" < $2::text COLLATE \"C\")
+                 ORDER BY created_at DESC, id COLLATE \"C\" DESC LIMIT 1 OFFSET $3",
+                &[&before_at, &before_id, &(window - 1)],
+                |row| {
+                    Ok(Cursor {
+                        created_at: row.try_get(0)?,
+                        id: row.try_get(1)?,
+                    })
+                },
+            )
+            .await?;
+        Ok(ListChunk {
+            rows,
+            window_end: ends.into_iter().next(),
+        })
     }
 
     async fn audit(

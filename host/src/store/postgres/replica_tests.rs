@@ -379,7 +379,7 @@ async fn the_store_fails_while_the_database_is_down_and_recovers_by_itself() {
         limit: 100,
         ..Default::default()
     };
-    assert_eq!(store.list(&all).await.unwrap().len(), 8);
+    assert_eq!(store.list(&all).await.unwrap().rows.len(), 8);
     drop(store);
     tokio::task::spawn_blocking(move || drop(server))
         .await

@@ -160,27 +160,38 @@ async fn requests_history_and_audit_mean_the_same_on_both_backends() {
             state: Some(State::Pending),
             ..all.clone()
         };
-        assert_eq!(ids(store.list(&pending).await.unwrap()), ["r1"], "{name}");
+        assert_eq!(
+            ids(store.list(&pending).await.unwrap().rows),
+            ["r1"],
+            "{name}"
+        );
         let alices = ListQuery {
             requester: Some("a@X.com".into()),
             ..all.clone()
         };
-        assert_eq!(ids(store.list(&alices).await.unwrap()), ["r1"], "{name}");
-        let everything = store.list(&all).await.unwrap();
+        assert_eq!(
+            ids(store.list(&alices).await.unwrap().rows),
+            ["r1"],
+            "{name}"
+        );
+        let everything = store.list(&all).await.unwrap().rows;
         assert_eq!(everything.len(), 2, "{name}");
         let of_flow = ListQuery {
             flow: Some(record.flow.clone()),
             ..all.clone()
         };
         assert!(
-            ids(store.list(&of_flow).await.unwrap()).contains(&"r1".to_string()),
+            ids(store.list(&of_flow).await.unwrap().rows).contains(&"r1".to_string()),
             "{name}"
         );
         let no_flow = ListQuery {
             flow: Some("no-such-flow".into()),
             ..all.clone()
         };
-        assert!(store.list(&no_flow).await.unwrap().is_empty(), "{name}");
+        assert!(
+            store.list(&no_flow).await.unwrap().rows.is_empty(),
+            "{name}"
+        );
         // Pending requests only of some flows, and the caller's own.
         let pending_of = |flows: Vec<String>, requester: &str| ListQuery {
             pending_only: Some(PendingOnly {
@@ -190,38 +201,75 @@ async fn requests_history_and_audit_mean_the_same_on_both_backends() {
             ..pending.clone()
         };
         let hidden = pending_of(vec!["another".into()], "someone@x.com");
-        assert!(store.list(&hidden).await.unwrap().is_empty(), "{name}");
+        assert!(store.list(&hidden).await.unwrap().rows.is_empty(), "{name}");
         let of_its_flow = pending_of(vec![record.flow.clone()], "someone@x.com");
         assert_eq!(
-            ids(store.list(&of_its_flow).await.unwrap()),
+            ids(store.list(&of_its_flow).await.unwrap().rows),
             ["r1"],
             "{name}"
         );
         let own = pending_of(Vec::new(), "A@x.COM");
-        assert_eq!(ids(store.list(&own).await.unwrap()), ["r1"], "{name}");
+        assert_eq!(ids(store.list(&own).await.unwrap().rows), ["r1"], "{name}");
         let everything_else = ListQuery {
             pending_only: hidden.pending_only.clone(),
             ..all.clone()
         };
         assert_eq!(
-            store.list(&everything_else).await.unwrap().len(),
+            store.list(&everything_else).await.unwrap().rows.len(),
             1,
             "{name}: requests in other states stay"
         );
+        // A window of one request: the filters are tried on it alone, and the next query
+        // goes on after it.
+        let one = store
+            .list(&ListQuery {
+                window: 1,
+                ..hidden.clone()
+            })
+            .await
+            .unwrap();
+        assert!(one.rows.is_empty(), "{name}");
+        assert_eq!(
+            one.window_end,
+            Some(Cursor::after(&everything[0])),
+            "{name}"
+        );
+        let last = store
+            .list(&ListQuery {
+                window: 2,
+                ..all.clone()
+            })
+            .await
+            .unwrap();
+        assert_eq!(last.rows.len(), 2, "{name}");
+        assert_eq!(
+            last.window_end,
+            Some(Cursor::after(&everything[1])),
+            "{name}"
+        );
+        let past_the_end = store
+            .list(&ListQuery {
+                window: 3,
+                ..all.clone()
+            })
+            .await
+            .unwrap();
+        assert_eq!(past_the_end.window_end, None, "{name}: the table ended");
         let first = store
             .list(&ListQuery {
                 limit: 1,
                 ..all.clone()
             })
             .await
-            .unwrap();
+            .unwrap()
+            .rows;
         assert_eq!(ids(first.clone()), [everything[0].id.clone()], "{name}");
         let rest = ListQuery {
             before: Some(Cursor::after(&first[0])),
             ..all.clone()
         };
         assert_eq!(
-            ids(store.list(&rest).await.unwrap()),
+            ids(store.list(&rest).await.unwrap().rows),
             [everything[1].id.clone()],
             "{name}: the next page starts after the last one given"
         );
