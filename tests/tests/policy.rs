@@ -588,7 +588,7 @@ async fn a_flow_a_reload_removed_leaves_its_requests_to_admins_to_deny_and_none_
 #[tokio::test(flavor = "multi_thread")]
 async fn unknown_tokens_from_one_address_are_cut_off_for_a_minute_right_guess_or_not() {
     let h = Harness::start().await;
-    for i in 0..warden::serve::TOKEN_FAILURES {
+    for i in 0..warden::config::DEFAULT_UNKNOWN_TOKENS_PER_MINUTE {
         let r = h
             .send("GET", "/v1/requests", &format!("guess-{i}"), None)
             .await;
@@ -614,7 +614,7 @@ async fn unknown_tokens_from_one_address_are_cut_off_for_a_minute_right_guess_or
     assert!(
         metrics.contains(&format!(
             "warden_api_unknown_tokens_total {}",
-            warden::serve::TOKEN_FAILURES
+            warden::config::DEFAULT_UNKNOWN_TOKENS_PER_MINUTE
         )),
         "{metrics}"
     );
@@ -817,4 +817,17 @@ async fn the_audit_log_reads_back_a_page_at_a_time() {
         .await;
     assert_eq!(r.status, 400, "{}", r.text);
     assert!(r.body["error"].is_string(), "a JSON error: {}", r.text);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn behind_a_proxy_the_unknown_token_limit_can_be_turned_off() {
+    let h = Harness::start_with("unknown_tokens_per_minute = 0").await;
+    for i in 0..warden::config::DEFAULT_UNKNOWN_TOKENS_PER_MINUTE + 5 {
+        let r = h
+            .send("GET", "/v1/requests", &format!("guess-{i}"), None)
+            .await;
+        assert_eq!(r.status, 401, "{}", r.text);
+    }
+    let r = h.send("GET", "/v1/requests", CAROL, None).await;
+    assert_eq!(r.status, 200, "{}", r.text);
 }

@@ -25,8 +25,8 @@ pub use outline::Outline;
 pub use policy::{ApprovalPolicy, GROUP_PREFIX, MAX_APPROVALS_REQUIRED};
 pub use root_certs::RootCerts;
 pub use serve::{
-    ApiToken, DEFAULT_NEW_REQUESTS_PER_MINUTE, DURATION_FIELD, FieldSpec, FieldType, Role,
-    ServeSettings,
+    ApiToken, DEFAULT_NEW_REQUESTS_PER_MINUTE, DEFAULT_UNKNOWN_TOKENS_PER_MINUTE, DURATION_FIELD,
+    FieldSpec, FieldType, Role, ServeSettings,
 };
 pub use store_url::{PgTls, SslMode, StoreUrl};
 

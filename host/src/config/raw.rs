@@ -37,6 +37,7 @@ pub struct RawServe {
     pub max_connections: Option<u64>,
     pub client_timeout_ms: Option<u64>,
     pub new_requests_per_minute: Option<u64>,
+    pub unknown_tokens_per_minute: Option<u64>,
     /// The console's session cookie is marked `Secure` on every response.
     #[serde(default)]
     pub behind_tls: bool,

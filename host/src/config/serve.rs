@@ -17,6 +17,8 @@ pub const DEFAULT_CLIENT_TIMEOUT_MS: usize = 10_000;
 /// New requests one user (not an admin) may file a minute, per replica: far more than a
 /// person asks for, far fewer than a script filling the store.
 pub const DEFAULT_NEW_REQUESTS_PER_MINUTE: u32 = 120;
+/// Unknown bearer tokens one client address may send a minute: a working client sends none.
+pub const DEFAULT_UNKNOWN_TOKENS_PER_MINUTE: u32 = 20;
 
 /// What a token's holder may do; each role includes the ones before it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -76,6 +78,9 @@ pub struct ServeSettings {
     pub max_connections: usize,
     /// New requests one user (not an admin) may file a minute; 0: no limit.
     pub new_requests_per_minute: u32,
+    /// Unknown bearer tokens one client address may send a minute before all its requests
+    /// are refused for the rest of it; 0: no limit.
+    pub unknown_tokens_per_minute: u32,
     /// How long a client may take to send a request's head, and again its body, and each
     /// write of an answer may wait for it to read; an idle kept-alive connection is closed
     /// after as long.
@@ -96,6 +101,7 @@ impl Default for ServeSettings {
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             new_requests_per_minute: DEFAULT_NEW_REQUESTS_PER_MINUTE,
+            unknown_tokens_per_minute: DEFAULT_UNKNOWN_TOKENS_PER_MINUTE,
             client_timeout: std::time::Duration::from_millis(DEFAULT_CLIENT_TIMEOUT_MS as u64),
             tokens: Vec::new(),
             behind_tls: false,
@@ -191,6 +197,13 @@ impl Validator<'_> {
             1_000_000,
             defaults.new_requests_per_minute as usize,
         ) as u32;
+        let unknown_tokens_per_minute = bounded(
+            "unknown_tokens_per_minute",
+            raw.unknown_tokens_per_minute,
+            0,
+            1_000_000,
+            defaults.unknown_tokens_per_minute as usize,
+        ) as u32;
         let client_timeout_ms = bounded(
             "client_timeout_ms",
             raw.client_timeout_ms,
@@ -284,6 +297,7 @@ impl Validator<'_> {
             max_in_flight,
             max_connections,
             new_requests_per_minute,
+            unknown_tokens_per_minute,
             client_timeout: std::time::Duration::from_millis(client_timeout_ms as u64),
             tokens,
             behind_tls: raw.behind_tls,
@@ -366,7 +380,7 @@ mod tests {
         let config = parse(&format!(
             "{FLOW}allow_self_approval = true\n[flows.f.fields.duration]\ntype = \"duration\"\nrequired = true\n\
              [serve]\nlisten = \"127.0.0.1:9000\"\nmax_in_flight = 3\nmax_connections = 50\nclient_timeout_ms = 2500\n\
-             new_requests_per_minute = 0\n[serve.tokens.alice]\ntoken_env = \"ALICE_TOKEN\"\nuser = \"alice@x.com\"\nrole = \"approver\"\n\
+             new_requests_per_minute = 0\nunknown_tokens_per_minute = 5\n[serve.tokens.alice]\ntoken_env = \"ALICE_TOKEN\"\nuser = \"alice@x.com\"\nrole = \"approver\"\n\
              [serve.tokens.admin]\ntoken_file = \"admin.token\"\nuser = \"root@x.com\"\nrole = \"admin\"\n"
         ))
         .unwrap_or_else(|e| panic!("{e}"));
@@ -377,6 +391,7 @@ mod tests {
         assert_eq!(serve.max_connections, 50);
         assert_eq!(serve.client_timeout, std::time::Duration::from_millis(2500));
         assert_eq!(serve.new_requests_per_minute, 0);
+        assert_eq!(serve.unknown_tokens_per_minute, 5);
         let defaults = parse(FLOW).unwrap_or_else(|e| panic!("{e}")).serve;
         assert_eq!(defaults.max_connections, DEFAULT_MAX_CONNECTIONS);
         assert_eq!(

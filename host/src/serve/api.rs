@@ -45,20 +45,19 @@ pub(crate) struct App {
     pub store_counts: Coalesced<StoreCountsNow>,
     /// `/readyz`'s ping of the store, one at a time.
     pub readiness: Coalesced<Result<(), String>>,
-    /// Unknown bearer tokens per client address ([`TOKEN_FAILURES`] a minute).
-    pub token_failures: PerAddress,
+    /// Unknown bearer tokens per client address (`serve.unknown_tokens_per_minute`).
+    pub token_failures: Option<PerAddress>,
     /// New requests per user (`serve.new_requests_per_minute`; admins are not counted).
     pub new_requests: Option<PerUser>,
 }
 
-/// Unknown bearer tokens one client address may send per [`TOKEN_FAILURE_WINDOW`]; beyond
-/// it every request from there gets `429` until the window ends, its token not compared:
-/// a working client sends none, and guessing goes no faster.
-pub const TOKEN_FAILURES: u32 = 20;
+/// Past `serve.unknown_tokens_per_minute` unknown tokens from one client address within
+/// this window, every request from there gets `429` until it ends, its token not compared:
+/// guessing goes no faster, right guess or not.
 pub const TOKEN_FAILURE_WINDOW: Duration = Duration::from_secs(60);
 
-pub(crate) fn token_failures() -> PerAddress {
-    PerAddress::new(TOKEN_FAILURES, TOKEN_FAILURE_WINDOW)
+pub(crate) fn token_failures(per_minute: u32) -> Option<PerAddress> {
+    (per_minute > 0).then(|| PerAddress::new(per_minute, TOKEN_FAILURE_WINDOW))
 }
 
 /// What `/metrics` reads from the store: requests by state, and each channel's outbox.
@@ -345,17 +344,18 @@ impl FromRequestParts<Arc<App>> for Caller {
             .get::<ConnectInfo<SocketAddr>>()
             .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |ConnectInfo(a)| a.ip());
         let now = Instant::now();
-        if app.token_failures.check(addr, now).is_err() {
+        let limit = app.token_failures.as_ref();
+        if limit.is_some_and(|limit| limit.check(addr, now).is_err()) {
             return Err(ApiError::too_many_token_failures());
         }
         if let Some(caller) = Caller::for_token(app, token) {
             return Ok(caller);
         }
         app.metrics.observe_token_failure();
-        if app.token_failures.count(addr, now) {
+        if limit.is_some_and(|limit| limit.count(addr, now)) {
             tracing::warn!(
                 %addr,
-                "{TOKEN_FAILURES} unknown API tokens from one address within {}s: its requests get 429 until then",
+                "serve.unknown_tokens_per_minute unknown API tokens from one address within {}s: its requests get 429 until then",
                 TOKEN_FAILURE_WINDOW.as_secs()
             );
         } else {

@@ -49,7 +49,7 @@ use coalesce::Coalesced;
 use lifecycle::{Lifecycle, LifecycleError};
 use metrics::Metrics;
 
-pub use api::{DecisionBody, NewRequestBody, TOKEN_FAILURES, parse_body};
+pub use api::{DecisionBody, NewRequestBody, parse_body};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -260,7 +260,7 @@ impl Server {
             max_in_flight: settings.max_in_flight,
             store_counts: Coalesced::default(),
             readiness: Coalesced::default(),
-            token_failures: api::token_failures(),
+            token_failures: api::token_failures(settings.unknown_tokens_per_minute),
             new_requests: (settings.new_requests_per_minute > 0).then(|| {
                 throttle::PerUser::new(
                     settings.new_requests_per_minute,
