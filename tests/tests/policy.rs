@@ -831,3 +831,23 @@ async fn behind_a_proxy_the_unknown_token_limit_can_be_turned_off() {
     let r = h.send("GET", "/v1/requests", CAROL, None).await;
     assert_eq!(r.status, 200, "{}", r.text);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn behind_a_trusted_proxy_each_client_is_counted_apart() {
+    let h = Harness::start_with("trusted_proxies = [\"127.0.0.1\"]").await;
+    let url = format!("http://{}/v1/requests", h.server.local_addr());
+    let from = |client: &'static str, token: String| {
+        h.http
+            .get(&url)
+            .bearer_auth(token)
+            .header("x-forwarded-for", client)
+            .send()
+    };
+    for i in 0..warden::config::DEFAULT_UNKNOWN_TOKENS_PER_MINUTE {
+        let r = from("192.0.2.1", format!("guess-{i}")).await.unwrap();
+        assert_eq!(r.status(), 401);
+    }
+    assert_eq!(from("192.0.2.1", CAROL.into()).await.unwrap().status(), 429);
+    // Another client behind the same proxy is not held up.
+    assert_eq!(from("192.0.2.2", CAROL.into()).await.unwrap().status(), 200);
+}

@@ -38,6 +38,9 @@ pub struct RawServe {
     pub client_timeout_ms: Option<u64>,
     pub new_requests_per_minute: Option<u64>,
     pub unknown_tokens_per_minute: Option<u64>,
+    /// Proxies whose `X-Forwarded-For` names the client.
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
     /// The console's session cookie is marked `Secure` on every response.
     #[serde(default)]
     pub behind_tls: bool,

@@ -91,6 +91,9 @@ pub struct ServeSettings {
     pub behind_tls: bool,
     /// `public_url`, without a trailing `/`: the console's address as people reach it.
     pub public_url: Option<String>,
+    /// Proxies in front of warden: a request from one of them is counted against its
+    /// client's address, the last in `X-Forwarded-For` that is not one of them.
+    pub trusted_proxies: Vec<std::net::IpAddr>,
 }
 
 impl Default for ServeSettings {
@@ -106,6 +109,7 @@ impl Default for ServeSettings {
             tokens: Vec::new(),
             behind_tls: false,
             public_url: None,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -211,6 +215,16 @@ impl Validator<'_> {
             600_000,
             DEFAULT_CLIENT_TIMEOUT_MS,
         );
+        let mut trusted_proxies = Vec::new();
+        for (i, text) in raw.trusted_proxies.iter().enumerate() {
+            match text.trim().parse() {
+                Ok(addr) => trusted_proxies.push(addr),
+                Err(_) => self.error(
+                    &["serve", "trusted_proxies", &i.to_string()],
+                    format!("`{text}` is not an IP address"),
+                ),
+            }
+        }
         let mut tokens: Vec<ApiToken> = Vec::new();
         for (name, token) in &raw.tokens {
             let key = |last: &'static str| ["serve", "tokens", name.as_str(), last];
@@ -302,6 +316,7 @@ impl Validator<'_> {
             tokens,
             behind_tls: raw.behind_tls,
             public_url: self.public_url(raw.public_url.as_deref()),
+            trusted_proxies,
         }
     }
 
@@ -380,7 +395,8 @@ mod tests {
         let config = parse(&format!(
             "{FLOW}allow_self_approval = true\n[flows.f.fields.duration]\ntype = \"duration\"\nrequired = true\n\
              [serve]\nlisten = \"127.0.0.1:9000\"\nmax_in_flight = 3\nmax_connections = 50\nclient_timeout_ms = 2500\n\
-             new_requests_per_minute = 0\nunknown_tokens_per_minute = 5\n[serve.tokens.alice]\ntoken_env = \"ALICE_TOKEN\"\nuser = \"alice@x.com\"\nrole = \"approver\"\n\
+             new_requests_per_minute = 0\nunknown_tokens_per_minute = 5\n\
+             trusted_proxies = [\"10.0.0.5\", \"::1\"]\n[serve.tokens.alice]\ntoken_env = \"ALICE_TOKEN\"\nuser = \"alice@x.com\"\nrole = \"approver\"\n\
              [serve.tokens.admin]\ntoken_file = \"admin.token\"\nuser = \"root@x.com\"\nrole = \"admin\"\n"
         ))
         .unwrap_or_else(|e| panic!("{e}"));
@@ -392,6 +408,13 @@ mod tests {
         assert_eq!(serve.client_timeout, std::time::Duration::from_millis(2500));
         assert_eq!(serve.new_requests_per_minute, 0);
         assert_eq!(serve.unknown_tokens_per_minute, 5);
+        assert_eq!(
+            serve.trusted_proxies,
+            [
+                "10.0.0.5".parse::<std::net::IpAddr>().unwrap(),
+                "::1".parse().unwrap()
+            ]
+        );
         let defaults = parse(FLOW).unwrap_or_else(|e| panic!("{e}")).serve;
         assert_eq!(defaults.max_connections, DEFAULT_MAX_CONNECTIONS);
         assert_eq!(
@@ -421,7 +444,7 @@ mod tests {
         let text = errors(&format!(
             "{FLOW}[flows.f.fields.duration]\ntype = \"string\"\n[flows.f.fields.n]\ntype = \"float\"\n\
              [serve]\nlisten = \"localhost\"\nmax_in_flight = 0\nmax_connections = 0\nclient_timeout_ms = 50\n\
-             [serve.tokens.a]\nuser = \"a@x.com\"\nrole = \"boss\"\n\
+             trusted_proxies = [\"10.0.0.5\", \"the-proxy\"]\n[serve.tokens.a]\nuser = \"a@x.com\"\nrole = \"boss\"\n\
              [serve.tokens.b]\ntoken_env = \"UNSET\"\nuser = \"nobody\"\nrole = \"requester\"\n\
              [serve.tokens.c]\ntoken_file = \"admin.token\"\nuser = \"c@x.com\"\nrole = \"admin\"\n\
              [serve.tokens.d]\ntoken_env = \"SAME_AS_FILE\"\nuser = \"d@x.com\"\nrole = \"admin\"\n"
@@ -433,6 +456,7 @@ mod tests {
             "serve.max_in_flight: must be between 1 and 100000, not 0",
             "serve.max_connections: must be between 1 and 1000000, not 0",
             "serve.client_timeout_ms: must be between 100 and 600000, not 50",
+            "serve.trusted_proxies.1: `the-proxy` is not an IP address",
             "serve.tokens.a.role: unknown role `boss`",
             "serve.tokens.a: needs exactly one of `token_env` or `token_file`",
             "serve.tokens.b.user: `nobody` is not an email address",

@@ -339,10 +339,13 @@ impl FromRequestParts<Arc<App>> for Caller {
             .and_then(|v| v.strip_prefix("Bearer "))
             .map(str::trim)
             .ok_or_else(|| unauthorized("the Authorization header must be `Bearer <token>`"))?;
-        let addr = parts
+        let peer = parts
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
             .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |ConnectInfo(a)| a.ip());
+        let current = app.warden.current();
+        let trusted = &current.config().serve.trusted_proxies;
+        let addr = super::throttle::client_addr(&parts.headers, peer, trusted);
         let now = Instant::now();
         let limit = app.token_failures.as_ref();
         if limit.is_some_and(|limit| limit.check(addr, now).is_err()) {

@@ -17,6 +17,28 @@ use std::time::{Duration, Instant};
 
 use crate::Unpoisoned;
 
+/// The address a request counts against: its peer's, or, when the peer is one of
+/// `trusted` (proxies in front of warden, `serve.trusted_proxies`), the last address in
+/// `X-Forwarded-For` that is not one of them (each proxy appends the address it was sent
+/// the request from; what comes before, a client may have written).
+pub fn client_addr(headers: &axum::http::HeaderMap, peer: IpAddr, trusted: &[IpAddr]) -> IpAddr {
+    if !trusted.contains(&peer) {
+        return peer;
+    }
+    let forwarded: Vec<&str> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .collect();
+    forwarded
+        .iter()
+        .rev()
+        .filter_map(|a| a.trim().parse::<IpAddr>().ok())
+        .find(|a| !trusted.contains(a))
+        .unwrap_or(peer)
+}
+
 /// Client addresses counted at once by one [`PerAddress`].
 pub const MAX_TRACKED_ADDRESSES: usize = 4096;
 
@@ -199,6 +221,29 @@ mod tests {
         // ... and it is counted like any other.
         assert_eq!(limiter.attempt(newcomer, t0), Err(RateLimited));
         assert!(limiter.0.by_key.lock().unwrap().len() <= MAX_TRACKED_ADDRESSES);
+    }
+
+    #[test]
+    fn a_trusted_proxys_request_counts_against_the_client_it_names_last() {
+        let proxy: IpAddr = "10.0.0.5".parse().unwrap();
+        let other_proxy: IpAddr = "10.0.0.6".parse().unwrap();
+        let trusted = [proxy, other_proxy];
+        let mut headers = axum::http::HeaderMap::new();
+        headers.append("x-forwarded-for", "1.2.3.4, 198.51.100.7".parse().unwrap());
+        headers.append("x-forwarded-for", "10.0.0.6".parse().unwrap());
+        // The client wrote 1.2.3.4; the proxies saw 198.51.100.7.
+        assert_eq!(
+            client_addr(&headers, proxy, &trusted),
+            "198.51.100.7".parse::<IpAddr>().unwrap()
+        );
+        // From anyone else the header is the client's own word: not read.
+        let stranger: IpAddr = "203.0.113.9".parse().unwrap();
+        assert_eq!(client_addr(&headers, stranger, &trusted), stranger);
+        // Nothing usable: the proxy's own address.
+        assert_eq!(
+            client_addr(&axum::http::HeaderMap::new(), proxy, &trusted),
+            proxy
+        );
     }
 
     #[test]

@@ -91,10 +91,13 @@ pub(super) async fn sign_in(
     headers: HeaderMap,
     request: Request,
 ) -> Response {
-    let addr = request
+    let peer = request
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |ConnectInfo(a)| a.ip());
+    let current = c.app.warden.current();
+    let trusted = &current.config().serve.trusted_proxies;
+    let addr = crate::serve::throttle::client_addr(&headers, peer, trusted);
     let limit = c.app.warden.current().config().serve.max_body_bytes;
     let body = axum::body::to_bytes(request.into_body(), limit.min(forms::MAX_FORM_BYTES))
         .await
