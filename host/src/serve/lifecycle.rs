@@ -376,7 +376,9 @@ impl Lifecycle {
             None => approver_email.clone(),
         };
         let policy = policy_of(warden.config(), &rec.flow);
-        let flow_removed = warden.config().flow(&rec.flow).is_none();
+        let flow = warden.config().flow(&rec.flow);
+        let flow_removed = flow.is_none();
+        let self_approval_allowed = flow.is_some_and(|f| f.allow_self_approval);
         if flow_removed && matches!(verdict, Verdict::Approve(_)) {
             self.refused(&actor, id, "approve-refused", "flow removed")
                 .await?;
@@ -389,23 +391,14 @@ impl Lifecycle {
         if let Some(why) = not_an_approver(&policy, &rec.flow, &approver_email)
             && !admin_clears_removed_flow
         {
-            self.refused(
-                &approver_email,
-                id,
-                "decide-refused",
-                "not an approver of the flow",
-            )
-            .await?;
+            self.refused(&actor, id, "decide-refused", "not an approver of the flow")
+                .await?;
             return Err(LifecycleError::NotApprover(why));
         }
         if matches!(verdict, Verdict::Approve(_)) {
             let self_approval = approver_email.eq_ignore_ascii_case(&rec.requester);
-            let allowed = warden
-                .config()
-                .flow(&rec.flow)
-                .is_some_and(|f| f.allow_self_approval);
-            if self_approval && !allowed {
-                self.refused(&approver_email, id, "approve-refused", "self-approval")
+            if self_approval && !self_approval_allowed {
+                self.refused(&actor, id, "approve-refused", "self-approval")
                     .await?;
                 return Err(LifecycleError::SelfApproval {
                     id: id.to_string(),
@@ -421,13 +414,9 @@ impl Lifecycle {
             let history = self.store.history(id).await?;
             // Approvals count under the policy now serving: one from someone a reload took
             // off the flow's approvers (or a self-approval it no longer allows) no longer does.
-            let self_approval = warden
-                .config()
-                .flow(&rec.flow)
-                .is_some_and(|f| f.allow_self_approval);
             let so_far = approvals_so_far(&history, |a| {
                 policy.allows(a)
-                    && (self_approval || !a.trim().eq_ignore_ascii_case(&rec.requester))
+                    && (self_approval_allowed || !a.trim().eq_ignore_ascii_case(&rec.requester))
             });
             let who = named_by.as_deref().unwrap_or(&approver_email);
             if so_far.contains(&who.trim().to_ascii_lowercase()) {
