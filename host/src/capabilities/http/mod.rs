@@ -258,16 +258,6 @@ impl HttpView<'_> {
             .filter(|url| url.len() <= MAX_URL_BYTES)
             .map(Url::parse);
         let shown = self.instance.describe(parsed.as_ref());
-        // How errors quote the plugin's own URL: its origin (as the transport's do), its
-        // host alone (a name that does not resolve), the whole of it.
-        let own: Vec<String> = parsed
-            .as_ref()
-            .and_then(|p| p.as_ref().ok())
-            .map(|url| {
-                let host = url.host_str().unwrap_or_default().to_string();
-                vec![origin(url), host, url.as_str().to_string()]
-            })
-            .unwrap_or_default();
         // Measured before the host copied or parsed any of it.
         let mut request = match asked.request {
             Ok(request) => request,
@@ -291,7 +281,7 @@ impl HttpView<'_> {
             }
         };
         // Errors after a hop went out may quote what a server chose (a redirect's target):
-        // redacted, around the plugin's own origin (a name it failed to resolve, a host that
+        // redacted, around the plugin's own URL (a name it failed to resolve, a host that
         // timed out). Those the host made before (a header, a URL or a host refused) quote
         // only the plugin's own text and the config's, and are told as they are. Redacting
         // the plugin's own text would tell it whether a text it wrote is a secret's value, a
@@ -300,10 +290,20 @@ impl HttpView<'_> {
             Err(CallError::Http(error)) if !self.instance.reached_network => {
                 Err(CallError::Http(error))
             }
-            result => {
+            Err(error) => {
+                // How such errors quote the plugin's own URL: its origin (as the transport's
+                // do), its host alone (a name that does not resolve), the whole of it.
+                let url = asked.url.whole().and_then(|url| Url::parse(url).ok());
+                let own: Vec<String> = url
+                    .map(|url| {
+                        let host = url.host_str().unwrap_or_default().to_string();
+                        vec![origin(&url), host, url.as_str().to_string()]
+                    })
+                    .unwrap_or_default();
                 let own: Vec<&str> = own.iter().map(String::as_str).collect();
-                result.map_err(|e| e.redacted(&self.instance.redactor(), &own))
+                Err(error.redacted(&self.instance.redactor(), &own))
             }
+            ok => ok,
         };
         Ok(self.instance.record(method, shown, result))
     }
