@@ -1,14 +1,13 @@
 //! The HTTP API: JSON in and out, bearer tokens, a body size cap, and a bound on requests
 //! in flight (503 with `Retry-After` beyond it, rather than a queue).
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequestParts, Path, Query, Request, State};
+use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, Query, Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
@@ -339,13 +338,11 @@ impl FromRequestParts<Arc<App>> for Caller {
             .and_then(|v| v.strip_prefix("Bearer "))
             .map(str::trim)
             .ok_or_else(|| unauthorized("the Authorization header must be `Bearer <token>`"))?;
-        let peer = parts
-            .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |ConnectInfo(a)| a.ip());
-        let current = app.warden.current();
-        let trusted = &current.config().serve.trusted_proxies;
-        let addr = super::throttle::client_addr(&parts.headers, peer, trusted);
+        let addr = super::throttle::request_client(
+            &parts.headers,
+            &parts.extensions,
+            app.warden.current().config(),
+        );
         let now = Instant::now();
         let limit = app.token_failures.as_ref();
         if limit.is_some_and(|limit| limit.check(addr, now).is_err()) {

@@ -39,6 +39,20 @@ pub fn client_addr(headers: &axum::http::HeaderMap, peer: IpAddr, trusted: &[IpA
         .unwrap_or(peer)
 }
 
+/// [`client_addr`] of a request as `warden serve` received it (its peer in its extensions),
+/// under the config now serving.
+pub(crate) fn request_client(
+    headers: &axum::http::HeaderMap,
+    extensions: &axum::http::Extensions,
+    config: &crate::Config,
+) -> IpAddr {
+    use std::net::{Ipv4Addr, SocketAddr};
+    let peer = extensions
+        .get::<axum::extract::ConnectInfo<SocketAddr>>()
+        .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |info| info.0.ip());
+    client_addr(headers, peer, &config.serve.trusted_proxies)
+}
+
 /// Client addresses counted at once by one [`PerAddress`].
 pub const MAX_TRACKED_ADDRESSES: usize = 4096;
 

@@ -1,12 +1,11 @@
 //! Signing in and out, and what every state-changing form must pass: it comes from this
 //! server's own pages, it is bounded, and it carries the session's CSRF token.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Instant;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{ConnectInfo, RawQuery, Request, State};
+use axum::extract::{RawQuery, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::Response;
 
@@ -91,13 +90,11 @@ pub(super) async fn sign_in(
     headers: HeaderMap,
     request: Request,
 ) -> Response {
-    let peer = request
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |ConnectInfo(a)| a.ip());
-    let current = c.app.warden.current();
-    let trusted = &current.config().serve.trusted_proxies;
-    let addr = crate::serve::throttle::client_addr(&headers, peer, trusted);
+    let addr = crate::serve::throttle::request_client(
+        &headers,
+        request.extensions(),
+        c.app.warden.current().config(),
+    );
     let limit = c.app.warden.current().config().serve.max_body_bytes;
     let body = axum::body::to_bytes(request.into_body(), limit.min(forms::MAX_FORM_BYTES))
         .await
