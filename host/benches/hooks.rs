@@ -91,7 +91,11 @@ fn plugin_load(c: &mut Criterion) {
     group.bench_function("one plugin from the plugin cache", |b| {
         b.iter(|| {
             let (_, _, outcome) = plugin_cache
-                .load_or_compile(shared.engine().unwrap(), Path::new(artifacts::VICTOROPS))
+                .load_or_compile(
+                    shared.engine().unwrap(),
+                    false,
+                    Path::new(artifacts::VICTOROPS),
+                )
                 .unwrap();
             assert_eq!(outcome, CacheOutcome::Hit);
         })

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use warden::capabilities::log::{LogLine, LogSource};
 use warden::cli::escape::escape_control;
+use warden::runtime::plugin::isolated;
 use warden::{Config, EventInput, HookName, HookReport, Warden};
 
 #[global_allocator]
@@ -152,6 +153,18 @@ enum LogFormat {
 const EXIT_HOOK_FAILED: u8 = 3;
 
 fn main() -> ExitCode {
+    let mut args = std::env::args_os().skip(1);
+    if args.next().as_deref() == Some(isolated::CHILD_COMMAND.as_ref()) {
+        let kind = args.next().unwrap_or_default();
+        return isolated::run_child(&kind.to_string_lossy());
+    }
+    // Plugins are compiled in children of this binary, which warden can stop.
+    match std::env::current_exe() {
+        Ok(exe) => isolated::compile_in_child_processes(exe),
+        Err(e) => eprintln!(
+            "warning: cannot find this program's own file ({e}): plugins compile in this process, without [compile]'s limits"
+        ),
+    }
     let cli = Cli::parse();
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     runtime.enable_all();

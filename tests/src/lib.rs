@@ -8,6 +8,7 @@ pub use victorops_standin;
 pub mod moto;
 pub mod python;
 pub mod receiver;
+pub mod shapes;
 pub mod tls;
 pub mod web;
 

@@ -8,68 +8,14 @@ use warden::{
     Blame, CORE_INSTANCES_PER_COMPONENT, Config, Decision, EventInput, HookName,
     MEMORIES_PER_COMPONENT, StartError, Warden,
 };
-use warden_tests::{Scratch, artifacts, toml_path};
+use warden_tests::{Scratch, artifacts, shapes, toml_path};
 
 const PAGE: u32 = 64 << 10;
 
-fn leb(mut n: u32) -> Vec<u8> {
-    let mut out = Vec::new();
-    loop {
-        let byte = (n & 0x7f) as u8;
-        n >>= 7;
-        if n == 0 {
-            out.push(byte);
-            return out;
-        }
-        out.push(byte | 0x80);
-    }
-}
-
-fn section(id: u8, body: &[u8]) -> Vec<u8> {
-    let mut out = vec![id];
-    out.extend(leb(body.len() as u32));
-    out.extend(body);
-    out
-}
-
 /// `component` with one more core module, defining a memory of `pages` (none when 0), and
-/// `instances` instances of it: sections appended after the component's own.
+/// `instances` instances of it.
 fn with_extra_instances(component: &[u8], instances: u32, pages: u32) -> Vec<u8> {
-    assert_eq!(&component[4..8], b"\x0d\x00\x01\x00", "a component");
-    // The new module's index is the number of core modules before it.
-    let (mut at, mut modules) = (8, 0u32);
-    while at < component.len() {
-        let id = component[at];
-        at += 1;
-        let (mut size, mut shift) = (0usize, 0);
-        loop {
-            let byte = component[at];
-            at += 1;
-            size |= usize::from(byte & 0x7f) << shift;
-            shift += 7;
-            if byte & 0x80 == 0 {
-                break;
-            }
-        }
-        modules += u32::from(id == 1);
-        at += size;
-    }
-    let mut module = b"\0asm\x01\0\0\0".to_vec();
-    if pages > 0 {
-        let mut memory = vec![1, 0];
-        memory.extend(leb(pages));
-        module.extend(section(5, &memory));
-    }
-    let mut out = component.to_vec();
-    out.extend(section(1, &module));
-    let mut entries = leb(instances);
-    for _ in 0..instances {
-        entries.push(0); // instantiate
-        entries.extend(leb(modules));
-        entries.push(0); // with no arguments
-    }
-    out.extend(section(2, &entries));
-    out
+    shapes::with_extra_module(component, &shapes::module_with_memory(pages), instances)
 }
 
 fn config(scratch: &Scratch, plugin: &str, flow: &str) -> Config {

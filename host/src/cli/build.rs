@@ -12,12 +12,13 @@
 
 mod bundle;
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 pub use bundle::componentize_py_version;
+
+use crate::runtime::child::{Bounds, Ended, run_bounded};
 
 /// The Python module a plugin's `@hook` functions are in.
 pub const PYTHON_ENTRY: &str = "plugin.py";
@@ -178,58 +179,6 @@ pub fn build(dir: &Path, out: Option<&Path>) -> Result<Built, BuildError> {
 /// plugin's top-level code, which may loop.
 pub const BUILD_TIMEOUT: Duration = Duration::from_secs(300);
 
-/// `command`'s output, or `None` when it ran past `limit` (it is then killed).
-fn run_within(mut command: Command, limit: Duration) -> std::io::Result<Option<Output>> {
-    let mut child = command
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()?;
-    // Read as it runs, so a chatty build never blocks on a full pipe.
-    let read = |pipe: Option<Box<dyn Read + Send>>| {
-        std::thread::spawn(move || {
-            let mut bytes = Vec::new();
-            if let Some(mut pipe) = pipe {
-                let _ = pipe.read_to_end(&mut bytes);
-            }
-            bytes
-        })
-    };
-    let stdout = read(
-        child
-            .stdout
-            .take()
-            .map(|p| Box::new(p) as Box<dyn Read + Send>),
-    );
-    let stderr = read(
-        child
-            .stderr
-            .take()
-            .map(|p| Box::new(p) as Box<dyn Read + Send>),
-    );
-    let started = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait()? {
-            break Some(status);
-        }
-        if started.elapsed() >= limit {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let (stdout, stderr) = (
-        stdout.join().unwrap_or_default(),
-        stderr.join().unwrap_or_default(),
-    );
-    Ok(status.map(|status| Output {
-        status,
-        stdout,
-        stderr,
-    }))
-}
-
 fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> BuildError {
     let what = what.into();
     move |source| BuildError::Io { what, source }
@@ -359,14 +308,28 @@ fn build_python(dir: &Path, out: &Path) -> Result<Built, BuildError> {
         .env("RUST_BACKTRACE", "0")
         .env_remove("PIPENV_ACTIVE")
         .env_remove("PYTHONPATH");
-    let output = run_within(command, BUILD_TIMEOUT)
-        .map_err(io(format!("cannot run {}", exe.display())))?
-        .ok_or_else(|| BuildError::TimedOut {
+    let bounds = Bounds {
+        timeout: BUILD_TIMEOUT,
+        memory_bytes: None,
+        max_stdout: MAX_TOOL_OUTPUT,
+        stop_past_max_stdout: false,
+        max_stderr: MAX_TOOL_OUTPUT,
+    };
+    let ended =
+        run_bounded(command, None, &bounds).map_err(io(format!("cannot run {}", exe.display())))?;
+    let Ended::Exited {
+        status,
+        stdout,
+        stderr,
+    } = ended
+    else {
+        return Err(BuildError::TimedOut {
             dir: dir.to_path_buf(),
-        })?;
-    if !output.status.success() {
-        let mut text = String::from_utf8_lossy(&output.stdout).into_owned();
-        text.push_str(&String::from_utf8_lossy(&output.stderr));
+        });
+    };
+    if !status.success() {
+        let mut text = String::from_utf8_lossy(&stdout).into_owned();
+        text.push_str(&String::from_utf8_lossy(&stderr));
         return Err(BuildError::Python {
             dir: dir.to_path_buf(),
             failure: python_error(&text, dir),

@@ -31,7 +31,7 @@ pub use serve::{
 pub use store_url::{PgTls, SslMode, StoreUrl};
 
 use locate::SourceMap;
-use raw::{RawConfig, RawFlow, RawHttp, RawLimits, RawSecret};
+use raw::{RawCompile, RawConfig, RawFlow, RawHttp, RawLimits, RawSecret};
 use validate::Validator;
 
 use crate::secrets::{
@@ -130,6 +130,7 @@ pub struct Config {
     pub cache_dir: Option<PathBuf>,
     /// `[http]`: what plugins' requests trust.
     pub http: HttpSettings,
+    pub compile: CompileLimits,
     pub secrets: BTreeMap<String, Arc<Secret>>,
     pub integrations: BTreeMap<String, Arc<Integration>>,
     pub environments: BTreeMap<String, Arc<Environment>>,
@@ -157,6 +158,35 @@ impl Default for HttpSettings {
         Self {
             extra_roots: None,
             spin_wait: crate::capabilities::http::spin::DEFAULT_SPIN_WAIT,
+        }
+    }
+}
+
+/// `[compile]`: what compiling one plugin may take before it is stopped and the plugin
+/// refused (`runtime/plugin/isolated.rs`). Only the `warden` binary can stop a compile: it
+/// compiles in a child process, which these bound.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CompileLimits {
+    /// `timeout_seconds`, wall time.
+    pub timeout: std::time::Duration,
+    /// `memory_mib`: the compiling process's address space.
+    pub memory_bytes: u64,
+}
+
+impl CompileLimits {
+    /// Measured here: a Python plugin (18 MB, the interpreter inside) compiles in about 10 s
+    /// and 0.6 GB; the Rust plugins in well under a second.
+    pub const DEFAULT_TIMEOUT_SECONDS: u64 = 120;
+    pub const DEFAULT_MEMORY_MIB: u64 = 4096;
+    /// Below this the compiler itself (its threads, its code) cannot start.
+    pub const MIN_MEMORY_MIB: u64 = 256;
+}
+
+impl Default for CompileLimits {
+    fn default() -> Self {
+        Self {
+            timeout: std::time::Duration::from_secs(Self::DEFAULT_TIMEOUT_SECONDS),
+            memory_bytes: Self::DEFAULT_MEMORY_MIB << 20,
         }
     }
 }

@@ -13,6 +13,8 @@ pub struct RawConfig {
     #[serde(default)]
     pub http: RawHttp,
     #[serde(default)]
+    pub compile: RawCompile,
+    #[serde(default)]
     pub secrets: BTreeMap<String, RawSecret>,
     #[serde(default)]
     pub integrations: BTreeMap<String, RawIntegration>,
@@ -81,6 +83,13 @@ pub struct RawStore {
 pub struct RawCache {
     /// Compiled plugins, relative to the config file.
     pub dir: Option<String>,
+}
+
+/// `[compile]`: what compiling one plugin may take.
+#[derive(Debug, Default, Deserialize)]
+pub struct RawCompile {
+    pub timeout_seconds: Option<u64>,
+    pub memory_mib: Option<u64>,
 }
 
 /// `[http]`: the network plugins' `http.send` goes out on.

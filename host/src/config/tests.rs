@@ -685,3 +685,49 @@ fn http_spin_wait_us_is_read_in_microseconds_and_one_over_a_millisecond_is_named
         "{errors:?}"
     );
 }
+
+#[test]
+fn compile_limits_are_read_with_their_defaults_and_out_of_range_ones_are_named() {
+    let fixture = Fixture::new();
+    let config = fixture.parse(VALID).unwrap();
+    assert_eq!(config.compile, CompileLimits::default());
+    assert_eq!(
+        config.compile.timeout,
+        std::time::Duration::from_secs(120),
+        "default"
+    );
+    assert_eq!(config.compile.memory_bytes, 4096 << 20, "default");
+    let config = fixture
+        .parse(&format!(
+            "{VALID}\n[compile]\ntimeout_seconds = 5\nmemory_mib = 512\n"
+        ))
+        .unwrap();
+    assert_eq!(config.compile.timeout, std::time::Duration::from_secs(5));
+    assert_eq!(config.compile.memory_bytes, 512 << 20);
+    for (key, bad, message) in [
+        ("timeout_seconds", 0, "must be between 1 and 3600, not 0"),
+        (
+            "timeout_seconds",
+            3601,
+            "must be between 1 and 3600, not 3601",
+        ),
+        ("memory_mib", 255, "must be between 256 and 65536, not 255"),
+        (
+            "memory_mib",
+            65537,
+            "must be between 256 and 65536, not 65537",
+        ),
+    ] {
+        let errors = fixture.errors(&format!("{VALID}\n[compile]\n{key} = {bad}\n"));
+        assert_eq!(errors.len(), 1, "{key} = {bad}: {errors:?}");
+        assert!(
+            errors[0].contains(&format!("compile.{key}: {message}")),
+            "{errors:?}"
+        );
+    }
+    let errors = fixture.errors(&format!("{VALID}\n[compile]\ntimeout_ms = 5\n"));
+    assert!(
+        errors[0].contains("compile.timeout_ms: unknown key"),
+        "{errors:?}"
+    );
+}

@@ -5,6 +5,10 @@
 use super::*;
 use crate::capabilities::http::spin::MAX_SPIN_WAIT_US;
 
+/// `[compile]`'s ceilings: an hour, and more memory than a compile of any plugin needs.
+const MAX_COMPILE_SECONDS: u64 = 3600;
+const MAX_COMPILE_MEMORY_MIB: u64 = 64 * 1024;
+
 pub(super) struct Validator<'a> {
     pub(super) file: PathBuf,
     pub(super) base: PathBuf,
@@ -55,6 +59,7 @@ impl<'a> Validator<'a> {
         };
         let secrets = self.secrets(&raw.secrets);
         let http = self.http(&raw.http);
+        let compile = self.compile(&raw.compile);
         let store_url = self.store_url(&raw.store, &raw.secrets, &secrets);
         let integrations = self.integrations(&raw, &secrets);
         let environments = self.environments(&raw, &integrations);
@@ -78,6 +83,7 @@ impl<'a> Validator<'a> {
                 store_url,
                 cache_dir,
                 http,
+                compile,
                 secrets,
                 integrations,
                 environments,
@@ -93,6 +99,30 @@ impl<'a> Validator<'a> {
 
     pub(super) fn resolve(&self, relative: &str) -> PathBuf {
         self.base.join(relative)
+    }
+
+    fn compile(&mut self, raw: &RawCompile) -> CompileLimits {
+        let mut limits = CompileLimits::default();
+        match raw.timeout_seconds {
+            None => {}
+            Some(seconds) if (1..=MAX_COMPILE_SECONDS).contains(&seconds) => {
+                limits.timeout = std::time::Duration::from_secs(seconds);
+            }
+            Some(seconds) => self.error(
+                &["compile", "timeout_seconds"],
+                format!("must be between 1 and {MAX_COMPILE_SECONDS}, not {seconds}"),
+            ),
+        }
+        let (min, max) = (CompileLimits::MIN_MEMORY_MIB, MAX_COMPILE_MEMORY_MIB);
+        match raw.memory_mib {
+            None => {}
+            Some(mib) if (min..=max).contains(&mib) => limits.memory_bytes = mib << 20,
+            Some(mib) => self.error(
+                &["compile", "memory_mib"],
+                format!("must be between {min} and {max}, not {mib}"),
+            ),
+        }
+        limits
     }
 
     fn http(&mut self, raw: &RawHttp) -> HttpSettings {

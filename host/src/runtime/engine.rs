@@ -14,6 +14,7 @@ use wasmtime::component::{Component, Linker};
 
 use super::instance::InstanceState;
 use super::report::{Blame, StartError};
+use crate::Unpoisoned;
 use crate::capabilities::cache::CacheInstance;
 use crate::capabilities::http::HttpInstance;
 use crate::capabilities::identities::IdentitiesInstance;
@@ -82,15 +83,29 @@ pub(crate) fn engine(copy_on_write: bool) -> Result<Engine, String> {
         .table_keep_resident(64 << 10)
         .async_stack_keep_resident(64 << 10)
         .pagemap_scan(wasmtime::Enabled::Auto);
+    let mut wasm = compiler_config(copy_on_write);
+    wasm.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
+    Engine::new(&wasm).map_err(|e| root_message(&e))
+}
+
+/// What code compiled for an engine depends on, shared by [`engine`] and
+/// [`compiling_engine`] so that what one compiles the other loads.
+fn compiler_config(copy_on_write: bool) -> wasmtime::Config {
     let mut wasm = wasmtime::Config::new();
     wasm.wasm_component_model(true)
         .epoch_interruption(true)
         // Measured (BENCHMARKS.md): for small plugins, copying data segments into a slot
         // kept resident beats copy-on-write images, whose reset is an madvise and a TLB
         // shootdown per event; for Python's interpreter heap, mapping the image wins.
-        .memory_init_cow(copy_on_write)
-        .allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
-    Engine::new(&wasm).map_err(|e| root_message(&e))
+        .memory_init_cow(copy_on_write);
+    wasm
+}
+
+/// An engine that only compiles, for the child process a plugin is compiled in
+/// (`plugin::isolated`): what it makes loads into [`engine`]`(copy_on_write)`, and it
+/// reserves no pool, so the child's address space can be bounded.
+pub(crate) fn compiling_engine(copy_on_write: bool) -> Result<Engine, String> {
+    Engine::new(&compiler_config(copy_on_write)).map_err(|e| root_message(&e))
 }
 
 pub(crate) fn linker(engine: &Engine) -> wasmtime::Result<Linker<InstanceState>> {
@@ -161,9 +176,11 @@ pub struct SharedEngine {
 
 pub(crate) struct EngineInner {
     pub(crate) kinds: Arc<EngineKinds>,
-    /// Held while compiling, so concurrent starts compile a plugin once.
-    pub(crate) compiled:
-        tokio::sync::Mutex<HashMap<PathBuf, (Component, PluginFormat, CacheOutcome)>>,
+    /// Each plugin file's compile, shared by the loads that ask for it at once (a start's
+    /// flows load together, and several may use one file); a failed compile is tried again
+    /// by the next load. One per file, so a plugin slow to compile holds up only the flows
+    /// that use it.
+    pub(crate) compiled: std::sync::Mutex<HashMap<PathBuf, Arc<Compiled>>>,
     /// One permit per instance a hook may make: a hook waits for a free one (within its
     /// deadline) instead of failing when the pool is full.
     pub(crate) slots: Arc<Semaphore>,
@@ -172,6 +189,8 @@ pub(crate) struct EngineInner {
     pub(crate) prepared_slots: Arc<Semaphore>,
     pub(crate) ticker: EpochTicker,
 }
+
+type Compiled = tokio::sync::OnceCell<(Component, PluginFormat, CacheOutcome)>;
 
 /// One kind of engine and the linker made for it.
 pub(crate) struct EngineKind {
@@ -275,10 +294,17 @@ impl SharedEngine {
 
     /// Each plugin compiled so far, and how it was obtained.
     pub async fn cache_outcomes(&self) -> Vec<(PathBuf, CacheOutcome)> {
-        let compiled = self.inner.compiled.lock().await;
-        compiled
+        let compiled: Vec<_> = self
+            .inner
+            .compiled
+            .lock()
+            .unpoisoned()
             .iter()
-            .map(|(path, (_, _, outcome))| (path.clone(), outcome.clone()))
+            .map(|(path, cell)| (path.clone(), cell.clone()))
+            .collect();
+        compiled
+            .into_iter()
+            .filter_map(|(path, cell)| Some((path, cell.get()?.2.clone())))
             .collect()
     }
 
@@ -287,27 +313,34 @@ impl SharedEngine {
         path: &PathBuf,
         cache: &Arc<PluginCache>,
     ) -> Result<(Component, PluginFormat, CacheOutcome), (String, Blame)> {
-        let mut compiled = self.inner.compiled.lock().await;
-        if let Some(c) = compiled.get(path) {
-            return Ok(c.clone());
-        }
-        let large = is_large(path);
-        let kinds = self.inner.kinds.clone();
-        let owned = path.clone();
-        let cache = cache.clone();
-        let c = tokio::task::spawn_blocking(move || {
-            let engine = &kinds
-                .get(large)
-                .map_err(|e| (e.to_string(), Blame::Host))?
-                .engine;
-            cache
-                .load_or_compile(engine, &owned)
-                .map_err(|message| (message, Blame::Plugin))
-        })
-        .await
-        .map_err(|e| (format!("compilation panicked: {e}"), Blame::Host))??;
-        compiled.insert(path.clone(), c.clone());
-        Ok(c)
+        let cell = self
+            .inner
+            .compiled
+            .lock()
+            .unpoisoned()
+            .entry(path.clone())
+            .or_default()
+            .clone();
+        let compiled = cell
+            .get_or_try_init(|| async {
+                let large = is_large(path);
+                let kinds = self.inner.kinds.clone();
+                let owned = path.clone();
+                let cache = cache.clone();
+                tokio::task::spawn_blocking(move || {
+                    let engine = &kinds
+                        .get(large)
+                        .map_err(|e| (e.to_string(), Blame::Host))?
+                        .engine;
+                    cache
+                        .load_or_compile(engine, large, &owned)
+                        .map_err(|message| (message, Blame::Plugin))
+                })
+                .await
+                .map_err(|e| (format!("compilation panicked: {e}"), Blame::Host))?
+            })
+            .await?;
+        Ok(compiled.clone())
     }
 }
 
@@ -333,5 +366,24 @@ mod tests {
         assert!(!Engine::same(&copying, &mapping));
         assert_eq!(kinds.mapped(&mapping), Some(true));
         assert_eq!(kinds.mapped(&Engine::default()), None);
+    }
+
+    #[test]
+    fn what_the_compiling_engine_makes_loads_into_the_pooled_engine_of_its_kind() {
+        // The empty component: its header alone.
+        let component = b"\0asm\x0d\0\x01\0";
+        for copy_on_write in [false, true] {
+            let artifact = compiling_engine(copy_on_write)
+                .unwrap()
+                .precompile_component(component)
+                .unwrap();
+            let pooled = engine(copy_on_write).unwrap();
+            // SAFETY: compiled just above by wasmtime.
+            unsafe { Component::deserialize(&pooled, &artifact) }.unwrap();
+            let other = engine(!copy_on_write).unwrap();
+            // SAFETY: as above; wasmtime refuses it, which is the point.
+            let refused = unsafe { Component::deserialize(&other, &artifact) };
+            assert!(refused.is_err(), "loaded into the other kind of engine");
+        }
     }
 }

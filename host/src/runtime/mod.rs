@@ -2,6 +2,7 @@
 
 pub(crate) mod bindings;
 pub mod budget;
+pub(crate) mod child;
 pub(crate) mod cpu_meter;
 pub(crate) mod engine;
 pub mod event;
@@ -141,12 +142,15 @@ impl Warden {
         };
         let config = Arc::new(config);
         let mut warden = Self {
-            plugin_cache: Arc::new(match &config.cache_dir {
-                Some(dir) => PluginCache::new(dir.clone()),
-                None => PluginCache::without_folder(
-                    "no cache folder: set [cache] dir, or XDG_CACHE_HOME or HOME",
-                ),
-            }),
+            plugin_cache: Arc::new(
+                match &config.cache_dir {
+                    Some(dir) => PluginCache::new(dir.clone()),
+                    None => PluginCache::without_folder(
+                        "no cache folder: set [cache] dir, or XDG_CACHE_HOME or HOME",
+                    ),
+                }
+                .compiling_within(config.compile.clone()),
+            ),
             stores: Arc::new(StoreMaker {
                 slots: shared.inner.slots.clone(),
                 prepared_slots: shared.inner.prepared_slots.clone(),

@@ -1,14 +1,16 @@
 //! Reading a plugin file into a component: wasm32-wasip2 components as they are, older
-//! wasm32-wasip1 core modules through the WASI preview1 reactor adapter; compiled ones are
-//! kept in a per-user cache ([`PluginCache`]).
+//! wasm32-wasip1 core modules through the WASI preview1 reactor adapter; compiled (in the
+//! `warden` binary, in a child process bounded by `[compile]`, [`isolated`]) and kept in a
+//! per-user cache ([`PluginCache`]).
 
 mod cache;
+pub mod isolated;
 mod private_dir;
-
-use std::path::Path;
 
 use wasmtime::Engine;
 use wasmtime::component::Component;
+
+use crate::config::CompileLimits;
 
 pub use cache::{CacheOutcome, PluginCache, user_cache_dir};
 
@@ -24,17 +26,18 @@ pub enum PluginFormat {
     CoreModule,
 }
 
-pub fn compile(engine: &Engine, path: &Path) -> Result<(Component, PluginFormat), String> {
-    let bytes = std::fs::read(path).map_err(|e| format!("cannot read: {e}"))?;
-    compile_bytes(engine, &bytes)
-}
-
-fn compile_bytes(engine: &Engine, bytes: &[u8]) -> Result<(Component, PluginFormat), String> {
-    let bytes = bytes.to_vec();
-    let (bytes, format) = if wasmparser::Parser::is_component(&bytes) {
-        (bytes, PluginFormat::Component)
-    } else if wasmparser::Parser::is_core_wasm(&bytes) {
-        (adapt_core_module(&bytes)?, PluginFormat::CoreModule)
+/// The component for `engine` (of the kind that maps memory images when `copy_on_write`)
+/// from a plugin file's `bytes`.
+fn compile_bytes(
+    engine: &Engine,
+    copy_on_write: bool,
+    bytes: &[u8],
+    limits: &CompileLimits,
+) -> Result<(Component, PluginFormat), String> {
+    let (bytes, format) = if wasmparser::Parser::is_component(bytes) {
+        (std::borrow::Cow::Borrowed(bytes), PluginFormat::Component)
+    } else if wasmparser::Parser::is_core_wasm(bytes) {
+        (adapt_core_module(bytes)?.into(), PluginFormat::CoreModule)
     } else {
         return Err(format!(
             "not a WebAssembly file ({} bytes, starting {:02x?}); build the plugin with `cargo build --target wasm32-wasip2`",
@@ -42,8 +45,7 @@ fn compile_bytes(engine: &Engine, bytes: &[u8]) -> Result<(Component, PluginForm
             &bytes[..bytes.len().min(8)]
         ));
     };
-    let component = Component::from_binary(engine, &bytes)
-        .map_err(|e| format!("not a valid component: {}", root_message(&e)))?;
+    let component = isolated::compile(engine, copy_on_write, &bytes, limits)?;
     check_contract(engine, &component)?;
     Ok((component, format))
 }

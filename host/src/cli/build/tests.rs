@@ -142,24 +142,3 @@ fn a_folder_that_is_no_plugin_is_refused_by_name() {
     let error = build(dir.path(), None).unwrap_err().to_string();
     assert!(error.contains("has its own `requests`"), "{error}");
 }
-
-#[test]
-fn a_build_that_runs_past_its_limit_is_stopped() {
-    let mut sleeper = Command::new("sleep");
-    sleeper.arg("30");
-    let started = Instant::now();
-    assert!(
-        run_within(sleeper, Duration::from_millis(200))
-            .unwrap()
-            .is_none()
-    );
-    assert!(started.elapsed() < Duration::from_secs(10));
-    let mut echo = Command::new("sh");
-    echo.args(["-c", "echo out; echo err >&2; exit 3"]);
-    let output = run_within(echo, Duration::from_secs(30)).unwrap().unwrap();
-    assert_eq!(output.status.code(), Some(3));
-    assert_eq!(
-        (&output.stdout[..], &output.stderr[..]),
-        (&b"out\n"[..], &b"err\n"[..])
-    );
-}

@@ -19,6 +19,7 @@ use wasmtime::component::Component;
 
 use super::private_dir::PrivateDir;
 use super::{PluginFormat, check_contract, compile_bytes, root_message};
+use crate::config::CompileLimits;
 
 /// How a plugin was obtained, for logs and benchmarks.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -86,6 +87,8 @@ pub struct PluginCache {
     settled: Settled,
     /// [`KEPT_BYTES`], but in tests.
     kept_bytes: u64,
+    /// What compiling one plugin may take.
+    limits: CompileLimits,
 }
 
 /// How much the folder's entries may take before the least recently used are removed, after
@@ -144,7 +147,13 @@ impl PluginCache {
             dir: Ok(dir),
             settled: SETTLED,
             kept_bytes: KEPT_BYTES,
+            limits: CompileLimits::default(),
         }
+    }
+
+    /// This cache, compiling what it does not hold within `limits`.
+    pub fn compiling_within(self, limits: CompileLimits) -> Self {
+        Self { limits, ..self }
     }
 
     /// A cache with no folder: every plugin is compiled, the outcome saying `why`.
@@ -153,6 +162,7 @@ impl PluginCache {
             dir: Err(why.into()),
             settled: SETTLED,
             kept_bytes: KEPT_BYTES,
+            limits: CompileLimits::default(),
         }
     }
 
@@ -161,11 +171,14 @@ impl PluginCache {
         self.dir.as_deref().ok()
     }
 
+    /// The plugin at `path` for `engine`, which maps memory images when `copy_on_write`.
     pub fn load_or_compile(
         &self,
         engine: &Engine,
+        copy_on_write: bool,
         path: &Path,
     ) -> Result<(Component, PluginFormat, CacheOutcome), String> {
+        let compile = |bytes: &[u8]| compile_bytes(engine, copy_on_write, bytes, &self.limits);
         let dir = match &self.dir {
             Ok(dir) => PrivateDir::open_or_create(dir),
             Err(why) => Err(why.clone()),
@@ -173,7 +186,7 @@ impl PluginCache {
         let dir = match dir {
             Ok(dir) => dir,
             Err(why) => {
-                let (component, format) = compile_bytes(engine, &read_plugin(path)?)?;
+                let (component, format) = compile(&read_plugin(path)?)?;
                 return Ok((component, format, CacheOutcome::Uncached(why)));
             }
         };
@@ -226,7 +239,7 @@ impl PluginCache {
             Ok(None) => None,
             Err(reason) => Some(reason),
         };
-        let (component, format) = compile_bytes(engine, &bytes)?;
+        let (component, format) = compile(&bytes)?;
         let outcome = match (store(&dir, &name, &component, format), rebuilt) {
             (Err(reason), _) => CacheOutcome::Uncached(reason),
             (Ok(()), Some(reason)) => CacheOutcome::Rebuilt(reason),

@@ -19,7 +19,7 @@ fn plugin() -> &'static Path {
 
 fn load(dir: &Path, engine: &Engine) -> CacheOutcome {
     PluginCache::new(dir.to_owned())
-        .load_or_compile(engine, plugin())
+        .load_or_compile(engine, false, plugin())
         .expect("the plugin compiles")
         .2
 }
@@ -325,7 +325,7 @@ fn a_settled_plugin_files_identity_stands_for_its_hash_until_the_file_changes() 
     let file = scratch.path().join("plugin.wasm");
     std::fs::copy(plugin(), &file).unwrap();
     let load_at = |cache: &PluginCache, path: &Path| {
-        let (component, _, outcome) = cache.load_or_compile(&engine, path).unwrap();
+        let (component, _, outcome) = cache.load_or_compile(&engine, false, path).unwrap();
         (code_size(&component), outcome)
     };
 
@@ -428,7 +428,7 @@ fn a_damaged_entry_is_compiled_again_and_a_loaded_one_outlives_its_file() {
     // rewritten in place under it (which would be SIGBUS for a mapping of the file), the
     // component still makes instances.
     let (component, _, outcome) = PluginCache::new(dir.clone())
-        .load_or_compile(&engine, plugin())
+        .load_or_compile(&engine, false, plugin())
         .expect("the plugin loads");
     assert_eq!(outcome, CacheOutcome::Hit);
     std::fs::OpenOptions::new()
@@ -507,7 +507,7 @@ fn the_least_recently_used_entries_go_when_the_folder_outgrows_its_room() {
     let measured = scratch.path().join("measured");
     let size = |plugin: &str| {
         PluginCache::new(measured.clone())
-            .load_or_compile(&engine, Path::new(plugin))
+            .load_or_compile(&engine, false, Path::new(plugin))
             .unwrap();
         entry_bytes(&measured, plugin)
     };
@@ -520,7 +520,10 @@ fn the_least_recently_used_entries_go_when_the_folder_outgrows_its_room() {
         ..PluginCache::new(dir.clone())
     };
     let outcome = |cache: &PluginCache, plugin: &str| {
-        let outcome = cache.load_or_compile(&engine, Path::new(plugin)).unwrap().2;
+        let outcome = cache
+            .load_or_compile(&engine, false, Path::new(plugin))
+            .unwrap()
+            .2;
         // Apart in time, so last uses are ordered as the calls are.
         std::thread::sleep(std::time::Duration::from_millis(15));
         outcome

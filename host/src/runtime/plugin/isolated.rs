@@ -1,0 +1,148 @@
+//! Compiling a plugin in a child process that warden can stop.
+//!
+//! Cranelift cannot be interrupted, and a component can be crafted to take minutes (tens of
+//! thousands of live locals in one function) or gigabytes to compile. So the `warden` binary
+//! compiles each plugin in a child of itself (`warden __compile-plugin`), bounded by the
+//! config's `[compile]` limits; the compiled artifact comes back over a pipe and is
+//! deserialized as a cached one is. Only the binary knows how to start itself, so it says so
+//! at start ([`compile_in_child_processes`]); a program embedding the library compiles in its
+//! own process, unbounded.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use wasmtime::Engine;
+use wasmtime::component::Component;
+
+use crate::config::CompileLimits;
+use crate::runtime::child::{Bounds, Ended, run_bounded};
+
+use super::root_message;
+
+/// The hidden subcommand the child runs.
+pub const CHILD_COMMAND: &str = "__compile-plugin";
+
+/// The `warden` executable to compile in, once the binary has named itself.
+static CHILD_EXE: OnceLock<PathBuf> = OnceLock::new();
+
+/// From now on this process compiles plugins in children running `exe` (which must be this
+/// `warden` binary: it is given [`CHILD_COMMAND`]).
+pub fn compile_in_child_processes(exe: PathBuf) {
+    let _ = CHILD_EXE.set(exe);
+}
+
+/// The component for `engine` from a component's `bytes`: compiled in a bounded child when
+/// the binary asked for that, here otherwise.
+pub(super) fn compile(
+    engine: &Engine,
+    copy_on_write: bool,
+    bytes: &[u8],
+    limits: &CompileLimits,
+) -> Result<Component, String> {
+    let Some(exe) = CHILD_EXE.get() else {
+        return Component::from_binary(engine, bytes)
+            .map_err(|e| format!("not a valid component: {}", root_message(&e)));
+    };
+    let artifact = compile_in_child(exe, copy_on_write, bytes, limits)?;
+    // SAFETY: the artifact is what this very binary's compiler wrote for an engine of this
+    // kind, handed over a pipe only this process holds; wasmtime checks it was made for an
+    // engine like this one.
+    unsafe { Component::deserialize(engine, &artifact) }
+        .map_err(|e| format!("cannot load what the compiler made: {}", root_message(&e)))
+}
+
+fn compile_in_child(
+    exe: &Path,
+    copy_on_write: bool,
+    bytes: &[u8],
+    limits: &CompileLimits,
+) -> Result<Vec<u8>, String> {
+    let mut command = Command::new(exe);
+    command
+        .arg(CHILD_COMMAND)
+        .arg(if copy_on_write { "mapping" } else { "copying" })
+        .env_clear();
+    let bounds = Bounds {
+        timeout: limits.timeout,
+        memory_bytes: Some(limits.memory_bytes),
+        // The compiled plugin lives in the child's memory first: it cannot be larger.
+        max_stdout: usize::try_from(limits.memory_bytes).unwrap_or(usize::MAX),
+        stop_past_max_stdout: true,
+        max_stderr: 16 * 1024,
+    };
+    let mib = limits.memory_bytes >> 20;
+    let ended = run_bounded(command, Some(bytes.to_vec()), &bounds)
+        .map_err(|e| format!("cannot start the compiler ({}): {e}", exe.display()))?;
+    let (status, stdout, stderr) = match ended {
+        Ended::Exited {
+            status,
+            stdout,
+            stderr,
+        } => (status, stdout, stderr),
+        Ended::TimedOut => {
+            return Err(format!(
+                "compiling took longer than {} s, and was stopped ([compile] timeout_seconds); \
+                 a plugin this slow to compile is likely crafted to be",
+                limits.timeout.as_secs()
+            ));
+        }
+        Ended::TooMuchOutput => {
+            return Err(format!(
+                "compiled to more than {mib} MiB, and was stopped ([compile] memory_mib)"
+            ));
+        }
+    };
+    let message = String::from_utf8_lossy(&stderr);
+    let message = message.trim();
+    if status.success() {
+        return Ok(stdout);
+    }
+    // Past its address space the child cannot allocate: Rust's allocator aborts, saying so,
+    // and wasmtime's own mappings fail with ENOMEM.
+    if message.contains("memory allocation of") || message.contains("os error 12") {
+        return Err(format!(
+            "compiling needed more than {mib} MiB, and was stopped ([compile] memory_mib)"
+        ));
+    }
+    if status.code() == Some(1) && !message.is_empty() {
+        return Err(format!("not a valid component: {message}"));
+    }
+    Err(format!(
+        "the compiler stopped ({status}){}{message}",
+        if message.is_empty() { "" } else { ": " }
+    ))
+}
+
+/// The child's side: the component's bytes on standard input, the artifact for the engine
+/// `kind` names (`copying` or `mapping`) on standard output, or the reason on standard error
+/// and exit status 1.
+pub fn run_child(kind: &str) -> std::process::ExitCode {
+    let result = (|| {
+        let copy_on_write = match kind {
+            "copying" => false,
+            "mapping" => true,
+            other => return Err(format!("no engine of kind `{other}`")),
+        };
+        let mut bytes = Vec::new();
+        std::io::stdin()
+            .read_to_end(&mut bytes)
+            .map_err(|e| format!("cannot read the component: {e}"))?;
+        let engine = crate::runtime::engine::compiling_engine(copy_on_write)?;
+        let artifact = engine
+            .precompile_component(&bytes)
+            .map_err(|e| root_message(&e))?;
+        std::io::stdout()
+            .lock()
+            .write_all(&artifact)
+            .map_err(|e| format!("cannot write the compiled plugin: {e}"))
+    })();
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("{message}");
+            std::process::ExitCode::from(1)
+        }
+    }
+}

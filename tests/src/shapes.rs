@@ -1,0 +1,97 @@
+//! Components shaped by hand to take more than their share of the host: a built plugin with
+//! one more core module appended (sections after the component's own), the module holding a
+//! memory or a function that is slow to compile.
+
+/// `n` as unsigned LEB128.
+pub fn leb(mut n: u32) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let byte = (n & 0x7f) as u8;
+        n >>= 7;
+        if n == 0 {
+            out.push(byte);
+            return out;
+        }
+        out.push(byte | 0x80);
+    }
+}
+
+/// A section: its id, its length, its body.
+pub fn section(id: u8, body: &[u8]) -> Vec<u8> {
+    let mut out = vec![id];
+    out.extend(leb(body.len() as u32));
+    out.extend(body);
+    out
+}
+
+/// `component` with the core `module` appended and `instances` instances of it.
+pub fn with_extra_module(component: &[u8], module: &[u8], instances: u32) -> Vec<u8> {
+    assert_eq!(&component[4..8], b"\x0d\x00\x01\x00", "a component");
+    // The new module's index is the number of core modules before it.
+    let (mut at, mut modules) = (8, 0u32);
+    while at < component.len() {
+        let id = component[at];
+        at += 1;
+        let (mut size, mut shift) = (0usize, 0);
+        loop {
+            let byte = component[at];
+            at += 1;
+            size |= usize::from(byte & 0x7f) << shift;
+            shift += 7;
+            if byte & 0x80 == 0 {
+                break;
+            }
+        }
+        modules += u32::from(id == 1);
+        at += size;
+    }
+    let mut out = component.to_vec();
+    out.extend(section(1, module));
+    let mut entries = leb(instances);
+    for _ in 0..instances {
+        entries.push(0); // instantiate
+        entries.extend(leb(modules));
+        entries.push(0); // with no arguments
+    }
+    out.extend(section(2, &entries));
+    out
+}
+
+/// A core module defining a memory of `pages` (none when 0), and nothing else.
+pub fn module_with_memory(pages: u32) -> Vec<u8> {
+    let mut module = b"\0asm\x01\0\0\0".to_vec();
+    if pages > 0 {
+        let mut memory = vec![1, 0];
+        memory.extend(leb(pages));
+        module.extend(section(5, &memory));
+    }
+    module
+}
+
+/// A core module with one function of `locals` 64-bit locals, each incremented in a loop, so
+/// all are live across its back edge: 50,000 take Cranelift about 45 s and 1.2 GB of address
+/// space to compile on the project's machine (20,000, half a second), in a file of 0.5 MB.
+pub fn module_slow_to_compile(locals: u32) -> Vec<u8> {
+    let mut code = vec![1];
+    code.extend(leb(locals));
+    code.push(0x7e); // i64
+    code.extend([0x03, 0x40]); // loop
+    for local in 0..locals {
+        code.push(0x20); // local.get
+        code.extend(leb(local));
+        code.extend([0x42, 0x01, 0x7c]); // i64.const 1, i64.add
+        code.push(0x21); // local.set
+        code.extend(leb(local));
+    }
+    code.extend([0x20, 0x00, 0x50, 0x0d, 0x00]); // local.get 0, i64.eqz, br_if 0
+    code.extend([0x0b, 0x0b]); // end (loop), end (function)
+    let mut body = leb(code.len() as u32);
+    body.extend(code);
+    let mut functions = leb(1);
+    functions.extend(body);
+    let mut module = b"\0asm\x01\0\0\0".to_vec();
+    module.extend(section(1, b"\x01\x60\x00\x00")); // one type: [] -> []
+    module.extend(section(3, b"\x01\x00")); // one function of it
+    module.extend(section(10, &functions));
+    module
+}
