@@ -341,15 +341,25 @@ async fn check(config: &Path) -> Result<ExitCode, String> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The most an event file (or `--event -`'s input) may hold.
+const MAX_EVENT_BYTES: u64 = 16 << 20;
+
 fn read_event(path: &Path) -> Result<EventInput, String> {
     let text = if path == Path::new("-") {
         let mut text = String::new();
         std::io::stdin()
+            .take(MAX_EVENT_BYTES + 1)
             .read_to_string(&mut text)
             .map_err(|e| format!("cannot read the event from standard input: {e}"))?;
+        if text.len() as u64 > MAX_EVENT_BYTES {
+            return Err(format!(
+                "the event on standard input is over {} MiB",
+                MAX_EVENT_BYTES >> 20
+            ));
+        }
         text
     } else {
-        std::fs::read_to_string(path)
+        warden::config::read_bounded_text(path, MAX_EVENT_BYTES)
             .map_err(|e| format!("cannot read event file {}: {e}", path.display()))?
     };
     EventInput::from_json(&text).map_err(|e| format!("{}: {e}", path.display()))

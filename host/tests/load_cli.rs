@@ -270,3 +270,43 @@ limits = {{ timeout_ms = 600000 }}
     );
     assert!(took < Duration::from_secs(40), "{took:?}");
 }
+
+#[test]
+fn a_load_failure_is_printed_escaped_and_with_no_start_of_a_revealed_value_at_its_cut() {
+    const VALUE: &str = "s3cretvalue123";
+    let scratch = Scratch::new();
+    scratch.write("leaked.key", VALUE);
+    // Fillers of every length modulo the value's: one of them leaves a long start of the
+    // value where the message is cut, whatever the text around it.
+    let mut text = String::from(
+        "[secrets.leaked]\nsource = \"file\"\npath = \"leaked.key\"\n\n\
+         [integrations.vault]\ntype = \"custom\"\nexternal_id = \"vault\"\nsecrets = [\"leaked\"]\n",
+    );
+    for filler in 0..VALUE.len() {
+        text.push_str(&format!(
+            "\n[environments.e{filler}]\nintegrations = {{ leak-{filler}-in-implemented = \"vault\" }}\n\
+             \n[flows.f{filler}]\nenvironment = \"e{filler}\"\nplugin = {}\nreveal_secrets = true\n",
+            toml_path(artifacts::BAD_LOAD)
+        ));
+    }
+    scratch.config(&text);
+    let check = warden(&scratch, &["check"]);
+    assert_eq!(check.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&check.stderr);
+    for filler in 0..VALUE.len() {
+        assert!(
+            stderr.contains(&format!("flow `f{filler}`: plugin")),
+            "{filler}: {stderr}"
+        );
+    }
+    assert!(
+        !check.stderr.iter().any(|b| *b == 0x1b || *b == b'\r'),
+        "raw escapes: {stderr}"
+    );
+    assert!(
+        stderr.contains(r"\x1b[2J\x1b[31mFORGED\rERROR host"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("[REDACTED]"), "{stderr}");
+    assert!(!stderr.contains(&VALUE[..6]), "{stderr}");
+}

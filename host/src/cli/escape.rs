@@ -12,6 +12,16 @@
 use std::borrow::Cow;
 use std::fmt::Write as _;
 
+/// [`escape_control`] for each line of `text`, its line breaks kept: for the host's own
+/// multi-line messages (a TOML error with its caret) that quote a line of a file warden does
+/// not trust.
+pub fn escape_control_by_line(text: &str) -> String {
+    text.split('\n')
+        .map(escape_control)
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// `text` with every control character written out as an escape: `\n`, `\r` and `\t` as
 /// such, the other C0 controls and DEL as `\x1b`-style hex, C1 controls and the Unicode line
 /// and paragraph separators as `\u{85}`-style. Everything else (printable ASCII, other

@@ -243,7 +243,7 @@ impl Config {
     /// Reads, parses and validates `path`, resolving secrets from the process environment
     /// and files.
     pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
+        let text = read_bounded_text(path, MAX_CONFIG_BYTES).map_err(|e| {
             ConfigErrors(vec![ConfigError {
                 file: path.to_path_buf(),
                 location: None,
@@ -310,6 +310,45 @@ pub(crate) fn read_small_file(path: &Path) -> std::io::Result<String> {
 
 #[cfg(test)]
 mod tests;
+
+/// Reads a file of at most `max` bytes without reading past that, refusing what is not a
+/// regular file: a path pointed at a log, `/dev/zero` or a file of `/proc` (regular files
+/// that never end) is named as the problem instead of filling memory.
+pub fn read_bounded(path: &Path, max: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let file = open_regular(path)?;
+    let too_large = || std::io::Error::other(format!("it holds more than {}", human_size(max)));
+    // A regular file says how long it is; a file of `/proc` says 0, and is read to the bound.
+    if file.metadata()?.len() > max {
+        return Err(too_large());
+    }
+    let mut bytes = Vec::new();
+    file.take(max + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > max {
+        return Err(too_large());
+    }
+    Ok(bytes)
+}
+
+/// `bytes` in KiB or MiB, as limits are written.
+fn human_size(bytes: u64) -> String {
+    if bytes >= 1 << 20 {
+        format!("{} MiB", bytes >> 20)
+    } else if bytes >= 1 << 10 {
+        format!("{} KiB", bytes >> 10)
+    } else {
+        format!("{bytes} bytes")
+    }
+}
+
+/// A UTF-8 file of at most `max` bytes ([`read_bounded`]).
+pub fn read_bounded_text(path: &Path, max: u64) -> std::io::Result<String> {
+    String::from_utf8(read_bounded(path, max)?)
+        .map_err(|_| std::io::Error::other("it is not UTF-8 text"))
+}
+
+/// The most a config file may hold.
+pub const MAX_CONFIG_BYTES: u64 = 16 << 20;
 
 /// Opens a file the config names for a value or certificates, refusing what is not a regular
 /// file. Opening a FIFO for reading waits for a writer, and reading a device or a socket may

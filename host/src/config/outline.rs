@@ -29,7 +29,7 @@ impl Outline {
             key: key.to_string(),
             message,
         };
-        let text = std::fs::read_to_string(path).map_err(|e| {
+        let text = super::read_bounded_text(path, super::MAX_CONFIG_BYTES).map_err(|e| {
             ConfigErrors(vec![error(
                 None,
                 "",

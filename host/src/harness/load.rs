@@ -13,7 +13,7 @@ use super::spec::{
     MockSpec, ResponseSpec,
 };
 use crate::capabilities::log::LogLevel;
-use crate::config::origin;
+use crate::config::{origin, read_bounded_text};
 use crate::runtime::event::EventInput;
 use crate::runtime::hooks::HookName;
 
@@ -134,12 +134,14 @@ fn collect(dir: &Path, files: &mut Vec<PathBuf>) {
         return;
     };
     for entry in entries.flatten() {
-        let path = entry.path();
         let name = entry.file_name();
         let name = name.to_string_lossy();
         let skipped = ["target", "node_modules", "__pycache__"];
-        if path.is_dir() && !name.starts_with('.') && !skipped.contains(&name.as_ref()) {
-            collect(&path, files);
+        // Folders only, not links to them: a link to `.` or a parent would be searched
+        // forever.
+        let is_folder = entry.file_type().is_ok_and(|kind| kind.is_dir());
+        if is_folder && !name.starts_with('.') && !skipped.contains(&name.as_ref()) {
+            collect(&entry.path(), files);
         }
     }
 }
@@ -171,7 +173,7 @@ pub fn default_plugin(test_file: &Path) -> Result<PathBuf, String> {
             "no `plugin` is set and no plugin's folder (with Cargo.toml or plugin.py) is above the test file; set `plugin = \"path/to/plugin.wasm\"`".to_string()
         })?;
     let manifest_path = crate_dir.join("Cargo.toml");
-    let manifest: toml::Table = std::fs::read_to_string(&manifest_path)
+    let manifest: toml::Table = read_bounded_text(&manifest_path, MAX_MANIFEST_BYTES)
         .map_err(|e| format!("cannot read {}: {e}", manifest_path.display()))?
         .parse()
         .map_err(|e| format!("{}: {e}", manifest_path.display()))?;
@@ -221,7 +223,7 @@ fn target_dir(crate_dir: &Path) -> PathBuf {
     let root = crate_dir
         .ancestors()
         .find(|dir| {
-            std::fs::read_to_string(dir.join("Cargo.toml"))
+            read_bounded_text(&dir.join("Cargo.toml"), MAX_MANIFEST_BYTES)
                 .ok()
                 .and_then(|text| text.parse::<toml::Table>().ok())
                 .is_some_and(|m| m.contains_key("workspace"))
@@ -236,8 +238,8 @@ pub fn load_file(file: &Path, plugin: Option<&Path>) -> Result<Vec<Case>, LoadEr
         file: file.to_path_buf(),
         message,
     };
-    let text =
-        std::fs::read_to_string(file).map_err(|e| fail(format!("cannot read the file: {e}")))?;
+    let text = read_bounded_text(file, MAX_TEST_FILE_BYTES)
+        .map_err(|e| fail(format!("cannot read the file: {e}")))?;
     let spec: FileSpec = toml::from_str(&text).map_err(|e| fail(e.to_string()))?;
     if spec.case.is_empty() {
         return Err(fail(
@@ -514,6 +516,10 @@ fn query_of(url: &Url) -> BTreeMap<String, String> {
     url.query_pairs().into_owned().collect()
 }
 
+/// The most a test file may hold, and a crate's `Cargo.toml` read to find its plugin.
+pub const MAX_TEST_FILE_BYTES: u64 = 4 << 20;
+const MAX_MANIFEST_BYTES: u64 = 1 << 20;
+
 /// The most a `body_file` may hold (the largest `response_max_bytes` is far less).
 pub const MAX_BODY_FILE_BYTES: u64 = 16 << 20;
 
@@ -653,5 +659,39 @@ mod tests {
         big.set_len(MAX_BODY_FILE_BYTES + 1).unwrap();
         let error = body_file(&tests, "big").unwrap_err();
         assert!(error.contains("over"), "{error}");
+    }
+
+    #[test]
+    fn links_to_folders_are_not_searched_so_a_loop_ends() {
+        let dir = tempfile::tempdir().unwrap();
+        let plugin = dir.path().join("plugin");
+        std::fs::create_dir_all(plugin.join("tests")).unwrap();
+        std::fs::write(plugin.join("Cargo.toml"), "[package]\nname = \"p\"\n").unwrap();
+        std::fs::write(plugin.join("tests/a.toml"), "").unwrap();
+        std::os::unix::fs::symlink(".", plugin.join("x")).unwrap();
+        std::os::unix::fs::symlink("..", plugin.join("y")).unwrap();
+        std::os::unix::fs::symlink(&plugin, dir.path().join("z")).unwrap();
+        let files = find_test_files(&[dir.path().to_path_buf()]).unwrap();
+        assert_eq!(files, vec![plugin.join("tests/a.toml")]);
+    }
+
+    #[test]
+    fn a_test_file_is_a_bounded_regular_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let big = dir.path().join("big.toml");
+        std::fs::File::create(&big)
+            .unwrap()
+            .set_len(MAX_TEST_FILE_BYTES + 1)
+            .unwrap();
+        let error = load_file(&big, None).unwrap_err();
+        assert!(error.message.contains("holds more than 4 MiB"), "{error}");
+        // A file of /proc is a regular file that says it is empty: read to the bound (this
+        // one in whole words only, refused by the kernel at the bound's odd byte).
+        let error = load_file(Path::new("/proc/self/pagemap"), None).unwrap_err();
+        assert!(error.message.contains("cannot read the file"), "{error}");
+        let error = crate::config::read_bounded(Path::new("/proc/self/maps"), 64).unwrap_err();
+        assert_eq!(error.to_string(), "it holds more than 64 bytes");
+        let error = load_file(Path::new("/dev/zero"), None).unwrap_err();
+        assert!(error.message.contains("not a regular file"), "{error}");
     }
 }

@@ -36,6 +36,7 @@ pub use load::{Case, LoadError, default_plugin, find_test_files, load_file};
 pub use mock::{MockTransport, RecordedRequest};
 pub use run::{CaseResult, case_config, run_case};
 
+use crate::cli::escape::{escape_control, escape_control_by_line};
 use crate::runtime::SharedEngine;
 use crate::runtime::plugin::CacheOutcome;
 
@@ -104,8 +105,11 @@ impl RunSummary {
     /// A line per case, the details of each failure, and `N passed, N failed`.
     pub fn render(&self) -> String {
         let mut out = String::new();
+        // Test files come with a plugin's source, maybe someone else's: their names and case
+        // names are escaped like plugin text, so none can draw a line of this report.
+        let file = |r: &CaseResult| escape_control(&r.file.display().to_string()).into_owned();
         for e in &self.load_errors {
-            let _ = writeln!(out, "error {e}");
+            let _ = writeln!(out, "error {}", escape_control_by_line(&e.to_string()));
         }
         for note in &self.cache_notes {
             let _ = writeln!(out, "note {note}");
@@ -115,13 +119,13 @@ impl RunSummary {
                 out,
                 "{} {} › {} ({} ms)",
                 if r.passed() { "ok  " } else { "FAIL" },
-                r.file.display(),
-                r.name,
+                file(r),
+                escape_control(&r.name),
                 r.elapsed.as_millis()
             );
         }
         for r in self.results.iter().filter(|r| !r.passed()) {
-            let _ = writeln!(out, "\n--- {} › {}", r.file.display(), r.name);
+            let _ = writeln!(out, "\n--- {} › {}", file(r), escape_control(&r.name));
             for failure in &r.failures {
                 let _ = writeln!(out, "{failure}");
             }
@@ -228,4 +232,43 @@ pub async fn run(options: &RunOptions) -> RunSummary {
     summary.cache_notes.sort();
     summary.elapsed = started.elapsed();
     summary
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_test_files_names_cannot_draw_lines_of_the_report() {
+        let forged = "c\u{1b}[2K\rok   tests/a.toml › all good (1 ms)\n0 passed";
+        let summary = RunSummary {
+            results: vec![CaseResult {
+                file: PathBuf::from("tests/\u{1b}]0;title\u{7}a.toml"),
+                name: forged.into(),
+                failures: vec!["the decision differs".into()],
+                logs: Vec::new(),
+                elapsed: Duration::ZERO,
+            }],
+            load_errors: vec![LoadError {
+                file: PathBuf::from("tests/b.toml"),
+                message: "TOML parse error at line 1\n1 | x = \"\u{1b}[2J\"\n  |     ^".into(),
+            }],
+            ..RunSummary::default()
+        };
+        let report = summary.render();
+        assert!(!report.contains(['\u{1b}', '\r', '\u{7}']), "{report}");
+        assert!(
+            report.contains(
+                r"FAIL tests/\x1b]0;title\x07a.toml › c\x1b[2K\rok   tests/a.toml › all good (1 ms)\n0 passed (0 ms)"
+            ),
+            "{report}"
+        );
+        // The host's own multi-line message keeps its lines.
+        assert!(
+            report
+                .contains("error tests/b.toml: TOML parse error at line 1\n1 | x = \"\\x1b[2J\"\n"),
+            "{report}"
+        );
+        assert!(report.ends_with("\n0 passed, 2 failed\n"), "{report}");
+    }
 }

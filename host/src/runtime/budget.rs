@@ -78,7 +78,7 @@ pub const MAX_HANDLES: usize = 4096;
 const MARKER_START: &str = "...(";
 const MARKER_END: &str = " more bytes)";
 
-fn marker(dropped: usize) -> String {
+pub(crate) fn marker(dropped: usize) -> String {
     format!("{MARKER_START}{dropped}{MARKER_END}")
 }
 

@@ -310,7 +310,7 @@ impl SharedEngine {
 
     pub(crate) async fn compile(
         &self,
-        path: &PathBuf,
+        path: &std::path::Path,
         cache: &Arc<PluginCache>,
     ) -> Result<(Component, PluginFormat, CacheOutcome), (String, Blame)> {
         let cell = self
@@ -318,14 +318,14 @@ impl SharedEngine {
             .compiled
             .lock()
             .unpoisoned()
-            .entry(path.clone())
+            .entry(path.to_path_buf())
             .or_default()
             .clone();
         let compiled = cell
             .get_or_try_init(|| async {
                 let large = is_large(path);
                 let kinds = self.inner.kinds.clone();
-                let owned = path.clone();
+                let owned = path.to_path_buf();
                 let cache = cache.clone();
                 tokio::task::spawn_blocking(move || {
                     let engine = &kinds

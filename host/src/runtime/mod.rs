@@ -176,10 +176,15 @@ impl Warden {
                     warden.flows.insert(flow.name.clone(), Arc::new(loaded));
                 }
                 Err((message, blame)) => {
+                    // It may quote what the plugin printed before it failed (a panic's text,
+                    // cut to a bound): a value's start left at the cut is redacted too, and
+                    // control characters are escaped, since `warden check`, `hook` and
+                    // `test` print it on a line of their own.
+                    let message = warden.stores.app.secrets.redactor().redact_cut(&message);
                     let error = LoadError {
                         flow: flow.name.clone(),
                         plugin: flow.plugin.clone(),
-                        message: warden.stores.app.secrets.redactor().redact(&message),
+                        message: crate::cli::escape::escape_control(&message).into_owned(),
                         blame,
                     };
                     warden.failed.insert(flow.name.clone(), error);

@@ -134,13 +134,14 @@ fn is_token_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
-/// `name` with control characters and quotes escaped, cut to about [`SHOWN_NAME_BYTES`].
+/// `name` with control characters and quotes escaped, cut to about [`SHOWN_NAME_BYTES`]
+/// with the marker that says so: redaction then also hides a secret value's start left at
+/// the cut (`Redactor::redact_cut`).
 fn shown(name: &str) -> String {
     let mut out = String::new();
-    for c in name.chars() {
+    for (at, c) in name.char_indices() {
         if out.len() >= SHOWN_NAME_BYTES {
-            out.push_str("...");
-            break;
+            return format!("{out}{}", crate::runtime::budget::marker(name.len() - at));
         }
         out.extend(c.escape_debug());
     }
@@ -192,7 +193,17 @@ mod tests {
         let long = format!("X-{}", "a".repeat(10_000));
         let error = check_name(&format!("{long}:")).unwrap_err();
         assert!(error.len() < 150, "{error}");
-        assert!(error.contains("aaa...`"), "{error}");
+        assert!(error.contains("aaa...(9939 more bytes)`"), "{error}");
+        // A revealed value cut at the name's bound: the marker says where, so redaction
+        // hides its start too.
+        let redactor =
+            crate::secrets::redact::Redactor::new(vec![crate::secrets::SecretValue::new(
+                "s3cretvalue123",
+            )]);
+        let error = check_name(&format!("{}s3cretvalue123:", "X".repeat(51))).unwrap_err();
+        assert!(error.contains("s3cretvalue1"), "{error}");
+        let shown = redactor.redact_cut(&error);
+        assert!(!shown.contains("s3cret"), "{shown}");
         assert!(check_name("").is_err());
         assert!(check_name("X Note").is_err());
         let error = check_value("X-Key", "secret\r\nX-Injected: 1").unwrap_err();

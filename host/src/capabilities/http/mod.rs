@@ -147,8 +147,10 @@ impl CallError {
     fn redacted(self, redactor: &Redactor, own: &[&str]) -> Self {
         match self {
             Self::Http(error) => Self::Http(redact_error(redactor, error, own)),
+            // The header's name is the plugin's own text; why the secret could not be had is
+            // the secret store's.
             Self::Secret { header, cause } => Self::Secret {
-                header: redactor.redact(&header),
+                header,
                 cause: SecretUnavailable(redactor.redact(&cause.0)),
             },
         }
@@ -575,4 +577,29 @@ pub(crate) fn method_name(method: Method) -> &'static str {
 
 fn to_reqwest(method: Method) -> reqwest::Method {
     reqwest::Method::from_bytes(method_name(method).as_bytes()).expect("standard method")
+}
+
+#[cfg(test)]
+mod call_error_tests {
+    use super::*;
+    use crate::secrets::SecretValue;
+
+    #[test]
+    fn a_sealed_header_that_cannot_be_filled_in_is_named_as_the_plugin_wrote_it() {
+        // The name is the plugin's own text: were it redacted, a plugin could name headers
+        // after guesses of another secret and learn which guess is its value, sending
+        // nothing. Why the secret could not be had is the store's text, and is redacted.
+        let redactor = Redactor::new(vec![SecretValue::new("s3cretvalue123")]);
+        let error = CallError::Secret {
+            header: "S3CRETVALUE123".into(),
+            cause: SecretUnavailable("the store answered s3cretvalue123".into()),
+        };
+        let HttpError::Connect(told) = error.redacted(&redactor, &[]).into_wit() else {
+            panic!("a connect error");
+        };
+        assert_eq!(
+            told,
+            "host error: cannot fill in sealed header `S3CRETVALUE123`: the store answered [REDACTED]"
+        );
+    }
 }

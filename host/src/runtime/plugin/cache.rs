@@ -330,8 +330,11 @@ fn prune(dir: &PrivateDir, keep: &str, kept_bytes: u64) -> Result<(), String> {
     Ok(())
 }
 
+/// The most a plugin file may hold: a Python plugin, the interpreter inside, is about 20 MB.
+pub const MAX_PLUGIN_BYTES: u64 = 128 << 20;
+
 fn read_plugin(path: &Path) -> Result<Vec<u8>, String> {
-    std::fs::read(path).map_err(|e| format!("cannot read: {e}"))
+    crate::config::read_bounded(path, MAX_PLUGIN_BYTES).map_err(|e| format!("cannot read: {e}"))
 }
 
 /// What tells one version of a plugin file from another without reading it: the change time

@@ -8,6 +8,9 @@
 //!   time: how much CPU time that is depends on what else runs on its CPU), then implements
 //!   `on_request` as below;
 //! - `trap-in-implemented`: panics (a trap);
+//! - `leak-N-in-implemented`: prints a line saying `panicked` that holds a terminal escape, a
+//!   carriage return and, after N filler bytes, its integration's first secret's value over
+//!   and over (past the bound a failure's message is cut to), then traps;
 //! - neither: implements `on_request`, which approves with the reason `loaded`.
 
 use std::hint::black_box;
@@ -47,6 +50,31 @@ impl Guest for BadLoad {
                     n = black_box(n.wrapping_add(1));
                 }
             }
+        }
+        for alias in &aliases {
+            let Some(filler) = alias
+                .strip_prefix("leak-")
+                .and_then(|a| a.strip_suffix("-in-implemented"))
+                .and_then(|n| n.parse::<usize>().ok())
+            else {
+                continue;
+            };
+            let value = match warden_sdk::integrations::integration(alias) {
+                Ok(integration) => match integration.secret(0) {
+                    Ok(secret) => secret
+                        .retrieve_value()
+                        .unwrap_or_else(|e| format!("no value: {e:?}")),
+                    Err(e) => format!("no secret: {e}"),
+                },
+                Err(e) => format!("no integration: {e}"),
+            };
+            eprintln!(
+                "panicked \x1b[2J\x1b[31mFORGED\rERROR host: all good\x1b[0m {}{}",
+                "f".repeat(filler),
+                value.repeat(1 + 8192 / value.len().max(1))
+            );
+            // Not `panic!`: its own "panicked" line would come last and be the one quoted.
+            std::process::abort();
         }
         if aliases.iter().any(|a| a == "trap-in-implemented") {
             panic!("bad-load traps in implemented on purpose");
