@@ -158,8 +158,11 @@ fn main() -> ExitCode {
         let kind = args.next().unwrap_or_default();
         return isolated::run_child(&kind.to_string_lossy());
     }
-    // Plugins are compiled in children of this binary, which warden can stop.
-    match std::env::current_exe() {
+    // Plugins are compiled in children of this binary, which warden can stop. On Linux
+    // through /proc/self/exe: the very binary running, even if an upgrade has replaced the
+    // file since it started (a newer warden's compiled code would not load here).
+    let own = Path::new("/proc/self/exe");
+    match own.exists().then(|| own.to_path_buf()).map_or_else(std::env::current_exe, Ok) {
         Ok(exe) => isolated::compile_in_child_processes(exe),
         Err(e) => eprintln!(
             "warning: cannot find this program's own file ({e}): plugins compile in this process, without [compile]'s limits"
