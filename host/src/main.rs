@@ -162,7 +162,11 @@ fn main() -> ExitCode {
     // through /proc/self/exe: the very binary running, even if an upgrade has replaced the
     // file since it started (a newer warden's compiled code would not load here).
     let own = Path::new("/proc/self/exe");
-    match own.exists().then(|| own.to_path_buf()).map_or_else(std::env::current_exe, Ok) {
+    match own
+        .exists()
+        .then(|| own.to_path_buf())
+        .map_or_else(std::env::current_exe, Ok)
+    {
         Ok(exe) => isolated::compile_in_child_processes(exe),
         Err(e) => eprintln!(
             "warning: cannot find this program's own file ({e}): plugins compile in this process, without [compile]'s limits"

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, Query, Request, State};
 use axum::http::request::Parts;
@@ -72,13 +72,14 @@ pub(crate) fn router(app: Arc<App>, max_body_bytes: usize, client_timeout: Durat
         .route("/v1/requests/{id}/revoke", post(revoke))
         .route("/v1/admin/reload", post(reload))
         .route("/v1/admin/audit", get(audit))
-        .layer(middleware::from_fn_with_state(app.clone(), limit_in_flight));
+        .layer(middleware::from_fn_with_state(app.clone(), limit_in_flight))
+        .layer(middleware::from_fn_with_state(max_body_bytes, body_first));
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready))
         .route("/metrics", get(metrics))
         .merge(v1)
-        .merge(super::console::router(app.clone()))
+        .merge(super::console::router(app.clone(), max_body_bytes))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .layer(middleware::from_fn_with_state(
@@ -362,6 +363,45 @@ impl FromRequestParts<Arc<App>> for Caller {
             tracing::debug!(%addr, "unknown API token");
         }
         Err(unauthorized("unknown token"))
+    }
+}
+
+/// Reads a request's whole body (at most `max_body_bytes`, within `client_timeout_ms`: the
+/// layers outside) before [`limit_in_flight`] counts it: a client slow to send a body, or
+/// sending none after its head, then holds its own connection for that long, not one of the
+/// `max_in_flight` slots every user's requests share (64 such connections held them all).
+pub(crate) async fn body_first(
+    State(max_body_bytes): State<usize>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let (parts, body) = request.into_parts();
+    match axum::body::to_bytes(body, max_body_bytes).await {
+        Ok(bytes) => {
+            next.run(Request::from_parts(parts, Body::from(bytes)))
+                .await
+        }
+        Err(error) => {
+            let too_large =
+                std::iter::successors(Some(&error as &(dyn std::error::Error + 'static)), |e| {
+                    e.source()
+                })
+                .any(|e| e.is::<http_body_util::LengthLimitError>());
+            if too_large {
+                ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "the request body is larger than serve.max_body_bytes",
+                )
+                .into_response()
+            } else {
+                // A body cut short; one that came too late is answered 408 by `body_in_time`.
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    format!("cannot read the body: {error}"),
+                )
+                .into_response()
+            }
+        }
     }
 }
 

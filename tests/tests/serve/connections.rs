@@ -106,6 +106,49 @@ async fn a_head_over_64_kib_is_refused_431_and_one_under_it_is_served() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn bodies_on_their_way_hold_their_own_connections_not_the_in_flight_slots() {
+    let h = Harness::start(
+        "max_in_flight = 2\nclient_timeout_ms = 3000",
+        &standard_flows(),
+    )
+    .await;
+    // Heads that promise bodies never sent, as many as the slots and more: to the console's
+    // sign-in (no token needed) and to the API.
+    let mut waiting = Vec::new();
+    for (path, token) in [
+        ("/signin", None),
+        ("/signin", None),
+        ("/signin", None),
+        ("/v1/flows/human/requests", Some(ALICE)),
+        ("/v1/flows/human/requests", Some(ALICE)),
+    ] {
+        let mut conn = connect(&h).await;
+        let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nHost: warden\r\n{auth}Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 30000\r\n\r\n"
+        );
+        conn.write_all(head.as_bytes()).await.unwrap();
+        waiting.push(conn);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Everyone else is served meanwhile.
+    let filed = h
+        .submit("human", ALICE, serde_json::json!({ "reason": "meanwhile" }))
+        .await;
+    assert_eq!(filed.status, 201, "{}", filed.text);
+    let listed = h.send("GET", "/v1/requests", Some(ALICE), None).await;
+    assert_eq!(listed.status, 200, "{}", listed.text);
+    let page = h.send("GET", "/signin", None, None).await;
+    assert_eq!(page.status, 200, "{}", page.text);
+    // And the bodies that never came are answered 408 in their time.
+    for mut conn in waiting {
+        let answer = read_until_closed(&mut conn, Duration::from_secs(10)).await;
+        assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    }
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_body_that_does_not_arrive_in_time_is_answered_408_and_nothing_is_filed() {
     let h = Harness::start("client_timeout_ms = 500", &standard_flows()).await;
     let mut conn = connect(&h).await;
