@@ -668,6 +668,20 @@ async fn a_revoke_form_without_the_sessions_csrf_token_changes_nothing() {
         .unwrap();
     assert_eq!(refused.status(), 403);
     assert_eq!(c.get(&id).await["state"], "escalated");
+    // A reason the API would refuse is refused here too, bytes counted as the API counts
+    // them (2,000 characters of three bytes each are 6,000).
+    let long = revoke(format!("csrf={csrf}&reason={}", "%E2%82%AC".repeat(2000)))
+        .await
+        .unwrap();
+    assert_eq!(long.status(), 422);
+    assert!(
+        long.text()
+            .await
+            .unwrap()
+            .contains("longer than 2000 bytes"),
+        "the page says why"
+    );
+    assert_eq!(c.get(&id).await["state"], "escalated");
     let done = revoke(format!("csrf={csrf}&reason=over")).await.unwrap();
     assert_eq!(done.status(), 303);
     let request = c.get(&id).await;

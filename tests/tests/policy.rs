@@ -851,3 +851,86 @@ async fn behind_a_trusted_proxy_each_client_is_counted_apart() {
     // Another client behind the same proxy is not held up.
     assert_eq!(from("192.0.2.2", CAROL.into()).await.unwrap().status(), 200);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_admin_naming_another_approver_does_not_approve_their_own_request() {
+    let h = Harness::start().await;
+    let r = h
+        .send(
+            "POST",
+            "/v1/flows/open/requests",
+            CAROL,
+            Some(json!({ "fields": { "duration": "1h" } })),
+        )
+        .await;
+    assert_eq!(r.body["state"], "pending", "{}", r.text);
+    let id = r.body["id"].as_str().unwrap().to_string();
+    let named = json!({ "approver": { "email": "bob@example.com" }, "reason": "ok" });
+    let r = h
+        .send(
+            "POST",
+            &format!("/v1/requests/{id}/approve"),
+            CAROL,
+            Some(named),
+        )
+        .await;
+    assert_eq!(r.status, 403, "{}", r.text);
+    assert!(r.text.contains("carol@example.com"), "{}", r.text);
+    assert_eq!(h.get(&id).await["state"], "pending");
+    // Bob himself may.
+    let r = h.act(&id, "approve", BOB, "ok").await;
+    assert_eq!(r.body["state"], "escalated", "{}", r.text);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn refused_decisions_in_a_loop_keep_no_one_else_waiting_and_are_audited_within_a_bound() {
+    let h = std::sync::Arc::new(Harness::start().await);
+    let gated = h.submit("gated", None, "pending").await;
+    // Frank may not decide `gated`'s requests.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut loops = Vec::new();
+    for _ in 0..4 {
+        let (h, stop, gated) = (h.clone(), stop.clone(), gated.clone());
+        loops.push(tokio::spawn(async move {
+            let mut refused = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let r = h.act(&gated, "approve", FRANK, "let me").await;
+                assert_eq!(r.status, 403, "{}", r.text);
+                refused += 1;
+            }
+            refused
+        }));
+    }
+    // Meanwhile those who may decide are never told the request is busy.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for _ in 0..5 {
+        let id = h.submit("gated", None, "pending").await;
+        let r = h.act(&id, "approve", BOB, "ok").await;
+        assert_eq!(r.status, 200, "{}", r.text);
+        let r = h.act(&id, "revoke", CAROL, "done").await;
+        assert_eq!(r.status, 200, "{}", r.text);
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut refused = 0;
+    for l in loops {
+        refused += l.await.unwrap();
+    }
+    let r = h.act(&gated, "approve", ERIN, "ok").await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert!(refused > 20, "only {refused} refusals were tried");
+    let audited = h
+        .audit()
+        .await
+        .iter()
+        .filter(|e| e["action"] == "decide-refused")
+        .count();
+    assert_eq!(audited, 20, "of {refused} refusals");
+    let metrics = h.send("GET", "/metrics", CAROL, None).await.text;
+    assert!(
+        metrics.contains(&format!(
+            "warden_api_refusals_not_audited_total {}",
+            refused - 20
+        )),
+        "{metrics}"
+    );
+}

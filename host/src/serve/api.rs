@@ -592,8 +592,6 @@ struct RevokeBody {
     reason: Option<String>,
 }
 
-use super::lifecycle::MAX_REASON_BYTES as MAX_REVOKE_REASON_BYTES;
-
 async fn revoke(
     State(app): State<Arc<App>>,
     caller: Caller,
@@ -605,15 +603,6 @@ async fn revoke(
         .reason
         .map(|r| r.trim().to_string())
         .filter(|r| !r.is_empty());
-    if reason
-        .as_ref()
-        .is_some_and(|r| r.len() > MAX_REVOKE_REASON_BYTES)
-    {
-        return Err(ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            format!("`reason` is longer than {MAX_REVOKE_REASON_BYTES} bytes"),
-        ));
-    }
     let view = app.lifecycle.view(&id).await?;
     caller.may_see(&view.requester)?;
     caller.may_revoke(app.warden.current().config(), &view)?;

@@ -116,7 +116,12 @@ pub struct Lifecycle {
     outbox: Arc<Outbox>,
     /// When requests cut short elsewhere were last looked for (a shared store only).
     last_resume: std::sync::Mutex<std::time::Instant>,
+    /// Refused decisions audited per caller, per minute.
+    audited_refusals: super::throttle::PerUser,
 }
+
+/// Refused decisions audited for one caller in a minute (per replica).
+pub const AUDITED_REFUSALS_PER_MINUTE: u32 = 20;
 
 impl Lifecycle {
     pub fn new(
@@ -133,6 +138,10 @@ impl Lifecycle {
             expiry_changed: Notify::new(),
             outbox,
             last_resume: std::sync::Mutex::new(std::time::Instant::now()),
+            audited_refusals: super::throttle::PerUser::new(
+                AUDITED_REFUSALS_PER_MINUTE,
+                std::time::Duration::from_secs(60),
+            ),
         }
     }
 
@@ -363,7 +372,9 @@ impl Lifecycle {
                 "`reason` is longer than {MAX_REASON_BYTES} bytes"
             )));
         }
-        let mut claim = self.claim_stored(id).await?;
+        // Whether the request is pending and the caller may decide it is settled before the
+        // request is claimed: a caller refused over and over (or deciding a request long
+        // decided) would otherwise keep it busy for those who may, a revoke or its expiry.
         let rec = self.pending(id).await?;
         let warden = self.warden.load_full();
         let approver_email = approver.email.trim().to_string();
@@ -396,17 +407,28 @@ impl Lifecycle {
             return Err(LifecycleError::NotApprover(why));
         }
         if matches!(verdict, Verdict::Approve(_)) {
-            let self_approval = approver_email.eq_ignore_ascii_case(&rec.requester);
-            if self_approval && !self_approval_allowed {
+            // An admin naming someone else approves as the admin (and is counted so): their
+            // own request no more than the one named.
+            let own = |who: &str| who.trim().eq_ignore_ascii_case(&rec.requester);
+            let self_approver = [Some(approver_email.as_str()), named_by.as_deref()]
+                .into_iter()
+                .flatten()
+                .find(|who| own(who));
+            if let Some(approver) = self_approver
+                && !self_approval_allowed
+            {
                 self.refused(&actor, id, "approve-refused", "self-approval")
                     .await?;
                 return Err(LifecycleError::SelfApproval {
                     id: id.to_string(),
-                    approver: approver_email,
+                    approver: approver.trim().to_string(),
                     flow: rec.flow,
                 });
             }
         }
+        let mut claim = self.claim_stored(id).await?;
+        // Again, now that no one else can move it.
+        let rec = self.pending(id).await?;
         if let Verdict::Approve(reason) = &verdict
             && policy.approvals_required > 1
         {
@@ -456,7 +478,10 @@ impl Lifecycle {
         self.finish(claim).await
     }
 
-    /// Audits a refused decision (the refusal itself changes nothing).
+    /// Audits a refused decision (the refusal itself changes nothing): at most
+    /// [`AUDITED_REFUSALS_PER_MINUTE`] for one caller, so a caller refused in a loop cannot
+    /// grow the audit log without end (it is never pruned); past that they are counted in
+    /// `warden_api_refusals_not_audited_total`, the first of them logged.
     async fn refused(
         &self,
         who: &str,
@@ -464,6 +489,20 @@ impl Lifecycle {
         action: &str,
         why: &str,
     ) -> Result<(), LifecycleError> {
+        if self
+            .audited_refusals
+            .attempt(&who.to_ascii_lowercase(), std::time::Instant::now())
+            .is_err()
+        {
+            if self.metrics.refusal_not_audited() == 1 {
+                tracing::warn!(
+                    who,
+                    "more than {AUDITED_REFUSALS_PER_MINUTE} refused decisions in a minute; \
+                     further ones are counted (warden_api_refusals_not_audited_total), not audited"
+                );
+            }
+            return Ok(());
+        }
         let detail = serde_json::json!({ "why": why });
         self.store.audit(who, action, Some(id), &detail).await?;
         Ok(())

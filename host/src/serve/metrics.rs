@@ -117,6 +117,7 @@ pub struct Metrics {
     api_responses: Family<StatusLabels, Counter>,
     api_connections: Gauge,
     unknown_tokens: Counter,
+    refusals_not_audited: Counter,
     reloads: Family<ReloadLabels, Counter>,
     deliveries: Family<DeliveryLabels, Counter>,
 }
@@ -131,6 +132,7 @@ impl Default for Metrics {
         let api_responses = Family::default();
         let api_connections = Gauge::default();
         let unknown_tokens = Counter::default();
+        let refusals_not_audited = Counter::default();
         let reloads = Family::default();
         let deliveries = Family::default();
         let mut registry = Registry::default();
@@ -177,6 +179,11 @@ impl Default for Metrics {
             unknown_tokens.clone(),
         );
         registry.register(
+            "warden_api_refusals_not_audited",
+            "Refused decisions past a caller's audited ones for the minute: counted here, not in the audit log",
+            refusals_not_audited.clone(),
+        );
+        registry.register(
             "warden_reloads",
             "Config reloads, applied or refused",
             reloads.clone(),
@@ -196,6 +203,7 @@ impl Default for Metrics {
             api_responses,
             api_connections,
             unknown_tokens,
+            refusals_not_audited,
             reloads,
             deliveries,
         }
@@ -322,6 +330,11 @@ impl Metrics {
     /// Counts one API request whose bearer token no one holds.
     pub fn observe_token_failure(&self) {
         self.unknown_tokens.inc();
+    }
+
+    /// Counts one refused decision left out of the audit log; the count so far.
+    pub fn refusal_not_audited(&self) -> u64 {
+        self.refusals_not_audited.inc() + 1
     }
 
     /// Counts a connection to the API as open until the guard is dropped.

@@ -509,7 +509,7 @@ async fn revoke(
             .get("reason")
             .map(str::trim)
             .filter(|r| !r.is_empty())
-            .map(|r| r.chars().take(2000).collect::<String>());
+            .map(str::to_string);
         let lifecycle = c.app.lifecycle.clone();
         let id = id.clone();
         detached(&c.app, async move {

@@ -9,7 +9,7 @@ use crate::store::requests::{RequestRecord, State, Transition};
 
 use super::super::claim::Claim;
 use super::super::view::requester_of;
-use super::{Lifecycle, LifecycleError, RequestView, WARDEN};
+use super::{Lifecycle, LifecycleError, MAX_REASON_BYTES, RequestView, WARDEN};
 
 /// Who removes access, and how the history and the audit log say it.
 struct Removal<'a> {
@@ -61,6 +61,11 @@ impl Lifecycle {
         revoker
             .check("revoker")
             .map_err(|e| LifecycleError::Invalid(e.0))?;
+        if reason.as_ref().is_some_and(|r| r.len() > MAX_REASON_BYTES) {
+            return Err(LifecycleError::Invalid(format!(
+                "`reason` is longer than {MAX_REASON_BYTES} bytes"
+            )));
+        }
         let mut claim = self.claim_stored(id).await?;
         let rec = self.record(id).await?;
         if rec.state != State::Escalated {
