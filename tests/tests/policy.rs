@@ -618,6 +618,39 @@ async fn unknown_tokens_from_one_address_are_cut_off_for_a_minute_right_guess_or
         )),
         "{metrics}"
     );
+    // The console's sign-in compares no token from there either.
+    let r = sign_in(&h, CAROL).await;
+    assert_eq!(r.status(), 429);
+    assert!(r.text().await.unwrap().contains("Too many unknown tokens"));
+}
+
+async fn sign_in(h: &Harness, token: &str) -> reqwest::Response {
+    h.http
+        .post(format!("http://{}/signin", h.server.local_addr()))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("token={token}"))
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tokens_guessed_at_the_consoles_sign_in_count_against_the_apis_limit() {
+    let h = Harness::start().await;
+    let limit = warden::config::DEFAULT_UNKNOWN_TOKENS_PER_MINUTE;
+    // The sign-in's own limit is 10 tries a minute; each wrong one counts for the API too.
+    for i in 0..10 {
+        assert_eq!(sign_in(&h, &format!("guess-{i}")).await.status(), 401);
+    }
+    for i in 10..limit {
+        let r = h
+            .send("GET", "/v1/requests", &format!("guess-{i}"), None)
+            .await;
+        assert_eq!(r.status, 401, "{}", r.text);
+    }
+    let url = format!("http://{}/v1/requests", h.server.local_addr());
+    let r = h.http.get(&url).bearer_auth(CAROL).send().await.unwrap();
+    assert_eq!(r.status(), 429);
 }
 
 #[tokio::test(flavor = "multi_thread")]

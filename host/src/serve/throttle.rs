@@ -31,12 +31,27 @@ pub fn client_addr(headers: &axum::http::HeaderMap, peer: IpAddr, trusted: &[IpA
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .collect();
-    forwarded
-        .iter()
-        .rev()
-        .filter_map(|a| a.trim().parse::<IpAddr>().ok())
-        .find(|a| !trusted.contains(a))
-        .unwrap_or(peer)
+    // From the right, past the trusted proxies, to the first entry that is not one. An entry
+    // that is no address ends the walk at the proxy's own: skipping it would count an
+    // address the client wrote before it.
+    for entry in forwarded.iter().rev() {
+        match forwarded_addr(entry) {
+            Some(addr) if trusted.contains(&addr) => continue,
+            Some(addr) => return addr,
+            None => return peer,
+        }
+    }
+    peer
+}
+
+/// An `X-Forwarded-For` entry's address: as written, or with the port some proxies add
+/// (`192.0.2.1:4711`, `[2001:db8::1]:4711`).
+fn forwarded_addr(entry: &str) -> Option<IpAddr> {
+    let entry = entry.trim();
+    entry
+        .parse()
+        .ok()
+        .or_else(|| entry.parse::<std::net::SocketAddr>().ok().map(|a| a.ip()))
 }
 
 /// [`client_addr`] of a request as `warden serve` received it (its peer in its extensions),
@@ -258,6 +273,18 @@ mod tests {
             client_addr(&axum::http::HeaderMap::new(), proxy, &trusted),
             proxy
         );
+        // A proxy that writes the port: the address is read; anything else unreadable ends
+        // the walk, never skipped to what the client wrote before it.
+        let forwarded = |value: &str| {
+            let mut headers = axum::http::HeaderMap::new();
+            headers.append("x-forwarded-for", value.parse().unwrap());
+            client_addr(&headers, proxy, &trusted)
+        };
+        let ip = |text: &str| text.parse::<IpAddr>().unwrap();
+        assert_eq!(forwarded("1.2.3.4, 203.0.113.7:5555"), ip("203.0.113.7"));
+        assert_eq!(forwarded("1.2.3.4, [2001:db8::7]:5555"), ip("2001:db8::7"));
+        assert_eq!(forwarded("1.2.3.4, unknown"), proxy);
+        assert_eq!(forwarded("1.2.3.4, unknown, 10.0.0.6"), proxy);
     }
 
     #[test]

@@ -122,12 +122,25 @@ pub(super) async fn sign_in(
             "Too many sign-in attempts from your address; wait a minute and try again.",
         );
     }
+    // One count of guessed tokens per address, whichever door they come through: past the
+    // API's limit, no token is compared here either.
+    let token_failures = c.app.token_failures.as_ref();
+    if token_failures.is_some_and(|limit| limit.check(addr, Instant::now()).is_err()) {
+        return page(
+            StatusCode::TOO_MANY_REQUESTS,
+            next,
+            "Too many unknown tokens from your address; wait a minute and try again.",
+        );
+    }
     let token = form.get("token").map(str::trim).unwrap_or_default();
     let caller = (!token.is_empty() && token.len() <= MAX_TOKEN_BYTES)
         .then(|| Caller::for_token(&c.app, token))
         .flatten();
     let Some(caller) = caller else {
         tracing::info!(%addr, "console sign-in refused");
+        if let Some(limit) = token_failures {
+            limit.count(addr, Instant::now());
+        }
         return page(StatusCode::UNAUTHORIZED, next, "That token is not valid.");
     };
     let store = c.app.lifecycle.store();
