@@ -697,3 +697,45 @@ async fn a_revoke_form_without_the_sessions_csrf_token_changes_nothing() {
         "revoked by erin@example.com: over"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_approval_an_admin_gave_naming_someone_is_shown_as_the_admins_and_leaves_them_to_decide()
+{
+    let c = Console::start().await;
+    let id = c.file_in("pair", BOB).await;
+    let named = c
+        .http
+        .post(c.url(&format!("/v1/requests/{id}/approve")))
+        .bearer_auth(DAVE)
+        .body(json!({ "approver": { "email": "carol@example.com" }, "reason": "ok" }).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(named.status(), 200);
+    let page = |token| {
+        let c = &c;
+        let id = id.clone();
+        async move {
+            let cookie = c.session(token).await;
+            c.http
+                .get(c.url(&format!("/requests/{id}")))
+                .header("cookie", cookie)
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap()
+        }
+    };
+    let carols = page(CAROL).await;
+    let shown = "carol@example.com (named by admin dave@example.com)";
+    assert!(
+        carols.contains(&format!("Approved by</dt><dd id=\"approvals\">{shown}")),
+        "{carols}"
+    );
+    assert!(carols.contains(&format!("by {shown}")), "{carols}");
+    // Carol never approved: she may still.
+    assert!(!carols.contains("You approved this already"), "{carols}");
+    assert!(carols.contains("id=\"approve\""), "{carols}");
+}

@@ -98,6 +98,13 @@ environment = "main"
 plugin = {probe}
 approvers = ["erin@example.com"]
 
+# Two approvals, from carol and erin.
+[flows.pair]
+environment = "main"
+plugin = {probe}
+approvers = ["carol@example.com", "erin@example.com"]
+approvals_required = 2
+
 # A plugin whose reason is markup.
 [flows.markup]
 environment = "main"

@@ -414,7 +414,7 @@ fn decide_on(config: &crate::config::Config, who: &SignedIn, view: &RequestView)
     let approvals = pages::approvals(view);
     if approvals
         .iter()
-        .any(|a| a.eq_ignore_ascii_case(&who.caller.user))
+        .any(|a| a.counted.eq_ignore_ascii_case(&who.caller.user))
     {
         let required = super::policy::policy_of(config, &view.flow).approvals_required;
         return Decide::Missing(format!(

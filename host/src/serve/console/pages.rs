@@ -216,17 +216,43 @@ fn decided_by(view: &RequestView) -> Option<(String, bool)> {
 }
 
 /// Who approved so far (each once), from the approvals a flow needing several records.
-pub fn approvals(view: &RequestView) -> Vec<String> {
-    let mut seen: Vec<String> = Vec::new();
+pub fn approvals(view: &RequestView) -> Vec<Approval> {
+    let mut seen: Vec<Approval> = Vec::new();
     for e in view.history.iter().flatten() {
         if e["kind"] == "approval" {
-            let who = text(e, "approver");
-            if !seen.iter().any(|s| s.eq_ignore_ascii_case(&who)) {
-                seen.push(who);
+            let approval = Approval::of(e);
+            if !seen
+                .iter()
+                .any(|s| s.counted.eq_ignore_ascii_case(&approval.counted))
+            {
+                seen.push(approval);
             }
         }
     }
     seen
+}
+
+/// One approval so far: who it counts as (an admin who named someone else counts as the
+/// admin, as the lifecycle counts it) and how the page names it.
+pub struct Approval {
+    pub counted: String,
+    pub shown: String,
+}
+
+impl Approval {
+    fn of(entry: &serde_json::Value) -> Self {
+        let approver = text(entry, "approver");
+        match entry["by"].as_str() {
+            Some(admin) => Self {
+                counted: admin.to_string(),
+                shown: format!("{approver} (named by admin {admin})"),
+            },
+            None => Self {
+                counted: approver.clone(),
+                shown: approver,
+            },
+        }
+    }
 }
 
 pub fn request(view: &RequestView, who: &Who, decide: &Decide, revoke: bool) -> Markup {
@@ -247,7 +273,9 @@ pub fn request(view: &RequestView, who: &Who, decide: &Decide, revoke: bool) -> 
                     dd #decided-by { (by) @if *fast_track { " (fast-tracked)" } }
                 }
                 @if !approvals.is_empty() {
-                    dt { "Approved by" } dd #approvals { (approvals.join(", ")) }
+                    dt { "Approved by" } dd #approvals {
+                        (approvals.iter().map(|a| a.shown.as_str()).collect::<Vec<_>>().join(", "))
+                    }
                 }
                 @if let Some(expires) = &view.expires_at { dt { "Access ends" } dd { (expires) } }
             }
@@ -309,7 +337,7 @@ pub fn request(view: &RequestView, who: &Who, decide: &Decide, revoke: bool) -> 
                             } @else if e["kind"] == "approval" {
                                 td data-label="What" { "approval " (text(e, "count")) " of " (text(e, "required")) }
                                 td data-label="Detail" {
-                                    "by " (text(e, "approver"))
+                                    "by " (Approval::of(e).shown)
                                     @if let Some(r) = e["reason"].as_str() { " · " (r) }
                                 }
                             } @else if e["kind"] == "notification" {
