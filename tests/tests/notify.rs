@@ -264,7 +264,7 @@ async fn each_event_reaches_its_channels_signed_and_in_slack_block_kit() {
         "*Requester*\\nalice@example.com",
         "*Flow*\\nhuman",
         "*State*\\npending",
-        "*Reason*\\nawaiting a human",
+        "Reason: awaiting a human",
         &format!("<{PUBLIC_URL}/requests/{human_id}|Open request {human_id}>"),
     ] {
         assert!(

@@ -102,8 +102,9 @@ pub fn webhook_body(n: &Notification, public_url: Option<&str>, redactor: &Redac
     doc.to_string().into_bytes()
 }
 
-/// Text for a Slack `mrkdwn` field: `&`, `<` and `>` escaped, as Slack asks, so a reason
-/// cannot make a link, a mention or a formatting control of its own.
+/// Text for a Slack `mrkdwn` field: `&`, `<` and `>` escaped, as Slack asks, so a name
+/// cannot make a link, a mention or a formatting control of its own. (Free text, a reason or
+/// an error, goes as `plain_text` instead.)
 pub fn mrkdwn_escape(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
@@ -130,9 +131,6 @@ pub fn slack_body(n: &Notification, public_url: Option<&str>, redactor: &Redacto
         field("Flow", &flow),
         field("State", &state),
     ];
-    if let Some(reason) = text(&body, "reason") {
-        fields.push(field("Reason", &reason));
-    }
     if n.event == NotifyEvent::Decided
         && let Some(actor) = text(&body, "actor")
     {
@@ -145,11 +143,16 @@ pub fn slack_body(n: &Notification, public_url: Option<&str>, redactor: &Redacto
         json!({ "type": "header", "text": { "type": "plain_text", "text": cut(&title, 140) } }),
         json!({ "type": "section", "fields": fields }),
     ];
-    if let Some(error) = text(&body, "error") {
-        blocks.push(json!({
-            "type": "section",
-            "text": { "type": "mrkdwn", "text": format!("*Error*\n```{}```", mrkdwn_escape(&error)) },
-        }));
+    // What a requester, an approver or a plugin wrote, as plain text: `mrkdwn` would make
+    // its `*`, `_`, `~` and backticks formatting and its bare URLs links, and has no escape
+    // for them.
+    for (label, key) in [("Reason", "reason"), ("Error", "error")] {
+        if let Some(said) = text(&body, key) {
+            blocks.push(json!({
+                "type": "section",
+                "text": { "type": "plain_text", "text": format!("{label}: {said}"), "emoji": false },
+            }));
+        }
     }
     if let Some(url) = link(public_url, &n.request_id) {
         blocks.push(json!({

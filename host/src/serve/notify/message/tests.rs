@@ -87,9 +87,40 @@ fn a_slack_message_escapes_what_a_requester_wrote() {
     let body = slack_body(&n, Some("https://w.example"), &Redactor::default());
     let doc: serde_json::Value = serde_json::from_slice(&body).unwrap();
     let text = doc.to_string();
-    assert!(!text.contains("<https://evil"), "{text}");
-    assert!(!text.contains("<!channel>"), "{text}");
-    assert!(text.contains("&lt;https://evil.example|click&gt; &amp; &lt;!channel&gt;"));
+    // Every `mrkdwn` text: what Slack parses for links, mentions and formatting.
+    let mut parsed = vec![doc["text"].as_str().unwrap().to_string()];
+    for block in doc["blocks"].as_array().unwrap() {
+        let texts = block["fields"]
+            .as_array()
+            .into_iter()
+            .chain(block["elements"].as_array())
+            .flatten()
+            .chain(Some(&block["text"]));
+        for t in texts {
+            if t["type"] == "mrkdwn" {
+                parsed.push(t["text"].as_str().unwrap().to_string());
+            }
+        }
+    }
+    for t in &parsed {
+        assert!(!t.contains("evil") && !t.contains("<!"), "{t}");
+    }
+    // The reason, as plain text: shown as written, nothing in it parsed.
+    let reason = doc["blocks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| {
+            b["text"]["text"]
+                .as_str()
+                .is_some_and(|t| t.starts_with("Reason: "))
+        })
+        .unwrap_or_else(|| panic!("{text}"));
+    assert_eq!(reason["text"]["type"], "plain_text");
+    assert_eq!(
+        reason["text"]["text"],
+        "Reason: <https://evil.example|click> & <!channel>"
+    );
     assert_eq!(
         doc["blocks"][0]["text"]["text"],
         "Access request waiting for a decision"
