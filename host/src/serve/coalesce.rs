@@ -2,7 +2,10 @@
 //! the store, `/readyz`'s ping), shared by everyone who asked before it began. A client asking
 //! a thousand times at once then costs the store a query or two, not a thousand, while every
 //! answer still comes from a query that began after its request arrived: a scraper or a load
-//! balancer sees nothing older than it would have.
+//! balancer sees nothing older than it would have. Work may also be spaced: begun at most once
+//! per [`Coalesced::spaced`] interval, callers in between waiting for the next (and sharing
+//! it), so a query that is costly on a large store (`/metrics` counts every request) takes
+//! at most its share of a CPU however often it is asked for.
 
 use std::future::Future;
 use std::time::Instant;
@@ -10,17 +13,28 @@ use std::time::Instant;
 pub struct Coalesced<T> {
     /// The last answer, and when the work that gave it began.
     last: tokio::sync::Mutex<Option<(Instant, T)>>,
+    /// The least time between the starts of two works.
+    spacing: std::time::Duration,
 }
 
 impl<T: Clone> Default for Coalesced<T> {
     fn default() -> Self {
         Self {
             last: tokio::sync::Mutex::new(None),
+            spacing: std::time::Duration::ZERO,
         }
     }
 }
 
 impl<T: Clone> Coalesced<T> {
+    /// Work begun at most once per `spacing`.
+    pub fn spaced(spacing: std::time::Duration) -> Self {
+        Self {
+            spacing,
+            ..Self::default()
+        }
+    }
+
     /// `work`'s answer, or the answer of work that began after this call did: callers that
     /// arrive while work runs wait for the next, which the first of them does for all.
     pub async fn get<F, Fut>(&self, work: F) -> T
@@ -34,6 +48,10 @@ impl<T: Clone> Coalesced<T> {
             && *began >= asked
         {
             return answer.clone();
+        }
+        if let Some((began, _)) = &*last {
+            // Held meanwhile: whoever asks now waits, and shares what comes next.
+            tokio::time::sleep_until((*began + self.spacing).into()).await;
         }
         let began = Instant::now();
         let answer = work().await;
@@ -74,5 +92,27 @@ mod tests {
         assert!((1..=2).contains(&during_burst), "{during_burst}");
         // Asked after the last work began: never given its answer.
         assert_eq!(ask().await.unwrap(), during_burst + 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn spaced_work_begins_at_most_once_per_interval_and_no_answer_predates_its_ask() {
+        let shared = Arc::new(Coalesced::spaced(Duration::from_millis(200)));
+        let started = Instant::now();
+        let mut begins = Vec::new();
+        for _ in 0..4 {
+            let asked = started.elapsed();
+            let began = shared.get(|| async { started.elapsed() }).await;
+            assert!(
+                began >= asked,
+                "an answer from work begun before it was asked"
+            );
+            begins.push(began);
+        }
+        for pair in begins.windows(2) {
+            assert!(
+                pair[1] - pair[0] >= Duration::from_millis(200),
+                "{begins:?}"
+            );
+        }
     }
 }
