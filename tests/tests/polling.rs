@@ -11,8 +11,6 @@ mod setup;
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
-use tokio::io::AsyncWriteExt;
-
 use setup::*;
 
 /// An HTTP/1.1 server on threads of its own that answers every request at once, so that its
@@ -88,20 +86,26 @@ async fn plugins_poll_for_fast_answers_only_while_one_api_request_is_being_answe
         "fast",
         &format!("http:GET {origin}/oncall"),
         &format!("allowed_hosts = [{origin:?}]"),
-    );
+    ) + &probe_flow("spinning", "loop", "limits = { timeout_ms = 8000 }");
     // The longest limit, so an answer in a debug build still counts as fast.
     let serve = "client_timeout_ms = 60000\n\n[http]\nspin_wait_us = 1000";
     let h = Harness::start(serve, &flows).await;
     submit_until_polled(&h, "fast", answer_polls(&h).await).await;
 
-    // A second API request being answered: a body that trickles in holds its slot.
-    let mut trickling = tokio::net::TcpStream::connect(h.server.as_ref().unwrap().local_addr())
-        .await
-        .unwrap();
-    let head = format!(
-        "POST /v1/flows/fast/requests HTTP/1.1\r\nHost: warden\r\nAuthorization: Bearer {ALICE}\r\nContent-Type: application/json\r\nContent-Length: 20\r\n\r\n{{"
-    );
-    trickling.write_all(head.as_bytes()).await.unwrap();
+    // A second API request being answered: one whose hook spins until its deadline (no
+    // plugin HTTP request of its own, which would stand polling down by itself).
+    let spinning = {
+        let (http, url) = (h.http.clone(), h.url("/v1/flows/spinning/requests"));
+        tokio::spawn(async move {
+            http.post(url)
+                .bearer_auth(ALICE)
+                .body("{}")
+                .send()
+                .await
+                .unwrap()
+                .status()
+        })
+    };
     wait_for_api_in_flight(&h, 1.0).await;
     let before = answer_polls(&h).await;
     for _ in 0..30 {
@@ -115,8 +119,8 @@ async fn plugins_poll_for_fast_answers_only_while_one_api_request_is_being_answe
         "a plugin's request polled while two API requests were being answered"
     );
 
-    // Once it is gone, the next fast answers are polled for again.
-    drop(trickling);
+    // Once it is answered, the next fast answers are polled for again.
+    assert_eq!(spinning.await.unwrap(), 201);
     wait_for_api_in_flight(&h, 0.0).await;
     submit_until_polled(&h, "fast", before).await;
     h.stop().await;

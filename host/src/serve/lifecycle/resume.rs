@@ -15,6 +15,9 @@ use crate::store::requests::{State, Transition, now_ms};
 use super::super::view::requester_of;
 use super::{EXPIRY_POLL, Lifecycle, LifecycleError, WARDEN};
 
+/// How soon access past its end is looked at again when its request was busy.
+const BUSY_RETRY: Duration = Duration::from_millis(500);
+
 impl Lifecycle {
     /// After a restart: requests whose request step was cut short go to a human (their
     /// hook's answer was never recorded); approved requests that were not yet escalated are
@@ -104,14 +107,27 @@ impl Lifecycle {
                         for id in lease.ids.clone() {
                             let lifecycle = lifecycle.clone();
                             running.spawn(async move {
-                                if let Err(e) = lifecycle.deescalate(&id).await {
-                                    tracing::error!(request = %id, "deescalation failed: {e}");
+                                match lifecycle.deescalate(&id).await {
+                                    Ok(done) => done,
+                                    Err(e) => {
+                                        tracing::error!(request = %id, "deescalation failed: {e}");
+                                        true
+                                    }
                                 }
                             });
                         }
-                        while running.join_next().await.is_some() {}
+                        let mut busy = false;
+                        while let Some(done) = running.join_next().await {
+                            busy |= matches!(done, Ok(false));
+                        }
                         if let Err(e) = lease.release().await {
                             tracing::error!("expiry sleeper: {e}");
+                        }
+                        // Access past its end whose request another operation held: looked
+                        // at again shortly, not at the next poll.
+                        if busy {
+                            tokio::time::sleep(BUSY_RETRY).await;
+                            lifecycle.expiry_changed.notify_one();
                         }
                     });
                 }

@@ -24,16 +24,17 @@ struct Removal<'a> {
 
 impl Lifecycle {
     /// Removes access whose time has run out. Doing it twice does nothing the second time.
-    pub async fn deescalate(&self, id: &str) -> Result<(), LifecycleError> {
-        // Busy: another operation, here or on another replica, has it.
+    /// `Ok(false)` when another operation, here or on another replica, has the request: it
+    /// is to be tried again shortly.
+    pub async fn deescalate(&self, id: &str) -> Result<bool, LifecycleError> {
         let mut claim = match self.claim_stored(id).await {
             Ok(claim) => claim,
-            Err(LifecycleError::Busy(_)) => return Ok(()),
+            Err(LifecycleError::Busy(_)) => return Ok(false),
             Err(e) => return Err(e),
         };
         let rec = self.record(id).await?;
         if rec.state != State::Escalated {
-            return Ok(());
+            return Ok(true);
         }
         let warden = self.warden.load_full();
         let requester = requester_of(&rec);
@@ -46,7 +47,7 @@ impl Lifecycle {
         self.deescalate_step(&warden, &mut claim, &rec, removal)
             .await?;
         claim.finish().await?;
-        Ok(())
+        Ok(true)
     }
 
     /// Ends escalated access early (`POST /v1/requests/{id}/revoke`): the deescalate step
