@@ -294,17 +294,12 @@ impl SharedEngine {
 
     /// Each plugin compiled so far, and how it was obtained.
     pub async fn cache_outcomes(&self) -> Vec<(PathBuf, CacheOutcome)> {
-        let compiled: Vec<_> = self
-            .inner
+        self.inner
             .compiled
             .lock()
             .unpoisoned()
             .iter()
-            .map(|(path, cell)| (path.clone(), cell.clone()))
-            .collect();
-        compiled
-            .into_iter()
-            .filter_map(|(path, cell)| Some((path, cell.get()?.2.clone())))
+            .filter_map(|(path, cell)| Some((path.clone(), cell.get()?.2.clone())))
             .collect()
     }
 
