@@ -2,12 +2,13 @@
 //! each plugin in a child process bounded by `[compile]`, stops the compile at the limit,
 //! and refuses the plugin naming the limit; the other flows load and serve.
 
-use std::io::Read;
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use warden_tests::{Scratch, artifacts, shapes, start_serve, toml_path};
+
+mod served;
 
 const TOKEN: &str = "admin-token-compile-cli";
 
@@ -123,37 +124,12 @@ async fn serve_starts_without_a_flow_whose_compile_was_stopped_and_serves_the_ot
     let scratch = Scratch::new();
     let path = config(&scratch, "timeout_seconds = 5", &[]);
     let started = Instant::now();
-    let mut served = start_serve(env!("CARGO_BIN_EXE_warden"), &path, &[], Stdio::piped())
+    let served = start_serve(env!("CARGO_BIN_EXE_warden"), &path, &[], Stdio::piped())
         .unwrap_or_else(|e| panic!("warden serve should start without the slow flow: {e}"));
     assert!(started.elapsed() < Duration::from_secs(30));
-    let mut log = served.child.stderr.take().unwrap();
-    let log = std::thread::spawn(move || {
-        let mut text = String::new();
-        log.read_to_string(&mut text).ok();
-        text
-    });
-    let http = reqwest::Client::new();
-    for (flow, state) in [("good", "escalated"), ("slow", "pending")] {
-        let response = http
-            .post(format!("{}/v1/flows/{flow}/requests", served.url))
-            .bearer_auth(TOKEN)
-            .body("{}")
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status().as_u16(), 201, "{flow}");
-        let text = response.text().await.unwrap();
-        let request: serde_json::Value =
-            serde_json::from_str(&text).unwrap_or_else(|e| panic!("{flow}: {e}: {text}"));
-        assert_eq!(request["state"], state, "{flow}: {request:#}");
-    }
-    let stopped = Command::new("kill")
-        .args(["-TERM", &served.child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(stopped.success());
-    assert!(served.child.wait().unwrap().success());
-    let log = log.join().unwrap();
+    let log =
+        served::file_each_then_stop(served, TOKEN, &[("good", "escalated"), ("slow", "pending")])
+            .await;
     assert!(
         log.contains(&refusal(&scratch, "compiling took longer than 5 s")),
         "{log}"

@@ -2,12 +2,13 @@
 //! `warden hook` refuse the config naming each such flow; `warden serve` logs them and serves
 //! the other flows.
 
-use std::io::Read;
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use warden_tests::{Scratch, artifacts, start_serve, toml_path};
+
+mod served;
 
 const TOKEN: &str = "admin-token-load-cli";
 
@@ -119,40 +120,14 @@ fn check_and_hook_refuse_a_config_whose_plugin_spins_or_traps_while_loading() {
 async fn serve_logs_a_flow_whose_plugin_spins_or_traps_while_loading_and_serves_the_others() {
     let scratch = Scratch::new();
     let path = config(&scratch);
-    let mut served = start_serve(env!("CARGO_BIN_EXE_warden"), &path, &[], Stdio::piped())
+    let served = start_serve(env!("CARGO_BIN_EXE_warden"), &path, &[], Stdio::piped())
         .unwrap_or_else(|e| panic!("warden serve should start without the two flows: {e}"));
-    let mut log = served.child.stderr.take().unwrap();
-    let log = std::thread::spawn(move || {
-        let mut text = String::new();
-        log.read_to_string(&mut text).ok();
-        text
-    });
-    let http = reqwest::Client::new();
-    for (flow, state) in [
+    let expected = [
         ("good", "escalated"),
         ("trap_load", "pending"),
         ("spin_load", "pending"),
-    ] {
-        let response = http
-            .post(format!("{}/v1/flows/{flow}/requests", served.url))
-            .bearer_auth(TOKEN)
-            .body("{}")
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status().as_u16(), 201, "{flow}");
-        let text = response.text().await.unwrap();
-        let request: serde_json::Value =
-            serde_json::from_str(&text).unwrap_or_else(|e| panic!("{flow}: {e}: {text}"));
-        assert_eq!(request["state"], state, "{flow}: {request:#}");
-    }
-    let stopped = Command::new("kill")
-        .args(["-TERM", &served.child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(stopped.success());
-    assert!(served.child.wait().unwrap().success());
-    let log = log.join().unwrap();
+    ];
+    let log = served::file_each_then_stop(served, TOKEN, &expected).await;
     assert_names_both(&log);
     assert!(
         log.contains("the flow's requests go to a human until a reload loads it"),

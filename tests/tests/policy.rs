@@ -588,15 +588,9 @@ async fn a_flow_a_reload_removed_leaves_its_requests_to_admins_to_deny_and_none_
 #[tokio::test(flavor = "multi_thread")]
 async fn unknown_tokens_from_one_address_are_cut_off_for_a_minute_right_guess_or_not() {
     let h = Harness::start().await;
-    for i in 0..warden::config::DEFAULT_UNKNOWN_TOKENS_PER_MINUTE {
-        let r = h
-            .send("GET", "/v1/requests", &format!("guess-{i}"), None)
-            .await;
-        assert_eq!(r.status, 401, "{}", r.text);
-    }
+    guess_api_tokens(&h, 0..warden::config::DEFAULT_UNKNOWN_TOKENS_PER_MINUTE).await;
     // Over the limit the token is not even compared: the right one is refused too.
-    let url = format!("http://{}/v1/requests", h.server.local_addr());
-    let r = h.http.get(&url).bearer_auth(CAROL).send().await.unwrap();
+    let r = list_as_carol(&h).await;
     assert_eq!(r.status(), 429);
     assert_eq!(r.headers()["retry-after"], "60");
     let text = r.text().await.unwrap();
@@ -642,15 +636,24 @@ async fn tokens_guessed_at_the_consoles_sign_in_count_against_the_apis_limit() {
     for i in 0..10 {
         assert_eq!(sign_in(&h, &format!("guess-{i}")).await.status(), 401);
     }
-    for i in 10..limit {
+    guess_api_tokens(&h, 10..limit).await;
+    assert_eq!(list_as_carol(&h).await.status(), 429);
+}
+
+/// Wrong tokens `guess-N` for each N of `range`, each refused 401.
+async fn guess_api_tokens(h: &Harness, range: std::ops::Range<u32>) {
+    for i in range {
         let r = h
             .send("GET", "/v1/requests", &format!("guess-{i}"), None)
             .await;
         assert_eq!(r.status, 401, "{}", r.text);
     }
+}
+
+/// `GET /v1/requests` with the right token, an admin's.
+async fn list_as_carol(h: &Harness) -> reqwest::Response {
     let url = format!("http://{}/v1/requests", h.server.local_addr());
-    let r = h.http.get(&url).bearer_auth(CAROL).send().await.unwrap();
-    assert_eq!(r.status(), 429);
+    h.http.get(&url).bearer_auth(CAROL).send().await.unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread")]
