@@ -62,7 +62,9 @@ pub(crate) fn token_failures(per_minute: u32) -> Option<PerAddress> {
 /// What `/metrics` reads from the store: requests by state, and each channel's outbox.
 pub(crate) type StoreCountsNow = (Vec<(RequestState, u64)>, Vec<(String, u64)>);
 
-pub(crate) fn router(app: Arc<App>, max_body_bytes: usize, client_timeout: Duration) -> Router {
+pub(crate) fn router(app: Arc<App>, settings: &crate::config::ServeSettings) -> Router {
+    let (max_body_bytes, client_timeout) = (settings.max_body_bytes, settings.client_timeout);
+    let bodies = Bodies::new(settings);
     let v1 = Router::new()
         .route("/v1/flows/{flow}/requests", post(submit))
         .route("/v1/requests", get(list))
@@ -73,13 +75,13 @@ pub(crate) fn router(app: Arc<App>, max_body_bytes: usize, client_timeout: Durat
         .route("/v1/admin/reload", post(reload))
         .route("/v1/admin/audit", get(audit))
         .layer(middleware::from_fn_with_state(app.clone(), limit_in_flight))
-        .layer(middleware::from_fn_with_state(max_body_bytes, body_first));
+        .layer(middleware::from_fn_with_state(bodies.clone(), body_first));
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready))
         .route("/metrics", get(metrics))
         .merge(v1)
-        .merge(super::console::router(app.clone(), max_body_bytes))
+        .merge(super::console::router(app.clone(), bodies))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .layer(middleware::from_fn_with_state(
@@ -366,43 +368,93 @@ impl FromRequestParts<Arc<App>> for Caller {
     }
 }
 
-/// Reads a request's whole body (at most `max_body_bytes`, within `client_timeout_ms`: the
-/// layers outside) before [`limit_in_flight`] counts it: a client slow to send a body, or
-/// sending none after its head, then holds its own connection for that long, not one of the
-/// `max_in_flight` slots every user's requests share (64 such connections held them all).
+/// What [`body_first`] may hold: each body at most `max_body_bytes`, and all bodies being
+/// read or answered at once at most `max_in_flight` of them in bytes, counted as they arrive
+/// (what the handlers held before they were read first), so `max_connections` clients
+/// sending bodies cannot make warden hold more.
+#[derive(Clone)]
+pub(crate) struct Bodies {
+    max_body_bytes: usize,
+    bytes: Arc<tokio::sync::Semaphore>,
+}
+
+impl Bodies {
+    fn new(settings: &crate::config::ServeSettings) -> Self {
+        let total = settings
+            .max_in_flight
+            .saturating_mul(settings.max_body_bytes);
+        Self {
+            max_body_bytes: settings.max_body_bytes,
+            bytes: Arc::new(tokio::sync::Semaphore::new(
+                total.min(tokio::sync::Semaphore::MAX_PERMITS),
+            )),
+        }
+    }
+}
+
+/// Reads a request's whole body (within `client_timeout_ms`: the layer outside) before
+/// [`limit_in_flight`] counts it: a client slow to send a body, or sending none after its
+/// head, then holds its own connection for that long, not one of the `max_in_flight` slots
+/// every user's requests share (64 such connections held them all). The bytes read are
+/// counted against [`Bodies`] until the request is answered.
 pub(crate) async fn body_first(
-    State(max_body_bytes): State<usize>,
+    State(bodies): State<Bodies>,
     request: Request,
     next: Next,
 ) -> Response {
-    let (parts, body) = request.into_parts();
-    match axum::body::to_bytes(body, max_body_bytes).await {
-        Ok(bytes) => {
-            next.run(Request::from_parts(parts, Body::from(bytes)))
-                .await
-        }
-        Err(error) => {
-            let too_large =
-                std::iter::successors(Some(&error as &(dyn std::error::Error + 'static)), |e| {
-                    e.source()
-                })
-                .any(|e| e.is::<http_body_util::LengthLimitError>());
-            if too_large {
-                ApiError::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "the request body is larger than serve.max_body_bytes",
-                )
-                .into_response()
-            } else {
-                // A body cut short; one that came too late is answered 408 by `body_in_time`.
-                ApiError::new(
+    use http_body_util::BodyExt;
+    let (parts, mut body) = request.into_parts();
+    let mut bytes = Vec::new();
+    let mut held: Option<tokio::sync::OwnedSemaphorePermit> = None;
+    while let Some(frame) = body.frame().await {
+        let frame = match frame {
+            Ok(frame) => frame,
+            // A body cut short; one that came too late is answered 408 by `body_in_time`.
+            Err(error) => {
+                return ApiError::new(
                     StatusCode::BAD_REQUEST,
                     format!("cannot read the body: {error}"),
                 )
-                .into_response()
+                .into_response();
+            }
+        };
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        if bytes.len() + data.len() > bodies.max_body_bytes {
+            return ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "the request body is larger than serve.max_body_bytes",
+            )
+            .into_response();
+        }
+        let more = u32::try_from(data.len()).unwrap_or(u32::MAX);
+        match bodies.bytes.clone().try_acquire_many_owned(more) {
+            Ok(permit) => match &mut held {
+                Some(held) => held.merge(permit),
+                None => held = Some(permit),
+            },
+            Err(_) => {
+                return busy("warden is reading as many request bodies as it may; retry shortly");
             }
         }
+        bytes.extend_from_slice(&data);
     }
+    let response = next
+        .run(Request::from_parts(parts, Body::from(bytes)))
+        .await;
+    drop(held);
+    response
+}
+
+/// `503` with `Retry-After`: warden is at one of its bounds.
+fn busy(message: &str) -> Response {
+    let mut response = ApiError::new(StatusCode::SERVICE_UNAVAILABLE, message).into_response();
+    response.headers_mut().insert(
+        header::RETRY_AFTER,
+        HeaderValue::from_static(RETRY_AFTER_SECONDS),
+    );
+    response
 }
 
 pub(crate) async fn limit_in_flight(
@@ -411,16 +463,7 @@ pub(crate) async fn limit_in_flight(
     next: Next,
 ) -> Response {
     let Ok(_permit) = app.in_flight.clone().try_acquire_owned() else {
-        let mut response = ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "warden is at serve.max_in_flight requests; retry shortly",
-        )
-        .into_response();
-        response.headers_mut().insert(
-            header::RETRY_AFTER,
-            HeaderValue::from_static(RETRY_AFTER_SECONDS),
-        );
-        return response;
+        return busy("warden is at serve.max_in_flight requests; retry shortly");
     };
     next.run(request).await
 }

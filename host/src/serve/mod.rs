@@ -270,7 +270,7 @@ impl Server {
                 )
             }),
         });
-        let router = api::router(app, settings.max_body_bytes, settings.client_timeout);
+        let router = api::router(app, &settings);
         let limits = connections::ConnectionLimits {
             max_connections: settings.max_connections,
             client_timeout: settings.client_timeout,

@@ -149,6 +149,44 @@ async fn bodies_on_their_way_hold_their_own_connections_not_the_in_flight_slots(
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn bodies_on_their_way_hold_no_more_bytes_than_max_in_flight_bodies() {
+    let h = Harness::start(
+        "max_in_flight = 1\nmax_body_bytes = 1024\nclient_timeout_ms = 5000",
+        &standard_flows(),
+    )
+    .await;
+    // 900 of a promised 1000 bytes, the rest never sent: 900 of the 1024 held.
+    let mut holding = connect(&h).await;
+    let head = format!(
+        "POST /v1/flows/human/requests HTTP/1.1\r\nHost: warden\r\nAuthorization: Bearer {ALICE}\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{}",
+        " ".repeat(900)
+    );
+    holding.write_all(head.as_bytes()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // A body of 200 more bytes does not fit; a request with none does.
+    let reason = "r".repeat(150);
+    let refused = h
+        .submit("human", ALICE, serde_json::json!({ "reason": reason }))
+        .await;
+    assert_eq!(refused.status, 503, "{}", refused.text);
+    assert!(refused.text.contains("request bodies"), "{}", refused.text);
+    assert_eq!(
+        h.send("GET", "/v1/requests", Some(ALICE), None)
+            .await
+            .status,
+        200
+    );
+    // Once the first is answered (408), its bytes are free again.
+    let answer = read_until_closed(&mut holding, Duration::from_secs(10)).await;
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    let filed = h
+        .submit("human", ALICE, serde_json::json!({ "reason": reason }))
+        .await;
+    assert_eq!(filed.status, 201, "{}", filed.text);
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_body_that_does_not_arrive_in_time_is_answered_408_and_nothing_is_filed() {
     let h = Harness::start("client_timeout_ms = 500", &standard_flows()).await;
     let mut conn = connect(&h).await;

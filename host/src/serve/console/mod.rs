@@ -53,7 +53,7 @@ struct Console {
 }
 
 /// The console's routes, with the API's in-flight bound and the pages' security headers.
-pub(crate) fn router(app: Arc<App>, max_body_bytes: usize) -> Router<Arc<App>> {
+pub(crate) fn router(app: Arc<App>, bodies: api::Bodies) -> Router<Arc<App>> {
     let console = Console {
         app: app.clone(),
         attempts: Arc::new(session::sign_in_attempts()),
@@ -71,10 +71,7 @@ pub(crate) fn router(app: Arc<App>, max_body_bytes: usize) -> Router<Arc<App>> {
         .route("/audit", get(audit))
         .layer(middleware::from_fn(security_headers))
         .layer(middleware::from_fn_with_state(app, api::limit_in_flight))
-        .layer(middleware::from_fn_with_state(
-            max_body_bytes,
-            api::body_first,
-        ))
+        .layer(middleware::from_fn_with_state(bodies, api::body_first))
         .with_state(console)
 }
 
