@@ -103,6 +103,30 @@ fn check_stops_compiles_past_their_time_at_once_and_names_the_limit() {
 }
 
 #[test]
+fn check_stops_adapting_a_core_module_past_the_compile_time() {
+    // Adapting a wasm32-wasip1 module to a component is part of compiling it, and bounded
+    // with it: this one's WIT metadata would take minutes to merge.
+    let scratch = Scratch::new();
+    let plugin = scratch.write("slow.wasm", shapes::module_slow_to_adapt(4000));
+    let config = scratch.config(&format!(
+        "[cache]\ndir = \"cache\"\n\n[compile]\ntimeout_seconds = 3\n\n[environments.main]\n\n\
+         [flows.slow]\nenvironment = \"main\"\nplugin = {}\n",
+        toml_path(plugin.to_str().unwrap())
+    ));
+    let (output, took) = check(&config);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&refusal(
+            &scratch,
+            "compiling took longer than 3 s, and was stopped ([compile] timeout_seconds)"
+        )),
+        "{stderr}"
+    );
+    assert!(took < Duration::from_secs(20), "took {took:?}");
+}
+
+#[test]
 fn check_stops_a_compile_past_its_memory_and_names_the_limit() {
     let scratch = Scratch::new();
     let (output, took) = check(&config(&scratch, "memory_mib = 256", &[]));

@@ -95,3 +95,38 @@ pub fn module_slow_to_compile(locals: u32) -> Vec<u8> {
     module.extend(section(10, &functions));
     module
 }
+
+/// A `component-type` custom section's payload as wit-component writes it for the package
+/// `a:p12345` with `world w { export fx12345: func(); }`: the five digits are replaced to
+/// make each section a package of its own (same length, so still well formed).
+const COMPONENT_TYPE_12345: &str = concat!(
+    "0061736d0d0001000019167769742d636f6d706f6e656e742d656e636f64696e",
+    "6704000726014102014102014000010004000766783132333435010004000a61",
+    "3a7031323334352f7704000b0701000177030000002f0970726f647563657273",
+    "010c70726f6365737365642d6279010d7769742d636f6d706f6e656e7407302e",
+    "3235342e32",
+);
+
+/// A core module of nothing but `sections` `component-type` custom sections, each a tiny
+/// package of its own: adapting it to a component (wit-component merges the sections' worlds
+/// one by one, each merge looking at every export so far) takes more than quadratic time,
+/// about 6 s for 4,000 sections in a release build.
+pub fn module_slow_to_adapt(sections: u32) -> Vec<u8> {
+    let template = crate::unhex(COMPONENT_TYPE_12345).expect("hex");
+    let mut module = b"\0asm\x01\0\0\0".to_vec();
+    for i in 0..sections {
+        let digits = format!("{i:05}");
+        let mut payload = template.clone();
+        for at in 0..payload.len() - 4 {
+            if &payload[at..at + 5] == b"12345" {
+                payload[at..at + 5].copy_from_slice(digits.as_bytes());
+            }
+        }
+        let name = format!("component-type:{i}");
+        let mut body = leb(name.len() as u32);
+        body.extend(name.as_bytes());
+        body.extend(payload);
+        module.extend(section(0, &body));
+    }
+    module
+}

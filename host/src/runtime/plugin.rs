@@ -34,10 +34,10 @@ fn compile_bytes(
     bytes: &[u8],
     limits: &CompileLimits,
 ) -> Result<(Component, PluginFormat), String> {
-    let (bytes, format) = if wasmparser::Parser::is_component(bytes) {
-        (std::borrow::Cow::Borrowed(bytes), PluginFormat::Component)
+    let format = if wasmparser::Parser::is_component(bytes) {
+        PluginFormat::Component
     } else if wasmparser::Parser::is_core_wasm(bytes) {
-        (adapt_core_module(bytes)?.into(), PluginFormat::CoreModule)
+        PluginFormat::CoreModule
     } else {
         return Err(format!(
             "not a WebAssembly file ({} bytes, starting {:02x?}); build the plugin with `cargo build --target wasm32-wasip2`",
@@ -45,9 +45,35 @@ fn compile_bytes(
             &bytes[..bytes.len().min(8)]
         ));
     };
-    let component = isolated::compile(engine, copy_on_write, &bytes, limits)?;
+    let component = isolated::compile(engine, copy_on_write, bytes, limits)?;
     check_contract(engine, &component)?;
     Ok((component, format))
+}
+
+/// A plugin file's bytes as a component: a component as it is, a core module adapted. Part
+/// of compiling (and bounded with it): adapting reads the module's WIT metadata, which can
+/// be crafted to take minutes.
+fn to_component(bytes: &[u8]) -> Result<std::borrow::Cow<'_, [u8]>, String> {
+    if wasmparser::Parser::is_component(bytes) {
+        Ok(bytes.into())
+    } else {
+        Ok(adapt_core_module(bytes)?.into())
+    }
+}
+
+/// `bytes` compiled for `engine`, as [`Component::from_binary`], a core module adapted first.
+fn compile_here(engine: &Engine, bytes: &[u8]) -> Result<Component, String> {
+    let component = to_component(bytes)?;
+    Component::from_binary(engine, &component)
+        .map_err(|e| format!("not a valid component: {}", root_message(&e)))
+}
+
+/// `bytes` compiled for `engine` and serialized, as the child process hands it back.
+fn precompile_here(engine: &Engine, bytes: &[u8]) -> Result<Vec<u8>, String> {
+    let component = to_component(bytes)?;
+    engine
+        .precompile_component(&component)
+        .map_err(|e| format!("not a valid component: {}", root_message(&e)))
 }
 
 fn adapt_core_module(bytes: &[u8]) -> Result<Vec<u8>, String> {

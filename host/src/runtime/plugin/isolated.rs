@@ -33,8 +33,9 @@ pub fn compile_in_child_processes(exe: PathBuf) {
     let _ = CHILD_EXE.set(exe);
 }
 
-/// The component for `engine` from a component's `bytes`: compiled in a bounded child when
-/// the binary asked for that, here otherwise.
+/// The component for `engine` from a plugin file's `bytes` (a component, or a core module
+/// adapted first): compiled in a bounded child when the binary asked for that, here
+/// otherwise.
 pub(super) fn compile(
     engine: &Engine,
     copy_on_write: bool,
@@ -42,8 +43,7 @@ pub(super) fn compile(
     limits: &CompileLimits,
 ) -> Result<Component, String> {
     let Some(exe) = CHILD_EXE.get() else {
-        return Component::from_binary(engine, bytes)
-            .map_err(|e| format!("not a valid component: {}", root_message(&e)));
+        return super::compile_here(engine, bytes);
     };
     let artifact = compile_in_child(exe, copy_on_write, bytes, limits)?;
     // SAFETY: the artifact is what this very binary's compiler wrote for an engine of this
@@ -107,7 +107,7 @@ fn compile_in_child(
         ));
     }
     if status.code() == Some(1) && !message.is_empty() {
-        return Err(format!("not a valid component: {message}"));
+        return Err(message.to_string());
     }
     Err(format!(
         "the compiler stopped ({status}){}{message}",
@@ -115,9 +115,9 @@ fn compile_in_child(
     ))
 }
 
-/// The child's side: the component's bytes on standard input, the artifact for the engine
-/// `kind` names (`copying` or `mapping`) on standard output, or the reason on standard error
-/// and exit status 1.
+/// The child's side: the plugin file's bytes on standard input (a core module is adapted
+/// here too), the artifact for the engine `kind` names (`copying` or `mapping`) on standard
+/// output, or the reason on standard error and exit status 1.
 pub fn run_child(kind: &str) -> std::process::ExitCode {
     let result = (|| {
         let copy_on_write = match kind {
@@ -130,9 +130,7 @@ pub fn run_child(kind: &str) -> std::process::ExitCode {
             .read_to_end(&mut bytes)
             .map_err(|e| format!("cannot read the component: {e}"))?;
         let engine = crate::runtime::engine::compiling_engine(copy_on_write)?;
-        let artifact = engine
-            .precompile_component(&bytes)
-            .map_err(|e| root_message(&e))?;
+        let artifact = super::precompile_here(&engine, &bytes)?;
         std::io::stdout()
             .lock()
             .write_all(&artifact)
