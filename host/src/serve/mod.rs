@@ -148,26 +148,44 @@ impl CurrentWarden {
         if config.serve.tokens.is_empty() {
             return Err(ServeError::NoTokens(self.config_path.clone()).to_string());
         }
-        let mut restart_needed_for = Vec::new();
-        if config.serve.listen != before.serve.listen {
-            restart_needed_for.push("serve.listen".to_string());
-        }
-        if config.serve.max_in_flight != before.serve.max_in_flight {
-            restart_needed_for.push("serve.max_in_flight".to_string());
-        }
-        if config.serve.max_body_bytes != before.serve.max_body_bytes {
-            restart_needed_for.push("serve.max_body_bytes".to_string());
-        }
-        if config.serve.max_connections != before.serve.max_connections {
-            restart_needed_for.push("serve.max_connections".to_string());
-        }
-        if config.serve.client_timeout != before.serve.client_timeout {
-            restart_needed_for.push("serve.client_timeout_ms".to_string());
-        }
-        // Plugins' requests use the new one at once; notifications' client keeps its own.
-        if config.http.extra_roots != before.http.extra_roots {
-            restart_needed_for.push("http.ca_file (for notifications)".to_string());
-        }
+        // What the listener, the API's counters and the notifications' client took at start.
+        let (now, then) = (&config.serve, &before.serve);
+        let restart_needed_for = [
+            (now.listen != then.listen, "serve.listen"),
+            (
+                now.max_in_flight != then.max_in_flight,
+                "serve.max_in_flight",
+            ),
+            (
+                now.max_body_bytes != then.max_body_bytes,
+                "serve.max_body_bytes",
+            ),
+            (
+                now.max_connections != then.max_connections,
+                "serve.max_connections",
+            ),
+            (
+                now.client_timeout != then.client_timeout,
+                "serve.client_timeout_ms",
+            ),
+            (
+                now.new_requests_per_minute != then.new_requests_per_minute,
+                "serve.new_requests_per_minute",
+            ),
+            (
+                now.unknown_tokens_per_minute != then.unknown_tokens_per_minute,
+                "serve.unknown_tokens_per_minute",
+            ),
+            // Plugins' requests use the new one at once; notifications' client keeps its own.
+            (
+                config.http.extra_roots != before.http.extra_roots,
+                "http.ca_file (for notifications)",
+            ),
+        ]
+        .into_iter()
+        .filter(|(changed, _)| *changed)
+        .map(|(_, name)| name.to_string())
+        .collect();
         let flows = config.flows.keys().cloned().collect();
         let warden = Warden::start_with_store(config, old.identity_store().clone())
             .await

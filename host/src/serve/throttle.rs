@@ -22,7 +22,15 @@ use crate::Unpoisoned;
 /// `X-Forwarded-For` that is not one of them (each proxy appends the address it was sent
 /// the request from; what comes before, a client may have written).
 pub fn client_addr(headers: &axum::http::HeaderMap, peer: IpAddr, trusted: &[IpAddr]) -> IpAddr {
-    if !trusted.contains(&peer) {
+    // A dual-stack listener sees an IPv4 peer as `::ffff:a.b.c.d`; proxies are named and
+    // write addresses either way.
+    let is_trusted = |addr: &IpAddr| {
+        trusted
+            .iter()
+            .any(|t| t.to_canonical() == addr.to_canonical())
+    };
+    let peer = peer.to_canonical();
+    if !is_trusted(&peer) {
         return peer;
     }
     let forwarded: Vec<&str> = headers
@@ -36,8 +44,8 @@ pub fn client_addr(headers: &axum::http::HeaderMap, peer: IpAddr, trusted: &[IpA
     // address the client wrote before it.
     for entry in forwarded.iter().rev() {
         match forwarded_addr(entry) {
-            Some(addr) if trusted.contains(&addr) => continue,
-            Some(addr) => return addr,
+            Some(addr) if is_trusted(&addr) => continue,
+            Some(addr) => return addr.to_canonical(),
             None => return peer,
         }
     }
@@ -285,6 +293,17 @@ mod tests {
         assert_eq!(forwarded("1.2.3.4, [2001:db8::7]:5555"), ip("2001:db8::7"));
         assert_eq!(forwarded("1.2.3.4, unknown"), proxy);
         assert_eq!(forwarded("1.2.3.4, unknown, 10.0.0.6"), proxy);
+        // IPv4 written as IPv6 (a dual-stack listener's peer, a proxy writing it so) is the
+        // same address.
+        let mapped: IpAddr = "::ffff:10.0.0.5".parse().unwrap();
+        let mut headers = axum::http::HeaderMap::new();
+        headers.append("x-forwarded-for", "1.2.3.4, 198.51.100.7".parse().unwrap());
+        assert_eq!(client_addr(&headers, mapped, &trusted), ip("198.51.100.7"));
+        assert_eq!(
+            forwarded("1.2.3.4, 198.51.100.7, ::ffff:10.0.0.6"),
+            ip("198.51.100.7")
+        );
+        assert_eq!(forwarded("::ffff:198.51.100.7"), ip("198.51.100.7"));
     }
 
     #[test]
