@@ -925,6 +925,29 @@ async fn refused_decisions_in_a_loop_keep_no_one_else_waiting_and_are_audited_wi
     // Frank may not decide `gated`'s requests.
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut loops = Vec::new();
+    // Requests of `four` (two approvals) bob approved once, approving them again in a loop;
+    // and alice revoking her own pending request in a loop. Each is refused (409), and
+    // neither may keep the request from its approvers.
+    let mut fours = Vec::new();
+    for _ in 0..5 {
+        let id = h.submit("four", None, "pending").await;
+        let r = h.act(&id, "approve", BOB, "ok").await;
+        assert_eq!(r.body["state"], "pending", "{}", r.text);
+        fours.push(id);
+    }
+    let other_refusals = {
+        let (h, stop, fours, gated) = (h.clone(), stop.clone(), fours.clone(), gated.clone());
+        tokio::spawn(async move {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                for id in &fours {
+                    let r = h.act(id, "approve", BOB, "again").await;
+                    assert_eq!(r.status, 409, "{}", r.text);
+                }
+                let r = h.act(&gated, "revoke", ALICE, "never granted").await;
+                assert_eq!(r.status, 409, "{}", r.text);
+            }
+        })
+    };
     for _ in 0..4 {
         let (h, stop, gated) = (h.clone(), stop.clone(), gated.clone());
         loops.push(tokio::spawn(async move {
@@ -946,7 +969,14 @@ async fn refused_decisions_in_a_loop_keep_no_one_else_waiting_and_are_audited_wi
         let r = h.act(&id, "revoke", CAROL, "done").await;
         assert_eq!(r.status, 200, "{}", r.text);
     }
+    for id in &fours {
+        let r = h.act(id, "approve", ERIN, "ok").await;
+        assert_eq!(r.status, 200, "{}", r.text);
+        assert_eq!(r.body["state"], "escalated", "{}", r.text);
+    }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    // (Bob approving one erin escalated: refused as not pending, 409 as well.)
+    other_refusals.await.unwrap();
     let mut refused = 0;
     for l in loops {
         refused += l.await.unwrap();
@@ -969,4 +999,30 @@ async fn refused_decisions_in_a_loop_keep_no_one_else_waiting_and_are_audited_wi
         )),
         "{metrics}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_nul_in_a_reason_an_id_or_a_filter_is_refused_or_finds_nothing() {
+    // PostgreSQL's text cannot hold a NUL: refused before anything is written, on every
+    // store alike.
+    let h = Harness::start().await;
+    let id = h.submit("open", None, "pending").await;
+    for (verb, token) in [("approve", BOB), ("deny", BOB)] {
+        let r = h.act(&id, verb, token, "ok\u{0}").await;
+        assert_eq!(r.status, 422, "{}", r.text);
+        assert!(r.text.contains("NUL"), "{}", r.text);
+    }
+    assert_eq!(h.act(&id, "approve", BOB, "ok").await.status, 200);
+    let r = h.act(&id, "revoke", ALICE, "done\u{0}").await;
+    assert_eq!(r.status, 422, "{}", r.text);
+    assert_eq!(h.get(&id).await["state"], "escalated");
+    let r = h.send("GET", "/v1/requests/a%00b", CAROL, None).await;
+    assert_eq!(r.status, 404, "{}", r.text);
+    for query in ["flow=a%00", "before=1-a%00"] {
+        let r = h
+            .send("GET", &format!("/v1/requests?{query}"), CAROL, None)
+            .await;
+        assert_eq!(r.status, 200, "{query}: {}", r.text);
+        assert_eq!(r.body["requests"], json!([]), "{query}");
+    }
 }

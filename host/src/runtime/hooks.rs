@@ -122,7 +122,18 @@ pub enum Decision {
 
 impl Decision {
     pub fn from_wit(decision: WitDecision) -> Self {
-        let bounded = |text: Option<String>| text.map(|t| truncate(t, MAX_REASON_BYTES));
+        // A NUL is shown as U+FFFD: a reason is stored as text, and PostgreSQL's text cannot
+        // hold one (writing it would fail the request's step).
+        let bounded = |text: Option<String>| {
+            text.map(|t| {
+                let t = if t.contains('\0') {
+                    t.replace('\0', "\u{fffd}")
+                } else {
+                    t
+                };
+                truncate(t, MAX_REASON_BYTES)
+            })
+        };
         match decision {
             WitDecision::Continue => Self::Continue,
             WitDecision::Approve(reason) => Self::Approve {
@@ -242,6 +253,17 @@ mod tests {
         assert!(
             r.len() <= MAX_REASON_BYTES && r.ends_with("more bytes)"),
             "{r}"
+        );
+    }
+
+    #[test]
+    fn a_plugins_reason_keeps_no_nul() {
+        let decision = Decision::from_wit(WitDecision::Approve(Some("on\0call".into())));
+        assert_eq!(
+            decision,
+            Decision::Approve {
+                reason: Some("on\u{fffd}call".into())
+            }
         );
     }
 }

@@ -178,9 +178,18 @@ impl From<LifecycleError> for ApiError {
             LifecycleError::InvalidField { field, .. } => Some(field.clone()),
             _ => None,
         };
+        // What the store said names it (a PostgreSQL URL, a file) and its internals: logged
+        // above for the operator, not told to whoever holds a token.
+        let message = match &e {
+            LifecycleError::Store(_) => {
+                "the store is unavailable or refused the change; nothing was changed, try again"
+                    .to_string()
+            }
+            _ => e.to_string(),
+        };
         Self {
             status,
-            message: e.to_string(),
+            message,
             field,
         }
     }

@@ -310,7 +310,17 @@ impl Drop for Claim {
             let written = if nothing {
                 store.release_request(&step.id).await
             } else {
-                store.commit_step(step).await.map(|_| ())
+                let id = step.id.clone();
+                let written = store.commit_step(step).await.map(|_| ());
+                // The write that was to let the store's claim go did not: let it go alone, so
+                // the request is not busy for everyone until the claim's lease runs out.
+                if written.is_err()
+                    && held
+                    && let Err(e) = store.release_request(&id).await
+                {
+                    tracing::error!(request = %id, "cannot release the request: {e}");
+                }
+                written
             };
             done(written)
         });

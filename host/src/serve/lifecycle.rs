@@ -58,6 +58,20 @@ const WARDEN: &str = "warden";
 /// audit log and every notification).
 pub const MAX_REASON_BYTES: usize = 2000;
 
+/// A person's reason for a decision or a revoke: at most [`MAX_REASON_BYTES`], and no NUL
+/// (which PostgreSQL's text cannot hold: the change would fail when written).
+pub(crate) fn check_reason(reason: Option<&str>) -> Result<(), LifecycleError> {
+    match reason {
+        Some(r) if r.len() > MAX_REASON_BYTES => Err(LifecycleError::Invalid(format!(
+            "`reason` is longer than {MAX_REASON_BYTES} bytes"
+        ))),
+        Some(r) if r.contains('\0') => Err(LifecycleError::Invalid(
+            "`reason` holds a NUL character".into(),
+        )),
+        _ => Ok(()),
+    }
+}
+
 enum Verdict {
     Approve(Option<String>),
     Deny(Option<String>),
@@ -170,6 +184,9 @@ impl Lifecycle {
     }
 
     async fn record(&self, id: &str) -> Result<RequestRecord, LifecycleError> {
+        if id.contains('\0') {
+            return Err(LifecycleError::NotFound(id.to_string()));
+        }
         self.store
             .request(id)
             .await?
@@ -177,6 +194,10 @@ impl Lifecycle {
     }
 
     pub async fn view(&self, id: &str) -> Result<RequestView, LifecycleError> {
+        // No request id holds a NUL, and PostgreSQL's text cannot be asked about one.
+        if id.contains('\0') {
+            return Err(LifecycleError::NotFound(id.to_string()));
+        }
         let (rec, history) = self
             .store
             .request_with_history(id)
@@ -367,11 +388,7 @@ impl Lifecycle {
             .check("approver")
             .map_err(|e| LifecycleError::Invalid(e.0))?;
         let (Verdict::Approve(reason) | Verdict::Deny(reason)) = &verdict;
-        if reason.as_ref().is_some_and(|r| r.len() > MAX_REASON_BYTES) {
-            return Err(LifecycleError::Invalid(format!(
-                "`reason` is longer than {MAX_REASON_BYTES} bytes"
-            )));
-        }
+        check_reason(reason.as_deref())?;
         // Whether the request is pending and the caller may decide it is settled before the
         // request is claimed: a caller refused over and over (or deciding a request long
         // decided) would otherwise keep it busy for those who may, a revoke or its expiry.
@@ -426,29 +443,39 @@ impl Lifecycle {
                 });
             }
         }
+        let multi_approval =
+            matches!(verdict, Verdict::Approve(_)) && policy.approvals_required > 1;
+        // Who the approval counts as, and the approvals so far under the policy now serving:
+        // one from someone a reload took off the flow's approvers (or a self-approval it no
+        // longer allows) no longer counts. An approver approving again is refused before the
+        // claim too, and checked again under it.
+        let who = named_by.as_deref().unwrap_or(&approver_email).trim();
+        let approvals = async |id: &str| -> Result<Vec<String>, LifecycleError> {
+            let so_far = approvals_so_far(&self.store.history(id).await?, |a| {
+                policy.allows(a)
+                    && (self_approval_allowed || !a.trim().eq_ignore_ascii_case(&rec.requester))
+            });
+            if so_far.contains(&who.to_ascii_lowercase()) {
+                return Err(LifecycleError::AlreadyApproved {
+                    id: id.to_string(),
+                    approver: who.to_string(),
+                    count: so_far.len(),
+                    required: policy.approvals_required,
+                });
+            }
+            Ok(so_far)
+        };
+        if multi_approval {
+            approvals(id).await?;
+        }
         let mut claim = self.claim_stored(id).await?;
         // Again, now that no one else can move it.
         let rec = self.pending(id).await?;
         if let Verdict::Approve(reason) = &verdict
-            && policy.approvals_required > 1
+            && multi_approval
         {
             let required = policy.approvals_required;
-            let history = self.store.history(id).await?;
-            // Approvals count under the policy now serving: one from someone a reload took
-            // off the flow's approvers (or a self-approval it no longer allows) no longer does.
-            let so_far = approvals_so_far(&history, |a| {
-                policy.allows(a)
-                    && (self_approval_allowed || !a.trim().eq_ignore_ascii_case(&rec.requester))
-            });
-            let who = named_by.as_deref().unwrap_or(&approver_email);
-            if so_far.contains(&who.trim().to_ascii_lowercase()) {
-                return Err(LifecycleError::AlreadyApproved {
-                    id: id.to_string(),
-                    approver: who.trim().to_string(),
-                    count: so_far.len(),
-                    required,
-                });
-            }
+            let so_far = approvals(id).await?;
             let count = so_far.len() as u32 + 1;
             claim.note(HistoryEntry {
                 at: now_ms(),

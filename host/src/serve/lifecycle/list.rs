@@ -35,6 +35,15 @@ impl Lifecycle {
         mut query: ListQuery,
         visible: impl Fn(&RequestView) -> bool,
     ) -> Result<Page, LifecycleError> {
+        // No flow name or request id holds a NUL (PostgreSQL's text cannot even be asked
+        // about one): nothing to list.
+        let nul = |text: Option<&str>| text.is_some_and(|t| t.contains('\0'));
+        if nul(query.flow.as_deref()) || nul(query.before.as_ref().map(|c| c.id.as_str())) {
+            return Ok(Page {
+                requests: Vec::new(),
+                next: None,
+            });
+        }
         let wanted = query.limit.max(1);
         query.window = WINDOW;
         let (mut requests, mut read, mut bytes) = (Vec::new(), 0, 0);

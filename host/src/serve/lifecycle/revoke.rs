@@ -9,7 +9,7 @@ use crate::store::requests::{RequestRecord, State, Transition};
 
 use super::super::claim::Claim;
 use super::super::view::requester_of;
-use super::{Lifecycle, LifecycleError, MAX_REASON_BYTES, RequestView, WARDEN};
+use super::{Lifecycle, LifecycleError, RequestView, WARDEN};
 
 /// Who removes access, and how the history and the audit log say it.
 struct Removal<'a> {
@@ -62,19 +62,22 @@ impl Lifecycle {
         revoker
             .check("revoker")
             .map_err(|e| LifecycleError::Invalid(e.0))?;
-        if reason.as_ref().is_some_and(|r| r.len() > MAX_REASON_BYTES) {
-            return Err(LifecycleError::Invalid(format!(
-                "`reason` is longer than {MAX_REASON_BYTES} bytes"
-            )));
-        }
+        super::check_reason(reason.as_deref())?;
+        // Refused before the claim too: a caller revoking a request that is not escalated, over
+        // and over, would otherwise keep it busy for its approvers.
+        let escalated = async || -> Result<RequestRecord, LifecycleError> {
+            let rec = self.record(id).await?;
+            if rec.state != State::Escalated {
+                return Err(LifecycleError::NotRevocable {
+                    id: id.to_string(),
+                    state: rec.state,
+                });
+            }
+            Ok(rec)
+        };
+        escalated().await?;
         let mut claim = self.claim_stored(id).await?;
-        let rec = self.record(id).await?;
-        if rec.state != State::Escalated {
-            return Err(LifecycleError::NotRevocable {
-                id: id.to_string(),
-                state: rec.state,
-            });
-        }
+        let rec = escalated().await?;
         let warden = self.warden.load_full();
         let who = revoker.email.trim().to_string();
         let reason = match reason {
