@@ -329,7 +329,7 @@ impl SharedEngine {
                         .engine;
                     cache
                         .load_or_compile(engine, large, &owned)
-                        .map_err(|message| (message, Blame::Plugin))
+                        .map_err(|e| (e.message, e.blame))
                 })
                 .await
                 .map_err(|e| (format!("compilation panicked: {e}"), Blame::Host))?

@@ -11,6 +11,7 @@ use wasmtime::Engine;
 use wasmtime::component::Component;
 
 use crate::config::CompileLimits;
+use crate::runtime::report::Blame;
 
 pub use cache::{CacheOutcome, PluginCache, user_cache_dir};
 
@@ -26,6 +27,39 @@ pub enum PluginFormat {
     CoreModule,
 }
 
+/// Why a plugin file did not become a component, and whose fault that is: the plugin's
+/// (not WebAssembly, invalid, over a bound) unless the host failed at its own part (the
+/// compiler could not be started, or what it made could not be loaded).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CompileError {
+    pub message: String,
+    pub blame: Blame,
+}
+
+impl CompileError {
+    pub(crate) fn host(message: String) -> Self {
+        Self {
+            message,
+            blame: Blame::Host,
+        }
+    }
+}
+
+impl From<String> for CompileError {
+    fn from(message: String) -> Self {
+        Self {
+            message,
+            blame: Blame::Plugin,
+        }
+    }
+}
+
+impl std::fmt::Display for CompileError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
 /// The component for `engine` (of the kind that maps memory images when `copy_on_write`)
 /// from a plugin file's `bytes`.
 fn compile_bytes(
@@ -33,7 +67,7 @@ fn compile_bytes(
     copy_on_write: bool,
     bytes: &[u8],
     limits: &CompileLimits,
-) -> Result<(Component, PluginFormat), String> {
+) -> Result<(Component, PluginFormat), CompileError> {
     let format = if wasmparser::Parser::is_component(bytes) {
         PluginFormat::Component
     } else if wasmparser::Parser::is_core_wasm(bytes) {
@@ -43,7 +77,8 @@ fn compile_bytes(
             "not a WebAssembly file ({} bytes, starting {:02x?}); build the plugin with `cargo build --target wasm32-wasip2`",
             bytes.len(),
             &bytes[..bytes.len().min(8)]
-        ));
+        )
+        .into());
     };
     let component = isolated::compile(engine, copy_on_write, bytes, limits)?;
     check_contract(engine, &component)?;
@@ -62,10 +97,10 @@ fn to_component(bytes: &[u8]) -> Result<std::borrow::Cow<'_, [u8]>, String> {
 }
 
 /// `bytes` compiled for `engine`, as [`Component::from_binary`], a core module adapted first.
-fn compile_here(engine: &Engine, bytes: &[u8]) -> Result<Component, String> {
+fn compile_here(engine: &Engine, bytes: &[u8]) -> Result<Component, CompileError> {
     let component = to_component(bytes)?;
     Component::from_binary(engine, &component)
-        .map_err(|e| format!("not a valid component: {}", root_message(&e)))
+        .map_err(|e| format!("not a valid component: {}", root_message(&e)).into())
 }
 
 /// `bytes` compiled for `engine` and serialized, as the child process hands it back.

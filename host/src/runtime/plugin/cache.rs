@@ -18,7 +18,7 @@ use wasmtime::Engine;
 use wasmtime::component::Component;
 
 use super::private_dir::PrivateDir;
-use super::{PluginFormat, check_contract, compile_bytes, root_message};
+use super::{CompileError, PluginFormat, check_contract, compile_bytes, root_message};
 use crate::config::CompileLimits;
 
 /// How a plugin was obtained, for logs and benchmarks.
@@ -177,7 +177,7 @@ impl PluginCache {
         engine: &Engine,
         copy_on_write: bool,
         path: &Path,
-    ) -> Result<(Component, PluginFormat, CacheOutcome), String> {
+    ) -> Result<(Component, PluginFormat, CacheOutcome), CompileError> {
         let compile = |bytes: &[u8]| compile_bytes(engine, copy_on_write, bytes, &self.limits);
         let dir = match &self.dir {
             Ok(dir) => PrivateDir::open_or_create(dir),

@@ -19,7 +19,7 @@ use wasmtime::component::Component;
 use crate::config::CompileLimits;
 use crate::runtime::child::{Bounds, Ended, run_bounded};
 
-use super::root_message;
+use super::{CompileError, root_message};
 
 /// The hidden subcommand the child runs.
 pub const CHILD_COMMAND: &str = "__compile-plugin";
@@ -41,7 +41,7 @@ pub(super) fn compile(
     copy_on_write: bool,
     bytes: &[u8],
     limits: &CompileLimits,
-) -> Result<Component, String> {
+) -> Result<Component, CompileError> {
     let Some(exe) = CHILD_EXE.get() else {
         return super::compile_here(engine, bytes);
     };
@@ -49,8 +49,12 @@ pub(super) fn compile(
     // SAFETY: the artifact is what this very binary's compiler wrote for an engine of this
     // kind, handed over a pipe only this process holds; wasmtime checks it was made for an
     // engine like this one.
-    unsafe { Component::deserialize(engine, &artifact) }
-        .map_err(|e| format!("cannot load what the compiler made: {}", root_message(&e)))
+    unsafe { Component::deserialize(engine, &artifact) }.map_err(|e| {
+        CompileError::host(format!(
+            "cannot load what the compiler made: {}",
+            root_message(&e)
+        ))
+    })
 }
 
 fn compile_in_child(
@@ -58,7 +62,7 @@ fn compile_in_child(
     copy_on_write: bool,
     bytes: &[u8],
     limits: &CompileLimits,
-) -> Result<Vec<u8>, String> {
+) -> Result<Vec<u8>, CompileError> {
     let mut command = Command::new(exe);
     command
         .arg(CHILD_COMMAND)
@@ -73,8 +77,12 @@ fn compile_in_child(
         max_stderr: 16 * 1024,
     };
     let mib = limits.memory_bytes >> 20;
-    let ended = run_bounded(command, Some(bytes.to_vec()), &bounds)
-        .map_err(|e| format!("cannot start the compiler ({}): {e}", exe.display()))?;
+    let ended = run_bounded(command, Some(bytes.to_vec()), &bounds).map_err(|e| {
+        CompileError::host(format!(
+            "cannot start the compiler ({}): {e}",
+            exe.display()
+        ))
+    })?;
     let (status, stdout, stderr) = match ended {
         Ended::Exited {
             status,
@@ -86,12 +94,14 @@ fn compile_in_child(
                 "compiling took longer than {} s, and was stopped ([compile] timeout_seconds); \
                  a plugin this slow to compile is likely crafted to be",
                 limits.timeout.as_secs()
-            ));
+            )
+            .into());
         }
         Ended::TooMuchOutput => {
             return Err(format!(
                 "compiled to more than {mib} MiB, and was stopped ([compile] memory_mib)"
-            ));
+            )
+            .into());
         }
     };
     let message = String::from_utf8_lossy(&stderr);
@@ -104,15 +114,16 @@ fn compile_in_child(
     if message.contains("memory allocation of") || message.contains("os error 12") {
         return Err(format!(
             "compiling needed more than {mib} MiB, and was stopped ([compile] memory_mib)"
-        ));
+        )
+        .into());
     }
     if status.code() == Some(1) && !message.is_empty() {
-        return Err(message.to_string());
+        return Err(message.to_string().into());
     }
-    Err(format!(
+    Err(CompileError::host(format!(
         "the compiler stopped ({status}){}{message}",
         if message.is_empty() { "" } else { ": " }
-    ))
+    )))
 }
 
 /// The child's side: the plugin file's bytes on standard input (a core module is adapted
@@ -142,5 +153,59 @@ pub fn run_child(kind: &str) -> std::process::ExitCode {
             eprintln!("{message}");
             std::process::ExitCode::from(1)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::runtime::report::Blame;
+
+    fn limits() -> CompileLimits {
+        CompileLimits {
+            timeout: Duration::from_secs(20),
+            memory_bytes: 256 << 20,
+        }
+    }
+
+    /// A stand-in for the compiler: a shell script.
+    fn compiler(dir: &tempfile::TempDir, script: &str) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let path = dir.path().join("compiler");
+        std::fs::write(&path, format!("#!/bin/sh\n{script}\n")).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        path
+    }
+
+    #[test]
+    fn a_compiler_that_cannot_run_is_the_hosts_fault_and_what_it_refuses_the_plugins() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("no-such-warden");
+        let error = compile_in_child(&missing, false, b"", &limits()).unwrap_err();
+        assert_eq!(error.blame, Blame::Host, "{error}");
+        assert!(
+            error.message.starts_with("cannot start the compiler"),
+            "{error}"
+        );
+
+        let crashed = compiler(&dir, "kill -SEGV $$");
+        let error = compile_in_child(&crashed, false, b"", &limits()).unwrap_err();
+        assert_eq!(error.blame, Blame::Host, "{error}");
+        assert!(error.message.starts_with("the compiler stopped"), "{error}");
+
+        let refused = compiler(
+            &dir,
+            "cat >/dev/null; echo 'not a valid component: bad' >&2; exit 1",
+        );
+        let error = compile_in_child(&refused, false, b"plugin", &limits()).unwrap_err();
+        assert_eq!(
+            error,
+            CompileError {
+                message: "not a valid component: bad".into(),
+                blame: Blame::Plugin
+            }
+        );
     }
 }
