@@ -87,6 +87,10 @@ impl IdentitiesInstance {
                 "email is longer than {MAX_FIELD_LEN} bytes"
             )));
         };
+        // None is stored with a NUL (and PostgreSQL's text cannot be asked about one).
+        if email.contains('\0') {
+            return Ok(None);
+        }
         let (service, service_id) = (service.kept(), service_id.kept());
         self.store
             .lookup_identity(email, service, service_id)
@@ -127,12 +131,16 @@ impl IdentitiesInstance {
     }
 }
 
-/// `value` if it is neither blank nor longer than [`MAX_FIELD_LEN`].
+/// `value` if it is neither blank nor longer than [`MAX_FIELD_LEN`], and holds no NUL (which
+/// PostgreSQL's text cannot: the same identity must be storable in either store).
 fn checked_field<'a>(name: &str, value: &'a Passed) -> Result<&'a str, IdentityError> {
     if value.is_blank() {
         return Err(IdentityError::Invalid(format!("{name} is empty")));
     }
     match value.whole() {
+        Some(text) if text.contains('\0') => Err(IdentityError::Invalid(format!(
+            "{name} holds a NUL character"
+        ))),
         Some(text) if text.len() <= MAX_FIELD_LEN => Ok(text),
         _ => Err(IdentityError::Invalid(format!(
             "{name} is longer than {MAX_FIELD_LEN} bytes"
@@ -292,6 +300,17 @@ mod tests {
                     .await
             ),
             "`no-at-sign` is not an email address"
+        );
+        // What PostgreSQL's text cannot hold is refused on either store, and found nowhere.
+        assert_eq!(
+            invalid(ids.persist(ok_email, service, id, &"u\0v".into()).await),
+            "user-id holds a NUL character"
+        );
+        assert!(
+            ids.lookup(&"a\0@example.com".into(), service, id)
+                .await
+                .unwrap()
+                .is_none()
         );
         // Invalid fields are no refusals: the flow grants the service.
         assert!(ids.finish().refusals.is_empty());
