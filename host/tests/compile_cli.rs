@@ -127,6 +127,58 @@ fn check_stops_adapting_a_core_module_past_the_compile_time() {
 }
 
 #[test]
+fn a_plugin_compiled_to_far_more_than_its_size_is_refused() {
+    // 25 mostly empty memories, each compiled to a 16 MiB image: 400 MB from a 9 MB file,
+    // which warden would hold several times over while loading it and once while serving.
+    let scratch = Scratch::new();
+    let trivial = std::fs::read(artifacts::TRIVIAL).unwrap();
+    let plugin = scratch.write(
+        "slow.wasm",
+        shapes::with_sparse_images(&trivial, 25, 9_000_000),
+    );
+    let config = scratch.config(&format!(
+        "[cache]\ndir = \"cache\"\n\n[environments.main]\n\n\
+         [flows.slow]\nenvironment = \"main\"\nplugin = {}\n",
+        toml_path(plugin.to_str().unwrap())
+    ));
+    let (output, _) = check(&config);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&refusal(
+            &scratch,
+            "compiled to more than 98 MiB (four times the plugin file and 64 MiB"
+        )),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_plugin_over_the_pools_limits_is_refused_as_the_plugins_fault() {
+    // Checked as the compiled plugin is loaded into the pooled engine, after the child.
+    let scratch = Scratch::new();
+    let trivial = std::fs::read(artifacts::TRIVIAL).unwrap();
+    let mut two_memories = b"\0asm\x01\0\0\0".to_vec();
+    two_memories.extend(shapes::section(5, &[2, 0, 1, 0, 1]));
+    let plugin = scratch.write(
+        "slow.wasm",
+        shapes::with_extra_module(&trivial, &two_memories, 1),
+    );
+    let config = scratch.config(&format!(
+        "[environments.main]\n\n[flows.slow]\nenvironment = \"main\"\nplugin = {}\n",
+        toml_path(plugin.to_str().unwrap())
+    ));
+    let (output, _) = check(&config);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&refusal(&scratch, "not a valid component: ")),
+        "{stderr}"
+    );
+    assert!(stderr.contains("pooling allocator"), "{stderr}");
+}
+
+#[test]
 fn check_stops_a_compile_past_its_memory_and_names_the_limit() {
     let scratch = Scratch::new();
     let (output, took) = check(&config(&scratch, "memory_mib = 256", &[]));

@@ -130,3 +130,50 @@ pub fn module_slow_to_adapt(sections: u32) -> Vec<u8> {
     }
     module
 }
+
+/// `n` as signed LEB128.
+fn sleb(mut n: i64) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let byte = (n & 0x7f) as u8;
+        n >>= 7;
+        if (n == 0 && byte & 0x40 == 0) || (n == -1 && byte & 0x40 != 0) {
+            out.push(byte);
+            return out;
+        }
+        out.push(byte | 0x80);
+    }
+}
+
+/// A core module with a memory of 257 pages holding one byte at its start and one 16 MiB
+/// on: nearly empty, but compiled (for the engine that maps memory images) to a 16 MiB image.
+pub fn module_with_a_sparse_image() -> Vec<u8> {
+    let mut memory = vec![1, 0];
+    memory.extend(leb(257));
+    let mut data = leb(2);
+    for offset in [0i64, (16 << 20) - 70_000] {
+        data.extend([0, 0x41]); // active, memory 0, i32.const
+        data.extend(sleb(offset));
+        data.extend([0x0b, 1, 0xff]); // end; one byte
+    }
+    let mut module = b"\0asm\x01\0\0\0".to_vec();
+    module.extend(section(5, &memory));
+    module.extend(section(11, &data));
+    module
+}
+
+/// `component` with `modules` of [`module_with_a_sparse_image`] (never instantiated) and
+/// a custom section making the file `pad_to` bytes or more: a file that size is compiled for
+/// the engine that maps memory images, and compiles to `modules` × 16 MiB.
+pub fn with_sparse_images(component: &[u8], modules: u32, pad_to: usize) -> Vec<u8> {
+    let mut out = component.to_vec();
+    for _ in 0..modules {
+        out = with_extra_module(&out, &module_with_a_sparse_image(), 0);
+    }
+    let padding = pad_to.saturating_sub(out.len());
+    let mut custom = leb(3);
+    custom.extend(b"pad");
+    custom.extend(std::iter::repeat_n(0u8, padding));
+    out.extend(section(0, &custom));
+    out
+}

@@ -1026,3 +1026,28 @@ async fn a_nul_in_a_reason_an_id_or_a_filter_is_refused_or_finds_nothing() {
         assert_eq!(r.body["requests"], json!([]), "{query}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_admins_refusals_are_audited_within_the_bound_whoever_they_name() {
+    let h = Harness::start().await;
+    let id = h.submit("gated", None, "pending").await;
+    for i in 0..25 {
+        let named = json!({ "approver": { "email": format!("x{i}@example.com") }, "reason": "ok" });
+        let r = h
+            .send(
+                "POST",
+                &format!("/v1/requests/{id}/approve"),
+                CAROL,
+                Some(named),
+            )
+            .await;
+        assert_eq!(r.status, 403, "{}", r.text);
+    }
+    let audited = h
+        .audit()
+        .await
+        .iter()
+        .filter(|e| e["action"] == "decide-refused")
+        .count();
+    assert_eq!(audited, 20);
+}

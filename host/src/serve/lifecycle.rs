@@ -398,6 +398,8 @@ impl Lifecycle {
         let by_admin = admin.is_some();
         // The admin who named someone else: recorded beside them, and counted as the admin.
         let named_by = admin.filter(|a| !a.trim().eq_ignore_ascii_case(&approver_email));
+        // Who called: counted for the refusals audited.
+        let caller = named_by.as_deref().unwrap_or(&approver_email);
         // Who the history and the audit log say decided.
         let actor = match &named_by {
             Some(admin) => format!("{approver_email} (named by admin {admin})"),
@@ -408,7 +410,7 @@ impl Lifecycle {
         let flow_removed = flow.is_none();
         let self_approval_allowed = flow.is_some_and(|f| f.allow_self_approval);
         if flow_removed && matches!(verdict, Verdict::Approve(_)) {
-            self.refused(&actor, id, "approve-refused", "flow removed")
+            self.refused(caller, &actor, id, "approve-refused", "flow removed")
                 .await?;
             return Err(LifecycleError::FlowRemoved {
                 id: id.to_string(),
@@ -419,8 +421,14 @@ impl Lifecycle {
         if let Some(why) = not_an_approver(&policy, &rec.flow, &approver_email)
             && !admin_clears_removed_flow
         {
-            self.refused(&actor, id, "decide-refused", "not an approver of the flow")
-                .await?;
+            self.refused(
+                caller,
+                &actor,
+                id,
+                "decide-refused",
+                "not an approver of the flow",
+            )
+            .await?;
             return Err(LifecycleError::NotApprover(why));
         }
         if matches!(verdict, Verdict::Approve(_)) {
@@ -434,7 +442,7 @@ impl Lifecycle {
             if let Some(approver) = self_approver
                 && !self_approval_allowed
             {
-                self.refused(&actor, id, "approve-refused", "self-approval")
+                self.refused(caller, &actor, id, "approve-refused", "self-approval")
                     .await?;
                 return Err(LifecycleError::SelfApproval {
                     id: id.to_string(),
@@ -511,6 +519,7 @@ impl Lifecycle {
     /// `warden_api_refusals_not_audited_total`, the first of them logged.
     async fn refused(
         &self,
+        caller: &str,
         who: &str,
         id: &str,
         action: &str,
@@ -518,12 +527,12 @@ impl Lifecycle {
     ) -> Result<(), LifecycleError> {
         if self
             .audited_refusals
-            .attempt(&who.to_ascii_lowercase(), std::time::Instant::now())
+            .attempt(caller, std::time::Instant::now())
             .is_err()
         {
             if self.metrics.refusal_not_audited() == 1 {
                 tracing::warn!(
-                    who,
+                    caller,
                     "more than {AUDITED_REFUSALS_PER_MINUTE} refused decisions in a minute; \
                      further ones are counted (warden_api_refusals_not_audited_total), not audited"
                 );

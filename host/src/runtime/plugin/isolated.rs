@@ -50,10 +50,15 @@ pub(super) fn compile(
     // kind, handed over a pipe only this process holds; wasmtime checks it was made for an
     // engine like this one.
     unsafe { Component::deserialize(engine, &artifact) }.map_err(|e| {
-        CompileError::host(format!(
-            "cannot load what the compiler made: {}",
-            root_message(&e)
-        ))
+        let message = root_message(&e);
+        // The pool's limits are checked as the component is loaded (so here, not in the
+        // child, whose engine has no pool): a plugin over them is at fault, as when it
+        // compiles here.
+        if message.contains("pooling allocator") {
+            CompileError::from(format!("not a valid component: {message}"))
+        } else {
+            CompileError::host(format!("cannot load what the compiler made: {message}"))
+        }
     })
 }
 
@@ -68,11 +73,11 @@ fn compile_in_child(
         .arg(CHILD_COMMAND)
         .arg(if copy_on_write { "mapping" } else { "copying" })
         .env_clear();
+    let max_artifact = max_artifact_bytes(bytes.len(), limits);
     let bounds = Bounds {
         timeout: limits.timeout,
         memory_bytes: Some(limits.memory_bytes),
-        // The compiled plugin lives in the child's memory first: it cannot be larger.
-        max_stdout: usize::try_from(limits.memory_bytes).unwrap_or(usize::MAX),
+        max_stdout: max_artifact,
         stop_past_max_stdout: true,
         max_stderr: 16 * 1024,
     };
@@ -99,7 +104,10 @@ fn compile_in_child(
         }
         Ended::TooMuchOutput => {
             return Err(format!(
-                "compiled to more than {mib} MiB, and was stopped ([compile] memory_mib)"
+                "compiled to more than {} MiB (four times the plugin file and 64 MiB, at most \
+                 [compile] memory_mib), and was stopped: a plugin is crafted to compile so \
+                 large (memory images of its modules, mostly empty)",
+                max_artifact >> 20
             )
             .into());
         }
@@ -124,6 +132,19 @@ fn compile_in_child(
         "the compiler stopped ({status}){}{message}",
         if message.is_empty() { "" } else { ": " }
     )))
+}
+
+/// The most a compiled plugin may take: four times its file and 64 MiB (the Rust plugins
+/// compile to 2.5 times their file, a Python one to 2), and never more than the child may
+/// hold. warden holds it a few times over while it loads and caches it, and once for as long
+/// as it serves: a component of many modules declaring mostly empty memories compiles to
+/// 16 MiB of memory image each.
+fn max_artifact_bytes(plugin_bytes: usize, limits: &CompileLimits) -> usize {
+    let child = usize::try_from(limits.memory_bytes).unwrap_or(usize::MAX);
+    plugin_bytes
+        .saturating_mul(4)
+        .saturating_add(64 << 20)
+        .min(child)
 }
 
 /// The child's side: the plugin file's bytes on standard input (a core module is adapted

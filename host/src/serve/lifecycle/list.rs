@@ -18,6 +18,10 @@ use super::{Lifecycle, LifecycleError, RequestView};
 pub const MAX_ROWS_READ: usize = 1000;
 /// Requests one store query looks at (its filters are tried on these only).
 const WINDOW: usize = 250;
+/// Requests one store query gives at most: each is read whole (fields of up to
+/// `max_body_bytes`) before the page's byte bound can cut, so a page is filled a few at a
+/// time (a listing of 200 large requests read them all, 12 MiB, to show 1).
+const ROWS_PER_QUERY: usize = 32;
 /// What a page's requests may show, about (their fields and reasons); the first request
 /// is always given.
 pub const MAX_PAGE_BYTES: usize = 1 << 20;
@@ -50,7 +54,7 @@ impl Lifecycle {
         // The cursor after the last request given.
         let mut given: Option<Cursor> = None;
         loop {
-            query.limit = wanted - requests.len();
+            query.limit = (wanted - requests.len()).min(ROWS_PER_QUERY);
             let chunk = self.store.list(&query).await?;
             let cut_by_limit = chunk.rows.len() == query.limit;
             let last_row = chunk.rows.last().map(Cursor::after);
@@ -85,7 +89,10 @@ impl Lifecycle {
             } else {
                 chunk.window_end
             };
-            read += WINDOW;
+            // A query cut by its limit looked at the rows it gave and those its filters left
+            // out before them: counted as the rows it gave. A page of 200 takes at most 7
+            // such queries, so it looks at no more than their windows and 1,000 rows.
+            read += if cut_by_limit { ROWS_PER_QUERY } else { WINDOW };
             match next {
                 None => {
                     return Ok(Page {
