@@ -33,17 +33,18 @@ pub fn client_addr(headers: &axum::http::HeaderMap, peer: IpAddr, trusted: &[IpA
     if !is_trusted(&peer) {
         return peer;
     }
-    let forwarded: Vec<&str> = headers
+    // As bytes: a client may write what is not text before the entries the proxies add,
+    // and the header must not be lost for it.
+    let forwarded: Vec<&[u8]> = headers
         .get_all("x-forwarded-for")
         .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
+        .flat_map(|v| v.as_bytes().split(|b| *b == b','))
         .collect();
     // From the right, past the trusted proxies, to the first entry that is not one. An entry
     // that is no address ends the walk at the proxy's own: skipping it would count an
     // address the client wrote before it.
     for entry in forwarded.iter().rev() {
-        match forwarded_addr(entry) {
+        match std::str::from_utf8(entry).ok().and_then(forwarded_addr) {
             Some(addr) if is_trusted(&addr) => continue,
             Some(addr) => return addr.to_canonical(),
             None => return peer,
@@ -304,6 +305,13 @@ mod tests {
             ip("198.51.100.7")
         );
         assert_eq!(forwarded("::ffff:198.51.100.7"), ip("198.51.100.7"));
+        // What the client wrote need not be text; the proxy's entry after it is read.
+        let mut headers = axum::http::HeaderMap::new();
+        headers.append(
+            "x-forwarded-for",
+            axum::http::HeaderValue::from_bytes(b"\xff, 203.0.113.9").unwrap(),
+        );
+        assert_eq!(client_addr(&headers, proxy, &trusted), ip("203.0.113.9"));
     }
 
     #[test]

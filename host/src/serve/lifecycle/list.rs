@@ -19,9 +19,10 @@ pub const MAX_ROWS_READ: usize = 1000;
 /// Requests one store query looks at (its filters are tried on these only).
 const WINDOW: usize = 250;
 /// Requests one store query gives at most: each is read whole (fields of up to
-/// `max_body_bytes`) before the page's byte bound can cut, so a page is filled a few at a
-/// time (a listing of 200 large requests read them all, 12 MiB, to show 1).
-const ROWS_PER_QUERY: usize = 32;
+/// `max_body_bytes`) before the page's byte bound can cut, so a page is filled a part at a
+/// time (a listing of 200 large requests read them all, 12 MiB, to show 1). Four queries
+/// (`MAX_ROWS_READ` / `WINDOW`) still fill a page of 200.
+const ROWS_PER_QUERY: usize = 64;
 /// What a page's requests may show, about (their fields and reasons); the first request
 /// is always given.
 pub const MAX_PAGE_BYTES: usize = 1 << 20;
@@ -89,10 +90,7 @@ impl Lifecycle {
             } else {
                 chunk.window_end
             };
-            // A query cut by its limit looked at the rows it gave and those its filters left
-            // out before them: counted as the rows it gave. A page of 200 takes at most 7
-            // such queries, so it looks at no more than their windows and 1,000 rows.
-            read += if cut_by_limit { ROWS_PER_QUERY } else { WINDOW };
+            read += WINDOW;
             match next {
                 None => {
                     return Ok(Page {
