@@ -132,6 +132,27 @@ impl Harness {
         .await
     }
 
+    /// An approval by admin carol naming `email` as the approver.
+    async fn approve_naming(&self, id: &str, email: &str) -> Reply {
+        let named = json!({ "approver": { "email": email }, "reason": "ok" });
+        self.send(
+            "POST",
+            &format!("/v1/requests/{id}/approve"),
+            CAROL,
+            Some(named),
+        )
+        .await
+    }
+
+    /// The refused decisions the audit log holds.
+    async fn refusals_audited(&self) -> usize {
+        self.audit()
+            .await
+            .iter()
+            .filter(|e| e["action"] == "decide-refused")
+            .count()
+    }
+
     async fn get(&self, id: &str) -> Value {
         let r = self
             .send("GET", &format!("/v1/requests/{id}"), CAROL, None)
@@ -735,25 +756,10 @@ async fn an_approval_counts_only_while_its_approver_is_one() {
 async fn an_admin_naming_approvers_counts_once_and_is_named_beside_them() {
     let h = Harness::start().await;
     let id = h.submit("four", None, "pending").await;
-    let as_named = |email: &str| json!({ "approver": { "email": email }, "reason": "ok" });
-    let r = h
-        .send(
-            "POST",
-            &format!("/v1/requests/{id}/approve"),
-            CAROL,
-            Some(as_named("bob@example.com")),
-        )
-        .await;
+    let r = h.approve_naming(&id, "bob@example.com").await;
     assert_eq!(r.body["state"], "pending", "{}", r.text);
     // A second approver named by the same admin is not a second person's approval.
-    let r = h
-        .send(
-            "POST",
-            &format!("/v1/requests/{id}/approve"),
-            CAROL,
-            Some(as_named("erin@example.com")),
-        )
-        .await;
+    let r = h.approve_naming(&id, "erin@example.com").await;
     assert_eq!(r.status, 409, "{}", r.text);
     assert!(
         r.text.contains("carol@example.com already approved"),
@@ -901,15 +907,7 @@ async fn an_admin_naming_another_approver_does_not_approve_their_own_request() {
         .await;
     assert_eq!(r.body["state"], "pending", "{}", r.text);
     let id = r.body["id"].as_str().unwrap().to_string();
-    let named = json!({ "approver": { "email": "bob@example.com" }, "reason": "ok" });
-    let r = h
-        .send(
-            "POST",
-            &format!("/v1/requests/{id}/approve"),
-            CAROL,
-            Some(named),
-        )
-        .await;
+    let r = h.approve_naming(&id, "bob@example.com").await;
     assert_eq!(r.status, 403, "{}", r.text);
     assert!(r.text.contains("carol@example.com"), "{}", r.text);
     assert_eq!(h.get(&id).await["state"], "pending");
@@ -984,13 +982,7 @@ async fn refused_decisions_in_a_loop_keep_no_one_else_waiting_and_are_audited_wi
     let r = h.act(&gated, "approve", ERIN, "ok").await;
     assert_eq!(r.status, 200, "{}", r.text);
     assert!(refused > 20, "only {refused} refusals were tried");
-    let audited = h
-        .audit()
-        .await
-        .iter()
-        .filter(|e| e["action"] == "decide-refused")
-        .count();
-    assert_eq!(audited, 20, "of {refused} refusals");
+    assert_eq!(h.refusals_audited().await, 20, "of {refused} refusals");
     let metrics = h.send("GET", "/metrics", CAROL, None).await.text;
     assert!(
         metrics.contains(&format!(
@@ -1032,22 +1024,8 @@ async fn an_admins_refusals_are_audited_within_the_bound_whoever_they_name() {
     let h = Harness::start().await;
     let id = h.submit("gated", None, "pending").await;
     for i in 0..25 {
-        let named = json!({ "approver": { "email": format!("x{i}@example.com") }, "reason": "ok" });
-        let r = h
-            .send(
-                "POST",
-                &format!("/v1/requests/{id}/approve"),
-                CAROL,
-                Some(named),
-            )
-            .await;
+        let r = h.approve_naming(&id, &format!("x{i}@example.com")).await;
         assert_eq!(r.status, 403, "{}", r.text);
     }
-    let audited = h
-        .audit()
-        .await
-        .iter()
-        .filter(|e| e["action"] == "decide-refused")
-        .count();
-    assert_eq!(audited, 20);
+    assert_eq!(h.refusals_audited().await, 20);
 }
