@@ -105,8 +105,8 @@ fn compile_in_child(
         Ended::TooMuchOutput => {
             return Err(format!(
                 "compiled to more than {} MiB (four times the plugin file and 64 MiB, at most \
-                 [compile] memory_mib), and was stopped: a plugin is crafted to compile so \
-                 large (memory images of its modules, mostly empty)",
+                 [compile] memory_mib), and was stopped: only a crafted plugin compiles so \
+                 large (the memory images of many mostly empty memories)",
                 max_artifact >> 20
             )
             .into());
