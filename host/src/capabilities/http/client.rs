@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use std::future::{Future, poll_fn};
 use std::io;
 use std::pin::{Pin, pin};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -39,6 +39,9 @@ pub const MAX_IDLE: usize = 128;
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// How often returning a connection also closes every expired one.
 const SWEEP_EVERY: Duration = Duration::from_secs(10);
+/// How late past its time the sweeper may close an idle connection: expiries this close
+/// together are closed by one wake-up.
+const SWEEP_SLACK: Duration = Duration::from_secs(1);
 
 /// The bytes under a connection.
 pub enum Stream {
@@ -153,10 +156,18 @@ pub struct Key {
     pub port: u16,
 }
 
-/// Idle connections, the most recently used of an origin first out.
-#[derive(Default)]
+/// Idle connections, the most recently used of an origin first out. Each is closed once it
+/// has been idle for [`IDLE_TIMEOUT`], by a task that sleeps until the next one is due
+/// (while any is kept, on the async runtime that kept it), or when the pool is next used.
 pub struct Pool {
-    idle: Mutex<Idle>,
+    idle: Arc<Mutex<Idle>>,
+    timeout: Duration,
+}
+
+impl Default for Pool {
+    fn default() -> Self {
+        Self::keeping_for(IDLE_TIMEOUT)
+    }
 }
 
 #[derive(Default)]
@@ -164,9 +175,19 @@ struct Idle {
     by_origin: HashMap<Key, Vec<(Conn, Instant)>>,
     count: usize,
     swept: Option<Instant>,
+    /// A sweeper task is waiting for the next expiry.
+    sweeping: bool,
 }
 
 impl Pool {
+    /// A pool whose connections are kept idle for `timeout`.
+    fn keeping_for(timeout: Duration) -> Self {
+        Self {
+            idle: Arc::default(),
+            timeout,
+        }
+    }
+
     /// An idle connection to `key` that has not expired nor been seen closed.
     pub fn take(&self, key: &Key) -> Option<Conn> {
         self.take_at(key, Instant::now())
@@ -182,7 +203,7 @@ impl Pool {
         let mut found = None;
         while let Some((conn, since)) = conns.pop() {
             *count -= 1;
-            if conn.is_open() && now.duration_since(since) < IDLE_TIMEOUT {
+            if conn.is_open() && now.duration_since(since) < self.timeout {
                 found = Some(conn);
                 break;
             }
@@ -213,13 +234,19 @@ impl Pool {
             .is_none_or(|swept| now.duration_since(swept) >= SWEEP_EVERY)
         {
             idle.swept = Some(now);
-            closed = idle.expired(now);
+            closed = idle.expired(now, self.timeout);
         }
         let room = idle.count < MAX_IDLE;
         let conns = idle.by_origin.entry(key).or_default();
         if room && conns.len() < MAX_IDLE_PER_ORIGIN {
             conns.push((conn, now));
             idle.count += 1;
+            if !idle.sweeping
+                && let Ok(runtime) = tokio::runtime::Handle::try_current()
+            {
+                idle.sweeping = true;
+                runtime.spawn(sweep(Arc::downgrade(&self.idle), self.timeout));
+            }
         } else {
             closed.push(conn);
         }
@@ -233,15 +260,50 @@ impl Pool {
     }
 }
 
+/// Closes `idle`'s connections as they expire, sleeping until the next is due; ends when none
+/// is left (the next one kept starts another) or the pool is gone.
+async fn sweep(idle: Weak<Mutex<Idle>>, timeout: Duration) {
+    /// Lets the pool start another sweeper if this one ends early (its runtime shut down).
+    struct Sweeping(Weak<Mutex<Idle>>);
+    impl Drop for Sweeping {
+        fn drop(&mut self) {
+            if let Some(idle) = self.0.upgrade() {
+                idle.lock().unpoisoned().sweeping = false;
+            }
+        }
+    }
+    let _sweeping = Sweeping(idle.clone());
+    loop {
+        let due = {
+            let Some(idle) = idle.upgrade() else { return };
+            let idle = idle.lock().unpoisoned();
+            let oldest = idle
+                .by_origin
+                .values()
+                .flatten()
+                .map(|(_, since)| *since)
+                .min();
+            match oldest {
+                Some(since) => since + timeout,
+                None => return,
+            }
+        };
+        tokio::time::sleep_until((due + SWEEP_SLACK).into()).await;
+        let Some(idle) = idle.upgrade() else { return };
+        let expired = idle.lock().unpoisoned().expired(Instant::now(), timeout);
+        drop(expired); // closing sockets outside the lock
+    }
+}
+
 impl Idle {
-    fn expired(&mut self, now: Instant) -> Vec<Conn> {
+    fn expired(&mut self, now: Instant, timeout: Duration) -> Vec<Conn> {
         let mut expired = Vec::new();
         self.by_origin.retain(|_, conns| {
             let (old, kept): (Vec<_>, Vec<_>) =
                 std::mem::take(conns)
                     .into_iter()
                     .partition(|(conn, since)| {
-                        !conn.is_open() || now.duration_since(*since) >= IDLE_TIMEOUT
+                        !conn.is_open() || now.duration_since(*since) >= timeout
                     });
             expired.extend(old.into_iter().map(|(conn, _)| conn));
             *conns = kept;
@@ -577,6 +639,53 @@ mod tests {
         };
         assert!(pool.take(&last).is_none(), "no room was left for it");
         held.abort();
+    }
+
+    #[tokio::test]
+    async fn an_idle_connection_is_closed_in_its_time_with_no_request_after_it() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        // The server's side of each connection: how long until warden closed it.
+        let closed = tokio::spawn(async move {
+            let mut waits = Vec::new();
+            for _ in 0..2 {
+                let (socket, _) = listener.accept().await.unwrap();
+                waits.push(tokio::spawn(async move {
+                    let started = Instant::now();
+                    let mut socket = socket;
+                    let mut byte = [0; 1];
+                    while socket.read(&mut byte).await.unwrap_or(0) != 0 {}
+                    started.elapsed()
+                }));
+            }
+            let mut took = Vec::new();
+            for wait in waits {
+                took.push(wait.await.unwrap());
+            }
+            took
+        });
+        let pool = Pool::keeping_for(Duration::from_millis(200));
+        let key = Key {
+            tls: false,
+            host: "127.0.0.1".into(),
+            port: addr.port(),
+        };
+        pool.put(key.clone(), conn(addr).await);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        pool.put(key, conn(addr).await);
+        let took = tokio::time::timeout(Duration::from_secs(10), closed)
+            .await
+            .expect("both closed while nothing else used the pool")
+            .unwrap();
+        for took in took {
+            assert!(took >= Duration::from_millis(100), "{took:?}");
+            assert!(
+                took < Duration::from_millis(200) + SWEEP_SLACK + Duration::from_secs(1),
+                "{took:?}"
+            );
+        }
+        assert_eq!(pool.idle(), 0);
+        assert!(!pool.idle.lock().unwrap().sweeping, "the sweeper ended");
     }
 
     #[tokio::test]
