@@ -167,6 +167,24 @@ async fn the_buttons_are_missing_with_the_reason_and_forged_posts_change_nothing
             b.source().await
         );
         assert!(b.find_now("#approve").await.is_none());
+        sign_out(&b).await;
+
+        // Admin dave files for bob: he is not to approve what he filed either.
+        let filed = c.file_for(DAVE, "bob@example.com", "for bob").await;
+        sign_in(&c, &b, DAVE).await;
+        b.goto(&c.url(&format!("/requests/{filed}"))).await;
+        assert_eq!(b.text("#requester").await, "bob@example.com");
+        assert_eq!(b.text("#filed-by").await, "dave@example.com");
+        assert!(
+            b.text("#no-actions").await.contains("You filed this"),
+            "{}",
+            b.source().await
+        );
+        assert!(b.find_now("#approve").await.is_none());
+        b.goto(&c.url(&format!("/requests/{bobs}"))).await;
+        assert!(b.find_now("#filed-by").await.is_none());
+        sign_out(&b).await;
+        sign_in(&c, &b, CAROL).await;
 
         // A form made up in the page, without the CSRF token or with another session's.
         let forge = "const f = document.createElement('form'); f.method = 'post'; \

@@ -917,6 +917,51 @@ async fn an_admin_naming_another_approver_does_not_approve_their_own_request() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn an_admin_who_filed_a_request_for_someone_may_not_approve_it() {
+    let h = Harness::start().await;
+    // Admin carol files for alice, naming herself as the username a plugin may grant.
+    async fn filed(h: &Harness, flow: &str) -> String {
+        let body = json!({
+            "requester": { "email": "alice@example.com", "username": "carol", "id": "carol-uid" },
+            "fields": { "duration": "1h" },
+        });
+        let r = h
+            .send(
+                "POST",
+                &format!("/v1/flows/{flow}/requests"),
+                CAROL,
+                Some(body),
+            )
+            .await;
+        assert_eq!(r.status, 201, "{}", r.text);
+        assert_eq!(r.body["requester"], "alice@example.com", "{}", r.text);
+        assert_eq!(r.body["created_by"], "carol@example.com", "{}", r.text);
+        r.body["id"].as_str().unwrap().to_string()
+    }
+    let id = filed(&h, "open").await;
+    let r = h.act(&id, "approve", CAROL, "mine").await;
+    assert_eq!(r.status, 403, "{}", r.text);
+    assert!(
+        r.text.contains("carol@example.com filed") && r.text.contains("allow_self_approval"),
+        "{}",
+        r.text
+    );
+    // Nor by naming another approver.
+    let r = h.approve_naming(&id, "bob@example.com").await;
+    assert_eq!(r.status, 403, "{}", r.text);
+    assert_eq!(h.get(&id).await["state"], "pending");
+    // Another approver may; and the filer may still deny.
+    let r = h.act(&id, "approve", BOB, "ok").await;
+    assert_eq!(r.body["state"], "escalated", "{}", r.text);
+    let id = filed(&h, "open").await;
+    let r = h.act(&id, "deny", CAROL, "filed in error").await;
+    assert_eq!(r.body["state"], "denied", "{}", r.text);
+    // A request alice filed herself shows her as its filer.
+    let own = h.submit("open", None, "pending").await;
+    assert_eq!(h.get(&own).await["created_by"], "alice@example.com");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn refused_decisions_in_a_loop_keep_no_one_else_waiting_and_are_audited_within_a_bound() {
     let h = std::sync::Arc::new(Harness::start().await);
     let gated = h.submit("gated", None, "pending").await;

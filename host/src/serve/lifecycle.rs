@@ -37,7 +37,7 @@ use super::claim::{Claim, Claims};
 pub use super::fields::{MAX_DURATION, validate_fields};
 use super::metrics::{Metrics, outcome_label};
 use super::notify::Outbox;
-use super::policy::{approvals_so_far, not_an_approver, policy_of};
+use super::policy::{approval_counts, approvals_so_far, not_an_approver, party, policy_of};
 pub use super::view::{RequestView, Submission, Submitted};
 use super::view::{event, profile, requester_of};
 
@@ -434,12 +434,11 @@ impl Lifecycle {
         if matches!(verdict, Verdict::Approve(_)) {
             // An admin naming someone else approves as the admin (and is counted so): their
             // own request no more than the one named.
-            let own = |who: &str| who.trim().eq_ignore_ascii_case(&rec.requester);
             let self_approver = [Some(approver_email.as_str()), named_by.as_deref()]
                 .into_iter()
                 .flatten()
-                .find(|who| own(who));
-            if let Some(approver) = self_approver
+                .find_map(|who| party(&rec.requester, &rec.created_by, who).map(|how| (who, how)));
+            if let Some((approver, how)) = self_approver
                 && !self_approval_allowed
             {
                 self.refused(caller, &actor, id, "approve-refused", "self-approval")
@@ -447,6 +446,7 @@ impl Lifecycle {
                 return Err(LifecycleError::SelfApproval {
                     id: id.to_string(),
                     approver: approver.trim().to_string(),
+                    how,
                     flow: rec.flow,
                 });
             }
@@ -459,10 +459,13 @@ impl Lifecycle {
         // claim too, and checked again under it.
         let who = named_by.as_deref().unwrap_or(&approver_email).trim();
         let approvals = async |id: &str| -> Result<Vec<String>, LifecycleError> {
-            let so_far = approvals_so_far(&self.store.history(id).await?, |a| {
-                policy.allows(a)
-                    && (self_approval_allowed || !a.trim().eq_ignore_ascii_case(&rec.requester))
-            });
+            let counts = approval_counts(
+                &policy,
+                self_approval_allowed,
+                &rec.requester,
+                &rec.created_by,
+            );
+            let so_far = approvals_so_far(&self.store.history(id).await?, counts);
             if so_far.contains(&who.to_ascii_lowercase()) {
                 return Err(LifecycleError::AlreadyApproved {
                     id: id.to_string(),

@@ -43,17 +43,51 @@ pub(crate) fn not_an_approver(policy: &ApprovalPolicy, flow: &str, email: &str) 
     })
 }
 
+/// How `who` is a party to the request of `requester` that `created_by` filed, if they are:
+/// they asked for it (`"requested"`) or filed it for its requester (`"filed"`: an admin acts
+/// for others, naming the requester's username and id as well). A party approves only where
+/// the flow allows self-approval; otherwise one admin could file a request for anyone, with
+/// a username of their choosing to be granted, and approve it alone.
+pub(crate) fn party(requester: &str, created_by: &str, who: &str) -> Option<&'static str> {
+    let who = who.trim();
+    if who.eq_ignore_ascii_case(requester.trim()) {
+        Some("requested")
+    } else if who.eq_ignore_ascii_case(created_by.trim()) {
+        Some("filed")
+    } else {
+        None
+    }
+}
+
+/// Whether an approval by `approver` (named by the admin `by`, if one did) counts towards
+/// the policy of a request of `requester` that `created_by` filed: its approver is still one
+/// of the flow's and, unless the flow allows self-approval, neither they nor the admin who
+/// named them is a [`party`] to it.
+pub(crate) fn approval_counts<'a>(
+    policy: &'a ApprovalPolicy,
+    self_approval_allowed: bool,
+    requester: &'a str,
+    created_by: &'a str,
+) -> impl Fn(&str, Option<&str>) -> bool + 'a {
+    move |approver, by| {
+        let party = |who| party(requester, created_by, who).is_some();
+        policy.allows(approver)
+            && (self_approval_allowed || !(party(approver) || by.is_some_and(party)))
+    }
+}
+
 /// The distinct people (lowercase emails) whose approvals count so far, from the request's
-/// history: each approver `counts` keeps, or the admin who named them (an admin's
-/// approvals, whoever they named, are the admin's).
+/// history: each approval `counts` keeps (given the approver and the admin who named them,
+/// if one did), counted as the approver or that admin (an admin's approvals, whoever they
+/// named, are the admin's).
 pub(crate) fn approvals_so_far(
     history: &[HistoryEntry],
-    counts: impl Fn(&str) -> bool,
+    counts: impl Fn(&str, Option<&str>) -> bool,
 ) -> Vec<String> {
     let mut seen: Vec<String> = Vec::new();
     for entry in history {
         if let HistoryEvent::Approval { approver, by, .. } = &entry.event {
-            if !counts(approver) {
+            if !counts(approver, by.as_deref()) {
                 continue;
             }
             let who = by.as_ref().unwrap_or(approver).trim().to_ascii_lowercase();
@@ -160,9 +194,40 @@ mod tests {
             approval("erin@example.com"),
         ];
         assert_eq!(
-            approvals_so_far(&history, |_| true),
+            approvals_so_far(&history, |_, _| true),
             ["bob@example.com", "erin@example.com"]
         );
+    }
+
+    #[test]
+    fn the_requester_and_whoever_filed_for_them_are_parties_whatever_the_case() {
+        let (requester, filer) = ("alice@example.com", "carol@example.com");
+        assert_eq!(
+            party(requester, filer, " Alice@Example.com"),
+            Some("requested")
+        );
+        assert_eq!(party(requester, filer, "CAROL@example.com "), Some("filed"));
+        assert_eq!(
+            party(requester, requester, "alice@example.com"),
+            Some("requested")
+        );
+        assert_eq!(party(requester, filer, "bob@example.com"), None);
+        // An approval an admin gave naming someone counts as the admin's: not counted when
+        // the admin filed the request (nor the requester's), unless the flow allows it.
+        let mut named = approval("erin@example.com");
+        if let HistoryEvent::Approval { by, .. } = &mut named.event {
+            *by = Some(filer.into());
+        }
+        let history = [approval("bob@example.com"), named, approval(requester)];
+        let policy = ApprovalPolicy {
+            approvers: None,
+            approvers_as_written: vec![],
+            approvals_required: 2,
+        };
+        let counted = approvals_so_far(&history, approval_counts(&policy, false, requester, filer));
+        assert_eq!(counted, ["bob@example.com"]);
+        let counted = approvals_so_far(&history, approval_counts(&policy, true, requester, filer));
+        assert_eq!(counted, ["bob@example.com", filer, requester]);
     }
 
     #[test]

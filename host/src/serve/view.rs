@@ -34,6 +34,8 @@ pub struct RequestView {
     pub reason: Option<String>,
     pub requester: String,
     pub fields: serde_json::Map<String, serde_json::Value>,
+    /// Who filed it: its requester, or an admin acting for them.
+    pub created_by: String,
     pub created_at: String,
     pub updated_at: String,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -54,6 +56,7 @@ impl RequestView {
             reason: rec.reason,
             requester: rec.requester,
             fields: rec.fields,
+            created_by: rec.created_by,
             created_at: rfc3339(rec.created_at),
             updated_at: rfc3339(rec.updated_at),
             duration_seconds: rec.duration.map(|d| d.as_secs()),

@@ -161,6 +161,23 @@ vars = {{ action = {markup_error:?} }}
         body["id"].as_str().unwrap().to_string()
     }
 
+    /// Files a request for `requester` through the JSON API as `token` (an admin's); its id.
+    pub async fn file_for(&self, token: &str, requester: &str, reason: &str) -> String {
+        let body = json!({ "requester": { "email": requester }, "fields": { "reason": reason } });
+        let reply = self
+            .http
+            .post(self.url("/v1/flows/oncall/requests"))
+            .bearer_auth(token)
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(reply.status(), 201);
+        let body: Value = serde_json::from_str(&reply.text().await.unwrap()).unwrap();
+        body["id"].as_str().unwrap().to_string()
+    }
+
     /// Files a request in flow `flow` with no fields through the JSON API; its id.
     pub async fn file_in(&self, flow: &str, token: &str) -> String {
         let reply = self

@@ -402,9 +402,11 @@ fn decide_on(config: &crate::config::Config, who: &SignedIn, view: &RequestView)
     let self_approval_allowed = config
         .flow(&view.flow)
         .is_some_and(|f| f.allow_self_approval);
-    if view.requester.eq_ignore_ascii_case(&who.caller.user) && !self_approval_allowed {
+    if let Some(how) = super::policy::party(&view.requester, &view.created_by, &who.caller.user)
+        && !self_approval_allowed
+    {
         return Decide::Missing(format!(
-            "You requested this, and flow `{}` does not allow self-approval: another approver decides.",
+            "You {how} this, and flow `{}` does not allow self-approval: another approver decides.",
             view.flow
         ));
     }

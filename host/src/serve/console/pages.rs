@@ -263,6 +263,9 @@ pub fn request(view: &RequestView, who: &Who, decide: &Decide, revoke: bool) -> 
             p.summary {
                 (state_badge(view.state)) " "
                 span #flow { "flow " (view.flow) } " · requested by " span #requester { (view.requester) }
+                @if !view.created_by.trim().eq_ignore_ascii_case(view.requester.trim()) {
+                    " · filed by " span #filed-by { (view.created_by) }
+                }
                 " · " time datetime=(view.created_at) { (ago(&view.created_at)) }
             }
             dl #decision {

@@ -22,11 +22,13 @@ pub enum LifecycleError {
     #[error("request `{0}` is being processed right now; try again")]
     Busy(String),
     #[error(
-        "{approver} requested `{id}` and may not approve it: flow `{flow}` does not set allow_self_approval = true"
+        "{approver} {how} `{id}` and may not approve it: flow `{flow}` does not set allow_self_approval = true"
     )]
     SelfApproval {
         id: String,
         approver: String,
+        /// `requested` or `filed` ([`crate::serve::policy::party`]).
+        how: &'static str,
         flow: String,
     },
     #[error("{0}")]
