@@ -329,6 +329,34 @@ async fn a_flood_of_empty_headers_is_refused_by_its_count_before_any_is_read() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn entries_that_all_point_at_one_long_string_are_read_only_until_over_the_bound() {
+    // Eight query pairs (or headers) of one 4 MiB string the plugin holds once: the host reads
+    // entries until the URL (or the headers) is over its bound, 8 MiB, not all 64 MiB (under
+    // the 128 MiB wasmtime lets one host call lift; more entries than that end the hook).
+    let scratch = Scratch::new();
+    let flows = [
+        ("query", "aliased:query 4194304 8"),
+        ("headers", "aliased:headers 4194304 8"),
+    ];
+    let warden = start(&scratch, &flows).await;
+    for (flow, told) in [
+        ("query", "the URL is at least 8388629 bytes with its query"),
+        ("headers", "the headers are at least 8388608 bytes"),
+    ] {
+        let report = run(&warden, flow).await;
+        let context = shown(&report);
+        let reason = message(&report).expect(&context);
+        assert!(reason.contains(told), "{context}");
+        let outcomes: Vec<&str> = report
+            .http_calls
+            .iter()
+            .map(|c| c.outcome.as_str())
+            .collect();
+        assert_eq!(outcomes, ["invalid"], "{context}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_secret_start_left_where_a_quoted_name_is_cut_is_redacted() {
     let scratch = Scratch::new();
     // A marker for a four-digit count takes 20 bytes: the quoted name keeps eight bytes of

@@ -45,7 +45,8 @@ pub struct Asked {
 type Store<'a> = StoreContextMut<'a, InstanceState>;
 
 /// Reads `view` where the plugin holds it; copies it only when it may be sent. Every string
-/// in it is validated, as lifting it whole would.
+/// in it is validated, as lifting it whole would, up to the first that takes the URL or the
+/// headers over their bound (the request is then refused for its size).
 pub fn take(store: &mut Store<'_>, view: RequestView) -> wasmtime::Result<Asked> {
     let url = Passed::read(&*store, &view.url, MAX_URL_BYTES + 1)?;
     let asked = |request| Asked {
@@ -70,12 +71,20 @@ pub fn take(store: &mut Store<'_>, view: RequestView) -> wasmtime::Result<Asked>
     let query: Vec<(WasmStr, WasmStr)> = view.query.iter(&mut *store)?.collect::<Result<_, _>>()?;
     let headers: Vec<(WasmStr, HeaderView)> =
         view.headers.iter(&mut *store)?.collect::<Result<_, _>>()?;
+    // Summed until over the bound, not on: every entry may point at one long string, each
+    // read (and checked to be UTF-8) whole, so the host's work is that string's once.
     let mut url_bytes = url.len();
     for (k, v) in &query {
+        if url_bytes > MAX_URL_BYTES {
+            break;
+        }
         url_bytes += lift::len(&*store, k)? + lift::len(&*store, v)? + 2;
     }
     let mut header_bytes = 0;
     for (name, value) in &headers {
+        if header_bytes > MAX_HEADER_BYTES {
+            break;
+        }
         header_bytes += lift::len(&*store, name)?;
         if let HeaderView::Text(text) = value {
             header_bytes += lift::len(&*store, text)?;
@@ -84,11 +93,11 @@ pub fn take(store: &mut Store<'_>, view: RequestView) -> wasmtime::Result<Asked>
     let body = view.body.as_ref().map_or(0, WasmList::len);
     if url_bytes > MAX_URL_BYTES {
         return Ok(asked(Err(format!(
-            "the URL is {url_bytes} bytes with its query; at most {MAX_URL_BYTES} are sent"
+            "the URL is at least {url_bytes} bytes with its query; at most {MAX_URL_BYTES} are sent"
         ))));
     } else if header_bytes > MAX_HEADER_BYTES {
         return Ok(asked(Err(format!(
-            "the headers are {header_bytes} bytes; at most {MAX_HEADER_BYTES} are sent"
+            "the headers are at least {header_bytes} bytes; at most {MAX_HEADER_BYTES} are sent"
         ))));
     } else if body > MAX_BODY_BYTES {
         return Ok(asked(Err(format!(

@@ -320,6 +320,46 @@ fn act_on(event: &Event, action: &str) -> Result<Decision> {
                 other => hand_over(other, &escaped_longest(bytes)),
             }
         }
+        // `<query|headers> <bytes> <entries>`: one request whose `entries` query pairs (or
+        // headers) all point at one string of `bytes`, held once; denies with the error.
+        "aliased" => {
+            let [what, bytes, entries] = words(arg)?;
+            let entries: usize = entries.parse()?;
+            let mut text = std::mem::ManuallyDrop::new("q".repeat(bytes.parse()?));
+            let (ptr, len, cap) = (text.as_mut_ptr(), text.len(), text.capacity());
+            // SAFETY: every copy is forgotten below without being freed or written through;
+            // `text` outlives them and is freed once, at the end.
+            let alias = || unsafe { String::from_raw_parts(ptr, len, cap) };
+            use warden_sdk::bindings::warden::plugin::http as wit;
+            let (mut query, mut headers) = (Vec::new(), Vec::new());
+            for _ in 0..entries {
+                match what {
+                    "query" => query.push((alias(), alias())),
+                    _ => headers.push((alias(), wit::HeaderValue::Text(alias()))),
+                }
+            }
+            let request = wit::Request {
+                method: wit::Method::Get,
+                url: "http://127.0.0.1:9/".into(),
+                query,
+                headers,
+                body: None,
+                timeout_ms: None,
+            };
+            let sent = wit::send(&request);
+            let wit::Request { query, headers, .. } = request;
+            for (k, v) in query {
+                std::mem::forget((k, v));
+            }
+            for header in headers {
+                std::mem::forget(header);
+            }
+            drop(std::mem::ManuallyDrop::into_inner(text));
+            match sent {
+                Ok(_) => Ok(Decision::Continue),
+                Err(error) => Ok(Decision::deny(error.to_string())),
+            }
+        }
         // `<bytes> <rounds>`: every name a refusal or a recorded call quotes, a log line and
         // stdout and stderr, `rounds` times each with `bytes` of text; then an error of it.
         "hoard-host" => {
