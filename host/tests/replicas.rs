@@ -74,12 +74,7 @@ async fn two_replicas_share_one_database_through_a_sigkill() {
         let id = made.body.unwrap()["id"].as_str().unwrap().to_string();
         let approve = |replica: &str| {
             let url = format!("{replica}/v1/requests/{id}/approve");
-            post(
-                &http,
-                url,
-                json!({ "approver": { "email": APPROVER } }),
-                None,
-            )
+            post_as(&http, APPROVER_TOKEN, url, json!({}), None)
         };
         let (one, other) = tokio::join!(approve(&a.url), approve(&b.url));
         let mut statuses = [one.unwrap().status, other.unwrap().status];

@@ -11,6 +11,9 @@ use warden_tests::{Scratch, artifacts, start_serve_logged, toml_path};
 
 pub(crate) const ADMIN_TOKEN: &str = "admin-token-for-replica-tests";
 pub(crate) const APPROVER: &str = "approver@example.com";
+/// The approver's own token: requests the admin filed for others are the admin's to file,
+/// not to approve.
+pub(crate) const APPROVER_TOKEN: &str = "approver-token-for-replica-tests";
 pub(crate) const CLIENTS: usize = 8;
 pub(crate) const LOAD_FOR: Duration = Duration::from_millis(2400);
 /// Every escalated request asks for this long, so access granted before the kill runs out
@@ -20,6 +23,7 @@ pub(crate) const ACCESS_SECONDS: u64 = 1;
 /// The config both replicas share; `extra` is appended.
 pub(crate) fn write_config(scratch: &Scratch, url: &str, extra: &str) {
     scratch.write("admin.token", ADMIN_TOKEN);
+    scratch.write("approver.token", APPROVER_TOKEN);
     scratch.config(&format!(
         r#"
 [store]
@@ -32,6 +36,11 @@ max_in_flight = 256
 token_file = "admin.token"
 user = "admin@example.com"
 role = "admin"
+
+[serve.tokens.approver]
+token_file = "approver.token"
+user = "{APPROVER}"
+role = "approver"
 
 [integrations.pd]
 type = "pagerduty"
@@ -82,15 +91,26 @@ pub(crate) struct Answer {
     pub(crate) body: Option<Value>,
 }
 
+/// POSTs `body` as the admin, with `key` as its idempotency key if given.
 pub(crate) async fn post(
     http: &reqwest::Client,
     url: String,
     body: Value,
     key: Option<&str>,
 ) -> Option<Answer> {
+    post_as(http, ADMIN_TOKEN, url, body, key).await
+}
+
+pub(crate) async fn post_as(
+    http: &reqwest::Client,
+    token: &str,
+    url: String,
+    body: Value,
+    key: Option<&str>,
+) -> Option<Answer> {
     let mut request = http
         .post(url)
-        .bearer_auth(ADMIN_TOKEN)
+        .bearer_auth(token)
         .header("content-type", "application/json")
         .timeout(Duration::from_secs(20))
         .body(body.to_string());
