@@ -590,6 +590,63 @@ async fn a_hook_that_runs_finds_the_state_change_before_it_stored() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_value_a_reload_rotated_away_stays_redacted() {
+    let web = TestServer::start().await;
+    let origin = web.origin();
+    // Follows `[environments.main]` in the harness's config, so its first line is that
+    // table's; the server keeps every key sent it sealed, and recalls them all.
+    let flows = |key_path: &str| {
+        format!(
+            "integrations = {{ victorops = \"victorops\" }}\n\
+             [secrets.vo_key]\nsource = \"file\"\npath = \"{key_path}\"\n\
+             [integrations.victorops]\ntype = \"custom\"\nexternal_id = \"vo-ext\"\nsecrets = [\"vo_key\"]\n{}{}",
+            probe_flow(
+                "keep",
+                &format!("http-sealed:victorops {origin}/keep"),
+                &format!("allowed_hosts = [{origin:?}]\nreveal_secrets = false"),
+            ),
+            probe_flow(
+                "recall",
+                &format!("http:GET {origin}/recall?case=upper"),
+                &format!("allowed_hosts = [{origin:?}]\nreveal_secrets = false"),
+            ),
+        )
+    };
+    let old_key = "old-key-value-1f3a";
+    let h = {
+        let h = Harness::start("", "").await;
+        h.scratch.write("vo-old.key", old_key);
+        h.scratch.write("vo-new.key", "new-key-value-9c2e");
+        h.scratch
+            .config(&config_text(&h.scratch, "", &flows("vo-old.key")));
+        let r = h.send("POST", "/v1/admin/reload", Some(CAROL), None).await;
+        assert_eq!(r.status, 200, "{}", r.text);
+        h
+    };
+    let kept = h.submit("keep", ALICE, json!({})).await;
+    assert_eq!(kept.status, 201, "{}", kept.text);
+    // The key rotated: the next reload reads the new one.
+    h.scratch
+        .config(&config_text(&h.scratch, "", &flows("vo-new.key")));
+    let r = h.send("POST", "/v1/admin/reload", Some(CAROL), None).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let kept = h.submit("keep", ALICE, json!({})).await;
+    assert_eq!(kept.status, 201, "{}", kept.text);
+    let recalled = h.submit("recall", ALICE, json!({})).await;
+    let reason = recalled.body["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.ends_with("recalled [REDACTED] [REDACTED]"),
+        "{}",
+        recalled.text
+    );
+    let stored = h.get(recalled.body["id"].as_str().unwrap()).await;
+    assert!(
+        !stored.to_string().to_ascii_lowercase().contains(old_key),
+        "{stored:#}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_reload_swaps_plugins_while_running_hooks_finish_on_the_old_one() {
     let web = TestServer::start().await;
     let h = Harness::start("", &slow_flows(&web, "/slow?ms=1500")).await;

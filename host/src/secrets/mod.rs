@@ -176,6 +176,31 @@ impl SecretStore {
         }
     }
 
+    /// Takes on every value `earlier` served, so what a reload rotated away stays redacted
+    /// (a plugin, or a server it called, may still hold and echo the old value).
+    pub fn remember_served_by(&self, earlier: &SecretStore) {
+        let earlier: Vec<(String, SecretValue)> = earlier
+            .served()
+            .by_id
+            .iter()
+            .flat_map(|(id, values)| values.iter().map(|v| (id.clone(), v.clone())))
+            .collect();
+        let mut served = self.served.write().unpoisoned();
+        let mut added = false;
+        for (id, value) in earlier {
+            let values = served.by_id.entry(id).or_default();
+            if !values.contains(&value) {
+                values.push(value);
+                added = true;
+            }
+        }
+        if added {
+            let all = served.by_id.values().flatten().cloned().collect();
+            served.all = Arc::new(Redactor::new(all));
+            served.for_ids.clear();
+        }
+    }
+
     fn remember(&self, id: &str, value: &SecretValue) {
         let mut served = self.served.write().unpoisoned();
         let values = served.by_id.entry(id.to_string()).or_default();

@@ -187,7 +187,10 @@ impl CurrentWarden {
         .map(|(_, name)| name.to_string())
         .collect();
         let flows = config.flows.keys().cloned().collect();
-        let warden = Warden::start_with_store(config, old.identity_store().clone())
+        let secrets = Arc::new(SecretStore::new(&config.secrets));
+        secrets.remember_served_by(old.secret_store());
+        let options = StartOptions::default();
+        let warden = Warden::start_with(config, old.identity_store().clone(), secrets, options)
             .await
             .map_err(|e| e.to_string())?;
         self.current.store(Arc::new(warden));
