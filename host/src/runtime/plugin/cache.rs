@@ -275,6 +275,7 @@ fn prune(dir: &PrivateDir, keep: &str, kept_bytes: u64) -> Result<(), String> {
             .name
             .strip_suffix(".cwasm")
             .or_else(|| file.name.strip_suffix(".meta"))
+            .filter(|name| is_entry_name(name))
         else {
             continue;
         };
@@ -306,6 +307,7 @@ fn prune(dir: &PrivateDir, keep: &str, kept_bytes: u64) -> Result<(), String> {
         if let Some(engine_key) = file
             .name
             .strip_suffix(".id")
+            .filter(|stem| is_id_stem(stem))
             .and_then(|stem| stem.rsplit_once('-'))
             .map(|(_, engine_key)| engine_key)
         {
@@ -318,8 +320,7 @@ fn prune(dir: &PrivateDir, keep: &str, kept_bytes: u64) -> Result<(), String> {
             if gone {
                 dir.remove(&file.name)?;
             }
-        } else if file.name.starts_with('.')
-            && file.name.ends_with(".tmp")
+        } else if is_temporary_name(&file.name)
             && now
                 .duration_since(file.modified)
                 .is_ok_and(|age| age > ABANDONED)
@@ -328,6 +329,43 @@ fn prune(dir: &PrivateDir, keep: &str, kept_bytes: u64) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// Whether `name` is an entry's, as [`PluginCache`] names them: the plugin's sha256 and the
+/// engine's key, in lowercase hex. Pruning removes nothing else, so a cache folder that is
+/// (or is made to be) some other folder loses no file warden did not write.
+fn is_entry_name(name: &str) -> bool {
+    name.split_once('-')
+        .is_some_and(|(content, engine)| is_hex(content, 64) && is_hex(engine, 16))
+}
+
+/// Whether `stem` is an identity record's name without `.id` ([`FileIdentity::key`]).
+fn is_id_stem(stem: &str) -> bool {
+    stem.strip_prefix("id-")
+        .and_then(|rest| rest.split_once('-'))
+        .is_some_and(|(identity, engine)| is_hex(identity, 32) && is_hex(engine, 16))
+}
+
+/// Whether `name` is a temporary file a writer of this cache makes (`PrivateDir::write`):
+/// `.` an entry's, a description's or a record's name, `.` 24 hex digits, `.tmp`.
+fn is_temporary_name(name: &str) -> bool {
+    let Some((file, random)) = name
+        .strip_prefix('.')
+        .and_then(|rest| rest.strip_suffix(".tmp"))
+        .and_then(|rest| rest.rsplit_once('.'))
+    else {
+        return false;
+    };
+    let kept = file
+        .strip_suffix(".cwasm")
+        .or_else(|| file.strip_suffix(".meta"))
+        .is_some_and(is_entry_name)
+        || file.strip_suffix(".id").is_some_and(is_id_stem);
+    kept && is_hex(random, 24)
+}
+
+fn is_hex(text: &str, digits: usize) -> bool {
+    text.len() == digits && text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
 /// The most a plugin file may hold: a Python plugin, the interpreter inside, is about 20 MB.

@@ -534,16 +534,37 @@ fn the_least_recently_used_entries_go_when_the_folder_outgrows_its_room() {
     }
     // Compiled first, used last: the trivial plugin is now the most recently used.
     assert_eq!(outcome(&roomy, TRIVIAL), CacheOutcome::Hit);
-    let abandoned = dir.join(".x.cwasm.0123.tmp");
-    let in_progress = dir.join(".y.cwasm.4567.tmp");
+    let two_hours_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(7200);
+    let age = |path: &Path| {
+        std::fs::File::options()
+            .write(true)
+            .open(path)
+            .unwrap()
+            .set_modified(two_hours_ago)
+            .unwrap();
+    };
+    let entry = format!("{}-{}", "a".repeat(64), "b".repeat(16));
+    let abandoned = dir.join(format!(".{entry}.cwasm.{}.tmp", "0".repeat(24)));
+    let in_progress = dir.join(format!(".{entry}.meta.{}.tmp", "1".repeat(24)));
     std::fs::write(&abandoned, b"half").unwrap();
     std::fs::write(&in_progress, b"half").unwrap();
-    std::fs::File::options()
-        .write(true)
-        .open(&abandoned)
-        .unwrap()
-        .set_modified(std::time::SystemTime::now() - std::time::Duration::from_secs(7200))
-        .unwrap();
+    age(&abandoned);
+    // Files warden did not write, old and named much like its own: never removed, nor
+    // counted against the room.
+    let foreign: Vec<_> = [
+        "backup-2024.id",
+        ".session.tmp",
+        ".notes.cwasm.tmp",
+        "notes.cwasm",
+        "photo-1.meta",
+    ]
+    .iter()
+    .map(|name| dir.join(name))
+    .collect();
+    for file in &foreign {
+        std::fs::write(file, vec![0u8; 1 << 20]).unwrap();
+        age(file);
+    }
 
     let only_entries_of = |kept: &[&str]| {
         for plugin in [TRIVIAL, PROBE, WITNESS, VICTOROPS] {
@@ -563,13 +584,16 @@ fn the_least_recently_used_entries_go_when_the_folder_outgrows_its_room() {
     // one that may still be going on.
     let recorded: Vec<_> = entries(&dir)
         .into_iter()
-        .filter(|p| p.extension().is_some_and(|e| e == "id"))
+        .filter(|p| p.extension().is_some_and(|e| e == "id") && !foreign.contains(p))
         .map(|p| std::fs::read(p).unwrap()[super::ID_MAGIC.len()..].to_vec())
         .collect();
     assert_eq!(recorded.len(), 3, "{recorded:?}");
     assert!(!recorded.contains(&hash(PROBE).into_bytes()));
     assert!(!abandoned.exists());
     assert!(in_progress.exists());
+    for file in &foreign {
+        assert!(file.exists(), "{}", file.display());
+    }
 
     // No room at all: a load removes nothing; a compile keeps the entry it wrote, and only it.
     assert_eq!(outcome(&cache(0), VICTOROPS), CacheOutcome::Hit);
