@@ -272,3 +272,66 @@ expect = {{ decision = "deny" }}
         assert!(report.contains(shown), "{shown}:\n{report}");
     }
 }
+
+#[test]
+fn warden_test_reports_a_test_files_own_text_escaped() {
+    // A test file is the plugin's, maybe someone else's: what it expects is quoted back
+    // escaped, as the plugin's text is.
+    let scratch = Scratch::new();
+    // A one-line TOML string: a multi-line one cannot be a key.
+    let forged: String = std::iter::once("\"".to_string())
+        .chain(FORGED.chars().map(|c| match c {
+            '"' | '\\' => format!("\\{c}"),
+            c if c.is_control() => format!("\\u{:04x}", c as u32),
+            c => c.to_string(),
+        }))
+        .chain(std::iter::once("\"".to_string()))
+        .collect();
+    scratch.write(
+        "suite/expects.toml",
+        format!(
+            r#"
+[flow]
+allowed_hosts = ["https://api.example.com"]
+
+[event]
+user = {{ email = "alice@example.com" }}
+
+[[mock]]
+url = "https://api.example.com/x"
+query = {{ {forged} = {forged} }}
+respond = {{ status = 200 }}
+
+[[case]]
+name = "reason"
+vars = {{ action = "approve:ok" }}
+expect = {{ decision = "approve", reason = {forged}, logs = [{{ contains = {forged} }}], refusals = [{forged}] }}
+
+[[case]]
+name = "failure"
+vars = {{ action = "approve:ok" }}
+expect = {{ failure = {forged} }}
+"#
+        ),
+    );
+    let output = Command::new(env!("CARGO_BIN_EXE_warden"))
+        .args(["test", "suite", "--plugin", artifacts::RAW])
+        .current_dir(scratch.path())
+        .output()
+        .expect("run warden test");
+    let report = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(1), "{report}");
+    assert!(report.ends_with("\n0 passed, 2 failed\n"), "{report}");
+    assert_escaped(
+        "warden test's report of a test file's text",
+        &report,
+        "  - expected `line1\\n",
+    );
+    for shown in [
+        "expected a line containing `line1\\n",
+        "expected a refusal containing `line1\\n",
+        "expected the hook to fail with `line1\\n",
+    ] {
+        assert!(report.contains(shown), "{shown}:\n{report}");
+    }
+}

@@ -201,16 +201,19 @@ pub struct ConfigError {
     pub message: String,
 }
 
+/// One line: the key and the message quote what the file says, which may hold line breaks
+/// and terminal escapes; written out escaped, neither can draw a line of its own.
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.file.display())?;
+        use crate::cli::escape::escape_control;
+        write!(f, "{}", escape_control(&self.file.display().to_string()))?;
         if let Some(loc) = self.location {
             write!(f, ":{loc}")?;
         }
         if !self.key.is_empty() {
-            write!(f, ": {}", self.key)?;
+            write!(f, ": {}", escape_control(&self.key))?;
         }
-        write!(f, ": {}", self.message)
+        write!(f, ": {}", escape_control(&self.message))
     }
 }
 

@@ -651,6 +651,21 @@ fn http_ca_file_is_read_beside_the_config_and_a_bad_one_is_named_with_its_key() 
 }
 
 #[test]
+fn an_error_quoting_the_file_is_one_line_with_its_control_characters_written_out() {
+    let fixture = Fixture::new();
+    let errors = fixture.errors(&format!(
+        "{VALID}\n[flows.forged]\nenvironment = \"main\"\nplugin = \"a\\nFAKE ok\\u001b[31m\"\n"
+    ));
+    let quoted: Vec<_> = errors.iter().filter(|e| e.contains("FAKE")).collect();
+    assert_eq!(quoted.len(), 1, "{errors:?}");
+    assert!(
+        !quoted[0].contains('\n') && !quoted[0].contains('\x1b'),
+        "{quoted:?}"
+    );
+    assert!(quoted[0].contains("a\\nFAKE ok\\x1b[31m"), "{quoted:?}");
+}
+
+#[test]
 fn http_spin_wait_us_is_read_in_microseconds_and_one_over_a_millisecond_is_named() {
     let fixture = Fixture::new();
     let config = fixture.parse(VALID).unwrap();

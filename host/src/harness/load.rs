@@ -13,6 +13,7 @@ use super::spec::{
     MockSpec, ResponseSpec,
 };
 use crate::capabilities::log::LogLevel;
+use crate::cli::escape::escape_control;
 use crate::config::{origin, read_bounded_text};
 use crate::runtime::event::EventInput;
 use crate::runtime::hooks::HookName;
@@ -58,11 +59,12 @@ impl LogExpect {
         if let Some(level) = self.level {
             parts.push(format!("level {}", level_name(level)));
         }
+        // The test file's text, escaped: it cannot draw lines of the report.
         if let Some(text) = &self.contains {
-            parts.push(format!("containing `{text}`"));
+            parts.push(format!("containing `{}`", escape_control(text)));
         }
         if let Some(re) = &self.matches {
-            parts.push(format!("matching /{}/", re.as_str()));
+            parts.push(format!("matching /{}/", escape_control(re.as_str())));
         }
         parts.join(", ")
     }

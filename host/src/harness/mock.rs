@@ -82,7 +82,8 @@ impl Mock {
             let pairs: Vec<String> = self.query.iter().map(|(k, v)| format!("{k}={v}")).collect();
             let _ = write!(label, "?{}", pairs.join("&"));
         }
-        label
+        // The test file's text: escaped, so it cannot draw lines of the report.
+        escape_control(&label).into_owned()
     }
 }
 
@@ -237,10 +238,16 @@ impl MockTransport {
             check(
                 values.contains(&wanted.as_str()),
                 if values.is_empty() {
-                    format!("query `{name}`: the mock expects `{wanted}`, the request has none")
+                    format!(
+                        "query `{}`: the mock expects {}, the request has none",
+                        self.shown(name),
+                        shown(wanted)
+                    )
                 } else {
                     format!(
-                        "query `{name}`: the mock expects `{wanted}`, the request has {}",
+                        "query `{}`: the mock expects {}, the request has {}",
+                        self.shown(name),
+                        shown(wanted),
                         values
                             .iter()
                             .map(|v| shown(v))
@@ -261,7 +268,7 @@ impl MockTransport {
             let ok = found.iter().any(|v| self.header_matches(wanted, v));
             let expected = match wanted {
                 HeaderMatch::Text(text) => format!("`{}`", self.shown(text)),
-                HeaderMatch::Secret(id) => format!("the value of secret `{id}`"),
+                HeaderMatch::Secret(id) => format!("the value of secret `{}`", self.shown(id)),
             };
             let got = if found.is_empty() {
                 "no such header".to_string()
@@ -274,7 +281,10 @@ impl MockTransport {
             };
             check(
                 ok,
-                format!("header `{name}`: the mock expects {expected}, the request has {got}"),
+                format!(
+                    "header `{}`: the mock expects {expected}, the request has {got}",
+                    self.shown(name)
+                ),
             );
         }
         if let Some(body) = &mock.body {

@@ -109,7 +109,15 @@ impl RunSummary {
         // names are escaped like plugin text, so none can draw a line of this report.
         let file = |r: &CaseResult| escape_control(&r.file.display().to_string()).into_owned();
         for e in &self.load_errors {
-            let _ = writeln!(out, "error {}", escape_control_by_line(&e.to_string()));
+            // A TOML parse error shows the file's line and a caret under it, on lines of its
+            // own; every other message is one line, whatever the values it quotes hold.
+            let text = e.to_string();
+            let shown = if e.message.starts_with("TOML parse error") {
+                escape_control_by_line(&text)
+            } else {
+                escape_control(&text).into_owned()
+            };
+            let _ = writeln!(out, "error {shown}");
         }
         for note in &self.cache_notes {
             let _ = writeln!(out, "note {note}");

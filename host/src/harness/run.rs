@@ -244,7 +244,7 @@ fn check_outcome(case: &Case, report: &HookReport, failures: &mut Vec<String>) {
         )),
         (None, Ok(decision)) => failures.push(format!(
             "failure:\n  - expected the hook to fail with `{}`\n  + it decided {}{not_run}",
-            expect.failure.as_deref().unwrap_or_default(),
+            escape_control(expect.failure.as_deref().unwrap_or_default()),
             show_decision(decision)
         )),
         (None, Err(failure)) => {
@@ -252,7 +252,8 @@ fn check_outcome(case: &Case, report: &HookReport, failures: &mut Vec<String>) {
             let failure = failure.to_string();
             if !failure.contains(wanted) {
                 failures.push(format!(
-                    "failure:\n  - expected a failure containing `{wanted}`\n  + {}",
+                    "failure:\n  - expected a failure containing `{}`\n  + {}",
+                    escape_control(wanted),
                     escape_control(&failure)
                 ));
             }
@@ -270,7 +271,8 @@ fn check_outcome(case: &Case, report: &HookReport, failures: &mut Vec<String>) {
                 && reason != Some(wanted.as_str())
             {
                 failures.push(format!(
-                    "reason:\n  - expected `{wanted}`\n  + got {}",
+                    "reason:\n  - expected `{}`\n  + got {}",
+                    escape_control(wanted),
                     shown_reason(reason)
                 ));
             }
@@ -279,7 +281,7 @@ fn check_outcome(case: &Case, report: &HookReport, failures: &mut Vec<String>) {
             {
                 failures.push(format!(
                     "reason:\n  - expected to match /{}/\n  + got {}",
-                    pattern.as_str(),
+                    escape_control(pattern.as_str()),
                     shown_reason(reason)
                 ));
             }
@@ -446,7 +448,8 @@ fn check_refusals(case: &Case, report: &HookReport, failures: &mut Vec<String>) 
                 left.remove(i);
             }
             None => failures.push(format!(
-                "refusals:\n  - expected a refusal containing `{wanted}`\n  + {}",
+                "refusals:\n  - expected a refusal containing `{}`\n  + {}",
+                escape_control(wanted),
                 if shown.is_empty() {
                     "there was none".to_string()
                 } else {
@@ -485,14 +488,14 @@ fn diff_lines(
     let mut out = Vec::new();
     while i < n || j < m {
         if i < n && j < m && same(&expected[i], &actual[j]) {
-            out.push(format!("  {}", actual[j]));
+            out.push(format!("  {}", escape_control(&actual[j])));
             i += 1;
             j += 1;
         } else if j < m && (i == n || lcs[i][j + 1] >= lcs[i + 1][j]) {
-            out.push(format!("+ {}", actual[j]));
+            out.push(format!("+ {}", escape_control(&actual[j])));
             j += 1;
         } else {
-            out.push(format!("- {}", expected[i]));
+            out.push(format!("- {}", escape_control(&expected[i])));
             i += 1;
         }
     }
