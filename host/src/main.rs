@@ -54,7 +54,7 @@ enum Command {
         hook: HookName,
         #[arg(long)]
         event: PathBuf,
-        #[arg(long, default_value_t = 1000)]
+        #[arg(long, default_value_t = 1000, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(0..=MAX_BENCH_ITERATIONS))]
         iterations: usize,
         /// Hooks in flight at once.
         #[arg(long, default_value_t = 1)]
@@ -151,6 +151,8 @@ enum LogFormat {
 
 /// The hook failed and warden failed closed.
 const EXIT_HOOK_FAILED: u8 = 3;
+/// The most events `warden bench` runs: each one's time is kept until the end.
+const MAX_BENCH_ITERATIONS: u64 = 100_000_000;
 
 fn main() -> ExitCode {
     let mut args = std::env::args_os().skip(1);

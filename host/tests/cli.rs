@@ -280,3 +280,34 @@ fn unknown_flows_hooks_and_bad_events_are_usage_errors() {
     );
     assert!(stdout(&out).is_empty());
 }
+
+#[test]
+fn bench_refuses_more_iterations_than_it_can_keep_the_times_of() {
+    let scratch = Scratch::new();
+    let path = config(&scratch, artifacts::PROBE, "{}", "{}");
+    let cfg = path.to_str().unwrap();
+    let args = |n: &'static str| {
+        [
+            "bench",
+            "--config",
+            cfg,
+            "--flow",
+            "access",
+            "--event",
+            "-",
+            "--iterations",
+            n,
+        ]
+    };
+    let out = warden(&args("18446744073709551615"), Some(ALICE));
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("is not in 0..=100000000"),
+        "{}",
+        stderr(&out)
+    );
+    let out = warden(&args("3"), Some(ALICE));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let report: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(report["iterations"], 3, "{}", stdout(&out));
+}

@@ -237,6 +237,21 @@ fn import_dry_run_changes_nothing_and_a_bad_file_changes_nothing() {
         "nothing of a bad file is applied"
     );
 
+    // A cell quoted by a problem is the file's: escaped, each problem on one line.
+    let forged = scratch.write(
+        "forged.csv",
+        "sym:cloud,custom:aaabbcccddee\n\"no\nFAKE imported\x1b[31m\",x\n",
+    );
+    let errors = failed(&users(&config, &["import", forged.to_str().unwrap()]));
+    assert!(errors.contains("no\\nFAKE imported\\x1b[31m"), "{errors}");
+    assert!(
+        !errors.contains('\x1b') && !errors.contains("\nFAKE"),
+        "{errors}"
+    );
+    // Not a file to read whole: refused, not read (it would never end).
+    let refused = failed(&users(&config, &["import", "/dev/zero"]));
+    assert!(refused.contains("cannot read /dev/zero"), "{refused}");
+
     let undeclared = scratch.write("slack.csv", "sym:cloud,slack:T1\nerin@example.com,U1\n");
     let refused = failed(&users(&config, &["import", undeclared.to_str().unwrap()]));
     assert!(refused.contains("declares service `slack:T1`"), "{refused}");

@@ -22,6 +22,8 @@ use crate::store::blocking::{UserAdmin, open_for_users};
 /// The email column's header, as symflow writes it.
 pub const EMAIL_COLUMN: &str = "sym:cloud";
 const EMAIL_COLUMN_ALIAS: &str = "email";
+/// The most a users file may hold (a million users is about 64 MiB).
+const MAX_IMPORT_BYTES: u64 = 64 << 20;
 /// symflow's own user ids; warden keys users by email.
 const SYMFLOW_ID_COLUMN: &str = "User ID";
 
@@ -170,12 +172,25 @@ pub fn run(config: &Path, command: UsersCommand, out: &mut dyn Write) -> Result<
         } => {
             let text = if file == Path::new("-") {
                 let mut text = String::new();
-                std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
-                    .map_err(|e| format!("cannot read standard input: {e}"))?;
+                std::io::Read::read_to_string(
+                    &mut std::io::Read::take(std::io::stdin(), MAX_IMPORT_BYTES + 1),
+                    &mut text,
+                )
+                .map_err(|e| format!("cannot read standard input: {e}"))?;
+                if text.len() as u64 > MAX_IMPORT_BYTES {
+                    return Err(format!(
+                        "standard input holds more than {} MiB: import it in parts",
+                        MAX_IMPORT_BYTES >> 20
+                    ));
+                }
                 text
             } else {
-                std::fs::read_to_string(&file)
-                    .map_err(|e| format!("cannot read {}: {e}", file.display()))?
+                crate::config::read_bounded_text(&file, MAX_IMPORT_BYTES).map_err(|e| {
+                    format!(
+                        "cannot read {}: {e}",
+                        escape_control(&file.display().to_string())
+                    )
+                })?
             };
             let plan = users
                 .plan_import(&text, force)
@@ -193,14 +208,15 @@ pub fn run(config: &Path, command: UsersCommand, out: &mut dyn Write) -> Result<
     }
 }
 
+/// One line per problem: the cells it quotes are the file's, escaped.
 fn import_errors(file: &Path, errors: &[ImportError]) -> String {
+    let file = escape_control(&file.display().to_string()).into_owned();
     let mut text = format!(
-        "{} problem(s) in {}; nothing was imported:",
-        errors.len(),
-        file.display()
+        "{} problem(s) in {file}; nothing was imported:",
+        errors.len()
     );
     for e in errors {
-        text.push_str(&format!("\n{}:{e}", file.display()));
+        text.push_str(&format!("\n{file}:{}", escape_control(&e.to_string())));
     }
     text
 }

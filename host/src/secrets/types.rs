@@ -97,7 +97,12 @@ pub fn json_key_value(raw: &str, key: &str, what: &str) -> Result<String, String
             "{what}: key `{key}` holds an object, list or null, not a string"
         )),
         None => {
-            let keys: Vec<&str> = map.keys().map(String::as_str).collect();
+            // The secret's own keys (AWS's, for a secret there): escaped, and at most 20.
+            let keys: Vec<String> = map
+                .keys()
+                .take(20)
+                .map(|k| crate::cli::escape::escape_control(k).into_owned())
+                .collect();
             Err(format!(
                 "{what} has no key `{key}` (its keys: {})",
                 if keys.is_empty() {
