@@ -295,6 +295,14 @@ fn syntax_and_type_errors_carry_a_location() {
 }
 
 #[test]
+fn an_empty_store_path_is_named() {
+    let fx = Fixture::new();
+    let errors = fx.errors(&VALID.replace("path = \"state/warden.db\"", "path = \" \""));
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(errors[0].contains("store.path: is empty"), "{errors:?}");
+}
+
+#[test]
 fn defaults_apply_when_optional_keys_are_absent() {
     let fx = Fixture::new();
     let text = "[environments.e]\n[flows.f]\nenvironment = \"e\"\nplugin = \"plugin.wasm\"\nreveal_secrets = false\n";

@@ -50,7 +50,14 @@ impl<'a> Validator<'a> {
             self.error(&refs, "unknown key");
         }
 
-        let store_path = self.resolve(raw.store.path.as_deref().unwrap_or("warden.db"));
+        let store_file = raw.store.path.as_deref().unwrap_or("warden.db");
+        if store_file.trim().is_empty() {
+            self.error(
+                &["store", "path"],
+                "is empty: name the store's file (by default `warden.db` beside this config)",
+            );
+        }
+        let store_path = self.resolve(store_file);
         // Not beside the store by default: the cache must be a folder only this user can
         // change, and the store's folder need not be one.
         let cache_dir = match raw.cache.dir.as_deref() {

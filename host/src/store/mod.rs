@@ -186,6 +186,16 @@ impl Store {
     /// Opens the store at `path`, creating it and applying migrations as needed.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         let wrap = |source| StoreError::new(path, "open it", source);
+        // A path, never a URI: SQLite reads a name starting `file:` as one (`?vfs=unix-none`
+        // would turn its locking off); made absolute, no path starts so.
+        let absolute = std::path::absolute(path).map_err(|e| {
+            StoreError::new(
+                path,
+                "open it",
+                rusqlite::Error::InvalidPath(e.to_string().into()),
+            )
+        })?;
+        let path = absolute.as_path();
         let conn = Connection::open(path).map_err(wrap)?;
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(wrap)?;

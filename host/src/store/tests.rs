@@ -236,6 +236,18 @@ fn a_file_store_survives_reopening_and_is_in_wal_mode() {
     assert_eq!(mode, "wal");
 }
 
+#[test]
+fn a_store_path_is_a_path_and_never_an_sqlite_uri() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("target.db");
+    // As a URI this would open `target` without locking; as a path it names a file in a
+    // folder `file:` that does not exist.
+    let uri = format!("file:{}?vfs=unix-none", target.display());
+    let opened = Store::open(Path::new(&uri));
+    assert!(opened.is_err(), "opened {uri} as a URI");
+    assert!(!target.exists());
+}
+
 fn user_id(store: &Store) -> String {
     store
         .lookup_identity("alice@example.com", "custom", "vo")
