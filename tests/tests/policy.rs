@@ -779,6 +779,45 @@ async fn an_admin_naming_approvers_counts_once_and_is_named_beside_them() {
         "{}",
         audit.text
     );
+    // The approval's own line names the admin beside the approver, as a decision's does.
+    let entries = audit.body["entries"].as_array().expect("audit entries");
+    let approval = entries
+        .iter()
+        .find(|e| e["action"] == "approval" && e["request_id"] == id.as_str())
+        .expect("the approval's audit line");
+    assert_eq!(
+        approval["actor"], "bob@example.com (named by admin carol@example.com)",
+        "{approval}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn approvals_a_reload_makes_enough_are_completed_by_any_who_gave_them() {
+    let h = Harness::start().await;
+    let reload_requiring = |n: u32| {
+        let text = config_text(&h._scratch).replace(
+            "approvals_required = 2",
+            &format!("approvals_required = {n}"),
+        );
+        h._scratch.config(&text);
+        async {
+            let r = h.send("POST", "/v1/admin/reload", CAROL, None).await;
+            assert_eq!(r.status, 200, "{}", r.text);
+        }
+    };
+    reload_requiring(3).await;
+    let id = h.submit("four", None, "pending").await;
+    for token in [BOB, ERIN] {
+        let r = h.act(&id, "approve", token, "ok").await;
+        assert_eq!(r.body["state"], "pending", "{}", r.text);
+    }
+    let r = h.act(&id, "approve", BOB, "again").await;
+    assert_eq!(r.status, 409, "two of three: {}", r.text);
+    // Two now suffice: either of the two completes it, with no third approval noted.
+    reload_requiring(2).await;
+    let r = h.act(&id, "approve", BOB, "enough now").await;
+    assert_eq!(r.body["state"], "escalated", "{}", r.text);
+    assert_eq!(entries(&h.get(&id).await, "approval").len(), 2);
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -456,9 +456,11 @@ impl Lifecycle {
         // Who the approval counts as, and the approvals so far under the policy now serving:
         // one from someone a reload took off the flow's approvers (or a self-approval it no
         // longer allows) no longer counts. An approver approving again is refused before the
-        // claim too, and checked again under it.
+        // claim too, and checked again under it, unless the approvals so far already meet the
+        // policy (a reload put an approver back, or asked for fewer): then any of those who
+        // gave them completes it, with no second approval noted (`None`).
         let who = named_by.as_deref().unwrap_or(&approver_email).trim();
-        let approvals = async |id: &str| -> Result<Vec<String>, LifecycleError> {
+        let approvals = async |id: &str| -> Result<Option<Vec<String>>, LifecycleError> {
             let counts = approval_counts(
                 &policy,
                 self_approval_allowed,
@@ -467,6 +469,9 @@ impl Lifecycle {
             );
             let so_far = approvals_so_far(&self.store.history(id).await?, counts);
             if so_far.contains(&who.to_ascii_lowercase()) {
+                if so_far.len() >= policy.approvals_required as usize {
+                    return Ok(None);
+                }
                 return Err(LifecycleError::AlreadyApproved {
                     id: id.to_string(),
                     approver: who.to_string(),
@@ -474,7 +479,7 @@ impl Lifecycle {
                     required: policy.approvals_required,
                 });
             }
-            Ok(so_far)
+            Ok(Some(so_far))
         };
         if multi_approval {
             approvals(id).await?;
@@ -486,21 +491,22 @@ impl Lifecycle {
             && multi_approval
         {
             let required = policy.approvals_required;
-            let so_far = approvals(id).await?;
-            let count = so_far.len() as u32 + 1;
-            claim.note(HistoryEntry {
-                at: now_ms(),
-                step: "approve".into(),
-                event: HistoryEvent::Approval {
-                    approver: approver_email.clone(),
-                    by: named_by.clone(),
-                    reason: reason.clone(),
-                    count,
-                    required,
-                },
-            });
-            if count < required {
-                return self.finish(claim).await;
+            if let Some(so_far) = approvals(id).await? {
+                let count = so_far.len() as u32 + 1;
+                claim.note(HistoryEntry {
+                    at: now_ms(),
+                    step: "approve".into(),
+                    event: HistoryEvent::Approval {
+                        approver: approver_email.clone(),
+                        by: named_by.clone(),
+                        reason: reason.clone(),
+                        count,
+                        required,
+                    },
+                });
+                if count < required {
+                    return self.finish(claim).await;
+                }
             }
         }
         self.decide_step(

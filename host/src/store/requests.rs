@@ -383,7 +383,8 @@ pub fn write(
                     if let Some(by) = by {
                         detail["by"] = by.as_str().into();
                     }
-                    audit(conn, approver, "approval", Some(id), &detail)?;
+                    let actor = approval_actor(approver, by.as_deref());
+                    audit(conn, &actor, "approval", Some(id), &detail)?;
                 }
             }
             RequestWrite::Transition(t) => write_transition(conn, id, t, froms.next().unwrap())?,
@@ -393,6 +394,15 @@ pub fn write(
         write_transition(conn, id, t, froms.next().unwrap())?;
     }
     Ok(true)
+}
+
+/// Who the audit log says approved: the approver, and the admin who named them, if one did
+/// (as a decision's transition says it).
+pub(crate) fn approval_actor(approver: &str, by: Option<&str>) -> String {
+    match by {
+        Some(admin) => format!("{approver} (named by admin {admin})"),
+        None => approver.to_string(),
+    }
 }
 
 fn write_transition(

@@ -411,11 +411,14 @@ fn decide_on(config: &crate::config::Config, who: &SignedIn, view: &RequestView)
         ));
     }
     let approvals = pages::approvals(view);
+    let required = super::policy::policy_of(config, &view.flow).approvals_required;
+    // Approvals a reload made enough are completed by any who gave them (the lifecycle's
+    // count, which leaves out approvers no longer the flow's, has the last word).
     if approvals
         .iter()
         .any(|a| a.counted.eq_ignore_ascii_case(&who.caller.user))
+        && approvals.len() < required as usize
     {
-        let required = super::policy::policy_of(config, &view.flow).approvals_required;
         return Decide::Missing(format!(
             "You approved this already; it needs {required} approvals from different people ({} so far): another approver decides.",
             approvals.len()

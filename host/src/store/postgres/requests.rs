@@ -175,7 +175,8 @@ pub(super) async fn write(
                     if let Some(by) = by {
                         detail["by"] = by.as_str().into();
                     }
-                    appends.audit(approver, "approval", &detail);
+                    let actor = crate::store::requests::approval_actor(approver, by.as_deref());
+                    appends.audit(&actor, "approval", &detail);
                 }
             }
             RequestWrite::Transition(t) => moves.push(transition(
