@@ -255,6 +255,14 @@ fn a_missing_plugin_file_is_an_error() {
         "{errors}"
     );
     assert!(errors.contains("nope.wasm does not exist"), "{errors}");
+    // There, but not a file to read: named so.
+    let errors = fx
+        .errors(&VALID.replace("plugin.wasm", "/dev/zero"))
+        .join("\n");
+    assert!(
+        errors.contains("plugin file /dev/zero is not a regular file"),
+        "{errors}"
+    );
 }
 
 #[test]

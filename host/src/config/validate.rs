@@ -483,9 +483,14 @@ impl<'a> Validator<'a> {
         if let Some(hint) = crate::cli::build::not_a_component(&plugin) {
             self.error(&["flows", name, "plugin"], hint);
         } else if !plugin.is_file() {
+            let why = if plugin.exists() {
+                "is not a regular file"
+            } else {
+                "does not exist"
+            };
             self.error(
                 &["flows", name, "plugin"],
-                format!("plugin file {} does not exist", plugin.display()),
+                format!("plugin file {} {why}", plugin.display()),
             );
         }
         let mut rules = Vec::new();
