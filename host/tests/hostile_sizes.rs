@@ -72,6 +72,15 @@ async fn run(warden: &Warden, flow: &str) -> HookReport {
         .unwrap()
 }
 
+/// The outcome of each HTTP call the hook made.
+fn outcomes(report: &HookReport) -> Vec<&str> {
+    report
+        .http_calls
+        .iter()
+        .map(|c| c.outcome.as_str())
+        .collect()
+}
+
 /// What `report` keeps, counted as the event's budget counts it.
 fn kept(report: &HookReport) -> usize {
     let logs: usize = report
@@ -319,12 +328,7 @@ async fn a_flood_of_empty_headers_is_refused_by_its_count_before_any_is_read() {
         reason.contains("the request has 100000 headers; at most 256 are sent"),
         "{context}"
     );
-    let outcomes: Vec<&str> = report
-        .http_calls
-        .iter()
-        .map(|c| c.outcome.as_str())
-        .collect();
-    assert_eq!(outcomes, ["invalid"], "{context}");
+    assert_eq!(outcomes(&report), ["invalid"], "{context}");
     assert!(report.refusals.is_empty(), "{context}");
 }
 
@@ -347,12 +351,7 @@ async fn entries_that_all_point_at_one_long_string_are_read_only_until_over_the_
         let context = shown(&report);
         let reason = message(&report).expect(&context);
         assert!(reason.contains(told), "{context}");
-        let outcomes: Vec<&str> = report
-            .http_calls
-            .iter()
-            .map(|c| c.outcome.as_str())
-            .collect();
-        assert_eq!(outcomes, ["invalid"], "{context}");
+        assert_eq!(outcomes(&report), ["invalid"], "{context}");
     }
 }
 

@@ -220,6 +220,19 @@ fn warden_serve_logs_one_json_object_per_line_with_the_text_whole() {
     assert!(found, "no entry holds the plugin's error whole:\n{log}");
 }
 
+/// `warden test suite` with the raw plugin, whose two cases both fail: its report.
+fn failing_suite(scratch: &Scratch) -> String {
+    let output = Command::new(env!("CARGO_BIN_EXE_warden"))
+        .args(["test", "suite", "--plugin", artifacts::RAW])
+        .current_dir(scratch.path())
+        .output()
+        .expect("run warden test");
+    let report = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert_eq!(output.status.code(), Some(1), "{report}");
+    assert!(report.ends_with("\n0 passed, 2 failed\n"), "{report}");
+    report
+}
+
 #[test]
 fn warden_test_reports_a_plugins_text_escaped() {
     let scratch = Scratch::new();
@@ -247,14 +260,7 @@ expect = {{ decision = "deny" }}
             toml_string(&format!("approve:{FORGED}")),
         ),
     );
-    let output = Command::new(env!("CARGO_BIN_EXE_warden"))
-        .args(["test", "suite", "--plugin", artifacts::RAW])
-        .current_dir(scratch.path())
-        .output()
-        .expect("run warden test");
-    let report = String::from_utf8_lossy(&output.stdout);
-    assert_eq!(output.status.code(), Some(1), "{report}");
-    assert!(report.ends_with("\n0 passed, 2 failed\n"), "{report}");
+    let report = failing_suite(&scratch);
     assert_escaped(
         "warden test's report",
         &report,
@@ -314,14 +320,7 @@ expect = {{ failure = {forged} }}
 "#
         ),
     );
-    let output = Command::new(env!("CARGO_BIN_EXE_warden"))
-        .args(["test", "suite", "--plugin", artifacts::RAW])
-        .current_dir(scratch.path())
-        .output()
-        .expect("run warden test");
-    let report = String::from_utf8_lossy(&output.stdout);
-    assert_eq!(output.status.code(), Some(1), "{report}");
-    assert!(report.ends_with("\n0 passed, 2 failed\n"), "{report}");
+    let report = failing_suite(&scratch);
     assert_escaped(
         "warden test's report of a test file's text",
         &report,
