@@ -89,6 +89,8 @@ def _run(name, event):
         decision = _hooks.run(name, event)
     except _hooks.HookFailed as failed:
         raise Err(str(failed)) from None
+    except BaseException as error:  # noqa: BLE001 - an SDK failure fails closed, told as one
+        raise Err(f"hook `{name}` failed in the SDK: {type(error).__name__}") from None
     assert isinstance(decision, Decision)
     return _WIT_DECISIONS[decision.kind](decision.reason)
 

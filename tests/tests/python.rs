@@ -288,7 +288,13 @@ async fn python_failures_fail_closed_naming_the_hook_and_the_python_cause() {
     ) {
         return;
     }
-    let s = probe(&["raise", "not-a-decision", "missing-integration"]).await;
+    let s = probe(&[
+        "raise",
+        "not-a-decision",
+        "missing-integration",
+        "unprintable",
+    ])
+    .await;
     let report = s.run("s-raise", "alice@example.com").await;
     let message = plugin_error(&report);
     assert!(
@@ -308,6 +314,15 @@ async fn python_failures_fail_closed_naming_the_hook_and_the_python_cause() {
         plugin_error(&report),
         "hook `on_request` returned int 42, not a decision: return ApprovalTemplate.approve(...), .deny(...), .ignore(...), or None to continue"
     );
+
+    // An exception whose own text fails to be made: still the exception and its traceback.
+    let report = s.run("s-unprintable", "alice@example.com").await;
+    let message = plugin_error(&report);
+    assert!(
+        message.starts_with("hook `on_request` raised Unprintable: <exception str() failed>\n"),
+        "{message}"
+    );
+    assert_contains(message, "raise Unprintable()");
 
     let report = s.run("s-missing-integration", "alice@example.com").await;
     assert!(

@@ -109,7 +109,11 @@ def run(name, wit_event):
         try:
             result = fn(Event(wit_event))
         except BaseException as error:  # noqa: BLE001 - every failure fails closed
-            raise HookFailed(_traceback_text(name, error)) from None
+            try:
+                text = _traceback_text(name, error)
+            except BaseException:  # noqa: BLE001 - the failure must still be told
+                text = f"hook `{name}` raised {type(error).__name__} (its traceback cannot be shown)"
+            raise HookFailed(text) from None
         if result is None:
             return Decision.CONTINUE
         if isinstance(result, Decision):
@@ -160,4 +164,13 @@ def _traceback_text(name, error):
     summary.stack = traceback.StackSummary.from_list(frames)
     text = "".join(summary.format()).rstrip()
     text = _MOUNT_IN_TRACEBACK.sub('File "', text)
-    return f"hook `{name}` raised {type(error).__name__}: {error}\n{text}"
+    return f"hook `{name}` raised {type(error).__name__}: {_text_of(error)}\n{text}"
+
+
+def _text_of(error):
+    # An exception's own `__str__` may fail (or be a sealed secret's, which refuses to be
+    # text): the hook's failure is still told, as Python's traceback module tells it.
+    try:
+        return str(error)
+    except BaseException:  # noqa: BLE001
+        return "<exception str() failed>"

@@ -140,6 +140,15 @@ def probe_not_a_decision(event):
     return 42
 
 
+class Unprintable(Exception):
+    def __str__(self):
+        raise TypeError("no text for this one")
+
+
+def probe_unprintable(event):
+    raise Unprintable()
+
+
 def probe_loop(event):
     while True:
         pass
