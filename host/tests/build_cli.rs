@@ -326,3 +326,30 @@ fn warden_build_builds_a_rust_plugin_crate_with_cargo() {
     );
     assert!(component.is_file());
 }
+
+/// Code a build runs (a plugin's import, at build time) changes only a copy of the plugin's
+/// folder: what its author reviews after `warden build` is what was there before.
+#[test]
+fn warden_build_leaves_the_plugins_folder_as_it_was() {
+    if !python::componentize_py_or_skip("warden_build_leaves_the_plugins_folder_as_it_was") {
+        return;
+    }
+    let scratch = Scratch::new();
+    let source = "import pathlib\n\
+                  from warden import hook\n\
+                  here = pathlib.Path(__file__).parent\n\
+                  (here / \"planted.py\").write_text(\"print('planted')\\n\")\n\
+                  pathlib.Path(__file__).write_text(\"# harmless\\n\")\n\n\
+                  @hook\n\
+                  def on_request(event):\n    return None\n";
+    scratch.write("p/plugin.py", source);
+    let out = warden(&["build", "p"], scratch.path());
+    let output = text(&out);
+    assert!(out.status.success(), "{output}");
+    assert_eq!(
+        std::fs::read_to_string(scratch.path().join("p/plugin.py")).unwrap(),
+        source
+    );
+    assert!(!scratch.path().join("p/planted.py").exists());
+    assert!(scratch.path().join("p/build/plugin.wasm").is_file());
+}

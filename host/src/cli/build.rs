@@ -280,6 +280,11 @@ fn build_python(dir: &Path, out: &Path) -> Result<Built, BuildError> {
     std::fs::create_dir_all(venv.join("lib/python3/site-packages"))
         .and_then(|()| std::fs::create_dir_all(&cwd))
         .map_err(io("cannot make the build's folders"))?;
+    // Built from a copy: code the build runs (a plugin's imports run at build time) can
+    // change only the copy, never the folder its author reviews and keeps.
+    let copy = temp.path().join("plugin");
+    let out_dir_inside = out.parent().filter(|p| p.starts_with(dir));
+    copy_plugin_folder(dir, &copy, out_dir_inside)?;
     let out_dir = out.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(out_dir).map_err(io(format!("cannot make {}", out_dir.display())))?;
     // Written beside the output and renamed when complete: a failed build leaves the last
@@ -300,7 +305,7 @@ fn build_python(dir: &Path, out: &Path) -> Result<Built, BuildError> {
         .args(["-w", WORLD, "componentize", APP, "-p"])
         .arg(&sdk)
         .arg("-p")
-        .arg(dir)
+        .arg(&copy)
         .arg("-o")
         .arg(partial.path())
         .current_dir(&cwd)
@@ -349,6 +354,63 @@ fn build_python(dir: &Path, out: &Path) -> Result<Built, BuildError> {
         component: out.to_path_buf(),
         elapsed: started.elapsed(),
     })
+}
+
+/// The most a Python plugin's folder may hold to be built: its files, and how many.
+const MAX_FOLDER_BYTES: u64 = 256 << 20;
+const MAX_FOLDER_ENTRIES: usize = 20_000;
+
+/// Copies the plugin's folder `from` to `to` for a build: folders, files and links as they
+/// are (componentize-py refuses a link leading out), nothing else (a FIFO would hang the
+/// copy), without `.git`, `__pycache__` and `skip` (the folder the component is written to).
+fn copy_plugin_folder(from: &Path, to: &Path, skip: Option<&Path>) -> Result<(), BuildError> {
+    let too_big = || BuildError::Io {
+        what: format!(
+            "cannot copy {} to build it: it holds more than {} MiB or {MAX_FOLDER_ENTRIES} files",
+            from.display(),
+            MAX_FOLDER_BYTES >> 20
+        ),
+        source: std::io::Error::other("too large"),
+    };
+    let (mut bytes, mut entries) = (0u64, 0usize);
+    let mut folders = vec![(from.to_path_buf(), to.to_path_buf())];
+    while let Some((source, target)) = folders.pop() {
+        std::fs::create_dir_all(&target)
+            .map_err(io(format!("cannot make {}", target.display())))?;
+        let listing =
+            std::fs::read_dir(&source).map_err(io(format!("cannot read {}", source.display())))?;
+        for entry in listing {
+            let entry = entry.map_err(io(format!("cannot read {}", source.display())))?;
+            let (path, name) = (entry.path(), entry.file_name());
+            if name == ".git" || name == "__pycache__" || Some(path.as_path()) == skip {
+                continue;
+            }
+            entries += 1;
+            if entries > MAX_FOLDER_ENTRIES {
+                return Err(too_big());
+            }
+            let kind = entry
+                .file_type()
+                .map_err(io(format!("cannot read {}", path.display())))?;
+            let into = target.join(&name);
+            if kind.is_dir() {
+                folders.push((path, into));
+            } else if kind.is_symlink() {
+                let points_to = std::fs::read_link(&path)
+                    .map_err(io(format!("cannot read {}", path.display())))?;
+                std::os::unix::fs::symlink(points_to, &into)
+                    .map_err(io(format!("cannot copy {}", path.display())))?;
+            } else if kind.is_file() {
+                bytes += entry.metadata().map(|m| m.len()).unwrap_or(0);
+                if bytes > MAX_FOLDER_BYTES {
+                    return Err(too_big());
+                }
+                std::fs::copy(&path, &into)
+                    .map_err(io(format!("cannot copy {}", path.display())))?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// componentize-py's failure as the author's error: without the tool's own frames and its
