@@ -539,3 +539,51 @@ async fn a_reload_that_removes_a_channel_gives_up_what_waits_for_it() {
     assert!(!metrics.contains("warden_outbox_depth{"), "{metrics}");
     h.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_channel_a_reload_removes_sends_nothing_more_of_the_batch_it_was_sending() {
+    let receiver = Receiver::start(SIGNING_KEY, 0).await;
+    let config = format!(
+        "[channels.gone]\ntype = \"webhook\"\nurl = {:?}\nsigning_secret = \"signing\"\n\
+         timeout_ms = 1000\n{}",
+        receiver.url("/hang/gone"),
+        probe_flow("human", "continue", "waiting = [\"gone\"]"),
+    );
+    let h = start(&receiver.url("/ok/slack"), &config).await;
+    let sent = || {
+        receiver
+            .got()
+            .iter()
+            .filter(|r| r.path == "/hang/gone")
+            .count()
+    };
+    // The first is taken alone and held a second by a receiver that does not answer; the
+    // four filed meanwhile are the next batch.
+    h.submit("human", json!({})).await;
+    receiver
+        .wait_until(WITHIN, "a first attempt", |got| {
+            got.iter().any(|r| r.path == "/hang/gone")
+        })
+        .await;
+    for _ in 0..4 {
+        h.submit("human", json!({})).await;
+    }
+    receiver
+        .wait_until(WITHIN, "the next batch's first attempt", |got| {
+            got.iter().filter(|r| r.path == "/hang/gone").count() >= 2
+        })
+        .await;
+    let path = h.scratch.path().join("warden.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let start_of_channel = text.find("[channels.gone]").unwrap();
+    let end_of_channel = text.find("[flows.human]").unwrap();
+    let text = format!("{}{}", &text[..start_of_channel], &text[end_of_channel..])
+        .replace("waiting = [\"gone\"]", "");
+    std::fs::write(&path, text).unwrap();
+    h.call("/v1/admin/reload", CAROL, Some(json!({}))).await;
+    // Sent one after another, the batch's other three would take three more seconds.
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    let sent = sent();
+    assert!(sent <= 3, "{sent} sent to a channel the reload removed");
+    h.stop().await;
+}

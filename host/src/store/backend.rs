@@ -180,6 +180,13 @@ pub trait Backend: Send + Sync {
         limit: usize,
         lease_until: i64,
     ) -> Result<Vec<Notification>, StoreError>;
+    /// Gives back notifications taken and not attempted (a stop in the middle of a batch),
+    /// due again at `now`, for this replica after its restart or another now. A store whose
+    /// take holds nothing (SQLite's one process) has nothing to give back.
+    async fn outbox_hand_back(&self, seqs: &[i64], now: i64) -> Result<(), StoreError> {
+        let _ = (seqs, now);
+        Ok(())
+    }
     async fn outbox_next_due(&self, channel: &str) -> Result<Option<i64>, StoreError>;
     async fn outbox_delivered(&self, seq: i64) -> Result<(), StoreError>;
     async fn outbox_retry_at(&self, seq: i64, next_at: i64, error: &str) -> Result<(), StoreError>;

@@ -215,14 +215,19 @@ async fn channel_loop(
     let mut wake = outbox.wake.subscribe();
     loop {
         wake.mark_unchanged();
-        let warden = outbox.warden.load_full();
-        let config = warden.config();
         // Removed by a reload: the manager gives its rows up.
-        let Some(channel) = config.channels.get(&name).cloned() else {
+        let Some(timeout) = outbox
+            .warden
+            .load()
+            .config()
+            .channels
+            .get(&name)
+            .map(|c| c.timeout)
+        else {
             return;
         };
         let now = now_ms();
-        let taken = store.outbox_take(&name, now, BATCH, now + lease(channel.timeout));
+        let taken = store.outbox_take(&name, now, BATCH, now + lease(timeout));
         let due = match taken.await {
             Ok(due) => due,
             Err(e) => {
@@ -231,17 +236,32 @@ async fn channel_loop(
             }
         };
         let full = due.len() == BATCH;
-        if !due.is_empty() {
-            let redactor =
-                Redactor::new(config.secrets.values().map(|s| s.value.clone()).collect());
-            let public_url = config.serve.public_url.as_deref();
-            for n in due {
-                // A stop does not wait for a receiver: the row stays, to be delivered
-                // after the restart.
-                tokio::select! {
-                    _ = stop.cancelled() => return,
-                    _ = attempt(&client, &channel, store.as_ref(), &metrics, n, public_url, &redactor) => {}
+        let mut due = due.into_iter();
+        let mut sending: Option<Sending> = None;
+        while let Some(n) = due.next() {
+            // Made for the batch, and again after a reload during it: the rest go as the
+            // channel now is or, removed, are left for the manager to give up.
+            let stale = sending
+                .as_ref()
+                .is_none_or(|s| !Arc::ptr_eq(&s.warden, &outbox.warden.load()));
+            if stale {
+                sending = Sending::now(&outbox, &name);
+            }
+            let Some(sending) = &sending else {
+                return;
+            };
+            let seq = n.seq;
+            // A stop does not wait for a receiver: this row and the rest of the batch are
+            // given back, to be delivered after the restart (or by another replica).
+            tokio::select! {
+                _ = stop.cancelled() => {
+                    let left: Vec<i64> = std::iter::once(seq).chain(due.map(|n| n.seq)).collect();
+                    if let Err(e) = store.outbox_hand_back(&left, now_ms()).await {
+                        tracing::error!(channel = %name, "notifications: {e}");
+                    }
+                    return;
                 }
+                _ = attempt(&client, &sending.channel, store.as_ref(), &metrics, n, sending.public_url.as_deref(), &sending.redactor) => {}
             }
         }
         let wait = if full {
@@ -257,6 +277,31 @@ async fn channel_loop(
             _ = wake.changed() => {}
             _ = tokio::time::sleep(wait) => {}
         }
+    }
+}
+
+/// A channel as the config serving now has it, and what its messages are made with.
+struct Sending {
+    warden: Arc<crate::Warden>,
+    channel: Arc<Channel>,
+    redactor: Redactor,
+    public_url: Option<String>,
+}
+
+impl Sending {
+    /// `None` when the config serving now has no channel `name`.
+    fn now(outbox: &Outbox, name: &str) -> Option<Self> {
+        let warden = outbox.warden.load_full();
+        let config = warden.config();
+        let channel = config.channels.get(name)?.clone();
+        let redactor = Redactor::new(config.secrets.values().map(|s| s.value.clone()).collect());
+        let public_url = config.serve.public_url.clone();
+        Some(Self {
+            warden,
+            channel,
+            redactor,
+            public_url,
+        })
     }
 }
 

@@ -127,6 +127,10 @@ impl Backend for PgStore {
         PgStore::outbox_next_due(self, channel).await
     }
 
+    async fn outbox_hand_back(&self, seqs: &[i64], now: i64) -> Result<(), StoreError> {
+        PgStore::outbox_hand_back(self, seqs, now).await
+    }
+
     async fn outbox_delivered(&self, seq: i64) -> Result<(), StoreError> {
         PgStore::outbox_delivered(self, seq).await
     }

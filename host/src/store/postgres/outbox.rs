@@ -95,6 +95,19 @@ impl PgStore {
         Ok(taken)
     }
 
+    pub async fn outbox_hand_back(&self, seqs: &[i64], now: i64) -> Result<(), StoreError> {
+        let op = "give notifications back to the outbox";
+        let client = self.client(op).await?;
+        client
+            .run(
+                "UPDATE outbox SET next_at = $2 WHERE seq = ANY($1)",
+                &[&seqs, &now],
+            )
+            .await
+            .map_err(|e| self.error(op, e))?;
+        Ok(())
+    }
+
     pub async fn outbox_next_due(&self, channel: &str) -> Result<Option<i64>, StoreError> {
         let mut next = self
             .query(

@@ -160,6 +160,19 @@ async fn notifications_commit_with_their_step_and_each_is_taken_by_one_replica()
     let again = b.outbox_take("ops", now_ms(), 50, lease).await.unwrap();
     assert_eq!(again.len(), 1);
     assert_eq!((again[0].seq, again[0].attempts), (first.seq, 1));
+    // Handed back unattempted (a stop in the middle of a batch): due again now, no attempt
+    // counted.
+    let unattempted: Vec<i64> = x.iter().chain(&y).skip(2).take(3).map(|n| n.seq).collect();
+    b.outbox_hand_back(&unattempted, now_ms() - 1)
+        .await
+        .unwrap();
+    let back = a.outbox_take("ops", now_ms(), 50, lease).await.unwrap();
+    let mut seqs: Vec<i64> = back.iter().map(|n| n.seq).collect();
+    seqs.sort();
+    let mut expected = unattempted.clone();
+    expected.sort();
+    assert_eq!(seqs, expected);
+    assert!(back.iter().all(|n| n.attempts == 0), "{back:?}");
     // Delivered, a row is gone; given up, it is recorded on its request's history.
     b.outbox_delivered(first.seq).await.unwrap();
     b.outbox_give_up(second, 3, "receiver down").await.unwrap();
