@@ -284,7 +284,8 @@ async fn channel_loop(
 struct Sending {
     warden: Arc<crate::Warden>,
     channel: Arc<Channel>,
-    redactor: Redactor,
+    /// Every secret value served, rotated ones included (`SecretStore::redactor`).
+    redactor: Arc<Redactor>,
     public_url: Option<String>,
 }
 
@@ -294,7 +295,7 @@ impl Sending {
         let warden = outbox.warden.load_full();
         let config = warden.config();
         let channel = config.channels.get(name)?.clone();
-        let redactor = Redactor::new(config.secrets.values().map(|s| s.value.clone()).collect());
+        let redactor = warden.secret_store().redactor();
         let public_url = config.serve.public_url.clone();
         Some(Self {
             warden,
