@@ -174,6 +174,19 @@ impl Harness {
         page.text().await.unwrap()
     }
 
+    /// Takes channel `name` and flow `human`'s route to it out of the config (the channel's
+    /// table comes just before `[flows.human]`), and reloads.
+    async fn reload_without_channel(&self, name: &str) {
+        let path = self.scratch.path().join("warden.toml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let start_of_channel = text.find(&format!("[channels.{name}]")).unwrap();
+        let end_of_channel = text.find("[flows.human]").unwrap();
+        let text = format!("{}{}", &text[..start_of_channel], &text[end_of_channel..])
+            .replace(&format!("waiting = [\"{name}\"]"), "");
+        std::fs::write(&path, text).unwrap();
+        self.call("/v1/admin/reload", CAROL, Some(json!({}))).await;
+    }
+
     async fn stop(self) {
         self.server.shutdown().await.unwrap();
     }
@@ -504,14 +517,7 @@ async fn a_reload_that_removes_a_channel_gives_up_what_waits_for_it() {
         .await;
 
     // The channel and its route go; what waited for it is given up, and said so.
-    let path = h.scratch.path().join("warden.toml");
-    let text = std::fs::read_to_string(&path).unwrap();
-    let start_of_channel = text.find("[channels.down]").unwrap();
-    let end_of_channel = text.find("[flows.human]").unwrap();
-    let text = format!("{}{}", &text[..start_of_channel], &text[end_of_channel..])
-        .replace("waiting = [\"down\"]", "");
-    std::fs::write(&path, text).unwrap();
-    h.call("/v1/admin/reload", CAROL, Some(json!({}))).await;
+    h.reload_without_channel("down").await;
     let deadline = tokio::time::Instant::now() + WITHIN;
     let entry = loop {
         let request = h.call(&format!("/v1/requests/{id}"), CAROL, None).await;
@@ -573,14 +579,7 @@ async fn a_channel_a_reload_removes_sends_nothing_more_of_the_batch_it_was_sendi
             got.iter().filter(|r| r.path == "/hang/gone").count() >= 2
         })
         .await;
-    let path = h.scratch.path().join("warden.toml");
-    let text = std::fs::read_to_string(&path).unwrap();
-    let start_of_channel = text.find("[channels.gone]").unwrap();
-    let end_of_channel = text.find("[flows.human]").unwrap();
-    let text = format!("{}{}", &text[..start_of_channel], &text[end_of_channel..])
-        .replace("waiting = [\"gone\"]", "");
-    std::fs::write(&path, text).unwrap();
-    h.call("/v1/admin/reload", CAROL, Some(json!({}))).await;
+    h.reload_without_channel("gone").await;
     // Sent one after another, the batch's other three would take three more seconds.
     tokio::time::sleep(Duration::from_millis(3500)).await;
     let sent = sent();
