@@ -26,7 +26,7 @@ use std::sync::{Arc, Mutex};
 use crate::runtime::event::EventInput;
 use crate::runtime::hooks::HookName;
 use crate::store::StoreError;
-use crate::store::backend::{Backend, CLAIM_LEASE_MS, Hold, Step, WithHistory};
+use crate::store::backend::{Backend, CLAIM_LEASE_MS, ClaimId, ClaimLost, Hold, Step, WithHistory};
 use crate::store::outbox::{self, Router};
 use crate::store::requests::{
     HistoryEntry, NewRequest, RequestRecord, RequestWrite, Transition, now_ms,
@@ -71,7 +71,7 @@ impl Claims {
             store: self.store.clone(),
             claims: self.clone(),
             waiting: Vec::new(),
-            held: false,
+            held: None,
             heartbeat: None,
         })
     }
@@ -88,14 +88,15 @@ impl Claims {
         };
         if self.store.shared() {
             // Dropped on an error or a refusal: releases only the claim in memory.
+            let stored = ClaimId::new();
             if !self
                 .store
-                .claim_request(id, now_ms() + CLAIM_LEASE_MS)
+                .claim_request(id, stored, now_ms() + CLAIM_LEASE_MS)
                 .await?
             {
                 return Ok(None);
             }
-            claim.hold();
+            claim.hold(stored);
         }
         Ok(Some(claim))
     }
@@ -108,8 +109,8 @@ pub(super) struct Claim {
     claims: Arc<Claims>,
     /// In the order the operation made them.
     waiting: Vec<RequestWrite>,
-    /// Whether the store holds a claim of this one to let go (a shared store only).
-    held: bool,
+    /// The store's claim this one holds, to renew and let go (a shared store only).
+    held: Option<ClaimId>,
     /// Renews the store's claim while the operation runs (hooks may run for minutes).
     heartbeat: Option<tokio::task::AbortHandle>,
 }
@@ -123,27 +124,41 @@ impl Claim {
     /// sender used before, stores nothing and returns the earlier request's id.
     pub(super) async fn insert(
         &mut self,
-        new: NewRequest,
+        mut new: NewRequest,
     ) -> Result<Result<RequestRecord, String>, StoreError> {
         debug_assert_eq!(new.id, self.id, "a claim inserts its own request");
-        let inserted = self.store.insert_request(new).await?;
         // A shared store claims what it inserts, for this replica.
-        if inserted.is_ok() && self.store.shared() {
-            self.hold();
+        new.claim = self.store.shared().then(ClaimId::new);
+        let stored = new.claim;
+        let inserted = self.store.insert_request(new).await?;
+        if inserted.is_ok()
+            && let Some(stored) = stored
+        {
+            self.hold(stored);
         }
         Ok(inserted)
     }
 
-    /// The store holds this claim: renewed every third of its lease until let go.
-    fn hold(&mut self) {
-        self.held = true;
+    /// The store holds this claim as `stored`: renewed every third of its lease until let
+    /// go, or until another claim is found holding the request.
+    fn hold(&mut self, stored: ClaimId) {
+        self.held = Some(stored);
         let (store, id) = (self.store.clone(), self.id.clone());
         let every = std::time::Duration::from_millis(CLAIM_LEASE_MS as u64 / 3);
         let beat = tokio::spawn(async move {
             loop {
                 tokio::time::sleep(every).await;
-                if let Err(e) = store.renew_request(&id, now_ms() + CLAIM_LEASE_MS).await {
-                    tracing::warn!(request = %id, "{e}");
+                match store
+                    .renew_request(&id, stored, now_ms() + CLAIM_LEASE_MS)
+                    .await
+                {
+                    Ok(true) => {}
+                    // The operation's next write fails the same way, writing nothing.
+                    Ok(false) => {
+                        tracing::warn!(request = %id, "{}", ClaimLost(id.clone()));
+                        return;
+                    }
+                    Err(e) => tracing::warn!(request = %id, "{e}"),
                 }
             }
         });
@@ -231,9 +246,9 @@ impl Claim {
         let waiting = Arc::new(std::mem::take(&mut self.waiting));
         let notify = self.router(&waiting, then.as_ref());
         let hold = match (self.held, last) {
-            (false, _) => Hold::Keep,
-            (true, true) => Hold::Release,
-            (true, false) => Hold::Renew(now_ms() + CLAIM_LEASE_MS),
+            (None, _) => Hold::Keep,
+            (Some(stored), true) => Hold::Release(stored),
+            (Some(stored), false) => Hold::Renew(stored, now_ms() + CLAIM_LEASE_MS),
         };
         let outcome = self
             .store
@@ -250,7 +265,7 @@ impl Claim {
             self.waiting = Arc::try_unwrap(waiting).unwrap_or_else(|shared| shared.to_vec());
         } else {
             if last {
-                self.held = false;
+                self.held = None;
                 if let Some(beat) = self.heartbeat.take() {
                     beat.abort();
                 }
@@ -271,7 +286,7 @@ impl Drop for Claim {
         // Operations write what waits before answering; this catches those that stopped
         // early on an error, so no hook run goes unrecorded.
         let waiting = std::mem::take(&mut self.waiting);
-        if waiting.is_empty() && !self.held {
+        if waiting.is_empty() && self.held.is_none() {
             self.claims.busy.lock().unpoisoned().remove(&self.id);
             return;
         }
@@ -281,7 +296,7 @@ impl Drop for Claim {
             writes: Arc::new(waiting),
             then: None,
             read_back: false,
-            hold: if self.held { Hold::Release } else { Hold::Keep },
+            hold: self.held.map_or(Hold::Keep, Hold::Release),
             notify: notify.clone().map(|o| o as Arc<dyn Router>),
         };
         let (id, held, claims) = (self.id.clone(), self.held, self.claims.clone());
@@ -298,7 +313,9 @@ impl Drop for Claim {
             }
             claims.busy.lock().unpoisoned().remove(&id);
         };
-        if !held && let Some(written) = self.store.commit_step_now(&step) {
+        if held.is_none()
+            && let Some(written) = self.store.commit_step_now(&step)
+        {
             return done(written);
         }
         // A store written through a runtime: the claim here is let go once the store's is.
@@ -307,20 +324,22 @@ impl Drop for Claim {
             return done(Err(StoreError::stopped(store.label())));
         };
         runtime.spawn(async move {
-            let written = if nothing {
-                store.release_request(&step.id).await
-            } else {
-                let id = step.id.clone();
-                let written = store.commit_step(step).await.map(|_| ());
-                // The write that was to let the store's claim go did not: let it go alone, so
-                // the request is not busy for everyone until the claim's lease runs out.
-                if written.is_err()
-                    && held
-                    && let Err(e) = store.release_request(&id).await
-                {
-                    tracing::error!(request = %id, "cannot release the request: {e}");
+            let written = match held {
+                Some(stored) if nothing => store.release_request(&step.id, stored).await,
+                _ => {
+                    let id = step.id.clone();
+                    let written = store.commit_step(step).await.map(|_| ());
+                    // The write that was to let the store's claim go did not: let it go alone,
+                    // so the request is not busy for everyone until the claim's lease runs out
+                    // (a claim that ran out and was taken over lets nothing go).
+                    if written.is_err()
+                        && let Some(stored) = held
+                        && let Err(e) = store.release_request(&id, stored).await
+                    {
+                        tracing::error!(request = %id, "cannot release the request: {e}");
+                    }
+                    written
                 }
-                written
             };
             done(written)
         });

@@ -256,6 +256,7 @@ impl Lifecycle {
                 idempotency_key: submission.idempotency_key,
                 duration,
                 requester_profile: Some(profile(&requester)),
+                claim: None,
             })
             .await?;
         let rec = match inserted {

@@ -39,16 +39,57 @@ pub type WithHistory = (RequestRecord, Vec<HistoryEntry>);
 /// third of it): past it, the replica is taken for dead and another resumes the request.
 pub const CLAIM_LEASE_MS: i64 = 30_000;
 
+/// Which claim holds a request in a shared store: each claim's own, so that a replica whose
+/// claim ran out (paused past its lease) and was taken by another can neither renew, write
+/// under, nor let go the claim that replaced it: those writes find another id and change
+/// nothing (PostgreSQL's `requests.claim_id`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClaimId(pub i64);
+
+impl ClaimId {
+    pub fn new() -> Self {
+        let mut bytes = [0u8; 8];
+        getrandom::fill(&mut bytes).expect("the operating system's random numbers");
+        Self(i64::from_le_bytes(bytes))
+    }
+}
+
+impl Default for ClaimId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 /// What a step's write does with its replica's claim on the request (PostgreSQL only: one
 /// SQLite process claims in memory).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Hold {
     /// Leaves it as it is (a write outside any claim).
     Keep,
-    /// Holds it until then (Unix milliseconds).
-    Renew(i64),
-    /// Lets it go: the operation is done.
-    Release,
+    /// Holds claim `.0` until `.1` (Unix milliseconds); the write fails, writing nothing,
+    /// when another claim holds the request now ([`ClaimLost`]).
+    Renew(ClaimId, i64),
+    /// Lets claim `.0` go: the operation is done. Fails as `Renew` does.
+    Release(ClaimId),
+}
+
+/// A write under a claim that no longer holds its request: its lease ran out (the replica
+/// was paused, or cut off from the database, for longer than [`CLAIM_LEASE_MS`]) and another
+/// replica claimed the request to resume it. Nothing of the write was committed.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error(
+    "this replica's claim on request {0} ran out and another replica took the request over; nothing was written"
+)]
+pub struct ClaimLost(pub String);
+
+impl StoreError {
+    /// The request whose claim a failed write found taken over ([`ClaimLost`]), if that is
+    /// why it failed: another replica is working on the request, as a claim refused at the
+    /// start would have said.
+    pub fn claim_lost(&self) -> Option<&str> {
+        let lost = self.source.downcast_ref::<ClaimLost>()?;
+        Some(&lost.0)
+    }
 }
 
 /// One step's writes to one request, all or nothing ([`Backend::commit_step`]).
@@ -136,22 +177,33 @@ pub trait Backend: Send + Sync {
         None
     }
 
-    /// Claims request `id` for this replica until `until`; false when another replica
-    /// holds it. A request that does not exist is claimed (there is nothing to hold).
-    async fn claim_request(&self, id: &str, until: i64) -> Result<bool, StoreError> {
-        let _ = (id, until);
+    /// Claims request `id` as `claim` until `until`; false when another claim holds it. A
+    /// request that does not exist is claimed (there is nothing to hold).
+    async fn claim_request(
+        &self,
+        id: &str,
+        claim: ClaimId,
+        until: i64,
+    ) -> Result<bool, StoreError> {
+        let _ = (id, claim, until);
         Ok(true)
     }
 
-    /// Holds this replica's claim on `id` until `until`.
-    async fn renew_request(&self, id: &str, until: i64) -> Result<(), StoreError> {
-        let _ = (id, until);
-        Ok(())
+    /// Holds `claim` on `id` until `until`; false (nothing changed) when `claim` no longer
+    /// holds it ([`ClaimLost`]).
+    async fn renew_request(
+        &self,
+        id: &str,
+        claim: ClaimId,
+        until: i64,
+    ) -> Result<bool, StoreError> {
+        let _ = (id, claim, until);
+        Ok(true)
     }
 
-    /// Lets this replica's claim on `id` go.
-    async fn release_request(&self, id: &str) -> Result<(), StoreError> {
-        let _ = id;
+    /// Lets `claim` on `id` go; a claim that no longer holds it lets nothing go.
+    async fn release_request(&self, id: &str, claim: ClaimId) -> Result<(), StoreError> {
+        let _ = (id, claim);
         Ok(())
     }
 
@@ -582,5 +634,34 @@ impl Backend for Store {
         let id = id_digest.to_string();
         self.write("close a console session", move |c| sessions::close(c, &id))
             .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::serve::lifecycle::LifecycleError;
+
+    #[test]
+    fn a_write_under_a_claim_taken_over_is_told_as_the_request_being_worked_on() {
+        let lost = StoreError::other(
+            Path::new("postgres://db"),
+            "write request r1",
+            ClaimLost("r1".into()),
+        );
+        assert_eq!(lost.claim_lost(), Some("r1"));
+        assert!(lost.to_string().contains("another replica took"), "{lost}");
+        let refused = LifecycleError::from(lost);
+        assert!(
+            matches!(&refused, LifecycleError::Busy(id) if id == "r1"),
+            "{refused}"
+        );
+        // Any other failure of the store is the host's.
+        let failed = StoreError::stopped(Path::new("warden.db"));
+        assert_eq!(failed.claim_lost(), None);
+        assert!(matches!(
+            LifecycleError::from(failed),
+            LifecycleError::Store(_)
+        ));
     }
 }

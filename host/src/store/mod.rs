@@ -121,6 +121,8 @@ const MIGRATIONS: &[&str] = &[
     // 9: listings walk requests newest first a page at a time ([`requests::list`]) rather
     // than sort the whole table for each page.
     "CREATE INDEX requests_by_creation ON requests (created_at, id);",
+    // 10: which claim holds a request on PostgreSQL (`requests.claim_id`); nothing here.
+    "",
 ];
 
 /// A failure of the store: which database (a SQLite file, or a PostgreSQL URL, which never

@@ -170,6 +170,9 @@ pub struct NewRequest {
     pub idempotency_key: Option<String>,
     pub duration: Option<Duration>,
     pub requester_profile: Option<String>,
+    /// In a shared store, claimed by this claim of the replica storing it, whose request
+    /// step runs next (`None`: stored unclaimed).
+    pub claim: Option<crate::store::backend::ClaimId>,
 }
 
 /// What storing a new request writes, the same on both stores.

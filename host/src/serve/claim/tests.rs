@@ -21,6 +21,7 @@ async fn claim_new(claims: &Arc<Claims>, id: &str) -> Claim {
             idempotency_key: None,
             duration: Some(Duration::from_secs(60)),
             requester_profile: None,
+            claim: None,
         })
         .await
         .unwrap()

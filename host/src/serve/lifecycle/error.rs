@@ -49,5 +49,16 @@ pub enum LifecycleError {
     #[error("request `{id}` is {state}; only escalated requests can be revoked")]
     NotRevocable { id: String, state: State },
     #[error("warden's store failed (a host problem): {0}")]
-    Store(#[from] StoreError),
+    Store(StoreError),
+}
+
+impl From<StoreError> for LifecycleError {
+    /// A write under a claim another replica took over is that replica's work in progress,
+    /// as a claim refused at the start would have been (409), not a failing store.
+    fn from(error: StoreError) -> Self {
+        match error.claim_lost() {
+            Some(id) => Self::Busy(id.to_string()),
+            None => Self::Store(error),
+        }
+    }
 }

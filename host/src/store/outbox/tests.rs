@@ -19,6 +19,7 @@ async fn store_with_request() -> Store {
                     idempotency_key: None,
                     duration: Some(Duration::from_secs(60)),
                     requester_profile: None,
+                    claim: None,
                 },
             )
         })

@@ -9,7 +9,7 @@ use super::requests::{
     Appends, COLUMNS, insert, to_audit, to_entry, to_record, with_history, write,
 };
 use super::{Fallible, PgStore, Prepared};
-use crate::store::backend::{Backend, ExpiryLease, Step, StoreCounts, WithHistory};
+use crate::store::backend::{Backend, ClaimId, ExpiryLease, Step, StoreCounts, WithHistory};
 use crate::store::outbox::Notification;
 use crate::store::requests::{
     AuditEntry, Cursor, HistoryEntry, ListChunk, ListQuery, NewRequest, RequestRecord, State,
@@ -91,16 +91,26 @@ impl Backend for PgStore {
         done.map_err(|e| self.error(op, e))
     }
 
-    async fn claim_request(&self, id: &str, until: i64) -> Result<bool, StoreError> {
-        self.claim(id, until).await
+    async fn claim_request(
+        &self,
+        id: &str,
+        claim: ClaimId,
+        until: i64,
+    ) -> Result<bool, StoreError> {
+        self.claim(id, claim, until).await
     }
 
-    async fn renew_request(&self, id: &str, until: i64) -> Result<(), StoreError> {
-        self.renew(id, until).await
+    async fn renew_request(
+        &self,
+        id: &str,
+        claim: ClaimId,
+        until: i64,
+    ) -> Result<bool, StoreError> {
+        self.renew(id, claim, until).await
     }
 
-    async fn release_request(&self, id: &str) -> Result<(), StoreError> {
-        self.release(id).await
+    async fn release_request(&self, id: &str, claim: ClaimId) -> Result<(), StoreError> {
+        self.release(id, claim).await
     }
 
     async fn unclaimed_in(&self, state: State, now: i64) -> Result<Vec<String>, StoreError> {

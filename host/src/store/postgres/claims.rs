@@ -3,7 +3,10 @@
 //! operation also claims the request's row (`requests.claimed_until`) before any hook runs.
 //! A claim taken by another replica and not run out refuses the operation (409, as a claim
 //! held in the same process does); each of the operation's writes renews it, its last write
-//! lets it go. A replica that dies leaves its claims to run out
+//! lets it go. Each claim has its own id (`requests.claim_id`), and every renewal and write
+//! under a claim matches it: a replica whose claim ran out while it was paused finds its
+//! request claimed by another, and its writes fail ([`crate::store::backend::ClaimLost`]) rather than change the
+//! request under the other's claim or let that claim go. A replica that dies leaves its claims to run out
 //! ([`crate::store::backend::CLAIM_LEASE_MS`]); then [`PgStore::unclaimed`] lists the
 //! requests for another to resume.
 
@@ -11,6 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::{PgStore, Prepared};
 use crate::store::StoreError;
+use crate::store::backend::ClaimId;
 use crate::store::requests::State;
 
 #[derive(Default)]
@@ -35,50 +39,54 @@ impl Counts {
 }
 
 impl PgStore {
-    /// Claims `id` until `until` unless another claim holds it past now; true when taken
-    /// or when there is no such request. Two replicas claiming at once: the second's update
-    /// waits for the first's commit, then finds the claim held and takes nothing.
-    pub async fn claim(&self, id: &str, until: i64) -> Result<bool, StoreError> {
+    /// Claims `id` as `claim` until `until` unless another claim holds it past now; true
+    /// when taken or when there is no such request. Two replicas claiming at once: the
+    /// second's update waits for the first's commit, then finds the claim held and takes
+    /// nothing.
+    pub async fn claim(&self, id: &str, claim: ClaimId, until: i64) -> Result<bool, StoreError> {
         let op = format!("claim request {id}");
         let client = self.client(&op).await?;
         let now = crate::store::requests::now_ms();
         let row = client
             .row(
                 "WITH taken AS (
-                     UPDATE requests SET claimed_until = $2
+                     UPDATE requests SET claimed_until = $2, claim_id = $4
                      WHERE id = $1 AND (claimed_until IS NULL OR claimed_until < $3)
                      RETURNING 1)
                  SELECT EXISTS (SELECT 1 FROM taken)
                      OR NOT EXISTS (SELECT 1 FROM requests WHERE id = $1)",
-                &[&id, &until, &now],
+                &[&id, &until, &now, &claim.0],
             )
             .await
             .map_err(|e| self.error(op, e))?;
         Ok(row.get(0))
     }
 
-    /// Holds a claim this replica took until `until`.
-    pub async fn renew(&self, id: &str, until: i64) -> Result<(), StoreError> {
+    /// Holds `claim` on `id` until `until`; false when another claim holds it now (this
+    /// one ran out and was taken over), or none does.
+    pub async fn renew(&self, id: &str, claim: ClaimId, until: i64) -> Result<bool, StoreError> {
         let op = format!("renew the claim on request {id}");
         let client = self.client(&op).await?;
-        client
+        let renewed = client
             .run(
                 "UPDATE requests SET claimed_until = $2
-                 WHERE id = $1 AND claimed_until IS NOT NULL",
-                &[&id, &until],
+                 WHERE id = $1 AND claim_id = $3 AND claimed_until IS NOT NULL",
+                &[&id, &until, &claim.0],
             )
             .await
             .map_err(|e| self.error(op, e))?;
-        Ok(())
+        Ok(renewed > 0)
     }
 
-    pub async fn release(&self, id: &str) -> Result<(), StoreError> {
+    /// Lets `claim` on `id` go, if it still holds it.
+    pub async fn release(&self, id: &str, claim: ClaimId) -> Result<(), StoreError> {
         let op = format!("release request {id}");
         let client = self.client(&op).await?;
         client
             .run(
-                "UPDATE requests SET claimed_until = NULL WHERE id = $1",
-                &[&id],
+                "UPDATE requests SET claimed_until = NULL, claim_id = NULL
+                 WHERE id = $1 AND claim_id = $2",
+                &[&id, &claim.0],
             )
             .await
             .map_err(|e| self.error(op, e))?;

@@ -94,6 +94,9 @@ pub(super) const MIGRATIONS: &[&str] = &[
     super::sessions::MIGRATION,
     // 9: listings walk requests newest first, a page at a time, in the order they list them.
     r#"CREATE INDEX requests_by_creation ON requests (created_at, id COLLATE "C");"#,
+    // 10: which claim holds a request (`postgres::claims`): writes under a claim that ran out
+    // and was taken over match nothing.
+    "ALTER TABLE requests ADD COLUMN claim_id BIGINT;",
 ];
 
 /// Any number, the same in every warden: the advisory lock replicas take to migrate.

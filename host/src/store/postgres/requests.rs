@@ -7,7 +7,7 @@ use deadpool_postgres::Transaction;
 use tokio_postgres::types::ToSql;
 
 use super::{Fallible, Prepared};
-use crate::store::backend::{CLAIM_LEASE_MS, Hold, WithHistory};
+use crate::store::backend::{CLAIM_LEASE_MS, ClaimLost, Hold, WithHistory};
 use crate::store::requests::{
     AuditEntry, FirstWrite, HistoryEntry, HistoryEvent, NewRequest, RequestRecord, RequestWrite,
     State, Transition, now_ms,
@@ -24,6 +24,7 @@ pub(super) async fn insert(
     client: &(impl Prepared + Sync),
     new: NewRequest,
 ) -> Fallible<Result<RequestRecord, String>> {
+    let claim = new.claim.map(|c| c.0);
     let FirstWrite {
         record,
         idempotency_key,
@@ -43,8 +44,9 @@ pub(super) async fn insert(
             "WITH inserted AS (
                  INSERT INTO requests (id, flow, requester, fields, state, decision, created_by,
                      idempotency_key, duration_seconds, created_at, updated_at, requester_profile,
-                     claimed_until)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10, $11, $12)
+                     claimed_until, claim_id)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10, $11,
+                     CASE WHEN $15::bigint IS NULL THEN NULL ELSE $12::bigint END, $15)
                  ON CONFLICT (created_by, idempotency_key) WHERE idempotency_key IS NOT NULL
                  DO NOTHING
                  RETURNING id),
@@ -71,6 +73,7 @@ pub(super) async fn insert(
                 &(now + CLAIM_LEASE_MS),
                 &entry,
                 &detail,
+                &claim,
             ],
         )
         .await?
@@ -99,13 +102,14 @@ pub(super) async fn write(
     hold: Hold,
 ) -> Fallible<bool> {
     // Locks the row, and renews or lets go the claim in the same statement (undone with
-    // the rest when `then` is refused: the transaction rolls back).
-    let until = match hold {
+    // the rest when `then` is refused: the transaction rolls back), only while the claim is
+    // still this one.
+    let claimed = match hold {
         Hold::Keep => None,
-        Hold::Renew(until) => Some(Some(until)),
-        Hold::Release => Some(None),
+        Hold::Renew(claim, until) => Some((claim, Some(until))),
+        Hold::Release(claim) => Some((claim, None)),
     };
-    let locked = match until {
+    let locked = match claimed {
         None => {
             tx.row_opt(
                 "SELECT state FROM requests WHERE id = $1 FOR UPDATE",
@@ -113,12 +117,24 @@ pub(super) async fn write(
             )
             .await?
         }
-        Some(until) => {
-            tx.row_opt(
-                "UPDATE requests SET claimed_until = $2 WHERE id = $1 RETURNING state",
-                &[&id, &until],
-            )
-            .await?
+        Some((claim, until)) => {
+            let locked = tx
+                .row_opt(
+                    "UPDATE requests SET claimed_until = $2,
+                         claim_id = CASE WHEN $2::bigint IS NULL THEN NULL ELSE claim_id END
+                     WHERE id = $1 AND claim_id = $3 RETURNING state",
+                    &[&id, &until, &claim.0],
+                )
+                .await?;
+            if locked.is_none()
+                && tx
+                    .row_opt("SELECT 1 FROM requests WHERE id = $1", &[&id])
+                    .await?
+                    .is_some()
+            {
+                return Err(Box::new(ClaimLost(id.to_string())));
+            }
+            locked
         }
     };
     let transitions: Vec<&Transition> = writes

@@ -8,9 +8,9 @@ use std::sync::Arc;
 use super::PgStore;
 use super::tests::{new, step};
 use crate::config::NotifyEvent;
-use crate::store::backend::{Backend, CLAIM_LEASE_MS, Hold, Step};
+use crate::store::backend::{Backend, CLAIM_LEASE_MS, ClaimId, Hold, Step};
 use crate::store::outbox::Router;
-use crate::store::requests::{State, now_ms};
+use crate::store::requests::{NewRequest, State, now_ms};
 use crate::store::test_cluster;
 
 async fn replicas() -> Option<(PgStore, PgStore)> {
@@ -35,13 +35,20 @@ async fn a_request_is_claimed_by_one_replica_until_released_or_run_out() {
     let Some((a, b)) = replicas().await else {
         return;
     };
-    a.insert_request(new("r1", "a@x.com", None))
-        .await
-        .unwrap()
-        .unwrap();
+    let stored = ClaimId::new();
+    a.insert_request(NewRequest {
+        claim: Some(stored),
+        ..new("r1", "a@x.com", None)
+    })
+    .await
+    .unwrap()
+    .unwrap();
     // Stored by a: a holds it for its request step.
     let until = now_ms() + CLAIM_LEASE_MS;
-    assert!(!b.claim_request("r1", until).await.unwrap(), "held by a");
+    assert!(
+        !b.claim_request("r1", ClaimId::new(), until).await.unwrap(),
+        "held by a"
+    );
     assert!(
         b.unclaimed_in(State::Requested, now_ms())
             .await
@@ -56,31 +63,125 @@ async fn a_request_is_claimed_by_one_replica_until_released_or_run_out() {
         writes: Arc::default(),
         then: Some(pending),
         read_back: true,
-        hold: Hold::Release,
+        hold: Hold::Release(stored),
         notify: None,
     })
     .await
     .unwrap()
     .unwrap();
-    // Two claims at once: one wins.
-    let (x, y) = tokio::join!(a.claim_request("r1", until), b.claim_request("r1", until));
-    assert_eq!([x.unwrap(), y.unwrap()].iter().filter(|t| **t).count(), 1);
-    b.release_request("r1").await.unwrap();
-    a.release_request("r1").await.unwrap();
-    // A claim run out (its replica died) is free to take, and listed for resuming.
-    assert!(a.claim_request("r1", now_ms() - 1).await.unwrap());
+    // Two claims at once: one wins, and the loser's letting go leaves the winner's.
+    let (on_a, on_b) = (ClaimId::new(), ClaimId::new());
+    let (x, y) = tokio::join!(
+        a.claim_request("r1", on_a, until),
+        b.claim_request("r1", on_b, until)
+    );
+    let (x, y) = (x.unwrap(), y.unwrap());
+    assert!(x != y, "exactly one wins");
+    let (winner, loser) = if x { (on_a, on_b) } else { (on_b, on_a) };
+    a.release_request("r1", loser).await.unwrap();
     assert!(
-        b.claim_request("r1", until).await.unwrap(),
+        !b.claim_request("r1", ClaimId::new(), until).await.unwrap(),
+        "the winner's claim still holds"
+    );
+    b.release_request("r1", winner).await.unwrap();
+    // A claim run out (its replica died) is free to take, and listed for resuming.
+    let ran_out = ClaimId::new();
+    assert!(a.claim_request("r1", ran_out, now_ms() - 1).await.unwrap());
+    let taken_over = ClaimId::new();
+    assert!(
+        b.claim_request("r1", taken_over, until).await.unwrap(),
         "a's claim ran out"
     );
-    assert!(!a.claim_request("r1", until).await.unwrap());
-    b.renew_request("r1", now_ms() - 1).await.unwrap();
+    assert!(!a.claim_request("r1", ClaimId::new(), until).await.unwrap());
+    b.renew_request("r1", taken_over, now_ms() - 1)
+        .await
+        .unwrap();
     assert_eq!(
         a.unclaimed_in(State::Pending, now_ms()).await.unwrap(),
         ["r1"]
     );
     // A request that does not exist holds nothing to refuse.
-    assert!(a.claim_request("nope", until).await.unwrap());
+    assert!(
+        a.claim_request("nope", ClaimId::new(), until)
+            .await
+            .unwrap()
+    );
+}
+
+/// A replica paused past its claim's lease comes back to find its request claimed by
+/// another: it can neither renew that claim, write under it, nor let it go.
+#[tokio::test]
+async fn a_claim_that_ran_out_and_was_taken_over_writes_nothing_and_lets_nothing_go() {
+    let Some((a, b)) = replicas().await else {
+        return;
+    };
+    let first = ClaimId::new();
+    a.insert_request(NewRequest {
+        claim: Some(first),
+        ..new("r1", "a@x.com", None)
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    // a's claim runs out (its heartbeat stopped while paused); b takes the request over.
+    assert!(a.renew_request("r1", first, now_ms() - 1).await.unwrap());
+    let second = ClaimId::new();
+    let until = now_ms() + CLAIM_LEASE_MS;
+    assert!(b.claim_request("r1", second, until).await.unwrap());
+
+    // a wakes up: its heartbeat finds the claim gone and renews nothing.
+    assert!(!a.renew_request("r1", first, until).await.unwrap());
+    // Its step's writes, renewing or letting go, are refused whole.
+    for hold in [Hold::Renew(first, until), Hold::Release(first)] {
+        let pending = step(&[State::Requested], State::Pending, "request");
+        let refused = a
+            .commit_step(Step {
+                id: "r1".into(),
+                writes: Arc::default(),
+                then: Some(pending),
+                read_back: false,
+                hold,
+                notify: Some(Arc::new(ToOps)),
+            })
+            .await
+            .unwrap_err();
+        assert!(
+            refused
+                .to_string()
+                .contains("another replica took the request over"),
+            "{refused}"
+        );
+    }
+    let (record, history) = b.request_with_history("r1").await.unwrap().unwrap();
+    assert_eq!(record.state, State::Requested, "a's step did not move it");
+    assert_eq!(history.len(), 1, "nor added to its history: {history:?}");
+    assert!(b.outbox_depth().await.unwrap().is_empty(), "nor notified");
+    // Letting go of the claim it lost leaves b's in place.
+    a.release_request("r1", first).await.unwrap();
+    assert!(
+        !a.claim_request("r1", ClaimId::new(), until).await.unwrap(),
+        "b still holds it"
+    );
+    assert!(
+        a.unclaimed_in(State::Requested, now_ms())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // b's own step goes through and lets its claim go.
+    let pending = step(&[State::Requested], State::Pending, "request");
+    b.commit_step(Step {
+        id: "r1".into(),
+        writes: Arc::default(),
+        then: Some(pending),
+        read_back: false,
+        hold: Hold::Release(second),
+        notify: None,
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    assert!(a.claim_request("r1", ClaimId::new(), until).await.unwrap());
 }
 
 #[tokio::test]
@@ -100,7 +201,7 @@ async fn notifications_commit_with_their_step_and_each_is_taken_by_one_replica()
             writes: Arc::default(),
             then: Some(pending),
             read_back: false,
-            hold: Hold::Release,
+            hold: Hold::Keep,
             notify: Some(Arc::new(ToOps)),
         })
         .await

@@ -40,6 +40,7 @@ pub(super) fn new(id: &str, requester: &str, key: Option<&str>) -> NewRequest {
         idempotency_key: key.map(str::to_string),
         duration: Some(Duration::from_secs(60)),
         requester_profile: Some(r#"{"email":"a@x.com"}"#.into()),
+        claim: None,
     }
 }
 

@@ -15,6 +15,7 @@ fn new(id: &str, key: Option<&str>) -> NewRequest {
         idempotency_key: key.map(str::to_string),
         duration: Some(Duration::from_secs(60)),
         requester_profile: None,
+        claim: None,
     }
 }
 
