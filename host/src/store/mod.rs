@@ -160,6 +160,24 @@ impl StoreError {
     }
 }
 
+/// Creates a store file that is not there yet as an empty file readable and writable by its
+/// owner only (0600, whatever the umask), before SQLite opens it: SQLite takes the mode of
+/// its `-wal` and `-shm` files from the main file, and the store holds every request, reason
+/// and identity. An existing file (or anything else at the path) is left as it is.
+fn create_owner_only(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredIdentity {
     pub email: String,
@@ -198,6 +216,8 @@ impl Store {
             )
         })?;
         let path = absolute.as_path();
+        create_owner_only(path)
+            .map_err(|source| StoreError::other(path, "create it (mode 0600)", source))?;
         let conn = Connection::open(path).map_err(wrap)?;
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(wrap)?;

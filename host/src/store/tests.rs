@@ -248,6 +248,33 @@ fn a_store_path_is_a_path_and_never_an_sqlite_uri() {
     assert!(!target.exists());
 }
 
+#[test]
+fn a_new_store_file_and_its_wal_are_owner_only_and_an_existing_file_keeps_its_mode() {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |path: &Path| {
+        let mode = std::fs::metadata(path).unwrap().permissions().mode();
+        format!("{:o}", mode & 0o777)
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("warden.db");
+    let store = Store::open(&path).unwrap();
+    store
+        .persist_identity("a@x.com", "custom", "id1", "u")
+        .unwrap();
+    assert_eq!(mode(&path), "600", "{}", path.display());
+    for suffix in ["-wal", "-shm"] {
+        let side = dir.path().join(format!("warden.db{suffix}"));
+        assert_eq!(mode(&side), "600", "{}", side.display());
+    }
+    drop(store);
+
+    let existing = dir.path().join("shared.db");
+    std::fs::write(&existing, b"").unwrap();
+    std::fs::set_permissions(&existing, std::fs::Permissions::from_mode(0o640)).unwrap();
+    Store::open(&existing).unwrap();
+    assert_eq!(mode(&existing), "640");
+}
+
 fn user_id(store: &Store) -> String {
     store
         .lookup_identity("alice@example.com", "custom", "vo")
