@@ -238,3 +238,83 @@ async fn a_missing_secret_a_wrong_key_bad_json_or_no_endpoint_is_a_config_error(
             .all(|e| e.starts_with(&path.display().to_string()))
     );
 }
+
+/// An endpoint on loopback answering every request with `head` and then, if `endless`,
+/// 64 KiB chunks of a JSON string until the client hangs up.
+fn oversized_endpoint(head: &'static str, endless: bool) -> String {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { return };
+            std::thread::spawn(move || {
+                let mut request = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match conn.read(&mut buf) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => request.extend_from_slice(&buf[..n]),
+                    }
+                }
+                if conn.write_all(head.as_bytes()).is_err() || !endless {
+                    // Announced, never sent: a client that waits for it waits out the timeout.
+                    std::thread::sleep(Duration::from_secs(30));
+                    return;
+                }
+                let chunk = format!("10000\r\n{}\r\n", "a".repeat(0x10000));
+                let _ = conn.write_all(b"1c\r\n{\"Name\":\"x\",\"SecretString\":\"\r\n");
+                while conn.write_all(chunk.as_bytes()).is_ok() {}
+            });
+        }
+    });
+    endpoint
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_endpoint_answering_without_end_or_announcing_gigabytes_is_refused_within_a_bound() {
+    aws_env();
+    let endless = oversized_endpoint(
+        "HTTP/1.1 200 OK\r\nContent-Type: application/x-amz-json-1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
+        true,
+    );
+    let announced = oversized_endpoint(
+        "HTTP/1.1 200 OK\r\nContent-Type: application/x-amz-json-1.1\r\nContent-Length: 4294967296\r\n\r\n",
+        false,
+    );
+    let scratch = Scratch::new();
+    let secret = |id: &str, endpoint: &str| {
+        format!(
+            "[secrets.{id}]\nsource = \"aws-secrets-manager\"\npath = \"main/big\"\nregion = \"us-east-1\"\nendpoint = \"{endpoint}\"\n"
+        )
+    };
+    let path =
+        scratch.config(&[secret("endless", &endless), secret("announced", &announced)].concat());
+    let started = Instant::now();
+    let errors: Vec<String> = Config::load(&path)
+        .unwrap_err()
+        .0
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    let bound = warden::secrets::MAX_AWS_ANSWER_BYTES >> 10;
+    let expect = |needle: &str| {
+        assert!(
+            errors.iter().any(|e| e.contains(needle)),
+            "no error contains {needle:?}: {errors:#?}"
+        )
+    };
+    expect(&format!(
+        "secrets.endless.path: secret `endless`: cannot read `main/big`: AWS Secrets Manager at {endless} answered past the {bound} KiB a secret's answer may be"
+    ));
+    expect(&format!(
+        "secrets.announced.path: secret `announced`: cannot read `main/big`: AWS Secrets Manager at {announced} announced an answer of 4294967296 bytes, over the {bound} KiB a secret's answer may be"
+    ));
+    assert_eq!(errors.len(), 2, "{errors:#?}");
+    // Refused as the bound is reached, not when the operation's timeout (5 s each) ends it.
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+}

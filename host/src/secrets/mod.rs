@@ -29,6 +29,10 @@ use crate::secrets::redact::Redactor;
 /// shorter.
 const AWS_OPERATION_TIMEOUT: Duration = Duration::from_secs(5);
 const AWS_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// The largest answer to `GetSecretValue` read: a secret holds at most 64 KiB, which its
+/// JSON answer escapes at worst six bytes for one (`\u0000`), with a few hundred bytes
+/// of names and dates around it.
+pub const MAX_AWS_ANSWER_BYTES: usize = 512 << 10;
 
 /// Reads a secret's raw string from where the operator keeps it.
 #[async_trait::async_trait]
@@ -331,8 +335,81 @@ impl AwsFetcher {
                     .into(),
             );
         }
-        Ok(aws_sdk_secretsmanager::Client::new(&sdk))
+        let config = aws_sdk_secretsmanager::config::Builder::from(&sdk)
+            .interceptor(BoundedAnswer)
+            .build();
+        Ok(aws_sdk_secretsmanager::Client::from_conf(config))
     }
+}
+
+/// Bounds what an answer may make warden hold: the SDK reads an answer's whole body before
+/// parsing it, so an endpoint answering without end (or announcing gigabytes) would grow
+/// warden's memory for the whole operation timeout. One over [`MAX_AWS_ANSWER_BYTES`]
+/// fails the read (announced: at once, unread).
+#[derive(Debug)]
+struct BoundedAnswer;
+
+impl aws_sdk_secretsmanager::config::Intercept for BoundedAnswer {
+    fn name(&self) -> &'static str {
+        "BoundedAnswer"
+    }
+
+    fn modify_before_deserialization(
+        &self,
+        context: &mut aws_sdk_secretsmanager::config::interceptors::BeforeDeserializationInterceptorContextMut<'_>,
+        _: &aws_sdk_secretsmanager::config::RuntimeComponents,
+        _: &mut aws_sdk_secretsmanager::config::ConfigBag,
+    ) -> Result<(), aws_sdk_secretsmanager::error::BoxError> {
+        let answer = context.response_mut();
+        let announced = answer
+            .headers()
+            .get("content-length")
+            .and_then(|n| n.trim().parse::<u64>().ok());
+        if let Some(length) = announced.filter(|n| *n > MAX_AWS_ANSWER_BYTES as u64) {
+            return Err(too_long(Some(length)).into());
+        }
+        let body = answer.take_body();
+        let bounded = http_body_util::BodyExt::map_err(
+            http_body_util::Limited::new(body, MAX_AWS_ANSWER_BYTES),
+            |e| -> aws_sdk_secretsmanager::error::BoxError {
+                if e.is::<http_body_util::LengthLimitError>() {
+                    too_long(None).into()
+                } else {
+                    e
+                }
+            },
+        );
+        *answer.body_mut() = aws_smithy_types::body::SdkBody::from_body_1_x(bounded);
+        Ok(())
+    }
+}
+
+/// Why [`BoundedAnswer`] failed a read; found again in the SDK's error to be told plainly.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct AnswerTooLong(String);
+
+fn too_long(announced: Option<u64>) -> AnswerTooLong {
+    let what = announced.map_or_else(
+        || "answered past".to_string(),
+        |n| format!("announced an answer of {n} bytes, over"),
+    );
+    AnswerTooLong(format!(
+        "{what} the {} KiB a secret's answer may be",
+        MAX_AWS_ANSWER_BYTES >> 10
+    ))
+}
+
+/// The [`AnswerTooLong`] somewhere in `error`'s sources.
+fn answer_too_long<'a>(error: &'a (dyn std::error::Error + 'static)) -> Option<&'a AnswerTooLong> {
+    let mut next = Some(error);
+    while let Some(error) = next {
+        if let Some(found) = error.downcast_ref::<AnswerTooLong>() {
+            return Some(found);
+        }
+        next = error.source();
+    }
+    None
 }
 
 #[async_trait::async_trait]
@@ -359,11 +436,17 @@ impl SecretFetcher for AwsFetcher {
                     secret.secret_id,
                     DisplayErrorContext(service)
                 ),
-                None => format!(
-                    "cannot read `{}` from AWS Secrets Manager{where_}: {}",
-                    secret.secret_id,
-                    DisplayErrorContext(&e)
-                ),
+                None => match answer_too_long(&e) {
+                    Some(too_long) => format!(
+                        "cannot read `{}`: AWS Secrets Manager{where_} {too_long}",
+                        secret.secret_id
+                    ),
+                    None => format!(
+                        "cannot read `{}` from AWS Secrets Manager{where_}: {}",
+                        secret.secret_id,
+                        DisplayErrorContext(&e)
+                    ),
+                },
             })?;
         output.secret_string().map(str::to_string).ok_or_else(|| {
             format!(
