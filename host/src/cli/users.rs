@@ -159,8 +159,7 @@ pub fn run(config: &Path, command: UsersCommand, out: &mut dyn Write) -> Result<
             if file == Path::new("-") {
                 w(out.write_all(csv.as_bytes()))
             } else {
-                std::fs::write(&file, csv)
-                    .map_err(|e| format!("cannot write {}: {e}", file.display()))?;
+                write_export(&file, &csv)?;
                 let n = store.users().map_err(|e| e.to_string())?.len();
                 w(writeln!(out, "exported {n} user(s) to {}", file.display()))
             }
@@ -206,6 +205,40 @@ pub fn run(config: &Path, command: UsersCommand, out: &mut dyn Write) -> Result<
             }
         }
     }
+}
+
+/// Writes an export to `file`, which holds every user's identities: a new file is made
+/// readable and writable by its owner only (0600, whatever the umask); an existing regular
+/// file is overwritten and keeps its mode. A symbolic link at `file` is not followed (one
+/// planted in a shared folder would send the export wherever it points), and anything but a
+/// regular file is refused before it is written (the open does not wait for a FIFO's
+/// reader). Errors name the path, escaped.
+fn write_export(file: &Path, csv: &str) -> Result<(), String> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let fail = |why: String| {
+        format!(
+            "cannot write {}: {why}",
+            escape_control(&file.display().to_string())
+        )
+    };
+    let mut handle = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(file)
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::ELOOP) => fail("it is a symbolic link, which is not followed".into()),
+            _ => fail(e.to_string()),
+        })?;
+    let metadata = handle.metadata().map_err(|e| fail(e.to_string()))?;
+    if !metadata.is_file() {
+        return Err(fail("it is not a regular file".into()));
+    }
+    handle.set_len(0).map_err(|e| fail(e.to_string()))?;
+    handle
+        .write_all(csv.as_bytes())
+        .map_err(|e| fail(e.to_string()))
 }
 
 /// One line per problem: the cells it quotes are the file's, escaped.

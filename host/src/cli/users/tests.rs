@@ -348,3 +348,59 @@ fn identities_a_plugin_persisted_with_control_characters_list_on_one_line() {
     );
     assert!(!listed.contains('\x1b'), "{listed}");
 }
+
+#[test]
+fn an_export_file_is_made_owner_only_and_a_link_or_fifo_at_its_path_is_not_written_through() {
+    use std::os::unix::fs::{PermissionsExt, symlink};
+    let dir = tempfile::tempdir().unwrap();
+    let mode = |path: &Path| {
+        let mode = std::fs::metadata(path).unwrap().permissions().mode();
+        format!("{:o}", mode & 0o777)
+    };
+
+    let file = dir.path().join("users.csv");
+    write_export(&file, "sym:cloud\na@x.com\n").unwrap();
+    assert_eq!(
+        std::fs::read_to_string(&file).unwrap(),
+        "sym:cloud\na@x.com\n"
+    );
+    assert_eq!(mode(&file), "600");
+    // Written again, shorter: overwritten whole, its mode kept.
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o640)).unwrap();
+    write_export(&file, "sym:cloud\n").unwrap();
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "sym:cloud\n");
+    assert_eq!(mode(&file), "640");
+
+    // A link planted at the path, to a file or to where a file would be made.
+    let target = dir.path().join("target");
+    std::fs::write(&target, "kept").unwrap();
+    let dangling = dir.path().join("made-through-the-link");
+    for (link, points_to) in [("link.csv", &target), ("dangling.csv", &dangling)] {
+        let link = dir.path().join(link);
+        symlink(points_to, &link).unwrap();
+        let error = write_export(&link, "sym:cloud\n").unwrap_err();
+        assert_eq!(
+            error,
+            format!(
+                "cannot write {}: it is a symbolic link, which is not followed",
+                link.display()
+            )
+        );
+    }
+    assert_eq!(std::fs::read_to_string(&target).unwrap(), "kept");
+    assert!(!dangling.exists());
+
+    // A FIFO with no reader is refused at once, not waited on.
+    let fifo = dir.path().join("fifo.csv");
+    rustix::fs::mkfifoat(
+        rustix::fs::CWD,
+        &fifo,
+        rustix::fs::Mode::from_raw_mode(0o600),
+    )
+    .unwrap();
+    let error = write_export(&fifo, "sym:cloud\n").unwrap_err();
+    assert!(
+        error.starts_with(&format!("cannot write {}: ", fifo.display())),
+        "{error}"
+    );
+}
