@@ -17,6 +17,7 @@
 //!   [`console`] beside it.
 
 mod api;
+mod caller;
 mod claim;
 mod coalesce;
 mod connections;

@@ -1,0 +1,183 @@
+//! Who calls the API: the bearer token each request carries, looked up in the config now
+//! serving (compared in constant time), with unknown tokens counted per client address so
+//! guessing is bounded (`serve.unknown_tokens_per_minute`); and what each caller may do.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use axum::http::{StatusCode, header};
+
+use crate::config::Role;
+use crate::runtime::event::UserInput;
+
+use super::api::{ApiError, App};
+use super::throttle::PerAddress;
+
+/// Past `serve.unknown_tokens_per_minute` unknown tokens from one client address within
+/// this window, every request from there gets `429` until it ends, its token not compared:
+/// guessing goes no faster, right guess or not.
+pub const TOKEN_FAILURE_WINDOW: Duration = Duration::from_secs(60);
+
+pub(crate) fn token_failures(per_minute: u32) -> Option<PerAddress> {
+    (per_minute > 0).then(|| PerAddress::new(per_minute, TOKEN_FAILURE_WINDOW))
+}
+
+/// Who is calling, from their bearer token.
+pub(crate) struct Caller {
+    pub(crate) user: String,
+    pub(crate) role: Role,
+}
+
+impl Caller {
+    /// The caller whose API token `token` is, in the config now serving.
+    pub(crate) fn for_token(app: &App, token: &str) -> Option<Self> {
+        let warden = app.warden.current();
+        let found = warden
+            .config()
+            .serve
+            .tokens
+            .iter()
+            .find(|t| same_secret(t.token.expose().as_bytes(), token.as_bytes()))?;
+        Some(Caller {
+            user: found.user.clone(),
+            role: found.role,
+        })
+    }
+
+    /// Requesters see only their own requests; approvers and admins see all.
+    pub(crate) fn may_see(&self, requester: &str) -> Result<(), ApiError> {
+        if self.role == Role::Requester && !requester.eq_ignore_ascii_case(&self.user) {
+            return Err(ApiError::forbidden(format!(
+                "{} may see only their own requests",
+                self.user
+            )));
+        }
+        Ok(())
+    }
+
+    /// Whose requests a listing shows: `None` for all.
+    pub(crate) fn list_scope(&self) -> Option<&str> {
+        (self.role == Role::Requester).then_some(self.user.as_str())
+    }
+
+    pub(crate) fn require(&self, role: Role) -> Result<(), ApiError> {
+        if self.role >= role {
+            Ok(())
+        } else {
+            Err(ApiError::forbidden(format!(
+                "{} has role {}; this needs {role}",
+                self.user, self.role
+            )))
+        }
+    }
+
+    /// Whether the caller may file another request now: each is rows in the store and
+    /// notifications, so one user's are bounded in time (`serve.new_requests_per_minute`;
+    /// admins are not counted). The API and the console both ask.
+    pub(crate) fn may_file(&self, app: &App) -> Result<(), ApiError> {
+        if self.role < Role::Admin
+            && let Some(limit) = &app.new_requests
+            && limit.attempt(&self.user, Instant::now()).is_err()
+        {
+            return Err(ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                format!(
+                    "{} filed serve.new_requests_per_minute requests in the last minute; wait {} seconds",
+                    self.user,
+                    TOKEN_FAILURE_WINDOW.as_secs()
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// `named` (who the body says acts) must be the caller, unless the caller is an admin.
+    pub(crate) fn acting_as(
+        &self,
+        named: Option<UserInput>,
+        what: &str,
+    ) -> Result<UserInput, ApiError> {
+        let named = named.unwrap_or_else(|| UserInput {
+            email: self.user.clone(),
+            username: None,
+            id: None,
+            first_name: None,
+            last_name: None,
+        });
+        if self.role >= Role::Admin {
+            return Ok(named);
+        }
+        if !named.email.trim().eq_ignore_ascii_case(&self.user) {
+            return Err(ApiError::forbidden(format!(
+                "{} may not act as {what} {}; only admins act for others",
+                self.user,
+                named.email.trim()
+            )));
+        }
+        // Hooks trust the whole user (a plugin may grant access to `username`), and warden
+        // knows a caller only by the email of their token: the rest is an admin's to say.
+        let claimed = [
+            ("username", named.username.is_some()),
+            ("id", named.id.is_some()),
+            ("first_name", named.first_name.is_some()),
+            ("last_name", named.last_name.is_some()),
+        ];
+        if let Some((field, _)) = claimed.iter().find(|(_, set)| *set) {
+            return Err(ApiError::forbidden(format!(
+                "{} may not set the {what}'s `{field}`: warden knows them by their token's \
+                 email; only admins name a user's username, id or names",
+                self.user
+            )));
+        }
+        Ok(named)
+    }
+}
+
+/// Compares in time independent of where the first difference is.
+pub(crate) fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+impl FromRequestParts<Arc<App>> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, app: &Arc<App>) -> Result<Self, ApiError> {
+        let unauthorized = |m: &str| ApiError::new(StatusCode::UNAUTHORIZED, m);
+        let value = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .ok_or_else(|| unauthorized("missing `Authorization: Bearer <token>`"))?;
+        let token = value
+            .to_str()
+            .ok()
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim)
+            .ok_or_else(|| unauthorized("the Authorization header must be `Bearer <token>`"))?;
+        let addr = super::throttle::request_client(
+            &parts.headers,
+            &parts.extensions,
+            app.warden.current().config(),
+        );
+        let now = Instant::now();
+        let limit = app.token_failures.as_ref();
+        if limit.is_some_and(|limit| limit.check(addr, now).is_err()) {
+            return Err(ApiError::too_many_token_failures());
+        }
+        if let Some(caller) = Caller::for_token(app, token) {
+            return Ok(caller);
+        }
+        app.metrics.observe_token_failure();
+        if limit.is_some_and(|limit| limit.count(addr, now)) {
+            tracing::warn!(
+                %addr,
+                "serve.unknown_tokens_per_minute unknown API tokens from one address within {}s: its requests get 429 until then",
+                TOKEN_FAILURE_WINDOW.as_secs()
+            );
+        } else {
+            tracing::debug!(%addr, "unknown API token");
+        }
+        Err(unauthorized("unknown token"))
+    }
+}
