@@ -15,6 +15,8 @@ const BOB: &str = "bob-token-2222"; // approver, in group oncall
 const ERIN: &str = "erin-token-5555"; // approver, in group oncall
 const FRANK: &str = "frank-token-6666"; // approver, in no group
 const CAROL: &str = "carol-token-3333"; // admin
+/// Not an API token: what a scraper of `/metrics` sends when the config asks for one.
+const SCRAPER: &str = "scraper-token-7777";
 
 fn config_text(scratch: &Scratch) -> String {
     let mut tokens = String::new();
@@ -31,6 +33,7 @@ fn config_text(scratch: &Scratch) -> String {
             "[serve.tokens.{name}]\ntoken_file = \"tokens/{name}\"\nuser = \"{name}@example.com\"\nrole = \"{role}\"\n"
         ));
     }
+    scratch.write("tokens/metrics", format!("{SCRAPER}\n"));
     let flow = |name: &str, extra: &str| {
         format!(
             "[flows.{name}]\nenvironment = \"main\"\nplugin = {}\n{extra}\n[flows.{name}.fields.duration]\ntype = \"duration\"\n",
@@ -1112,4 +1115,44 @@ async fn an_admins_refusals_are_audited_within_the_bound_whoever_they_name() {
         assert_eq!(r.status, 403, "{}", r.text);
     }
     assert_eq!(h.refusals_audited().await, 20);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_ask_for_their_own_token_when_the_config_sets_one() {
+    let h = Harness::start_with("metrics_token_file = \"tokens/metrics\"").await;
+    let scrape = |token: Option<&'static str>| {
+        let mut request = h
+            .http
+            .get(format!("http://{}/metrics", h.server.local_addr()));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        async move {
+            let response = request.send().await.unwrap();
+            (response.status().as_u16(), response.text().await.unwrap())
+        }
+    };
+    let (status, text) = scrape(None).await;
+    assert_eq!(status, 401, "{text}");
+    assert!(
+        text.contains("missing `Authorization: Bearer <token>`"),
+        "{text}"
+    );
+    // An API token, even an admin's, is not the scraper's.
+    let (status, text) = scrape(Some(CAROL)).await;
+    assert_eq!(status, 401, "{text}");
+    assert!(text.contains("unknown token"), "{text}");
+    let (status, text) = scrape(Some(SCRAPER)).await;
+    assert_eq!(status, 200, "{text}");
+    assert!(
+        text.contains("warden_api_unknown_tokens_total 1"),
+        "the admin's token tried on /metrics is counted as a guess: {text}"
+    );
+    // Nor is the scraper's token an API token.
+    let r = h.send("GET", "/v1/requests", SCRAPER, None).await;
+    assert_eq!(r.status, 401, "{}", r.text);
+    // Guessing it is cut off as guessing API tokens is.
+    guess_api_tokens(&h, 2..warden::config::DEFAULT_UNKNOWN_TOKENS_PER_MINUTE).await;
+    let (status, text) = scrape(Some(SCRAPER)).await;
+    assert_eq!(status, 429, "{text}");
 }

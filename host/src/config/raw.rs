@@ -48,6 +48,9 @@ pub struct RawServe {
     pub behind_tls: bool,
     /// Where people reach the console; notifications link to `{public_url}/requests/{id}`.
     pub public_url: Option<String>,
+    /// `/metrics` asks for this bearer token when one is set.
+    pub metrics_token_env: Option<String>,
+    pub metrics_token_file: Option<String>,
     #[serde(default)]
     pub tokens: BTreeMap<String, RawToken>,
 }

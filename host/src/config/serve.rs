@@ -86,6 +86,8 @@ pub struct ServeSettings {
     /// after as long.
     pub client_timeout: std::time::Duration,
     pub tokens: Vec<ApiToken>,
+    /// The bearer token `/metrics` asks for (`metrics_token_env`/`_file`); `None`: none.
+    pub metrics_token: Option<SecretValue>,
     /// `behind_tls`: warden is reached only through a TLS-terminating proxy, so the
     /// console's session cookie is always marked `Secure`.
     pub behind_tls: bool,
@@ -107,6 +109,7 @@ impl Default for ServeSettings {
             unknown_tokens_per_minute: DEFAULT_UNKNOWN_TOKENS_PER_MINUTE,
             client_timeout: std::time::Duration::from_millis(DEFAULT_CLIENT_TIMEOUT_MS as u64),
             tokens: Vec::new(),
+            metrics_token: None,
             behind_tls: false,
             public_url: None,
             trusted_proxies: Vec::new(),
@@ -239,52 +242,13 @@ impl Validator<'_> {
             if !user.contains('@') {
                 self.error(&key("user"), format!("`{user}` is not an email address"));
             }
-            let value = match (&token.token_env, &token.token_file) {
-                (Some(var), None) => match (self.env)(var) {
-                    Some(v) if !v.trim().is_empty() => Some(v.trim().to_string()),
-                    Some(_) => {
-                        self.error(
-                            &key("token_env"),
-                            format!("environment variable `{var}` is empty"),
-                        );
-                        None
-                    }
-                    None => {
-                        self.error(
-                            &key("token_env"),
-                            format!("environment variable `{var}` is not set"),
-                        );
-                        None
-                    }
-                },
-                (None, Some(file)) => {
-                    let full = self.resolve(file);
-                    match super::read_small_file(&full) {
-                        Ok(v) if !v.trim().is_empty() => Some(v.trim().to_string()),
-                        Ok(_) => {
-                            self.error(
-                                &key("token_file"),
-                                format!("token file {} is empty", full.display()),
-                            );
-                            None
-                        }
-                        Err(e) => {
-                            self.error(
-                                &key("token_file"),
-                                format!("cannot read token file {}: {e}", full.display()),
-                            );
-                            None
-                        }
-                    }
-                }
-                _ => {
-                    self.error(
-                        &["serve", "tokens", name],
-                        "needs exactly one of `token_env` or `token_file`",
-                    );
-                    None
-                }
-            };
+            let value = self.token_value(
+                &["serve", "tokens", name],
+                token.token_env.as_deref(),
+                token.token_file.as_deref(),
+                "token_env",
+                "token_file",
+            );
             let (Some(role), Some(value)) = (role, value) else {
                 continue;
             };
@@ -305,8 +269,34 @@ impl Validator<'_> {
                 token: SecretValue::new(value),
             });
         }
+        let metrics_token = match (&raw.metrics_token_env, &raw.metrics_token_file) {
+            (None, None) => None,
+            (env, file) => self.token_value(
+                &["serve"],
+                env.as_deref(),
+                file.as_deref(),
+                "metrics_token_env",
+                "metrics_token_file",
+            ),
+        };
+        if let Some(value) = &metrics_token
+            && let Some(other) = tokens.iter().find(|t| t.token.expose() == value)
+        {
+            let set = match raw.metrics_token_file {
+                Some(_) => "metrics_token_file",
+                None => "metrics_token_env",
+            };
+            self.error(
+                &["serve", set],
+                format!(
+                    "is the token of `serve.tokens.{}`: a scraper's token must not be an API token",
+                    other.name
+                ),
+            );
+        }
         ServeSettings {
             listen,
+            metrics_token: metrics_token.map(SecretValue::new),
             max_body_bytes,
             max_in_flight,
             max_connections,
@@ -317,6 +307,66 @@ impl Validator<'_> {
             behind_tls: raw.behind_tls,
             public_url: self.public_url(raw.public_url.as_deref()),
             trusted_proxies,
+        }
+    }
+
+    /// A bearer token from environment variable `env` or file `file` (exactly one), trimmed;
+    /// errors name `table`.`env_key` or `table`.`file_key`.
+    fn token_value(
+        &mut self,
+        table: &[&str],
+        env: Option<&str>,
+        file: Option<&str>,
+        env_key: &'static str,
+        file_key: &'static str,
+    ) -> Option<String> {
+        let key = |last: &'static str| table.iter().copied().chain([last]).collect::<Vec<_>>();
+        match (env, file) {
+            (Some(var), None) => match (self.env)(var) {
+                Some(v) if !v.trim().is_empty() => Some(v.trim().to_string()),
+                Some(_) => {
+                    self.error(
+                        &key(env_key),
+                        format!("environment variable `{var}` is empty"),
+                    );
+                    None
+                }
+                None => {
+                    self.error(
+                        &key(env_key),
+                        format!("environment variable `{var}` is not set"),
+                    );
+                    None
+                }
+            },
+            (None, Some(file)) => {
+                let full = self.resolve(file);
+                match super::read_small_file(&full) {
+                    Ok(v) if !v.trim().is_empty() => Some(v.trim().to_string()),
+                    Ok(_) => {
+                        self.error(
+                            &key(file_key),
+                            format!("token file {} is empty", full.display()),
+                        );
+                        None
+                    }
+                    Err(e) => {
+                        self.error(
+                            &key(file_key),
+                            format!("cannot read token file {}: {e}", full.display()),
+                        );
+                        None
+                    }
+                }
+            }
+            _ => {
+                let message = format!("needs exactly one of `{env_key}` or `{file_key}`");
+                match table {
+                    ["serve"] => self.error(&key(env_key), message),
+                    _ => self.error(table, message),
+                }
+                None
+            }
         }
     }
 
@@ -466,5 +516,46 @@ mod tests {
             assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
         }
         assert!(!text.contains("file-token"), "a token leaked: {text}");
+    }
+
+    #[test]
+    fn a_metrics_token_is_read_once_set_and_must_be_nobodys_api_token() {
+        let defaults = parse(FLOW).unwrap_or_else(|e| panic!("{e}")).serve;
+        assert!(
+            defaults.metrics_token.is_none(),
+            "/metrics is open unless one is set"
+        );
+        let set = parse(&format!(
+            "{FLOW}[serve]\nmetrics_token_env = \"ALICE_TOKEN\"\n"
+        ))
+        .unwrap_or_else(|e| panic!("{e}"))
+        .serve;
+        assert_eq!(set.metrics_token.unwrap().expose(), "env-token");
+
+        let both = errors(&format!(
+            "{FLOW}[serve]\nmetrics_token_env = \"ALICE_TOKEN\"\nmetrics_token_file = \"admin.token\"\n"
+        ));
+        assert!(
+            both.contains(
+                "serve.metrics_token_env: needs exactly one of `metrics_token_env` or `metrics_token_file`"
+            ),
+            "{both}"
+        );
+        let unset = errors(&format!("{FLOW}[serve]\nmetrics_token_env = \"UNSET\"\n"));
+        assert!(
+            unset.contains("serve.metrics_token_env: environment variable `UNSET` is not set"),
+            "{unset}"
+        );
+        let shared = errors(&format!(
+            "{FLOW}[serve]\nmetrics_token_file = \"admin.token\"\n\
+             [serve.tokens.c]\ntoken_file = \"admin.token\"\nuser = \"c@x.com\"\nrole = \"admin\"\n"
+        ));
+        assert!(
+            shared.contains(
+                "serve.metrics_token_file: is the token of `serve.tokens.c`: a scraper's token must not be an API token"
+            ),
+            "{shared}"
+        );
+        assert!(!shared.contains("file-token"), "a token leaked: {shared}");
     }
 }

@@ -19,6 +19,7 @@ use crate::config::Role;
 use crate::runtime::event::UserInput;
 
 use super::CurrentWarden;
+use super::caller::MetricsReader;
 pub(crate) use super::caller::{Caller, TOKEN_FAILURE_WINDOW, same_secret, token_failures};
 use super::coalesce::Coalesced;
 use super::lifecycle::{Lifecycle, LifecycleError, Submission};
@@ -626,7 +627,7 @@ async fn ready(State(app): State<Arc<App>>) -> Response {
     }
 }
 
-async fn metrics(State(app): State<Arc<App>>) -> Response {
+async fn metrics(State(app): State<Arc<App>>, _reader: MetricsReader) -> Response {
     let store = app.lifecycle.store();
     // A store that does not answer shows no counts: the scrape itself still answers.
     let read = || async {

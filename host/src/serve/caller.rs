@@ -144,40 +144,69 @@ impl FromRequestParts<Arc<App>> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, app: &Arc<App>) -> Result<Self, ApiError> {
-        let unauthorized = |m: &str| ApiError::new(StatusCode::UNAUTHORIZED, m);
-        let value = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .ok_or_else(|| unauthorized("missing `Authorization: Bearer <token>`"))?;
-        let token = value
-            .to_str()
-            .ok()
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim)
-            .ok_or_else(|| unauthorized("the Authorization header must be `Bearer <token>`"))?;
-        let addr = super::throttle::request_client(
-            &parts.headers,
-            &parts.extensions,
-            app.warden.current().config(),
-        );
-        let now = Instant::now();
-        let limit = app.token_failures.as_ref();
-        if limit.is_some_and(|limit| limit.check(addr, now).is_err()) {
-            return Err(ApiError::too_many_token_failures());
-        }
-        if let Some(caller) = Caller::for_token(app, token) {
-            return Ok(caller);
-        }
-        app.metrics.observe_token_failure();
-        if limit.is_some_and(|limit| limit.count(addr, now)) {
-            tracing::warn!(
-                %addr,
-                "serve.unknown_tokens_per_minute unknown API tokens from one address within {}s: its requests get 429 until then",
-                TOKEN_FAILURE_WINDOW.as_secs()
-            );
-        } else {
-            tracing::debug!(%addr, "unknown API token");
-        }
-        Err(unauthorized("unknown token"))
+        by_token(parts, app, |token| Caller::for_token(app, token))
     }
+}
+
+/// Whoever may read `/metrics`: anyone, unless the config sets `serve.metrics_token_env` or
+/// `metrics_token_file`; then only a scraper sending that token (Prometheus'
+/// `authorization: { credentials_file: ... }`), counted against guessing as API tokens are.
+pub(crate) struct MetricsReader;
+
+impl FromRequestParts<Arc<App>> for MetricsReader {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, app: &Arc<App>) -> Result<Self, ApiError> {
+        let warden = app.warden.current();
+        let Some(expected) = &warden.config().serve.metrics_token else {
+            return Ok(MetricsReader);
+        };
+        by_token(parts, app, |token| {
+            same_secret(expected.expose().as_bytes(), token.as_bytes()).then_some(MetricsReader)
+        })
+    }
+}
+
+/// Who the request's bearer token says it is, as `known` finds it; an address that sent
+/// too many unknown tokens is refused before its token is looked at.
+fn by_token<T>(
+    parts: &Parts,
+    app: &App,
+    known: impl FnOnce(&str) -> Option<T>,
+) -> Result<T, ApiError> {
+    let unauthorized = |m: &str| ApiError::new(StatusCode::UNAUTHORIZED, m);
+    let value = parts
+        .headers
+        .get(header::AUTHORIZATION)
+        .ok_or_else(|| unauthorized("missing `Authorization: Bearer <token>`"))?;
+    let token = value
+        .to_str()
+        .ok()
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .ok_or_else(|| unauthorized("the Authorization header must be `Bearer <token>`"))?;
+    let addr = super::throttle::request_client(
+        &parts.headers,
+        &parts.extensions,
+        app.warden.current().config(),
+    );
+    let now = Instant::now();
+    let limit = app.token_failures.as_ref();
+    if limit.is_some_and(|limit| limit.check(addr, now).is_err()) {
+        return Err(ApiError::too_many_token_failures());
+    }
+    if let Some(found) = known(token) {
+        return Ok(found);
+    }
+    app.metrics.observe_token_failure();
+    if limit.is_some_and(|limit| limit.count(addr, now)) {
+        tracing::warn!(
+            %addr,
+            "serve.unknown_tokens_per_minute unknown API tokens from one address within {}s: its requests get 429 until then",
+            TOKEN_FAILURE_WINDOW.as_secs()
+        );
+    } else {
+        tracing::debug!(%addr, "unknown API token");
+    }
+    Err(unauthorized("unknown token"))
 }
