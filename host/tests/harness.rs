@@ -347,6 +347,25 @@ expect = { decision = "continue" }
     );
 }
 
+/// A value of the wrong type fails when the config is read, before its validation: the
+/// error still names the key, as the test file's author wrote it under the case.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_limit_of_the_wrong_type_is_named_with_its_key() {
+    let summary = run_probe(
+        r#"
+[[case]]
+name = "slow"
+flow = { limits = { memory_mib = 32, timeout_ms = "slow" } }
+expect = { decision = "continue" }
+"#,
+    )
+    .await;
+    assert_eq!(
+        failures(&summary),
+        "the case's flow is invalid:\n  flows.test.limits.timeout_ms: invalid type: string \"slow\", expected u64"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_test_files_are_load_errors_naming_the_file_and_place() {
     let scratch = Scratch::new();

@@ -23,12 +23,12 @@ fn every_malformed_config_is_refused_naming_file_line_column_and_key() {
         (
             "a string where a number belongs",
             broken("", "limits = { memory_mib = \"lots\" }\n"),
-            "16:25: invalid type: string \"lots\", expected u64",
+            "16:25: flows.access.limits.memory_mib: invalid type: string \"lots\", expected u64",
         ),
         (
             "a number where a string belongs",
             broken("external_id = \"ext-1\"", "external_id = 7"),
-            "7:15: invalid type: integer `7`, expected a string",
+            "7:15: integrations.vo.external_id: invalid type: integer `7`, expected a string",
         ),
         (
             "an unknown key",

@@ -50,6 +50,35 @@ impl<'a> SourceMap<'a> {
         found.map(|offset| self.location_of(offset))
     }
 
+    /// The path of the deepest key whose value holds `offset` (where the TOML reader found a
+    /// value of the wrong type, say), e.g. `["flows", "main", "limits", "timeout_ms"]`; array
+    /// elements by their index.
+    pub fn key_at(&self, offset: usize) -> Option<Vec<String>> {
+        fn in_value(value: &toml::Spanned<DeValue<'_>>, offset: usize) -> Option<Vec<String>> {
+            match value.get_ref() {
+                DeValue::Table(table) => in_table(table, offset),
+                DeValue::Array(items) => items.iter().enumerate().find_map(|(index, item)| {
+                    let mut path = in_value(item, offset)
+                        .or_else(|| item.span().contains(&offset).then(Vec::new))?;
+                    path.insert(0, index.to_string());
+                    Some(path)
+                }),
+                _ => None,
+            }
+        }
+        fn in_table(table: &DeTable<'_>, offset: usize) -> Option<Vec<String>> {
+            // A table's span need not cover its keys (`[a.b]` and the keys under it), so
+            // every table is searched, not only one whose span holds `offset`.
+            table.iter().find_map(|(key, value)| {
+                let mut path = in_value(value, offset)
+                    .or_else(|| value.span().contains(&offset).then(Vec::new))?;
+                path.insert(0, key.get_ref().to_string());
+                Some(path)
+            })
+        }
+        in_table(self.root.as_ref()?.get_ref(), offset)
+    }
+
     pub fn location_of(&self, offset: usize) -> Location {
         let before = &self.text[..offset.min(self.text.len())];
         let line = before.matches('\n').count() + 1;
@@ -89,5 +118,26 @@ mod tests {
             map.locate(&["flows", "main", "plugin"]),
             Some(Location { line: 4, column: 8 })
         );
+    }
+
+    #[test]
+    fn finds_the_key_whose_value_holds_a_place() {
+        let text = "[store]\npath = \"x\"\n\n[flows.main]\nenvironment = \"e\"\nlimits = { memory_mib = 3, timeout_ms = \"slow\" }\nallowed_hosts = [\"a\", 7]\n\n[flows.other]\nvars.deep = { n = true }\n\n[[list]]\nx = 1\n[[list]]\nx = \"two\"\n";
+        let map = SourceMap::new(text);
+        let at = |needle: &str| {
+            let offset = text.find(needle).unwrap();
+            map.key_at(offset).map(|path| path.join("."))
+        };
+        assert_eq!(at("\"x\""), Some("store.path".into()));
+        assert_eq!(at("\"e\""), Some("flows.main.environment".into()));
+        assert_eq!(at("3,"), Some("flows.main.limits.memory_mib".into()));
+        assert_eq!(at("\"slow\""), Some("flows.main.limits.timeout_ms".into()));
+        assert_eq!(at("7]"), Some("flows.main.allowed_hosts.1".into()));
+        assert_eq!(at("true"), Some("flows.other.vars.deep.n".into()));
+        assert_eq!(at("\"two\""), Some("list.1.x".into()));
+        // A whole inline table (a map where a number belongs, say).
+        assert_eq!(at("{ n"), Some("flows.other.vars.deep".into()));
+        // Between values: no key.
+        assert_eq!(at("\n\n[flows.other]"), None);
     }
 }

@@ -36,10 +36,17 @@ impl<'a> Validator<'a> {
             Ok(raw) => raw,
             Err(e) => {
                 let location = e.span().map(|s| self.map.location_of(s.start));
+                // The reader's error (a value of the wrong type) has a place but no key: the
+                // key is the one whose value is there.
+                let key = e
+                    .span()
+                    .and_then(|s| self.map.key_at(s.start))
+                    .map(|path| path.join("."))
+                    .unwrap_or_default();
                 self.errors.push(ConfigError {
                     file: self.file.clone(),
                     location,
-                    key: String::new(),
+                    key,
                     message: e.message().trim().to_string(),
                 });
                 return Err(ConfigErrors(self.errors));
