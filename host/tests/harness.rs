@@ -366,6 +366,25 @@ expect = { decision = "continue" }
     );
 }
 
+/// The config's errors quote the test file's keys and values: they stay on the case's one
+/// line each, escaped, as every other text of the test file the report quotes.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_flow_error_quoting_the_test_files_text_is_escaped_on_one_line() {
+    let summary = run_probe(
+        r#"
+[[case]]
+name = "c"
+flow = { limits = { "x\nFAIL forged \u001b[31m" = 1 } }
+expect = { decision = "continue" }
+"#,
+    )
+    .await;
+    assert_eq!(
+        failures(&summary),
+        "the case's flow is invalid:\n  flows.test.limits.x\\nFAIL forged \\x1b[31m: unknown key"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_test_files_are_load_errors_naming_the_file_and_place() {
     let scratch = Scratch::new();

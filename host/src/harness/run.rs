@@ -130,9 +130,14 @@ pub async fn run_case(case: &Case, engine: &SharedEngine) -> CaseResult {
     let config = match Config::parse(&text, &case.file, &|name| env.get(name).cloned()) {
         Ok(config) => config,
         Err(errors) => {
+            // Each error quotes the test file's keys and values: escaped, each stays a line.
             let mut message = String::from("the case's flow is invalid:");
             for e in errors.0 {
-                let _ = write!(message, "\n  {}: {}", e.key, e.message);
+                let why = escape_control(&e.message);
+                let _ = match e.key.as_str() {
+                    "" => write!(message, "\n  {why}"),
+                    key => write!(message, "\n  {}: {why}", escape_control(key)),
+                };
             }
             return CaseResult::failed(case, started, message);
         }
