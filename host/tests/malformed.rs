@@ -603,8 +603,27 @@ fn a_broken_config_on_sighup_is_refused_and_the_old_one_keeps_serving() {
     let mut refused = false;
     for _ in 0..100 {
         let log = std::fs::read_to_string(&log_path).unwrap();
-        if log.contains("config reload refused") {
-            assert!(log.contains("missing.wasm"), "{log}");
+        if log.contains("config reload refused") && log.contains("missing.wasm") {
+            // Each error is an event, a line of its own saying it is the refusal, not a
+            // line break the log writes out as `\n` in one event.
+            let refusal: Vec<&str> = log
+                .lines()
+                .filter(|line| line.contains("config reload refused"))
+                .collect();
+            assert!(
+                refusal.len() >= 2 && refusal.iter().all(|line| !line.contains("\\n")),
+                "{log}"
+            );
+            assert!(
+                refusal[0].contains("the old config keeps serving: 1 problem(s) in the config:"),
+                "{log}"
+            );
+            assert!(
+                refusal[1..].iter().any(
+                    |line| line.contains("flows.other.plugin") && line.contains("missing.wasm")
+                ),
+                "{log}"
+            );
             refused = true;
             break;
         }

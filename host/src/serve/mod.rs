@@ -83,6 +83,20 @@ pub struct ReloadSummary {
     pub restart_needed_for: Vec<String>,
 }
 
+/// What a refused reload logs, one event per line of `errors` (a config's errors are one
+/// line each, their quotes of the file escaped), each saying it is the refusal: the log's
+/// formatter would write a line break in one event as `\n`, indistinguishable from one the
+/// config's text holds.
+fn reload_refused_lines(errors: &str) -> Vec<String> {
+    let mut lines = errors.lines().filter(|line| !line.trim().is_empty());
+    let first = lines.next().unwrap_or("(no reason given)");
+    std::iter::once(format!(
+        "config reload refused; the old config keeps serving: {first}"
+    ))
+    .chain(lines.map(|line| format!("config reload refused: {line}")))
+    .collect()
+}
+
 /// The current `Warden`, swapped whole on reload.
 pub struct CurrentWarden {
     current: Arc<ArcSwap<Warden>>,
@@ -123,7 +137,9 @@ impl CurrentWarden {
                 "config reloaded"
             ),
             Err(errors) => {
-                tracing::error!("config reload refused; the old config keeps serving:\n{errors}")
+                for line in reload_refused_lines(errors) {
+                    tracing::error!("{line}")
+                }
             }
         }
         result
@@ -345,5 +361,40 @@ impl Server {
         tracing::info!("stopped");
         // The accept loop has no error of its own; a panic in it is one.
         served.map_err(|e| ServeError::Serve(std::io::Error::other(e)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ConfigError;
+
+    #[test]
+    fn a_refused_reload_logs_each_error_as_its_own_event_with_the_files_text_escaped() {
+        let error = |key: &str, message: &str| ConfigError {
+            file: PathBuf::from("/etc/warden.toml"),
+            location: None,
+            key: key.into(),
+            message: message.into(),
+        };
+        let errors = ConfigErrors(vec![
+            error("flows.a.plugin", "cannot read `a\nERROR forged`"),
+            error("flows.b.vars.x", "bad \x1b[31m value"),
+        ]);
+        let text = ServeError::Config(errors).to_string();
+        assert_eq!(
+            reload_refused_lines(&text),
+            [
+                "config reload refused; the old config keeps serving: 2 problem(s) in the config:",
+                "config reload refused: /etc/warden.toml: flows.a.plugin: cannot read `a\\nERROR forged`",
+                "config reload refused: /etc/warden.toml: flows.b.vars.x: bad \\x1b[31m value",
+            ]
+        );
+        assert_eq!(
+            reload_refused_lines("store.url changed; restart warden"),
+            [
+                "config reload refused; the old config keeps serving: store.url changed; restart warden"
+            ]
+        );
     }
 }
