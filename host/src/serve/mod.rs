@@ -156,11 +156,7 @@ impl CurrentWarden {
             );
         }
         if config.store_url.is_none() && config.store_path != before.store_path {
-            return Err(format!(
-                "store.path changed from {} to {}; the store cannot move while serving: restart warden",
-                before.store_path.display(),
-                config.store_path.display()
-            ));
+            return Err(store_moved(&before.store_path, &config.store_path));
         }
         if config.serve.tokens.is_empty() {
             return Err(ServeError::NoTokens(self.config_path.clone()).to_string());
@@ -364,10 +360,34 @@ impl Server {
     }
 }
 
+/// A reload's refusal to move the SQLite store, its paths escaped: the error is one line of
+/// the log and of the reload's answer whatever the config names.
+fn store_moved(from: &std::path::Path, to: &std::path::Path) -> String {
+    let shown = |path: &std::path::Path| path.display().to_string().escape_debug().to_string();
+    format!(
+        "store.path changed from {} to {}; the store cannot move while serving: restart warden",
+        shown(from),
+        shown(to)
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::config::ConfigError;
+
+    #[test]
+    fn a_store_path_a_reload_would_move_is_quoted_on_one_line() {
+        let refused = store_moved(
+            std::path::Path::new("/var/lib/warden.db"),
+            std::path::Path::new("/tmp/x\nERROR forged \x1b[31m.db"),
+        );
+        assert_eq!(
+            refused,
+            "store.path changed from /var/lib/warden.db to /tmp/x\\nERROR forged \\u{1b}[31m.db; the store cannot move while serving: restart warden"
+        );
+        assert_eq!(reload_refused_lines(&refused).len(), 1);
+    }
 
     #[test]
     fn a_refused_reload_logs_each_error_as_its_own_event_with_the_files_text_escaped() {
