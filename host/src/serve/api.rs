@@ -6,7 +6,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -66,13 +66,14 @@ pub(crate) fn router(app: Arc<App>, settings: &crate::config::ServeSettings) -> 
         .route("/v1/admin/reload", post(reload))
         .route("/v1/admin/audit", get(audit))
         .layer(middleware::from_fn_with_state(app.clone(), limit_in_flight))
-        .layer(middleware::from_fn_with_state(bodies.clone(), body_first));
+        .layer(middleware::from_fn_with_state(bodies, body_first))
+        .layer(middleware::from_fn_with_state(app.clone(), caller_first));
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready))
         .route("/metrics", get(metrics))
         .merge(v1)
-        .merge(super::console::router(app.clone(), bodies))
+        .merge(super::console::router(app.clone(), max_body_bytes))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .layer(middleware::from_fn_with_state(
@@ -210,14 +211,18 @@ impl From<BytesRejection> for ApiError {
     }
 }
 
-/// What [`body_first`] may hold: each body at most `max_body_bytes`, and all bodies being
-/// read or answered at once at most `max_in_flight` of them in bytes, counted as they arrive
-/// (what the handlers held before they were read first), so `max_connections` clients
-/// sending bodies cannot make warden hold more.
+/// What [`body_first`] may hold: each body at most `max_body_bytes`, and the API's bodies
+/// being read or answered at once at most `max_in_flight` of them in bytes, counted as they
+/// arrive (what the handlers held before they were read first), so `max_connections`
+/// clients sending bodies cannot make warden hold more. Only a caller with a known token
+/// ([`caller_first`]) reads into that shared budget, so a client without one cannot fill it
+/// and turn everyone else's requests away. The console's forms are small, and each is only
+/// bounded by itself: all of them at once are at most `max_connections` forms.
 #[derive(Clone)]
 pub(crate) struct Bodies {
     max_body_bytes: usize,
-    bytes: Arc<tokio::sync::Semaphore>,
+    /// `None`: no budget shared between bodies (the console's forms).
+    bytes: Option<Arc<tokio::sync::Semaphore>>,
 }
 
 impl Bodies {
@@ -227,10 +232,32 @@ impl Bodies {
             .saturating_mul(settings.max_body_bytes);
         Self {
             max_body_bytes: settings.max_body_bytes,
-            bytes: Arc::new(tokio::sync::Semaphore::new(
+            bytes: Some(Arc::new(tokio::sync::Semaphore::new(
                 total.min(tokio::sync::Semaphore::MAX_PERMITS),
-            )),
+            ))),
         }
+    }
+
+    /// Bodies of at most `max_body_bytes` each, sharing no budget.
+    pub(crate) fn each_within(max_body_bytes: usize) -> Self {
+        Self {
+            max_body_bytes,
+            bytes: None,
+        }
+    }
+}
+
+/// Finds the caller of an API request from its token before its body is read (an unknown
+/// token is answered `401` at once, counted as a guess): a body is read into the budget
+/// every caller shares ([`Bodies`]) only for a caller warden knows.
+async fn caller_first(State(app): State<Arc<App>>, request: Request, next: Next) -> Response {
+    let (mut parts, body) = request.into_parts();
+    match Caller::from_request_parts(&mut parts, &app).await {
+        Ok(caller) => {
+            parts.extensions.insert(caller);
+            next.run(Request::from_parts(parts, body)).await
+        }
+        Err(refused) => refused.into_response(),
     }
 }
 
@@ -246,6 +273,14 @@ pub(crate) async fn body_first(
 ) -> Response {
     use http_body_util::BodyExt;
     let (parts, mut body) = request.into_parts();
+    // Announced too long: refused before any of it is read (nor a `100 Continue` sent).
+    let announced = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|n| n.to_str().ok()?.trim().parse::<u64>().ok());
+    if announced.is_some_and(|n| n > bodies.max_body_bytes as u64) {
+        return too_large();
+    }
     let mut bytes = Vec::new();
     let mut held: Option<tokio::sync::OwnedSemaphorePermit> = None;
     while let Some(frame) = body.frame().await {
@@ -264,14 +299,14 @@ pub(crate) async fn body_first(
             continue;
         };
         if bytes.len() + data.len() > bodies.max_body_bytes {
-            return ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "the request body is larger than serve.max_body_bytes",
-            )
-            .into_response();
+            return too_large();
         }
         let more = u32::try_from(data.len()).unwrap_or(u32::MAX);
-        match bodies.bytes.clone().try_acquire_many_owned(more) {
+        let Some(shared) = &bodies.bytes else {
+            bytes.extend_from_slice(&data);
+            continue;
+        };
+        match shared.clone().try_acquire_many_owned(more) {
             Ok(permit) => match &mut held {
                 Some(held) => held.merge(permit),
                 None => held = Some(permit),
@@ -287,6 +322,14 @@ pub(crate) async fn body_first(
         .await;
     drop(held);
     response
+}
+
+fn too_large() -> Response {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "the request body is larger than serve.max_body_bytes",
+    )
+    .into_response()
 }
 
 /// `503` with `Retry-After`: warden is at one of its bounds.

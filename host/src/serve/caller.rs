@@ -25,6 +25,7 @@ pub(crate) fn token_failures(per_minute: u32) -> Option<PerAddress> {
 }
 
 /// Who is calling, from their bearer token.
+#[derive(Clone)]
 pub(crate) struct Caller {
     pub(crate) user: String,
     pub(crate) role: Role,
@@ -144,6 +145,10 @@ impl FromRequestParts<Arc<App>> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, app: &Arc<App>) -> Result<Self, ApiError> {
+        // Found before the body was read (`api::caller_first`), for the API's routes.
+        if let Some(found) = parts.extensions.remove::<Caller>() {
+            return Ok(found);
+        }
         by_token(parts, app, |token| Caller::for_token(app, token))
     }
 }

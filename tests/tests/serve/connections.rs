@@ -186,6 +186,63 @@ async fn bodies_on_their_way_hold_no_more_bytes_than_max_in_flight_bodies() {
     h.stop().await;
 }
 
+/// The budget of bodies being read is the API's callers': a client with no token, or an
+/// unknown one, is answered before its body is read, so it cannot fill that budget and turn
+/// everyone else's requests away; and a body announced over `max_body_bytes` is refused
+/// before any of it is read, with no `100 Continue` inviting it.
+#[tokio::test(flavor = "multi_thread")]
+async fn bodies_without_a_known_token_take_nothing_from_the_budget_callers_share() {
+    let h = Harness::start(
+        "max_in_flight = 1\nmax_body_bytes = 1024\nclient_timeout_ms = 5000",
+        &standard_flows(),
+    )
+    .await;
+    // 900 of a promised 1000 bytes each, the rest never sent, without a known token.
+    let mut strangers = Vec::new();
+    for auth in ["", "Authorization: Bearer a-guess\r\n"] {
+        let mut conn = connect(&h).await;
+        let head = format!(
+            "POST /v1/flows/human/requests HTTP/1.1\r\nHost: warden\r\n{auth}Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{}",
+            " ".repeat(900)
+        );
+        conn.write_all(head.as_bytes()).await.unwrap();
+        strangers.push(conn);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // A caller's body still fits the whole budget.
+    let reason = "r".repeat(150);
+    let filed = h
+        .submit("human", ALICE, serde_json::json!({ "reason": reason }))
+        .await;
+    assert_eq!(filed.status, 201, "{}", filed.text);
+    // The strangers were answered at once, not after the client timeout.
+    let started = Instant::now();
+    for mut conn in strangers {
+        let answer = read_until_closed(&mut conn, Duration::from_secs(3)).await;
+        assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // Announced too long: 413 before a byte of it is asked for.
+    let mut conn = connect(&h).await;
+    let head = format!(
+        "POST /v1/flows/human/requests HTTP/1.1\r\nHost: warden\r\nAuthorization: Bearer {ALICE}\r\nContent-Type: application/json\r\nExpect: 100-continue\r\nContent-Length: 100000000\r\n\r\n"
+    );
+    conn.write_all(head.as_bytes()).await.unwrap();
+    let answer = read_until_closed(&mut conn, Duration::from_secs(3)).await;
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(!answer.contains("100 Continue"), "{answer}");
+    assert!(
+        answer.contains("larger than serve.max_body_bytes"),
+        "{answer}"
+    );
+    h.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_body_that_does_not_arrive_in_time_is_answered_408_and_nothing_is_filed() {
     let h = Harness::start("client_timeout_ms = 500", &standard_flows()).await;

@@ -53,7 +53,10 @@ struct Console {
 }
 
 /// The console's routes, with the API's in-flight bound and the pages' security headers.
-pub(crate) fn router(app: Arc<App>, bodies: api::Bodies) -> Router<Arc<App>> {
+pub(crate) fn router(app: Arc<App>, max_body_bytes: usize) -> Router<Arc<App>> {
+    // A form is read whole before its session is known; each is small, and none takes from
+    // the budget the API's callers share (`api::Bodies`).
+    let bodies = api::Bodies::each_within(max_body_bytes.min(forms::MAX_FORM_BYTES));
     let console = Console {
         app: app.clone(),
         attempts: Arc::new(session::sign_in_attempts()),
