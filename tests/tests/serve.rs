@@ -492,6 +492,20 @@ async fn an_idempotency_key_makes_a_retry_return_the_first_request() {
         .await;
     assert_eq!(other.status, 201);
     assert_ne!(other.body["id"], first.body["id"]);
+    // A key is visible ASCII, at most 200 bytes: nothing else is filed under one.
+    for bad in ["tab\tinside", "space inside", &"k".repeat(201)] {
+        let refused = h
+            .send_with(
+                "POST",
+                "/v1/flows/human/requests",
+                Some(ALICE),
+                Some(json!({})),
+                &[("Idempotency-Key", bad)],
+            )
+            .await;
+        assert_eq!(refused.status, 422, "{bad:?}: {}", refused.text);
+        assert!(refused.text.contains("visible ASCII"), "{}", refused.text);
+    }
     let all = h.send("GET", "/v1/requests", Some(CAROL), None).await;
     assert_eq!(all.body["requests"].as_array().unwrap().len(), 2);
     let m = h.metrics().await;

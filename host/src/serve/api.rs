@@ -424,10 +424,11 @@ async fn submit(
     let idempotency_key = match headers.get("idempotency-key") {
         None => None,
         Some(v) => {
-            let key = v
-                .to_str()
-                .ok()
-                .filter(|k| !k.is_empty() && k.len() <= MAX_IDEMPOTENCY_KEY_BYTES);
+            let key = v.to_str().ok().filter(|k| {
+                // `to_str` lets a tab through; a key is shown and compared as typed.
+                let visible = k.bytes().all(|b| b.is_ascii_graphic());
+                !k.is_empty() && k.len() <= MAX_IDEMPOTENCY_KEY_BYTES && visible
+            });
             Some(
                 key.ok_or_else(|| {
                     ApiError::new(
