@@ -198,9 +198,26 @@ impl Claim {
             .implemented(flow)
             .is_none_or(|hooks| hooks.contains(&hook));
         if runs && self.has_deferred() {
+            // Renews the store's claim too, failing if it was taken over.
             self.flush().await?;
+        } else if runs {
+            self.still_held().await?;
         }
         Ok(warden.run_hook(flow, hook, input).await)
+    }
+
+    /// Renews the store's claim (a shared store), or fails with [`ClaimLost`] when another
+    /// replica took the request over: a replica paused past its lease must not run a hook
+    /// (an `on_escalate` granting access) that the other is running too.
+    pub(super) async fn still_held(&mut self) -> Result<(), StoreError> {
+        let Some(stored) = self.held else {
+            return Ok(());
+        };
+        let until = now_ms() + CLAIM_LEASE_MS;
+        if self.store.renew_request(&self.id, stored, until).await? {
+            return Ok(());
+        }
+        Err(StoreError::lost_claim(self.store.label(), &self.id))
     }
 
     /// Writes what waits.

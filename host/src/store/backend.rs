@@ -83,6 +83,15 @@ pub enum Hold {
 pub struct ClaimLost(pub String);
 
 impl StoreError {
+    /// `claim`'s request `id` was found taken over by another claim in the store at `path`.
+    pub(crate) fn lost_claim(path: &Path, id: &str) -> Self {
+        Self::other(
+            path,
+            format!("work on request {id}"),
+            ClaimLost(id.to_string()),
+        )
+    }
+
     /// The request whose claim a failed write found taken over ([`ClaimLost`]), if that is
     /// why it failed: another replica is working on the request, as a claim refused at the
     /// start would have said.

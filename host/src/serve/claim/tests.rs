@@ -176,3 +176,48 @@ async fn a_claim_dropped_early_still_records_what_it_noted() {
     );
     assert!(claims.claim("r1").is_some());
 }
+
+/// On a shared store, a claim whose lease ran out while its replica was paused, and which
+/// another replica then took, runs no more hooks: checked before each one, told as a lost
+/// claim (the API's 409), and its letting go leaves the other's claim in place.
+#[tokio::test]
+async fn a_claim_taken_over_on_a_shared_store_is_found_lost_before_a_hook_runs() {
+    use crate::store::backend::ClaimId;
+    use crate::store::postgres::PgStore;
+    let Some(url) = crate::store::test_cluster::database().await else {
+        return;
+    };
+    let (here, there) = (
+        Arc::new(PgStore::open(&url).await.unwrap()),
+        PgStore::open(&url).await.unwrap(),
+    );
+    let claims = Claims::new(here.clone());
+    let mut claim = claim_new(&claims, "r1").await;
+    claim.still_held().await.unwrap();
+    // The lease runs out (nothing renewed it while paused); the other replica resumes it.
+    let stored = claim.held.expect("a shared store holds the claim");
+    assert!(
+        here.renew_request("r1", stored, now_ms() - 1)
+            .await
+            .unwrap()
+    );
+    let theirs = ClaimId::new();
+    assert!(
+        there
+            .claim_request("r1", theirs, now_ms() + CLAIM_LEASE_MS)
+            .await
+            .unwrap()
+    );
+    let lost = claim.still_held().await.unwrap_err();
+    assert_eq!(lost.claim_lost(), Some("r1"), "{lost}");
+    drop(claim);
+    // Let go in the background; the other replica's claim is untouched.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !here
+            .claim_request("r1", ClaimId::new(), now_ms() + CLAIM_LEASE_MS)
+            .await
+            .unwrap(),
+        "the other replica still holds it"
+    );
+}

@@ -159,7 +159,12 @@ impl PgStore {
         operation: impl Into<String>,
         source: impl Into<Box<dyn Error + Send + Sync>>,
     ) -> StoreError {
-        StoreError::other(&self.label, operation, flatten(source.into()))
+        let source = source.into();
+        // Kept as it is, so a lost claim can be told from a failing store (409, not 503).
+        if source.is::<crate::store::backend::ClaimLost>() {
+            return StoreError::other(&self.label, operation, source);
+        }
+        StoreError::other(&self.label, operation, flatten(source))
     }
 
     async fn client(&self, operation: &str) -> Result<deadpool_postgres::Object, StoreError> {

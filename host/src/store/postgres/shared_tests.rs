@@ -151,6 +151,8 @@ async fn a_claim_that_ran_out_and_was_taken_over_writes_nothing_and_lets_nothing
                 .contains("another replica took the request over"),
             "{refused}"
         );
+        // Told apart from a failing store: the API answers it 409, not 503.
+        assert_eq!(refused.claim_lost(), Some("r1"), "{refused}");
     }
     let (record, history) = b.request_with_history("r1").await.unwrap().unwrap();
     assert_eq!(record.state, State::Requested, "a's step did not move it");
