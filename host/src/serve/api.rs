@@ -85,7 +85,7 @@ pub(crate) fn router(app: Arc<App>, settings: &crate::config::ServeSettings) -> 
 }
 
 /// An error response: `{"error": "...", "field": "..."}`.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct ApiError {
     status: StatusCode,
     message: String,
@@ -238,7 +238,8 @@ impl Bodies {
         }
     }
 
-    /// Bodies of at most `max_body_bytes` each, sharing no budget.
+    /// Bodies sharing no budget, each read to at most one byte past `max_body_bytes` (the
+    /// handler refuses it).
     pub(crate) fn each_within(max_body_bytes: usize) -> Self {
         Self {
             max_body_bytes,
@@ -248,8 +249,10 @@ impl Bodies {
 }
 
 /// Finds the caller of an API request from its token before its body is read (an unknown
-/// token is answered `401` at once, counted as a guess): a body is read into the budget
-/// every caller shares ([`Bodies`]) only for a caller warden knows.
+/// token is counted as a guess then): a body is read into the budget every caller shares
+/// ([`Bodies`]) only for a caller warden knows. A request without one goes on with its
+/// refusal and no body, to be answered `401` by its handler (or `405` by a route that
+/// does not take its method).
 async fn caller_first(State(app): State<Arc<App>>, request: Request, next: Next) -> Response {
     let (mut parts, body) = request.into_parts();
     match Caller::from_request_parts(&mut parts, &app).await {
@@ -257,9 +260,16 @@ async fn caller_first(State(app): State<Arc<App>>, request: Request, next: Next)
             parts.extensions.insert(caller);
             next.run(Request::from_parts(parts, body)).await
         }
-        Err(refused) => refused.into_response(),
+        Err(refused) => {
+            parts.extensions.insert(Refused(refused));
+            next.run(Request::from_parts(parts, Body::empty())).await
+        }
     }
 }
+
+/// Why [`caller_first`] found no caller, for the handler's [`Caller`] to answer.
+#[derive(Clone)]
+pub(crate) struct Refused(pub(crate) ApiError);
 
 /// Reads a request's whole body (within `client_timeout_ms`: the layer outside) before
 /// [`limit_in_flight`] counts it: a client slow to send a body, or sending none after its
@@ -278,7 +288,7 @@ pub(crate) async fn body_first(
         .headers
         .get(header::CONTENT_LENGTH)
         .and_then(|n| n.to_str().ok()?.trim().parse::<u64>().ok());
-    if announced.is_some_and(|n| n > bodies.max_body_bytes as u64) {
+    if bodies.bytes.is_some() && announced.is_some_and(|n| n > bodies.max_body_bytes as u64) {
         return too_large();
     }
     let mut bytes = Vec::new();
@@ -298,14 +308,20 @@ pub(crate) async fn body_first(
         let Ok(data) = frame.into_data() else {
             continue;
         };
+        let Some(shared) = &bodies.bytes else {
+            // A form: one byte past its bound is enough for the page to refuse it in its
+            // own words, after its own checks (a form from another site is refused as one).
+            let room = bodies.max_body_bytes + 1 - bytes.len();
+            bytes.extend_from_slice(&data[..data.len().min(room)]);
+            if bytes.len() > bodies.max_body_bytes {
+                break;
+            }
+            continue;
+        };
         if bytes.len() + data.len() > bodies.max_body_bytes {
             return too_large();
         }
         let more = u32::try_from(data.len()).unwrap_or(u32::MAX);
-        let Some(shared) = &bodies.bytes else {
-            bytes.extend_from_slice(&data);
-            continue;
-        };
         match shared.clone().try_acquire_many_owned(more) {
             Ok(permit) => match &mut held {
                 Some(held) => held.merge(permit),

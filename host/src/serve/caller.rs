@@ -145,9 +145,13 @@ impl FromRequestParts<Arc<App>> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, app: &Arc<App>) -> Result<Self, ApiError> {
-        // Found before the body was read (`api::caller_first`), for the API's routes.
+        // Found, or refused, before the body was read (`api::caller_first`), for the API's
+        // routes.
         if let Some(found) = parts.extensions.remove::<Caller>() {
             return Ok(found);
+        }
+        if let Some(super::api::Refused(refused)) = parts.extensions.remove() {
+            return Err(refused);
         }
         by_token(parts, app, |token| Caller::for_token(app, token))
     }

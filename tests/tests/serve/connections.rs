@@ -240,6 +240,9 @@ async fn bodies_without_a_known_token_take_nothing_from_the_budget_callers_share
         answer.contains("larger than serve.max_body_bytes"),
         "{answer}"
     );
+    // A method a route does not take is that, token or not (and no guess is counted).
+    let wrong = h.send("GET", "/v1/admin/reload", None, None).await;
+    assert_eq!(wrong.status, 405, "{}", wrong.text);
     h.stop().await;
 }
 
