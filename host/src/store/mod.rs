@@ -163,19 +163,17 @@ impl StoreError {
 /// Creates a store file that is not there yet as an empty file readable and writable by its
 /// owner only (0600, whatever the umask), before SQLite opens it: SQLite takes the mode of
 /// its `-wal` and `-shm` files from the main file, and the store holds every request, reason
-/// and identity. An existing file (or anything else at the path) is left as it is.
+/// and identity. An existing file is left as it is; a link to none is followed and its target
+/// made so, as SQLite would follow it (a FIFO at the path is not waited on).
 fn create_owner_only(path: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
-    match std::fs::OpenOptions::new()
+    std::fs::OpenOptions::new()
         .write(true)
-        .create_new(true)
+        .create(true)
         .mode(0o600)
+        .custom_flags(libc::O_NONBLOCK)
         .open(path)
-    {
-        Ok(_) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
-        Err(e) => Err(e),
-    }
+        .map(drop)
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -273,6 +273,14 @@ fn a_new_store_file_and_its_wal_are_owner_only_and_an_existing_file_keeps_its_mo
     std::fs::set_permissions(&existing, std::fs::Permissions::from_mode(0o640)).unwrap();
     Store::open(&existing).unwrap();
     assert_eq!(mode(&existing), "640");
+
+    // A link to a file not there yet (a first start's layout): the file made is 0600 too.
+    let target = dir.path().join("data/warden.db");
+    std::fs::create_dir(dir.path().join("data")).unwrap();
+    let link = dir.path().join("linked.db");
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    Store::open(&link).unwrap();
+    assert_eq!(mode(&target), "600", "{}", target.display());
 }
 
 fn user_id(store: &Store) -> String {
