@@ -235,6 +235,14 @@ fn write_export(file: &Path, csv: &str) -> Result<(), String> {
     if !metadata.is_file() {
         return Err(fail("it is not a regular file".into()));
     }
+    // One planted by another user (in a shared folder) would stay theirs to read.
+    let mine = unsafe { libc::geteuid() };
+    if std::os::unix::fs::MetadataExt::uid(&metadata) != mine {
+        return Err(fail(format!(
+            "it belongs to another user (uid {}); remove it or export elsewhere",
+            std::os::unix::fs::MetadataExt::uid(&metadata)
+        )));
+    }
     handle.set_len(0).map_err(|e| fail(e.to_string()))?;
     handle
         .write_all(csv.as_bytes())

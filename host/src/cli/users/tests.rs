@@ -403,4 +403,21 @@ fn an_export_file_is_made_owner_only_and_a_link_or_fifo_at_its_path_is_not_writt
         error.starts_with(&format!("cannot write {}: ", fifo.display())),
         "{error}"
     );
+
+    // A file another user planted at the path (as root here, one given to `nobody`) is not
+    // written into: it would stay theirs to read.
+    if unsafe { libc::geteuid() } == 0 {
+        let planted = dir.path().join("planted.csv");
+        std::fs::write(&planted, "theirs").unwrap();
+        std::os::unix::fs::chown(&planted, Some(65534), Some(65534)).unwrap();
+        let error = write_export(&planted, "sym:cloud\n").unwrap_err();
+        assert_eq!(
+            error,
+            format!(
+                "cannot write {}: it belongs to another user (uid 65534); remove it or export elsewhere",
+                planted.display()
+            )
+        );
+        assert_eq!(std::fs::read_to_string(&planted).unwrap(), "theirs");
+    }
 }
