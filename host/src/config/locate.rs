@@ -57,6 +57,9 @@ impl<'a> SourceMap<'a> {
         fn in_value(value: &toml::Spanned<DeValue<'_>>, offset: usize) -> Option<Vec<String>> {
             match value.get_ref() {
                 DeValue::Table(table) => in_table(table, offset),
+                // At the array's own start (an array of tables' first header is also its first
+                // table's), the place is the array as a whole: named by its key.
+                DeValue::Array(_) if value.span().start == offset => None,
                 DeValue::Array(items) => items.iter().enumerate().find_map(|(index, item)| {
                     let mut path = in_value(item, offset)
                         .or_else(|| item.span().contains(&offset).then(Vec::new))?;
@@ -139,5 +142,22 @@ mod tests {
         assert_eq!(at("{ n"), Some("flows.other.vars.deep".into()));
         // Between values: no key.
         assert_eq!(at("\n\n[flows.other]"), None);
+        // An array as a whole, inline or of tables (where a map belongs, say): its key, not
+        // its first element's.
+        assert_eq!(at("[\"a\", 7]"), Some("flows.main.allowed_hosts".into()));
+        assert_eq!(at("[[list]]"), Some("list".into()));
+    }
+
+    #[test]
+    fn a_wrong_type_for_an_array_of_tables_is_named_by_its_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = "[environments.e]\n[flows.main]\nenvironment = \"e\"\nplugin = \"p.wasm\"\n[[flows.main.fields]]\nname = \"a\"\n";
+        let errors = crate::config::Config::parse(text, &dir.path().join("t.toml"), &|_| None)
+            .expect_err("fields is a table of fields, not a list")
+            .to_string();
+        assert!(
+            errors.contains("5:1: flows.main.fields: invalid type: sequence"),
+            "{errors}"
+        );
     }
 }
