@@ -236,7 +236,7 @@ fn write_export(file: &Path, csv: &str) -> Result<(), String> {
         return Err(fail("it is not a regular file".into()));
     }
     // One planted by another user (in a shared folder) would stay theirs to read.
-    let mine = unsafe { libc::geteuid() };
+    let mine = rustix::process::geteuid().as_raw();
     if std::os::unix::fs::MetadataExt::uid(&metadata) != mine {
         return Err(fail(format!(
             "it belongs to another user (uid {}); remove it or export elsewhere",

@@ -406,7 +406,7 @@ fn an_export_file_is_made_owner_only_and_a_link_or_fifo_at_its_path_is_not_writt
 
     // A file another user planted at the path (as root here, one given to `nobody`) is not
     // written into: it would stay theirs to read.
-    if unsafe { libc::geteuid() } == 0 {
+    if rustix::process::geteuid().is_root() {
         let planted = dir.path().join("planted.csv");
         std::fs::write(&planted, "theirs").unwrap();
         std::os::unix::fs::chown(&planted, Some(65534), Some(65534)).unwrap();
