@@ -402,14 +402,7 @@ fn too_long(announced: Option<u64>) -> AnswerTooLong {
 
 /// The [`AnswerTooLong`] somewhere in `error`'s sources.
 fn answer_too_long<'a>(error: &'a (dyn std::error::Error + 'static)) -> Option<&'a AnswerTooLong> {
-    let mut next = Some(error);
-    while let Some(error) = next {
-        if let Some(found) = error.downcast_ref::<AnswerTooLong>() {
-            return Some(found);
-        }
-        next = error.source();
-    }
-    None
+    std::iter::successors(Some(error), |e| e.source()).find_map(|e| e.downcast_ref())
 }
 
 #[async_trait::async_trait]

@@ -72,6 +72,7 @@ impl Claims {
             claims: self.clone(),
             waiting: Vec::new(),
             held: None,
+            confirmed_ms: 0,
             heartbeat: None,
         })
     }
@@ -111,6 +112,9 @@ pub(super) struct Claim {
     waiting: Vec<RequestWrite>,
     /// The store's claim this one holds, to renew and let go (a shared store only).
     held: Option<ClaimId>,
+    /// When the store last confirmed that `held` holds the request (Unix milliseconds, this
+    /// replica's clock): claimed, stored, or renewed by a write or [`Claim::still_held`].
+    confirmed_ms: i64,
     /// Renews the store's claim while the operation runs (hooks may run for minutes).
     heartbeat: Option<tokio::task::AbortHandle>,
 }
@@ -143,6 +147,7 @@ impl Claim {
     /// go, or until another claim is found holding the request.
     fn hold(&mut self, stored: ClaimId) {
         self.held = Some(stored);
+        self.confirmed_ms = now_ms();
         let (store, id) = (self.store.clone(), self.id.clone());
         let every = std::time::Duration::from_millis(CLAIM_LEASE_MS as u64 / 3);
         let beat = tokio::spawn(async move {
@@ -213,8 +218,18 @@ impl Claim {
         let Some(stored) = self.held else {
             return Ok(());
         };
-        let until = now_ms() + CLAIM_LEASE_MS;
-        if self.store.renew_request(&self.id, stored, until).await? {
+        // Confirmed within a third of the lease: no other replica can have taken it since
+        // (unless the replicas' clocks are 20 s apart), so no round trip per hook.
+        let now = now_ms();
+        if now - self.confirmed_ms < CLAIM_LEASE_MS / 3 {
+            return Ok(());
+        }
+        if self
+            .store
+            .renew_request(&self.id, stored, now + CLAIM_LEASE_MS)
+            .await?
+        {
+            self.confirmed_ms = now;
             return Ok(());
         }
         Err(StoreError::lost_claim(self.store.label(), &self.id))
@@ -262,10 +277,11 @@ impl Claim {
         // Shared with the write rather than copied; taken back if it does not commit.
         let waiting = Arc::new(std::mem::take(&mut self.waiting));
         let notify = self.router(&waiting, then.as_ref());
+        let asked = now_ms();
         let hold = match (self.held, last) {
             (None, _) => Hold::Keep,
             (Some(stored), true) => Hold::Release(stored),
-            (Some(stored), false) => Hold::Renew(stored, now_ms() + CLAIM_LEASE_MS),
+            (Some(stored), false) => Hold::Renew(stored, asked + CLAIM_LEASE_MS),
         };
         let outcome = self
             .store
@@ -278,6 +294,10 @@ impl Claim {
                 notify: notify.clone().map(|o| o as Arc<dyn Router>),
             })
             .await;
+        // A write under the claim that was not refused for it found the claim holding.
+        if matches!(hold, Hold::Renew(..)) && outcome.is_ok() {
+            self.confirmed_ms = asked;
+        }
         if !matches!(outcome, Ok(Some(_))) {
             self.waiting = Arc::try_unwrap(waiting).unwrap_or_else(|shared| shared.to_vec());
         } else {

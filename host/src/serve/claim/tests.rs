@@ -208,6 +208,8 @@ async fn a_claim_taken_over_on_a_shared_store_is_found_lost_before_a_hook_runs()
             .await
             .unwrap()
     );
+    // As the other replica found it: not confirmed for longer than the lease.
+    claim.confirmed_ms -= CLAIM_LEASE_MS;
     let lost = claim.still_held().await.unwrap_err();
     assert_eq!(lost.claim_lost(), Some("r1"), "{lost}");
     drop(claim);

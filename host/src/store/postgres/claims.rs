@@ -5,8 +5,9 @@
 //! held in the same process does); each of the operation's writes renews it, its last write
 //! lets it go. Each claim has its own id (`requests.claim_id`), and every renewal and write
 //! under a claim matches it: a replica whose claim ran out while it was paused finds its
-//! request claimed by another, and its writes fail ([`crate::store::backend::ClaimLost`]) rather than change the
-//! request under the other's claim or let that claim go. A replica that dies leaves its claims to run out
+//! request claimed by another, and its writes fail ([`crate::store::backend::ClaimLost`])
+//! rather than change the request under the other's claim or let that claim go. A replica
+//! that dies leaves its claims to run out
 //! ([`crate::store::backend::CLAIM_LEASE_MS`]); then [`PgStore::unclaimed`] lists the
 //! requests for another to resume.
 
