@@ -80,6 +80,10 @@ pub(crate) fn router(app: Arc<App>, settings: &crate::config::ServeSettings) -> 
             client_timeout,
             super::connections::body_in_time,
         ))
+        .layer(middleware::from_fn_with_state(
+            super::answers::Unsent::new(),
+            super::answers::answer_in_pieces,
+        ))
         .layer(middleware::from_fn_with_state(app.clone(), count_responses))
         .with_state(app)
 }
@@ -252,13 +256,17 @@ impl Bodies {
 /// token is counted as a guess then): a body is read into the budget every caller shares
 /// ([`Bodies`]) only for a caller warden knows. A request without one goes on with its
 /// refusal and no body, to be answered `401` by its handler (or `405` by a route that
-/// does not take its method).
+/// does not take its method). A known caller's answer is counted as theirs while it is sent
+/// ([`super::answers`]).
 async fn caller_first(State(app): State<Arc<App>>, request: Request, next: Next) -> Response {
     let (mut parts, body) = request.into_parts();
     match Caller::from_request_parts(&mut parts, &app).await {
         Ok(caller) => {
+            let user = super::answers::AnsweredFor(caller.user.clone());
             parts.extensions.insert(caller);
-            next.run(Request::from_parts(parts, body)).await
+            let mut response = next.run(Request::from_parts(parts, body)).await;
+            response.extensions_mut().insert(user);
+            response
         }
         Err(refused) => {
             parts.extensions.insert(Refused(refused));

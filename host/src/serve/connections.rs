@@ -10,8 +10,10 @@
 //! client has `client_timeout_ms` to send a request's head (an idle kept-alive connection is
 //! closed after as long), as long again for its body (`408` then, and the connection closed:
 //! [`body_in_time`], a layer of the router), and as long for each write of an answer to make
-//! progress. At start the process's open-files limit is raised to its hard limit, since the
-//! usual soft one (1,024) is no more than the default `max_connections`.
+//! progress. Each connection's send buffer is kept small ([`SEND_BUFFER_BYTES`]); what
+//! answers not yet read hold is bounded in [`super::answers`]. At start the process's
+//! open-files limit is raised to its hard limit, since the usual soft one (1,024) is no more
+//! than the default `max_connections`.
 
 use std::future::Future;
 use std::io;
@@ -78,6 +80,7 @@ pub async fn serve(
             },
             () = stop.cancelled() => break,
         };
+        keep_send_buffer_small(&stream);
         let router = router.clone();
         let stop = stop.clone();
         let open = metrics.open_connection();
@@ -94,6 +97,21 @@ pub async fn serve(
 /// token and a browser's cookies. hyper's default, about 400 KiB, times `max_connections`
 /// would let heads that never finish hold 400 MiB until their timeout.
 const MAX_HEAD_BYTES: usize = 64 << 10;
+
+/// The socket send buffer an accepted connection asks for (the kernel doubles it for its
+/// bookkeeping). Left to itself, Linux grows a connection's buffer up to `tcp_wmem`'s
+/// largest, 4 MiB by default, and fills it from warden's answers however slowly the client
+/// reads; this keeps what the kernel holds for one connection near what warden itself may
+/// ([`super::answers`]). 128 KiB in flight is about 1.3 MB/s to a client 100 ms away: a
+/// listing page's megabyte in under a second.
+const SEND_BUFFER_BYTES: usize = 128 << 10;
+
+fn keep_send_buffer_small(stream: &TcpStream) {
+    if let Err(error) = rustix::net::sockopt::set_socket_send_buffer_size(stream, SEND_BUFFER_BYTES)
+    {
+        tracing::debug!(%error, "cannot set an accepted connection's send buffer");
+    }
+}
 
 /// Descriptors left for what is not a client's connection: the store, plugins' HTTP,
 /// notifications, compiled plugins' files.
@@ -344,6 +362,20 @@ mod tests {
         setrlimit(Resource::Nofile, lowered).unwrap();
         assert_eq!(make_room_for(1), hard);
         assert_eq!(getrlimit(Resource::Nofile).current, Some(hard));
+    }
+
+    #[tokio::test]
+    async fn an_accepted_connection_keeps_a_small_send_buffer() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (accepted, _) = listener.accept().await.unwrap();
+        keep_send_buffer_small(&accepted);
+        let size = rustix::net::sockopt::socket_send_buffer_size(&accepted).unwrap();
+        // Linux doubles what is asked for, and grows no buffer that was set.
+        assert_eq!(size, 2 * SEND_BUFFER_BYTES);
+        drop(client);
     }
 
     #[tokio::test]

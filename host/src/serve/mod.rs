@@ -16,6 +16,7 @@
 //! - [`metrics`], and the HTTP [`api`] in front of it all, with the approvers' web
 //!   [`console`] beside it.
 
+mod answers;
 mod api;
 mod caller;
 mod claim;

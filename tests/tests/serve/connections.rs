@@ -373,3 +373,118 @@ async fn a_reload_changing_the_listeners_limits_says_they_need_a_restart() {
     );
     h.stop().await;
 }
+
+/// A connection whose receive buffer is small, so an answer it does not read stays with the
+/// server rather than in this side's kernel.
+async fn connect_reading_little(h: &Harness) -> TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    socket
+        .connect(h.server.as_ref().unwrap().local_addr())
+        .await
+        .unwrap()
+}
+
+/// Asks for a listing on `conn` and reads only the status line of its answer.
+async fn ask_and_read_the_status(conn: &mut TcpStream, token: &str) -> String {
+    let head = format!(
+        "GET /v1/requests?limit=100 HTTP/1.1\r\nHost: warden\r\nAuthorization: Bearer {token}\r\n\r\n"
+    );
+    conn.write_all(head.as_bytes()).await.unwrap();
+    let mut status = [0u8; 12];
+    tokio::time::timeout(Duration::from_secs(5), conn.read_exact(&mut status))
+        .await
+        .expect("an answer began")
+        .unwrap();
+    String::from_utf8_lossy(&status).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_caller_not_reading_its_large_answers_is_refused_more_until_it_reads_them() {
+    let h = Harness::start("client_timeout_ms = 20000", &standard_flows()).await;
+    let reason = "r".repeat(60_000);
+    for _ in 0..20 {
+        let filed = h
+            .submit("human", ALICE, serde_json::json!({ "reason": reason }))
+            .await;
+        assert_eq!(filed.status, 201, "{}", filed.text);
+    }
+    let page = h
+        .send("GET", "/v1/requests?limit=100", Some(ALICE), None)
+        .await;
+    assert_eq!(page.status, 200, "{}", page.text);
+    let listed = page.body["requests"].as_array().unwrap().len();
+    assert!(page.text.len() > 1_000_000, "{}", page.text.len());
+
+    // Alice asks for the page again and again, reading only the first bytes of each answer:
+    // warden holds four pages' worth of her unsent answers (4 MiB), then refuses the next.
+    let mut unread = Vec::new();
+    let refusal = loop {
+        assert!(
+            unread.len() < 6,
+            "{} unread pages and no refusal",
+            unread.len()
+        );
+        let mut conn = connect_reading_little(&h).await;
+        let status = ask_and_read_the_status(&mut conn, ALICE).await;
+        if status == "HTTP/1.1 200" {
+            unread.push(conn);
+            continue;
+        }
+        assert_eq!(status, "HTTP/1.1 429");
+        break read_until_closed_or_idle(&mut conn).await;
+    };
+    assert!(unread.len() >= 3, "refused after {} pages", unread.len());
+    assert!(
+        refusal.to_ascii_lowercase().contains("retry-after: 1"),
+        "{refusal}"
+    );
+    assert!(
+        refusal.contains("your earlier answers are still being sent"),
+        "{refusal}"
+    );
+    // Another caller's large answer is sent meanwhile.
+    let carols = h
+        .send("GET", "/v1/requests?limit=100", Some(CAROL), None)
+        .await;
+    assert_eq!(carols.status, 200, "{}", carols.text);
+    assert!(carols.text.len() > 1_000_000);
+
+    // An answer read at last arrives whole.
+    let mut first = unread.remove(0);
+    let rest = read_until_closed_or_idle(&mut first).await;
+    let body = rest.split("\r\n\r\n").nth(1).unwrap();
+    let json: Value = serde_json::from_str(body).unwrap();
+    assert_eq!(json["requests"].as_array().unwrap().len(), listed);
+
+    // Once her connections close, what they held is let go.
+    drop(unread);
+    let started = Instant::now();
+    loop {
+        let again = h
+            .send("GET", "/v1/requests?limit=100", Some(ALICE), None)
+            .await;
+        if again.status == 200 {
+            break;
+        }
+        assert_eq!(again.status, 429, "{}", again.text);
+        assert!(started.elapsed() < Duration::from_secs(5), "still refused");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    h.stop().await;
+}
+
+/// What arrives on `conn` until it has been quiet for half a second.
+async fn read_until_closed_or_idle(conn: &mut TcpStream) -> String {
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 64 << 10];
+    while let Ok(Ok(n)) =
+        tokio::time::timeout(Duration::from_millis(500), conn.read(&mut buf)).await
+    {
+        if n == 0 {
+            break;
+        }
+        got.extend_from_slice(&buf[..n]);
+    }
+    String::from_utf8_lossy(&got).into_owned()
+}
