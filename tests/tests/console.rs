@@ -487,6 +487,50 @@ async fn sign_in_says_one_thing_for_a_wrong_token_and_is_rate_limited() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn sign_ins_with_a_right_token_are_limited_per_user_from_whatever_address() {
+    let c = Console::start().await;
+    let sign_in = |from: String, token: &str| {
+        c.http
+            .post(c.url("/signin"))
+            .header("x-forwarded-for", from)
+            .body(format!("token={token}"))
+            .send()
+    };
+    // Ten addresses, one sign-in each: under every address's limit.
+    for n in 0..10 {
+        let signed_in = sign_in(format!("10.0.0.{n}"), CAROL).await.unwrap();
+        assert_eq!(signed_in.status(), 303);
+    }
+    let eleventh = sign_in("10.0.1.1".into(), CAROL).await.unwrap();
+    assert_eq!(eleventh.status(), 429);
+    assert!(eleventh.headers().get("set-cookie").is_none());
+    let text = eleventh.text().await.unwrap();
+    assert!(text.contains("Too many sign-ins for this user"), "{text}");
+    // Another user from that address is not held up.
+    let erin = sign_in("10.0.1.1".into(), ERIN).await.unwrap();
+    assert_eq!(erin.status(), 303);
+    // Carol's refused sign-in wrote nothing: ten audit rows, not eleven.
+    let audit = c
+        .http
+        .get(c.url("/v1/admin/audit?limit=100"))
+        .bearer_auth(DAVE)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let audit: serde_json::Value = serde_json::from_str(&audit).unwrap();
+    let carols = audit["entries"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{audit}"))
+        .iter()
+        .filter(|e| e["actor"] == "carol@example.com" && e["action"] == "console-sign-in")
+        .count();
+    assert_eq!(carols, 10, "{audit}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn forms_from_another_site_and_oversized_forms_are_refused() {
     let c = Console::start().await;
     let cookie = c.session(CAROL).await;

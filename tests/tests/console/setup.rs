@@ -56,6 +56,10 @@ impl Console {
 [store]
 path = "warden.db"
 
+# The sign-in tests come from several addresses, named by a proxy's header.
+[serve]
+trusted_proxies = ["127.0.0.1"]
+
 {tokens}
 [secrets.vo_key]
 source = "file"

@@ -143,6 +143,13 @@ pub(super) async fn sign_in(
         }
         return page(StatusCode::UNAUTHORIZED, next, "That token is not valid.");
     };
+    if c.sign_ins.attempt(&caller.user, Instant::now()).is_err() {
+        return page(
+            StatusCode::TOO_MANY_REQUESTS,
+            next,
+            "Too many sign-ins for this user in the last minute; wait a minute and try again.",
+        );
+    }
     let store = c.app.lifecycle.store();
     // Whatever session this browser had ends: a sign-in always gets a new id.
     match c.signed_in(&headers).await {

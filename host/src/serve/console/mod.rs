@@ -50,6 +50,8 @@ const PAGE_LENGTH: usize = 50;
 struct Console {
     app: Arc<App>,
     attempts: Arc<crate::serve::throttle::PerAddress>,
+    /// Sign-ins with a right token, per user: each opens a session and writes an audit row.
+    sign_ins: Arc<crate::serve::throttle::PerUser>,
 }
 
 /// The console's routes, with the API's in-flight bound and the pages' security headers.
@@ -60,6 +62,7 @@ pub(crate) fn router(app: Arc<App>, max_body_bytes: usize) -> Router<Arc<App>> {
     let console = Console {
         app: app.clone(),
         attempts: Arc::new(session::sign_in_attempts()),
+        sign_ins: Arc::new(session::sign_ins_per_user()),
     };
     Router::new()
         .route("/", get(list))

@@ -1,6 +1,6 @@
 //! Console sessions: an API token exchanged at sign-in for a random session id kept in a
-//! cookie, a CSRF token bound to each session, and a per-address limit on sign-in attempts
-//! ([`crate::serve::throttle`]).
+//! cookie, a CSRF token bound to each session, a per-address limit on sign-in attempts and a
+//! per-user one on sign-ins with a right token ([`crate::serve::throttle`]).
 //!
 //! Sessions live in the store ([`crate::store::sessions`]), so a browser signed in on one
 //! replica is signed in on every replica of one database, and a restart signs no one out;
@@ -14,7 +14,7 @@ use std::time::Duration;
 use sha2::{Digest, Sha256};
 
 use crate::config::ApiToken;
-use crate::serve::throttle::PerAddress;
+use crate::serve::throttle::{PerAddress, PerUser};
 use crate::store::StoreError;
 use crate::store::backend::Backend;
 use crate::store::sessions::{SessionRules, StoredSession};
@@ -37,6 +37,15 @@ pub const SIGN_IN_WINDOW: Duration = Duration::from_secs(60);
 /// Counts sign-in attempts, right or wrong, per client address ([`PerAddress`]).
 pub fn sign_in_attempts() -> PerAddress {
     PerAddress::new(SIGN_IN_ATTEMPTS, SIGN_IN_WINDOW)
+}
+
+/// Sign-ins with a right token one user may make per [`SIGN_IN_WINDOW`], from whatever
+/// addresses: each writes a row to the audit log, which is never trimmed.
+pub const SIGN_INS_PER_USER: u32 = 10;
+
+/// Counts sign-ins with a right token per user ([`PerUser`]).
+pub fn sign_ins_per_user() -> PerUser {
+    PerUser::new(SIGN_INS_PER_USER, SIGN_IN_WINDOW)
 }
 
 /// The limits above, as the store applies them when it opens and reads a session.
