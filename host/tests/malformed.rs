@@ -408,6 +408,13 @@ async fn malformed_api_bodies_get_a_4xx_naming_the_problem_and_store_nothing() {
             "invalid type: string",
         ),
         (
+            "a request id that is not UTF-8",
+            "/v1/requests/%ff/approve",
+            br#"{"reason":"x"}"#.to_vec(),
+            400,
+            "the path is not valid: Invalid URL: Invalid UTF-8",
+        ),
+        (
             "an unknown top-level key",
             create,
             br#"{"fields":{"reason":"x"},"priority":1}"#.to_vec(),

@@ -530,6 +530,62 @@ async fn sign_ins_with_a_right_token_are_limited_per_user_from_whatever_address(
     assert_eq!(carols, 10, "{audit}");
 }
 
+/// Asks for `path` with `cookie` as client `from` (through the trusted proxy) on a
+/// connection that reads only the status line of its answer, and keeps the connection.
+async fn ask_reading_little(
+    c: &Console,
+    path: &str,
+    cookie: &str,
+    from: &str,
+) -> (String, tokio::net::TcpStream) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut conn = socket
+        .connect(c.server.as_ref().unwrap().local_addr())
+        .await
+        .unwrap();
+    let head = format!(
+        "GET {path} HTTP/1.1\r\nHost: warden\r\nCookie: {cookie}\r\nX-Forwarded-For: {from}\r\n\r\n"
+    );
+    conn.write_all(head.as_bytes()).await.unwrap();
+    let mut status = [0u8; 12];
+    conn.read_exact(&mut status).await.unwrap();
+    (String::from_utf8_lossy(&status).into_owned(), conn)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_users_unread_pages_count_as_theirs_from_whatever_address_and_no_one_elses() {
+    let c = Console::start().await;
+    // Escaped, each `&` is five bytes: a page of about 300 KB.
+    let heavy = "&".repeat(60_000);
+    let alices = c.file(ALICE, &heavy).await;
+    let bobs = c.file(BOB, &heavy).await;
+    let (alice, bob) = (c.session(ALICE).await, c.session(BOB).await);
+    let page = |id: &str| format!("/requests/{id}");
+    let mut unread = Vec::new();
+    let refused = loop {
+        let from = format!("10.0.0.{}", unread.len() + 1);
+        let (status, conn) = ask_reading_little(&c, &page(&alices), &alice, &from).await;
+        if status != "HTTP/1.1 200" {
+            break status;
+        }
+        unread.push(conn);
+        assert!(
+            unread.len() < 30,
+            "no refusal from {} addresses",
+            unread.len()
+        );
+    };
+    assert_eq!(refused, "HTTP/1.1 429");
+    // About 4 MiB of 300 KB pages, whatever address each came from.
+    assert!((10..=15).contains(&unread.len()), "{}", unread.len());
+    // Bob, from an address alice used, is sent his own page.
+    let (status, _bobs_conn) = ask_reading_little(&c, &page(&bobs), &bob, "10.0.0.1").await;
+    assert_eq!(status, "HTTP/1.1 200");
+    drop(unread);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn forms_from_another_site_and_oversized_forms_are_refused() {
     let c = Console::start().await;

@@ -10,24 +10,25 @@
 //! large answer is refused (`429` for one caller, `503` for all) until it reads what it
 //! asked for. What a connection then holds of an answer is its own write queue (hyper's, at
 //! most `max_buf_size` and a piece) and the socket's send buffer, which the listener keeps
-//! small ([`super::connections`]). A caller is the user an API token names; anything else
-//! (the console, `/metrics`) is counted by the client's address.
+//! small ([`super::connections`]). A caller is the user an API token or a console session
+//! names; anything else is counted by the client's address as the throttles count it
+//! (through `trusted_proxies`, an IPv6 /64 as one).
 
 use std::collections::HashMap;
-use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use axum::body::Body;
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use hyper::body::{Frame, SizeHint};
 
-use super::api::ApiError;
+use super::api::{ApiError, App};
+use super::throttle::{AddressKey, request_client};
 
 /// Answers up to this size leave whole and are not counted; larger ones leave in pieces of
 /// it (a copy each, so the whole answer is freed with its last piece, not its last write).
@@ -45,7 +46,9 @@ pub(crate) struct AnsweredFor(pub(crate) String);
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 enum Reader {
     User(String),
-    Address(IpAddr),
+    /// The client's address as the throttles count it: through `trusted_proxies`, an
+    /// IPv6 /64 as one.
+    Address(AddressKey),
 }
 
 /// The bytes of answers handed out in pieces and not yet wholly handed to their connection,
@@ -136,14 +139,15 @@ impl Drop for Counted {
 /// caller until its last piece is handed on; one past the caller's bound is refused `429`,
 /// past every caller's `503`, each with `Retry-After`.
 pub(crate) async fn answer_in_pieces(
-    State(unsent): State<Arc<Unsent>>,
+    State(app): State<Arc<App>>,
     request: Request,
     next: Next,
 ) -> Response {
-    let address = request
-        .extensions()
-        .get::<ConnectInfo<std::net::SocketAddr>>()
-        .map(|ConnectInfo(addr)| addr.ip());
+    let address = AddressKey::of(request_client(
+        request.headers(),
+        request.extensions(),
+        app.warden.current().config(),
+    ));
     let response = next.run(request).await;
     let Some(length) = hyper::body::Body::size_hint(response.body()).exact() else {
         // Nothing here streams; a body of unknown length is left as it is.
@@ -152,20 +156,21 @@ pub(crate) async fn answer_in_pieces(
     if length <= PIECE_BYTES as u64 {
         return response;
     }
-    let reader = match (response.extensions().get::<AnsweredFor>(), address) {
-        (Some(AnsweredFor(user)), _) => Reader::User(user.clone()),
-        (None, Some(address)) => Reader::Address(address),
-        (None, None) => Reader::Address(IpAddr::from([0, 0, 0, 0])),
+    let reader = match response.extensions().get::<AnsweredFor>() {
+        Some(AnsweredFor(user)) => Reader::User(user.clone()),
+        None => Reader::Address(address),
     };
+    let unsent = &app.unsent_answers;
     let counted = match unsent.count(reader, usize::try_from(length).unwrap_or(usize::MAX)) {
         Ok(counted) => counted,
         Err(full) => return refused(full),
     };
     let (parts, body) = response.into_parts();
-    // The body is whole already (its length is exact and it was made in memory): this only
-    // takes it out of its wrapper.
+    // The body is whole already (its length is exact and it was made in memory): this takes
+    // it out of its wrapper, and copies it into an allocation of its length (a page rendered
+    // into a growing string may hold twice that).
     let bytes = match axum::body::to_bytes(body, usize::MAX).await {
-        Ok(bytes) => bytes,
+        Ok(bytes) => Bytes::copy_from_slice(&bytes),
         Err(error) => {
             return ApiError::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -276,11 +281,8 @@ mod tests {
         assert_eq!(unsent.count(user("alice"), 1).unwrap_err(), Full::Caller);
         assert_eq!(unsent.count(user("bob"), 1).unwrap_err(), Full::All);
         drop(big);
-        assert!(
-            unsent
-                .count(Reader::Address([10, 0, 0, 1].into()), 1_000)
-                .is_ok()
-        );
+        let address = Reader::Address(AddressKey::of([10, 0, 0, 1].into()));
+        assert!(unsent.count(address, 1_000).is_ok());
     }
 
     #[tokio::test]

@@ -48,6 +48,8 @@ pub(crate) struct App {
     pub token_failures: Option<PerAddress>,
     /// New requests per user (`serve.new_requests_per_minute`; admins are not counted).
     pub new_requests: Option<PerUser>,
+    /// Large answers not yet handed to their connections, per caller.
+    pub unsent_answers: Arc<super::answers::Unsent>,
 }
 
 /// What `/metrics` reads from the store: requests by state, and each channel's outbox.
@@ -81,11 +83,33 @@ pub(crate) fn router(app: Arc<App>, settings: &crate::config::ServeSettings) -> 
             super::connections::body_in_time,
         ))
         .layer(middleware::from_fn_with_state(
-            super::answers::Unsent::new(),
+            app.clone(),
             super::answers::answer_in_pieces,
         ))
         .layer(middleware::from_fn_with_state(app.clone(), count_responses))
         .with_state(app)
+}
+
+/// A path's variable part (a request's id, a flow's name). One that is not UTF-8 once
+/// decoded is refused `400` in the API's own JSON, as every other bad input is, not in
+/// axum's plain text.
+pub(crate) struct Segment(pub(crate) String);
+
+impl<S: Send + Sync> FromRequestParts<S> for Segment {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, ApiError> {
+        match Path::<String>::from_request_parts(parts, state).await {
+            Ok(Path(segment)) => Ok(Self(segment)),
+            Err(rejection) => Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("the path is not valid: {}", rejection.body_text()),
+            )),
+        }
+    }
 }
 
 /// An error response: `{"error": "...", "field": "..."}`.
@@ -437,7 +461,7 @@ pub struct NewRequestBody {
 async fn submit(
     State(app): State<Arc<App>>,
     caller: Caller,
-    Path(flow): Path<String>,
+    Segment(flow): Segment,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
@@ -500,7 +524,7 @@ pub struct DecisionBody {
 async fn approve(
     State(app): State<Arc<App>>,
     caller: Caller,
-    Path(id): Path<String>,
+    Segment(id): Segment,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     decide(app, caller, id, body, true).await
@@ -509,7 +533,7 @@ async fn approve(
 async fn deny(
     State(app): State<Arc<App>>,
     caller: Caller,
-    Path(id): Path<String>,
+    Segment(id): Segment,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     decide(app, caller, id, body, false).await
@@ -548,7 +572,7 @@ struct RevokeBody {
 async fn revoke(
     State(app): State<Arc<App>>,
     caller: Caller,
-    Path(id): Path<String>,
+    Segment(id): Segment,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let body: RevokeBody = parse(&body?)?;
@@ -572,7 +596,7 @@ async fn revoke(
 async fn show(
     State(app): State<Arc<App>>,
     caller: Caller,
-    Path(id): Path<String>,
+    Segment(id): Segment,
 ) -> Result<Response, ApiError> {
     let view = app.lifecycle.view(&id).await?;
     caller.may_see_request(app.warden.current().config(), &view)?;

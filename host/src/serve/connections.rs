@@ -10,7 +10,7 @@
 //! client has `client_timeout_ms` to send a request's head (an idle kept-alive connection is
 //! closed after as long), as long again for its body (`408` then, and the connection closed:
 //! [`body_in_time`], a layer of the router), and as long for each write of an answer to make
-//! progress. Each connection's send buffer is kept small ([`SEND_BUFFER_BYTES`]); what
+//! progress. Each connection's socket buffers are kept small ([`SEND_BUFFER_BYTES`]); what
 //! answers not yet read hold is bounded in [`super::answers`]. At start the process's
 //! open-files limit is raised to its hard limit, since the usual soft one (1,024) is no more
 //! than the default `max_connections`.
@@ -80,7 +80,7 @@ pub async fn serve(
             },
             () = stop.cancelled() => break,
         };
-        keep_send_buffer_small(&stream);
+        keep_buffers_small(&stream);
         let router = router.clone();
         let stop = stop.clone();
         let open = metrics.open_connection();
@@ -98,18 +98,24 @@ pub async fn serve(
 /// would let heads that never finish hold 400 MiB until their timeout.
 const MAX_HEAD_BYTES: usize = 64 << 10;
 
-/// The socket send buffer an accepted connection asks for (the kernel doubles it for its
-/// bookkeeping). Left to itself, Linux grows a connection's buffer up to `tcp_wmem`'s
+/// The socket buffers an accepted connection asks for (the kernel doubles each for its
+/// bookkeeping). Left to itself, Linux grows a connection's send buffer up to `tcp_wmem`'s
 /// largest, 4 MiB by default, and fills it from warden's answers however slowly the client
-/// reads; this keeps what the kernel holds for one connection near what warden itself may
-/// ([`super::answers`]). 128 KiB in flight is about 1.3 MB/s to a client 100 ms away: a
-/// listing page's megabyte in under a second.
-const SEND_BUFFER_BYTES: usize = 128 << 10;
+/// reads, and its receive buffer holds requests a client sent ahead (pipelined) and does not
+/// let warden answer by reading nothing. With these, what the kernel holds for one
+/// connection is at most about 200 KiB, so `max_connections` bounds it (a thousand: 200
+/// MB); what warden itself holds of answers not yet read is bounded in
+/// [`super::answers`]. 64 KiB in flight is about 0.6 MB/s to a client 100 ms away: a
+/// listing page's megabyte in under two seconds, anything else in a round trip or two.
+const SEND_BUFFER_BYTES: usize = 64 << 10;
+const RECEIVE_BUFFER_BYTES: usize = 32 << 10;
 
-fn keep_send_buffer_small(stream: &TcpStream) {
-    if let Err(error) = rustix::net::sockopt::set_socket_send_buffer_size(stream, SEND_BUFFER_BYTES)
+fn keep_buffers_small(stream: &TcpStream) {
+    use rustix::net::sockopt::{set_socket_recv_buffer_size, set_socket_send_buffer_size};
+    if let Err(error) = set_socket_send_buffer_size(stream, SEND_BUFFER_BYTES)
+        .and_then(|()| set_socket_recv_buffer_size(stream, RECEIVE_BUFFER_BYTES))
     {
-        tracing::debug!(%error, "cannot set an accepted connection's send buffer");
+        tracing::debug!(%error, "cannot set an accepted connection's socket buffers");
     }
 }
 
@@ -365,16 +371,23 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn an_accepted_connection_keeps_a_small_send_buffer() {
+    async fn an_accepted_connection_keeps_small_socket_buffers() {
+        use rustix::net::sockopt::{socket_recv_buffer_size, socket_send_buffer_size};
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let client = TcpStream::connect(listener.local_addr().unwrap())
             .await
             .unwrap();
         let (accepted, _) = listener.accept().await.unwrap();
-        keep_send_buffer_small(&accepted);
-        let size = rustix::net::sockopt::socket_send_buffer_size(&accepted).unwrap();
+        keep_buffers_small(&accepted);
         // Linux doubles what is asked for, and grows no buffer that was set.
-        assert_eq!(size, 2 * SEND_BUFFER_BYTES);
+        assert_eq!(
+            socket_send_buffer_size(&accepted).unwrap(),
+            2 * SEND_BUFFER_BYTES
+        );
+        assert_eq!(
+            socket_recv_buffer_size(&accepted).unwrap(),
+            2 * RECEIVE_BUFFER_BYTES
+        );
         drop(client);
     }
 

@@ -304,6 +304,7 @@ impl Server {
                     std::time::Duration::from_secs(60),
                 )
             }),
+            unsent_answers: answers::Unsent::new(),
         });
         let router = api::router(app, &settings);
         let limits = connections::ConnectionLimits {

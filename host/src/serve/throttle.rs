@@ -114,13 +114,13 @@ impl PerUser {
 
 /// An IPv4 address, or an IPv6 address's first 64 bits (IPv4-mapped ones as IPv4).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-enum AddressKey {
+pub(crate) enum AddressKey {
     V4([u8; 4]),
     V6Prefix([u8; 8]),
 }
 
 impl AddressKey {
-    fn of(addr: IpAddr) -> Self {
+    pub(crate) fn of(addr: IpAddr) -> Self {
         match addr {
             IpAddr::V4(v4) => Self::V4(v4.octets()),
             IpAddr::V6(v6) => match v6.to_ipv4_mapped() {

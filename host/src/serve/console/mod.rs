@@ -27,6 +27,7 @@ use maud::Markup;
 
 use crate::config::Role;
 
+use super::answers::AnsweredFor;
 use super::api::{self, ApiError, App, Caller, detached};
 use super::lifecycle::{RequestView, Submission};
 use crate::store::StoreError;
@@ -218,6 +219,16 @@ fn html(status: StatusCode, markup: Markup) -> Response {
         .into_response()
 }
 
+/// A page for a signed-in user: what it holds while it is sent counts as theirs
+/// ([`crate::serve::answers`]), whichever address asks for it.
+fn page_for(who: &SignedIn, status: StatusCode, markup: Markup) -> Response {
+    let mut response = html(status, markup);
+    response
+        .extensions_mut()
+        .insert(AnsweredFor(who.caller.user.clone()));
+    response
+}
+
 fn redirect(to: &str) -> Response {
     let mut response = StatusCode::SEE_OTHER.into_response();
     if let Ok(location) = HeaderValue::from_str(to) {
@@ -253,7 +264,8 @@ fn error_page(who: &SignedIn, error: &ApiError) -> Response {
         StatusCode::FORBIDDEN => "Not allowed",
         _ => "Cannot do that",
     };
-    html(
+    page_for(
+        who,
         error.status(),
         pages::layout(
             Some(&who.who()),
@@ -331,7 +343,8 @@ async fn list(State(c): State<Console>, headers: HeaderMap, RawQuery(query): Raw
     } else {
         "Requests"
     };
-    html(
+    page_for(
+        &who,
         StatusCode::OK,
         pages::layout(
             Some(&who.who()),
@@ -377,7 +390,8 @@ async fn request_page(
         (None, Some(news)) => Some(Notice::Info(news)),
         (None, None) => None,
     };
-    html(
+    page_for(
+        who,
         status,
         pages::layout(
             Some(&who.who()),
@@ -547,7 +561,8 @@ async fn new_index(State(c): State<Console>, headers: HeaderMap) -> Response {
         .keys()
         .cloned()
         .collect();
-    html(
+    page_for(
+        &who,
         StatusCode::OK,
         pages::layout(
             Some(&who.who()),
@@ -573,7 +588,8 @@ fn new_form_page(
     };
     let declared: Vec<_> = spec.fields.iter().collect();
     let key = format!("console-{}", session::random_hex(16));
-    html(
+    page_for(
+        who,
         error.map_or(StatusCode::OK, ApiError::status),
         pages::layout(
             Some(&who.who()),
@@ -677,7 +693,8 @@ async fn audit(
     let older = (entries.len() == AUDIT_PAGE)
         .then(|| entries.last().map(|e| e.seq))
         .flatten();
-    html(
+    page_for(
+        &who,
         StatusCode::OK,
         pages::layout(
             Some(&who.who()),
