@@ -510,17 +510,7 @@ async fn sign_ins_with_a_right_token_are_limited_per_user_from_whatever_address(
     let erin = sign_in("10.0.1.1".into(), ERIN).await.unwrap();
     assert_eq!(erin.status(), 303);
     // Carol's refused sign-in wrote nothing: ten audit rows, not eleven.
-    let audit = c
-        .http
-        .get(c.url("/v1/admin/audit?limit=100"))
-        .bearer_auth(DAVE)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let audit: serde_json::Value = serde_json::from_str(&audit).unwrap();
+    let audit = c.admin_get("/v1/admin/audit?limit=100").await;
     let carols = audit["entries"]
         .as_array()
         .unwrap_or_else(|| panic!("{audit}"))

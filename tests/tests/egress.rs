@@ -492,3 +492,70 @@ async fn egress_is_labelled_by_the_allowed_hosts_entry_never_by_the_host_asked_f
         "{rendered}"
     );
 }
+
+/// Answers every hop `200` and counts them.
+#[derive(Default)]
+struct Counts(std::sync::atomic::AtomicUsize);
+
+#[async_trait]
+impl Transport for Counts {
+    async fn send(&self, _hop: HopRequest<'_>) -> Result<HopResponse, TransportError> {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Ok(HopResponse {
+            status: 200,
+            headers: Vec::new(),
+            body: b"ok".to_vec(),
+        })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hook_whose_replica_lost_its_claim_sends_nothing() {
+    use warden::runtime::lease::Lease;
+    let cases = vec![(
+        "grant".to_string(),
+        "http-hex:https://a1.example.com/grant".to_string(),
+    )];
+    let scratch = Scratch::new();
+    let sent = Arc::new(Counts::default());
+    let warden = start(
+        &scratch,
+        &flows(&cases, "https://*.example.com"),
+        Some(sent.clone()),
+    )
+    .await;
+    let event =
+        EventInput::from_json(r#"{"user":{"email":"alice@example.com"},"fields":{}}"#).unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let run = |lease: Lease| {
+        let (warden, event) = (&warden, &event);
+        async move {
+            warden
+                .run_hook_leased("grant", HookName::OnRequest, event, Some(&lease))
+                .await
+                .unwrap()
+        }
+    };
+    // Within its lease: sent.
+    let sent_once = seen_by_plugin(&run(Lease::until(now + 60_000)).await);
+    assert!(sent_once.starts_with("200\n"), "{sent_once}");
+    assert_eq!(sent.0.load(std::sync::atomic::Ordering::SeqCst), 1);
+    // A lease run out by the clock (a replica that was paused), or ended when the claim was
+    // found taken over: refused before anything is sent.
+    let ran_out = Lease::until(now - 1);
+    let taken_over = Lease::until(now + 60_000);
+    taken_over.end();
+    for lease in [ran_out, taken_over] {
+        let report = run(lease).await;
+        let seen = seen_by_plugin(&report);
+        assert!(
+            seen.contains("claim on the request ran out") && seen.contains("nothing is sent"),
+            "{seen}"
+        );
+        assert_eq!(report.http_calls[0].outcome, "denied");
+    }
+    assert_eq!(sent.0.load(std::sync::atomic::Ordering::SeqCst), 1);
+}

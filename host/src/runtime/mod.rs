@@ -11,6 +11,7 @@ pub mod fault;
 pub mod hooks;
 pub mod hot_pages;
 pub(crate) mod instance;
+pub mod lease;
 pub mod lift;
 pub mod plugin;
 pub mod report;
@@ -407,6 +408,18 @@ impl Warden {
         hook: HookName,
         event: &EventInput,
     ) -> Result<HookReport, RunError> {
+        self.run_hook_leased(flow, hook, event, None).await
+    }
+
+    /// [`Warden::run_hook`] for a request claimed under `lease`: once it has ended, the
+    /// hook's HTTP requests are refused ([`lease`]).
+    pub async fn run_hook_leased(
+        &self,
+        flow: &str,
+        hook: HookName,
+        event: &EventInput,
+        lease: Option<&lease::Lease>,
+    ) -> Result<HookReport, RunError> {
         let Some(loaded) = self.flows.get(flow) else {
             return self.run_unloaded(flow, hook, event);
         };
@@ -450,6 +463,7 @@ impl Warden {
             }
         };
         arm(&mut store, limits.timeout, started);
+        store.data_mut().http.set_lease(lease.cloned());
         let running = Running::start(&self.stores.running);
         let timeout = limits.timeout;
         let export = loaded.hook_exports[&hook];

@@ -57,7 +57,7 @@ pub(crate) type StoreCountsNow = (Vec<(RequestState, u64)>, Vec<(String, u64)>);
 
 pub(crate) fn router(app: Arc<App>, settings: &crate::config::ServeSettings) -> Router {
     let (max_body_bytes, client_timeout) = (settings.max_body_bytes, settings.client_timeout);
-    let bodies = Bodies::new(settings);
+    let bodies = super::bodies::Bodies::new(settings);
     let v1 = Router::new()
         .route("/v1/flows/{flow}/requests", post(submit))
         .route("/v1/requests", get(list))
@@ -68,7 +68,10 @@ pub(crate) fn router(app: Arc<App>, settings: &crate::config::ServeSettings) -> 
         .route("/v1/admin/reload", post(reload))
         .route("/v1/admin/audit", get(audit))
         .layer(middleware::from_fn_with_state(app.clone(), limit_in_flight))
-        .layer(middleware::from_fn_with_state(bodies, body_first))
+        .layer(middleware::from_fn_with_state(
+            bodies,
+            super::bodies::body_first,
+        ))
         .layer(middleware::from_fn_with_state(app.clone(), caller_first));
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
@@ -239,48 +242,11 @@ impl From<BytesRejection> for ApiError {
     }
 }
 
-/// What [`body_first`] may hold: each body at most `max_body_bytes`, and the API's bodies
-/// being read or answered at once at most `max_in_flight` of them in bytes, counted as they
-/// arrive (what the handlers held before they were read first), so `max_connections`
-/// clients sending bodies cannot make warden hold more. Only a caller with a known token
-/// ([`caller_first`]) reads into that shared budget, so a client without one cannot fill it
-/// and turn everyone else's requests away. The console's forms are small, and each is only
-/// bounded by itself: all of them at once are at most `max_connections` forms.
-#[derive(Clone)]
-pub(crate) struct Bodies {
-    max_body_bytes: usize,
-    /// `None`: no budget shared between bodies (the console's forms).
-    bytes: Option<Arc<tokio::sync::Semaphore>>,
-}
-
-impl Bodies {
-    fn new(settings: &crate::config::ServeSettings) -> Self {
-        let total = settings
-            .max_in_flight
-            .saturating_mul(settings.max_body_bytes);
-        Self {
-            max_body_bytes: settings.max_body_bytes,
-            bytes: Some(Arc::new(tokio::sync::Semaphore::new(
-                total.min(tokio::sync::Semaphore::MAX_PERMITS),
-            ))),
-        }
-    }
-
-    /// Bodies sharing no budget, each read to at most one byte past `max_body_bytes` (the
-    /// handler refuses it).
-    pub(crate) fn each_within(max_body_bytes: usize) -> Self {
-        Self {
-            max_body_bytes,
-            bytes: None,
-        }
-    }
-}
-
-/// Finds the caller of an API request from its token before its body is read (an unknown
-/// token is counted as a guess then): a body is read into the budget every caller shares
-/// ([`Bodies`]) only for a caller warden knows. A request without one goes on with its
-/// refusal and no body, to be answered `401` by its handler (or `405` by a route that
-/// does not take its method). A known caller's answer is counted as theirs while it is sent
+/// Finds the caller of an API request from its token before its body is read (an unknown token is
+/// counted as a guess then): a body is read into the budget every caller shares
+/// ([`super::bodies::Bodies`]) only for a caller warden knows. A request without one goes on with
+/// its refusal and no body, to be answered `401` by its handler (or `405` by a route that does not
+/// take its method). A known caller's answer is counted as theirs while it is sent
 /// ([`super::answers`]).
 async fn caller_first(State(app): State<Arc<App>>, request: Request, next: Next) -> Response {
     let (mut parts, body) = request.into_parts();
@@ -303,85 +269,8 @@ async fn caller_first(State(app): State<Arc<App>>, request: Request, next: Next)
 #[derive(Clone)]
 pub(crate) struct Refused(pub(crate) ApiError);
 
-/// Reads a request's whole body (within `client_timeout_ms`: the layer outside) before
-/// [`limit_in_flight`] counts it: a client slow to send a body, or sending none after its
-/// head, then holds its own connection for that long, not one of the `max_in_flight` slots
-/// every user's requests share (64 such connections held them all). The bytes read are
-/// counted against [`Bodies`] until the request is answered.
-pub(crate) async fn body_first(
-    State(bodies): State<Bodies>,
-    request: Request,
-    next: Next,
-) -> Response {
-    use http_body_util::BodyExt;
-    let (parts, mut body) = request.into_parts();
-    // Announced too long: refused before any of it is read (nor a `100 Continue` sent).
-    let announced = parts
-        .headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|n| n.to_str().ok()?.trim().parse::<u64>().ok());
-    if bodies.bytes.is_some() && announced.is_some_and(|n| n > bodies.max_body_bytes as u64) {
-        return too_large();
-    }
-    let mut bytes = Vec::new();
-    let mut held: Option<tokio::sync::OwnedSemaphorePermit> = None;
-    while let Some(frame) = body.frame().await {
-        let frame = match frame {
-            Ok(frame) => frame,
-            // A body cut short; one that came too late is answered 408 by `body_in_time`.
-            Err(error) => {
-                return ApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    format!("cannot read the body: {error}"),
-                )
-                .into_response();
-            }
-        };
-        let Ok(data) = frame.into_data() else {
-            continue;
-        };
-        let Some(shared) = &bodies.bytes else {
-            // A form: one byte past its bound is enough for the page to refuse it in its
-            // own words, after its own checks (a form from another site is refused as one).
-            let room = bodies.max_body_bytes + 1 - bytes.len();
-            bytes.extend_from_slice(&data[..data.len().min(room)]);
-            if bytes.len() > bodies.max_body_bytes {
-                break;
-            }
-            continue;
-        };
-        if bytes.len() + data.len() > bodies.max_body_bytes {
-            return too_large();
-        }
-        let more = u32::try_from(data.len()).unwrap_or(u32::MAX);
-        match shared.clone().try_acquire_many_owned(more) {
-            Ok(permit) => match &mut held {
-                Some(held) => held.merge(permit),
-                None => held = Some(permit),
-            },
-            Err(_) => {
-                return busy("warden is reading as many request bodies as it may; retry shortly");
-            }
-        }
-        bytes.extend_from_slice(&data);
-    }
-    let response = next
-        .run(Request::from_parts(parts, Body::from(bytes)))
-        .await;
-    drop(held);
-    response
-}
-
-fn too_large() -> Response {
-    ApiError::new(
-        StatusCode::PAYLOAD_TOO_LARGE,
-        "the request body is larger than serve.max_body_bytes",
-    )
-    .into_response()
-}
-
 /// `503` with `Retry-After`: warden is at one of its bounds.
-fn busy(message: &str) -> Response {
+pub(crate) fn busy(message: &str) -> Response {
     let mut response = ApiError::new(StatusCode::SERVICE_UNAVAILABLE, message).into_response();
     response.headers_mut().insert(
         header::RETRY_AFTER,

@@ -25,6 +25,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::runtime::event::EventInput;
 use crate::runtime::hooks::HookName;
+use crate::runtime::lease::Lease;
 use crate::store::StoreError;
 use crate::store::backend::{Backend, CLAIM_LEASE_MS, ClaimId, ClaimLost, Hold, Step, WithHistory};
 use crate::store::outbox::{self, Router};
@@ -35,6 +36,11 @@ use crate::{HookReport, RunError, Warden};
 
 use super::notify::Outbox;
 use crate::Unpoisoned;
+
+/// How long after the store last confirmed a claim its hooks may still act on the outside:
+/// a third short of the store's lease, for replicas' clocks that disagree
+/// ([`crate::runtime::lease`]).
+const ACTING_MS: i64 = CLAIM_LEASE_MS * 2 / 3;
 
 /// The requests claimed right now, in one store.
 pub(super) struct Claims {
@@ -74,6 +80,7 @@ impl Claims {
             held: None,
             confirmed_ms: 0,
             heartbeat: None,
+            lease: None,
         })
     }
 
@@ -117,6 +124,9 @@ pub(super) struct Claim {
     confirmed_ms: i64,
     /// Renews the store's claim while the operation runs (hooks may run for minutes).
     heartbeat: Option<tokio::task::AbortHandle>,
+    /// How long this claim's hooks may still act on the outside (a shared store only):
+    /// a third of the lease short of what was last confirmed.
+    lease: Option<Lease>,
 }
 
 impl Claim {
@@ -147,19 +157,24 @@ impl Claim {
     /// go, or until another claim is found holding the request.
     fn hold(&mut self, stored: ClaimId) {
         self.held = Some(stored);
-        self.confirmed_ms = now_ms();
+        let lease = Lease::until(i64::MIN);
+        self.lease = Some(lease.clone());
+        self.confirmed(now_ms());
         let (store, id) = (self.store.clone(), self.id.clone());
         let every = std::time::Duration::from_millis(CLAIM_LEASE_MS as u64 / 3);
         let beat = tokio::spawn(async move {
             loop {
                 tokio::time::sleep(every).await;
+                let asked = now_ms();
                 match store
-                    .renew_request(&id, stored, now_ms() + CLAIM_LEASE_MS)
+                    .renew_request(&id, stored, asked + CLAIM_LEASE_MS)
                     .await
                 {
-                    Ok(true) => {}
-                    // The operation's next write fails the same way, writing nothing.
+                    Ok(true) => lease.extend_to(asked + ACTING_MS),
+                    // The operation's next write fails the same way, writing nothing; its
+                    // hook, if one is running, sends nothing more.
                     Ok(false) => {
+                        lease.end();
                         tracing::warn!(request = %id, "{}", ClaimLost(id.clone()));
                         return;
                     }
@@ -168,6 +183,14 @@ impl Claim {
             }
         });
         self.heartbeat = Some(beat.abort_handle());
+    }
+
+    /// The store confirmed the claim at `at` (this replica's clock).
+    fn confirmed(&mut self, at: i64) {
+        self.confirmed_ms = at;
+        if let Some(lease) = &self.lease {
+            lease.extend_to(at + ACTING_MS);
+        }
     }
 
     /// Adds `entry` to the request's history with its next write.
@@ -208,7 +231,9 @@ impl Claim {
         } else if runs {
             self.still_held().await?;
         }
-        Ok(warden.run_hook(flow, hook, input).await)
+        Ok(warden
+            .run_hook_leased(flow, hook, input, self.lease.as_ref())
+            .await)
     }
 
     /// Renews the store's claim (a shared store), or fails with [`ClaimLost`] when another
@@ -229,8 +254,11 @@ impl Claim {
             .renew_request(&self.id, stored, now + CLAIM_LEASE_MS)
             .await?
         {
-            self.confirmed_ms = now;
+            self.confirmed(now);
             return Ok(());
+        }
+        if let Some(lease) = &self.lease {
+            lease.end();
         }
         Err(StoreError::lost_claim(self.store.label(), &self.id))
     }
@@ -296,7 +324,7 @@ impl Claim {
             .await;
         // A write under the claim that was not refused for it found the claim holding.
         if matches!(hold, Hold::Renew(..)) && outcome.is_ok() {
-            self.confirmed_ms = asked;
+            self.confirmed(asked);
         }
         if !matches!(outcome, Ok(Some(_))) {
             self.waiting = Arc::try_unwrap(waiting).unwrap_or_else(|shared| shared.to_vec());

@@ -3,7 +3,7 @@
 //! as they liked by sending nothing, a byte a minute, or never reading the answer; enough such
 //! connections use up the process's descriptors, which the store and the plugins' HTTP need
 //! too. (A body is read whole before its request counts against `max_in_flight`,
-//! `api::body_first`: one on its way holds its connection, not a slot every user shares.)
+//! `bodies::body_first`: one on its way holds its connection, not a slot every user shares.)
 //!
 //! So at most `max_connections` are open at once (past that, new ones wait in the listen
 //! backlog, served as others close), a request's head is at most [`MAX_HEAD_BYTES`], and a

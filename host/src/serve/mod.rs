@@ -18,6 +18,7 @@
 
 mod answers;
 mod api;
+mod bodies;
 mod caller;
 mod claim;
 mod coalesce;

@@ -69,17 +69,7 @@ async fn the_new_request_form_counts_as_the_api_does_against_new_requests_per_mi
         .unwrap();
     let text = reply.text().await.unwrap();
     assert!(text.contains("new_requests_per_minute"), "{text:.3000}");
-    let listed = c
-        .http
-        .get(c.url("/v1/requests?flow=open&limit=200"))
-        .bearer_auth(DAVE)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let listed: serde_json::Value = serde_json::from_str(&listed).unwrap();
+    let listed = c.admin_get("/v1/requests?flow=open&limit=200").await;
     assert_eq!(
         listed["requests"].as_array().unwrap().len(),
         limit as usize,

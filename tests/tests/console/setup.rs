@@ -198,9 +198,14 @@ vars = {{ action = {markup_error:?} }}
 
     /// A request as the API shows it to an admin.
     pub async fn get(&self, id: &str) -> Value {
+        self.admin_get(&format!("/v1/requests/{id}")).await
+    }
+
+    /// What the JSON API answers an admin's `GET path`.
+    pub async fn admin_get(&self, path: &str) -> Value {
         let text = self
             .http
-            .get(self.url(&format!("/v1/requests/{id}")))
+            .get(self.url(path))
             .bearer_auth(DAVE)
             .send()
             .await
@@ -208,7 +213,7 @@ vars = {{ action = {markup_error:?} }}
             .text()
             .await
             .unwrap();
-        serde_json::from_str(&text).unwrap()
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text:.2000}"))
     }
 
     /// Signs in over plain HTTP; the session cookie (`name=value`).

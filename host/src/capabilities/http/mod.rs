@@ -44,6 +44,7 @@ use crate::config::{Flow, HttpSettings, origin};
 use crate::runtime::bindings::warden::plugin::http::{HttpError, Method, Request, Response};
 use crate::runtime::budget::{self, EventBudget, quote};
 use crate::runtime::instance::InstanceState;
+use crate::runtime::lease::Lease;
 use crate::secrets::SecretValue;
 use crate::secrets::redact::{REDACTED, Redactor};
 use crate::secrets::{SecretStore, SecretUnavailable};
@@ -197,6 +198,7 @@ impl HttpState {
             calls_dropped: 0,
             sent: 0,
             reached_network: false,
+            lease: None,
         }
     }
 }
@@ -215,6 +217,8 @@ pub struct HttpInstance {
     sent: u32,
     /// Whether the call being made has handed a hop to the transport yet.
     reached_network: bool,
+    /// The request's claim, when replicas share the store: nothing is sent once it ends.
+    lease: Option<Lease>,
 }
 
 pub struct HttpView<'a> {
@@ -365,6 +369,11 @@ impl HttpInstance {
         self.deadline = deadline;
     }
 
+    /// Requests (and each of their redirects) are refused once `lease` has ended.
+    pub fn set_lease(&mut self, lease: Option<Lease>) {
+        self.lease = lease;
+    }
+
     fn refuse(&mut self, detail: String) -> HttpError {
         self.refusals.push(Refusal {
             kind: RefusalKind::Destination,
@@ -447,6 +456,12 @@ impl HttpInstance {
         let max_body = self.flow.limits.response_max_bytes;
 
         for hop in 0..=MAX_REDIRECTS {
+            if self.lease.as_ref().is_some_and(Lease::ended) {
+                return Err(HttpError::Denied(
+                    "this replica's claim on the request ran out (it was paused past its lease, and another replica may be running this hook): nothing is sent"
+                        .into(),
+                ));
+            }
             self.check(&url)?;
             let left = timeout.saturating_sub(started.elapsed());
             if left.is_zero() {

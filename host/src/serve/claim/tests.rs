@@ -181,7 +181,8 @@ async fn a_claim_dropped_early_still_records_what_it_noted() {
 /// another replica then took, runs no more hooks: checked before each one, told as a lost
 /// claim (the API's 409), and its letting go leaves the other's claim in place.
 #[tokio::test]
-async fn a_claim_taken_over_on_a_shared_store_is_found_lost_before_a_hook_runs() {
+async fn a_claim_taken_over_on_a_shared_store_is_found_lost_and_its_lease_ended_before_a_hook_runs()
+{
     use crate::store::backend::ClaimId;
     use crate::store::postgres::PgStore;
     let Some(url) = crate::store::test_cluster::database().await else {
@@ -194,6 +195,14 @@ async fn a_claim_taken_over_on_a_shared_store_is_found_lost_before_a_hook_runs()
     let claims = Claims::new(here.clone());
     let mut claim = claim_new(&claims, "r1").await;
     claim.still_held().await.unwrap();
+    // Its hooks may act for two thirds of the lease from its confirmation, by this clock.
+    let lease = claim
+        .lease
+        .clone()
+        .expect("a shared store's claim has a lease");
+    let confirmed = claim.confirmed_ms;
+    assert!(!lease.ended_at(confirmed + ACTING_MS - 1));
+    assert!(lease.ended_at(confirmed + ACTING_MS));
     // The lease runs out (nothing renewed it while paused); the other replica resumes it.
     let stored = claim.held.expect("a shared store holds the claim");
     assert!(
@@ -212,6 +221,8 @@ async fn a_claim_taken_over_on_a_shared_store_is_found_lost_before_a_hook_runs()
     claim.confirmed_ms -= CLAIM_LEASE_MS;
     let lost = claim.still_held().await.unwrap_err();
     assert_eq!(lost.claim_lost(), Some("r1"), "{lost}");
+    // A hook still running under it (or about to) sends nothing from now on.
+    assert!(lease.ended_at(confirmed));
     drop(claim);
     // Let go in the background; the other replica's claim is untouched.
     tokio::time::sleep(Duration::from_millis(300)).await;

@@ -9,6 +9,7 @@
 //! what it does is audited the same way.
 
 mod auth;
+mod filing;
 mod forms;
 mod pages;
 mod session;
@@ -29,7 +30,7 @@ use crate::config::Role;
 
 use super::answers::AnsweredFor;
 use super::api::{self, ApiError, App, Caller, detached};
-use super::lifecycle::{RequestView, Submission};
+use super::lifecycle::RequestView;
 use crate::store::StoreError;
 use crate::store::requests::{ListQuery, State as RequestState, now_ms};
 use auth::{check_csrf, read_form};
@@ -58,8 +59,8 @@ struct Console {
 /// The console's routes, with the API's in-flight bound and the pages' security headers.
 pub(crate) fn router(app: Arc<App>, max_body_bytes: usize) -> Router<Arc<App>> {
     // A form is read whole before its session is known; each is small, and none takes from
-    // the budget the API's callers share (`api::Bodies`).
-    let bodies = api::Bodies::each_within(max_body_bytes.min(forms::MAX_FORM_BYTES));
+    // the budget the API's callers share (`bodies::Bodies`).
+    let bodies = super::bodies::Bodies::each_within(max_body_bytes.min(forms::MAX_FORM_BYTES));
     let console = Console {
         app: app.clone(),
         attempts: Arc::new(session::sign_in_attempts()),
@@ -73,12 +74,15 @@ pub(crate) fn router(app: Arc<App>, max_body_bytes: usize) -> Router<Arc<App>> {
         .route("/requests/{id}", get(show))
         .route("/requests/{id}/decide", post(decide))
         .route("/requests/{id}/revoke", post(revoke))
-        .route("/new", get(new_index))
-        .route("/new/{flow}", get(new_form).post(submit))
+        .route("/new", get(filing::new_index))
+        .route("/new/{flow}", get(filing::new_form).post(filing::submit))
         .route("/audit", get(audit))
         .layer(middleware::from_fn(security_headers))
         .layer(middleware::from_fn_with_state(app, api::limit_in_flight))
-        .layer(middleware::from_fn_with_state(bodies, api::body_first))
+        .layer(middleware::from_fn_with_state(
+            bodies,
+            super::bodies::body_first,
+        ))
         .with_state(console)
 }
 
@@ -543,124 +547,6 @@ async fn revoke(
     match revoked {
         Ok(_) => redirect(&format!("/requests/{id}")),
         Err(e) => request_page(&c, &who, &id, Some(&e), false).await,
-    }
-}
-
-async fn new_index(State(c): State<Console>, headers: HeaderMap) -> Response {
-    let who = match c.signed_in(&headers).await {
-        Ok(Some(who)) => who,
-        Ok(None) => return to_sign_in("/new", None),
-        Err(unavailable) => return unavailable,
-    };
-    let flows: Vec<String> = c
-        .app
-        .warden
-        .current()
-        .config()
-        .flows
-        .keys()
-        .cloned()
-        .collect();
-    page_for(
-        &who,
-        StatusCode::OK,
-        pages::layout(
-            Some(&who.who()),
-            "New request",
-            None,
-            pages::new_index(&flows),
-        ),
-    )
-}
-
-/// A flow's form; after a refused submission, with the error and what was sent.
-fn new_form_page(
-    c: &Console,
-    who: &SignedIn,
-    flow: &str,
-    refused: Option<(&ApiError, &Form)>,
-) -> Response {
-    let error = refused.map(|(e, _)| e);
-    let warden = c.app.warden.current();
-    let Some(spec) = warden.config().flow(flow) else {
-        let e = ApiError::new(StatusCode::NOT_FOUND, format!("no flow `{flow}`"));
-        return error_page(who, &e);
-    };
-    let declared: Vec<_> = spec.fields.iter().collect();
-    let key = format!("console-{}", session::random_hex(16));
-    page_for(
-        who,
-        error.map_or(StatusCode::OK, ApiError::status),
-        pages::layout(
-            Some(&who.who()),
-            &format!("New request: {flow}"),
-            error.map(|e| Notice::Error(e.message())),
-            pages::new_form(flow, &declared, &who.who(), &key, refused.map(|(_, f)| f)),
-        ),
-    )
-}
-
-async fn new_form(
-    State(c): State<Console>,
-    headers: HeaderMap,
-    Path(flow): Path<String>,
-) -> Response {
-    let who = match c.signed_in(&headers).await {
-        Ok(Some(who)) => who,
-        Ok(None) => {
-            let path: String = url::form_urlencoded::byte_serialize(flow.as_bytes()).collect();
-            return to_sign_in(&format!("/new/{path}"), None);
-        }
-        Err(unavailable) => return unavailable,
-    };
-    new_form_page(&c, &who, &flow, None)
-}
-
-async fn submit(
-    State(c): State<Console>,
-    headers: HeaderMap,
-    Path(flow): Path<String>,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
-    let (who, form) = match c.posted_form(&headers, body).await {
-        Ok(posted) => posted,
-        Err(page) => return page,
-    };
-    let submitted = async {
-        who.caller.require(Role::Requester)?;
-        let requester = who.caller.acting_as(None, "requester")?;
-        who.caller.may_file(&c.app)?;
-        let warden = c.app.warden.current();
-        let declared = warden
-            .config()
-            .flow(&flow)
-            .map(|f| f.fields.clone())
-            .unwrap_or_default();
-        let fields = forms::request_fields(&declared, &form).map_err(|(field, message)| {
-            ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                format!("field `{field}`: {message}"),
-            )
-        })?;
-        // A random key from the form: sending it twice (a reload) files one request.
-        let idempotency_key = form
-            .get("idem")
-            .filter(|k| k.len() <= 100 && k.bytes().all(|b| b.is_ascii_graphic()))
-            .map(str::to_string);
-        let lifecycle = c.app.lifecycle.clone();
-        let submission = Submission {
-            flow: flow.clone(),
-            requester,
-            fields,
-            created_by: who.caller.user.clone(),
-            idempotency_key,
-        };
-        detached(&c.app, async move { lifecycle.submit(submission).await }).await
-    }
-    .await;
-    match submitted {
-        Ok(submitted) => redirect(&format!("/requests/{}?filed", submitted.request.id)),
-        Err(e) => new_form_page(&c, &who, &flow, Some((&e, &form))),
     }
 }
 

@@ -1,0 +1,73 @@
+//! How long a hook may still act on the outside for the request it runs for.
+//!
+//! On a store that replicas share, an operation claims its request for a lease its replica
+//! renews while the operation runs (`serve::claim`). A replica paused past its lease (a
+//! virtual machine frozen, a process stopped) may find, when it wakes, that another replica
+//! has taken the request over and is running the same hook. Its writes are fenced in the
+//! store (the claim's id); what its hook would send out (a call granting access) is fenced
+//! here: the HTTP capability sends nothing once this replica's lease, as it last confirmed
+//! it, has run out by its own clock. No one is asked, so a replica that wakes with its
+//! deadline long past is stopped at its first request, before any round trip.
+//!
+//! The lease given to a hook ends a third before the store's, so replicas' clocks may be up
+//! to that far apart. What it cannot stop is a request already on its way when the replica
+//! froze.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+
+/// Until when (Unix milliseconds, this replica's clock) a hook may act; shared by the claim
+/// that renews it and the instances that read it.
+#[derive(Debug, Clone)]
+pub struct Lease(Arc<AtomicI64>);
+
+impl Lease {
+    pub fn until(unix_ms: i64) -> Self {
+        Self(Arc::new(AtomicI64::new(unix_ms)))
+    }
+
+    /// Moves the end later (never earlier: renewals may finish out of order).
+    pub fn extend_to(&self, unix_ms: i64) {
+        self.0.fetch_max(unix_ms, Ordering::Relaxed);
+    }
+
+    /// Ends it now: the claim was found taken over.
+    pub fn end(&self) {
+        self.0.store(i64::MIN, Ordering::Relaxed);
+    }
+
+    pub fn ended_at(&self, now_unix_ms: i64) -> bool {
+        now_unix_ms >= self.0.load(Ordering::Relaxed)
+    }
+
+    pub fn ended(&self) -> bool {
+        self.ended_at(now_unix_ms())
+    }
+}
+
+fn now_unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lease_ends_at_its_time_moves_only_later_and_ends_at_once_when_told() {
+        let lease = Lease::until(1_000);
+        assert!(!lease.ended_at(999));
+        assert!(lease.ended_at(1_000));
+        lease.extend_to(2_000);
+        // A renewal that finished late does not take the end back.
+        lease.extend_to(1_500);
+        assert!(!lease.ended_at(1_999));
+        assert!(lease.ended_at(2_000));
+        let seen_by_an_instance = lease.clone();
+        lease.end();
+        assert!(seen_by_an_instance.ended_at(0));
+        assert!(!Lease::until(i64::MAX).ended());
+    }
+}

@@ -1,0 +1,134 @@
+//! Filing a request from the console: the flows a user may file for, each flow's form (its
+//! declared fields), and the form's submission through the same lifecycle call as the API's
+//! `POST /v1/flows/{flow}/requests`.
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+
+use super::forms::{self, Form};
+use super::pages::{self, Notice};
+use super::{Console, SignedIn, error_page, page_for, redirect, session, to_sign_in};
+use crate::config::Role;
+use crate::serve::api::{ApiError, detached};
+use crate::serve::lifecycle::Submission;
+
+pub(super) async fn new_index(State(c): State<Console>, headers: HeaderMap) -> Response {
+    let who = match c.signed_in(&headers).await {
+        Ok(Some(who)) => who,
+        Ok(None) => return to_sign_in("/new", None),
+        Err(unavailable) => return unavailable,
+    };
+    let flows: Vec<String> = c
+        .app
+        .warden
+        .current()
+        .config()
+        .flows
+        .keys()
+        .cloned()
+        .collect();
+    page_for(
+        &who,
+        StatusCode::OK,
+        pages::layout(
+            Some(&who.who()),
+            "New request",
+            None,
+            pages::new_index(&flows),
+        ),
+    )
+}
+
+/// A flow's form; after a refused submission, with the error and what was sent.
+fn new_form_page(
+    c: &Console,
+    who: &SignedIn,
+    flow: &str,
+    refused: Option<(&ApiError, &Form)>,
+) -> Response {
+    let error = refused.map(|(e, _)| e);
+    let warden = c.app.warden.current();
+    let Some(spec) = warden.config().flow(flow) else {
+        let e = ApiError::new(StatusCode::NOT_FOUND, format!("no flow `{flow}`"));
+        return error_page(who, &e);
+    };
+    let declared: Vec<_> = spec.fields.iter().collect();
+    let key = format!("console-{}", session::random_hex(16));
+    page_for(
+        who,
+        error.map_or(StatusCode::OK, ApiError::status),
+        pages::layout(
+            Some(&who.who()),
+            &format!("New request: {flow}"),
+            error.map(|e| Notice::Error(e.message())),
+            pages::new_form(flow, &declared, &who.who(), &key, refused.map(|(_, f)| f)),
+        ),
+    )
+}
+
+pub(super) async fn new_form(
+    State(c): State<Console>,
+    headers: HeaderMap,
+    Path(flow): Path<String>,
+) -> Response {
+    let who = match c.signed_in(&headers).await {
+        Ok(Some(who)) => who,
+        Ok(None) => {
+            let path: String = url::form_urlencoded::byte_serialize(flow.as_bytes()).collect();
+            return to_sign_in(&format!("/new/{path}"), None);
+        }
+        Err(unavailable) => return unavailable,
+    };
+    new_form_page(&c, &who, &flow, None)
+}
+
+pub(super) async fn submit(
+    State(c): State<Console>,
+    headers: HeaderMap,
+    Path(flow): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let (who, form) = match c.posted_form(&headers, body).await {
+        Ok(posted) => posted,
+        Err(page) => return page,
+    };
+    let submitted = async {
+        who.caller.require(Role::Requester)?;
+        let requester = who.caller.acting_as(None, "requester")?;
+        who.caller.may_file(&c.app)?;
+        let warden = c.app.warden.current();
+        let declared = warden
+            .config()
+            .flow(&flow)
+            .map(|f| f.fields.clone())
+            .unwrap_or_default();
+        let fields = forms::request_fields(&declared, &form).map_err(|(field, message)| {
+            ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!("field `{field}`: {message}"),
+            )
+        })?;
+        // A random key from the form: sending it twice (a reload) files one request.
+        let idempotency_key = form
+            .get("idem")
+            .filter(|k| k.len() <= 100 && k.bytes().all(|b| b.is_ascii_graphic()))
+            .map(str::to_string);
+        let lifecycle = c.app.lifecycle.clone();
+        let submission = Submission {
+            flow: flow.clone(),
+            requester,
+            fields,
+            created_by: who.caller.user.clone(),
+            idempotency_key,
+        };
+        detached(&c.app, async move { lifecycle.submit(submission).await }).await
+    }
+    .await;
+    match submitted {
+        Ok(submitted) => redirect(&format!("/requests/{}?filed", submitted.request.id)),
+        Err(e) => new_form_page(&c, &who, &flow, Some((&e, &form))),
+    }
+}
