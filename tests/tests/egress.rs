@@ -556,6 +556,9 @@ async fn a_hook_whose_replica_lost_its_claim_sends_nothing() {
             "{seen}"
         );
         assert_eq!(report.http_calls[0].outcome, "denied");
+        // Recorded, for the history and the refusals' metric, as what it is.
+        let kinds: Vec<_> = report.refusals.iter().map(|r| r.kind).collect();
+        assert_eq!(kinds, [RefusalKind::Lease], "{:?}", report.refusals);
     }
     assert_eq!(sent.0.load(std::sync::atomic::Ordering::SeqCst), 1);
 }

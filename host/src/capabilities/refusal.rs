@@ -19,6 +19,9 @@ pub enum RefusalKind {
     Destination,
     /// An HTTP header the host sets itself or that would change where a request goes.
     Header,
+    /// An HTTP request after the request's claim ran out on this replica
+    /// ([`crate::runtime::lease`]): not the flow's grant, but as much a request not sent.
+    Lease,
 }
 
 impl RefusalKind {
@@ -30,6 +33,7 @@ impl RefusalKind {
             Self::Identity => "identity",
             Self::Destination => "host",
             Self::Header => "header",
+            Self::Lease => "lease",
         }
     }
 }

@@ -16,24 +16,33 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 
+/// What an ended lease holds: before every time, and never extended.
+const ENDED: i64 = i64::MIN;
+
 /// Until when (Unix milliseconds, this replica's clock) a hook may act; shared by the claim
 /// that renews it and the instances that read it.
 #[derive(Debug, Clone)]
 pub struct Lease(Arc<AtomicI64>);
 
 impl Lease {
+    /// A lease to `unix_ms`, to be extended as the claim is confirmed.
     pub fn until(unix_ms: i64) -> Self {
-        Self(Arc::new(AtomicI64::new(unix_ms)))
+        Self(Arc::new(AtomicI64::new(unix_ms.max(ENDED + 1))))
     }
 
-    /// Moves the end later (never earlier: renewals may finish out of order).
+    /// Moves the end later (never earlier: renewals may finish out of order), unless it was
+    /// ended: a renewal that finishes after the claim was found lost revives nothing.
     pub fn extend_to(&self, unix_ms: i64) {
-        self.0.fetch_max(unix_ms, Ordering::Relaxed);
+        let _ = self
+            .0
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |until| {
+                (until != ENDED && unix_ms > until).then_some(unix_ms)
+            });
     }
 
-    /// Ends it now: the claim was found taken over.
+    /// Ends it now and for good: the claim was found taken over.
     pub fn end(&self) {
-        self.0.store(i64::MIN, Ordering::Relaxed);
+        self.0.store(ENDED, Ordering::Relaxed);
     }
 
     pub fn ended_at(&self, now_unix_ms: i64) -> bool {
@@ -45,6 +54,10 @@ impl Lease {
     }
 }
 
+/// The wall clock, as the claims' ends in the store are: a monotonic clock would not count
+/// the time a suspended machine was stopped, which is what a lease must see. (A clock
+/// stepped forward by more than a third of the lease ends healthy leases early: their hooks'
+/// requests are refused, and they fail closed.)
 fn now_unix_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -67,6 +80,9 @@ mod tests {
         assert!(lease.ended_at(2_000));
         let seen_by_an_instance = lease.clone();
         lease.end();
+        assert!(seen_by_an_instance.ended_at(0));
+        // A renewal that was under way when the claim was found lost.
+        lease.extend_to(i64::MAX);
         assert!(seen_by_an_instance.ended_at(0));
         assert!(!Lease::until(i64::MAX).ended());
     }

@@ -7,10 +7,11 @@
 //! So an answer larger than [`PIECE_BYTES`] leaves in pieces of that size, each a copy, and
 //! counts against its caller's [`PER_CALLER_BYTES`] (and every caller's [`ALL_CALLERS_BYTES`])
 //! until its last piece has been handed to the connection: past either, the caller's next
-//! large answer is refused (`429` for one caller, `503` for all) until it reads what it
-//! asked for. What a connection then holds of an answer is its own write queue (hyper's, at
-//! most `max_buf_size` and a piece) and the socket's send buffer, which the listener keeps
-//! small ([`super::connections`]). A caller is the user an API token or a console session
+//! large reading (`GET`) is refused (`429` for one caller, `503` for all) until it reads what
+//! it asked for. The answer to a change is counted but never refused: the change is made.
+//! What a connection then holds of an answer is its own write queue (hyper's, at most
+//! `max_buf_size` and a piece: about 80 KiB, never counted) and the socket's send buffer,
+//! which the listener keeps small ([`super::connections`]). A caller is the user an API token or a console session
 //! names; anything else is counted by the client's address as the throttles count it
 //! (through `trusted_proxies`, an IPv6 /64 as one).
 
@@ -21,7 +22,7 @@ use std::task::{Context, Poll};
 
 use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
@@ -87,15 +88,22 @@ impl Unsent {
         })
     }
 
-    fn count(self: &Arc<Self>, reader: Reader, bytes: usize) -> Result<Counted, Full> {
+    /// Counts `bytes` for `reader`; past a bound refused, unless `refusable` is false (the
+    /// answer to a change already made, which must reach its client).
+    fn count(
+        self: &Arc<Self>,
+        reader: Reader,
+        bytes: usize,
+        refusable: bool,
+    ) -> Result<Counted, Full> {
         let mut held = self.held.lock().expect("no panics while held");
         let mine = held.by_reader.get(&reader).copied().unwrap_or(0);
         // A caller holding nothing may always have one answer, however large: a page is
         // bounded by itself, and refusing it would refuse it for ever.
-        if mine > 0 && mine + bytes > self.per_caller {
+        if refusable && mine > 0 && mine + bytes > self.per_caller {
             return Err(Full::Caller);
         }
-        if held.all > 0 && held.all + bytes > self.all {
+        if refusable && held.all > 0 && held.all + bytes > self.all {
             return Err(Full::All);
         }
         held.all += bytes;
@@ -143,6 +151,9 @@ pub(crate) async fn answer_in_pieces(
     request: Request,
     next: Next,
 ) -> Response {
+    // Only a reading is refused: a change (a request filed, a decision) has been made by
+    // the time its answer is, and a client told to retry it would make it twice.
+    let refusable = matches!(*request.method(), Method::GET | Method::HEAD);
     let address = AddressKey::of(request_client(
         request.headers(),
         request.extensions(),
@@ -161,9 +172,17 @@ pub(crate) async fn answer_in_pieces(
         None => Reader::Address(address),
     };
     let unsent = &app.unsent_answers;
-    let counted = match unsent.count(reader, usize::try_from(length).unwrap_or(usize::MAX)) {
+    let bytes = usize::try_from(length).unwrap_or(usize::MAX);
+    let counted = match unsent.count(reader, bytes, refusable) {
         Ok(counted) => counted,
-        Err(full) => return refused(full),
+        Err(full) => {
+            let page = response
+                .headers()
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.starts_with("text/html"));
+            return refused(full, page);
+        }
     };
     let (parts, body) = response.into_parts();
     // The body is whole already (its length is exact and it was made in memory): this takes
@@ -189,7 +208,9 @@ pub(crate) async fn answer_in_pieces(
     )
 }
 
-fn refused(full: Full) -> Response {
+/// The refusal, as JSON for the API, or as a page for a browser that asked for one (the
+/// console's own pages are not to be had while it is refused).
+fn refused(full: Full, page: bool) -> Response {
     let (status, message) = match full {
         Full::Caller => (
             StatusCode::TOO_MANY_REQUESTS,
@@ -200,7 +221,19 @@ fn refused(full: Full) -> Response {
             "warden is sending as many large answers as it may; retry shortly",
         ),
     };
-    let mut response = ApiError::new(status, message).into_response();
+    let mut response = if page {
+        let html = format!(
+            "<!doctype html><meta charset=utf-8><title>Try again shortly</title><p>{message}.</p>"
+        );
+        (
+            status,
+            [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+            html,
+        )
+            .into_response()
+    } else {
+        ApiError::new(status, message).into_response()
+    };
     response
         .headers_mut()
         .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
@@ -260,36 +293,59 @@ mod tests {
     #[test]
     fn a_caller_past_its_bound_is_refused_until_it_reads_and_others_are_not() {
         let unsent = Unsent::within(100, 250);
-        let first = unsent.count(user("alice"), 60).unwrap();
-        let second = unsent.count(user("alice"), 40).unwrap();
-        assert_eq!(unsent.count(user("alice"), 1).unwrap_err(), Full::Caller);
-        let bob = unsent.count(user("bob"), 100).unwrap();
+        let first = unsent.count(user("alice"), 60, true).unwrap();
+        let second = unsent.count(user("alice"), 40, true).unwrap();
+        assert_eq!(
+            unsent.count(user("alice"), 1, true).unwrap_err(),
+            Full::Caller
+        );
+        let bob = unsent.count(user("bob"), 100, true).unwrap();
         assert_eq!(unsent.held(), (200, 2));
         // Every caller's bound: carol holds nothing, but all together would pass 250.
-        assert_eq!(unsent.count(user("carol"), 60).unwrap_err(), Full::All);
+        assert_eq!(
+            unsent.count(user("carol"), 60, true).unwrap_err(),
+            Full::All
+        );
         drop(first);
-        assert!(unsent.count(user("alice"), 60).is_ok());
+        assert!(unsent.count(user("alice"), 60, true).is_ok());
         drop((second, bob));
         // Nothing is remembered of a caller holding nothing.
         assert_eq!(unsent.held(), (0, 0));
     }
 
     #[test]
+    fn the_answer_to_a_change_is_counted_past_the_bounds_but_not_refused() {
+        let unsent = Unsent::within(100, 250);
+        let _page = unsent.count(user("alice"), 100, true).unwrap();
+        let filed = unsent.count(user("alice"), 200, false).unwrap();
+        assert_eq!(unsent.held(), (300, 1));
+        assert_eq!(
+            unsent.count(user("alice"), 1, true).unwrap_err(),
+            Full::Caller
+        );
+        drop(filed);
+        assert_eq!(unsent.held(), (100, 1));
+    }
+
+    #[test]
     fn one_answer_larger_than_a_bound_is_let_through_when_nothing_else_is_held() {
         let unsent = Unsent::within(100, 250);
-        let big = unsent.count(user("alice"), 1_000).unwrap();
-        assert_eq!(unsent.count(user("alice"), 1).unwrap_err(), Full::Caller);
-        assert_eq!(unsent.count(user("bob"), 1).unwrap_err(), Full::All);
+        let big = unsent.count(user("alice"), 1_000, true).unwrap();
+        assert_eq!(
+            unsent.count(user("alice"), 1, true).unwrap_err(),
+            Full::Caller
+        );
+        assert_eq!(unsent.count(user("bob"), 1, true).unwrap_err(), Full::All);
         drop(big);
         let address = Reader::Address(AddressKey::of([10, 0, 0, 1].into()));
-        assert!(unsent.count(address, 1_000).is_ok());
+        assert!(unsent.count(address, 1_000, true).is_ok());
     }
 
     #[tokio::test]
     async fn an_answer_leaves_in_copied_pieces_and_its_count_goes_with_the_last() {
         let unsent = Unsent::within(1 << 20, 1 << 20);
         let whole: Vec<u8> = (0..(2 * PIECE_BYTES + 5)).map(|i| i as u8).collect();
-        let counted = unsent.count(user("alice"), whole.len()).unwrap();
+        let counted = unsent.count(user("alice"), whole.len(), true).unwrap();
         let mut body = InPieces {
             bytes: Bytes::from(whole.clone()),
             at: 0,

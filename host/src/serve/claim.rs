@@ -97,14 +97,15 @@ impl Claims {
         if self.store.shared() {
             // Dropped on an error or a refusal: releases only the claim in memory.
             let stored = ClaimId::new();
+            let asked = now_ms();
             if !self
                 .store
-                .claim_request(id, stored, now_ms() + CLAIM_LEASE_MS)
+                .claim_request(id, stored, asked + CLAIM_LEASE_MS)
                 .await?
             {
                 return Ok(None);
             }
-            claim.hold(stored);
+            claim.hold(stored, asked);
         }
         Ok(Some(claim))
     }
@@ -144,22 +145,27 @@ impl Claim {
         // A shared store claims what it inserts, for this replica.
         new.claim = self.store.shared().then(ClaimId::new);
         let stored = new.claim;
+        // Before the store sets the claim's end, so this replica's reckoning of it is never
+        // later than the store's.
+        let asked = now_ms();
         let inserted = self.store.insert_request(new).await?;
         if inserted.is_ok()
             && let Some(stored) = stored
         {
-            self.hold(stored);
+            self.hold(stored, asked);
         }
         Ok(inserted)
     }
 
-    /// The store holds this claim as `stored`: renewed every third of its lease until let
-    /// go, or until another claim is found holding the request.
-    fn hold(&mut self, stored: ClaimId) {
+    /// The store holds this claim as `stored`, from a lease asked for at `asked` (taken
+    /// before the store's round trip: a replica paused after the store answered must not
+    /// count its lease from when it woke): renewed every third of the lease until let go,
+    /// or until another claim is found holding the request.
+    fn hold(&mut self, stored: ClaimId, asked: i64) {
         self.held = Some(stored);
-        let lease = Lease::until(i64::MIN);
+        let lease = Lease::until(asked + ACTING_MS);
         self.lease = Some(lease.clone());
-        self.confirmed(now_ms());
+        self.confirmed(asked);
         let (store, id) = (self.store.clone(), self.id.clone());
         let every = std::time::Duration::from_millis(CLAIM_LEASE_MS as u64 / 3);
         let beat = tokio::spawn(async move {

@@ -443,6 +443,13 @@ async fn a_caller_not_reading_its_large_answers_is_refused_more_until_it_reads_t
         refusal.contains("your earlier answers are still being sent"),
         "{refusal}"
     );
+    // A change she makes meanwhile is answered, not refused: it is made by then, and a
+    // client told to retry it would make it twice (the answer echoes 60 KB of fields).
+    let filed = h
+        .submit("human", ALICE, serde_json::json!({ "reason": reason }))
+        .await;
+    assert_eq!(filed.status, 201, "{}", filed.text);
+    assert!(filed.text.len() > 60_000);
     // Another caller's large answer is sent meanwhile.
     let carols = h
         .send("GET", "/v1/requests?limit=100", Some(CAROL), None)

@@ -457,10 +457,12 @@ impl HttpInstance {
 
         for hop in 0..=MAX_REDIRECTS {
             if self.lease.as_ref().is_some_and(Lease::ended) {
-                return Err(HttpError::Denied(
-                    "this replica's claim on the request ran out (it was paused past its lease, and another replica may be running this hook): nothing is sent"
-                        .into(),
-                ));
+                let detail = "this replica's claim on the request ran out (it was paused past its lease, and another replica may be running this hook): nothing is sent";
+                self.refusals.push(Refusal {
+                    kind: RefusalKind::Lease,
+                    detail: detail.into(),
+                });
+                return Err(HttpError::Denied(detail.into()));
             }
             self.check(&url)?;
             let left = timeout.saturating_sub(started.elapsed());
