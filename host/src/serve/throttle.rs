@@ -105,10 +105,23 @@ impl PerUser {
 
     /// Counts one attempt of `user`'s; refused (and not counted) beyond the limit.
     pub fn attempt(&self, user: &str, now: Instant) -> Result<(), RateLimited> {
-        let key = user.trim().to_ascii_lowercase();
-        self.0.check(&key, now)?;
-        self.0.count(key, now);
+        self.check(user, now)?;
+        self.count(user, now);
         Ok(())
+    }
+
+    /// Whether `user` may make one more attempt, counting nothing: for an attempt counted
+    /// only once it has succeeded ([`PerUser::count`]).
+    pub fn check(&self, user: &str, now: Instant) -> Result<(), RateLimited> {
+        self.0.check(&Self::key(user), now)
+    }
+
+    pub fn count(&self, user: &str, now: Instant) {
+        self.0.count(Self::key(user), now);
+    }
+
+    fn key(user: &str) -> String {
+        user.trim().to_ascii_lowercase()
     }
 }
 
@@ -323,6 +336,18 @@ mod tests {
         assert_eq!(limiter.attempt("alice@example.com", t0), Err(RateLimited));
         assert!(limiter.attempt("bob@example.com", t0).is_ok());
         assert!(limiter.attempt("alice@example.com", t0 + WINDOW).is_ok());
+    }
+
+    #[test]
+    fn a_check_counts_nothing_until_the_attempt_is_counted() {
+        let limiter = PerUser::new(2, WINDOW);
+        let t0 = Instant::now();
+        for _ in 0..5 {
+            assert!(limiter.check("alice@example.com", t0).is_ok());
+        }
+        limiter.count("Alice@example.com", t0);
+        limiter.count("alice@example.com", t0);
+        assert_eq!(limiter.check("alice@example.com", t0), Err(RateLimited));
     }
 
     #[test]

@@ -143,7 +143,8 @@ pub(super) async fn sign_in(
         }
         return page(StatusCode::UNAUTHORIZED, next, "That token is not valid.");
     };
-    if c.sign_ins.attempt(&caller.user, Instant::now()).is_err() {
+    // Counted once the session is open: a sign-in the store then fails took nothing.
+    if c.sign_ins.check(&caller.user, Instant::now()).is_err() {
         return page(
             StatusCode::TOO_MANY_REQUESTS,
             next,
@@ -173,6 +174,7 @@ pub(super) async fn sign_in(
         }
     };
     tracing::info!(user = %caller.user, role = %caller.role, "console sign-in");
+    c.sign_ins.count(&caller.user, Instant::now());
     c.audit(&caller.user, "console-sign-in").await;
     let mut response = redirect(next);
     set_cookie(&mut response, Some(&id), c.secure(&headers));
