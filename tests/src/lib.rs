@@ -7,6 +7,7 @@ pub use victorops_standin;
 
 pub mod moto;
 pub mod python;
+pub mod raw_client;
 pub mod receiver;
 pub mod shapes;
 pub mod tls;

@@ -529,12 +529,8 @@ async fn ask_reading_little(
     from: &str,
 ) -> (String, tokio::net::TcpStream) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.set_recv_buffer_size(4096).unwrap();
-    let mut conn = socket
-        .connect(c.server.as_ref().unwrap().local_addr())
-        .await
-        .unwrap();
+    let addr = c.server.as_ref().unwrap().local_addr();
+    let mut conn = warden_tests::raw_client::connect_reading_little(addr).await;
     let head = format!(
         "GET {path} HTTP/1.1\r\nHost: warden\r\nCookie: {cookie}\r\nX-Forwarded-For: {from}\r\n\r\n"
     );
@@ -559,13 +555,9 @@ async fn a_users_unread_pages_count_as_theirs_from_whatever_address_and_no_one_e
         let (status, conn) = ask_reading_little(&c, &page(&alices), &alice, &from).await;
         if status != "HTTP/1.1 200" {
             let mut conn = conn;
-            let mut rest = Vec::new();
-            let _ = tokio::time::timeout(
-                std::time::Duration::from_secs(2),
-                tokio::io::AsyncReadExt::read_to_end(&mut conn, &mut rest),
-            )
-            .await;
-            break format!("{status}{}", String::from_utf8_lossy(&rest));
+            let idle = std::time::Duration::from_millis(500);
+            let rest = warden_tests::raw_client::read_until_idle(&mut conn, idle).await;
+            break format!("{status}{rest}");
         }
         unread.push(conn);
         assert!(

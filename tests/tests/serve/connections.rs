@@ -10,6 +10,8 @@ use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use warden_tests::raw_client;
+
 use crate::setup::*;
 
 async fn connect(h: &Harness) -> TcpStream {
@@ -374,15 +376,8 @@ async fn a_reload_changing_the_listeners_limits_says_they_need_a_restart() {
     h.stop().await;
 }
 
-/// A connection whose receive buffer is small, so an answer it does not read stays with the
-/// server rather than in this side's kernel.
 async fn connect_reading_little(h: &Harness) -> TcpStream {
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.set_recv_buffer_size(4096).unwrap();
-    socket
-        .connect(h.server.as_ref().unwrap().local_addr())
-        .await
-        .unwrap()
+    raw_client::connect_reading_little(h.server.as_ref().unwrap().local_addr()).await
 }
 
 /// Asks for a listing on `conn` and reads only the status line of its answer.
@@ -432,7 +427,7 @@ async fn a_caller_not_reading_its_large_answers_is_refused_more_until_it_reads_t
             continue;
         }
         assert_eq!(status, "HTTP/1.1 429");
-        break read_until_closed_or_idle(&mut conn).await;
+        break raw_client::read_until_idle(&mut conn, Duration::from_millis(500)).await;
     };
     assert!(unread.len() >= 3, "refused after {} pages", unread.len());
     assert!(
@@ -459,7 +454,7 @@ async fn a_caller_not_reading_its_large_answers_is_refused_more_until_it_reads_t
 
     // An answer read at last arrives whole.
     let mut first = unread.remove(0);
-    let rest = read_until_closed_or_idle(&mut first).await;
+    let rest = raw_client::read_until_idle(&mut first, Duration::from_millis(500)).await;
     let body = rest.split("\r\n\r\n").nth(1).unwrap();
     let json: Value = serde_json::from_str(body).unwrap();
     assert_eq!(json["requests"].as_array().unwrap().len(), listed);
@@ -479,19 +474,4 @@ async fn a_caller_not_reading_its_large_answers_is_refused_more_until_it_reads_t
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     h.stop().await;
-}
-
-/// What arrives on `conn` until it has been quiet for half a second.
-async fn read_until_closed_or_idle(conn: &mut TcpStream) -> String {
-    let mut got = Vec::new();
-    let mut buf = vec![0u8; 64 << 10];
-    while let Ok(Ok(n)) =
-        tokio::time::timeout(Duration::from_millis(500), conn.read(&mut buf)).await
-    {
-        if n == 0 {
-            break;
-        }
-        got.extend_from_slice(&buf[..n]);
-    }
-    String::from_utf8_lossy(&got).into_owned()
 }
