@@ -12,6 +12,8 @@ mod browser;
 mod paging;
 #[path = "console/setup.rs"]
 mod setup;
+#[path = "console/signing_in.rs"]
+mod signing_in;
 #[path = "console/webdriver.rs"]
 mod webdriver;
 

@@ -10,16 +10,15 @@ use axum::response::Response;
 
 use super::forms::{self, Form};
 use super::pages::{self, Notice};
-use super::{Console, SignedIn, error_page, page_for, redirect, session, to_sign_in};
+use super::{Console, SignedIn, error_page, page_for, path_segment, redirect, session};
 use crate::config::Role;
 use crate::serve::api::{ApiError, detached};
 use crate::serve::lifecycle::Submission;
 
 pub(super) async fn new_index(State(c): State<Console>, headers: HeaderMap) -> Response {
-    let who = match c.signed_in(&headers).await {
-        Ok(Some(who)) => who,
-        Ok(None) => return to_sign_in("/new", None),
-        Err(unavailable) => return unavailable,
+    let who = match c.viewer(&headers, || "/new".into(), None).await {
+        Ok(who) => who,
+        Err(page) => return page,
     };
     let flows: Vec<String> = c
         .app
@@ -74,13 +73,10 @@ pub(super) async fn new_form(
     headers: HeaderMap,
     Path(flow): Path<String>,
 ) -> Response {
-    let who = match c.signed_in(&headers).await {
-        Ok(Some(who)) => who,
-        Ok(None) => {
-            let path: String = url::form_urlencoded::byte_serialize(flow.as_bytes()).collect();
-            return to_sign_in(&format!("/new/{path}"), None);
-        }
-        Err(unavailable) => return unavailable,
+    let back = || format!("/new/{}", path_segment(&flow));
+    let who = match c.viewer(&headers, back, None).await {
+        Ok(who) => who,
+        Err(page) => return page,
     };
     new_form_page(&c, &who, &flow, None)
 }

@@ -155,6 +155,20 @@ impl Console {
         }
     }
 
+    /// Who is signed in to view a page; if no one, the sign-in page, coming back to the path
+    /// `back` gives (and `query`) afterwards; the page to answer with if the store cannot say.
+    async fn viewer(
+        &self,
+        headers: &HeaderMap,
+        back: impl FnOnce() -> String,
+        query: Option<&str>,
+    ) -> Result<SignedIn, Response> {
+        match self.signed_in(headers).await? {
+            Some(who) => Ok(who),
+            None => Err(to_sign_in(&back(), query)),
+        }
+    }
+
     /// Who the request's session cookie signs in, if anyone; the page to answer with if the
     /// store cannot say.
     async fn signed_in(&self, headers: &HeaderMap) -> Result<Option<SignedIn>, Response> {
@@ -280,6 +294,12 @@ fn error_page(who: &SignedIn, error: &ApiError) -> Response {
     )
 }
 
+/// `segment` escaped to stand as one segment of a path: all but letters, digits and `*-._`,
+/// as a form value is.
+fn path_segment(segment: &str) -> String {
+    url::form_urlencoded::byte_serialize(segment.as_bytes()).collect()
+}
+
 /// To the sign-in page, coming back to `path` afterwards.
 fn to_sign_in(path: &str, query: Option<&str>) -> Response {
     let mut back = path.to_string();
@@ -291,10 +311,9 @@ fn to_sign_in(path: &str, query: Option<&str>) -> Response {
 }
 
 async fn list(State(c): State<Console>, headers: HeaderMap, RawQuery(query): RawQuery) -> Response {
-    let who = match c.signed_in(&headers).await {
-        Ok(Some(who)) => who,
-        Ok(None) => return to_sign_in("/", query.as_deref()),
-        Err(unavailable) => return unavailable,
+    let who = match c.viewer(&headers, || "/".into(), query.as_deref()).await {
+        Ok(who) => who,
+        Err(page) => return page,
     };
     let query = match Form::parse(query.unwrap_or_default().as_bytes()) {
         Ok(q) => q,
@@ -457,13 +476,10 @@ async fn show(
     Path(id): Path<String>,
     RawQuery(query): RawQuery,
 ) -> Response {
-    let who = match c.signed_in(&headers).await {
-        Ok(Some(who)) => who,
-        Ok(None) => {
-            let path: String = url::form_urlencoded::byte_serialize(id.as_bytes()).collect();
-            return to_sign_in(&format!("/requests/{path}"), None);
-        }
-        Err(unavailable) => return unavailable,
+    let back = || format!("/requests/{}", path_segment(&id));
+    let who = match c.viewer(&headers, back, None).await {
+        Ok(who) => who,
+        Err(page) => return page,
     };
     request_page(&c, &who, &id, None, query.as_deref() == Some("filed")).await
 }
@@ -555,10 +571,12 @@ async fn audit(
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Response {
-    let who = match c.signed_in(&headers).await {
-        Ok(Some(who)) => who,
-        Ok(None) => return to_sign_in("/audit", query.as_deref()),
-        Err(unavailable) => return unavailable,
+    let who = match c
+        .viewer(&headers, || "/audit".into(), query.as_deref())
+        .await
+    {
+        Ok(who) => who,
+        Err(page) => return page,
     };
     if let Err(e) = who.caller.require(Role::Admin) {
         return error_page(&who, &e);
