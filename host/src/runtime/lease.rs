@@ -45,6 +45,12 @@ impl Lease {
         self.0.store(ENDED, Ordering::Relaxed);
     }
 
+    /// Until when it runs (Unix milliseconds); `None` once it was ended.
+    pub fn end_ms(&self) -> Option<i64> {
+        let until = self.0.load(Ordering::Relaxed);
+        (until != ENDED).then_some(until)
+    }
+
     pub fn ended_at(&self, now_unix_ms: i64) -> bool {
         now_unix_ms >= self.0.load(Ordering::Relaxed)
     }
@@ -84,6 +90,8 @@ mod tests {
         // A renewal that was under way when the claim was found lost.
         lease.extend_to(i64::MAX);
         assert!(seen_by_an_instance.ended_at(0));
+        assert_eq!(lease.end_ms(), None);
         assert!(!Lease::until(i64::MAX).ended());
+        assert_eq!(Lease::until(5).end_ms(), Some(5));
     }
 }

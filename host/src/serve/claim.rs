@@ -78,7 +78,6 @@ impl Claims {
             claims: self.clone(),
             waiting: Vec::new(),
             held: None,
-            confirmed_ms: 0,
             heartbeat: None,
             lease: None,
         })
@@ -120,13 +119,12 @@ pub(super) struct Claim {
     waiting: Vec<RequestWrite>,
     /// The store's claim this one holds, to renew and let go (a shared store only).
     held: Option<ClaimId>,
-    /// When the store last confirmed that `held` holds the request (Unix milliseconds, this
-    /// replica's clock): claimed, stored, or renewed by a write or [`Claim::still_held`].
-    confirmed_ms: i64,
     /// Renews the store's claim while the operation runs (hooks may run for minutes).
     heartbeat: Option<tokio::task::AbortHandle>,
     /// How long this claim's hooks may still act on the outside (a shared store only):
-    /// a third of the lease short of what was last confirmed.
+    /// [`ACTING_MS`] from when the store last confirmed that `held` holds the request
+    /// (claimed, stored, or renewed by a write, the heartbeat or [`Claim::still_held`]), so
+    /// also the one record of that confirmation.
     lease: Option<Lease>,
 }
 
@@ -165,7 +163,6 @@ impl Claim {
         self.held = Some(stored);
         let lease = Lease::until(asked + ACTING_MS);
         self.lease = Some(lease.clone());
-        self.confirmed(asked);
         let (store, id) = (self.store.clone(), self.id.clone());
         let every = std::time::Duration::from_millis(CLAIM_LEASE_MS as u64 / 3);
         let beat = tokio::spawn(async move {
@@ -192,11 +189,16 @@ impl Claim {
     }
 
     /// The store confirmed the claim at `at` (this replica's clock).
-    fn confirmed(&mut self, at: i64) {
-        self.confirmed_ms = at;
+    fn confirmed(&self, at: i64) {
         if let Some(lease) = &self.lease {
             lease.extend_to(at + ACTING_MS);
         }
+    }
+
+    /// When the store last confirmed the claim (this replica's clock); `None` once it was
+    /// found lost.
+    fn confirmed_ms(&self) -> Option<i64> {
+        self.lease.as_ref()?.end_ms().map(|end| end - ACTING_MS)
     }
 
     /// Adds `entry` to the request's history with its next write.
@@ -246,13 +248,20 @@ impl Claim {
     /// replica took the request over: a replica paused past its lease must not run a hook
     /// (an `on_escalate` granting access) that the other is running too.
     pub(super) async fn still_held(&mut self) -> Result<(), StoreError> {
+        self.still_held_at(now_ms()).await
+    }
+
+    /// [`Claim::still_held`] at `now` by this replica's clock.
+    async fn still_held_at(&mut self, now: i64) -> Result<(), StoreError> {
         let Some(stored) = self.held else {
             return Ok(());
         };
         // Confirmed within a third of the lease: no other replica can have taken it since
         // (unless the replicas' clocks are 20 s apart), so no round trip per hook.
-        let now = now_ms();
-        if now - self.confirmed_ms < CLAIM_LEASE_MS / 3 {
+        if self
+            .confirmed_ms()
+            .is_some_and(|confirmed| now - confirmed < CLAIM_LEASE_MS / 3)
+        {
             return Ok(());
         }
         if self

@@ -193,14 +193,20 @@ async fn a_claim_taken_over_on_a_shared_store_is_found_lost_and_its_lease_ended_
         PgStore::open(&url).await.unwrap(),
     );
     let claims = Claims::new(here.clone());
+    let before = now_ms();
     let mut claim = claim_new(&claims, "r1").await;
     claim.still_held().await.unwrap();
+    let after = now_ms();
     // Its hooks may act for two thirds of the lease from its confirmation, by this clock.
     let lease = claim
         .lease
         .clone()
         .expect("a shared store's claim has a lease");
-    let confirmed = claim.confirmed_ms;
+    let confirmed = claim.confirmed_ms().expect("confirmed");
+    assert!(
+        (before..=after).contains(&confirmed),
+        "{before} {confirmed} {after}"
+    );
     assert!(!lease.ended_at(confirmed + ACTING_MS - 1));
     assert!(lease.ended_at(confirmed + ACTING_MS));
     // The lease runs out (nothing renewed it while paused); the other replica resumes it.
@@ -217,9 +223,18 @@ async fn a_claim_taken_over_on_a_shared_store_is_found_lost_and_its_lease_ended_
             .await
             .unwrap()
     );
+    // Within a third of the lease of its confirmation it asks no one, so still holds it
+    // as far as it knows.
+    claim
+        .still_held_at(confirmed + CLAIM_LEASE_MS / 3 - 1)
+        .await
+        .unwrap();
+    assert!(!lease.ended_at(confirmed));
     // As the other replica found it: not confirmed for longer than the lease.
-    claim.confirmed_ms -= CLAIM_LEASE_MS;
-    let lost = claim.still_held().await.unwrap_err();
+    let lost = claim
+        .still_held_at(confirmed + CLAIM_LEASE_MS)
+        .await
+        .unwrap_err();
     assert_eq!(lost.claim_lost(), Some("r1"), "{lost}");
     // A hook still running under it (or about to) sends nothing from now on.
     assert!(lease.ended_at(confirmed));
