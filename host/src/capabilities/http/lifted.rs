@@ -9,7 +9,7 @@ use super::record::{MAX_BODY_BYTES, MAX_HEADER_BYTES, MAX_HEADERS, MAX_URL_BYTES
 use crate::capabilities::secrets::SecretHandle;
 use crate::runtime::bindings::warden::plugin::http::{HeaderValue, Method, Request};
 use crate::runtime::instance::InstanceState;
-use crate::runtime::lift::{self, Passed};
+use crate::runtime::lift::Passed;
 
 /// `request`, as the plugin's memory holds it.
 #[derive(ComponentType, Lift)]
@@ -72,23 +72,33 @@ pub fn take(store: &mut Store<'_>, view: RequestView) -> wasmtime::Result<Asked>
     let headers: Vec<(WasmStr, HeaderView)> =
         view.headers.iter(&mut *store)?.collect::<Result<_, _>>()?;
     // Summed until over the bound, not on: every entry may point at one long string, each
-    // read (and checked to be UTF-8) whole, so the host's work is that string's once.
+    // read (and checked to be UTF-8) whole, so the host's work is that string's once. The
+    // strings read are kept as the plugin's memory holds them, to be copied from if all fit.
+    let memory = &*store;
     let mut url_bytes = url.len();
+    let mut query_text = Vec::with_capacity(query.len());
     for (k, v) in &query {
         if url_bytes > MAX_URL_BYTES {
             break;
         }
-        url_bytes += lift::len(&*store, k)? + lift::len(&*store, v)? + 2;
+        let (k, v) = (k.to_str(memory)?, v.to_str(memory)?);
+        url_bytes += k.len() + v.len() + 2;
+        query_text.push((k, v));
     }
     let mut header_bytes = 0;
+    let mut header_text = Vec::with_capacity(headers.len());
     for (name, value) in &headers {
         if header_bytes > MAX_HEADER_BYTES {
             break;
         }
-        header_bytes += lift::len(&*store, name)?;
-        if let HeaderView::Text(text) = value {
-            header_bytes += lift::len(&*store, text)?;
-        }
+        let name = name.to_str(memory)?;
+        header_bytes += name.len();
+        let value = match value {
+            HeaderView::Text(text) => Some(text.to_str(memory)?),
+            HeaderView::Sealed(_) => None,
+        };
+        header_bytes += value.as_ref().map_or(0, |text| text.len());
+        header_text.push((name, value));
     }
     let body = view.body.as_ref().map_or(0, WasmList::len);
     if url_bytes > MAX_URL_BYTES {
@@ -104,21 +114,23 @@ pub fn take(store: &mut Store<'_>, view: RequestView) -> wasmtime::Result<Asked>
             "the body is {body} bytes; at most {MAX_BODY_BYTES} are sent"
         ))));
     }
-    // Everything fits: copy it.
-    let text = |s: &WasmStr| -> wasmtime::Result<String> { Ok(s.to_str(&*store)?.into_owned()) };
-    let query = query
-        .iter()
-        .map(|(k, v)| Ok((text(k)?, text(v)?)))
-        .collect::<wasmtime::Result<_>>()?;
-    let mut copied = Vec::with_capacity(headers.len());
-    for (name, value) in headers {
-        let value = match value {
-            HeaderView::Text(t) => HeaderValue::Text(text(&t)?),
-            HeaderView::Sealed(handle) => HeaderValue::Sealed(handle),
-        };
-        copied.push((text(&name)?, value));
-    }
-    let body = view.body.map(|b| b.as_le_slice(&*store).to_vec());
+    // Everything fits, so every string was read above: copy them.
+    let query = query_text
+        .into_iter()
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    let copied = headers
+        .into_iter()
+        .zip(header_text)
+        .map(|((_, view), (name, text))| {
+            let value = match view {
+                HeaderView::Sealed(handle) => HeaderValue::Sealed(handle),
+                HeaderView::Text(_) => HeaderValue::Text(text.unwrap_or_default().into_owned()),
+            };
+            (name.into_owned(), value)
+        })
+        .collect();
+    let body = view.body.map(|b| b.as_le_slice(memory).to_vec());
     let request = Request {
         method: view.method,
         url: url.whole().unwrap_or_default().to_string(),
