@@ -1,0 +1,45 @@
+# Sourced by scripts/bench and scripts/build-pgo: the flows warden's whole-flow benchmarks
+# run, and build-pgo's training runs, so the profile it records is of the work measured.
+#
+# bench_config FILE PORT WASM_DIR SPIN_WAIT_US: writes a config to FILE whose flows `trivial`,
+# `victorops-cache-off` and `victorops-cache-on` run the plugins in WASM_DIR against the
+# VictorOps stand-in on 127.0.0.1:PORT (API ID `bench-id`; its key from BENCH_VICTOROPS_KEY),
+# the store beside FILE.
+bench_config() {
+    cat > "$1" <<TOML
+[store]
+path = "warden.db"
+
+[http]
+spin_wait_us = $4
+
+[secrets.key]
+source = "env"
+name = "BENCH_VICTOROPS_KEY"
+
+[integrations.victorops]
+type = "custom"
+external_id = "bench-id"
+secrets = ["key"]
+settings = { api_url = "http://127.0.0.1:$2" }
+
+[environments.main]
+integrations = { victorops = "victorops" }
+
+[flows.trivial]
+environment = "main"
+plugin = "$3/trivial.wasm"
+
+[flows.victorops-cache-off]
+environment = "main"
+plugin = "$3/victorops.wasm"
+allowed_hosts = ["http://127.0.0.1:$2"]
+vars = { oncall_cache_seconds = 0 }
+
+[flows.victorops-cache-on]
+environment = "main"
+plugin = "$3/victorops.wasm"
+allowed_hosts = ["http://127.0.0.1:$2"]
+vars = { oncall_cache_seconds = 30 }
+TOML
+}
