@@ -1,5 +1,6 @@
-# Sourced by scripts/bench and scripts/build-pgo: the flows warden's whole-flow benchmarks
-# run, and build-pgo's training runs, so the profile it records is of the work measured.
+# Sourced by scripts/bench, scripts/bench-phases and scripts/build-pgo: the flows warden's
+# whole-flow benchmarks run, and build-pgo's training runs, so the profile it records is of the
+# work measured; and which warden the benchmarks measure.
 #
 # bench_config FILE PORT WASM_DIR SPIN_WAIT_US: writes a config to FILE whose flows `trivial`,
 # `victorops-cache-off` and `victorops-cache-on` run the plugins in WASM_DIR against the
@@ -42,4 +43,19 @@ plugin = "$3/victorops.wasm"
 allowed_hosts = ["http://127.0.0.1:$2"]
 vars = { oncall_cache_seconds = 30 }
 TOML
+}
+
+# bench_warden_bin TARGET_DIR: prints the path of the warden the benchmarks measure, building it
+# if need be: WARDEN_BIN when set; else, with PGO=0, the release build; else the release build
+# optimised with a profile of its own work (scripts/build-pgo), as it is recommended for
+# deployment (docs/deploying.md). Build output goes to standard error.
+bench_warden_bin() {
+    if [ -n "${WARDEN_BIN:-}" ]; then
+        echo "$WARDEN_BIN"
+    elif [ "${PGO:-1}" = 0 ]; then
+        cargo build --release -p warden >&2
+        echo "$1/release/warden"
+    else
+        scripts/build-pgo | tail -1
+    fi
 }
