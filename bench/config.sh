@@ -1,6 +1,6 @@
 # Sourced by scripts/bench, scripts/bench-phases and scripts/build-pgo: the flows warden's
 # whole-flow benchmarks run, and build-pgo's training runs, so the profile it records is of the
-# work measured; and which warden the benchmarks measure.
+# work measured; which warden the benchmarks measure; and the stand-in they measure it against.
 #
 # bench_config FILE PORT WASM_DIR SPIN_WAIT_US: writes a config to FILE whose flows `trivial`,
 # `victorops-cache-off` and `victorops-cache-on` run the plugins in WASM_DIR against the
@@ -58,4 +58,27 @@ bench_warden_bin() {
     else
         scripts/build-pgo | tail -1
     fi
+}
+
+# bench_standin TARGET_DIR PORT LOG [PREFIX...]: starts the VictorOps stand-in with the bench
+# roster (API ID `bench-id`, key `bench-key`) on 127.0.0.1:PORT under PREFIX (say, `taskset -c
+# 0`), its output in LOG, and sets `standin` to its pid; bench_standin_listening then waits for it.
+bench_standin() {
+    local target=$1 port=$2 log=$3
+    shift 3
+    "$@" "$target/release/victorops-standin" --roster tests/fixtures/victorops-roster.toml \
+        --api-id bench-id --api-key bench-key --port "$port" --quiet > "$log" 2>&1 &
+    standin=$!
+}
+
+# bench_standin_listening PORT LOG: waits up to 5 s for the stand-in to listen; fails, showing
+# its output, if it does not.
+bench_standin_listening() {
+    for _ in $(seq 50); do
+        grep -q "listening on" "$2" 2>/dev/null && return 0
+        sleep 0.1
+    done
+    cat "$2"
+    echo "the VictorOps stand-in did not start on port $1" >&2
+    return 1
 }
