@@ -110,6 +110,28 @@ impl Claims {
     }
 }
 
+/// One beat of a claim's heartbeat at `asked` (this replica's clock): renews the store's
+/// claim `stored` on request `id` and extends `lease` from `asked`, so that a hook soon after
+/// needs no round trip of its own ([`Claim::still_held`]); false, with the lease ended,
+/// once the claim is found lost.
+async fn beat(store: &dyn Backend, id: &str, stored: ClaimId, lease: &Lease, asked: i64) -> bool {
+    match store
+        .renew_request(id, stored, asked + CLAIM_LEASE_MS)
+        .await
+    {
+        Ok(true) => lease.extend_to(asked + ACTING_MS),
+        // The operation's next write fails the same way, writing nothing; its hook, if one
+        // is running, sends nothing more.
+        Ok(false) => {
+            lease.end();
+            tracing::warn!(request = %id, "{}", ClaimLost(id.to_string()));
+            return false;
+        }
+        Err(e) => tracing::warn!(request = %id, "{e}"),
+    }
+    true
+}
+
 /// One operation's hold on one request, and the writes it has not yet made.
 pub(super) struct Claim {
     id: String,
@@ -168,20 +190,8 @@ impl Claim {
         let beat = tokio::spawn(async move {
             loop {
                 tokio::time::sleep(every).await;
-                let asked = now_ms();
-                match store
-                    .renew_request(&id, stored, asked + CLAIM_LEASE_MS)
-                    .await
-                {
-                    Ok(true) => lease.extend_to(asked + ACTING_MS),
-                    // The operation's next write fails the same way, writing nothing; its
-                    // hook, if one is running, sends nothing more.
-                    Ok(false) => {
-                        lease.end();
-                        tracing::warn!(request = %id, "{}", ClaimLost(id.clone()));
-                        return;
-                    }
-                    Err(e) => tracing::warn!(request = %id, "{e}"),
+                if !beat(&*store, &id, stored, &lease, now_ms()).await {
+                    return;
                 }
             }
         });

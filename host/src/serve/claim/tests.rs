@@ -248,3 +248,56 @@ async fn a_claim_taken_over_on_a_shared_store_is_found_lost_and_its_lease_ended_
         "the other replica still holds it"
     );
 }
+
+/// On a shared store, the heartbeat's renewal is a confirmation like any other: a hook within
+/// a third of the lease of the last beat asks the store nothing (so a claim taken over since
+/// is not noticed until then), and a beat that finds the claim taken over ends the lease.
+#[tokio::test]
+async fn a_heartbeat_renewal_spares_the_next_hooks_round_trip_and_a_lost_one_ends_the_lease() {
+    use crate::store::backend::ClaimId;
+    use crate::store::postgres::PgStore;
+    let Some(url) = crate::store::test_cluster::database().await else {
+        return;
+    };
+    let (here, there) = (
+        Arc::new(PgStore::open(&url).await.unwrap()),
+        PgStore::open(&url).await.unwrap(),
+    );
+    let claims = Claims::new(here.clone());
+    let mut claim = claim_new(&claims, "r2").await;
+    let lease = claim
+        .lease
+        .clone()
+        .expect("a shared store's claim has a lease");
+    let stored = claim.held.expect("a shared store holds the claim");
+    let claimed = claim.confirmed_ms().unwrap();
+    // Half a lease later by this replica's reckoning (the heartbeat beats every third, on
+    // its own clock; this test's clock is its own), a beat renews it.
+    let beaten = claimed + CLAIM_LEASE_MS / 2;
+    assert!(beat(&*here, "r2", stored, &lease, beaten).await);
+    assert_eq!(claim.confirmed_ms(), Some(beaten));
+    assert_eq!(lease.end_ms(), Some(beaten + ACTING_MS));
+    // The store's claim runs out and another replica takes the request.
+    assert!(
+        here.renew_request("r2", stored, now_ms() - 1)
+            .await
+            .unwrap()
+    );
+    assert!(
+        there
+            .claim_request("r2", ClaimId::new(), now_ms() + CLAIM_LEASE_MS)
+            .await
+            .unwrap()
+    );
+    // Two thirds of a lease after the claim, a third short of one after the beat: no round
+    // trip, so the takeover is not seen. Without the beat's renewal it would have asked.
+    let spared = beaten + CLAIM_LEASE_MS / 3 - 1;
+    assert!(spared - claimed >= CLAIM_LEASE_MS / 3);
+    claim.still_held_at(spared).await.unwrap();
+    assert!(!lease.ended_at(spared));
+    // The next beat asks, finds the claim lost and ends the lease.
+    assert!(!beat(&*here, "r2", stored, &lease, spared + 1).await);
+    assert!(lease.ended_at(spared));
+    let lost = claim.still_held_at(spared + 1).await.unwrap_err();
+    assert_eq!(lost.claim_lost(), Some("r2"), "{lost}");
+}
