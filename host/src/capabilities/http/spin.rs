@@ -1,7 +1,7 @@
 //! Waiting for a fast server's answer by polling the socket rather than sleeping.
 //!
 //! A request that waits in `epoll_wait` pays, when its answer comes, for the waiting
-//! thread's CPU going idle and being woken again: on this project's first machine (a two-vCPU
+//! thread's CPU going idle and being woken again: on this project's machine (a two-vCPU
 //! virtual machine) a loopback round trip to the VictorOps stand-in took 80 µs for a client
 //! that sleeps and 35–40 µs for the same client polling `recv` (BENCHMARKS.md, "Polling for a
 //! fast answer"). For a server on the same host or next to it, that wake-up is most of the
@@ -28,16 +28,6 @@
 //!   serving");
 //! - the process may use two CPUs or more: on one, a server on the same host could not run
 //!   while the request polls for its answer.
-//!
-//! A request that qualifies polls only if polling has been the faster way on its
-//! connection: each connection keeps a running figure of how long its answers took when it
-//! polled for them and when it slept ([`Waits`]), sleeps on its first request that qualifies
-//! and polls on its second to have both, then takes the faster way, and every
-//! [`RETRY_OTHER`]th time the other, so that both figures follow the machine. Where waking
-//! an idle vCPU is cheap, polling is the slower way: on a later machine (Intel, 2026-12-04)
-//! a bare client's answer came in 22 µs asleep and 35 µs polling, and warden's cache-off
-//! decision took 33 µs asleep and 66 µs polling (BENCHMARKS.md, "A machine where sleeping
-//! is faster").
 //!
 //! A poll that reaches the limit goes back to sleeping as before; nothing else changes. The
 //! hook's deadline and the flow's timeouts still bound the whole exchange, and the poll is
@@ -68,10 +58,6 @@ pub const SLEEP_SLACK: u32 = 4;
 /// The most requests a connection sleeps through after polls that missed, before it tries
 /// again.
 pub const MAX_SKIPPED: u32 = 64;
-
-/// Every this many requests that may poll, a connection waits the way it found slower, to
-/// keep that figure current ([`Waits`]).
-pub const RETRY_OTHER: u32 = 16;
 
 /// The transport's polling for answers: its limit, and what its connections share.
 #[derive(Debug)]
@@ -261,49 +247,6 @@ impl Backoff {
     }
 }
 
-/// How long a connection's answers took to begin arriving when it polled for them and when
-/// it slept: each figure an eighth of the way to every new wait, an outlier (a preempted
-/// server, a lost packet) counted as at most twice the figure, so that one slow answer does
-/// not turn the choice for the sixteen requests before the other way is tried again.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-struct Waits {
-    polled: Option<Duration>,
-    slept: Option<Duration>,
-    /// Requests decided since the way not taken was last tried.
-    since_other: u32,
-}
-
-impl Waits {
-    /// Whether the next request that may poll does; one call per such request.
-    fn poll_next(&mut self) -> bool {
-        let Some(slept) = self.slept else {
-            return false;
-        };
-        let Some(polled) = self.polled else {
-            return true;
-        };
-        let faster = polled < slept;
-        self.since_other += 1;
-        if self.since_other >= RETRY_OTHER {
-            self.since_other = 0;
-            return !faster;
-        }
-        faster
-    }
-
-    fn record(&mut self, polled: bool, wait: Duration) {
-        let figure = if polled {
-            &mut self.polled
-        } else {
-            &mut self.slept
-        };
-        *figure = Some(match *figure {
-            None => wait,
-            Some(old) => old - old / 8 + wait.min(old * 2) / 8,
-        });
-    }
-}
-
 pub(crate) fn several_cpus() -> bool {
     static SEVERAL: OnceLock<bool> = OnceLock::new();
     *SEVERAL.get_or_init(|| std::thread::available_parallelism().is_ok_and(|n| n.get() > 1))
@@ -329,10 +272,6 @@ pub struct Tcp {
     /// How long the connection's last answer took to begin arriving.
     last_wait: Option<Duration>,
     backoff: Backoff,
-    waits: Waits,
-    /// Whether the request waiting for its answer chose to poll (`Some(true)`) or to sleep;
-    /// `None` when it could not poll, so its wait says nothing of the choice.
-    chose_to_poll: Option<bool>,
 }
 
 impl Tcp {
@@ -345,8 +284,6 @@ impl Tcp {
             answer_seen: false,
             last_wait: None,
             backoff: Backoff::default(),
-            waits: Waits::default(),
-            chose_to_poll: None,
         }
     }
 
@@ -360,11 +297,7 @@ impl Tcp {
     fn arrived(&mut self) {
         self.answer_seen = false;
         if let Some(sent) = self.sent.take() {
-            let wait = sent.elapsed();
-            self.last_wait = Some(wait);
-            if let Some(polled) = self.chose_to_poll.take() {
-                self.waits.record(polled, wait);
-            }
+            self.last_wait = Some(sent.elapsed());
         }
     }
 
@@ -491,11 +424,6 @@ impl AsyncWrite for Tcp {
             if !this.backoff.take_turn() {
                 return flushed;
             }
-            let poll = this.waits.poll_next();
-            this.chose_to_poll = Some(poll);
-            if !poll {
-                return flushed;
-            }
             if this.poll_for_answer(sent + this.spin.limit) {
                 this.spin.count(true);
                 this.backoff.caught();
@@ -607,43 +535,6 @@ mod tests {
     }
 
     #[test]
-    fn the_faster_way_is_taken_and_the_other_tried_every_sixteenth_time() {
-        let us = Duration::from_micros;
-        let mut waits = Waits::default();
-        assert!(!waits.poll_next(), "sleeps first, to time it");
-        waits.record(false, us(30));
-        assert!(waits.poll_next(), "then polls, to time that");
-        waits.record(true, us(60));
-        let ways: Vec<bool> = (0..2 * RETRY_OTHER).map(|_| waits.poll_next()).collect();
-        let polls: Vec<usize> = (0..ways.len()).filter(|&i| ways[i]).collect();
-        assert_eq!(
-            polls,
-            [RETRY_OTHER as usize - 1, 2 * RETRY_OTHER as usize - 1],
-            "sleeping was the faster: polls only every {RETRY_OTHER}th time"
-        );
-        // Polling turns faster, a wait at a time.
-        for _ in 0..8 {
-            waits.record(true, us(10));
-        }
-        assert!(waits.polled < waits.slept, "{waits:?}");
-        assert!(waits.poll_next());
-    }
-
-    #[test]
-    fn a_figure_moves_an_eighth_of_the_way_and_an_outlier_counts_as_twice_it() {
-        let us = Duration::from_micros;
-        let mut waits = Waits::default();
-        waits.record(false, us(80));
-        assert_eq!(waits.slept, Some(us(80)), "the first wait is the figure");
-        waits.record(false, us(0));
-        assert_eq!(waits.slept, Some(us(70)));
-        // A 50 ms stall moves it as 140 µs would.
-        waits.record(false, us(50_000));
-        assert_eq!(waits.slept, Some(us(70) - us(70) / 8 + us(140) / 8));
-        assert_eq!(waits.polled, None, "each way its own figure");
-    }
-
-    #[test]
     fn exchanges_are_counted_in_flight_while_their_guard_lives() {
         let spin = SpinWait::apart(LIMIT, Box::leak(Box::default()));
         let fast = Some(Duration::from_micros(1));
@@ -712,9 +603,9 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_miss_sleeps_through_the_next_two_and_then_polling_counts_as_the_slower_way() {
+    async fn a_fast_answer_is_polled_for_and_a_miss_sleeps_through_the_next_two() {
         let now = Duration::ZERO;
-        let port = server(vec![now, now, Duration::from_millis(300), now, now, now]);
+        let port = server(vec![now, Duration::from_millis(300), now, now, now]);
         let transport = NetworkTransport::new()
             .unwrap()
             .polling_apart_for(Duration::from_millis(200));
@@ -723,74 +614,20 @@ mod tests {
         if !several_cpus() {
             // One CPU: the rule never polls.
             get(&transport, port).await;
-            get(&transport, port).await;
             return assert_eq!(transport.spin_counts(), counts(0, 0));
         }
-        // The first answer was fast: the second sleeps, timed, and the third is polled for,
-        // for 200 ms of its 300.
-        get(&transport, port).await;
-        assert_eq!(transport.spin_counts(), counts(0, 0), "asleep, to time it");
+        // The first answer was fast: the second is polled for, for 200 ms of its 300.
         get(&transport, port).await;
         assert_eq!(transport.spin_counts(), counts(0, 1));
-        // That miss: the next two sleep; the one after may poll again, but polling took 300
-        // ms here against a fast answer asleep, so it sleeps too.
-        for _ in 0..3 {
-            get(&transport, port).await;
-        }
+        // That miss: the next two sleep, fast as they are; the one after is polled for.
+        get(&transport, port).await;
+        get(&transport, port).await;
         assert_eq!(transport.spin_counts(), counts(0, 1));
-    }
-
-    #[tokio::test]
-    async fn polling_goes_on_where_it_was_the_faster_way() {
-        let now = Duration::ZERO;
-        // Asleep, the second request's answer comes after 2 ms; polled for, at once.
-        let port = server(vec![now, Duration::from_millis(2), now, now]);
-        let transport = NetworkTransport::new()
-            .unwrap()
-            .polling_apart_for(Duration::from_millis(1));
-        if !several_cpus() {
-            return;
-        }
-        for _ in 0..2 {
-            get(&transport, port).await;
-        }
-        assert_eq!(transport.spin_counts(), counts(0, 0));
         let before = process_counts();
         get(&transport, port).await;
-        assert_eq!(transport.spin_counts(), counts(1, 0));
-        get(&transport, port).await;
-        assert_eq!(
-            transport.spin_counts(),
-            counts(2, 0),
-            "polling was the faster"
-        );
-        // Other tests poll too: the process's count grows by these two at least.
-        assert!(process_counts().caught >= before.caught + 2);
-    }
-
-    #[tokio::test]
-    async fn sleeping_goes_on_where_polling_was_the_slower_way() {
-        let now = Duration::ZERO;
-        // The polled-for third request's answer comes after 5 ms, caught within the limit.
-        let port = server(vec![now, now, Duration::from_millis(5), now, now]);
-        let transport = NetworkTransport::new()
-            .unwrap()
-            .polling_apart_for(Duration::from_millis(10));
-        if !several_cpus() {
-            return;
-        }
-        for _ in 0..3 {
-            get(&transport, port).await;
-        }
-        assert_eq!(transport.spin_counts(), counts(1, 0));
-        for _ in 0..2 {
-            get(&transport, port).await;
-        }
-        assert_eq!(
-            transport.spin_counts(),
-            counts(1, 0),
-            "sleeping was the faster"
-        );
+        assert_eq!(transport.spin_counts(), counts(1, 1));
+        // Other tests poll too: the process's count grows by this one at least.
+        assert!(process_counts().caught > before.caught);
     }
 
     #[tokio::test]
