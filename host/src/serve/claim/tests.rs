@@ -177,6 +177,20 @@ async fn a_claim_dropped_early_still_records_what_it_noted() {
     assert!(claims.claim("r1").is_some());
 }
 
+/// Two replicas' stores on one new database of the test cluster; `None` (the test should
+/// return) when there is no PostgreSQL to run.
+async fn two_replicas() -> Option<(
+    Arc<crate::store::postgres::PgStore>,
+    crate::store::postgres::PgStore,
+)> {
+    use crate::store::postgres::PgStore;
+    let url = crate::store::test_cluster::database().await?;
+    Some((
+        Arc::new(PgStore::open(&url).await.unwrap()),
+        PgStore::open(&url).await.unwrap(),
+    ))
+}
+
 /// On a shared store, a claim whose lease ran out while its replica was paused, and which
 /// another replica then took, runs no more hooks: checked before each one, told as a lost
 /// claim (the API's 409), and its letting go leaves the other's claim in place.
@@ -184,14 +198,9 @@ async fn a_claim_dropped_early_still_records_what_it_noted() {
 async fn a_claim_taken_over_on_a_shared_store_is_found_lost_and_its_lease_ended_before_a_hook_runs()
 {
     use crate::store::backend::ClaimId;
-    use crate::store::postgres::PgStore;
-    let Some(url) = crate::store::test_cluster::database().await else {
+    let Some((here, there)) = two_replicas().await else {
         return;
     };
-    let (here, there) = (
-        Arc::new(PgStore::open(&url).await.unwrap()),
-        PgStore::open(&url).await.unwrap(),
-    );
     let claims = Claims::new(here.clone());
     let before = now_ms();
     let mut claim = claim_new(&claims, "r1").await;
@@ -255,14 +264,9 @@ async fn a_claim_taken_over_on_a_shared_store_is_found_lost_and_its_lease_ended_
 #[tokio::test]
 async fn a_heartbeat_renewal_spares_the_next_hooks_round_trip_and_a_lost_one_ends_the_lease() {
     use crate::store::backend::ClaimId;
-    use crate::store::postgres::PgStore;
-    let Some(url) = crate::store::test_cluster::database().await else {
+    let Some((here, there)) = two_replicas().await else {
         return;
     };
-    let (here, there) = (
-        Arc::new(PgStore::open(&url).await.unwrap()),
-        PgStore::open(&url).await.unwrap(),
-    );
     let claims = Claims::new(here.clone());
     let mut claim = claim_new(&claims, "r2").await;
     let lease = claim
