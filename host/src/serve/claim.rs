@@ -187,7 +187,7 @@ impl Claim {
         self.lease = Some(lease.clone());
         let (store, id) = (self.store.clone(), self.id.clone());
         let every = std::time::Duration::from_millis(CLAIM_LEASE_MS as u64 / 3);
-        let beat = tokio::spawn(async move {
+        let heartbeat = tokio::spawn(async move {
             loop {
                 tokio::time::sleep(every).await;
                 if !beat(&*store, &id, stored, &lease, now_ms()).await {
@@ -195,7 +195,7 @@ impl Claim {
                 }
             }
         });
-        self.heartbeat = Some(beat.abort_handle());
+        self.heartbeat = Some(heartbeat.abort_handle());
     }
 
     /// The store confirmed the claim at `at` (this replica's clock).
