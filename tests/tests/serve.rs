@@ -736,6 +736,13 @@ async fn beyond_max_in_flight_requests_are_refused_with_retry_after() {
     let r = h.submit("slow", ALICE, json!({})).await;
     assert_eq!(r.status, 503, "{}", r.text);
     assert_eq!(r.headers["retry-after"], "1");
+    // A request with no token, or one warden does not know, takes no slot: it is refused for
+    // what it is, not turned away as though warden were busy.
+    let path = "/v1/flows/slow/requests";
+    for token in [None, Some("a-guess")] {
+        let stranger = h.send("POST", path, token, Some(json!({}))).await;
+        assert_eq!(stranger.status, 401, "{token:?}: {}", stranger.text);
+    }
     // Health and metrics stay reachable, and metrics count the request holding the slot.
     assert_eq!(h.send("GET", "/healthz", None, None).await.status, 200);
     assert_eq!(metric(&h.metrics().await, "warden_api_in_flight"), 1.0);

@@ -279,11 +279,18 @@ pub(crate) fn busy(message: &str) -> Response {
     response
 }
 
+/// Holds one of `max_in_flight` slots while a known caller's request is answered. A request
+/// [`caller_first`] already refused takes none: it is answered at once from what it carries,
+/// so clients without a token cannot turn callers away with `503` (nor one another: two at
+/// once under `max_in_flight = 1` once did).
 pub(crate) async fn limit_in_flight(
     State(app): State<Arc<App>>,
     request: Request,
     next: Next,
 ) -> Response {
+    if request.extensions().get::<Refused>().is_some() {
+        return next.run(request).await;
+    }
     let Ok(_permit) = app.in_flight.clone().try_acquire_owned() else {
         return busy("warden is at serve.max_in_flight requests; retry shortly");
     };
