@@ -318,3 +318,138 @@ async fn an_endpoint_answering_without_end_or_announcing_gigabytes_is_refused_wi
         started.elapsed()
     );
 }
+
+/// A webhook channel's signing key kept in AWS: each notification is signed with the key as it
+/// is when it is sent, so a rotation reaches the receiver without a reload, as a plugin's
+/// secret does; and a key that can no longer be read fails the attempt, which is retried and
+/// then given up on the request like an attempt the receiver refused, nothing sent unsigned.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_notification_channel_signs_with_its_rotated_key_and_gives_up_without_one() {
+    aws_env();
+    let mut moto = Moto::start();
+    moto.create_secret("main/signing", "signing-key-one");
+    // Checks signatures under the key the rotation brings.
+    let receiver = warden_tests::receiver::Receiver::start("signing-key-two", 0).await;
+    let scratch = Scratch::new();
+    scratch.write("tokens/alice", "alice-token-1111\n");
+    let path = scratch.config(&format!(
+        r#"
+[store]
+path = "warden.db"
+
+[serve.tokens.alice]
+token_file = "tokens/alice"
+user = "alice@example.com"
+role = "requester"
+
+[secrets.signing]
+source = "aws-secrets-manager"
+path = "main/signing"
+endpoint = "{endpoint}"
+region = "us-east-1"
+cache_seconds = 1
+
+[environments.main]
+
+[channels.hook]
+type = "webhook"
+url = "{url}"
+signing_secret = "signing"
+retry_for_seconds = 1
+
+[flows.human]
+environment = "main"
+plugin = {plugin}
+vars = {{ action = "continue" }}
+notify = {{ waiting = ["hook"] }}
+"#,
+        endpoint = moto.endpoint(),
+        url = receiver.url("/hook"),
+        plugin = toml_path(artifacts::PROBE),
+    ));
+    let server = warden::serve::Server::start(&path, Some("127.0.0.1:0".parse().unwrap()))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let http = reqwest::Client::new();
+    let base = format!("http://{}", server.local_addr());
+    let call = |method: reqwest::Method, path: String| {
+        http.request(method, format!("{base}{path}"))
+            .bearer_auth("alice-token-1111")
+            .header("content-type", "application/json")
+    };
+    let submit = || async {
+        let response = call(reqwest::Method::POST, "/v1/flows/human/requests".into())
+            .body("{}")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 201);
+        let filed: serde_json::Value =
+            serde_json::from_str(&response.text().await.unwrap()).unwrap();
+        filed["id"].as_str().unwrap().to_string()
+    };
+    let signed = |count: usize| {
+        let receiver = &receiver;
+        async move {
+            receiver
+                .wait_until(Duration::from_secs(10), "the notifications", |got| {
+                    got.len() == count
+                })
+                .await
+                .iter()
+                .map(|r| r.signature_ok)
+                .collect::<Vec<_>>()
+        }
+    };
+
+    submit().await;
+    assert_eq!(signed(1).await, [Some(false)], "signed with the first key");
+    moto.put_secret_value("main/signing", "signing-key-two");
+    // Past cache_seconds, the next attempt reads the new version.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    submit().await;
+    assert_eq!(
+        signed(2).await,
+        [Some(false), Some(true)],
+        "the second signed with the rotated key"
+    );
+
+    // AWS gone and the key in hand past cache_seconds: the attempt fails, naming the secret.
+    moto.stop();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let id = submit().await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let entry = loop {
+        let text = call(reqwest::Method::GET, format!("/v1/requests/{id}"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let request: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let given_up = request["history"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["kind"] == "notification")
+            .cloned();
+        if let Some(entry) = given_up {
+            break entry;
+        }
+        assert!(Instant::now() < deadline, "not given up: {request:#}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(entry["channel"], "hook");
+    let error = entry["error"].as_str().unwrap();
+    assert!(
+        error.contains("cannot read secret `signing` now"),
+        "{error}"
+    );
+    assert!(
+        !error.contains("main/signing"),
+        "where it is kept leaked: {error}"
+    );
+    assert_eq!(receiver.got().len(), 2, "nothing sent without its key");
+    server.shutdown().await.unwrap();
+}

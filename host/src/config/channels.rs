@@ -100,7 +100,7 @@ pub enum ChannelKind {
 pub struct Channel {
     pub name: String,
     pub kind: ChannelKind,
-    /// One delivery attempt, connecting included.
+    /// One delivery attempt: reading the channel's secrets and connecting included.
     pub timeout: Duration,
     /// How long after the event delivery is retried before it is recorded as failed.
     pub retry_for: Duration,
@@ -113,6 +113,15 @@ impl Channel {
             ChannelKind::Webhook { .. } => "webhook",
         }
     }
+}
+
+/// A Slack incoming-webhook URL as a secret holds it: https, or plain http only to a loopback
+/// address (for testing). Checked at load and again on each value a rotation brings.
+pub(crate) fn slack_webhook_url(value: &str) -> Option<url::Url> {
+    url::Url::parse(value.trim()).ok().filter(|u| {
+        u.host_str().is_some()
+            && (u.scheme() == "https" || (u.scheme() == "http" && is_loopback(u)))
+    })
 }
 
 /// Whether `u` names this machine: the one place a Slack URL may be plain http (a local
@@ -240,12 +249,7 @@ impl Validator<'_> {
                     );
                     if let Some(secret) = &url {
                         // The value is never printed: it is the credential.
-                        let ok = url::Url::parse(secret.value.expose().trim()).is_ok_and(|u| {
-                            u.host_str().is_some()
-                                && (u.scheme() == "https"
-                                    || (u.scheme() == "http" && is_loopback(&u)))
-                        });
-                        if !ok {
+                        if slack_webhook_url(secret.value.expose()).is_none() {
                             self.error(
                                 &["channels", name, "url_secret"],
                                 format!(

@@ -5,7 +5,10 @@
 //! channel; each attempt is bounded by the channel's `timeout_ms` and sends only to the
 //! channel's own URL (redirects are not followed, the answer's body is not read). A failed
 //! attempt is retried with doubling backoff until `retry_for_seconds` after the event, then
-//! given up and recorded on the request. Nothing here runs on an API call's path: a claim
+//! given up and recorded on the request. A channel's secrets (a Slack URL, a webhook's signing
+//! key) are read for each attempt as plugins' are, so a rotated AWS secret is picked up without
+//! a reload, and one that cannot be read fails the attempt like a receiver that does not
+//! answer. Nothing here runs on an API call's path: a claim
 //! only writes rows and wakes the tasks. Replicas sharing a PostgreSQL store each run these
 //! tasks over the one outbox; a task *takes* its rows (`Backend::outbox_take`), so no row is
 //! sent by two replicas.
@@ -21,8 +24,8 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::Warden;
-use crate::config::{Channel, ChannelKind, NotifyEvent};
-use crate::secrets::redact::Redactor;
+use crate::config::{Channel, ChannelKind, NotifyEvent, slack_webhook_url};
+use crate::secrets::{Secret, SecretStore};
 use crate::store::backend::Backend;
 use crate::store::outbox::{Notification, Router};
 use crate::store::requests::now_ms;
@@ -261,7 +264,7 @@ async fn channel_loop(
                     }
                     return;
                 }
-                _ = attempt(&client, &sending.channel, store.as_ref(), &metrics, n, sending.public_url.as_deref(), &sending.redactor) => {}
+                _ = attempt(&client, &sending.channel, store.as_ref(), &metrics, n, sending.public_url.as_deref(), &sending.secrets) => {}
             }
         }
         let wait = if full {
@@ -284,8 +287,8 @@ async fn channel_loop(
 struct Sending {
     warden: Arc<crate::Warden>,
     channel: Arc<Channel>,
-    /// Every secret value served, rotated ones included (`SecretStore::redactor`).
-    redactor: Arc<Redactor>,
+    /// The channel's secrets' values now, and every value served (`SecretStore::redactor`).
+    secrets: Arc<SecretStore>,
     public_url: Option<String>,
 }
 
@@ -295,12 +298,12 @@ impl Sending {
         let warden = outbox.warden.load_full();
         let config = warden.config();
         let channel = config.channels.get(name)?.clone();
-        let redactor = warden.secret_store().redactor();
+        let secrets = warden.secret_store().clone();
         let public_url = config.serve.public_url.clone();
         Some(Self {
             warden,
             channel,
-            redactor,
+            secrets,
             public_url,
         })
     }
@@ -321,6 +324,91 @@ fn backoff(attempts: u32) -> Duration {
         .min(MAX_BACKOFF)
 }
 
+/// The attempt's request, with the channel's secrets as they are now; or why there is none: a
+/// secret that cannot be read, or a Slack URL a rotation made invalid (its value never shown).
+async fn request<'a>(
+    client: &reqwest::Client,
+    channel: &'a Channel,
+    n: &Notification,
+    public_url: Option<&str>,
+    secrets: &'a SecretStore,
+) -> Result<reqwest::RequestBuilder, String> {
+    // Why in the log, for the operator; on the request only which secret, since its history
+    // is the requester's to read and the cause may name where the secret is kept.
+    let current = |secret: &'a Arc<Secret>| async move {
+        secrets.current(secret).await.map_err(|e| {
+            tracing::warn!(channel = %channel.name, secret = %secret.id, "notification not sent: {e}");
+            format!("cannot read secret `{}` now (warden's log says why)", secret.id)
+        })
+    };
+    let request = match &channel.kind {
+        ChannelKind::Slack { url } => {
+            let value = current(url).await?;
+            let Some(to) = slack_webhook_url(value.expose()) else {
+                return Err(format!(
+                    "the value of secret `{}` is not an https URL (a Slack incoming webhook)",
+                    url.id
+                ));
+            };
+            // Taken after the values are read: a value a rotation just brought is redacted too.
+            let body = message::slack_body(n, public_url, &secrets.redactor());
+            client
+                .post(to)
+                .header("content-type", "application/json")
+                .body(body)
+        }
+        ChannelKind::Webhook { url, signing } => {
+            let key = current(signing).await?;
+            let body = message::webhook_body(n, public_url, &secrets.redactor());
+            client
+                .post(url.clone())
+                .header("content-type", "application/json")
+                .header(
+                    message::SIGNATURE_HEADER,
+                    message::signature(key.expose().as_bytes(), &body),
+                )
+                .header(message::DELIVERY_HEADER, &n.delivery_id)
+                .header(message::EVENT_HEADER, n.event.as_str())
+                .body(body)
+        }
+    };
+    Ok(request)
+}
+
+/// One attempt's sending: `Ok` on the receiver's `2xx`, else why not.
+async fn deliver(
+    client: &reqwest::Client,
+    channel: &Channel,
+    n: &Notification,
+    public_url: Option<&str>,
+    secrets: &SecretStore,
+) -> Result<(), String> {
+    // The channel's timeout bounds the whole attempt, reading its secrets included (AWS may
+    // be slow to answer), so a batch stays within the lease its rows were taken for.
+    let started = tokio::time::Instant::now();
+    let made = tokio::time::timeout(
+        channel.timeout,
+        request(client, channel, n, public_url, secrets),
+    );
+    match made.await {
+        Ok(Ok(request)) => {
+            let left = channel.timeout.saturating_sub(started.elapsed());
+            match request.timeout(left).send().await {
+                // The body is not read: only the status matters, and a receiver cannot make
+                // warden hold what it sends.
+                Ok(response) if response.status().is_success() => Ok(()),
+                Ok(response) => Err(format!("the receiver answered {}", response.status())),
+                Err(e) => Err(describe(e, channel.timeout)),
+            }
+        }
+        Ok(Err(error)) => Err(error),
+        Err(_) => Err(format!(
+            "its secrets were not read within the {} ms timeout",
+            channel.timeout.as_millis()
+        )),
+    }
+}
+
 async fn attempt(
     client: &reqwest::Client,
     channel: &Channel,
@@ -328,7 +416,7 @@ async fn attempt(
     metrics: &Metrics,
     n: Notification,
     public_url: Option<&str>,
-    redactor: &Redactor,
+    secrets: &SecretStore,
 ) {
     // Past its time already (it waited behind others for a receiver that hangs): given up
     // without another attempt, so a backlog drains at once instead of one timeout a row.
@@ -343,32 +431,7 @@ async fn attempt(
         give_up(store, metrics, n, attempts, error).await;
         return;
     }
-    let request = match &channel.kind {
-        ChannelKind::Slack { url } => client
-            .post(url.value.expose().trim())
-            .header("content-type", "application/json")
-            .body(message::slack_body(&n, public_url, redactor)),
-        ChannelKind::Webhook { url, signing } => {
-            let body = message::webhook_body(&n, public_url, redactor);
-            client
-                .post(url.clone())
-                .header("content-type", "application/json")
-                .header(
-                    message::SIGNATURE_HEADER,
-                    message::signature(signing.value.expose().as_bytes(), &body),
-                )
-                .header(message::DELIVERY_HEADER, &n.delivery_id)
-                .header(message::EVENT_HEADER, n.event.as_str())
-                .body(body)
-        }
-    };
-    let outcome = match request.timeout(channel.timeout).send().await {
-        // The body is not read: only the status matters, and a receiver cannot make warden
-        // hold what it sends.
-        Ok(response) if response.status().is_success() => Ok(()),
-        Ok(response) => Err(format!("the receiver answered {}", response.status())),
-        Err(e) => Err(describe(e, channel.timeout)),
-    };
+    let outcome = deliver(client, channel, &n, public_url, secrets).await;
     let seq = n.seq;
     let error = match outcome {
         Ok(()) => {
@@ -400,7 +463,131 @@ async fn attempt(
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
     use super::*;
+    use crate::config::Config;
+    use crate::secrets::{AwsSecret, SecretFetcher};
+
+    /// Answers with whatever the test last put in it; once told to hang, after a minute.
+    struct Aws {
+        answer: Mutex<String>,
+        hang: AtomicBool,
+    }
+
+    #[async_trait::async_trait]
+    impl SecretFetcher for Aws {
+        async fn fetch(&self, _secret: &AwsSecret) -> Result<String, String> {
+            if self.hang.load(Ordering::Relaxed) {
+                tokio::time::sleep(Duration::from_secs(60)).await;
+            }
+            Ok(self.answer.lock().unwrap().clone())
+        }
+    }
+
+    fn aws(value: &str) -> Arc<Aws> {
+        Arc::new(Aws {
+            answer: Mutex::new(value.into()),
+            hang: AtomicBool::new(false),
+        })
+    }
+
+    /// A config of channel `chat` (`channel`, its table's lines) whose secret `key` is kept in
+    /// AWS, read at load from `aws`.
+    fn config_with(aws: &Aws, channel: &str) -> Config {
+        let text = format!(
+            "[secrets.key]\nsource = \"aws-secrets-manager\"\npath = \"main/key\"\n\
+             cache_seconds = 60\n[channels.chat]\n{channel}\n"
+        );
+        Config::parse_with(
+            &text,
+            std::path::Path::new("warden.toml"),
+            &|_| None,
+            &|secret| futures_util::FutureExt::now_or_never(aws.fetch(secret)).unwrap(),
+        )
+        .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn waiting() -> Notification {
+        Notification {
+            seq: 1,
+            delivery_id: "dlv-1".into(),
+            request_id: "req-1".into(),
+            channel: "chat".into(),
+            event: NotifyEvent::Waiting,
+            body: serde_json::json!({ "flow": "human", "state": "pending" }),
+            attempts: 0,
+            created_at: now_ms(),
+        }
+    }
+
+    /// A Slack URL kept in AWS is checked again as each attempt reads it: a rotation to a
+    /// value that is not an https URL fails the attempt, sending nothing, and a good one is
+    /// where the next attempt goes.
+    #[tokio::test]
+    async fn a_rotated_slack_url_is_checked_and_used_as_each_attempt_reads_it() {
+        let aws = aws("https://hooks.slack.com/services/one");
+        let config = config_with(&aws, "type = \"slack\"\nurl_secret = \"key\"");
+        // Each attempt half of cache_seconds after the last: it asks AWS again.
+        let now = Arc::new(Mutex::new(config.secrets["key"].loaded_at));
+        let clock = now.clone();
+        let secrets = SecretStore::with(
+            &config.secrets,
+            aws.clone(),
+            Arc::new(move || *clock.lock().unwrap()),
+        );
+        let (channel, n, client) = (&config.channels["chat"], waiting(), reqwest::Client::new());
+        let to = |answer: &str| {
+            *aws.answer.lock().unwrap() = answer.to_string();
+            *now.lock().unwrap() += Duration::from_secs(31);
+            request(&client, channel, &n, None, &secrets)
+        };
+
+        let refused = to("http://hooks.example.com/services/two")
+            .await
+            .unwrap_err();
+        assert_eq!(
+            refused,
+            "the value of secret `key` is not an https URL (a Slack incoming webhook)"
+        );
+        let sent = to("https://hooks.slack.com/services/three").await.unwrap();
+        assert_eq!(
+            sent.build().unwrap().url().as_str(),
+            "https://hooks.slack.com/services/three"
+        );
+    }
+
+    /// The channel's timeout bounds an attempt whose secret AWS is slow to give: it fails
+    /// in about that time, saying so, and nothing is sent.
+    #[tokio::test]
+    async fn an_attempt_whose_secret_is_slow_to_read_ends_at_the_channels_timeout() {
+        let aws = aws("signing-key");
+        let config = config_with(
+            &aws,
+            "type = \"webhook\"\nurl = \"http://127.0.0.1:9/hook\"\nsigning_secret = \"key\"\n\
+             timeout_ms = 200",
+        );
+        let later = config.secrets["key"].loaded_at + Duration::from_secs(31);
+        let secrets = SecretStore::with(&config.secrets, aws.clone(), Arc::new(move || later));
+        aws.hang.store(true, Ordering::Relaxed);
+        let started = std::time::Instant::now();
+        let client = reqwest::Client::new();
+        let sent = deliver(
+            &client,
+            &config.channels["chat"],
+            &waiting(),
+            None,
+            &secrets,
+        )
+        .await;
+        assert_eq!(
+            sent,
+            Err("its secrets were not read within the 200 ms timeout".to_string())
+        );
+        let took = started.elapsed();
+        assert!(took < Duration::from_secs(5), "{took:?}");
+    }
 
     #[test]
     fn backoff_doubles_from_a_quarter_second_to_a_minute() {
