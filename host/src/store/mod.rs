@@ -257,7 +257,14 @@ impl Store {
             .map_err(wrap)?;
         // Every statement on a request's path is prepared once and kept (`prepare_cached`).
         conn.set_prepared_statement_cache_capacity(64);
-        let applied: usize = conn
+        // The version is read under the write lock, and every migration it lacks applied in
+        // that one transaction: two processes opening one file (`serve` beside `users`, say)
+        // would otherwise both read an old version, and the later one re-run migrations the
+        // other had applied, setting the version back to where it left off.
+        let tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(wrap)?;
+        let applied: usize = tx
             .pragma_query_value(None, "user_version", |r| r.get(0))
             .map_err(wrap)?;
         if applied > MIGRATIONS.len() {
@@ -266,13 +273,14 @@ impl Store {
                 MIGRATIONS.len()
             ))));
         }
-        for (version, sql) in MIGRATIONS.iter().enumerate().skip(applied) {
-            let tx = conn.transaction().map_err(wrap)?;
-            tx.execute_batch(sql).map_err(wrap)?;
-            tx.pragma_update(None, "user_version", version + 1)
+        if applied < MIGRATIONS.len() {
+            for sql in &MIGRATIONS[applied..] {
+                tx.execute_batch(sql).map_err(wrap)?;
+            }
+            tx.pragma_update(None, "user_version", MIGRATIONS.len())
                 .map_err(wrap)?;
-            tx.commit().map_err(wrap)?;
         }
+        tx.commit().map_err(wrap)?;
         let identities = match &reader {
             // The reader maps the WAL index once it has read in WAL mode.
             Some(reader) => {

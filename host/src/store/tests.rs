@@ -189,6 +189,44 @@ fn opening_a_store_of_schema_two_keeps_its_history_in_the_clustered_table() {
     assert_eq!(version, MIGRATIONS.len());
 }
 
+#[test]
+fn stores_opened_at_once_by_two_processes_migrate_once_and_keep_the_newest_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("warden.db");
+    // A store of schema 6, the last release before migration 7 (which does nothing here):
+    // an opening that re-ran it after another had gone on to 10 would set the version back
+    // to 7, and every later opening would fail re-running migration 8.
+    let old = Connection::open(&path).unwrap();
+    old.pragma_update(None, "journal_mode", "WAL").unwrap();
+    for sql in &MIGRATIONS[..6] {
+        old.execute_batch(sql).unwrap();
+    }
+    old.execute_batch("PRAGMA user_version = 6;").unwrap();
+    // Both openings read the version while a third connection holds the write lock, then
+    // race for it when it is let go.
+    old.execute_batch("BEGIN IMMEDIATE;").unwrap();
+    let openings: Vec<_> = (0..2)
+        .map(|_| {
+            let path = path.clone();
+            std::thread::spawn(move || Store::open(&path).map(drop))
+        })
+        .collect();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    old.execute_batch("COMMIT;").unwrap();
+    for opening in openings {
+        opening.join().unwrap().unwrap();
+    }
+    drop(old);
+
+    let store = Store::open(&path).unwrap();
+    let version: usize = store
+        .with("read a pragma", |c| {
+            c.pragma_query_value(None, "user_version", |r| r.get(0))
+        })
+        .unwrap();
+    assert_eq!(version, MIGRATIONS.len());
+}
+
 #[tokio::test]
 async fn a_write_is_read_back_by_the_read_connection_once_answered() {
     let dir = tempfile::tempdir().unwrap();
