@@ -221,7 +221,8 @@ async fn keep(State(counts): State<Arc<Counts>>, headers: HeaderMap) -> &'static
 /// Every kept value, in a header each (`x-recalled-N`) and in the body: `?case=upper` or
 /// `lower` changes their ASCII case, `?chunk=N` sends the body N bytes at a time,
 /// `?latin1=1` adds an `x-latin1` header that is not UTF-8 (`caf\xe9 ` and the first kept
-/// value); `?redirect=1` redirects instead to a host named after the first kept value.
+/// value), `?encoding=NAME` says the body is in that `Content-Encoding` (it is not);
+/// `?redirect=1` redirects instead to a host named after the first kept value.
 async fn recall(
     State(counts): State<Arc<Counts>>,
     Query(query): Query<BTreeMap<String, String>>,
@@ -257,6 +258,9 @@ async fn recall(
         let mut value = b"caf\xe9 ".to_vec();
         value.extend_from_slice(kept.first().map(String::as_bytes).unwrap_or_default());
         headers.insert("x-latin1", header::HeaderValue::from_bytes(&value).unwrap());
+    }
+    if let Some(encoding) = query.get("encoding") {
+        headers.insert(header::CONTENT_ENCODING, encoding.parse().unwrap());
     }
     let body = format!("recalled {}", kept.join(" ")).into_bytes();
     let chunk = query

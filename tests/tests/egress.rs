@@ -140,6 +140,9 @@ async fn a_plugin_cannot_set_headers_that_route_or_frame_a_request() {
         ("Forwarded", "for=10.0.0.1;host=internal.example"),
         ("X-Forwarded-For", "10.0.0.1"),
         ("x-forwarded-host", "internal.example"),
+        ("Accept-Encoding", "gzip"),
+        ("range", "bytes=0-3"),
+        ("If-Range", "\"etag\""),
         ("X-Note", "a\r\nHost: internal.example"),
         ("X-Note", "a\nX-Injected: 1"),
         ("X-Note", "nul\0byte"),
@@ -224,6 +227,7 @@ async fn a_plugin_cannot_set_headers_that_route_or_frame_a_request() {
     };
     assert_eq!(header("host"), [format!("127.0.0.1:{}", server.port())]);
     assert_eq!(header("x-note"), ["fine, thanks"]);
+    assert_eq!(header("accept-encoding"), ["identity"]);
     for (name, _) in &received[0] {
         assert!(
             !(name.starts_with("x-forwarded") || name.starts_with("proxy-") || name == "forwarded"),
@@ -291,6 +295,40 @@ async fn a_sealed_value_a_server_kept_or_changed_in_case_is_redacted_from_every_
             .to_ascii_lowercase()
             .contains(&VO_SECRET.to_ascii_lowercase())
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_answer_compressed_regardless_is_refused_not_shown_unredacted() {
+    let server = TestServer::start().await;
+    let origin = server.origin();
+    let cases: Vec<(String, String)> = [
+        ("keep", format!("http-sealed:victorops {origin}/keep")),
+        ("gzip", format!("http-hex:{origin}/recall?encoding=gzip")),
+        ("br", format!("http-hex:{origin}/recall?encoding=BR")),
+        (
+            "identity",
+            format!("http-hex:{origin}/recall?encoding=identity"),
+        ),
+    ]
+    .into_iter()
+    .map(|(name, action)| (name.to_string(), action))
+    .collect();
+    let scratch = Scratch::new();
+    let warden = start(&scratch, &flows(&cases, &origin), None).await;
+    run(&warden, "keep").await;
+    assert_eq!(server.kept(), [VO_SECRET]);
+    // The server says its echo is compressed: redaction could not have seen into it.
+    for flow in ["gzip", "br"] {
+        let seen = seen_by_plugin(&run(&warden, flow).await);
+        assert!(seen.starts_with("error "), "{flow}: {seen}");
+        assert!(
+            seen.contains("is compressed (Content-Encoding)"),
+            "{flow}: {seen}"
+        );
+        assert!(!seen.contains(VO_SECRET), "{flow}: {seen}");
+    }
+    let seen = seen_by_plugin(&run(&warden, "identity").await);
+    assert!(seen.ends_with("\n\nrecalled [REDACTED]"), "{seen}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -428,6 +466,99 @@ async fn every_value_a_rotated_secret_had_is_redacted_from_responses() {
     let seen = seen_by_plugin(&run(&warden, "recall").await);
     assert!(!seen.contains("ROTATED-VALUE"), "{seen}");
     assert!(seen.ends_with("recalled [REDACTED] [REDACTED]"), "{seen}");
+}
+
+/// Answers every fetch with one value, counting them.
+struct Counting(std::sync::atomic::AtomicUsize);
+
+#[async_trait]
+impl SecretFetcher for Counting {
+    async fn fetch(&self, _secret: &AwsSecret) -> Result<String, String> {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Ok("counted-value".into())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sealed_headers_are_bounded_and_past_the_request_limit_no_secret_is_read() {
+    let server = TestServer::start().await;
+    let origin = server.origin();
+    let url = format!("{origin}/headers");
+    let cases = vec![
+        (
+            "eight".to_string(),
+            format!("http-sealed-many:victorops|{url}|8|1"),
+        ),
+        (
+            "nine".to_string(),
+            format!("http-sealed-many:victorops|{url}|9|1"),
+        ),
+        (
+            "loop".to_string(),
+            format!("http-sealed-many:victorops|{url}|1|20"),
+        ),
+    ];
+    // Read from AWS at every use (`cache_seconds = 0`).
+    let text = format!(
+        "[store]\npath = \"warden.db\"\n\n[secrets.vo_key]\nsource = \"aws-secrets-manager\"\n\
+         path = \"main/vo\"\ncache_seconds = 0\n{ENVIRONMENT}{}",
+        flows(&cases, &origin).replace(
+            "reveal_secrets = false",
+            "reveal_secrets = false\nlimits = { http_requests = 2 }"
+        )
+    );
+    let scratch = Scratch::new();
+    let path = scratch.config(&text);
+    let config = Config::parse_with(&text, &path, &|_| None, &|_| Ok("counted-value".into()))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let aws = Arc::new(Counting(Default::default()));
+    let secrets = Arc::new(SecretStore::with(
+        &config.secrets,
+        aws.clone(),
+        Arc::new(std::time::Instant::now),
+    ));
+    let store = Arc::new(Store::open(&config.store_path).unwrap());
+    let warden = Warden::start_with(config, store, secrets, StartOptions::default())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+
+    // One handle repeated under many names: each is the secret's whole value in the
+    // request, so their number is bounded, before any is read or anything sent.
+    assert_eq!(approved(&run(&warden, "eight").await), "status=200");
+    let received = server.received_headers();
+    let keys = received[0].iter().filter(|(k, _)| k.starts_with("x-key-"));
+    assert!(keys.clone().all(|(_, v)| v == "counted-value"));
+    assert_eq!(keys.count(), 8);
+    let fetched = aws.0.load(std::sync::atomic::Ordering::SeqCst);
+    let nine = approved(&run(&warden, "nine").await);
+    assert!(nine.starts_with("error="), "{nine}");
+    assert!(nine.contains("at most 8 are sent"), "{nine}");
+    assert_eq!(server.requests(), 1, "nothing more sent");
+    assert_eq!(
+        aws.0.load(std::sync::atomic::Ordering::SeqCst),
+        fetched,
+        "nothing read"
+    );
+
+    // Past the flow's two requests, a loop of sealed requests reads no secret: each turn
+    // is refused before its headers are filled in.
+    let fetched = aws.0.load(std::sync::atomic::Ordering::SeqCst);
+    let seen = approved(&run(&warden, "loop").await);
+    let answers: Vec<&str> = seen.split(" ;; ").collect();
+    assert_eq!(answers.len(), 20, "{seen}");
+    assert!(answers[..2].iter().all(|a| *a == "status=200"), "{seen}");
+    assert!(
+        answers[2..]
+            .iter()
+            .all(|a| a.starts_with("error=") && !a.contains("status=")),
+        "{seen}"
+    );
+    assert!(seen.contains("more than 2 HTTP requests"), "{seen}");
+    assert_eq!(
+        aws.0.load(std::sync::atomic::Ordering::SeqCst) - fetched,
+        2,
+        "one read per request sent"
+    );
 }
 
 /// Resolves no name, and says so as the network's transport does: quoting the origin and

@@ -7,6 +7,12 @@
 //! (`Forwarded`, `X-Forwarded-*`, `Proxy-*`) are refused with them, as are names that are not
 //! HTTP tokens and names or values holding a control character (CR and LF end a header).
 //!
+//! So are the names that ask a server to send its answer compressed or in pieces
+//! (`Accept-Encoding`, `Range`, `If-Range`): redaction looks for a secret's bytes in the
+//! answer as sent, and a value echoed back gzipped, or split across two ranges, would reach
+//! the plugin unrecognised. The host asks for `Accept-Encoding: identity` itself, and
+//! refuses an answer compressed regardless (`Content-Encoding`).
+//!
 //! A request carrying one is refused whole, before any connection, and the refusal recorded:
 //! sending it without the header would send a request the plugin did not write. The check
 //! runs on every header, text and sealed alike, before any [`Transport`](super::Transport)
@@ -68,6 +74,10 @@ const FRAMING: [&str; 8] = [
     "trailer",
 ];
 
+/// Names that would have the answer compressed or cut into pieces, out of redaction's sight
+/// (lowercase).
+const WHOLE_ANSWER: [&str; 3] = ["accept-encoding", "range", "if-range"];
+
 /// Names proxies route by, with the prefixes of their families (lowercase).
 const ROUTING: [&str; 1] = ["forwarded"];
 const ROUTING_PREFIXES: [&str; 2] = ["proxy-", "x-forwarded-"];
@@ -105,6 +115,12 @@ pub fn check_name(name: &str) -> Result<(), String> {
     if FRAMING.iter().any(is) {
         return Err(format!(
             "header `{}` is refused: warden frames the request and manages its connection",
+            shown()
+        ));
+    }
+    if WHOLE_ANSWER.iter().any(is) {
+        return Err(format!(
+            "header `{}` is refused: warden asks for whole, uncompressed answers, so that secret values in them can be redacted",
             shown()
         ));
     }
@@ -169,9 +185,17 @@ mod tests {
             "x-forwarded-proto",
             "Proxy-Authorization",
             "proxy-connection",
+            "Accept-Encoding",
+            "range",
+            "If-Range",
         ] {
             assert!(check_name(name).is_err(), "{name}");
         }
+        assert!(
+            check_name("Accept-Encoding")
+                .unwrap_err()
+                .contains("whole, uncompressed answers"),
+        );
         for name in [
             "Authorization",
             "X-Api-Key",

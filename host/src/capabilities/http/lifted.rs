@@ -1,11 +1,13 @@
 //! A request as the plugin passes it, read in its memory: measured there, and copied only
-//! once it is known to be within [`MAX_URL_BYTES`], [`MAX_HEADERS`], [`MAX_HEADER_BYTES`]
-//! and [`MAX_BODY_BYTES`] (see [`crate::runtime::lift`]).
+//! once it is known to be within [`MAX_URL_BYTES`], [`MAX_HEADERS`], [`MAX_HEADER_BYTES`],
+//! [`MAX_SEALED_HEADERS`] and [`MAX_BODY_BYTES`] (see [`crate::runtime::lift`]).
 
 use wasmtime::StoreContextMut;
 use wasmtime::component::{ComponentType, Lift, Resource, WasmList, WasmStr};
 
-use super::record::{MAX_BODY_BYTES, MAX_HEADER_BYTES, MAX_HEADERS, MAX_URL_BYTES};
+use super::record::{
+    MAX_BODY_BYTES, MAX_HEADER_BYTES, MAX_HEADERS, MAX_SEALED_HEADERS, MAX_URL_BYTES,
+};
 use crate::capabilities::secrets::SecretHandle;
 use crate::runtime::bindings::warden::plugin::http::{HeaderValue, Method, Request};
 use crate::runtime::instance::InstanceState;
@@ -86,6 +88,7 @@ pub fn take(store: &mut Store<'_>, view: RequestView) -> wasmtime::Result<Asked>
         query_text.push((k, v));
     }
     let mut header_bytes = 0;
+    let mut sealed = 0;
     let mut header_text = Vec::with_capacity(headers.len());
     for (name, value) in &headers {
         if header_bytes > MAX_HEADER_BYTES {
@@ -95,7 +98,10 @@ pub fn take(store: &mut Store<'_>, view: RequestView) -> wasmtime::Result<Asked>
         header_bytes += name.len();
         let value = match value {
             HeaderView::Text(text) => Some(text.to_str(memory)?),
-            HeaderView::Sealed(_) => None,
+            HeaderView::Sealed(_) => {
+                sealed += 1;
+                None
+            }
         };
         header_bytes += value.as_ref().map_or(0, |text| text.len());
         header_text.push((name, value));
@@ -108,6 +114,10 @@ pub fn take(store: &mut Store<'_>, view: RequestView) -> wasmtime::Result<Asked>
     } else if header_bytes > MAX_HEADER_BYTES {
         return Ok(asked(Err(format!(
             "the headers are at least {header_bytes} bytes; at most {MAX_HEADER_BYTES} are sent"
+        ))));
+    } else if sealed > MAX_SEALED_HEADERS {
+        return Ok(asked(Err(format!(
+            "the request has {sealed} headers with sealed values; at most {MAX_SEALED_HEADERS} are sent"
         ))));
     } else if body > MAX_BODY_BYTES {
         return Ok(asked(Err(format!(

@@ -275,15 +275,20 @@ impl HttpView<'_> {
         self.instance.reached_network = false;
         let allowed = self.instance.flow.limits.http_requests;
         let asked_headers = std::mem::take(&mut request.headers);
-        let result = match self.outgoing_headers(asked_headers).await? {
-            Err(refused) => Err(refused),
-            Ok(_) if self.instance.sent >= allowed => Err(CallError::Http(self.instance.refuse(
-                format!("more than {allowed} HTTP requests in one event (limits.http_requests)"),
-            ))),
-            Ok(headers) => {
-                self.instance.sent += 1;
-                let answer = self.instance.execute(request, parsed, headers).await;
-                answer.map_err(CallError::Http)
+        // Counted before any sealed value is read: a plugin looping past its limit must not
+        // have the host ask AWS for a secret on each turn.
+        let result = if self.instance.sent >= allowed {
+            Err(CallError::Http(self.instance.refuse(format!(
+                "more than {allowed} HTTP requests in one event (limits.http_requests)"
+            ))))
+        } else {
+            match self.outgoing_headers(asked_headers).await? {
+                Err(refused) => Err(refused),
+                Ok(headers) => {
+                    self.instance.sent += 1;
+                    let answer = self.instance.execute(request, parsed, headers).await;
+                    answer.map_err(CallError::Http)
+                }
             }
         };
         // Errors after a hop went out may quote what a server chose (a redirect's target):
@@ -527,6 +532,18 @@ impl HttpInstance {
                     }
                     continue;
                 }
+            }
+            // Redaction reads the body as sent: a compressed one would hide an echoed value.
+            let compressed = response.headers.iter().any(|(name, coding)| {
+                name.eq_ignore_ascii_case("content-encoding")
+                    && !coding.trim_ascii().is_empty()
+                    && !coding.trim_ascii().eq_ignore_ascii_case(b"identity")
+            });
+            if compressed {
+                return Err(HttpError::Invalid(format!(
+                    "the response from {} is compressed (Content-Encoding), though warden asked for it uncompressed so that secret values in it can be redacted",
+                    origin(&url)
+                )));
             }
             // The whole body at once, so no value escapes by being split across chunks.
             let redactor = self.redactor();

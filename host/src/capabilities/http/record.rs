@@ -21,6 +21,12 @@ pub const MAX_HEADER_BYTES: usize = 16 << 10;
 /// The most headers a request may carry (each is host memory even when empty).
 pub const MAX_HEADERS: usize = 256;
 
+/// The most headers with sealed values a request may carry. A sealed value is the secret's
+/// (up to 64 KiB), filled in by the host: it counts for nothing in [`MAX_HEADER_BYTES`],
+/// which a plugin could otherwise use to learn the value's length, so this bounds what one
+/// handle repeated could make the host hold and send.
+pub const MAX_SEALED_HEADERS: usize = 8;
+
 /// The largest request body a plugin may send.
 pub const MAX_BODY_BYTES: usize = 1 << 20;
 

@@ -299,6 +299,11 @@ fn request(hop: &HopRequest<'_>) -> Result<hyper::Request<RequestBody>, Transpor
     if !headers.contains_key(header::ACCEPT) {
         headers.insert(header::ACCEPT, HeaderValue::from_static("*/*"));
     }
+    // Uncompressed, so redaction sees what the server sent (`http/headers.rs`).
+    headers.insert(
+        header::ACCEPT_ENCODING,
+        HeaderValue::from_static("identity"),
+    );
     *request.headers_mut() = headers;
     Ok(request)
 }

@@ -205,6 +205,26 @@ fn act_on(event: &Event, action: &str) -> Result<Decision> {
             });
             to_decision(event, sent.map(|r| format!("status={}", r.status())))
         }
+        // `<alias>|<url>|<headers>|<requests>`: `requests` GETs, each with the alias's first
+        // secret sealed under `headers` names (`X-Key-0`, ...); approves with each one's
+        // status or error, separated by ` ;; `.
+        "http-sealed-many" => {
+            let [alias, url, headers, requests] = fields(arg)?;
+            let integration = integration(alias)?;
+            let secret = integration.secret(0)?;
+            let mut seen = Vec::new();
+            for _ in 0..requests.parse::<usize>()? {
+                let mut request = http::get(url);
+                for i in 0..headers.parse::<usize>()? {
+                    request = request.header_secret(format!("X-Key-{i}"), secret);
+                }
+                seen.push(match request.send() {
+                    Ok(r) => format!("status={}", r.status()),
+                    Err(e) => format!("error={e}"),
+                });
+            }
+            Ok(Decision::approve(seen.join(" ;; ")))
+        }
         // `<url>|<guess>`: sends `guess` where the host refuses it before anything goes out
         // (in a header name, and as the host of a URL with no scheme warden speaks), and
         // approves with whether each error showed the guess as sent: `header:as-sent
