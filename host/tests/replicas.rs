@@ -459,6 +459,77 @@ signing_secret = "signing"
     kill(b);
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn a_replica_without_a_channel_leaves_its_notifications_to_the_one_that_has_it() {
+    let Some(url) = test_cluster::database().await else {
+        return;
+    };
+    const KEY: &str = "signing-key-for-replica-tests";
+    let receiver = Receiver::start(KEY, 0).await;
+    // Replica a has the channel (its receiver failing, so the row waits between attempts);
+    // replica b runs a config without it, as in a rolling change or after a refused reload.
+    let (with, without) = (Scratch::new(), Scratch::new());
+    with.write("signing.key", KEY);
+    let channel = format!(
+        r#"notify = {{ waiting = ["hook"] }}
+
+[secrets.signing]
+source = "file"
+path = "signing.key"
+
+[channels.hook]
+type = "webhook"
+url = "{}"
+signing_secret = "signing"
+"#,
+        receiver.url("/fail/hook")
+    );
+    write_config(&with, url.as_str(), &channel);
+    write_config(&without, url.as_str(), "");
+    let (a, b) = (start(&with, "a"), start(&without, "b"));
+    let http = reqwest::Client::new();
+    let made = post(
+        &http,
+        format!("{}/v1/flows/manual/requests", a.url),
+        new_request("n@example.com"),
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(made.status, 201);
+    let id = made.body.unwrap()["id"].as_str().unwrap().to_string();
+    // Five attempts, 250 ms, 0.5, 1 and 2 s apart: b looks at the outbox every second
+    // meanwhile, and gave the row up at its first look before.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while receiver.got().len() < 5 {
+        let history = get(&http, &format!("{}/v1/requests/{id}", b.url)).await["history"].clone();
+        let given_up = history
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["kind"] == "notification");
+        assert!(given_up.is_none(), "given up: {given_up:?}");
+        assert!(
+            Instant::now() < deadline,
+            "{} attempts arrived",
+            receiver.got().len()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let history = get(&http, &format!("{}/v1/requests/{id}", a.url)).await["history"].clone();
+    assert_eq!(
+        count(
+            history.as_array().unwrap(),
+            "notification",
+            "channel",
+            "hook"
+        ),
+        0
+    );
+    kill(a);
+    kill(b);
+}
+
 #[tokio::test]
 async fn check_and_hook_run_on_the_postgresql_store() {
     let Some(url) = test_cluster::database().await else {

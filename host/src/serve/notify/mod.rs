@@ -15,7 +15,7 @@
 
 pub mod message;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -40,6 +40,11 @@ const BATCH: usize = 32;
 /// The first retry's wait; each further one doubles, up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_millis(250);
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
+/// How long past due a notification of a channel this replica has never had waits, untaken,
+/// before the replica gives it up. Another replica's config may have that channel (a rolling
+/// change, or a reload refused on this one), and a replica delivering a channel takes each of
+/// its rows within a second of its being due, even behind a backlog well within an hour.
+const UNKNOWN_CHANNEL_GRACE: Duration = Duration::from_secs(3600);
 
 /// The claims' side of the outbox: which channels a flow's event goes to, and a wake for
 /// the delivery tasks after a commit that left rows.
@@ -134,9 +139,12 @@ pub async fn run(
         }
     };
     let mut running: BTreeMap<String, tokio::task::JoinHandle<()>> = BTreeMap::new();
+    // Every channel this replica's config has had since it started.
+    let mut known = BTreeSet::new();
     loop {
         let warden = outbox.warden.load_full();
         let channels = &warden.config().channels;
+        known.extend(channels.keys().cloned());
         running.retain(|_, task| !task.is_finished());
         for name in channels.keys() {
             if !running.contains_key(name) {
@@ -151,7 +159,7 @@ pub async fn run(
                 running.insert(name.clone(), task);
             }
         }
-        orphans(store.as_ref(), &metrics, channels).await;
+        orphans(store.as_ref(), &metrics, channels, &known).await;
         tokio::select! {
             _ = stop.cancelled() => break,
             _ = tokio::time::sleep(POLL) => {}
@@ -163,11 +171,16 @@ pub async fn run(
     }
 }
 
-/// Gives up notifications for channels no longer in the config: nothing can deliver them.
+/// Gives up notifications, due and taken by no replica, for channels not in the config:
+/// at once for a channel a reload here removed (nothing can deliver them); for one this
+/// replica never had, only past [`UNKNOWN_CHANNEL_GRACE`], as another replica's newer (or
+/// older) config may route to it and deliver them meanwhile. Rows a replica holds are left
+/// to it.
 async fn orphans(
     store: &dyn Backend,
     metrics: &Metrics,
     channels: &BTreeMap<String, Arc<Channel>>,
+    known: &BTreeSet<String>,
 ) {
     let depth = match store.outbox_depth().await {
         Ok(depth) => depth,
@@ -180,11 +193,25 @@ async fn orphans(
         if channels.contains_key(&channel) {
             continue;
         }
+        let removed_here = known.contains(&channel);
+        let now = now_ms();
+        let due_before = if removed_here {
+            now
+        } else {
+            now - UNKNOWN_CHANNEL_GRACE.as_millis() as i64
+        };
         let due = store
-            .outbox_take(&channel, i64::MAX, BATCH, now_ms() + lease(Duration::ZERO))
+            .outbox_take(&channel, due_before, BATCH, now + lease(Duration::ZERO))
             .await;
         for n in due.unwrap_or_default() {
-            let error = format!("channel `{channel}` is no longer in the config");
+            let error = if removed_here {
+                format!("channel `{channel}` is no longer in the config")
+            } else {
+                format!(
+                    "channel `{channel}` is not in the config, and no replica took the notification within {} minutes of its being due",
+                    UNKNOWN_CHANNEL_GRACE.as_secs() / 60
+                )
+            };
             give_up(store, metrics, n, 0, error).await;
         }
     }
@@ -218,7 +245,7 @@ async fn channel_loop(
     let mut wake = outbox.wake.subscribe();
     loop {
         wake.mark_unchanged();
-        // Removed by a reload: the manager gives its rows up.
+        // Removed by a reload: the manager gives its rows up as they come due.
         let Some(timeout) = outbox
             .warden
             .load()
@@ -251,6 +278,12 @@ async fn channel_loop(
                 sending = Sending::now(&outbox, &name);
             }
             let Some(sending) = &sending else {
+                // The rest of the batch is handed back, due now, for the manager to give up
+                // rather than left held until the batch's lease runs out.
+                let left: Vec<i64> = std::iter::once(n.seq).chain(due.map(|n| n.seq)).collect();
+                if let Err(e) = store.outbox_hand_back(&left, now_ms()).await {
+                    tracing::error!(channel = %name, "notifications: {e}");
+                }
                 return;
             };
             let seq = n.seq;
