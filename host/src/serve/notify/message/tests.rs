@@ -76,6 +76,22 @@ fn a_webhook_body_has_every_field_and_secrets_taken_out() {
 }
 
 #[test]
+fn a_reason_a_person_wrote_is_sent_as_written_so_it_tests_no_guess_of_a_secret() {
+    let n = notification(
+        NotifyEvent::Decided,
+        json!({
+            "flow": "f", "requester": "a@x.com", "state": "denied", "decision": "deny",
+            "reason": "is it hunter2-secret?", "actor": "b@x.com", "at": 0,
+        }),
+    );
+    let knows = Redactor::new(vec![SecretValue::new("hunter2-secret")]);
+    let doc: serde_json::Value = serde_json::from_slice(&webhook_body(&n, None, &knows)).unwrap();
+    assert_eq!(doc["reason"], "is it hunter2-secret?");
+    let slack = slack_body(&n, None, &knows);
+    assert_eq!(slack, slack_body(&n, None, &Redactor::default()));
+}
+
+#[test]
 fn a_slack_message_escapes_what_a_requester_wrote() {
     let n = notification(
         NotifyEvent::Waiting,
