@@ -489,6 +489,43 @@ async fn sign_in_says_one_thing_for_a_wrong_token_and_is_rate_limited() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn session_cookies_naming_no_session_are_limited_per_address_as_unknown_tokens_are() {
+    let c = Console::start().await;
+    let carol = c.session(CAROL).await;
+    let home = |from: &'static str, cookie: String| {
+        c.http
+            .get(c.url("/"))
+            .header("x-forwarded-for", from)
+            .header("cookie", cookie)
+            .send()
+    };
+    // Each costs a read of the store: 20 a minute from one address (the default of
+    // `serve.unknown_tokens_per_minute`), as unknown API tokens are.
+    for n in 0..20 {
+        let forged = format!("warden_session={n:064x}");
+        assert_eq!(home("10.9.9.9", forged).await.unwrap().status(), 303, "{n}");
+    }
+    let limited = home("10.9.9.9", format!("warden_session={:064x}", 99))
+        .await
+        .unwrap();
+    assert_eq!(limited.status(), 429);
+    assert_eq!(limited.headers()["retry-after"], "60");
+    // Past it, no cookie from there is looked up, a live session's neither, and its API
+    // tokens are not compared: one count, whichever door. Other addresses go on.
+    assert_eq!(home("10.9.9.9", carol.clone()).await.unwrap().status(), 429);
+    let api = c
+        .http
+        .get(c.url("/v1/requests"))
+        .header("x-forwarded-for", "10.9.9.9")
+        .bearer_auth(CAROL)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(api.status(), 429);
+    assert_eq!(home("10.8.8.8", carol).await.unwrap().status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn sign_ins_with_a_right_token_are_limited_per_user_from_whatever_address() {
     let c = Console::start().await;
     let sign_in = |from: String, token: &str| {

@@ -719,6 +719,20 @@ async fn a_reload_swaps_plugins_while_running_hooks_finish_on_the_old_one() {
 async fn beyond_max_in_flight_requests_are_refused_with_retry_after() {
     let web = TestServer::start().await;
     let h = Harness::start("max_in_flight = 1", &slow_flows(&web, "/slow?ms=1000")).await;
+    // Bob signed in to the console before the only slot is taken.
+    let browser = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let signed_in = browser
+        .post(h.url("/signin"))
+        .body(format!("token={BOB}&next=%2F"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(signed_in.status(), 303);
+    let bob = signed_in.headers()["set-cookie"].to_str().unwrap();
+    let bob = bob.split(';').next().unwrap().to_string();
     let url = h.url("/v1/flows/slow/requests");
     let http = h.http.clone();
     let first = tokio::spawn(async move {
@@ -743,12 +757,29 @@ async fn beyond_max_in_flight_requests_are_refused_with_retry_after() {
         let stranger = h.send("POST", path, token, Some(json!({}))).await;
         assert_eq!(stranger.status, 401, "{token:?}: {}", stranger.text);
     }
+    // The console alike: a page takes a slot once its session is found. The sign-in form,
+    // the stylesheet and a cookie naming no session are answered; a signed-in page is busy.
+    let page = |path: &str, cookie: &str| {
+        browser
+            .get(h.url(path))
+            .header("cookie", cookie.to_string())
+            .send()
+    };
+    for path in ["/signin", "/console.css"] {
+        assert_eq!(page(path, "").await.unwrap().status(), 200, "{path}");
+    }
+    let forged = format!("warden_session={}", "a".repeat(64));
+    assert_eq!(page("/", &forged).await.unwrap().status(), 303);
+    let busy = page("/", &bob).await.unwrap();
+    assert_eq!(busy.status(), 503);
+    assert_eq!(busy.headers()["retry-after"], "1");
     // Health and metrics stay reachable, and metrics count the request holding the slot.
     assert_eq!(h.send("GET", "/healthz", None, None).await.status, 200);
     assert_eq!(metric(&h.metrics().await, "warden_api_in_flight"), 1.0);
     assert_eq!(first.await.unwrap().status, 201);
     assert_eq!(metric(&h.metrics().await, "warden_api_in_flight"), 0.0);
     assert_eq!(h.submit("slow", ALICE, json!({})).await.status, 201);
+    assert_eq!(page("/", &bob).await.unwrap().status(), 200);
     h.stop().await;
 }
 

@@ -28,7 +28,7 @@ use super::throttle::{PerAddress, PerUser};
 use crate::store::requests::{Cursor, ListQuery as StoreListQuery, State as RequestState};
 
 /// Seconds a client is told to wait when warden is at `max_in_flight`.
-const RETRY_AFTER_SECONDS: &str = "1";
+pub(crate) const RETRY_AFTER_SECONDS: &str = "1";
 /// Seconds a client is told to wait when the store failed (a database restarting).
 const STORE_RETRY_AFTER_SECONDS: &str = "2";
 const MAX_IDEMPOTENCY_KEY_BYTES: usize = 200;

@@ -9,6 +9,7 @@ use axum::extract::{RawQuery, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::Response;
 
+use super::browser::Browser;
 use super::forms::{self, Form};
 use super::pages::{self, Notice};
 use super::session::{self, SessionsFull};
@@ -87,14 +88,10 @@ pub(super) async fn sign_in_page(RawQuery(query): RawQuery) -> Response {
 /// Sign-in never shows which part of a token was wrong, and counts attempts per address.
 pub(super) async fn sign_in(
     State(c): State<Console>,
-    headers: HeaderMap,
+    headers: Browser,
     request: Request,
 ) -> Response {
-    let addr = crate::serve::throttle::request_client(
-        &headers,
-        request.extensions(),
-        c.app.warden.current().config(),
-    );
+    let addr = headers.client;
     let limit = c.app.warden.current().config().serve.max_body_bytes;
     let body = axum::body::to_bytes(request.into_body(), limit.min(forms::MAX_FORM_BYTES))
         .await
@@ -189,7 +186,7 @@ fn set_cookie(response: &mut Response, id: Option<&str>, secure: bool) {
 
 pub(super) async fn logout(
     State(c): State<Console>,
-    headers: HeaderMap,
+    headers: Browser,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let who = match c.signed_in(&headers).await {

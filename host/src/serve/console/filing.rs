@@ -5,9 +5,10 @@
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::Response;
 
+use super::browser::Browser;
 use super::forms::{self, Form};
 use super::pages::{self, Notice};
 use super::{Console, SignedIn, error_page, page_for, path_segment, redirect, session};
@@ -15,7 +16,7 @@ use crate::config::Role;
 use crate::serve::api::{ApiError, detached};
 use crate::serve::lifecycle::Submission;
 
-pub(super) async fn new_index(State(c): State<Console>, headers: HeaderMap) -> Response {
+pub(super) async fn new_index(State(c): State<Console>, headers: Browser) -> Response {
     let who = match c.viewer(&headers, || "/new".into(), None).await {
         Ok(who) => who,
         Err(page) => return page,
@@ -70,7 +71,7 @@ fn new_form_page(
 
 pub(super) async fn new_form(
     State(c): State<Console>,
-    headers: HeaderMap,
+    headers: Browser,
     Path(flow): Path<String>,
 ) -> Response {
     let back = || format!("/new/{}", path_segment(&flow));
@@ -83,7 +84,7 @@ pub(super) async fn new_form(
 
 pub(super) async fn submit(
     State(c): State<Console>,
-    headers: HeaderMap,
+    headers: Browser,
     Path(flow): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {

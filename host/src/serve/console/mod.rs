@@ -9,12 +9,14 @@
 //! what it does is audited the same way.
 
 mod auth;
+mod browser;
 mod filing;
 mod forms;
 mod pages;
 mod session;
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use axum::Router;
 use axum::body::Bytes;
@@ -34,6 +36,7 @@ use super::lifecycle::RequestView;
 use crate::store::StoreError;
 use crate::store::requests::{ListQuery, State as RequestState, now_ms};
 use auth::{check_csrf, read_form};
+use browser::Browser;
 use forms::Form;
 use pages::{Decide, Notice, Who};
 use session::Session;
@@ -57,6 +60,10 @@ struct Console {
 }
 
 /// The console's routes, with the API's in-flight bound and the pages' security headers.
+///
+/// A page takes one of `serve.max_in_flight` slots once its session is found, for as long as
+/// it is answered (held by [`SignedIn`]): the sign-in form, the stylesheet and a browser
+/// with no live session take none, so strangers cannot turn callers away with `503`.
 pub(crate) fn router(app: Arc<App>, max_body_bytes: usize) -> Router<Arc<App>> {
     // A form is read whole before its session is known; each is small, and none takes from
     // the budget the API's callers share (`bodies::Bodies`).
@@ -78,7 +85,6 @@ pub(crate) fn router(app: Arc<App>, max_body_bytes: usize) -> Router<Arc<App>> {
         .route("/new/{flow}", get(filing::new_form).post(filing::submit))
         .route("/audit", get(audit))
         .layer(middleware::from_fn(security_headers))
-        .layer(middleware::from_fn_with_state(app, api::limit_in_flight))
         .layer(middleware::from_fn_with_state(
             bodies,
             super::bodies::body_first,
@@ -121,11 +127,13 @@ async fn stylesheet() -> Response {
         .into_response()
 }
 
-/// A signed-in browser: its session and who its token names in the config now serving.
+/// A signed-in browser: its session and who its token names in the config now serving,
+/// holding one of `serve.max_in_flight` slots while its page is answered.
 struct SignedIn {
     id: String,
     session: Session,
     caller: Caller,
+    _slot: tokio::sync::OwnedSemaphorePermit,
 }
 
 impl SignedIn {
@@ -143,7 +151,7 @@ impl Console {
     /// page to answer with (sign-in, or the error page).
     async fn posted_form(
         &self,
-        headers: &HeaderMap,
+        headers: &Browser,
         body: Result<Bytes, BytesRejection>,
     ) -> Result<(SignedIn, Form), Response> {
         let Some(who) = self.signed_in(headers).await? else {
@@ -159,7 +167,7 @@ impl Console {
     /// `back` gives (and `query`) afterwards; the page to answer with if the store cannot say.
     async fn viewer(
         &self,
-        headers: &HeaderMap,
+        headers: &Browser,
         back: impl FnOnce() -> String,
         query: Option<&str>,
     ) -> Result<SignedIn, Response> {
@@ -170,8 +178,9 @@ impl Console {
     }
 
     /// Who the request's session cookie signs in, if anyone; the page to answer with if the
-    /// store cannot say.
-    async fn signed_in(&self, headers: &HeaderMap) -> Result<Option<SignedIn>, Response> {
+    /// store cannot say, the address has sent too many cookies naming no session, or every
+    /// `max_in_flight` slot is taken.
+    async fn signed_in(&self, headers: &Browser) -> Result<Option<SignedIn>, Response> {
         let now = now_ms();
         let warden = self.app.warden.current();
         let tokens = &warden.config().serve.tokens;
@@ -182,6 +191,14 @@ impl Console {
             .filter_map(|v| v.to_str().ok());
         // Collected (two at most) so no borrowing iterator is held across the reads below.
         let ids: Vec<&str> = session::session_ids(cookies, self.secure(headers)).collect();
+        if ids.is_empty() {
+            return Ok(None);
+        }
+        // Cookies naming no session count as unknown tokens do: each cost a read of the store.
+        let misses = self.app.token_failures.as_ref();
+        if misses.is_some_and(|limit| limit.check(headers.client, Instant::now()).is_err()) {
+            return Err(browser::too_many_misses());
+        }
         for id in ids {
             let Some(session) = session::get(&**store, id, now).await.map_err(unavailable)? else {
                 continue;
@@ -195,11 +212,22 @@ impl Console {
                 user: token.user.clone(),
                 role: token.role,
             };
+            let Ok(slot) = self.app.in_flight.clone().try_acquire_owned() else {
+                return Err(browser::busy());
+            };
             return Ok(Some(SignedIn {
                 id: id.to_string(),
                 session,
                 caller,
+                _slot: slot,
             }));
+        }
+        if misses.is_some_and(|limit| limit.count(headers.client, Instant::now())) {
+            tracing::warn!(
+                addr = %headers.client,
+                "serve.unknown_tokens_per_minute unknown tokens or session cookies from one address within {}s: its session cookies are not looked up until then",
+                api::TOKEN_FAILURE_WINDOW.as_secs()
+            );
         }
         Ok(None)
     }
@@ -310,7 +338,7 @@ fn to_sign_in(path: &str, query: Option<&str>) -> Response {
     redirect(&format!("/signin?next={next}"))
 }
 
-async fn list(State(c): State<Console>, headers: HeaderMap, RawQuery(query): RawQuery) -> Response {
+async fn list(State(c): State<Console>, headers: Browser, RawQuery(query): RawQuery) -> Response {
     let who = match c.viewer(&headers, || "/".into(), query.as_deref()).await {
         Ok(who) => who,
         Err(page) => return page,
@@ -472,7 +500,7 @@ fn decide_on(config: &crate::config::Config, who: &SignedIn, view: &RequestView)
 
 async fn show(
     State(c): State<Console>,
-    headers: HeaderMap,
+    headers: Browser,
     Path(id): Path<String>,
     RawQuery(query): RawQuery,
 ) -> Response {
@@ -486,7 +514,7 @@ async fn show(
 
 async fn decide(
     State(c): State<Console>,
-    headers: HeaderMap,
+    headers: Browser,
     Path(id): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
@@ -533,7 +561,7 @@ async fn decide(
 
 async fn revoke(
     State(c): State<Console>,
-    headers: HeaderMap,
+    headers: Browser,
     Path(id): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
@@ -566,11 +594,7 @@ async fn revoke(
     }
 }
 
-async fn audit(
-    State(c): State<Console>,
-    headers: HeaderMap,
-    RawQuery(query): RawQuery,
-) -> Response {
+async fn audit(State(c): State<Console>, headers: Browser, RawQuery(query): RawQuery) -> Response {
     let who = match c
         .viewer(&headers, || "/audit".into(), query.as_deref())
         .await
