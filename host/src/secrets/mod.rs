@@ -29,6 +29,10 @@ use crate::secrets::redact::Redactor;
 /// shorter.
 const AWS_OPERATION_TIMEOUT: Duration = Duration::from_secs(5);
 const AWS_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long after a failed read of a secret its uses see that failure again rather than ask
+/// AWS: a hook looping on a sealed header while AWS refuses would otherwise ask on every turn
+/// (and AWS throttles the account's calls, every flow's alike).
+const FAILED_READ_QUIET: Duration = Duration::from_secs(1);
 /// The largest answer to `GetSecretValue` read: a secret holds at most 64 KiB, which its
 /// JSON answer escapes at worst six bytes for one (`\u0000`), with a few hundred bytes
 /// of names and dates around it.
@@ -53,12 +57,19 @@ struct Cached {
     fetched_at: Instant,
 }
 
+/// One AWS secret's last good value, and its last failed read (when, and why) if later.
+#[derive(Default)]
+struct Slot {
+    cached: Option<Cached>,
+    failed: Option<(Instant, String)>,
+}
+
 /// App-wide: shared by every flow and event of a `Warden`.
 pub struct SecretStore {
     fetcher: Arc<dyn SecretFetcher>,
     clock: Clock,
     /// Per secret id, so one slow fetch holds up only users of that secret.
-    cached: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<Cached>>>>>,
+    cached: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Slot>>>>,
     served: RwLock<Served>,
 }
 
@@ -95,10 +106,13 @@ impl SecretStore {
             if let SecretSource::AwsSecretsManager(_) = secret.source {
                 cached.insert(
                     secret.id.clone(),
-                    Arc::new(tokio::sync::Mutex::new(Some(Cached {
-                        value: secret.value.clone(),
-                        fetched_at: secret.loaded_at,
-                    }))),
+                    Arc::new(tokio::sync::Mutex::new(Slot {
+                        cached: Some(Cached {
+                            value: secret.value.clone(),
+                            fetched_at: secret.loaded_at,
+                        }),
+                        failed: None,
+                    })),
                 );
             }
         }
@@ -132,39 +146,52 @@ impl SecretStore {
             .entry(secret.id.clone())
             .or_default()
             .clone();
-        let mut cached = slot.lock().await;
+        let mut slot = slot.lock().await;
         let asked_at = (self.clock)();
         let age = |c: &Cached| asked_at.saturating_duration_since(c.fetched_at);
-        if let Some(c) = cached.as_ref()
+        if let Some(c) = slot.cached.as_ref()
             && age(c) < aws.cache_ttl / 2
         {
             return Ok(c.value.clone());
         }
-        let fetched = self
-            .fetcher
-            .fetch(aws)
-            .await
-            .and_then(|raw| apply_json_key(aws, raw));
-        match fetched {
-            Ok(value) => {
-                let value = SecretValue::new(value);
-                self.remember(&secret.id, &value);
-                *cached = Some(Cached {
-                    value: value.clone(),
-                    fetched_at: asked_at,
-                });
-                Ok(value)
-            }
-            Err(error) => match cached.as_ref() {
-                Some(c) if age(c) < aws.cache_ttl => {
+        let quiet = slot
+            .failed
+            .as_ref()
+            .filter(|(at, _)| asked_at.saturating_duration_since(*at) < FAILED_READ_QUIET);
+        let fetched = match quiet {
+            Some((_, error)) => Err(error.clone()),
+            None => {
+                let fetched = self
+                    .fetcher
+                    .fetch(aws)
+                    .await
+                    .and_then(|raw| apply_json_key(aws, raw));
+                slot.failed = fetched.as_ref().err().map(|e| (asked_at, e.clone()));
+                if let (Err(error), Some(c)) = (&fetched, &slot.cached)
+                    && age(c) < aws.cache_ttl
+                {
                     tracing::warn!(
                         secret = %secret.id,
                         "cannot refresh secret `{}` from AWS Secrets Manager ({error}); using the value fetched {}s ago",
                         secret.id,
                         age(c).as_secs()
                     );
-                    Ok(c.value.clone())
                 }
+                fetched
+            }
+        };
+        match fetched {
+            Ok(value) => {
+                let value = SecretValue::new(value);
+                self.remember(&secret.id, &value);
+                slot.cached = Some(Cached {
+                    value: value.clone(),
+                    fetched_at: asked_at,
+                });
+                Ok(value)
+            }
+            Err(error) => match slot.cached.as_ref() {
+                Some(c) if age(c) < aws.cache_ttl => Ok(c.value.clone()),
                 Some(c) => Err(SecretUnavailable(format!(
                     "secret `{}` (AWS Secrets Manager `{}`): {error}; the value fetched {}s ago has expired (cache_seconds = {})",
                     secret.id,

@@ -137,9 +137,44 @@ async fn a_failed_refresh_serves_the_last_good_value_until_it_expires() {
         "secret `rotating` (AWS Secrets Manager `main/rotating`): AWS is down; the value fetched 61s ago has expired (cache_seconds = 60)"
     );
 
-    // AWS back: served again, and fresh.
+    // AWS back: served again, and fresh, once a second has passed since the failure.
     aws.set(Ok("better"));
+    clock.advance(Duration::from_secs(1));
     assert_eq!(value(&store, &config, "rotating").await.unwrap(), "better");
+}
+
+#[tokio::test]
+async fn a_failed_read_is_not_asked_again_for_a_second() {
+    let aws = FakeAws::new("good");
+    let config = config(&aws, "");
+    let (store, clock) = store(&config, aws.clone());
+    aws.set(Err("AWS is down"));
+    // Past half the TTL: each use would ask AWS. The first does; the rest, within a second
+    // of its failure, are served as it was (the last good value, still within its TTL).
+    clock.advance(Duration::from_secs(31));
+    for _ in 0..50 {
+        assert_eq!(value(&store, &config, "rotating").await.unwrap(), "good");
+    }
+    assert_eq!(aws.calls(), 2, "read at load, then once");
+    clock.advance(Duration::from_millis(999));
+    value(&store, &config, "rotating").await.unwrap();
+    assert_eq!(aws.calls(), 2);
+    clock.advance(Duration::from_millis(1));
+    value(&store, &config, "rotating").await.unwrap();
+    assert_eq!(aws.calls(), 3, "asked again a second after the failure");
+    // Past the TTL, the quiet failure is the error, naming why.
+    clock.advance(Duration::from_secs(30));
+    assert_eq!(
+        value(&store, &config, "rotating")
+            .await
+            .unwrap_err()
+            .split(';')
+            .next(),
+        Some("secret `rotating` (AWS Secrets Manager `main/rotating`): AWS is down")
+    );
+    let calls = aws.calls();
+    assert!(value(&store, &config, "rotating").await.is_err());
+    assert_eq!(aws.calls(), calls);
 }
 
 #[tokio::test]
@@ -183,6 +218,9 @@ cache_seconds = 0
     assert_eq!(aws.calls(), 3);
     aws.set(Err("down"));
     assert!(value(&store, &text_config, "rotating").await.is_err());
+    // A failure is not asked again for a second, even with nothing cached to serve.
+    assert!(value(&store, &text_config, "rotating").await.is_err());
+    assert_eq!(aws.calls(), 4);
 }
 
 #[tokio::test]
