@@ -26,6 +26,11 @@ struct Harness {
 /// Starts `warden serve` with three tokens (alice requests, bob approves, carol is an
 /// admin), the signing key and the Slack URL as secrets, and `rest` (channels and flows).
 async fn start(slack_url: &str, rest: &str) -> Harness {
+    start_on("path = \"warden.db\"", slack_url, rest).await
+}
+
+/// [`start`] with `store`, the lines of its `[store]` table.
+async fn start_on(store: &str, slack_url: &str, rest: &str) -> Harness {
     let scratch = Scratch::new();
     for (name, token) in [("alice", ALICE), ("bob", BOB), ("carol", CAROL)] {
         scratch.write(&format!("tokens/{name}"), format!("{token}\n"));
@@ -35,7 +40,7 @@ async fn start(slack_url: &str, rest: &str) -> Harness {
     scratch.config(&format!(
         r#"
 [store]
-path = "warden.db"
+{store}
 
 [serve]
 public_url = "{PUBLIC_URL}/"
@@ -584,5 +589,73 @@ async fn a_channel_a_reload_removes_sends_nothing_more_of_the_batch_it_was_sendi
     tokio::time::sleep(Duration::from_millis(3500)).await;
     let sent = sent();
     assert!(sent <= 3, "{sent} sent to a channel the reload removed");
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reload_lengthening_a_channels_timeout_mid_batch_has_the_rest_taken_again_held_longer() {
+    // Holds are PostgreSQL's: there, another replica takes the rows once a hold runs out.
+    let Some(url) = warden::store::test_cluster::database().await else {
+        return;
+    };
+    let receiver = Receiver::start(SIGNING_KEY, 0).await;
+    let config = format!(
+        "[channels.slow]\ntype = \"webhook\"\nurl = {:?}\nsigning_secret = \"signing\"\n\
+         timeout_ms = 500\n{}",
+        receiver.url("/hang/slow"),
+        probe_flow("human", "continue", "waiting = [\"slow\"]"),
+    );
+    let store = format!("url = {:?}", url.as_str());
+    let h = start_on(&store, &receiver.url("/ok/slack"), &config).await;
+    let attempts = |n: usize| {
+        move |got: &[Received]| got.iter().filter(|r| r.path == "/hang/slow").count() >= n
+    };
+    // The first is taken alone; the four filed while it hangs are the next batch, held for
+    // 32 attempts of 0.5 s and 30 s more (46 s) from when it is taken.
+    h.submit("human", json!({})).await;
+    receiver
+        .wait_until(WITHIN, "a first attempt", attempts(1))
+        .await;
+    for _ in 0..4 {
+        h.submit("human", json!({})).await;
+    }
+    receiver
+        .wait_until(WITHIN, "the next batch's first attempt", attempts(2))
+        .await;
+    // Each attempt may now take a minute: the batch's next would outlast its hold, and
+    // another replica would take and send the rows meanwhile.
+    let path = h.scratch.path().join("warden.toml");
+    let text = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("timeout_ms = 500", "timeout_ms = 60000");
+    std::fs::write(&path, text).unwrap();
+    h.call("/v1/admin/reload", CAROL, Some(json!({}))).await;
+    let (db, connection) = tokio_postgres::connect(url.as_str(), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let deadline = tokio::time::Instant::now() + WITHIN;
+    loop {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64;
+        let holds: Vec<i64> = db
+            .query("SELECT next_at FROM outbox WHERE channel = 'slow'", &[])
+            .await
+            .unwrap()
+            .iter()
+            .map(|row| row.get(0))
+            .collect();
+        // Taken again, held for 32 attempts of a minute.
+        if holds.iter().filter(|at| **at - now > 32 * 60_000).count() >= 3 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not taken again: {holds:?} at {now}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     h.stop().await;
 }

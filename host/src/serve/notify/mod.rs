@@ -257,7 +257,8 @@ async fn channel_loop(
             return;
         };
         let now = now_ms();
-        let taken = store.outbox_take(&name, now, BATCH, now + lease(timeout));
+        let held_until = now + lease(timeout);
+        let taken = store.outbox_take(&name, now, BATCH, held_until);
         let due = match taken.await {
             Ok(due) => due,
             Err(e) => {
@@ -265,7 +266,7 @@ async fn channel_loop(
                 Vec::new()
             }
         };
-        let full = due.len() == BATCH;
+        let mut full = due.len() == BATCH;
         let mut due = due.into_iter();
         let mut sending: Option<Sending> = None;
         while let Some(n) = due.next() {
@@ -287,6 +288,18 @@ async fn channel_loop(
                 return;
             };
             let seq = n.seq;
+            // An attempt that could outlast the hold (a reload lengthened the channel's
+            // timeout) is not made: this row and the rest are handed back, due now, to be
+            // taken again held as long as the channel now needs. Past the hold another
+            // replica may take them, and both would send.
+            if now_ms() + sending.channel.timeout.as_millis() as i64 > held_until {
+                let left: Vec<i64> = std::iter::once(seq).chain(due.map(|n| n.seq)).collect();
+                if let Err(e) = store.outbox_hand_back(&left, now_ms()).await {
+                    tracing::error!(channel = %name, "notifications: {e}");
+                }
+                full = true;
+                break;
+            }
             // A stop does not wait for a receiver: this row and the rest of the batch are
             // given back, to be delivered after the restart (or by another replica).
             tokio::select! {
