@@ -113,15 +113,19 @@ async fn a_rotated_password_is_used_for_new_connections_and_the_last_one_when_aw
         loaded_at: Instant::now(),
     });
     let aws = Arc::new(Answer(Mutex::new(Ok("second".into()))));
+    let now = Arc::new(Mutex::new(Instant::now()));
+    let clock = now.clone();
     let secrets = SecretStore::with(
         &BTreeMap::from([("db".to_string(), secret.clone())]),
         aws.clone(),
-        Arc::new(Instant::now),
+        Arc::new(move || *clock.lock().unwrap()),
     );
     let password = Password::with(secret, secrets);
     assert_eq!(password.current().await.expose(), "second");
     *aws.0.lock().unwrap() = Err("AWS Secrets Manager is unreachable".into());
     assert_eq!(password.current().await.expose(), "second");
+    // AWS back: its answer is used once a failed read is a second old.
     *aws.0.lock().unwrap() = Ok("third".into());
+    *now.lock().unwrap() += Duration::from_secs(1);
     assert_eq!(password.current().await.expose(), "third");
 }
