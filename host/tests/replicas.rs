@@ -20,8 +20,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::json;
 use warden::store::test_cluster;
-use warden_tests::Scratch;
 use warden_tests::receiver::Receiver;
+use warden_tests::{Scratch, artifacts, toml_path};
 
 use setup::*;
 
@@ -528,6 +528,49 @@ signing_secret = "signing"
     );
     kill(a);
     kill(b);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_plugins_reason_or_error_holding_a_nul_is_stored_on_postgresql() {
+    // PostgreSQL's text cannot hold a NUL: a plugin's reason, or its error, that held one
+    // failed the request's step, its fail-closed path too.
+    let Some(url) = test_cluster::database().await else {
+        return;
+    };
+    let scratch = Scratch::new();
+    let probe = toml_path(artifacts::PROBE);
+    let flows = format!(
+        "\n[flows.nul-reason]\nenvironment = \"main\"\nplugin = {probe}\n\
+         vars = {{ action = \"approve:on\\u0000call\" }}\n\
+         \n[flows.nul-error]\nenvironment = \"main\"\nplugin = {probe}\n\
+         vars = {{ action = \"no\\u0000such\" }}\n"
+    );
+    write_config(&scratch, url.as_str(), &flows);
+    let a = start(&scratch, "a");
+    let http = reqwest::Client::new();
+    let submit = |flow: &str| {
+        post(
+            &http,
+            format!("{}/v1/flows/{flow}/requests", a.url),
+            new_request("n@example.com"),
+            None,
+        )
+    };
+    let approved = submit("nul-reason").await.unwrap();
+    assert_eq!(approved.status, 201);
+    let approved = approved.body.unwrap();
+    assert_eq!(approved["state"], "escalated", "{approved}");
+    assert_eq!(approved["reason"], "on\u{fffd}call");
+    let failed = submit("nul-error").await.unwrap();
+    assert_eq!(failed.status, 201);
+    let failed = failed.body.unwrap();
+    assert_eq!(failed["state"], "pending", "{failed}");
+    let history = failed["history"].to_string();
+    assert!(
+        history.contains("unknown action `no\u{fffd}such`"),
+        "{history}"
+    );
+    kill(a);
 }
 
 #[tokio::test]

@@ -101,7 +101,8 @@ pub(crate) fn classify(
 
 /// A failure's message as kept: its causes may quote what the plugin passed, of any length.
 fn cut_message(text: &str) -> String {
-    crate::runtime::budget::cut(text, crate::runtime::budget::MAX_MESSAGE_BYTES).into_owned()
+    let cut = crate::runtime::budget::cut(text, crate::runtime::budget::MAX_MESSAGE_BYTES);
+    crate::runtime::lift::without_nul(cut.into_owned())
 }
 
 #[cfg(test)]

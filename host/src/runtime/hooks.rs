@@ -5,7 +5,7 @@ use std::str::FromStr;
 
 use serde::Serialize;
 
-use crate::runtime::bindings::types::{Decision as WitDecision, Hook, Step};
+use crate::runtime::bindings::types::{Hook, Step};
 
 /// Declares [`HookName`] from one list: each hook's variant (the WIT `hook` case of the same
 /// name, so [`HookName::from_wit`] is checked exhaustively by the compiler), the name operators
@@ -121,33 +121,6 @@ pub enum Decision {
 }
 
 impl Decision {
-    pub fn from_wit(decision: WitDecision) -> Self {
-        // A NUL is shown as U+FFFD: a reason is stored as text, and PostgreSQL's text cannot
-        // hold one (writing it would fail the request's step).
-        let bounded = |text: Option<String>| {
-            text.map(|t| {
-                let t = if t.contains('\0') {
-                    t.replace('\0', "\u{fffd}")
-                } else {
-                    t
-                };
-                truncate(t, MAX_REASON_BYTES)
-            })
-        };
-        match decision {
-            WitDecision::Continue => Self::Continue,
-            WitDecision::Approve(reason) => Self::Approve {
-                reason: bounded(reason),
-            },
-            WitDecision::Deny(reason) => Self::Deny {
-                reason: bounded(reason),
-            },
-            WitDecision::Ignore(message) => Self::Ignore {
-                message: bounded(message),
-            },
-        }
-    }
-
     pub fn kind(&self) -> &'static str {
         match self {
             Self::Continue => "continue",
@@ -242,28 +215,5 @@ mod tests {
         assert!(!Decision::Approve { reason: None }.allowed_for(HookName::OnApprove));
         assert!(deny.allowed_for(HookName::AfterEscalate));
         assert!(Decision::Continue.allowed_for(HookName::OnDeescalate));
-    }
-
-    #[test]
-    fn long_reasons_are_truncated_on_a_char_boundary() {
-        let d = Decision::from_wit(WitDecision::Approve(Some("é".repeat(5000))));
-        let Decision::Approve { reason: Some(r) } = d else {
-            panic!()
-        };
-        assert!(
-            r.len() <= MAX_REASON_BYTES && r.ends_with("more bytes)"),
-            "{r}"
-        );
-    }
-
-    #[test]
-    fn a_plugins_reason_keeps_no_nul() {
-        let decision = Decision::from_wit(WitDecision::Approve(Some("on\0call".into())));
-        assert_eq!(
-            decision,
-            Decision::Approve {
-                reason: Some("on\u{fffd}call".into())
-            }
-        );
     }
 }

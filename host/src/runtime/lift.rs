@@ -236,9 +236,21 @@ impl Answer {
     }
 }
 
-/// A reason or an error as the report keeps it: cut to [`budget::MAX_MESSAGE_BYTES`].
+/// A reason or an error as the report keeps it: cut to [`budget::MAX_MESSAGE_BYTES`], a NUL
+/// shown as U+FFFD ([`without_nul`]).
 pub fn message(text: &Message) -> String {
-    text.0.cut(budget::MAX_MESSAGE_BYTES).into_owned()
+    without_nul(text.0.cut(budget::MAX_MESSAGE_BYTES).into_owned())
+}
+
+/// `text` with each NUL shown as U+FFFD: what the report keeps of a plugin's text is stored
+/// as text (a reason, a failure in the request's history), and PostgreSQL's text cannot hold
+/// a NUL: writing one would fail the request's step, fail-closed path and all.
+pub fn without_nul(text: String) -> String {
+    if text.contains('\0') {
+        text.replace('\0', "\u{fffd}")
+    } else {
+        text
+    }
 }
 
 /// The hooks a plugin says it implements (`list<hook>`), read in place while lifting: each
