@@ -92,6 +92,36 @@ fn warden_test_prints_a_line_per_case_the_failures_and_a_summary() {
 }
 
 #[test]
+fn a_test_file_named_bare_from_its_own_folder_finds_its_body_files() {
+    let scratch = Scratch::new();
+    scratch.write("suite/fixtures/user.json", "{}");
+    scratch.write(
+        "suite/probe.toml",
+        format!(
+            "[[mock]]\nmethod = \"GET\"\nurl = \"https://api.example.com/user\"\n\
+             respond = {{ body_file = \"fixtures/user.json\" }}\n{SUITE}"
+        ),
+    );
+    let out = warden(
+        &[
+            "test",
+            "probe.toml",
+            "--plugin",
+            artifacts::PROBE,
+            "--filter",
+            "approves",
+        ],
+        &scratch.path().join("suite"),
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).ends_with("\n1 passed, 0 failed\n"),
+        "{}",
+        text(&out)
+    );
+}
+
+#[test]
 fn warden_test_fails_when_it_finds_no_cases() {
     let scratch = Scratch::new();
     let out = warden(&["test"], scratch.path());

@@ -280,6 +280,55 @@ expect = {{ decision = "deny" }}
 }
 
 #[test]
+fn warden_test_escapes_an_events_name_and_a_plugin_files_name() {
+    // Text checked by no one on its way to the report: an event's `name` quoted in the
+    // error that refuses it, and the plugin's own file name in the error of a plugin that
+    // cannot start.
+    let scratch = Scratch::new();
+    scratch.write(
+        "suite/event.toml",
+        format!(
+            "[event]\nname = {}\nuser = {{ email = \"alice@example.com\" }}\n\n\
+             [[case]]\nname = \"event\"\nvars = {{ action = \"approve:ok\" }}\n\
+             expect = {{ decision = \"approve\" }}\n",
+            toml_string(FORGED)
+        ),
+    );
+    let report = failing_suite_of(&scratch, artifacts::RAW, 1);
+    assert_escaped(
+        "warden test's report of an event's name",
+        &report,
+        "`name` is `line1\\n",
+    );
+
+    let junk = scratch
+        .path()
+        .join(format!("junk{FORGED}.wasm").replace(['\n', '/'], "_"));
+    std::fs::write(&junk, "not a component").unwrap();
+    let report = failing_suite_of(&scratch, junk.to_str().unwrap(), 1);
+    assert!(report.contains("junkline1_2026"), "{report}");
+    assert!(report.contains("\\x1b[31m red"), "{report}");
+    if let Some(c) = report.chars().find(|c| *c != '\n' && c.is_control()) {
+        panic!("a control character ({c:?}) reached the report:\n{report}");
+    }
+}
+
+fn failing_suite_of(scratch: &Scratch, plugin: &str, failed: usize) -> String {
+    let output = Command::new(env!("CARGO_BIN_EXE_warden"))
+        .args(["test", "suite", "--plugin", plugin])
+        .current_dir(scratch.path())
+        .output()
+        .expect("run warden test");
+    let report = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert_eq!(output.status.code(), Some(1), "{report}");
+    assert!(
+        report.ends_with(&format!("\n0 passed, {failed} failed\n")),
+        "{report}"
+    );
+    report
+}
+
+#[test]
 fn warden_test_reports_a_test_files_own_text_escaped() {
     // A test file is the plugin's, maybe someone else's: what it expects is quoted back
     // escaped, as the plugin's text is.

@@ -248,7 +248,11 @@ pub fn load_file(file: &Path, plugin: Option<&Path>) -> Result<Vec<Case>, LoadEr
             "no test cases: a test file needs at least one [[case]]".into(),
         ));
     }
-    let base = file.parent().unwrap_or(Path::new("."));
+    // A bare file name's parent is the empty path, which names no folder to look in.
+    let base = file
+        .parent()
+        .filter(|parent| !parent.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     let file_mocks = spec
         .mock
         .iter()
@@ -560,6 +564,12 @@ fn body_file(base: &Path, path: &str) -> Result<Vec<u8>, String> {
         &mut body,
     )
     .map_err(|e| format!("body_file {shown}: {e}"))?;
+    // It grew between the look and the read.
+    if body.len() as u64 > MAX_BODY_FILE_BYTES {
+        return Err(format!(
+            "body_file {shown} is over {MAX_BODY_FILE_BYTES} bytes"
+        ));
+    }
     Ok(body)
 }
 

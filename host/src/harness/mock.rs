@@ -297,7 +297,7 @@ impl MockTransport {
                     seen.body
                         .and_then(|b| serde_json::from_slice::<serde_json::Value>(b).ok())
                         .is_some_and(|b| b == *json),
-                    format!("JSON {json}"),
+                    format!("JSON {}", escape_control(&json.to_string())),
                 ),
             };
             let got = match seen.body {

@@ -120,7 +120,7 @@ impl RunSummary {
             let _ = writeln!(out, "error {shown}");
         }
         for note in &self.cache_notes {
-            let _ = writeln!(out, "note {note}");
+            let _ = writeln!(out, "note {}", escape_control(note));
         }
         for r in &self.results {
             let _ = writeln!(
@@ -134,13 +134,16 @@ impl RunSummary {
         }
         for r in self.results.iter().filter(|r| !r.passed()) {
             let _ = writeln!(out, "\n--- {} › {}", file(r), escape_control(&r.name));
+            // Each is escaped where it is made (its own line breaks are the report's), and
+            // again here, line by line, so that no control character a check along the way
+            // did not foresee reaches the terminal raw. Escaping twice changes nothing.
             for failure in &r.failures {
-                let _ = writeln!(out, "{failure}");
+                let _ = writeln!(out, "{}", escape_control_by_line(failure));
             }
             if !r.logs.is_empty() {
                 let _ = writeln!(out, "the run's log:");
                 for line in &r.logs {
-                    let _ = writeln!(out, "  {line}");
+                    let _ = writeln!(out, "  {}", escape_control(line));
                 }
             }
         }

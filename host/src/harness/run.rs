@@ -164,14 +164,21 @@ pub async fn run_case(case: &Case, engine: &SharedEngine) -> CaseResult {
     let secret_store = Arc::new(crate::secrets::SecretStore::new(&config.secrets));
     let warden = match Warden::start_with(config, store.clone(), secret_store, options).await {
         Ok(w) => w,
-        Err(e) => return CaseResult::failed(case, started, format!("cannot start: {e}")),
+        Err(e) => {
+            let error = escape_control(&e.to_string()).into_owned();
+            return CaseResult::failed(case, started, format!("cannot start: {error}"));
+        }
     };
     let report = match warden
         .run_hook(flow_name(case), case.hook, &case.event)
         .await
     {
         Ok(report) => report,
-        Err(e) => return CaseResult::failed(case, started, e.to_string()),
+        // It may quote the test file's event (its name, a field's) as written.
+        Err(e) => {
+            let error = escape_control(&e.to_string()).into_owned();
+            return CaseResult::failed(case, started, error);
+        }
     };
     let stored = store.all_identities().map(|all| {
         all.into_iter()
@@ -471,14 +478,42 @@ fn check_refusals(case: &Case, report: &HookReport, failures: &mut Vec<String>) 
     }
 }
 
+/// Cells (expected × actual lines) past which two lists are not diffed line by line: a test
+/// file may expect, and store before its run, tens of thousands of identities, and the table
+/// a diff fills would take gigabytes.
+const MAX_DIFF_CELLS: usize = 1 << 20;
+/// Lines of a diff shown; the rest are counted.
+const MAX_DIFF_LINES: usize = 200;
+/// Lines of each list shown when they are too long to diff.
+const UNDIFFED_LINES: usize = 20;
+
 /// A line diff of two short lists: common lines with two spaces, `-` only expected, `+`
-/// only actual.
+/// only actual; at most [`MAX_DIFF_LINES`] of it. Lists too long to diff are counted, and
+/// the first lines of each shown.
 fn diff_lines(
     expected: &[String],
     actual: &[String],
     same: impl Fn(&str, &str) -> bool,
 ) -> Vec<String> {
     let (n, m) = (expected.len(), actual.len());
+    if n.saturating_mul(m) > MAX_DIFF_CELLS {
+        let mut out = vec![format!(
+            "(expected {n} lines, got {m}: too many to compare line by line; the first of each)"
+        )];
+        out.extend(
+            expected
+                .iter()
+                .take(UNDIFFED_LINES)
+                .map(|line| format!("- {}", escape_control(line))),
+        );
+        out.extend(
+            actual
+                .iter()
+                .take(UNDIFFED_LINES)
+                .map(|line| format!("+ {}", escape_control(line))),
+        );
+        return out;
+    }
     let mut lcs = vec![vec![0usize; m + 1]; n + 1];
     for i in (0..n).rev() {
         for j in (0..m).rev() {
@@ -492,6 +527,12 @@ fn diff_lines(
     let (mut i, mut j) = (0, 0);
     let mut out = Vec::new();
     while i < n || j < m {
+        if out.len() == MAX_DIFF_LINES {
+            out.push(format!(
+                "... and the rest of {n} expected and {m} got lines"
+            ));
+            break;
+        }
         if i < n && j < m && same(&expected[i], &actual[j]) {
             out.push(format!("  {}", escape_control(&actual[j])));
             i += 1;
@@ -516,5 +557,26 @@ mod tests {
         let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
         let out = diff_lines(&s(&["a", "b", "c"]), &s(&["a", "c", "d"]), |a, b| a == b);
         assert_eq!(out, ["  a", "- b", "  c", "+ d"]);
+    }
+
+    #[test]
+    fn lists_too_long_to_diff_are_counted_and_a_diff_is_cut_short() {
+        let lines =
+            |prefix: &str, n: usize| (0..n).map(|i| format!("{prefix}{i}")).collect::<Vec<_>>();
+        // 40,000 × 40,000 lines would fill a table of 1.6e9 cells.
+        let out = diff_lines(&lines("a", 40_000), &lines("b", 40_000), |a, b| a == b);
+        assert_eq!(out.len(), 1 + 2 * UNDIFFED_LINES);
+        assert_eq!(
+            out[0],
+            "(expected 40000 lines, got 40000: too many to compare line by line; the first of each)"
+        );
+        assert_eq!((out[1].as_str(), out[21].as_str()), ("- a0", "+ b0"));
+        // Short enough to diff, too long to show whole.
+        let out = diff_lines(&lines("a", 1000), &lines("b", 1000), |a, b| a == b);
+        assert_eq!(out.len(), MAX_DIFF_LINES + 1);
+        assert_eq!(
+            out[MAX_DIFF_LINES],
+            "... and the rest of 1000 expected and 1000 got lines"
+        );
     }
 }
