@@ -280,27 +280,28 @@ pub enum SetOutcome {
 }
 
 impl fmt::Display for SetOutcome {
+    /// Every part escaped: a plugin persisted some of them (`identities.persist` checks only
+    /// their length and NUL), and none may start a line or reach the terminal raw.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            SetOutcome::Created(i) => write!(
-                f,
-                "created {}:{} of {}: {}",
-                i.service, i.service_id, i.email, i.user_id
-            ),
+        let (what, i, previous) = match self {
+            SetOutcome::Created(i) => ("created", i, None),
             SetOutcome::Updated {
                 identity: i,
                 previous_user_id,
-            } => write!(
-                f,
-                "updated {}:{} of {}: {previous_user_id} -> {}",
-                i.service, i.service_id, i.email, i.user_id
-            ),
-            SetOutcome::Unchanged(i) => write!(
-                f,
-                "unchanged {}:{} of {}: {}",
-                i.service, i.service_id, i.email, i.user_id
-            ),
+            } => ("updated", i, Some(previous_user_id)),
+            SetOutcome::Unchanged(i) => ("unchanged", i, None),
+        };
+        write!(
+            f,
+            "{what} {}:{} of {}: ",
+            escape_control(&i.service),
+            escape_control(&i.service_id),
+            escape_control(&i.email)
+        )?;
+        if let Some(previous) = previous {
+            write!(f, "{} -> ", escape_control(previous))?;
         }
+        write!(f, "{}", escape_control(&i.user_id))
     }
 }
 

@@ -5,6 +5,7 @@
 use std::fmt;
 use std::io::Write;
 
+use crate::cli::escape::escape_control;
 use crate::store::{StoreChange, StoredIdentity};
 
 /// The line a record starts on. The csv reader counts a record from the end of the one
@@ -70,29 +71,29 @@ impl ImportPlan {
             .collect()
     }
 
+    /// The plan, a line a change. Emails and ids are escaped: a plugin persisted some of
+    /// them (`identities.persist` checks only their length and NUL), and none may start a
+    /// line of its own or reach the terminal raw.
     pub fn write(&self, out: &mut dyn Write) -> std::io::Result<()> {
         for email in &self.new_users {
-            writeln!(out, "create user   {email}")?;
+            writeln!(out, "create user   {}", escape_control(email))?;
         }
         for i in &self.created {
-            writeln!(
-                out,
-                "create        {} {}:{} = {}",
-                i.email, i.service, i.service_id, i.user_id
-            )?;
+            writeln!(out, "create        {}", Shown(i))?;
         }
         for (i, previous) in &self.updated {
             writeln!(
                 out,
-                "update        {} {}:{} = {} (was {previous})",
-                i.email, i.service, i.service_id, i.user_id
+                "update        {} (was {})",
+                Shown(i),
+                escape_control(previous)
             )?;
         }
         for i in &self.kept {
             writeln!(
                 out,
-                "keep          {} {}:{} = {} (empty cell; delete with `warden users delete-identity`)",
-                i.email, i.service, i.service_id, i.user_id
+                "keep          {} (empty cell; delete with `warden users delete-identity`)",
+                Shown(i)
             )?;
         }
         writeln!(
@@ -103,6 +104,23 @@ impl ImportPlan {
             self.updated.len(),
             self.unchanged.len(),
             self.kept.len()
+        )
+    }
+}
+
+/// An identity as `EMAIL SERVICE:SERVICE_ID = USER_ID`, each part escaped.
+struct Shown<'a>(&'a StoredIdentity);
+
+impl fmt::Display for Shown<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let i = self.0;
+        write!(
+            f,
+            "{} {}:{} = {}",
+            escape_control(&i.email),
+            escape_control(&i.service),
+            escape_control(&i.service_id),
+            escape_control(&i.user_id)
         )
     }
 }

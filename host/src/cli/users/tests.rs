@@ -347,6 +347,33 @@ fn identities_a_plugin_persisted_with_control_characters_list_on_one_line() {
         "{listed}"
     );
     assert!(!listed.contains('\x1b'), "{listed}");
+
+    // Nor where an import plans to keep it, or a set-identity replaces it.
+    let plan = users
+        .plan_import("sym:cloud,custom:aaabbcccddee\nalice@example.com,\n", false)
+        .unwrap();
+    let mut out = Vec::new();
+    plan.write(&mut out).unwrap();
+    let planned = String::from_utf8(out).unwrap();
+    assert_eq!(planned.lines().count(), 2, "{planned}");
+    assert!(
+        planned.contains("= alice\\nmallory@example.com  admin\\x1b[2J (empty cell"),
+        "{planned}"
+    );
+    let replaced = users
+        .set_identity(
+            "alice@example.com",
+            "custom",
+            "aaabbcccddee",
+            "alice",
+            false,
+        )
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        replaced,
+        "updated custom:aaabbcccddee of alice@example.com: alice\\nmallory@example.com  admin\\x1b[2J -> alice"
+    );
 }
 
 #[test]
