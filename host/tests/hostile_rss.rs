@@ -84,6 +84,14 @@ fn warden(dir: &Path, args: &[&str]) -> String {
 
 /// The peak resident set of a process that ran one event of `flow`.
 fn peak(dir: &Path, config: &Path, event: &Path, flow: &str) -> u64 {
+    let answer = bench_one(dir, config, event, flow);
+    answer["peak_rss_bytes"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no peak_rss_bytes in {answer}"))
+}
+
+/// `warden bench`'s report of one event of `flow`, in a process of its own.
+fn bench_one(dir: &Path, config: &Path, event: &Path, flow: &str) -> Value {
     let config = config.to_str().unwrap();
     let event = event.to_str().unwrap();
     let args = [
@@ -97,10 +105,7 @@ fn peak(dir: &Path, config: &Path, event: &Path, flow: &str) -> u64 {
         "--iterations",
         "1",
     ];
-    let answer: Value = serde_json::from_str(&warden(dir, &args)).unwrap();
-    answer["peak_rss_bytes"]
-        .as_u64()
-        .unwrap_or_else(|| panic!("no peak_rss_bytes in {answer}"))
+    serde_json::from_str(&warden(dir, &args)).unwrap()
 }
 
 #[test]
@@ -136,5 +141,58 @@ fn huge_strings_grow_the_host_by_the_plugins_memory_not_another_copy() {
         over.is_empty(),
         "over memory_mib + {SLACK_MIB} MiB ({} MiB): {over:?}",
         limit / MIB
+    );
+}
+
+#[test]
+fn a_pollable_listed_millions_of_times_grows_the_host_by_the_plugins_memory_only() {
+    // The `raw` plugin asks `wasi:io/poll.poll` to wait on one pollable listed 6 million
+    // times (24 MiB of its memory). Lifted whole, each entry would take some 40 bytes of the
+    // host's; wasmtime bounds what a call may lift (its hostcall fuel, 128 MiB) and the
+    // borrows it may lend (the store's handle limit, `budget::MAX_HANDLES`), so the call
+    // fails at once, the plugin's fault.
+    let scratch = Scratch::new();
+    let mut text =
+        "[store]\npath = \"warden.db\"\n\n[cache]\ndir = \"cache\"\n\n[environments.main]\n"
+            .to_string();
+    for (name, action) in [
+        ("calm", "continue"),
+        ("few", "poll:3"),
+        ("many", "poll:6000000"),
+    ] {
+        text.push_str(&format!(
+            "\n[flows.{name}]\nenvironment = \"main\"\nplugin = {}\nvars = {{ action = {action:?} }}\nlimits = {{ memory_mib = {MEMORY_MIB}, timeout_ms = 120000 }}\n",
+            toml_path(artifacts::RAW)
+        ));
+    }
+    let config = scratch.config(&text);
+    let event = scratch.write(
+        "event.json",
+        r#"{"user":{"email":"alice@example.com"},"fields":{}}"#,
+    );
+    warden(
+        scratch.path(),
+        &["check", "--config", config.to_str().unwrap()],
+    );
+    // A short list is polled as ever.
+    let few = bench_one(scratch.path(), &config, &event, "few");
+    assert_eq!(few["decisions"]["approve"], 1, "{few}");
+    let calm = peak(scratch.path(), &config, &event, "calm");
+    let many = bench_one(scratch.path(), &config, &event, "many");
+    let grown = many["peak_rss_bytes"]
+        .as_u64()
+        .unwrap()
+        .saturating_sub(calm);
+    assert!(
+        grown <= (MEMORY_MIB + SLACK_MIB) * MIB,
+        "the host grew by {} MiB",
+        grown / MIB
+    );
+    // Refused, the plugin's fault: the request goes to a human.
+    assert_eq!(many["failures"], 1, "{many}");
+    let failed = many["failed"].to_string();
+    assert!(
+        failed.contains("the plugin misused the interface"),
+        "{many}"
     );
 }

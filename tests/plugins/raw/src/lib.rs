@@ -14,6 +14,9 @@
 //!   outside linear memory.
 //! - `random:<len>`: asks `wasi:random` for `len` bytes in one call (imported by hand: the
 //!   standard library asks for a few) and approves with how many came.
+//! - `poll:<n>`: asks `wasi:io/poll.poll` (imported by hand) to wait on one pollable, a
+//!   zero-length clock subscription, repeated `n` times in one list, and approves with how
+//!   many indexes came back.
 //! - `forge:<text>`: puts `text` everywhere a plugin's text reaches the host's output: a log
 //!   line, stdout, stderr, a secret id and an integration alias (both refused), a query
 //!   value, header and body sent to `https://api.example.com/forge`, and the error it
@@ -109,6 +112,15 @@ impl Guest for Raw {
                     timeout_ms: None,
                 });
                 Err(arg.to_string())
+            }
+            "poll" => {
+                let n: usize = arg
+                    .parse()
+                    .map_err(|_| format!("poll: not a count: {arg}"))?;
+                Ok(Decision::Approve(Some(format!(
+                    "{} ready",
+                    raw::poll_repeated(n)
+                ))))
             }
             "random" => {
                 let len: u64 = arg
@@ -250,6 +262,38 @@ mod raw {
     unsafe extern "C" {
         #[link_name = "get-random-bytes"]
         fn raw_get_random_bytes(len: i64, list: *mut usize);
+    }
+
+    #[cfg(target_arch = "wasm32")]
+    #[link(wasm_import_module = "wasi:clocks/monotonic-clock@0.2.6")]
+    unsafe extern "C" {
+        #[link_name = "subscribe-duration"]
+        fn raw_subscribe_duration(nanoseconds: i64) -> i32;
+    }
+
+    #[cfg(target_arch = "wasm32")]
+    #[link(wasm_import_module = "wasi:io/poll@0.2.6")]
+    unsafe extern "C" {
+        #[link_name = "poll"]
+        fn raw_poll(handles: *const i32, len: usize, list: *mut usize);
+    }
+
+    /// How many indexes one `poll` of a single pollable repeated `n` times gave.
+    pub fn poll_repeated(n: usize) -> usize {
+        #[cfg(target_arch = "wasm32")]
+        {
+            // SAFETY: the host returns a pollable's handle; it reads `n` handles at the
+            // vector's pointer and writes the answer's pointer and length into `list`.
+            unsafe {
+                let pollable = raw_subscribe_duration(0);
+                let handles = vec![pollable; n];
+                let mut list = [0usize; 2];
+                raw_poll(handles.as_ptr(), n, list.as_mut_ptr());
+                list[1]
+            }
+        }
+        #[cfg(not(target_arch = "wasm32"))]
+        panic!("raw: no host to call ({n})")
     }
 
     /// How many bytes one `get-random-bytes(len)` call gave (the list is leaked: the
