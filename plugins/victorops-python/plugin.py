@@ -28,6 +28,11 @@ from warden import persist_user_identity
 # point elsewhere (a proxy, a stand-in for tests).
 DEFAULT_API_URL = "https://api.victorops.com"
 
+# warden: the Rust plugin (plugins/victorops) reads flow vars that narrow whose being on call
+# counts; the seed has none, and this port does not read them. A flow that sets one fails
+# here rather than approving engineers on call outside the teams or policies it names.
+NARROWING_VARS = ("victorops_teams", "victorops_policies")
+
 
 # Completed: the guide shows this function's body only, with `event`, `api_path` and
 # `params` free.
@@ -90,6 +95,13 @@ def is_requester_on_call(event):
 @hook
 def on_request(event):
     """If the requester is on-call, auto-approve their requests"""
+    # warden: see NARROWING_VARS.
+    narrowing = [name for name in NARROWING_VARS if event.flow.vars.get(name, "").strip()]
+    if narrowing:
+        raise RuntimeError(
+            f"flow vars {', '.join(narrowing)} are read by the Rust VictorOps plugin, "
+            "not by this port of the seed"
+        )
     if is_requester_on_call(event):
         original_reason = event.payload.fields["reason"]
         return ApprovalTemplate.approve(

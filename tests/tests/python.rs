@@ -69,7 +69,7 @@ async fn warden_test_runs_the_ports_test_file() {
     let file = python::repo_root().join("plugins/victorops-python/tests/victorops.toml");
     let summary = warden::harness::run(&RunOptions::new([file]).plugin(plugin)).await;
     summary.assert_passed();
-    assert_eq!(summary.results.len(), 9);
+    assert_eq!(summary.results.len(), 10);
 }
 
 #[tokio::test(flavor = "multi_thread")]
