@@ -784,6 +784,63 @@ async fn beyond_max_in_flight_requests_are_refused_with_retry_after() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn an_escalation_the_store_refused_to_write_is_finished_while_warden_runs() {
+    // `on_escalate` runs (and may grant access) after the approval is written and before
+    // the escalation and its end are: a write refused there left the request approved, its
+    // access without an end, until a restart.
+    let web = TestServer::start().await;
+    let flow = format!(
+        "[flows.esc]\nenvironment = \"main\"\nplugin = {}\nallowed_hosts = [{:?}]\n\
+         vars = {{ action = \"approve:on call\", escalate_action = \"http:GET {}/slow?ms=500\" }}\n",
+        toml_path(artifacts::PROBE),
+        web.origin(),
+        web.origin()
+    );
+    let h = Harness::start("", &flow).await;
+    let (http, url) = (h.http.clone(), h.url("/v1/flows/esc/requests"));
+    let submitted = tokio::spawn(async move {
+        let body = json!({ "fields": { "duration": { "seconds": 3600 } } });
+        reply(
+            http.post(url)
+                .bearer_auth(ALICE)
+                .header("content-type", "application/json")
+                .body(body.to_string())
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await
+    });
+    // While `on_escalate` waits on the server, another process takes the store's write lock
+    // and holds it past warden's busy timeout.
+    wait_for_hit(&web).await;
+    let db = rusqlite::Connection::open(h.scratch.path().join("warden.db")).unwrap();
+    db.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let refused = submitted.await.unwrap();
+    db.execute_batch("ROLLBACK").unwrap();
+    assert_eq!(refused.status, 503, "{}", refused.text);
+    let listed = h.send("GET", "/v1/requests", Some(CAROL), None).await;
+    let id = listed.body["requests"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(h.get(&id).await["state"], "approved");
+    // Finished without a restart (the expiry sleeper looks at least every 30 s): escalated,
+    // with its end.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let request = h.get(&id).await;
+        if request["state"] == "escalated" {
+            assert!(!request["expires_at"].is_null(), "{request}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{request}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn shutdown_finishes_hooks_in_flight_and_keeps_their_result() {
     let web = TestServer::start().await;
     let mut h = Harness::start("", &slow_flows(&web, "/slow?ms=800")).await;

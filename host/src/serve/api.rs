@@ -205,7 +205,7 @@ impl From<LifecycleError> for ApiError {
         // above for the operator, not told to whoever holds a token.
         let message = match &e {
             LifecycleError::Store(_) => {
-                "the store is unavailable or refused the change; nothing was changed, try again"
+                "the store is unavailable or refused a change; what was written before it stands, and warden finishes a step it cut short; retry with the same Idempotency-Key"
                     .to_string()
             }
             _ => e.to_string(),

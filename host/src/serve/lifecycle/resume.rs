@@ -1,6 +1,8 @@
-//! Requests no operation is finishing: those a stop or a crash cut short (resumed at start,
-//! and with replicas sharing the store, whenever a dead replica's claims run out), and
-//! escalated access whose time ran out (the expiry sleeper).
+//! Requests no operation is finishing: those a stop, a crash or a failed write cut short
+//! (resumed at start, and while warden runs: on one process's SQLite store, those whose
+//! operation ended with a write the store refused; with replicas sharing the store, also
+//! those whose replica died and whose claims ran out), and escalated access whose time ran
+//! out (the expiry sleeper).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -37,7 +39,7 @@ impl Lifecycle {
                     to: State::Pending,
                     decision: "continue".into(),
                     reason: Some(
-                        "warden stopped while this request's hooks ran; failing closed: a human decides"
+                        "this request's step was cut short while its hooks ran (warden stopped, or the store refused a write); failing closed: a human decides"
                             .into(),
                     ),
                     actor: WARDEN.into(),
@@ -66,12 +68,12 @@ impl Lifecycle {
         Ok(touched)
     }
 
-    /// With replicas sharing the store: resumes requests a dead replica left, at most once
-    /// a lease's length.
+    /// Resumes requests no operation holds in a passing state, at most once half a lease's
+    /// length: with replicas sharing the store, those a dead replica left; on any store,
+    /// those whose operation ended on a write the store refused (a full disk, a lock held
+    /// past the busy timeout), which would otherwise wait for a restart: a request never
+    /// reaching a human, or access granted by `on_escalate` with no end written.
     async fn resume_abandoned(&self) {
-        if !self.store.shared() {
-            return;
-        }
         let lease = Duration::from_millis(CLAIM_LEASE_MS as u64);
         {
             let mut last = self.last_resume.lock().unpoisoned();
@@ -82,8 +84,8 @@ impl Lifecycle {
         }
         match self.recover().await {
             Ok(0) => {}
-            Ok(resumed) => tracing::info!(resumed, "resumed requests another replica left"),
-            Err(e) => tracing::error!("resuming requests another replica left: {e}"),
+            Ok(resumed) => tracing::info!(resumed, "resumed requests an operation left"),
+            Err(e) => tracing::error!("resuming requests an operation left: {e}"),
         }
     }
 

@@ -27,8 +27,11 @@ impl Plugin for Probe {
         }
     }
 
-    fn on_escalate(_event: &Event) -> Result<Decision> {
-        Ok(Decision::deny("probe denies escalation"))
+    fn on_escalate(event: &Event) -> Result<Decision> {
+        match event.var("escalate_action") {
+            Some(action) => act_on(event, action),
+            None => Ok(Decision::deny("probe denies escalation")),
+        }
     }
 }
 
