@@ -520,6 +520,30 @@ async fn an_idempotency_key_makes_a_retry_return_the_first_request() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn an_idempotency_key_reused_for_another_user_of_the_same_email_is_refused() {
+    let h = Harness::standard().await;
+    // Filed for someone, the key's request is theirs as hooks see them: the same email with
+    // another username is another request.
+    let for_alice = |username: &str| {
+        h.send_with(
+            "POST",
+            "/v1/flows/human/requests",
+            Some(CAROL),
+            Some(json!({
+                "requester": { "email": "alice@example.com", "username": username },
+                "fields": {},
+            })),
+            &[("Idempotency-Key", "for-alice")],
+        )
+    };
+    assert_eq!(for_alice("alice-ro").await.status, 201);
+    assert_eq!(for_alice("alice-ro").await.status, 200);
+    let other_user = for_alice("alice-admin").await;
+    assert_eq!(other_user.status, 422, "{}", other_user.text);
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_restart_keeps_pending_and_active_requests_and_their_timers() {
     let mut h = Harness::standard().await;
     let pending = h.submit("human", ALICE, json!({})).await.body["id"]

@@ -265,10 +265,16 @@ impl Lifecycle {
                 let request = self.view(&earlier).await?;
                 // A retry asks for the same request; another request under a used key is a
                 // mistake, not a retry, and is told so rather than answered with the first.
+                // The same requester is the same person as hooks see them: their username,
+                // id and names too, not only their email.
+                let stored = requester_of(&self.record(&earlier).await?);
+                let same_person = |a: &UserInput, b: &UserInput| {
+                    a.email.trim().eq_ignore_ascii_case(b.email.trim())
+                        && (&a.username, &a.id, &a.first_name, &a.last_name)
+                            == (&b.username, &b.id, &b.first_name, &b.last_name)
+                };
                 let same = request.flow == flow.name
-                    && request
-                        .requester
-                        .eq_ignore_ascii_case(requester.email.trim())
+                    && same_person(&stored, &requester)
                     && request.fields == fields;
                 if !same {
                     return Err(LifecycleError::KeyReused {
