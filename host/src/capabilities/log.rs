@@ -51,6 +51,11 @@ pub struct LogLine {
     pub level: LogLevel,
     pub source: LogSource,
     pub message: String,
+    /// Whether the host cut this line short (captured output past `log_max_bytes`): where,
+    /// the start of a secret value left there is redacted too. Only the host's own cuts count:
+    /// a plugin may write text that looks like a cut marker, as often as its budget allows.
+    #[serde(skip)]
+    pub cut: bool,
 }
 
 /// Per-instance state: the lines written so far and what did not fit.
@@ -89,6 +94,7 @@ impl LogInstance {
             level: level.into(),
             source: LogSource::Plugin,
             message,
+            cut: false,
         });
     }
 
@@ -133,6 +139,7 @@ impl Capability for LogInstance {
                     "{} plugin log line(s) dropped ({} bytes): over the flow's log_max_bytes",
                     self.dropped, self.dropped_bytes
                 ),
+                cut: false,
             });
             self.dropped = 0;
             self.dropped_bytes = 0;

@@ -244,8 +244,15 @@ impl HookReport {
                 Err(f)
             }
         };
+        // Only where the host cut a line does the start of a value left there count: a plugin
+        // can fill its log budget with text that looks like cut markers, and a look at each
+        // for every secret's start would cost the host far more than the hook did.
         for line in &mut report.logs {
-            line.message = r.redact_cut(&line.message);
+            line.message = if line.cut {
+                r.redact_cut_at_end(&line.message)
+            } else {
+                r.redact(&line.message)
+            };
         }
         // A plugin can put a value it was shown into a host name, a secret id or an alias;
         // refusals and calls quote those back.
@@ -289,4 +296,44 @@ pub struct FlowSummary {
 pub struct LimitsSummary {
     pub memory_mib: u64,
     pub timeout_ms: u128,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::capabilities::log::{LogLevel, LogSource};
+    use crate::secrets::SecretValue;
+
+    #[test]
+    fn only_lines_the_host_cut_have_a_values_start_redacted_at_their_end() {
+        let line = |message: &str, cut| LogLine {
+            level: LogLevel::Info,
+            source: LogSource::Stdout,
+            message: message.to_string(),
+            cut,
+        };
+        let mut report = HookReport::not_run("f", HookName::OnRequest, Ok(Decision::Continue));
+        report.logs = vec![
+            // Written by the plugin, markers and all: only whole values are redacted.
+            line("s3cr3t...(0 more bytes) s3cr3t-VALUE", false),
+            line("ends s3cr3t", false),
+            // Cut by the host eight bytes into the value.
+            line("ends s3cr3t-V", true),
+        ];
+        let r = Redactor::new(vec![SecretValue::new("s3cr3t-VALUE")]);
+        let logs: Vec<String> = report
+            .redacted(&r)
+            .logs
+            .into_iter()
+            .map(|l| l.message)
+            .collect();
+        assert_eq!(
+            logs,
+            [
+                "s3cr3t...(0 more bytes) [REDACTED]",
+                "ends s3cr3t",
+                "ends [REDACTED]"
+            ]
+        );
+    }
 }

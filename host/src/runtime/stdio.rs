@@ -42,35 +42,54 @@ impl CapturedOutput {
         inner.dropped = inner.dropped.saturating_add(bytes.len() - kept);
     }
 
-    /// One log line per line written, and one counting the bytes dropped.
+    /// One log line per line written, and one counting the bytes dropped. What is kept is
+    /// at most what was charged: a byte that is not UTF-8 shows as U+FFFD, three bytes, so
+    /// the text is cut back to the bytes charged, and the line cut there (as the last is when
+    /// bytes were dropped) is marked so.
     pub fn lines(&self, source: LogSource) -> Vec<LogLine> {
         let inner = self.inner.lock().unpoisoned();
         let level = match source {
             LogSource::Stderr => LogLevel::Warn,
             _ => LogLevel::Info,
         };
-        let mut lines: Vec<LogLine> = String::from_utf8_lossy(&inner.bytes)
-            .lines()
-            .filter(|l| !l.trim().is_empty())
-            .map(|l| LogLine {
+        let text = String::from_utf8_lossy(&inner.bytes);
+        let mut room = inner.bytes.len();
+        let mut dropped = inner.dropped;
+        let mut lines = Vec::new();
+        for line in text.lines().filter(|l| !l.trim().is_empty()) {
+            if room == 0 {
+                dropped = dropped.saturating_add(line.len());
+                continue;
+            }
+            let kept = &line[..line.floor_char_boundary(room)];
+            room -= kept.len();
+            dropped = dropped.saturating_add(line.len() - kept.len());
+            lines.push(LogLine {
                 level,
                 source,
-                message: l.to_string(),
-            })
-            .collect();
-        if inner.dropped > 0 {
+                message: kept.to_string(),
+                cut: kept.len() < line.len(),
+            });
+        }
+        if inner.dropped > 0
+            && let Some(last) = lines.last_mut()
+        {
+            last.cut = true;
+        }
+        if dropped > 0 {
             lines.push(LogLine {
                 level: LogLevel::Warn,
                 source: LogSource::Host,
                 message: format!(
                     "{} byte(s) of plugin {} dropped: over the flow's log_max_bytes",
-                    inner.dropped,
+                    dropped,
                     if source == LogSource::Stderr {
                         "stderr"
                     } else {
                         "stdout"
                     }
                 ),
+                cut: false,
             });
         }
         lines
@@ -145,12 +164,40 @@ mod tests {
         let lines = out.lines(LogSource::Stdout);
         assert_eq!(lines[0].message, "hello");
         assert_eq!(lines[1].message, "wo");
+        assert!(!lines[0].cut && lines[1].cut, "{lines:?}");
         assert!(
             lines[2]
                 .message
                 .starts_with("4 byte(s) of plugin stdout dropped"),
             "{lines:?}"
         );
+    }
+
+    #[test]
+    fn bytes_that_are_not_utf8_keep_no_more_than_they_were_charged() {
+        // Each 0xFF shows as U+FFFD, three bytes: 900 charged kept 2,700 before.
+        let out = CapturedOutput::new(EventBudget::new(1024));
+        out.append(&[0xFF; 900]);
+        let lines = out.lines(LogSource::Stdout);
+        let kept: usize = lines
+            .iter()
+            .filter(|l| l.source == LogSource::Stdout)
+            .map(|l| l.message.len())
+            .sum();
+        assert!(kept <= 900, "{kept}");
+        assert!(lines[0].cut, "the line cut back is marked cut");
+        assert!(
+            lines[1]
+                .message
+                .starts_with("1800 byte(s) of plugin stdout dropped"),
+            "{lines:?}"
+        );
+        // Text that is UTF-8 is kept whole, uncut.
+        let out = CapturedOutput::new(EventBudget::new(1024));
+        out.append("café\n".as_bytes());
+        let lines = out.lines(LogSource::Stdout);
+        assert_eq!((lines[0].message.as_str(), lines[0].cut), ("café", false));
+        assert_eq!(lines.len(), 1);
     }
 
     #[test]

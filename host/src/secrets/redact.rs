@@ -119,6 +119,19 @@ impl Redactor {
     /// stdout, a name quoted in a refusal): the first bytes of a value left where the text
     /// was cut — before each cut marker, and at its end — are redacted too.
     pub fn redact_cut(&self, text: &str) -> String {
+        self.redact_before_cuts(text, budget::cut_points)
+    }
+
+    /// [`Self::redact`] for text the host cut short at its end and nowhere else (a line of
+    /// captured stdout): markers inside it are the plugin's text, not cuts, so none costs a
+    /// look for a value's start.
+    pub fn redact_cut_at_end(&self, text: &str) -> String {
+        self.redact_before_cuts(text, |out| vec![out.len()])
+    }
+
+    /// [`Self::redact`], then the start of a value left before each of `cuts(text)` (offsets
+    /// in the redacted text, in order) redacted too.
+    fn redact_before_cuts(&self, text: &str, cuts: impl Fn(&str) -> Vec<usize>) -> String {
         let mut out = self.redact(text);
         if self.values.is_empty() {
             return out;
@@ -126,7 +139,7 @@ impl Redactor {
         // From the last cut to the first, so replacing one leaves earlier offsets valid: the
         // text before `floor` is as it came, compared in place (no lowered copies).
         let mut floor = out.len();
-        for end in budget::cut_points(&out).into_iter().rev() {
+        for end in cuts(&out).into_iter().rev() {
             if end > floor {
                 continue;
             }
@@ -305,6 +318,26 @@ mod tests {
             r.redact_cut("token S3CR3"),
             "token S3CR3",
             "five bytes are a word"
+        );
+    }
+
+    #[test]
+    fn text_cut_at_its_end_only_looks_there_not_at_markers_a_plugin_wrote() {
+        let r = Redactor::new(vec![SecretValue::new("s3cr3t-VALUE")]);
+        // A captured line the host cut after eight bytes of the value.
+        assert_eq!(r.redact_cut_at_end("token s3cr3t-V"), "token [REDACTED]");
+        // Markers inside are the plugin's text: what precedes them is not a cut value.
+        let forged = "s3cr3t...(0 more bytes) ".repeat(3);
+        assert_eq!(r.redact_cut_at_end(&forged), forged);
+        assert_ne!(
+            r.redact_cut(&forged),
+            forged,
+            "as a cut text, each marker is looked at"
+        );
+        // Whole values are redacted wherever they are.
+        assert_eq!(
+            r.redact_cut_at_end("a s3cr3t-VALUE...(0 more bytes) b"),
+            "a [REDACTED]...(0 more bytes) b"
         );
     }
 

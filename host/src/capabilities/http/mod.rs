@@ -357,6 +357,7 @@ impl Capability for HttpInstance {
                     self.calls_dropped,
                     budget::CALL_BYTES >> 10
                 ),
+                cut: false,
             });
             self.calls_dropped = 0;
         }
