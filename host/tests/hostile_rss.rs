@@ -82,6 +82,19 @@ fn warden(dir: &Path, args: &[&str]) -> String {
     text
 }
 
+/// The event each bench runs; and `config`'s plugins compiled into the cache, so each bench
+/// loads them from there (compiling is not measured).
+fn event_and_compiled(scratch: &Scratch, config: &Path) -> std::path::PathBuf {
+    warden(
+        scratch.path(),
+        &["check", "--config", config.to_str().unwrap()],
+    );
+    scratch.write(
+        "event.json",
+        r#"{"user":{"email":"alice@example.com"},"fields":{}}"#,
+    )
+}
+
 /// The peak resident set of a process that ran one event of `flow`.
 fn peak(dir: &Path, config: &Path, event: &Path, flow: &str) -> u64 {
     let answer = bench_one(dir, config, event, flow);
@@ -112,15 +125,7 @@ fn bench_one(dir: &Path, config: &Path, event: &Path, flow: &str) -> Value {
 fn huge_strings_grow_the_host_by_the_plugins_memory_not_another_copy() {
     let scratch = Scratch::new();
     let config = config(&scratch);
-    let event = scratch.write(
-        "event.json",
-        r#"{"user":{"email":"alice@example.com"},"fields":{}}"#,
-    );
-    // Compiles the plugin into the cache, so each bench loads it from there.
-    warden(
-        scratch.path(),
-        &["check", "--config", config.to_str().unwrap()],
-    );
+    let event = event_and_compiled(&scratch, &config);
     let calm = peak(scratch.path(), &config, &event, "calm");
     let limit = (MEMORY_MIB + SLACK_MIB) * MIB;
     let mut over = Vec::new();
@@ -166,14 +171,7 @@ fn a_pollable_listed_millions_of_times_grows_the_host_by_the_plugins_memory_only
         ));
     }
     let config = scratch.config(&text);
-    let event = scratch.write(
-        "event.json",
-        r#"{"user":{"email":"alice@example.com"},"fields":{}}"#,
-    );
-    warden(
-        scratch.path(),
-        &["check", "--config", config.to_str().unwrap()],
-    );
+    let event = event_and_compiled(&scratch, &config);
     // A short list is polled as ever.
     let few = bench_one(scratch.path(), &config, &event, "few");
     assert_eq!(few["decisions"]["approve"], 1, "{few}");

@@ -377,20 +377,7 @@ async fn each_notification_is_sent_once_by_one_of_the_replicas() {
     scratch.write("signing.key", KEY);
     // Both replicas deliver the same outbox: each wakes on its own commits and looks every
     // second for the other's.
-    let channel = format!(
-        r#"notify = {{ waiting = ["hook"] }}
-
-[secrets.signing]
-source = "file"
-path = "signing.key"
-
-[channels.hook]
-type = "webhook"
-url = "{}"
-signing_secret = "signing"
-"#,
-        receiver.url("/ok/hook")
-    );
+    let channel = webhook_channel(&receiver.url("/ok/hook"));
     write_config(&scratch, url.as_str(), &channel);
     let (a, b) = (start(&scratch, "a"), start(&scratch, "b"));
     let http = reqwest::Client::new();
@@ -470,20 +457,7 @@ async fn a_replica_without_a_channel_leaves_its_notifications_to_the_one_that_ha
     // replica b runs a config without it, as in a rolling change or after a refused reload.
     let (with, without) = (Scratch::new(), Scratch::new());
     with.write("signing.key", KEY);
-    let channel = format!(
-        r#"notify = {{ waiting = ["hook"] }}
-
-[secrets.signing]
-source = "file"
-path = "signing.key"
-
-[channels.hook]
-type = "webhook"
-url = "{}"
-signing_secret = "signing"
-"#,
-        receiver.url("/fail/hook")
-    );
+    let channel = webhook_channel(&receiver.url("/fail/hook"));
     write_config(&with, url.as_str(), &channel);
     write_config(&without, url.as_str(), "");
     let (a, b) = (start(&with, "a"), start(&without, "b"));

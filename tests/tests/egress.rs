@@ -92,6 +92,33 @@ async fn start_with_secret(
         .unwrap_or_else(|e| panic!("{e}"))
 }
 
+/// `vo_key` kept in AWS Secrets Manager, answered by `aws` (at load too) and read again after
+/// `cache_seconds`, the secrets' clock made from when it was loaded; with `flow_text`.
+async fn start_on_aws(
+    scratch: &Scratch,
+    cache_seconds: u32,
+    flow_text: &str,
+    aws: Arc<dyn SecretFetcher>,
+    clock: impl FnOnce(std::time::Instant) -> warden::secrets::Clock,
+) -> Warden {
+    let text = format!(
+        "[store]\npath = \"warden.db\"\n\n[secrets.vo_key]\nsource = \"aws-secrets-manager\"\n\
+         path = \"main/vo\"\ncache_seconds = {cache_seconds}\n{ENVIRONMENT}{flow_text}"
+    );
+    let path = scratch.config(&text);
+    let at_load = aws.clone();
+    let config = Config::parse_with(&text, &path, &|_| None, &|secret| {
+        futures_util::FutureExt::now_or_never(at_load.fetch(secret)).unwrap()
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    let clock = clock(config.secrets["vo_key"].loaded_at);
+    let secrets = Arc::new(SecretStore::with(&config.secrets, aws, clock));
+    let store = Arc::new(Store::open(&config.store_path).unwrap());
+    Warden::start_with(config, store, secrets, StartOptions::default())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
 async fn run(warden: &Warden, flow: &str) -> HookReport {
     let event =
         EventInput::from_json(r#"{"user":{"email":"alice@example.com"},"fields":{}}"#).unwrap();
@@ -433,27 +460,21 @@ async fn every_value_a_rotated_secret_had_is_redacted_from_responses() {
             format!("http-hex:{origin}/recall?case=upper"),
         ),
     ];
-    let text = format!(
-        "[store]\npath = \"warden.db\"\n\n[secrets.vo_key]\nsource = \"aws-secrets-manager\"\n\
-         path = \"main/vo\"\ncache_seconds = 60\n{ENVIRONMENT}{}",
-        flows(&cases, &origin)
-    );
-    let scratch = Scratch::new();
-    let path = scratch.config(&text);
-    let config = Config::parse_with(&text, &path, &|_| None, &|_| Ok("rotated-value-one".into()))
-        .unwrap_or_else(|e| panic!("{e}"));
     let aws = Arc::new(Rotating(Mutex::new("rotated-value-one".into())));
-    let now = Arc::new(Mutex::new(config.secrets["vo_key"].loaded_at));
+    let now = Arc::new(Mutex::new(std::time::Instant::now()));
     let clock = now.clone();
-    let secrets = Arc::new(SecretStore::with(
-        &config.secrets,
+    let scratch = Scratch::new();
+    let warden = start_on_aws(
+        &scratch,
+        60,
+        &flows(&cases, &origin),
         aws.clone(),
-        Arc::new(move || *clock.lock().unwrap()),
-    ));
-    let store = Arc::new(Store::open(&config.store_path).unwrap());
-    let warden = Warden::start_with(config, store, secrets, StartOptions::default())
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+        |loaded_at| {
+            *now.lock().unwrap() = loaded_at;
+            Arc::new(move || *clock.lock().unwrap())
+        },
+    )
+    .await;
 
     // Two rotations, each picked up by a sealed request the server keeps: the first kept
     // value is neither the one read at load nor the current one.
@@ -499,28 +520,16 @@ async fn sealed_headers_are_bounded_and_past_the_request_limit_no_secret_is_read
         ),
     ];
     // Read from AWS at every use (`cache_seconds = 0`).
-    let text = format!(
-        "[store]\npath = \"warden.db\"\n\n[secrets.vo_key]\nsource = \"aws-secrets-manager\"\n\
-         path = \"main/vo\"\ncache_seconds = 0\n{ENVIRONMENT}{}",
-        flows(&cases, &origin).replace(
-            "reveal_secrets = false",
-            "reveal_secrets = false\nlimits = { http_requests = 2 }"
-        )
+    let flows = flows(&cases, &origin).replace(
+        "reveal_secrets = false",
+        "reveal_secrets = false\nlimits = { http_requests = 2 }",
     );
-    let scratch = Scratch::new();
-    let path = scratch.config(&text);
-    let config = Config::parse_with(&text, &path, &|_| None, &|_| Ok("counted-value".into()))
-        .unwrap_or_else(|e| panic!("{e}"));
     let aws = Arc::new(Counting(Default::default()));
-    let secrets = Arc::new(SecretStore::with(
-        &config.secrets,
-        aws.clone(),
-        Arc::new(std::time::Instant::now),
-    ));
-    let store = Arc::new(Store::open(&config.store_path).unwrap());
-    let warden = Warden::start_with(config, store, secrets, StartOptions::default())
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    let scratch = Scratch::new();
+    let warden = start_on_aws(&scratch, 0, &flows, aws.clone(), |_| {
+        Arc::new(std::time::Instant::now)
+    })
+    .await;
 
     // One handle repeated under many names: each is the secret's whole value in the
     // request, so their number is bounded, before any is read or anything sent.

@@ -66,6 +66,24 @@ vars = {{ action = "continue" }}
     ));
 }
 
+/// Flow `manual`'s route of its `waiting` event to channel `hook`, a webhook to `url` signed
+/// with the key in `signing.key` (for [`write_config`]'s `extra`).
+pub(crate) fn webhook_channel(url: &str) -> String {
+    format!(
+        r#"notify = {{ waiting = ["hook"] }}
+
+[secrets.signing]
+source = "file"
+path = "signing.key"
+
+[channels.hook]
+type = "webhook"
+url = "{url}"
+signing_secret = "signing"
+"#
+    )
+}
+
 pub(crate) struct Replica {
     pub(crate) child: Child,
     pub(crate) url: String,
