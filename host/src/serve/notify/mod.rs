@@ -279,12 +279,8 @@ async fn channel_loop(
                 sending = Sending::now(&outbox, &name);
             }
             let Some(sending) = &sending else {
-                // The rest of the batch is handed back, due now, for the manager to give up
-                // rather than left held until the batch's lease runs out.
-                let left: Vec<i64> = std::iter::once(n.seq).chain(due.map(|n| n.seq)).collect();
-                if let Err(e) = store.outbox_hand_back(&left, now_ms()).await {
-                    tracing::error!(channel = %name, "notifications: {e}");
-                }
+                // For the manager to give up, rather than left held until the lease runs out.
+                hand_back(store.as_ref(), &name, n.seq, due).await;
                 return;
             };
             let seq = n.seq;
@@ -293,10 +289,7 @@ async fn channel_loop(
             // taken again held as long as the channel now needs. Past the hold another
             // replica may take them, and both would send.
             if now_ms() + sending.channel.timeout.as_millis() as i64 > held_until {
-                let left: Vec<i64> = std::iter::once(seq).chain(due.map(|n| n.seq)).collect();
-                if let Err(e) = store.outbox_hand_back(&left, now_ms()).await {
-                    tracing::error!(channel = %name, "notifications: {e}");
-                }
+                hand_back(store.as_ref(), &name, seq, due).await;
                 full = true;
                 break;
             }
@@ -304,10 +297,7 @@ async fn channel_loop(
             // given back, to be delivered after the restart (or by another replica).
             tokio::select! {
                 _ = stop.cancelled() => {
-                    let left: Vec<i64> = std::iter::once(seq).chain(due.map(|n| n.seq)).collect();
-                    if let Err(e) = store.outbox_hand_back(&left, now_ms()).await {
-                        tracing::error!(channel = %name, "notifications: {e}");
-                    }
+                    hand_back(store.as_ref(), &name, seq, due).await;
                     return;
                 }
                 _ = attempt(&client, &sending.channel, store.as_ref(), &metrics, n, sending.public_url.as_deref(), &sending.secrets) => {}
@@ -326,6 +316,20 @@ async fn channel_loop(
             _ = wake.changed() => {}
             _ = tokio::time::sleep(wait) => {}
         }
+    }
+}
+
+/// Gives back row `first` and the rest of a batch taken and not attempted, due again now: for
+/// this replica's next take, another replica's, or the manager to give up.
+async fn hand_back(
+    store: &dyn Backend,
+    channel: &str,
+    first: i64,
+    rest: impl Iterator<Item = Notification>,
+) {
+    let left: Vec<i64> = std::iter::once(first).chain(rest.map(|n| n.seq)).collect();
+    if let Err(e) = store.outbox_hand_back(&left, now_ms()).await {
+        tracing::error!(channel = %channel, "notifications: {e}");
     }
 }
 
