@@ -285,11 +285,25 @@ pub(crate) fn busy(message: &str) -> Response {
 /// once under `max_in_flight = 1` once did).
 pub(crate) async fn limit_in_flight(
     State(app): State<Arc<App>>,
-    request: Request,
+    mut request: Request,
     next: Next,
 ) -> Response {
     if request.extensions().get::<Refused>().is_some() {
         return next.run(request).await;
+    }
+    // Its body may have taken up to `client_timeout_ms` to arrive, and a reload meanwhile may
+    // have removed its token or changed its role: it acts as the config serving now says.
+    if request.extensions().get::<Caller>().is_some() {
+        let now = super::caller::bearer_token(request.headers())
+            .and_then(|token| Caller::for_token(&app, token));
+        match now {
+            Some(caller) => {
+                request.extensions_mut().insert(caller);
+            }
+            None => {
+                return ApiError::new(StatusCode::UNAUTHORIZED, "unknown token").into_response();
+            }
+        }
     }
     let Ok(_permit) = app.in_flight.clone().try_acquire_owned() else {
         return busy("warden is at serve.max_in_flight requests; retry shortly");

@@ -157,6 +157,16 @@ impl FromRequestParts<Arc<App>> for Caller {
     }
 }
 
+/// The token of an `Authorization: Bearer <token>` header, if the request has one.
+pub(crate) fn bearer_token(headers: &axum::http::HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")
+        .map(str::trim)
+}
+
 /// Whoever may read `/metrics`: anyone, unless the config sets `serve.metrics_token_env` or
 /// `metrics_token_file`; then only a scraper sending that token (Prometheus'
 /// `authorization: { credentials_file: ... }`), counted against guessing as API tokens are.
@@ -184,15 +194,10 @@ fn by_token<T>(
     known: impl FnOnce(&str) -> Option<T>,
 ) -> Result<T, ApiError> {
     let unauthorized = |m: &str| ApiError::new(StatusCode::UNAUTHORIZED, m);
-    let value = parts
-        .headers
-        .get(header::AUTHORIZATION)
-        .ok_or_else(|| unauthorized("missing `Authorization: Bearer <token>`"))?;
-    let token = value
-        .to_str()
-        .ok()
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim)
+    if !parts.headers.contains_key(header::AUTHORIZATION) {
+        return Err(unauthorized("missing `Authorization: Bearer <token>`"));
+    }
+    let token = bearer_token(&parts.headers)
         .ok_or_else(|| unauthorized("the Authorization header must be `Bearer <token>`"))?;
     let addr = super::throttle::request_client(
         &parts.headers,

@@ -475,3 +475,29 @@ async fn a_caller_not_reading_its_large_answers_is_refused_more_until_it_reads_t
     }
     h.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_token_a_reload_removes_while_its_body_arrives_acts_no_more() {
+    // The token is looked up when the head arrives, before the body is read; a reload may
+    // remove it while the body trickles in.
+    let h = Harness::standard().await;
+    let mut conn = connect(&h).await;
+    let head = format!(
+        "POST /v1/flows/human/requests HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {ALICE}\r\n\
+         Content-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{{"
+    );
+    conn.write_all(head.as_bytes()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    h.scratch.write("tokens/alice", "alice-token-rotated\n");
+    h.server.as_ref().unwrap().reload("test").await.unwrap();
+    conn.write_all(b"}").await.unwrap();
+    let answer = read_until_closed(&mut conn, Duration::from_secs(10)).await;
+    assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+    let all = h.send("GET", "/v1/requests", Some(CAROL), None).await;
+    assert_eq!(
+        all.body["requests"],
+        serde_json::json!([]),
+        "nothing was filed"
+    );
+    h.stop().await;
+}
