@@ -190,7 +190,13 @@ fn main() -> ExitCode {
         _ => {}
     }
     match runtime.build() {
-        Ok(runtime) => runtime.block_on(run(cli)),
+        Ok(runtime) => {
+            let code = runtime.block_on(run(cli));
+            // What `run` waited for is done. A plugin still compiling on a blocking thread (a
+            // reload a stop abandoned) is not waited for: its process dies with this one.
+            runtime.shutdown_background();
+            code
+        }
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
             ExitCode::FAILURE
@@ -521,23 +527,32 @@ async fn serve(
 ) -> Result<ExitCode, String> {
     use tokio::signal::unix::{SignalKind, signal};
     init_logs(log_format);
+    // Each listened for once, for the life of the process: a signal that arrives while the
+    // loop is elsewhere waits for it, none is lost.
     let mut hangup = signal(SignalKind::hangup()).map_err(|e| e.to_string())?;
     let mut terminate = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
+    let mut interrupt = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
     let server = warden::serve::Server::start(config, listen)
         .await
         .map_err(|e| e.to_string())?;
     // Scripts and tests read the address from here (the port may have been chosen by the OS).
     println!("listening on http://{}", server.local_addr());
+    // A reload runs beside the signals: a stop while it compiles stops warden at once (the
+    // reload is abandoned, the config serving kept to the end). A SIGHUP meanwhile reloads
+    // again after it.
+    let mut reloading = tokio::task::JoinSet::new();
     loop {
         tokio::select! {
-            _ = hangup.recv() => {
+            _ = hangup.recv(), if reloading.is_empty() => {
                 // The outcome is logged and audited; a refused config keeps the old one.
-                let _ = server.reload("SIGHUP").await;
+                reloading.spawn(server.reload_owned("SIGHUP"));
             }
+            Some(_) = reloading.join_next() => {}
             _ = terminate.recv() => break,
-            _ = tokio::signal::ctrl_c() => break,
+            _ = interrupt.recv() => break,
         }
     }
+    reloading.abort_all();
     server.shutdown().await.map_err(|e| e.to_string())?;
     Ok(ExitCode::SUCCESS)
 }

@@ -5,7 +5,7 @@ use std::io::Read;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use warden_tests::{Scratch, artifacts, start_serve, toml_path};
+use warden_tests::{Scratch, artifacts, shapes, start_serve, toml_path};
 
 const ADMIN_TOKEN: &str = "admin-token-for-cli-tests";
 
@@ -104,6 +104,42 @@ async fn sighup_reloads_and_sigterm_stops_cleanly() {
         !stderr.contains(ADMIN_TOKEN),
         "the token leaked into the log"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stop_while_a_reload_compiles_stops_warden_at_once() {
+    // A reload that adds a plugin Cranelift takes about 45 s over, compiled afresh (a cache
+    // of its own): SIGTERM, and SIGINT, arriving meanwhile waited for it, or were lost.
+    for stop_with in ["TERM", "INT"] {
+        let scratch = Scratch::new();
+        write_config(&scratch, "deny:before");
+        let (mut child, url) = serve(&scratch, "human");
+        let trivial = std::fs::read(artifacts::TRIVIAL).unwrap();
+        let slow = shapes::with_extra_module(&trivial, &shapes::module_slow_to_compile(50_000), 1);
+        let slow = scratch.write("slow.wasm", slow);
+        let text = std::fs::read_to_string(scratch.path().join("warden.toml")).unwrap();
+        scratch.config(&format!(
+            "[cache]\ndir = \"cache\"\n{text}\n[flows.slow]\nenvironment = \"main\"\nplugin = {}\n",
+            toml_path(slow.to_str().unwrap())
+        ));
+        signal(&child, "HUP");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        // Still serving the old config meanwhile.
+        assert_eq!(submit(&url).await["reason"], "before");
+        let asked = std::time::Instant::now();
+        signal(&child, stop_with);
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if asked.elapsed() > Duration::from_secs(20) {
+                child.kill().unwrap();
+                panic!("SIG{stop_with} during a reload: still running after 20 s");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        assert!(status.success(), "SIG{stop_with}: exit {status}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -344,6 +344,17 @@ impl Server {
         self.warden.reload(actor).await
     }
 
+    /// [`Self::reload`] as a future of its own, to run beside whatever awaits the server: a
+    /// signal loop must still see a stop while a reload compiles (up to `[compile]
+    /// timeout_seconds`).
+    pub fn reload_owned(
+        &self,
+        actor: &str,
+    ) -> impl std::future::Future<Output = Result<ReloadSummary, String>> + Send + 'static {
+        let (warden, actor) = (self.warden.clone(), actor.to_string());
+        async move { warden.reload(&actor).await }
+    }
+
     /// Stops accepting, lets requests in flight and their hooks finish, then closes the
     /// store.
     pub async fn shutdown(self) -> Result<(), ServeError> {
