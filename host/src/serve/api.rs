@@ -68,6 +68,7 @@ pub(crate) fn router(app: Arc<App>, settings: &crate::config::ServeSettings) -> 
         .route("/v1/admin/reload", post(reload))
         .route("/v1/admin/audit", get(audit))
         .layer(middleware::from_fn_with_state(app.clone(), limit_in_flight))
+        .layer(middleware::from_fn_with_state(app.clone(), caller_again))
         .layer(middleware::from_fn_with_state(
             bodies,
             super::bodies::body_first,
@@ -265,6 +266,25 @@ async fn caller_first(State(app): State<Arc<App>>, request: Request, next: Next)
     }
 }
 
+/// Looks the caller [`caller_first`] found up again once the body is in: it may have taken up
+/// to `client_timeout_ms` to arrive, and a reload meanwhile may have removed the token or
+/// changed its role. The request acts as the config serving now says.
+async fn caller_again(State(app): State<Arc<App>>, mut request: Request, next: Next) -> Response {
+    if request.extensions().get::<Caller>().is_some() {
+        let now = super::caller::bearer_token(request.headers())
+            .and_then(|token| Caller::for_token(&app, token));
+        match now {
+            Some(caller) => {
+                request.extensions_mut().insert(caller);
+            }
+            None => {
+                return ApiError::new(StatusCode::UNAUTHORIZED, "unknown token").into_response();
+            }
+        }
+    }
+    next.run(request).await
+}
+
 /// Why [`caller_first`] found no caller, for the handler's [`Caller`] to answer.
 #[derive(Clone)]
 pub(crate) struct Refused(pub(crate) ApiError);
@@ -285,25 +305,11 @@ pub(crate) fn busy(message: &str) -> Response {
 /// once under `max_in_flight = 1` once did).
 pub(crate) async fn limit_in_flight(
     State(app): State<Arc<App>>,
-    mut request: Request,
+    request: Request,
     next: Next,
 ) -> Response {
     if request.extensions().get::<Refused>().is_some() {
         return next.run(request).await;
-    }
-    // Its body may have taken up to `client_timeout_ms` to arrive, and a reload meanwhile may
-    // have removed its token or changed its role: it acts as the config serving now says.
-    if request.extensions().get::<Caller>().is_some() {
-        let now = super::caller::bearer_token(request.headers())
-            .and_then(|token| Caller::for_token(&app, token));
-        match now {
-            Some(caller) => {
-                request.extensions_mut().insert(caller);
-            }
-            None => {
-                return ApiError::new(StatusCode::UNAUTHORIZED, "unknown token").into_response();
-            }
-        }
     }
     let Ok(_permit) = app.in_flight.clone().try_acquire_owned() else {
         return busy("warden is at serve.max_in_flight requests; retry shortly");
