@@ -27,7 +27,7 @@ pub use policy::{ApprovalPolicy, GROUP_PREFIX, MAX_APPROVALS_REQUIRED};
 pub use root_certs::RootCerts;
 pub use serve::{
     ApiToken, DEFAULT_NEW_REQUESTS_PER_MINUTE, DEFAULT_UNKNOWN_TOKENS_PER_MINUTE, DURATION_FIELD,
-    FieldSpec, FieldType, Role, ServeSettings,
+    FieldSpec, FieldType, Role, ServeSettings, TokenDigest,
 };
 pub use store_url::{PgTls, SslMode, StoreUrl};
 

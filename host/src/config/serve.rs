@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::str::FromStr;
 
 use super::raw::{RawField, RawServe};
-use super::{SecretValue, Validator};
+use super::Validator;
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub const DEFAULT_MAX_BODY_BYTES: usize = 64 << 10;
@@ -59,13 +59,46 @@ impl FromStr for Role {
     }
 }
 
-/// One API bearer token. The token itself never prints.
+/// One API bearer token, kept only as its digest: the token itself is not held past load.
 #[derive(Debug, Clone)]
 pub struct ApiToken {
     pub name: String,
     pub user: String,
     pub role: Role,
-    pub token: SecretValue,
+    pub token: TokenDigest,
+}
+
+/// A bearer token's SHA-256. A token a caller sends is compared by its digest, so the
+/// comparison's time depends on neither the configured tokens' lengths nor where a guess
+/// first differs; and nothing in memory after load is the token itself.
+#[derive(Clone, PartialEq, Eq)]
+pub struct TokenDigest([u8; 32]);
+
+impl TokenDigest {
+    pub fn of(token: &str) -> Self {
+        use sha2::{Digest, Sha256};
+        TokenDigest(Sha256::digest(token.as_bytes()).into())
+    }
+
+    /// Whether `sent` is this digest, in time independent of where they differ.
+    pub fn matches(&self, sent: &TokenDigest) -> bool {
+        self.0
+            .iter()
+            .zip(&sent.0)
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
+    }
+
+    /// Lower-case hex, as the console's sessions keep it.
+    pub fn hex(&self) -> String {
+        self.0.iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+impl fmt::Debug for TokenDigest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[REDACTED]")
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -87,7 +120,7 @@ pub struct ServeSettings {
     pub client_timeout: std::time::Duration,
     pub tokens: Vec<ApiToken>,
     /// The bearer token `/metrics` asks for (`metrics_token_env`/`_file`); `None`: none.
-    pub metrics_token: Option<SecretValue>,
+    pub metrics_token: Option<TokenDigest>,
     /// `behind_tls`: warden is reached only through a TLS-terminating proxy, so the
     /// console's session cookie is always marked `Secure`.
     pub behind_tls: bool,
@@ -252,7 +285,8 @@ impl Validator<'_> {
             let (Some(role), Some(value)) = (role, value) else {
                 continue;
             };
-            if let Some(other) = tokens.iter().find(|t| t.token.expose() == value) {
+            let digest = TokenDigest::of(&value);
+            if let Some(other) = tokens.iter().find(|t| t.token == digest) {
                 self.error(
                     &["serve", "tokens", name],
                     format!(
@@ -266,7 +300,7 @@ impl Validator<'_> {
                 name: name.clone(),
                 user: user.to_string(),
                 role,
-                token: SecretValue::new(value),
+                token: digest,
             });
         }
         let metrics_token = match (&raw.metrics_token_env, &raw.metrics_token_file) {
@@ -279,8 +313,9 @@ impl Validator<'_> {
                 "metrics_token_file",
             ),
         };
-        if let Some(value) = &metrics_token
-            && let Some(other) = tokens.iter().find(|t| t.token.expose() == value)
+        let metrics_token = metrics_token.map(|value| TokenDigest::of(&value));
+        if let Some(digest) = &metrics_token
+            && let Some(other) = tokens.iter().find(|t| t.token == *digest)
         {
             let set = match raw.metrics_token_file {
                 Some(_) => "metrics_token_file",
@@ -296,7 +331,7 @@ impl Validator<'_> {
         }
         ServeSettings {
             listen,
-            metrics_token: metrics_token.map(SecretValue::new),
+            metrics_token,
             max_body_bytes,
             max_in_flight,
             max_connections,
@@ -474,8 +509,8 @@ mod tests {
         assert_eq!(defaults.client_timeout, std::time::Duration::from_secs(10));
         let admin = serve.tokens.iter().find(|t| t.name == "admin").unwrap();
         assert_eq!(
-            (admin.role, admin.token.expose()),
-            (Role::Admin, "file-token")
+            (admin.role, &admin.token),
+            (Role::Admin, &TokenDigest::of("file-token"))
         );
         assert_eq!(format!("{:?}", admin.token), "[REDACTED]");
         let flow = config.flow("f").unwrap();
@@ -519,6 +554,21 @@ mod tests {
     }
 
     #[test]
+    fn a_token_is_kept_and_matched_as_its_digest_alone() {
+        let kept = TokenDigest::of("s3cret");
+        assert!(kept.matches(&TokenDigest::of("s3cret")));
+        for near in ["s3cre", "s3cret ", "S3cret", ""] {
+            assert!(!kept.matches(&TokenDigest::of(near)), "{near:?}");
+        }
+        // The console's sessions keep this hex; a change here signs every browser out.
+        assert_eq!(
+            kept.hex(),
+            "1ec1c26b50d5d3c58d9583181af8076655fe00756bf7285940ba3670f99fcba0"
+        );
+        assert_eq!(format!("{kept:?}"), "[REDACTED]");
+    }
+
+    #[test]
     fn a_metrics_token_is_read_once_set_and_must_be_nobodys_api_token() {
         let defaults = parse(FLOW).unwrap_or_else(|e| panic!("{e}")).serve;
         assert!(
@@ -530,7 +580,7 @@ mod tests {
         ))
         .unwrap_or_else(|e| panic!("{e}"))
         .serve;
-        assert_eq!(set.metrics_token.unwrap().expose(), "env-token");
+        assert_eq!(set.metrics_token, Some(TokenDigest::of("env-token")));
 
         let both = errors(&format!(
             "{FLOW}[serve]\nmetrics_token_env = \"ALICE_TOKEN\"\nmetrics_token_file = \"admin.token\"\n"

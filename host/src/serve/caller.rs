@@ -1,6 +1,7 @@
-//! Who calls the API: the bearer token each request carries, looked up in the config now
-//! serving (compared in constant time), with unknown tokens counted per client address so
-//! guessing is bounded (`serve.unknown_tokens_per_minute`); and what each caller may do.
+//! Who calls the API: the bearer token each request carries, looked up by its digest in the
+//! config now serving (every token compared, in constant time), with unknown tokens counted
+//! per client address so guessing is bounded (`serve.unknown_tokens_per_minute`); and what
+//! each caller may do.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -9,7 +10,7 @@ use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 
-use crate::config::Role;
+use crate::config::{Role, TokenDigest};
 use crate::runtime::event::UserInput;
 
 use super::api::{ApiError, App};
@@ -35,12 +36,15 @@ impl Caller {
     /// The caller whose API token `token` is, in the config now serving.
     pub(crate) fn for_token(app: &App, token: &str) -> Option<Self> {
         let warden = app.warden.current();
+        let sent = TokenDigest::of(token);
+        // Every token compared, the match not ending the look: how long it takes tells
+        // nothing of which configured token (or how many before it) a guess was near.
         let found = warden
             .config()
             .serve
             .tokens
             .iter()
-            .find(|t| same_secret(t.token.expose().as_bytes(), token.as_bytes()))?;
+            .fold(None, |found, t| if t.token.matches(&sent) { Some(t) } else { found })?;
         Some(Caller {
             user: found.user.clone(),
             role: found.role,
@@ -181,7 +185,7 @@ impl FromRequestParts<Arc<App>> for MetricsReader {
             return Ok(MetricsReader);
         };
         by_token(parts, app, |token| {
-            same_secret(expected.expose().as_bytes(), token.as_bytes()).then_some(MetricsReader)
+            expected.matches(&TokenDigest::of(token)).then_some(MetricsReader)
         })
     }
 }

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
-use crate::config::ApiToken;
+use crate::config::{ApiToken, TokenDigest};
 use crate::serve::throttle::{PerAddress, PerUser};
 use crate::store::StoreError;
 use crate::store::backend::Backend;
@@ -85,7 +85,7 @@ impl Session {
         let opened_with = self.stored.token_digest.as_bytes();
         tokens
             .iter()
-            .find(|t| super::same_secret(digest(t.token.expose()).as_bytes(), opened_with))
+            .find(|t| super::same_secret(t.token.hex().as_bytes(), opened_with))
     }
 
     pub fn csrf(&self) -> &str {
@@ -107,7 +107,7 @@ pub async fn open(
 ) -> Result<Result<(String, Session), SessionsFull>, StoreError> {
     let id = random_hex(32);
     let stored = StoredSession {
-        token_digest: digest(token),
+        token_digest: TokenDigest::of(token).hex(),
         csrf: random_hex(32),
         created_at: now,
         last_used: now,
@@ -188,8 +188,7 @@ mod tests {
     use std::time::Instant;
 
     use super::*;
-    use crate::config::Role;
-    use crate::secrets::SecretValue;
+    use crate::config::{Role, TokenDigest};
     use crate::serve::throttle::RateLimited;
     use crate::store::Store;
 
@@ -198,7 +197,7 @@ mod tests {
             name: "t".into(),
             user: "a@x.com".into(),
             role: Role::Approver,
-            token: SecretValue::new(value.to_string()),
+            token: TokenDigest::of(value),
         }
     }
 
