@@ -6,8 +6,8 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::str::FromStr;
 
-use super::raw::{RawField, RawServe};
 use super::Validator;
+use super::raw::{RawField, RawServe};
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub const DEFAULT_MAX_BODY_BYTES: usize = 64 << 10;

@@ -39,12 +39,13 @@ impl Caller {
         let sent = TokenDigest::of(token);
         // Every token compared, the match not ending the look: how long it takes tells
         // nothing of which configured token (or how many before it) a guess was near.
-        let found = warden
-            .config()
-            .serve
-            .tokens
-            .iter()
-            .fold(None, |found, t| if t.token.matches(&sent) { Some(t) } else { found })?;
+        let found = warden.config().serve.tokens.iter().fold(None, |found, t| {
+            if t.token.matches(&sent) {
+                Some(t)
+            } else {
+                found
+            }
+        })?;
         Some(Caller {
             user: found.user.clone(),
             role: found.role,
@@ -185,7 +186,9 @@ impl FromRequestParts<Arc<App>> for MetricsReader {
             return Ok(MetricsReader);
         };
         by_token(parts, app, |token| {
-            expected.matches(&TokenDigest::of(token)).then_some(MetricsReader)
+            expected
+                .matches(&TokenDigest::of(token))
+                .then_some(MetricsReader)
         })
     }
 }

@@ -613,28 +613,54 @@ impl std::str::FromStr for Cursor {
 
 /// Requests as `query` asks, newest first, among the `query.window` after its cursor.
 pub fn list(conn: &Connection, query: &ListQuery) -> rusqlite::Result<ListChunk> {
-    // The window is a walk of `requests_by_creation` (the index alone); the filters are
-    // tried on its rows only.
-    let window = if query.window == 0 {
-        -1
-    } else {
-        i64::try_from(query.window).unwrap_or(i64::MAX)
+    // Bounds as row values, which SQLite walks the index between; no cursor is a bound past
+    // every row (a request's `created_at` is a time in milliseconds, never `i64::MAX`).
+    let (before_at, before_id) = match &query.before {
+        Some(cursor) => (cursor.created_at, cursor.id.as_str()),
+        None => (i64::MAX, ""),
     };
+    // The window's end is read first and bounds the rows: the two are separate statements
+    // (the reader's snapshot is each statement's own), and a request filed between them is
+    // then one more row of this window. Read the other way round, it moved the end one row
+    // newer, onto a row this window gave, and the next page gave that row again.
+    let window_end = match query.window {
+        0 => None,
+        window => conn
+            .prepare_cached(
+                "SELECT created_at, id FROM requests INDEXED BY requests_by_creation
+                 WHERE (created_at, id) < (?1, ?2)
+                 ORDER BY created_at DESC, id DESC LIMIT 1 OFFSET ?3",
+            )?
+            .query_row(
+                params![
+                    before_at,
+                    before_id,
+                    i64::try_from(window - 1).unwrap_or(i64::MAX)
+                ],
+                |r| {
+                    Ok(Cursor {
+                        created_at: r.get(0)?,
+                        id: r.get(1)?,
+                    })
+                },
+            )
+            .optional()?,
+    };
+    let (end_at, end_id) = match &window_end {
+        Some(cursor) => (cursor.created_at, cursor.id.as_str()),
+        None => (i64::MIN, ""),
+    };
+    // The window is a walk of `requests_by_creation` from the cursor to its end; the
+    // filters are tried on its rows only.
     let mut stmt = conn.prepare_cached(&format!(
-        "SELECT {COLUMNS} FROM requests
-         WHERE id IN (SELECT id FROM requests INDEXED BY requests_by_creation
-                      WHERE ?4 IS NULL OR created_at < ?4 OR (created_at = ?4 AND id < ?5)
-                      ORDER BY created_at DESC, id DESC LIMIT ?9)
+        "SELECT {COLUMNS} FROM requests INDEXED BY requests_by_creation
+         WHERE (created_at, id) < (?4, ?5) AND (created_at, id) >= (?9, ?10)
            AND (?1 IS NULL OR state = ?1) AND (?2 IS NULL OR requester = ?2)
            AND (?3 IS NULL OR flow = ?3)
            AND (?7 IS NULL OR state <> 'pending' OR requester = ?8
                 OR flow IN (SELECT value FROM json_each(?7)))
          ORDER BY created_at DESC, id DESC LIMIT ?6"
     ))?;
-    let (before_at, before_id) = match &query.before {
-        Some(cursor) => (Some(cursor.created_at), Some(cursor.id.as_str())),
-        None => (None, None),
-    };
     let (pending_flows, pending_requester) = match &query.pending_only {
         Some(only) => (
             Some(serde_json::to_string(&only.flows).expect("names serialize")),
@@ -653,27 +679,12 @@ pub fn list(conn: &Connection, query: &ListQuery) -> rusqlite::Result<ListChunk>
                 i64::try_from(query.limit).unwrap_or(i64::MAX),
                 pending_flows,
                 pending_requester,
-                window,
+                end_at,
+                end_id,
             ],
             row_to_record,
         )?
         .collect::<rusqlite::Result<Vec<_>>>()?;
-    let window_end = if window < 0 {
-        None
-    } else {
-        conn.prepare_cached(
-            "SELECT created_at, id FROM requests INDEXED BY requests_by_creation
-             WHERE ?1 IS NULL OR created_at < ?1 OR (created_at = ?1 AND id < ?2)
-             ORDER BY created_at DESC, id DESC LIMIT 1 OFFSET ?3",
-        )?
-        .query_row(params![before_at, before_id, window - 1], |r| {
-            Ok(Cursor {
-                created_at: r.get(0)?,
-                id: r.get(1)?,
-            })
-        })
-        .optional()?
-    };
     Ok(ListChunk { rows, window_end })
 }
 

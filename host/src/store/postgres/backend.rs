@@ -209,13 +209,48 @@ impl Backend for PgStore {
     }
 
     async fn list(&self, query: &ListQuery) -> Result<ListChunk, StoreError> {
+        // Bounds as row values, which an index scan of `requests_by_creation` runs between;
+        // no cursor is a bound past every row (`created_at` is never `i64::MAX`).
+        let (before_at, before_id) = match &query.before {
+            Some(cursor) => (cursor.created_at, cursor.id.as_str()),
+            None => (i64::MAX, ""),
+        };
+        // The window's end is read first and bounds the rows, as on SQLite (`requests::list`):
+        // a request filed between the two statements is one more row of this window, not a
+        // shift of the end onto a row this window gave.
+        let window_end = match query.window {
+            0 => None,
+            window => self
+                .query(
+                    "list requests",
+                    "SELECT created_at, id FROM requests
+                     WHERE (created_at, id COLLATE \"C\") < ($1::bigint, $2::text COLLATE \"C\")
+                     ORDER BY created_at DESC, id COLLATE \"C\" DESC LIMIT 1 OFFSET $3",
+                    &[
+                        &before_at,
+                        &before_id,
+                        &i64::try_from(window - 1).unwrap_or(i64::MAX),
+                    ],
+                    |row| {
+                        Ok(Cursor {
+                            created_at: row.try_get(0)?,
+                            id: row.try_get(1)?,
+                        })
+                    },
+                )
+                .await?
+                .into_iter()
+                .next(),
+        };
+        let (end_at, end_id) = match &window_end {
+            Some(cursor) => (cursor.created_at, cursor.id.as_str()),
+            None => (i64::MIN, ""),
+        };
         // The window is a walk of `requests_by_creation`; the filters are tried on its rows.
         let sql = format!(
             "SELECT {COLUMNS} FROM requests
-             WHERE id IN (SELECT id FROM requests
-                          WHERE $4::bigint IS NULL OR created_at < $4
-                             OR (created_at = $4 AND id COLLATE \"C\" < $5::text COLLATE \"C\")
-                          ORDER BY created_at DESC, id COLLATE \"C\" DESC LIMIT $9)
+             WHERE (created_at, id COLLATE \"C\") < ($4::bigint, $5::text COLLATE \"C\")
+               AND (created_at, id COLLATE \"C\") >= ($9::bigint, $10::text COLLATE \"C\")
                AND ($1::text IS NULL OR state = $1)
                AND ($2::text IS NULL OR lower(requester) = lower($2))
                AND ($3::text IS NULL OR flow = $3)
@@ -224,17 +259,11 @@ impl Backend for PgStore {
              ORDER BY created_at DESC, id COLLATE \"C\" DESC LIMIT $6"
         );
         let state = query.state.map(State::as_str);
-        let (before_at, before_id) = match &query.before {
-            Some(cursor) => (Some(cursor.created_at), Some(cursor.id.as_str())),
-            None => (None, None),
-        };
         let limit = i64::try_from(query.limit).unwrap_or(i64::MAX);
         let (pending_flows, pending_requester) = match &query.pending_only {
             Some(only) => (Some(only.flows.clone()), Some(only.requester.as_str())),
             None => (None, None),
         };
-        // NULL: no window.
-        let window = (query.window > 0).then(|| i64::try_from(query.window).unwrap_or(i64::MAX));
         let rows = self
             .query(
                 "list requests",
@@ -248,37 +277,13 @@ impl Backend for PgStore {
                     &limit,
                     &pending_flows,
                     &pending_requester,
-                    &window,
+                    &end_at,
+                    &end_id,
                 ],
                 to_record,
             )
             .await?;
-        let Some(window) = window else {
-            return Ok(ListChunk {
-                rows,
-                window_end: None,
-            });
-        };
-        let ends = self
-            .query(
-                "list requests",
-                "SELECT created_at, id FROM requests
-                 WHERE $1::bigint IS NULL OR created_at < $1
-                    OR (created_at = $1 AND id COLLATE \"C\" < $2::text COLLATE \"C\")
-                 ORDER BY created_at DESC, id COLLATE \"C\" DESC LIMIT 1 OFFSET $3",
-                &[&before_at, &before_id, &(window - 1)],
-                |row| {
-                    Ok(Cursor {
-                        created_at: row.try_get(0)?,
-                        id: row.try_get(1)?,
-                    })
-                },
-            )
-            .await?;
-        Ok(ListChunk {
-            rows,
-            window_end: ends.into_iter().next(),
-        })
+        Ok(ListChunk { rows, window_end })
     }
 
     async fn audit(

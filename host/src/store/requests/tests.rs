@@ -259,3 +259,79 @@ async fn expiries_are_found_by_time() {
     assert!(counts.contains(&(State::Escalated, 2)));
     assert!(counts.contains(&(State::Pending, 0)));
 }
+
+/// Reads a file store's listing page by page, as `serve::lifecycle::list` goes on (after a
+/// window's end), with a request filed from another connection during the `step`-th step
+/// of the first page's reading; the ids given, in order, and whether the filing happened.
+fn pages_with_a_filing_during_step(step: usize) -> (Vec<String>, bool) {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("warden.db");
+    drop(Store::open(&path).unwrap());
+    let writer = Connection::open(&path).unwrap();
+    for i in 0..6 {
+        super::insert(&writer, new(&format!("r{i}"), None))
+            .unwrap()
+            .unwrap();
+    }
+    let reader = Connection::open(&path).unwrap();
+    let (steps, filed) = (
+        Arc::new(AtomicUsize::new(0)),
+        Arc::new(AtomicBool::new(false)),
+    );
+    let (count, mark) = (steps.clone(), filed.clone());
+    reader.progress_handler(
+        1,
+        Some(move || {
+            if count.fetch_add(1, Ordering::SeqCst) + 1 == step {
+                // Newer than every row: created now, and `s` sorts after `r` on a tie.
+                super::insert(&writer, new("s-filed", None))
+                    .unwrap()
+                    .unwrap();
+                mark.store(true, Ordering::SeqCst);
+            }
+            false
+        }),
+    );
+    let mut query = ListQuery {
+        limit: 100,
+        window: 3,
+        ..ListQuery::default()
+    };
+    let mut given = Vec::new();
+    loop {
+        let chunk = list(&reader, &query).unwrap();
+        reader.progress_handler(0, None::<fn() -> bool>);
+        given.extend(chunk.rows.into_iter().map(|r| r.id));
+        match chunk.window_end {
+            Some(end) => query.before = Some(end),
+            None => break,
+        }
+    }
+    (given, filed.load(Ordering::SeqCst))
+}
+
+#[test]
+fn a_request_filed_while_a_page_is_read_is_neither_given_twice_nor_skips_one() {
+    // Every step of reading the first window, in turn; a step past the reading's last files
+    // nothing, and ends the walk.
+    for step in 1.. {
+        let (given, filed) = pages_with_a_filing_during_step(step);
+        let mut seen = std::collections::BTreeSet::new();
+        for id in &given {
+            assert!(
+                seen.insert(id),
+                "step {step}: {id} given twice in {given:?}"
+            );
+        }
+        for i in 0..6 {
+            let id = format!("r{i}");
+            assert!(seen.contains(&id), "step {step}: {id} skipped in {given:?}");
+        }
+        if !filed {
+            assert!(step > 10, "the first page's reading took {step} steps");
+            break;
+        }
+    }
+}
