@@ -241,17 +241,32 @@ pub trait Backend: Send + Sync {
         limit: usize,
         lease_until: i64,
     ) -> Result<Vec<Notification>, StoreError>;
-    /// Gives back notifications taken and not attempted (a stop in the middle of a batch),
-    /// due again at `now`, for this replica after its restart or another now. A store whose
-    /// take holds nothing (SQLite's one process) has nothing to give back.
-    async fn outbox_hand_back(&self, seqs: &[i64], now: i64) -> Result<(), StoreError> {
-        let _ = (seqs, now);
+    /// Gives back notifications taken under the hold `held_until` and not attempted (a stop
+    /// in the middle of a batch), due again at `now`, for this replica after its restart or
+    /// another now. A store whose take holds nothing (SQLite's one process) has nothing to
+    /// give back.
+    async fn outbox_hand_back(
+        &self,
+        seqs: &[i64],
+        held_until: i64,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let _ = (seqs, held_until, now);
         Ok(())
     }
     async fn outbox_next_due(&self, channel: &str) -> Result<Option<i64>, StoreError>;
-    async fn outbox_delivered(&self, seq: i64) -> Result<(), StoreError>;
-    async fn outbox_retry_at(&self, seq: i64, next_at: i64, error: &str) -> Result<(), StoreError>;
-    /// Deletes `n`, with its request's history entry and an audit line saying why.
+    /// Deletes `n`, unless another replica has taken it since (its hold is not `n`'s).
+    async fn outbox_delivered(&self, n: &Notification) -> Result<(), StoreError>;
+    /// Counts a failed attempt of `n` and makes it due at `next_at`, unless another replica
+    /// has taken it since.
+    async fn outbox_retry_at(
+        &self,
+        n: &Notification,
+        next_at: i64,
+        error: &str,
+    ) -> Result<(), StoreError>;
+    /// Deletes `n`, with its request's history entry and an audit line saying why (nothing,
+    /// when another replica gave it up first or has taken it since).
     async fn outbox_give_up(
         &self,
         n: &Notification,
@@ -463,15 +478,21 @@ impl Backend for Store {
         self.read("read the outbox", |c| outbox::next_due(c, channel))
     }
 
-    async fn outbox_delivered(&self, seq: i64) -> Result<(), StoreError> {
+    async fn outbox_delivered(&self, n: &Notification) -> Result<(), StoreError> {
+        let seq = n.seq;
         self.write("record a notification delivered", move |c| {
             outbox::delivered(c, seq)
         })
         .await
     }
 
-    async fn outbox_retry_at(&self, seq: i64, next_at: i64, error: &str) -> Result<(), StoreError> {
-        let error = error.to_string();
+    async fn outbox_retry_at(
+        &self,
+        n: &Notification,
+        next_at: i64,
+        error: &str,
+    ) -> Result<(), StoreError> {
+        let (seq, error) = (n.seq, error.to_string());
         self.write("record a notification attempt", move |c| {
             outbox::retry_at(c, seq, next_at, &error)
         })

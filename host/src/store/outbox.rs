@@ -41,6 +41,11 @@ pub struct Notification {
     pub body: Value,
     pub attempts: u32,
     pub created_at: i64,
+    /// The hold it was taken under: what the take set its `next_at` to. What a replica then
+    /// writes of it (delivered, retried, handed back, given up) matches it, so a replica
+    /// that outlived its hold (frozen, paused) moves nothing another replica took since.
+    /// SQLite's one process holds nothing: there it is the row's `next_at` as read.
+    pub held_until: i64,
 }
 
 /// Which channels a flow's event goes to (read from the config current at the commit).
@@ -225,6 +230,7 @@ fn row_to_notification(row: &rusqlite::Row<'_>) -> rusqlite::Result<Notification
         body: serde_json::from_str(&body).map_err(|e| bad(5, e.to_string()))?,
         attempts: row.get(6)?,
         created_at: row.get(7)?,
+        held_until: row.get(8)?,
     })
 }
 
@@ -236,7 +242,7 @@ pub fn due(
     limit: usize,
 ) -> rusqlite::Result<Vec<Notification>> {
     conn.prepare_cached(
-        "SELECT seq, delivery_id, request_id, channel, event, body, attempts, created_at
+        "SELECT seq, delivery_id, request_id, channel, event, body, attempts, created_at, next_at
          FROM outbox WHERE channel = ?1 AND next_at <= ?2 ORDER BY next_at, seq LIMIT ?3",
     )?
     .query_map(params![channel, now, limit as i64], row_to_notification)?

@@ -212,7 +212,7 @@ async fn orphans(
                     UNKNOWN_CHANNEL_GRACE.as_secs() / 60
                 )
             };
-            give_up(store, metrics, n, 0, error).await;
+            give_up(store, metrics, &n, 0, error).await;
         }
     }
 }
@@ -220,7 +220,7 @@ async fn orphans(
 async fn give_up(
     store: &dyn Backend,
     metrics: &Metrics,
-    n: Notification,
+    n: &Notification,
     attempts: u32,
     error: String,
 ) {
@@ -229,7 +229,7 @@ async fn give_up(
         "notification given up: {error}"
     );
     metrics.observe_delivery(&n.channel, "failed");
-    if let Err(e) = store.outbox_give_up(&n, attempts, &error).await {
+    if let Err(e) = store.outbox_give_up(n, attempts, &error).await {
         tracing::error!(channel = %n.channel, "notifications: {e}");
     }
 }
@@ -280,16 +280,15 @@ async fn channel_loop(
             }
             let Some(sending) = &sending else {
                 // For the manager to give up, rather than left held until the lease runs out.
-                hand_back(store.as_ref(), &name, n.seq, due).await;
+                hand_back(store.as_ref(), &name, &n, due).await;
                 return;
             };
-            let seq = n.seq;
             // An attempt that could outlast the hold (a reload lengthened the channel's
             // timeout) is not made: this row and the rest are handed back, due now, to be
             // taken again held as long as the channel now needs. Past the hold another
             // replica may take them, and both would send.
             if now_ms() + sending.channel.timeout.as_millis() as i64 > held_until {
-                hand_back(store.as_ref(), &name, seq, due).await;
+                hand_back(store.as_ref(), &name, &n, due).await;
                 full = true;
                 break;
             }
@@ -297,10 +296,10 @@ async fn channel_loop(
             // given back, to be delivered after the restart (or by another replica).
             tokio::select! {
                 _ = stop.cancelled() => {
-                    hand_back(store.as_ref(), &name, seq, due).await;
+                    hand_back(store.as_ref(), &name, &n, due).await;
                     return;
                 }
-                _ = attempt(&client, &sending.channel, store.as_ref(), &metrics, n, sending.public_url.as_deref(), &sending.secrets) => {}
+                _ = attempt(&client, &sending.channel, store.as_ref(), &metrics, &n, sending.public_url.as_deref(), &sending.secrets) => {}
             }
         }
         let wait = if full {
@@ -324,11 +323,15 @@ async fn channel_loop(
 async fn hand_back(
     store: &dyn Backend,
     channel: &str,
-    first: i64,
+    first: &Notification,
     rest: impl Iterator<Item = Notification>,
 ) {
-    let left: Vec<i64> = std::iter::once(first).chain(rest.map(|n| n.seq)).collect();
-    if let Err(e) = store.outbox_hand_back(&left, now_ms()).await {
+    let left: Vec<i64> = std::iter::once(first.seq)
+        .chain(rest.map(|n| n.seq))
+        .collect();
+    // One take, one hold for the whole batch.
+    let held_until = first.held_until;
+    if let Err(e) = store.outbox_hand_back(&left, held_until, now_ms()).await {
         tracing::error!(channel = %channel, "notifications: {e}");
     }
 }
@@ -464,7 +467,7 @@ async fn attempt(
     channel: &Channel,
     store: &dyn Backend,
     metrics: &Metrics,
-    n: Notification,
+    n: &Notification,
     public_url: Option<&str>,
     secrets: &SecretStore,
 ) {
@@ -481,13 +484,12 @@ async fn attempt(
         give_up(store, metrics, n, attempts, error).await;
         return;
     }
-    let outcome = deliver(client, channel, &n, public_url, secrets).await;
-    let seq = n.seq;
+    let outcome = deliver(client, channel, n, public_url, secrets).await;
     let error = match outcome {
         Ok(()) => {
             metrics.observe_delivery(&channel.name, "delivered");
             tracing::info!(request = %n.request_id, channel = %channel.name, delivery = %n.delivery_id, event = %n.event, "notification delivered");
-            if let Err(e) = store.outbox_delivered(seq).await {
+            if let Err(e) = store.outbox_delivered(n).await {
                 tracing::error!(channel = %channel.name, "notifications: {e}");
             }
             return;
@@ -506,7 +508,7 @@ async fn attempt(
     }
     metrics.observe_delivery(&channel.name, "retried");
     tracing::warn!(request = %n.request_id, channel = %channel.name, delivery = %n.delivery_id, attempts, "notification not delivered, will retry: {error}");
-    if let Err(e) = store.outbox_retry_at(seq, next_at, &error).await {
+    if let Err(e) = store.outbox_retry_at(n, next_at, &error).await {
         tracing::error!(channel = %channel.name, "notifications: {e}");
     }
 }
@@ -569,6 +571,7 @@ mod tests {
             body: serde_json::json!({ "flow": "human", "state": "pending" }),
             attempts: 0,
             created_at: now_ms(),
+            held_until: now_ms(),
         }
     }
 

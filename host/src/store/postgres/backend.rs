@@ -137,16 +137,26 @@ impl Backend for PgStore {
         PgStore::outbox_next_due(self, channel).await
     }
 
-    async fn outbox_hand_back(&self, seqs: &[i64], now: i64) -> Result<(), StoreError> {
-        PgStore::outbox_hand_back(self, seqs, now).await
+    async fn outbox_hand_back(
+        &self,
+        seqs: &[i64],
+        held_until: i64,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        PgStore::outbox_hand_back(self, seqs, held_until, now).await
     }
 
-    async fn outbox_delivered(&self, seq: i64) -> Result<(), StoreError> {
-        PgStore::outbox_delivered(self, seq).await
+    async fn outbox_delivered(&self, n: &Notification) -> Result<(), StoreError> {
+        PgStore::outbox_delivered(self, n).await
     }
 
-    async fn outbox_retry_at(&self, seq: i64, next_at: i64, error: &str) -> Result<(), StoreError> {
-        PgStore::outbox_retry_at(self, seq, next_at, error).await
+    async fn outbox_retry_at(
+        &self,
+        n: &Notification,
+        next_at: i64,
+        error: &str,
+    ) -> Result<(), StoreError> {
+        PgStore::outbox_retry_at(self, n, next_at, error).await
     }
 
     async fn outbox_give_up(

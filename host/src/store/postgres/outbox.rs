@@ -16,7 +16,7 @@ use crate::store::outbox::{self, Notification, Router, given_up};
 use crate::store::requests::{HistoryEntry, RequestWrite, Transition};
 
 const NOTIFICATION: &str =
-    "seq, delivery_id, request_id, channel, event, body, attempts, created_at";
+    "seq, delivery_id, request_id, channel, event, body, attempts, created_at, next_at";
 
 /// SQLite's `outbox::enqueue`, in the step's transaction.
 pub(super) async fn enqueue(
@@ -65,6 +65,7 @@ fn to_notification(row: &tokio_postgres::Row) -> Fallible<Notification> {
         body: serde_json::from_str(&body).map_err(|e| format!("column body: {e}"))?,
         attempts: u32::try_from(row.try_get::<_, i64>(6)?).unwrap_or(u32::MAX),
         created_at: row.try_get(7)?,
+        held_until: row.try_get(8)?,
     })
 }
 
@@ -95,13 +96,18 @@ impl PgStore {
         Ok(taken)
     }
 
-    pub async fn outbox_hand_back(&self, seqs: &[i64], now: i64) -> Result<(), StoreError> {
+    pub async fn outbox_hand_back(
+        &self,
+        seqs: &[i64],
+        held_until: i64,
+        now: i64,
+    ) -> Result<(), StoreError> {
         let op = "give notifications back to the outbox";
         let client = self.client(op).await?;
         client
             .run(
-                "UPDATE outbox SET next_at = $2 WHERE seq = ANY($1)",
-                &[&seqs, &now],
+                "UPDATE outbox SET next_at = $2 WHERE seq = ANY($1) AND next_at = $3",
+                &[&seqs, &now, &held_until],
             )
             .await
             .map_err(|e| self.error(op, e))?;
@@ -120,11 +126,14 @@ impl PgStore {
         Ok(next.pop().flatten())
     }
 
-    pub async fn outbox_delivered(&self, seq: i64) -> Result<(), StoreError> {
+    pub async fn outbox_delivered(&self, n: &Notification) -> Result<(), StoreError> {
         let op = "record a notification delivered";
         let client = self.client(op).await?;
         client
-            .run("DELETE FROM outbox WHERE seq = $1", &[&seq])
+            .run(
+                "DELETE FROM outbox WHERE seq = $1 AND next_at = $2",
+                &[&n.seq, &n.held_until],
+            )
             .await
             .map_err(|e| self.error(op, e))?;
         Ok(())
@@ -132,7 +141,7 @@ impl PgStore {
 
     pub async fn outbox_retry_at(
         &self,
-        seq: i64,
+        n: &Notification,
         next_at: i64,
         error: &str,
     ) -> Result<(), StoreError> {
@@ -141,8 +150,8 @@ impl PgStore {
         client
             .run(
                 "UPDATE outbox SET attempts = attempts + 1, next_at = $2, last_error = $3
-                 WHERE seq = $1",
-                &[&seq, &next_at, &error],
+                 WHERE seq = $1 AND next_at = $4",
+                &[&n.seq, &next_at, &error, &n.held_until],
             )
             .await
             .map_err(|e| self.error(op, e))?;
@@ -160,9 +169,12 @@ impl PgStore {
         let (entry, detail): (HistoryEntry, _) = given_up(n, attempts, error);
         let done: Fallible<()> = async {
             let tx = client.transaction().await?;
-            // Another replica gave it up first: nothing to record twice.
+            // Another replica gave it up first, or holds it now: nothing to record.
             if tx
-                .run("DELETE FROM outbox WHERE seq = $1", &[&n.seq])
+                .run(
+                    "DELETE FROM outbox WHERE seq = $1 AND next_at = $2",
+                    &[&n.seq, &n.held_until],
+                )
                 .await?
                 == 0
             {

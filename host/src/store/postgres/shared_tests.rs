@@ -257,7 +257,7 @@ async fn notifications_commit_with_their_step_and_each_is_taken_by_one_replica()
         &x.first().or(y.first()).unwrap(),
         &y.last().or(x.last()).unwrap(),
     );
-    a.outbox_retry_at(first.seq, now_ms() - 1, "receiver down")
+    a.outbox_retry_at(first, now_ms() - 1, "receiver down")
         .await
         .unwrap();
     let again = b.outbox_take("ops", now_ms(), 50, lease).await.unwrap();
@@ -266,7 +266,7 @@ async fn notifications_commit_with_their_step_and_each_is_taken_by_one_replica()
     // Handed back unattempted (a stop in the middle of a batch): due again now, no attempt
     // counted.
     let unattempted: Vec<i64> = x.iter().chain(&y).skip(2).take(3).map(|n| n.seq).collect();
-    b.outbox_hand_back(&unattempted, now_ms() - 1)
+    b.outbox_hand_back(&unattempted, lease, now_ms() - 1)
         .await
         .unwrap();
     let back = a.outbox_take("ops", now_ms(), 50, lease).await.unwrap();
@@ -277,11 +277,83 @@ async fn notifications_commit_with_their_step_and_each_is_taken_by_one_replica()
     assert_eq!(seqs, expected);
     assert!(back.iter().all(|n| n.attempts == 0), "{back:?}");
     // Delivered, a row is gone; given up, it is recorded on its request's history.
-    b.outbox_delivered(first.seq).await.unwrap();
+    b.outbox_delivered(&again[0]).await.unwrap();
     b.outbox_give_up(second, 3, "receiver down").await.unwrap();
     a.outbox_give_up(second, 3, "receiver down").await.unwrap();
     assert_eq!(a.outbox_depth().await.unwrap(), [("ops".to_string(), 18)]);
     let history = a.history(&second.request_id).await.unwrap();
     let given_up = history.iter().filter(|e| e.step == "notify").count();
     assert_eq!(given_up, 1, "given up once, recorded once: {history:?}");
+}
+
+#[tokio::test]
+async fn a_replica_past_its_hold_moves_no_notification_another_has_taken_since() {
+    let Some((a, b)) = replicas().await else {
+        return;
+    };
+    a.insert_request(new("r1", "a@x.com", None))
+        .await
+        .unwrap()
+        .unwrap();
+    let pending = step(&[State::Requested], State::Pending, "request");
+    a.commit_step(Step {
+        id: "r1".into(),
+        writes: Arc::default(),
+        then: Some(pending),
+        read_back: false,
+        hold: Hold::Keep,
+        notify: Some(Arc::new(ToOps)),
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    // `a` takes the row under a hold that has run out (as if it froze past it); `b` takes it
+    // after, under its own.
+    let stale = a
+        .outbox_take("ops", now_ms(), 10, now_ms() - 1)
+        .await
+        .unwrap();
+    assert_eq!(stale.len(), 1);
+    let held_until = now_ms() + 60_000;
+    let taken = b
+        .outbox_take("ops", now_ms(), 10, held_until)
+        .await
+        .unwrap();
+    assert_eq!(taken.len(), 1);
+    assert_eq!(taken[0].held_until, held_until);
+    let n = &stale[0];
+    // Whatever `a` now writes of it changes nothing of `b`'s.
+    a.outbox_retry_at(n, now_ms() - 1, "receiver down")
+        .await
+        .unwrap();
+    a.outbox_hand_back(&[n.seq], n.held_until, now_ms() - 1)
+        .await
+        .unwrap();
+    assert!(
+        a.outbox_take("ops", now_ms(), 10, now_ms() + 60_000)
+            .await
+            .unwrap()
+            .is_empty(),
+        "a row b holds was made due again"
+    );
+    assert_eq!(a.outbox_next_due("ops").await.unwrap(), Some(held_until));
+    a.outbox_delivered(n).await.unwrap();
+    a.outbox_give_up(n, 3, "receiver down").await.unwrap();
+    assert_eq!(a.outbox_depth().await.unwrap(), [("ops".to_string(), 1)]);
+    let history = a.history("r1").await.unwrap();
+    assert!(
+        history.iter().all(|e| e.step != "notify"),
+        "given up by a replica that no longer held it: {history:?}"
+    );
+    // `b`'s own writes go through: a failed attempt counted, then delivered.
+    b.outbox_retry_at(&taken[0], now_ms() - 1, "receiver down")
+        .await
+        .unwrap();
+    let again = b
+        .outbox_take("ops", now_ms(), 10, held_until + 1)
+        .await
+        .unwrap();
+    assert_eq!((again.len(), again[0].attempts), (1, 1));
+    b.outbox_delivered(&again[0]).await.unwrap();
+    assert!(b.outbox_depth().await.unwrap().is_empty());
 }

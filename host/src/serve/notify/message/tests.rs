@@ -42,6 +42,7 @@ fn notification(event: NotifyEvent, body: serde_json::Value) -> Notification {
         body,
         attempts: 0,
         created_at: 0,
+        held_until: 0,
     }
 }
 
