@@ -70,7 +70,15 @@ impl HostRule {
             if matches!(url.host(), Some(Host::Ipv4(_) | Host::Ipv6(_))) {
                 return Err(format!("`{entry}`: `*.` cannot apply to an IP address"));
             }
-            HostPattern::Subdomains(host.trim_start_matches("wildcard").to_string())
+            let suffix = host.trim_start_matches("wildcard");
+            // `*.` with no domain after it: the suffix `.` matches every host written with
+            // its trailing dot (`evil.com.`), which resolves as the host without it.
+            if suffix.trim_matches('.').is_empty() {
+                return Err(format!(
+                    "`{entry}` would allow every host; `*.` must be followed by a domain"
+                ));
+            }
+            HostPattern::Subdomains(suffix.to_string())
         } else {
             HostPattern::Exact(host)
         };
@@ -295,6 +303,9 @@ mod tests {
         for bad in [
             "*",
             "https://*",
+            "https://*.",
+            "http://*.:80",
+            "https://*./",
             "api.victorops.com",
             "ftp://x.com",
             "https://x.com/path",
