@@ -7,7 +7,6 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use super::locate::SourceMap;
-use super::raw::RawConfig;
 use super::validate::Validator;
 use super::{ConfigError, ConfigErrors};
 
@@ -36,26 +35,29 @@ impl Outline {
                 format!("cannot read the config file: {e}"),
             )])
         })?;
-        let map = SourceMap::new(&text);
-        let raw: RawConfig = toml::from_str(&text).map_err(|e| {
-            let location = e.span().map(|s| map.location_of(s.start));
-            ConfigErrors(vec![error(location, "", e.message().trim().to_string())])
-        })?;
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        // The store's password secret is resolved (the store is connected to); no other is.
+        let mut validator = Validator {
+            file: path.to_path_buf(),
+            base: base.clone(),
+            map: SourceMap::new(&text),
+            errors: Vec::new(),
+            env: &|name| std::env::var(name).ok(),
+            aws: &crate::secrets::fetch_blocking,
+        };
+        // Unknown keys are errors here too: a misspelt `[store] path` or `url` would
+        // otherwise send an operator's users to another store.
+        let Some(raw) = validator.read_raw(&text) else {
+            return Err(ConfigErrors(validator.errors));
+        };
         let mut services: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
-        let mut errors = Vec::new();
         for (name, integration) in &raw.integrations {
             for (key, value) in [
                 ("type", &integration.kind),
                 ("external_id", &integration.external_id),
             ] {
                 if value.trim().is_empty() {
-                    let segments = ["integrations", name.as_str(), key];
-                    errors.push(error(
-                        map.locate(&segments),
-                        &segments.join("."),
-                        "must not be empty".into(),
-                    ));
+                    validator.error(&["integrations", name.as_str(), key], "must not be empty");
                 }
             }
             services
@@ -63,15 +65,6 @@ impl Outline {
                 .or_default()
                 .push(name.clone());
         }
-        // The store's password secret is resolved (the store is connected to); no other is.
-        let mut validator = Validator {
-            file: path.to_path_buf(),
-            base: base.clone(),
-            map,
-            errors,
-            env: &|name| std::env::var(name).ok(),
-            aws: &crate::secrets::fetch_blocking,
-        };
         let secrets = validator.store_secret(&raw.store, &raw.secrets);
         let store_url = validator.store_url(&raw.store, &raw.secrets, &secrets);
         let errors = validator.errors;

@@ -536,6 +536,22 @@ fn the_outline_for_warden_users_takes_the_store_url_and_refuses_path_beside_it()
 }
 
 #[test]
+fn managing_users_refuses_a_config_with_misspelt_keys_as_check_does() {
+    let fx = Fixture::new();
+    std::fs::write(
+        fx.path(),
+        "[store]\npaht = \"prod.db\"\n[integrations.vo]\ntype = \"custom\"\nexternal_id = \"vo\"\nsecert = \"k\"\n",
+    )
+    .unwrap();
+    let errors = Outline::load(&fx.path()).unwrap_err().summary();
+    assert!(errors.contains(":2:1: store.paht: unknown key"), "{errors}");
+    assert!(
+        errors.contains("integrations.vo.secert: unknown key"),
+        "{errors}"
+    );
+}
+
+#[test]
 fn store_password_secret_names_a_declared_secret_and_never_shows_its_value() {
     let fx = Fixture::new();
     let rest = "[environments.e]\n[flows.f]\nenvironment = \"e\"\nplugin = \"plugin.wasm\"\nreveal_secrets = false\n";

@@ -28,7 +28,10 @@ impl<'a> Validator<'a> {
         });
     }
 
-    pub(super) fn run(mut self, text: &str) -> Result<Config, ConfigErrors> {
+    /// The config's text read into its raw model: a key no model has is an error here
+    /// (every one, with its place), as is text that is not TOML of the model's shape (the
+    /// first, and then `None`).
+    pub(super) fn read_raw(&mut self, text: &str) -> Option<RawConfig> {
         let mut unknown = Vec::new();
         let raw: RawConfig = match toml::de::Deserializer::parse(text)
             .and_then(|de| serde_ignored::deserialize(de, |p| unknown.push(segments(&p))))
@@ -49,13 +52,20 @@ impl<'a> Validator<'a> {
                     key,
                     message: e.message().trim().to_string(),
                 });
-                return Err(ConfigErrors(self.errors));
+                return None;
             }
         };
         for path in &unknown {
             let refs: Vec<&str> = path.iter().map(String::as_str).collect();
             self.error(&refs, "unknown key");
         }
+        Some(raw)
+    }
+
+    pub(super) fn run(mut self, text: &str) -> Result<Config, ConfigErrors> {
+        let Some(raw) = self.read_raw(text) else {
+            return Err(ConfigErrors(self.errors));
+        };
 
         let store_file = raw.store.path.as_deref().unwrap_or("warden.db");
         if store_file.trim().is_empty() {
