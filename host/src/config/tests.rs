@@ -321,6 +321,11 @@ fn defaults_apply_when_optional_keys_are_absent() {
         .parse(&format!("[cache]\ndir = \"compiled\"\n{text}"))
         .unwrap();
     assert_eq!(with_cache.cache_dir, Some(fx.dir.path().join("compiled")));
+    let errors = fx
+        .parse(&format!("[cache]\ndir = \" \"\n{text}"))
+        .unwrap_err()
+        .summary();
+    assert!(errors.contains(":2:1: cache.dir: is empty"), "{errors}");
     let flow = config.flow("f").unwrap();
     assert_eq!(flow.limits, Limits::default());
     assert!(!flow.grants.reveal_secrets);

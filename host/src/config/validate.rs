@@ -78,6 +78,14 @@ impl<'a> Validator<'a> {
         // Not beside the store by default: the cache must be a folder only this user can
         // change, and the store's folder need not be one.
         let cache_dir = match raw.cache.dir.as_deref() {
+            Some(dir) if dir.trim().is_empty() => {
+                // Resolved, it would be this config's own folder.
+                self.error(
+                    &["cache", "dir"],
+                    "is empty: name the folder compiled plugins are kept in, or leave `dir` out for the user's cache folder",
+                );
+                None
+            }
             Some(dir) => Some(self.resolve(dir)),
             None => crate::runtime::plugin::user_cache_dir(),
         };
