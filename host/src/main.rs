@@ -99,8 +99,8 @@ enum Command {
         /// Test this plugin file instead of the crate's build output.
         #[arg(long, value_name = "FILE")]
         plugin: Option<PathBuf>,
-        /// Cases run at once (default: the number of CPUs).
-        #[arg(long, short, default_value_t = 0)]
+        /// Cases run at once, at most 256 (default: the number of CPUs).
+        #[arg(long, short, default_value_t = 0, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(0..=MAX_TEST_JOBS))]
         jobs: usize,
     },
     /// Build a plugin into a component: a Python plugin's folder (its hooks in plugin.py)
@@ -153,6 +153,8 @@ enum LogFormat {
 const EXIT_HOOK_FAILED: u8 = 3;
 /// The most events `warden bench` runs: each one's time is kept until the end.
 const MAX_BENCH_ITERATIONS: u64 = 100_000_000;
+/// Cases `warden test` runs at once at most: each holds an instance and its memory.
+const MAX_TEST_JOBS: u64 = 256;
 
 fn main() -> ExitCode {
     let mut args = std::env::args_os().skip(1);

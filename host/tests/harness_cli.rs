@@ -132,6 +132,31 @@ fn warden_test_fails_when_it_finds_no_cases() {
 }
 
 #[test]
+fn a_filter_that_matches_no_case_says_so_and_jobs_are_bounded() {
+    let scratch = Scratch::new();
+    scratch.write("suite/probe.toml", SUITE);
+    let plugin = artifacts::PROBE;
+    let args = ["test", "suite", "--plugin", plugin, "--filter", "nomatch"];
+    let out = warden(&args, scratch.path());
+    assert_eq!(out.status.code(), Some(1));
+    let output = text(&out);
+    assert!(
+        output.contains("no case matches --filter `nomatch` (2 case(s) found"),
+        "{output}"
+    );
+    assert!(!output.contains("no test cases found"), "{output}");
+    // More cases at once than a semaphore holds is a usage error, not a panic.
+    let out = warden(
+        &["test", "suite", "--plugin", plugin, "-j", "18446744073709551615"],
+        scratch.path(),
+    );
+    let output = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{output}");
+    assert!(!output.contains("panicked"), "{output}");
+    assert!(output.contains("--jobs"), "{output}");
+}
+
+#[test]
 fn new_plugin_refuses_bad_names_and_existing_folders() {
     let scratch = Scratch::new();
     let out = warden(&["new", "plugin", "Bad Name"], scratch.path());

@@ -82,6 +82,9 @@ pub struct RunSummary {
     /// Plugins the compiled-plugin cache did not serve, and why (`PLUGIN: compiled ...`).
     pub cache_notes: Vec<String>,
     pub elapsed: Duration,
+    /// Cases found and not run because `--filter` (the text here) matched neither their
+    /// name nor their file.
+    pub filtered_out: Option<(String, usize)>,
 }
 
 impl RunSummary {
@@ -148,10 +151,21 @@ impl RunSummary {
             }
         }
         if self.results.is_empty() && self.load_errors.is_empty() {
-            let _ = writeln!(
-                out,
-                "no test cases found (test files are `tests/*.toml` in a plugin crate or a Python plugin's folder)"
-            );
+            match &self.filtered_out {
+                Some((filter, left)) if *left > 0 => {
+                    let _ = writeln!(
+                        out,
+                        "no case matches --filter `{}` ({left} case(s) found; it matches a case's name or file)",
+                        escape_control(filter)
+                    );
+                }
+                _ => {
+                    let _ = writeln!(
+                        out,
+                        "no test cases found (test files are `tests/*.toml` in a plugin crate or a Python plugin's folder)"
+                    );
+                }
+            }
         }
         let _ = writeln!(out, "\n{} passed, {} failed", self.passed(), self.failed());
         out
@@ -182,17 +196,23 @@ pub async fn run(options: &RunOptions) -> RunSummary {
         }
     };
     let mut cases = Vec::new();
+    let mut filtered_out = 0;
     for file in &files {
         match load_file(file, options.plugin.as_deref()) {
-            Ok(found) => cases.extend(found.into_iter().filter(|c| {
-                options
-                    .filter
-                    .as_deref()
-                    .is_none_or(|f| c.name.contains(f) || c.file.display().to_string().contains(f))
-            })),
+            Ok(found) => {
+                let found_here = found.len();
+                cases.extend(found.into_iter().filter(|c| {
+                    options.filter.as_deref().is_none_or(|f| {
+                        c.name.contains(f) || c.file.display().to_string().contains(f)
+                    })
+                }));
+                filtered_out += found_here;
+            }
             Err(e) => summary.load_errors.push(e),
         }
     }
+    filtered_out -= cases.len();
+    summary.filtered_out = options.filter.clone().map(|f| (f, filtered_out));
     let engine = match SharedEngine::new() {
         Ok(engine) => engine,
         Err(e) => {
