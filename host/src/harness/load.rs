@@ -303,6 +303,11 @@ fn resolve_case(
     flow.vars.extend(case.vars.clone());
     let mut secrets = spec.secrets.clone();
     secrets.extend(case.secrets.clone());
+    if let Some((id, _)) = secrets.iter().find(|(_, value)| value.is_empty()) {
+        return Err(format!(
+            "secret `{id}` is empty: give it a test value (warden serves no secret that is empty)"
+        ));
+    }
     let mut integrations = spec.integrations.clone();
     integrations.extend(case.integrations.clone());
     let identities = case
@@ -685,6 +690,36 @@ mod tests {
         std::os::unix::fs::symlink(&plugin, dir.path().join("z")).unwrap();
         let files = find_test_files(&[dir.path().to_path_buf()]).unwrap();
         assert_eq!(files, vec![plugin.join("tests/a.toml")]);
+    }
+
+    #[test]
+    fn a_mock_header_and_a_test_secret_are_refused_in_words_an_author_reads() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("t.toml");
+        let plugin = dir.path().join("p.wasm");
+        let case = |secrets: &str, header: &str| {
+            format!(
+                "[secrets]\n{secrets}\n[event]\nuser = {{ email = \"a@x.com\" }}\n\
+                 [[case]]\nname = \"c\"\nexpect = {{ decision = \"continue\" }}\n\
+                 [[case.mock]]\nmethod = \"GET\"\nurl = \"https://api.example.com/x\"\n\
+                 headers = {{ X-Key = {header} }}\nrespond = {{ status = 200 }}\n"
+            )
+        };
+        let load = |text: String| {
+            std::fs::write(&file, text).unwrap();
+            load_file(&file, Some(&plugin)).map(|_| ()).unwrap_err().to_string()
+        };
+        let error = load(case("k = \"v\"", "{ secret = \"k\", sealed = true }"));
+        assert!(error.contains("unknown key `sealed`"), "{error}");
+        let error = load(case("k = \"v\"", "5"));
+        assert!(error.contains("a header is a string or `{ secret"), "{error}");
+        assert!(!error.contains("untagged"), "{error}");
+        let error = load(case("k = \"\"", "{ secret = \"k\" }"));
+        assert!(error.contains("secret `k` is empty"), "{error}");
+        assert!(!error.contains("WARDEN_TEST_SECRET"), "{error}");
+        std::fs::write(&file, case("k = \"v\"", "{ secret = \"k\" }")).unwrap();
+        let cases = load_file(&file, Some(&plugin)).unwrap();
+        assert_eq!(cases.len(), 1);
     }
 
     #[test]

@@ -113,14 +113,40 @@ pub struct MockSpec {
     pub responses: Option<Vec<ResponseSpec>>,
 }
 
+/// What a mock expects of one header: its text, or a test secret's value.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
+#[serde(try_from = "toml::Value")]
 pub enum HeaderSpec {
     Text(String),
     /// The value of a test secret, usually sent sealed.
-    Secret {
-        secret: String,
-    },
+    Secret { secret: String },
+}
+
+impl TryFrom<toml::Value> for HeaderSpec {
+    type Error = String;
+
+    /// Either shape exactly: a key beside `secret` (a misspelt option) is refused, not
+    /// dropped.
+    fn try_from(value: toml::Value) -> Result<Self, String> {
+        const SHAPE: &str = "a header is a string or `{ secret = \"id\" }`";
+        match value {
+            toml::Value::String(text) => Ok(Self::Text(text)),
+            toml::Value::Table(table) => {
+                if let Some(other) = table.keys().find(|k| *k != "secret") {
+                    return Err(format!("unknown key `{other}`: {SHAPE}"));
+                }
+                match table.get("secret") {
+                    Some(toml::Value::String(id)) => Ok(Self::Secret { secret: id.clone() }),
+                    Some(other) => Err(format!(
+                        "`secret` is a {}, not a string: {SHAPE}",
+                        other.type_str()
+                    )),
+                    None => Err(format!("`secret` is missing: {SHAPE}")),
+                }
+            }
+            other => Err(format!("a {}: {SHAPE}", other.type_str())),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
