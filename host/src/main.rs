@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use warden::capabilities::log::{LogLine, LogSource};
-use warden::cli::escape::escape_control;
+use warden::cli::escape::{escape_control, escape_control_by_line};
 use warden::runtime::plugin::isolated;
 use warden::{Config, EventInput, HookName, HookReport, Warden};
 
@@ -292,7 +292,10 @@ async fn run(cli: Cli) -> ExitCode {
     match result {
         Ok(code) => code,
         Err(message) => {
-            eprintln!("error: {message}");
+            // Errors quote names from files warden does not trust (a config, an event, a
+            // plugin); each source escapes its own onto one line, this keeps any it missed
+            // from writing to the terminal.
+            eprintln!("error: {}", escape_control_by_line(&message));
             ExitCode::FAILURE
         }
     }
@@ -306,28 +309,37 @@ async fn start(config: &Path) -> Result<Warden, String> {
 async fn check(config: &Path) -> Result<ExitCode, String> {
     let warden = start(config).await?;
     let summaries = warden.summaries();
+    // Every name here is the config's: escaped, none can start a line or move the cursor.
+    let shown = |text: &dyn std::fmt::Display| escape_control(&text.to_string()).into_owned();
     println!(
         "{}: {} flow(s), store {}",
-        config.display(),
+        shown(&config.display()),
         summaries.len(),
-        warden.identity_store().label().display()
+        shown(&warden.identity_store().label().display())
     );
     let list = |items: &[String]| {
         if items.is_empty() {
             "(none)".to_string()
         } else {
-            items.join(", ")
+            items
+                .iter()
+                .map(|i| shown(i))
+                .collect::<Vec<_>>()
+                .join(", ")
         }
     };
     for s in &summaries {
         println!();
-        println!("flow {}", s.name);
+        println!("flow {}", shown(&s.name));
         let adapted = if s.adapted_from_core_module {
             " (core module, adapted from wasm32-wasip1)"
         } else {
             ""
         };
-        println!("  plugin            {}{adapted}", s.plugin.display());
+        println!(
+            "  plugin            {}{adapted}",
+            shown(&s.plugin.display())
+        );
         println!("                    {}", s.compiled);
         println!("  hooks             {}", list(&s.hooks));
         println!("  integrations      {}", list(&s.integrations));
@@ -379,7 +391,9 @@ fn read_event(path: &Path) -> Result<EventInput, String> {
         warden::config::read_bounded_text(path, MAX_EVENT_BYTES)
             .map_err(|e| format!("cannot read event file {}: {e}", path.display()))?
     };
-    EventInput::from_json(&text).map_err(|e| format!("{}: {e}", path.display()))
+    // The reader's error quotes the event's own keys.
+    EventInput::from_json(&text)
+        .map_err(|e| escape_control(&format!("{}: {e}", path.display())).into_owned())
 }
 
 async fn run_hook(

@@ -147,7 +147,14 @@ fn a_filter_that_matches_no_case_says_so_and_jobs_are_bounded() {
     assert!(!output.contains("no test cases found"), "{output}");
     // More cases at once than a semaphore holds is a usage error, not a panic.
     let out = warden(
-        &["test", "suite", "--plugin", plugin, "-j", "18446744073709551615"],
+        &[
+            "test",
+            "suite",
+            "--plugin",
+            plugin,
+            "-j",
+            "18446744073709551615",
+        ],
         scratch.path(),
     );
     let output = text(&out);

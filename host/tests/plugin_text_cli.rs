@@ -383,3 +383,116 @@ expect = {{ failure = {forged} }}
         assert!(report.contains(shown), "{shown}:\n{report}");
     }
 }
+
+/// The `warden` binary run in `scratch` with `args`: its stdout and stderr, and exit code.
+fn run_in(scratch: &Scratch, args: &[&str]) -> (String, String, Option<i32>) {
+    let output = Command::new(env!("CARGO_BIN_EXE_warden"))
+        .args(args)
+        .current_dir(scratch.path())
+        .output()
+        .expect("run warden");
+    (
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+        output.status.code(),
+    )
+}
+
+/// `text` as a one-line TOML basic string, fit for a key (JSON's escapes are TOML's too,
+/// but for DEL, which TOML wants escaped and JSON leaves).
+fn toml_key(text: &str) -> String {
+    serde_json::to_string(text)
+        .unwrap()
+        .replace('\x7f', "\\u007f")
+}
+
+#[test]
+fn check_users_and_hook_print_a_configs_and_an_events_names_escaped() {
+    let scratch = Scratch::new();
+    let forged = toml_key(FORGED);
+    scratch.write("key.txt", "k");
+    scratch.config(&format!(
+        r#"
+[secrets.{forged}]
+source = "file"
+path = "key.txt"
+
+[integrations.{forged}]
+type = {forged}
+external_id = "vo"
+secrets = [{forged}]
+
+[environments.main]
+integrations = {{ {forged} = {forged} }}
+
+[flows.f]
+environment = "main"
+plugin = {}
+allowed_hosts = ["https://api.example.com"]
+"#,
+        toml_path(artifacts::RAW)
+    ));
+    // `warden check`'s summary lists every name.
+    let (stdout, stderr, code) = run_in(&scratch, &["check", "--config", "warden.toml"]);
+    assert_eq!(code, Some(0), "{stdout}\n{stderr}");
+    assert_escaped(
+        "warden check's summary",
+        &stdout,
+        "integrations      line1\\n",
+    );
+    for shown in ["secrets           line1\\n"] {
+        assert!(stdout.contains(shown), "{shown}: {stdout}");
+    }
+    // `warden users` names the services the config declares.
+    let (stdout, stderr, code) = run_in(
+        &scratch,
+        &[
+            "users",
+            "--config",
+            "warden.toml",
+            "set-identity",
+            "a@example.com",
+            "--service",
+            "custom",
+            "--service-id",
+            "other",
+            "--user-id",
+            "a",
+        ],
+    );
+    assert_eq!(code, Some(1), "{stdout}\n{stderr}");
+    assert_escaped("warden users' refusal", &stderr, "declared: line1\\n");
+    // An event's own keys, quoted by the error that refuses them.
+    scratch.write(
+        "event.json",
+        json!({ "user": { "email": "a@example.com" }, FORGED: 1 }).to_string(),
+    );
+    let (stdout, stderr, code) = run_in(
+        &scratch,
+        &[
+            "hook",
+            "--config",
+            "warden.toml",
+            "--flow",
+            "f",
+            "--event",
+            "event.json",
+        ],
+    );
+    assert_ne!(code, Some(0), "{stdout}\n{stderr}");
+    assert_escaped(
+        "warden hook's event error",
+        &stderr,
+        "unknown field `line1\\n",
+    );
+    // A plugin path the config names, in the error that what is there is no plugin.
+    let named = format!("bad{FORGED}.wasm");
+    scratch.write(&named, "not a plugin");
+    scratch.config(&format!(
+        "[environments.main]\n[flows.f]\nenvironment = \"main\"\nplugin = {}\n",
+        toml_key(&named)
+    ));
+    let (stdout, stderr, code) = run_in(&scratch, &["check", "--config", "warden.toml"]);
+    assert_eq!(code, Some(1), "{stdout}\n{stderr}");
+    assert_escaped("warden check's plugin error", &stderr, "badline1\\n");
+}

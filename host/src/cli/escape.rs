@@ -6,7 +6,8 @@
 //! rewrites the operator's terminal. Wherever such text enters a line of human-format output
 //! (`warden serve --log-format human`, `warden hook`'s log on stderr, `warden test`'s report,
 //! the identities plugins persisted in `warden users`' tables) it goes through
-//! [`escape_control`]. JSON output needs nothing more: serde escapes control
+//! [`escape_control`]; so do the names of a config or an event quoted in `warden check`'s
+//! summary and in errors (a file warden reads is not trusted to be kind to a terminal). JSON output needs nothing more: serde escapes control
 //! characters, and each record stays one line.
 
 use std::borrow::Cow;

@@ -329,10 +329,11 @@ impl Users<'_> {
             return Ok(());
         }
         Err(format!(
-            "no integration in {} declares service `{service}` (type `{}`, external_id `{}`); declared: {}. Pass --force to use it anyway",
-            self.outline.source.display(),
-            service.kind,
-            service.external_id,
+            "no integration in {} declares service `{}` (type `{}`, external_id `{}`); declared: {}. Pass --force to use it anyway",
+            escape_control(&self.outline.source.display().to_string()),
+            escape_control(&service.to_string()),
+            escape_control(&service.kind),
+            escape_control(&service.external_id),
             self.declared_list()
         ))
     }
@@ -344,7 +345,7 @@ impl Users<'_> {
         self.outline
             .services
             .keys()
-            .map(|(k, id)| format!("{k}:{id}"))
+            .map(|(k, id)| escape_control(&format!("{k}:{id}")).into_owned())
             .collect::<Vec<_>>()
             .join(", ")
     }

@@ -707,12 +707,18 @@ mod tests {
         };
         let load = |text: String| {
             std::fs::write(&file, text).unwrap();
-            load_file(&file, Some(&plugin)).map(|_| ()).unwrap_err().to_string()
+            load_file(&file, Some(&plugin))
+                .map(|_| ())
+                .unwrap_err()
+                .to_string()
         };
         let error = load(case("k = \"v\"", "{ secret = \"k\", sealed = true }"));
         assert!(error.contains("unknown key `sealed`"), "{error}");
         let error = load(case("k = \"v\"", "5"));
-        assert!(error.contains("a header is a string or `{ secret"), "{error}");
+        assert!(
+            error.contains("a header is a string or `{ secret"),
+            "{error}"
+        );
         assert!(!error.contains("untagged"), "{error}");
         let error = load(case("k = \"\"", "{ secret = \"k\" }"));
         assert!(error.contains("secret `k` is empty"), "{error}");

@@ -119,7 +119,9 @@ pub struct MockSpec {
 pub enum HeaderSpec {
     Text(String),
     /// The value of a test secret, usually sent sealed.
-    Secret { secret: String },
+    Secret {
+        secret: String,
+    },
 }
 
 impl TryFrom<toml::Value> for HeaderSpec {

@@ -10,6 +10,7 @@ use serde::Serialize;
 use crate::capabilities::http::HttpCall;
 use crate::capabilities::log::LogLine;
 use crate::capabilities::refusal::Refusal;
+use crate::cli::escape::escape_control;
 use crate::runtime::budget::{MAX_MESSAGE_BYTES, MAX_REFUSAL_BYTES, MAX_URL_PART_BYTES};
 use crate::runtime::event::EventError;
 use crate::runtime::hooks::{Decision, HookName};
@@ -29,12 +30,14 @@ pub struct LoadError {
 
 impl fmt::Display for LoadError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The path is the config's, the message may quote the plugin: neither starts a
+        // line of its own (a reload's refusal is one log entry) nor writes to a terminal.
         write!(
             f,
             "flow `{}`: plugin {}: {}",
-            self.flow,
-            self.plugin.display(),
-            self.message
+            escape_control(&self.flow),
+            escape_control(&self.plugin.display().to_string()),
+            escape_control(&self.message)
         )
     }
 }
