@@ -41,18 +41,25 @@ impl Counts {
 
 impl PgStore {
     /// Claims `id` as `claim` until `until` unless another claim holds it past now; true
-    /// when taken or when there is no such request. Two replicas claiming at once: the
-    /// second's update waits for the first's commit, then finds the claim held and takes
-    /// nothing.
+    /// when taken or when there is no such request. A row another transaction has locked is
+    /// not waited for: it is held (another replica claiming it at this moment, or writing
+    /// under its claim), so nothing is taken. Waiting would wait as long as that
+    /// transaction stays open, which for a replica paused mid-write (SIGSTOP, a paused VM;
+    /// its kernel still answers keepalives) is as long as the pause, and every replica's
+    /// resumption of abandoned requests, and a starting replica, would wait with it.
     pub async fn claim(&self, id: &str, claim: ClaimId, until: i64) -> Result<bool, StoreError> {
         let op = format!("claim request {id}");
         let client = self.client(&op).await?;
         let now = crate::store::requests::now_ms();
         let row = client
             .row(
-                "WITH taken AS (
-                     UPDATE requests SET claimed_until = $2, claim_id = $4
+                "WITH free AS (
+                     SELECT id FROM requests
                      WHERE id = $1 AND (claimed_until IS NULL OR claimed_until < $3)
+                     FOR NO KEY UPDATE SKIP LOCKED),
+                 taken AS (
+                     UPDATE requests SET claimed_until = $2, claim_id = $4
+                     WHERE id IN (SELECT id FROM free)
                      RETURNING 1)
                  SELECT EXISTS (SELECT 1 FROM taken)
                      OR NOT EXISTS (SELECT 1 FROM requests WHERE id = $1)",

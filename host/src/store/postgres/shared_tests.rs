@@ -357,3 +357,47 @@ async fn a_replica_past_its_hold_moves_no_notification_another_has_taken_since()
     b.outbox_delivered(&again[0]).await.unwrap();
     assert!(b.outbox_depth().await.unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn a_claim_waits_for_no_transaction_left_open_on_the_request() {
+    let Some(url) = test_cluster::database().await else {
+        return;
+    };
+    let b = PgStore::open(&url).await.unwrap();
+    b.insert_request(new("r1", "a@x.com", None))
+        .await
+        .unwrap()
+        .unwrap();
+    // A replica paused in the middle of a write: its transaction holds the row's lock.
+    let (paused, connection) = tokio_postgres::connect(url.as_str(), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    paused
+        .batch_execute("BEGIN; UPDATE requests SET updated_at = updated_at WHERE id = 'r1'")
+        .await
+        .unwrap();
+    assert_eq!(
+        b.unclaimed_in(State::Requested, now_ms()).await.unwrap(),
+        ["r1"],
+        "its claim ran out (it never had one here)"
+    );
+    let until = now_ms() + CLAIM_LEASE_MS;
+    let claimed = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        b.claim_request("r1", ClaimId::new(), until),
+    )
+    .await
+    .expect("the claim waited for the open transaction");
+    assert!(
+        !claimed.unwrap(),
+        "taken while another transaction holds it"
+    );
+    // A foreign key's share lock (a history row being written for it) holds no claim.
+    paused
+        .batch_execute("ROLLBACK; BEGIN; SELECT 1 FROM requests WHERE id = 'r1' FOR KEY SHARE")
+        .await
+        .unwrap();
+    assert!(b.claim_request("r1", ClaimId::new(), until).await.unwrap());
+    paused.batch_execute("ROLLBACK").await.unwrap();
+}
