@@ -180,8 +180,17 @@ impl PgStore {
             {
                 return Ok(());
             }
+            // The request's row locked as a step's write locks it: history numbers each
+            // entry one past the last, and two writers appending at once (another channel's
+            // give-up, a step) would take the same number, the later failing. Not waited
+            // on for long: a replica paused mid-write holds the lock as long as it is
+            // paused, and this row is tried again once its hold runs out.
+            tx.run("SET LOCAL lock_timeout = '5s'", &[]).await?;
             let exists = tx
-                .row_opt("SELECT 1 FROM requests WHERE id = $1", &[&n.request_id])
+                .row_opt(
+                    "SELECT 1 FROM requests WHERE id = $1 FOR NO KEY UPDATE",
+                    &[&n.request_id],
+                )
                 .await?;
             let mut appends = Appends::default();
             if exists.is_some() {

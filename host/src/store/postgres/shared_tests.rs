@@ -401,3 +401,77 @@ async fn a_claim_waits_for_no_transaction_left_open_on_the_request() {
     assert!(b.claim_request("r1", ClaimId::new(), until).await.unwrap());
     paused.batch_execute("ROLLBACK").await.unwrap();
 }
+
+#[tokio::test]
+async fn a_notification_given_up_while_a_step_writes_its_request_is_recorded_after_it() {
+    let Some(url) = test_cluster::database().await else {
+        return;
+    };
+    let a = PgStore::open(&url).await.unwrap();
+    a.insert_request(new("r1", "a@x.com", None))
+        .await
+        .unwrap()
+        .unwrap();
+    a.commit_step(Step {
+        id: "r1".into(),
+        writes: Arc::default(),
+        then: Some(step(&[State::Requested], State::Pending, "request")),
+        read_back: false,
+        hold: Hold::Keep,
+        notify: Some(Arc::new(ToOps)),
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    let taken = a
+        .outbox_take("ops", now_ms(), 10, now_ms() + 60_000)
+        .await
+        .unwrap();
+    assert_eq!(taken.len(), 1);
+    // Another replica's step on the request, in the middle of its transaction: the row
+    // updated, one history entry appended past the last, not yet committed.
+    let (step_tx, connection) = tokio_postgres::connect(url.as_str(), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    step_tx
+        .batch_execute(
+            "BEGIN;
+             UPDATE requests SET updated_at = updated_at WHERE id = 'r1';
+             INSERT INTO request_history (request_id, seq, entry)
+                 SELECT 'r1', MAX(seq) + 1, '{}' FROM request_history WHERE request_id = 'r1';",
+        )
+        .await
+        .unwrap();
+    let before = a.history("r1").await.unwrap().len();
+    let giving_up = tokio::spawn(async move {
+        a.outbox_give_up(&taken[0], 3, "receiver down")
+            .await
+            .map(|()| a)
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(
+        !giving_up.is_finished(),
+        "the give-up did not wait for the step"
+    );
+    step_tx.batch_execute("COMMIT").await.unwrap();
+    let a = giving_up
+        .await
+        .unwrap()
+        .expect("given up after the step, not refused");
+    // The step's entry (`{}`) is no entry warden reads back: rows are counted.
+    let rows: i64 = step_tx
+        .query_one(
+            "SELECT COUNT(*) FROM request_history WHERE request_id = 'r1'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        rows as usize,
+        before + 2,
+        "the step's entry and the give-up's"
+    );
+    assert!(a.outbox_depth().await.unwrap().is_empty());
+}
