@@ -619,3 +619,77 @@ async fn a_console_session_is_shared_by_the_replicas() {
     kill(a);
     kill(b);
 }
+
+/// Expiries arriving faster than deescalate hooks finish: each expiry sweep holds one of the
+/// replica's 16 pooled connections until its hooks are done. At most a few run at once, so
+/// the rest of the replica (here `/readyz` and a listing) keeps its connections; every
+/// access still ends.
+#[tokio::test(flavor = "multi_thread")]
+async fn slow_deescalations_do_not_take_every_connection_from_the_replica() {
+    let Some(url) = test_cluster::database().await else {
+        return;
+    };
+    let scratch = Scratch::new();
+    let slow = format!(
+        r#"
+# Approves at once; each deescalation takes 3 s (an integration that answers slowly).
+[flows.slow]
+environment = "main"
+plugin = {}
+vars = {{ action = "approve:fine", deescalate_action = "sleep:3000" }}
+"#,
+        toml_path(artifacts::WITNESS)
+    );
+    write_config(&scratch, url.as_str(), &slow);
+    let a = start(&scratch, "a");
+    let http = reqwest::Client::new();
+    let mut ids = Vec::new();
+    for i in 0..30 {
+        let filed = post(
+            &http,
+            format!("{}/v1/flows/slow/requests", a.url),
+            new_request(&format!("user{i}@example.com")),
+            None,
+        )
+        .await
+        .unwrap();
+        assert_eq!(filed.status, 201, "{:?}", filed.body);
+        let body = filed.body.unwrap();
+        assert_eq!(body["state"], "escalated", "{body:#}");
+        ids.push(body["id"].as_str().unwrap().to_string());
+    }
+    // While the deescalations run: the replica answers at once (a pool taken by sweeps
+    // answers only after its 5 s wait for a connection, with 503).
+    let until = Instant::now() + Duration::from_secs(6);
+    while Instant::now() < until {
+        for path in ["/readyz", "/v1/requests?limit=1"] {
+            let asked = Instant::now();
+            let answer = http
+                .get(format!("{}{path}", a.url))
+                .bearer_auth(ADMIN_TOKEN)
+                .timeout(Duration::from_secs(20))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(answer.status(), 200, "{path}");
+            assert!(
+                asked.elapsed() < Duration::from_secs(3),
+                "{path} waited {:?} for a connection",
+                asked.elapsed()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for id in &ids {
+        loop {
+            let view = get(&http, &format!("{}/v1/requests/{id}", a.url)).await;
+            if view["state"] == "deescalated" {
+                break;
+            }
+            assert!(Instant::now() < deadline, "access not ended: {view:#}");
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+    kill(a);
+}

@@ -19,6 +19,12 @@ use super::{EXPIRY_POLL, Lifecycle, LifecycleError, WARDEN};
 
 /// How soon access past its end is looked at again when its request was busy.
 const BUSY_RETRY: Duration = Duration::from_millis(500);
+/// Expiry sweeps running at once, at most. On PostgreSQL each holds a pooled connection
+/// (its leases are session locks) until every deescalation it leased is done, hooks and
+/// all; expiries arriving faster than deescalate hooks finish would otherwise take the
+/// whole pool (16) and fail every other operation. Past this, expired access waits for a
+/// sweep to end.
+const MAX_EXPIRY_SWEEPS: usize = 4;
 
 impl Lifecycle {
     /// After a restart: requests whose request step was cut short go to a human (their
@@ -94,8 +100,19 @@ impl Lifecycle {
     /// Replicas sharing the store lease the expired requests first, so each is deescalated
     /// by one of them (`store::postgres::expiry`).
     pub async fn expire_loop(self: Arc<Self>, tasks: TaskTracker, stop: CancellationToken) {
+        let sweeps = Arc::new(tokio::sync::Semaphore::new(MAX_EXPIRY_SWEEPS));
         loop {
             let now = now_ms();
+            // Every sweep busy: none leased now; the next to end wakes this loop.
+            let Ok(sweep) = sweeps.clone().try_acquire_owned() else {
+                self.resume_abandoned().await;
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    _ = self.expiry_changed.notified() => {}
+                    _ = tokio::time::sleep(EXPIRY_POLL) => {}
+                }
+                continue;
+            };
             match self.store.lease_expired(now).await {
                 Ok(lease) if lease.ids.is_empty() => {
                     if let Err(e) = lease.release().await {
@@ -125,6 +142,8 @@ impl Lifecycle {
                         if let Err(e) = lease.release().await {
                             tracing::error!("expiry sleeper: {e}");
                         }
+                        drop(sweep);
+                        lifecycle.expiry_changed.notify_one();
                         // Access past its end whose request another operation held: looked
                         // at again shortly, not at the next poll.
                         if busy {

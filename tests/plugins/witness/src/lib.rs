@@ -2,7 +2,8 @@
 //! decision's reason (recorded in the request's history), who it was told acts and the
 //! whole requester. `on_request` continues, or does what the flow var `action` says
 //! (`ignore:<message>`, `approve:<reason>`); `on_deescalate` answers with `ignore`, which the
-//! host must record and go on from (access is removed all the same).
+//! host must record and go on from (access is removed all the same), after sleeping when
+//! the flow var `deescalate_action` is `sleep:<ms>`.
 
 use warden_sdk::prelude::*;
 
@@ -44,6 +45,14 @@ impl Plugin for Witness {
     }
 
     fn on_deescalate(event: &Event) -> Result<Decision> {
+        // `deescalate_action = "sleep:<ms>"`: a hook that takes its time (an integration that
+        // answers slowly), past the flow's timeout if it is shorter.
+        if let Some(ms) = event
+            .var("deescalate_action")
+            .and_then(|a| a.strip_prefix("sleep:"))
+        {
+            std::thread::sleep(std::time::Duration::from_millis(ms.parse()?));
+        }
         Ok(Decision::ignore(seen(event)))
     }
 
