@@ -30,7 +30,7 @@ use crate::store::requests::{Cursor, ListQuery as StoreListQuery, State as Reque
 /// Seconds a client is told to wait when warden is at `max_in_flight`.
 pub(crate) const RETRY_AFTER_SECONDS: &str = "1";
 /// Seconds a client is told to wait when the store failed (a database restarting).
-const STORE_RETRY_AFTER_SECONDS: &str = "2";
+pub(crate) const STORE_RETRY_AFTER_SECONDS: &str = "2";
 const MAX_IDEMPOTENCY_KEY_BYTES: usize = 200;
 
 pub(crate) struct App {

@@ -14,7 +14,7 @@ use super::pages::{self, Notice};
 use super::{Console, SignedIn, error_page, page_for, path_segment, redirect, session};
 use crate::config::Role;
 use crate::serve::api::{ApiError, detached};
-use crate::serve::lifecycle::Submission;
+use crate::serve::lifecycle::{LifecycleError, Submission};
 
 pub(super) async fn new_index(State(c): State<Console>, headers: Browser) -> Response {
     let who = match c.viewer(&headers, || "/new".into(), None).await {
@@ -48,6 +48,7 @@ fn new_form_page(
     who: &SignedIn,
     flow: &str,
     refused: Option<(&ApiError, &Form)>,
+    key: Option<&str>,
 ) -> Response {
     let error = refused.map(|(e, _)| e);
     let warden = c.app.warden.current();
@@ -56,7 +57,10 @@ fn new_form_page(
         return error_page(who, &e);
     };
     let declared: Vec<_> = spec.fields.iter().collect();
-    let key = format!("console-{}", session::random_hex(16));
+    let key = key.map_or_else(
+        || format!("console-{}", session::random_hex(16)),
+        str::to_string,
+    );
     page_for(
         who,
         error.map_or(StatusCode::OK, ApiError::status),
@@ -79,7 +83,7 @@ pub(super) async fn new_form(
         Ok(who) => who,
         Err(page) => return page,
     };
-    new_form_page(&c, &who, &flow, None)
+    new_form_page(&c, &who, &flow, None, None)
 }
 
 pub(super) async fn submit(
@@ -92,6 +96,15 @@ pub(super) async fn submit(
         Ok(posted) => posted,
         Err(page) => return page,
     };
+    // A random key from the form: sending it twice (a reload) files one request.
+    let idempotency_key = form
+        .get("idem")
+        .filter(|k| k.len() <= 100 && k.bytes().all(|b| b.is_ascii_graphic()))
+        .map(str::to_string);
+    // Whether the key was refused for naming another request; else a refused form keeps
+    // it, so sending the form again files at most one request (the store may have kept
+    // this one before failing).
+    let mut key_spent = false;
     let submitted = async {
         who.caller.require(Role::Requester)?;
         let requester = who.caller.acting_as(None, "requester")?;
@@ -108,24 +121,29 @@ pub(super) async fn submit(
                 format!("field `{field}`: {message}"),
             )
         })?;
-        // A random key from the form: sending it twice (a reload) files one request.
-        let idempotency_key = form
-            .get("idem")
-            .filter(|k| k.len() <= 100 && k.bytes().all(|b| b.is_ascii_graphic()))
-            .map(str::to_string);
         let lifecycle = c.app.lifecycle.clone();
         let submission = Submission {
             flow: flow.clone(),
             requester,
             fields,
             created_by: who.caller.user.clone(),
-            idempotency_key,
+            idempotency_key: idempotency_key.clone(),
         };
-        detached(&c.app, async move { lifecycle.submit(submission).await }).await
+        let submitted = detached(
+            &c.app,
+            async move { Ok(lifecycle.submit(submission).await) },
+        );
+        submitted.await?.map_err(|e| {
+            key_spent = matches!(e, LifecycleError::KeyReused { .. });
+            ApiError::from(e)
+        })
     }
     .await;
     match submitted {
         Ok(submitted) => redirect(&format!("/requests/{}?filed", submitted.request.id)),
-        Err(e) => new_form_page(&c, &who, &flow, Some((&e, &form))),
+        Err(e) => {
+            let key = idempotency_key.as_deref().filter(|_| !key_spent);
+            new_form_page(&c, &who, &flow, Some((&e, &form)), key)
+        }
     }
 }

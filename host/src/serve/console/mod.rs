@@ -272,6 +272,14 @@ fn page_for(who: &SignedIn, status: StatusCode, markup: Markup) -> Response {
     response
         .extensions_mut()
         .insert(AnsweredFor(who.caller.user.clone()));
+    // The store failed (the session was read, a later call was not answered): when to try
+    // again, as the API says it.
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        response.headers_mut().insert(
+            header::RETRY_AFTER,
+            HeaderValue::from_static(api::STORE_RETRY_AFTER_SECONDS),
+        );
+    }
     response
 }
 
@@ -429,13 +437,23 @@ async fn request_page(
         _ => false,
     };
     let status = error.map_or(StatusCode::OK, ApiError::status);
-    // Just filed: say at once whether the flow's plugin decided it.
-    let news = filed.then_some(match view.state {
-        RequestState::Pending | RequestState::Requested => "Filed: it waits for an approver.",
-        RequestState::Denied => "Filed: the flow's plugin denied it at once.",
-        RequestState::Ignored => "Filed: the flow's plugin ignored it; no one is asked to decide.",
-        _ => "Filed and fast-tracked: the flow's plugin approved it at once.",
-    });
+    // Just filed: say at once whether the flow's plugin decided it. The query is the
+    // browser's to send (a link, a form sent again after a person decided): the plugin is
+    // said to have decided only when the history says it did.
+    let by_plugin = pages::decided_by(&view).is_some_and(|(_, fast_track)| fast_track);
+    let news = filed
+        .then_some(match view.state {
+            RequestState::Pending | RequestState::Requested => {
+                Some("Filed: it waits for an approver.")
+            }
+            RequestState::Ignored => {
+                Some("Filed: the flow's plugin ignored it; no one is asked to decide.")
+            }
+            _ if !by_plugin => None,
+            RequestState::Denied => Some("Filed: the flow's plugin denied it at once."),
+            _ => Some("Filed and fast-tracked: the flow's plugin approved it at once."),
+        })
+        .flatten();
     let notice = match (error, news) {
         (Some(e), _) => Some(Notice::Error(e.message())),
         (None, Some(news)) => Some(Notice::Info(news)),

@@ -207,7 +207,7 @@ fn text(entry: &Value, key: &str) -> String {
 
 /// Who decided, from the last transition to approved or denied: a decision straight from
 /// `requested` is the plugin's fast track (a human decides only pending requests).
-fn decided_by(view: &RequestView) -> Option<(String, bool)> {
+pub(super) fn decided_by(view: &RequestView) -> Option<(String, bool)> {
     view.history.as_ref()?.iter().rev().find_map(|e| {
         let to = e["to"].as_str()?;
         (e["kind"] == "transition" && (to == "approved" || to == "denied"))
