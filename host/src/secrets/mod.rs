@@ -71,6 +71,10 @@ pub struct SecretStore {
     /// Per secret id, so one slow fetch holds up only users of that secret.
     cached: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Slot>>>>,
     served: RwLock<Served>,
+    /// The store of the config a reload put in this one's place: what this one serves
+    /// after (hooks still running on the old config, a rotation read meanwhile) is
+    /// redacted there too.
+    successor: RwLock<std::sync::Weak<SecretStore>>,
 }
 
 /// Every value served so far.
@@ -131,6 +135,7 @@ impl SecretStore {
                 )),
                 for_ids: HashMap::new(),
             }),
+            successor: RwLock::new(std::sync::Weak::new()),
         }
     }
 
@@ -207,16 +212,20 @@ impl SecretStore {
         }
     }
 
-    /// Takes on every value `earlier` served, so what a reload rotated away stays redacted
-    /// (a plugin, or a server it called, may still hold and echo the old value).
-    pub fn remember_served_by(&self, earlier: &SecretStore) {
-        let earlier: Vec<(String, SecretValue)> = earlier
+    /// Hands every value this store served, and every one it serves from now on, to `next`
+    /// (a reload's store), so what a reload rotated away stays redacted: a plugin, or a
+    /// server it called, may still hold and echo the old value, and hooks still running on
+    /// the old config go on reading through this store.
+    pub fn hand_on_to(&self, next: &Arc<SecretStore>) {
+        // Set before the copy: a value served meanwhile is in the copy or passed on.
+        *self.successor.write().unpoisoned() = Arc::downgrade(next);
+        let earlier: Vec<(String, SecretValue)> = self
             .served()
             .by_id
             .iter()
             .flat_map(|(id, values)| values.iter().map(|v| (id.clone(), v.clone())))
             .collect();
-        let mut served = self.served.write().unpoisoned();
+        let mut served = next.served.write().unpoisoned();
         let mut added = false;
         for (id, value) in earlier {
             let values = served.by_id.entry(id).or_default();
@@ -233,15 +242,21 @@ impl SecretStore {
     }
 
     fn remember(&self, id: &str, value: &SecretValue) {
-        let mut served = self.served.write().unpoisoned();
-        let values = served.by_id.entry(id.to_string()).or_default();
-        if values.contains(value) {
-            return;
+        {
+            let mut served = self.served.write().unpoisoned();
+            let values = served.by_id.entry(id.to_string()).or_default();
+            if values.contains(value) {
+                return;
+            }
+            values.push(value.clone());
+            let all = served.by_id.values().flatten().cloned().collect();
+            served.all = Arc::new(Redactor::new(all));
+            served.for_ids.clear();
         }
-        values.push(value.clone());
-        let all = served.by_id.values().flatten().cloned().collect();
-        served.all = Arc::new(Redactor::new(all));
-        served.for_ids.clear();
+        let next = self.successor.read().unpoisoned().upgrade();
+        if let Some(next) = next {
+            next.remember(id, value);
+        }
     }
 
     fn served(&self) -> std::sync::RwLockReadGuard<'_, Served> {

@@ -262,3 +262,39 @@ async fn a_secrets_redactor_covers_every_value_it_served_and_no_other_secrets() 
         "[REDACTED] [REDACTED] [REDACTED]"
     );
 }
+
+#[tokio::test]
+async fn what_an_old_store_served_before_and_after_a_reload_is_redacted_by_the_new_one() {
+    let aws = FakeAws::new("v1");
+    let config_then = config(&aws, "");
+    let (old, clock) = store(&config_then, aws.clone());
+    aws.set(Ok("v2"));
+    clock.advance(Duration::from_secs(31));
+    assert_eq!(value(&old, &config_then, "rotating").await.unwrap(), "v2");
+    // A reload: the new config read the secret as it is now.
+    aws.set(Ok("v9"));
+    let config_now = config(&aws, "");
+    let next = Arc::new(SecretStore::with(
+        &config_now.secrets,
+        aws.clone(),
+        Arc::new(Instant::now),
+    ));
+    old.hand_on_to(&next);
+    // A hook still running on the old config reads a value rotated since.
+    aws.set(Ok("v3"));
+    clock.advance(Duration::from_secs(31));
+    assert_eq!(value(&old, &config_then, "rotating").await.unwrap(), "v3");
+    assert_eq!(
+        next.redactor().redact("v1 v2 v3 v9"),
+        "[REDACTED] [REDACTED] [REDACTED] [REDACTED]"
+    );
+    assert_eq!(
+        next.redactor_for(["rotating"]).redact("v1 v2 v3 v9"),
+        "[REDACTED] [REDACTED] [REDACTED] [REDACTED]"
+    );
+    // A store no reload replaced any more passes nothing on.
+    drop(next);
+    aws.set(Ok("v4"));
+    clock.advance(Duration::from_secs(31));
+    assert_eq!(value(&old, &config_then, "rotating").await.unwrap(), "v4");
+}

@@ -203,7 +203,7 @@ impl CurrentWarden {
         .collect();
         let flows = config.flows.keys().cloned().collect();
         let secrets = Arc::new(SecretStore::new(&config.secrets));
-        secrets.remember_served_by(old.secret_store());
+        old.secret_store().hand_on_to(&secrets);
         let options = StartOptions::default();
         let warden = Warden::start_with(config, old.identity_store().clone(), secrets, options)
             .await
