@@ -325,6 +325,30 @@ async fn a_sealed_value_a_server_kept_or_changed_in_case_is_redacted_from_every_
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn the_start_of_a_long_sealed_value_an_error_quotes_cut_short_is_redacted() {
+    let server = TestServer::start().await;
+    let origin = server.origin();
+    // Longer than an error quotes a URL: the quote is cut inside the value.
+    let secret = "0123456789abcdef".repeat(20);
+    let cases: Vec<(String, String)> = [
+        ("keep", format!("http-sealed:victorops {origin}/keep")),
+        ("redirect", format!("http-hex:{origin}/recall?redirect=1")),
+    ]
+    .into_iter()
+    .map(|(name, action)| (name.to_string(), action))
+    .collect();
+    let scratch = Scratch::new();
+    let warden = start_with_secret(&scratch, &secret, &flows(&cases, &origin), None).await;
+    run(&warden, "keep").await;
+    assert_eq!(server.kept(), [secret.clone()]);
+    let seen = seen_by_plugin(&run(&warden, "redirect").await);
+    assert!(seen.starts_with("error "), "{seen}");
+    assert!(seen.contains("more bytes)"), "the quote was cut: {seen}");
+    assert!(seen.contains("[REDACTED]"), "{seen}");
+    assert!(!seen.contains(&secret[..16]), "{seen}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn an_answer_compressed_regardless_is_refused_not_shown_unredacted() {
     let server = TestServer::start().await;
     let origin = server.origin();

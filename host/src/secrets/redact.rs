@@ -82,10 +82,11 @@ impl Redactor {
         }
     }
 
-    /// [`Self::redact`], except where `text` quotes one of `kept` (text its reader wrote
+    /// [`Self::redact_cut`], except where `text` quotes one of `kept` (text its reader wrote
     /// itself): those stretches are left as they are and the rest redacted around them, so
     /// that whether a text the reader chose is a value cannot be learned from its
-    /// redaction.
+    /// redaction. The rest is the host's own text, which may quote what a server sent
+    /// (a redirect's target) cut short: the start of a value left at a cut goes too.
     pub fn redact_around(&self, text: &str, kept: &[&str]) -> String {
         let kept: Vec<&str> = kept.iter().copied().filter(|k| !k.is_empty()).collect();
         let mut out = String::with_capacity(text.len());
@@ -97,10 +98,10 @@ impl Redactor {
                 .filter_map(|k| rest.find(k).map(|at| (at, std::cmp::Reverse(k.len()))))
                 .min();
             let Some((at, std::cmp::Reverse(len))) = next else {
-                out.push_str(&self.redact(rest));
+                out.push_str(&self.redact_cut(rest));
                 return out;
             };
-            out.push_str(&self.redact(&rest[..at]));
+            out.push_str(&self.redact_cut(&rest[..at]));
             out.push_str(&rest[at..at + len]);
             rest = &rest[at + len..];
         }
