@@ -546,6 +546,23 @@ impl HttpInstance {
                     origin(&url)
                 )));
             }
+            // The client takes chunks apart and nothing else: a body in any other transfer
+            // coding (gzip) comes through still coded, as hidden from redaction.
+            let coded = response.headers.iter().any(|(name, codings)| {
+                name.eq_ignore_ascii_case("transfer-encoding")
+                    && codings
+                        .split(|b| *b == b',')
+                        .map(<[u8]>::trim_ascii)
+                        .any(|coding| {
+                            !coding.is_empty() && !coding.eq_ignore_ascii_case(b"chunked")
+                        })
+            });
+            if coded {
+                return Err(HttpError::Invalid(format!(
+                    "the response from {} is in a Transfer-Encoding other than chunked, which would hide secret values in it from redaction",
+                    origin(&url)
+                )));
+            }
             // The whole body at once, so no value escapes by being split across chunks.
             let redactor = self.redactor();
             // Moved, not copied: a header is copied only if it is not UTF-8 or shows a value.
@@ -567,6 +584,17 @@ impl HttpInstance {
                     origin(&url)
                 )));
             }
+            // Content-Length as sent counts whatever redaction replaced, telling a value's
+            // length: the plugin is told the length of the body it is given (and none for a
+            // HEAD's, whose body is not there to measure).
+            let mut headers: Vec<(String, String)> = headers;
+            headers.retain_mut(|(name, value)| {
+                if !name.eq_ignore_ascii_case("content-length") {
+                    return true;
+                }
+                *value = body.len().to_string();
+                method != reqwest::Method::HEAD
+            });
             return Ok(Response {
                 status: status.as_u16(),
                 headers,
