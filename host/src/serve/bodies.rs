@@ -1,8 +1,10 @@
 //! Request bodies, read whole before their request counts against `max_in_flight`, and
 //! bounded in bytes: each by `max_body_bytes`, and those the API's callers send at once by a
-//! budget they share (the console's forms each by themselves).
+//! budget they share, of which one caller may hold a quarter (the console's forms each by
+//! themselves).
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -18,12 +20,58 @@ use super::api::{ApiError, busy};
 /// clients sending bodies cannot make warden hold more. Only a caller with a known token
 /// (`api::caller_first`) reads into that shared budget, so a client without one cannot fill it
 /// and turn everyone else's requests away. The console's forms are small, and each is only
-/// bounded by itself: all of them at once are at most `max_connections` forms.
+/// bounded by itself: all of them at once are at most `max_connections` forms. One caller
+/// (the user a token names) may hold a quarter of the budget, or one whole body if that is
+/// more, so a caller sending bodies on many connections and finishing none cannot turn
+/// every other caller's away (`429` for them, as answers are bounded per caller).
 #[derive(Clone)]
 pub(crate) struct Bodies {
     max_body_bytes: usize,
     /// `None`: no budget shared between bodies (the console's forms).
     bytes: Option<Arc<tokio::sync::Semaphore>>,
+    per_caller: Arc<PerCaller>,
+}
+
+/// Bytes of bodies each caller holds now.
+struct PerCaller {
+    most: usize,
+    held: Mutex<HashMap<String, usize>>,
+}
+
+impl PerCaller {
+    /// Takes `n` more bytes for `who`, unless that would hold more than `most`.
+    fn take(&self, who: &str, n: usize) -> bool {
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        let now = held.get(who).copied().unwrap_or(0);
+        if now + n > self.most {
+            return false;
+        }
+        held.insert(who.to_string(), now + n);
+        true
+    }
+
+    fn give_back(&self, who: &str, n: usize) {
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(now) = held.get_mut(who) {
+            *now = now.saturating_sub(n);
+            if *now == 0 {
+                held.remove(who);
+            }
+        }
+    }
+}
+
+/// What one body holds of its caller's share, given back when the request is answered.
+struct CallersBytes {
+    of: Arc<PerCaller>,
+    who: String,
+    n: usize,
+}
+
+impl Drop for CallersBytes {
+    fn drop(&mut self) {
+        self.of.give_back(&self.who, self.n);
+    }
 }
 
 impl Bodies {
@@ -36,6 +84,10 @@ impl Bodies {
             bytes: Some(Arc::new(tokio::sync::Semaphore::new(
                 total.min(tokio::sync::Semaphore::MAX_PERMITS),
             ))),
+            per_caller: Arc::new(PerCaller {
+                most: (total / 4).max(settings.max_body_bytes),
+                held: Mutex::new(HashMap::new()),
+            }),
         }
     }
 
@@ -45,6 +97,10 @@ impl Bodies {
         Self {
             max_body_bytes,
             bytes: None,
+            per_caller: Arc::new(PerCaller {
+                most: usize::MAX,
+                held: Mutex::new(HashMap::new()),
+            }),
         }
     }
 }
@@ -71,6 +127,17 @@ pub(crate) async fn body_first(
     }
     let mut bytes = Vec::new();
     let mut held: Option<tokio::sync::OwnedSemaphorePermit> = None;
+    // Whose share the body counts against: the caller `caller_first` found (a request
+    // without one has no body to read by now).
+    let mut callers = CallersBytes {
+        of: bodies.per_caller.clone(),
+        who: parts
+            .extensions
+            .get::<super::caller::Caller>()
+            .map(|c| c.user.to_ascii_lowercase())
+            .unwrap_or_default(),
+        n: 0,
+    };
     while let Some(frame) = body.frame().await {
         let frame = match frame {
             Ok(frame) => frame,
@@ -109,12 +176,26 @@ pub(crate) async fn body_first(
                 return busy("warden is reading as many request bodies as it may; retry shortly");
             }
         }
+        if !callers.of.take(&callers.who, data.len()) {
+            let mut refused = ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "this caller is sending as many request bodies at once as one caller may; finish or close those first",
+            )
+            .into_response();
+            refused.headers_mut().insert(
+                header::RETRY_AFTER,
+                axum::http::HeaderValue::from_static("1"),
+            );
+            return refused;
+        }
+        callers.n += data.len();
         bytes.extend_from_slice(&data);
     }
     let response = next
         .run(Request::from_parts(parts, Body::from(bytes)))
         .await;
     drop(held);
+    drop(callers);
     response
 }
 

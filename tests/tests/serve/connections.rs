@@ -188,6 +188,53 @@ async fn bodies_on_their_way_hold_no_more_bytes_than_max_in_flight_bodies() {
     h.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn one_caller_holding_bodies_it_never_finishes_leaves_room_for_the_others() {
+    // 8 × 1024 shared; a caller may hold a quarter: 2048.
+    let h = Harness::start(
+        "max_in_flight = 8\nmax_body_bytes = 1024\nclient_timeout_ms = 5000",
+        &standard_flows(),
+    )
+    .await;
+    // Two bodies of 900 of a promised 1000 bytes, the rest never sent: 1800 of alice's 2048.
+    let mut holding = Vec::new();
+    for _ in 0..2 {
+        let mut conn = connect(&h).await;
+        let head = format!(
+            "POST /v1/flows/human/requests HTTP/1.1\r\nHost: warden\r\nAuthorization: Bearer {ALICE}\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{}",
+            " ".repeat(900)
+        );
+        conn.write_all(head.as_bytes()).await.unwrap();
+        holding.push(conn);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Her next body does not fit her share; another caller's does.
+    let reason = "r".repeat(300);
+    let refused = h
+        .submit("human", ALICE, serde_json::json!({ "reason": reason }))
+        .await;
+    assert_eq!(refused.status, 429, "{}", refused.text);
+    assert!(
+        refused.text.contains("as one caller may"),
+        "{}",
+        refused.text
+    );
+    let filed = h
+        .submit("human", BOB, serde_json::json!({ "reason": reason }))
+        .await;
+    assert_eq!(filed.status, 201, "{}", filed.text);
+    // Once hers are answered (408), her share is free again.
+    for mut conn in holding {
+        let answer = read_until_closed(&mut conn, Duration::from_secs(10)).await;
+        assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    }
+    let filed = h
+        .submit("human", ALICE, serde_json::json!({ "reason": reason }))
+        .await;
+    assert_eq!(filed.status, 201, "{}", filed.text);
+    h.stop().await;
+}
+
 /// The budget of bodies being read is the API's callers': a client with no token, or an
 /// unknown one, is answered before its body is read, so it cannot fill that budget and turn
 /// everyone else's requests away; and a body announced over `max_body_bytes` is refused
