@@ -186,8 +186,9 @@ class Response:
 
     @property
     def ok(self):
-        """False for 4xx and 5xx statuses, as in `requests`."""
-        return self.status_code < 400
+        """False for 4xx and 5xx statuses, as in `requests`: whether `raise_for_status`
+        would not raise."""
+        return not 400 <= self.status_code < 600
 
     @property
     def text(self):

@@ -164,6 +164,25 @@ class SealedValues(unittest.TestCase):
         self.assertEqual(host.sent, [])
         self.assertEqual(host.logged, [])
 
+    def test_a_persons_text_that_names_the_placeholders_tag_is_plain_text(self):
+        # A requester's reason (text from the host, which never holds a lone surrogate):
+        # quoting it is no copy of a secret.
+        host = Host(self)
+        text = "please, warden-sealed-secret[ is in my text]"
+        decision = warden.ApprovalTemplate.deny(reason=f"Denied: {text}")
+        self.assertIn(text, repr(decision))
+        warden.log.info(text)
+        requests.post("https://a.example", json={"reason": text}, params={"q": text})
+        requests.post("https://a.example", data=text.encode())
+        self.assertEqual(len(host.sent), 2)
+        self.assertEqual(len(host.logged), 1)
+        # The escape JSON writes of a copy's fence still counts (in text and in bytes).
+        token, _ = value(False)
+        dumped = json.dumps({"k": token})
+        for body in (dumped, dumped.encode()):
+            with self.assertRaises(warden.SecretError):
+                requests.post("https://a.example", data=body)
+
     def test_json_bodies_and_params_carry_the_value_when_revealed(self):
         host = Host(self)
         token, _ = value(reveal=True)
@@ -223,6 +242,10 @@ class Requests(unittest.TestCase):
         self.assertEqual(str(raised.exception), "404 Client Error: Not Found for url: https://a.example/p?q=1")
         self.assertIs(raised.exception.response, response)
         self.assertTrue(requests.Response(wit_http.Response(302, [], b""), "u", None).ok)
+        # `ok` is whether raise_for_status would not raise, a status past 599 too.
+        odd = requests.Response(wit_http.Response(600, [], b""), "u", None)
+        odd.raise_for_status()
+        self.assertTrue(odd.ok)
 
     def test_reason_encoding_and_headers_are_there_when_read_and_settable(self):
         answer = wit_http.Response(

@@ -22,6 +22,11 @@ from .errors import SecretError, SecretNotRevealed
 _TAG = "warden-sealed-secret["
 _FENCE = "\ud800"  # a lone surrogate: unencodable in UTF-8, so copies fail loudly
 _TAG_BYTES = _TAG.encode("ascii")
+# How a copy's fence reads before its tag: as it is, as JSON escapes it (`json.dumps`), and
+# (in bytes) as `surrogatepass` encodes it. Text from the host never holds a lone
+# surrogate: a person's `warden-sealed-secret[` alone is their text, not a copy.
+_FENCES = (_FENCE, "\\ud800", "\\uD800")
+_FENCES_BYTES = (b"\\ud800", b"\\uD800", _FENCE.encode("utf-8", "surrogatepass"))
 
 
 class Secret:
@@ -208,20 +213,22 @@ def plain(value, use):
 def placeholder_in(data):
     """The id of a secret whose placeholder `data` (str or bytes) carries, or None."""
     if isinstance(data, str):
-        start = data.find(_TAG)
-        if start < 0:
-            return None
-        end = data.find("]", start)
-        return data[start + len(_TAG) : end if end >= 0 else None]
+        return _fenced(data, _TAG, _FENCES, "]")
     if isinstance(data, (bytes, bytearray, memoryview)):
-        data = bytes(data)
-        start = data.find(_TAG_BYTES)
-        if start < 0:
-            return None
-        end = data.find(b"]", start)
-        return data[start + len(_TAG_BYTES) : end if end >= 0 else None].decode(
-            "utf-8", "replace"
-        )
+        found = _fenced(bytes(data), _TAG_BYTES, _FENCES_BYTES, b"]")
+        return None if found is None else found.decode("utf-8", "replace")
+    return None
+
+
+def _fenced(data, tag, fences, close):
+    """What follows the first `tag` in `data` that one of `fences` comes just before, up to
+    `close`; None if no tag is fenced."""
+    start = data.find(tag)
+    while start >= 0:
+        if any(data.endswith(fence, 0, start) for fence in fences):
+            end = data.find(close, start)
+            return data[start + len(tag) : end if end >= 0 else None]
+        start = data.find(tag, start + 1)
     return None
 
 
