@@ -32,14 +32,19 @@
 //! #[derive(Deserialize)]
 //! #[serde(rename_all = "camelCase")]
 //! struct OnCallNow { teams_on_call: Vec<Team> }
+//! // The live API writes `oncallNow` and `onCalluser`; its spec, `onCallNow`, `onCallUser`.
 //! #[derive(Deserialize)]
-//! #[serde(rename_all = "camelCase")]
-//! struct Team { oncall_now: Vec<Shift> }
+//! struct Team {
+//!     #[serde(rename = "oncallNow", alias = "onCallNow")]
+//!     oncall_now: Vec<Shift>,
+//! }
 //! #[derive(Deserialize)]
 //! struct Shift { users: Vec<ShiftUser> }
 //! #[derive(Deserialize)]
-//! #[serde(rename_all = "camelCase")]
-//! struct ShiftUser { on_call_user: Username }
+//! struct ShiftUser {
+//!     #[serde(rename = "onCalluser", alias = "onCallUser")]
+//!     on_call_user: Username,
+//! }
 //! #[derive(Deserialize)]
 //! struct Username { username: String }
 //!
@@ -90,8 +95,11 @@
 //!     struct Users { users: Vec<VictorOpsUser> }
 //!     #[derive(Deserialize)]
 //!     struct VictorOpsUser { username: String, email: String }
-//!     // Use the VictorOps API to find a matching user.
-//!     let users: Users = victorops_get(integration, "v2/user", &[("email", &user.email)])?;
+//!     // Use the VictorOps API to find a matching user. VictorOps does not decode an `@`
+//!     // sent as `%40` (what `.query` sends): the email goes in as it is (plugins/victorops
+//!     // encodes the other characters a query needs encoded).
+//!     let path = format!("v2/user?email={}", user.email);
+//!     let users: Users = victorops_get(integration, &path, &[])?;
 //!     let Some(found) = users
 //!         .users
 //!         .into_iter()
