@@ -561,6 +561,38 @@ async fn only_admins_name_a_users_username_id_or_names() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_reload_may_not_remove_a_flow_whose_plugin_granted_access_still_held() {
+    let h = Harness::start().await;
+    let id = h.submit("open", None, "pending").await;
+    let r = h.act(&id, "approve", BOB, "fine").await;
+    assert_eq!(r.body["state"], "escalated", "{}", r.text);
+    let text = config_text(&h._scratch);
+    let (start, end) = (
+        text.find("[flows.open]").unwrap(),
+        text.find("[flows.quiet]").unwrap(),
+    );
+    h._scratch
+        .config(&format!("{}{}", &text[..start], &text[end..]));
+    // Only the flow's plugin removes what it granted: an expiry or a revoke without it
+    // would say the access was removed when nothing removed it.
+    let r = h.send("POST", "/v1/admin/reload", CAROL, None).await;
+    assert_eq!(r.status, 422, "{}", r.text);
+    assert!(
+        r.text.contains(&format!(
+            "flow `open` is removed, but access its plugin granted is still held ({id})"
+        )),
+        "{}",
+        r.text
+    );
+    // The old config serves on: the request is revoked through its plugin, and then the
+    // flow may go.
+    let r = h.act(&id, "revoke", ALICE, "done").await;
+    assert_eq!(r.body["state"], "deescalated", "{}", r.text);
+    let r = h.send("POST", "/v1/admin/reload", CAROL, None).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_flow_a_reload_removed_leaves_its_requests_to_admins_to_deny_and_none_to_approve() {
     let h = Harness::start().await;
     let id = h.submit("four", None, "pending").await;

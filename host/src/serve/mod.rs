@@ -77,6 +77,39 @@ pub enum ServeError {
     Serve(std::io::Error),
 }
 
+impl CurrentWarden {
+    /// Refuses a config without a flow whose plugin granted access that is still held
+    /// (requests escalated): only that plugin's `on_deescalate` removes it, and without the
+    /// flow an expiry or a revoke would record the access removed when nothing removed it.
+    /// (A request of the flow escalated while the new config compiles is not seen here.)
+    async fn no_access_left_behind(&self, before: &Config, config: &Config) -> Result<(), String> {
+        use crate::store::requests::{ListQuery, State};
+        let mut held = Vec::new();
+        for flow in before.flows.keys().filter(|f| config.flow(f).is_none()) {
+            let query = ListQuery {
+                state: Some(State::Escalated),
+                flow: Some(flow.clone()),
+                limit: 3,
+                ..ListQuery::default()
+            };
+            let escalated = self.store.list(&query).await.map_err(|e| e.to_string())?;
+            if !escalated.rows.is_empty() {
+                let ids: Vec<&str> = escalated.rows.iter().map(|r| r.id.as_str()).collect();
+                held.push(format!(
+                    "flow `{flow}` is removed, but access its plugin granted is still held ({}{}): only its on_deescalate removes it; revoke those requests (POST /v1/requests/ID/revoke) or let them expire, then reload",
+                    ids.join(", "),
+                    if ids.len() == 3 { ", ..." } else { "" }
+                ));
+            }
+        }
+        if held.is_empty() {
+            Ok(())
+        } else {
+            Err(held.join("\n"))
+        }
+    }
+}
+
 /// What a reload applied.
 #[derive(Debug, Clone, Serialize)]
 pub struct ReloadSummary {
@@ -163,6 +196,7 @@ impl CurrentWarden {
         if config.serve.tokens.is_empty() {
             return Err(ServeError::NoTokens(self.config_path.clone()).to_string());
         }
+        self.no_access_left_behind(before, &config).await?;
         // What the listener, the API's counters and the notifications' client took at start.
         let (now, then) = (&config.serve, &before.serve);
         let restart_needed_for = [
