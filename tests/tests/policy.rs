@@ -902,6 +902,34 @@ async fn a_user_files_at_most_new_requests_per_minute_and_admins_are_not_counted
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn replays_and_refused_filings_do_not_count_as_new_requests() {
+    let h = Harness::start_with("new_requests_per_minute = 2").await;
+    let file = |key: Option<&'static str>, flow: &'static str, duration: &'static str| {
+        let url = format!("http://{}/v1/flows/{flow}/requests", h.server.local_addr());
+        let mut request = h
+            .http
+            .post(url)
+            .bearer_auth(ALICE)
+            .header("content-type", "application/json")
+            .body(json!({ "fields": { "duration": duration } }).to_string());
+        if let Some(key) = key {
+            request = request.header("idempotency-key", key);
+        }
+        async move { request.send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!(file(Some("k-1"), "open", "1h").await, 201);
+    // A retry (its answer lost, say) is the same request, however often.
+    for _ in 0..3 {
+        assert_eq!(file(Some("k-1"), "open", "1h").await, 200);
+    }
+    // Refused, nothing filed: a flow that is not there, a field that is not valid.
+    assert_eq!(file(None, "nowhere", "1h").await, 404);
+    assert_eq!(file(None, "open", "forever").await, 422);
+    assert_eq!(file(None, "open", "1h").await, 201);
+    assert_eq!(file(None, "open", "1h").await, 429, "the third new one");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn the_audit_log_reads_back_a_page_at_a_time() {
     let h = Harness::start().await;
     for _ in 0..3 {

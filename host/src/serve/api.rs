@@ -384,7 +384,6 @@ async fn submit(
     caller.require(Role::Requester)?;
     let body: NewRequestBody = parse(&body?)?;
     let requester = caller.acting_as(body.requester, "requester")?;
-    caller.may_file(&app)?;
     let idempotency_key = match headers.get("idempotency-key") {
         None => None,
         Some(v) => {
@@ -406,6 +405,7 @@ async fn submit(
             )
         }
     };
+    caller.may_file(&app)?;
     let lifecycle = app.lifecycle.clone();
     let submission = Submission {
         flow,
@@ -414,7 +414,16 @@ async fn submit(
         created_by: caller.user.clone(),
         idempotency_key,
     };
-    let submitted = detached(&app, async move { lifecycle.submit(submission).await }).await?;
+    let submitted = detached(&app, async move { lifecycle.submit(submission).await })
+        .await
+        .inspect_err(|e| {
+            if e.status().is_client_error() {
+                caller.filed_nothing(&app);
+            }
+        })?;
+    if submitted.replayed {
+        caller.filed_nothing(&app);
+    }
     let status = if submitted.replayed {
         StatusCode::OK
     } else {

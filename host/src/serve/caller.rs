@@ -99,6 +99,16 @@ impl Caller {
         Ok(())
     }
 
+    /// Takes back the filing [`Caller::may_file`] counted when none was made: a replay of
+    /// an Idempotency-Key (it files nothing), or a refusal (an unknown flow, a bad field).
+    pub(crate) fn filed_nothing(&self, app: &App) {
+        if self.role < Role::Admin
+            && let Some(limit) = &app.new_requests
+        {
+            limit.uncount(&self.user);
+        }
+    }
+
     /// `named` (who the body says acts) must be the caller, unless the caller is an admin.
     pub(crate) fn acting_as(
         &self,

@@ -120,6 +120,12 @@ impl PerUser {
         self.0.count(Self::key(user), now);
     }
 
+    /// Takes back one attempt [`PerUser::attempt`] counted, which turned out to be none
+    /// (nothing was made of it).
+    pub fn uncount(&self, user: &str) {
+        self.0.uncount(&Self::key(user));
+    }
+
     fn key(user: &str) -> String {
         user.trim().to_ascii_lowercase()
     }
@@ -213,6 +219,12 @@ impl<K: std::hash::Hash + Eq + Clone> Windows<K> {
         }
         *count = count.saturating_add(1);
         *count == self.limit
+    }
+
+    fn uncount(&self, key: &K) {
+        if let Some((_, count)) = self.by_key.lock().unpoisoned().get_mut(key) {
+            *count = count.saturating_sub(1);
+        }
     }
 }
 

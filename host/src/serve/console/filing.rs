@@ -105,10 +105,12 @@ pub(super) async fn submit(
     // it, so sending the form again files at most one request (the store may have kept
     // this one before failing).
     let mut key_spent = false;
+    let mut counted = false;
     let submitted = async {
         who.caller.require(Role::Requester)?;
         let requester = who.caller.acting_as(None, "requester")?;
         who.caller.may_file(&c.app)?;
+        counted = true;
         let warden = c.app.warden.current();
         let declared = warden
             .config()
@@ -139,6 +141,14 @@ pub(super) async fn submit(
         })
     }
     .await;
+    // A replay, or a refusal (a bad field), filed nothing: not counted as a filing.
+    let filed_nothing = match &submitted {
+        Ok(submitted) => submitted.replayed,
+        Err(e) => e.status().is_client_error(),
+    };
+    if counted && filed_nothing {
+        who.caller.filed_nothing(&c.app);
+    }
     match submitted {
         Ok(submitted) => redirect(&format!("/requests/{}?filed", submitted.request.id)),
         Err(e) => {
