@@ -92,7 +92,16 @@ def request(method, url, params=None, data=None, headers=None, json=None, timeou
         raise InvalidURL(f"the URL must be a str, not {type(url).__name__}")
     url = plain(url, "put it in a URL")
     refuse_placeholders(url, "the URL")
-    query = _query(params)
+    if isinstance(params, (str, bytes)):
+        # As `requests` does: a query written out is sent as written (VictorOps wants an
+        # email's `@` as it is, which encoding pairs would send as `%40`).
+        text = params.decode("utf-8") if isinstance(params, bytes) else plain(params, "put it in a URL")
+        refuse_placeholders(text, "the query")
+        if text:
+            url = f"{url}{'&' if '?' in url else '?'}{text}"
+        query = []
+    else:
+        query = _query(params)
     wit_headers, names = _headers(headers)
     body = None
     if data is not None and not (isinstance(data, (dict, list, tuple)) and not data):
@@ -273,9 +282,6 @@ def _pairs(values, what):
 def _query(params):
     if params is None:
         return []
-    if isinstance(params, (str, bytes)):
-        text = params.decode("utf-8") if isinstance(params, bytes) else params
-        return urllib.parse.parse_qsl(text, keep_blank_values=True)
     return _pairs(params, "the query")
 
 

@@ -215,6 +215,15 @@ class Requests(unittest.TestCase):
         )
         self.assertEqual(request.timeout_ms, 3500)
 
+    def test_a_query_written_out_is_sent_as_written(self):
+        # As `requests` sends it: VictorOps wants the email's `@` as it is.
+        host = Host(self)
+        requests.get("https://a.example/user", params="email=alice@example.com&flag")
+        requests.get("https://a.example/user?x=1", params=b"email=b@example.com")
+        first, second = host.sent
+        self.assertEqual((first.url, first.query), ("https://a.example/user?email=alice@example.com&flag", []))
+        self.assertEqual((second.url, second.query), ("https://a.example/user?x=1&email=b@example.com", []))
+
     def test_form_data_and_an_own_content_type(self):
         host = Host(self)
         requests.post("https://a.example", data={"a": "1 2", "b": "&"})
