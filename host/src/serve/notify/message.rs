@@ -126,6 +126,8 @@ pub fn slack_body(n: &Notification, public_url: Option<&str>, redactor: &Redacto
     let title = match n.event {
         NotifyEvent::Waiting => "Access request waiting for a decision".to_string(),
         NotifyEvent::Decided if state == "denied" => "Access request denied".to_string(),
+        // The flow's plugin ignored it: nothing was granted, and no one is asked.
+        NotifyEvent::Decided if state == "ignored" => "Access request ignored".to_string(),
         NotifyEvent::Decided => "Access request approved".to_string(),
         NotifyEvent::Removed => "Access removed".to_string(),
         NotifyEvent::HookFailed => format!("A hook failed in flow {flow}"),

@@ -165,3 +165,22 @@ fn long_text_is_cut() {
     assert_eq!(doc["blocks"][0]["text"]["text"], "Access request denied");
     assert!(doc.to_string().len() < 2500);
 }
+
+#[test]
+fn a_decision_is_titled_by_what_was_decided() {
+    for (state, title) in [
+        ("approved", "Access request approved"),
+        ("denied", "Access request denied"),
+        // Ignored by the flow's plugin: nothing granted, no one asked.
+        ("ignored", "Access request ignored"),
+    ] {
+        let n = notification(
+            NotifyEvent::Decided,
+            json!({ "state": state, "requester": "a@x.com", "flow": "f" }),
+        );
+        let doc: serde_json::Value =
+            serde_json::from_slice(&slack_body(&n, None, &Redactor::default())).unwrap();
+        assert_eq!(doc["blocks"][0]["text"]["text"], title);
+        assert!(doc["text"].as_str().unwrap().starts_with(title), "{doc}");
+    }
+}
