@@ -3,7 +3,9 @@
 
 It checks X-Warden-Signature (sha256=<hex HMAC-SHA256 of the raw body>, keyed with the
 channel's signing secret, read here from WARDEN_WEBHOOK_SECRET) before trusting anything in
-the body, and drops a delivery id it has already seen (warden delivers at least once).
+the body, and drops a delivery id it has already seen (warden delivers at least once): the
+body's `delivery_id`, which the signature covers, not the X-Warden-Delivery header, which
+anyone replaying a body could change.
 
     WARDEN_WEBHOOK_SECRET=... python3 example/notify-receiver.py [port]
 """
@@ -34,14 +36,14 @@ class Handler(BaseHTTPRequestHandler):
             self.send_response(401)
             self.end_headers()
             return
-        delivery = self.headers.get("X-Warden-Delivery", "")
+        n = json.loads(body)
+        delivery = n.get("delivery_id", "")
         # Answered 200 all the same: the sender need not try again.
         self.send_response(200)
         self.end_headers()
         if delivery in seen:
             return
         seen.add(delivery)
-        n = json.loads(body)
         print(
             f"notification {n['event']}: request {n['request_id']} ({n['flow']}) "
             f"of {n['requester']} is {n['state']}"

@@ -659,3 +659,74 @@ async fn a_reload_lengthening_a_channels_timeout_mid_batch_has_the_rest_taken_ag
     }
     h.stop().await;
 }
+
+/// The example receiver (`example/notify-receiver.py`, which `scripts/example` runs) drops a
+/// replayed body by the delivery id the signature covers: a new `X-Warden-Delivery` header,
+/// which is not signed, does not make it a new notification.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_example_receiver_drops_a_replayed_body_whatever_its_delivery_header() {
+    use hmac::{Hmac, KeyInit, Mac};
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap();
+    let mut receiver = std::process::Command::new("python3")
+        .arg(root.join("example/notify-receiver.py"))
+        .arg(port.to_string())
+        .env("WARDEN_WEBHOOK_SECRET", "s3cret")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 runs the example receiver");
+    let body = json!({
+        "delivery_id": "dlv-0123456789abcdef0123456789abcdef",
+        "event": "decided", "request_id": "req-1", "flow": "f", "state": "approved",
+        "requester": "a@example.com", "decision": "approve", "reason": "on call",
+        "actor": "warden", "hook": null, "error": null, "link": null,
+        "time": "2026-12-01T14:37:15.261Z",
+    })
+    .to_string();
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(b"s3cret").unwrap();
+    mac.update(body.as_bytes());
+    let signature: String = mac
+        .finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let http = reqwest::Client::new();
+    let url = format!("http://127.0.0.1:{port}/");
+    let mut answered = Vec::new();
+    for header in [
+        "dlv-0123456789abcdef0123456789abcdef",
+        "dlv-ffffffffffffffffffffffffffffffff",
+    ] {
+        let sent = loop {
+            let attempt = http
+                .post(&url)
+                .header("X-Warden-Signature", format!("sha256={signature}"))
+                .header("X-Warden-Delivery", header)
+                .body(body.clone())
+                .send()
+                .await;
+            match attempt {
+                Ok(response) => break response,
+                // Not listening yet.
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        };
+        answered.push(sent.status().as_u16());
+    }
+    receiver.kill().unwrap();
+    let output = receiver.wait_with_output().unwrap();
+    let printed = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(answered, [200, 200]);
+    assert_eq!(
+        printed.matches("notification decided").count(),
+        1,
+        "{printed}"
+    );
+}
