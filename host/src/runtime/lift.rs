@@ -45,10 +45,13 @@ pub struct Passed {
 impl Passed {
     /// Keeps the start of `text` that fits in `max` bytes (ending on a character boundary).
     pub fn new(text: &str, max: usize) -> Self {
+        let start = start(text, max);
         Self {
-            start: start(text, max).to_owned(),
+            // Looked for in what is kept only: a text of all spaces as large as the plugin's
+            // memory would otherwise cost a scan of it all, in a host call no deadline cuts.
+            blank: start.len() == text.len() && start.trim().is_empty(),
+            start: start.to_owned(),
             len: text.len(),
-            blank: text.trim().is_empty(),
         }
     }
 
@@ -66,7 +69,8 @@ impl Passed {
         self.len == 0
     }
 
-    /// Whether the whole text is empty or white space.
+    /// Whether the whole text is empty or white space, when all of it was kept (a longer
+    /// text counts as not blank: no caller takes one that long).
     pub fn is_blank(&self) -> bool {
         self.blank
     }
@@ -300,7 +304,16 @@ unsafe impl Lift for Implemented {
     }
 }
 
+/// The most entries `implemented` may list: there are twelve hooks, and each entry costs a
+/// step of the host's, in a lift no deadline or CPU meter can cut.
+const MAX_IMPLEMENTED_ENTRIES: usize = 1024;
+
 fn hooks(memory: &[u8], ptr: usize, len: usize) -> wasmtime::Result<Implemented> {
+    if len > MAX_IMPLEMENTED_ENTRIES {
+        wasmtime::bail!(
+            "`implemented` listed {len} hooks; there are twelve (at most {MAX_IMPLEMENTED_ENTRIES} entries are read)"
+        );
+    }
     let entries = ptr
         .checked_add(len)
         .and_then(|end| memory.get(ptr..end))
@@ -334,6 +347,14 @@ mod tests {
         assert_eq!(passed.kept(), "é".repeat(50));
         assert_eq!(passed.whole(), None);
         assert_eq!(Passed::new("short", 64).whole(), Some("short"));
+    }
+
+    #[test]
+    fn only_a_kept_text_is_looked_at_for_being_blank() {
+        assert!(Passed::new("  \t ", 64).is_blank());
+        assert!(!Passed::new(" x ", 64).is_blank());
+        // Longer than what is kept: not scanned, counted as not blank.
+        assert!(!Passed::new(&" ".repeat(100_000), 64).is_blank());
     }
 
     #[test]
@@ -395,6 +416,11 @@ mod tests {
                 HookName::AfterDeescalate
             ]
         );
+        // A list longer than any plugin needs is refused unread.
+        let many = vec![0u8; MAX_IMPLEMENTED_ENTRIES + 1];
+        assert!(hooks(&many, 0, MAX_IMPLEMENTED_ENTRIES).is_ok());
+        let error = hooks(&many, 0, many.len()).unwrap_err();
+        assert!(error.to_string().contains("there are twelve"), "{error}");
         let error = hooks(&memory, 0, 7).unwrap_err();
         assert!(
             error.to_string().contains("unexpected discriminant: 12"),
