@@ -513,7 +513,11 @@ impl Users<'_> {
                 line: header_line,
                 message: format!("column {} (`{name}`): {message}", index + 1),
             };
-            if let Some(first) = seen_columns.insert(name.to_string(), index) {
+            // A service's heading as it is read (`custom: pd-1` is `custom:pd-1`): two
+            // columns for one service would both be written, the last one winning.
+            let heading =
+                Service::parse_header(name).map_or_else(|| name.to_string(), |s| s.to_string());
+            if let Some(first) = seen_columns.insert(heading, index) {
                 errors.push(column_error(format!(
                     "the same heading as column {}",
                     first + 1

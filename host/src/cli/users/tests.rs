@@ -279,7 +279,7 @@ fn import_checks_the_header() {
     };
     let errors = users
         .plan_import(
-            "sym:cloud,slack:T1,bogus,custom:pd-1,custom:pd-1\na@x.com,u,v,w,x\n",
+            "sym:cloud,slack:T1,bogus,custom:pd-1,custom: pd-1\na@x.com,u,v,w,x\n",
             false,
         )
         .unwrap_err();
@@ -299,7 +299,7 @@ fn import_checks_the_header() {
     );
     assert_eq!(
         shown[2],
-        "1: column 5 (`custom:pd-1`): the same heading as column 4"
+        "1: column 5 (`custom: pd-1`): the same heading as column 4"
     );
 
     let errors = users.plan_import("custom:pd-1\nx\n", false).unwrap_err();
