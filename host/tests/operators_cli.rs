@@ -236,6 +236,17 @@ fn import_dry_run_changes_nothing_and_a_bad_file_changes_nothing() {
         before,
         "nothing of a bad file is applied"
     );
+    // A spreadsheet's export in Latin-1: the line to fix is named.
+    let latin1 = scratch.write(
+        "latin1.csv",
+        b"sym:cloud,custom:pd-1\nzoe@example.com,Z\xe9\n".as_slice(),
+    );
+    let errors = failed(&users(&config, &["import", latin1.to_str().unwrap()]));
+    let latin1_name = latin1.display().to_string();
+    assert!(
+        errors.contains(&format!("{latin1_name}:2: not UTF-8 text")),
+        "{errors}"
+    );
 
     // A cell quoted by a problem is the file's: escaped, each problem on one line.
     let forged = scratch.write(

@@ -169,28 +169,35 @@ pub fn run(config: &Path, command: UsersCommand, out: &mut dyn Write) -> Result<
             dry_run,
             force,
         } => {
-            let text = if file == Path::new("-") {
-                let mut text = String::new();
-                std::io::Read::read_to_string(
+            let bytes = if file == Path::new("-") {
+                let mut bytes = Vec::new();
+                std::io::Read::read_to_end(
                     &mut std::io::Read::take(std::io::stdin(), MAX_IMPORT_BYTES + 1),
-                    &mut text,
+                    &mut bytes,
                 )
                 .map_err(|e| format!("cannot read standard input: {e}"))?;
-                if text.len() as u64 > MAX_IMPORT_BYTES {
+                if bytes.len() as u64 > MAX_IMPORT_BYTES {
                     return Err(format!(
                         "standard input holds more than {} MiB: import it in parts",
                         MAX_IMPORT_BYTES >> 20
                     ));
                 }
-                text
+                bytes
             } else {
-                crate::config::read_bounded_text(&file, MAX_IMPORT_BYTES).map_err(|e| {
+                crate::config::read_bounded(&file, MAX_IMPORT_BYTES).map_err(|e| {
                     format!(
                         "cannot read {}: {e}",
                         escape_control(&file.display().to_string())
                     )
                 })?
             };
+            let text = utf8_text(bytes).map_err(|line| {
+                let error = ImportError {
+                    line,
+                    message: "not UTF-8 text (a spreadsheet's export in another encoding: save it as CSV UTF-8)".into(),
+                };
+                import_errors(&file, &[error])
+            })?;
             let plan = users
                 .plan_import(&text, force)
                 .map_err(|errors| import_errors(&file, &errors))?;
@@ -250,6 +257,14 @@ fn write_export(file: &Path, csv: &str) -> Result<(), String> {
 }
 
 /// One line per problem: the cells it quotes are the file's, escaped.
+/// `bytes` as text; else the line where they stop being UTF-8.
+fn utf8_text(bytes: Vec<u8>) -> Result<String, u64> {
+    String::from_utf8(bytes).map_err(|e| {
+        let valid = &e.as_bytes()[..e.utf8_error().valid_up_to()];
+        valid.iter().filter(|b| **b == b'\n').count() as u64 + 1
+    })
+}
+
 fn import_errors(file: &Path, errors: &[ImportError]) -> String {
     let file = escape_control(&file.display().to_string()).into_owned();
     let mut text = format!(
