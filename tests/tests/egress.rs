@@ -352,7 +352,7 @@ async fn the_start_of_a_long_sealed_value_an_error_quotes_cut_short_is_redacted(
     let scratch = Scratch::new();
     let warden = start_with_secret(&scratch, &secret, &flows(&cases, &origin), None).await;
     run(&warden, "keep").await;
-    assert_eq!(server.kept(), [secret.clone()]);
+    assert_eq!(server.kept(), std::slice::from_ref(&secret));
     let seen = seen_by_plugin(&run(&warden, "redirect").await);
     assert!(seen.starts_with("error "), "{seen}");
     assert!(seen.contains("more bytes)"), "the quote was cut: {seen}");
