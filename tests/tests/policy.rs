@@ -927,6 +927,9 @@ async fn replays_and_refused_filings_do_not_count_as_new_requests() {
     assert_eq!(file(None, "open", "forever").await, 422);
     assert_eq!(file(None, "open", "1h").await, 201);
     assert_eq!(file(None, "open", "1h").await, 429, "the third new one");
+    // At the limit, a retry of a request filed before is still its replay; a new key is not.
+    assert_eq!(file(Some("k-1"), "open", "1h").await, 200);
+    assert_eq!(file(Some("k-2"), "open", "1h").await, 429);
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -191,6 +191,7 @@ impl From<LifecycleError> for ApiError {
             LifecycleError::SelfApproval { .. } | LifecycleError::NotApprover(_) => {
                 StatusCode::FORBIDDEN
             }
+            LifecycleError::NotAReplay => StatusCode::TOO_MANY_REQUESTS,
             // The store did not answer or did not commit (a database restarting, a full
             // disk): nothing the client was told is lost, and trying again may work.
             LifecycleError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -405,7 +406,14 @@ async fn submit(
             )
         }
     };
-    caller.may_file(&app)?;
+    // Past the limit, a retry of a request filed before is still answered (its replay
+    // files nothing); anything else is refused.
+    let over_limit = match caller.may_file(&app) {
+        Ok(()) => None,
+        Err(refused) if idempotency_key.is_some() => Some(refused),
+        Err(refused) => return Err(refused),
+    };
+    let counted = over_limit.is_none();
     let lifecycle = app.lifecycle.clone();
     let submission = Submission {
         flow,
@@ -413,15 +421,20 @@ async fn submit(
         fields: body.fields,
         created_by: caller.user.clone(),
         idempotency_key,
+        replay_only: !counted,
     };
     let submitted = detached(&app, async move { lifecycle.submit(submission).await })
         .await
-        .inspect_err(|e| {
-            if e.status().is_client_error() {
+        .map_err(|e| {
+            if counted && e.status().is_client_error() {
                 caller.filed_nothing(&app);
             }
+            match over_limit {
+                Some(refused) if e.status() == StatusCode::TOO_MANY_REQUESTS => refused,
+                _ => e,
+            }
         })?;
-    if submitted.replayed {
+    if counted && submitted.replayed {
         caller.filed_nothing(&app);
     }
     let status = if submitted.replayed {

@@ -243,9 +243,23 @@ impl Lifecycle {
             .to_wit(&flow, HookName::OnRequest)
             .map_err(|e| LifecycleError::Invalid(e.0))?;
 
+        let key = submission.idempotency_key.clone();
+        if submission.replay_only {
+            let earlier = match &key {
+                Some(key) => {
+                    self.store
+                        .request_for_key(&submission.created_by, key)
+                        .await?
+                }
+                None => None,
+            };
+            let earlier = earlier.ok_or(LifecycleError::NotAReplay)?;
+            return self
+                .replay(earlier, &flow.name, &requester, &fields, key)
+                .await;
+        }
         let id = new_request_id();
         let mut claim = self.claim(&id)?;
-        let key = submission.idempotency_key.clone();
         let inserted = claim
             .insert(NewRequest {
                 id,
@@ -262,30 +276,9 @@ impl Lifecycle {
         let rec = match inserted {
             Ok(rec) => rec,
             Err(earlier) => {
-                let request = self.view(&earlier).await?;
-                // A retry asks for the same request; another request under a used key is a
-                // mistake, not a retry, and is told so rather than answered with the first.
-                // The same requester is the same person as hooks see them: their username,
-                // id and names too, not only their email.
-                let stored = requester_of(&self.record(&earlier).await?);
-                let same_person = |a: &UserInput, b: &UserInput| {
-                    a.email.trim().eq_ignore_ascii_case(b.email.trim())
-                        && (&a.username, &a.id, &a.first_name, &a.last_name)
-                            == (&b.username, &b.id, &b.first_name, &b.last_name)
-                };
-                let same = request.flow == flow.name
-                    && same_person(&stored, &requester)
-                    && request.fields == fields;
-                if !same {
-                    return Err(LifecycleError::KeyReused {
-                        key: key.unwrap_or_default(),
-                        id: earlier,
-                    });
-                }
-                return Ok(Submitted {
-                    request,
-                    replayed: true,
-                });
+                return self
+                    .replay(earlier, &flow.name, &requester, &fields, key)
+                    .await;
             }
         };
         self.request_step(&warden, &mut claim, &rec, &requester)
@@ -293,6 +286,39 @@ impl Lifecycle {
         Ok(Submitted {
             request: self.finish(claim).await?,
             replayed: false,
+        })
+    }
+
+    /// The request `earlier`, filed before under the key a submission sent again: a retry
+    /// asks for the same request; another request under a used key is a mistake, not a
+    /// retry, and is told so rather than answered with the first. The same requester is the
+    /// same person as hooks see them: their username, id and names too, not only their email.
+    async fn replay(
+        &self,
+        earlier: String,
+        flow: &str,
+        requester: &UserInput,
+        fields: &serde_json::Map<String, serde_json::Value>,
+        key: Option<String>,
+    ) -> Result<Submitted, LifecycleError> {
+        let request = self.view(&earlier).await?;
+        let stored = requester_of(&self.record(&earlier).await?);
+        let same_person = |a: &UserInput, b: &UserInput| {
+            a.email.trim().eq_ignore_ascii_case(b.email.trim())
+                && (&a.username, &a.id, &a.first_name, &a.last_name)
+                    == (&b.username, &b.id, &b.first_name, &b.last_name)
+        };
+        let same =
+            request.flow == flow && same_person(&stored, requester) && &request.fields == fields;
+        if !same {
+            return Err(LifecycleError::KeyReused {
+                key: key.unwrap_or_default(),
+                id: earlier,
+            });
+        }
+        Ok(Submitted {
+            request,
+            replayed: true,
         })
     }
 

@@ -16,6 +16,11 @@ pub struct Submission {
     /// The API user who sent it; idempotency keys are per sender.
     pub created_by: String,
     pub idempotency_key: Option<String>,
+    /// Its sender may file no new request now: it is answered only if it is a replay of
+    /// one filed before under its key ([`LifecycleError::NotAReplay`] otherwise).
+    ///
+    /// [`LifecycleError::NotAReplay`]: super::lifecycle::LifecycleError::NotAReplay
+    pub replay_only: bool,
 }
 
 pub struct Submitted {

@@ -292,6 +292,13 @@ pub trait Backend: Send + Sync {
         new: NewRequest,
     ) -> Result<Result<RequestRecord, String>, StoreError>;
 
+    /// The request `created_by` filed under idempotency key `key`, if any.
+    async fn request_for_key(
+        &self,
+        created_by: &str,
+        key: &str,
+    ) -> Result<Option<String>, StoreError>;
+
     /// Writes `writes` for request `id` in order, then `then` if it applies, in one
     /// transaction; `None` (nothing written) when `then` does not apply to the request as it
     /// is now (another operation, here or on another replica, moved it first). With
@@ -416,6 +423,16 @@ impl Backend for Store {
     ) -> Result<Result<RequestRecord, String>, StoreError> {
         self.write("store a new request", move |c| requests::insert(c, new))
             .await
+    }
+
+    async fn request_for_key(
+        &self,
+        created_by: &str,
+        key: &str,
+    ) -> Result<Option<String>, StoreError> {
+        self.read("look up an idempotency key", |c| {
+            requests::for_key(c, created_by, key)
+        })
     }
 
     fn label(&self) -> &Path {

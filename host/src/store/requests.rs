@@ -268,6 +268,13 @@ pub fn rfc3339(at: i64) -> String {
     humantime::format_rfc3339_millis(time).to_string()
 }
 
+/// The request `created_by` filed under idempotency key `key`, if any.
+pub fn for_key(conn: &Connection, created_by: &str, key: &str) -> rusqlite::Result<Option<String>> {
+    conn.prepare_cached("SELECT id FROM requests WHERE created_by = ?1 AND idempotency_key = ?2")?
+        .query_row(params![created_by, key], |r| r.get(0))
+        .optional()
+}
+
 /// Stores `new` in state `requested` (with its first history entry and audit line) and
 /// returns it; with an idempotency key `created_by` already used, stores nothing and returns
 /// the earlier request's id.

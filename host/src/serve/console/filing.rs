@@ -130,6 +130,7 @@ pub(super) async fn submit(
             fields,
             created_by: who.caller.user.clone(),
             idempotency_key: idempotency_key.clone(),
+            replay_only: false,
         };
         let submitted = detached(
             &c.app,

@@ -48,6 +48,10 @@ pub enum LifecycleError {
     },
     #[error("request `{id}` is {state}; only escalated requests can be revoked")]
     NotRevocable { id: String, state: State },
+    /// Asked only for a replay (its sender filed as many new requests as it may) and the
+    /// key names no earlier request.
+    #[error("no earlier request under this Idempotency-Key, and no more new requests now")]
+    NotAReplay,
     #[error("warden's store failed (a host problem): {0}")]
     Store(StoreError),
 }

@@ -41,6 +41,22 @@ impl Backend for PgStore {
         PgStore::schema_version(self)
     }
 
+    async fn request_for_key(
+        &self,
+        created_by: &str,
+        key: &str,
+    ) -> Result<Option<String>, StoreError> {
+        let ids = self
+            .query(
+                "look up an idempotency key",
+                "SELECT id FROM requests WHERE created_by = $1 AND idempotency_key = $2",
+                &[&created_by, &key],
+                |row| Ok(row.try_get::<_, String>(0)?),
+            )
+            .await?;
+        Ok(ids.into_iter().next())
+    }
+
     async fn insert_request(
         &self,
         new: NewRequest,
