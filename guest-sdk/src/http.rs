@@ -184,8 +184,8 @@ fn timeout_ms(timeout: Duration) -> u32 {
 }
 
 impl Response {
-    /// Whether the status is 2xx. Python's `response.ok` is wider (any status below 400):
-    /// a 1xx or 3xx answer is `ok` there and not here.
+    /// Whether the status is 2xx. Python's `response.ok` is wider (any status but 4xx and
+    /// 5xx): a 1xx or 3xx answer is `ok` there and not here.
     pub fn ok(&self) -> bool {
         (200..300).contains(&self.status)
     }
