@@ -496,3 +496,33 @@ expect = { decision = "deny" }
     assert_eq!(xml.matches("<testcase ").count(), 2);
     assert_eq!(xml.matches("</testsuite>").count(), 1);
 }
+
+/// A case's event reaches the plugin as `warden serve` would hand it on: `duration` as its
+/// seconds (a plugin tested on the text "2h" would fail closed in production), and a value
+/// serve would refuse is a failure of the case.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cases_fields_reach_the_plugin_as_serve_hands_them_on() {
+    let summary = run_probe(
+        r#"
+[[case]]
+name = "duration in seconds"
+vars = { action = "field:duration" }
+event = { user = { email = "alice@example.com" }, fields = { duration = "2h" } }
+expect = { decision = "approve", reason = "Some(FieldValue::DurationSeconds(7200))" }
+
+[[case]]
+name = "a duration serve refuses"
+vars = { action = "field:duration" }
+event = { user = { email = "alice@example.com" }, fields = { duration = "forever" } }
+expect = { decision = "approve" }
+"#,
+    )
+    .await;
+    assert_eq!(summary.results.len(), 2, "{}", summary.render());
+    assert!(summary.results[0].passed(), "{}", summary.render());
+    let refused = summary.results[1].failures.join("\n");
+    assert!(
+        refused.contains("the event's fields, as warden serve refuses them: field `duration`"),
+        "{refused}"
+    );
+}

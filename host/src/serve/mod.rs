@@ -24,7 +24,7 @@ mod claim;
 mod coalesce;
 mod connections;
 mod console;
-mod fields;
+pub(crate) mod fields;
 pub mod lifecycle;
 pub mod metrics;
 pub mod notify;

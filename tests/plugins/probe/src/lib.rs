@@ -56,6 +56,8 @@ fn act_on(event: &Event, action: &str) -> Result<Decision> {
         "deny" => Ok(Decision::deny(arg)),
         "ignore" => Ok(Decision::ignore(arg)),
         "integration" => Ok(describe_integration(arg)),
+        // How the host handed the field `arg` on: its type and value.
+        "field" => Ok(Decision::approve(format!("{:?}", event.field(arg)))),
         "aliases" => {
             let mut aliases = integrations::aliases();
             aliases.sort();
