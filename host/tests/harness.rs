@@ -397,10 +397,19 @@ async fn bad_test_files_are_load_errors_naming_the_file_and_place() {
         "event = { user = { email = \"a@x.com\" } }\n[[case]]\nname = \"c\"\nexpect = {}\n",
     );
     let no_cases = scratch.write("tests/empty.toml", "hook = \"on_request\"\n");
+    // Expectations that could never be checked, or never fail.
+    let reason_of_a_failure = scratch.write(
+        "tests/reason.toml",
+        "event = { user = { email = \"a@x.com\" } }\n[[case]]\nname = \"c\"\nexpect = { failure = \"probe failed\", reason = \"x\" }\n",
+    );
+    let any_failure = scratch.write(
+        "tests/any.toml",
+        "event = { user = { email = \"a@x.com\" } }\n[[case]]\nname = \"c\"\nexpect = { failure = \" \" }\n",
+    );
     let summary =
         run(&RunOptions::new([scratch.path().join("tests")]).plugin(artifacts::PROBE)).await;
     assert_eq!(summary.results.len(), 0);
-    assert_eq!(summary.failed(), 3);
+    assert_eq!(summary.failed(), 5);
     assert!(!summary.success());
     let message = |path: &Path| {
         summary
@@ -423,6 +432,17 @@ async fn bad_test_files_are_load_errors_naming_the_file_and_place() {
     assert_eq!(
         message(&no_cases),
         "no test cases: a test file needs at least one [[case]]"
+    );
+    assert!(
+        message(&reason_of_a_failure)
+            .contains("takes `reason` and `reason_matches` only with `decision`"),
+        "{}",
+        message(&reason_of_a_failure)
+    );
+    assert!(
+        message(&any_failure).contains("expect.failure is empty"),
+        "{}",
+        message(&any_failure)
     );
 }
 

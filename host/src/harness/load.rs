@@ -366,6 +366,19 @@ fn expect(spec: &ExpectSpec) -> Result<Expect, String> {
     if spec.decision.is_some() && spec.failure.is_some() {
         return Err("[case.expect] takes `decision` or `failure`, not both".into());
     }
+    // A failed hook has no reason: an expectation of one would never be checked.
+    if spec.failure.is_some() && (spec.reason.is_some() || spec.reason_matches.is_some()) {
+        return Err(
+            "[case.expect] takes `reason` and `reason_matches` only with `decision`: a hook that fails gives no reason"
+                .into(),
+        );
+    }
+    if spec.failure.as_deref().is_some_and(|f| f.trim().is_empty()) {
+        return Err(
+            "expect.failure is empty, which every failure contains: name a part of the error"
+                .into(),
+        );
+    }
     if let Some(d) = &spec.decision
         && !DECISIONS.contains(&d.as_str())
     {
