@@ -293,6 +293,58 @@ decision = "deny"
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_key_a_mock_repeats_must_come_with_each_of_its_values() {
+    let summary = run_probe(
+        r#"
+[[case]]
+name = "c"
+vars = { action = "http:GET https://api.example.com/x?a=2" }
+[[case.mock]]
+url = "https://api.example.com/x?a=1&a=2"
+respond = { status = 200 }
+[case.expect]
+decision = "deny"
+"#,
+    )
+    .await;
+    let text = failures(&summary);
+    assert!(
+        text.contains("query `a`: the mock expects `1`, the request has `2`"),
+        "{text}"
+    );
+    // The same key in the url and in `query` is a file to fix, not one value winning.
+    let scratch = Scratch::new();
+    let file = scratch.write(
+        "tests/probe.toml",
+        probe_file(
+            r#"
+[[case]]
+name = "c"
+vars = { action = "http:GET https://api.example.com/x?a=9" }
+[[case.mock]]
+url = "https://api.example.com/x?a=1"
+query = { a = "9" }
+respond = { status = 200 }
+[case.expect]
+decision = "approve"
+"#,
+        ),
+    );
+    let summary = run(&RunOptions::new([file]).plugin(artifacts::PROBE)).await;
+    let errors: Vec<&str> = summary
+        .load_errors
+        .iter()
+        .map(|e| e.message.as_str())
+        .collect();
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.contains("query `a` is in both the url and `query`")),
+        "{errors:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn unexpected_and_missing_refusals_fail() {
     let summary = run_probe(
         r#"

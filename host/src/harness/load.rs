@@ -478,6 +478,15 @@ fn mock(spec: &MockSpec, base: &Path) -> Result<Mock, String> {
         })?;
         (Some(origin(&url)), url.path().to_string(), query_of(&url))
     };
+    if let Some(both) = spec
+        .query
+        .keys()
+        .find(|k| query.iter().any(|(q, _)| q == *k))
+    {
+        return Err(format!(
+            "query `{both}` is in both the url and `query`: name each pair once"
+        ));
+    }
     query.extend(spec.query.clone());
     let method = spec
         .method
@@ -536,7 +545,7 @@ fn mock(spec: &MockSpec, base: &Path) -> Result<Mock, String> {
     })
 }
 
-fn query_of(url: &Url) -> BTreeMap<String, String> {
+fn query_of(url: &Url) -> Vec<(String, String)> {
     url.query_pairs().into_owned().collect()
 }
 

@@ -34,7 +34,8 @@ pub struct Mock {
     /// `None`: any origin.
     pub origin: Option<String>,
     pub path: String,
-    pub query: BTreeMap<String, String>,
+    /// Every pair must be in the request (a key repeated: each of its values).
+    pub query: Vec<(String, String)>,
     pub headers: Vec<(String, HeaderMatch)>,
     pub body: Option<BodyMatch>,
     pub times: Option<usize>,
