@@ -115,7 +115,10 @@ pub enum BuildError {
         dir.display()
     )]
     Cargo { dir: PathBuf, status: String },
-    #[error("the build succeeded but {} does not exist: {reason}", dir.display())]
+    #[error(
+        "`cargo build` in {} succeeded, but its component is not where cargo's target folder says it would be: {reason}",
+        dir.display()
+    )]
     NoComponent { dir: PathBuf, reason: String },
 }
 

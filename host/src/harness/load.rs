@@ -216,11 +216,37 @@ fn lib_name(manifest: &toml::Table) -> Option<String> {
     lib.or(package).map(|n| n.replace('-', "_"))
 }
 
-/// `CARGO_TARGET_DIR` when set, else `target/` beside the workspace's root manifest (the
-/// nearest manifest at or above the crate with a `[workspace]` table), else the crate's.
+/// Where cargo builds the crate, as cargo finds it: `CARGO_TARGET_DIR`, else
+/// `CARGO_BUILD_TARGET_DIR`, else `build.target-dir` of the nearest `.cargo/config.toml` (or
+/// `.cargo/config`) at or above the crate (relative to the folder holding `.cargo`), else
+/// `target/` beside the workspace's root manifest (the nearest manifest at or above the crate
+/// with a `[workspace]` table), else the crate's. Looked for anywhere else, a stale build
+/// left in `target/` would be the one tested.
 fn target_dir(crate_dir: &Path) -> PathBuf {
-    if let Some(dir) = std::env::var_os("CARGO_TARGET_DIR").filter(|d| !d.is_empty()) {
-        return absolute(Path::new(&dir));
+    target_dir_with(crate_dir, &|name| std::env::var_os(name))
+}
+
+fn target_dir_with(crate_dir: &Path, env: &dyn Fn(&str) -> Option<std::ffi::OsString>) -> PathBuf {
+    for name in ["CARGO_TARGET_DIR", "CARGO_BUILD_TARGET_DIR"] {
+        if let Some(dir) = env(name).filter(|d| !d.is_empty()) {
+            return absolute(Path::new(&dir));
+        }
+    }
+    for dir in crate_dir.ancestors() {
+        for config in [".cargo/config.toml", ".cargo/config"] {
+            let set = read_bounded_text(&dir.join(config), MAX_MANIFEST_BYTES)
+                .ok()
+                .and_then(|text| text.parse::<toml::Table>().ok())
+                .and_then(|c| {
+                    c.get("build")?
+                        .get("target-dir")?
+                        .as_str()
+                        .map(PathBuf::from)
+                });
+            if let Some(set) = set {
+                return absolute(&dir.join(set));
+            }
+        }
     }
     let root = crate_dir
         .ancestors()
@@ -698,6 +724,34 @@ mod tests {
         big.set_len(MAX_BODY_FILE_BYTES + 1).unwrap();
         let error = body_file(&tests, "big").unwrap_err();
         assert!(error.contains("over"), "{error}");
+    }
+
+    #[test]
+    fn the_target_folder_is_where_cargo_builds() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().canonicalize().unwrap();
+        let plugin = root.join("ws/plugin");
+        std::fs::create_dir_all(&plugin).unwrap();
+        std::fs::write(root.join("ws/Cargo.toml"), "[workspace]\n").unwrap();
+        let none = |_: &str| None;
+        assert_eq!(target_dir_with(&plugin, &none), root.join("ws/target"));
+        std::fs::create_dir_all(root.join("ws/.cargo")).unwrap();
+        std::fs::write(
+            root.join("ws/.cargo/config.toml"),
+            "[build]\ntarget-dir = \"out\"\n",
+        )
+        .unwrap();
+        assert_eq!(target_dir_with(&plugin, &none), root.join("ws/out"));
+        let build = |name: &str| (name == "CARGO_BUILD_TARGET_DIR").then(|| "/elsewhere".into());
+        assert_eq!(
+            target_dir_with(&plugin, &build),
+            PathBuf::from("/elsewhere")
+        );
+        let both = |name: &str| Some(format!("/{name}").into());
+        assert_eq!(
+            target_dir_with(&plugin, &both),
+            PathBuf::from("/CARGO_TARGET_DIR")
+        );
     }
 
     #[test]
