@@ -117,7 +117,9 @@ fn toml_files_in(dir: &Path, files: &mut Vec<PathBuf>) {
     if let Ok(entries) = std::fs::read_dir(dir) {
         for entry in entries.flatten() {
             let path = entry.path();
-            if path.is_file() && path.extension().is_some_and(|e| e == "toml") {
+            // A crate's manifest (`tests/` may be a crate of its own) is no test file.
+            let manifest = entry.file_name() == "Cargo.toml";
+            if path.is_file() && path.extension().is_some_and(|e| e == "toml") && !manifest {
                 files.push(path);
             }
         }
@@ -764,6 +766,8 @@ mod tests {
         std::os::unix::fs::symlink(".", plugin.join("x")).unwrap();
         std::os::unix::fs::symlink("..", plugin.join("y")).unwrap();
         std::os::unix::fs::symlink(&plugin, dir.path().join("z")).unwrap();
+        // A `tests/` that is a crate of its own: its manifest is not a test file.
+        std::fs::write(plugin.join("tests/Cargo.toml"), "[package]\nname = \"t\"\n").unwrap();
         let files = find_test_files(&[dir.path().to_path_buf()]).unwrap();
         assert_eq!(files, vec![plugin.join("tests/a.toml")]);
     }
