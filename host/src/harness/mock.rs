@@ -297,7 +297,7 @@ impl MockTransport {
                 BodyMatch::Json(json) => (
                     seen.body
                         .and_then(|b| serde_json::from_slice::<serde_json::Value>(b).ok())
-                        .is_some_and(|b| b == *json),
+                        .is_some_and(|b| same_json(&b, json)),
                     format!("JSON {}", escape_control(&json.to_string())),
                 ),
             };
@@ -454,6 +454,30 @@ impl Transport for MockTransport {
     }
 }
 
+/// JSON values equal as JSON means them: numbers by value (`2` is `2.0`, which a Python
+/// plugin sends for `4 / 2`), objects whatever their keys' order.
+fn same_json(a: &serde_json::Value, b: &serde_json::Value) -> bool {
+    use serde_json::Value;
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => {
+            match (x.as_i64(), y.as_i64(), x.as_u64(), y.as_u64()) {
+                (Some(x), Some(y), _, _) => x == y,
+                (_, _, Some(x), Some(y)) => x == y,
+                _ => x.as_f64().is_some_and(|x| y.as_f64() == Some(x)),
+            }
+        }
+        (Value::Array(x), Value::Array(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(x, y)| same_json(x, y))
+        }
+        (Value::Object(x), Value::Object(y)) => {
+            x.len() == y.len()
+                && x.iter()
+                    .all(|(k, v)| y.get(k).is_some_and(|w| same_json(v, w)))
+        }
+        _ => a == b,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -537,5 +561,19 @@ mod tests {
         }
         assert_eq!(transport.requests().len(), MAX_RECORDED_REQUESTS);
         assert_eq!(transport.requests_dropped(), 44);
+    }
+
+    #[test]
+    fn json_bodies_compare_numbers_by_value() {
+        use serde_json::json;
+        assert!(same_json(
+            &json!({"n": 2.0, "a": [1]}),
+            &json!({"a": [1.0], "n": 2})
+        ));
+        assert!(!same_json(&json!({"n": 2.5}), &json!({"n": 2})));
+        assert!(!same_json(&json!({"n": 2}), &json!({"n": "2"})));
+        assert!(!same_json(&json!({"n": 2, "m": 1}), &json!({"n": 2})));
+        assert!(same_json(&json!(u64::MAX), &json!(u64::MAX)));
+        assert!(!same_json(&json!(-1), &json!(u64::MAX)));
     }
 }
