@@ -113,6 +113,11 @@ fn a_python_syntax_error_is_reported_with_its_file_and_line() {
         "the last good build"
     );
     assert_eq!(std::fs::read_dir(dir.join("build")).unwrap().count(), 1);
+    // A first build that fails leaves no empty build folder behind.
+    std::fs::remove_dir_all(dir.join("build")).unwrap();
+    let out = warden(&["build", "bad"], scratch.path());
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(!dir.join("build").exists());
 }
 
 /// Without componentize-py on PATH, the error says how to install the pinned version.

@@ -250,6 +250,18 @@ pub fn componentize_py() -> Result<PathBuf, BuildError> {
     Ok(exe)
 }
 
+/// A folder a build made, removed when dropped if it is still empty (`remove_dir` takes away
+/// nothing else); `None` once the build succeeded.
+struct MadeFolder(Option<PathBuf>);
+
+impl Drop for MadeFolder {
+    fn drop(&mut self) {
+        if let Some(folder) = &self.0 {
+            let _ = std::fs::remove_dir(folder);
+        }
+    }
+}
+
 fn build_python(dir: &Path, out: &Path) -> Result<Built, BuildError> {
     for name in RESERVED {
         if dir.join(name).is_dir() || dir.join(format!("{name}.py")).is_file() {
@@ -289,6 +301,9 @@ fn build_python(dir: &Path, out: &Path) -> Result<Built, BuildError> {
     let out_dir_inside = out.parent().filter(|p| p.starts_with(dir));
     copy_plugin_folder(dir, &copy, out_dir_inside)?;
     let out_dir = out.parent().unwrap_or(Path::new("."));
+    // A folder made here and left empty by a failed build is taken away again (declared
+    // before the partial file, so it is dropped after it).
+    let mut made = MadeFolder((!out_dir.exists()).then(|| out_dir.to_path_buf()));
     std::fs::create_dir_all(out_dir).map_err(io(format!("cannot make {}", out_dir.display())))?;
     // Written beside the output and renamed when complete: a failed build leaves the last
     // good component as it was, never half a file. A new file of a random name, so nothing
@@ -352,6 +367,7 @@ fn build_python(dir: &Path, out: &Path) -> Result<Built, BuildError> {
         what: format!("cannot write {}", out.display()),
         source: e.error,
     })?;
+    made.0 = None;
     Ok(Built {
         language: Language::Python,
         component: out.to_path_buf(),
