@@ -141,6 +141,13 @@ impl StoreUrl {
                 .find(|(k, _)| k == key)
                 .map(|(_, v)| v.into_owned())
         };
+        // libpq takes a key's last value, this check would take its first: once only.
+        if let Some(key) = TLS_KEYS
+            .into_iter()
+            .find(|key| url.query_pairs().filter(|(k, _)| k == key).count() > 1)
+        {
+            return Err(format!("`{key}` is given more than once: give it once"));
+        }
         if let Some(key) = CLIENT_CERT_KEYS.into_iter().find(|k| query(k).is_some()) {
             return Err(format!(
                 "`{key}`: client certificates are not supported; the store authenticates \
@@ -177,9 +184,42 @@ impl StoreUrl {
             ));
         }
         let client = without_keys(text, &TLS_KEYS);
-        client
+        let read = client
             .parse::<tokio_postgres::Config>()
             .map_err(|e| format!("not a PostgreSQL connection URL: {e}"))?;
+        // The client reads the URL its own way (the first `@` anywhere ends its user part):
+        // it must connect to the host checked here, and be given no password by the URL.
+        if read.get_password().is_some() {
+            return Err(
+                "must not hold a password (the PostgreSQL client reads one in it): \
+                 write the URL without `@` outside its user part, and name the password's \
+                 secret with `[store] password_secret`"
+                    .into(),
+            );
+        }
+        let hosts: Vec<String> = read
+            .get_hosts()
+            .iter()
+            .map(|host| match host {
+                tokio_postgres::config::Host::Tcp(name) => name.clone(),
+                tokio_postgres::config::Host::Unix(path) => path.display().to_string(),
+            })
+            .collect();
+        let written: Vec<&str> = url
+            .host_str()
+            .unwrap_or_default()
+            .split(',')
+            .map(|h| h.trim_start_matches('[').trim_end_matches(']'))
+            .collect();
+        if hosts != written {
+            return Err(format!(
+                "names host `{}`, but the PostgreSQL client would connect to `{}`: an `@` \
+                 outside the user part, or a `host` in the query? Write the host once, \
+                 after `user@`",
+                written.join(","),
+                hosts.join(",")
+            ));
+        }
         Ok(Self {
             text: text.to_string(),
             client,
@@ -343,6 +383,20 @@ mod tests {
                 "`sslcert`: client certificates are not supported",
             ),
             ("db/warden", "not a URL"),
+            // libpq would take the last: either one is a guess.
+            (
+                "postgres://warden@db/warden?sslmode=disable&sslmode=require",
+                "`sslmode` is given more than once",
+            ),
+            // Read two ways: the client would send the password to `prod`.
+            (
+                "postgres://db.internal/warden?user=warden&application_name=warden@prod",
+                "names host `db.internal`, but the PostgreSQL client would connect to `prod`",
+            ),
+            (
+                "postgres://db.internal:5432/w?user=w&application_name=x@y",
+                "must not hold a password",
+            ),
         ] {
             let err = StoreUrl::parse(text).unwrap_err();
             assert!(err.contains(why), "{text}: {err}");
