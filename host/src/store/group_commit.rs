@@ -149,7 +149,30 @@ fn run_batch(
     // Holding the write lock from here to the commit: no other commit can land between.
     let before =
         identities.map(|cache| (cache.mark(), identity_changes(conn), conn.total_changes()));
-    let replies = batch.into_iter().map(|job| job(conn)).collect();
+    // A write whose error ends the whole transaction (an I/O error, a full disk, `OR
+    // ROLLBACK`) takes every earlier write of the batch with it; the later ones then run in
+    // a transaction of their own that is rolled back too, never committed one by one while
+    // their callers are told the batch failed.
+    let mut lost = None;
+    let mut replies = Vec::with_capacity(batch.len());
+    for job in batch {
+        if lost.is_some() && conn.is_autocommit() && conn.execute_batch("BEGIN").is_err() {
+            // Nowhere to run the rest uncommitted: dropped, their callers are told so.
+            break;
+        }
+        replies.push(job(conn));
+        if lost.is_none() && conn.is_autocommit() {
+            lost = Some(failure(
+                "a write's error rolled back its whole batch of writes; none of them was kept",
+            ));
+        }
+    }
+    if let Some(lost) = lost {
+        if !conn.is_autocommit() {
+            let _ = conn.execute_batch("ROLLBACK");
+        }
+        return (replies, Err(lost));
+    }
     // Whether this transaction wrote (so its commit writes the WAL index once) and left
     // identities alone; read before the commit, inside the transaction.
     let adoptable = before
@@ -240,6 +263,11 @@ mod tests {
                 if id == 13 {
                     panic!("unlucky");
                 }
+                if id == 66 {
+                    return c
+                        .execute("INSERT OR ROLLBACK INTO item (id) VALUES (1)", [])
+                        .map(drop);
+                }
                 c.execute(
                     "INSERT INTO item (id, parent) VALUES (?1, ?2)",
                     (id, parent),
@@ -312,6 +340,29 @@ mod tests {
         );
         assert_eq!(stored(&conn), [1, 2, 4]);
         assert_eq!(committer.counts(), (5, 1), "five writes, one commit");
+    }
+
+    #[test]
+    fn a_write_that_rolls_back_the_whole_batch_fails_every_write_and_keeps_none() {
+        let conn = table();
+        let committer = Committer::start(conn.clone(), None).unwrap();
+        let (outcomes, arrived) = mpsc::channel();
+        // Item 66 is written `OR ROLLBACK` over item 1: SQLite ends the transaction.
+        let jobs = vec![
+            insert(1, None, &outcomes),
+            insert(66, None, &outcomes),
+            insert(3, None, &outcomes),
+        ];
+        run_together(&conn, &committer, jobs);
+        let answers: Vec<(i64, Result<(), String>)> = arrived.iter().take(3).collect();
+        for (id, outcome) in &answers {
+            assert!(outcome.is_err(), "{id} was told it was kept");
+        }
+        assert!(stored(&conn).is_empty(), "{:?}", stored(&conn));
+        // The connection is fit for the next batch.
+        run_together(&conn, &committer, vec![insert(5, None, &outcomes)]);
+        assert_eq!(arrived.iter().next().unwrap(), (5, Ok(())));
+        assert_eq!(stored(&conn), [5]);
     }
 
     #[test]
