@@ -433,3 +433,17 @@ fn a_store_error_names_the_file_and_what_failed() {
     assert!(error.contains("no_such_table"), "{error}");
     assert!(!error.contains("identity store"), "{error}");
 }
+
+#[test]
+fn each_commit_is_flushed_to_disk_before_it_is_answered() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("warden.db")).unwrap();
+    let level: i64 = store
+        .conn
+        .lock()
+        .unwrap()
+        .pragma_query_value(None, "synchronous", |row| row.get(0))
+        .unwrap();
+    // 2: FULL, the WAL synced at every commit (1, NORMAL, only at checkpoints).
+    assert_eq!(level, 2);
+}
