@@ -11,16 +11,27 @@ use std::future::Future;
 use std::time::Instant;
 
 pub struct Coalesced<T> {
-    /// The last answer, and when the work that gave it began.
-    last: tokio::sync::Mutex<Option<(Instant, T)>>,
+    last: tokio::sync::Mutex<Last<T>>,
     /// The least time between the starts of two works.
     spacing: std::time::Duration,
+}
+
+struct Last<T> {
+    /// The last answer, and when the work that gave it began.
+    answer: Option<(Instant, T)>,
+    /// When the last work began, whether or not it gave an answer: work whose asker went
+    /// away (a client that closed its connection) is dropped unfinished, and the query it
+    /// began may still run in the store; the next waits its spacing all the same.
+    began: Option<Instant>,
 }
 
 impl<T: Clone> Default for Coalesced<T> {
     fn default() -> Self {
         Self {
-            last: tokio::sync::Mutex::new(None),
+            last: tokio::sync::Mutex::new(Last {
+                answer: None,
+                began: None,
+            }),
             spacing: std::time::Duration::ZERO,
         }
     }
@@ -44,18 +55,19 @@ impl<T: Clone> Coalesced<T> {
     {
         let asked = Instant::now();
         let mut last = self.last.lock().await;
-        if let Some((began, answer)) = &*last
+        if let Some((began, answer)) = &last.answer
             && *began >= asked
         {
             return answer.clone();
         }
-        if let Some((began, _)) = &*last {
+        if let Some(began) = last.began {
             // Held meanwhile: whoever asks now waits, and shares what comes next.
-            tokio::time::sleep_until((*began + self.spacing).into()).await;
+            tokio::time::sleep_until((began + self.spacing).into()).await;
         }
         let began = Instant::now();
+        last.began = Some(began);
         let answer = work().await;
-        *last = Some((began, answer.clone()));
+        last.answer = Some((began, answer.clone()));
         answer
     }
 }
@@ -114,5 +126,34 @@ mod tests {
                 "{begins:?}"
             );
         }
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn work_whose_asker_went_away_still_counts_against_the_spacing() {
+        let shared = Arc::new(Coalesced::spaced(Duration::from_millis(200)));
+        let started = Instant::now();
+        let first = shared.get(|| async { started.elapsed() }).await;
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        // Begun, then dropped unfinished (its client closed the connection).
+        let abandoned = tokio::spawn({
+            let shared = shared.clone();
+            async move {
+                shared
+                    .get(|| async {
+                        tokio::time::sleep(Duration::from_secs(10)).await;
+                        started.elapsed()
+                    })
+                    .await
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        abandoned.abort();
+        let _ = abandoned.await;
+        let abandoned_began = first + Duration::from_millis(250);
+        let next = shared.get(|| async { started.elapsed() }).await;
+        assert!(
+            next >= abandoned_began + Duration::from_millis(200),
+            "began at {next:?}, the abandoned work at about {abandoned_began:?}"
+        );
     }
 }
