@@ -150,6 +150,18 @@ async fn bodies_on_their_way_hold_their_own_connections_not_the_in_flight_slots(
     h.stop().await;
 }
 
+/// A connection whose request (with `auth`, a header line or nothing) promises a body of
+/// 1000 bytes and sends 900 of them, the rest never.
+async fn body_never_finished(h: &Harness, auth: &str) -> TcpStream {
+    let mut conn = connect(h).await;
+    let head = format!(
+        "POST /v1/flows/human/requests HTTP/1.1\r\nHost: warden\r\n{auth}Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{}",
+        " ".repeat(900)
+    );
+    conn.write_all(head.as_bytes()).await.unwrap();
+    conn
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn bodies_on_their_way_hold_no_more_bytes_than_max_in_flight_bodies() {
     let h = Harness::start(
@@ -158,12 +170,8 @@ async fn bodies_on_their_way_hold_no_more_bytes_than_max_in_flight_bodies() {
     )
     .await;
     // 900 of a promised 1000 bytes, the rest never sent: 900 of the 1024 held.
-    let mut holding = connect(&h).await;
-    let head = format!(
-        "POST /v1/flows/human/requests HTTP/1.1\r\nHost: warden\r\nAuthorization: Bearer {ALICE}\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{}",
-        " ".repeat(900)
-    );
-    holding.write_all(head.as_bytes()).await.unwrap();
+    let alice = format!("Authorization: Bearer {ALICE}\r\n");
+    let mut holding = body_never_finished(&h, &alice).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     // A body of 200 more bytes does not fit; a request with none does.
     let reason = "r".repeat(150);
@@ -197,16 +205,11 @@ async fn one_caller_holding_bodies_it_never_finishes_leaves_room_for_the_others(
     )
     .await;
     // Two bodies of 900 of a promised 1000 bytes, the rest never sent: 1800 of alice's 2048.
-    let mut holding = Vec::new();
-    for _ in 0..2 {
-        let mut conn = connect(&h).await;
-        let head = format!(
-            "POST /v1/flows/human/requests HTTP/1.1\r\nHost: warden\r\nAuthorization: Bearer {ALICE}\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{}",
-            " ".repeat(900)
-        );
-        conn.write_all(head.as_bytes()).await.unwrap();
-        holding.push(conn);
-    }
+    let alice = format!("Authorization: Bearer {ALICE}\r\n");
+    let holding = vec![
+        body_never_finished(&h, &alice).await,
+        body_never_finished(&h, &alice).await,
+    ];
     tokio::time::sleep(Duration::from_millis(300)).await;
     // Her next body does not fit her share; another caller's does.
     let reason = "r".repeat(300);
@@ -249,13 +252,7 @@ async fn bodies_without_a_known_token_take_nothing_from_the_budget_callers_share
     // 900 of a promised 1000 bytes each, the rest never sent, without a known token.
     let mut strangers = Vec::new();
     for auth in ["", "Authorization: Bearer a-guess\r\n"] {
-        let mut conn = connect(&h).await;
-        let head = format!(
-            "POST /v1/flows/human/requests HTTP/1.1\r\nHost: warden\r\n{auth}Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{}",
-            " ".repeat(900)
-        );
-        conn.write_all(head.as_bytes()).await.unwrap();
-        strangers.push(conn);
+        strangers.push(body_never_finished(&h, auth).await);
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
     // A caller's body still fits the whole budget.

@@ -21,6 +21,27 @@ async fn replicas() -> Option<(PgStore, PgStore)> {
     ))
 }
 
+/// Request `id` filed and moved to pending, its notification queued for channel `ops`.
+async fn filed_and_pending(store: &PgStore, id: &str) {
+    store
+        .insert_request(new(id, "a@x.com", None))
+        .await
+        .unwrap()
+        .unwrap();
+    store
+        .commit_step(Step {
+            id: id.into(),
+            writes: Arc::default(),
+            then: Some(step(&[State::Requested], State::Pending, "request")),
+            read_back: false,
+            hold: Hold::Keep,
+            notify: Some(Arc::new(ToOps)),
+        })
+        .await
+        .unwrap()
+        .unwrap();
+}
+
 /// Every event of every flow goes to channel `ops`.
 struct ToOps;
 
@@ -193,22 +214,7 @@ async fn notifications_commit_with_their_step_and_each_is_taken_by_one_replica()
     };
     let ids: Vec<String> = (0..20).map(|i| format!("n{i}")).collect();
     for id in &ids {
-        a.insert_request(new(id, "a@x.com", None))
-            .await
-            .unwrap()
-            .unwrap();
-        let pending = step(&[State::Requested], State::Pending, "request");
-        a.commit_step(Step {
-            id: id.clone(),
-            writes: Arc::default(),
-            then: Some(pending),
-            read_back: false,
-            hold: Hold::Keep,
-            notify: Some(Arc::new(ToOps)),
-        })
-        .await
-        .unwrap()
-        .unwrap();
+        filed_and_pending(&a, id).await;
     }
     // A refused step writes no notification either.
     let refused = step(&[State::Escalated], State::Deescalated, "deescalate");
@@ -291,22 +297,7 @@ async fn a_replica_past_its_hold_moves_no_notification_another_has_taken_since()
     let Some((a, b)) = replicas().await else {
         return;
     };
-    a.insert_request(new("r1", "a@x.com", None))
-        .await
-        .unwrap()
-        .unwrap();
-    let pending = step(&[State::Requested], State::Pending, "request");
-    a.commit_step(Step {
-        id: "r1".into(),
-        writes: Arc::default(),
-        then: Some(pending),
-        read_back: false,
-        hold: Hold::Keep,
-        notify: Some(Arc::new(ToOps)),
-    })
-    .await
-    .unwrap()
-    .unwrap();
+    filed_and_pending(&a, "r1").await;
     // `a` takes the row under a hold that has run out (as if it froze past it); `b` takes it
     // after, under its own.
     let stale = a
@@ -408,21 +399,7 @@ async fn a_notification_given_up_while_a_step_writes_its_request_is_recorded_aft
         return;
     };
     let a = PgStore::open(&url).await.unwrap();
-    a.insert_request(new("r1", "a@x.com", None))
-        .await
-        .unwrap()
-        .unwrap();
-    a.commit_step(Step {
-        id: "r1".into(),
-        writes: Arc::default(),
-        then: Some(step(&[State::Requested], State::Pending, "request")),
-        read_back: false,
-        hold: Hold::Keep,
-        notify: Some(Arc::new(ToOps)),
-    })
-    .await
-    .unwrap()
-    .unwrap();
+    filed_and_pending(&a, "r1").await;
     let taken = a
         .outbox_take("ops", now_ms(), 10, now_ms() + 60_000)
         .await

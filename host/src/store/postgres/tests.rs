@@ -364,21 +364,26 @@ async fn pages_read_while_requests_are_filed_give_no_request_twice_on_both_backe
                 .unwrap()
                 .unwrap();
         }
+        // Filing goes on for as long as the pages are read (however slow the machine), and
+        // both are counted: the race was run, many times over.
+        let walking = Arc::new(std::sync::atomic::AtomicBool::new(true));
         let filing = tokio::spawn({
-            let store = store.clone();
+            let (store, walking) = (store.clone(), walking.clone());
             async move {
-                for i in 0..300 {
-                    let id = format!("new-{i:04}");
+                let mut filed = 0;
+                while walking.load(std::sync::atomic::Ordering::SeqCst) {
+                    let id = format!("new-{filed:05}");
                     store
                         .insert_request(new(&id, "a@x.com", None))
                         .await
                         .unwrap()
                         .unwrap();
+                    filed += 1;
                 }
+                filed
             }
         });
-        let mut walks = 0;
-        while !filing.is_finished() {
+        for _ in 0..100 {
             // The first two windows of three, going on as `serve::lifecycle::list` does.
             let mut query = ListQuery {
                 limit: 100,
@@ -398,10 +403,14 @@ async fn pages_read_while_requests_are_filed_give_no_request_twice_on_both_backe
             for id in &given {
                 assert!(seen.insert(id), "{name}: {id} given twice in {given:?}");
             }
-            walks += 1;
+            tokio::task::yield_now().await;
         }
-        filing.await.unwrap();
-        assert!(walks >= 20, "{name}: only {walks} walks while filing");
+        walking.store(false, std::sync::atomic::Ordering::SeqCst);
+        let filed = filing.await.unwrap();
+        assert!(
+            filed >= 20,
+            "{name}: only {filed} filed while 100 walks were read"
+        );
     }
 }
 
