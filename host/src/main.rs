@@ -404,6 +404,9 @@ async fn run_hook(
 ) -> Result<ExitCode, String> {
     let event = read_event(event)?;
     let warden = start(config).await?;
+    // The fields as `warden serve` hands them on (`duration` as its seconds).
+    let event = warden::serve::event_as_served(warden.config(), flow, &event)
+        .map_err(|e| format!("the event's fields, as warden serve refuses them: {e}"))?;
     let report = warden
         .run_hook(flow, hook, &event)
         .await

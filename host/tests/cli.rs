@@ -174,6 +174,45 @@ fn hook_reads_the_event_from_stdin() {
 }
 
 #[test]
+fn hook_hands_the_events_fields_on_as_serve_does() {
+    let scratch = Scratch::new();
+    let path = config(
+        &scratch,
+        artifacts::PROBE,
+        "{ action = \"field:duration\" }",
+        "{}",
+    );
+    let run = |event: &str| {
+        warden(
+            &[
+                "hook",
+                "--config",
+                path.to_str().unwrap(),
+                "--flow",
+                "access",
+                "--event",
+                "-",
+            ],
+            Some(event),
+        )
+    };
+    let out = run(r#"{"user":{"email":"alice@example.com"},"fields":{"duration":"2h"}}"#);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("Some(FieldValue::DurationSeconds(7200))"),
+        "{}",
+        stdout(&out)
+    );
+    let out = run(r#"{"user":{"email":"alice@example.com"},"fields":{"duration":"forever"}}"#);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("the event's fields, as warden serve refuses them: field `duration`"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
 fn a_failing_hook_fails_closed_with_exit_3() {
     let scratch = Scratch::new();
     let path = config(

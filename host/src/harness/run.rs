@@ -171,21 +171,17 @@ pub async fn run_case(case: &Case, engine: &SharedEngine) -> CaseResult {
     };
     // The fields as `warden serve` hands them on: `duration` as its seconds; a value it
     // would refuse, refused.
-    let mut event = case.event.clone();
-    if let Some(flow) = warden.config().flow(flow_name(case)) {
-        let sent = event.fields.clone().into_iter().collect();
-        match crate::serve::fields::validate_fields(flow, sent) {
-            Ok(checked) => event.fields = checked.into_iter().collect(),
-            Err(e) => {
-                let error = escape_control(&e.to_string()).into_owned();
-                return CaseResult::failed(
-                    case,
-                    started,
-                    format!("the event's fields, as warden serve refuses them: {error}"),
-                );
-            }
+    let event = match crate::serve::event_as_served(warden.config(), flow_name(case), &case.event) {
+        Ok(event) => event,
+        Err(e) => {
+            let error = escape_control(&e).into_owned();
+            return CaseResult::failed(
+                case,
+                started,
+                format!("the event's fields, as warden serve refuses them: {error}"),
+            );
         }
-    }
+    };
     let report = match warden.run_hook(flow_name(case), case.hook, &event).await {
         Ok(report) => report,
         // It may quote the test file's event (its name, a field's) as written.

@@ -9,6 +9,24 @@ use super::lifecycle::LifecycleError;
 /// Longest access a request may ask for.
 pub const MAX_DURATION: Duration = Duration::from_secs(366 * 24 * 3600);
 
+/// `event` with its fields as `warden serve` hands a request's on to the hooks of `flow`
+/// (checked against its schema, `duration` as its seconds), for `warden test` and
+/// `warden hook`, so a hook is run there on what it gets in production; the error is the
+/// one `warden serve` would answer (`field `NAME`: ...`).
+pub fn event_as_served(
+    config: &crate::config::Config,
+    flow: &str,
+    event: &crate::runtime::event::EventInput,
+) -> Result<crate::runtime::event::EventInput, String> {
+    let mut event = event.clone();
+    if let Some(flow) = config.flow(flow) {
+        let sent = event.fields.clone().into_iter().collect();
+        let checked = validate_fields(flow, sent).map_err(|e| e.to_string())?;
+        event.fields = checked.into_iter().collect();
+    }
+    Ok(event)
+}
+
 /// Checks `fields` against the flow's schema (when it declares one) and turns the
 /// `duration` field into `{"seconds": N}`.
 pub fn validate_fields(

@@ -53,6 +53,7 @@ use lifecycle::{Lifecycle, LifecycleError};
 use metrics::Metrics;
 
 pub use api::{DecisionBody, NewRequestBody, parse_body};
+pub use fields::event_as_served;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
