@@ -111,6 +111,67 @@ impl CurrentWarden {
     }
 }
 
+/// The settings `config` changes from `before` that apply only after a restart: what the
+/// listener, the API's counters, the notifications' client and the store's connections took
+/// at start.
+fn restart_needed_for(before: &Config, config: &Config) -> Vec<String> {
+    let (now, then) = (&config.serve, &before.serve);
+    let store_tls = |c: &Config| c.store_url.as_ref().map(|u| u.tls().clone());
+    let store_password = |c: &Config| {
+        c.store_url
+            .as_ref()
+            .and_then(|u| u.password_secret())
+            .map(|s| s.source.clone())
+    };
+    [
+        (now.listen != then.listen, "serve.listen"),
+        (
+            now.max_in_flight != then.max_in_flight,
+            "serve.max_in_flight",
+        ),
+        (
+            now.max_body_bytes != then.max_body_bytes,
+            "serve.max_body_bytes",
+        ),
+        (
+            now.max_connections != then.max_connections,
+            "serve.max_connections",
+        ),
+        (
+            now.client_timeout != then.client_timeout,
+            "serve.client_timeout_ms",
+        ),
+        (
+            now.new_requests_per_minute != then.new_requests_per_minute,
+            "serve.new_requests_per_minute",
+        ),
+        (
+            now.unknown_tokens_per_minute != then.unknown_tokens_per_minute,
+            "serve.unknown_tokens_per_minute",
+        ),
+        // Plugins' requests use the new one at once; notifications' client keeps its own.
+        (
+            config.http.extra_roots != before.http.extra_roots,
+            "http.ca_file (for notifications)",
+        ),
+        // The same URL (another one is refused), but the store connects as it did at start:
+        // with the certificates its `sslrootcert` file held then, and its password's secret
+        // from where it was kept then.
+        (
+            store_tls(config) != store_tls(before),
+            "store.url's sslrootcert (the file's certificates)",
+        ),
+        (
+            store_password(config) != store_password(before),
+            "store.password_secret (where it is kept)",
+        ),
+    ]
+    .into_iter()
+    .filter(|(changed, _)| *changed)
+    .map(|(_, name)| name.to_string())
+    .collect()
+}
+
 /// What a reload applied.
 #[derive(Debug, Clone, Serialize)]
 pub struct ReloadSummary {
@@ -198,44 +259,7 @@ impl CurrentWarden {
             return Err(ServeError::NoTokens(self.config_path.clone()).to_string());
         }
         self.no_access_left_behind(before, &config).await?;
-        // What the listener, the API's counters and the notifications' client took at start.
-        let (now, then) = (&config.serve, &before.serve);
-        let restart_needed_for = [
-            (now.listen != then.listen, "serve.listen"),
-            (
-                now.max_in_flight != then.max_in_flight,
-                "serve.max_in_flight",
-            ),
-            (
-                now.max_body_bytes != then.max_body_bytes,
-                "serve.max_body_bytes",
-            ),
-            (
-                now.max_connections != then.max_connections,
-                "serve.max_connections",
-            ),
-            (
-                now.client_timeout != then.client_timeout,
-                "serve.client_timeout_ms",
-            ),
-            (
-                now.new_requests_per_minute != then.new_requests_per_minute,
-                "serve.new_requests_per_minute",
-            ),
-            (
-                now.unknown_tokens_per_minute != then.unknown_tokens_per_minute,
-                "serve.unknown_tokens_per_minute",
-            ),
-            // Plugins' requests use the new one at once; notifications' client keeps its own.
-            (
-                config.http.extra_roots != before.http.extra_roots,
-                "http.ca_file (for notifications)",
-            ),
-        ]
-        .into_iter()
-        .filter(|(changed, _)| *changed)
-        .map(|(_, name)| name.to_string())
-        .collect();
+        let restart_needed_for = restart_needed_for(before, &config);
         let flows = config.flows.keys().cloned().collect();
         let secrets = Arc::new(SecretStore::new(&config.secrets));
         old.secret_store().hand_on_to(&secrets);
@@ -436,6 +460,43 @@ mod tests {
             "store.path changed from /var/lib/warden.db to /tmp/x\\nERROR forged \\u{1b}[31m.db; the store cannot move while serving: restart warden"
         );
         assert_eq!(reload_refused_lines(&refused).len(), 1);
+    }
+
+    #[test]
+    fn what_the_store_connects_with_changed_under_the_same_url_needs_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = || {
+            rcgen::CertificateParams::new(Vec::<String>::new())
+                .unwrap()
+                .self_signed(&rcgen::KeyPair::generate().unwrap())
+                .unwrap()
+                .pem()
+        };
+        let load = |secret_var: &str| {
+            let text = format!(
+                "[store]\nurl = \"postgres://warden@db/warden?sslmode=verify-full&sslrootcert=ca.pem\"\n\
+                 password_secret = \"db\"\n[secrets.db]\nsource = \"env\"\nname = \"{secret_var}\"\n"
+            );
+            Config::parse(&text, &dir.path().join("warden.toml"), &|_| {
+                Some("pw".into())
+            })
+            .unwrap_or_else(|e| panic!("{e}"))
+        };
+        std::fs::write(dir.path().join("ca.pem"), ca()).unwrap();
+        let before = load("DB_PASSWORD");
+        assert!(restart_needed_for(&before, &load("DB_PASSWORD")).is_empty());
+        // The CA file rotated in place, the URL the same.
+        std::fs::write(dir.path().join("ca.pem"), ca()).unwrap();
+        assert_eq!(
+            restart_needed_for(&before, &load("DB_PASSWORD")),
+            ["store.url's sslrootcert (the file's certificates)"]
+        );
+        // The password's secret kept elsewhere under the same id.
+        let moved = load("OTHER_PASSWORD");
+        assert!(
+            restart_needed_for(&before, &moved)
+                .contains(&"store.password_secret (where it is kept)".to_string())
+        );
     }
 
     #[test]
