@@ -140,8 +140,12 @@ impl<'a> RequestBuilder<'a> {
         self
     }
 
-    /// Give up after `timeout` (the host also applies its own cap).
+    /// Give up after `timeout` (the host also applies its own cap). A zero timeout is an
+    /// error at [`send`](Self::send), as in Python's SDK: no request could be made in it.
     pub fn timeout(mut self, timeout: Duration) -> Self {
+        if timeout.is_zero() && self.error.is_none() {
+            self.error = Some(Error::msg("the request's timeout must be more than zero"));
+        }
         self.timeout = Some(timeout);
         self
     }
@@ -348,6 +352,11 @@ mod tests {
 
     #[test]
     fn timeouts_round_up_to_a_millisecond() {
+        let zero = get("https://x.example").timeout(Duration::ZERO);
+        assert_eq!(
+            zero.error.as_ref().map(ToString::to_string).as_deref(),
+            Some("the request's timeout must be more than zero")
+        );
         assert_eq!(timeout_ms(Duration::from_micros(1)), 1);
         assert_eq!(timeout_ms(Duration::from_secs(2)), 2000);
         assert_eq!(timeout_ms(Duration::from_secs(u64::MAX)), u32::MAX);
