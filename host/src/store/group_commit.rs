@@ -142,8 +142,12 @@ fn run_batch(
 ) -> (Vec<Reply>, rusqlite::Result<()>) {
     if conn.execute_batch("BEGIN IMMEDIATE").is_err() {
         // Each write then runs as its own transaction: its savepoint is the outermost one,
-        // and releasing it commits.
+        // and releasing it commits. The lock was just waited for, for the whole busy
+        // timeout: each write tries it once more without waiting again, or the batch would
+        // hold the connection a busy timeout per write while another process holds the file.
+        let _ = conn.busy_timeout(std::time::Duration::ZERO);
         let replies = batch.into_iter().map(|job| job(conn)).collect();
+        let _ = conn.busy_timeout(super::BUSY_TIMEOUT);
         return (replies, Ok(()));
     }
     // Holding the write lock from here to the commit: no other commit can land between.
@@ -363,6 +367,36 @@ mod tests {
         run_together(&conn, &committer, vec![insert(5, None, &outcomes)]);
         assert_eq!(arrived.iter().next().unwrap(), (5, Ok(())));
         assert_eq!(stored(&conn), [5]);
+    }
+
+    #[test]
+    fn while_another_process_holds_the_file_a_batch_waits_once_not_once_a_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("w.db");
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch("PRAGMA journal_mode = WAL; CREATE TABLE item (id INTEGER PRIMARY KEY, parent INTEGER);")
+            .unwrap();
+        conn.busy_timeout(super::super::BUSY_TIMEOUT).unwrap();
+        let conn = Arc::new(Mutex::new(conn));
+        let committer = Committer::start(conn.clone(), None).unwrap();
+        // An operator's `sqlite3` in the middle of a write.
+        let other = Connection::open(&path).unwrap();
+        other.execute_batch("BEGIN IMMEDIATE").unwrap();
+        let (outcomes, arrived) = mpsc::channel();
+        let started = std::time::Instant::now();
+        let jobs = (1..=3).map(|id| insert(id, None, &outcomes)).collect();
+        run_together(&conn, &committer, jobs);
+        let answers: Vec<(i64, Result<(), String>)> = arrived.iter().take(3).collect();
+        let waited = started.elapsed();
+        for (id, outcome) in &answers {
+            let error = outcome.as_ref().expect_err("the file was locked");
+            assert!(error.contains("locked"), "{id}: {error}");
+        }
+        // One busy timeout (5 s) for the batch; a wait a write would be 20 s.
+        assert!(waited < std::time::Duration::from_secs(12), "{waited:?}");
+        other.execute_batch("ROLLBACK").unwrap();
+        run_together(&conn, &committer, vec![insert(4, None, &outcomes)]);
+        assert_eq!(arrived.iter().next().unwrap(), (4, Ok(())));
     }
 
     #[test]

@@ -184,6 +184,10 @@ pub struct StoredIdentity {
     pub user_id: String,
 }
 
+/// How long a statement waits for another process's lock on the file (`warden users`, an
+/// operator's `sqlite3`) before it fails.
+pub(crate) const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 pub struct Store {
     path: PathBuf,
     /// Runs [`Store::write`]s, several to a commit.
@@ -224,9 +228,7 @@ impl Store {
             OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )
         .map_err(wrap)?;
-        reader
-            .busy_timeout(std::time::Duration::from_secs(5))
-            .map_err(wrap)?;
+        reader.busy_timeout(BUSY_TIMEOUT).map_err(wrap)?;
         reader.set_prepared_statement_cache_capacity(64);
         Self::prepare(path.to_path_buf(), conn, Some(reader))
     }
@@ -246,8 +248,7 @@ impl Store {
         reader: Option<Connection>,
     ) -> Result<Self, StoreError> {
         let wrap = |source| StoreError::new(&path, "prepare it (settings, migrations)", source);
-        conn.busy_timeout(std::time::Duration::from_secs(5))
-            .map_err(wrap)?;
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(wrap)?;
         conn.pragma_update(None, "foreign_keys", "ON")
             .map_err(wrap)?;
         // Each commit flushed to disk before its callers are answered and before the hooks
