@@ -282,16 +282,10 @@ pub fn insert(
     conn: &Connection,
     new: NewRequest,
 ) -> rusqlite::Result<Result<RequestRecord, String>> {
-    if let Some(key) = &new.idempotency_key {
-        let existing: Option<String> = conn
-            .prepare_cached(
-                "SELECT id FROM requests WHERE created_by = ?1 AND idempotency_key = ?2",
-            )?
-            .query_row(params![new.created_by, key], |r| r.get(0))
-            .optional()?;
-        if let Some(id) = existing {
-            return Ok(Err(id));
-        }
+    if let Some(key) = &new.idempotency_key
+        && let Some(id) = for_key(conn, &new.created_by, key)?
+    {
+        return Ok(Err(id));
     }
     let FirstWrite {
         record,

@@ -49,7 +49,7 @@ impl Backend for PgStore {
         let ids = self
             .query(
                 "look up an idempotency key",
-                "SELECT id FROM requests WHERE created_by = $1 AND idempotency_key = $2",
+                super::requests::FOR_KEY,
                 &[&created_by, &key],
                 |row| Ok(row.try_get::<_, String>(0)?),
             )

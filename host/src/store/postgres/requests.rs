@@ -16,6 +16,10 @@ use crate::store::requests::{
 pub(super) const COLUMNS: &str = "id, flow, requester, fields, state, decision, reason, created_by,
     duration_seconds, expires_at, created_at, updated_at, requester_profile";
 
+/// The request a sender (`$1`) filed under an idempotency key (`$2`).
+pub(super) const FOR_KEY: &str =
+    "SELECT id FROM requests WHERE created_by = $1 AND idempotency_key = $2";
+
 /// SQLite's `requests::insert`, in one statement (atomic without a transaction, one round
 /// trip): the request, its first history entry and its audit line. A retried idempotency key,
 /// even one racing on another replica, meets the unique index and returns the first
@@ -80,10 +84,7 @@ pub(super) async fn insert(
         .try_get(0)?;
     if inserted == 0 {
         let row = client
-            .row(
-                "SELECT id FROM requests WHERE created_by = $1 AND idempotency_key = $2",
-                &[&record.created_by, &idempotency_key],
-            )
+            .row(FOR_KEY, &[&record.created_by, &idempotency_key])
             .await?;
         return Ok(Err(row.try_get(0)?));
     }
