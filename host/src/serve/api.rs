@@ -423,20 +423,14 @@ async fn submit(
         idempotency_key,
         replay_only: !counted,
     };
-    let submitted = detached(&app, async move { lifecycle.submit(submission).await })
-        .await
-        .map_err(|e| {
-            if counted && e.status().is_client_error() {
-                caller.filed_nothing(&app);
-            }
-            match over_limit {
-                Some(refused) if e.status() == StatusCode::TOO_MANY_REQUESTS => refused,
-                _ => e,
-            }
-        })?;
-    if counted && submitted.replayed {
-        caller.filed_nothing(&app);
+    let submitted = detached(&app, async move { lifecycle.submit(submission).await }).await;
+    if counted {
+        caller.settle_filing(&app, submitted.as_ref());
     }
+    let submitted = submitted.map_err(|e| match over_limit {
+        Some(refused) if e.status() == StatusCode::TOO_MANY_REQUESTS => refused,
+        _ => e,
+    })?;
     let status = if submitted.replayed {
         StatusCode::OK
     } else {

@@ -14,6 +14,7 @@ use crate::config::{Role, TokenDigest};
 use crate::runtime::event::UserInput;
 
 use super::api::{ApiError, App};
+use super::lifecycle::Submitted;
 use super::throttle::PerAddress;
 
 /// Past `serve.unknown_tokens_per_minute` unknown tokens from one client address within
@@ -99,10 +100,15 @@ impl Caller {
         Ok(())
     }
 
-    /// Takes back the filing [`Caller::may_file`] counted when none was made: a replay of
-    /// an Idempotency-Key (it files nothing), or a refusal (an unknown flow, a bad field).
-    pub(crate) fn filed_nothing(&self, app: &App) {
-        if self.role < Role::Admin
+    /// Takes back the filing [`Caller::may_file`] counted when `outcome` made none: a replay
+    /// of an Idempotency-Key (it files nothing), or a refusal (an unknown flow, a bad field).
+    pub(crate) fn settle_filing(&self, app: &App, outcome: Result<&Submitted, &ApiError>) {
+        let filed_nothing = match outcome {
+            Ok(submitted) => submitted.replayed,
+            Err(refused) => refused.status().is_client_error(),
+        };
+        if filed_nothing
+            && self.role < Role::Admin
             && let Some(limit) = &app.new_requests
         {
             limit.uncount(&self.user);

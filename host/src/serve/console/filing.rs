@@ -142,13 +142,8 @@ pub(super) async fn submit(
         })
     }
     .await;
-    // A replay, or a refusal (a bad field), filed nothing: not counted as a filing.
-    let filed_nothing = match &submitted {
-        Ok(submitted) => submitted.replayed,
-        Err(e) => e.status().is_client_error(),
-    };
-    if counted && filed_nothing {
-        who.caller.filed_nothing(&c.app);
+    if counted {
+        who.caller.settle_filing(&c.app, submitted.as_ref());
     }
     match submitted {
         Ok(submitted) => redirect(&format!("/requests/{}?filed", submitted.request.id)),
