@@ -13,6 +13,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::api::{ApiError, busy};
+use crate::Unpoisoned;
 
 /// What [`body_first`] may hold: each body at most `max_body_bytes`, and the API's bodies
 /// being read or answered at once at most `max_in_flight` of them in bytes, counted as they
@@ -41,7 +42,7 @@ struct PerCaller {
 impl PerCaller {
     /// Takes `n` more bytes for `who`, unless that would hold more than `most`.
     fn take(&self, who: &str, n: usize) -> bool {
-        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        let mut held = self.held.lock().unpoisoned();
         let now = held.get(who).copied().unwrap_or(0);
         if now + n > self.most {
             return false;
@@ -51,7 +52,7 @@ impl PerCaller {
     }
 
     fn give_back(&self, who: &str, n: usize) {
-        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        let mut held = self.held.lock().unpoisoned();
         if let Some(now) = held.get_mut(who) {
             *now = now.saturating_sub(n);
             if *now == 0 {
