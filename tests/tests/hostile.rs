@@ -618,17 +618,13 @@ async fn a_secret_cut_in_half_by_a_bound_leaves_no_start_behind() {
     else {
         panic!("{:?}", report.outcome)
     };
-    assert!(
-        reason.ends_with("r[REDACTED]...(110 more bytes)"),
-        "{}",
-        &reason[reason.len() - 40..]
-    );
+    // What the value's start could take before each cut went with it, counted.
+    let (kept, dropped) = warden::runtime::budget::split_marker(reason).unwrap();
+    assert!(kept.ends_with('r'), "{}", &reason[reason.len() - 40..]);
+    assert!(dropped > 110, "{dropped}");
     let stdout = &report.logs[0].message;
-    assert!(
-        stdout.ends_with("x[REDACTED]"),
-        "{}",
-        &stdout[stdout.len() - 40..]
-    );
+    assert!(stdout.ends_with('x'), "{}", &stdout[stdout.len() - 40..]);
+    assert!(stdout.len() < 1014, "{}", stdout.len());
     let everything = format!("{report:?}").to_ascii_lowercase();
     assert!(!everything.contains(&VO_SECRET[..6].to_ascii_lowercase()));
 }

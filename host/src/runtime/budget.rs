@@ -104,22 +104,32 @@ pub fn split_marker(text: &str) -> Option<(&str, usize)> {
     Some((body.strip_suffix(MARKER_START)?, dropped))
 }
 
-/// Where text was cut: the start of every marker in `text`, and its end unless a marker
-/// closes it (text cut by a byte bound, like captured stdout, ends where it was cut).
-pub fn cut_points(text: &str) -> Vec<usize> {
-    let mut points: Vec<usize> = text
-        .match_indices(MARKER_START)
-        .map(|(at, _)| at)
-        .filter(|&at| {
-            let rest = &text[at + MARKER_START.len()..];
+/// A cut marker in a text: where it is, and the bytes it says were dropped before it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CutMarker {
+    pub start: usize,
+    pub end: usize,
+    pub dropped: usize,
+}
+
+/// Every well-formed cut marker in `text`, in order. Some may be text a plugin wrote: the
+/// host cannot tell its own from a copy once they are in one string.
+pub fn cut_markers(text: &str) -> Vec<CutMarker> {
+    text.match_indices(MARKER_START)
+        .filter_map(|(start, _)| {
+            let rest = &text[start + MARKER_START.len()..];
             let digits = rest.len() - rest.trim_start_matches(|c: char| c.is_ascii_digit()).len();
-            digits > 0 && rest[digits..].starts_with(MARKER_END)
+            if digits == 0 || !rest[digits..].starts_with(MARKER_END) {
+                return None;
+            }
+            Some(CutMarker {
+                start,
+                end: start + MARKER_START.len() + digits + MARKER_END.len(),
+                // A count past `usize` is a plugin's: it saturates, as `cut` does.
+                dropped: rest[..digits].parse().unwrap_or(usize::MAX),
+            })
         })
-        .collect();
-    if split_marker(text).is_none() {
-        points.push(text.len());
-    }
-    points
+        .collect()
 }
 
 /// `text` if it shows in at most `max` bytes; else its start and a marker saying how many
@@ -319,16 +329,24 @@ mod tests {
     }
 
     #[test]
-    fn cut_points_are_every_marker_and_an_unmarked_end() {
+    fn cut_markers_are_every_well_formed_marker_with_its_count() {
         let name = cut(&"n".repeat(500), MAX_NAME_BYTES).into_owned();
         let text = format!("alias `{name}` and more");
+        let start = 7 + name.find("...(").unwrap();
+        let dropped = 500 - (name.find("...(").unwrap());
         assert_eq!(
-            cut_points(&text),
-            vec![7 + name.find("...(").unwrap(), text.len()]
+            cut_markers(&text),
+            vec![CutMarker {
+                start,
+                end: 7 + name.len(),
+                dropped
+            }]
         );
-        let ended = cut(&text, 64).into_owned();
-        assert_eq!(cut_points(&ended), vec![ended.find("...(").unwrap()]);
-        assert_eq!(cut_points("a ...(x more bytes)"), vec![19]);
+        assert_eq!(cut_markers("a ...(x more bytes) ...( more bytes)"), vec![]);
+        assert_eq!(
+            cut_markers("...(99999999999999999999999 more bytes)")[0].dropped,
+            usize::MAX
+        );
     }
 
     #[test]

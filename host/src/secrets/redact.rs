@@ -16,21 +16,23 @@ use crate::secrets::SecretValue;
 
 pub const REDACTED: &str = "[REDACTED]";
 
-/// The shortest start of a value [`Redactor::redact_cut`] redacts at the end of cut text;
-/// shorter ones are too likely to be ordinary words.
+/// The shortest start of a value [`Redactor::redact_cut`] hides before a cut; shorter ones
+/// tell too little to be worth the text.
 const MIN_CUT_PREFIX: usize = 6;
 
 #[derive(Debug, Clone, Default)]
 pub struct Redactor {
-    /// Longest first, so the longest start left at a cut is found first.
-    values: Vec<SecretValue>,
     /// Every value, ASCII case ignored; `None` when there is none.
     matcher: Option<AhoCorasick>,
+    /// The bytes dropped before a cut ([`Self::redact_cut`]): the longest start of a value
+    /// short of the whole, none when no value has a start of [`MIN_CUT_PREFIX`] bytes.
+    dropped_at_cut: usize,
 }
 
 impl Redactor {
     pub fn new(mut values: Vec<SecretValue>) -> Self {
         values.retain(|v| !v.expose().is_empty());
+        // Longest first.
         values.sort_by(|a, b| (b.expose().len(), a.expose()).cmp(&(a.expose().len(), b.expose())));
         values.dedup();
         let matcher = (!values.is_empty()).then(|| {
@@ -43,7 +45,16 @@ impl Redactor {
                 // bytes each.
                 .expect("secret values fit an Aho-Corasick automaton")
         });
-        Self { values, matcher }
+        let longest_start = values.first().map_or(0, |v| v.expose().len() - 1);
+        let dropped_at_cut = if longest_start >= MIN_CUT_PREFIX {
+            longest_start
+        } else {
+            0
+        };
+        Self {
+            matcher,
+            dropped_at_cut,
+        }
     }
 
     /// The byte ranges of `haystack` covered by occurrences of any value, in order, merged
@@ -116,48 +127,69 @@ impl Redactor {
         self.redact(&text)
     }
 
-    /// [`Self::redact`] for text that may have been cut short to a bound (a reason, captured
-    /// stdout, a name quoted in a refusal): the first bytes of a value left where the text
-    /// was cut — before each cut marker, and at its end — are redacted too.
+    /// [`Self::redact`] for text that may have been cut short to a bound (a reason, a name
+    /// quoted in a refusal, a redirect's target quoted in an error): the start of a value
+    /// may be left before a cut marker. So, before every marker, as many bytes as the
+    /// longest value's start could take are dropped too (counted in the marker), whatever
+    /// they are. Whatever: redacting only a tail that matches a value's start would tell a
+    /// writer of the text (a plugin, or a requester whose field a reason quotes) which of
+    /// the guesses they put before markers of their own is a secret's start, a byte at a
+    /// time.
     pub fn redact_cut(&self, text: &str) -> String {
-        self.redact_before_cuts(text, budget::cut_points)
+        let out = self.redact(text);
+        let cuts = budget::cut_markers(&out)
+            .into_iter()
+            .map(|marker| (marker.start, Some(marker)))
+            .collect();
+        self.drop_before_cuts(out, cuts)
     }
 
-    /// [`Self::redact`] for text the host cut short at its end and nowhere else (a line of
-    /// captured stdout): markers inside it are the plugin's text, not cuts, so none costs a
-    /// look for a value's start.
+    /// [`Self::redact_cut`] for text the host cut short at its end and nowhere else (a line
+    /// of captured stdout): markers inside it are the plugin's text, not cuts; the bytes
+    /// before its end are dropped.
     pub fn redact_cut_at_end(&self, text: &str) -> String {
-        self.redact_before_cuts(text, |out| vec![out.len()])
+        let out = self.redact(text);
+        let end = out.len();
+        self.drop_before_cuts(out, vec![(end, None)])
     }
 
-    /// [`Self::redact`], then the start of a value left before each of `cuts(text)` (offsets
-    /// in the redacted text, in order) redacted too.
-    fn redact_before_cuts(&self, text: &str, cuts: impl Fn(&str) -> Vec<usize>) -> String {
-        let mut out = self.redact(text);
-        if self.values.is_empty() {
+    /// `out` with up to [`Self::dropped_at_cut`] bytes dropped before each of `cuts` (in
+    /// order; a marker there counts them), never reaching back past the cut before.
+    fn drop_before_cuts(
+        &self,
+        mut out: String,
+        cuts: Vec<(usize, Option<budget::CutMarker>)>,
+    ) -> String {
+        if self.dropped_at_cut == 0 {
             return out;
         }
-        // From the last cut to the first, so replacing one leaves earlier offsets valid: the
-        // text before `floor` is as it came, compared in place (no lowered copies).
-        let mut floor = out.len();
-        for end in cuts(&out).into_iter().rev() {
-            if end > floor {
+        // From the last cut to the first, so changing one leaves earlier offsets valid.
+        for (i, &(at, marker)) in cuts.iter().enumerate().rev() {
+            let floor = match i.checked_sub(1) {
+                Some(before) => cuts[before].1.map_or(0, |m| m.end),
+                None => 0,
+            };
+            let mut from = at.saturating_sub(self.dropped_at_cut).max(floor);
+            while !out.is_char_boundary(from) {
+                from += 1;
+            }
+            // A `[REDACTED]` the drop would split is kept whole: it is no value's start.
+            let lo = from.saturating_sub(REDACTED.len() - 1).max(floor);
+            if let Some(whole) =
+                (lo..from).find(|&p| out[p..].starts_with(REDACTED) && p + REDACTED.len() > from)
+            {
+                from = (whole + REDACTED.len()).min(at);
+            }
+            let dropped = at - from;
+            if dropped == 0 {
                 continue;
             }
-            for v in &self.values {
-                let needle = v.expose();
-                let tail = (MIN_CUT_PREFIX..needle.len())
-                    .rev()
-                    .filter(|len| needle.is_char_boundary(*len) && *len <= end)
-                    .find(|len| {
-                        out.as_bytes()[end - len..end]
-                            .eq_ignore_ascii_case(&needle.as_bytes()[..*len])
-                    });
-                if let Some(len) = tail {
-                    out.replace_range(end - len..end, REDACTED);
-                    floor = end - len;
-                    break;
-                }
+            match marker {
+                Some(m) => out.replace_range(
+                    from..m.end,
+                    &budget::marker(m.dropped.saturating_add(dropped)),
+                ),
+                None => out.truncate(from),
             }
         }
         out
@@ -239,16 +271,12 @@ mod tests {
             mixed.redact("http://s3cr3t-value.example/ and S3CR3T-VALUE"),
             "http://[REDACTED].example/ and [REDACTED]"
         );
+        // Before a cut, as much as the longest value's start (11 bytes) goes, counted.
         assert_eq!(
-            mixed.redact_cut("rrr s3cr3t-VA...(3 more bytes)"),
-            "rrr [REDACTED]...(3 more bytes)"
+            mixed.redact_cut("rrrr s3cr3t-VA...(3 more bytes)"),
+            "rrr...(14 more bytes)"
         );
-        assert_eq!(mixed.redact_cut("xx s3cr3t"), "xx [REDACTED]");
-        assert_eq!(
-            mixed.redact_cut("short s3cr"),
-            "short s3cr",
-            "too short to tell"
-        );
+        assert_eq!(mixed.redact_cut("no cut s3cr3t"), "no cut s3cr3t");
     }
 
     #[test]
@@ -300,7 +328,7 @@ mod tests {
     }
 
     #[test]
-    fn a_start_left_at_any_cut_is_redacted() {
+    fn a_start_left_at_any_cut_is_dropped() {
         let r = Redactor::new(vec![SecretValue::new("s3cr3t-VALUE")]);
         // The name is cut eight bytes into the value.
         // (A marker for a four-digit count takes 20 bytes.)
@@ -310,36 +338,55 @@ mod tests {
         assert!(alias.contains("as3cr3t-V..."), "{alias}");
         let detail = format!("no integration under alias `{alias}` in `main`");
         let shown = r.redact_cut(&detail);
-        assert!(!shown.to_ascii_lowercase().contains("s3cr3t"), "{shown}");
-        assert!(shown.contains("a[REDACTED]...("), "{shown}");
+        assert!(!shown.to_ascii_lowercase().contains("s3cr"), "{shown}");
+        let (kept, dropped) = budget::split_marker(shown.split('`').nth(1).unwrap()).unwrap();
+        assert_eq!((kept.len(), dropped), (pad - 3, name.len() - (pad - 3)));
         assert!(shown.ends_with("` in `main`"), "{shown}");
-        // At the text's end too, and whatever the case of what was left.
-        assert_eq!(r.redact_cut("token S3CR3T-va"), "token [REDACTED]");
+        // A redaction in reach of the cut is kept whole.
         assert_eq!(
-            r.redact_cut("token S3CR3"),
-            "token S3CR3",
-            "five bytes are a word"
+            r.redact_cut("x s3cr3t-value yy...(1 more bytes)"),
+            "x [REDACTED]...(4 more bytes)"
         );
+    }
+
+    #[test]
+    fn what_is_dropped_at_a_cut_does_not_tell_a_guess_right_from_wrong() {
+        // A writer putting guesses of a value's start before markers of their own (or at
+        // the end of text the host cuts) gets back the same whichever guess is right.
+        let r = Redactor::new(vec![SecretValue::new("Bearer 7f3a9c0e1d")]);
+        let shown = |guess: &str| {
+            let text = format!("team `{guess}...(0 more bytes)` and `x{guess}`");
+            r.redact_cut(&text).replace(guess, "GUESS")
+        };
+        assert_eq!(shown("Bearer 6"), shown("Bearer 7"));
+        assert_eq!(
+            r.redact_cut_at_end("token Bearer 7"),
+            r.redact_cut_at_end("token Bearer 6")
+        );
+        assert_eq!(r.redact_cut("x Bearer"), "x Bearer", "no marker, no cut");
     }
 
     #[test]
     fn text_cut_at_its_end_only_looks_there_not_at_markers_a_plugin_wrote() {
         let r = Redactor::new(vec![SecretValue::new("s3cr3t-VALUE")]);
         // A captured line the host cut after eight bytes of the value.
-        assert_eq!(r.redact_cut_at_end("token s3cr3t-V"), "token [REDACTED]");
-        // Markers inside are the plugin's text: what precedes them is not a cut value.
-        let forged = "s3cr3t...(0 more bytes) ".repeat(3);
-        assert_eq!(r.redact_cut_at_end(&forged), forged);
+        assert_eq!(r.redact_cut_at_end("token s3cr3t-V"), "tok");
+        // Markers inside are the plugin's text, left as they are.
+        let forged = format!("{}end", "s3cr3t...(0 more bytes) ".repeat(3));
+        assert!(r.redact_cut_at_end(&forged).starts_with(&forged[..50]));
         assert_ne!(
             r.redact_cut(&forged),
             forged,
-            "as a cut text, each marker is looked at"
+            "as a cut text, each marker is a cut"
         );
         // Whole values are redacted wherever they are.
         assert_eq!(
-            r.redact_cut_at_end("a s3cr3t-VALUE...(0 more bytes) b"),
+            r.redact("a s3cr3t-VALUE...(0 more bytes) b"),
             "a [REDACTED]...(0 more bytes) b"
         );
+        // Values too short to have a telling start drop nothing.
+        let short = Redactor::new(vec![SecretValue::new("abc")]);
+        assert_eq!(short.redact_cut_at_end("xyzab"), "xyzab");
     }
 
     #[test]
