@@ -356,8 +356,7 @@ async fn the_start_of_a_long_sealed_value_an_error_quotes_cut_short_is_redacted(
     let seen = seen_by_plugin(&run(&warden, "redirect").await);
     assert!(seen.starts_with("error "), "{seen}");
     assert!(seen.contains("more bytes)"), "the quote was cut: {seen}");
-    assert!(seen.contains("[REDACTED]"), "{seen}");
-    assert!(!seen.contains(&secret[..16]), "{seen}");
+    assert!(!seen.contains("0123456789"), "{seen}");
 }
 
 /// A server on loopback answering every request with `head` (status line and headers,
@@ -801,4 +800,90 @@ async fn a_hook_whose_replica_lost_its_claim_sends_nothing() {
         assert_eq!(kinds, [RefusalKind::Lease], "{:?}", report.refusals);
     }
     assert_eq!(sent.0.load(std::sync::atomic::Ordering::SeqCst), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hook_whose_replica_lost_its_claim_stores_no_identity() {
+    use warden::runtime::lease::Lease;
+    // The replica that took the request over may have stored another id meanwhile: a late
+    // write from the paused one would overwrite it.
+    let cases = vec![("keep".to_string(), "persist:custom vo-ext u1".to_string())];
+    let scratch = Scratch::new();
+    let warden = start(&scratch, &flows(&cases, "https://*.example.com"), None).await;
+    let event =
+        EventInput::from_json(r#"{"user":{"email":"alice@example.com"},"fields":{}}"#).unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let stored = || async {
+        warden
+            .identity_store()
+            .lookup_identity("alice@example.com", "custom", "vo-ext")
+            .await
+            .unwrap()
+    };
+    let report = warden
+        .run_hook_leased(
+            "keep",
+            HookName::OnRequest,
+            &event,
+            Some(&Lease::until(now - 1)),
+        )
+        .await
+        .unwrap();
+    let seen = denied(&report);
+    assert!(
+        seen.contains("claim on the request ran out") && seen.contains("nothing is stored"),
+        "{seen}"
+    );
+    let kinds: Vec<_> = report.refusals.iter().map(|r| r.kind).collect();
+    assert_eq!(kinds, [RefusalKind::Lease], "{:?}", report.refusals);
+    assert!(stored().await.is_none());
+    // Within its lease: stored.
+    let report = warden
+        .run_hook_leased(
+            "keep",
+            HookName::OnRequest,
+            &event,
+            Some(&Lease::until(now + 60_000)),
+        )
+        .await
+        .unwrap();
+    assert_eq!(approved(&report), "persisted u1");
+    assert_eq!(stored().await.unwrap().user_id, "u1");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_plugin_acts_on_nothing_while_it_loads() {
+    // `implemented` is plugin code run at every load (`warden check`, a start, a reload) in
+    // a store with the flow's grants, for no request: what it sent or stored would be
+    // recorded nowhere.
+    let server = TestServer::start().await;
+    let origin = server.origin();
+    let scratch = Scratch::new();
+    scratch.write("vo.key", VO_SECRET);
+    let text = format!(
+        "[store]\npath = \"warden.db\"\n\n[secrets.vo_key]\nsource = \"file\"\npath = \"vo.key\"\n\
+         [integrations.act]\ntype = \"custom\"\nexternal_id = \"act-ext\"\nsecrets = [\"vo_key\"]\n\
+         settings = {{ url = \"{origin}/at-load\" }}\n\
+         [environments.main]\nintegrations = {{ act-in-implemented = \"act\" }}\n\
+         [flows.loads]\nenvironment = \"main\"\nplugin = {}\nallowed_hosts = [{origin:?}]\n",
+        toml_path(artifacts::BAD_LOAD)
+    );
+    let config = Config::load(&scratch.config(&text)).unwrap_or_else(|e| panic!("{e}"));
+    let store = Arc::new(Store::open(&config.store_path).unwrap());
+    let secrets = Arc::new(SecretStore::new(&config.secrets));
+    let warden = Warden::start_with(config, store, secrets, StartOptions::default())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    // It loaded (the refusals were its answers, not failures) and runs its hook.
+    assert_eq!(approved(&run(&warden, "loads").await), "loaded");
+    assert_eq!(server.requests(), 0, "a request was sent while loading");
+    let identity = warden
+        .identity_store()
+        .lookup_identity("loader@example.com", "custom", "act-ext")
+        .await
+        .unwrap();
+    assert!(identity.is_none(), "an identity was stored while loading");
 }

@@ -12,6 +12,7 @@ use crate::runtime::bindings::warden::plugin::identities::IdentityError;
 use crate::runtime::bindings::warden::plugin::types::Identity;
 use crate::runtime::budget::{EventBudget, MAX_NAME_BYTES};
 use crate::runtime::instance::InstanceState;
+use crate::runtime::lease::{Acting, Lease};
 use crate::runtime::lift::Passed;
 use crate::store::StoredIdentity;
 use crate::store::backend::Backend;
@@ -25,6 +26,8 @@ pub struct IdentitiesInstance {
     store: Arc<dyn Backend>,
     persisted: usize,
     refusals: Refusals,
+    /// Nothing is stored while the plugin loads, nor once its request's claim has ended.
+    acting: Acting,
 }
 
 impl IdentitiesInstance {
@@ -34,7 +37,13 @@ impl IdentitiesInstance {
             store,
             persisted: 0,
             refusals: Refusals::new(budget),
+            acting: Acting::Loading,
         }
+    }
+
+    /// A hook begins: identities may be stored, until `lease` (if any) has ended.
+    pub fn begin_hook(&mut self, lease: Option<Lease>) {
+        self.acting = Acting::Hook(lease);
     }
 
     /// How much of a service or service id the plugin passes is copied: enough to match
@@ -112,10 +121,19 @@ impl IdentitiesInstance {
             checked_field("email", email)?,
             checked_field("user-id", user_id)?,
         );
-        if !email.contains('@') {
+        // As `warden users` takes them: a user it could not name it could not delete.
+        if !crate::store::is_email_address(email) {
             return Err(IdentityError::Invalid(format!(
-                "`{email}` is not an email address"
+                "`{}` is not an email address (`local@domain`, with no spaces or control characters)",
+                email.escape_debug()
             )));
+        }
+        if let Some((kind, detail)) = self.acting.refusal("stored") {
+            self.refusals.push(Refusal {
+                kind,
+                detail: detail.clone(),
+            });
+            return Err(IdentityError::NotGranted(detail));
         }
         if self.persisted >= MAX_PERSISTS_PER_EVENT {
             return Err(IdentityError::Invalid(format!(
@@ -218,7 +236,8 @@ mod tests {
 
     fn identities() -> (Event, IdentitiesInstance) {
         let event = Event::new("");
-        let identities = event.instance();
+        let mut identities: IdentitiesInstance = event.instance();
+        identities.begin_hook(None);
         (event, identities)
     }
 
@@ -300,13 +319,24 @@ mod tests {
             invalid(ids.persist(ok_email, service, id, &long_blank).await),
             "user-id is longer than 320 bytes"
         );
-        assert_eq!(
-            invalid(
-                ids.persist(&"no-at-sign".into(), service, id, &"u".into())
-                    .await
-            ),
-            "`no-at-sign` is not an email address"
-        );
+        // Only emails `warden users` can name, to delete or import them again.
+        for email in [
+            "no-at-sign",
+            "a b@example.com",
+            "@",
+            "x@",
+            "bob@example.com\t",
+            "\u{1b}@x",
+        ] {
+            let refused = invalid(ids.persist(&email.into(), service, id, &"u".into()).await);
+            assert!(
+                refused.starts_with(&format!(
+                    "`{}` is not an email address",
+                    email.escape_debug()
+                )),
+                "{refused}"
+            );
+        }
         // What PostgreSQL's text cannot hold is refused on either store, and found nowhere.
         assert_eq!(
             invalid(ids.persist(ok_email, service, id, &"u\0v".into()).await),

@@ -19,9 +19,11 @@ pub enum RefusalKind {
     Destination,
     /// An HTTP header the host sets itself or that would change where a request goes.
     Header,
-    /// An HTTP request after the request's claim ran out on this replica
-    /// ([`crate::runtime::lease`]): not the flow's grant, but as much a request not sent.
+    /// An HTTP request or a stored identity after the request's claim ran out on this
+    /// replica ([`crate::runtime::lease`]): not the flow's grant, but as much not done.
     Lease,
+    /// An HTTP request or a stored identity while the plugin loads, outside any hook.
+    Loading,
 }
 
 impl RefusalKind {
@@ -34,6 +36,7 @@ impl RefusalKind {
             Self::Destination => "host",
             Self::Header => "header",
             Self::Lease => "lease",
+            Self::Loading => "loading",
         }
     }
 }

@@ -714,11 +714,7 @@ pub fn valid_email(email: &str) -> Result<&str, String> {
             format!("`{email}` is not an email address")
         }
     };
-    let (local, domain) = email.rsplit_once('@').ok_or_else(bad)?;
-    if local.is_empty()
-        || domain.is_empty()
-        || email.chars().any(|c| c.is_whitespace() || c.is_control())
-    {
+    if !crate::store::is_email_address(email) {
         return Err(bad());
     }
     Ok(email)

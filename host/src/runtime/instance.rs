@@ -48,6 +48,14 @@ pub(crate) struct InstanceState {
 }
 
 impl InstanceState {
+    /// A hook begins on this instance: until now (loading, or made ready ahead of an event)
+    /// its plugin could not act on the outside; from now on it may, under `lease` if its
+    /// request is claimed.
+    pub(crate) fn begin_hook(&mut self, lease: Option<crate::runtime::lease::Lease>) {
+        self.http.begin_hook(lease.clone());
+        self.identities.begin_hook(lease);
+    }
+
     /// What the event left: the plugin's log lines, then its stdout and stderr, then what
     /// each capability recorded.
     pub(crate) fn finish(&mut self, stdout: &CapturedOutput, stderr: &CapturedOutput) -> Outcome {

@@ -1,4 +1,5 @@
-//! How long a hook may still act on the outside for the request it runs for.
+//! Whether, and how long, a plugin may still act on the outside: not while it loads, and in
+//! a hook only for as long as its replica holds the request.
 //!
 //! On a store that replicas share, an operation claims its request for a lease its replica
 //! renews while the operation runs (`serve::claim`). A replica paused past its lease (a
@@ -15,6 +16,8 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
+
+use crate::capabilities::refusal::RefusalKind;
 
 /// What an ended lease holds: before every time, and never extended.
 const ENDED: i64 = i64::MIN;
@@ -57,6 +60,40 @@ impl Lease {
 
     pub fn ended(&self) -> bool {
         self.ended_at(now_unix_ms())
+    }
+}
+
+/// Whether an instance's plugin may act on the outside (send a request, store an identity)
+/// now. Each capability that acts holds its own copy, set when a hook begins.
+#[derive(Debug, Clone, Default)]
+pub enum Acting {
+    /// Loading: asked which hooks it implements, or instantiated ahead of an event. What it
+    /// did now would be for no request, under no claim, and recorded nowhere.
+    #[default]
+    Loading,
+    /// Running a hook; under its request's claim when replicas share the store.
+    Hook(Option<Lease>),
+}
+
+impl Acting {
+    /// Why nothing may be `done` now (`"sent"`, `"stored"`), if it may not: the refusal's
+    /// kind and detail.
+    pub fn refusal(&self, done: &str) -> Option<(RefusalKind, String)> {
+        match self {
+            Self::Loading => Some((
+                RefusalKind::Loading,
+                format!(
+                    "the plugin is loading (asked which hooks it implements, or made ready ahead of an event), not running a hook: nothing is {done}"
+                ),
+            )),
+            Self::Hook(Some(lease)) if lease.ended() => Some((
+                RefusalKind::Lease,
+                format!(
+                    "this replica's claim on the request ran out (it was paused past its lease, and another replica may be running this hook): nothing is {done}"
+                ),
+            )),
+            Self::Hook(_) => None,
+        }
     }
 }
 

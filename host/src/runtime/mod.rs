@@ -412,7 +412,7 @@ impl Warden {
     }
 
     /// [`Warden::run_hook`] for a request claimed under `lease`: once it has ended, the
-    /// hook's HTTP requests are refused ([`lease`]).
+    /// hook's HTTP requests and identities stored are refused ([`lease`]).
     pub async fn run_hook_leased(
         &self,
         flow: &str,
@@ -463,7 +463,7 @@ impl Warden {
             }
         };
         arm(&mut store, limits.timeout, started);
-        store.data_mut().http.set_lease(lease.cloned());
+        store.data_mut().begin_hook(lease.cloned());
         let running = Running::start(&self.stores.running);
         let timeout = limits.timeout;
         let export = loaded.hook_exports[&hook];

@@ -32,6 +32,18 @@ use group_commit::{Committer, Job, copy_error, in_savepoint};
 use identity_cache::IdentityCache;
 use wal_index::WalIndex;
 
+/// Whether `email` is an address as users are kept under: `local@domain`, neither part
+/// empty, no whitespace or control character anywhere (so none around it either). What
+/// `warden users` takes and what plugins persist are held to it alike: every stored user
+/// can be named to `warden users`, and exported users imported again.
+pub fn is_email_address(email: &str) -> bool {
+    email.rsplit_once('@').is_some_and(|(local, domain)| {
+        !local.is_empty()
+            && !domain.is_empty()
+            && !email.chars().any(|c| c.is_whitespace() || c.is_control())
+    })
+}
+
 /// Schema migrations, applied in order; `PRAGMA user_version` counts those applied.
 const MIGRATIONS: &[&str] = &[
     // 1: users and identities.

@@ -44,7 +44,7 @@ use crate::config::{Flow, HttpSettings, origin};
 use crate::runtime::bindings::warden::plugin::http::{HttpError, Method, Request, Response};
 use crate::runtime::budget::{self, EventBudget, quote};
 use crate::runtime::instance::InstanceState;
-use crate::runtime::lease::Lease;
+use crate::runtime::lease::{Acting, Lease};
 use crate::secrets::SecretValue;
 use crate::secrets::redact::{REDACTED, Redactor};
 use crate::secrets::{SecretStore, SecretUnavailable};
@@ -198,7 +198,7 @@ impl HttpState {
             calls_dropped: 0,
             sent: 0,
             reached_network: false,
-            lease: None,
+            acting: Acting::Loading,
         }
     }
 }
@@ -217,8 +217,8 @@ pub struct HttpInstance {
     sent: u32,
     /// Whether the call being made has handed a hop to the transport yet.
     reached_network: bool,
-    /// The request's claim, when replicas share the store: nothing is sent once it ends.
-    lease: Option<Lease>,
+    /// Nothing is sent while the plugin loads, nor once its request's claim has ended.
+    acting: Acting,
 }
 
 pub struct HttpView<'a> {
@@ -375,9 +375,10 @@ impl HttpInstance {
         self.deadline = deadline;
     }
 
-    /// Requests (and each of their redirects) are refused once `lease` has ended.
-    pub fn set_lease(&mut self, lease: Option<Lease>) {
-        self.lease = lease;
+    /// A hook begins: requests may be sent, each of their hops only until `lease` (if any)
+    /// has ended.
+    pub fn begin_hook(&mut self, lease: Option<Lease>) {
+        self.acting = Acting::Hook(lease);
     }
 
     fn refuse(&mut self, detail: String) -> HttpError {
@@ -462,13 +463,12 @@ impl HttpInstance {
         let max_body = self.flow.limits.response_max_bytes;
 
         for hop in 0..=MAX_REDIRECTS {
-            if self.lease.as_ref().is_some_and(Lease::ended) {
-                let detail = "this replica's claim on the request ran out (it was paused past its lease, and another replica may be running this hook): nothing is sent";
+            if let Some((kind, detail)) = self.acting.refusal("sent") {
                 self.refusals.push(Refusal {
-                    kind: RefusalKind::Lease,
-                    detail: detail.into(),
+                    kind,
+                    detail: detail.clone(),
                 });
-                return Err(HttpError::Denied(detail.into()));
+                return Err(HttpError::Denied(detail));
             }
             self.check(&url)?;
             let left = timeout.saturating_sub(started.elapsed());

@@ -11,7 +11,10 @@
 //! - `leak-N-in-implemented`: prints a line saying `panicked` that holds a terminal escape, a
 //!   carriage return and, after N filler bytes, its integration's first secret's value over
 //!   and over (past the bound a failure's message is cut to), then traps;
-//! - neither: implements `on_request`, which approves with the reason `loaded`.
+//! - `act-in-implemented`: sends a GET to its `url` setting and stores an identity for
+//!   `loader@example.com` in its service, then implements `on_request` as below (the host
+//!   should have refused both);
+//! - none of these: implements `on_request`, which approves with the reason `loaded`.
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -75,6 +78,17 @@ impl Guest for BadLoad {
             );
             // Not `panic!`: its own "panicked" line would come last and be the one quoted.
             std::process::abort();
+        }
+        if let Some(act) = warden_sdk::integrations::get("act-in-implemented") {
+            if let Some(url) = act.setting("url") {
+                let _ = warden_sdk::http::get(url).send();
+            }
+            let _ = warden_sdk::identities::persist_user_identity(
+                "loader@example.com",
+                &act.type_,
+                &act.external_id,
+                "from-implemented",
+            );
         }
         if aliases.iter().any(|a| a == "trap-in-implemented") {
             panic!("bad-load traps in implemented on purpose");
