@@ -730,3 +730,47 @@ async fn the_example_receiver_drops_a_replayed_body_whatever_its_delivery_header
         "{printed}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_delivery_the_store_cannot_record_is_not_sent_again_meanwhile() {
+    // A full disk (here: a trigger refusing every delete from the outbox) kept the row due:
+    // it was taken and sent again as fast as the store refused.
+    let receiver = Receiver::start(SIGNING_KEY, 0).await;
+    let config = [
+        format!(
+            "[channels.up]\ntype = \"webhook\"\nurl = {:?}\nsigning_secret = \"signing\"\n",
+            receiver.url("/ok/up")
+        ),
+        probe_flow("human", "continue", "waiting = [\"up\"]"),
+    ]
+    .concat();
+    let h = start(&receiver.url("/ok/slack"), &config).await;
+    let db = rusqlite::Connection::open(h.scratch.path().join("warden.db")).unwrap();
+    db.execute_batch(
+        "CREATE TRIGGER disk_full BEFORE DELETE ON outbox BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END;",
+    )
+    .unwrap();
+    let id = h.submit("human", json!({})).await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    receiver
+        .wait_until(WITHIN, "the delivery", |got| {
+            !about(got, "/ok/up", &id).is_empty()
+        })
+        .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(about(&receiver.got(), "/ok/up", &id).len(), 1);
+    // Once the store takes it again, the delivery is recorded, not made again.
+    db.execute_batch("DROP TRIGGER disk_full").unwrap();
+    let deadline = tokio::time::Instant::now() + WITHIN;
+    while metric(&h.metrics().await, "warden_outbox_depth{channel=\"up\"}") != 0.0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "still in the outbox"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(about(&receiver.got(), "/ok/up", &id).len(), 1);
+    h.stop().await;
+}

@@ -488,7 +488,20 @@ impl Backend for Store {
         _lease_until: i64,
     ) -> Result<Vec<Notification>, StoreError> {
         // One process, one delivery task per channel: nobody else would take them.
-        self.read("read the outbox", |c| outbox::due(c, channel, now, limit))
+        let (due, unreadable) =
+            self.read("read the outbox", |c| outbox::due(c, channel, now, limit))?;
+        if !unreadable.is_empty() {
+            for u in &unreadable {
+                tracing::error!(channel = %u.channel, seq = u.seq, delivery = %u.delivery_id, "notification given up: its outbox row cannot be read: {}", u.error);
+            }
+            self.write("give up notifications that cannot be read", move |c| {
+                unreadable
+                    .iter()
+                    .try_for_each(|u| outbox::give_up_unreadable(c, u))
+            })
+            .await?;
+        }
+        Ok(due)
     }
 
     async fn outbox_next_due(&self, channel: &str) -> Result<Option<i64>, StoreError> {

@@ -234,19 +234,74 @@ fn row_to_notification(row: &rusqlite::Row<'_>) -> rusqlite::Result<Notification
     })
 }
 
-/// Up to `limit` of `channel`'s notifications due by `now`, oldest first.
+/// An outbox row that does not read as a notification (an event this warden does not know,
+/// a body that is not JSON: written by another version, or by hand). Given up on its own,
+/// so it neither stops its channel nor sinks the rows taken with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unreadable {
+    pub seq: i64,
+    pub delivery_id: String,
+    pub request_id: String,
+    pub channel: String,
+    pub error: String,
+}
+
+impl Unreadable {
+    /// What giving it up writes to the audit log.
+    pub fn detail(&self) -> Value {
+        serde_json::json!({
+            "channel": self.channel,
+            "seq": self.seq,
+            "delivery": self.delivery_id,
+            "error": format!("the outbox row cannot be read: {}", self.error),
+        })
+    }
+}
+
+/// Up to `limit` of `channel`'s notifications due by `now`, oldest first, and the rows among
+/// them that do not read as notifications.
 pub fn due(
     conn: &Connection,
     channel: &str,
     now: i64,
     limit: usize,
-) -> rusqlite::Result<Vec<Notification>> {
-    conn.prepare_cached(
-        "SELECT seq, delivery_id, request_id, channel, event, body, attempts, created_at, next_at
-         FROM outbox WHERE channel = ?1 AND next_at <= ?2 ORDER BY next_at, seq LIMIT ?3",
-    )?
-    .query_map(params![channel, now, limit as i64], row_to_notification)?
-    .collect()
+) -> rusqlite::Result<(Vec<Notification>, Vec<Unreadable>)> {
+    let rows = conn
+        .prepare_cached(
+            "SELECT seq, delivery_id, request_id, channel, event, body, attempts, created_at, next_at
+             FROM outbox WHERE channel = ?1 AND next_at <= ?2 ORDER BY next_at, seq LIMIT ?3",
+        )?
+        .query_map(params![channel, now, limit as i64], |row| {
+            Ok(row_to_notification(row).map_err(|e| Unreadable {
+                seq: row.get(0).unwrap_or_default(),
+                delivery_id: row.get(1).unwrap_or_default(),
+                request_id: row.get(2).unwrap_or_default(),
+                channel: row.get(3).unwrap_or_default(),
+                error: e.to_string(),
+            }))
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let (mut due, mut unreadable) = (Vec::new(), Vec::new());
+    for row in rows {
+        match row {
+            Ok(n) => due.push(n),
+            Err(u) => unreadable.push(u),
+        }
+    }
+    Ok((due, unreadable))
+}
+
+/// Gives up `u`: deleted, and recorded in the audit log. Run it in a transaction or
+/// savepoint.
+pub fn give_up_unreadable(conn: &Connection, u: &Unreadable) -> rusqlite::Result<()> {
+    delivered(conn, u.seq)?;
+    requests::audit(
+        conn,
+        "warden",
+        "notify-failed",
+        Some(&u.request_id),
+        &u.detail(),
+    )
 }
 
 /// When `channel`'s next notification is due, if it has any.
@@ -281,8 +336,11 @@ pub fn give_up(
 ) -> rusqlite::Result<()> {
     delivered(conn, n.seq)?;
     let (entry, detail) = given_up(n, attempts, error);
-    // Entries only: no state to check, so this writes whatever the request's state.
-    requests::write(conn, &n.request_id, &[RequestWrite::Entry(entry)], None)?;
+    // Entries only: no state to check, so this writes whatever the request's state; none
+    // for a request no longer there (its history would refer to nothing), only the audit.
+    if requests::exists(conn, &n.request_id)? {
+        requests::write(conn, &n.request_id, &[RequestWrite::Entry(entry)], None)?;
+    }
     requests::audit(
         conn,
         "warden",

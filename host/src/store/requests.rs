@@ -516,6 +516,12 @@ pub fn audit(
     Ok(())
 }
 
+/// Whether request `id` is stored.
+pub fn exists(conn: &Connection, id: &str) -> rusqlite::Result<bool> {
+    conn.prepare_cached("SELECT 1 FROM requests WHERE id = ?1")?
+        .exists(params![id])
+}
+
 pub fn get(conn: &Connection, id: &str) -> rusqlite::Result<Option<RequestRecord>> {
     conn.prepare_cached(&format!("SELECT {COLUMNS} FROM requests WHERE id = ?1"))?
         .query_row(params![id], row_to_record)

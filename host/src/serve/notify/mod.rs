@@ -212,7 +212,8 @@ async fn orphans(
                     UNKNOWN_CHANNEL_GRACE.as_secs() / 60
                 )
             };
-            give_up(store, metrics, &n, 0, error).await;
+            // Not kept: the manager takes it again once its hold ends.
+            let _ = give_up(store, metrics, &n, 0, error).await;
         }
     }
 }
@@ -223,14 +224,42 @@ async fn give_up(
     n: &Notification,
     attempts: u32,
     error: String,
-) {
+) -> Result<(), Unrecorded> {
     tracing::warn!(
         request = %n.request_id, channel = %n.channel, delivery = %n.delivery_id, attempts,
         "notification given up: {error}"
     );
     metrics.observe_delivery(&n.channel, "failed");
-    if let Err(e) = store.outbox_give_up(n, attempts, &error).await {
-        tracing::error!(channel = %n.channel, "notifications: {e}");
+    Unrecorded::GiveUp { attempts, error }
+        .record(store, n)
+        .await
+}
+
+/// An attempt's outcome the store did not take (a full disk, a database restarting): kept
+/// by the channel's task and written when the row is taken again, rather than the row sent
+/// again at once, or its give-up counted again, as often as the store refuses.
+#[derive(Debug, Clone)]
+enum Unrecorded {
+    Delivered,
+    RetryAt { next_at: i64, error: String },
+    GiveUp { attempts: u32, error: String },
+}
+
+/// Outcomes a channel's task keeps unrecorded at most; past it, the oldest is forgotten (its
+/// row may then be sent once more).
+const MAX_UNRECORDED: usize = 4 * BATCH;
+
+impl Unrecorded {
+    async fn record(self, store: &dyn Backend, n: &Notification) -> Result<(), Self> {
+        let written = match &self {
+            Self::Delivered => store.outbox_delivered(n).await,
+            Self::RetryAt { next_at, error } => store.outbox_retry_at(n, *next_at, error).await,
+            Self::GiveUp { attempts, error } => store.outbox_give_up(n, *attempts, error).await,
+        };
+        written.map_err(|e| {
+            tracing::error!(channel = %n.channel, delivery = %n.delivery_id, "notifications: {e}");
+            self
+        })
     }
 }
 
@@ -243,8 +272,13 @@ async fn channel_loop(
     stop: CancellationToken,
 ) {
     let mut wake = outbox.wake.subscribe();
+    let mut unrecorded: std::collections::VecDeque<(i64, Unrecorded)> = Default::default();
     loop {
         wake.mark_unchanged();
+        // A store that failed is given a moment: asked again at once it would fail again,
+        // and the rows it could not record would be taken and sent again, as fast as it
+        // answers.
+        let mut store_failed = false;
         // Removed by a reload: the manager gives its rows up as they come due.
         let Some(timeout) = outbox
             .warden
@@ -263,6 +297,7 @@ async fn channel_loop(
             Ok(due) => due,
             Err(e) => {
                 tracing::error!(channel = %name, "notifications: {e}");
+                store_failed = true;
                 Vec::new()
             }
         };
@@ -270,6 +305,16 @@ async fn channel_loop(
         let mut due = due.into_iter();
         let mut sending: Option<Sending> = None;
         while let Some(n) = due.next() {
+            if let Some(at) = unrecorded.iter().position(|(seq, _)| *seq == n.seq) {
+                let (_, outcome) = unrecorded.remove(at).expect("found");
+                if let Err(outcome) = outcome.record(store.as_ref(), &n).await {
+                    unrecorded.push_back((n.seq, outcome));
+                    hand_back_rest(store.as_ref(), &name, due).await;
+                    store_failed = true;
+                    break;
+                }
+                continue;
+            }
             // Made for the batch, and again after a reload during it: the rest go as the
             // channel now is or, removed, are left for the manager to give up.
             let stale = sending
@@ -294,15 +339,26 @@ async fn channel_loop(
             }
             // A stop does not wait for a receiver: this row and the rest of the batch are
             // given back, to be delivered after the restart (or by another replica).
-            tokio::select! {
+            let outcome = tokio::select! {
                 _ = stop.cancelled() => {
                     hand_back(store.as_ref(), &name, &n, due).await;
                     return;
                 }
-                _ = attempt(&client, &sending.channel, store.as_ref(), &metrics, &n, sending.public_url.as_deref(), &sending.secrets) => {}
+                outcome = attempt(&client, &sending.channel, store.as_ref(), &metrics, &n, sending.public_url.as_deref(), &sending.secrets) => outcome,
+            };
+            if let Err(outcome) = outcome {
+                if unrecorded.len() >= MAX_UNRECORDED {
+                    unrecorded.pop_front();
+                }
+                unrecorded.push_back((n.seq, outcome));
+                hand_back_rest(store.as_ref(), &name, due).await;
+                store_failed = true;
+                break;
             }
         }
-        let wait = if full {
+        let wait = if store_failed {
+            POLL
+        } else if full {
             Duration::ZERO
         } else {
             match store.outbox_next_due(&name).await {
@@ -333,6 +389,17 @@ async fn hand_back(
     let held_until = first.held_until;
     if let Err(e) = store.outbox_hand_back(&left, held_until, now_ms()).await {
         tracing::error!(channel = %channel, "notifications: {e}");
+    }
+}
+
+/// [`hand_back`] of what is left of a batch, if anything is.
+async fn hand_back_rest(
+    store: &dyn Backend,
+    channel: &str,
+    mut rest: impl Iterator<Item = Notification>,
+) {
+    if let Some(next) = rest.next() {
+        hand_back(store, channel, &next, rest).await;
     }
 }
 
@@ -462,6 +529,7 @@ async fn deliver(
     }
 }
 
+/// One attempt at `n`, its outcome recorded; the outcome back if the store did not take it.
 async fn attempt(
     client: &reqwest::Client,
     channel: &Channel,
@@ -470,7 +538,7 @@ async fn attempt(
     n: &Notification,
     public_url: Option<&str>,
     secrets: &SecretStore,
-) {
+) -> Result<(), Unrecorded> {
     // Past its time already (it waited behind others for a receiver that hangs): given up
     // without another attempt, so a backlog drains at once instead of one timeout a row.
     let retry_for_ms = channel.retry_for.as_millis() as i64;
@@ -481,18 +549,14 @@ async fn attempt(
             n.attempts
         );
         let attempts = n.attempts;
-        give_up(store, metrics, n, attempts, error).await;
-        return;
+        return give_up(store, metrics, n, attempts, error).await;
     }
     let outcome = deliver(client, channel, n, public_url, secrets).await;
     let error = match outcome {
         Ok(()) => {
             metrics.observe_delivery(&channel.name, "delivered");
             tracing::info!(request = %n.request_id, channel = %channel.name, delivery = %n.delivery_id, event = %n.event, "notification delivered");
-            if let Err(e) = store.outbox_delivered(n).await {
-                tracing::error!(channel = %channel.name, "notifications: {e}");
-            }
-            return;
+            return Unrecorded::Delivered.record(store, n).await;
         }
         Err(error) => error,
     };
@@ -503,14 +567,13 @@ async fn attempt(
             "not delivered in {} s ({attempts} attempts); the last: {error}",
             channel.retry_for.as_secs()
         );
-        give_up(store, metrics, n, attempts, error).await;
-        return;
+        return give_up(store, metrics, n, attempts, error).await;
     }
     metrics.observe_delivery(&channel.name, "retried");
     tracing::warn!(request = %n.request_id, channel = %channel.name, delivery = %n.delivery_id, attempts, "notification not delivered, will retry: {error}");
-    if let Err(e) = store.outbox_retry_at(n, next_at, &error).await {
-        tracing::error!(channel = %channel.name, "notifications: {e}");
-    }
+    Unrecorded::RetryAt { next_at, error }
+        .record(store, n)
+        .await
 }
 
 #[cfg(test)]
@@ -611,8 +674,9 @@ mod tests {
         );
     }
 
-    /// The channel's timeout bounds an attempt whose secret AWS is slow to give: it fails
-    /// in about that time, saying so, and nothing is sent.
+    /// The channel's timeout bounds an attempt whose secret AWS is slow to give when no good
+    /// value is in hand: it fails in about that time, saying so, and nothing is sent. With
+    /// one in hand (a refresh, past half `cache_seconds`), the attempt goes on with it.
     #[tokio::test]
     async fn an_attempt_whose_secret_is_slow_to_read_ends_at_the_channels_timeout() {
         let aws = aws("signing-key");
@@ -621,25 +685,25 @@ mod tests {
             "type = \"webhook\"\nurl = \"http://127.0.0.1:9/hook\"\nsigning_secret = \"key\"\n\
              timeout_ms = 200",
         );
-        let later = config.secrets["key"].loaded_at + Duration::from_secs(31);
-        let secrets = SecretStore::with(&config.secrets, aws.clone(), Arc::new(move || later));
+        let attempt = |after: u64| {
+            let later = config.secrets["key"].loaded_at + Duration::from_secs(after);
+            let secrets = SecretStore::with(&config.secrets, aws.clone(), Arc::new(move || later));
+            let channel = config.channels["chat"].clone();
+            async move {
+                let client = reqwest::Client::new();
+                deliver(&client, &channel, &waiting(), None, &secrets).await
+            }
+        };
         aws.hang.store(true, Ordering::Relaxed);
         let started = std::time::Instant::now();
-        let client = reqwest::Client::new();
-        let sent = deliver(
-            &client,
-            &config.channels["chat"],
-            &waiting(),
-            None,
-            &secrets,
-        )
-        .await;
         assert_eq!(
-            sent,
+            attempt(61).await,
             Err("its secrets were not read within the 200 ms timeout".to_string())
         );
         let took = started.elapsed();
         assert!(took < Duration::from_secs(5), "{took:?}");
+        // Sent (to a port nobody listens on) with the value in hand.
+        assert_eq!(attempt(31).await, Err("could not connect".to_string()));
     }
 
     #[test]

@@ -12,7 +12,7 @@ use super::requests::{Appends, COLUMNS, to_record};
 use super::{Fallible, PgStore, Prepared};
 use crate::config::NotifyEvent;
 use crate::store::StoreError;
-use crate::store::outbox::{self, Notification, Router, given_up};
+use crate::store::outbox::{self, Notification, Router, Unreadable, given_up};
 use crate::store::requests::{HistoryEntry, RequestWrite, Transition};
 
 const NOTIFICATION: &str =
@@ -83,17 +83,56 @@ impl PgStore {
                  ORDER BY next_at, seq LIMIT $3 FOR UPDATE SKIP LOCKED)
              RETURNING {NOTIFICATION}"
         );
-        let mut taken = self
+        let rows = self
             .query(
                 "take notifications from the outbox",
                 &sql,
                 &[&channel, &now, &(limit as i64), &lease_until],
-                to_notification,
+                |row| {
+                    Ok(to_notification(row).map_err(|e| Unreadable {
+                        seq: row.try_get(0).unwrap_or_default(),
+                        delivery_id: row.try_get(1).unwrap_or_default(),
+                        request_id: row.try_get(2).unwrap_or_default(),
+                        channel: row.try_get(3).unwrap_or_default(),
+                        error: e.to_string(),
+                    }))
+                },
             )
             .await?;
+        let (mut taken, mut unreadable) = (Vec::new(), Vec::new());
+        for row in rows {
+            match row {
+                Ok(n) => taken.push(n),
+                Err(u) => unreadable.push(u),
+            }
+        }
+        if !unreadable.is_empty() {
+            self.give_up_unreadable(&unreadable).await?;
+        }
         // Oldest first, as they were queued.
         taken.sort_by_key(|n| n.seq);
         Ok(taken)
+    }
+
+    /// SQLite's `outbox::give_up_unreadable`, for rows this replica has just taken.
+    async fn give_up_unreadable(&self, unreadable: &[Unreadable]) -> Result<(), StoreError> {
+        let op = "give up notifications that cannot be read";
+        let mut client = self.client(op).await?;
+        let done: Fallible<()> = async {
+            let tx = client.transaction().await?;
+            for u in unreadable {
+                tracing::error!(channel = %u.channel, seq = u.seq, delivery = %u.delivery_id, "notification given up: its outbox row cannot be read: {}", u.error);
+                tx.run("DELETE FROM outbox WHERE seq = $1", &[&u.seq])
+                    .await?;
+                let mut appends = Appends::default();
+                appends.audit("warden", "notify-failed", &u.detail());
+                appends.write(&tx, Some(&u.request_id)).await?;
+            }
+            tx.commit().await?;
+            Ok(())
+        }
+        .await;
+        done.map_err(|e| self.error(op, e))
     }
 
     pub async fn outbox_hand_back(
