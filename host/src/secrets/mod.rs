@@ -57,12 +57,22 @@ struct Cached {
     fetched_at: Instant,
 }
 
-/// One AWS secret's last good value, and its last failed read (when, and why) if later.
+/// One AWS secret's last good value, its last failed read (when, and why) if later, and a
+/// read of it in progress.
 #[derive(Default)]
 struct Slot {
     cached: Option<Cached>,
     failed: Option<(Instant, String)>,
+    /// A task of its own, so that a use that stops waiting (its hook's deadline) does not
+    /// cancel it: the next use takes its answer.
+    reading: Option<tokio::task::JoinHandle<Result<String, String>>>,
 }
+
+/// How long a use of a secret whose cached value is still good waits for its refresh
+/// before taking the cached value (the refresh goes on, for a later use): AWS answering
+/// slowly costs each hook this much at most, not its whole deadline, while a value in hand
+/// is good.
+const REFRESH_WAIT: Duration = Duration::from_millis(100);
 
 /// App-wide: shared by every flow and event of a `Warden`.
 pub struct SecretStore {
@@ -116,6 +126,7 @@ impl SecretStore {
                             fetched_at: secret.loaded_at,
                         }),
                         failed: None,
+                        reading: None,
                     })),
                 );
             }
@@ -166,11 +177,29 @@ impl SecretStore {
         let fetched = match quiet {
             Some((_, error)) => Err(error.clone()),
             None => {
-                let fetched = self
-                    .fetcher
-                    .fetch(aws)
-                    .await
-                    .and_then(|raw| apply_json_key(aws, raw));
+                let good_in_hand = slot.cached.as_ref().is_some_and(|c| age(c) < aws.cache_ttl);
+                let reading = slot.reading.get_or_insert_with(|| {
+                    let (fetcher, aws) = (self.fetcher.clone(), aws.clone());
+                    tokio::spawn(async move {
+                        fetcher
+                            .fetch(&aws)
+                            .await
+                            .and_then(|raw| apply_json_key(&aws, raw))
+                    })
+                });
+                let joined = if good_in_hand {
+                    match tokio::time::timeout(REFRESH_WAIT, reading).await {
+                        Ok(joined) => joined,
+                        Err(_) => {
+                            let c = slot.cached.as_ref().expect("good in hand");
+                            return Ok(c.value.clone());
+                        }
+                    }
+                } else {
+                    reading.await
+                };
+                slot.reading = None;
+                let fetched = joined.unwrap_or_else(|e| Err(format!("the read failed: {e}")));
                 slot.failed = fetched.as_ref().err().map(|e| (asked_at, e.clone()));
                 if let (Err(error), Some(c)) = (&fetched, &slot.cached)
                     && age(c) < aws.cache_ttl

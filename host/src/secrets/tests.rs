@@ -298,3 +298,63 @@ async fn what_an_old_store_served_before_and_after_a_reload_is_redacted_by_the_n
     clock.advance(Duration::from_secs(31));
     assert_eq!(value(&old, &config_then, "rotating").await.unwrap(), "v4");
 }
+
+/// Answers the first read at once (the load), and never answers again.
+struct HangingAws {
+    calls: Mutex<usize>,
+}
+
+#[async_trait::async_trait]
+impl SecretFetcher for HangingAws {
+    async fn fetch(&self, _secret: &AwsSecret) -> Result<String, String> {
+        let call = {
+            let mut calls = self.calls.lock().unwrap();
+            *calls += 1;
+            *calls
+        };
+        if call == 1 {
+            return Ok("good".into());
+        }
+        std::future::pending().await
+    }
+}
+
+#[tokio::test]
+async fn a_refresh_aws_is_slow_to_answer_leaves_the_value_in_hand_served_at_once() {
+    // The refresh was awaited in the use: a hook's deadline came first and cancelled it, so
+    // every use past half the TTL failed although the value in hand was good.
+    let aws = Arc::new(HangingAws {
+        calls: Mutex::new(0),
+    });
+    let text = "[secrets.rotating]\nsource = \"aws-secrets-manager\"\npath = \"main/rotating\"\ncache_seconds = 10\n";
+    let config = Config::parse_with(text, Path::new("warden.toml"), &|_| None, &|secret| {
+        futures_util::FutureExt::now_or_never(aws.fetch(secret)).unwrap()
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    let loaded_at = config.secrets["rotating"].loaded_at;
+    let clock = Arc::new(ManualClock(Mutex::new(loaded_at)));
+    let reader = clock.clone();
+    let store = SecretStore::with(
+        &config.secrets,
+        aws.clone(),
+        Arc::new(move || *reader.0.lock().unwrap()),
+    );
+    clock.advance(Duration::from_secs(6));
+    for _ in 0..3 {
+        let used = tokio::time::timeout(Duration::from_secs(2), value(&store, &config, "rotating"))
+            .await
+            .expect("answered from the value in hand");
+        assert_eq!(used.unwrap(), "good");
+    }
+    // One read in progress, whoever waited for it.
+    assert_eq!(*aws.calls.lock().unwrap(), 2);
+    // Past the TTL nothing good is in hand: the use waits for the read (its own deadline
+    // bounds it).
+    clock.advance(Duration::from_secs(5));
+    let waited = tokio::time::timeout(
+        Duration::from_millis(300),
+        value(&store, &config, "rotating"),
+    )
+    .await;
+    assert!(waited.is_err(), "{waited:?}");
+}
