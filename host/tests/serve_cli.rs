@@ -109,8 +109,9 @@ async fn sighup_reloads_and_sigterm_stops_cleanly() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_stop_while_a_reload_compiles_stops_warden_at_once() {
     // A reload that adds a plugin Cranelift takes about 45 s over, compiled afresh (a cache
-    // of its own): SIGTERM, and SIGINT, arriving meanwhile waited for it, or were lost.
-    for stop_with in ["TERM", "INT"] {
+    // of its own): SIGTERM, and SIGINT, arriving meanwhile waited for it, or were lost; one
+    // an admin asked for through the API held the drain until it ended.
+    for (reload_with, stop_with) in [("HUP", "TERM"), ("HUP", "INT"), ("API", "TERM")] {
         let scratch = Scratch::new();
         write_config(&scratch, "deny:before");
         let (mut child, url) = serve(&scratch, "human");
@@ -122,7 +123,16 @@ async fn a_stop_while_a_reload_compiles_stops_warden_at_once() {
             "[cache]\ndir = \"cache\"\n{text}\n[flows.slow]\nenvironment = \"main\"\nplugin = {}\n",
             toml_path(slow.to_str().unwrap())
         ));
-        signal(&child, "HUP");
+        let asked_over_api = (reload_with == "API").then(|| {
+            let reload = reqwest::Client::new()
+                .post(format!("{url}/v1/admin/reload"))
+                .bearer_auth(ADMIN_TOKEN)
+                .send();
+            tokio::spawn(async move { reload.await.map(|r| r.status()) })
+        });
+        if reload_with == "HUP" {
+            signal(&child, "HUP");
+        }
         tokio::time::sleep(Duration::from_millis(500)).await;
         // Still serving the old config meanwhile.
         assert_eq!(submit(&url).await["reason"], "before");
@@ -134,11 +144,16 @@ async fn a_stop_while_a_reload_compiles_stops_warden_at_once() {
             }
             if asked.elapsed() > Duration::from_secs(20) {
                 child.kill().unwrap();
-                panic!("SIG{stop_with} during a reload: still running after 20 s");
+                panic!("SIG{stop_with} during a {reload_with} reload: still running after 20 s");
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         };
         assert!(status.success(), "SIG{stop_with}: exit {status}");
+        if let Some(reload) = asked_over_api {
+            // Answered before the process ended: the reload was abandoned, not carried out.
+            let answered = reload.await.unwrap().unwrap();
+            assert_eq!(answered, reqwest::StatusCode::SERVICE_UNAVAILABLE);
+        }
     }
 }
 

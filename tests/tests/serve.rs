@@ -882,6 +882,30 @@ async fn shutdown_finishes_hooks_in_flight_and_keeps_their_result() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_client_arriving_while_shutdown_drains_is_refused_at_once() {
+    // A listener kept open through the drain would take the connection into its backlog and
+    // answer nothing; refused, the client (or its load balancer) goes elsewhere at once.
+    let web = TestServer::start().await;
+    let mut h = Harness::start("", &slow_flows(&web, "/slow?ms=3000")).await;
+    let addr = h.server.as_ref().unwrap().local_addr();
+    let in_flight = h.submit_in_background("slow");
+    wait_for_hit(&web).await;
+    let stopping = tokio::spawn(h.server.take().unwrap().shutdown());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !stopping.is_finished(),
+        "the hook in flight should still be running"
+    );
+    let refused = tokio::net::TcpStream::connect(addr).await;
+    assert_eq!(
+        refused.map(|_| ()).unwrap_err().kind(),
+        std::io::ErrorKind::ConnectionRefused
+    );
+    stopping.await.unwrap().unwrap();
+    assert_eq!(in_flight.await.unwrap().status, 201);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn each_step_costs_the_same_few_store_writes() {
     // A step's hook entries and deferred transitions wait in its claim and share its writes:
     // what a step costs is the store's main load (scripts/bench-serve), so it is pinned here.

@@ -37,6 +37,7 @@ pub struct RawServe {
     pub max_body_bytes: Option<u64>,
     pub max_in_flight: Option<u64>,
     pub max_connections: Option<u64>,
+    pub max_connections_per_address: Option<u64>,
     pub client_timeout_ms: Option<u64>,
     pub new_requests_per_minute: Option<u64>,
     pub unknown_tokens_per_minute: Option<u64>,

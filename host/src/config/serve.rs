@@ -109,6 +109,9 @@ pub struct ServeSettings {
     pub max_in_flight: usize,
     /// Connections open at once; more wait in the listen backlog (`serve/connections.rs`).
     pub max_connections: usize,
+    /// Connections one client address may have open at once (a trusted proxy's are not
+    /// counted); more are closed as they arrive. By default a quarter of `max_connections`.
+    pub max_connections_per_address: usize,
     /// New requests one user (not an admin) may file a minute; 0: no limit.
     pub new_requests_per_minute: u32,
     /// Unknown bearer tokens one client address may send a minute before all its requests
@@ -138,6 +141,7 @@ impl Default for ServeSettings {
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_connections_per_address: DEFAULT_MAX_CONNECTIONS / 4,
             new_requests_per_minute: DEFAULT_NEW_REQUESTS_PER_MINUTE,
             unknown_tokens_per_minute: DEFAULT_UNKNOWN_TOKENS_PER_MINUTE,
             client_timeout: std::time::Duration::from_millis(DEFAULT_CLIENT_TIMEOUT_MS as u64),
@@ -229,6 +233,13 @@ impl Validator<'_> {
             1,
             1_000_000,
             defaults.max_connections,
+        );
+        let max_connections_per_address = bounded(
+            "max_connections_per_address",
+            raw.max_connections_per_address,
+            1,
+            max_connections as u64,
+            (max_connections / 4).max(1),
         );
         let new_requests_per_minute = bounded(
             "new_requests_per_minute",
@@ -335,6 +346,7 @@ impl Validator<'_> {
             max_body_bytes,
             max_in_flight,
             max_connections,
+            max_connections_per_address,
             new_requests_per_minute,
             unknown_tokens_per_minute,
             client_timeout: std::time::Duration::from_millis(client_timeout_ms as u64),

@@ -13,6 +13,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
 use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::Role;
@@ -50,6 +51,8 @@ pub(crate) struct App {
     pub new_requests: Option<PerUser>,
     /// Large answers not yet handed to their connections, per caller.
     pub unsent_answers: Arc<super::answers::Unsent>,
+    /// Cancelled when warden begins to stop.
+    pub stop: CancellationToken,
 }
 
 /// What `/metrics` reads from the store: requests by state, and each channel's outbox.
@@ -593,7 +596,28 @@ async fn list(
 
 async fn reload(State(app): State<Arc<App>>, caller: Caller) -> Result<Response, ApiError> {
     caller.require(Role::Admin)?;
-    match app.warden.reload(&caller.user).await {
+    // A task of its own, as a SIGHUP's is: a client that goes away cannot cut it short
+    // between the swap and its audit, and a stop abandons it at once rather than waiting
+    // out a compile (up to `[compile] timeout_seconds`) in the drain.
+    let (warden, actor) = (app.warden.clone(), caller.user.clone());
+    let mut reloading = tokio::spawn(async move { warden.reload(&actor).await });
+    let reloaded = tokio::select! {
+        joined = &mut reloading => joined.map_err(|e| {
+            tracing::error!("a reload failed: {e}");
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "warden failed while reloading (a host problem); see its log",
+            )
+        })?,
+        () = app.stop.cancelled() => {
+            reloading.abort();
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "warden is stopping: the reload was abandoned and the config serving kept",
+            ));
+        }
+    };
+    match reloaded {
         Ok(summary) => Ok(axum::Json(summary).into_response()),
         Err(errors) => Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,

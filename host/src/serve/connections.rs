@@ -42,26 +42,86 @@ use tower::ServiceExt;
 
 use super::api::ApiError;
 use super::metrics::Metrics;
+use crate::Unpoisoned;
 
-/// How many connections may be open, and how long a client may take.
-#[derive(Debug, Clone, Copy)]
+/// How many connections may be open, in all and from one address, and how long a client
+/// may take.
+#[derive(Debug, Clone)]
 pub struct ConnectionLimits {
     pub max_connections: usize,
+    /// Past this many open from one address, more from it are closed as they arrive: one
+    /// client keeping connections open (each sending a request now and then, so none is
+    /// idle) would otherwise hold every one, and everyone else, `/healthz` and `/metrics`
+    /// included, would wait in the backlog.
+    pub max_per_address: usize,
+    /// Addresses not held to `max_per_address`: trusted proxies, whose connections are
+    /// many clients'.
+    pub unlimited: Vec<std::net::IpAddr>,
     pub client_timeout: Duration,
 }
 
+/// Connections open per client address.
+struct OpenPerAddress {
+    counts: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>,
+    max: usize,
+}
+
+/// One connection counted against its address until dropped.
+struct AddressHeld {
+    of: Arc<OpenPerAddress>,
+    ip: std::net::IpAddr,
+}
+
+impl OpenPerAddress {
+    /// Counts a connection from `ip`; `None` when it already has its most.
+    fn open(self: &Arc<Self>, ip: std::net::IpAddr) -> Option<AddressHeld> {
+        let mut counts = self.counts.lock().unpoisoned();
+        let count = counts.entry(ip).or_default();
+        if *count >= self.max {
+            return None;
+        }
+        *count += 1;
+        Some(AddressHeld {
+            of: self.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for AddressHeld {
+    fn drop(&mut self) {
+        let mut counts = self.of.counts.lock().unpoisoned();
+        if let Some(count) = counts.get_mut(&self.ip) {
+            *count -= 1;
+            if *count == 0 {
+                counts.remove(&self.ip);
+            }
+        }
+    }
+}
+
 /// Serves `router` on `listener` until `stop`, then lets open connections finish what they
-/// were answering.
+/// were answering: for as long as the lifecycle's `work` (hooks in flight, each under its
+/// deadline) takes, and `client_timeout` more for their answers to be read. A connection
+/// still open then is closed: a client reading a large answer a little at a time, each write
+/// making progress, would otherwise hold the stop for minutes (and a supervisor's stop
+/// timeout would then kill warden mid-hook). What it was answering is done and stored.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     limits: ConnectionLimits,
     metrics: Arc<Metrics>,
     stop: CancellationToken,
+    work: TaskTracker,
 ) {
     make_room_for(limits.max_connections);
     let open = Arc::new(Semaphore::new(limits.max_connections));
+    let per_address = Arc::new(OpenPerAddress {
+        counts: Default::default(),
+        max: limits.max_per_address,
+    });
     let connections = TaskTracker::new();
+    let cut = CancellationToken::new();
     loop {
         let permit = tokio::select! {
             permit = open.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
@@ -80,16 +140,45 @@ pub async fn serve(
             },
             () = stop.cancelled() => break,
         };
+        // An IPv4 client reaching an IPv6 listener is still its IPv4 address.
+        let ip = addr.ip().to_canonical();
+        let counted = if limits.unlimited.contains(&ip) {
+            None
+        } else {
+            match per_address.open(ip) {
+                Some(held) => Some(held),
+                None => {
+                    // Closed at once: the client learns, and its slot is free again.
+                    tracing::debug!(%ip, "a connection over serve.max_connections_per_address closed");
+                    drop(stream);
+                    continue;
+                }
+            }
+        };
         keep_buffers_small(&stream);
         let router = router.clone();
-        let stop = stop.clone();
+        let (stop, cut) = (stop.clone(), cut.clone());
         let open = metrics.open_connection();
+        let client_timeout = limits.client_timeout;
         connections.spawn(async move {
-            let _held = (permit, open);
-            serve_connection(stream, addr, router, limits.client_timeout, stop).await;
+            let _held = (permit, open, counted);
+            serve_connection(stream, addr, router, client_timeout, stop, cut).await;
         });
     }
+    // Closed before the drain: a client arriving now is refused at once (and a load
+    // balancer tries another replica) rather than queued in a backlog nobody reads.
+    drop(listener);
     connections.close();
+    let drained = async {
+        work.close();
+        work.wait().await;
+        tokio::time::sleep(limits.client_timeout).await;
+    };
+    tokio::select! {
+        () = connections.wait() => return,
+        () = drained => {}
+    }
+    cut.cancel();
     connections.wait().await;
 }
 
@@ -157,6 +246,7 @@ async fn serve_connection(
     router: Router,
     timeout: Duration,
     stop: CancellationToken,
+    cut: CancellationToken,
 ) {
     let service = hyper::service::service_fn(move |request: Request<Incoming>| {
         answer(router.clone(), request, addr)
@@ -175,7 +265,10 @@ async fn serve_connection(
         _ = connection.as_mut() => {}
         () = stop.cancelled() => {
             connection.as_mut().graceful_shutdown();
-            let _ = connection.await;
+            tokio::select! {
+                _ = connection.as_mut() => {}
+                () = cut.cancelled() => {}
+            }
         }
     }
 }

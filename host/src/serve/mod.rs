@@ -138,6 +138,10 @@ fn restart_needed_for(before: &Config, config: &Config) -> Vec<String> {
             "serve.max_connections",
         ),
         (
+            now.max_connections_per_address != then.max_connections_per_address,
+            "serve.max_connections_per_address",
+        ),
+        (
             now.client_timeout != then.client_timeout,
             "serve.client_timeout_ms",
         ),
@@ -365,10 +369,13 @@ impl Server {
                 )
             }),
             unsent_answers: answers::Unsent::new(),
+            stop: stop.clone(),
         });
         let router = api::router(app, &settings);
         let limits = connections::ConnectionLimits {
             max_connections: settings.max_connections,
+            max_per_address: settings.max_connections_per_address,
+            unlimited: settings.trusted_proxies.clone(),
             client_timeout: settings.client_timeout,
         };
         let http = tokio::spawn(connections::serve(
@@ -377,6 +384,7 @@ impl Server {
             limits,
             metrics,
             stop.clone(),
+            tasks.clone(),
         ));
         tracing::info!(%addr, "warden serving");
         Ok(Self {

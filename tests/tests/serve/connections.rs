@@ -343,7 +343,7 @@ async fn a_body_that_does_not_arrive_in_time_is_answered_408_and_nothing_is_file
 #[tokio::test(flavor = "multi_thread")]
 async fn past_max_connections_a_new_one_waits_until_another_closes() {
     let h = Harness::start(
-        "max_connections = 2\nclient_timeout_ms = 60000",
+        "max_connections = 2\nmax_connections_per_address = 2\nclient_timeout_ms = 60000",
         &standard_flows(),
     )
     .await;
@@ -402,7 +402,7 @@ async fn open_connections_are_counted_until_they_close() {
 async fn a_reload_changing_the_listeners_limits_says_they_need_a_restart() {
     let h = Harness::start("max_connections = 100", &standard_flows()).await;
     // `[http] spin_wait_us` is not among them: plugins' requests take it from the reload on.
-    let changed = "max_connections = 200\nclient_timeout_ms = 3000\nmax_in_flight = 7\nnew_requests_per_minute = 2\nunknown_tokens_per_minute = 3\n\n[http]\nspin_wait_us = 0";
+    let changed = "max_connections = 200\nmax_connections_per_address = 7\nclient_timeout_ms = 3000\nmax_in_flight = 7\nnew_requests_per_minute = 2\nunknown_tokens_per_minute = 3\n\n[http]\nspin_wait_us = 0";
     h.scratch
         .config(&config_text(&h.scratch, changed, &standard_flows()));
     let reply = h.send("POST", "/v1/admin/reload", Some(CAROL), None).await;
@@ -412,6 +412,7 @@ async fn a_reload_changing_the_listeners_limits_says_they_need_a_restart() {
         serde_json::json!([
             "serve.max_in_flight",
             "serve.max_connections",
+            "serve.max_connections_per_address",
             "serve.client_timeout_ms",
             "serve.new_requests_per_minute",
             "serve.unknown_tokens_per_minute"
@@ -543,5 +544,105 @@ async fn a_token_a_reload_removes_while_its_body_arrives_acts_no_more() {
         serde_json::json!([]),
         "nothing was filed"
     );
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stop_waits_for_a_slow_reader_no_longer_than_the_client_timeout() {
+    // A reader taking 4 KiB every 25 ms keeps each write making progress, so the stall
+    // limit never ends it, and takes about seven seconds over a megabyte's answer (at a
+    // few KiB a second, minutes), all of which the drain waited.
+    let mut h = Harness::start("client_timeout_ms = 1000", &standard_flows()).await;
+    let reason = "r".repeat(60_000);
+    for _ in 0..20 {
+        let filed = h
+            .submit("human", ALICE, serde_json::json!({ "reason": reason }))
+            .await;
+        assert_eq!(filed.status, 201, "{}", filed.text);
+    }
+    let mut conn = connect_reading_little(&h).await;
+    assert_eq!(
+        ask_and_read_the_status(&mut conn, ALICE).await,
+        "HTTP/1.1 200"
+    );
+    let stopped = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reading_slowly = stopped.clone();
+    let reader = tokio::spawn(async move {
+        let mut read = 0;
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = conn.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+            read += n;
+            // Once warden has stopped, what its kernel still holds is read at once.
+            if !reading_slowly.load(std::sync::atomic::Ordering::Relaxed) {
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+        }
+        read
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let started = Instant::now();
+    h.server.take().unwrap().shutdown().await.unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "the stop waited {:?} for a slow reader",
+        started.elapsed()
+    );
+    stopped.store(true, std::sync::atomic::Ordering::Relaxed);
+    // Cut short, not finished: the answer is over a megabyte.
+    let read = tokio::time::timeout(Duration::from_secs(5), reader)
+        .await
+        .expect("the connection was closed")
+        .unwrap();
+    assert!(read < 1_000_000, "{read}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn one_address_holds_no_more_than_its_share_of_the_connections() {
+    // Each connection sending a request now and then is never idle: one address could hold
+    // them all, and everyone else (a load balancer's `/healthz` among them) would wait.
+    let h = Harness::start(
+        "max_connections = 4\nmax_connections_per_address = 2\nclient_timeout_ms = 60000",
+        &standard_flows(),
+    )
+    .await;
+    let held = [connect(&h).await, connect(&h).await];
+    // A third from the same address is closed as it arrives.
+    let mut third = connect(&h).await;
+    assert_eq!(
+        read_until_closed(&mut third, Duration::from_secs(5)).await,
+        ""
+    );
+    // Another address is served meanwhile.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+    let mut other = socket
+        .connect(h.server.as_ref().unwrap().local_addr())
+        .await
+        .unwrap();
+    other
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: warden\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let answered = read_until_closed(&mut other, Duration::from_secs(5)).await;
+    assert!(answered.starts_with("HTTP/1.1 200"), "{answered}");
+    // Once one closes, the first address may open another.
+    drop(held);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let mut again = connect(&h).await;
+        again
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: warden\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let answered = read_until_closed(&mut again, Duration::from_secs(5)).await;
+        if answered.starts_with("HTTP/1.1 200") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "still refused");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     h.stop().await;
 }
