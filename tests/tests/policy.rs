@@ -42,7 +42,7 @@ fn config_text(scratch: &Scratch) -> String {
     };
     format!(
         "[store]\npath = \"warden.db\"\n[serve]\n{tokens}\n[environments.main]\n\
-         [groups.oncall]\nmembers = [\"Bob@example.com\", \"erin@example.com\"]\n{}{}{}{}",
+         [groups.oncall]\nmembers = [\"Bob@example.com\", \"erin@example.com\"]\n{}{}{}{}{}",
         flow("gated", "approvers = [\"group:oncall\"]"),
         flow(
             "four",
@@ -50,6 +50,11 @@ fn config_text(scratch: &Scratch) -> String {
         ),
         flow("open", ""),
         flow("quiet", "vars = { action = \"ignore:not for humans\" }"),
+        // Approves, and cannot remove access: its on_deescalate outlasts its deadline.
+        flow(
+            "stuck",
+            "vars = { action = \"approve:ok\", deescalate_action = \"sleep:3000\" }\nlimits = { timeout_ms = 300 }"
+        ),
     )
 }
 
@@ -1218,4 +1223,77 @@ async fn metrics_ask_for_their_own_token_when_the_config_sets_one() {
     guess_api_tokens(&h, 2..warden::config::DEFAULT_UNKNOWN_TOKENS_PER_MINUTE).await;
     let (status, text) = scrape(Some(SCRAPER)).await;
     assert_eq!(status, 429, "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn access_a_hook_failed_to_remove_stays_escalated_and_is_tried_again() {
+    let h = Harness::start().await;
+    let not_removed = |request: &Value, attempts: &str| {
+        assert_eq!(request["state"], "escalated", "{request:#}");
+        let failed = entries(request, "hook")
+            .iter()
+            .filter(|e| e["hook"] == "on_deescalate" && e["outcome"] == "failed")
+            .count();
+        let last = *entries(request, "transition").last().unwrap();
+        assert_eq!(
+            (last["from"].as_str(), last["to"].as_str()),
+            (Some("escalated"), Some("escalated"))
+        );
+        let reason = last["reason"].as_str().unwrap();
+        assert!(
+            reason.starts_with(&format!("access not removed ({attempts} failed)")),
+            "{reason}"
+        );
+        assert!(reason.contains("warden tries again at"), "{reason}");
+        // Tried again, by the expiry sleeper, when the request's end now says.
+        let retry_at = humantime::parse_rfc3339(request["expires_at"].as_str().unwrap()).unwrap();
+        assert!(retry_at > std::time::SystemTime::now(), "{request:#}");
+        assert!(
+            reason.ends_with(request["expires_at"].as_str().unwrap()),
+            "{reason}"
+        );
+        failed
+    };
+
+    // Its time runs out: the removal fails, and the access is not recorded removed.
+    let r = h
+        .send(
+            "POST",
+            "/v1/flows/stuck/requests",
+            ALICE,
+            Some(json!({ "fields": { "duration": "1s" } })),
+        )
+        .await;
+    assert_eq!(r.body["state"], "escalated", "{}", r.text);
+    let timed = r.body["id"].as_str().unwrap().to_string();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let request = loop {
+        let request = h.get(&timed).await;
+        if !entries(&request, "transition")
+            .iter()
+            .any(|e| e["from"] == "escalated")
+        {
+            assert!(Instant::now() < deadline, "never tried: {request:#}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        }
+        break request;
+    };
+    assert_eq!(not_removed(&request, "1 attempt"), 1);
+
+    // Revoked: answered as not removed, and each failure moves the next try later.
+    let own = h.submit("stuck", None, "escalated").await;
+    let r = h.act(&own, "revoke", CAROL, "incident over").await;
+    assert_eq!(r.status, 502, "{}", r.text);
+    assert!(r.text.contains("was not removed"), "{}", r.text);
+    let first = h.get(&own).await;
+    assert_eq!(not_removed(&first, "1 attempt"), 1);
+    let r = h.act(&own, "revoke", CAROL, "again").await;
+    assert_eq!(r.status, 502, "{}", r.text);
+    let second = h.get(&own).await;
+    assert_eq!(not_removed(&second, "2 attempts"), 2);
+    let end = |request: &Value| {
+        humantime::parse_rfc3339(request["expires_at"].as_str().unwrap()).unwrap()
+    };
+    assert!(end(&second) > end(&first));
 }

@@ -48,6 +48,15 @@ pub enum LifecycleError {
     },
     #[error("request `{id}` is {state}; only escalated requests can be revoked")]
     NotRevocable { id: String, state: State },
+    /// `on_deescalate` failed: the request stays escalated and the removal is tried again.
+    #[error(
+        "access of request `{id}` was not removed: {error}; it stays escalated and warden tries again at {retry_at}"
+    )]
+    NotRemoved {
+        id: String,
+        error: String,
+        retry_at: String,
+    },
     /// Asked only for a replay (its sender filed as many new requests as it may) and the
     /// key names no earlier request.
     #[error("no earlier request under this Idempotency-Key, and no more new requests now")]

@@ -1,11 +1,19 @@
 //! Removing access: when its time runs out (the expiry sleeper) and when someone ends it
 //! early (`POST /v1/requests/{id}/revoke`). Both are the deescalate step, its hooks
 //! included; they differ in who the hooks are told acts and how the history says it.
+//!
+//! Access is recorded removed only when `on_deescalate` did not fail. When it failed (the
+//! plugin's error, its deadline, a provider that did not answer, a plugin that did not
+//! load) the request stays `escalated`, its end moved to when the removal is tried again
+//! (30 s after the first failure, doubling, at most an hour apart), so the expiry sleeper
+//! tries until it works; a revoke that failed so is answered as such, not as access ended.
+
+use std::time::Duration;
 
 use crate::Warden;
 use crate::runtime::event::UserInput;
 use crate::runtime::hooks::HookName;
-use crate::store::requests::{RequestRecord, State, Transition};
+use crate::store::requests::{HistoryEvent, RequestRecord, State, Transition, now_ms, rfc3339};
 
 use super::super::claim::Claim;
 use super::super::view::requester_of;
@@ -44,7 +52,9 @@ impl Lifecycle {
             step: "deescalate",
             reason: None,
         };
-        self.deescalate_step(&warden, &mut claim, &rec, removal)
+        // A failure is in the history, and the removal tried again at its new end.
+        let _ = self
+            .deescalate_step(&warden, &mut claim, &rec, removal)
             .await?;
         claim.finish().await?;
         Ok(true)
@@ -90,21 +100,54 @@ impl Lifecycle {
             step: "revoke",
             reason: Some(reason),
         };
-        self.deescalate_step(&warden, &mut claim, &rec, removal)
+        let failed = self
+            .deescalate_step(&warden, &mut claim, &rec, removal)
             .await?;
-        self.finish(claim).await
+        let view = self.finish(claim).await?;
+        match failed {
+            None => Ok(view),
+            Some(NotRemoved { error, retry_at }) => Err(LifecycleError::NotRemoved {
+                id: id.to_string(),
+                error,
+                retry_at,
+            }),
+        }
     }
 
-    /// The deescalate step: `on_deescalate`, the transition, `after_deescalate`.
+    /// The deescalate step: `on_deescalate`, the transition, `after_deescalate`; or, when
+    /// `on_deescalate` failed, the request kept escalated until the removal is tried again.
     async fn deescalate_step(
         &self,
         warden: &Warden,
         claim: &mut Claim,
         rec: &RequestRecord,
         removal: Removal<'_>,
-    ) -> Result<(), LifecycleError> {
-        self.hook(warden, claim, rec, HookName::OnDeescalate, removal.acting)
+    ) -> Result<Option<NotRemoved>, LifecycleError> {
+        let removed = self
+            .hook(warden, claim, rec, HookName::OnDeescalate, removal.acting)
             .await?;
+        if let Some(error) = removed.failure {
+            let failures = 1 + failed_removals(&self.store.history(&rec.id).await?);
+            let retry_at = now_ms() + removal_retry_delay(failures).as_millis() as i64;
+            let when = rfc3339(retry_at);
+            claim.defer(Transition {
+                from: &[State::Escalated],
+                to: State::Escalated,
+                decision: rec.decision.clone(),
+                reason: Some(format!(
+                    "access not removed ({} attempt{} failed): {error}; warden tries again at {when}",
+                    failures,
+                    if failures == 1 { "" } else { "s" }
+                )),
+                actor: WARDEN.into(),
+                step: removal.step,
+                expires_at: Some(retry_at),
+            });
+            return Ok(Some(NotRemoved {
+                error,
+                retry_at: when,
+            }));
+        }
         claim.defer(Transition {
             from: &[State::Escalated],
             to: State::Deescalated,
@@ -122,6 +165,45 @@ impl Lifecycle {
             removal.acting,
         )
         .await?;
-        Ok(())
+        Ok(None)
+    }
+}
+
+/// Why access was not removed, and when warden tries again (RFC 3339).
+struct NotRemoved {
+    error: String,
+    retry_at: String,
+}
+
+/// The failed runs of `on_deescalate` in a request's history.
+fn failed_removals(history: &[crate::store::requests::HistoryEntry]) -> usize {
+    history
+        .iter()
+        .filter(|entry| {
+            matches!(&entry.event, HistoryEvent::Hook { hook, outcome, .. }
+                if hook == "on_deescalate" && outcome == "failed")
+        })
+        .count()
+}
+
+/// How long after the `failures`-th failed removal it is tried again: 30 s, doubling, at
+/// most an hour (a plugin broken for a day adds a few dozen entries to the history).
+fn removal_retry_delay(failures: usize) -> Duration {
+    let doublings = failures.saturating_sub(1).min(16) as u32;
+    Duration::from_secs(30)
+        .saturating_mul(1 << doublings)
+        .min(Duration::from_secs(3600))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_removal_that_keeps_failing_is_tried_less_often_down_to_hourly() {
+        let delays: Vec<u64> = [1, 2, 3, 7, 8, 100]
+            .map(|n| removal_retry_delay(n).as_secs())
+            .to_vec();
+        assert_eq!(delays, [30, 60, 120, 1920, 3600, 3600]);
     }
 }
