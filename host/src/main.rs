@@ -405,12 +405,17 @@ async fn run_hook(
     let event = read_event(event)?;
     let warden = start(config).await?;
     // The fields as `warden serve` hands them on (`duration` as its seconds).
-    let event = warden::serve::event_as_served(warden.config(), flow, &event)
-        .map_err(|e| format!("the event's fields, as warden serve refuses them: {e}"))?;
+    // Both errors may quote the event's own text (a field's name, its `name`): one line.
+    let event = warden::serve::event_as_served(warden.config(), flow, &event).map_err(|e| {
+        escape_control(&format!(
+            "the event's fields, as warden serve refuses them: {e}"
+        ))
+        .into_owned()
+    })?;
     let report = warden
         .run_hook(flow, hook, &event)
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| escape_control(&e.to_string()).into_owned())?;
     print_logs(&report);
     let (json, code) = match &report.outcome {
         Ok(decision) => (
@@ -422,7 +427,10 @@ async fn run_hook(
             ExitCode::from(EXIT_HOOK_FAILED),
         ),
     };
-    println!("{json}");
+    println!(
+        "{}",
+        warden::cli::escape::json_for_terminal(&json.to_string())
+    );
     Ok(code)
 }
 
@@ -447,11 +455,9 @@ async fn bench(
         sample_memory,
     )
     .await
-    .map_err(|e| e.to_string())?;
-    println!(
-        "{}",
-        serde_json::to_string_pretty(&report).expect("reports serialize")
-    );
+    .map_err(|e| escape_control(&e.to_string()).into_owned())?;
+    let report = serde_json::to_string_pretty(&report).expect("reports serialize");
+    println!("{}", warden::cli::escape::json_for_terminal(&report));
     Ok(ExitCode::SUCCESS)
 }
 
@@ -535,7 +541,10 @@ fn init_logs(format: LogFormat) {
             .with_ansi(std::io::stderr().is_terminal())
             .fmt_fields(warden::cli::escape::human_log_fields())
             .init(),
-        LogFormat::Json => logs.json().init(),
+        LogFormat::Json => logs
+            .json()
+            .with_writer(|| warden::cli::escape::JsonForTerminal(std::io::stderr()))
+            .init(),
     }
 }
 

@@ -110,10 +110,31 @@ fn warden_hook_prints_a_plugins_text_escaped_and_its_json_whole() {
         assert!(stderr.contains(shown), "{shown}: {stderr}");
     }
     assert_eq!(stdout.lines().count(), 1, "{stdout}");
+    // Whole, and with nothing a terminal acts on (serde leaves DEL and C1's CSI raw).
+    let raw = stdout.chars().find(|c| *c != '\n' && c.is_control());
+    assert_eq!(raw, None, "{stdout:?}");
     let decision: Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(decision["decision"], "continue");
     let error = decision["error"].as_str().unwrap();
     assert!(error.ends_with(FORGED), "{error}");
+}
+
+#[test]
+fn warden_hook_escapes_an_events_text_its_errors_quote() {
+    let scratch = Scratch::new();
+    write_config(&scratch);
+    let event = serde_json::json!({ "name": FORGED, "user": { "email": "alice@example.com" } });
+    scratch.write("forged-event.json", event.to_string());
+    let output = Command::new(env!("CARGO_BIN_EXE_warden"))
+        .args(["hook", "--flow", "healthy", "--event"])
+        .arg(scratch.path().join("forged-event.json"))
+        .arg("--config")
+        .arg(scratch.path().join("warden.toml"))
+        .output()
+        .expect("run warden hook");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert_escaped("warden hook's error", &stderr, "`name` is `line1\\n");
 }
 
 /// `warden serve` with `log_format`; runs the three flows through the API (checking the
@@ -218,6 +239,8 @@ fn warden_serve_logs_one_json_object_per_line_with_the_text_whole() {
         found |= message.ends_with(FORGED);
     }
     assert!(found, "no entry holds the plugin's error whole:\n{log}");
+    let raw = log.chars().find(|c| *c != '\n' && c.is_control());
+    assert_eq!(raw, None, "a character a terminal acts on, raw");
 }
 
 /// `warden test suite` with the raw plugin, whose two cases both fail: its report.
