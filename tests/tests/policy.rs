@@ -1297,3 +1297,33 @@ async fn access_a_hook_failed_to_remove_stays_escalated_and_is_tried_again() {
     };
     assert!(end(&second) > end(&first));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_human_decision_without_a_reason_shows_none_not_the_one_before() {
+    // The request's reason before was "awaiting a human" (or a failed plugin's text), and a
+    // decision that gave none kept it: shown beside the approver as theirs.
+    let h = Harness::start().await;
+    let id = h.submit("open", None, "pending").await;
+    assert!(h.get(&id).await["reason"].is_string());
+    let r = h
+        .send(
+            "POST",
+            &format!("/v1/requests/{id}/approve"),
+            BOB,
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let request = h.get(&id).await;
+    assert_eq!(request["state"], "escalated", "{request:#}");
+    assert_eq!(request["reason"], Value::Null, "{request:#}");
+    let approved = *entries(&request, "transition")
+        .iter()
+        .find(|e| e["to"] == "approved")
+        .unwrap();
+    assert_eq!(approved["actor"], "bob@example.com");
+    assert!(
+        approved.get("reason").is_none_or(Value::is_null),
+        "{approved}"
+    );
+}

@@ -424,11 +424,19 @@ impl Lifecycle {
             .await?;
         // Written before the next hook that runs, or with the answer. `from` is where the
         // request stood when this operation claimed it, so it still applies.
+        // A human's decision is shown with their reason, none included: left out, the
+        // request kept the reason before it ("awaiting a human", or the text of a plugin
+        // that failed), shown as theirs. (Empty is none: `RequestView` shows it so.)
+        let reason = match verdict.reason() {
+            Some(reason) => Some(reason.to_string()),
+            None if from == [State::Pending] => Some(String::new()),
+            None => None,
+        };
         claim.defer(Transition {
             from,
             to: verdict.state(),
             decision: verdict.label().into(),
-            reason: verdict.reason().map(str::to_string),
+            reason,
             actor: actor.into(),
             step: verdict.label(),
             expires_at: None,

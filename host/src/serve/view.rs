@@ -58,7 +58,9 @@ impl RequestView {
             flow: rec.flow,
             state: rec.state,
             decision: rec.decision,
-            reason: rec.reason,
+            // A human's decision without a reason stores an empty one (its own, in place
+            // of what the request said before): none.
+            reason: rec.reason.filter(|r| !r.is_empty()),
             requester: rec.requester,
             fields: rec.fields,
             created_by: rec.created_by,

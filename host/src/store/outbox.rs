@@ -87,7 +87,7 @@ fn events(writes: &[RequestWrite], then: Option<&Transition>) -> Vec<(NotifyEven
             json!({
                 "state": t.to.as_str(),
                 "decision": t.decision,
-                "reason": t.reason,
+                "reason": t.shown_reason(),
                 "actor": t.actor,
             }),
         ))

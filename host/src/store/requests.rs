@@ -236,6 +236,14 @@ pub struct Transition {
     pub expires_at: Option<i64>,
 }
 
+impl Transition {
+    /// Its reason as the history and the audit log show it: an empty one (a human who
+    /// gave none, written so as to replace the reason before) is none.
+    pub fn shown_reason(&self) -> Option<String> {
+        self.reason.clone().filter(|r| !r.is_empty())
+    }
+}
+
 /// One write of a request's batch ([`write`]), in the order the operation made it.
 #[derive(Debug, Clone, PartialEq)]
 pub enum RequestWrite {
@@ -439,7 +447,7 @@ fn write_transition(
                 from: Some(from),
                 to: t.to,
                 actor: t.actor.clone(),
-                reason: t.reason.clone(),
+                reason: t.shown_reason(),
             },
         },
     )?;
@@ -451,7 +459,7 @@ fn write_transition(
         &serde_json::json!({
             "from": from.as_str(),
             "to": t.to.as_str(),
-            "reason": t.reason,
+            "reason": t.shown_reason(),
         }),
     )
 }

@@ -253,11 +253,11 @@ fn transition<'t>(
             from: Some(from),
             to: t.to,
             actor: t.actor.clone(),
-            reason: t.reason.clone(),
+            reason: t.shown_reason(),
         },
     })?;
     let detail = serde_json::json!({
-        "from": from.as_str(), "to": t.to.as_str(), "reason": t.reason,
+        "from": from.as_str(), "to": t.to.as_str(), "reason": t.shown_reason(),
     });
     appends.audit(&t.actor, t.step, &detail);
     Ok((t, now))
