@@ -929,3 +929,29 @@ async fn each_step_costs_the_same_few_store_writes() {
     );
     h.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn access_resumed_after_a_stop_is_timed_from_its_approval_not_the_restart() {
+    // on_escalate may have granted access before the stop; counted from the restart, an
+    // hour down would have added an hour to a minute's access.
+    let mut h = Harness::standard().await;
+    let filed = h
+        .submit("human", ALICE, json!({ "duration": { "seconds": 60 } }))
+        .await;
+    assert_eq!(filed.body["state"], "pending", "{}", filed.text);
+    let id = filed.body["id"].as_str().unwrap().to_string();
+    h.server.take().unwrap().shutdown().await.unwrap();
+    // As a stop right after the approval's commit leaves it, an hour ago.
+    let db = rusqlite::Connection::open(h.scratch.path().join("warden.db")).unwrap();
+    let an_hour_ago = warden::store::requests::now_ms() - 3_600_000;
+    db.execute(
+        "UPDATE requests SET state = 'approved', decision = 'approve', updated_at = ?2 WHERE id = ?1",
+        rusqlite::params![id, an_hour_ago],
+    )
+    .unwrap();
+    drop(db);
+    h.restart().await;
+    h.wait_for_state(&id, "deescalated", Duration::from_secs(20))
+        .await;
+    h.stop().await;
+}

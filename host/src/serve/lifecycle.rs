@@ -458,7 +458,16 @@ impl Lifecycle {
     ) -> Result<(), LifecycleError> {
         self.hook(warden, claim, rec, HookName::OnEscalate, user)
             .await?;
-        let expires_at = rec.duration.map(|d| now_ms() + d.as_millis() as i64);
+        // Timed from the grant, just made; for a request resumed already approved (its
+        // operation cut short), from the approval: its on_escalate may have granted then,
+        // before a stop, and a restart an hour later would otherwise add the hour.
+        let now = now_ms();
+        let granted_at = if rec.state == State::Approved {
+            rec.updated_at.min(now)
+        } else {
+            now
+        };
+        let expires_at = rec.duration.map(|d| granted_at + d.as_millis() as i64);
         let escalated = Transition {
             from: &[State::Approved],
             to: State::Escalated,
