@@ -39,6 +39,11 @@ pub type WithHistory = (RequestRecord, Vec<HistoryEntry>);
 /// third of it): past it, the replica is taken for dead and another resumes the request.
 pub const CLAIM_LEASE_MS: i64 = 30_000;
 
+/// Expired requests one sweep of the expiry sleeper takes at most: the sweeps running at
+/// once take no more between them than a few hundred, whatever the backlog (a restart after
+/// a long stop), and the rest wait for the next sweep.
+pub const EXPIRY_SWEEP_LIMIT: usize = 256;
+
 /// Which claim holds a request in a shared store: each claim's own, so that a replica whose
 /// claim ran out (paused past its lease) and was taken by another can neither renew, write
 /// under, nor let go the claim that replaced it: those writes find another id and change

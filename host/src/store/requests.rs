@@ -748,12 +748,15 @@ pub fn ids_in(conn: &Connection, state: State) -> rusqlite::Result<Vec<String>> 
 }
 
 /// Escalated requests whose access has run out by `now`.
+/// The escalated requests whose access ran out by `now`, earliest first: a sweep's worth
+/// at most ([`super::backend::EXPIRY_SWEEP_LIMIT`]).
 pub fn expired(conn: &Connection, now: i64) -> rusqlite::Result<Vec<String>> {
-    let mut stmt = conn.prepare(
+    let mut stmt = conn.prepare_cached(
         "SELECT id FROM requests WHERE state = 'escalated' AND expires_at <= ?1
-         ORDER BY expires_at",
+         ORDER BY expires_at LIMIT ?2",
     )?;
-    stmt.query_map(params![now], |r| r.get(0))?.collect()
+    let limit = super::backend::EXPIRY_SWEEP_LIMIT as i64;
+    stmt.query_map(params![now, limit], |r| r.get(0))?.collect()
 }
 
 /// The earliest expiry after `now`.

@@ -25,6 +25,10 @@ const BUSY_RETRY: Duration = Duration::from_millis(500);
 /// whole pool (16) and fail every other operation. Past this, expired access waits for a
 /// sweep to end.
 const MAX_EXPIRY_SWEEPS: usize = 4;
+/// Deescalations one sweep runs at once: a sweep's 256 all at once would take as many
+/// instance slots, and every API request's hook would wait behind them (and, its slot not
+/// coming within its deadline, fail to a human), as would the rest of the sweep's own.
+const DEESCALATIONS_PER_SWEEP: usize = 16;
 
 impl Lifecycle {
     /// After a restart: requests whose request step was cut short go to a human (their
@@ -123,9 +127,13 @@ impl Lifecycle {
                     let lifecycle = self.clone();
                     tasks.spawn(async move {
                         let mut running = tokio::task::JoinSet::new();
+                        let at_once =
+                            Arc::new(tokio::sync::Semaphore::new(DEESCALATIONS_PER_SWEEP));
                         for id in lease.ids.clone() {
                             let lifecycle = lifecycle.clone();
+                            let at_once = at_once.clone();
                             running.spawn(async move {
+                                let _turn = at_once.acquire_owned().await;
                                 match lifecycle.deescalate(&id).await {
                                     Ok(done) => done,
                                     Err(e) => {

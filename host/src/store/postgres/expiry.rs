@@ -21,7 +21,7 @@ use crate::store::StoreError;
 const EXPIRY_LOCKS: i32 = 0x7764_6e31; // "wdn1"
 
 /// How many expired requests one sweep leases at most.
-const SWEEP_LIMIT: i64 = 256;
+const SWEEP_LIMIT: i64 = crate::store::backend::EXPIRY_SWEEP_LIMIT as i64;
 
 /// Requests leased by one sweep; [`ExpirySweep::release`] gives them up. Dropped without
 /// that, its connection is closed rather than returned to the pool, which releases them.

@@ -255,8 +255,24 @@ async fn expiries_are_found_by_time() {
         Some(5_000)
     );
     assert_eq!(s.read("read", |c| next_expiry(c, 5_000)).unwrap(), None);
+    // A sweep's worth at most, earliest first, whatever the backlog.
+    let limit = crate::store::backend::EXPIRY_SWEEP_LIMIT;
+    for i in 0..limit + 10 {
+        let id = format!("late-{i:04}");
+        insert(&s, new(&id, None)).await.unwrap();
+        let t = Transition {
+            expires_at: Some(3_000 + i as i64),
+            ..step(&[State::Requested], State::Escalated, "escalate")
+        };
+        s.write("write", move |c| write(c, &id, &[], Some(&t)))
+            .await
+            .unwrap();
+    }
+    let swept = s.read("read", |c| expired(c, 10_000)).unwrap();
+    assert_eq!(swept.len(), limit);
+    assert_eq!(swept[..2], ["a", "late-0000"]);
     let counts = s.read("read", count_by_state).unwrap();
-    assert!(counts.contains(&(State::Escalated, 2)));
+    assert!(counts.contains(&(State::Escalated, 2 + limit as u64 + 10)));
     assert!(counts.contains(&(State::Pending, 0)));
 }
 
