@@ -955,3 +955,59 @@ async fn access_resumed_after_a_stop_is_timed_from_its_approval_not_the_restart(
         .await;
     h.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_request_that_cannot_be_read_stops_neither_a_start_nor_a_listing() {
+    // Written by another version, or damaged: its `fields` are not a JSON object. It stopped
+    // `warden serve` from starting (the resume at start read it) and answered every listing
+    // that reached it 503.
+    let mut h = Harness::standard().await;
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let filed = h.submit("human", ALICE, json!({})).await;
+        assert_eq!(filed.status, 201, "{}", filed.text);
+        ids.push(filed.body["id"].as_str().unwrap().to_string());
+    }
+    h.server.take().unwrap().shutdown().await.unwrap();
+    let db = rusqlite::Connection::open(h.scratch.path().join("warden.db")).unwrap();
+    // Both as a stop in their request step leaves them: the damaged one, and one to resume.
+    db.execute(
+        "UPDATE requests SET state = 'requested', fields = '[1]' WHERE id = ?1",
+        [&ids[1]],
+    )
+    .unwrap();
+    db.execute(
+        "UPDATE requests SET state = 'requested' WHERE id = ?1",
+        [&ids[2]],
+    )
+    .unwrap();
+    drop(db);
+    h.restart().await;
+    // The other was resumed: to a human.
+    assert_eq!(h.get(&ids[2]).await["state"], "pending");
+    let listed = h.send("GET", "/v1/requests", Some(CAROL), None).await;
+    assert_eq!(listed.status, 200, "{}", listed.text);
+    let shown: Vec<&str> = listed.body["requests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(shown, [ids[2].as_str(), ids[0].as_str()]);
+    // A page cut just past it goes on after it.
+    let first = h
+        .send("GET", "/v1/requests?limit=1", Some(CAROL), None)
+        .await;
+    let next = first.body["next"].as_str().unwrap().to_string();
+    let second = h
+        .send(
+            "GET",
+            &format!("/v1/requests?limit=1&before={next}"),
+            Some(CAROL),
+            None,
+        )
+        .await;
+    assert_eq!(second.status, 200, "{}", second.text);
+    assert_eq!(second.body["requests"][0]["id"], ids[0].as_str());
+    h.stop().await;
+}

@@ -581,6 +581,39 @@ pub struct ListQuery {
 pub struct ListChunk {
     pub rows: Vec<RequestRecord>,
     pub window_end: Option<Cursor>,
+    /// Rows the query gave, those that did not read as requests included (left out of
+    /// `rows`, and logged with their ids): whether the query's limit cut it.
+    pub read: usize,
+    /// Where the last row the query gave stands, read or not.
+    pub last_read: Option<Cursor>,
+}
+
+impl ListChunk {
+    /// The chunk of `read`: each row's place, and the request it holds or why it does not
+    /// read as one. A row that does not read (written by another version, or damaged) is
+    /// left out, its id logged, so that it does not stop every listing that reaches it.
+    pub fn of<E: std::fmt::Display>(
+        read: Vec<(Cursor, Result<RequestRecord, E>)>,
+        window_end: Option<Cursor>,
+    ) -> Self {
+        let count = read.len();
+        let last_read = read.last().map(|(at, _)| at.clone());
+        let rows = read
+            .into_iter()
+            .filter_map(|(at, rec)| {
+                rec.map_err(|e| {
+                    tracing::error!(request = %at.id, "a request that cannot be read is left out of a listing: {e}");
+                })
+                .ok()
+            })
+            .collect();
+        Self {
+            rows,
+            window_end,
+            read: count,
+            last_read,
+        }
+    }
 }
 
 /// Which pending requests a listing may show: those of `flows`, and `requester`'s own.
@@ -697,10 +730,16 @@ pub fn list(conn: &Connection, query: &ListQuery) -> rusqlite::Result<ListChunk>
                 end_at,
                 end_id,
             ],
-            row_to_record,
+            |row| {
+                let at = Cursor {
+                    created_at: row.get(10)?,
+                    id: row.get(0)?,
+                };
+                Ok((at, row_to_record(row)))
+            },
         )?
         .collect::<rusqlite::Result<Vec<_>>>()?;
-    Ok(ListChunk { rows, window_end })
+    Ok(ListChunk::of(rows, window_end))
 }
 
 /// An audit entry from a row of `seq, at, actor, action, request_id, detail`.

@@ -57,8 +57,8 @@ impl Lifecycle {
         loop {
             query.limit = (wanted - requests.len()).min(ROWS_PER_QUERY);
             let chunk = self.store.list(&query).await?;
-            let cut_by_limit = chunk.rows.len() == query.limit;
-            let last_row = chunk.rows.last().map(Cursor::after);
+            let cut_by_limit = chunk.read == query.limit;
+            let last_row = chunk.last_read.clone();
             for rec in chunk.rows {
                 let cursor = Cursor::after(&rec);
                 let view = RequestView::new(rec, None);

@@ -39,11 +39,33 @@ impl Lifecycle {
     pub async fn recover(&self) -> Result<usize, LifecycleError> {
         let mut touched = 0;
         let now = now_ms();
+        // Each request on its own: one that cannot be read (written by another version, or
+        // damaged) is logged by its id and the others are resumed all the same.
         for id in self.store.unclaimed_in(State::Requested, now).await? {
-            let Some(mut claim) = self.claims.claim_stored(&id).await? else {
-                continue;
-            };
-            claim
+            match self.to_a_human(&id).await {
+                Ok(true) => touched += 1,
+                Ok(false) => {}
+                Err(e) => tracing::error!(request = %id, "cannot resume request `{id}`: {e}"),
+            }
+        }
+        let warden = self.warden.load_full();
+        for id in self.store.unclaimed_in(State::Approved, now).await? {
+            match self.escalate_approved(&warden, &id).await {
+                Ok(true) => touched += 1,
+                Ok(false) => {}
+                Err(e) => tracing::error!(request = %id, "cannot resume request `{id}`: {e}"),
+            }
+        }
+        Ok(touched)
+    }
+
+    /// A request whose request step was cut short, to a human; `false` when another
+    /// operation has it.
+    async fn to_a_human(&self, id: &str) -> Result<bool, LifecycleError> {
+        let Some(mut claim) = self.claims.claim_stored(id).await? else {
+            return Ok(false);
+        };
+        claim
                 .transition(Transition {
                     from: &[State::Requested],
                     to: State::Pending,
@@ -57,25 +79,29 @@ impl Lifecycle {
                     expires_at: None,
                 })
                 .await?;
-            claim.finish().await?;
-            touched += 1;
+        claim.finish().await?;
+        Ok(true)
+    }
+
+    /// An approved request whose operation was cut short before it escalated, escalated;
+    /// `false` when another operation has it or it moved on.
+    async fn escalate_approved(
+        &self,
+        warden: &crate::Warden,
+        id: &str,
+    ) -> Result<bool, LifecycleError> {
+        let Some(mut claim) = self.claims.claim_stored(id).await? else {
+            return Ok(false);
+        };
+        let rec = self.record(id).await?;
+        if rec.state != State::Approved {
+            return Ok(false);
         }
-        let warden = self.warden.load_full();
-        for id in self.store.unclaimed_in(State::Approved, now).await? {
-            let Some(mut claim) = self.claims.claim_stored(&id).await? else {
-                continue;
-            };
-            let rec = self.record(&id).await?;
-            if rec.state != State::Approved {
-                continue;
-            }
-            let requester = requester_of(&rec);
-            self.escalate_step(&warden, &mut claim, &rec, &requester)
-                .await?;
-            claim.finish().await?;
-            touched += 1;
-        }
-        Ok(touched)
+        let requester = requester_of(&rec);
+        self.escalate_step(warden, &mut claim, &rec, &requester)
+            .await?;
+        claim.finish().await?;
+        Ok(true)
     }
 
     /// Resumes requests no operation holds in a passing state, at most once half a lease's

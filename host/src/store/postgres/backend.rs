@@ -306,10 +306,16 @@ impl Backend for PgStore {
                     &end_at,
                     &end_id,
                 ],
-                to_record,
+                |row| {
+                    let at = Cursor {
+                        created_at: row.try_get(10)?,
+                        id: row.try_get(0)?,
+                    };
+                    Ok((at, to_record(row)))
+                },
             )
             .await?;
-        Ok(ListChunk { rows, window_end })
+        Ok(ListChunk::of(rows, window_end))
     }
 
     async fn audit(
