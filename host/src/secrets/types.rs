@@ -90,7 +90,12 @@ pub fn json_key_value(raw: &str, key: &str, what: &str) -> Result<String, String
     };
     match map.get(key) {
         Some(serde_json::Value::String(s)) if !s.is_empty() => Ok(s.clone()),
-        Some(serde_json::Value::Number(n)) => Ok(n.to_string()),
+        // Whole numbers are written back as they were; another (`1.50`, `1e3`, one past 64
+        // bits) would be the value rewritten (`1.5`, `1000.0`, rounded), not the one stored.
+        Some(serde_json::Value::Number(n)) if n.is_i64() || n.is_u64() => Ok(n.to_string()),
+        Some(serde_json::Value::Number(_)) => Err(format!(
+            "{what}: key `{key}` holds a number that is not a whole one of at most 64 bits, which would be used rewritten; store it as a JSON string"
+        )),
         Some(serde_json::Value::Bool(b)) => Ok(b.to_string()),
         Some(serde_json::Value::String(_)) => Err(format!("{what}: key `{key}` is empty")),
         Some(_) => Err(format!(
@@ -111,6 +116,31 @@ pub fn json_key_value(raw: &str, key: &str, what: &str) -> Result<String, String
                     keys.join(", ")
                 }
             ))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_number_under_json_key_is_used_only_as_it_was_written() {
+        assert_eq!(json_key_value(r#"{"k": 1234}"#, "k", "s").unwrap(), "1234");
+        assert_eq!(json_key_value(r#"{"k": -7}"#, "k", "s").unwrap(), "-7");
+        assert_eq!(json_key_value(r#"{"k": true}"#, "k", "s").unwrap(), "true");
+        // Each would be used rewritten: 1.5, 1000.0, 1.2345678901234568e23.
+        for raw in [
+            r#"{"k": 1.50}"#,
+            r#"{"k": 1e3}"#,
+            r#"{"k": 123456789012345678901234}"#,
+        ] {
+            let refused = json_key_value(raw, "k", "secret `s`").unwrap_err();
+            assert!(refused.ends_with("store it as a JSON string"), "{refused}");
+            assert!(
+                !refused.contains("1.5") && !refused.contains("1000"),
+                "{refused}"
+            );
         }
     }
 }

@@ -230,8 +230,15 @@ impl Store {
             )
         })?;
         let path = absolute.as_path();
-        create_owner_only(path)
-            .map_err(|source| StoreError::other(path, "create it (mode 0600)", source))?;
+        let existed = path.exists();
+        create_owner_only(path).map_err(|source| {
+            let operation = if existed {
+                "open it for writing"
+            } else {
+                "create it (mode 0600)"
+            };
+            StoreError::other(path, operation, source)
+        })?;
         let conn = Connection::open(path).map_err(wrap)?;
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(wrap)?;
@@ -285,10 +292,15 @@ impl Store {
             .pragma_query_value(None, "user_version", |r| r.get(0))
             .map_err(wrap)?;
         if applied > MIGRATIONS.len() {
-            return Err(wrap(rusqlite::Error::InvalidParameterName(format!(
-                "schema version {applied} is newer than this warden knows ({}); upgrade warden",
-                MIGRATIONS.len()
-            ))));
+            // Left as it is: an older warden must not write to a newer one's store.
+            return Err(StoreError::other(
+                &path,
+                "use it",
+                format!(
+                    "its schema version {applied} is newer than this warden knows ({}); upgrade warden",
+                    MIGRATIONS.len()
+                ),
+            ));
         }
         if applied < MIGRATIONS.len() {
             for sql in &MIGRATIONS[applied..] {

@@ -435,6 +435,32 @@ fn a_store_error_names_the_file_and_what_failed() {
 }
 
 #[test]
+fn a_store_of_a_newer_warden_is_refused_untouched_saying_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("warden.db");
+    drop(Store::open(&path).unwrap());
+    let newer = MIGRATIONS.len() + 1;
+    Connection::open(&path)
+        .unwrap()
+        .pragma_update(None, "user_version", newer)
+        .unwrap();
+    let error = Store::open(&path).err().expect("refused").to_string();
+    assert_eq!(
+        error,
+        format!(
+            "the store {}: cannot use it: its schema version {newer} is newer than this warden knows ({}); upgrade warden",
+            path.display(),
+            MIGRATIONS.len()
+        )
+    );
+    let version: usize = Connection::open(&path)
+        .unwrap()
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, newer);
+}
+
+#[test]
 fn each_commit_is_flushed_to_disk_before_it_is_answered() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(&dir.path().join("warden.db")).unwrap();
