@@ -175,9 +175,10 @@ impl Redactor {
             }
             // A `[REDACTED]` the drop would split is kept whole: it is no value's start.
             let lo = from.saturating_sub(REDACTED.len() - 1).max(floor);
-            if let Some(whole) =
-                (lo..from).find(|&p| out[p..].starts_with(REDACTED) && p + REDACTED.len() > from)
-            {
+            // Compared as bytes: a place between `lo` and `from` may be inside a character.
+            if let Some(whole) = (lo..from).find(|&p| {
+                out.as_bytes()[p..].starts_with(REDACTED.as_bytes()) && p + REDACTED.len() > from
+            }) {
                 from = (whole + REDACTED.len()).min(at);
             }
             let dropped = at - from;
@@ -346,6 +347,27 @@ mod tests {
         assert_eq!(
             r.redact_cut("x s3cr3t-value yy...(1 more bytes)"),
             "x [REDACTED]...(4 more bytes)"
+        );
+    }
+
+    #[test]
+    fn text_of_any_characters_is_cut_back_on_their_boundaries() {
+        let r = Redactor::new(vec![SecretValue::new("s3cr3t-VALUE")]);
+        let shown = r.redact_cut("Zugriff für Müller benötigt...(5 more bytes)");
+        let (kept, dropped) = budget::split_marker(&shown).unwrap();
+        assert!(kept.starts_with("Zugriff für M"), "{shown}");
+        assert_eq!(
+            dropped,
+            5 + "Zugriff für Müller benötigt".len() - kept.len()
+        );
+        assert!(
+            r.redact_cut_at_end("日本語のテキストです")
+                .starts_with("日本語")
+        );
+        // Looking for a `[REDACTED]` the drop would split, from inside the `é`.
+        assert_eq!(
+            r.redact_cut("é[REDACTED]xyz...(1 more bytes)"),
+            "é[REDACTED]...(4 more bytes)"
         );
     }
 
