@@ -887,3 +887,56 @@ async fn a_plugin_acts_on_nothing_while_it_loads() {
         .unwrap();
     assert!(identity.is_none(), "an identity was stored while loading");
 }
+
+/// Answers the read at load, then fails every read.
+struct DownAfterLoad(std::sync::atomic::AtomicUsize);
+
+#[async_trait]
+impl SecretFetcher for DownAfterLoad {
+    async fn fetch(&self, _secret: &AwsSecret) -> Result<String, String> {
+        match self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst) {
+            0 => Ok("loaded-value-1234".into()),
+            _ => Err("AWS is down".into()),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hook_failing_on_a_capability_the_host_failed_is_the_hosts_failure() {
+    // The WIT says an unavailable secret (or the identity store failing) is not the
+    // plugin's fault; a plugin passing the error on was blamed for it all the same.
+    let cases = vec![(
+        "reveals".to_string(),
+        "cut-secret:victorops 1 1".to_string(),
+    )];
+    let flows = flows(&cases, "https://*.example.com")
+        .replace("reveal_secrets = false", "reveal_secrets = true");
+    let now = Arc::new(Mutex::new(std::time::Instant::now()));
+    let clock = now.clone();
+    let scratch = Scratch::new();
+    let aws = Arc::new(DownAfterLoad(Default::default()));
+    let warden = start_on_aws(&scratch, 60, &flows, aws, |loaded_at| {
+        *now.lock().unwrap() = loaded_at;
+        Arc::new(move || *clock.lock().unwrap())
+    })
+    .await;
+    // Past the value's TTL: nothing good in hand, and AWS failing.
+    *now.lock().unwrap() += Duration::from_secs(61);
+    let report = run(&warden, "reveals").await;
+    let failure = report.outcome.as_ref().unwrap_err();
+    assert_eq!(failure.blame(), warden::Blame::Host, "{failure}");
+    let said = failure.to_string();
+    assert!(
+        said.contains("AWS is down") && said.contains("the plugin then failed"),
+        "{said}"
+    );
+    assert!(
+        report
+            .logs
+            .iter()
+            .any(|l| l.source == warden::capabilities::log::LogSource::Host
+                && l.message.starts_with("secrets: ")),
+        "{:?}",
+        report.logs
+    );
+}

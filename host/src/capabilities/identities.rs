@@ -5,7 +5,7 @@ use std::sync::Arc;
 use wasmtime::StoreContextMut;
 use wasmtime::component::{LinkerInstance, WasmStr};
 
-use super::{AppState, Capability, Outcome};
+use super::{AppState, Capability, HostFaults, Outcome};
 use crate::capabilities::refusal::{Refusal, RefusalKind, Refusals};
 use crate::config::Flow;
 use crate::runtime::bindings::warden::plugin::identities::IdentityError;
@@ -28,6 +28,7 @@ pub struct IdentitiesInstance {
     refusals: Refusals,
     /// Nothing is stored while the plugin loads, nor once its request's claim has ended.
     acting: Acting,
+    host_faults: HostFaults,
 }
 
 impl IdentitiesInstance {
@@ -38,7 +39,16 @@ impl IdentitiesInstance {
             persisted: 0,
             refusals: Refusals::new(budget),
             acting: Acting::Loading,
+            host_faults: HostFaults::default(),
         }
+    }
+
+    /// `error` of the store, recorded as the host's, as the plugin is told it.
+    fn store_failed(&mut self, error: crate::store::StoreError) -> IdentityError {
+        let error = error.to_string();
+        self.host_faults
+            .record(format!("identities: the store failed: {error}"));
+        IdentityError::Store(error)
     }
 
     /// A hook begins: identities may be stored, until `lease` (if any) has ended.
@@ -101,11 +111,10 @@ impl IdentitiesInstance {
             return Ok(None);
         }
         let (service, service_id) = (service.kept(), service_id.kept());
-        self.store
-            .lookup_identity(email, service, service_id)
-            .await
-            .map(|found| found.map(to_wit))
-            .map_err(|e| IdentityError::Store(e.to_string()))
+        match self.store.lookup_identity(email, service, service_id).await {
+            Ok(found) => Ok(found.map(to_wit)),
+            Err(e) => Err(self.store_failed(e)),
+        }
     }
 
     /// Creates or updates the user's identity in `service`/`service_id`.
@@ -141,11 +150,14 @@ impl IdentitiesInstance {
             )));
         }
         self.persisted += 1;
-        self.store
+        match self
+            .store
             .persist_identity(email, service.kept(), service_id.kept(), user_id)
             .await
-            .map(to_wit)
-            .map_err(|e| IdentityError::Store(e.to_string()))
+        {
+            Ok(stored) => Ok(to_wit(stored)),
+            Err(e) => Err(self.store_failed(e)),
+        }
     }
 }
 
@@ -222,10 +234,10 @@ impl Capability for IdentitiesInstance {
     }
 
     fn finish(&mut self) -> Outcome {
-        Outcome {
+        self.host_faults.finish(Outcome {
             refusals: self.refusals.finish(),
             ..Outcome::default()
-        }
+        })
     }
 }
 

@@ -56,6 +56,9 @@ pub struct Outcome {
     pub logs: Vec<LogLine>,
     pub refusals: Vec<Refusal>,
     pub http_calls: Vec<HttpCall>,
+    /// Calls that failed on the host's side (the store down, AWS not answering), the first
+    /// of them: a hook that then fails is the host's to answer for, not the plugin's.
+    pub host_fault: Option<String>,
 }
 
 impl Outcome {
@@ -64,6 +67,42 @@ impl Outcome {
         self.logs.extend(other.logs);
         self.refusals.extend(other.refusals);
         self.http_calls.extend(other.http_calls);
+        if self.host_fault.is_none() {
+            self.host_fault = other.host_fault;
+        }
+    }
+}
+
+/// A capability's calls that failed on the host's side in one event: the first kept, for
+/// the hook's blame, and a line in its log (the host's, warn) for each of the first few.
+#[derive(Debug, Default)]
+pub(crate) struct HostFaults {
+    first: Option<String>,
+    logs: Vec<LogLine>,
+}
+
+/// Host faults a capability logs per event at most: a plugin retrying in a loop against a
+/// store that is down would otherwise fill its log with them.
+const MAX_HOST_FAULTS_LOGGED: usize = 4;
+
+impl HostFaults {
+    pub(crate) fn record(&mut self, what: String) {
+        if self.logs.len() < MAX_HOST_FAULTS_LOGGED {
+            self.logs.push(LogLine {
+                level: log::LogLevel::Warn,
+                source: log::LogSource::Host,
+                message: format!("{what} (a host problem, not the plugin's)"),
+                cut: false,
+            });
+        }
+        self.first.get_or_insert(what);
+    }
+
+    /// What the event's report takes of them, left empty.
+    pub(crate) fn finish(&mut self, mut outcome: Outcome) -> Outcome {
+        outcome.logs.append(&mut self.logs);
+        outcome.host_fault = self.first.take();
+        outcome
     }
 }
 

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use wasmtime::StoreContextMut;
 use wasmtime::component::{LinkerInstance, Resource, ResourceTable, ResourceType, WasmStr};
 
-use super::{AppState, Capability, Outcome};
+use super::{AppState, Capability, HostFaults, Outcome};
 use crate::capabilities::refusal::{Refusal, RefusalKind, Refusals};
 use crate::config::Flow;
 use crate::runtime::bindings::warden::plugin::secrets::SecretError;
@@ -49,6 +49,7 @@ pub struct SecretsInstance {
     flow: Arc<Flow>,
     values: Arc<SecretStore>,
     refusals: Refusals,
+    host_faults: HostFaults,
 }
 
 impl SecretsInstance {
@@ -57,6 +58,7 @@ impl SecretsInstance {
             flow,
             values,
             refusals: Refusals::new(budget),
+            host_faults: HostFaults::default(),
         }
     }
 
@@ -111,9 +113,12 @@ impl SecretsInstance {
         }
         match self.values.current(secret).await {
             Ok(value) => Ok(value.expose().to_string()),
-            Err(unavailable) => Err(SecretError::Unavailable(format!(
-                "host error: {unavailable}"
-            ))),
+            Err(unavailable) => {
+                self.host_faults.record(format!("secrets: {unavailable}"));
+                Err(SecretError::Unavailable(format!(
+                    "host error: {unavailable}"
+                )))
+            }
         }
     }
 }
@@ -173,10 +178,10 @@ impl Capability for SecretsInstance {
     }
 
     fn finish(&mut self) -> Outcome {
-        Outcome {
+        self.host_faults.finish(Outcome {
             refusals: self.refusals.finish(),
             ..Outcome::default()
-        }
+        })
     }
 }
 

@@ -521,7 +521,27 @@ impl Warden {
             logs,
             refusals,
             http_calls,
+            host_fault,
         } = store.data_mut().finish(&stdout, &stderr);
+        // A plugin failing after a capability failed on the host's side (the WIT tells it
+        // so: `store`, `unavailable`) passed the host's failure on: the host's to answer for.
+        let outcome = match (outcome, host_fault) {
+            (Err(mut failure), Some(fault))
+                if matches!(
+                    failure.kind,
+                    FailureKind::PluginError { .. } | FailureKind::Trap { .. }
+                ) =>
+            {
+                failure.kind = FailureKind::Host {
+                    message: format!(
+                        "{fault}; the plugin then failed: {}",
+                        failure.kind.describe(hook.as_str())
+                    ),
+                };
+                Err(failure)
+            }
+            (outcome, _) => outcome,
+        };
         // Freeing a store later saves the answer that time only when the host is otherwise
         // idle; under load it is work like any other, so it is done at once. The next
         // instance is made after the call, not during it: made while the hook waited for a

@@ -365,6 +365,7 @@ impl Capability for HttpInstance {
             logs,
             refusals: self.refusals.finish(),
             http_calls: std::mem::take(&mut self.calls),
+            ..Outcome::default()
         }
     }
 }
