@@ -1241,7 +1241,7 @@ async fn access_a_hook_failed_to_remove_stays_escalated_and_is_tried_again() {
         );
         let reason = last["reason"].as_str().unwrap();
         assert!(
-            reason.starts_with(&format!("access not removed ({attempts} failed)")),
+            reason.contains(&format!("access not removed ({attempts} failed)")),
             "{reason}"
         );
         assert!(reason.contains("warden tries again at"), "{reason}");
@@ -1288,6 +1288,14 @@ async fn access_a_hook_failed_to_remove_stays_escalated_and_is_tried_again() {
     assert!(r.text.contains("was not removed"), "{}", r.text);
     let first = h.get(&own).await;
     assert_eq!(not_removed(&first, "1 attempt"), 1);
+    // Who revoked, and why, are kept.
+    let asked = *entries(&first, "transition").last().unwrap();
+    assert_eq!(asked["actor"], "carol@example.com");
+    let reason = asked["reason"].as_str().unwrap();
+    assert!(
+        reason.starts_with("revoked by carol@example.com: incident over; access not removed"),
+        "{reason}"
+    );
     let r = h.act(&own, "revoke", CAROL, "again").await;
     assert_eq!(r.status, 502, "{}", r.text);
     let second = h.get(&own).await;

@@ -153,7 +153,8 @@ pub fn rows(
             "requester": rec.requester,
             "state": rec.state.as_str(),
             "decision": rec.decision,
-            "reason": rec.reason,
+            // A human's decision without a reason stores an empty one: none.
+            "reason": rec.reason.as_deref().filter(|r| !r.is_empty()),
             "at": now,
         });
         // The event's own state and decision, not the request's after the whole commit.

@@ -130,16 +130,21 @@ impl Lifecycle {
             let failures = 1 + failed_removals(&self.store.history(&rec.id).await?);
             let retry_at = now_ms() + removal_retry_delay(failures).as_millis() as i64;
             let when = rfc3339(retry_at);
+            // Who asked and why stay in the history (a revoke's), with why it failed.
+            let asked = removal
+                .reason
+                .map(|why| format!("{why}; "))
+                .unwrap_or_default();
             claim.defer(Transition {
                 from: &[State::Escalated],
                 to: State::Escalated,
                 decision: rec.decision.clone(),
                 reason: Some(format!(
-                    "access not removed ({} attempt{} failed): {error}; warden tries again at {when}",
+                    "{asked}{NOT_REMOVED} ({} attempt{} failed): {error}; warden tries again at {when}",
                     failures,
                     if failures == 1 { "" } else { "s" }
                 )),
-                actor: WARDEN.into(),
+                actor: removal.actor.into(),
                 step: removal.step,
                 expires_at: Some(retry_at),
             });
@@ -148,11 +153,12 @@ impl Lifecycle {
                 retry_at: when,
             }));
         }
+        let reason = removed_reason(rec.reason.as_deref(), removal.reason);
         claim.defer(Transition {
             from: &[State::Escalated],
             to: State::Deescalated,
             decision: rec.decision.clone(),
-            reason: removal.reason,
+            reason,
             actor: removal.actor.into(),
             step: removal.step,
             expires_at: None,
@@ -169,10 +175,24 @@ impl Lifecycle {
     }
 }
 
+/// What a failed removal's reason says; a later removal that works replaces it.
+const NOT_REMOVED: &str = "access not removed";
+
 /// Why access was not removed, and when warden tries again (RFC 3339).
 struct NotRemoved {
     error: String,
     retry_at: String,
+}
+
+/// The reason a removal that worked writes: its own (a revoke's), else, after failed tries
+/// (the request's reason `before` says one failed), one that replaces that, so the removed
+/// access does not read as still in place; else none (the request keeps its reason).
+fn removed_reason(before: Option<&str>, own: Option<String>) -> Option<String> {
+    let retried = before.is_some_and(|r| r.contains(NOT_REMOVED));
+    match own {
+        None if retried => Some("access removed".to_string()),
+        own => own,
+    }
 }
 
 /// The failed runs of `on_deescalate` in a request's history.
@@ -198,6 +218,18 @@ fn removal_retry_delay(failures: usize) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_removal_that_works_after_failed_tries_says_so() {
+        let failed = "access not removed (2 attempts failed): deadline exceeded; warden tries again at 2026-12-05T10:00:00.000Z";
+        assert_eq!(
+            removed_reason(Some(failed), None).as_deref(),
+            Some("access removed")
+        );
+        let revoked = Some("revoked by carol@example.com".to_string());
+        assert_eq!(removed_reason(Some(failed), revoked.clone()), revoked);
+        assert_eq!(removed_reason(Some("on call"), None), None);
+    }
 
     #[test]
     fn a_removal_that_keeps_failing_is_tried_less_often_down_to_hourly() {

@@ -323,3 +323,18 @@ async fn a_notification_whose_request_is_gone_is_given_up_all_the_same() {
         .unwrap();
     assert!(all(&store).is_empty());
 }
+
+#[tokio::test]
+async fn an_empty_reason_a_human_left_is_sent_as_none() {
+    let store = store_with_request().await;
+    let mut t = to(&[State::Requested], State::Pending, "continue", "bob@x.com");
+    t.reason = Some(String::new());
+    write(&store, vec![failed_hook()], Some(t), false)
+        .await
+        .unwrap();
+    let rows = all(&store);
+    assert_eq!(rows.len(), 3, "{rows:?}");
+    for n in rows {
+        assert!(n.body["reason"].is_null(), "{}", n.body);
+    }
+}
