@@ -65,7 +65,7 @@ struct Slot {
     failed: Option<(Instant, String)>,
     /// A task of its own, so that a use that stops waiting (its hook's deadline) does not
     /// cancel it: the next use takes its answer.
-    reading: Option<tokio::task::JoinHandle<Result<String, String>>>,
+    reading: Option<tokio::task::JoinHandle<(Instant, Result<String, String>)>>,
 }
 
 /// How long a use of a secret whose cached value is still good waits for its refresh
@@ -174,33 +174,65 @@ impl SecretStore {
             .failed
             .as_ref()
             .filter(|(at, _)| asked_at.saturating_duration_since(*at) < FAILED_READ_QUIET);
+        // When what is fetched was read: a read that finished while no use waited is older
+        // than the use that takes it.
+        let mut read_at = asked_at;
         let fetched = match quiet {
             Some((_, error)) => Err(error.clone()),
             None => {
                 let good_in_hand = slot.cached.as_ref().is_some_and(|c| age(c) < aws.cache_ttl);
-                let reading = slot.reading.get_or_insert_with(|| {
-                    let (fetcher, aws) = (self.fetcher.clone(), aws.clone());
-                    tokio::spawn(async move {
-                        fetcher
-                            .fetch(&aws)
-                            .await
-                            .and_then(|raw| apply_json_key(&aws, raw))
-                    })
-                });
-                let joined = if good_in_hand {
-                    match tokio::time::timeout(REFRESH_WAIT, reading).await {
-                        Ok(joined) => joined,
-                        Err(_) => {
-                            let c = slot.cached.as_ref().expect("good in hand");
-                            return Ok(c.value.clone());
+                // A read that finished with no use waiting is taken only while its answer
+                // would still be fresh: one from long ago (a rotation since, or AWS failing
+                // then) is read again.
+                let mut finished = None;
+                if slot.reading.as_ref().is_some_and(|r| r.is_finished()) {
+                    let done = slot.reading.take().expect("finished").await;
+                    let since = |at: &Instant| asked_at.saturating_duration_since(*at);
+                    let fresh = match &done {
+                        Ok((at, Ok(_))) => since(at) < aws.cache_ttl / 2,
+                        Ok((at, Err(_))) => since(at) < FAILED_READ_QUIET,
+                        Err(_) => false,
+                    };
+                    if fresh {
+                        finished = Some(done);
+                    }
+                }
+                let joined = match finished {
+                    Some(done) => done,
+                    None => {
+                        let reading = slot.reading.get_or_insert_with(|| {
+                            let (fetcher, aws) = (self.fetcher.clone(), aws.clone());
+                            let clock = self.clock.clone();
+                            tokio::spawn(async move {
+                                let read = fetcher
+                                    .fetch(&aws)
+                                    .await
+                                    .and_then(|raw| apply_json_key(&aws, raw));
+                                (clock(), read)
+                            })
+                        });
+                        if good_in_hand {
+                            match tokio::time::timeout(REFRESH_WAIT, reading).await {
+                                Ok(joined) => joined,
+                                Err(_) => {
+                                    let c = slot.cached.as_ref().expect("good in hand");
+                                    return Ok(c.value.clone());
+                                }
+                            }
+                        } else {
+                            reading.await
                         }
                     }
-                } else {
-                    reading.await
                 };
                 slot.reading = None;
-                let fetched = joined.unwrap_or_else(|e| Err(format!("the read failed: {e}")));
-                slot.failed = fetched.as_ref().err().map(|e| (asked_at, e.clone()));
+                let fetched = match joined {
+                    Ok((at, read)) => {
+                        read_at = at.min(asked_at);
+                        read
+                    }
+                    Err(e) => Err(format!("the read failed: {e}")),
+                };
+                slot.failed = fetched.as_ref().err().map(|e| (read_at, e.clone()));
                 if let (Err(error), Some(c)) = (&fetched, &slot.cached)
                     && age(c) < aws.cache_ttl
                 {
@@ -220,7 +252,7 @@ impl SecretStore {
                 self.remember(&secret.id, &value);
                 slot.cached = Some(Cached {
                     value: value.clone(),
-                    fetched_at: asked_at,
+                    fetched_at: read_at,
                 });
                 Ok(value)
             }

@@ -358,3 +358,53 @@ async fn a_refresh_aws_is_slow_to_answer_leaves_the_value_in_hand_served_at_once
     .await;
     assert!(waited.is_err(), "{waited:?}");
 }
+
+/// Answers the load at once, the next read after 300 ms of real time, and later ones at
+/// once, each with a value of its own.
+struct SlowSecondRead {
+    calls: Mutex<usize>,
+}
+
+#[async_trait::async_trait]
+impl SecretFetcher for SlowSecondRead {
+    async fn fetch(&self, _secret: &AwsSecret) -> Result<String, String> {
+        let call = {
+            let mut calls = self.calls.lock().unwrap();
+            *calls += 1;
+            *calls
+        };
+        if call == 2 {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        Ok(format!("v{call}"))
+    }
+}
+
+#[tokio::test]
+async fn a_read_that_finished_long_before_a_use_took_it_is_read_again() {
+    // A refresh no use waited out (AWS slow that once) finished; the next use, much later,
+    // took its answer as fresh: a rotation since was not seen for another half TTL.
+    let aws = Arc::new(SlowSecondRead {
+        calls: Mutex::new(0),
+    });
+    let text = "[secrets.rotating]\nsource = \"aws-secrets-manager\"\npath = \"main/rotating\"\ncache_seconds = 10\n";
+    let config = Config::parse_with(text, Path::new("warden.toml"), &|_| None, &|secret| {
+        futures_util::FutureExt::now_or_never(aws.fetch(secret)).unwrap()
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    let loaded_at = config.secrets["rotating"].loaded_at;
+    let clock = Arc::new(ManualClock(Mutex::new(loaded_at)));
+    let reader = clock.clone();
+    let store = SecretStore::with(
+        &config.secrets,
+        aws.clone(),
+        Arc::new(move || *reader.0.lock().unwrap()),
+    );
+    clock.advance(Duration::from_secs(6));
+    assert_eq!(value(&store, &config, "rotating").await.unwrap(), "v1");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // An hour on: v2 was read an hour ago.
+    clock.advance(Duration::from_secs(3600));
+    assert_eq!(value(&store, &config, "rotating").await.unwrap(), "v3");
+    assert_eq!(*aws.calls.lock().unwrap(), 3);
+}
