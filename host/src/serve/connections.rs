@@ -42,6 +42,7 @@ use tower::ServiceExt;
 
 use super::api::ApiError;
 use super::metrics::Metrics;
+use super::throttle::AddressKey;
 use crate::Unpoisoned;
 
 /// How many connections may be open, in all and from one address, and how long a client
@@ -60,21 +61,22 @@ pub struct ConnectionLimits {
     pub client_timeout: Duration,
 }
 
-/// Connections open per client address.
+/// Connections open per client address: an IPv4 address, or an IPv6 address's /64, which
+/// one client has whole (as every per-address limit counts them, `throttle::AddressKey`).
 struct OpenPerAddress {
-    counts: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>,
+    counts: std::sync::Mutex<std::collections::HashMap<AddressKey, usize>>,
     max: usize,
 }
 
 /// One connection counted against its address until dropped.
 struct AddressHeld {
     of: Arc<OpenPerAddress>,
-    ip: std::net::IpAddr,
+    ip: AddressKey,
 }
 
 impl OpenPerAddress {
     /// Counts a connection from `ip`; `None` when it already has its most.
-    fn open(self: &Arc<Self>, ip: std::net::IpAddr) -> Option<AddressHeld> {
+    fn open(self: &Arc<Self>, ip: AddressKey) -> Option<AddressHeld> {
         let mut counts = self.counts.lock().unpoisoned();
         let count = counts.entry(ip).or_default();
         if *count >= self.max {
@@ -140,12 +142,13 @@ pub async fn serve(
             },
             () = stop.cancelled() => break,
         };
-        // An IPv4 client reaching an IPv6 listener is still its IPv4 address.
+        // An IPv4 client reaching an IPv6 listener is still its IPv4 address; proxies are
+        // named either way.
         let ip = addr.ip().to_canonical();
-        let counted = if limits.unlimited.contains(&ip) {
+        let counted = if limits.unlimited.iter().any(|p| p.to_canonical() == ip) {
             None
         } else {
-            match per_address.open(ip) {
+            match per_address.open(AddressKey::of(ip)) {
                 Some(held) => Some(held),
                 None => {
                     // Closed at once: the client learns, and its slot is free again.

@@ -628,6 +628,24 @@ async fn one_address_holds_no_more_than_its_share_of_the_connections() {
         .unwrap();
     let answered = read_until_closed(&mut other, Duration::from_secs(5)).await;
     assert!(answered.starts_with("HTTP/1.1 200"), "{answered}");
+    // A trusted proxy's connections are many clients': not held to the share, however it
+    // is named.
+    drop(other);
+    let proxied = Harness::start(
+        "max_connections = 4\nmax_connections_per_address = 1\nclient_timeout_ms = 60000\ntrusted_proxies = [\"::ffff:127.0.0.1\"]",
+        &standard_flows(),
+    )
+    .await;
+    let through_proxy = [connect(&proxied).await, connect(&proxied).await];
+    let mut third = connect(&proxied).await;
+    third
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: warden\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let answered = read_until_closed(&mut third, Duration::from_secs(5)).await;
+    assert!(answered.starts_with("HTTP/1.1 200"), "{answered}");
+    drop(through_proxy);
+    proxied.stop().await;
     // Once one closes, the first address may open another.
     drop(held);
     let deadline = Instant::now() + Duration::from_secs(5);
