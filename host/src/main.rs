@@ -580,7 +580,9 @@ async fn serve(
             _ = interrupt.recv() => break,
         }
     }
-    reloading.abort_all();
+    // A reload still compiling is abandoned; one already swapped in finishes its audit.
+    server.begin_stop();
+    while reloading.join_next().await.is_some() {}
     server.shutdown().await.map_err(|e| e.to_string())?;
     Ok(ExitCode::SUCCESS)
 }

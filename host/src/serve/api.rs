@@ -599,25 +599,22 @@ async fn list(
 async fn reload(State(app): State<Arc<App>>, caller: Caller) -> Result<Response, ApiError> {
     caller.require(Role::Admin)?;
     // A task of its own, as a SIGHUP's is: a client that goes away cannot cut it short
-    // between the swap and its audit, and a stop abandons it at once rather than waiting
-    // out a compile (up to `[compile] timeout_seconds`) in the drain.
-    let (warden, actor) = (app.warden.clone(), caller.user.clone());
-    let mut reloading = tokio::spawn(async move { warden.reload(&actor).await });
-    let reloaded = tokio::select! {
-        joined = &mut reloading => joined.map_err(|e| {
-            tracing::error!("a reload failed: {e}");
-            ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "warden failed while reloading (a host problem); see its log",
-            )
-        })?,
-        () = app.stop.cancelled() => {
-            reloading.abort();
-            return Err(ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "warden is stopping: the reload was abandoned and the config serving kept",
-            ));
-        }
+    // between the swap and its audit; a stop abandons it while it compiles (up to
+    // `[compile] timeout_seconds`) rather than the drain waiting it out.
+    let (warden, actor, stop) = (app.warden.clone(), caller.user.clone(), app.stop.clone());
+    let reloading = tokio::spawn(async move { warden.reload_unless(&actor, &stop).await });
+    let reloaded = reloading.await.map_err(|e| {
+        tracing::error!("a reload failed: {e}");
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "warden failed while reloading (a host problem); see its log",
+        )
+    })?;
+    let Some(reloaded) = reloaded else {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "warden is stopping: the reload was abandoned and the config serving kept",
+        ));
     };
     match reloaded {
         Ok(summary) => Ok(axum::Json(summary).into_response()),

@@ -215,8 +215,29 @@ impl CurrentWarden {
     /// Loads and compiles the config file again, off to the side, and swaps it in only if
     /// all of it is valid. On error the old config keeps serving and the errors come back.
     pub async fn reload(&self, actor: &str) -> Result<ReloadSummary, String> {
+        let never = CancellationToken::new();
+        self.reload_unless(actor, &never)
+            .await
+            .expect("a reload not asked to stop finishes")
+    }
+
+    /// [`Self::reload`], abandoned (`None`) if `stop` comes while the new config loads and
+    /// compiles (up to `[compile] timeout_seconds`); once it is swapped in, the reload is
+    /// finished, its audit written, whatever comes.
+    pub async fn reload_unless(
+        &self,
+        actor: &str,
+        stop: &CancellationToken,
+    ) -> Option<Result<ReloadSummary, String>> {
         let _one_at_a_time = self.reload_lock.lock().await;
-        let result = self.load_new().await;
+        let loaded = tokio::select! {
+            loaded = self.load_new() => loaded,
+            () = stop.cancelled() => return None,
+        };
+        let result = loaded.map(|(warden, summary)| {
+            self.current.store(Arc::new(warden));
+            summary
+        });
         self.metrics.observe_reload(result.is_ok());
         let detail = match &result {
             Ok(summary) => serde_json::json!({ "flows": summary.flows }),
@@ -243,10 +264,12 @@ impl CurrentWarden {
                 }
             }
         }
-        result
+        Some(result)
     }
 
-    async fn load_new(&self) -> Result<ReloadSummary, String> {
+    /// The config file as it is now, loaded and compiled, and what a reload to it says;
+    /// nothing swapped in yet.
+    async fn load_new(&self) -> Result<(Warden, ReloadSummary), String> {
         let config =
             Config::load(&self.config_path).map_err(|e| ServeError::Config(e).to_string())?;
         let old = self.current();
@@ -271,11 +294,11 @@ impl CurrentWarden {
         let warden = Warden::start_with(config, old.identity_store().clone(), secrets, options)
             .await
             .map_err(|e| e.to_string())?;
-        self.current.store(Arc::new(warden));
-        Ok(ReloadSummary {
+        let summary = ReloadSummary {
             flows,
             restart_needed_for,
-        })
+        };
+        Ok((warden, summary))
     }
 }
 
@@ -411,15 +434,22 @@ impl Server {
         self.warden.reload(actor).await
     }
 
-    /// [`Self::reload`] as a future of its own, to run beside whatever awaits the server: a
-    /// signal loop must still see a stop while a reload compiles (up to `[compile]
-    /// timeout_seconds`).
+    /// [`Self::reload`] as a future of its own, to run beside whatever awaits the server (a
+    /// signal loop must still see a stop while a reload compiles, up to `[compile]
+    /// timeout_seconds`); abandoned, `None`, once the server begins to stop.
     pub fn reload_owned(
         &self,
         actor: &str,
-    ) -> impl std::future::Future<Output = Result<ReloadSummary, String>> + Send + 'static {
-        let (warden, actor) = (self.warden.clone(), actor.to_string());
-        async move { warden.reload(&actor).await }
+    ) -> impl std::future::Future<Output = Option<Result<ReloadSummary, String>>> + Send + 'static
+    {
+        let (warden, actor, stop) = (self.warden.clone(), actor.to_string(), self.stop.clone());
+        async move { warden.reload_unless(&actor, &stop).await }
+    }
+
+    /// Begins to stop: connections are no longer accepted and reloads compiling are
+    /// abandoned; [`Self::shutdown`] then waits for the rest.
+    pub fn begin_stop(&self) {
+        self.stop.cancel();
     }
 
     /// Stops accepting, lets requests in flight and their hooks finish, then closes the
