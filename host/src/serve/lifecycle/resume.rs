@@ -125,6 +125,14 @@ impl Lifecycle {
         }
     }
 
+    /// [`Self::resume_abandoned`] on a task of its own: what it resumes runs hooks (an
+    /// approved request's `on_escalate`, one request after another), which must not hold up
+    /// the expiries the sleeper runs.
+    fn resume_beside(self: &Arc<Self>, tasks: &TaskTracker) {
+        let lifecycle = self.clone();
+        tasks.spawn(async move { lifecycle.resume_abandoned().await });
+    }
+
     /// Deescalates requests as their access runs out, until `stop`: one sleeper over the
     /// earliest expiry in the store, so timers survive restarts (overdue ones fire at once).
     /// Replicas sharing the store lease the expired requests first, so each is deescalated
@@ -135,7 +143,7 @@ impl Lifecycle {
             let now = now_ms();
             // Every sweep busy: none leased now; the next to end wakes this loop.
             let Ok(sweep) = sweeps.clone().try_acquire_owned() else {
-                self.resume_abandoned().await;
+                self.resume_beside(&tasks);
                 tokio::select! {
                     _ = stop.cancelled() => break,
                     _ = self.expiry_changed.notified() => {}
@@ -188,7 +196,8 @@ impl Lifecycle {
                 }
                 Err(e) => tracing::error!("expiry sleeper: {e}"),
             }
-            self.resume_abandoned().await;
+            self.resume_beside(&tasks);
+            let now = now_ms();
             let wait = match self.store.next_expiry(now).await {
                 Ok(Some(at)) => Duration::from_millis((at - now).max(0) as u64).min(EXPIRY_POLL),
                 Ok(None) => EXPIRY_POLL,
