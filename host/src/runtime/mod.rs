@@ -473,8 +473,12 @@ impl Warden {
             None => Err(loaded.pre.instance_pre().clone()),
         };
         // Owns the store while it runs, so `sched` can finish it on the wasm pool.
+        // The deadline counts from the hook's start, its wait for a slot included: a host
+        // call that does not know the deadline (a secret AWS is slow to give) must not run
+        // the whole timeout again after the wait.
+        let deadline = tokio::time::Instant::from_std(started + timeout);
         let call: sched::Work<_> = Box::pin(async move {
-            let result = tokio::time::timeout(timeout, async {
+            let result = tokio::time::timeout_at(deadline, async {
                 let instance = match instance {
                     Ok(instance) => instance,
                     Err(pre) => pre
