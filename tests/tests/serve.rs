@@ -1011,3 +1011,57 @@ async fn a_request_that_cannot_be_read_stops_neither_a_start_nor_a_listing() {
     assert_eq!(second.body["requests"][0]["id"], ids[0].as_str());
     h.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_secret_a_reload_takes_from_a_flow_stays_redacted_from_what_it_receives() {
+    // The flow sent the key sealed to a server that keeps what it receives; a reload took
+    // the key from its environment (the operator cutting it off). Redacted only for what
+    // the flow is granted now, the server's echo reached the plugin in clear: hex-encoded,
+    // past any redaction of its reason.
+    let web = TestServer::start().await;
+    let origin = web.origin();
+    let key = "sealed-key-value-5b7e21";
+    let flows = |environment_holds: &str| {
+        format!(
+            "{environment_holds}\n\
+             [environments.other]\nintegrations = {{ victorops = \"victorops\" }}\n\
+             [secrets.vo_key]\nsource = \"file\"\npath = \"vo.key\"\n\
+             [integrations.victorops]\ntype = \"custom\"\nexternal_id = \"vo-ext\"\nsecrets = [\"vo_key\"]\n{}{}",
+            probe_flow(
+                "keep",
+                &format!("http-sealed:victorops {origin}/keep"),
+                &format!("allowed_hosts = [{origin:?}]\nreveal_secrets = false"),
+            ),
+            probe_flow(
+                "keep_recall",
+                &format!("http-hex:{origin}/recall?case=upper"),
+                &format!("allowed_hosts = [{origin:?}]\nreveal_secrets = false"),
+            ),
+        )
+    };
+    let h = Harness::start("", "").await;
+    h.scratch.write("vo.key", key);
+    let reload = |text: String| {
+        h.scratch.config(&config_text(&h.scratch, "", &text));
+        h.send("POST", "/v1/admin/reload", Some(CAROL), None)
+    };
+    let r = reload(flows("integrations = { victorops = \"victorops\" }")).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let kept = h.submit("keep", ALICE, json!({})).await;
+    assert_eq!(kept.status, 201, "{}", kept.text);
+    assert_eq!(web.kept(), [key]);
+    // Taken away from `main`, whose flows then hold no secret at all.
+    let r = reload(flows("")).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    // And a second reload later: still known as once sealed.
+    let r = reload(flows("")).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let recalled = h.submit("keep_recall", ALICE, json!({})).await;
+    let hex = recalled.body["reason"].as_str().unwrap_or_default();
+    let seen = String::from_utf8(warden_tests::unhex(hex).unwrap()).unwrap();
+    assert!(seen.starts_with("200\n"), "{seen}");
+    assert!(
+        !seen.to_ascii_lowercase().contains(key),
+        "the key came back in clear: {seen}"
+    );
+}

@@ -99,6 +99,21 @@ pub struct Grants {
     pub services: BTreeSet<(String, String)>,
     pub hosts: AllowList,
     pub reveal_secrets: bool,
+    /// Secrets the flow could seal under a config served before this one (a reload took
+    /// them away, renamed them or moved the flow): a server it sent them to may still hold
+    /// their values, which stay redacted from everything it receives. Set by a reload.
+    pub sealed_before: BTreeSet<String>,
+}
+
+impl Grants {
+    /// Every secret whose values no response the flow receives may show: those it can seal
+    /// now, and those it could before.
+    pub fn redacted_ids(&self) -> impl Iterator<Item = &str> {
+        self.secrets
+            .keys()
+            .map(String::as_str)
+            .chain(self.sealed_before.iter().map(String::as_str))
+    }
 }
 
 #[derive(Debug)]

@@ -571,6 +571,7 @@ impl<'a> Validator<'a> {
                 services,
                 hosts: AllowList::new(rules),
                 reveal_secrets: raw.reveal_secrets.unwrap_or(true),
+                sealed_before: BTreeSet::new(),
             },
             allow_self_approval: raw.allow_self_approval.unwrap_or(false),
             policy,

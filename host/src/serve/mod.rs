@@ -286,6 +286,7 @@ impl CurrentWarden {
             return Err(ServeError::NoTokens(self.config_path.clone()).to_string());
         }
         self.no_access_left_behind(before, &config).await?;
+        let config = keep_redacting_what_flows_sealed(before, config);
         let restart_needed_for = restart_needed_for(before, &config);
         let flows = config.flows.keys().cloned().collect();
         let secrets = Arc::new(SecretStore::new(&config.secrets));
@@ -300,6 +301,25 @@ impl CurrentWarden {
         };
         Ok((warden, summary))
     }
+}
+
+/// `config` with each flow told the secrets it could seal under `before` (and under the
+/// configs before that): a server it sent one to may echo it back after a reload took the
+/// secret from the flow (or renamed it, or moved the flow to another environment), and its
+/// values stay redacted from what the flow receives. Flows are the same by name.
+fn keep_redacting_what_flows_sealed(before: &Config, mut config: Config) -> Config {
+    for (name, flow) in &mut config.flows {
+        let Some(earlier) = before.flow(name) else {
+            continue;
+        };
+        let then: Vec<String> = earlier.grants.redacted_ids().map(str::to_string).collect();
+        let flow = Arc::get_mut(flow).expect("a config just loaded shares no flow");
+        flow.grants.sealed_before.extend(
+            then.into_iter()
+                .filter(|id| !flow.grants.secrets.contains_key(id)),
+        );
+    }
+    config
 }
 
 /// A running `warden serve`.

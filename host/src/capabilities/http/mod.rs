@@ -398,12 +398,11 @@ impl HttpInstance {
         HttpError::Denied(detail)
     }
 
-    /// Every value ever served of every secret this flow can seal: what no response it
-    /// receives may show. Asked for per response, so it knows values fetched during the
-    /// hook.
+    /// Every value ever served of every secret this flow can seal, or could under a config
+    /// served before: what no response it receives may show. Asked for per response, so it
+    /// knows values fetched during the hook.
     fn redactor(&self) -> Arc<Redactor> {
-        self.secrets
-            .redactor_for(self.flow.grants.secrets.keys().map(String::as_str))
+        self.secrets.redactor_for(self.flow.grants.redacted_ids())
     }
 
     fn check(&mut self, url: &Url) -> Result<(), HttpError> {
