@@ -1065,3 +1065,43 @@ async fn a_secret_a_reload_takes_from_a_flow_stays_redacted_from_what_it_receive
         "the key came back in clear: {seen}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reload_removing_a_flow_whose_plugin_is_granting_access_is_refused() {
+    // Approved, its on_escalate granting (a slow provider): the request is not escalated
+    // yet, and a reload removing its flow went through, leaving access no hook can remove.
+    let web = TestServer::start().await;
+    let esc = format!(
+        "[flows.esc]\nenvironment = \"main\"\nplugin = {}\nallowed_hosts = [{:?}]\n\
+         vars = {{ action = \"approve:on call\", escalate_action = \"http:GET {}/slow?ms=3000\" }}\n",
+        toml_path(artifacts::PROBE),
+        web.origin(),
+        web.origin()
+    );
+    let h = Harness::start("", &[esc.as_str(), &standard_flows()].concat()).await;
+    let (http, url) = (h.http.clone(), h.url("/v1/flows/esc/requests"));
+    let submitted = tokio::spawn(async move {
+        reply(
+            http.post(url)
+                .bearer_auth(ALICE)
+                .header("content-type", "application/json")
+                .body(json!({ "fields": {} }).to_string())
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await
+    });
+    wait_for_hit(&web).await;
+    h.scratch
+        .config(&config_text(&h.scratch, "", &standard_flows()));
+    let r = h.send("POST", "/v1/admin/reload", Some(CAROL), None).await;
+    assert_eq!(r.status, 422, "{}", r.text);
+    assert!(
+        r.text
+            .contains("flow `esc` is removed, but its plugin is granting access"),
+        "{}",
+        r.text
+    );
+    assert_eq!(submitted.await.unwrap().body["state"], "escalated");
+}

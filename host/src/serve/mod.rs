@@ -80,24 +80,32 @@ pub enum ServeError {
 
 impl CurrentWarden {
     /// Refuses a config without a flow whose plugin granted access that is still held
-    /// (requests escalated): only that plugin's `on_deescalate` removes it, and without the
-    /// flow an expiry or a revoke would record the access removed when nothing removed it.
-    /// (A request of the flow escalated while the new config compiles is not seen here.)
+    /// (requests escalated) or is granting it (approved: `on_escalate` running): only that
+    /// plugin's `on_deescalate` removes it, and without the flow no hook can. Asked before
+    /// the new config compiles and again after, just before it is swapped in: a request of
+    /// the flow may be approved while it compiles.
     async fn no_access_left_behind(&self, before: &Config, config: &Config) -> Result<(), String> {
         use crate::store::requests::{ListQuery, State};
         let mut held = Vec::new();
         for flow in before.flows.keys().filter(|f| config.flow(f).is_none()) {
-            let query = ListQuery {
-                state: Some(State::Escalated),
-                flow: Some(flow.clone()),
-                limit: 3,
-                ..ListQuery::default()
-            };
-            let escalated = self.store.list(&query).await.map_err(|e| e.to_string())?;
-            if !escalated.rows.is_empty() {
-                let ids: Vec<&str> = escalated.rows.iter().map(|r| r.id.as_str()).collect();
+            for state in [State::Escalated, State::Approved] {
+                let query = ListQuery {
+                    state: Some(state),
+                    flow: Some(flow.clone()),
+                    limit: 3,
+                    ..ListQuery::default()
+                };
+                let found = self.store.list(&query).await.map_err(|e| e.to_string())?;
+                if found.rows.is_empty() {
+                    continue;
+                }
+                let ids: Vec<&str> = found.rows.iter().map(|r| r.id.as_str()).collect();
+                let how = match state {
+                    State::Escalated => "access its plugin granted is still held",
+                    _ => "its plugin is granting access",
+                };
                 held.push(format!(
-                    "flow `{flow}` is removed, but access its plugin granted is still held ({}{}): only its on_deescalate removes it; revoke those requests (POST /v1/requests/ID/revoke) or let them expire, then reload",
+                    "flow `{flow}` is removed, but {how} ({}{}): only its on_deescalate removes it; revoke those requests (POST /v1/requests/ID/revoke) or let them expire, then reload",
                     ids.join(", "),
                     if ids.len() == 3 { ", ..." } else { "" }
                 ));
@@ -234,10 +242,22 @@ impl CurrentWarden {
             loaded = self.load_new() => loaded,
             () = stop.cancelled() => return None,
         };
-        let result = loaded.map(|(warden, summary)| {
-            self.current.store(Arc::new(warden));
-            summary
-        });
+        let result = match loaded {
+            Ok((warden, summary)) => {
+                let serving = self.current();
+                match self
+                    .no_access_left_behind(serving.config(), warden.config())
+                    .await
+                {
+                    Ok(()) => {
+                        self.current.store(Arc::new(warden));
+                        Ok(summary)
+                    }
+                    Err(held) => Err(held),
+                }
+            }
+            Err(errors) => Err(errors),
+        };
         self.metrics.observe_reload(result.is_ok());
         let detail = match &result {
             Ok(summary) => serde_json::json!({ "flows": summary.flows }),
