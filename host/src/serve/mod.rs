@@ -149,6 +149,12 @@ fn restart_needed_for(before: &Config, config: &Config) -> Vec<String> {
             now.max_connections_per_address != then.max_connections_per_address,
             "serve.max_connections_per_address",
         ),
+        // The listener's exemption from `max_connections_per_address` is taken at start;
+        // the throttles read the config serving.
+        (
+            now.trusted_proxies != then.trusted_proxies,
+            "serve.trusted_proxies (for max_connections_per_address)",
+        ),
         (
             now.client_timeout != then.client_timeout,
             "serve.client_timeout_ms",
@@ -290,8 +296,13 @@ impl CurrentWarden {
     /// The config file as it is now, loaded and compiled, and what a reload to it says;
     /// nothing swapped in yet.
     async fn load_new(&self) -> Result<(Warden, ReloadSummary), String> {
-        let config =
-            Config::load(&self.config_path).map_err(|e| ServeError::Config(e).to_string())?;
+        // Off the runtime's threads: loading reads files and asks AWS for secrets, each
+        // waited for, and a one-CPU host has one such thread, every request's.
+        let path = self.config_path.clone();
+        let config = tokio::task::spawn_blocking(move || Config::load(&path))
+            .await
+            .map_err(|e| format!("loading the config failed: {e}"))?
+            .map_err(|e| ServeError::Config(e).to_string())?;
         let old = self.current();
         let before = old.config();
         if config.store_url != before.store_url {

@@ -402,7 +402,7 @@ async fn open_connections_are_counted_until_they_close() {
 async fn a_reload_changing_the_listeners_limits_says_they_need_a_restart() {
     let h = Harness::start("max_connections = 100", &standard_flows()).await;
     // `[http] spin_wait_us` is not among them: plugins' requests take it from the reload on.
-    let changed = "max_connections = 200\nmax_connections_per_address = 7\nclient_timeout_ms = 3000\nmax_in_flight = 7\nnew_requests_per_minute = 2\nunknown_tokens_per_minute = 3\n\n[http]\nspin_wait_us = 0";
+    let changed = "max_connections = 200\nmax_connections_per_address = 7\ntrusted_proxies = [\"10.0.0.5\"]\nclient_timeout_ms = 3000\nmax_in_flight = 7\nnew_requests_per_minute = 2\nunknown_tokens_per_minute = 3\n\n[http]\nspin_wait_us = 0";
     h.scratch
         .config(&config_text(&h.scratch, changed, &standard_flows()));
     let reply = h.send("POST", "/v1/admin/reload", Some(CAROL), None).await;
@@ -413,6 +413,7 @@ async fn a_reload_changing_the_listeners_limits_says_they_need_a_restart() {
             "serve.max_in_flight",
             "serve.max_connections",
             "serve.max_connections_per_address",
+            "serve.trusted_proxies (for max_connections_per_address)",
             "serve.client_timeout_ms",
             "serve.new_requests_per_minute",
             "serve.unknown_tokens_per_minute"
