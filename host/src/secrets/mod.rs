@@ -164,6 +164,31 @@ impl SecretStore {
             .clone();
         let mut slot = slot.lock().await;
         let asked_at = (self.clock)();
+        // A read that finished with no use waiting (a refresh AWS was slow to answer) is
+        // taken as what it is: its value as of when it was read (cached if newer than the
+        // one in hand, and refreshed in turn once half its TTL has passed), its failure as
+        // of then.
+        if slot.reading.as_ref().is_some_and(|r| r.is_finished()) {
+            let finished = slot.reading.take().expect("finished").await;
+            match finished {
+                Ok((at, Ok(value))) => {
+                    if slot.cached.as_ref().is_none_or(|c| c.fetched_at < at) {
+                        let value = SecretValue::new(value);
+                        self.remember(&secret.id, &value);
+                        slot.cached = Some(Cached {
+                            value,
+                            fetched_at: at,
+                        });
+                    }
+                }
+                Ok((at, Err(error))) => {
+                    if slot.failed.as_ref().is_none_or(|(then, _)| *then < at) {
+                        slot.failed = Some((at, error));
+                    }
+                }
+                Err(e) => tracing::warn!(secret = %secret.id, "a read of the secret failed: {e}"),
+            }
+        }
         let age = |c: &Cached| asked_at.saturating_duration_since(c.fetched_at);
         if let Some(c) = slot.cached.as_ref()
             && age(c) < aws.cache_ttl / 2
@@ -181,48 +206,27 @@ impl SecretStore {
             Some((_, error)) => Err(error.clone()),
             None => {
                 let good_in_hand = slot.cached.as_ref().is_some_and(|c| age(c) < aws.cache_ttl);
-                // A read that finished with no use waiting is taken only while its answer
-                // would still be fresh: one from long ago (a rotation since, or AWS failing
-                // then) is read again.
-                let mut finished = None;
-                if slot.reading.as_ref().is_some_and(|r| r.is_finished()) {
-                    let done = slot.reading.take().expect("finished").await;
-                    let since = |at: &Instant| asked_at.saturating_duration_since(*at);
-                    let fresh = match &done {
-                        Ok((at, Ok(_))) => since(at) < aws.cache_ttl / 2,
-                        Ok((at, Err(_))) => since(at) < FAILED_READ_QUIET,
-                        Err(_) => false,
-                    };
-                    if fresh {
-                        finished = Some(done);
-                    }
-                }
-                let joined = match finished {
-                    Some(done) => done,
-                    None => {
-                        let reading = slot.reading.get_or_insert_with(|| {
-                            let (fetcher, aws) = (self.fetcher.clone(), aws.clone());
-                            let clock = self.clock.clone();
-                            tokio::spawn(async move {
-                                let read = fetcher
-                                    .fetch(&aws)
-                                    .await
-                                    .and_then(|raw| apply_json_key(&aws, raw));
-                                (clock(), read)
-                            })
-                        });
-                        if good_in_hand {
-                            match tokio::time::timeout(REFRESH_WAIT, reading).await {
-                                Ok(joined) => joined,
-                                Err(_) => {
-                                    let c = slot.cached.as_ref().expect("good in hand");
-                                    return Ok(c.value.clone());
-                                }
-                            }
-                        } else {
-                            reading.await
+                let reading = slot.reading.get_or_insert_with(|| {
+                    let (fetcher, aws) = (self.fetcher.clone(), aws.clone());
+                    let clock = self.clock.clone();
+                    tokio::spawn(async move {
+                        let read = fetcher
+                            .fetch(&aws)
+                            .await
+                            .and_then(|raw| apply_json_key(&aws, raw));
+                        (clock(), read)
+                    })
+                });
+                let joined = if good_in_hand {
+                    match tokio::time::timeout(REFRESH_WAIT, reading).await {
+                        Ok(joined) => joined,
+                        Err(_) => {
+                            let c = slot.cached.as_ref().expect("good in hand");
+                            return Ok(c.value.clone());
                         }
                     }
+                } else {
+                    reading.await
                 };
                 slot.reading = None;
                 let fetched = match joined {

@@ -408,3 +408,54 @@ async fn a_read_that_finished_long_before_a_use_took_it_is_read_again() {
     assert_eq!(value(&store, &config, "rotating").await.unwrap(), "v3");
     assert_eq!(*aws.calls.lock().unwrap(), 3);
 }
+
+/// Answers the load at once, the next read after 300 ms of real time, and fails later ones.
+struct SlowThenDown {
+    calls: Mutex<usize>,
+}
+
+#[async_trait::async_trait]
+impl SecretFetcher for SlowThenDown {
+    async fn fetch(&self, _secret: &AwsSecret) -> Result<String, String> {
+        let call = {
+            let mut calls = self.calls.lock().unwrap();
+            *calls += 1;
+            *calls
+        };
+        match call {
+            1 => Ok("v1".into()),
+            2 => {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                Ok("v2".into())
+            }
+            _ => Err("AWS is down".into()),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_read_that_finished_while_no_use_waited_serves_while_it_is_good() {
+    // Past the value in hand's TTL, the refresh that finished meanwhile (within its own) is
+    // a good value: thrown away, the use waited for AWS, which failed it.
+    let aws = Arc::new(SlowThenDown {
+        calls: Mutex::new(0),
+    });
+    let text = "[secrets.rotating]\nsource = \"aws-secrets-manager\"\npath = \"main/rotating\"\ncache_seconds = 10\n";
+    let config = Config::parse_with(text, Path::new("warden.toml"), &|_| None, &|secret| {
+        futures_util::FutureExt::now_or_never(aws.fetch(secret)).unwrap()
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    let loaded_at = config.secrets["rotating"].loaded_at;
+    let clock = Arc::new(ManualClock(Mutex::new(loaded_at)));
+    let reader = clock.clone();
+    let store = SecretStore::with(
+        &config.secrets,
+        aws.clone(),
+        Arc::new(move || *reader.0.lock().unwrap()),
+    );
+    clock.advance(Duration::from_secs(6));
+    assert_eq!(value(&store, &config, "rotating").await.unwrap(), "v1");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    clock.advance(Duration::from_secs(6));
+    assert_eq!(value(&store, &config, "rotating").await.unwrap(), "v2");
+}
