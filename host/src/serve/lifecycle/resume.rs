@@ -30,6 +30,17 @@ const MAX_EXPIRY_SWEEPS: usize = 4;
 /// coming within its deadline, fail to a human), as would the rest of the sweep's own.
 const DEESCALATIONS_PER_SWEEP: usize = 16;
 
+/// What a sweep made of one expired request.
+enum Swept {
+    /// Its access removed, or not to be removed (no longer escalated), or its removal failed
+    /// and was put off (`on_deescalate` failing: its end moved to the next try).
+    Done,
+    /// Another operation had it.
+    Busy,
+    /// The store failed, or the request does not read.
+    Failed,
+}
+
 impl Lifecycle {
     /// After a restart: requests whose request step was cut short go to a human (their
     /// hook's answer was never recorded); approved requests that were not yet escalated are
@@ -169,26 +180,32 @@ impl Lifecycle {
                             running.spawn(async move {
                                 let _turn = at_once.acquire_owned().await;
                                 match lifecycle.deescalate(&id).await {
-                                    Ok(done) => done,
+                                    Ok(true) => Swept::Done,
+                                    Ok(false) => Swept::Busy,
                                     Err(e) => {
                                         tracing::error!(request = %id, "deescalation failed: {e}");
-                                        true
+                                        Swept::Failed
                                     }
                                 }
                             });
                         }
-                        let mut busy = false;
-                        while let Some(done) = running.join_next().await {
-                            busy |= matches!(done, Ok(false));
+                        let (mut done, mut busy) = (false, false);
+                        while let Some(swept) = running.join_next().await {
+                            done |= matches!(swept, Ok(Swept::Done));
+                            busy |= matches!(swept, Ok(Swept::Busy));
                         }
                         if let Err(e) = lease.release().await {
                             tracing::error!("expiry sleeper: {e}");
                         }
                         drop(sweep);
-                        lifecycle.expiry_changed.notify_one();
-                        // Access past its end whose request another operation held: looked
-                        // at again shortly, not at the next poll.
-                        if busy {
+                        // The loop looks again at once only after a sweep that ended some
+                        // access: one whose every request failed (a row that does not read)
+                        // or was busy would otherwise be swept again as fast as it fails.
+                        // Access whose request another operation held is looked at again
+                        // shortly; one that failed, at the next poll.
+                        if done {
+                            lifecycle.expiry_changed.notify_one();
+                        } else if busy {
                             tokio::time::sleep(BUSY_RETRY).await;
                             lifecycle.expiry_changed.notify_one();
                         }
