@@ -88,7 +88,9 @@ impl CurrentWarden {
         use crate::store::requests::{ListQuery, State};
         let mut held = Vec::new();
         for flow in before.flows.keys().filter(|f| config.flow(f).is_none()) {
-            for state in [State::Escalated, State::Approved] {
+            // Approved first: a request moves from approved to escalated, never back, so one
+            // moving between the two queries is seen by the second.
+            for state in [State::Approved, State::Escalated] {
                 let query = ListQuery {
                     state: Some(state),
                     flow: Some(flow.clone()),

@@ -153,7 +153,13 @@ impl Lifecycle {
                 retry_at: when,
             }));
         }
-        let reason = removed_reason(rec.reason.as_deref(), removal.reason);
+        // After failed tries (the request's reason says so, and its history shows them).
+        let retried = rec
+            .reason
+            .as_deref()
+            .is_some_and(|r| r.contains(NOT_REMOVED))
+            && failed_removals(&self.store.history(&rec.id).await?) > 0;
+        let reason = removed_reason(retried, removal.reason);
         claim.defer(Transition {
             from: &[State::Escalated],
             to: State::Deescalated,
@@ -185,10 +191,9 @@ struct NotRemoved {
 }
 
 /// The reason a removal that worked writes: its own (a revoke's), else, after failed tries
-/// (the request's reason `before` says one failed), one that replaces that, so the removed
+/// (`retried`: the request's reason says one failed), one that replaces that, so the removed
 /// access does not read as still in place; else none (the request keeps its reason).
-fn removed_reason(before: Option<&str>, own: Option<String>) -> Option<String> {
-    let retried = before.is_some_and(|r| r.contains(NOT_REMOVED));
+fn removed_reason(retried: bool, own: Option<String>) -> Option<String> {
     match own {
         None if retried => Some("access removed".to_string()),
         own => own,
@@ -221,14 +226,13 @@ mod tests {
 
     #[test]
     fn a_removal_that_works_after_failed_tries_says_so() {
-        let failed = "access not removed (2 attempts failed): deadline exceeded; warden tries again at 2026-12-05T10:00:00.000Z";
         assert_eq!(
-            removed_reason(Some(failed), None).as_deref(),
+            removed_reason(true, None).as_deref(),
             Some("access removed")
         );
         let revoked = Some("revoked by carol@example.com".to_string());
-        assert_eq!(removed_reason(Some(failed), revoked.clone()), revoked);
-        assert_eq!(removed_reason(Some("on call"), None), None);
+        assert_eq!(removed_reason(true, revoked.clone()), revoked);
+        assert_eq!(removed_reason(false, None), None);
     }
 
     #[test]
