@@ -765,10 +765,7 @@ async fn a_hook_whose_replica_lost_its_claim_sends_nothing() {
     .await;
     let event =
         EventInput::from_json(r#"{"user":{"email":"alice@example.com"},"fields":{}}"#).unwrap();
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64;
+    let now = warden::store::requests::now_ms();
     let run = |lease: Lease| {
         let (warden, event) = (&warden, &event);
         async move {
@@ -812,10 +809,7 @@ async fn a_hook_whose_replica_lost_its_claim_stores_no_identity() {
     let warden = start(&scratch, &flows(&cases, "https://*.example.com"), None).await;
     let event =
         EventInput::from_json(r#"{"user":{"email":"alice@example.com"},"fields":{}}"#).unwrap();
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64;
+    let now = warden::store::requests::now_ms();
     let stored = || async {
         warden
             .identity_store()

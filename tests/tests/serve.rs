@@ -1079,19 +1079,7 @@ async fn a_reload_removing_a_flow_whose_plugin_is_granting_access_is_refused() {
         web.origin()
     );
     let h = Harness::start("", &[esc.as_str(), &standard_flows()].concat()).await;
-    let (http, url) = (h.http.clone(), h.url("/v1/flows/esc/requests"));
-    let submitted = tokio::spawn(async move {
-        reply(
-            http.post(url)
-                .bearer_auth(ALICE)
-                .header("content-type", "application/json")
-                .body(json!({ "fields": {} }).to_string())
-                .send()
-                .await
-                .unwrap(),
-        )
-        .await
-    });
+    let submitted = h.submit_in_background("esc");
     wait_for_hit(&web).await;
     h.scratch
         .config(&config_text(&h.scratch, "", &standard_flows()));

@@ -299,32 +299,52 @@ async fn what_an_old_store_served_before_and_after_a_reload_is_redacted_by_the_n
     assert_eq!(value(&old, &config_then, "rotating").await.unwrap(), "v4");
 }
 
-/// Answers the first read at once (the load), and never answers again.
-struct HangingAws {
+/// What a [`Scripted`] read does: answers after so many milliseconds of real time, or never.
+enum Read {
+    After(u64, Result<&'static str, &'static str>),
+    Never,
+}
+
+/// AWS reading as `script` says for its `n`th read (from 1; the first is the load's).
+struct Scripted {
     calls: Mutex<usize>,
+    script: fn(usize) -> Read,
+}
+
+impl Scripted {
+    fn calls(&self) -> usize {
+        *self.calls.lock().unwrap()
+    }
 }
 
 #[async_trait::async_trait]
-impl SecretFetcher for HangingAws {
+impl SecretFetcher for Scripted {
     async fn fetch(&self, _secret: &AwsSecret) -> Result<String, String> {
         let call = {
             let mut calls = self.calls.lock().unwrap();
             *calls += 1;
             *calls
         };
-        if call == 1 {
-            return Ok("good".into());
+        match (self.script)(call) {
+            Read::After(ms, answer) => {
+                if ms > 0 {
+                    tokio::time::sleep(Duration::from_millis(ms)).await;
+                }
+                answer.map(str::to_string).map_err(str::to_string)
+            }
+            Read::Never => std::future::pending().await,
         }
-        std::future::pending().await
     }
 }
 
-#[tokio::test]
-async fn a_refresh_aws_is_slow_to_answer_leaves_the_value_in_hand_served_at_once() {
-    // The refresh was awaited in the use: a hook's deadline came first and cancelled it, so
-    // every use past half the TTL failed although the value in hand was good.
-    let aws = Arc::new(HangingAws {
+/// Secret `rotating` in AWS, `cache_seconds = 10`, read as `script` says, on a hand-moved
+/// clock.
+fn on_scripted_aws(
+    script: fn(usize) -> Read,
+) -> (Arc<Scripted>, Config, SecretStore, Arc<ManualClock>) {
+    let aws = Arc::new(Scripted {
         calls: Mutex::new(0),
+        script,
     });
     let text = "[secrets.rotating]\nsource = \"aws-secrets-manager\"\npath = \"main/rotating\"\ncache_seconds = 10\n";
     let config = Config::parse_with(text, Path::new("warden.toml"), &|_| None, &|secret| {
@@ -339,6 +359,17 @@ async fn a_refresh_aws_is_slow_to_answer_leaves_the_value_in_hand_served_at_once
         aws.clone(),
         Arc::new(move || *reader.0.lock().unwrap()),
     );
+    (aws, config, store, clock)
+}
+
+#[tokio::test]
+async fn a_refresh_aws_is_slow_to_answer_leaves_the_value_in_hand_served_at_once() {
+    // The refresh was awaited in the use: a hook's deadline came first and cancelled it, so
+    // every use past half the TTL failed although the value in hand was good.
+    let (aws, config, store, clock) = on_scripted_aws(|n| match n {
+        1 => Read::After(0, Ok("good")),
+        _ => Read::Never,
+    });
     clock.advance(Duration::from_secs(6));
     for _ in 0..3 {
         let used = tokio::time::timeout(Duration::from_secs(2), value(&store, &config, "rotating"))
@@ -347,7 +378,7 @@ async fn a_refresh_aws_is_slow_to_answer_leaves_the_value_in_hand_served_at_once
         assert_eq!(used.unwrap(), "good");
     }
     // One read in progress, whoever waited for it.
-    assert_eq!(*aws.calls.lock().unwrap(), 2);
+    assert_eq!(aws.calls(), 2);
     // Past the TTL nothing good is in hand: the use waits for the read (its own deadline
     // bounds it).
     clock.advance(Duration::from_secs(5));
@@ -359,100 +390,33 @@ async fn a_refresh_aws_is_slow_to_answer_leaves_the_value_in_hand_served_at_once
     assert!(waited.is_err(), "{waited:?}");
 }
 
-/// Answers the load at once, the next read after 300 ms of real time, and later ones at
-/// once, each with a value of its own.
-struct SlowSecondRead {
-    calls: Mutex<usize>,
-}
-
-#[async_trait::async_trait]
-impl SecretFetcher for SlowSecondRead {
-    async fn fetch(&self, _secret: &AwsSecret) -> Result<String, String> {
-        let call = {
-            let mut calls = self.calls.lock().unwrap();
-            *calls += 1;
-            *calls
-        };
-        if call == 2 {
-            tokio::time::sleep(Duration::from_millis(300)).await;
-        }
-        Ok(format!("v{call}"))
-    }
-}
-
 #[tokio::test]
 async fn a_read_that_finished_long_before_a_use_took_it_is_read_again() {
     // A refresh no use waited out (AWS slow that once) finished; the next use, much later,
     // took its answer as fresh: a rotation since was not seen for another half TTL.
-    let aws = Arc::new(SlowSecondRead {
-        calls: Mutex::new(0),
+    let (aws, config, store, clock) = on_scripted_aws(|n| match n {
+        1 => Read::After(0, Ok("v1")),
+        2 => Read::After(300, Ok("v2")),
+        _ => Read::After(0, Ok("v3")),
     });
-    let text = "[secrets.rotating]\nsource = \"aws-secrets-manager\"\npath = \"main/rotating\"\ncache_seconds = 10\n";
-    let config = Config::parse_with(text, Path::new("warden.toml"), &|_| None, &|secret| {
-        futures_util::FutureExt::now_or_never(aws.fetch(secret)).unwrap()
-    })
-    .unwrap_or_else(|e| panic!("{e}"));
-    let loaded_at = config.secrets["rotating"].loaded_at;
-    let clock = Arc::new(ManualClock(Mutex::new(loaded_at)));
-    let reader = clock.clone();
-    let store = SecretStore::with(
-        &config.secrets,
-        aws.clone(),
-        Arc::new(move || *reader.0.lock().unwrap()),
-    );
     clock.advance(Duration::from_secs(6));
     assert_eq!(value(&store, &config, "rotating").await.unwrap(), "v1");
     tokio::time::sleep(Duration::from_millis(500)).await;
     // An hour on: v2 was read an hour ago.
     clock.advance(Duration::from_secs(3600));
     assert_eq!(value(&store, &config, "rotating").await.unwrap(), "v3");
-    assert_eq!(*aws.calls.lock().unwrap(), 3);
-}
-
-/// Answers the load at once, the next read after 300 ms of real time, and fails later ones.
-struct SlowThenDown {
-    calls: Mutex<usize>,
-}
-
-#[async_trait::async_trait]
-impl SecretFetcher for SlowThenDown {
-    async fn fetch(&self, _secret: &AwsSecret) -> Result<String, String> {
-        let call = {
-            let mut calls = self.calls.lock().unwrap();
-            *calls += 1;
-            *calls
-        };
-        match call {
-            1 => Ok("v1".into()),
-            2 => {
-                tokio::time::sleep(Duration::from_millis(300)).await;
-                Ok("v2".into())
-            }
-            _ => Err("AWS is down".into()),
-        }
-    }
+    assert_eq!(aws.calls(), 3);
 }
 
 #[tokio::test]
 async fn a_read_that_finished_while_no_use_waited_serves_while_it_is_good() {
     // Past the value in hand's TTL, the refresh that finished meanwhile (within its own) is
     // a good value: thrown away, the use waited for AWS, which failed it.
-    let aws = Arc::new(SlowThenDown {
-        calls: Mutex::new(0),
+    let (_aws, config, store, clock) = on_scripted_aws(|n| match n {
+        1 => Read::After(0, Ok("v1")),
+        2 => Read::After(300, Ok("v2")),
+        _ => Read::After(0, Err("AWS is down")),
     });
-    let text = "[secrets.rotating]\nsource = \"aws-secrets-manager\"\npath = \"main/rotating\"\ncache_seconds = 10\n";
-    let config = Config::parse_with(text, Path::new("warden.toml"), &|_| None, &|secret| {
-        futures_util::FutureExt::now_or_never(aws.fetch(secret)).unwrap()
-    })
-    .unwrap_or_else(|e| panic!("{e}"));
-    let loaded_at = config.secrets["rotating"].loaded_at;
-    let clock = Arc::new(ManualClock(Mutex::new(loaded_at)));
-    let reader = clock.clone();
-    let store = SecretStore::with(
-        &config.secrets,
-        aws.clone(),
-        Arc::new(move || *reader.0.lock().unwrap()),
-    );
     clock.advance(Duration::from_secs(6));
     assert_eq!(value(&store, &config, "rotating").await.unwrap(), "v1");
     tokio::time::sleep(Duration::from_millis(500)).await;

@@ -600,6 +600,14 @@ async fn a_stop_waits_for_a_slow_reader_no_longer_than_the_client_timeout() {
     assert!(read < 1_000_000, "{read}");
 }
 
+/// What `/healthz` answers on `conn`, which it then closes.
+async fn healthz_on(conn: &mut TcpStream) -> String {
+    conn.write_all(b"GET /healthz HTTP/1.1\r\nHost: warden\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    read_until_closed(conn, Duration::from_secs(5)).await
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn one_address_holds_no_more_than_its_share_of_the_connections() {
     // Each connection sending a request now and then is never idle: one address could hold
@@ -623,11 +631,7 @@ async fn one_address_holds_no_more_than_its_share_of_the_connections() {
         .connect(h.server.as_ref().unwrap().local_addr())
         .await
         .unwrap();
-    other
-        .write_all(b"GET /healthz HTTP/1.1\r\nHost: warden\r\nConnection: close\r\n\r\n")
-        .await
-        .unwrap();
-    let answered = read_until_closed(&mut other, Duration::from_secs(5)).await;
+    let answered = healthz_on(&mut other).await;
     assert!(answered.starts_with("HTTP/1.1 200"), "{answered}");
     // A trusted proxy's connections are many clients': not held to the share, however it
     // is named.
@@ -638,12 +642,7 @@ async fn one_address_holds_no_more_than_its_share_of_the_connections() {
     )
     .await;
     let through_proxy = [connect(&proxied).await, connect(&proxied).await];
-    let mut third = connect(&proxied).await;
-    third
-        .write_all(b"GET /healthz HTTP/1.1\r\nHost: warden\r\nConnection: close\r\n\r\n")
-        .await
-        .unwrap();
-    let answered = read_until_closed(&mut third, Duration::from_secs(5)).await;
+    let answered = healthz_on(&mut connect(&proxied).await).await;
     assert!(answered.starts_with("HTTP/1.1 200"), "{answered}");
     drop(through_proxy);
     proxied.stop().await;
@@ -651,13 +650,10 @@ async fn one_address_holds_no_more_than_its_share_of_the_connections() {
     drop(held);
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        let mut again = connect(&h).await;
-        again
-            .write_all(b"GET /healthz HTTP/1.1\r\nHost: warden\r\nConnection: close\r\n\r\n")
+        if healthz_on(&mut connect(&h).await)
             .await
-            .unwrap();
-        let answered = read_until_closed(&mut again, Duration::from_secs(5)).await;
-        if answered.starts_with("HTTP/1.1 200") {
+            .starts_with("HTTP/1.1 200")
+        {
             break;
         }
         assert!(Instant::now() < deadline, "still refused");

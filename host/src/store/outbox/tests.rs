@@ -254,23 +254,18 @@ async fn retries_move_a_row_later_and_giving_up_records_it_on_the_request() {
     assert_eq!(line.detail["channel"], "ops");
 }
 
+/// The request, gone to a human: its `waiting` notification queued for `ops`.
+async fn store_with_a_waiting_notification() -> Store {
+    let store = store_with_request().await;
+    let pending = to(&[State::Requested], State::Pending, "continue", "plugin");
+    write(&store, vec![], Some(pending), false).await.unwrap();
+    store
+}
+
 #[tokio::test]
 async fn a_row_that_does_not_read_is_given_up_alone_and_the_rest_are_taken() {
     use crate::store::backend::Backend;
-    let store = store_with_request().await;
-    write(
-        &store,
-        vec![],
-        Some(to(
-            &[State::Requested],
-            State::Pending,
-            "continue",
-            "plugin",
-        )),
-        false,
-    )
-    .await
-    .unwrap();
+    let store = store_with_a_waiting_notification().await;
     // Written by another version, or by hand: an event this warden does not know, first.
     store
         .write("bad row", |c| {
@@ -301,20 +296,7 @@ async fn a_row_that_does_not_read_is_given_up_alone_and_the_rest_are_taken() {
 
 #[tokio::test]
 async fn a_notification_whose_request_is_gone_is_given_up_all_the_same() {
-    let store = store_with_request().await;
-    write(
-        &store,
-        vec![],
-        Some(to(
-            &[State::Requested],
-            State::Pending,
-            "continue",
-            "plugin",
-        )),
-        false,
-    )
-    .await
-    .unwrap();
+    let store = store_with_a_waiting_notification().await;
     let mut row = all(&store).remove(0);
     row.request_id = "req-gone".into();
     store
