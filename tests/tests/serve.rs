@@ -1093,3 +1093,45 @@ async fn a_reload_removing_a_flow_whose_plugin_is_granting_access_is_refused() {
     );
     assert_eq!(submitted.await.unwrap().body["state"], "escalated");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_request_whose_flow_a_reload_removed_mid_way_is_not_granted() {
+    // Its on_request slow (a provider), the request is `requested` while a reload removes
+    // its flow: the reload's check does not see it, and the operation, on the config it
+    // began with, approved it and granted access no hook could ever remove.
+    let web = TestServer::start().await;
+    let fast = format!(
+        "[flows.fast]\nenvironment = \"main\"\nplugin = {}\nallowed_hosts = [{:?}]\n\
+         vars = {{ action = \"http:GET {}/slow?ms=2000\", escalate_action = \"approve:granted\" }}\n",
+        toml_path(artifacts::PROBE),
+        web.origin(),
+        web.origin()
+    );
+    let h = Harness::start("", &[fast.as_str(), &standard_flows()].concat()).await;
+    let submitted = h.submit_in_background("fast");
+    wait_for_hit(&web).await;
+    h.scratch
+        .config(&config_text(&h.scratch, "", &standard_flows()));
+    let r = h.send("POST", "/v1/admin/reload", Some(CAROL), None).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let answered = submitted.await.unwrap();
+    assert_eq!(answered.status, 409, "{}", answered.text);
+    assert!(
+        answered.text.contains("which the config no longer has"),
+        "{}",
+        answered.text
+    );
+    let listed = h
+        .send("GET", "/v1/requests?flow=fast", Some(CAROL), None)
+        .await;
+    let states: Vec<&str> = listed.body["requests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["state"].as_str().unwrap())
+        .collect();
+    assert!(
+        states.iter().all(|s| *s != "approved" && *s != "escalated"),
+        "{states:?}"
+    );
+}

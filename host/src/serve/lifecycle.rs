@@ -422,6 +422,17 @@ impl Lifecycle {
         // already recorded, and the decision stands.
         self.hook(warden, claim, rec, verdict.on_hook(), user)
             .await?;
+        // This operation runs on the config it began with; a reload may have removed the
+        // flow since (its check saw this request before it was approved). Granted now, the
+        // access could never be removed: no hook of the flow can run any more.
+        if matches!(verdict, Verdict::Approve(_))
+            && self.warden.load().config().flow(&rec.flow).is_none()
+        {
+            return Err(LifecycleError::FlowRemoved {
+                id: rec.id.clone(),
+                flow: rec.flow.clone(),
+            });
+        }
         // Written before the next hook that runs, or with the answer. `from` is where the
         // request stood when this operation claimed it, so it still applies.
         // A human's decision is shown with their reason, none included: left out, the
