@@ -602,7 +602,10 @@ async fn reload(State(app): State<Arc<App>>, caller: Caller) -> Result<Response,
     // between the swap and its audit; a stop abandons it while it compiles (up to
     // `[compile] timeout_seconds`) rather than the drain waiting it out.
     let (warden, actor, stop) = (app.warden.clone(), caller.user.clone(), app.stop.clone());
-    let reloading = tokio::spawn(async move { warden.reload_unless(&actor, &stop).await });
+    // On the lifecycle's tracker: a stop waits for a reload past its swap to be audited.
+    let reloading = app
+        .tasks
+        .spawn(async move { warden.reload_unless(&actor, &stop).await });
     let reloaded = reloading.await.map_err(|e| {
         tracing::error!("a reload failed: {e}");
         ApiError::new(
