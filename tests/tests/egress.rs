@@ -899,12 +899,23 @@ impl SecretFetcher for DownAfterLoad {
 async fn a_hook_failing_on_a_capability_the_host_failed_is_the_hosts_failure() {
     // The WIT says an unavailable secret (or the identity store failing) is not the
     // plugin's fault; a plugin passing the error on was blamed for it all the same.
-    let cases = vec![(
-        "reveals".to_string(),
-        "cut-secret:victorops 1 1".to_string(),
-    )];
+    let cases = vec![
+        (
+            "reveals".to_string(),
+            "cut-secret:victorops 1 1".to_string(),
+        ),
+        (
+            "seals".to_string(),
+            "http-sealed:victorops https://a1.example.com/grant".to_string(),
+        ),
+    ];
+    // The sealed header's plugin fails on the error it is told (`connect`, with the cause).
     let flows = flows(&cases, "https://*.example.com")
-        .replace("reveal_secrets = false", "reveal_secrets = true");
+        .replace("reveal_secrets = false", "reveal_secrets = true")
+        .replace(
+            "vars = { action = \"http-sealed",
+            "vars = { errors = \"fail\", action = \"http-sealed",
+        );
     let now = Arc::new(Mutex::new(std::time::Instant::now()));
     let clock = now.clone();
     let scratch = Scratch::new();
@@ -916,21 +927,23 @@ async fn a_hook_failing_on_a_capability_the_host_failed_is_the_hosts_failure() {
     .await;
     // Past the value's TTL: nothing good in hand, and AWS failing.
     *now.lock().unwrap() += Duration::from_secs(61);
-    let report = run(&warden, "reveals").await;
-    let failure = report.outcome.as_ref().unwrap_err();
-    assert_eq!(failure.blame(), warden::Blame::Host, "{failure}");
-    let said = failure.to_string();
-    assert!(
-        said.contains("AWS is down") && said.contains("the plugin then failed"),
-        "{said}"
-    );
-    assert!(
-        report
-            .logs
-            .iter()
-            .any(|l| l.source == warden::capabilities::log::LogSource::Host
-                && l.message.starts_with("secrets: ")),
-        "{:?}",
-        report.logs
-    );
+    for (flow, logged) in [("reveals", "secrets: "), ("seals", "http: header ")] {
+        let report = run(&warden, flow).await;
+        let failure = report.outcome.as_ref().unwrap_err();
+        assert_eq!(failure.blame(), warden::Blame::Host, "{flow}: {failure}");
+        let said = failure.to_string();
+        assert!(
+            said.contains("AWS is down") && said.contains("the plugin then failed"),
+            "{flow}: {said}"
+        );
+        assert!(
+            report
+                .logs
+                .iter()
+                .any(|l| l.source == warden::capabilities::log::LogSource::Host
+                    && l.message.starts_with(logged)),
+            "{flow}: {:?}",
+            report.logs
+        );
+    }
 }

@@ -44,6 +44,10 @@ impl HttpView<'_> {
                             value,
                         },
                         Err(cause) => {
+                            self.instance.host_faults.record(format!(
+                                "http: header `{name}`'s sealed secret `{}`: {cause}",
+                                secret.id
+                            ));
                             return Ok(Err(CallError::Secret {
                                 header: name,
                                 cause,

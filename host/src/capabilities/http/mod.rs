@@ -38,7 +38,7 @@ use wasmtime::StoreContextMut;
 use wasmtime::component::{LinkerInstance, ResourceTable};
 
 use super::log::{LogLevel, LogLine, LogSource};
-use super::{AppState, Capability, Outcome};
+use super::{AppState, Capability, HostFaults, Outcome};
 use crate::capabilities::refusal::{Refusal, RefusalKind, Refusals};
 use crate::config::{Flow, HttpSettings, origin};
 use crate::runtime::bindings::warden::plugin::http::{HttpError, Method, Request, Response};
@@ -199,6 +199,7 @@ impl HttpState {
             sent: 0,
             reached_network: false,
             acting: Acting::Loading,
+            host_faults: HostFaults::default(),
         }
     }
 }
@@ -219,6 +220,8 @@ pub struct HttpInstance {
     reached_network: bool,
     /// Nothing is sent while the plugin loads, nor once its request's claim has ended.
     acting: Acting,
+    /// Sealed headers whose secrets could not be read: the host's failures.
+    host_faults: HostFaults,
 }
 
 pub struct HttpView<'a> {
@@ -361,12 +364,12 @@ impl Capability for HttpInstance {
             });
             self.calls_dropped = 0;
         }
-        Outcome {
+        self.host_faults.finish(Outcome {
             logs,
             refusals: self.refusals.finish(),
             http_calls: std::mem::take(&mut self.calls),
             ..Outcome::default()
-        }
+        })
     }
 }
 
