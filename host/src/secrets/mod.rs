@@ -19,6 +19,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
+use futures_util::FutureExt as _;
+
 use aws_sdk_secretsmanager::error::DisplayErrorContext;
 use aws_sdk_secretsmanager::operation::get_secret_value::GetSecretValueError;
 
@@ -65,8 +67,13 @@ struct Slot {
     failed: Option<(Instant, String)>,
     /// A task of its own, so that a use that stops waiting (its hook's deadline) does not
     /// cancel it: the next use takes its answer.
-    reading: Option<tokio::task::JoinHandle<(Instant, Result<String, String>)>>,
+    reading: Option<SharedRead>,
 }
+
+/// A read of an AWS secret in progress, or done: when it was read, and what it gave.
+type SharedRead = futures_util::future::Shared<
+    futures_util::future::BoxFuture<'static, (Instant, Result<String, String>)>,
+>;
 
 /// How long a use of a secret whose cached value is still good waits for its refresh
 /// before taking the cached value (the refresh goes on, for a later use): AWS answering
@@ -162,118 +169,132 @@ impl SecretStore {
             .entry(secret.id.clone())
             .or_default()
             .clone();
-        let mut slot = slot.lock().await;
         let asked_at = (self.clock)();
-        // A read that finished with no use waiting (a refresh AWS was slow to answer) is
-        // taken as what it is: its value as of when it was read (cached if newer than the
-        // one in hand, and refreshed in turn once half its TTL has passed), its failure as
-        // of then.
-        if slot.reading.as_ref().is_some_and(|r| r.is_finished()) {
-            let finished = slot.reading.take().expect("finished").await;
-            match finished {
-                Ok((at, Ok(value))) => {
-                    if slot.cached.as_ref().is_none_or(|c| c.fetched_at < at) {
-                        let value = SecretValue::new(value);
-                        self.remember(&secret.id, &value);
-                        slot.cached = Some(Cached {
-                            value,
-                            fetched_at: at,
-                        });
-                    }
-                }
-                Ok((at, Err(error))) => {
-                    if slot.failed.as_ref().is_none_or(|(then, _)| *then < at) {
-                        slot.failed = Some((at, error));
-                    }
-                }
-                Err(e) => tracing::warn!(secret = %secret.id, "a read of the secret failed: {e}"),
-            }
-        }
         let age = |c: &Cached| asked_at.saturating_duration_since(c.fetched_at);
-        if let Some(c) = slot.cached.as_ref()
-            && age(c) < aws.cache_ttl / 2
-        {
-            return Ok(c.value.clone());
-        }
-        let quiet = slot
-            .failed
-            .as_ref()
-            .filter(|(at, _)| asked_at.saturating_duration_since(*at) < FAILED_READ_QUIET);
-        // When what is fetched was read: a read that finished while no use waited is older
-        // than the use that takes it.
-        let mut read_at = asked_at;
-        let fetched = match quiet {
-            Some((_, error)) => Err(error.clone()),
-            None => {
-                let good_in_hand = slot.cached.as_ref().is_some_and(|c| age(c) < aws.cache_ttl);
-                let reading = slot.reading.get_or_insert_with(|| {
-                    let (fetcher, aws) = (self.fetcher.clone(), aws.clone());
-                    let clock = self.clock.clone();
-                    tokio::spawn(async move {
-                        let read = fetcher
-                            .fetch(&aws)
-                            .await
-                            .and_then(|raw| apply_json_key(&aws, raw));
-                        (clock(), read)
-                    })
-                });
-                let joined = if good_in_hand {
-                    match tokio::time::timeout(REFRESH_WAIT, reading).await {
-                        Ok(joined) => joined,
-                        Err(_) => {
-                            let c = slot.cached.as_ref().expect("good in hand");
-                            return Ok(c.value.clone());
-                        }
-                    }
-                } else {
-                    reading.await
+        // The slot is held only to look and to record, never across the wait for AWS: uses
+        // of one secret wait for the one read side by side, not one after another.
+        let (reading, good_in_hand) = {
+            let mut slot = slot.lock().await;
+            self.settle(&mut slot, &secret.id);
+            if let Some(c) = slot.cached.as_ref()
+                && age(c) < aws.cache_ttl / 2
+            {
+                return Ok(c.value.clone());
+            }
+            let good_in_hand = slot
+                .cached
+                .as_ref()
+                .filter(|c| age(c) < aws.cache_ttl)
+                .map(|c| c.value.clone());
+            let quiet = slot
+                .failed
+                .as_ref()
+                .filter(|(at, _)| asked_at.saturating_duration_since(*at) < FAILED_READ_QUIET);
+            if let Some((_, error)) = quiet {
+                return match good_in_hand {
+                    Some(value) => Ok(value),
+                    None => Err(self.unavailable(secret, aws, error, slot.cached.as_ref(), age)),
                 };
-                slot.reading = None;
-                let fetched = match joined {
-                    Ok((at, read)) => {
-                        read_at = at.min(asked_at);
-                        read
-                    }
-                    Err(e) => Err(format!("the read failed: {e}")),
-                };
-                slot.failed = fetched.as_ref().err().map(|e| (read_at, e.clone()));
-                if let (Err(error), Some(c)) = (&fetched, &slot.cached)
-                    && age(c) < aws.cache_ttl
-                {
+            }
+            let reading = slot.reading.get_or_insert_with(|| self.read(aws)).clone();
+            (reading, good_in_hand)
+        };
+        let read = match &good_in_hand {
+            Some(value) => match tokio::time::timeout(REFRESH_WAIT, reading).await {
+                Ok(read) => read,
+                // Still reading: the value in hand meanwhile; a later use takes the answer.
+                Err(_) => return Ok(value.clone()),
+            },
+            None => reading.await,
+        };
+        let mut slot = slot.lock().await;
+        self.settle(&mut slot, &secret.id);
+        match read.1 {
+            Ok(value) => Ok(SecretValue::new(value)),
+            Err(error) => match good_in_hand {
+                Some(value) => {
                     tracing::warn!(
                         secret = %secret.id,
-                        "cannot refresh secret `{}` from AWS Secrets Manager ({error}); using the value fetched {}s ago",
+                        "cannot refresh secret `{}` from AWS Secrets Manager ({error}); using the value in hand",
                         secret.id,
-                        age(c).as_secs()
                     );
+                    Ok(value)
                 }
-                fetched
-            }
-        };
-        match fetched {
-            Ok(value) => {
-                let value = SecretValue::new(value);
-                self.remember(&secret.id, &value);
-                slot.cached = Some(Cached {
-                    value: value.clone(),
-                    fetched_at: read_at,
-                });
-                Ok(value)
-            }
-            Err(error) => match slot.cached.as_ref() {
-                Some(c) if age(c) < aws.cache_ttl => Ok(c.value.clone()),
-                Some(c) => Err(SecretUnavailable(format!(
-                    "secret `{}` (AWS Secrets Manager `{}`): {error}; the value fetched {}s ago has expired (cache_seconds = {})",
-                    secret.id,
-                    aws.secret_id,
-                    age(c).as_secs(),
-                    aws.cache_ttl.as_secs()
-                ))),
-                None => Err(SecretUnavailable(format!(
-                    "secret `{}` (AWS Secrets Manager `{}`): {error}",
-                    secret.id, aws.secret_id
-                ))),
+                None => Err(self.unavailable(secret, aws, &error, slot.cached.as_ref(), age)),
             },
+        }
+    }
+
+    /// A read of `aws` on a task of its own (a use that stops waiting does not cancel it),
+    /// its answer shared by every use that waits for it, with when it was read.
+    fn read(&self, aws: &AwsSecret) -> SharedRead {
+        let (fetcher, aws, clock) = (self.fetcher.clone(), aws.clone(), self.clock.clone());
+        let task = tokio::spawn(async move {
+            let read = fetcher
+                .fetch(&aws)
+                .await
+                .and_then(|raw| apply_json_key(&aws, raw));
+            (clock(), read)
+        });
+        let clock = self.clock.clone();
+        async move {
+            task.await
+                .unwrap_or_else(|e| (clock(), Err(format!("the read failed: {e}"))))
+        }
+        .boxed()
+        .shared()
+    }
+
+    /// Takes a finished read into the slot as what it is: its value as of when it was read
+    /// (cached if newer than the one in hand, and refreshed in turn once half its TTL has
+    /// passed), its failure as of then.
+    fn settle(&self, slot: &mut Slot, id: &str) {
+        // Polled once here: a read whose task ended while no use waited has its answer
+        // taken now, not at the next use that waits.
+        let Some((at, read)) = slot.reading.as_ref().and_then(|r| r.clone().now_or_never()) else {
+            return;
+        };
+        slot.reading = None;
+        match read {
+            Ok(value) => {
+                if slot.cached.as_ref().is_none_or(|c| c.fetched_at <= at) {
+                    let value = SecretValue::new(value);
+                    self.remember(id, &value);
+                    slot.cached = Some(Cached {
+                        value,
+                        fetched_at: at,
+                    });
+                }
+            }
+            Err(error) => {
+                if slot.failed.as_ref().is_none_or(|(then, _)| *then <= at) {
+                    slot.failed = Some((at, error));
+                }
+            }
+        }
+    }
+
+    /// Why `secret` cannot be had now: `error`, and the value in hand too old if there is one.
+    fn unavailable(
+        &self,
+        secret: &Secret,
+        aws: &AwsSecret,
+        error: &str,
+        cached: Option<&Cached>,
+        age: impl Fn(&Cached) -> Duration,
+    ) -> SecretUnavailable {
+        match cached {
+            Some(c) => SecretUnavailable(format!(
+                "secret `{}` (AWS Secrets Manager `{}`): {error}; the value fetched {}s ago has expired (cache_seconds = {})",
+                secret.id,
+                aws.secret_id,
+                age(c).as_secs(),
+                aws.cache_ttl.as_secs()
+            )),
+            None => SecretUnavailable(format!(
+                "secret `{}` (AWS Secrets Manager `{}`): {error}",
+                secret.id, aws.secret_id
+            )),
         }
     }
 

@@ -423,3 +423,25 @@ async fn a_read_that_finished_while_no_use_waited_serves_while_it_is_good() {
     clock.advance(Duration::from_secs(6));
     assert_eq!(value(&store, &config, "rotating").await.unwrap(), "v2");
 }
+
+#[tokio::test]
+async fn uses_of_one_secret_wait_for_its_read_side_by_side() {
+    // The slot was held through each use's wait for the read: uses queued, each waiting its
+    // 100 ms in turn, and thirty of them took three seconds with a good value in hand.
+    let (aws, config, store, clock) = on_scripted_aws(|n| match n {
+        1 => Read::After(0, Ok("good")),
+        _ => Read::Never,
+    });
+    clock.advance(Duration::from_secs(6));
+    let started = std::time::Instant::now();
+    let uses = (0..30).map(|_| value(&store, &config, "rotating"));
+    for used in futures_util::future::join_all(uses).await {
+        assert_eq!(used.unwrap(), "good");
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(aws.calls(), 2);
+}
