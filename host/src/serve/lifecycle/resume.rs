@@ -170,6 +170,7 @@ impl Lifecycle {
                 }
                 Ok(lease) => {
                     let lifecycle = self.clone();
+                    let stop = stop.clone();
                     tasks.spawn(async move {
                         let mut running = tokio::task::JoinSet::new();
                         let at_once =
@@ -177,8 +178,15 @@ impl Lifecycle {
                         for id in lease.ids.clone() {
                             let lifecycle = lifecycle.clone();
                             let at_once = at_once.clone();
+                            let stop = stop.clone();
                             running.spawn(async move {
                                 let _turn = at_once.acquire_owned().await;
+                                // A stop waits for removals begun, not for the rest of the
+                                // sweep: those are made after the restart, or by another
+                                // replica once the lease is given up.
+                                if stop.is_cancelled() {
+                                    return Swept::Busy;
+                                }
                                 match lifecycle.deescalate(&id).await {
                                     Ok(true) => Swept::Done,
                                     Ok(false) => Swept::Busy,
