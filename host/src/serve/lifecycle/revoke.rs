@@ -41,7 +41,9 @@ impl Lifecycle {
             Err(e) => return Err(e),
         };
         let rec = self.record(id).await?;
-        if rec.state != State::Escalated {
+        // Its end moved on since a sweep listed it (a removal failed meanwhile, and is put
+        // off to its next try): not yet.
+        if rec.state != State::Escalated || rec.expires_at.is_some_and(|at| at > now_ms()) {
             return Ok(true);
         }
         let warden = self.warden.load_full();
