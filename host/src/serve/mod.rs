@@ -98,10 +98,17 @@ impl CurrentWarden {
                     ..ListQuery::default()
                 };
                 let found = self.store.list(&query).await.map_err(|e| e.to_string())?;
-                if found.rows.is_empty() {
+                // Counted by the rows read, those that do not read as requests included: one
+                // of them may hold access as well.
+                if found.read == 0 {
                     continue;
                 }
-                let ids: Vec<&str> = found.rows.iter().map(|r| r.id.as_str()).collect();
+                let mut ids: Vec<&str> = found.rows.iter().map(|r| r.id.as_str()).collect();
+                let unreadable = found.read - found.rows.len();
+                let unreadable_note = format!("{unreadable} that cannot be read");
+                if unreadable > 0 {
+                    ids.push(&unreadable_note);
+                }
                 let how = match state {
                     State::Escalated => "access its plugin granted is still held",
                     _ => "its plugin is granting access",
@@ -109,7 +116,7 @@ impl CurrentWarden {
                 held.push(format!(
                     "flow `{flow}` is removed, but {how} ({}{}): only its on_deescalate removes it; revoke those requests (POST /v1/requests/ID/revoke) or let them expire, then reload",
                     ids.join(", "),
-                    if ids.len() == 3 { ", ..." } else { "" }
+                    if found.read == 3 { ", ..." } else { "" }
                 ));
             }
         }
