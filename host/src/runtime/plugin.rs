@@ -89,11 +89,54 @@ fn compile_bytes(
 /// of compiling (and bounded with it): adapting reads the module's WIT metadata, which can
 /// be crafted to take minutes.
 fn to_component(bytes: &[u8]) -> Result<std::borrow::Cow<'_, [u8]>, String> {
-    if wasmparser::Parser::is_component(bytes) {
-        Ok(bytes.into())
+    let component: std::borrow::Cow<'_, [u8]> = if wasmparser::Parser::is_component(bytes) {
+        bytes.into()
     } else {
-        Ok(adapt_core_module(bytes)?.into())
+        adapt_core_module(bytes)?.into()
+    };
+    check_names(&component)?;
+    Ok(component)
+}
+
+/// The longest module or function name a plugin's name sections may hold.
+const MAX_NAME_BYTES: usize = 16 << 10;
+
+/// Refuses a plugin whose name sections hold a module or function name over
+/// [`MAX_NAME_BYTES`]: wasmtime copies the names of the frames a trap passes through (up to
+/// twenty) whenever one traps, inside its trap handling, where no deadline reaches, so a
+/// plugin naming a function with 32 MiB cost the host 640 MiB and seconds per trap.
+fn check_names(component: &[u8]) -> Result<(), String> {
+    use wasmparser::{KnownCustom, Name, Payload};
+    let too_long = |what: &str, name: &str| {
+        format!(
+            "its name section names a {what} with {} bytes (at most {MAX_NAME_BYTES}: a trap copies the names of the functions it passes through); strip or shorten the names",
+            name.len()
+        )
+    };
+    for payload in wasmparser::Parser::new(0).parse_all(component) {
+        let Ok(Payload::CustomSection(section)) = payload else {
+            continue;
+        };
+        let KnownCustom::Name(names) = section.as_known() else {
+            continue;
+        };
+        for name in names.into_iter().flatten() {
+            match name {
+                Name::Module { name, .. } if name.len() > MAX_NAME_BYTES => {
+                    return Err(too_long("module", name));
+                }
+                Name::Function(map) => {
+                    for naming in map.into_iter().flatten() {
+                        if naming.name.len() > MAX_NAME_BYTES {
+                            return Err(too_long("function", naming.name));
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
     }
+    Ok(())
 }
 
 /// `bytes` compiled for `engine`, as [`Component::from_binary`], a core module adapted first.
@@ -188,4 +231,55 @@ pub fn root_message(error: &wasmtime::Error) -> String {
         }
     }
     parts.join(": ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An empty component with a `name` custom section naming function 0 `name`.
+    fn component_naming_a_function(name: &str) -> Vec<u8> {
+        fn leb(mut n: usize, out: &mut Vec<u8>) {
+            loop {
+                let byte = (n & 0x7f) as u8;
+                n >>= 7;
+                if n == 0 {
+                    out.push(byte);
+                    return;
+                }
+                out.push(byte | 0x80);
+            }
+        }
+        let mut functions = Vec::new();
+        leb(1, &mut functions);
+        leb(0, &mut functions);
+        leb(name.len(), &mut functions);
+        functions.extend_from_slice(name.as_bytes());
+        let mut section = Vec::new();
+        leb(4, &mut section);
+        section.extend_from_slice(b"name");
+        section.push(1);
+        leb(functions.len(), &mut section);
+        section.extend_from_slice(&functions);
+        let mut component = b"\0asm\x0d\x00\x01\x00".to_vec();
+        component.push(0);
+        leb(section.len(), &mut component);
+        component.extend_from_slice(&section);
+        component
+    }
+
+    #[test]
+    fn a_plugin_naming_a_function_at_length_is_refused() {
+        assert_eq!(check_names(&component_naming_a_function("recurse")), Ok(()));
+        let long = "n".repeat(MAX_NAME_BYTES + 1);
+        let refused = check_names(&component_naming_a_function(&long)).unwrap_err();
+        assert!(
+            refused.starts_with(&format!(
+                "its name section names a function with {} bytes",
+                MAX_NAME_BYTES + 1
+            )),
+            "{refused}"
+        );
+        assert!(to_component(&component_naming_a_function(&long)).is_err());
+    }
 }
