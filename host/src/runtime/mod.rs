@@ -637,9 +637,14 @@ impl Warden {
     }
 
     /// Hands a finished event's store to the background task to free after the answer.
-    /// Without an async runtime it is freed here.
+    /// Without an async runtime it is freed here, and so it is while the task makes an
+    /// instance ahead: that may take as long as the plugin makes it (a large plugin is asked
+    /// `implemented` then), and stores left to it meanwhile would hold their pool slots,
+    /// which every flow shares, and their memory until it ends.
     fn free_later(&self, loaded: &Arc<LoadedFlow>, store: Store<InstanceState>) {
-        if tokio::runtime::Handle::try_current().is_err() {
+        if tokio::runtime::Handle::try_current().is_err()
+            || loaded.preparing.load(Ordering::Acquire)
+        {
             return drop(store);
         }
         loaded.finished.lock().unpoisoned().push(store);
