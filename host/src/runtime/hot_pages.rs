@@ -48,6 +48,13 @@ const PAGE: usize = 4096;
 /// copies nothing, while a write ahead copies a page (written pages are not merged).
 const READ_GAP_PAGES: u32 = 16;
 
+/// The most pages a flow's instances made ahead have written, and mapped, ahead: a Python
+/// hook writes about 265 and reads about 1,800. Past either, the flow's events are not
+/// worked ahead at all: the work is the plugin's to size (a memory it writes whole is copied
+/// whole for every instance), done outside its deadline and its share of the wasm pool.
+const MAX_WRITTEN_PAGES: usize = 2048;
+const MAX_READ_PAGES: usize = 8192;
+
 /// One flow's record of the pages its hooks write, and of those they only read.
 pub(crate) struct HotPages {
     /// Indexes of the pages written, counted from the memory's start; sorted, no repeats.
@@ -101,6 +108,11 @@ impl HotPages {
         read.dedup();
         // A page written in any event is written ahead, not only mapped.
         read.retain(|page| pages.binary_search(page).is_err());
+        if pages.len() > MAX_WRITTEN_PAGES || read.len() > MAX_READ_PAGES {
+            self.unsupported.store(true, Ordering::Relaxed);
+            *self.runs.lock().unpoisoned() = Arc::new(Runs::default());
+            return;
+        }
         *self.runs.lock().unpoisoned() = Arc::new(Runs {
             written: runs(&pages, 0),
             read: runs(&read, READ_GAP_PAGES),
@@ -335,6 +347,34 @@ mod tests {
         unsafe {
             libc::munmap(first as *mut libc::c_void, 16 * PAGE);
             libc::munmap(second as *mut libc::c_void, 16 * PAGE);
+        }
+    }
+
+    #[test]
+    fn a_flow_writing_more_than_is_worth_doing_ahead_is_not_worked_ahead() {
+        let pages = MAX_WRITTEN_PAGES + 1;
+        let (first, _f1) = mapped_file(pages);
+        let (second, _f2) = mapped_file(pages);
+        for page in 0..pages {
+            unsafe { std::ptr::write_volatile((first + page * PAGE) as *mut u8, 1) };
+        }
+        let hot = HotPages::new(pages * PAGE);
+        let memory = |base| MemoryRange {
+            base,
+            len: pages * PAGE,
+        };
+        hot.learn(memory(first), 0);
+        assert!(!hot.learning());
+        hot.populate(memory(second));
+        let populated = touched_pages(second, pages * PAGE).unwrap();
+        assert!(
+            populated.written.is_empty() && populated.read.is_empty(),
+            "{} pages written ahead",
+            populated.written.len()
+        );
+        unsafe {
+            libc::munmap(first as *mut libc::c_void, pages * PAGE);
+            libc::munmap(second as *mut libc::c_void, pages * PAGE);
         }
     }
 }
