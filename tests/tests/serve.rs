@@ -1066,24 +1066,44 @@ async fn a_secret_a_reload_takes_from_a_flow_stays_redacted_from_what_it_receive
     );
 }
 
+/// Serves flow `flow` (the probe doing `action` in on_request, `escalate_action` in
+/// on_escalate; one of them calls `web`, slowly) beside the standard ones, files a request to
+/// it, and once its hook has called `web`, reloads a config without the flow: the harness,
+/// the request on its way, and the reload's answer.
+async fn reload_away_while_a_hook_waits(
+    web: &TestServer,
+    flow: &str,
+    action: &str,
+    escalate_action: &str,
+) -> (Harness, tokio::task::JoinHandle<Reply>, Reply) {
+    let text = format!(
+        "[flows.{flow}]\nenvironment = \"main\"\nplugin = {}\nallowed_hosts = [{:?}]\n\
+         vars = {{ action = {action:?}, escalate_action = {escalate_action:?} }}\n",
+        toml_path(artifacts::PROBE),
+        web.origin(),
+    );
+    let h = Harness::start("", &[text.as_str(), &standard_flows()].concat()).await;
+    let submitted = h.submit_in_background(flow);
+    wait_for_hit(web).await;
+    h.scratch
+        .config(&config_text(&h.scratch, "", &standard_flows()));
+    let r = h.send("POST", "/v1/admin/reload", Some(CAROL), None).await;
+    (h, submitted, r)
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_reload_removing_a_flow_whose_plugin_is_granting_access_is_refused() {
     // Approved, its on_escalate granting (a slow provider): the request is not escalated
     // yet, and a reload removing its flow went through, leaving access no hook can remove.
     let web = TestServer::start().await;
-    let esc = format!(
-        "[flows.esc]\nenvironment = \"main\"\nplugin = {}\nallowed_hosts = [{:?}]\n\
-         vars = {{ action = \"approve:on call\", escalate_action = \"http:GET {}/slow?ms=3000\" }}\n",
-        toml_path(artifacts::PROBE),
-        web.origin(),
-        web.origin()
-    );
-    let h = Harness::start("", &[esc.as_str(), &standard_flows()].concat()).await;
-    let submitted = h.submit_in_background("esc");
-    wait_for_hit(&web).await;
-    h.scratch
-        .config(&config_text(&h.scratch, "", &standard_flows()));
-    let r = h.send("POST", "/v1/admin/reload", Some(CAROL), None).await;
+    // Kept to the end: the server answers the request on its way.
+    let (_h, submitted, r) = reload_away_while_a_hook_waits(
+        &web,
+        "esc",
+        "approve:on call",
+        &format!("http:GET {}/slow?ms=3000", web.origin()),
+    )
+    .await;
     assert_eq!(r.status, 422, "{}", r.text);
     assert!(
         r.text
@@ -1100,19 +1120,13 @@ async fn a_request_whose_flow_a_reload_removed_mid_way_is_not_granted() {
     // its flow: the reload's check does not see it, and the operation, on the config it
     // began with, approved it and granted access no hook could ever remove.
     let web = TestServer::start().await;
-    let fast = format!(
-        "[flows.fast]\nenvironment = \"main\"\nplugin = {}\nallowed_hosts = [{:?}]\n\
-         vars = {{ action = \"http:GET {}/slow?ms=2000\", escalate_action = \"approve:granted\" }}\n",
-        toml_path(artifacts::PROBE),
-        web.origin(),
-        web.origin()
-    );
-    let h = Harness::start("", &[fast.as_str(), &standard_flows()].concat()).await;
-    let submitted = h.submit_in_background("fast");
-    wait_for_hit(&web).await;
-    h.scratch
-        .config(&config_text(&h.scratch, "", &standard_flows()));
-    let r = h.send("POST", "/v1/admin/reload", Some(CAROL), None).await;
+    let (h, submitted, r) = reload_away_while_a_hook_waits(
+        &web,
+        "fast",
+        &format!("http:GET {}/slow?ms=2000", web.origin()),
+        "approve:granted",
+    )
+    .await;
     assert_eq!(r.status, 200, "{}", r.text);
     let answered = submitted.await.unwrap();
     assert_eq!(answered.status, 409, "{}", answered.text);
