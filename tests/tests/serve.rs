@@ -1009,6 +1009,22 @@ async fn a_request_that_cannot_be_read_stops_neither_a_start_nor_a_listing() {
         .await;
     assert_eq!(second.status, 200, "{}", second.text);
     assert_eq!(second.body["requests"][0]["id"], ids[0].as_str());
+    // Opened by its id: named, and not a store to retry (503 with Retry-After, for ever).
+    let opened = h
+        .send(
+            "GET",
+            &format!("/v1/requests/{}", ids[1]),
+            Some(CAROL),
+            None,
+        )
+        .await;
+    assert_eq!(opened.status, 500, "{}", opened.text);
+    assert!(opened.headers.get("retry-after").is_none());
+    let said = opened.body["error"].as_str().unwrap();
+    assert!(
+        said.contains(&ids[1]) && said.contains("trying again will not help"),
+        "{said}"
+    );
     h.stop().await;
 }
 

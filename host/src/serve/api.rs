@@ -197,6 +197,7 @@ impl From<LifecycleError> for ApiError {
             LifecycleError::NotAReplay => StatusCode::TOO_MANY_REQUESTS,
             // What removes the access (the plugin, its provider) failed.
             LifecycleError::NotRemoved { .. } => StatusCode::BAD_GATEWAY,
+            LifecycleError::Unreadable(_) => StatusCode::INTERNAL_SERVER_ERROR,
             // The store did not answer or did not commit (a database restarting, a full
             // disk): nothing the client was told is lost, and trying again may work.
             LifecycleError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,

@@ -28,6 +28,7 @@ use crate::Warden;
 use crate::config::DURATION_FIELD;
 use crate::runtime::event::UserInput;
 use crate::runtime::hooks::{Decision, HookName, step_name};
+use crate::store::StoreError;
 use crate::store::backend::Backend;
 use crate::store::requests::{
     HistoryEntry, HistoryEvent, NewRequest, RequestRecord, State, Transition, now_ms,
@@ -187,10 +188,10 @@ impl Lifecycle {
         if id.contains('\0') {
             return Err(LifecycleError::NotFound(id.to_string()));
         }
-        self.store
-            .request(id)
-            .await?
-            .ok_or_else(|| LifecycleError::NotFound(id.to_string()))
+        match self.store.request(id).await {
+            Ok(found) => found.ok_or_else(|| LifecycleError::NotFound(id.to_string())),
+            Err(e) => Err(self.reading_failed(id, e).await),
+        }
     }
 
     pub async fn view(&self, id: &str) -> Result<RequestView, LifecycleError> {
@@ -198,12 +199,22 @@ impl Lifecycle {
         if id.contains('\0') {
             return Err(LifecycleError::NotFound(id.to_string()));
         }
-        let (rec, history) = self
-            .store
-            .request_with_history(id)
-            .await?
-            .ok_or_else(|| LifecycleError::NotFound(id.to_string()))?;
+        let (rec, history) = match self.store.request_with_history(id).await {
+            Ok(found) => found.ok_or_else(|| LifecycleError::NotFound(id.to_string()))?,
+            Err(e) => return Err(self.reading_failed(id, e).await),
+        };
         Ok(RequestView::new(rec, Some(history)))
+    }
+
+    /// Why request `id` could not be read: the store failing (worth trying again), or, when
+    /// the store answers all the same, its row (written by another version, or damaged),
+    /// which no retry reads, named in the log by the request's id.
+    async fn reading_failed(&self, id: &str, error: StoreError) -> LifecycleError {
+        if error.claim_lost().is_some() || self.store.ping().await.is_err() {
+            return error.into();
+        }
+        tracing::error!(request = %id, "request `{id}` cannot be read: {error}");
+        LifecycleError::Unreadable(id.to_string())
     }
 
     /// Writes what the operation left waiting in its claim, releases the request and

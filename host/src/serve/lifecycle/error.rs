@@ -61,6 +61,11 @@ pub enum LifecycleError {
     /// key names no earlier request.
     #[error("no earlier request under this Idempotency-Key, and no more new requests now")]
     NotAReplay,
+    /// Its stored row does not read as a request (written by another version, or damaged).
+    #[error(
+        "request `{0}` is stored in a form this warden cannot read (its log says why); trying again will not help"
+    )]
+    Unreadable(String),
     #[error("warden's store failed (a host problem): {0}")]
     Store(StoreError),
 }
